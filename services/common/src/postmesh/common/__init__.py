@@ -1,0 +1,1 @@
+"""Shared plumbing for every Postmesh service: settings, logs, ops server, gRPC, bus, TLS."""

@@ -1,0 +1,82 @@
+"""What every bus implementation offers: durable publish and at-least-once consumption."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from postmesh.common.logging import get_logger
+from prometheus_client import Counter
+
+log = get_logger(__name__)
+
+HANDLER_FAILURES = Counter(
+    "postmesh_bus_handler_failures_total",
+    "Bus records whose handler raised and will be retried.",
+    ["topic"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BusRecord:
+    topic: str
+    key: str
+    value: bytes
+    partition: int
+    offset: int
+
+
+Handler = Callable[[BusRecord], Awaitable[None]]
+
+
+class Bus(ABC):
+    """``publish`` returns only once the record is durable (Kafka: acks=all from an idempotent
+    producer; SQLite: committed). ``consume`` hands each record to ``handler`` and commits its
+    offset only after the handler returned, so a crash redelivers (at-least-once)."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, topic: str, key: str, value: bytes) -> None: ...
+
+    @abstractmethod
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        handler: Handler,
+        *,
+        from_latest: bool = False,
+    ) -> None:
+        """Run until cancelled. ``group=None``: no committed offsets (every reader sees all)."""
+
+    @abstractmethod
+    async def ready(self) -> bool: ...
+
+
+async def handle_until_done(handler: Handler, record: BusRecord, stopping: asyncio.Event) -> bool:
+    """Call ``handler`` until it succeeds; back off between failures. A record is never skipped:
+    the handler owns turning permanent failures into bounces. Returns False if stopping."""
+    delay = 0.5
+    while True:
+        try:
+            await handler(record)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            HANDLER_FAILURES.labels(record.topic).inc()
+            log.exception(
+                "bus handler failed; will retry",
+                extra={"fields": {"topic": record.topic, "key": record.key, "retry_in": delay}},
+            )
+        if stopping.is_set():
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)

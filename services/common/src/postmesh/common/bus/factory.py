@@ -1,0 +1,17 @@
+"""Pick the bus the settings name."""
+
+from __future__ import annotations
+
+from postmesh.common import topics
+from postmesh.common.bus.base import Bus
+from postmesh.common.config import ServiceSettings
+
+
+def create_bus(settings: ServiceSettings, client_id: str) -> Bus:
+    if settings.bus == "kafka":
+        from postmesh.common.bus.kafka import KafkaBus
+
+        return KafkaBus(settings.kafka_bootstrap_servers, client_id, create_topics=topics.ALL)
+    from postmesh.common.bus.sqlite import SqliteBus
+
+    return SqliteBus(settings.data_path(settings.bus_sqlite_path))

@@ -1,0 +1,114 @@
+"""Apache Kafka bus (aiokafka): idempotent producer (acks=all), manual commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
+from postmesh.common.logging import get_logger
+
+log = get_logger(__name__)
+
+# Records stay small: large bodies go to the store first (claim check, see smtp-edge).
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+class KafkaBus(Bus):
+    def __init__(
+        self, bootstrap_servers: str, client_id: str, *, create_topics: Sequence[str] = ()
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self._create_topics = list(create_topics)
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._create_topics:
+            await self._ensure_topics(self._create_topics)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            enable_idempotence=True,  # implies acks=all: the 250 waits for every in-sync replica
+            acks="all",
+            linger_ms=2,
+            max_request_size=MAX_RECORD_BYTES + 64 * 1024,
+        )
+        await self._producer.start()
+
+    async def _ensure_topics(self, topics: Sequence[str], partitions: int = 3) -> None:
+        """Development convenience; in production the chart's topic resources create them."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [
+                            NewTopic(t, num_partitions=partitions, replication_factor=1)
+                            for t in missing
+                        ]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        if self._producer is None:
+            raise RuntimeError("KafkaBus.publish before start")
+        await self._producer.send_and_wait(topic, value, key=key.encode())
+
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        handler: Handler,
+        *,
+        from_latest: bool = False,
+    ) -> None:
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if from_latest else "earliest",
+            max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
+        )
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=100)
+                for tp, records in batches.items():
+                    for r in records:
+                        rec = BusRecord(
+                            r.topic, (r.key or b"").decode(), r.value or b"", r.partition, r.offset
+                        )
+                        if not await handle_until_done(handler, rec, self._stopping):
+                            return
+                    if group is not None and records:
+                        await consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            await consumer.stop()
+
+    async def ready(self) -> bool:
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=3)
+        except (KafkaError, TimeoutError):
+            return False
+        return True

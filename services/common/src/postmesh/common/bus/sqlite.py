@@ -1,0 +1,144 @@
+"""Embedded bus on one SQLite file, shared by the processes of ``make run`` on one host.
+
+A single log table stands in for all topics; consumer groups keep their position in a table.
+Readers poll (every 50 ms when idle), which is plenty for development and a small single host.
+One consumer per group is assumed: embedded mode runs one replica of each service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    created_ms INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+);
+CREATE INDEX IF NOT EXISTS records_topic_seq ON records (topic, seq);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic)
+);
+"""
+
+POLL_SECONDS = 0.05
+BATCH = 100
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a record committed before the SMTP 250 survives a power cut, as Kafka acks=all would.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+class SqliteBus(Bus):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._conn = await asyncio.to_thread(_connect, self.path)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._conn is not None:
+            async with self._lock:
+                self._conn.close()
+            self._conn = None
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SqliteBus.publish before start")
+
+        def insert() -> None:
+            conn.execute(
+                "INSERT INTO records (topic, key, value) VALUES (?, ?, ?)", (topic, key, value)
+            )
+
+        async with self._lock:
+            await asyncio.to_thread(insert)
+
+    async def consume(
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        handler: Handler,
+        *,
+        from_latest: bool = False,
+    ) -> None:
+        conn = await asyncio.to_thread(_connect, self.path)
+        try:
+            positions = await asyncio.to_thread(
+                self._initial_positions, conn, topics, group, from_latest
+            )
+            while not self._stopping.is_set():
+                got_any = False
+                for topic in topics:
+                    rows = await asyncio.to_thread(
+                        lambda t=topic: conn.execute(  # type: ignore[misc]
+                            "SELECT seq, key, value FROM records WHERE topic = ? AND seq > ? "
+                            "ORDER BY seq LIMIT ?",
+                            (t, positions[t], BATCH),
+                        ).fetchall()
+                    )
+                    for seq, key, value in rows:
+                        got_any = True
+                        rec = BusRecord(topic, key, bytes(value), 0, seq)
+                        if not await handle_until_done(handler, rec, self._stopping):
+                            return
+                        positions[topic] = seq
+                        if group is not None:
+                            await asyncio.to_thread(self._commit, conn, group, topic, seq)
+                if not got_any:
+                    await asyncio.sleep(POLL_SECONDS)
+        finally:
+            await asyncio.to_thread(conn.close)
+
+    @staticmethod
+    def _initial_positions(
+        conn: sqlite3.Connection, topics: Sequence[str], group: str | None, from_latest: bool
+    ) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for t in topics:
+            row = None
+            if group is not None:
+                row = conn.execute(
+                    "SELECT seq FROM group_offsets WHERE grp = ? AND topic = ?", (group, t)
+                ).fetchone()
+            if row is not None:
+                positions[t] = int(row[0])
+            elif from_latest:
+                positions[t] = int(
+                    conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+                )
+            else:
+                positions[t] = 0
+        return positions
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, group: str, topic: str, seq: int) -> None:
+        conn.execute(
+            "INSERT INTO group_offsets (grp, topic, seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (grp, topic) DO UPDATE SET seq = excluded.seq",
+            (group, topic, seq),
+        )
+
+    async def ready(self) -> bool:
+        return self._conn is not None

@@ -1,0 +1,62 @@
+"""Typed settings from POSTMESH_* environment variables (12-factor).
+
+Every service subclasses :class:`ServiceSettings`; :func:`load_settings` validates at start and
+stops the process with a message that names the offending variable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "POSTMESH_"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Field ``foo_bar`` is read from ``POSTMESH_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Ops HTTP server: /metrics, /healthz, /readyz.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9100, ge=0, le=65535)
+    # Where state of the embedded backends lives (SQLite files, dev TLS certificate).
+    data_dir: Path = Path(".postmesh")
+    bus: Literal["sqlite", "kafka"] = "sqlite"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Embedded bus database; relative paths are under data_dir.
+    bus_sqlite_path: Path = Path("bus.sqlite3")
+    store_address: str = "127.0.0.1:50061"
+    auth_address: str = "127.0.0.1:50062"
+    # Default deadline for an internal gRPC call.
+    grpc_deadline_seconds: float = Field(default=10.0, gt=0)
+
+    def data_path(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.data_dir / p
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def format_validation_error(cls: type[BaseSettings], err: ValidationError) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ENV_PREFIX))
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "?"
+        env = (prefix + field).upper()
+        lines.append(f"invalid setting {env}={e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read and validate settings, or exit with status 2 naming every bad variable."""
+    try:
+        return cls()
+    except ValidationError as err:
+        print(format_validation_error(cls, err), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,122 @@
+"""gRPC plumbing: an aio server with the standard health service, and channels with deadlines
+and retries of UNAVAILABLE (a store replica restarting must not fail a client call)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from postmesh.common.logging import get_logger
+from prometheus_client import Histogram
+
+log = get_logger(__name__)
+
+# Messages are streamed in chunks well below this; the headroom is for large metadata pages.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024
+
+_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+_RETRY_POLICY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+RPC_SECONDS = Histogram(
+    "postmesh_grpc_server_handling_seconds",
+    "Time to handle one gRPC call, by method and status code.",
+    ["method", "code"],
+)
+
+
+class _MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method
+        inner = handler.unary_unary
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await inner(request, context)
+            except BaseException:
+                code = str(context.code() or "UNKNOWN")
+                raise
+            finally:
+                RPC_SECONDS.labels(method, code).observe(time.perf_counter() - start)
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrpcServer:
+    """A grpc.aio server on ``address`` with health checking for ``service_names``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.server = grpc.aio.server(options=_OPTIONS, interceptors=[_MetricsInterceptor()])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = 0
+
+    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
+        register(servicer, self.server)
+
+    async def start(self, service_names: Iterable[str]) -> None:
+        self.port = self.server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC server to {self.address}")
+        await self.server.start()
+        for name in [*service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc server listening", extra={"fields": {"address": self.address}})
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """A client channel with retries on UNAVAILABLE; pass ``timeout=`` on every call."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[*_OPTIONS, ("grpc.service_config", _RETRY_POLICY), ("grpc.enable_retries", 1)],
+    )
+
+
+async def is_serving(ch: grpc.aio.Channel, service: str = "", timeout: float = 2.0) -> bool:
+    """Readiness probe helper: asks the peer's standard health service."""
+    stub = health_pb2_grpc.HealthStub(ch)
+    try:
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,77 @@
+"""TLS contexts, and a self-signed certificate for development made on first run."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def ensure_dev_certificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
+    """Return (cert, key) in ``directory``, creating a self-signed pair if absent.
+
+    Several services start at once under ``make run``; the files are written to temporary names
+    and renamed, so a reader never sees half a file, and whichever process renames last wins with
+    an equally valid pair.
+    """
+    cert_path, key_path = directory / "tls-cert.pem", directory / "tls-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(hostname),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    suffix = f".{os.getpid()}.tmp"
+    key_tmp, cert_tmp = (
+        key_path.with_name(key_path.name + suffix),
+        cert_path.with_name(cert_path.name + suffix),
+    )
+    key_tmp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_tmp.chmod(0o600)
+    cert_tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Key first, then cert: "cert exists" implies its key is in place (both renames are atomic).
+    # Two racing writers could pair one's key with the other's cert; only one process writes in
+    # practice (make run creates it before starting services), so this is acceptable for dev.
+    key_tmp.replace(key_path)
+    cert_tmp.replace(cert_path)
+    return cert_path, key_path
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
