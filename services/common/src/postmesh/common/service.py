@@ -1,0 +1,56 @@
+"""The lifecycle every service shares: logs, ops server, start, wait for SIGTERM, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TypeVar
+
+from postmesh.common.config import ServiceSettings, load_settings
+from postmesh.common.logging import configure_logging, get_logger
+from postmesh.common.ops import OpsServer, ReadinessCheck
+from postmesh.common.runner import wait_for_stop_signal
+
+log = get_logger(__name__)
+S = TypeVar("S", bound=ServiceSettings)
+
+
+class Service(ABC):
+    """A service: ``start`` opens its listeners and background tasks, ``stop`` closes them."""
+
+    name: str = "service"
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return {}
+
+
+async def serve(service: Service, settings: ServiceSettings) -> None:
+    ops = OpsServer(settings.ops_host, settings.ops_port)
+    for name, check in service.readiness_checks().items():
+        ops.add_readiness_check(name, check)
+    await ops.start()
+    try:
+        await service.start()
+        log.info("service started", extra={"fields": {"ops_port": ops.port}})
+        await wait_for_stop_signal()
+    finally:
+        await service.stop()
+        await ops.stop()
+        log.info("service stopped")
+
+
+def main(settings_cls: type[S], factory: Callable[[S], Service], name: str) -> None:
+    """Entry point of ``python -m postmesh.<service>``."""
+    settings = load_settings(settings_cls)
+    configure_logging(name, settings.log_level)
+    try:
+        asyncio.run(serve(factory(settings), settings))
+    except KeyboardInterrupt:
+        pass
