@@ -36,6 +36,12 @@ class ServiceSettings(BaseSettings):
     # Default deadline for an internal gRPC call.
     grpc_deadline_seconds: float = Field(default=10.0, gt=0)
 
+    # PEM files for the TLS listeners; when unset a self-signed pair is made in data_dir.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Host name announced in greetings and Received: headers.
+    hostname: str = "localhost"
+
     def data_path(self, p: Path) -> Path:
         return p if p.is_absolute() else self.data_dir / p
 

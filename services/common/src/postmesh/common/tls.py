@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from postmesh.common.config import ServiceSettings
 
 
 def ensure_dev_certificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
@@ -75,3 +76,11 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def settings_server_context(settings: ServiceSettings) -> ssl.SSLContext:
+    """The server TLS context a service's settings describe (dev certificate when none is set)."""
+    if settings.tls_cert_file and settings.tls_key_file:
+        return server_context(settings.tls_cert_file, settings.tls_key_file)
+    cert, key = ensure_dev_certificate(settings.data_dir, settings.hostname)
+    return server_context(cert, key)
