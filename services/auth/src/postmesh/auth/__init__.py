@@ -1,0 +1,1 @@
+"""Auth service: domains, users, passwords; gRPC for the edges and an admin REST API."""

@@ -1,0 +1,104 @@
+"""Wires the auth service: repository, gRPC server, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.auth.accounts import Accounts
+from postmesh.auth.admin_api import create_admin_app
+from postmesh.auth.grpc_api import AuthServicer
+from postmesh.auth.repository import AccountRepository
+from postmesh.auth.settings import AuthSettings
+from postmesh.common.grpc import GrpcServer
+from postmesh.common.logging import get_logger, kv
+from postmesh.common.ops import ReadinessCheck
+from postmesh.common.service import Service
+
+log = get_logger(__name__)
+
+
+def create_repository(settings: AuthSettings) -> AccountRepository:
+    if settings.auth_backend == "mongodb":
+        from postmesh.auth.repository.mongodb import MongoAccountRepository
+
+        return MongoAccountRepository(settings.mongodb_url, settings.mongodb_database)
+    from postmesh.auth.repository.sqlite import SqliteAccountRepository
+
+    return SqliteAccountRepository(settings.data_path(settings.auth_sqlite_path))
+
+
+def admin_token(settings: AuthSettings) -> str:
+    """The configured token, or the one kept in <data_dir>/admin-token (made on first start)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path: Path = settings.data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return token
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our event loop: the service owns signal handling, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AuthServiceApp(Service):
+    name = "auth"
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.repo = create_repository(settings)
+        self.accounts = Accounts(self.repo)
+        self.grpc = GrpcServer(settings.auth_listen)
+        self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
+        self._http: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.repo.open()
+        await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
+        app = create_admin_app(self.accounts, admin_token(self.settings))
+        config = uvicorn.Config(
+            app,
+            host=self.settings.admin_host,
+            port=self.settings.admin_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._http = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # surfaces a bind error
+                raise RuntimeError("admin API stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info(
+            "admin api listening",
+            extra=kv(host=self.settings.admin_host, port=self.settings.admin_port),
+        )
+
+    async def stop(self) -> None:
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        await self.grpc.stop()
+        await self.repo.close()
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return {"repository": self.repo.ping}

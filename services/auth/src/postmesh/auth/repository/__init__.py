@@ -1,0 +1,5 @@
+"""Accounts repository: one interface, a SQLite and a MongoDB implementation."""
+
+from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
+
+__all__ = ["AccountRepository", "AlreadyExists", "Domain", "NotFound", "User"]

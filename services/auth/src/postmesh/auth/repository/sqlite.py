@@ -1,0 +1,124 @@
+"""Accounts on SQLite (embedded default)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS users (
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains (name),
+    password_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS users_domain ON users (domain);
+"""
+
+
+class SqliteAccountRepository(AccountRepository):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise RuntimeError("repository not open")
+        conn = self._conn
+        async with self._lock:
+            return await asyncio.to_thread(fn, conn)
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+            return conn
+
+        self._conn = await asyncio.to_thread(connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            async with self._lock:
+                self._conn.close()
+            self._conn = None
+
+    async def ping(self) -> bool:
+        return await self._run(lambda c: c.execute("SELECT 1").fetchone() is not None)
+
+    async def add_domain(self, name: str) -> Domain:
+        def add(c: sqlite3.Connection) -> None:
+            try:
+                c.execute("INSERT INTO domains (name) VALUES (?)", (name,))
+            except sqlite3.IntegrityError as e:
+                raise AlreadyExists(f"domain {name} exists") from e
+
+        await self._run(add)
+        return Domain(name)
+
+    async def get_domain(self, name: str) -> Domain | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT name FROM domains WHERE name = ?", (name,)).fetchone()
+        )
+        return Domain(row[0]) if row else None
+
+    async def list_domains(self) -> list[Domain]:
+        rows = await self._run(
+            lambda c: c.execute("SELECT name FROM domains ORDER BY name").fetchall()
+        )
+        return [Domain(r[0]) for r in rows]
+
+    async def add_user(self, address: str, password_hash: str) -> User:
+        domain = address.rpartition("@")[2]
+
+        def add(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is None:
+                raise NotFound(f"domain {domain} is not a local domain")
+            try:
+                c.execute(
+                    "INSERT INTO users (address, domain, password_hash) VALUES (?, ?, ?)",
+                    (address, domain, password_hash),
+                )
+            except sqlite3.IntegrityError as e:
+                raise AlreadyExists(f"user {address} exists") from e
+
+        await self._run(add)
+        return User(address, password_hash)
+
+    async def get_user(self, address: str) -> User | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT address, password_hash FROM users WHERE address = ?", (address,)
+            ).fetchone()
+        )
+        return User(row[0], row[1]) if row else None
+
+    async def list_users(self, domain: str | None = None) -> list[User]:
+        def q(c: sqlite3.Connection) -> list[tuple[str, str]]:
+            if domain is None:
+                return c.execute(
+                    "SELECT address, password_hash FROM users ORDER BY address"
+                ).fetchall()
+            return c.execute(
+                "SELECT address, password_hash FROM users WHERE domain = ? ORDER BY address",
+                (domain,),
+            ).fetchall()
+
+        return [User(a, h) for a, h in await self._run(q)]
+
+    async def set_password_hash(self, address: str, password_hash: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE users SET password_hash = ? WHERE address = ?", (password_hash, address)
+            )
+        )
