@@ -1,6 +1,6 @@
 """Admin REST API (FastAPI) behind a bearer token: domains and users."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
 
 import hmac
 from typing import Annotated
