@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 
+from prometheus_client import Counter
+
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from postmesh.auth.repository import AccountRepository, Domain, User
 from postmesh.common.logging import get_logger
-from prometheus_client import Counter
 
 log = get_logger(__name__)
 

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.addresses import InvalidAddress
 from postmesh.auth.repository import AlreadyExists, NotFound
-from pydantic import BaseModel, Field
 
 
 class DomainIn(BaseModel):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts, RecipientKind
 from postmesh.auth.addresses import InvalidAddress

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from postmesh.common.config import ServiceSettings
 from pydantic import Field
+
+from postmesh.common.config import ServiceSettings
 
 
 class AuthSettings(ServiceSettings):

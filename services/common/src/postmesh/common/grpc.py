@@ -10,8 +10,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from postmesh.common.logging import get_logger
 from prometheus_client import Histogram
+
+from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from postmesh.common.logging import get_logger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from postmesh.common.logging import get_logger
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 log = get_logger(__name__)

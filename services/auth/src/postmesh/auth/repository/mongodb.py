@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
 
 
 class MongoAccountRepository(AccountRepository):

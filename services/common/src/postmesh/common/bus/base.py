@@ -7,8 +7,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from postmesh.common.logging import get_logger
 from prometheus_client import Counter
+
+from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
 

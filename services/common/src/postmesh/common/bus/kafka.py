@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
 from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
 from postmesh.common.logging import get_logger
 
