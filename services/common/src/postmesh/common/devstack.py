@@ -1,0 +1,182 @@
+"""The whole system on one machine: six service processes, as ``make run`` and the integration
+tests start it. Each service is a separate ``python -m postmesh.<service>`` process configured
+only through POSTMESH_* environment variables, exactly as in a container."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from postmesh.common.tls import ensure_dev_certificate
+
+# Start order: what others call comes first.
+SERVICES = ("store", "auth", "delivery", "smtp-edge", "imap-gw", "pop3-gw")
+
+
+@dataclass
+class StackPorts:
+    smtp_mx: int = 2525
+    smtp_submission: int = 2587
+    smtp_submissions: int = 2465
+    imap: int = 1143
+    imaps: int = 1993
+    pop3: int = 1110
+    pop3s: int = 1995
+    admin: int = 8080
+    store_grpc: int = 50061
+    auth_grpc: int = 50062
+    ops: dict[str, int] = field(
+        default_factory=lambda: {
+            "smtp-edge": 9101,
+            "imap-gw": 9102,
+            "pop3-gw": 9103,
+            "delivery": 9104,
+            "store": 9105,
+            "auth": 9106,
+        }
+    )
+
+
+def service_env(ports: StackPorts, data_dir: Path, service: str) -> dict[str, str]:
+    """The stack's settings for one service; variables already in the environment win."""
+    env = {
+        "POSTMESH_DATA_DIR": str(data_dir),
+        "POSTMESH_OPS_PORT": str(ports.ops[service]),
+        "POSTMESH_STORE_LISTEN": f"127.0.0.1:{ports.store_grpc}",
+        "POSTMESH_STORE_ADDRESS": f"127.0.0.1:{ports.store_grpc}",
+        "POSTMESH_AUTH_LISTEN": f"127.0.0.1:{ports.auth_grpc}",
+        "POSTMESH_AUTH_ADDRESS": f"127.0.0.1:{ports.auth_grpc}",
+        "POSTMESH_ADMIN_PORT": str(ports.admin),
+        "POSTMESH_SMTP_MX_PORT": str(ports.smtp_mx),
+        "POSTMESH_SMTP_SUBMISSION_PORT": str(ports.smtp_submission),
+        "POSTMESH_SMTP_SUBMISSIONS_PORT": str(ports.smtp_submissions),
+        "POSTMESH_IMAP_PORT": str(ports.imap),
+        "POSTMESH_IMAPS_PORT": str(ports.imaps),
+        "POSTMESH_POP3_PORT": str(ports.pop3),
+        "POSTMESH_POP3S_PORT": str(ports.pop3s),
+    }
+    return env
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: StackPorts | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.ports = ports or StackPorts()
+        self.extra_env = dict(extra_env or {})
+        self.log_dir = log_dir or self.data_dir / "logs"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env_for(self, service: str) -> dict[str, str]:
+        env = dict(os.environ)
+        for k, v in {**service_env(self.ports, self.data_dir, service), **self.extra_env}.items():
+            env.setdefault(k, v)
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Made once here, so the services never race to create it.
+        ensure_dev_certificate(self.data_dir)
+        try:
+            for svc in SERVICES:
+                self._spawn(svc)
+                self._wait_ready(svc, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, service: str) -> None:
+        module = "postmesh." + service.replace("-", "_")
+        log = (self.log_dir / f"{service}.log").open("ab")
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=self.env_for(service),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{service}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_ready(self, service: str, timeout: float) -> None:
+        url = f"http://127.0.0.1:{self.ports.ops[service]}/readyz"
+        deadline = time.monotonic() + timeout
+        proc = self.procs[service]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(
+                    f"{service} exited with status {proc.returncode} during start-up:\n"
+                    + self.log_tail(service)
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{service} not ready after {timeout:.0f}s:\n" + self.log_tail(service))
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for svc in reversed(list(self.procs)):
+            proc = self.procs[svc]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def admin_post(self, path: str, body: Mapping[str, str]) -> int:
+        """POST to the admin API; returns the HTTP status (409 = already there)."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports.admin}{path}",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.admin_token()}",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            if e.code == 409:
+                return 409
+            raise StackError(f"admin API {path} answered {e.code}: {e.read().decode()}") from e
+
+    def ensure_user(self, address: str, password: str) -> None:
+        self.admin_post("/api/v1/domains", {"name": address.rpartition("@")[2]})
+        self.admin_post("/api/v1/users", {"address": address, "password": password})

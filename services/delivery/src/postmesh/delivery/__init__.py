@@ -1,0 +1,1 @@
+"""Delivery service: consumes postmesh.inbound and delivers each recipient."""

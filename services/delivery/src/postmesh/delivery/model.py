@@ -1,0 +1,21 @@
+"""Outcome of delivering one message to one recipient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    RELAYED = "relayed"
+    BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    recipient: str
+    outcome: Outcome
+    reply_code: str
+    status: str
+    diagnostic: str
