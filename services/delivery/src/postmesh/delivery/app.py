@@ -15,6 +15,7 @@ from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, store_stub
+from postmesh.delivery.dsn import build_failure_dsn, wants_failure_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.settings import DeliverySettings
@@ -78,8 +79,11 @@ class DeliveryService(Service):
             )
             return
         with log_context(queue_id=msg.queue_id):
+            failures: list[RecipientResult] = []
             for rcpt in msg.recipients:
                 result = await self.route(msg, rcpt.address)
+                if result.outcome is Outcome.BOUNCED and wants_failure_notice(msg, rcpt):
+                    failures.append(result)
                 RECIPIENTS.labels(result.outcome.value).inc()
                 log.info(
                     "recipient done",
@@ -91,6 +95,8 @@ class DeliveryService(Service):
                     ),
                 )
                 await self._publish_outcome(msg.queue_id, result)
+            if failures:
+                await self._bounce(msg, failures)
             if msg.received_at_ms:
                 LATENCY.observe(max(0.0, time.time() - msg.received_at_ms / 1000))
 
@@ -111,6 +117,16 @@ class DeliveryService(Service):
             "5.4.4",
             "remote delivery is not enabled on this system",
         )
+
+    async def _bounce(
+        self, msg: events_pb2.InboundMessage, failures: list[RecipientResult]
+    ) -> None:
+        """Publish the DSN before the record is committed: a crash in between sends it twice
+        (at-least-once), never zero times."""
+        original = await self.local.content(msg)
+        dsn = build_failure_dsn(msg, failures, original, self.settings.hostname)
+        await self.bus.publish(topics.INBOUND, dsn.queue_id, dsn.SerializeToString())
+        log.info("bounce queued", extra=kv(dsn_queue_id=dsn.queue_id, to=msg.mail_from))
 
     async def _publish_outcome(self, queue_id: str, r: RecipientResult) -> None:
         event = events_pb2.DeliveryEvent(

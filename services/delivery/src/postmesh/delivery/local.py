@@ -27,3 +27,15 @@ class LocalDelivery:
                 req.internal_date = msg.received_at_ms // 1000
             await self.store.Deliver(req, timeout=self.deadline)
         return RecipientResult(recipient, Outcome.DELIVERED, "250", "2.0.0", "delivered to mailbox")
+
+    async def content(self, msg: events_pb2.InboundMessage) -> bytes:
+        """The message bytes, inline or from the claim-checked blob."""
+        if msg.WhichOneof("content") != "blob_id":
+            return msg.inline_content
+        chunks = [
+            c.data
+            async for c in self.store.GetBlob(
+                store_pb2.GetBlobRequest(blob_id=msg.blob_id), timeout=self.deadline
+            )
+        ]
+        return b"".join(chunks)

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS records (
     topic TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB NOT NULL,
-    created_ms INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
+    created_ms INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 );
 CREATE INDEX IF NOT EXISTS records_topic_seq ON records (topic, seq);
 CREATE TABLE IF NOT EXISTS group_offsets (

@@ -189,7 +189,7 @@ class MailboxInfo(_message.Message):
     messages: _builtins.int
     unseen: _builtins.int
     special_use: _builtins.str
-    """RFC 6154 special-use attribute ("\\\\Sent", ...) or empty."""
+    """RFC 6154 special-use attribute (Sent, Drafts, ...) or empty."""
     subscribed: _builtins.bool
     def __init__(
         self,
@@ -407,7 +407,7 @@ class ExpungeRequest(_message.Message):
     mailbox: _builtins.str
     @_builtins.property
     def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Empty: every message flagged \\Deleted. Otherwise only those of these UIDs that are flagged \\Deleted."""
+        """Empty: every message flagged as deleted. Otherwise only those of these UIDs that are flagged as deleted."""
 
     def __init__(
         self,
@@ -465,3 +465,22 @@ class PutBlobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PutBlobResponse: _TypeAlias = PutBlobResponse  # noqa: Y015
+
+@_typing.final
+class GetBlobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOB_ID_FIELD_NUMBER: _builtins.int
+    blob_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        blob_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBlobRequest: _TypeAlias = GetBlobRequest  # noqa: Y015

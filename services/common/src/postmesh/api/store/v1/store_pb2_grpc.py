@@ -74,6 +74,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.PutBlobResponse.FromString,
                 _registered_method=True)
+        self.GetBlob = channel.unary_stream(
+                '/postmesh.api.store.v1.StoreService/GetBlob',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
+                _registered_method=True)
 
 
 class StoreServiceServicer:
@@ -120,7 +125,7 @@ class StoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Expunge(self, request, context):
-        """Removes messages flagged \Deleted (all, or only those in uids: UID EXPUNGE).
+        """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +134,13 @@ class StoreServiceServicer:
     def PutBlob(self, request_iterator, context):
         """Claim check for large messages: the SMTP edge streams the body here before it publishes the
         (small) Kafka record that names the blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlob(self, request, context):
+        """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +188,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.PutBlob,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.PutBlobResponse.SerializeToString,
+            ),
+            'GetBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetBlob,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +411,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/PutBlob',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.PutBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetBlob',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,11 +43,13 @@ class StoreServiceStub:
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
     StoreFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]
     Expunge: _grpc.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]
-    """Removes messages flagged \\Deleted (all, or only those in uids: UID EXPUNGE)."""
+    """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
     PutBlob: _grpc.StreamUnaryMultiCallable[_store_pb2.ContentChunk, _store_pb2.PutBlobResponse]
     """Claim check for large messages: the SMTP edge streams the body here before it publishes the
     (small) Kafka record that names the blob.
     """
+    GetBlob: _grpc.UnaryStreamMultiCallable[_store_pb2.GetBlobRequest, _store_pb2.ContentChunk]
+    """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
 
 @_typing.type_check_only
 class StoreServiceAsyncStub(StoreServiceStub):
@@ -64,11 +66,13 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
     StoreFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]  # type: ignore[assignment]
     Expunge: _aio.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]  # type: ignore[assignment]
-    """Removes messages flagged \\Deleted (all, or only those in uids: UID EXPUNGE)."""
+    """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
     PutBlob: _aio.StreamUnaryMultiCallable[_store_pb2.ContentChunk, _store_pb2.PutBlobResponse]  # type: ignore[assignment]
     """Claim check for large messages: the SMTP edge streams the body here before it publishes the
     (small) Kafka record that names the blob.
     """
+    GetBlob: _aio.UnaryStreamMultiCallable[_store_pb2.GetBlobRequest, _store_pb2.ContentChunk]  # type: ignore[assignment]
+    """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
 
 class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -124,7 +128,7 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_pb2.ExpungeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.ExpungeResponse, _abc.Awaitable[_store_pb2.ExpungeResponse]]:
-        """Removes messages flagged \\Deleted (all, or only those in uids: UID EXPUNGE)."""
+        """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
 
     @_abc_1.abstractmethod
     def PutBlob(
@@ -135,5 +139,13 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """Claim check for large messages: the SMTP edge streams the body here before it publishes the
         (small) Kafka record that names the blob.
         """
+
+    @_abc_1.abstractmethod
+    def GetBlob(
+        self,
+        request: _store_pb2.GetBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_store_pb2.ContentChunk], _abc.AsyncIterator[_store_pb2.ContentChunk]]:
+        """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
 
 def add_StoreServiceServicer_to_server(servicer: StoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
