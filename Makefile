@@ -42,6 +42,7 @@ unit:
 ## infra: Kafka jars and the FerretDB binary into $(POSTMESH_CACHE) (once), plus peer tools
 infra:
 	bash scripts/infra/fetch-all.sh
+	bash scripts/ensure-tools.sh
 
 integration:
 	$(UV) run --frozen pytest tests/integration -q -p no:cacheprovider

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Real mail clients the integration tests drive (Debian packages). Installs only what is missing;
+# needs root (or passwordless sudo) for apt-get, as on these machines and in CI.
+set -euo pipefail
+need=()
+command -v swaks >/dev/null || need+=(swaks)
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "ensure-tools: need root to install: ${need[*]}" >&2; exit 1; }
+  sudo="sudo -n"
+fi
+echo "ensure-tools: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

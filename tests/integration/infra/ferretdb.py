@@ -1,0 +1,177 @@
+"""A real FerretDB 1.24 (MongoDB wire protocol on SQLite) on 127.0.0.1 for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tests.integration.infra import _process
+from tests.integration.infra._process import InfraError
+from tests.integration.infra.ports import free_port, port_open
+
+DEFAULT_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+
+
+class FerretDB:
+    """FerretDB with its SQLite backend as a child process; a (sync or async) context manager.
+
+    >>> with FerretDB() as db:
+    ...     client = AsyncMongoClient(db.url)
+    """
+
+    def __init__(
+        self,
+        binary: Path | str | None = None,
+        *,
+        version: str = DEFAULT_VERSION,
+        log_level: str = "warn",
+        startup_timeout_s: float = 60.0,
+        stop_timeout_s: float = 15.0,
+    ) -> None:
+        self._binary = Path(binary) if binary is not None else None
+        self.version = version
+        self._log_level = log_level
+        self._startup_timeout_s = startup_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise InfraError("FerretDB is not started")
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    @property
+    def log_path(self) -> Path:
+        if self._tmp is None:
+            raise InfraError("FerretDB is not started")
+        return self._tmp / "ferretdb.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> FerretDB:
+        if self._proc is not None:
+            raise InfraError("FerretDB already started")
+        binary = self._binary or _process.run_fetch_script("fetch-ferretdb.sh", self.version)
+        if not os.access(binary, os.X_OK):
+            raise InfraError(f"FerretDB binary {binary} is missing or not executable")
+        self._tmp = Path(tempfile.mkdtemp(prefix="postmesh-ferretdb-"))
+        try:
+            self._launch(binary)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the FerretDB we started (SIGTERM, then SIGKILL) and delete its temp dir."""
+        if self._proc is not None:
+            _process.stop_process(self._proc, self._stop_timeout_s)
+            self._proc = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        self.port = 0
+
+    def __enter__(self) -> FerretDB:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FerretDB:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def _launch(self, binary: Path) -> None:
+        assert self._tmp is not None
+        data = self._tmp / "data"
+        state = self._tmp / "state"
+        data.mkdir()
+        state.mkdir()
+        self.port = free_port()
+        cmd = [
+            str(binary),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",  # a directory URI: the trailing slash matters
+            f"--listen-addr=127.0.0.1:{self.port}",
+            # Never report to the vendor's telemetry server: traffic stays on loopback.
+            "--telemetry=disable",
+            # The default debug listener (127.0.0.1:8088) would collide between instances.
+            "--debug-addr=-",
+            f"--state-dir={state}",
+            f"--log-level={self._log_level}",
+        ]
+        # DO_NOT_TRACK is FerretDB's second telemetry switch; clear FERRETDB_* settings of
+        # the caller's environment so only the flags above decide.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERRETDB_")}
+        env["DO_NOT_TRACK"] = "1"
+        with self.log_path.open("wb") as out:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self._tmp,
+                env=env,
+                start_new_session=True,
+            )
+        _process.register(self._proc)
+
+    def _wait_ready(self) -> None:
+        from pymongo import MongoClient
+
+        assert self._proc is not None
+        deadline = time.monotonic() + self._startup_timeout_s
+        last_error = "no connection yet"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise InfraError(
+                    f"FerretDB exited with code {code} during startup; log tail "
+                    f"({self.log_path}):\n{_process.log_tail(self.log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"FerretDB did not answer ping on {self.url} within "
+                    f"{self._startup_timeout_s:g} s (last error: {last_error}); log tail:\n"
+                    f"{_process.log_tail(self.log_path)}"
+                )
+            if port_open("127.0.0.1", self.port):
+                try:
+                    client: MongoClient[dict[str, Any]] = MongoClient(
+                        self.url,
+                        serverSelectionTimeoutMS=2000,
+                        connectTimeoutMS=2000,
+                        directConnection=True,
+                    )
+                    with client:
+                        client.admin.command("ping")
+                        return
+                except Exception as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)

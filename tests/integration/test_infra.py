@@ -1,0 +1,119 @@
+"""Smoke tests of the real-infrastructure fixtures (Kafka KRaft, FerretDB) and fetch scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from tests.integration.infra import POSTMESH_TOPICS, FerretDB, KafkaBroker, free_port
+from tests.integration.infra._process import SCRIPTS_DIR, InfraError
+
+
+@pytest.mark.asyncio
+async def test_kafka_idempotent_produce_and_consume(kafka_broker: KafkaBroker) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    assert kafka_broker.bootstrap_servers.startswith("127.0.0.1:")
+    topic = "postmesh.inbound"
+    key = uuid.uuid4().hex.encode()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap_servers, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, b"hello postmesh", key=key)
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_broker.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, meta.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, meta.offset)
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert (record.key, record.value, record.offset) == (key, b"hello postmesh", meta.offset)
+
+
+@pytest.mark.asyncio
+async def test_kafka_postmesh_topics_exist(kafka_broker: KafkaBroker) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(POSTMESH_TOPICS))
+    finally:
+        await admin.close()
+    assert {t["topic"]: len(t["partitions"]) for t in described} == dict(POSTMESH_TOPICS)
+
+
+@pytest.mark.asyncio
+async def test_ferretdb_insert_find_and_unique_index(ferretdb: FerretDB) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(ferretdb.url)
+    try:
+        coll = client[f"smoke_{uuid.uuid4().hex[:8]}"]["mailboxes"]
+        await coll.create_index([("user", ASCENDING), ("name", ASCENDING)], unique=True)
+        await coll.insert_one({"user": "alice", "name": "INBOX", "uidnext": 1})
+        doc = await coll.find_one_and_update(
+            {"user": "alice", "name": "INBOX"}, {"$inc": {"uidnext": 1}}, return_document=True
+        )
+        assert doc is not None and doc["uidnext"] == 2
+        with pytest.raises(DuplicateKeyError):
+            await coll.insert_one({"user": "alice", "name": "INBOX", "uidnext": 1})
+        assert await coll.count_documents({"user": "alice"}) == 1
+    finally:
+        await client.close()
+
+
+def test_ferretdb_stop_ends_its_process_and_removes_its_dir() -> None:
+    server = FerretDB().start()
+    pid, tmp = server.pid, server.log_path.parent
+    assert pid is not None and tmp.is_dir()
+    server.stop()
+    assert not tmp.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_kafka_without_jars_fails_fast(tmp_path: Path) -> None:
+    with pytest.raises(InfraError, match=r"no kafka_2\.13 jar"):
+        KafkaBroker(libs_dir=tmp_path).start()
+
+
+def test_free_port_is_bindable_on_loopback() -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("script", "tool"), [("fetch-kafka.sh", "java"), ("fetch-ferretdb.sh", "go")]
+)
+def test_fetch_script_without_toolchain_fails_clearly(
+    tmp_path: Path, script: str, tool: str
+) -> None:
+    # An empty cache and a PATH with no toolchain: the script must say what is missing.
+    env = {"POSTMESH_CACHE": str(tmp_path / "cache"), "PATH": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        ["/bin/bash", str(SCRIPTS_DIR / script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"'{tool}' not found" in done.stderr
