@@ -1,0 +1,46 @@
+"""Integration fixtures: real Kafka, real FerretDB, and the whole system on top of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postmesh.common.devstack import Stack
+from tests.integration.infra import FerretDB, KafkaBroker
+from tests.integration.stack import distributed_env, embedded_env, start_stack
+
+# Session fixtures `kafka_broker` and `ferretdb`: real servers on loopback.
+pytest_plugins = ["tests.integration.infra.fixtures"]
+
+
+def _dump_logs(stack: Stack) -> None:
+    for svc in stack.procs:
+        print(f"----- {svc} log tail -----\n{stack.log_tail(svc, 40)}")
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(Path(tmp_path_factory.mktemp("embedded")), embedded_env())
+    yield stack
+    _dump_logs(stack)
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def distributed_stack(
+    tmp_path_factory: pytest.TempPathFactory, kafka_broker: KafkaBroker, ferretdb: FerretDB
+) -> Iterator[Stack]:
+    stack = start_stack(
+        Path(tmp_path_factory.mktemp("distributed")), distributed_env(kafka_broker, ferretdb)
+    )
+    yield stack
+    _dump_logs(stack)
+    stack.stop()
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """Runs a test once on the embedded backends and once on Kafka + FerretDB."""
+    return request.getfixturevalue(f"{request.param}_stack")  # type: ignore[no-any-return]

@@ -1,0 +1,77 @@
+"""The whole Postmesh system for integration tests: six real service processes on free loopback
+ports, on the embedded backends or on real Kafka + FerretDB."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from postmesh.common.devstack import Stack, StackPorts
+from tests.integration.infra import FerretDB, KafkaBroker, free_port
+
+T = TypeVar("T")
+
+
+def free_stack_ports() -> StackPorts:
+    ports = StackPorts()
+    for name in (
+        "smtp_mx",
+        "smtp_submission",
+        "smtp_submissions",
+        "imap",
+        "imaps",
+        "pop3",
+        "pop3s",
+        "admin",
+        "store_grpc",
+        "auth_grpc",
+    ):
+        setattr(ports, name, free_port())
+    ports.ops = {svc: free_port() for svc in ports.ops}
+    return ports
+
+
+def embedded_env() -> dict[str, str]:
+    return {
+        "POSTMESH_BUS": "sqlite",
+        "POSTMESH_STORE_BACKEND": "sqlite",
+        "POSTMESH_AUTH_BACKEND": "sqlite",
+    }
+
+
+def distributed_env(kafka: KafkaBroker, mongo: FerretDB) -> dict[str, str]:
+    return {
+        "POSTMESH_BUS": "kafka",
+        "POSTMESH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "POSTMESH_STORE_BACKEND": "mongodb",
+        "POSTMESH_AUTH_BACKEND": "mongodb",
+        "POSTMESH_MONGODB_URL": mongo.url,
+        # A database per stack: tests sharing one FerretDB never see each other's data.
+        "POSTMESH_MONGODB_DATABASE": "pm_" + uuid.uuid4().hex[:12],
+    }
+
+
+def test_env() -> dict[str, str]:
+    """Settings that keep tests quick without changing behaviour under test."""
+    return {"POSTMESH_LOG_LEVEL": "INFO", "POSTMESH_AUTH_FAILURE_DELAY_SECONDS": "0"}
+
+
+def start_stack(data_dir: Path, backend_env: Mapping[str, str]) -> Stack:
+    stack = Stack(data_dir, free_stack_ports(), {**test_env(), **backend_env})
+    stack.start(timeout=90)
+    return stack
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something other than None (mail is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
