@@ -1,0 +1,166 @@
+"""``make bench``: throughput and latency of the whole system, printed as numbers.
+
+Starts the six services (embedded backends by default; ``--backend distributed`` runs them on a
+real Kafka + FerretDB from the integration infra), then measures:
+- SMTP submission: messages/s accepted, p50/p99 of the time from end of DATA to the 250 reply;
+- end to end: time until every accepted message is visible in IMAP;
+- IMAP FETCH (FLAGS RFC822.SIZE) of the whole mailbox and BODY.PEEK[] of single messages: ops/s;
+- POP3 RETR: messages/s.
+Every loop is bounded in count; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import imaplib
+import poplib
+import smtplib
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from postmesh.common.devstack import Stack
+from tests.integration.stack import embedded_env, start_stack
+
+PASSWORD = "bench-password"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def message(i: int, size: int) -> bytes:
+    head = f"From: bench@example.test\r\nTo: bench@example.test\r\nSubject: bench {i}\r\n\r\n"
+    line = ("x" * 76 + "\r\n").encode()
+    return head.encode() + line * max(1, (size - len(head)) // len(line))
+
+
+def smtp_worker(stack: Stack, user: str, count: int, size: int) -> list[float]:
+    latencies = []
+    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=60) as s:
+        s.login(user, PASSWORD)  # loopback: plaintext auth is allowed (ADR 4)
+        for i in range(count):
+            body = message(i, size)
+            s.mail(user)
+            s.rcpt(user)
+            start = time.perf_counter()
+            code, _ = s.data(body)
+            latencies.append(time.perf_counter() - start)
+            assert code == 250
+    return latencies
+
+
+def imap_count(stack: Stack, user: str) -> int:
+    with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as m:
+        m.login(user, PASSWORD)
+        _, data = m.select("INBOX", readonly=True)
+        return int(data[0] or 0)
+
+
+@contextlib.contextmanager
+def bench_stack(backend: str) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="postmesh-bench-") as tmp:
+        if backend == "embedded":
+            stack = start_stack(Path(tmp), embedded_env())
+            try:
+                yield stack
+            finally:
+                stack.stop()
+            return
+        from tests.integration.infra import FerretDB, KafkaBroker
+        from tests.integration.stack import distributed_env
+
+        with KafkaBroker() as kafka, FerretDB() as mongo:
+            kafka.create_topics()
+            stack = start_stack(Path(tmp), distributed_env(kafka, mongo))
+            try:
+                yield stack
+            finally:
+                stack.stop()
+
+
+def run(backend: str, messages: int, size: int, sessions: int) -> None:
+    with bench_stack(backend) as stack:
+        user = f"bench-{size}@example.test"
+        stack.ensure_user(user, PASSWORD)
+        per = messages // sessions
+        start = time.perf_counter()
+        with ThreadPoolExecutor(sessions) as pool:
+            results = list(pool.map(lambda _: smtp_worker(stack, user, per, size), range(sessions)))
+        accept_s = time.perf_counter() - start
+        lat = [x for r in results for x in r]
+        total = len(lat)
+        deadline = time.monotonic() + 600
+        while imap_count(stack, user) < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        e2e_s = time.perf_counter() - start
+        delivered = imap_count(stack, user)
+
+        print(
+            f"\n== {backend} backends, {total} messages of {size // 1024} KiB, {sessions} sessions"
+        )
+        print(
+            f"smtp submit      {total / accept_s:8.1f} msg/s   "
+            f"DATA->250 p50 {statistics.median(lat) * 1000:6.1f} ms  p99 {pct(lat, 99) * 1000:6.1f} ms"
+        )
+        print(
+            f"end to end       {delivered / e2e_s:8.1f} msg/s   all {delivered} in IMAP after {e2e_s:.2f} s"
+        )
+
+        with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as m:
+            m.login(user, PASSWORD)
+            m.select("INBOX", readonly=True)
+            rounds, t0 = 20, time.perf_counter()
+            for _ in range(rounds):
+                m.fetch("1:*", "(FLAGS RFC822.SIZE)")
+            dt = time.perf_counter() - t0
+            print(
+                f"imap fetch 1:*   {rounds / dt:8.1f} ops/s   ({delivered} messages, FLAGS RFC822.SIZE)"
+            )
+            n = min(200, delivered)
+            t0 = time.perf_counter()
+            lat = []
+            for i in range(1, n + 1):
+                s0 = time.perf_counter()
+                m.fetch(str(i), "(BODY.PEEK[])")
+                lat.append(time.perf_counter() - s0)
+            dt = time.perf_counter() - t0
+            print(
+                f"imap body fetch  {n / dt:8.1f} ops/s   p50 {statistics.median(lat) * 1000:6.1f} ms  "
+                f"p99 {pct(lat, 99) * 1000:6.1f} ms"
+            )
+
+        pop = poplib.POP3("127.0.0.1", stack.ports.pop3, timeout=60)
+        pop.user(user)
+        pop.pass_(PASSWORD)
+        n = min(200, delivered)
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            pop.retr(i)
+        dt = time.perf_counter() - t0
+        pop.quit()
+        print(f"pop3 retr        {n / dt:8.1f} msg/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--backend", choices=["embedded", "distributed", "both"], default="both")
+    ap.add_argument("--messages", type=int, default=400)
+    ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
+    args = ap.parse_args()
+    backends = ["embedded", "distributed"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        for size in (int(s) for s in args.sizes.split(",")):
+            run(backend, args.messages, size, args.sessions)
+
+
+if __name__ == "__main__":
+    main()
