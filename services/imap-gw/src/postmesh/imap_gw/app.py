@@ -1,0 +1,66 @@
+"""The imap-gw service: listeners on gRPC-backed store and auth, plus readiness checks."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import grpc
+
+from postmesh.api.auth.v1 import auth_pb2_grpc
+from postmesh.api.store.v1 import store_pb2_grpc
+from postmesh.common.grpc import channel, is_serving
+from postmesh.common.ops import ReadinessCheck
+from postmesh.common.service import Service
+from postmesh.common.tls import settings_server_context
+from postmesh.imap_gw.grpc_backend import GrpcAuthenticator, GrpcMailStore
+from postmesh.imap_gw.server import ImapServer
+from postmesh.imap_gw.settings import ImapSettings
+
+
+class ImapGateway(Service):
+    name = "imap-gw"
+
+    def __init__(self, settings: ImapSettings) -> None:
+        self.settings = settings
+        # Made here so a bad certificate setting stops the service before it listens.
+        self.tls_context = settings_server_context(settings)
+        self.server: ImapServer | None = None
+        # grpc.aio channels belong to the running event loop: created in start().
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def start(self) -> None:
+        s = self.settings
+        self._channels = {"store": channel(s.store_address), "auth": channel(s.auth_address)}
+        # On an aio channel the generated stubs are the async ones (see the .pyi overloads).
+        store_stub = cast(
+            "store_pb2_grpc.StoreServiceAsyncStub",
+            store_pb2_grpc.StoreServiceStub(self._channels["store"]),
+        )
+        auth_stub = cast(
+            "auth_pb2_grpc.AuthServiceAsyncStub",
+            auth_pb2_grpc.AuthServiceStub(self._channels["auth"]),
+        )
+        store = GrpcMailStore(store_stub, s.grpc_deadline_seconds)
+        auth = GrpcAuthenticator(auth_stub, s.grpc_deadline_seconds)
+        self.server = ImapServer(s, store, auth, self.tls_context)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels = {}
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        def check(name: str, service: str) -> ReadinessCheck:
+            async def ready() -> bool:
+                ch = self._channels.get(name)
+                return ch is not None and await is_serving(ch, service)
+
+            return ready
+
+        return {
+            "store": check("store", "postmesh.api.store.v1.StoreService"),
+            "auth": check("auth", "postmesh.api.auth.v1.AuthService"),
+        }

@@ -1,0 +1,93 @@
+"""What the IMAP session needs from the rest of the system, as small typed interfaces.
+
+The real implementations call the store and auth gRPC services (:mod:`.grpc_backend`); unit tests
+put in-memory fakes behind the same interfaces.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class BackendUnavailable(Exception):
+    """A backend call failed for a reason that may pass (IMAP ``NO [UNAVAILABLE]``)."""
+
+
+class MailboxNotFound(Exception):
+    """The mailbox does not exist (IMAP ``NO [NONEXISTENT]``)."""
+
+
+class MessageNotFound(Exception):
+    """The message was expunged meanwhile (IMAP ``NO [EXPUNGEISSUED]``)."""
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    name: str
+    uidvalidity: int
+    uidnext: int
+    messages: int = 0
+    unseen: int = 0
+    highestmodseq: int = 0
+    special_use: str = ""
+    subscribed: bool = False
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    flags: tuple[str, ...]
+    size: int
+    internal_date: int  # Unix seconds
+    modseq: int = 0
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    messages: Sequence[MessageMeta]
+    more: bool
+
+
+class FlagsMode(enum.Enum):
+    ADD = "add"
+    REMOVE = "remove"
+    REPLACE = "replace"
+
+
+class MailStore(Protocol):
+    async def get_mailbox(self, user: str, mailbox: str) -> MailboxInfo:
+        """Raises MailboxNotFound."""
+        ...
+
+    async def list_mailboxes(self, user: str) -> Sequence[MailboxInfo]: ...
+
+    async def list_messages(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> MessagePage:
+        """Messages with UID > after_uid in ascending UID order, at most ``limit`` of them."""
+        ...
+
+    async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
+        """The raw RFC 5322 message. Raises MessageNotFound."""
+        ...
+
+    async def store_flags(
+        self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
+    ) -> Sequence[MessageMeta]:
+        """Changes flags; returns the messages' metadata after the change."""
+        ...
+
+    async def expunge(self, user: str, mailbox: str) -> Sequence[int]:
+        """Removes every message flagged \\Deleted; returns their UIDs."""
+        ...
+
+
+class Authenticator(Protocol):
+    async def authenticate(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> str | None:
+        """The canonical user name on success, None when the credentials are wrong."""
+        ...

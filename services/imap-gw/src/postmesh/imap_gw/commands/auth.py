@@ -1,0 +1,115 @@
+"""STARTTLS, LOGIN and AUTHENTICATE PLAIN (not authenticated state)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.common.sasl import SaslError, decode_plain
+from postmesh.imap_gw import metrics
+from postmesh.imap_gw.backend import BackendUnavailable
+from postmesh.imap_gw.commands import NOT_AUTHENTICATED, handles
+from postmesh.imap_gw.parser.commands import Authenticate, Login, StartTls
+from postmesh.imap_gw.session import Result, Session, bad, no, ok
+from postmesh.imap_gw.state import State
+
+log = get_logger(__name__)
+
+
+@handles(StartTls, NOT_AUTHENTICATED)
+async def starttls(session: Session, cmd: StartTls) -> Result:
+    if session.conn.tls_active:
+        return bad("TLS is already active")
+    context = session.tls_context
+    if context is None:
+        return no("TLS is not available", "UNAVAILABLE")
+    # Anything pipelined after STARTTLS came in cleartext: it must not be executed as if it had
+    # arrived under TLS (the STARTTLS command-injection attack, cf. RFC 9051 §6.2.1).
+    dropped = session.conn.drop_buffered_input()
+    if dropped:
+        log.warning("input pipelined after STARTTLS dropped", extra=kv(bytes=dropped))
+
+    async def upgrade() -> None:
+        await session.conn.start_tls(context)
+        log.info("TLS started", extra=kv(version=_tls_version(session)))
+
+    result = ok("Begin TLS negotiation now")
+    result.after = upgrade
+    return result
+
+
+def _tls_version(session: Session) -> str:
+    obj = session.conn.writer.get_extra_info("ssl_object")
+    return str(obj.version()) if obj is not None else ""
+
+
+async def _login(session: Session, username: str, password: str, mechanism: str) -> Result:
+    try:
+        user = await session.auth.authenticate(
+            username, password, remote_ip=session.peer_host, mechanism=mechanism
+        )
+    except BackendUnavailable:
+        metrics.AUTH_TOTAL.labels(mechanism or "LOGIN", "error").inc()
+        return no("Authentication service unavailable, try again later", "UNAVAILABLE")
+    if user is None:
+        session.auth_failures += 1
+        metrics.AUTH_TOTAL.labels(mechanism or "LOGIN", "failed").inc()
+        log.info(
+            "authentication failed", extra=kv(username=username, mechanism=mechanism or "LOGIN")
+        )
+        # Slows guessing; the reason never tells whether the user exists.
+        await asyncio.sleep(session.settings.imap_auth_failure_delay_seconds)
+        return no("Authentication failed", "AUTHENTICATIONFAILED")
+    session.user = user
+    session.state = State.AUTHENTICATED
+    bind_log_context(user=user)
+    metrics.AUTH_TOTAL.labels(mechanism or "LOGIN", "ok").inc()
+    log.info("logged in", extra=kv(mechanism=mechanism or "LOGIN", tls=session.conn.tls_active))
+    # The capabilities change after login: tell them in the response code (RFC 9051 §7.1).
+    return ok("Logged in", "CAPABILITY " + " ".join(session.capabilities()))
+
+
+def _privacy_required() -> Result:
+    return no(
+        "Plaintext authentication is disallowed on non-TLS connections; use STARTTLS",
+        "PRIVACYREQUIRED",
+    )
+
+
+@handles(Login, NOT_AUTHENTICATED)
+async def login(session: Session, cmd: Login) -> Result:
+    if not session.plaintext_auth_allowed:
+        return _privacy_required()  # RFC 9051 §6.2.3: LOGINDISABLED
+    try:
+        username, password = cmd.username.decode("utf-8"), cmd.password.decode("utf-8")
+    except UnicodeDecodeError:
+        return bad("User name and password must be UTF-8")
+    return await _login(session, username, password, "")
+
+
+@handles(Authenticate, NOT_AUTHENTICATED)
+async def authenticate(session: Session, cmd: Authenticate) -> Result:
+    if cmd.mechanism != "PLAIN":
+        return no(f"Unsupported authentication mechanism {cmd.mechanism}", "CANNOT")
+    if not session.plaintext_auth_allowed:
+        return _privacy_required()
+    if cmd.initial_response is not None:
+        # SASL-IR (RFC 4959 §3): "=" is an empty initial response.
+        data = b"" if cmd.initial_response == b"=" else cmd.initial_response
+    else:
+        # An empty server challenge: "+ " (RFC 9051 §7.5).
+        await session.send(b"+ \r\n")
+        data = await session.conn.read_line()
+    if data == b"*":
+        # RFC 9051 §6.2.2: the client cancelled the exchange.
+        return bad("Authentication cancelled")
+    try:
+        authzid, authcid, password = decode_plain(data)
+    except SaslError as e:
+        return bad(f"Invalid SASL PLAIN response: {e}")
+    # Authorization identities other than the user's own would need a master-user policy.
+    if authzid and authzid != authcid:
+        session.auth_failures += 1
+        metrics.AUTH_TOTAL.labels("PLAIN", "failed").inc()
+        return no("Authorization identity must match the user", "AUTHORIZATIONFAILED")
+    return await _login(session, authcid, password, "PLAIN")

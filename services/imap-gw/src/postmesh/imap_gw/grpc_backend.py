@@ -1,0 +1,161 @@
+"""The backend interfaces on the store and auth gRPC services."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.logging import get_logger, kv
+from postmesh.imap_gw.backend import (
+    BackendUnavailable,
+    FlagsMode,
+    MailboxInfo,
+    MailboxNotFound,
+    MessageMeta,
+    MessageNotFound,
+    MessagePage,
+)
+
+log = get_logger(__name__)
+
+_MODES = {
+    FlagsMode.ADD: store_pb2.FLAGS_MODE_ADD,
+    FlagsMode.REMOVE: store_pb2.FLAGS_MODE_REMOVE,
+    FlagsMode.REPLACE: store_pb2.FLAGS_MODE_REPLACE,
+}
+
+
+def _unavailable(method: str, err: grpc.aio.AioRpcError) -> BackendUnavailable:
+    log.warning(
+        "backend call failed",
+        extra=kv(method=method, code=str(err.code()), details=err.details()),
+    )
+    return BackendUnavailable(f"{method}: {err.code()}")
+
+
+def _mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:
+    return MailboxInfo(
+        name=info.name,
+        uidvalidity=info.uidvalidity,
+        uidnext=info.uidnext,
+        messages=info.messages,
+        unseen=info.unseen,
+        highestmodseq=info.highestmodseq,
+        special_use=info.special_use,
+        subscribed=info.subscribed,
+    )
+
+
+def _meta(m: store_pb2.MessageSummary) -> MessageMeta:
+    return MessageMeta(
+        uid=m.uid,
+        flags=tuple(m.flags),
+        size=m.size,
+        internal_date=m.internal_date,
+        modseq=m.modseq,
+    )
+
+
+class GrpcMailStore:
+    """:class:`~postmesh.imap_gw.backend.MailStore` on StoreService.
+
+    NOT_FOUND from the store means "no such mailbox/message"; every other failure is temporary.
+    """
+
+    def __init__(self, stub: store_pb2_grpc.StoreServiceAsyncStub, deadline: float) -> None:
+        self._stub = stub
+        self._deadline = deadline
+
+    async def get_mailbox(self, user: str, mailbox: str) -> MailboxInfo:
+        req = store_pb2.GetMailboxRequest(user=user, mailbox=mailbox)
+        try:
+            return _mailbox(await self._stub.GetMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("GetMailbox", e) from e
+
+    async def list_mailboxes(self, user: str) -> Sequence[MailboxInfo]:
+        req = store_pb2.ListMailboxesRequest(user=user)
+        try:
+            resp = await self._stub.ListMailboxes(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("ListMailboxes", e) from e
+        return [_mailbox(m) for m in resp.mailboxes]
+
+    async def list_messages(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> MessagePage:
+        req = store_pb2.ListMessagesRequest(
+            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
+        )
+        try:
+            resp = await self._stub.ListMessages(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("ListMessages", e) from e
+        return MessagePage([_meta(m) for m in resp.messages], resp.more)
+
+    async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
+        req = store_pb2.GetMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
+        parts: list[bytes] = []
+        try:
+            async for chunk in self._stub.GetMessageContent(req, timeout=self._deadline):
+                parts.append(chunk.data)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MessageNotFound(uid) from e
+            raise _unavailable("GetMessageContent", e) from e
+        return b"".join(parts)
+
+    async def store_flags(
+        self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
+    ) -> Sequence[MessageMeta]:
+        req = store_pb2.StoreFlagsRequest(
+            user=user, mailbox=mailbox, uids=list(uids), mode=_MODES[mode], flags=list(flags)
+        )
+        try:
+            resp = await self._stub.StoreFlags(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("StoreFlags", e) from e
+        return [_meta(m) for m in resp.updated]
+
+    async def expunge(self, user: str, mailbox: str) -> Sequence[int]:
+        req = store_pb2.ExpungeRequest(user=user, mailbox=mailbox)
+        try:
+            resp = await self._stub.Expunge(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("Expunge", e) from e
+        return list(resp.expunged_uids)
+
+
+class GrpcAuthenticator:
+    """:class:`~postmesh.imap_gw.backend.Authenticator` on AuthService.Authenticate."""
+
+    def __init__(self, stub: auth_pb2_grpc.AuthServiceAsyncStub, deadline: float) -> None:
+        self._stub = stub
+        self._deadline = deadline
+
+    async def authenticate(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> str | None:
+        req = auth_pb2.AuthenticateRequest(
+            username=username,
+            password=password,
+            protocol="imap",
+            remote_ip=remote_ip,
+            mechanism=mechanism,
+        )
+        try:
+            resp = await self._stub.Authenticate(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("Authenticate", e) from e
+        return (resp.user or username) if resp.ok else None

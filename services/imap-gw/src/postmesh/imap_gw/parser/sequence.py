@@ -1,0 +1,85 @@
+"""Sequence sets (RFC 9051 §9 ``sequence-set``) and their resolution against a mailbox."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postmesh.imap_gw.parser.cursor import Cursor
+from postmesh.imap_gw.parser.errors import ParseError
+
+STAR = 0  # "*": the largest number in use (0 is never a valid seq-number, so it can stand for it)
+
+
+class SequenceError(ValueError):
+    """A sequence set that is well-formed but names messages that do not exist (BAD)."""
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """Ranges as written, ``STAR`` for ``*``; a single number is a range of one."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __str__(self) -> str:
+        def one(n: int) -> str:
+            return "*" if n == STAR else str(n)
+
+        return ",".join(one(a) if a == b else f"{one(a)}:{one(b)}" for a, b in self.ranges)
+
+    def _bounds(self, largest: int) -> list[tuple[int, int]]:
+        out = []
+        for a, b in self.ranges:
+            lo, hi = (largest if a == STAR else a), (largest if b == STAR else b)
+            out.append((min(lo, hi), max(lo, hi)))
+        return out
+
+    def resolve_seq(self, exists: int) -> list[int]:
+        """Message sequence numbers, ascending and unique. A number above EXISTS, or ``*`` in an
+        empty mailbox, is a client error (RFC 9051 §6.4.x: "invalid sequence numbers")."""
+        seqs: set[int] = set()
+        for a, b in self.ranges:
+            if exists == 0 or (a != STAR and a > exists) or (b != STAR and b > exists):
+                raise SequenceError(f"sequence number out of range (mailbox has {exists} messages)")
+        for lo, hi in self._bounds(exists):
+            seqs.update(range(lo, hi + 1))
+        return sorted(seqs)
+
+    def resolve_uids(self, uids: Sequence[int]) -> list[int]:
+        """The UIDs in ``uids`` (ascending) that the set names. Non-existent UIDs are ignored, and
+        ``n:*`` always includes the largest UID even when n is above it (RFC 9051 §6.4.9)."""
+        if not uids:
+            return []
+        found: set[int] = set()
+        for lo, hi in self._bounds(uids[-1]):
+            i = bisect.bisect_left(uids, lo)
+            j = bisect.bisect_right(uids, hi)
+            found.update(uids[i:j])
+        return sorted(found)
+
+
+def parse_sequence_set(cur: Cursor) -> SequenceSet:
+    """sequence-set = (seq-number / seq-range) ["," sequence-set]; seq-number = nz-number / "*"."""
+
+    def seq_number() -> int:
+        if cur.skip(b"*"):
+            return STAR
+        if cur.peek_is(b"$"):
+            raise ParseError("the $ search result variable (SEARCHRES) is not supported")
+        return cur.number(nonzero=True)
+
+    ranges: list[tuple[int, int]] = []
+    try:
+        while True:
+            a = seq_number()
+            b = seq_number() if cur.skip(b":") else a
+            ranges.append((a, b))
+            if not cur.skip(b","):
+                break
+        c = cur.peek()
+        if c is not None and c not in (0x20, 0x29):
+            raise cur.error("unexpected character")
+    except ParseError as e:
+        raise ParseError(f"Invalid sequence set: {e.message}") from None
+    return SequenceSet(tuple(ranges))

@@ -1,0 +1,101 @@
+"""The listeners: IMAP with STARTTLS and IMAP over implicit TLS (RFC 8314), one session each."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+
+from postmesh.common.logging import get_logger, kv
+from postmesh.imap_gw.backend import Authenticator, MailStore
+from postmesh.imap_gw.connection import Connection
+from postmesh.imap_gw.session import Session
+from postmesh.imap_gw.settings import ImapSettings
+
+log = get_logger(__name__)
+
+
+class ImapServer:
+    def __init__(
+        self,
+        settings: ImapSettings,
+        store: MailStore,
+        auth: Authenticator,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.auth = auth
+        self.tls_context = tls_context
+        self._servers: list[asyncio.Server] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self.port = 0  # bound ports, for tests that listen on port 0
+        self.tls_port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        # The reader's limit is the command line limit (see Connection._read_line).
+        plain = await asyncio.start_server(
+            self._handler("imap"), s.imap_host, s.imap_port, limit=s.imap_max_line_bytes
+        )
+        self._servers.append(plain)
+        self.port = plain.sockets[0].getsockname()[1]
+        if self.tls_context is not None:
+            tls = await asyncio.start_server(
+                self._handler("imaps"),
+                s.imap_host,
+                s.imaps_port,
+                ssl=self.tls_context,
+                ssl_handshake_timeout=30,
+                limit=s.imap_max_line_bytes,
+            )
+            self._servers.append(tls)
+            self.tls_port = tls.sockets[0].getsockname()[1]
+        log.info(
+            "imap listening",
+            extra=kv(host=s.imap_host, port=self.port, tls_port=self.tls_port or None),
+        )
+
+    def _handler(
+        self, listener: str
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._sessions.add(task)
+            try:
+                conn = Connection(
+                    reader,
+                    writer,
+                    max_line=self.settings.imap_max_line_bytes,
+                    max_literal=self.settings.imap_max_literal_bytes,
+                    max_command=self.settings.imap_max_command_bytes,
+                    timeout=self.settings.imap_preauth_timeout_seconds,
+                )
+                session = Session(
+                    conn, self.settings, self.store, self.auth, self.tls_context, listener
+                )
+                await session.run()
+            except asyncio.CancelledError:
+                # stop(): the session said BYE. Ending normally keeps asyncio's stream callback
+                # from logging the cancellation as an error.
+                pass
+            except Exception:
+                # A bug in one session must never take the listener down.
+                log.exception("session crashed")
+                writer.close()
+            finally:
+                self._sessions.discard(task)
+
+        return handle
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=5)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()

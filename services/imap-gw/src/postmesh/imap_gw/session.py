@@ -1,0 +1,230 @@
+"""One IMAP session: the state machine, the command loop and what every command shares."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.common.net import plaintext_auth_allowed
+from postmesh.imap_gw import metrics, mutf7, response
+from postmesh.imap_gw.backend import Authenticator, MailStore
+from postmesh.imap_gw.connection import ClientGone, CommandRejected, Connection, ProtocolAbuse
+from postmesh.imap_gw.parser import Command, NotSupported, ParseError, parse_command
+from postmesh.imap_gw.parser.commands import command_name, is_supported
+from postmesh.imap_gw.response import Status
+from postmesh.imap_gw.settings import ImapSettings
+from postmesh.imap_gw.state import SelectedMailbox, State
+
+log = get_logger(__name__)
+
+DELIMITER = "/"
+
+
+@dataclass
+class Result:
+    """The tagged response of a command; ``after`` runs once it is sent (STARTTLS)."""
+
+    status: Status
+    message: str
+    code: str | None = None
+    after: Callable[[], Awaitable[None]] | None = None
+
+
+def ok(message: str, code: str | None = None) -> Result:
+    return Result(Status.OK, message, code)
+
+
+def no(message: str, code: str | None = None) -> Result:
+    return Result(Status.NO, message, code)
+
+
+def bad(message: str, code: str | None = None) -> Result:
+    return Result(Status.BAD, message, code)
+
+
+class MailboxNameError(ValueError):
+    pass
+
+
+class Session:
+    def __init__(
+        self,
+        conn: Connection,
+        settings: ImapSettings,
+        store: MailStore,
+        auth: Authenticator,
+        tls_context: ssl.SSLContext | None,
+        listener: str,
+    ) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.store = store
+        self.auth = auth
+        self.tls_context = tls_context
+        self.listener = listener
+        self.id = uuid.uuid4().hex[:16]
+        self.state = State.NOT_AUTHENTICATED
+        self.user: str | None = None
+        self.selected: SelectedMailbox | None = None
+        # ENABLE IMAP4rev2 (RFC 9051 §6.3.1): UTF-8 names, no RECENT; otherwise IMAP4rev1 rules.
+        self.rev2 = False
+        self.bad_commands = 0
+        self.auth_failures = 0
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def peer_host(self) -> str:
+        return self.conn.peer_host or ""
+
+    @property
+    def plaintext_auth_allowed(self) -> bool:
+        return plaintext_auth_allowed(self.conn.peer_host, self.conn.tls_active)
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ENABLE", "UNSELECT", "NAMESPACE"]
+        if self.state is State.NOT_AUTHENTICATED:
+            if not self.conn.tls_active and self.tls_context is not None:
+                caps.append("STARTTLS")
+            if self.plaintext_auth_allowed:
+                caps.append("AUTH=PLAIN")
+            else:
+                # RFC 9051 §6.2.3: no LOGIN (nor PLAIN) until the connection is protected.
+                caps.append("LOGINDISABLED")
+        return caps
+
+    # -- output ---------------------------------------------------------------------------------
+    async def send(self, data: bytes) -> None:
+        await self.conn.write(data)
+
+    async def untagged(self, body: str | bytes) -> None:
+        await self.conn.write(response.untagged(body.encode() if isinstance(body, str) else body))
+
+    # -- mailbox names --------------------------------------------------------------------------
+    def decode_mailbox(self, raw: bytes) -> str:
+        """Client name -> store name: UTF-8 under IMAP4rev2, modified UTF-7 under IMAP4rev1
+        (RFC 3501 §5.1.3); INBOX in any case is INBOX (RFC 9051 §5.1)."""
+        try:
+            if self.rev2 or any(c > 0x7F for c in raw):
+                name = raw.decode("utf-8")
+            else:
+                name = mutf7.decode(raw)
+        except (UnicodeDecodeError, mutf7.MUtf7Error) as e:
+            raise MailboxNameError(str(e)) from e
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            raise MailboxNameError("control character in mailbox name")
+        if name.upper() == "INBOX":
+            return "INBOX"
+        if name.upper().startswith("INBOX" + DELIMITER):
+            return "INBOX" + name[5:]
+        return name
+
+    def encode_mailbox(self, name: str) -> bytes:
+        return response.string(name.encode("utf-8") if self.rev2 else mutf7.encode(name))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _timeout(self) -> float:
+        if self.state is State.NOT_AUTHENTICATED:
+            return self.settings.imap_preauth_timeout_seconds
+        return self.settings.imap_idle_timeout_seconds
+
+    async def run(self) -> None:
+        bind_log_context(session_id=self.id)
+        metrics.SESSIONS_ACTIVE.inc()
+        metrics.SESSIONS_TOTAL.labels(self.listener).inc()
+        log.info(
+            "session started",
+            extra=kv(peer=self.peer_host, listener=self.listener, tls=self.conn.tls_active),
+        )
+        reason = "logout"
+        try:
+            caps = " ".join(self.capabilities())
+            await self.send(response.status_line(Status.OK, "Postmesh ready", f"CAPABILITY {caps}"))
+            reason = await self._loop()
+        except ClientGone as e:
+            reason = f"client gone: {e}"
+        except TimeoutError:
+            reason = "write timeout"
+        except Exception:
+            # A bug: the stream may be mid-response, so end the session rather than go on.
+            log.exception("session failed")
+            reason = "internal error"
+            self.conn.write_nowait(response.bye("Internal server error", "SERVERBUG"))
+        except asyncio.CancelledError:
+            # Server shutdown (RFC 9051 §7.1.5: BYE before closing).
+            reason = "server shutdown"
+            self.conn.write_nowait(response.bye("Server shutting down"))
+            raise
+        finally:
+            metrics.SESSIONS_ACTIVE.dec()
+            await self.conn.close()
+            log.info("session ended", extra=kv(reason=reason, user=self.user))
+
+    async def _loop(self) -> str:
+        while self.state is not State.LOGOUT:
+            self.conn.timeout = self._timeout()
+            try:
+                raw = await self.conn.read_command()
+            except TimeoutError:
+                await self._bye("Autologout; idle for too long")
+                return "idle timeout"
+            except ClientGone as e:
+                return f"client disconnected: {e}"
+            except ProtocolAbuse as e:
+                await self._bye(e.message, e.code)
+                return f"protocol abuse: {e.message}"
+            except CommandRejected as e:
+                await self.send(e.reply)
+                self.bad_commands = self.bad_commands + 1 if e.bad else 0
+            else:
+                await self._handle(raw)
+            if self.bad_commands >= self.settings.imap_max_bad_commands:
+                await self._bye("Too many invalid IMAP commands")
+                return "too many bad commands"
+            if self.auth_failures >= self.settings.imap_max_auth_failures:
+                await self._bye("Too many authentication failures")
+                return "too many authentication failures"
+        return "logout"
+
+    async def _handle(self, raw: bytes) -> None:
+        start = time.monotonic()
+        try:
+            cmd = parse_command(raw)
+        except ParseError as e:
+            name = command_name(raw) or ""
+            label = name if is_supported(name) else "UNKNOWN"
+            log.debug("bad command", extra=kv(command=label, error=e.message))
+            result = (
+                no(e.message, e.code) if isinstance(e, NotSupported) else bad(e.message, e.code)
+            )
+            await self._finish(e.tag or "*", label, result, start)
+            return
+        await self.execute(cmd, start)
+
+    async def _bye(self, message: str, code: str | None = None) -> None:
+        self.state = State.LOGOUT
+        try:
+            await self.send(response.bye(message, code))
+        except (ClientGone, TimeoutError):
+            pass
+
+    async def execute(self, cmd: Command, start: float) -> None:
+        from postmesh.imap_gw.commands import dispatch  # the commands import this module
+
+        result = await dispatch(self, cmd)
+        await self._finish(cmd.tag, cmd.label, result, start)
+        if result.after is not None:
+            await result.after()
+
+    async def _finish(self, tag: str, command: str, result: Result, start: float) -> None:
+        metrics.COMMANDS_TOTAL.labels(command, result.status.value.lower()).inc()
+        metrics.COMMAND_SECONDS.labels(command).observe(time.monotonic() - start)
+        if result.status is Status.BAD:
+            self.bad_commands += 1
+        else:
+            self.bad_commands = 0
+        await self.send(response.tagged(tag, result.status, result.message, result.code))

@@ -1,0 +1,31 @@
+"""imap-gw settings; each field is read from POSTMESH_<FIELD> (e.g. POSTMESH_IMAP_PORT)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from postmesh.common.config import ServiceSettings
+
+
+class ImapSettings(ServiceSettings):
+    ops_port: int = Field(default=9102, ge=0, le=65535)
+    imap_host: str = "127.0.0.1"
+    # Plain IMAP with STARTTLS (143 in production) and implicit TLS (993, RFC 8314).
+    imap_port: int = Field(default=1143, ge=0, le=65535)
+    imaps_port: int = Field(default=1993, ge=0, le=65535)
+    # A command line (without its literals) longer than this is refused.
+    imap_max_line_bytes: int = Field(default=64 * 1024, ge=1024)
+    # One literal inside a command (LOGIN password, mailbox name, ...).
+    imap_max_literal_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A whole command: its lines and literals together.
+    imap_max_command_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Autologout (RFC 9051 §5.4): at least 30 minutes once authenticated; shorter before login.
+    imap_idle_timeout_seconds: float = Field(default=1800.0, gt=0)
+    imap_preauth_timeout_seconds: float = Field(default=180.0, gt=0)
+    # Consecutive invalid commands before "* BYE" (as Dovecot's limit of 20).
+    imap_max_bad_commands: int = Field(default=20, ge=1)
+    imap_max_auth_failures: int = Field(default=3, ge=1)
+    # Slows password guessing; tests set 0.
+    imap_auth_failure_delay_seconds: float = Field(default=1.0, ge=0)
+    # ListMessages page size.
+    imap_list_page_size: int = Field(default=1000, ge=1, le=100_000)

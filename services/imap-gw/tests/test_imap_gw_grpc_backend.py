@@ -1,0 +1,112 @@
+"""The gRPC implementations of the backend interfaces against a real grpc.aio server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.grpc import GrpcServer, channel
+from postmesh.imap_gw.backend import (
+    BackendUnavailable,
+    FlagsMode,
+    MailboxNotFound,
+    MessageNotFound,
+)
+from postmesh.imap_gw.grpc_backend import GrpcAuthenticator, GrpcMailStore
+
+
+class Store(store_pb2_grpc.StoreServiceServicer):
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def GetMailbox(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        if request.mailbox != "INBOX":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such mailbox")
+        return store_pb2.MailboxInfo(name="INBOX", uidvalidity=7, uidnext=3, messages=2)
+
+    async def ListMessages(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        return store_pb2.ListMessagesResponse(
+            messages=[store_pb2.MessageSummary(uid=2, flags=["\\Seen"], size=10, internal_date=5)],
+            more=True,
+        )
+
+    async def GetMessageContent(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        if request.uid != 2:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such message")
+        for part in (b"Subject: x\r\n", b"\r\n", b"body"):
+            yield store_pb2.ContentChunk(data=part)
+
+    async def StoreFlags(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        await context.abort(grpc.StatusCode.INTERNAL, "database on fire")
+
+    async def Expunge(self, request: Any, context: Any) -> Any:
+        return store_pb2.ExpungeResponse(expunged_uids=[4, 5])
+
+
+class Auth(auth_pb2_grpc.AuthServiceServicer):
+    async def Authenticate(self, request: Any, context: Any) -> Any:
+        ok = request.password == "pw" and request.protocol == "imap"
+        return auth_pb2.AuthenticateResponse(ok=ok, user=request.username.lower() if ok else "")
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[tuple[GrpcMailStore, GrpcAuthenticator, Store]]:
+    server = GrpcServer("127.0.0.1:0")
+    store = Store()
+    server.add(store_pb2_grpc.add_StoreServiceServicer_to_server, store)
+    server.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, Auth())
+    await server.start([])
+    ch = channel(f"127.0.0.1:{server.port}")
+    try:
+        yield (
+            GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0),  # type: ignore[arg-type]
+            GrpcAuthenticator(auth_pb2_grpc.AuthServiceStub(ch), 5.0),  # type: ignore[arg-type]
+            store,
+        )
+    finally:
+        await ch.close()
+        await server.stop(0)
+
+
+async def test_store_calls_and_error_mapping(
+    backends: tuple[GrpcMailStore, GrpcAuthenticator, Store],
+) -> None:
+    store, _, servicer = backends
+    info = await store.get_mailbox("u", "INBOX")
+    assert (info.name, info.uidvalidity, info.uidnext, info.messages) == ("INBOX", 7, 3, 2)
+    with pytest.raises(MailboxNotFound):
+        await store.get_mailbox("u", "Nope")
+    page = await store.list_messages("u", "INBOX", 1, 50)
+    assert page.more and [(m.uid, m.flags, m.size) for m in page.messages] == [(2, ("\\Seen",), 10)]
+    assert servicer.requests[-1].after_uid == 1 and servicer.requests[-1].limit == 50
+    assert await store.get_content("u", "INBOX", 2) == b"Subject: x\r\n\r\nbody"
+    with pytest.raises(MessageNotFound):
+        await store.get_content("u", "INBOX", 9)
+    with pytest.raises(BackendUnavailable):
+        await store.store_flags("u", "INBOX", [2], FlagsMode.ADD, ["\\Seen"])
+    assert servicer.requests[-1].mode == store_pb2.FLAGS_MODE_ADD
+    assert await store.expunge("u", "INBOX") == [4, 5]
+
+
+async def test_auth_calls(backends: tuple[GrpcMailStore, GrpcAuthenticator, Store]) -> None:
+    _, auth, _ = backends
+    assert await auth.authenticate("Bob@X", "pw", remote_ip="127.0.0.1", mechanism="") == "bob@x"
+    assert await auth.authenticate("bob@x", "no", remote_ip="127.0.0.1", mechanism="PLAIN") is None
+
+
+async def test_unreachable_backend_is_unavailable() -> None:
+    ch = channel("127.0.0.1:1")
+    try:
+        store = GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 0.5)  # type: ignore[arg-type]
+        with pytest.raises(BackendUnavailable):
+            await store.list_mailboxes("u")
+    finally:
+        await ch.close()
