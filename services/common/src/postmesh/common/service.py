@@ -32,6 +32,8 @@ class Service(ABC):
 
 
 async def serve(service: Service, settings: ServiceSettings) -> None:
+    """Run ``service`` until SIGTERM/SIGINT. Call it inside the running loop: grpc.aio channels
+    and servers bind to the loop they are created on."""
     ops = OpsServer(settings.ops_host, settings.ops_port)
     for name, check in service.readiness_checks().items():
         ops.add_readiness_check(name, check)
@@ -50,7 +52,12 @@ def main(settings_cls: type[S], factory: Callable[[S], Service], name: str) -> N
     """Entry point of ``python -m postmesh.<service>``."""
     settings = load_settings(settings_cls)
     configure_logging(name, settings.log_level)
+
+    async def run() -> None:
+        # The factory runs inside the loop, so what it creates (gRPC channels) binds to it.
+        await serve(factory(settings), settings)
+
     try:
-        asyncio.run(serve(factory(settings), settings))
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass

@@ -1,0 +1,141 @@
+"""Wires the SMTP edge: three listeners on one event loop, the bus producer, auth/store stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+
+from postmesh.common.bus import Bus, create_bus
+from postmesh.common.logging import get_logger, kv
+from postmesh.common.ops import ReadinessCheck
+from postmesh.common.service import Service
+from postmesh.common.stubs import auth_stub, store_stub
+from postmesh.common.tls import settings_server_context
+from postmesh.smtp_edge.backend import EdgeBackend, GrpcEdgeBackend
+from postmesh.smtp_edge.queueing import MessageQueuer, Queued
+from postmesh.smtp_edge.session import (
+    MX,
+    SUBMISSION,
+    SUBMISSIONS,
+    ListenerPolicy,
+    listener_policies,
+)
+from postmesh.smtp_edge.settings import SmtpEdgeSettings
+from postmesh.smtp_edge.smtp import EdgeSMTP
+
+log = get_logger(__name__)
+
+# Sessions in a transaction get this long to finish when the service stops.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class SmtpEdgeService(Service):
+    name = "smtp-edge"
+
+    def __init__(
+        self,
+        settings: SmtpEdgeSettings,
+        backend: EdgeBackend | None = None,
+        bus: Bus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus or create_bus(settings, "smtp-edge")
+        # The gRPC backend is made in start(): grpc.aio channels belong to the running loop,
+        # and main() builds the service before asyncio.run starts one.
+        self._backend = backend
+        self.queuer: MessageQueuer | None = None
+        self.servers: dict[str, asyncio.Server] = {}
+        # Bound ports by listener name (tests bind port 0).
+        self.ports: dict[str, int] = {}
+        self.sessions: set[EdgeSMTP] = set()
+        self.inflight: set[asyncio.Task[Queued]] = set()
+
+    def _port(self, listener: str) -> int:
+        return {
+            MX: self.settings.smtp_mx_port,
+            SUBMISSION: self.settings.smtp_submission_port,
+            SUBMISSIONS: self.settings.smtp_submissions_port,
+        }[listener]
+
+    async def start(self) -> None:
+        if self._backend is None:
+            self._backend = GrpcEdgeBackend(
+                auth_stub(self.settings.auth_address),
+                store_stub(self.settings.store_address),
+                self.settings.grpc_deadline_seconds,
+            )
+        self.queuer = MessageQueuer(
+            self.bus, self._backend, self.settings.hostname, self.settings.smtp_inline_limit_bytes
+        )
+        await self.bus.start()
+        tls: ssl.SSLContext = await asyncio.to_thread(settings_server_context, self.settings)
+        loop = asyncio.get_running_loop()
+        for policy in listener_policies(self.settings.smtp_mx_auth_enabled):
+            server = await loop.create_server(
+                self._protocol_factory(policy, tls, loop),
+                self.settings.smtp_host,
+                self._port(policy.name),
+                ssl=tls if policy.implicit_tls else None,
+                ssl_handshake_timeout=(
+                    self.settings.smtp_tls_handshake_timeout_seconds
+                    if policy.implicit_tls
+                    else None
+                ),
+            )
+            self.servers[policy.name] = server
+            self.ports[policy.name] = server.sockets[0].getsockname()[1]
+            log.info(
+                "smtp listener started",
+                extra=kv(
+                    listener=policy.name,
+                    host=self.settings.smtp_host,
+                    port=self.ports[policy.name],
+                ),
+            )
+
+    def _protocol_factory(
+        self, policy: ListenerPolicy, tls: ssl.SSLContext, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], EdgeSMTP]:
+        backend, queuer = self._backend, self.queuer
+        assert backend is not None and queuer is not None
+
+        def factory() -> EdgeSMTP:
+            return EdgeSMTP(
+                policy=policy,
+                settings=self.settings,
+                backend=backend,
+                queuer=queuer,
+                tls_context=tls,
+                sessions=self.sessions,
+                inflight=self.inflight,
+                loop=loop,
+            )
+
+        return factory
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        # Idle sessions go now; those inside a transaction get a grace period.
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while True:
+            expired = time.monotonic() >= deadline
+            for session in list(self.sessions):
+                if expired or not session.busy:
+                    session.shutdown()
+            if expired or not any(s.busy for s in self.sessions):
+                break
+            await asyncio.sleep(0.05)
+        # A message whose publish is under way is finished before the bus goes.
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=SHUTDOWN_GRACE_SECONDS)
+        await self.bus.stop()
+        self.servers.clear()
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        async def listening() -> bool:
+            return len(self.servers) == 3 and all(s.is_serving() for s in self.servers.values())
+
+        return {"bus": self.bus.ready, "listeners": listening}

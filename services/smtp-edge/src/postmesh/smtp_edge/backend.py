@@ -1,0 +1,99 @@
+"""What the SMTP session needs from the auth and store services, as one small interface.
+
+The real implementation calls the gRPC stubs; unit tests use an in-memory fake."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+
+from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.grpc import CHUNK_BYTES
+
+
+class BackendUnavailable(Exception):
+    """auth or store could not answer: the client gets a 4xx and retries later."""
+
+
+class RecipientKind(enum.Enum):
+    LOCAL_USER = "local_user"
+    UNKNOWN_LOCAL = "unknown_local"
+    REMOTE = "remote"
+
+
+class EdgeBackend(Protocol):
+    async def authenticate(
+        self, username: str, password: str, mechanism: str, remote_ip: str
+    ) -> str | None:
+        """The canonical user on success, None for wrong credentials."""
+
+    async def resolve_recipient(self, address: str) -> RecipientKind: ...
+
+    async def put_blob(self, data: bytes) -> str:
+        """Store ``data`` durably and return its blob id (claim check)."""
+
+
+_KINDS = {
+    auth_pb2.RECIPIENT_KIND_LOCAL_USER: RecipientKind.LOCAL_USER,
+    auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL: RecipientKind.UNKNOWN_LOCAL,
+    auth_pb2.RECIPIENT_KIND_REMOTE: RecipientKind.REMOTE,
+}
+
+
+class GrpcEdgeBackend:
+    def __init__(
+        self,
+        auth: auth_pb2_grpc.AuthServiceStub,
+        store: store_pb2_grpc.StoreServiceStub,
+        deadline: float,
+    ) -> None:
+        self.auth = auth
+        self.store = store
+        self.deadline = deadline
+
+    async def authenticate(
+        self, username: str, password: str, mechanism: str, remote_ip: str
+    ) -> str | None:
+        req = auth_pb2.AuthenticateRequest(
+            username=username,
+            password=password,
+            protocol="smtp",
+            remote_ip=remote_ip,
+            mechanism=mechanism,
+        )
+        try:
+            resp = await self.auth.Authenticate(req, timeout=self.deadline)
+        except grpc.aio.AioRpcError as e:
+            raise BackendUnavailable(f"auth.Authenticate: {e.code().name}") from e
+        return str(resp.user or username) if resp.ok else None
+
+    async def resolve_recipient(self, address: str) -> RecipientKind:
+        try:
+            resp = await self.auth.ResolveRecipient(
+                auth_pb2.ResolveRecipientRequest(address=address), timeout=self.deadline
+            )
+        except grpc.aio.AioRpcError as e:
+            raise BackendUnavailable(f"auth.ResolveRecipient: {e.code().name}") from e
+        kind = _KINDS.get(resp.kind)
+        if kind is None:
+            raise BackendUnavailable(f"auth.ResolveRecipient: unknown kind {resp.kind}")
+        return kind
+
+    async def put_blob(self, data: bytes) -> str:
+        async def chunks() -> AsyncIterator[store_pb2.ContentChunk]:
+            for i in range(0, len(data), CHUNK_BYTES):
+                yield store_pb2.ContentChunk(data=data[i : i + CHUNK_BYTES])
+
+        try:
+            resp = await self.store.PutBlob(chunks(), timeout=self.deadline)
+        except grpc.aio.AioRpcError as e:
+            raise BackendUnavailable(f"store.PutBlob: {e.code().name}") from e
+        if resp.size != len(data) or not resp.blob_id:
+            raise BackendUnavailable(
+                f"store.PutBlob stored {resp.size} of {len(data)} bytes, id {resp.blob_id!r}"
+            )
+        return str(resp.blob_id)

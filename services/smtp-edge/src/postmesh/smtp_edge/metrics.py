@@ -1,0 +1,31 @@
+"""Prometheus metrics of the SMTP edge (served by the ops server)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+SESSIONS = Counter(
+    "postmesh_smtp_edge_sessions_total", "SMTP connections accepted, by listener.", ["listener"]
+)
+ACCEPTED = Counter(
+    "postmesh_smtp_edge_messages_accepted_total",
+    "Messages queued on the bus and answered 250, by listener.",
+    ["listener"],
+)
+REJECTED = Counter(
+    "postmesh_smtp_edge_messages_rejected_total",
+    "Rejected commands and messages, by reason (unknown_user, relay_denied, too_big, "
+    "bare_newline, bad_address, too_many_recipients, auth_required, temp_failure, ...).",
+    ["reason"],
+)
+AUTH = Counter("postmesh_smtp_edge_auth_total", "AUTH attempts, by result.", ["result"])
+MESSAGE_SIZE = Histogram(
+    "postmesh_smtp_edge_message_size_bytes",
+    "Size of accepted messages, Received: header included.",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
+)
+ACCEPT_LATENCY = Histogram(
+    "postmesh_smtp_edge_accept_latency_seconds",
+    "From the end of DATA to the 250 reply: claim check (if any) and durable publish.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from postmesh.common.config import ServiceSettings
+
+MIB = 1024 * 1024
+
+
+class SmtpEdgeSettings(ServiceSettings):
+    ops_port: int = Field(default=9101, ge=0, le=65535)
+    smtp_host: str = "127.0.0.1"
+    # Production: 25 (MX), 587 (submission, RFC 6409) and 465 (implicit TLS, RFC 8314).
+    smtp_mx_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_submission_port: int = Field(default=2587, ge=0, le=65535)
+    smtp_submissions_port: int = Field(default=2465, ge=0, le=65535)
+    # As Postfix's smtpd_sasl_auth_enable on port 25: off, so the MX only takes local mail.
+    smtp_mx_auth_enabled: bool = False
+    # Advertised with SIZE (RFC 1870) and enforced on DATA.
+    smtp_max_message_bytes: int = Field(default=50 * MIB, ge=1024)
+    # Larger messages go to the store first and the bus record names the blob (claim check):
+    # Kafka's default max request is 1 MiB.
+    smtp_inline_limit_bytes: int = Field(default=512 * 1024, ge=0)
+    # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
+    smtp_max_recipients: int = Field(default=100, ge=1)
+    # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.
+    smtp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    smtp_tls_handshake_timeout_seconds: float = Field(default=30.0, gt=0)
+    # As Postfix's smtpd_hard_error_limit: 4xx/5xx replies after which we hang up with 421.
+    smtp_max_errors: int = Field(default=20, ge=1)
+    smtp_max_auth_failures: int = Field(default=3, ge=1)
+    # Slows password guessing; tests set 0.
+    smtp_auth_failure_delay_seconds: float = Field(default=1.0, ge=0)

@@ -1,0 +1,577 @@
+"""The SMTP server protocol: aiosmtpd's connection, line reading and STARTTLS machinery, with
+our own MAIL/RCPT/DATA/AUTH/EHLO (aiosmtpd's lack enhanced status codes, async authentication,
+DSN, bare-newline checks, and AUTH on implicit TLS).
+
+aiosmtpd is pinned below 1.5; the few private members used here (``_reader``, ``_tls_protocol``,
+``_timeout_cb``, ``_timeout_handle``, ``_handle_client``) are aiosmtpd's own extension points
+in practice and are used by aiosmtpd itself the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
+from postmesh.smtp_edge import metrics
+from postmesh.smtp_edge.backend import BackendUnavailable, EdgeBackend
+from postmesh.smtp_edge.protocol import (
+    DataReader,
+    ProtocolError,
+    ehlo_keywords,
+    has_bare_newline,
+    has_invalid_utf8,
+    parse_mail,
+    parse_rcpt,
+    with_enhanced_code,
+)
+from postmesh.smtp_edge.queueing import (
+    Envelope,
+    EnvelopeRecipient,
+    MessageQueuer,
+    Queued,
+    QueueFailed,
+)
+from postmesh.smtp_edge.received import ClientFacts, TlsFacts
+from postmesh.smtp_edge.session import (
+    MECHANISMS,
+    ListenerPolicy,
+    SessionState,
+    Transaction,
+    recipient_verdict,
+)
+from postmesh.smtp_edge.settings import SmtpEdgeSettings
+
+log = get_logger(__name__)
+
+DATA_CHUNK = 64 * 1024
+# RFC 5321 §4.5.3.1.4: 512 octets per command line, raised by extensions: SIZE (RFC 1870),
+# AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8. aiosmtpd's stream limit
+# (1001 octets) bounds them all.
+COMMAND_LIMITS = {"MAIL": 1000, "RCPT": 1000, "AUTH": 1000}
+
+
+class _NoHooks:
+    """aiosmtpd wants a handler object; every command we care about is implemented here."""
+
+
+def tls_facts(transport: Any) -> TlsFacts | None:
+    obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if not isinstance(obj, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    cipher = obj.cipher()
+    return TlsFacts(
+        version=obj.version() or "TLS",
+        cipher=cipher[0] if cipher else "unknown",
+        bits=cipher[2] if cipher else 0,
+    )
+
+
+class EdgeSMTP(SMTP):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        policy: ListenerPolicy,
+        settings: SmtpEdgeSettings,
+        backend: EdgeBackend,
+        queuer: MessageQueuer,
+        tls_context: ssl.SSLContext | None,
+        sessions: set[EdgeSMTP],
+        inflight: set[asyncio.Task[Queued]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(
+            _NoHooks(),
+            data_size_limit=settings.smtp_max_message_bytes,
+            # Arguments decode as UTF-8 (surrogateescape), replies are sent as UTF-8; whether
+            # a non-ASCII address is allowed is decided per transaction (RFC 6531).
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.hostname,
+            ident="Postmesh",
+            tls_context=tls_context if policy.starttls else None,
+            timeout=settings.smtp_idle_timeout_seconds,
+            # We decide where AUTH is allowed (loopback or TLS, implicit TLS included).
+            auth_require_tls=False,
+            loop=loop,
+        )
+        # An instance dict: aiosmtpd's class-level one is shared and grows with every EHLO.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, COMMAND_LIMITS
+        )
+        self.policy = policy
+        self.settings = settings
+        self.backend = backend
+        self.queuer = queuer
+        self._sessions = sessions
+        self._inflight = inflight
+        self.state = SessionState(secrets.token_hex(6), policy, peer_ip="")
+        self._hung_up = False
+
+    # --- connection lifecycle -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        after_starttls = self._original_transport is not None and self.transport is not None
+        super().connection_made(transport)
+        if after_starttls:
+            self.state.reset_after_starttls(tls_facts(transport))
+            log.info(
+                "tls established",
+                extra=kv(session_id=self.state.session_id, tls=str(self.state.tls)),
+            )
+            return
+        assert self.session is not None
+        peer = self.session.peer
+        self.state.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if self.policy.implicit_tls:
+            self.state.tls = tls_facts(transport)
+        self._sessions.add(self)
+        metrics.SESSIONS.labels(self.policy.name).inc()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        bind_log_context(session_id=self.state.session_id, listener=self.policy.name)
+        log.info("connect", extra=kv(remote_ip=self.state.peer_ip, tls=self.state.tls is not None))
+        try:
+            await super()._handle_client()
+        finally:
+            log.info(
+                "disconnect",
+                extra=kv(
+                    remote_ip=self.state.peer_ip,
+                    messages=self.state.messages,
+                    errors=self.state.errors,
+                    user=self.state.user,
+                ),
+            )
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: tell the client why before closing (aiosmtpd just closes).
+        log.info("idle timeout", extra=kv(session_id=self.state.session_id))
+        self._last_words(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    @property
+    def busy(self) -> bool:
+        """Inside a mail transaction: a graceful shutdown lets it finish first."""
+        return self.state.txn is not None or self.state.in_data
+
+    def shutdown(self) -> None:
+        """Hang up now with 421 (RFC 5321 §3.8); the client retries elsewhere."""
+        self._last_words(f"421 4.3.2 {self.hostname} Service shutting down")
+        if self.transport is not None:
+            self.transport.close()
+
+    def _last_words(self, reply: str) -> None:
+        """Write a final reply outside the command loop, unless the connection is going."""
+        if self._hung_up or self.transport is None or self.transport.is_closing():
+            return
+        self._hung_up = True
+        try:
+            self._writer.write(reply.encode() + b"\r\n")
+        except (OSError, RuntimeError, AttributeError):
+            # A TLS transport mid-teardown can fail to take data; the client is gone anyway.
+            log.debug("could not send final reply", extra=kv(session_id=self.state.session_id))
+
+    # --- replies ------------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        if self._hung_up:
+            return
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = with_enhanced_code(text)
+        await super().push(text)
+        if text[:1] in ("4", "5") and not text.startswith("421"):
+            self.state.errors += 1
+            if self.state.errors >= self.settings.smtp_max_errors:
+                log.warning("too many errors; hanging up", extra=kv(errors=self.state.errors))
+                await self._hang_up(f"421 4.7.0 {self.hostname} Error: too many errors")
+
+    async def _push_raw(self, line: str) -> None:
+        if not self._hung_up:
+            await super().push(line)
+
+    async def _hang_up(self, reply: str) -> None:
+        if self._hung_up:
+            return
+        await self._push_raw(reply)
+        self._hung_up = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _reject(self, reply: str, reason: str) -> None:
+        metrics.REJECTED.labels(reason).inc()
+        log.info("rejected", extra=kv(reply=reply, reason=reason))
+        await self.push(reply)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("session error", exc_info=error)
+        return "451 4.3.0 Internal error, please retry"
+
+    # --- greeting -----------------------------------------------------------------------------
+
+    def _greeted(self, hostname: str, esmtp: bool) -> None:
+        # RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
+        assert self.session is not None
+        self.session.host_name = hostname
+        self.session.extended_smtp = esmtp
+        self.state.helo = hostname
+        self.state.esmtp = esmtp
+        self.state.txn = None
+
+    async def smtp_HELO(self, arg: str | None) -> None:
+        if self._hung_up:
+            return
+        if not arg or has_invalid_utf8(arg):
+            await self.push("501 5.5.4 Syntax: HELO hostname")
+            return
+        self._greeted(arg, esmtp=False)
+        await self._push_raw(f"250 {self.hostname}")
+
+    async def smtp_EHLO(self, arg: str | None) -> None:
+        if self._hung_up:
+            return
+        if not arg or has_invalid_utf8(arg):
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        self._greeted(arg, esmtp=True)
+        lines = [
+            self.hostname,
+            *ehlo_keywords(
+                max_size=self.settings.smtp_max_message_bytes,
+                starttls=self.tls_context is not None and self.state.tls is None,
+                auth=self.state.auth_offered,
+                mechanisms=MECHANISMS,
+            ),
+        ]
+        for i, line in enumerate(lines):
+            await self._push_raw(("250 " if i == len(lines) - 1 else "250-") + line)
+
+    async def _require_helo(self) -> bool:
+        if self.state.helo is None:
+            await self.push("503 5.5.1 Error: send HELO/EHLO first")
+            return False
+        return True
+
+    # --- STARTTLS -----------------------------------------------------------------------------
+
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        if self._hung_up:
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: STARTTLS")
+        elif self.state.tls is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+        elif self.tls_context is None:
+            await self.push("502 5.5.1 Error: command not implemented")
+        else:
+            await super().smtp_STARTTLS(arg)
+
+    # --- AUTH (RFC 4954) ----------------------------------------------------------------------
+
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        if self._hung_up or not await self._require_helo():
+            return
+        st = self.state
+        if not self.policy.auth_enabled or not st.esmtp:
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
+        if not st.auth_offered:
+            await self._reject(
+                "538 5.7.11 Encryption required for requested authentication mechanism",
+                "encryption_required",
+            )
+            return
+        if st.user is not None:
+            await self.push("503 5.5.1 Error: already authenticated")
+            return
+        if st.txn is not None:
+            # RFC 4954 §4: AUTH is not permitted during a mail transaction.
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        parts = (arg or "").split(" ")
+        if not parts[0] or len(parts) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        mechanism = parts[0].upper()
+        if mechanism not in MECHANISMS:
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        initial = parts[1] if len(parts) == 2 else None
+        try:
+            creds = await self._sasl_exchange(mechanism, initial)
+        except SaslError:
+            await self.push("501 5.5.2 Cannot decode response")
+            return
+        if creds is None:
+            return
+        authzid, username, password = creds
+        try:
+            user = None
+            # We do not act on behalf of another identity: authzid must be empty or the user.
+            if not authzid or authzid == username:
+                user = await self.backend.authenticate(username, password, mechanism, st.peer_ip)
+        except BackendUnavailable as e:
+            metrics.AUTH.labels("temp_failure").inc()
+            log.warning("auth backend failed", extra=kv(error=str(e), username=username))
+            # RFC 4954 §6: the temporary failure reply of AUTH.
+            await self.push("454 4.7.0 Temporary authentication failure")
+            return
+        if user is None:
+            st.auth_failures += 1
+            metrics.AUTH.labels("failed").inc()
+            log.info(
+                "authentication failed",
+                extra=kv(username=username, mechanism=mechanism, failures=st.auth_failures),
+            )
+            await asyncio.sleep(self.settings.smtp_auth_failure_delay_seconds)
+            await self.push("535 5.7.8 Error: authentication failed")
+            if st.auth_failures >= self.settings.smtp_max_auth_failures:
+                await self._hang_up(
+                    f"421 4.7.0 {self.hostname} Error: too many authentication failures"
+                )
+            return
+        st.user = user
+        bind_log_context(user=user)
+        metrics.AUTH.labels("ok").inc()
+        log.info("authenticated", extra=kv(user=user, mechanism=mechanism))
+        await self.push("235 2.7.0 Authentication successful")
+
+    async def _sasl_exchange(
+        self, mechanism: str, initial: str | None
+    ) -> tuple[str, str, str] | None:
+        """(authzid, user, password), or None when the exchange ended (aborted; reply sent)."""
+        if mechanism == "PLAIN":
+            # RFC 4954 §4: "=" is an empty initial response.
+            response = initial if initial is not None else await self._challenge("")
+            if response is None:
+                return None
+            return decode_plain("" if response == "=" else response)
+        if initial is not None:
+            user_b64: str | None = initial
+        else:
+            user_b64 = await self._challenge("Username:")
+        if user_b64 is None:
+            return None
+        username = decode_login_field(user_b64)
+        password_b64 = await self._challenge("Password:")
+        if password_b64 is None:
+            return None
+        return "", username, decode_login_field(password_b64)
+
+    async def _challenge(self, text: str) -> str | None:
+        await self._push_raw("334 " + encode_challenge(text))
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than the stream limit
+            await self.push("500 5.5.6 Authentication exchange line is too long")
+            return None
+        if not line.endswith(b"\n"):  # connection closed
+            return None
+        self._reset_timeout()
+        response = line.rstrip(b"\r\n").decode("ascii", "replace")
+        if response == "*":
+            await self.push("501 5.7.0 Authentication aborted")
+            return None
+        return response
+
+    # --- the mail transaction -----------------------------------------------------------------
+
+    async def _transaction_allowed(self) -> bool:
+        if not await self._require_helo():
+            return False
+        if self.state.needs_auth:
+            await self._reject("530 5.7.0 Authentication required", "auth_required")
+            return False
+        return True
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._hung_up or not await self._transaction_allowed():
+            return
+        if self.state.txn is not None:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        try:
+            mail = parse_mail(
+                arg, esmtp=self.state.esmtp, max_size=self.settings.smtp_max_message_bytes
+            )
+        except ProtocolError as e:
+            await self._reject(e.reply, e.reason)
+            return
+        self.state.txn = Transaction(mail)
+        await self.push("250 2.1.0 Ok")
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if self._hung_up or not await self._transaction_allowed():
+            return
+        txn = self.state.txn
+        if txn is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        try:
+            rcpt = parse_rcpt(arg, esmtp=self.state.esmtp, smtputf8=txn.mail.smtputf8)
+        except ProtocolError as e:
+            await self._reject(e.reply, e.reason)
+            return
+        if len(txn.recipients) >= self.settings.smtp_max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452, so the client sends the rest in another transaction.
+            await self._reject("452 4.5.3 Too many recipients", "too_many_recipients")
+            return
+        # RFC 5321 §4.5.1: <postmaster> without a domain is the postmaster of this host.
+        address = f"postmaster@{self.hostname}" if rcpt.address == "postmaster" else rcpt.address
+        try:
+            kind = await self.backend.resolve_recipient(address)
+        except BackendUnavailable as e:
+            log.warning("recipient lookup failed", extra=kv(rcpt=address, error=str(e)))
+            await self._reject(
+                f"451 4.3.0 <{rcpt.address}>: Temporary lookup failure", "temp_failure"
+            )
+            return
+        reply, reason = recipient_verdict(kind, rcpt.address, self.state.user is not None)
+        if reason:
+            await self._reject(reply, reason)
+            return
+        txn.add(EnvelopeRecipient(address, rcpt.notify, rcpt.orcpt))
+        await self.push(reply)
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        if self._hung_up:
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: RSET")
+            return
+        self.state.txn = None
+        await self.push("250 2.0.0 Ok")
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if self._hung_up or not await self._transaction_allowed():
+            return
+        txn = self.state.txn
+        if txn is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        if not txn.recipients:
+            # RFC 2920 §3.1: with pipelining, DATA after only failed RCPTs must fail.
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        self.state.in_data = True
+        try:
+            content = await self._receive_data()
+        finally:
+            self.state.in_data = False
+            # RFC 5321 §4.1.1.4: the transaction ends with DATA, whatever the outcome.
+            self.state.txn = None
+        if content is None:
+            return
+        await self._queue(txn, content)
+
+    async def _receive_data(self) -> bytes | None:
+        """The message, or None after a rejection reply (or a lost connection)."""
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader = DataReader(self.settings.smtp_max_message_bytes)
+        while True:
+            chunk = await self._reader.read(DATA_CHUNK)
+            if not chunk:
+                log.info("connection lost during DATA")
+                return None
+            # A slow but steady upload is not idle.
+            self._reset_timeout()
+            leftover = reader.feed(chunk)
+            if leftover is not None:
+                break
+        if leftover:
+            # Pipelined commands after the end marker (RFC 2920) belong to the command reader.
+            self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
+        if reader.too_big:
+            await self._reject(
+                "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
+            )
+            return None
+        content = reader.content()
+        if has_bare_newline(content):
+            # Rejected rather than normalised (Postfix smtpd_forbid_bare_newline=reject): a
+            # bare LF or CR lets an attacker hide a second message behind an end marker that
+            # another MTA on the path honours ("SMTP smuggling", CVE-2023-51766 and kin).
+            await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
+            return None
+        return content
+
+    async def _queue(self, txn: Transaction, content: bytes) -> None:
+        st = self.state
+        envelope = Envelope(
+            mail_from=txn.mail.sender,
+            recipients=list(txn.recipients),
+            client=ClientFacts(
+                helo=st.helo or "",
+                remote_ip=st.peer_ip,
+                listener=self.policy.name,
+                esmtp=st.esmtp,
+                tls=st.tls,
+                authenticated_user=st.user or "",
+            ),
+            body_type=txn.mail.body,
+            smtputf8=txn.mail.smtputf8,
+            ret=txn.mail.ret,
+            envid=txn.mail.envid,
+        )
+        # Shielded: a client that disconnects now must not cancel a half-done publish; the
+        # message is then queued (and logged) though the client may send it again.
+        task = asyncio.ensure_future(self.queuer.enqueue(envelope, content))
+        self._inflight.add(task)
+        task.add_done_callback(_forget(self._inflight))
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()  # waiting for the bus is not client idleness
+        try:
+            queued = await asyncio.shield(task)
+        except QueueFailed:
+            # Never 250 for a message that is not durable (RFC 5321 §6.1).
+            await self.push("451 4.3.0 Temporary failure, please retry")
+            return
+        finally:
+            self._reset_timeout()
+        st.messages += 1
+        await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
+
+    # --- other commands -----------------------------------------------------------------------
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        # RFC 5321 §3.5.3: 252 neither confirms nor denies (no address harvesting).
+        if arg:
+            await self.push("252 2.0.0 Cannot VRFY user, but will accept message")
+        else:
+            await self.push("501 5.5.4 Syntax: VRFY address")
+
+    async def smtp_EXPN(self, arg: str | None) -> None:
+        await self.push("502 5.5.1 Error: EXPN is disabled")
+
+    async def smtp_HELP(self, arg: str | None) -> None:
+        await self.push(
+            "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT"
+        )
+
+    async def _http_request(self, arg: str | None) -> None:
+        # A web client or proxy abuse, not an MTA (as Postfix's smtpd_forbidden_commands).
+        metrics.REJECTED.labels("http_command").inc()
+        await self._hang_up("221 2.7.0 Error: this is an SMTP server; goodbye")
+
+    smtp_GET = smtp_POST = smtp_CONNECT = smtp_PUT = smtp_HEAD = _http_request
+
+
+def _forget(inflight: set[asyncio.Task[Queued]]) -> Any:
+    def done(task: asyncio.Task[Queued]) -> None:
+        inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # already logged by the queuer; mark as retrieved
+
+    return done

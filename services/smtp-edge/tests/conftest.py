@@ -1,0 +1,174 @@
+"""Fixtures: the SMTP edge on 127.0.0.1 port 0 with a fake auth/store backend and the real
+embedded (SQLite) bus, plus a reader for what landed on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postmesh.api.events.v1 import events_pb2
+from postmesh.common import topics
+from postmesh.common.bus import BusRecord
+from postmesh.common.bus.sqlite import SqliteBus
+from postmesh.smtp_edge.app import SmtpEdgeService
+from postmesh.smtp_edge.backend import BackendUnavailable, RecipientKind
+from postmesh.smtp_edge.settings import SmtpEdgeSettings
+
+LOCAL_DOMAINS = {"example.org", "mx.test"}
+PASSWORDS = {"alice@example.org": "wonderland", "bob@example.org": "builder"}
+
+
+@dataclass
+class FakeBackend:
+    """In-memory auth + store, behind the same interface as the gRPC one."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    auth_calls: list[tuple[str, str, str]] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    store_down: bool = False
+    auth_down: bool = False
+
+    async def authenticate(
+        self, username: str, password: str, mechanism: str, remote_ip: str
+    ) -> str | None:
+        if self.auth_down:
+            raise BackendUnavailable("auth down")
+        self.auth_calls.append((username, mechanism, remote_ip))
+        user = username.lower()
+        return user if PASSWORDS.get(user) == password else None
+
+    async def resolve_recipient(self, address: str) -> RecipientKind:
+        if self.auth_down:
+            raise BackendUnavailable("auth down")
+        self.resolved.append(address)
+        local, _, domain = address.rpartition("@")
+        if domain.lower() not in LOCAL_DOMAINS:
+            return RecipientKind.REMOTE
+        if address.lower() in PASSWORDS or local.lower() == "postmaster":
+            return RecipientKind.LOCAL_USER
+        return RecipientKind.UNKNOWN_LOCAL
+
+    async def put_blob(self, data: bytes) -> str:
+        if self.store_down:
+            raise BackendUnavailable("store down")
+        blob_id = hashlib.sha256(data).hexdigest()
+        self.blobs[blob_id] = data
+        return blob_id
+
+
+class FailingBus(SqliteBus):
+    """The real embedded bus whose publish fails, as a Kafka outage would."""
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        raise ConnectionError("bus unavailable")
+
+
+@dataclass
+class Edge:
+    service: SmtpEdgeService
+    backend: FakeBackend
+    bus_path: Path
+    settings: SmtpEdgeSettings
+
+    @property
+    def mx(self) -> int:
+        return self.service.ports["mx"]
+
+    @property
+    def submission(self) -> int:
+        return self.service.ports["submission"]
+
+    @property
+    def submissions(self) -> int:
+        return self.service.ports["submissions"]
+
+    async def records(self, expected: int, wait: float = 0.5) -> list[BusRecord]:
+        """Everything on postmesh.inbound, read back through a second bus client. Waits until
+        ``expected`` records are there, then ``wait`` more seconds to catch any extra."""
+        got: list[BusRecord] = []
+        reader = SqliteBus(self.bus_path)
+        await reader.start()
+
+        async def collect(rec: BusRecord) -> None:
+            got.append(rec)
+
+        task = asyncio.create_task(reader.consume([topics.INBOUND], None, collect))
+        try:
+            for _ in range(100):
+                if len(got) >= expected:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(wait)
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await reader.stop()
+        return got
+
+    async def messages(self, expected: int) -> list[events_pb2.InboundMessage]:
+        out = []
+        for rec in await self.records(expected):
+            msg = events_pb2.InboundMessage()
+            msg.ParseFromString(rec.value)
+            assert rec.key == msg.queue_id
+            out.append(msg)
+        return out
+
+
+EdgeFactory = Callable[..., Awaitable[Edge]]
+
+
+@pytest.fixture
+async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
+    started: list[SmtpEdgeService] = []
+
+    async def make(*, failing_bus: bool = False, **overrides: Any) -> Edge:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path,
+            "hostname": "mx.test",
+            "smtp_host": "127.0.0.1",
+            "smtp_mx_port": 0,
+            "smtp_submission_port": 0,
+            "smtp_submissions_port": 0,
+            "ops_port": 0,
+            "smtp_auth_failure_delay_seconds": 0,
+            "smtp_max_message_bytes": 64 * 1024,
+            "smtp_inline_limit_bytes": 8 * 1024,
+        }
+        values.update(overrides)
+        settings = SmtpEdgeSettings(**values)
+        bus_path = tmp_path / f"bus-{len(started)}.sqlite3"
+        bus = FailingBus(bus_path) if failing_bus else SqliteBus(bus_path)
+        backend = FakeBackend()
+        service = SmtpEdgeService(settings, backend=backend, bus=bus)
+        await service.start()
+        started.append(service)
+        return Edge(service, backend, bus_path, settings)
+
+    yield make
+    for service in started:
+        await service.stop()
+
+
+@pytest.fixture
+async def edge(make_edge: EdgeFactory) -> Edge:
+    return await make_edge()
+
+
+@pytest.fixture
+def client_tls() -> ssl.SSLContext:
+    """A client context that accepts the self-signed development certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
