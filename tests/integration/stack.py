@@ -56,7 +56,12 @@ def distributed_env(kafka: KafkaBroker, mongo: FerretDB) -> dict[str, str]:
 
 def test_env() -> dict[str, str]:
     """Settings that keep tests quick without changing behaviour under test."""
-    return {"POSTMESH_LOG_LEVEL": "INFO", "POSTMESH_AUTH_FAILURE_DELAY_SECONDS": "0"}
+    return {
+        "POSTMESH_LOG_LEVEL": "INFO",
+        "POSTMESH_SMTP_AUTH_FAILURE_DELAY_SECONDS": "0",
+        "POSTMESH_IMAP_AUTH_FAILURE_DELAY_SECONDS": "0",
+        "POSTMESH_POP3_AUTH_FAILURE_DELAY_SECONDS": "0",
+    }
 
 
 def start_stack(data_dir: Path, backend_env: Mapping[str, str]) -> Stack:

@@ -1,0 +1,1 @@
+"""POP3 gateway: RFC 1939 with CAPA (RFC 2449), STLS (RFC 2595) and SASL AUTH (RFC 5034)."""

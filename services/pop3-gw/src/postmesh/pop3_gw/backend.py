@@ -1,0 +1,65 @@
+"""What the POP3 session needs from the rest of Postmesh, as one small interface.
+
+The real implementation (:mod:`postmesh.pop3_gw.grpc_backend`) calls the AuthService and the
+StoreService; unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+INBOX = "INBOX"
+DELETED = "\\Deleted"
+SEEN = "\\Seen"
+
+
+class BackendUnavailable(Exception):
+    """A backend call failed for a reason the client can retry later (-ERR [SYS/TEMP])."""
+
+
+class MessageGone(Exception):
+    """The message was expunged by another session (IMAP) after this maildrop was opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    uid: int
+    # Octets as stored: the message with CRLF line ends (RFC 1939 §11 size).
+    size: int
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Maildrop:
+    """The user's INBOX when the session entered TRANSACTION, in ascending UID order."""
+
+    uidvalidity: int
+    messages: tuple[MessageInfo, ...]
+
+
+class MailBackend(Protocol):
+    async def authenticate(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> str | None:
+        """The canonical user name, or None when the credentials are wrong."""
+        ...
+
+    async def open_maildrop(self, user: str) -> Maildrop: ...
+
+    def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
+        """The raw message in chunks; raises MessageGone or BackendUnavailable while iterating."""
+        ...
+
+    async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+
+    async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None: ...
+
+    async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
+        """Remove those of ``uids`` that are flagged \\Deleted; returns the UIDs removed."""
+        ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
