@@ -1,0 +1,1 @@
+"""Message store: mailboxes, messages and content-addressed blobs behind one repository."""

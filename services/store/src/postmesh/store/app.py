@@ -1,0 +1,74 @@
+"""The store service: repository + bus + gRPC server, with readiness = backend reachable."""
+
+from __future__ import annotations
+
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.bus import Bus, create_bus
+from postmesh.common.grpc import GrpcServer
+from postmesh.common.logging import get_logger
+from postmesh.common.ops import ReadinessCheck
+from postmesh.common.service import Service
+from postmesh.store.events import EventPublisher
+from postmesh.store.factory import create_repository
+from postmesh.store.repository import StoreRepository
+from postmesh.store.servicer import StoreServicer
+from postmesh.store.settings import StoreSettings
+
+log = get_logger(__name__)
+SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name
+
+
+class StoreApp(Service):
+    name = "store"
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        *,
+        repo: StoreRepository | None = None,
+        bus: Bus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo or create_repository(settings)
+        self.bus = bus or create_bus(settings, "store")
+        # Made in start(): grpc.aio binds a server to the running event loop, and the service
+        # object is built before asyncio.run() starts it.
+        self.grpc: GrpcServer | None = None
+        self._started: list[str] = []
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port (useful with port 0)."""
+        return self.grpc.port if self.grpc is not None else 0
+
+    async def start(self) -> None:
+        await self.repo.open()
+        self._started.append("repo")
+        try:
+            await self.bus.start()
+            self._started.append("bus")
+        except Exception:
+            # Events are hints; the store serves without them (publishes are then logged).
+            log.exception("bus did not start; mailbox events will not be published")
+        servicer = StoreServicer(
+            self.repo,
+            EventPublisher(self.bus, self.settings.store_event_publish_timeout_seconds),
+            default_page_size=self.settings.store_default_page_size,
+            max_page_size=self.settings.store_max_page_size,
+        )
+        self.grpc = GrpcServer(self.settings.store_listen)
+        self.grpc.add(store_pb2_grpc.add_StoreServiceServicer_to_server, servicer)
+        await self.grpc.start([SERVICE_NAME])
+        self._started.append("grpc")
+
+    async def stop(self) -> None:
+        if "grpc" in self._started and self.grpc is not None:
+            await self.grpc.stop()
+        if "bus" in self._started:
+            await self.bus.stop()
+        if "repo" in self._started:
+            await self.repo.close()
+        self._started.clear()
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return {"store-backend": self.repo.ping}

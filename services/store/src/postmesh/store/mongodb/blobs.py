@@ -1,0 +1,213 @@
+"""Content-addressed, reference-counted blobs on the MongoDB API, without transactions.
+
+Collections:
+- ``blobs``:       {_id: sha256 hex, size, state: writing|complete|deleting, key, ...}
+- ``blob_chunks``: {blob: key, n, data}, unique (blob, n); ``key`` names one incarnation of a
+                   blob, so a deleter of an old incarnation never removes a newer one's chunks.
+- ``blob_refs``:   {_id: ref id, blob_id, kind: message|upload}; one document per reference.
+
+The reference count is the number of ``message`` refs. Counting documents instead of keeping a
+counter makes every step idempotent (insert-if-absent and delete-by-id can be retried after a
+crash at any point without drifting a count), which a counter can only give with transactions.
+
+Taking a reference and deleting a blob race safely in the flag pattern (Dekker): a referrer
+first inserts its ref and then reads the blob's state; a deleter first moves the blob to
+``deleting`` and then counts refs, and reverts to ``complete`` if it finds one. One of the two
+always sees the other, so a referenced blob is never deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from postmesh.common.logging import get_logger, kv
+from postmesh.store.blobs import BlobSource, chunk_count
+from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+
+log = get_logger(__name__)
+
+WRITING, COMPLETE, DELETING = "writing", "complete", "deleting"
+MESSAGE, UPLOAD = "message", "upload"
+# A blob left in "deleting" this long was abandoned by a crashed deleter.
+STALE_DELETE_SECONDS = 30.0
+# How long a referrer waits for a concurrent writer or deleter to finish.
+WAIT_SECONDS = 10.0
+# Chunks per insert_many: ~4 MiB per round trip, well below the 48 MB batch limit.
+INSERT_BATCH = 16
+
+Doc = dict[str, Any]
+
+
+class MongoBlobStore:
+    def __init__(
+        self,
+        blobs: AsyncCollection[Doc],
+        chunks: AsyncCollection[Doc],
+        refs: AsyncCollection[Doc],
+    ) -> None:
+        self.blobs, self.chunks, self.refs = blobs, chunks, refs
+
+    async def create_indexes(self) -> None:
+        await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)
+        await self.refs.create_index([("blob_id", ASCENDING), ("kind", ASCENDING)])
+
+    async def find(self, blob_id: str) -> Doc | None:
+        return await self.blobs.find_one({"_id": blob_id})
+
+    async def acquire(
+        self,
+        ref_id: str,
+        blob_id: str,
+        source: BlobSource | None,
+        *,
+        kind: str = MESSAGE,
+        expires_at: float | None = None,
+    ) -> int:
+        """Record reference ``ref_id`` to the blob and make sure the blob is complete; returns
+        its size. With ``source`` the blob is written if missing; without, it must exist.
+        Idempotent: retrying with the same ref id holds one reference."""
+        ref: Doc = {"blob_id": blob_id, "kind": kind, "created_at": time.time()}
+        if expires_at is not None:
+            ref["expires_at"] = expires_at
+        try:
+            await self.refs.update_one({"_id": ref_id}, {"$setOnInsert": ref}, upsert=True)
+        except DuplicateKeyError:
+            pass  # two concurrent upserts: the other inserted it; one reference either way
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            doc = await self._current(blob_id, source)
+            if doc is None:
+                await self.refs.delete_one({"_id": ref_id})
+                raise InvalidArgument(f"unknown blob_id {blob_id}")
+            state = doc["state"]
+            if state == COMPLETE:
+                return int(doc["size"])
+            if state == WRITING and source is not None:
+                await self._write_chunks(doc["key"], source)
+                await self.blobs.update_one(
+                    {"_id": blob_id, "key": doc["key"], "state": WRITING},
+                    {"$set": {"state": COMPLETE}},
+                )
+                continue
+            if (
+                state == DELETING
+                and source is not None
+                and time.time() - float(doc.get("deleting_at", 0)) > STALE_DELETE_SECONDS
+            ):
+                # The deleter died half-way; its chunks may be partly gone. Start a new
+                # incarnation (new key) and write it ourselves.
+                log.warning("taking over abandoned blob deletion", extra=kv(blob_id=blob_id))
+                await self.blobs.update_one(
+                    {"_id": blob_id, "key": doc["key"], "state": DELETING},
+                    {"$set": {"state": WRITING, "key": _new_key(blob_id)}},
+                )
+                continue
+            if time.monotonic() > deadline:
+                if source is None:
+                    await self.refs.delete_one({"_id": ref_id})
+                raise Unavailable(f"blob {blob_id} is busy ({state}); retry")
+            # Another writer is writing it, or a deleter will revert or finish: wait.
+            await asyncio.sleep(0.05)
+
+    async def _current(self, blob_id: str, source: BlobSource | None) -> Doc | None:
+        if source is None:
+            return await self.blobs.find_one({"_id": blob_id})
+        new = {
+            "size": source.size,
+            "state": WRITING,
+            "key": _new_key(blob_id),
+            "created_at": time.time(),
+        }
+        for _ in range(5):
+            try:
+                return await self.blobs.find_one_and_update(
+                    {"_id": blob_id},
+                    {"$setOnInsert": new},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue  # a concurrent upsert inserted it first; read theirs
+        raise Unavailable(f"blob {blob_id} is contended; retry")
+
+    async def _write_chunks(self, key: str, source: BlobSource) -> None:
+        # Chunk n of a blob is always the same bytes, so a duplicate means "already written"
+        # (by an earlier attempt or a concurrent writer of the same content).
+        for first in range(0, source.chunks, INSERT_BATCH):
+            batch = [
+                {"blob": key, "n": n, "data": await asyncio.to_thread(source.read_chunk, n)}
+                for n in range(first, min(first + INSERT_BATCH, source.chunks))
+            ]
+            try:
+                await self.chunks.insert_many(batch, ordered=False)
+            except BulkWriteError as e:
+                errors = e.details.get("writeErrors", [])
+                if any(err.get("code") != 11000 for err in errors):
+                    raise
+
+    async def release(self, ref_id: str, blob_id: str) -> None:
+        """Drop a reference (idempotent) and delete the blob if nothing references it."""
+        await self.refs.delete_one({"_id": ref_id})
+        await self.delete_if_unreferenced(blob_id)
+
+    async def delete_if_unreferenced(self, blob_id: str) -> bool:
+        if await self.refs.find_one({"blob_id": blob_id}) is not None:
+            return False
+        doc = await self.blobs.find_one_and_update(
+            {"_id": blob_id, "state": COMPLETE},
+            {"$set": {"state": DELETING, "deleting_at": time.time()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return False
+        if await self.refs.find_one({"blob_id": blob_id}) is not None:
+            # A referrer came in between: it will see "deleting" and wait; give it back.
+            await self.blobs.update_one(
+                {"_id": blob_id, "key": doc["key"], "state": DELETING},
+                {"$set": {"state": COMPLETE}, "$unset": {"deleting_at": ""}},
+            )
+            return False
+        await self.chunks.delete_many({"blob": doc["key"]})
+        await self.blobs.delete_one({"_id": blob_id, "key": doc["key"], "state": DELETING})
+        return True
+
+    async def refcount(self, blob_id: str) -> int | None:
+        if await self.blobs.find_one({"_id": blob_id}, {"_id": 1}) is None:
+            return None
+        return await self.refs.count_documents({"blob_id": blob_id, "kind": MESSAGE})
+
+    async def read(self, blob_id: str, size: int | None = None) -> AsyncIterator[bytes]:
+        """Chunks of a complete blob. ``size`` given: a message's blob, which must exist
+        (DataLoss if not); None: any blob, NotFound if it is not stored."""
+        doc = await self.blobs.find_one({"_id": blob_id})
+        if doc is None or doc["state"] != COMPLETE:
+            if size is None:
+                raise NotFound(f"blob {blob_id} is not stored")
+            raise DataLoss(f"blob {blob_id} is missing")
+        return self._stream(doc["key"], blob_id, chunk_count(int(doc["size"])))
+
+    async def _stream(self, key: str, blob_id: str, count: int) -> AsyncIterator[bytes]:
+        expected = 0
+        # Small batches: each chunk is ~255 KiB, so the cursor never holds much in memory.
+        cursor = self.chunks.find({"blob": key}).sort("n", ASCENDING).batch_size(8)
+        async for chunk in cursor:
+            if chunk["n"] != expected:
+                raise DataLoss(f"blob {blob_id} lacks chunk {expected}")
+            expected += 1
+            yield bytes(chunk["data"])
+        if expected != count:
+            if expected == 0:
+                raise DataLoss(f"blob {blob_id} has no chunks")
+            raise NotFound(f"blob {blob_id} was deleted while being read")
+
+
+def _new_key(blob_id: str) -> str:
+    return f"{blob_id}-{uuid.uuid4().hex[:16]}"

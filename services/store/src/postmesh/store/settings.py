@@ -1,0 +1,32 @@
+"""Store settings; every field is read from POSTMESH_<FIELD>."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from postmesh.common.config import ServiceSettings
+
+
+class StoreSettings(ServiceSettings):
+    ops_port: int = Field(default=9105, ge=0, le=65535)
+    # gRPC listen address (clients reach it through POSTMESH_STORE_ADDRESS).
+    store_listen: str = "127.0.0.1:50061"
+    store_backend: Literal["sqlite", "mongodb"] = "sqlite"
+    # Relative paths are under data_dir.
+    store_sqlite_path: Path = Path("store.sqlite3")
+    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    mongodb_database: str = Field(default="postmesh", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    # Largest message (Deliver content or PutBlob stream) the store accepts.
+    store_max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # How long a PutBlob upload is kept without any message referencing it (claim check:
+    # the Kafka record naming it may be consumed much later, e.g. after a delivery backlog).
+    store_upload_pin_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # ListMessages page size when the request says 0, and the most one page may hold.
+    store_default_page_size: int = Field(default=500, gt=0, le=10_000)
+    store_max_page_size: int = Field(default=5000, gt=0, le=100_000)
+    # A mailbox event that cannot be published within this time is logged and dropped
+    # (the store is the source of truth; readers resynchronise from MODSEQ).
+    store_event_publish_timeout_seconds: float = Field(default=5.0, gt=0)
