@@ -66,8 +66,12 @@ async def make_service(tmp_path: Path) -> tuple[DeliveryService, FakeStore, Sqli
 
 async def published(bus: SqliteBus, topic: str) -> list[bytes]:
     assert bus._conn is not None
-    rows = bus._conn.execute("SELECT value FROM records WHERE topic = ? ORDER BY seq", (topic,))
-    return [bytes(r[0]) for r in rows.fetchall()]
+    rows = await bus._conn.run(
+        lambda c: c.execute(
+            "SELECT value FROM records WHERE topic = ? ORDER BY seq", (topic,)
+        ).fetchall()
+    )
+    return [bytes(r[0]) for r in rows]
 
 
 async def test_local_recipients_delivered_once_even_when_redelivered(tmp_path: Path) -> None:

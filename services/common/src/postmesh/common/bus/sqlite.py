@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
 
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 
 POLL_SECONDS = 0.05
 BATCH = 100
+T = TypeVar("T")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -45,35 +48,57 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class _Connection:
+    """One SQLite connection driven by its own single worker thread. Every call, including
+    close, runs there in order: a caller cancelled mid-call cannot make close race a statement
+    still running in another thread (which crashes the sqlite3 module)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bus")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        self._conn = await self.run(lambda _: _connect(self._path))
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._conn))  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        def close(conn: sqlite3.Connection | None) -> None:
+            if conn is not None:
+                conn.close()
+
+        await asyncio.shield(self.run(close))
+        self._executor.shutdown(wait=False)
+
+
 class SqliteBus(Bus):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._conn: _Connection | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self._conn = await asyncio.to_thread(_connect, self.path)
+        conn = _Connection(self.path)
+        await conn.open()
+        self._conn = conn
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._conn is not None:
-            async with self._lock:
-                self._conn.close()
+            await self._conn.close()
             self._conn = None
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
-        conn = self._conn
-        if conn is None:
+        if self._conn is None:
             raise RuntimeError("SqliteBus.publish before start")
-
-        def insert() -> None:
-            conn.execute(
+        await self._conn.run(
+            lambda c: c.execute(
                 "INSERT INTO records (topic, key, value) VALUES (?, ?, ?)", (topic, key, value)
             )
-
-        async with self._lock:
-            await asyncio.to_thread(insert)
+        )
 
     async def consume(
         self,
@@ -83,16 +108,17 @@ class SqliteBus(Bus):
         *,
         from_latest: bool = False,
     ) -> None:
-        conn = await asyncio.to_thread(_connect, self.path)
+        conn = _Connection(self.path)
+        await conn.open()
         try:
-            positions = await asyncio.to_thread(
-                self._initial_positions, conn, topics, group, from_latest
+            positions = await conn.run(
+                lambda c: self._initial_positions(c, topics, group, from_latest)
             )
             while not self._stopping.is_set():
                 got_any = False
                 for topic in topics:
-                    rows = await asyncio.to_thread(
-                        lambda t=topic: conn.execute(  # type: ignore[misc]
+                    rows = await conn.run(
+                        lambda c, t=topic: c.execute(  # type: ignore[misc]
                             "SELECT seq, key, value FROM records WHERE topic = ? AND seq > ? "
                             "ORDER BY seq LIMIT ?",
                             (t, positions[t], BATCH),
@@ -105,11 +131,13 @@ class SqliteBus(Bus):
                             return
                         positions[topic] = seq
                         if group is not None:
-                            await asyncio.to_thread(self._commit, conn, group, topic, seq)
+                            await conn.run(
+                                lambda c, t=topic, q=seq: self._commit(c, group, t, q)  # type: ignore[misc]
+                            )
                 if not got_any:
                     await asyncio.sleep(POLL_SECONDS)
         finally:
-            await asyncio.to_thread(conn.close)
+            await conn.close()
 
     @staticmethod
     def _initial_positions(
@@ -141,4 +169,7 @@ class SqliteBus(Bus):
         )
 
     async def ready(self) -> bool:
-        return self._conn is not None
+        if self._conn is None:
+            return False
+        await self._conn.run(lambda c: c.execute("SELECT 1").fetchone())
+        return True
