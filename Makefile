@@ -5,7 +5,7 @@ export POSTMESH_CACHE ?= $(HOME)/.cache/postmesh
 UV := $(shell command -v uv 2>/dev/null || echo $(POSTMESH_CACHE)/uv/bin/uv)
 SERVICES := common auth store smtp-edge delivery imap-gw pop3-gw
 
-.PHONY: run test bootstrap proto proto-check lint typecheck unit integration infra bench helm-test clean
+.PHONY: run test bootstrap docs proto proto-check lint typecheck unit integration infra bench helm-test clean
 
 ## run: the whole system on the embedded backends (state in .postmesh/), until Ctrl-C
 run: bootstrap
@@ -24,6 +24,11 @@ proto: bootstrap
 
 proto-check:
 	$(UV) run --frozen bash scripts/gen-proto.sh --check
+	$(UV) run --frozen python scripts/gen-config-docs.py --check
+
+## docs: regenerate docs/configuration.md from the settings classes
+docs: bootstrap
+	$(UV) run --frozen python scripts/gen-config-docs.py
 
 lint:
 	$(UV) run --frozen ruff check .

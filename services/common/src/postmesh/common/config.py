@@ -21,16 +21,21 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # Threshold of the JSON log lines on stderr.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Ops HTTP server: /metrics, /healthz, /readyz.
     ops_host: str = "127.0.0.1"
+    # Each service has its own default (9101-9106, see below).
     ops_port: int = Field(default=9100, ge=0, le=65535)
     # Where state of the embedded backends lives (SQLite files, dev TLS certificate).
     data_dir: Path = Path(".postmesh")
+    # sqlite: the embedded bus (one host); kafka: Apache Kafka (production).
     bus: Literal["sqlite", "kafka"] = "sqlite"
+    # Comma-separated host:port list, when POSTMESH_BUS=kafka.
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Embedded bus database; relative paths are under data_dir.
     bus_sqlite_path: Path = Path("bus.sqlite3")
+    # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).
     store_address: str = "127.0.0.1:50061"
     auth_address: str = "127.0.0.1:50062"
     # Default deadline for an internal gRPC call.
@@ -38,6 +43,7 @@ class ServiceSettings(BaseSettings):
 
     # PEM files for the TLS listeners; when unset a self-signed pair is made in data_dir.
     tls_cert_file: Path | None = None
+    # The private key of POSTMESH_TLS_CERT_FILE.
     tls_key_file: Path | None = None
     # Host name announced in greetings and Received: headers.
     hostname: str = "localhost"

@@ -9,6 +9,7 @@ from postmesh.common.config import ServiceSettings
 
 class ImapSettings(ServiceSettings):
     ops_port: int = Field(default=9102, ge=0, le=65535)
+    # Address the mail listeners bind to (0.0.0.0 in a container).
     imap_host: str = "127.0.0.1"
     # Plain IMAP with STARTTLS (143 in production) and implicit TLS (993, RFC 8314).
     imap_port: int = Field(default=1143, ge=0, le=65535)

@@ -7,6 +7,7 @@ from postmesh.common.config import ServiceSettings
 
 class Pop3Settings(ServiceSettings):
     ops_port: int = Field(default=9103, ge=0, le=65535)
+    # Address the mail listeners bind to (0.0.0.0 in a container).
     pop3_host: str = "127.0.0.1"
     # Plain POP3 with STLS (production 110) and implicit TLS (production 995, RFC 8314).
     pop3_port: int = Field(default=1110, ge=0, le=65535)

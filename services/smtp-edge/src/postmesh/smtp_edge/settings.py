@@ -9,6 +9,7 @@ MIB = 1024 * 1024
 
 class SmtpEdgeSettings(ServiceSettings):
     ops_port: int = Field(default=9101, ge=0, le=65535)
+    # Address the mail listeners bind to (0.0.0.0 in a container).
     smtp_host: str = "127.0.0.1"
     # Production: 25 (MX), 587 (submission, RFC 6409) and 465 (implicit TLS, RFC 8314).
     smtp_mx_port: int = Field(default=2525, ge=0, le=65535)

@@ -14,9 +14,11 @@ class StoreSettings(ServiceSettings):
     ops_port: int = Field(default=9105, ge=0, le=65535)
     # gRPC listen address (clients reach it through POSTMESH_STORE_ADDRESS).
     store_listen: str = "127.0.0.1:50061"
+    # sqlite (embedded) or mongodb (production; MongoDB 6+, FerretDB 1.24 in tests).
     store_backend: Literal["sqlite", "mongodb"] = "sqlite"
     # Relative paths are under data_dir.
     store_sqlite_path: Path = Path("store.sqlite3")
+    # MongoDB connection string and database, when POSTMESH_STORE_BACKEND=mongodb.
     mongodb_url: str = "mongodb://127.0.0.1:27017"
     mongodb_database: str = Field(default="postmesh", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     # Largest message (Deliver content or PutBlob stream) the store accepts.
