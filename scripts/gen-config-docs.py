@@ -54,6 +54,8 @@ def comments(cls: type[ServiceSettings]) -> dict[str, str]:
     for line in inspect.getsource(cls).splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
+            if pending == ["″"]:
+                pending = []
             pending.append(stripped.lstrip("# "))
             continue
         m = re.match(r"(\w+)\s*:", stripped)
