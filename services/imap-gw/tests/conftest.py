@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.backend import (
-    BackendUnavailable,
     FlagsMode,
     MailboxInfo,
     MailboxNotFound,

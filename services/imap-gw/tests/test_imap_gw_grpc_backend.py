@@ -10,9 +10,9 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.grpc import GrpcServer, channel
 from postmesh.imap_gw.backend import (
-    BackendUnavailable,
     FlagsMode,
     MailboxNotFound,
     MessageNotFound,

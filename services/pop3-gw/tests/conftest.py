@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.pop3_gw.backend import (
     DELETED,
-    BackendUnavailable,
     Maildrop,
     MessageGone,
     MessageInfo,

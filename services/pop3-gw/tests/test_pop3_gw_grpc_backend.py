@@ -16,7 +16,8 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.pop3_gw.backend import BackendUnavailable, MessageGone
+from postmesh.common.backend import BackendUnavailable
+from postmesh.pop3_gw.backend import MessageGone
 from postmesh.pop3_gw.grpc_backend import GrpcBackend
 from postmesh.pop3_gw.server import Pop3Service
 from postmesh.pop3_gw.settings import Pop3Settings

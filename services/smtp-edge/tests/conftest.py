@@ -15,10 +15,11 @@ import pytest
 
 from postmesh.api.events.v1 import events_pb2
 from postmesh.common import topics
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.bus import BusRecord
 from postmesh.common.bus.sqlite import SqliteBus
 from postmesh.smtp_edge.app import SmtpEdgeService
-from postmesh.smtp_edge.backend import BackendUnavailable, RecipientKind
+from postmesh.smtp_edge.backend import RecipientKind
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
 
 LOCAL_DOMAINS = {"example.org", "mx.test"}

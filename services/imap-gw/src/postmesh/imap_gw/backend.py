@@ -12,10 +12,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class BackendUnavailable(Exception):
-    """A backend call failed for a reason that may pass (IMAP ``NO [UNAVAILABLE]``)."""
-
-
 class MailboxNotFound(Exception):
     """The mailbox does not exist (IMAP ``NO [NONEXISTENT]``)."""
 

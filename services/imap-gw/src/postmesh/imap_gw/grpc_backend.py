@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import grpc
 
-from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.common.logging import get_logger, kv
+from postmesh.common.backend import PasswordChecker, unavailable
+from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import (
-    BackendUnavailable,
     FlagsMode,
     MailboxInfo,
     MailboxNotFound,
@@ -28,12 +28,7 @@ _MODES = {
 }
 
 
-def _unavailable(method: str, err: grpc.aio.AioRpcError) -> BackendUnavailable:
-    log.warning(
-        "backend call failed",
-        extra=kv(method=method, code=str(err.code()), details=err.details()),
-    )
-    return BackendUnavailable(f"{method}: {err.code()}")
+_unavailable = unavailable
 
 
 def _mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:
@@ -141,21 +136,11 @@ class GrpcAuthenticator:
     """:class:`~postmesh.imap_gw.backend.Authenticator` on AuthService.Authenticate."""
 
     def __init__(self, stub: auth_pb2_grpc.AuthServiceAsyncStub, deadline: float) -> None:
-        self._stub = stub
-        self._deadline = deadline
+        self._checker = PasswordChecker(stub, "imap", deadline)  # type: ignore[arg-type]
 
     async def authenticate(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
     ) -> str | None:
-        req = auth_pb2.AuthenticateRequest(
-            username=username,
-            password=password,
-            protocol="imap",
-            remote_ip=remote_ip,
-            mechanism=mechanism,
+        return await self._checker.check(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
         )
-        try:
-            resp = await self._stub.Authenticate(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("Authenticate", e) from e
-        return (resp.user or username) if resp.ok else None

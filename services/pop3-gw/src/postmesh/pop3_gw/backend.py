@@ -15,10 +15,6 @@ DELETED = "\\Deleted"
 SEEN = "\\Seen"
 
 
-class BackendUnavailable(Exception):
-    """A backend call failed for a reason the client can retry later (-ERR [SYS/TEMP])."""
-
-
 class MessageGone(Exception):
     """The message was expunged by another session (IMAP) after this maildrop was opened."""
 

@@ -6,13 +6,13 @@ from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
-from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
+from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.backend import PasswordChecker, unavailable
 from postmesh.common.grpc import channel, is_serving
-from postmesh.common.logging import get_logger, kv
+from postmesh.common.logging import get_logger
 from postmesh.pop3_gw.backend import (
     INBOX,
-    BackendUnavailable,
     Maildrop,
     MessageGone,
     MessageInfo,
@@ -25,12 +25,7 @@ log = get_logger(__name__)
 _MIN_CLIENT_BYTES_PER_SECOND = 64 * 1024
 
 
-def _unavailable(method: str, err: grpc.aio.AioRpcError) -> BackendUnavailable:
-    log.warning(
-        "backend call failed",
-        extra=kv(method=method, code=str(err.code()), details=err.details()),
-    )
-    return BackendUnavailable(f"{method}: {err.code()}")
+_unavailable = unavailable
 
 
 class GrpcBackend:
@@ -43,27 +38,18 @@ class GrpcBackend:
         self._store_channel = channel(store_address)
         self._auth_channel = channel(auth_address)
         self._store = store_pb2_grpc.StoreServiceStub(self._store_channel)
-        self._auth = auth_pb2_grpc.AuthServiceStub(self._auth_channel)
+        self._password = PasswordChecker(
+            auth_pb2_grpc.AuthServiceStub(self._auth_channel), "pop3", deadline
+        )
         self._deadline = deadline
         self._page_size = page_size
 
     async def authenticate(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
     ) -> str | None:
-        req = auth_pb2.AuthenticateRequest(
-            username=username,
-            password=password,
-            protocol="pop3",
-            remote_ip=remote_ip,
-            mechanism=mechanism,
+        return await self._password.check(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
         )
-        try:
-            resp = await self._auth.Authenticate(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("Authenticate", e) from e
-        if not resp.ok:
-            return None
-        return resp.user or username
 
     async def open_maildrop(self, user: str) -> Maildrop:
         try:

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import ssl
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
@@ -20,7 +21,6 @@ from postmesh.pop3_gw import protocol as p
 from postmesh.pop3_gw.backend import (
     DELETED,
     SEEN,
-    BackendUnavailable,
     MailBackend,
     MessageGone,
     MessageInfo,

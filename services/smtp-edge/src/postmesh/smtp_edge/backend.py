@@ -12,11 +12,10 @@ import grpc
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.backend import BackendUnavailable, PasswordChecker
 from postmesh.common.grpc import CHUNK_BYTES
 
-
-class BackendUnavailable(Exception):
-    """auth or store could not answer: the client gets a 4xx and retries later."""
+__all__ = ["BackendUnavailable", "EdgeBackend", "GrpcEdgeBackend", "RecipientKind"]
 
 
 class RecipientKind(enum.Enum):
@@ -54,22 +53,14 @@ class GrpcEdgeBackend:
         self.auth = auth
         self.store = store
         self.deadline = deadline
+        self._password = PasswordChecker(auth, "smtp", deadline)
 
     async def authenticate(
         self, username: str, password: str, mechanism: str, remote_ip: str
     ) -> str | None:
-        req = auth_pb2.AuthenticateRequest(
-            username=username,
-            password=password,
-            protocol="smtp",
-            remote_ip=remote_ip,
-            mechanism=mechanism,
+        return await self._password.check(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
         )
-        try:
-            resp = await self.auth.Authenticate(req, timeout=self.deadline)
-        except grpc.aio.AioRpcError as e:
-            raise BackendUnavailable(f"auth.Authenticate: {e.code().name}") from e
-        return str(resp.user or username) if resp.ok else None
 
     async def resolve_recipient(self, address: str) -> RecipientKind:
         try:

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
-from postmesh.smtp_edge.backend import BackendUnavailable, EdgeBackend
+from postmesh.smtp_edge.backend import EdgeBackend
 from postmesh.smtp_edge.protocol import (
     DataReader,
     ProtocolError,

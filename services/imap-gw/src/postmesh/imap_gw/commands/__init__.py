@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger, kv
-from postmesh.imap_gw.backend import BackendUnavailable, MailboxNotFound
+from postmesh.imap_gw.backend import MailboxNotFound
 from postmesh.imap_gw.parser.commands import Command
 from postmesh.imap_gw.session import Result, Session, bad, no
 from postmesh.imap_gw.state import State

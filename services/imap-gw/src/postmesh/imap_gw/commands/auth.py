@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.sasl import SaslError, decode_plain
 from postmesh.imap_gw import metrics
-from postmesh.imap_gw.backend import BackendUnavailable
 from postmesh.imap_gw.commands import NOT_AUTHENTICATED, handles
 from postmesh.imap_gw.parser.commands import Authenticate, Login, StartTls
 from postmesh.imap_gw.session import Result, Session, bad, no, ok
