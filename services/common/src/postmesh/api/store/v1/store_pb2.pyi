@@ -133,16 +133,22 @@ class ListMailboxesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAILBOXES_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def mailboxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MailboxInfo]: ...
+    @_builtins.property
+    def subscriptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every subscribed name, including names of mailboxes that do not exist (LSUB / LIST SUBSCRIBED)."""
+
     def __init__(
         self,
         *,
         mailboxes: _abc.Iterable[Global___MailboxInfo] | None = ...,
+        subscriptions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailboxes", b"mailboxes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailboxes", b"mailboxes", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,6 +188,10 @@ class MailboxInfo(_message.Message):
     UNSEEN_FIELD_NUMBER: _builtins.int
     SPECIAL_USE_FIELD_NUMBER: _builtins.int
     SUBSCRIBED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    NOSELECT_FIELD_NUMBER: _builtins.int
+    HAS_CHILDREN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     uidvalidity: _builtins.int
     uidnext: _builtins.int
@@ -191,6 +201,12 @@ class MailboxInfo(_message.Message):
     special_use: _builtins.str
     """RFC 6154 special-use attribute (Sent, Drafts, ...) or empty."""
     subscribed: _builtins.bool
+    deleted: _builtins.int
+    """Messages flagged as deleted, and the sum of message sizes (STATUS SIZE, RFC 8438)."""
+    size: _builtins.int
+    noselect: _builtins.bool
+    """True for a parent that exists only because a child does (LIST NonExistent / Noselect)."""
+    has_children: _builtins.bool
     def __init__(
         self,
         *,
@@ -202,10 +218,14 @@ class MailboxInfo(_message.Message):
         unseen: _builtins.int = ...,
         special_use: _builtins.str = ...,
         subscribed: _builtins.bool = ...,
+        deleted: _builtins.int = ...,
+        size: _builtins.int = ...,
+        noselect: _builtins.bool = ...,
+        has_children: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["highestmodseq", b"highestmodseq", "messages", b"messages", "name", b"name", "special_use", b"special_use", "subscribed", b"subscribed", "uidnext", b"uidnext", "uidvalidity", b"uidvalidity", "unseen", b"unseen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "has_children", b"has_children", "highestmodseq", b"highestmodseq", "messages", b"messages", "name", b"name", "noselect", b"noselect", "size", b"size", "special_use", b"special_use", "subscribed", b"subscribed", "uidnext", b"uidnext", "uidvalidity", b"uidvalidity", "unseen", b"unseen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,9 +372,14 @@ class StoreFlagsRequest(_message.Message):
     UIDS_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
+    UNCHANGED_SINCE_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     mailbox: _builtins.str
     mode: Global___FlagsMode.ValueType
+    unchanged_since: _builtins.int
+    """RFC 7162 UNCHANGEDSINCE: when non-zero, messages whose MODSEQ is greater are not changed and
+    are listed in StoreFlagsResponse.modified.
+    """
     @_builtins.property
     def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -367,10 +392,11 @@ class StoreFlagsRequest(_message.Message):
         uids: _abc.Iterable[_builtins.int] | None = ...,
         mode: Global___FlagsMode.ValueType = ...,
         flags: _abc.Iterable[_builtins.str] | None = ...,
+        unchanged_since: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "mailbox", b"mailbox", "mode", b"mode", "uids", b"uids", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "mailbox", b"mailbox", "mode", b"mode", "uids", b"uids", "unchanged_since", b"unchanged_since", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,16 +407,20 @@ class StoreFlagsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UPDATED_FIELD_NUMBER: _builtins.int
+    MODIFIED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def updated(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSummary]: ...
+    @_builtins.property
+    def modified(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         updated: _abc.Iterable[Global___MessageSummary] | None = ...,
+        modified: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["modified", b"modified", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -484,3 +514,932 @@ class GetBlobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetBlobRequest: _TypeAlias = GetBlobRequest  # noqa: Y015
+
+@_typing.final
+class ProvisionUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisionUserRequest: _TypeAlias = ProvisionUserRequest  # noqa: Y015
+
+@_typing.final
+class CreateMailboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    SPECIAL_USE_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    special_use: _builtins.str
+    """RFC 6154 special-use (e.g. Archive, with its backslash) or empty (CREATE-SPECIAL-USE, RFC 6154 §3)."""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        special_use: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "special_use", b"special_use", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMailboxRequest: _TypeAlias = CreateMailboxRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMailboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMailboxRequest: _TypeAlias = DeleteMailboxRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMailboxResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_DELETED_FIELD_NUMBER: _builtins.int
+    messages_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        messages_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages_deleted", b"messages_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMailboxResponse: _TypeAlias = DeleteMailboxResponse  # noqa: Y015
+
+@_typing.final
+class RenameMailboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    NEW_NAME_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    new_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        new_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "new_name", b"new_name", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameMailboxRequest: _TypeAlias = RenameMailboxRequest  # noqa: Y015
+
+@_typing.final
+class SetSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    SUBSCRIBED_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    subscribed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        subscribed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "subscribed", b"subscribed", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSubscriptionRequest: _TypeAlias = SetSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class SetSubscriptionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSubscriptionResponse: _TypeAlias = SetSubscriptionResponse  # noqa: Y015
+
+@_typing.final
+class AppendHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    INTERNAL_DATE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    internal_date: _builtins.int
+    """Unix seconds; 0 means now."""
+    size: _builtins.int
+    """Declared size (the IMAP literal); the store checks the stream matches and the quota first."""
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+        internal_date: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "internal_date", b"internal_date", "mailbox", b"mailbox", "size", b"size", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendHeader: _TypeAlias = AppendHeader  # noqa: Y015
+
+@_typing.final
+class AppendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___AppendHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AppendHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___AppendRequest: _TypeAlias = AppendRequest  # noqa: Y015
+
+@_typing.final
+class AppendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UID_FIELD_NUMBER: _builtins.int
+    UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    uid: _builtins.int
+    uidvalidity: _builtins.int
+    def __init__(
+        self,
+        *,
+        uid: _builtins.int = ...,
+        uidvalidity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uid", b"uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendResponse: _TypeAlias = AppendResponse  # noqa: Y015
+
+@_typing.final
+class CopyMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    UIDS_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    destination: _builtins.str
+    @_builtins.property
+    def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        uids: _abc.Iterable[_builtins.int] | None = ...,
+        destination: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "mailbox", b"mailbox", "uids", b"uids", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyMessagesRequest: _TypeAlias = CopyMessagesRequest  # noqa: Y015
+
+@_typing.final
+class CopyMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    SOURCE_UIDS_FIELD_NUMBER: _builtins.int
+    DESTINATION_UIDS_FIELD_NUMBER: _builtins.int
+    EXPUNGED_UIDS_FIELD_NUMBER: _builtins.int
+    destination_uidvalidity: _builtins.int
+    @_builtins.property
+    def source_uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Parallel lists: source_uids[i] became destination_uids[i]."""
+
+    @_builtins.property
+    def destination_uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def expunged_uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """MOVE only: the UIDs removed from the source mailbox."""
+
+    def __init__(
+        self,
+        *,
+        destination_uidvalidity: _builtins.int = ...,
+        source_uids: _abc.Iterable[_builtins.int] | None = ...,
+        destination_uids: _abc.Iterable[_builtins.int] | None = ...,
+        expunged_uids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_uids", b"destination_uids", "destination_uidvalidity", b"destination_uidvalidity", "expunged_uids", b"expunged_uids", "source_uids", b"source_uids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopyMessagesResponse: _TypeAlias = CopyMessagesResponse  # noqa: Y015
+
+@_typing.final
+class GetMessageMetaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    UIDS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    @_builtins.property
+    def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        uids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "uids", b"uids", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageMetaRequest: _TypeAlias = GetMessageMetaRequest  # noqa: Y015
+
+@_typing.final
+class GetMessageMetaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageMeta]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___MessageMeta] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageMetaResponse: _TypeAlias = GetMessageMetaResponse  # noqa: Y015
+
+@_typing.final
+class MessageMeta(_message.Message):
+    """Parsed once at delivery (RFC 9051 §7.5.2 ENVELOPE and BODYSTRUCTURE)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UID_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    BODY_OFFSET_FIELD_NUMBER: _builtins.int
+    uid: _builtins.int
+    header: _builtins.bytes
+    """The raw header block, up to and including the blank line."""
+    body_offset: _builtins.int
+    """Byte offset of the body in the message (= len(header))."""
+    @_builtins.property
+    def envelope(self) -> Global___Envelope: ...
+    @_builtins.property
+    def body(self) -> Global___BodyPart: ...
+    def __init__(
+        self,
+        *,
+        uid: _builtins.int = ...,
+        envelope: Global___Envelope | None = ...,
+        body: Global___BodyPart | None = ...,
+        header: _builtins.bytes = ...,
+        body_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "body_offset", b"body_offset", "envelope", b"envelope", "header", b"header", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageMeta: _TypeAlias = MessageMeta  # noqa: Y015
+
+@_typing.final
+class Address(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADL_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Decoded display name (RFC 2047 decoded), source route, local part, domain; for a group
+    start, host is empty and mailbox is the group name; a group end has both empty.
+    """
+    adl: _builtins.str
+    mailbox: _builtins.str
+    host: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        adl: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        host: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adl", b"adl", "host", b"host", "mailbox", b"mailbox", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Address: _TypeAlias = Address  # noqa: Y015
+
+@_typing.final
+class Envelope(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    CC_FIELD_NUMBER: _builtins.int
+    BCC_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    HAS_DATE_FIELD_NUMBER: _builtins.int
+    HAS_SUBJECT_FIELD_NUMBER: _builtins.int
+    HAS_IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    HAS_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """Raw (undecoded) Date and Subject header values, as IMAP returns them; empty when absent."""
+    subject: _builtins.str
+    in_reply_to: _builtins.str
+    message_id: _builtins.str
+    has_date: _builtins.bool
+    """Presence flags: IMAP answers NIL for an absent header but "" for an empty one."""
+    has_subject: _builtins.bool
+    has_in_reply_to: _builtins.bool
+    has_message_id: _builtins.bool
+    @_builtins.property
+    def sender(self) -> _containers.RepeatedCompositeFieldContainer[Global___Address]: ...
+    @_builtins.property
+    def reply_to(self) -> _containers.RepeatedCompositeFieldContainer[Global___Address]: ...
+    @_builtins.property
+    def to(self) -> _containers.RepeatedCompositeFieldContainer[Global___Address]: ...
+    @_builtins.property
+    def cc(self) -> _containers.RepeatedCompositeFieldContainer[Global___Address]: ...
+    @_builtins.property
+    def bcc(self) -> _containers.RepeatedCompositeFieldContainer[Global___Address]: ...
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        sender: _abc.Iterable[Global___Address] | None = ...,
+        reply_to: _abc.Iterable[Global___Address] | None = ...,
+        to: _abc.Iterable[Global___Address] | None = ...,
+        cc: _abc.Iterable[Global___Address] | None = ...,
+        bcc: _abc.Iterable[Global___Address] | None = ...,
+        in_reply_to: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        has_date: _builtins.bool = ...,
+        has_subject: _builtins.bool = ...,
+        has_in_reply_to: _builtins.bool = ...,
+        has_message_id: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bcc", b"bcc", "cc", b"cc", "date", b"date", "from", b"from", "has_date", b"has_date", "has_in_reply_to", b"has_in_reply_to", "has_message_id", b"has_message_id", "has_subject", b"has_subject", "in_reply_to", b"in_reply_to", "message_id", b"message_id", "reply_to", b"reply_to", "sender", b"sender", "subject", b"subject", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class BodyParam(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BodyParam: _TypeAlias = BodyParam  # noqa: Y015
+
+@_typing.final
+class BodyPart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SUBTYPE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    MD5_FIELD_NUMBER: _builtins.int
+    DISPOSITION_FIELD_NUMBER: _builtins.int
+    DISPOSITION_PARAMS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    MESSAGE_ENVELOPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_BODY_FIELD_NUMBER: _builtins.int
+    HEADER_OFFSET_FIELD_NUMBER: _builtins.int
+    BODY_OFFSET_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Lower-case MIME type and subtype ("text", "plain"; "multipart", "mixed")."""
+    subtype: _builtins.str
+    id: _builtins.str
+    description: _builtins.str
+    encoding: _builtins.str
+    """Content-Transfer-Encoding, upper-case ("7BIT" when absent)."""
+    size: _builtins.int
+    """Octets of the body of this part as transmitted, and its line count (text/* and message/rfc822)."""
+    lines: _builtins.int
+    md5: _builtins.str
+    disposition: _builtins.str
+    location: _builtins.str
+    header_offset: _builtins.int
+    """Offsets of this part within the whole message: header starts at header_offset, body at
+    body_offset, and the part ends at body_offset + size (BODY[1.2.HEADER], BODY[1.2]).
+    """
+    body_offset: _builtins.int
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___BodyParam]: ...
+    @_builtins.property
+    def disposition_params(self) -> _containers.RepeatedCompositeFieldContainer[Global___BodyParam]: ...
+    @_builtins.property
+    def language(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BodyPart]:
+        """multipart/*: the children, in order."""
+
+    @_builtins.property
+    def message_envelope(self) -> Global___Envelope:
+        """message/rfc822 (and message/global): the embedded message's envelope and body."""
+
+    @_builtins.property
+    def message_body(self) -> Global___BodyPart: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        subtype: _builtins.str = ...,
+        params: _abc.Iterable[Global___BodyParam] | None = ...,
+        id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        encoding: _builtins.str = ...,
+        size: _builtins.int = ...,
+        lines: _builtins.int = ...,
+        md5: _builtins.str = ...,
+        disposition: _builtins.str = ...,
+        disposition_params: _abc.Iterable[Global___BodyParam] | None = ...,
+        language: _abc.Iterable[_builtins.str] | None = ...,
+        location: _builtins.str = ...,
+        parts: _abc.Iterable[Global___BodyPart] | None = ...,
+        message_envelope: Global___Envelope | None = ...,
+        message_body: Global___BodyPart | None = ...,
+        header_offset: _builtins.int = ...,
+        body_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message_body", b"message_body", "message_envelope", b"message_envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_offset", b"body_offset", "description", b"description", "disposition", b"disposition", "disposition_params", b"disposition_params", "encoding", b"encoding", "header_offset", b"header_offset", "id", b"id", "language", b"language", "lines", b"lines", "location", b"location", "md5", b"md5", "message_body", b"message_body", "message_envelope", b"message_envelope", "params", b"params", "parts", b"parts", "size", b"size", "subtype", b"subtype", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BodyPart: _TypeAlias = BodyPart  # noqa: Y015
+
+@_typing.final
+class UidRange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    first: _builtins.int
+    """Inclusive; last = 0 means "up to the highest UID" (*)."""
+    last: _builtins.int
+    def __init__(
+        self,
+        *,
+        first: _builtins.int = ...,
+        last: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UidRange: _TypeAlias = UidRange  # noqa: Y015
+
+@_typing.final
+class SearchKeyList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchKey]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___SearchKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchKeyList: _TypeAlias = SearchKeyList  # noqa: Y015
+
+@_typing.final
+class HeaderMatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Header field name (case-insensitive); value is a case-insensitive substring ("" matches
+    any message that has the field).
+    """
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeaderMatch: _TypeAlias = HeaderMatch  # noqa: Y015
+
+@_typing.final
+class SearchKey(_message.Message):
+    """One IMAP search key (RFC 9051 §6.4.4). Dates are days since 1970-01-01 (IMAP compares dates
+    without time; internal date in UTC).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    FLAG_SET_FIELD_NUMBER: _builtins.int
+    FLAG_UNSET_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    ON_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    SENT_BEFORE_FIELD_NUMBER: _builtins.int
+    SENT_ON_FIELD_NUMBER: _builtins.int
+    SENT_SINCE_FIELD_NUMBER: _builtins.int
+    LARGER_FIELD_NUMBER: _builtins.int
+    SMALLER_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    MODSEQ_FIELD_NUMBER: _builtins.int
+    AND_FIELD_NUMBER: _builtins.int
+    OR_FIELD_NUMBER: _builtins.int
+    NOT_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    flag_set: _builtins.str
+    """System flag (with its backslash, e.g. Seen) or keyword."""
+    flag_unset: _builtins.str
+    before: _builtins.int
+    on: _builtins.int
+    since: _builtins.int
+    sent_before: _builtins.int
+    sent_on: _builtins.int
+    sent_since: _builtins.int
+    larger: _builtins.int
+    smaller: _builtins.int
+    body: _builtins.str
+    """Substring of the decoded body text / of the headers and body text."""
+    text: _builtins.str
+    modseq: _builtins.int
+    """MODSEQ >= value (RFC 7162 §3.1.5)."""
+    @_builtins.property
+    def header(self) -> Global___HeaderMatch: ...
+    @_builtins.property
+    def uid(self) -> Global___UidRangeList: ...
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+        flag_set: _builtins.str = ...,
+        flag_unset: _builtins.str = ...,
+        before: _builtins.int = ...,
+        on: _builtins.int = ...,
+        since: _builtins.int = ...,
+        sent_before: _builtins.int = ...,
+        sent_on: _builtins.int = ...,
+        sent_since: _builtins.int = ...,
+        larger: _builtins.int = ...,
+        smaller: _builtins.int = ...,
+        header: Global___HeaderMatch | None = ...,
+        body: _builtins.str = ...,
+        text: _builtins.str = ...,
+        uid: Global___UidRangeList | None = ...,
+        modseq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "and", b"and", "before", b"before", "body", b"body", "flag_set", b"flag_set", "flag_unset", b"flag_unset", "header", b"header", "key", b"key", "larger", b"larger", "modseq", b"modseq", "not", b"not", "on", b"on", "or", b"or", "sent_before", b"sent_before", "sent_on", b"sent_on", "sent_since", b"sent_since", "since", b"since", "smaller", b"smaller", "text", b"text", "uid", b"uid"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "and", b"and", "before", b"before", "body", b"body", "flag_set", b"flag_set", "flag_unset", b"flag_unset", "header", b"header", "key", b"key", "larger", b"larger", "modseq", b"modseq", "not", b"not", "on", b"on", "or", b"or", "sent_before", b"sent_before", "sent_on", b"sent_on", "sent_since", b"sent_since", "since", b"since", "smaller", b"smaller", "text", b"text", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["all", "flag_set", "flag_unset", "before", "on", "since", "sent_before", "sent_on", "sent_since", "larger", "smaller", "header", "body", "text", "uid", "modseq", "and", "or", "not"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
+
+Global___SearchKey: _TypeAlias = SearchKey  # noqa: Y015
+
+@_typing.final
+class UidRangeList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___UidRange]: ...
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[Global___UidRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UidRangeList: _TypeAlias = UidRangeList  # noqa: Y015
+
+@_typing.final
+class SearchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    CRITERIA_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    @_builtins.property
+    def criteria(self) -> Global___SearchKey: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        criteria: Global___SearchKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["criteria", b"criteria"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["criteria", b"criteria", "mailbox", b"mailbox", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
+
+@_typing.final
+class SearchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UIDS_FIELD_NUMBER: _builtins.int
+    HIGHEST_MODSEQ_FIELD_NUMBER: _builtins.int
+    highest_modseq: _builtins.int
+    """Highest MODSEQ of the matches (RFC 7162 §3.1.5), 0 when none."""
+    @_builtins.property
+    def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        uids: _abc.Iterable[_builtins.int] | None = ...,
+        highest_modseq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["highest_modseq", b"highest_modseq", "uids", b"uids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
+
+@_typing.final
+class GetChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    SINCE_MODSEQ_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    since_modseq: _builtins.int
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        since_modseq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "since_modseq", b"since_modseq", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChangesRequest: _TypeAlias = GetChangesRequest  # noqa: Y015
+
+@_typing.final
+class GetChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    EXPUNGED_UIDS_FIELD_NUMBER: _builtins.int
+    HIGHESTMODSEQ_FIELD_NUMBER: _builtins.int
+    UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    highestmodseq: _builtins.int
+    uidvalidity: _builtins.int
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSummary]:
+        """Messages whose MODSEQ is greater than since_modseq, ascending UID."""
+
+    @_builtins.property
+    def expunged_uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """UIDs expunged after since_modseq (QRESYNC VANISHED)."""
+
+    def __init__(
+        self,
+        *,
+        changed: _abc.Iterable[Global___MessageSummary] | None = ...,
+        expunged_uids: _abc.Iterable[_builtins.int] | None = ...,
+        highestmodseq: _builtins.int = ...,
+        uidvalidity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "expunged_uids", b"expunged_uids", "highestmodseq", b"highestmodseq", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChangesResponse: _TypeAlias = GetChangesResponse  # noqa: Y015
+
+@_typing.final
+class GetQuotaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class SetQuotaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    STORAGE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    storage_limit_bytes: _builtins.int
+    """0 means unlimited."""
+    message_limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        storage_limit_bytes: _builtins.int = ...,
+        message_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_limit", b"message_limit", "storage_limit_bytes", b"storage_limit_bytes", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetQuotaRequest: _TypeAlias = SetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class QuotaInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORAGE_USED_BYTES_FIELD_NUMBER: _builtins.int
+    STORAGE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    MESSAGES_USED_FIELD_NUMBER: _builtins.int
+    MESSAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    storage_used_bytes: _builtins.int
+    storage_limit_bytes: _builtins.int
+    messages_used: _builtins.int
+    message_limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        storage_used_bytes: _builtins.int = ...,
+        storage_limit_bytes: _builtins.int = ...,
+        messages_used: _builtins.int = ...,
+        message_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_limit", b"message_limit", "messages_used", b"messages_used", "storage_limit_bytes", b"storage_limit_bytes", "storage_used_bytes", b"storage_used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaInfo: _TypeAlias = QuotaInfo  # noqa: Y015

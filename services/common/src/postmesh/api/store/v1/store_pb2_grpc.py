@@ -79,6 +79,71 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
                 _registered_method=True)
+        self.ProvisionUser = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/ProvisionUser',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ProvisionUserRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMailboxesResponse.FromString,
+                _registered_method=True)
+        self.CreateMailbox = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/CreateMailbox',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CreateMailboxRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.FromString,
+                _registered_method=True)
+        self.DeleteMailbox = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/DeleteMailbox',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxResponse.FromString,
+                _registered_method=True)
+        self.RenameMailbox = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/RenameMailbox',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.RenameMailboxRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.FromString,
+                _registered_method=True)
+        self.SetSubscription = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/SetSubscription',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.Append = channel.stream_unary(
+                '/postmesh.api.store.v1.StoreService/Append',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+                _registered_method=True)
+        self.CopyMessages = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/CopyMessages',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.FromString,
+                _registered_method=True)
+        self.MoveMessages = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/MoveMessages',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.FromString,
+                _registered_method=True)
+        self.GetMessageMeta = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/GetMessageMeta',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaResponse.FromString,
+                _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/Search',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.GetChanges = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/GetChanges',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.FromString,
+                _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/GetQuota',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/SetQuota',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+                _registered_method=True)
 
 
 class StoreServiceServicer:
@@ -146,6 +211,100 @@ class StoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvisionUser(self, request, context):
+        """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
+        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMailbox(self, request, context):
+        """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMailbox(self, request, context):
+        """Deletes a mailbox and its messages. One with children loses its messages and stays as a
+        non-selectable parent (RFC 9051 §6.3.5). INBOX cannot be deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameMailbox(self, request, context):
+        """Renames a mailbox and its children; renaming INBOX moves its messages into the new mailbox
+        and leaves INBOX empty (RFC 9051 §6.3.6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSubscription(self, request, context):
+        """Subscriptions may name mailboxes that do not exist (RFC 9051 §6.3.7).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Append(self, request_iterator, context):
+        """--- Messages ---
+        IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyMessages(self, request, context):
+        """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveMessages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageMeta(self, request, context):
+        """What FETCH ENVELOPE / BODYSTRUCTURE / BODY[HEADER] needs, cached at delivery time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Search(self, request, context):
+        """IMAP SEARCH over one mailbox; UIDs ascending. Sequence numbers are the session's business:
+        the gateway turns them into UID sets first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChanges(self, request, context):
+        """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """--- Quotas (RFC 9208) ---
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +352,71 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.GetBlob,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
+            ),
+            'ProvisionUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvisionUser,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ProvisionUserRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMailboxesResponse.SerializeToString,
+            ),
+            'CreateMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMailbox,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CreateMailboxRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.SerializeToString,
+            ),
+            'DeleteMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMailbox,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxResponse.SerializeToString,
+            ),
+            'RenameMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameMailbox,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.RenameMailboxRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.SerializeToString,
+            ),
+            'SetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSubscription,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionResponse.SerializeToString,
+            ),
+            'Append': grpc.stream_unary_rpc_method_handler(
+                    servicer.Append,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.SerializeToString,
+            ),
+            'CopyMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyMessages,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.SerializeToString,
+            ),
+            'MoveMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveMessages,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.SerializeToString,
+            ),
+            'GetMessageMeta': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessageMeta,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchResponse.SerializeToString,
+            ),
+            'GetChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChanges,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetQuotaRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +662,357 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/GetBlob',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetBlobRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvisionUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/ProvisionUser',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ProvisionUserRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMailboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/CreateMailbox',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CreateMailboxRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/DeleteMailbox',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.DeleteMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/RenameMailbox',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.RenameMailboxRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MailboxInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/SetSubscription',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Append(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/postmesh.api.store.v1.StoreService/Append',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/CopyMessages',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/MoveMessages',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageMeta(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetMessageMeta',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageMetaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/Search',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetChanges',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetQuota',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetQuotaRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/SetQuota',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,40 @@ class StoreServiceStub:
     """
     GetBlob: _grpc.UnaryStreamMultiCallable[_store_pb2.GetBlobRequest, _store_pb2.ContentChunk]
     """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
+    ProvisionUser: _grpc.UnaryUnaryMultiCallable[_store_pb2.ProvisionUserRequest, _store_pb2.ListMailboxesResponse]
+    """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
+    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+    """
+    CreateMailbox: _grpc.UnaryUnaryMultiCallable[_store_pb2.CreateMailboxRequest, _store_pb2.MailboxInfo]
+    """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists."""
+    DeleteMailbox: _grpc.UnaryUnaryMultiCallable[_store_pb2.DeleteMailboxRequest, _store_pb2.DeleteMailboxResponse]
+    """Deletes a mailbox and its messages. One with children loses its messages and stays as a
+    non-selectable parent (RFC 9051 §6.3.5). INBOX cannot be deleted.
+    """
+    RenameMailbox: _grpc.UnaryUnaryMultiCallable[_store_pb2.RenameMailboxRequest, _store_pb2.MailboxInfo]
+    """Renames a mailbox and its children; renaming INBOX moves its messages into the new mailbox
+    and leaves INBOX empty (RFC 9051 §6.3.6).
+    """
+    SetSubscription: _grpc.UnaryUnaryMultiCallable[_store_pb2.SetSubscriptionRequest, _store_pb2.SetSubscriptionResponse]
+    """Subscriptions may name mailboxes that do not exist (RFC 9051 §6.3.7)."""
+    Append: _grpc.StreamUnaryMultiCallable[_store_pb2.AppendRequest, _store_pb2.AppendResponse]
+    """--- Messages ---
+    IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+    """
+    CopyMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
+    """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
+    MoveMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
+    GetMessageMeta: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetMessageMetaRequest, _store_pb2.GetMessageMetaResponse]
+    """What FETCH ENVELOPE / BODYSTRUCTURE / BODY[HEADER] needs, cached at delivery time."""
+    Search: _grpc.UnaryUnaryMultiCallable[_store_pb2.SearchRequest, _store_pb2.SearchResponse]
+    """IMAP SEARCH over one mailbox; UIDs ascending. Sequence numbers are the session's business:
+    the gateway turns them into UID sets first.
+    """
+    GetChanges: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetChangesRequest, _store_pb2.GetChangesResponse]
+    """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]
+    """--- Quotas (RFC 9208) ---"""
+    SetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]
 
 @_typing.type_check_only
 class StoreServiceAsyncStub(StoreServiceStub):
@@ -73,6 +107,40 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """
     GetBlob: _aio.UnaryStreamMultiCallable[_store_pb2.GetBlobRequest, _store_pb2.ContentChunk]  # type: ignore[assignment]
     """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
+    ProvisionUser: _aio.UnaryUnaryMultiCallable[_store_pb2.ProvisionUserRequest, _store_pb2.ListMailboxesResponse]  # type: ignore[assignment]
+    """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
+    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+    """
+    CreateMailbox: _aio.UnaryUnaryMultiCallable[_store_pb2.CreateMailboxRequest, _store_pb2.MailboxInfo]  # type: ignore[assignment]
+    """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists."""
+    DeleteMailbox: _aio.UnaryUnaryMultiCallable[_store_pb2.DeleteMailboxRequest, _store_pb2.DeleteMailboxResponse]  # type: ignore[assignment]
+    """Deletes a mailbox and its messages. One with children loses its messages and stays as a
+    non-selectable parent (RFC 9051 §6.3.5). INBOX cannot be deleted.
+    """
+    RenameMailbox: _aio.UnaryUnaryMultiCallable[_store_pb2.RenameMailboxRequest, _store_pb2.MailboxInfo]  # type: ignore[assignment]
+    """Renames a mailbox and its children; renaming INBOX moves its messages into the new mailbox
+    and leaves INBOX empty (RFC 9051 §6.3.6).
+    """
+    SetSubscription: _aio.UnaryUnaryMultiCallable[_store_pb2.SetSubscriptionRequest, _store_pb2.SetSubscriptionResponse]  # type: ignore[assignment]
+    """Subscriptions may name mailboxes that do not exist (RFC 9051 §6.3.7)."""
+    Append: _aio.StreamUnaryMultiCallable[_store_pb2.AppendRequest, _store_pb2.AppendResponse]  # type: ignore[assignment]
+    """--- Messages ---
+    IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+    """
+    CopyMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]  # type: ignore[assignment]
+    """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
+    MoveMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]  # type: ignore[assignment]
+    GetMessageMeta: _aio.UnaryUnaryMultiCallable[_store_pb2.GetMessageMetaRequest, _store_pb2.GetMessageMetaResponse]  # type: ignore[assignment]
+    """What FETCH ENVELOPE / BODYSTRUCTURE / BODY[HEADER] needs, cached at delivery time."""
+    Search: _aio.UnaryUnaryMultiCallable[_store_pb2.SearchRequest, _store_pb2.SearchResponse]  # type: ignore[assignment]
+    """IMAP SEARCH over one mailbox; UIDs ascending. Sequence numbers are the session's business:
+    the gateway turns them into UID sets first.
+    """
+    GetChanges: _aio.UnaryUnaryMultiCallable[_store_pb2.GetChangesRequest, _store_pb2.GetChangesResponse]  # type: ignore[assignment]
+    """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+    GetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
+    """--- Quotas (RFC 9208) ---"""
+    SetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
 
 class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -147,5 +215,117 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_store_pb2.ContentChunk], _abc.AsyncIterator[_store_pb2.ContentChunk]]:
         """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
+
+    @_abc_1.abstractmethod
+    def ProvisionUser(
+        self,
+        request: _store_pb2.ProvisionUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.ListMailboxesResponse, _abc.Awaitable[_store_pb2.ListMailboxesResponse]]:
+        """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
+        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateMailbox(
+        self,
+        request: _store_pb2.CreateMailboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.MailboxInfo, _abc.Awaitable[_store_pb2.MailboxInfo]]:
+        """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists."""
+
+    @_abc_1.abstractmethod
+    def DeleteMailbox(
+        self,
+        request: _store_pb2.DeleteMailboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.DeleteMailboxResponse, _abc.Awaitable[_store_pb2.DeleteMailboxResponse]]:
+        """Deletes a mailbox and its messages. One with children loses its messages and stays as a
+        non-selectable parent (RFC 9051 §6.3.5). INBOX cannot be deleted.
+        """
+
+    @_abc_1.abstractmethod
+    def RenameMailbox(
+        self,
+        request: _store_pb2.RenameMailboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.MailboxInfo, _abc.Awaitable[_store_pb2.MailboxInfo]]:
+        """Renames a mailbox and its children; renaming INBOX moves its messages into the new mailbox
+        and leaves INBOX empty (RFC 9051 §6.3.6).
+        """
+
+    @_abc_1.abstractmethod
+    def SetSubscription(
+        self,
+        request: _store_pb2.SetSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SetSubscriptionResponse, _abc.Awaitable[_store_pb2.SetSubscriptionResponse]]:
+        """Subscriptions may name mailboxes that do not exist (RFC 9051 §6.3.7)."""
+
+    @_abc_1.abstractmethod
+    def Append(
+        self,
+        request_iterator: _MaybeAsyncIterator[_store_pb2.AppendRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.AppendResponse, _abc.Awaitable[_store_pb2.AppendResponse]]:
+        """--- Messages ---
+        IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def CopyMessages(
+        self,
+        request: _store_pb2.CopyMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.CopyMessagesResponse, _abc.Awaitable[_store_pb2.CopyMessagesResponse]]:
+        """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
+
+    @_abc_1.abstractmethod
+    def MoveMessages(
+        self,
+        request: _store_pb2.CopyMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.CopyMessagesResponse, _abc.Awaitable[_store_pb2.CopyMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetMessageMeta(
+        self,
+        request: _store_pb2.GetMessageMetaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.GetMessageMetaResponse, _abc.Awaitable[_store_pb2.GetMessageMetaResponse]]:
+        """What FETCH ENVELOPE / BODYSTRUCTURE / BODY[HEADER] needs, cached at delivery time."""
+
+    @_abc_1.abstractmethod
+    def Search(
+        self,
+        request: _store_pb2.SearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SearchResponse, _abc.Awaitable[_store_pb2.SearchResponse]]:
+        """IMAP SEARCH over one mailbox; UIDs ascending. Sequence numbers are the session's business:
+        the gateway turns them into UID sets first.
+        """
+
+    @_abc_1.abstractmethod
+    def GetChanges(
+        self,
+        request: _store_pb2.GetChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.GetChangesResponse, _abc.Awaitable[_store_pb2.GetChangesResponse]]:
+        """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _store_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.QuotaInfo, _abc.Awaitable[_store_pb2.QuotaInfo]]:
+        """--- Quotas (RFC 9208) ---"""
+
+    @_abc_1.abstractmethod
+    def SetQuota(
+        self,
+        request: _store_pb2.SetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.QuotaInfo, _abc.Awaitable[_store_pb2.QuotaInfo]]: ...
 
 def add_StoreServiceServicer_to_server(servicer: StoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
