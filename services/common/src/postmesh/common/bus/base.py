@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from postmesh.common.logging import get_logger
 
@@ -17,6 +17,13 @@ HANDLER_FAILURES = Counter(
     "postmesh_bus_handler_failures_total",
     "Bus records whose handler raised and will be retried.",
     ["topic"],
+)
+
+
+CONSUMER_LAG = Gauge(
+    "postmesh_bus_consumer_lag_records",
+    "Records published but not yet handled by this consumer, per topic and partition.",
+    ["group", "topic", "partition"],
 )
 
 

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
+from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_until_done
 from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -102,6 +102,11 @@ class KafkaBus(Bus):
                             return
                     if group is not None and records:
                         await consumer.commit({tp: records[-1].offset + 1})
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None:
+                        lag = max(0, highwater - await consumer.position(tp))
+                        CONSUMER_LAG.labels(group or "", tp.topic, str(tp.partition)).set(lag)
         finally:
             await consumer.stop()
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from postmesh.common.bus.base import Bus, BusRecord, Handler, handle_until_done
+from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_until_done
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -114,6 +114,7 @@ class SqliteBus(Bus):
             positions = await conn.run(
                 lambda c: self._initial_positions(c, topics, group, from_latest)
             )
+            lag_reported = 0.0
             while not self._stopping.is_set():
                 got_any = False
                 for topic in topics:
@@ -134,10 +135,26 @@ class SqliteBus(Bus):
                             await conn.run(
                                 lambda c, t=topic, q=seq: self._commit(c, group, t, q)  # type: ignore[misc]
                             )
+                now = asyncio.get_running_loop().time()
+                if now - lag_reported >= 1.0:
+                    await self._report_lag(conn, topics, group, positions)
+                    lag_reported = now
                 if not got_any:
                     await asyncio.sleep(POLL_SECONDS)
         finally:
             await conn.close()
+
+    @staticmethod
+    async def _report_lag(
+        conn: _Connection, topics: Sequence[str], group: str | None, positions: dict[str, int]
+    ) -> None:
+        for t in topics:
+            head = await conn.run(
+                lambda c, t=t: c.execute(  # type: ignore[misc]
+                    "SELECT COALESCE(MAX(seq), 0) FROM records WHERE topic = ?", (t,)
+                ).fetchone()[0]
+            )
+            CONSUMER_LAG.labels(group or "", t, "0").set(max(0, int(head) - positions[t]))
 
     @staticmethod
     def _initial_positions(
