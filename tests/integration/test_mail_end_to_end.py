@@ -66,6 +66,14 @@ def sample_message(sender: str, rcpt: str, marker: str) -> bytes:
     return ("\r\n".join(body) + "\r\n").encode()
 
 
+def submit(stack: Stack, user: str, password: str, message: bytes) -> None:
+    """Send ``message`` from and to ``user`` through submission with STARTTLS and AUTH."""
+    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(user, password)
+        assert smtp.sendmail(user, [user], message) == {}
+
+
 def trace_and_original(fetched: bytes, original: bytes) -> bytes:
     """Asserts the stored message is trace header(s) prepended to the sent bytes, unchanged."""
     assert fetched.endswith(original), "message changed on its way through the system"
