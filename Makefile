@@ -12,7 +12,7 @@ run: bootstrap
 	$(UV) run --frozen python -m postmesh.common.devrun
 
 ## test: lint, type checks, contract freshness, unit tests per service, integration tests
-test: bootstrap infra proto-check lint typecheck unit integration
+test: bootstrap infra proto-check lint typecheck unit helm-test integration
 
 ## bootstrap: uv (into the cache if missing) and the locked Python environment
 bootstrap:
@@ -51,6 +51,11 @@ infra:
 
 integration:
 	$(UV) run --frozen pytest tests/integration -q -p no:cacheprovider
+
+## helm-test: lint, render and schema-validate the chart (helm is built once into the cache)
+helm-test:
+	bash scripts/helm/ensure-helm.sh >/dev/null
+	$(UV) run --frozen pytest tests/helm -q -p no:cacheprovider
 
 bench: bootstrap infra
 	$(UV) run --frozen python -m tests.bench

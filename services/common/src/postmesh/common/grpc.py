@@ -66,7 +66,8 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 return await inner(request, context)
             except BaseException:
-                code = str(context.code() or "UNKNOWN")
+                status = context.code()
+                code = status.name if status is not None else "UNKNOWN"
                 raise
             finally:
                 RPC_SECONDS.labels(method, code).observe(time.perf_counter() - start)

@@ -1,0 +1,213 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "postmesh.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "postmesh.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "postmesh.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "postmesh.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "postmesh.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "postmesh.labels" -}}
+helm.sh/chart: {{ include "postmesh.chart" . }}
+{{ include "postmesh.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: postmesh
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of one component; call with (dict "root" $ "c" $component). */}}
+{{- define "postmesh.componentLabels" -}}
+{{ include "postmesh.labels" .root }}
+app.kubernetes.io/component: {{ .c.name }}
+{{- end }}
+
+{{- define "postmesh.componentSelectorLabels" -}}
+{{ include "postmesh.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .c.name }}
+{{- end }}
+
+{{/*
+The six services. Fixed facts (module, container ports, which env var each port is set by)
+live here; what an operator tunes lives in values.yaml under .Values.<key>.
+  kind: edge (public mail ports, TLS), grpc (internal API), worker (no listener)
+*/}}
+{{- define "postmesh.componentTable" -}}
+smtpEdge:
+  key: smtpEdge
+  name: smtp-edge
+  module: postmesh.smtp_edge
+  kind: edge
+  opsPort: 9101
+  hostEnv: POSTMESH_SMTP_HOST
+  ports:
+    - {name: smtp, containerPort: 2525, env: POSTMESH_SMTP_MX_PORT}
+    - {name: submission, containerPort: 2587, env: POSTMESH_SMTP_SUBMISSION_PORT}
+    - {name: submissions, containerPort: 2465, env: POSTMESH_SMTP_SUBMISSIONS_PORT}
+imapGw:
+  key: imapGw
+  name: imap-gw
+  module: postmesh.imap_gw
+  kind: edge
+  opsPort: 9102
+  hostEnv: POSTMESH_IMAP_HOST
+  ports:
+    - {name: imap, containerPort: 1143, env: POSTMESH_IMAP_PORT}
+    - {name: imaps, containerPort: 1993, env: POSTMESH_IMAPS_PORT}
+pop3Gw:
+  key: pop3Gw
+  name: pop3-gw
+  module: postmesh.pop3_gw
+  kind: edge
+  opsPort: 9103
+  hostEnv: POSTMESH_POP3_HOST
+  ports:
+    - {name: pop3, containerPort: 1110, env: POSTMESH_POP3_PORT}
+    - {name: pop3s, containerPort: 1995, env: POSTMESH_POP3S_PORT}
+delivery:
+  key: delivery
+  name: delivery
+  module: postmesh.delivery
+  kind: worker
+  opsPort: 9104
+  ports: []
+store:
+  key: store
+  name: store
+  module: postmesh.store
+  kind: grpc
+  opsPort: 9105
+  ports:
+    - {name: grpc, containerPort: 50061}
+auth:
+  key: auth
+  name: auth
+  module: postmesh.auth
+  kind: grpc
+  opsPort: 9106
+  ports:
+    - {name: grpc, containerPort: 50062}
+    - {name: admin, containerPort: 8080}
+{{- end }}
+
+{{- define "postmesh.components" -}}
+{{- include "postmesh.componentTable" . | fromYaml | toJson }}
+{{- end }}
+
+{{/* Resource name of a component: <fullname>-<component>. */}}
+{{- define "postmesh.componentName" -}}
+{{- printf "%s-%s" (include "postmesh.fullname" .root) .c.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "postmesh.image" -}}
+{{- $own := (index .root.Values .c.key).image | default dict }}
+{{- $repo := $own.repository | default (printf "%s/%s" .root.Values.image.repository .c.name) }}
+{{- if $own.digest }}
+{{- printf "%s@%s" $repo $own.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo ($own.tag | default .root.Values.image.tag | default .root.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{- define "postmesh.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "postmesh.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secrets: the chart's own or an existing one the operator names.
+*/}}
+{{- define "postmesh.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else if and .Values.tls.cert .Values.tls.key }}
+{{- printf "%s-tls" (include "postmesh.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "postmesh.adminTokenSecretName" -}}
+{{- default (printf "%s-admin-token" (include "postmesh.fullname" .)) .Values.auth.adminToken.existingSecret }}
+{{- end }}
+
+{{- define "postmesh.dkimSecretName" -}}
+{{- if .Values.delivery.dkim.existingSecret }}
+{{- .Values.delivery.dkim.existingSecret }}
+{{- else if .Values.delivery.dkim.keys }}
+{{- printf "%s-dkim" (include "postmesh.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Where POSTMESH_MONGODB_URL comes from: (name, key) of a Secret. */}}
+{{- define "postmesh.mongodbSecretName" -}}
+{{- if .Values.mongodb.community.enabled }}
+{{- printf "%s-mongodb-%s" (include "postmesh.fullname" .) .Values.mongodb.community.username }}
+{{- else if .Values.mongodb.existingSecret }}
+{{- .Values.mongodb.existingSecret }}
+{{- else }}
+{{- printf "%s-mongodb" (include "postmesh.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "postmesh.mongodbSecretKey" -}}
+{{- if .Values.mongodb.community.enabled }}
+{{- print "connectionString.standard" }}
+{{- else if .Values.mongodb.existingSecret }}
+{{- .Values.mongodb.existingSecretKey }}
+{{- else }}
+{{- print "url" }}
+{{- end }}
+{{- end }}
+
+{{- define "postmesh.mongodbResourceName" -}}
+{{- printf "%s-mongodb" (include "postmesh.fullname" .) }}
+{{- end }}
+
+{{- define "postmesh.kafkaClusterName" -}}
+{{- printf "%s-kafka" (include "postmesh.fullname" .) }}
+{{- end }}
+
+{{- define "postmesh.kafkaBootstrapServers" -}}
+{{- if .Values.kafka.strimzi.enabled }}
+{{- printf "%s-kafka-bootstrap:9092" (include "postmesh.kafkaClusterName" .) }}
+{{- else }}
+{{- required "kafka.bootstrapServers is required unless kafka.strimzi.enabled" .Values.kafka.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{/*
+A secret value that survives upgrades: reuse what the cluster already holds (lookup), else
+generate one. Call with (dict "root" $ "name" <secret> "key" <key> "length" <n>).
+*/}}
+{{- define "postmesh.stableRandom" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- if and $existing (index ($existing.data | default dict) .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum (int .length) }}
+{{- end }}
+{{- end }}
