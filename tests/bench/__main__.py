@@ -155,11 +155,18 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
+    ap.add_argument("--part", choices=["system", "store", "all"], default="all")
+    ap.add_argument("--search-messages", type=int, default=10_000)
     args = ap.parse_args()
     backends = ["embedded", "distributed"] if args.backend == "both" else [args.backend]
-    for backend in backends:
-        for size in (int(s) for s in args.sizes.split(",")):
-            run(backend, args.messages, size, args.sessions)
+    if args.part in ("system", "all"):
+        for backend in backends:
+            for size in (int(s) for s in args.sizes.split(",")):
+                run(backend, args.messages, size, args.sessions)
+    if args.part in ("store", "all"):
+        from tests.bench import store
+
+        store.main(backends, args.messages, args.search_messages)
 
 
 if __name__ == "__main__":
