@@ -53,7 +53,12 @@ class DeliveryService(Service):
     async def start(self) -> None:
         await self.bus.start()
         self._task = asyncio.create_task(
-            self.bus.consume([topics.INBOUND], self.settings.delivery_group, self.handle)
+            self.bus.consume(
+                [topics.INBOUND],
+                self.settings.delivery_group,
+                self.handle,
+                concurrency=self.settings.delivery_concurrency,
+            )
         )
 
     async def stop(self) -> None:

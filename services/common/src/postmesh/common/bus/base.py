@@ -61,8 +61,13 @@ class Bus(ABC):
         handler: Handler,
         *,
         from_latest: bool = False,
+        concurrency: int = 1,
     ) -> None:
-        """Run until cancelled. ``group=None``: no committed offsets (every reader sees all)."""
+        """Run until cancelled. ``group=None``: no committed offsets (every reader sees all).
+
+        ``concurrency`` > 1 handles up to that many records of a fetched batch at once and
+        commits after the whole batch: for handlers whose records are independent (delivery),
+        never for ordered streams (mailbox events)."""
 
     @abstractmethod
     async def ready(self) -> bool: ...
@@ -88,3 +93,21 @@ async def handle_until_done(handler: Handler, record: BusRecord, stopping: async
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
+
+
+async def handle_batch(
+    handler: Handler, records: Sequence[BusRecord], stopping: asyncio.Event, concurrency: int
+) -> bool:
+    """Handle ``records`` (each until done); True when all were handled, False if stopping."""
+    if concurrency <= 1:
+        for rec in records:
+            if not await handle_until_done(handler, rec, stopping):
+                return False
+        return True
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(rec: BusRecord) -> bool:
+        async with slots:
+            return await handle_until_done(handler, rec, stopping)
+
+    return all(await asyncio.gather(*(one(r) for r in records)))

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_until_done
+from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
 from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -79,6 +79,7 @@ class KafkaBus(Bus):
         handler: Handler,
         *,
         from_latest: bool = False,
+        concurrency: int = 1,
     ) -> None:
         consumer = AIOKafkaConsumer(
             *topics,
@@ -94,12 +95,14 @@ class KafkaBus(Bus):
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for tp, records in batches.items():
-                    for r in records:
-                        rec = BusRecord(
+                    recs = [
+                        BusRecord(
                             r.topic, (r.key or b"").decode(), r.value or b"", r.partition, r.offset
                         )
-                        if not await handle_until_done(handler, rec, self._stopping):
-                            return
+                        for r in records
+                    ]
+                    if not await handle_batch(handler, recs, self._stopping, concurrency):
+                        return
                     if group is not None and records:
                         await consumer.commit({tp: records[-1].offset + 1})
                 for tp in consumer.assignment():

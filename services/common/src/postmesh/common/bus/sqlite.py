@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_until_done
+from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -107,6 +107,7 @@ class SqliteBus(Bus):
         handler: Handler,
         *,
         from_latest: bool = False,
+        concurrency: int = 1,
     ) -> None:
         conn = _Connection(self.path)
         await conn.open()
@@ -125,16 +126,18 @@ class SqliteBus(Bus):
                             (t, positions[t], BATCH),
                         ).fetchall()
                     )
-                    for seq, key, value in rows:
-                        got_any = True
-                        rec = BusRecord(topic, key, bytes(value), 0, seq)
-                        if not await handle_until_done(handler, rec, self._stopping):
-                            return
-                        positions[topic] = seq
-                        if group is not None:
-                            await conn.run(
-                                lambda c, t=topic, q=seq: self._commit(c, group, t, q)  # type: ignore[misc]
-                            )
+                    if not rows:
+                        continue
+                    got_any = True
+                    recs = [BusRecord(topic, key, bytes(value), 0, seq) for seq, key, value in rows]
+                    if not await handle_batch(handler, recs, self._stopping, concurrency):
+                        return
+                    last = recs[-1].offset
+                    positions[topic] = last
+                    if group is not None:
+                        await conn.run(
+                            lambda c, t=topic, q=last: self._commit(c, group, t, q)  # type: ignore[misc]
+                        )
                 now = asyncio.get_running_loop().time()
                 if now - lag_reported >= 1.0:
                     await self._report_lag(conn, topics, group, positions)
