@@ -6,6 +6,7 @@ import asyncio
 import poplib
 import socket
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from postmesh.common.backend import BackendUnavailable
 from postmesh.pop3_gw.backend import (
     DELETED,
+    LockResult,
     Maildrop,
     MessageGone,
     MessageInfo,
@@ -55,6 +57,11 @@ class FakeBackend:
         self.fetch_fail_after: int | None = None
         self.chunk_size = 5  # small, so chunk boundaries fall everywhere
         self.calls: list[tuple[str, Any]] = []
+        # Maildrop locks: user -> (session id, expiry on ``now()``); lock_offset moves time.
+        self.locks: dict[str, tuple[str, float]] = {}
+        self.lock_offset = 0.0
+        # renew_lock answers this (False: the lock was taken by another session).
+        self.renew_granted = True
 
     def add(self, content: bytes, flags: Sequence[str] = (), user: str = USER) -> int:
         uid = self.next_uid
@@ -118,6 +125,33 @@ class FakeBackend:
         for uid in gone:
             del box[uid]
         return gone
+
+    def now(self) -> float:
+        return time.monotonic() + self.lock_offset
+
+    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
+        self.calls.append(("acquire_lock", (user, session_id, lease_seconds)))
+        self._check("acquire_lock")
+        holder = self.locks.get(user)
+        if holder is not None and holder[0] != session_id and holder[1] > self.now():
+            return LockResult(False, holder[0])
+        self.locks[user] = (session_id, self.now() + lease_seconds)
+        return LockResult(True, session_id)
+
+    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
+        self.calls.append(("renew_lock", (user, session_id)))
+        self._check("renew_lock")
+        holder = self.locks.get(user)
+        if not self.renew_granted or holder is None or holder[0] != session_id:
+            return False
+        self.locks[user] = (session_id, self.now() + lease_seconds)
+        return True
+
+    async def release_lock(self, user: str, session_id: str) -> None:
+        self.calls.append(("release_lock", (user, session_id)))
+        self._check("release_lock")
+        if self.locks.get(user, ("", 0.0))[0] == session_id:
+            del self.locks[user]
 
     async def ready(self) -> bool:
         return True

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
-from postmesh.pop3_gw.backend import MessageGone
+from postmesh.pop3_gw.backend import LockResult, MessageGone
 from postmesh.pop3_gw.grpc_backend import GrpcBackend
 from postmesh.pop3_gw.server import Pop3Service
 from postmesh.pop3_gw.settings import Pop3Settings
@@ -96,6 +96,38 @@ class FakeStore(store_pb2_grpc.StoreServiceServicer):  # type: ignore[misc]
         return store_pb2.ExpungeResponse(expunged_uids=gone)
 
 
+class FakeLocks(queue_pb2_grpc.MaildropLockServiceServicer):  # type: ignore[misc]
+    """Maildrop locks without expiry (expiry is the store's contract suite's business)."""
+
+    def __init__(self, state: StoreState) -> None:
+        self.s = state
+        self.holders: dict[str, str] = {}
+
+    async def Acquire(self, request: Any, context: Any) -> Any:
+        self.s.requests.append(("Acquire", (request.user, request.lease_seconds)))
+        await self._check("Acquire", context)
+        holder = self.holders.setdefault(request.user, request.owner)
+        return queue_pb2.MaildropLockResponse(granted=holder == request.owner, holder=holder)
+
+    async def Renew(self, request: Any, context: Any) -> Any:
+        self.s.requests.append(("Renew", request.user))
+        await self._check("Renew", context)
+        granted = self.holders.get(request.user) == request.owner
+        return queue_pb2.MaildropLockResponse(granted=granted)
+
+    async def Release(self, request: Any, context: Any) -> Any:
+        self.s.requests.append(("Release", request.user))
+        await self._check("Release", context)
+        released = self.holders.get(request.user) == request.owner
+        if released:
+            del self.holders[request.user]
+        return queue_pb2.ReleaseMaildropLockResponse(released=released)
+
+    async def _check(self, name: str, context: Any) -> None:
+        if name in self.s.fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure")
+
+
 class FakeAuth(auth_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.requests: list[Any] = []
@@ -123,6 +155,7 @@ async def fakes() -> AsyncIterator[Grpc]:
     auth = FakeAuth()
     server = grpc.aio.server()
     store_pb2_grpc.add_StoreServiceServicer_to_server(FakeStore(state), server)
+    queue_pb2_grpc.add_MaildropLockServiceServicer_to_server(FakeLocks(state), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -245,6 +278,27 @@ async def test_whole_session_through_grpc(fakes: Grpc, tmp_path: Path) -> None:
     assert bye.startswith(b"+OK")
     assert sorted(fakes.store.messages) == [10]
     assert fakes.store.messages[10][1] == {"\\Seen"}
+    calls = [r[0] for r in fakes.store.requests]
+    assert calls.index("Acquire") < calls.index("GetMailbox")  # locked before the snapshot
+    assert calls.index("Expunge") < calls.index("Release")
+
+
+async def test_maildrop_lock_calls(fakes: Grpc, backend: GrpcBackend) -> None:
+    assert await backend.acquire_lock(USER, "s1", 60) == LockResult(True, "s1")
+    assert await backend.acquire_lock(USER, "s2", 60) == LockResult(False, "s1")
+    assert await backend.renew_lock(USER, "s1", 60)
+    assert not await backend.renew_lock(USER, "s2", 60)
+    await backend.release_lock(USER, "s1")
+    assert await backend.acquire_lock(USER, "s2", 60) == LockResult(True, "s2")
+    assert ("Acquire", (USER, 60)) in fakes.store.requests
+    fakes.store.fail.update({"Acquire", "Renew", "Release"})
+    for call in (
+        backend.acquire_lock(USER, "s3", 60),
+        backend.renew_lock(USER, "s2", 60),
+        backend.release_lock(USER, "s2"),
+    ):
+        with pytest.raises(BackendUnavailable):
+            await call
 
 
 def test_service_built_before_the_event_loop(tmp_path: Path) -> None:
@@ -262,6 +316,7 @@ def test_service_built_before_the_event_loop(tmp_path: Path) -> None:
     async def go() -> bytes:
         server = grpc.aio.server()
         store_pb2_grpc.add_StoreServiceServicer_to_server(FakeStore(state), server)
+        queue_pb2_grpc.add_MaildropLockServiceServicer_to_server(FakeLocks(state), server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(FakeAuth(), server)
         server.add_insecure_port(address)
         await server.start()

@@ -35,6 +35,14 @@ class Maildrop:
     messages: tuple[MessageInfo, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LockResult:
+    """RFC 1939 §8 exclusive access: ``granted``, or the session that holds the maildrop."""
+
+    granted: bool
+    holder: str = ""
+
+
 class MailBackend(Protocol):
     async def authenticate(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
@@ -55,6 +63,16 @@ class MailBackend(Protocol):
     async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
         """Remove those of ``uids`` that are flagged \\Deleted; returns the UIDs removed."""
         ...
+
+    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
+        """Lock the maildrop for this session (a lease that expires unless renewed)."""
+        ...
+
+    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
+        """False when the lock was lost (it expired and another session took it)."""
+        ...
+
+    async def release_lock(self, user: str, session_id: str) -> None: ...
 
     async def ready(self) -> bool: ...
 

@@ -7,12 +7,13 @@ from collections.abc import AsyncGenerator, Sequence
 import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
-from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import PasswordChecker, unavailable
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.logging import get_logger
 from postmesh.pop3_gw.backend import (
     INBOX,
+    LockResult,
     Maildrop,
     MessageGone,
     MessageInfo,
@@ -38,6 +39,7 @@ class GrpcBackend:
         self._store_channel = channel(store_address)
         self._auth_channel = channel(auth_address)
         self._store = store_pb2_grpc.StoreServiceStub(self._store_channel)
+        self._locks = queue_pb2_grpc.MaildropLockServiceStub(self._store_channel)
         self._password = PasswordChecker(
             auth_pb2_grpc.AuthServiceStub(self._auth_channel), "pop3", deadline
         )
@@ -124,6 +126,33 @@ class GrpcBackend:
         except grpc.aio.AioRpcError as e:
             raise _unavailable("Expunge", e) from e
         return list(resp.expunged_uids)
+
+    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
+        req = queue_pb2.MaildropLockRequest(
+            user=user, owner=session_id, lease_seconds=lease_seconds
+        )
+        try:
+            resp = await self._locks.Acquire(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("MaildropLock.Acquire", e) from e
+        return LockResult(resp.granted, resp.holder)
+
+    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
+        req = queue_pb2.MaildropLockRequest(
+            user=user, owner=session_id, lease_seconds=lease_seconds
+        )
+        try:
+            resp = await self._locks.Renew(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("MaildropLock.Renew", e) from e
+        return bool(resp.granted)
+
+    async def release_lock(self, user: str, session_id: str) -> None:
+        req = queue_pb2.MaildropLockRequest(user=user, owner=session_id)
+        try:
+            await self._locks.Release(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("MaildropLock.Release", e) from e
 
     async def ready(self) -> bool:
         return await is_serving(

@@ -27,6 +27,7 @@ from postmesh.pop3_gw.backend import (
 )
 from postmesh.pop3_gw.content import MessageEncoder
 from postmesh.pop3_gw.lines import ConnectionClosed, LineReader, LineTooLong
+from postmesh.pop3_gw.lock import MaildropLock
 from postmesh.pop3_gw.maildrop import MessageDeleted, NoSuchMessage, SessionMaildrop
 from postmesh.pop3_gw.settings import Pop3Settings
 
@@ -84,6 +85,7 @@ class Pop3Session:
         self.pending_user: str | None = None
         self.user: str | None = None
         self.maildrop: SessionMaildrop | None = None
+        self.lock: MaildropLock | None = None
         self.bad_commands = 0
         self.auth_failures = 0
         # Set once the final response is sent: the loop ends and the connection closes.
@@ -142,6 +144,7 @@ class Pop3Session:
                     "session ended without QUIT, deletions discarded",
                     extra=kv(marked=self.maildrop.deleted_count),
                 )
+            await self._unlock()
             await self._close()
             log.info("session ended", extra=kv(state=self.state.value))
 
@@ -330,13 +333,26 @@ class Pop3Session:
             return TEMPFAIL
         if user is None:
             return await self._login_failed(username, label, reason="bad credentials")
+        # RFC 1939 §8: exclusive access to the maildrop, taken before its snapshot.
+        lock = MaildropLock(
+            self.backend, user, self.id, self.settings.pop3_maildrop_lock_seconds, self._lock_lost
+        )
         try:
-            maildrop = await self.backend.open_maildrop(user)
+            locked = await lock.acquire()
+            maildrop = await self.backend.open_maildrop(user) if locked.granted else None
         except BackendUnavailable:
+            await lock.release()
             metrics.LOGINS.labels(label, TEMPFAIL).inc()
             await self._send(p.err("Mailbox temporarily unavailable, try later.", p.SYS_TEMP))
             return TEMPFAIL
+        if maildrop is None:
+            # RFC 2449 §8.1.2 IN-USE; the session stays in AUTHORIZATION (RFC 1939 §7 PASS).
+            metrics.LOGINS.labels(label, "in_use").inc()
+            log.info("maildrop in use", extra=kv(user=user, holder=locked.holder))
+            await self._send(p.err("Maildrop already locked.", p.IN_USE))
+            return ERR
         metrics.LOGINS.labels(label, OK).inc()
+        self.lock = lock
         self.user = user
         self.maildrop = SessionMaildrop(maildrop)
         self.state = State.TRANSACTION
@@ -374,7 +390,21 @@ class Pop3Session:
             return OK
         self.state = State.UPDATE
         self.closing = True
-        return await self._update()
+        reply, result = await self._update()
+        # RFC 1939 §6: the lock is released in UPDATE, before the reply, so a client that
+        # reconnects right after +OK finds the maildrop free.
+        await self._unlock()
+        await self._send(reply)
+        return result
+
+    async def _unlock(self) -> None:
+        if self.lock is not None:
+            await self.lock.release()
+
+    def _lock_lost(self) -> None:
+        """Another session holds the maildrop now (ours expired): end this one without UPDATE,
+        as POP3 has no way to tell the client (RFC 1939 §8 exclusive access)."""
+        self.writer.transport.abort()
 
     # -- TRANSACTION ----------------------------------------------------------------------------
     def _drop(self) -> SessionMaildrop:
@@ -496,10 +526,12 @@ class Pop3Session:
         return OK
 
     # -- UPDATE ---------------------------------------------------------------------------------
-    async def _update(self) -> str:
-        """RFC 1939 §6: remove the marked messages, then answer; -ERR if that failed."""
+    async def _update(self) -> tuple[bytes, str]:
+        """RFC 1939 §6: remove the marked messages; the reply to QUIT (-ERR if that failed)."""
         drop = self._drop()
         assert self.user is not None
+        if self.lock is not None and self.lock.lost:
+            return p.err("Maildrop lock lost; no messages deleted.", p.SYS_TEMP), TEMPFAIL
         if self.settings.pop3_retr_sets_seen:
             seen = drop.uids_to_mark_seen()
             if seen:
@@ -509,8 +541,7 @@ class Pop3Session:
                     log.warning("could not set \\Seen", extra=kv(uids=len(seen)))
         deleted = drop.deleted_uids()
         if not deleted:
-            await self._send(p.ok("Logging out."))
-            return OK
+            return p.ok("Logging out."), OK
         newly_flagged = drop.newly_deleted_uids()
         try:
             await self.backend.add_flags(self.user, deleted, [DELETED])
@@ -519,13 +550,10 @@ class Pop3Session:
         except BackendUnavailable:
             await self._unflag(newly_flagged)
             log.warning("UPDATE failed, no message deleted", extra=kv(marked=len(deleted)))
-            await self._send(
-                p.err("Could not delete the marked messages; none were removed.", p.SYS_TEMP)
-            )
-            return TEMPFAIL
+            reply = p.err("Could not delete the marked messages; none were removed.", p.SYS_TEMP)
+            return reply, TEMPFAIL
         log.info("messages deleted", extra=kv(marked=len(deleted), expunged=len(expunged)))
-        await self._send(p.ok(f"Logging out, {len(expunged)} messages deleted."))
-        return OK
+        return p.ok(f"Logging out, {len(expunged)} messages deleted."), OK
 
     async def _unflag(self, uids: list[int]) -> None:
         """Undo our \\Deleted flags so a later IMAP EXPUNGE does not remove them either."""

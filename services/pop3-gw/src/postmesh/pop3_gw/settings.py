@@ -25,5 +25,8 @@ class Pop3Settings(ServiceSettings):
     pop3_max_line_octets: int = Field(default=1024, ge=255, le=65536)
     # Page size of store.ListMessages when the maildrop is opened.
     pop3_list_page_size: int = Field(default=1000, ge=1, le=100_000)
+    # RFC 1939 §8 maildrop lock: a lease in the store, renewed every third of it while the
+    # session lives; a crashed gateway's sessions lose their locks after at most this long.
+    pop3_maildrop_lock_seconds: int = Field(default=60, ge=3, le=3600)
     # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions).
     pop3_retr_sets_seen: bool = True
