@@ -160,3 +160,94 @@ async def test_referenced_blob_survives_racing_deleter(mongo_repo: MongoStoreRep
     assert not await repo.blobs.delete_if_unreferenced(blob_id)
     assert (await repo.blobs.find(blob_id) or {}).get("state") == COMPLETE
     assert await content_of(repo, "u", INBOX, 1) == content
+
+
+def crash_before(obj: Any, name: str) -> None:
+    """Make ``obj.name`` 'die' before doing anything, once."""
+    original: Callable[..., Awaitable[Any]] = getattr(obj, name)
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        setattr(obj, name, original)
+        raise Crash(name)
+
+    setattr(obj, name, wrapper)
+
+
+async def live_uids(repo: MongoStoreRepository, user: str, mailbox: str) -> list[int]:
+    return [m.uid for m in (await repo.list_messages(user, mailbox, 0, 100))[0]]
+
+
+@pytest.mark.parametrize("step", ["_allocate", "_tombstone_sources"])
+async def test_move_interrupted_is_rolled_forward(
+    mongo_repo: MongoStoreRepository, step: str
+) -> None:
+    """A MOVE that died half-way (UIDs taken but nothing copied; or copied but the sources
+    not expunged) is finished by the user's next operation: every message ends up exactly once,
+    in the destination, holding one blob reference."""
+    repo = mongo_repo
+    repo.intent_lease_seconds = 0.0  # the crashed owner's lease is over at once
+    contents = [message(i) for i in range(3)]
+    for i, content in enumerate(contents):
+        await repo.deliver(Delivery(f"q{i}", "u", "", content=content))
+    if step == "_allocate":
+        calls = 0
+        original = repo._allocate
+
+        async def allocate_then_die(*args: Any) -> tuple[int, int]:
+            nonlocal calls
+            calls += 1
+            result = await original(*args)
+            if calls == 1:
+                raise Crash("allocate")
+            return result
+
+        repo._allocate = allocate_then_die  # type: ignore[method-assign,assignment]
+    else:
+        crash_before(repo, step)
+    with pytest.raises(Crash):
+        await repo.move_messages("u", INBOX, [1, 2, 3], "Archive")
+    await repo.provision_user("u")  # the next operation of the user (an IMAP login)
+    assert await live_uids(repo, "u", INBOX) == []
+    archived = (await repo.list_messages("u", "Archive", 0, 10))[0]
+    assert len(archived) == 3
+    for m, content in zip(archived, contents, strict=True):
+        assert await content_of(repo, "u", "Archive", m.uid) == content
+        assert await repo.blob_refcount(m.blob_id) == 1
+    assert await repo._intents.count_documents({}) == 0
+
+
+async def test_delete_interrupted_is_rolled_forward(mongo_repo: MongoStoreRepository) -> None:
+    repo = mongo_repo
+    repo.intent_lease_seconds = 0.0
+    await repo.provision_user("u")
+    await repo.create_mailbox("u", "Box")
+    blob_ids = []
+    for i in range(3):
+        content = message(i)
+        blob_ids.append(hashlib.sha256(content).hexdigest())
+        await repo.deliver(Delivery(f"q{i}", "u", "Box", content=content))
+    crash_after(repo.blobs, "release")  # dies after dropping the first reference
+    with pytest.raises(Crash):
+        await repo.delete_mailbox("u", "Box")
+    await repo.create_mailbox("u", "Other")  # any mailbox operation of the user finishes it
+    for blob_id in blob_ids:
+        assert await repo.blob_refcount(blob_id) is None
+    assert "Box" not in [b.name for b in await repo.list_mailboxes("u")]
+    assert await repo._messages.count_documents({"user": "u"}) == 0
+    assert (await repo.create_mailbox("u", "Box")).mailbox.messages == 0
+
+
+async def test_rename_interrupted_is_rolled_forward(mongo_repo: MongoStoreRepository) -> None:
+    repo = mongo_repo
+    repo.intent_lease_seconds = 0.0
+    await repo.provision_user("u")
+    await repo.create_mailbox("u", "a/b")
+    await repo.set_subscription("u", "a/b", True)
+    crash_before(repo, "_subscribe")  # mailboxes renamed, subscriptions not yet
+    with pytest.raises(Crash):
+        await repo.rename_mailbox("u", "a", "z")
+    await repo.provision_user("u")
+    names = {b.name for b in await repo.list_mailboxes("u")}
+    assert {"z", "z/b"} <= names and not {"a", "a/b"} & names
+    subs = await repo.list_subscriptions("u")
+    assert "z/b" in subs and "a/b" not in subs

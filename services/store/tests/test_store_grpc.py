@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -86,7 +85,15 @@ async def test_deliver_list_and_stream_3mib(stub: store_pb2_grpc.StoreServiceStu
     listed = await stub.ListMailboxes(
         store_pb2.ListMailboxesRequest(user="alice@example.com"), timeout=10
     )
-    assert [b.name for b in listed.mailboxes] == ["INBOX"]
+    assert [b.name for b in listed.mailboxes] == [
+        "Archive",
+        "Drafts",
+        "INBOX",
+        "Junk",
+        "Sent",
+        "Trash",
+    ]
+    assert list(listed.subscriptions) == [b.name for b in listed.mailboxes]
 
 
 async def test_put_blob_deliver_and_get_blob(stub: store_pb2_grpc.StoreServiceStub) -> None:
@@ -140,74 +147,28 @@ async def test_flags_expunge_and_events(app: StoreApp, tmp_path: Path) -> None:
 
     task = asyncio.create_task(reader.consume([topics.MAILBOX_EVENTS], None, collect))
     for _ in range(200):
-        if len(got) >= 6:
+        if len(got) >= 11:
             break
         await asyncio.sleep(0.02)
     await reader.stop()
     await asyncio.wait_for(task, 5)
     events = [events_pb2.MailboxEvent.FromString(rec.value) for rec in got]
     assert {rec.key for rec in got} == {"u@x"}
+    # Provisioning on the first delivery announces each mailbox it made.
+    created = events[:6]
+    assert {e.mailbox for e in created} == {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"}
+    assert {e.kind for e in created} == {Kind.KIND_MAILBOX_CREATED}
+    events = events[6:]
     assert [(e.kind, list(e.uids)) for e in events] == [
-        (Kind.KIND_MAILBOX_CREATED, []),
         (Kind.KIND_MESSAGE_NEW, [1]),
         (Kind.KIND_MESSAGE_NEW, [2]),
         (Kind.KIND_MESSAGE_NEW, [3]),
         (Kind.KIND_FLAGS_CHANGED, [1, 2]),
         (Kind.KIND_MESSAGE_EXPUNGED, [2]),
     ]
-    assert list(events[4].flags) == ["\\Deleted"]
+    assert list(events[3].flags) == ["\\Deleted"]
     assert all(e.mailbox == "INBOX" and e.at_ms > 0 for e in events)
-    assert events[5].modseq > events[4].modseq > events[3].modseq > 0
-
-
-async def test_errors_are_status_codes(stub: store_pb2_grpc.StoreServiceStub) -> None:
-    async def code(call: object) -> grpc.StatusCode:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            if isinstance(call, grpc.aio.UnaryStreamCall):
-                await read_all(call)
-            else:
-                await call  # type: ignore[misc]
-        return err.value.code()  # type: ignore[no-any-return]
-
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
-    not_found = grpc.StatusCode.NOT_FOUND
-    await stub.Deliver(store_pb2.DeliverRequest(queue_id="Q0", user="u", content=b"x"), timeout=10)
-
-    def deliver(**kw: Any) -> store_pb2.DeliverRequest:
-        return store_pb2.DeliverRequest(**{"queue_id": "Q", "user": "u", **kw})
-
-    seen = ["\\Seen"]
-    add = store_pb2.FLAGS_MODE_ADD
-    cases: list[tuple[Callable[[], object], grpc.StatusCode]] = [
-        (lambda: stub.Deliver(deliver(user="", content=b"x")), invalid),
-        (lambda: stub.Deliver(deliver(content=b"")), invalid),
-        (lambda: stub.Deliver(deliver()), invalid),
-        (lambda: stub.Deliver(deliver(blob_id="f" * 64)), invalid),
-        (lambda: stub.Deliver(deliver(mailbox="a//b", content=b"x")), invalid),
-        (lambda: stub.Deliver(deliver(mailbox="Nope", content=b"x")), not_found),
-        (lambda: stub.GetMailbox(store_pb2.GetMailboxRequest(user="u", mailbox="Nope")), not_found),
-        (lambda: stub.ListMessages(store_pb2.ListMessagesRequest(user="")), invalid),
-        (
-            lambda: stub.GetMessageContent(store_pb2.GetMessageContentRequest(user="u", uid=9)),
-            not_found,
-        ),
-        (lambda: stub.GetBlob(store_pb2.GetBlobRequest(blob_id="e" * 64)), not_found),
-        (lambda: stub.GetBlob(store_pb2.GetBlobRequest(blob_id="../etc")), invalid),
-        (
-            lambda: stub.StoreFlags(store_pb2.StoreFlagsRequest(user="u", uids=[1], flags=seen)),
-            invalid,
-        ),
-        (
-            lambda: stub.StoreFlags(
-                store_pb2.StoreFlagsRequest(user="u", uids=[1], mode=add, flags=["\\Recent"])
-            ),
-            invalid,
-        ),
-        (lambda: stub.Expunge(store_pb2.ExpungeRequest(user="u", mailbox="Nope")), not_found),
-        (lambda: stub.PutBlob(aiter_of([])), invalid),
-    ]
-    for i, (call, expected) in enumerate(cases):
-        assert (i, await code(call())) == (i, expected)
+    assert events[4].modseq > events[3].modseq > events[2].modseq > 0
 
 
 async def aiter_of(items: list[store_pb2.ContentChunk]) -> AsyncIterator[store_pb2.ContentChunk]:
@@ -220,3 +181,127 @@ async def test_readiness_reports_backend(app: StoreApp) -> None:
     assert await check() is True
     await app.repo.close()
     assert await check() is False
+
+
+async def read_events(app: StoreApp, at_least: int) -> list[events_pb2.MailboxEvent]:
+    got: list[BusRecord] = []
+    reader = create_bus(app.settings, "test-reader")
+    await reader.start()
+
+    async def collect(rec: BusRecord) -> None:
+        got.append(rec)
+
+    task = asyncio.create_task(reader.consume([topics.MAILBOX_EVENTS], None, collect))
+    for _ in range(250):
+        if len(got) >= at_least:
+            break
+        await asyncio.sleep(0.02)
+    await reader.stop()
+    await asyncio.wait_for(task, 5)
+    return [events_pb2.MailboxEvent.FromString(rec.value) for rec in got]
+
+
+async def append_request(
+    user: str, mailbox: str, content: bytes, piece: int = 100_000
+) -> AsyncIterator[store_pb2.AppendRequest]:
+    header = store_pb2.AppendHeader(
+        user=user, mailbox=mailbox, flags=["\\Seen"], internal_date=1_700_000_000,
+        size=len(content),
+    )  # fmt: skip
+    yield store_pb2.AppendRequest(header=header)
+    for i in range(0, len(content), piece):
+        yield store_pb2.AppendRequest(chunk=content[i : i + piece])
+
+
+async def test_mailbox_model_over_grpc(
+    app: StoreApp, stub: store_pb2_grpc.StoreServiceStub
+) -> None:
+    user = "m@x"
+    prov = await stub.ProvisionUser(store_pb2.ProvisionUserRequest(user=user), timeout=10)
+    specials = {b.name: b.special_use for b in prov.mailboxes}
+    assert specials["Sent"] == "\\Sent" and specials["INBOX"] == ""
+    created = await stub.CreateMailbox(
+        store_pb2.CreateMailboxRequest(user=user, mailbox="Lists/pm", special_use="\\Archive"),
+        timeout=10,
+    )
+    assert (created.name, created.special_use, created.uidnext) == ("Lists/pm", "\\Archive", 1)
+    await stub.SetSubscription(
+        store_pb2.SetSubscriptionRequest(user=user, mailbox="Ghost", subscribed=True), timeout=10
+    )
+    listed = await stub.ListMailboxes(store_pb2.ListMailboxesRequest(user=user), timeout=10)
+    assert "Ghost" in listed.subscriptions
+    assert [b.has_children for b in listed.mailboxes if b.name == "Lists"] == [True]
+
+    content = b"Subject: appended\r\nFrom: a@example.org\r\n\r\n" + random.Random(3).randbytes(
+        300_000
+    )
+    app_r = await stub.Append(append_request(user, "Lists/pm", content), timeout=10)
+    assert (app_r.uid, app_r.uidvalidity) == (1, created.uidvalidity)
+    meta = await stub.GetMessageMeta(
+        store_pb2.GetMessageMetaRequest(user=user, mailbox="Lists/pm", uids=[1, 5]), timeout=10
+    )
+    assert [(m.uid, m.envelope.subject) for m in meta.messages] == [(1, "appended")]
+    found = await stub.Search(
+        store_pb2.SearchRequest(
+            user=user, mailbox="Lists/pm",
+            criteria=store_pb2.SearchKey(header=store_pb2.HeaderMatch(name="Subject", value="APP")),
+        ),
+        timeout=10,
+    )  # fmt: skip
+    box = await stub.GetMailbox(
+        store_pb2.GetMailboxRequest(user=user, mailbox="Lists/pm"), timeout=10
+    )
+    assert (list(found.uids), found.highest_modseq) == ([1], box.highestmodseq)
+    copy = await stub.CopyMessages(
+        store_pb2.CopyMessagesRequest(user=user, mailbox="Lists/pm", uids=[1], destination="INBOX"),
+        timeout=10,
+    )
+    assert (list(copy.source_uids), list(copy.destination_uids)) == ([1], [1])
+    inbox = await stub.GetMailbox(
+        store_pb2.GetMailboxRequest(user=user, mailbox="INBOX"), timeout=10
+    )
+    moved = await stub.MoveMessages(
+        store_pb2.CopyMessagesRequest(user=user, mailbox="INBOX", uids=[1], destination="Archive"),
+        timeout=10,
+    )
+    assert (list(moved.destination_uids), list(moved.expunged_uids)) == ([1], [1])
+    changes = await stub.GetChanges(
+        store_pb2.GetChangesRequest(user=user, mailbox="INBOX", since_modseq=inbox.highestmodseq),
+        timeout=10,
+    )
+    assert (list(changes.expunged_uids), changes.uidvalidity) == ([1], inbox.uidvalidity)
+    flags = await stub.StoreFlags(
+        store_pb2.StoreFlagsRequest(
+            user=user, mailbox="Archive", uids=[1], mode=store_pb2.FLAGS_MODE_ADD,
+            flags=["\\Flagged"], unchanged_since=1,
+        ),
+        timeout=10,
+    )  # fmt: skip
+    assert (list(flags.modified), list(flags.updated)) == ([1], [])
+    quota = await stub.SetQuota(
+        store_pb2.SetQuotaRequest(user=user, storage_limit_bytes=1000, message_limit=10), timeout=10
+    )
+    assert (quota.storage_used_bytes, quota.messages_used) == (2 * len(content), 2)
+    renamed = await stub.RenameMailbox(
+        store_pb2.RenameMailboxRequest(user=user, mailbox="Lists", new_name="Groups"), timeout=10
+    )
+    assert renamed.name == "Groups"
+    deleted = await stub.DeleteMailbox(
+        store_pb2.DeleteMailboxRequest(user=user, mailbox="Groups/pm"), timeout=10
+    )
+    assert deleted.messages_deleted == 1
+
+    events = [(e.kind, e.mailbox, list(e.uids)) for e in await read_events(app, 17)]
+    assert events[6:] == [
+        (Kind.KIND_MAILBOX_CREATED, "Lists", []),
+        (Kind.KIND_MAILBOX_CREATED, "Lists/pm", []),
+        (Kind.KIND_MESSAGE_NEW, "Lists/pm", [1]),
+        (Kind.KIND_MESSAGE_NEW, "INBOX", [1]),
+        (Kind.KIND_MESSAGE_NEW, "Archive", [1]),
+        (Kind.KIND_MESSAGE_EXPUNGED, "INBOX", [1]),
+        (Kind.KIND_MAILBOX_RENAMED, "Lists", []),
+        (Kind.KIND_MAILBOX_CREATED, "Groups", []),
+        (Kind.KIND_MAILBOX_RENAMED, "Lists/pm", []),
+        (Kind.KIND_MAILBOX_CREATED, "Groups/pm", []),
+        (Kind.KIND_MAILBOX_DELETED, "Groups/pm", []),
+    ]

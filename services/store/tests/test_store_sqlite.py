@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from postmesh.api.store.v1 import store_pb2
 from postmesh.store.contract_suite import content_of, message
+from postmesh.store.errors import UnknownUser
 from postmesh.store.model import INBOX, Delivery, FlagsMode
-from postmesh.store.sqlite import SqliteStoreRepository
+from postmesh.store.sqlite import SqliteStoreRepository, rows
 
 
 async def one(data: bytes) -> AsyncIterator[bytes]:
@@ -43,19 +46,20 @@ async def test_failed_deliver_rolls_back_everything(
 ) -> None:
     repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
     await repo.open()
-    original = SqliteStoreRepository._store_blob
+    original = rows.store_blob
 
     def store_then_fail(*args: Any) -> None:
         original(*args)
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(SqliteStoreRepository, "_store_blob", staticmethod(store_then_fail))
+    monkeypatch.setattr(rows, "store_blob", store_then_fail)
     content = message(1)
     with pytest.raises(sqlite3.OperationalError):
         await repo.deliver(Delivery("q1", "u", "", content=content))
     monkeypatch.undo()
-    # Not even the INBOX or the blob the failed transaction wrote first remains.
-    assert await repo.list_mailboxes("u") == []
+    # Not even the user, the INBOX or the blob the failed transaction wrote first remains.
+    with pytest.raises(UnknownUser):
+        await repo.list_mailboxes("u")
     r = await repo.deliver(Delivery("q1", "u", "", content=content))
     assert (r.uid, r.duplicate, r.mailbox_created) == (1, False, True)
     (m,), _ = await repo.list_messages("u", INBOX, 0, 10)
@@ -73,4 +77,100 @@ async def test_unreferenced_upload_goes_once_its_pin_expired(tmp_path: Path) -> 
     await repo.store_flags("u", INBOX, [r.uid], FlagsMode.ADD, ["\\Deleted"])
     await repo.expunge("u", INBOX)
     assert await repo.blob_refcount(info.blob_id) is None
+    await repo.close()
+
+
+# The schema of version 1 (before users, subscriptions, noselect parents and parsed indexes).
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highestmodseq INTEGER NOT NULL,
+    special_use TEXT NOT NULL DEFAULT '',
+    subscribed INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    UNIQUE (user, name)
+);
+-- Content-addressed (sha256 hex). refcount counts messages; pinned_until protects a PutBlob
+-- upload that no message references yet.
+CREATE TABLE IF NOT EXISTS blobs (
+    id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL,
+    pinned_until INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    blob_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (blob_id, n)
+) WITHOUT ROWID;
+-- flags: JSON array in canonical order; seen/deleted mirror two of them for counts and EXPUNGE.
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id),
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    internal_date INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    blob_id TEXT NOT NULL REFERENCES blobs (id),
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- Idempotency of Deliver: one row per (queue id, user, mailbox), kept after an expunge so a
+-- redelivered record does not bring a deleted message back.
+CREATE TABLE IF NOT EXISTS deliveries (
+    queue_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (queue_id, user, mailbox)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at);
+"""
+
+
+async def test_version_1_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    content = b"Subject: from v1\r\nDate: Tue, 10 Mar 2026 09:00:00 +0000\r\n\r\nold body\r\n"
+    blob_id = hashlib.sha256(content).hexdigest()
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute(
+        "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq, subscribed,"
+        " created_at) VALUES (1, 'u', 'INBOX', 1700000000, 2, 2, 1, 0)"
+    )
+    conn.execute("INSERT INTO blobs VALUES (?, ?, 1, 0, 0)", (blob_id, len(content)))
+    conn.execute("INSERT INTO blob_chunks VALUES (?, 0, ?)", (blob_id, content))
+    conn.execute(
+        "INSERT INTO messages VALUES (1, 1, 2, '[]', 0, 0, 1700000000, ?, ?)",
+        (len(content), blob_id),
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    (box,) = await repo.list_mailboxes("u")  # known, as it was, subscribed
+    assert (box.name, box.uidvalidity, box.messages, box.subscribed) == (
+        INBOX, 1700000000, 1, True,
+    )  # fmt: skip
+    # Parsed on first use, then kept.
+    ((uid, meta),) = await repo.get_meta("u", INBOX, [1])
+    assert (uid, store_pb2.MessageMeta.FromString(meta).envelope.subject) == (1, "from v1")
+    assert await repo._get_index(blob_id) is not None
+    body = store_pb2.SearchKey(body="old body")
+    assert (await repo.search("u", INBOX, body)).uids == [1]
+    # New mailboxes get UIDVALIDITYs above the old ones.
+    assert (await repo.create_mailbox("u", "New")).mailbox.uidvalidity > 1700000000
     await repo.close()

@@ -10,6 +10,7 @@ from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.store.events import EventPublisher
 from postmesh.store.factory import create_repository
+from postmesh.store.queue.component import QueueComponent
 from postmesh.store.repository import StoreRepository
 from postmesh.store.servicer import StoreServicer
 from postmesh.store.settings import StoreSettings
@@ -31,6 +32,7 @@ class StoreApp(Service):
         self.settings = settings
         self.repo = repo or create_repository(settings)
         self.bus = bus or create_bus(settings, "store")
+        self.queue = QueueComponent(settings)  # deferred queue and maildrop locks
         # Made in start(): grpc.aio binds a server to the running event loop, and the service
         # object is built before asyncio.run() starts it.
         self.grpc: GrpcServer | None = None
@@ -44,6 +46,8 @@ class StoreApp(Service):
     async def start(self) -> None:
         await self.repo.open()
         self._started.append("repo")
+        await self.queue.open()
+        self._started.append("queue")
         try:
             await self.bus.start()
             self._started.append("bus")
@@ -58,7 +62,8 @@ class StoreApp(Service):
         )
         self.grpc = GrpcServer(self.settings.store_listen)
         self.grpc.add(store_pb2_grpc.add_StoreServiceServicer_to_server, servicer)
-        await self.grpc.start([SERVICE_NAME])
+        queue_services = self.queue.register(self.grpc, self.repo)
+        await self.grpc.start([SERVICE_NAME, *queue_services])
         self._started.append("grpc")
 
     async def stop(self) -> None:
@@ -66,9 +71,11 @@ class StoreApp(Service):
             await self.grpc.stop()
         if "bus" in self._started:
             await self.bus.stop()
+        if "queue" in self._started:
+            await self.queue.close()
         if "repo" in self._started:
             await self.repo.close()
         self._started.clear()
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
-        return {"store-backend": self.repo.ping}
+        return {"store-backend": self.repo.ping, "queue-backend": self.queue.repo.ping}

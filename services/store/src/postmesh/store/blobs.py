@@ -34,6 +34,10 @@ class BlobSource:
     def read_chunk(self, n: int) -> bytes:
         raise NotImplementedError
 
+    def read_all(self) -> bytes:
+        """The whole content (to parse it once at delivery; bounded by the message limit)."""
+        return b"".join(self.read_chunk(n) for n in range(self.chunks))
+
     def close(self) -> None:
         pass
 
@@ -45,6 +49,9 @@ class BytesSource(BlobSource):
 
     def read_chunk(self, n: int) -> bytes:
         return self._content[n * BLOB_CHUNK_BYTES : (n + 1) * BLOB_CHUNK_BYTES]
+
+    def read_all(self) -> bytes:
+        return self._content
 
 
 class SpooledSource(BlobSource):

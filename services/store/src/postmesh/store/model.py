@@ -30,6 +30,12 @@ class Mailbox:
     unseen: int
     special_use: str = ""
     subscribed: bool = False
+    # Messages flagged \Deleted and the sum of message sizes (STATUS DELETED / SIZE).
+    deleted: int = 0
+    size: int = 0
+    # A parent kept only for its children after DELETE (RFC 9051 section 6.3.5).
+    noselect: bool = False
+    has_children: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +73,23 @@ class DeliverResult:
     # This call made the message exist (False when an earlier attempt had completed it);
     # the service publishes a MESSAGE_NEW event only then.
     created: bool
-    mailbox_created: bool = False
+    # Mailboxes this call created (provisioning a new user on the first delivery).
+    created_mailboxes: tuple[str, ...] = ()
+
+    @property
+    def mailbox_created(self) -> bool:
+        return bool(self.created_mailboxes)
 
 
 @dataclass(frozen=True, slots=True)
 class FlagsResult:
-    # Every requested message that exists, with its current flags (IMAP STORE answers
-    # FETCH FLAGS for all of them, RFC 9051 section 6.4.6).
+    # Every requested message that exists and was not refused by UNCHANGEDSINCE, with its
+    # current flags (IMAP STORE answers FETCH FLAGS for them, RFC 9051 section 6.4.6).
     messages: list[Message] = field(default_factory=list)
     # UIDs whose flags really changed (and got a new MODSEQ).
     changed: list[int] = field(default_factory=list)
+    # UIDs left alone because their MODSEQ is above UNCHANGEDSINCE (RFC 7162 section 3.1.3).
+    modified: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +102,104 @@ class ExpungeResult:
 class BlobInfo:
     blob_id: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIndex:
+    """What is derived from a message's content once, at delivery, and kept with its blob
+    (content-addressed, so it never goes stale): FETCH and SEARCH never re-parse."""
+
+    # Serialized store_pb2.MessageMeta with uid 0.
+    meta: bytes
+    # The search document (postmesh.store.search encoding).
+    search: bytes
+    # Days since 1970-01-01 of the Date header (SENTBEFORE/SENTON/SENTSINCE), None if none;
+    # kept on each message too, so date searches need no search document.
+    sent_day: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    mailboxes: list[Mailbox]
+    created: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    mailbox: Mailbox
+    # Names this call created, parents first (the mailbox itself last).
+    created: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    messages_deleted: int
+    # Names that stopped existing: the mailbox (unless kept as a \Noselect parent) and
+    # \Noselect parents left without children.
+    removed: list[str] = field(default_factory=list)
+    kept_as_noselect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    uidvalidity: int
+    # Parallel lists, ascending source UID (COPYUID, RFC 4315 section 3).
+    source_uids: list[int] = field(default_factory=list)
+    dest_uids: list[int] = field(default_factory=list)
+    modseq: int = 0
+    # MOVE: the source UIDs expunged and the source mailbox's MODSEQ of that expunge.
+    expunged: list[int] = field(default_factory=list)
+    source_modseq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RenameResult:
+    mailbox: Mailbox
+    # (old, new) for the mailbox and each inferior, in order.
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    # Superior names created for the new name (RFC 9051 section 6.3.6).
+    created: list[str] = field(default_factory=list)
+    # Renaming INBOX: its messages moved to the new mailbox (RFC 9051 section 6.3.6).
+    moved: CopyResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    uid: int
+    uidvalidity: int
+    modseq: int
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    changed: list[Message]
+    expunged: list[int]
+    highestmodseq: int
+    uidvalidity: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCandidate:
+    """One message as a search sees it; ``search`` is None unless the criteria need content."""
+
+    message: Message
+    sent_day: int | None
+    search: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    uids: list[int]
+    highest_modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """RFC 9208 STORAGE (bytes here; IMAP reports KiB) and MESSAGE resources; limit 0 is
+    unlimited."""
+
+    storage_used: int
+    storage_limit: int
+    messages_used: int
+    message_limit: int

@@ -4,26 +4,41 @@ Public methods validate and normalise input, then call the backend's ``_``-prefi
 with canonical values; backends live in ``postmesh.store.sqlite`` and ``postmesh.store.mongodb``
 and must pass the same contract suite (``postmesh.store.contract_suite``).
 
-Model, shaped for the IMAP4rev2 store that grows from it:
-- a mailbox per (user, name) with UIDVALIDITY (set once at creation), UIDNEXT and
-  HIGHESTMODSEQ counters; message counts are derived from the messages;
+Model, shaped for IMAP4rev2 (RFC 9051), POP3 and local delivery:
+- a user, known once provisioned (INBOX and the RFC 6154 special-use mailboxes), with a
+  UIDVALIDITY counter and quota limits (RFC 9208);
+- a mailbox per (user, name), "/" the hierarchy delimiter, with UIDVALIDITY (from the user's
+  counter, so a recreated name gets a new, larger one), UIDNEXT and HIGHESTMODSEQ; counts are
+  derived from the messages; a deleted parent of children stays as \\Noselect;
 - a message per (mailbox, uid): UIDs strictly ascending (RFC 9051 section 2.3.1.1), a MODSEQ
   per change (RFC 7162 section 3.1), flags, internal date, size and the blob it shows;
-- blobs addressed by sha256 and reference-counted, so one message for many users is stored once;
+  expunged UIDs stay as tombstones with their MODSEQ (QRESYNC);
+- blobs addressed by sha256 and reference-counted, so one message for many users is stored
+  once, each with its parsed MessageMeta and search document (FETCH and SEARCH never parse);
 - a delivery record per (queue id, user, mailbox) that makes Deliver idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
+from postmesh.api.store.v1 import store_pb2
+from postmesh.store import indexing
 from postmesh.store import validation as v
 from postmesh.store.blobs import BlobSource, BytesSource, spool
-from postmesh.store.errors import InvalidArgument
+from postmesh.store.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from postmesh.store.hierarchy import is_inferior
 from postmesh.store.model import (
+    INBOX,
+    AppendResult,
     BlobInfo,
+    Changes,
+    CopyResult,
+    CreateResult,
+    DeleteResult,
     DeliverResult,
     Delivery,
     ExpungeResult,
@@ -31,10 +46,26 @@ from postmesh.store.model import (
     FlagsResult,
     Mailbox,
     Message,
+    MessageIndex,
+    ProvisionResult,
+    Quota,
+    RenameResult,
+    SearchCandidate,
+    SearchResult,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_UPLOAD_PIN_SECONDS = 7 * 24 * 3600
+MAX_UIDS = 100_000  # per call; a gateway splits larger UID sets
+
+
+def _uids(values: Iterable[int]) -> list[int]:
+    wanted = sorted({v.uid(u) for u in values})
+    if not wanted:
+        raise InvalidArgument("no uids given")
+    if len(wanted) > MAX_UIDS:
+        raise InvalidArgument(f"too many uids in one call (at most {MAX_UIDS})")
+    return wanted
 
 
 class StoreRepository(ABC):
@@ -47,9 +78,14 @@ class StoreRepository(ABC):
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         upload_pin_seconds: int = DEFAULT_UPLOAD_PIN_SECONDS,
+        default_quota_bytes: int = 0,
+        default_quota_messages: int = 0,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.upload_pin_seconds = upload_pin_seconds
+        # Limits of a user without their own (SetQuota); 0 is unlimited.
+        self.default_quota_bytes = default_quota_bytes
+        self.default_quota_messages = default_quota_messages
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -64,9 +100,60 @@ class StoreRepository(ABC):
     async def ping(self) -> bool:
         """Readiness: is the backend reachable?"""
 
-    # -- public operations (validate, then delegate) ----------------------------------------
+    # -- users and mailboxes -----------------------------------------------------------------
+
+    async def provision_user(self, user: str) -> ProvisionResult:
+        """Make the user known with INBOX and the special-use mailboxes, subscribed (RFC 6154).
+        Idempotent: a later call creates none of them again, also after the user deleted or
+        renamed one (only the first call of a user creates the defaults)."""
+        return await self._provision(v.user(user))
+
+    async def create_mailbox(self, user: str, name: str, special_use: str = "") -> CreateResult:
+        """RFC 9051 section 6.3.4: missing superior names are created too."""
+        return await self._create_mailbox(
+            v.user(user), v.mailbox_name(name, allow_empty=False), v.special_use(special_use)
+        )
+
+    async def delete_mailbox(self, user: str, name: str) -> DeleteResult:
+        """RFC 9051 section 6.3.5: the messages go (their blob references with them); a
+        mailbox with inferiors stays as \\Noselect; INBOX and a \\Noselect mailbox with
+        inferiors cannot be deleted."""
+        canonical = v.mailbox_name(name, allow_empty=False)
+        if canonical == INBOX:
+            raise FailedPrecondition("INBOX cannot be deleted")
+        return await self._delete_mailbox(v.user(user), canonical)
+
+    async def rename_mailbox(self, user: str, name: str, new_name: str) -> RenameResult:
+        """RFC 9051 section 6.3.6: inferiors move along; renaming INBOX moves its messages to
+        a new mailbox and leaves INBOX (and its inferiors) in place, empty."""
+        old = v.mailbox_name(name, allow_empty=False)
+        new = v.mailbox_name(new_name, allow_empty=False)
+        if new in (old, INBOX):
+            raise AlreadyExists(f"mailbox {new!r} exists")
+        if is_inferior(new, old):
+            raise InvalidArgument(f"cannot rename {old!r} to its own inferior {new!r}")
+        return await self._rename_mailbox(v.user(user), old, new)
+
+    async def set_subscription(self, user: str, name: str, subscribed: bool) -> None:
+        """RFC 9051 section 6.3.7: a subscription may name a mailbox that does not exist."""
+        await self._set_subscription(
+            v.user(user), v.mailbox_name(name, allow_empty=False), subscribed
+        )
+
+    async def list_mailboxes(self, user: str) -> list[Mailbox]:
+        """Every mailbox of the user (\\Noselect parents too), by name."""
+        return await self._list_mailboxes(v.user(user))
+
+    async def list_subscriptions(self, user: str) -> list[str]:
+        return await self._list_subscriptions(v.user(user))
+
+    async def get_mailbox(self, user: str, name: str) -> Mailbox:
+        return await self._get_mailbox(v.user(user), v.mailbox_name(name))
+
+    # -- delivery and append -----------------------------------------------------------------
 
     async def deliver(self, delivery: Delivery) -> DeliverResult:
+        """Idempotent per (queue id, user, mailbox); provisions a user never seen before."""
         qid = v.queue_id(delivery.queue_id)
         user = v.user(delivery.user)
         mailbox = v.mailbox_name(delivery.mailbox)
@@ -90,8 +177,49 @@ class StoreRepository(ABC):
         else:
             assert delivery.blob_id is not None
             blob_id = v.blob_id(delivery.blob_id)
+        index = await self._index_of(blob_id, source)
         canonical = Delivery(qid, user, mailbox, None, blob_id, flags, internal_date)
-        return await self._deliver(canonical, source)
+        return await self._deliver(canonical, source, index)
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Iterable[str],
+        internal_date: int,
+        size: int,
+        stream: AsyncIterable[bytes],
+    ) -> AppendResult:
+        """IMAP APPEND. The declared size is checked against the quota before the content is
+        read, and against the content after. Not idempotent: a retried Append can make a second
+        copy, as an IMAP client retrying APPEND after a lost response can (RFC 9051 section
+        6.3.12 gives APPEND no key to detect it)."""
+        user = v.user(user)
+        mailbox = v.mailbox_name(mailbox)
+        canonical_flags = v.flags(flags)
+        if internal_date < 0:
+            raise InvalidArgument("internal_date is negative")
+        if size <= 0:
+            raise InvalidArgument("declared size is 0")
+        if size > self.max_message_bytes:
+            raise InvalidArgument(
+                f"message of {size} bytes exceeds the limit of {self.max_message_bytes} bytes"
+            )
+        await self._check_append(user, mailbox, size)
+        try:
+            source = await spool(stream, size)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"declared size {size} does not match the content: {e}") from e
+        try:
+            if source.size != size:
+                raise InvalidArgument(f"declared size {size} but {source.size} bytes were sent")
+            index = await self._index_of(source.blob_id, source)
+            assert index is not None  # the content is at hand
+            return await self._append(
+                user, mailbox, source, canonical_flags, internal_date or int(time.time()), index
+            )
+        finally:
+            source.close()
 
     async def put_blob(self, stream: AsyncIterable[bytes]) -> BlobInfo:
         """Store a blob no message references yet (claim check). It is pinned for
@@ -103,14 +231,30 @@ class StoreRepository(ABC):
             source.close()
         return BlobInfo(source.blob_id, source.size)
 
-    async def create_mailbox(self, user: str, name: str) -> Mailbox:
-        return await self._create_mailbox(v.user(user), v.mailbox_name(name))
+    async def _index_of(self, blob_id: str, source: BlobSource | None) -> MessageIndex | None:
+        """The parsed form of a content: stored with its blob by an earlier delivery (one
+        message to many users is parsed once), else parsed now; None when the content is
+        neither given nor stored (the backend then answers a redelivery, or refuses)."""
+        stored = await self._get_index(blob_id)
+        if stored is not None:
+            return stored
+        if source is None:
+            try:
+                chunks = await self._read_blob(blob_id)
+                source = BytesSource(b"".join([c async for c in chunks]))
+            except NotFound:
+                return None
+        return await asyncio.to_thread(indexing.index_content, source.read_all())
 
-    async def list_mailboxes(self, user: str) -> list[Mailbox]:
-        return await self._list_mailboxes(v.user(user))
+    async def _heal_index(self, blob_id: str) -> MessageIndex:
+        """Parse a stored message that has no index (stored before indexing existed)."""
+        chunks = await self._read_blob(blob_id)
+        raw = b"".join([c async for c in chunks])
+        index = await asyncio.to_thread(indexing.index_content, raw)
+        await self._put_index(blob_id, index)
+        return index
 
-    async def get_mailbox(self, user: str, name: str) -> Mailbox:
-        return await self._get_mailbox(v.user(user), v.mailbox_name(name))
+    # -- messages ----------------------------------------------------------------------------
 
     async def list_messages(
         self, user: str, mailbox: str, after_uid: int, limit: int
@@ -127,22 +271,90 @@ class StoreRepository(ABC):
         the first chunk for an unknown message."""
         return await self._read_message(v.user(user), v.mailbox_name(mailbox), v.uid(uid))
 
-    async def store_flags(
-        self, user: str, mailbox: str, uids: Iterable[int], mode: FlagsMode, flags: Iterable[str]
-    ) -> FlagsResult:
-        wanted = sorted({v.uid(u) for u in uids})
-        if not wanted:
-            raise InvalidArgument("no uids given")
-        return await self._store_flags(
-            v.user(user), v.mailbox_name(mailbox), wanted, mode, v.flags(flags)
+    async def get_meta(
+        self, user: str, mailbox: str, uids: Iterable[int]
+    ) -> list[tuple[int, bytes]]:
+        """(uid, serialized MessageMeta with uid 0) of those of ``uids`` that exist, ascending."""
+        rows = await self._get_meta(v.user(user), v.mailbox_name(mailbox), _uids(uids))
+        out: list[tuple[int, bytes]] = []
+        for uid, blob_id, meta in rows:
+            if meta is None:
+                meta = (await self._heal_index(blob_id)).meta
+            out.append((uid, meta))
+        return out
+
+    async def search(self, user: str, mailbox: str, criteria: store_pb2.SearchKey) -> SearchResult:
+        """IMAP SEARCH: matching UIDs ascending and their highest MODSEQ (RFC 7162 3.1.5).
+        Loads only what the criteria need: search documents for header/body/text keys, and
+        only the messages in a top-level UID set."""
+        indexing.validate(criteria)
+        content = indexing.needs_content(criteria)
+        max_uid, candidates = await self._search_candidates(
+            v.user(user), v.mailbox_name(mailbox), indexing.uid_bounds(criteria), content
         )
+        match = indexing.matcher(criteria, max_uid)
+        uids: list[int] = []
+        highest = 0
+        for cand in candidates:
+            if content and cand.search is None:
+                healed = await self._heal_index(cand.message.blob_id)
+                cand = SearchCandidate(cand.message, healed.sent_day, healed.search)
+            if match(cand):
+                uids.append(cand.message.uid)
+                highest = max(highest, cand.message.modseq)
+        return SearchResult(uids, highest)
+
+    async def store_flags(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Iterable[int],
+        mode: FlagsMode,
+        flags: Iterable[str],
+        unchanged_since: int = 0,
+    ) -> FlagsResult:
+        """``unchanged_since`` > 0: RFC 7162 section 3.1.3 UNCHANGEDSINCE."""
+        if unchanged_since < 0:
+            raise InvalidArgument("unchanged_since is negative")
+        return await self._store_flags(
+            v.user(user), v.mailbox_name(mailbox), _uids(uids), mode, v.flags(flags),
+            unchanged_since,
+        )  # fmt: skip
 
     async def expunge(
         self, user: str, mailbox: str, uids: Iterable[int] | None = None
     ) -> ExpungeResult:
         """Remove messages flagged \\Deleted (only those of ``uids`` if given and non-empty)."""
-        only = sorted({v.uid(u) for u in uids}) if uids else None
+        only = _uids(uids) if uids else None
         return await self._expunge(v.user(user), v.mailbox_name(mailbox), only)
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Iterable[int], destination: str
+    ) -> CopyResult:
+        """IMAP COPY: flags and internal date kept, a new blob reference per copy (no new
+        blob); all or nothing (RFC 9051 section 6.4.7)."""
+        return await self._copy(
+            v.user(user), v.mailbox_name(mailbox), _uids(uids),
+            v.mailbox_name(destination, allow_empty=False), move=False,
+        )  # fmt: skip
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Iterable[int], destination: str
+    ) -> CopyResult:
+        """IMAP MOVE (RFC 6851): a copy, then an expunge of the sources (one new MODSEQ)."""
+        return await self._copy(
+            v.user(user), v.mailbox_name(mailbox), _uids(uids),
+            v.mailbox_name(destination, allow_empty=False), move=True,
+        )  # fmt: skip
+
+    async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
+        """CONDSTORE/QRESYNC: live messages with MODSEQ > since (ascending UID) and the UIDs
+        expunged after it."""
+        if since_modseq < 0:
+            raise InvalidArgument("since_modseq is negative")
+        return await self._get_changes(v.user(user), v.mailbox_name(mailbox), since_modseq)
+
+    # -- blobs and quotas --------------------------------------------------------------------
 
     async def read_blob(self, blob_id: str) -> AsyncIterator[bytes]:
         """A stored blob's content in chunks (a pending upload too); NotFound if not stored."""
@@ -152,24 +364,73 @@ class StoreRepository(ABC):
         """How many messages reference the blob; None when the blob is not stored."""
         return await self._blob_refcount(v.blob_id(blob_id))
 
+    async def get_quota(self, user: str) -> Quota:
+        return await self._get_quota(v.user(user))
+
+    async def set_quota(self, user: str, storage_bytes: int, messages: int) -> Quota:
+        """Set the user's own limits (0 = unlimited), replacing the service default."""
+        if storage_bytes < 0 or messages < 0:
+            raise InvalidArgument("quota limits are negative")
+        return await self._set_quota(v.user(user), storage_bytes, messages)
+
     # -- backend operations (canonical input) ------------------------------------------------
 
     @abstractmethod
-    async def _deliver(self, delivery: Delivery, source: BlobSource | None) -> DeliverResult:
-        """``delivery.blob_id`` is always set; ``source`` is the content when the caller sent
-        it inline (the blob may then have to be written), None for a blob stored earlier."""
+    async def _provision(self, user: str) -> ProvisionResult: ...
 
     @abstractmethod
-    async def _put_blob(self, source: BlobSource) -> None: ...
+    async def _create_mailbox(self, user: str, name: str, special_use: str) -> CreateResult: ...
 
     @abstractmethod
-    async def _create_mailbox(self, user: str, name: str) -> Mailbox: ...
+    async def _delete_mailbox(self, user: str, name: str) -> DeleteResult: ...
+
+    @abstractmethod
+    async def _rename_mailbox(self, user: str, old: str, new: str) -> RenameResult: ...
+
+    @abstractmethod
+    async def _set_subscription(self, user: str, name: str, subscribed: bool) -> None: ...
 
     @abstractmethod
     async def _list_mailboxes(self, user: str) -> list[Mailbox]: ...
 
     @abstractmethod
+    async def _list_subscriptions(self, user: str) -> list[str]: ...
+
+    @abstractmethod
     async def _get_mailbox(self, user: str, name: str) -> Mailbox: ...
+
+    @abstractmethod
+    async def _deliver(
+        self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
+    ) -> DeliverResult:
+        """``delivery.blob_id`` is always set; ``source`` is the content when the caller sent
+        it inline (the blob may then have to be written), None for a blob stored earlier.
+        ``index`` is None only when the blob was not stored a moment ago: a redelivery is
+        answered as such, anything else is refused (unknown blob_id)."""
+
+    @abstractmethod
+    async def _check_append(self, user: str, mailbox: str, size: int) -> None:
+        """Known user, selectable mailbox, room for ``size`` bytes and one message."""
+
+    @abstractmethod
+    async def _append(
+        self,
+        user: str,
+        mailbox: str,
+        source: BlobSource,
+        flags: tuple[str, ...],
+        internal_date: int,
+        index: MessageIndex,
+    ) -> AppendResult: ...
+
+    @abstractmethod
+    async def _put_blob(self, source: BlobSource) -> None: ...
+
+    @abstractmethod
+    async def _get_index(self, blob_id: str) -> MessageIndex | None: ...
+
+    @abstractmethod
+    async def _put_index(self, blob_id: str, index: MessageIndex) -> None: ...
 
     @abstractmethod
     async def _list_messages(
@@ -180,12 +441,40 @@ class StoreRepository(ABC):
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]: ...
 
     @abstractmethod
+    async def _get_meta(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> list[tuple[int, str, bytes | None]]:
+        """(uid, blob_id, meta or None when not indexed) for the existing ``uids``."""
+
+    @abstractmethod
+    async def _search_candidates(
+        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
+    ) -> tuple[int, list[SearchCandidate]]:
+        """(highest UID in the mailbox, messages ascending): within ``bounds`` if given (see
+        ``indexing.resolve_bounds``), with search documents if ``content`` (None for a
+        message not indexed)."""
+
+    @abstractmethod
     async def _store_flags(
-        self, user: str, mailbox: str, uids: list[int], mode: FlagsMode, flags: tuple[str, ...]
+        self,
+        user: str,
+        mailbox: str,
+        uids: list[int],
+        mode: FlagsMode,
+        flags: tuple[str, ...],
+        unchanged_since: int,
     ) -> FlagsResult: ...
 
     @abstractmethod
     async def _expunge(self, user: str, mailbox: str, uids: list[int] | None) -> ExpungeResult: ...
+
+    @abstractmethod
+    async def _copy(
+        self, user: str, mailbox: str, uids: list[int], destination: str, *, move: bool
+    ) -> CopyResult: ...
+
+    @abstractmethod
+    async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes: ...
 
     @abstractmethod
     async def _read_blob(self, blob_id: str) -> AsyncIterator[bytes]: ...
@@ -193,9 +482,8 @@ class StoreRepository(ABC):
     @abstractmethod
     async def _blob_refcount(self, blob_id: str) -> int | None: ...
 
+    @abstractmethod
+    async def _get_quota(self, user: str) -> Quota: ...
 
-def new_uidvalidity() -> int:
-    """RFC 9051 section 2.3.1.1: UIDVALIDITY must never repeat for a (re)created name; seconds
-    since the epoch do that as long as one name is not recreated twice in one second (the
-    mailbox-management issue adds a per-user counter for that case)."""
-    return max(1, int(time.time()) & 0xFFFFFFFF)
+    @abstractmethod
+    async def _set_quota(self, user: str, storage_bytes: int, messages: int) -> Quota: ...

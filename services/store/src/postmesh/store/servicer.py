@@ -1,9 +1,15 @@
-"""gRPC StoreService on top of a StoreRepository: protobuf in/out, status codes, events."""
+"""gRPC StoreService on top of a StoreRepository: protobuf in/out, status codes, events.
+
+Every change publishes MailboxEvents after it is durable (``events.py``): MESSAGE_NEW for
+Deliver/Append/Copy/Move destinations, MESSAGE_EXPUNGED for Expunge and Move sources,
+FLAGS_CHANGED, and MAILBOX_CREATED/DELETED/RENAMED (a rename also announces the new name as
+created, since the event has one mailbox field).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -13,8 +19,9 @@ from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors, metrics
 from postmesh.store.events import EventPublisher, Kind
-from postmesh.store.model import Delivery, FlagsMode, Mailbox, Message
+from postmesh.store.model import INBOX, CopyResult, Delivery, FlagsMode, Mailbox, Message, Quota
 from postmesh.store.repository import StoreRepository
+from postmesh.store.validation import mailbox_name
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -23,6 +30,8 @@ _CODES: dict[type[errors.StoreError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
@@ -37,7 +46,8 @@ def _mailbox_info(m: Mailbox) -> store_pb2.MailboxInfo:
     return store_pb2.MailboxInfo(
         name=m.name, uidvalidity=m.uidvalidity, uidnext=m.uidnext,
         highestmodseq=m.highestmodseq, messages=m.messages, unseen=m.unseen,
-        special_use=m.special_use, subscribed=m.subscribed,
+        special_use=m.special_use, subscribed=m.subscribed, deleted=m.deleted, size=m.size,
+        noselect=m.noselect, has_children=m.has_children,
     )  # fmt: skip
 
 
@@ -45,6 +55,20 @@ def _summary(m: Message) -> store_pb2.MessageSummary:
     return store_pb2.MessageSummary(
         uid=m.uid, flags=list(m.flags), size=m.size, internal_date=m.internal_date,
         modseq=m.modseq, blob_id=m.blob_id,
+    )  # fmt: skip
+
+
+def _quota_info(q: Quota) -> store_pb2.QuotaInfo:
+    return store_pb2.QuotaInfo(
+        storage_used_bytes=q.storage_used, storage_limit_bytes=q.storage_limit,
+        messages_used=q.messages_used, message_limit=q.message_limit,
+    )  # fmt: skip
+
+
+def _copy_response(r: CopyResult) -> store_pb2.CopyMessagesResponse:
+    return store_pb2.CopyMessagesResponse(
+        destination_uidvalidity=r.uidvalidity, source_uids=r.source_uids,
+        destination_uids=r.dest_uids, expunged_uids=r.expunged,
     )  # fmt: skip
 
 
@@ -74,11 +98,16 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
 
+    # -- plumbing ----------------------------------------------------------------------------
+
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
         for cls, code in _CODES.items():
             if isinstance(exc, cls):
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS):
                     log.error("store call failed", extra=kv(error=str(exc), code=code.name))
+                elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    metrics.QUOTA_REFUSALS.inc()
+                    log.info("refused over quota", extra=kv(error=str(exc)))
                 await context.abort(code, str(exc))
         if isinstance(exc, self.repo.transient_errors):
             log.error("store backend unavailable", exc_info=exc)
@@ -103,6 +132,32 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         except Exception as exc:
             await self._fail(context, exc)
 
+    async def _publish(
+        self,
+        user: str,
+        mailbox: str,
+        kind: Kind.ValueType,
+        uids: Iterable[int] = (),
+        modseq: int = 0,
+        flags: Iterable[str] = (),
+    ) -> None:
+        await self.events.publish(user, mailbox, kind, uids, modseq, flags)
+
+    async def _publish_created(self, user: str, names: Iterable[str]) -> None:
+        for name in names:
+            await self._publish(user, name, Kind.KIND_MAILBOX_CREATED)
+
+    async def _publish_copy(self, user: str, source: str, dest: str, r: CopyResult) -> None:
+        if r.dest_uids:
+            await self._publish(user, dest, Kind.KIND_MESSAGE_NEW, r.dest_uids, r.modseq)
+        if r.expunged:
+            metrics.EXPUNGED.inc(len(r.expunged))
+            await self._publish(
+                user, source, Kind.KIND_MESSAGE_EXPUNGED, r.expunged, r.source_modseq
+            )
+
+    # -- delivery ----------------------------------------------------------------------------
+
     async def Deliver(
         self, request: store_pb2.DeliverRequest, context: grpc.aio.ServicerContext
     ) -> store_pb2.DeliverResponse:
@@ -123,27 +178,144 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             "message delivered",
             extra=kv(mailbox=r.mailbox, uid=r.uid, duplicate=r.duplicate, created=r.created),
         )
-        if r.mailbox_created:
-            await self.events.publish(request.user, r.mailbox, Kind.KIND_MAILBOX_CREATED)
+        await self._publish_created(request.user, r.created_mailboxes)
         if r.created:
-            await self.events.publish(
-                request.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq
-            )
+            await self._publish(request.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
         return store_pb2.DeliverResponse(
             uid=r.uid, uidvalidity=r.uidvalidity, duplicate=r.duplicate, mailbox=r.mailbox
+        )
+
+    async def Append(
+        self,
+        request_iterator: AsyncIterable[store_pb2.AppendRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> store_pb2.AppendResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("part") != "header":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Append must start with an AppendHeader"
+            )
+        assert first is not None
+        h = first.header
+        bind_log_context(user=h.user)
+
+        async def content() -> AsyncIterator[bytes]:
+            async for req in requests:
+                if req.WhichOneof("part") != "chunk":
+                    raise errors.InvalidArgument("Append carries one AppendHeader, then chunks")
+                metrics.APPEND_BYTES.inc(len(req.chunk))
+                yield req.chunk
+
+        r = await self._call(
+            context,
+            self.repo.append(h.user, h.mailbox, h.flags, h.internal_date, h.size, content()),
+        )
+        log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))
+        await self._publish(h.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
+        return store_pb2.AppendResponse(uid=r.uid, uidvalidity=r.uidvalidity)
+
+    async def PutBlob(
+        self,
+        request_iterator: AsyncIterable[store_pb2.ContentChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> store_pb2.PutBlobResponse:
+        async def data() -> AsyncIterator[bytes]:
+            async for chunk in request_iterator:
+                metrics.BLOB_UPLOAD_BYTES.inc(len(chunk.data))
+                yield chunk.data
+
+        info = await self._call(context, self.repo.put_blob(data()))
+        log.info("blob stored", extra=kv(blob_id=info.blob_id, size=info.size))
+        return store_pb2.PutBlobResponse(blob_id=info.blob_id, size=info.size)
+
+    async def GetBlob(
+        self, request: store_pb2.GetBlobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[store_pb2.ContentChunk]:
+        chunks = await self._call(context, self.repo.read_blob(request.blob_id))
+        async for chunk in self._stream(context, chunks):
+            yield chunk
+
+    # -- mailboxes ---------------------------------------------------------------------------
+
+    async def ProvisionUser(
+        self, request: store_pb2.ProvisionUserRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.ListMailboxesResponse:
+        r = await self._call(context, self.repo.provision_user(request.user))
+        if r.created:
+            log.info("user provisioned", extra=kv(user=request.user, created=r.created))
+        await self._publish_created(request.user, r.created)
+        subs = await self._call(context, self.repo.list_subscriptions(request.user))
+        return store_pb2.ListMailboxesResponse(
+            mailboxes=[_mailbox_info(m) for m in r.mailboxes], subscriptions=subs
         )
 
     async def ListMailboxes(
         self, request: store_pb2.ListMailboxesRequest, context: grpc.aio.ServicerContext
     ) -> store_pb2.ListMailboxesResponse:
         boxes = await self._call(context, self.repo.list_mailboxes(request.user))
-        return store_pb2.ListMailboxesResponse(mailboxes=[_mailbox_info(m) for m in boxes])
+        subs = await self._call(context, self.repo.list_subscriptions(request.user))
+        return store_pb2.ListMailboxesResponse(
+            mailboxes=[_mailbox_info(m) for m in boxes], subscriptions=subs
+        )
 
     async def GetMailbox(
         self, request: store_pb2.GetMailboxRequest, context: grpc.aio.ServicerContext
     ) -> store_pb2.MailboxInfo:
         box = await self._call(context, self.repo.get_mailbox(request.user, request.mailbox))
         return _mailbox_info(box)
+
+    async def CreateMailbox(
+        self, request: store_pb2.CreateMailboxRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.MailboxInfo:
+        r = await self._call(
+            context,
+            self.repo.create_mailbox(request.user, request.mailbox, request.special_use),
+        )
+        await self._publish_created(request.user, r.created)
+        return _mailbox_info(r.mailbox)
+
+    async def DeleteMailbox(
+        self, request: store_pb2.DeleteMailboxRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.DeleteMailboxResponse:
+        r = await self._call(context, self.repo.delete_mailbox(request.user, request.mailbox))
+        log.info(
+            "mailbox deleted",
+            extra=kv(user=request.user, mailbox=request.mailbox, messages=r.messages_deleted),
+        )
+        names = [mailbox_name(request.mailbox), *r.removed] if r.kept_as_noselect else r.removed
+        for name in names:
+            await self._publish(request.user, name, Kind.KIND_MAILBOX_DELETED)
+        return store_pb2.DeleteMailboxResponse(messages_deleted=r.messages_deleted)
+
+    async def RenameMailbox(
+        self, request: store_pb2.RenameMailboxRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.MailboxInfo:
+        r = await self._call(
+            context, self.repo.rename_mailbox(request.user, request.mailbox, request.new_name)
+        )
+        user = request.user
+        await self._publish_created(user, r.created)
+        if r.renamed and r.renamed[0][0] == INBOX:
+            await self._publish_created(user, [r.mailbox.name])
+            if r.moved is not None:
+                await self._publish_copy(user, INBOX, r.mailbox.name, r.moved)
+        else:
+            for old, new in r.renamed:
+                await self._publish(user, old, Kind.KIND_MAILBOX_RENAMED)
+                await self._publish(user, new, Kind.KIND_MAILBOX_CREATED)
+        return _mailbox_info(r.mailbox)
+
+    async def SetSubscription(
+        self, request: store_pb2.SetSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.SetSubscriptionResponse:
+        await self._call(
+            context,
+            self.repo.set_subscription(request.user, request.mailbox, request.subscribed),
+        )
+        return store_pb2.SetSubscriptionResponse()
+
+    # -- messages ----------------------------------------------------------------------------
 
     async def ListMessages(
         self, request: store_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
@@ -164,12 +336,37 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         async for chunk in self._stream(context, chunks):
             yield chunk
 
-    async def GetBlob(
-        self, request: store_pb2.GetBlobRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[store_pb2.ContentChunk]:
-        chunks = await self._call(context, self.repo.read_blob(request.blob_id))
-        async for chunk in self._stream(context, chunks):
-            yield chunk
+    async def GetMessageMeta(
+        self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.GetMessageMetaResponse:
+        found = await self._call(
+            context, self.repo.get_meta(request.user, request.mailbox, request.uids)
+        )
+        resp = store_pb2.GetMessageMetaResponse()
+        for uid, meta in found:
+            m = resp.messages.add()
+            m.ParseFromString(meta)
+            m.uid = uid
+        return resp
+
+    async def Search(
+        self, request: store_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.SearchResponse:
+        r = await self._call(
+            context, self.repo.search(request.user, request.mailbox, request.criteria)
+        )
+        return store_pb2.SearchResponse(uids=r.uids, highest_modseq=r.highest_modseq)
+
+    async def GetChanges(
+        self, request: store_pb2.GetChangesRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.GetChangesResponse:
+        r = await self._call(
+            context, self.repo.get_changes(request.user, request.mailbox, request.since_modseq)
+        )
+        return store_pb2.GetChangesResponse(
+            changed=[_summary(m) for m in r.changed], expunged_uids=r.expunged,
+            highestmodseq=r.highestmodseq, uidvalidity=r.uidvalidity,
+        )  # fmt: skip
 
     async def StoreFlags(
         self, request: store_pb2.StoreFlagsRequest, context: grpc.aio.ServicerContext
@@ -180,21 +377,26 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         assert mode is not None
         r = await self._call(
             context,
-            self.repo.store_flags(request.user, request.mailbox, request.uids, mode, request.flags),
-        )
+            self.repo.store_flags(
+                request.user, request.mailbox, request.uids, mode, request.flags,
+                request.unchanged_since,
+            ),
+        )  # fmt: skip
         # One event per resulting flag set, so each names the exact flags its UIDs now have.
         groups: dict[tuple[str, ...], list[Message]] = defaultdict(list)
         changed = set(r.changed)
         for m in r.messages:
             if m.uid in changed:
                 groups[m.flags].append(m)
-        mailbox = request.mailbox or "INBOX"
+        mailbox = mailbox_name(request.mailbox)
         for flags, msgs in groups.items():
-            await self.events.publish(
+            await self._publish(
                 request.user, mailbox, Kind.KIND_FLAGS_CHANGED,
                 [m.uid for m in msgs], max(m.modseq for m in msgs), flags,
             )  # fmt: skip
-        return store_pb2.StoreFlagsResponse(updated=[_summary(m) for m in r.messages])
+        return store_pb2.StoreFlagsResponse(
+            updated=[_summary(m) for m in r.messages], modified=r.modified
+        )
 
     async def Expunge(
         self, request: store_pb2.ExpungeRequest, context: grpc.aio.ServicerContext
@@ -204,22 +406,56 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         if r.uids:
             metrics.EXPUNGED.inc(len(r.uids))
-            await self.events.publish(
-                request.user, request.mailbox or "INBOX", Kind.KIND_MESSAGE_EXPUNGED, r.uids,
+            await self._publish(
+                request.user, mailbox_name(request.mailbox), Kind.KIND_MESSAGE_EXPUNGED, r.uids,
                 r.modseq,
             )  # fmt: skip
         return store_pb2.ExpungeResponse(expunged_uids=r.uids)
 
-    async def PutBlob(
-        self,
-        request_iterator: AsyncIterable[store_pb2.ContentChunk],
-        context: grpc.aio.ServicerContext,
-    ) -> store_pb2.PutBlobResponse:
-        async def data() -> AsyncIterator[bytes]:
-            async for chunk in request_iterator:
-                metrics.BLOB_UPLOAD_BYTES.inc(len(chunk.data))
-                yield chunk.data
+    async def CopyMessages(
+        self, request: store_pb2.CopyMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.CopyMessagesResponse:
+        r = await self._call(
+            context,
+            self.repo.copy_messages(
+                request.user, request.mailbox, request.uids, request.destination
+            ),
+        )
+        await self._publish_copy(
+            request.user, mailbox_name(request.mailbox), mailbox_name(request.destination), r
+        )
+        return _copy_response(r)
 
-        info = await self._call(context, self.repo.put_blob(data()))
-        log.info("blob stored", extra=kv(blob_id=info.blob_id, size=info.size))
-        return store_pb2.PutBlobResponse(blob_id=info.blob_id, size=info.size)
+    async def MoveMessages(
+        self, request: store_pb2.CopyMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.CopyMessagesResponse:
+        r = await self._call(
+            context,
+            self.repo.move_messages(
+                request.user, request.mailbox, request.uids, request.destination
+            ),
+        )
+        await self._publish_copy(
+            request.user, mailbox_name(request.mailbox), mailbox_name(request.destination), r
+        )
+        return _copy_response(r)
+
+    # -- quotas ------------------------------------------------------------------------------
+
+    async def GetQuota(
+        self, request: store_pb2.GetQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.QuotaInfo:
+        return _quota_info(await self._call(context, self.repo.get_quota(request.user)))
+
+    async def SetQuota(
+        self, request: store_pb2.SetQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.QuotaInfo:
+        q = await self._call(
+            context,
+            self.repo.set_quota(request.user, request.storage_limit_bytes, request.message_limit),
+        )
+        log.info(
+            "quota set",
+            extra=kv(user=request.user, storage=q.storage_limit, messages=q.message_limit),
+        )
+        return _quota_info(q)

@@ -29,6 +29,10 @@ class StoreSettings(ServiceSettings):
     # ListMessages page size when the request says 0, and the most one page may hold.
     store_default_page_size: int = Field(default=500, gt=0, le=10_000)
     store_max_page_size: int = Field(default=5000, gt=0, le=100_000)
+    # Quota of a user without their own (SetQuota): storage in bytes and message count, 0 for
+    # unlimited (RFC 9208 STORAGE and MESSAGE). Enforced on Deliver, Append and Copy.
+    store_default_quota_bytes: int = Field(default=0, ge=0)
+    store_default_quota_messages: int = Field(default=0, ge=0)
     # A mailbox event that cannot be published within this time is logged and dropped
     # (the store is the source of truth; readers resynchronise from MODSEQ).
     store_event_publish_timeout_seconds: float = Field(default=5.0, gt=0)

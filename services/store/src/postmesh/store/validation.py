@@ -11,7 +11,9 @@ from postmesh.store.model import INBOX, FlagsMode
 
 HIERARCHY_SEPARATOR = "/"
 MAX_USER_CHARS = 320  # RFC 5321 section 4.5.3.1: 64 local part + @ + 255 domain
-MAX_MAILBOX_BYTES = 512
+# Dovecot and Cyrus cap names near 255 octets; longer ones break file-system backed peers
+# (migration with imapsync/dsync) and are never needed.
+MAX_MAILBOX_BYTES = 255
 MAX_QUEUE_ID_CHARS = 128
 MAX_KEYWORD_CHARS = 100
 MAX_FLAGS = 64
@@ -19,6 +21,10 @@ MAX_FLAGS = 64
 # RFC 9051 section 2.3.2: the system flags a client may store. \Recent is gone in IMAP4rev2.
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
 SEEN = "\\Seen"
+# RFC 6154 section 2 special-use attributes this store lets a mailbox carry.
+SPECIAL_USES = {
+    f.lower(): f for f in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash", "\\Important")
+}
 DELETED = "\\Deleted"
 
 # RFC 9051 section 9: flag-keyword = atom; ATOM-CHAR is any CHAR except atom-specials
@@ -49,23 +55,51 @@ def queue_id(value: str) -> str:
     return value
 
 
-def mailbox_name(value: str) -> str:
-    """Canonical mailbox name: empty means INBOX, INBOX is case-insensitive (RFC 9051 section
-    5.1), NFC-normalised UTF-8 (Net-Unicode, RFC 5198), "/" separates levels."""
+def mailbox_name(value: str, *, allow_empty: bool = True) -> str:
+    """Canonical mailbox name: empty means INBOX (where ``allow_empty``), INBOX is case-
+    insensitive (RFC 9051 section 5.1), NFC-normalised UTF-8 (Net-Unicode, RFC 5198), "/"
+    separates levels."""
     if not value:
-        return INBOX
+        if allow_empty:
+            return INBOX
+        raise InvalidArgument("mailbox name is empty")
     name = unicodedata.normalize("NFC", value)
     if _has_control(name) or "%" in name or "*" in name:
         # LIST wildcards (RFC 9051 section 6.3.9) and controls cannot be named reliably.
-        raise InvalidArgument(f"invalid mailbox name {value[:80]!r}")
+        raise InvalidArgument(f"invalid mailbox name {value[:80]!r}: wildcard or control character")
     if len(name.encode()) > MAX_MAILBOX_BYTES:
-        raise InvalidArgument("mailbox name too long")
+        raise InvalidArgument(f"mailbox name longer than {MAX_MAILBOX_BYTES} octets")
     parts = name.split(HIERARCHY_SEPARATOR)
     if any(p == "" for p in parts):
         raise InvalidArgument(f"invalid mailbox name {value[:80]!r}: empty hierarchy level")
+    if any(p in (".", "..") for p in parts):
+        # Path-like levels: refused so no export to a file-system layout can be escaped.
+        raise InvalidArgument(f"invalid mailbox name {value[:80]!r}: '.' or '..' level")
     if parts[0].upper() == INBOX:
         parts[0] = INBOX
     return HIERARCHY_SEPARATOR.join(parts)
+
+
+def special_use(value: str) -> str:
+    """RFC 6154 section 2 attribute with its backslash, canonical case; empty for none.
+    \\All and \\Flagged are refused: they promise virtual views this store does not build."""
+    if not value:
+        return ""
+    canonical = SPECIAL_USES.get(value.lower())
+    if canonical is None:
+        raise InvalidArgument(f"special-use {value[:40]!r} is not supported")
+    return canonical
+
+
+def uid_range(first: int, last: int) -> tuple[int, int]:
+    """An inclusive UID range; ``last`` 0 stands for "*" (the highest UID)."""
+    uid(first)
+    if last == 0:
+        return first, 0xFFFFFFFF
+    uid(last)
+    if first > last:
+        raise InvalidArgument(f"invalid uid range {first}:{last}: first is above last")
+    return first, last
 
 
 def flag(value: str) -> str:

@@ -5,6 +5,8 @@ Collections:
 - ``blob_chunks``: {blob: key, n, data}, unique (blob, n); ``key`` names one incarnation of a
                    blob, so a deleter of an old incarnation never removes a newer one's chunks.
 - ``blob_refs``:   {_id: ref id, blob_id, kind: message|upload}; one document per reference.
+- ``blob_index``:  {_id: blob id, meta, search, sent_day}: the parsed form of the content
+                   (deterministic, so a copy left behind by a crashed deleter is still right).
 
 The reference count is the number of ``message`` refs. Counting documents instead of keeping a
 counter makes every step idempotent (insert-if-absent and delete-by-id can be retried after a
@@ -31,6 +33,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from postmesh.common.logging import get_logger, kv
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from postmesh.store.model import MessageIndex
 
 log = get_logger(__name__)
 
@@ -52,12 +55,28 @@ class MongoBlobStore:
         blobs: AsyncCollection[Doc],
         chunks: AsyncCollection[Doc],
         refs: AsyncCollection[Doc],
+        index: AsyncCollection[Doc],
     ) -> None:
-        self.blobs, self.chunks, self.refs = blobs, chunks, refs
+        self.blobs, self.chunks, self.refs, self.index = blobs, chunks, refs, index
 
     async def create_indexes(self) -> None:
         await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)
         await self.refs.create_index([("blob_id", ASCENDING), ("kind", ASCENDING)])
+
+    async def get_index(self, blob_id: str) -> MessageIndex | None:
+        doc = await self.index.find_one({"_id": blob_id})
+        if doc is None:
+            return None
+        return MessageIndex(bytes(doc["meta"]), bytes(doc["search"]), doc.get("sent_day"))
+
+    async def put_index(self, blob_id: str, index: MessageIndex) -> None:
+        """Insert if absent; call with a reference held, so the blob cannot be deleted
+        meanwhile (the deleter removes the index before the blob document)."""
+        doc = {"meta": index.meta, "search": index.search, "sent_day": index.sent_day}
+        try:
+            await self.index.update_one({"_id": blob_id}, {"$setOnInsert": doc}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a concurrent writer of the same content: same values
 
     async def find(self, blob_id: str) -> Doc | None:
         return await self.blobs.find_one({"_id": blob_id})
@@ -176,6 +195,7 @@ class MongoBlobStore:
             )
             return False
         await self.chunks.delete_many({"blob": doc["key"]})
+        await self.index.delete_one({"_id": blob_id})
         await self.blobs.delete_one({"_id": blob_id, "key": doc["key"], "state": DELETING})
         return True
 

@@ -1,23 +1,29 @@
 """The store on SQLite (stdlib sqlite3 in worker threads).
 
 One connection, one writer at a time (an asyncio lock), each operation one transaction begun
-with BEGIN IMMEDIATE, so a crash at any point leaves either all or none of its writes.
+with BEGIN IMMEDIATE, so a crash at any point leaves either all or none of its writes: no
+operation can lose or duplicate a message. The operations themselves are in ``mailboxes.py``
+and ``messages.py``; this class runs them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from postmesh.store.blobs import BlobSource, chunk_count
-from postmesh.store.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
+from postmesh.store.errors import DataLoss, NotFound
 from postmesh.store.model import (
-    INBOX,
+    AppendResult,
+    Changes,
+    CopyResult,
+    CreateResult,
+    DeleteResult,
     DeliverResult,
     Delivery,
     ExpungeResult,
@@ -25,20 +31,19 @@ from postmesh.store.model import (
     FlagsResult,
     Mailbox,
     Message,
+    MessageIndex,
+    ProvisionResult,
+    Quota,
+    RenameResult,
+    SearchCandidate,
 )
-from postmesh.store.repository import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_UPLOAD_PIN_SECONDS,
-    StoreRepository,
-    new_uidvalidity,
-)
-from postmesh.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
-from postmesh.store.validation import DELETED, SEEN, apply_flags
+from postmesh.store.repository import StoreRepository
+from postmesh.store.sqlite import mailboxes as mb
+from postmesh.store.sqlite import messages as msg
+from postmesh.store.sqlite import rows
+from postmesh.store.sqlite.schema import migrate
 
 T = TypeVar("T")
-
-_MAILBOX_COLS = "id, user, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed"
-_MESSAGE_COLS = "uid, flags, size, internal_date, modseq, blob_id"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -49,30 +54,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     # offset) must survive a power cut.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(f"{path} has schema version {version}, newer than this store")
-    conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    migrate(conn)
     return conn
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    uid, flags, size, internal_date, modseq, blob_id = row
-    return Message(int(uid), tuple(json.loads(flags)), size, internal_date, modseq, blob_id)
 
 
 class SqliteStoreRepository(StoreRepository):
     transient_errors = (sqlite3.OperationalError,)
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        upload_pin_seconds: int = DEFAULT_UPLOAD_PIN_SECONDS,
-    ) -> None:
-        super().__init__(max_message_bytes=max_message_bytes, upload_pin_seconds=upload_pin_seconds)
+    def __init__(self, path: Path, **limits: int) -> None:
+        super().__init__(**limits)
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -121,187 +111,90 @@ class SqliteStoreRepository(StoreRepository):
         async with self._lock:
             return await asyncio.to_thread(txn)
 
-    @staticmethod
-    def _mailbox_row(conn: sqlite3.Connection, user: str, name: str) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = conn.execute(
-            f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE user = ? AND name = ?", (user, name)
-        ).fetchone()
-        return row
+    @property
+    def _quota_defaults(self) -> tuple[int, int]:
+        return self.default_quota_bytes, self.default_quota_messages
 
-    @classmethod
-    def _require_mailbox(cls, conn: sqlite3.Connection, user: str, name: str) -> tuple[Any, ...]:
-        row = cls._mailbox_row(conn, user, name)
-        if row is None:
-            raise NotFound(f"mailbox {name!r} of {user} does not exist")
-        return row
+    # -- mailboxes ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _insert_mailbox(conn: sqlite3.Connection, user: str, name: str) -> None:
-        conn.execute(
-            "INSERT INTO mailboxes (user, name, uidvalidity, uidnext, highestmodseq,"
-            " subscribed, created_at) VALUES (?, ?, ?, 1, 1, ?, ?)",
-            (user, name, new_uidvalidity(), int(name == INBOX), int(time.time())),
+    async def _provision(self, user: str) -> ProvisionResult:
+        return await self._write(lambda c: mb.provision(c, user))
+
+    async def _create_mailbox(self, user: str, name: str, special_use: str) -> CreateResult:
+        return await self._write(lambda c: mb.create(c, user, name, special_use))
+
+    async def _delete_mailbox(self, user: str, name: str) -> DeleteResult:
+        return await self._write(lambda c: mb.delete(c, user, name))
+
+    async def _rename_mailbox(self, user: str, old: str, new: str) -> RenameResult:
+        return await self._write(lambda c: mb.rename(c, user, old, new))
+
+    async def _set_subscription(self, user: str, name: str, subscribed: bool) -> None:
+        await self._write(lambda c: mb.set_subscription(c, user, name, subscribed))
+
+    async def _list_mailboxes(self, user: str) -> list[Mailbox]:
+        return await self._read(lambda c: mb.list_mailboxes(c, user))
+
+    async def _list_subscriptions(self, user: str) -> list[str]:
+        return await self._read(lambda c: mb.list_subscriptions(c, user))
+
+    async def _get_mailbox(self, user: str, name: str) -> Mailbox:
+        return await self._read(lambda c: mb.get(c, user, name))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def _deliver(
+        self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
+    ) -> DeliverResult:
+        return await self._write(
+            lambda c: msg.deliver(c, delivery, source, index, self._quota_defaults)
         )
 
-    @staticmethod
-    def _to_mailbox(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Mailbox:
-        mid, user, name, uidvalidity, uidnext, modseq, special_use, subscribed = row
-        total, seen = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(seen), 0) FROM messages WHERE mailbox_id = ?", (mid,)
-        ).fetchone()
-        return Mailbox(
-            str(mid), user, name, uidvalidity, uidnext, modseq, total, total - seen,
-            special_use, bool(subscribed),
+    async def _check_append(self, user: str, mailbox: str, size: int) -> None:
+        await self._read(lambda c: msg.check_append(c, user, mailbox, size, self._quota_defaults))
+
+    async def _append(
+        self,
+        user: str,
+        mailbox: str,
+        source: BlobSource,
+        flags: tuple[str, ...],
+        internal_date: int,
+        index: MessageIndex,
+    ) -> AppendResult:
+        fn = functools.partial(
+            msg.append, user=user, mailbox=mailbox, source=source, flags=flags,
+            internal_date=internal_date, index=index, quota_defaults=self._quota_defaults,
         )  # fmt: skip
-
-    @staticmethod
-    def _bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
-        row = conn.execute(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?"
-            " RETURNING highestmodseq",
-            (mailbox_id,),
-        ).fetchone()
-        return int(row[0])
-
-    @staticmethod
-    def _store_blob(conn: sqlite3.Connection, source: BlobSource, refs: int, pin: int) -> None:
-        """Insert the blob with its chunks if new, else add ``refs`` and extend the pin."""
-        cur = conn.execute(
-            "UPDATE blobs SET refcount = refcount + ?, pinned_until = MAX(pinned_until, ?)"
-            " WHERE id = ?",
-            (refs, pin, source.blob_id),
-        )
-        if cur.rowcount:
-            return
-        conn.execute(
-            "INSERT INTO blobs (id, size, refcount, pinned_until, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (source.blob_id, source.size, refs, pin, int(time.time())),
-        )
-        conn.executemany(
-            "INSERT INTO blob_chunks (blob_id, n, data) VALUES (?, ?, ?)",
-            ((source.blob_id, n, source.read_chunk(n)) for n in range(source.chunks)),
-        )
-
-    @staticmethod
-    def _release_blob(conn: sqlite3.Connection, blob_id: str, refs: int) -> None:
-        row = conn.execute(
-            "UPDATE blobs SET refcount = refcount - ? WHERE id = ? RETURNING refcount,"
-            " pinned_until",
-            (refs, blob_id),
-        ).fetchone()
-        if row is not None and row[0] <= 0 and row[1] <= time.time():
-            conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
-            conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-
-    # -- operations --------------------------------------------------------------------------
-
-    async def _deliver(self, delivery: Delivery, source: BlobSource | None) -> DeliverResult:
-        assert delivery.blob_id is not None
-        blob_id = delivery.blob_id
-
-        def txn(conn: sqlite3.Connection) -> DeliverResult:
-            key = (delivery.queue_id, delivery.user, delivery.mailbox)
-            done = conn.execute(
-                "SELECT uid, uidvalidity, modseq FROM deliveries"
-                " WHERE queue_id = ? AND user = ? AND mailbox = ?",
-                key,
-            ).fetchone()
-            if done is not None:
-                return DeliverResult(
-                    done[0], done[1], delivery.mailbox, done[2], duplicate=True, created=False
-                )
-            created = False
-            row = self._mailbox_row(conn, delivery.user, delivery.mailbox)
-            if row is None and delivery.mailbox == INBOX:
-                # INBOX exists for every user from the first delivery on (RFC 9051 5.1).
-                self._insert_mailbox(conn, delivery.user, INBOX)
-                row = self._mailbox_row(conn, delivery.user, INBOX)
-                created = True
-            if row is None:
-                raise NotFound(f"mailbox {delivery.mailbox!r} of {delivery.user} does not exist")
-            mailbox_id, uidvalidity = row[0], row[3]
-            if source is not None:
-                self._store_blob(conn, source, 1, 0)
-                size = source.size
-            else:
-                got = conn.execute(
-                    "UPDATE blobs SET refcount = refcount + 1 WHERE id = ? RETURNING size",
-                    (blob_id,),
-                ).fetchone()
-                if got is None:
-                    raise InvalidArgument(f"unknown blob_id {blob_id}")
-                size = got[0]
-            uid, modseq = conn.execute(
-                "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
-                " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
-                (mailbox_id,),
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted,"
-                " internal_date, size, blob_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    mailbox_id, uid, modseq, json.dumps(delivery.flags),
-                    int(SEEN in delivery.flags), int(DELETED in delivery.flags),
-                    delivery.internal_date, size, blob_id,
-                ),
-            )  # fmt: skip
-            conn.execute(
-                "INSERT INTO deliveries (queue_id, user, mailbox, uid, uidvalidity, modseq,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, uid, uidvalidity, modseq, int(time.time())),
-            )
-            return DeliverResult(
-                uid, uidvalidity, delivery.mailbox, modseq, duplicate=False, created=True,
-                mailbox_created=created,
-            )  # fmt: skip
-
-        return await self._write(txn)
+        return await self._write(fn)
 
     async def _put_blob(self, source: BlobSource) -> None:
         pin = int(time.time()) + self.upload_pin_seconds
-        await self._write(lambda conn: self._store_blob(conn, source, 0, pin))
+        await self._write(lambda c: rows.store_blob(c, source, 0, pin))
 
-    async def _create_mailbox(self, user: str, name: str) -> Mailbox:
-        def txn(conn: sqlite3.Connection) -> Mailbox:
-            if self._mailbox_row(conn, user, name) is not None:
-                raise AlreadyExists(f"mailbox {name!r} of {user} exists")
-            self._insert_mailbox(conn, user, name)
-            return self._to_mailbox(conn, self._require_mailbox(conn, user, name))
-
-        return await self._write(txn)
-
-    async def _list_mailboxes(self, user: str) -> list[Mailbox]:
-        def q(conn: sqlite3.Connection) -> list[Mailbox]:
-            rows = conn.execute(
-                f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE user = ? ORDER BY name", (user,)
-            ).fetchall()
-            return [self._to_mailbox(conn, r) for r in rows]
-
-        return await self._read(q)
-
-    async def _get_mailbox(self, user: str, name: str) -> Mailbox:
-        return await self._read(
-            lambda conn: self._to_mailbox(conn, self._require_mailbox(conn, user, name))
+    async def _get_index(self, blob_id: str) -> MessageIndex | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT meta, search, sent_day FROM blob_index WHERE blob_id = ?", (blob_id,)
+            ).fetchone()
         )
+        return None if row is None else MessageIndex(bytes(row[0]), bytes(row[1]), row[2])
+
+    async def _put_index(self, blob_id: str, index: MessageIndex) -> None:
+        def txn(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
+                rows.put_index(c, blob_id, index)
+
+        await self._write(txn)
 
     async def _list_messages(
         self, user: str, mailbox: str, after_uid: int, limit: int
     ) -> tuple[list[Message], bool]:
-        def q(conn: sqlite3.Connection) -> tuple[list[Message], bool]:
-            mailbox_id = self._require_mailbox(conn, user, mailbox)[0]
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND uid > ?"
-                " ORDER BY uid LIMIT ?",
-                (mailbox_id, after_uid, limit + 1),
-            ).fetchall()
-            return [_message(r) for r in rows[:limit]], len(rows) > limit
-
-        return await self._read(q)
+        return await self._read(lambda c: msg.list_messages(c, user, mailbox, after_uid, limit))
 
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
         def find(conn: sqlite3.Connection) -> tuple[str, int]:
-            mailbox_id = self._require_mailbox(conn, user, mailbox)[0]
+            mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
             row = conn.execute(
                 "SELECT blob_id, size FROM messages WHERE mailbox_id = ? AND uid = ?",
                 (mailbox_id, uid),
@@ -312,6 +205,44 @@ class SqliteStoreRepository(StoreRepository):
 
         blob_id, size = await self._read(find)
         return self._chunks(blob_id, size, uid)
+
+    async def _get_meta(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> list[tuple[int, str, bytes | None]]:
+        return await self._read(lambda c: msg.get_meta(c, user, mailbox, uids))
+
+    async def _search_candidates(
+        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
+    ) -> tuple[int, list[SearchCandidate]]:
+        return await self._read(lambda c: msg.search_candidates(c, user, mailbox, bounds, content))
+
+    async def _store_flags(
+        self,
+        user: str,
+        mailbox: str,
+        uids: list[int],
+        mode: FlagsMode,
+        flags: tuple[str, ...],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        return await self._write(
+            lambda c: msg.store_flags(c, user, mailbox, uids, mode, flags, unchanged_since)
+        )
+
+    async def _expunge(self, user: str, mailbox: str, uids: list[int] | None) -> ExpungeResult:
+        return await self._write(lambda c: msg.expunge(c, user, mailbox, uids))
+
+    async def _copy(
+        self, user: str, mailbox: str, uids: list[int], destination: str, *, move: bool
+    ) -> CopyResult:
+        return await self._write(
+            lambda c: msg.copy(c, user, mailbox, uids, destination, move, self._quota_defaults)
+        )
+
+    async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
+        return await self._read(lambda c: msg.get_changes(c, user, mailbox, since))
+
+    # -- blobs and quotas --------------------------------------------------------------------
 
     async def _read_blob(self, blob_id: str) -> AsyncIterator[bytes]:
         row = await self._read(
@@ -336,80 +267,22 @@ class SqliteStoreRepository(StoreRepository):
                 raise NotFound(f"blob {blob_id} was deleted while being read")
             yield bytes(row[0])
 
-    async def _store_flags(
-        self, user: str, mailbox: str, uids: list[int], mode: FlagsMode, flags: tuple[str, ...]
-    ) -> FlagsResult:
-        def txn(conn: sqlite3.Connection) -> FlagsResult:
-            mailbox_id = self._require_mailbox(conn, user, mailbox)[0]
-            found = self._select_uids(conn, mailbox_id, uids)
-            result = FlagsResult()
-            modseq = 0
-            for msg in found:
-                new = apply_flags(msg.flags, mode, flags)
-                if set(new) == set(msg.flags):
-                    result.messages.append(msg)
-                    continue
-                # RFC 7162 section 3.1: one new MODSEQ for the messages one STORE changed.
-                modseq = modseq or self._bump_modseq(conn, mailbox_id)
-                conn.execute(
-                    "UPDATE messages SET flags = ?, seen = ?, deleted = ?, modseq = ?"
-                    " WHERE mailbox_id = ? AND uid = ?",
-                    (json.dumps(new), int(SEEN in new), int(DELETED in new), modseq,
-                     mailbox_id, msg.uid),
-                )  # fmt: skip
-                result.messages.append(
-                    Message(msg.uid, new, msg.size, msg.internal_date, modseq, msg.blob_id)
-                )
-                result.changed.append(msg.uid)
-            return result
-
-        return await self._write(txn)
-
-    @staticmethod
-    def _select_uids(conn: sqlite3.Connection, mailbox_id: int, uids: list[int]) -> list[Message]:
-        out: list[Message] = []
-        for i in range(0, len(uids), 500):  # stay below SQLite's bound-parameter limit
-            part = uids[i : i + 500]
-            marks = ",".join("?" * len(part))
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
-                " ORDER BY uid",
-                (mailbox_id, *part),
-            ).fetchall()
-            out.extend(_message(r) for r in rows)
-        return out
-
-    async def _expunge(self, user: str, mailbox: str, uids: list[int] | None) -> ExpungeResult:
-        def txn(conn: sqlite3.Connection) -> ExpungeResult:
-            mailbox_id = self._require_mailbox(conn, user, mailbox)[0]
-            if uids is None:
-                rows = conn.execute(
-                    f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND deleted = 1"
-                    " ORDER BY uid",
-                    (mailbox_id,),
-                ).fetchall()
-                doomed = [_message(r) for r in rows]
-            else:
-                doomed = [
-                    m for m in self._select_uids(conn, mailbox_id, uids) if DELETED in m.flags
-                ]
-            if not doomed:
-                return ExpungeResult()
-            modseq = self._bump_modseq(conn, mailbox_id)
-            released: dict[str, int] = {}
-            for m in doomed:
-                conn.execute(
-                    "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, m.uid)
-                )
-                released[m.blob_id] = released.get(m.blob_id, 0) + 1
-            for blob_id, refs in released.items():
-                self._release_blob(conn, blob_id, refs)
-            return ExpungeResult([m.uid for m in doomed], modseq)
-
-        return await self._write(txn)
-
     async def _blob_refcount(self, blob_id: str) -> int | None:
         row = await self._read(
             lambda c: c.execute("SELECT refcount FROM blobs WHERE id = ?", (blob_id,)).fetchone()
         )
         return None if row is None else int(row[0])
+
+    async def _get_quota(self, user: str) -> Quota:
+        return await self._read(lambda c: rows.quota(c, user, *self._quota_defaults))
+
+    async def _set_quota(self, user: str, storage_bytes: int, messages: int) -> Quota:
+        def txn(c: sqlite3.Connection) -> Quota:
+            rows.require_user(c, user)
+            c.execute(
+                "UPDATE users SET storage_limit = ?, message_limit = ? WHERE user = ?",
+                (storage_bytes, messages, user),
+            )
+            return rows.quota(c, user, *self._quota_defaults)
+
+        return await self._write(txn)

@@ -1,79 +1,43 @@
-"""The repository contract, written once and run against every backend.
-
-A test module subclasses :class:`StoreContract` and provides an async ``repo`` fixture yielding
-an opened :class:`StoreRepository` with empty storage:
-
-    class TestSqliteStore(StoreContract):
-        @pytest.fixture
-        async def repo(self, tmp_path): ...
-
-It lives in the package (not in a tests/ directory) so that the unit tests
-(services/store/tests) and the integration tests (tests/integration, real FerretDB) import it by
-its module name under ``pytest --import-mode=importlib``, which puts no test directory on
-sys.path. The class name does not start with "Test", so pytest collects it only through
-subclasses. Call ``pytest.register_assert_rewrite("postmesh.store.contract_suite")`` before
-importing it to get pytest's detailed assertion messages.
-"""
+"""Contract: delivery, idempotency, blobs, flags, expunge, listing, input errors."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-from collections.abc import AsyncIterator
 
 import pytest
 
-from postmesh.store.errors import AlreadyExists, InvalidArgument, NotFound
+from postmesh.store.contract_suite.helpers import (
+    DEFAULT_NAMES,
+    SPECIAL_USES,
+    MiB,
+    content_of,
+    deliver,
+    message,
+    random_bytes,
+    stream,
+)
+from postmesh.store.errors import AlreadyExists, InvalidArgument, NotFound, UnknownUser
 from postmesh.store.model import BLOB_CHUNK_BYTES, INBOX, Delivery, FlagsMode
 from postmesh.store.repository import StoreRepository
 
-MiB = 1024 * 1024
 
-
-def message(n: int, body: bytes = b"") -> bytes:
-    return (
-        f"From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: test {n}\r\n"
-        f"Message-ID: <{n}.{random.random()}@example.org>\r\n\r\nbody {n}\r\n"
-    ).encode() + body
-
-
-def random_bytes(size: int, seed: int = 7) -> bytes:
-    # Every byte value, including bare CR, LF and NUL: the store must not touch content.
-    return random.Random(seed).randbytes(size)
-
-
-async def content_of(repo: StoreRepository, user: str, mailbox: str, uid: int) -> bytes:
-    chunks = [c async for c in await repo.read_message(user, mailbox, uid)]
-    assert all(0 < len(c) <= BLOB_CHUNK_BYTES for c in chunks)
-    return b"".join(chunks)
-
-
-async def stream(data: bytes, piece: int) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), piece):
-        yield data[i : i + piece]
-
-
-async def deliver(
-    repo: StoreRepository, qid: str, user: str, content: bytes, mailbox: str = "", **kw: object
-) -> int:
-    r = await repo.deliver(Delivery(qid, user, mailbox, content=content, **kw))  # type: ignore[arg-type]
-    return r.uid
-
-
-class StoreContract:
-    """Behaviour every StoreRepository backend must show. Subclasses provide ``repo``."""
+class DeliveryContract:
+    """Deliver, idempotency, blobs, flags, expunge, listing and input errors."""
 
     # -- delivery, INBOX, idempotency --------------------------------------------------------
 
-    async def test_first_delivery_creates_inbox(self, repo: StoreRepository) -> None:
+    async def test_first_delivery_provisions_the_user(self, repo: StoreRepository) -> None:
         r = await repo.deliver(Delivery("q1", "alice@example.com", "", content=message(1)))
         assert (r.uid, r.mailbox, r.duplicate, r.created, r.mailbox_created) == (
             1, INBOX, False, True, True,
         )  # fmt: skip
+        assert sorted(r.created_mailboxes) == sorted(DEFAULT_NAMES)
         boxes = await repo.list_mailboxes("alice@example.com")
-        assert [b.name for b in boxes] == [INBOX]
-        box = boxes[0]
+        assert [b.name for b in boxes] == DEFAULT_NAMES
+        assert {b.name: b.special_use for b in boxes} == SPECIAL_USES
+        assert all(b.subscribed and not b.noselect for b in boxes)
+        (box,) = [b for b in boxes if b.name == INBOX]
         assert (box.messages, box.unseen, box.uidnext) == (1, 1, 2)
         assert box.uidvalidity == r.uidvalidity > 0
         assert box.highestmodseq >= r.modseq > 0
@@ -83,7 +47,7 @@ class StoreContract:
         r1 = await repo.deliver(Delivery("q1", "u", "inbox", content=message(1)))
         r2 = await repo.deliver(Delivery("q2", "u", "InBoX", content=message(2)))
         assert (r1.mailbox, r2.mailbox, r2.uid, r2.mailbox_created) == (INBOX, INBOX, 2, False)
-        assert len(await repo.list_mailboxes("u")) == 1
+        assert [b.name for b in await repo.list_mailboxes("u")] == DEFAULT_NAMES
 
     async def test_same_queue_id_twice_is_one_message(self, repo: StoreRepository) -> None:
         content = message(1)
@@ -99,7 +63,7 @@ class StoreContract:
         assert await repo.get_mailbox("u", INBOX) == box  # no UID or MODSEQ consumed
 
     async def test_queue_id_is_per_user_and_mailbox(self, repo: StoreRepository) -> None:
-        await repo.create_mailbox("u", "Archive")
+        await repo.provision_user("u")
         a = await repo.deliver(Delivery("q1", "u", "", content=message(1)))
         b = await repo.deliver(Delivery("q1", "v", "", content=message(1)))
         c = await repo.deliver(Delivery("q1", "u", "Archive", content=message(1)))
@@ -124,7 +88,7 @@ class StoreContract:
         results = await asyncio.gather(
             *(repo.deliver(Delivery(f"q{i}", "new", "", content=message(i))) for i in range(8))
         )
-        assert [b.name for b in await repo.list_mailboxes("new")] == [INBOX]
+        assert [b.name for b in await repo.list_mailboxes("new")] == DEFAULT_NAMES
         assert sorted(r.uid for r in results) == sorted({r.uid for r in results})
         assert len({r.uidvalidity for r in results}) == 1
         msgs, _ = await repo.list_messages("new", INBOX, 0, 100)
@@ -156,6 +120,11 @@ class StoreContract:
         again = await repo.deliver(Delivery("q1", "u", "", content=content))
         assert (again.duplicate, again.created, again.uid) == (True, False, uid)
         assert (await repo.list_messages("u", INBOX, 0, 10))[0] == []
+        # Also when the record names a blob that is gone by now (claim check).
+        blob_id = hashlib.sha256(content).hexdigest()
+        assert await repo.blob_refcount(blob_id) is None
+        by_blob = await repo.deliver(Delivery("q1", "u", "", blob_id=blob_id))
+        assert (by_blob.duplicate, by_blob.uid) == (True, uid)
 
     async def test_delivery_keeps_date_flags_and_size(self, repo: StoreRepository) -> None:
         content = message(1)
@@ -175,12 +144,14 @@ class StoreContract:
     async def test_failed_delivery_leaves_nothing(self, repo: StoreRepository) -> None:
         with pytest.raises(InvalidArgument):
             await repo.deliver(Delivery("q1", "u", "", blob_id="0" * 64))
-        assert await repo.list_mailboxes("u") == []
+        with pytest.raises(UnknownUser):
+            await repo.list_mailboxes("u")  # not provisioned by a delivery that failed
         with pytest.raises(NotFound):
-            await repo.deliver(Delivery("q2", "u", "Archive", content=message(2)))
-        await repo.create_mailbox("u", "Archive")
-        r = await repo.deliver(Delivery("q2", "u", "Archive", content=message(2)))
-        assert (r.uid, r.duplicate, r.mailbox) == (1, False, "Archive")
+            await repo.deliver(Delivery("q2", "u", "Lists", content=message(2)))
+        await repo.provision_user("u")
+        await repo.create_mailbox("u", "Lists")
+        r = await repo.deliver(Delivery("q2", "u", "Lists", content=message(2)))
+        assert (r.uid, r.duplicate, r.mailbox) == (1, False, "Lists")
 
     # -- blobs -------------------------------------------------------------------------------
 
@@ -339,13 +310,15 @@ class StoreContract:
         assert len(exact) == 10 and not more
 
     async def test_mailboxes_per_user(self, repo: StoreRepository) -> None:
-        archive = await repo.create_mailbox("u", "Archive/2026")
+        await deliver(repo, "q1", "u", message(1))
+        archive = (await repo.create_mailbox("u", "Archive/2026")).mailbox
         assert (archive.name, archive.messages, archive.uidnext) == ("Archive/2026", 0, 1)
         with pytest.raises(AlreadyExists):
             await repo.create_mailbox("u", "Archive/2026")
-        await deliver(repo, "q1", "u", message(1))
-        assert [b.name for b in await repo.list_mailboxes("u")] == ["Archive/2026", INBOX]
-        assert await repo.list_mailboxes("other") == []
+        names = [b.name for b in await repo.list_mailboxes("u")]
+        assert names == sorted([*DEFAULT_NAMES, "Archive/2026"], key=str.encode)
+        with pytest.raises(UnknownUser):
+            await repo.list_mailboxes("other")
         with pytest.raises(NotFound):
             await repo.get_mailbox("other", INBOX)
 
@@ -380,7 +353,8 @@ class StoreContract:
         ):
             with pytest.raises(InvalidArgument):
                 await call
-        assert await repo.list_mailboxes("u") == []
+        with pytest.raises(UnknownUser):
+            await repo.list_mailboxes("u")
 
     async def test_unknown_mailbox_and_message(self, repo: StoreRepository) -> None:
         await deliver(repo, "q1", "u", message(1))

@@ -1,0 +1,277 @@
+"""Contract: MessageMeta, SEARCH, APPEND, COPY/MOVE, UNCHANGEDSINCE and changes since a MODSEQ."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from postmesh.api.store.v1 import store_pb2
+from postmesh.store.contract_suite.helpers import content_of, deliver, expunge_uids, message, stream
+from postmesh.store.errors import FailedPrecondition, InvalidArgument, NotFound
+from postmesh.store.model import INBOX, FlagsMode
+from postmesh.store.repository import StoreRepository
+
+DAY = 86_400
+Key = store_pb2.SearchKey
+
+
+def mail(subject: str, body: str, date: str = "Mon, 02 Mar 2026 10:00:00 +0000") -> bytes:
+    return (
+        f"From: Alice Example <alice@example.org>\r\nTo: bob@example.com\r\n"
+        f"Subject: {subject}\r\nDate: {date}\r\nMessage-ID: <{subject}@x>\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def uids(*ranges: tuple[int, int]) -> Key:
+    return Key(
+        uid=store_pb2.UidRangeList(ranges=[store_pb2.UidRange(first=a, last=b) for a, b in ranges])
+    )
+
+
+def both(*keys: Key) -> Key:
+    key = Key()
+    getattr(key, "and").keys.extend(keys)
+    return key
+
+
+def either(*keys: Key) -> Key:
+    key = Key()
+    getattr(key, "or").keys.extend(keys)
+    return key
+
+
+def negate(inner: Key) -> Key:
+    key = Key()
+    getattr(key, "not").CopyFrom(inner)
+    return key
+
+
+class MessageContract:
+    # -- meta --------------------------------------------------------------------------------
+
+    async def test_meta_is_stored_at_delivery(self, repo: StoreRepository) -> None:
+        content = mail("Hello meta", "body text")
+        await deliver(repo, "q1", "u", content)
+        await deliver(repo, "q2", "u", mail("Second", "more"))
+        got = await repo.get_meta("u", INBOX, [2, 1, 7])
+        assert [uid for uid, _ in got] == [1, 2]  # ascending; unknown UIDs skipped
+        meta = store_pb2.MessageMeta.FromString(got[0][1])
+        assert meta.envelope.subject == "Hello meta" and meta.envelope.has_subject
+        assert [(a.name, a.mailbox, a.host) for a in getattr(meta.envelope, "from")] == [
+            ("Alice Example", "alice", "example.org")
+        ]
+        assert (meta.body.type, meta.body.subtype) == ("text", "plain")
+        assert meta.header == content[: meta.body_offset]
+        assert content[meta.body_offset :] == b"body text\r\n"
+        for bad in ([0], [], [2**32]):
+            with pytest.raises(InvalidArgument):
+                await repo.get_meta("u", INBOX, bad)
+        with pytest.raises(NotFound):
+            await repo.get_meta("u", "Nope", [1])
+
+    # -- search ------------------------------------------------------------------------------
+
+    async def test_search(self, repo: StoreRepository) -> None:
+        await deliver(repo, "q1", "u", mail("Invoice 42", "please pay"), internal_date=10 * DAY)
+        await deliver(repo, "q2", "u", mail("Lunch", "pizza today"), internal_date=20 * DAY)
+        await deliver(
+            repo, "q3", "u", mail("Re: Invoice", "paid", "Tue, 10 Mar 2026 09:00:00 +0000"),
+            internal_date=30 * DAY,
+        )  # fmt: skip
+        r = await repo.store_flags("u", INBOX, [2], FlagsMode.ADD, ["\\Seen", "$Food"])
+        flagged_modseq = r.messages[0].modseq
+
+        async def search(key: Key) -> list[int]:
+            return (await repo.search("u", INBOX, key)).uids
+
+        assert await search(Key(all=True)) == [1, 2, 3]
+        assert await search(Key(flag_set="\\Seen")) == [2]
+        assert await search(Key(flag_unset="\\seen")) == [1, 3]
+        assert await search(Key(flag_set="$food")) == [2]
+        hdr = store_pb2.HeaderMatch(name="subject", value="invoice")
+        assert await search(Key(header=hdr)) == [1, 3]
+        assert await search(Key(body="PIZZA")) == [2]
+        assert await search(Key(text="alice@example.org")) == [1, 2, 3]
+        assert await search(Key(since=20)) == [2, 3]
+        assert await search(Key(before=20)) == [1]
+        march_10 = 20522  # days since 1970-01-01 of 2026-03-10
+        assert await search(Key(sent_on=march_10)) == [3]
+        assert await search(Key(sent_before=march_10)) == [1, 2]
+        assert await search(Key(modseq=flagged_modseq)) == [2]
+        assert await search(uids((2, 0))) == [2, 3]
+        assert await search(uids((9, 0))) == [3]  # "9:*" includes the highest UID
+        assert await search(uids((1, 1), (3, 3))) == [1, 3]
+        assert await search(both(uids((2, 3)), Key(header=hdr))) == [3]
+        assert await search(negate(Key(flag_set="\\Seen"))) == [1, 3]
+        assert await search(either(Key(body="paid"), Key(body="pizza"))) == [2, 3]
+        res = await repo.search("u", INBOX, Key(flag_set="\\Seen"))
+        assert res.highest_modseq == flagged_modseq
+        none = await repo.search("u", INBOX, Key(body="nothing like this"))
+        assert (none.uids, none.highest_modseq) == ([], 0)
+
+    async def test_invalid_search(self, repo: StoreRepository) -> None:
+        await deliver(repo, "q1", "u", message(1))
+        for bad in (
+            Key(),
+            uids((0, 5)),
+            uids((5, 2)),
+            Key(uid=store_pb2.UidRangeList()),
+            Key(header=store_pb2.HeaderMatch(name="bad name:", value="x")),
+            both(),
+        ):
+            with pytest.raises(InvalidArgument):
+                await repo.search("u", INBOX, bad)
+        with pytest.raises(NotFound):
+            await repo.search("u", "Nope", Key(all=True))
+
+    # -- append ------------------------------------------------------------------------------
+
+    async def test_append(self, repo: StoreRepository) -> None:
+        await repo.provision_user("u")
+        content = mail("Draft", "x" * 400_000)
+        r = await repo.append(
+            "u",
+            "Drafts",
+            ["\\Draft", "\\Seen"],
+            1_700_000_000,
+            len(content),
+            stream(content, 70_000),
+        )
+        box = await repo.get_mailbox("u", "Drafts")
+        assert (r.uid, r.uidvalidity, r.mailbox) == (1, box.uidvalidity, "Drafts")
+        assert box.highestmodseq == r.modseq and box.messages == 1
+        (m,), _ = await repo.list_messages("u", "Drafts", 0, 10)
+        assert (m.flags, m.internal_date, m.size) == (
+            ("\\Draft", "\\Seen"),
+            1_700_000_000,
+            len(content),
+        )
+        assert m.blob_id == hashlib.sha256(content).hexdigest()
+        assert await content_of(repo, "u", "Drafts", 1) == content
+        ((_, meta),) = await repo.get_meta("u", "Drafts", [1])
+        assert store_pb2.MessageMeta.FromString(meta).envelope.subject == "Draft"
+        hdr = store_pb2.HeaderMatch(name="subject", value="draft")
+        assert (await repo.search("u", "Drafts", Key(header=hdr))).uids == [1]
+        # The same content appended again is a second message on the same blob.
+        r2 = await repo.append("u", "Drafts", [], 0, len(content), stream(content, 1 << 20))
+        assert r2.uid == 2 and await repo.blob_refcount(m.blob_id) == 2
+
+    async def test_append_refuses_bad_input(self, repo: StoreRepository) -> None:
+        await repo.provision_user("u")
+        content = message(1)
+        for declared in (len(content) - 1, len(content) + 1):
+            with pytest.raises(InvalidArgument, match="declared size"):
+                await repo.append("u", INBOX, [], 0, declared, stream(content, 10))
+        with pytest.raises(InvalidArgument):
+            await repo.append("u", INBOX, [], 0, 0, stream(b"", 1))
+        with pytest.raises(InvalidArgument):
+            await repo.append("u", INBOX, ["\\Recent"], 0, len(content), stream(content, 10))
+        with pytest.raises(NotFound):
+            await repo.append("u", "Nope", [], 0, len(content), stream(content, 10))
+        with pytest.raises(NotFound, match="no such user"):
+            await repo.append("x", INBOX, [], 0, len(content), stream(content, 10))
+        repo.max_message_bytes = 100
+        with pytest.raises(InvalidArgument):
+            await repo.append("u", INBOX, [], 0, 101, stream(b"x" * 101, 10))
+        box = await repo.get_mailbox("u", INBOX)
+        assert (box.messages, box.uidnext) == (0, 1)  # nothing stored, no UID spent
+
+    # -- copy and move -----------------------------------------------------------------------
+
+    async def test_copy(self, repo: StoreRepository) -> None:
+        for i in range(4):
+            await deliver(repo, f"q{i}", "u", message(i), internal_date=1_000 + i)
+        await repo.store_flags("u", INBOX, [2], FlagsMode.ADD, ["\\Flagged", "$X"])
+        await repo.create_mailbox("u", "Dest")
+        await deliver(repo, "q9", "u", message(9), "Dest")
+        r = await repo.copy_messages("u", INBOX, [4, 2, 99, 3], "Dest")
+        dest = await repo.get_mailbox("u", "Dest")
+        assert (r.uidvalidity, r.source_uids, r.dest_uids) == (
+            dest.uidvalidity,
+            [2, 3, 4],
+            [2, 3, 4],
+        )
+        assert r.expunged == [] and r.modseq == dest.highestmodseq
+        src, _ = await repo.list_messages("u", INBOX, 0, 10)
+        copies, _ = await repo.list_messages("u", "Dest", 1, 10)
+        for s, c in zip(src[1:], copies, strict=True):
+            assert (c.flags, c.internal_date, c.size, c.blob_id) == (
+                s.flags, s.internal_date, s.size, s.blob_id,
+            )  # fmt: skip
+            assert await repo.blob_refcount(c.blob_id) == 2  # a reference, not a new blob
+            assert await content_of(repo, "u", "Dest", c.uid) == await content_of(
+                repo, "u", INBOX, s.uid
+            )
+        assert (await repo.get_mailbox("u", INBOX)).messages == 4
+        empty = await repo.copy_messages("u", INBOX, [50], "Dest")
+        assert (empty.source_uids, empty.dest_uids) == ([], [])
+        with pytest.raises(NotFound):
+            await repo.copy_messages("u", INBOX, [1], "Nope")
+        with pytest.raises(InvalidArgument):
+            await repo.copy_messages("u", INBOX, [0], "Dest")
+        with pytest.raises(InvalidArgument):
+            await repo.copy_messages("u", INBOX, [1], "")
+
+    async def test_move(self, repo: StoreRepository) -> None:
+        for i in range(3):
+            await deliver(repo, f"q{i}", "u", message(i))
+        before = await repo.get_mailbox("u", INBOX)
+        r = await repo.move_messages("u", INBOX, [1, 3], "Archive")
+        assert (r.source_uids, r.dest_uids, r.expunged) == ([1, 3], [1, 2], [1, 3])
+        assert r.source_modseq > before.highestmodseq
+        after = await repo.get_mailbox("u", INBOX)
+        assert (after.messages, after.highestmodseq) == (1, r.source_modseq)
+        archived, _ = await repo.list_messages("u", "Archive", 0, 10)
+        assert [m.uid for m in archived] == [1, 2]
+        for m in archived:
+            assert await repo.blob_refcount(m.blob_id) == 1  # moved, not copied
+        changes = await repo.get_changes("u", INBOX, before.highestmodseq)
+        assert changes.expunged == [1, 3] and changes.changed == []
+        # Moving within one mailbox gives new UIDs.
+        same = await repo.move_messages("u", INBOX, [2], INBOX)
+        assert same.dest_uids == [4] and same.expunged == [2]
+        assert [m.uid for m in (await repo.list_messages("u", INBOX, 0, 10))[0]] == [4]
+
+    # -- flags and changes -------------------------------------------------------------------
+
+    async def test_unchanged_since(self, repo: StoreRepository) -> None:
+        for i in range(3):
+            await deliver(repo, f"q{i}", "u", message(i))
+        seen = await repo.store_flags("u", INBOX, [1, 2, 3], FlagsMode.ADD, ["\\Seen"])
+        base = seen.messages[0].modseq
+        later = await repo.store_flags("u", INBOX, [2], FlagsMode.ADD, ["$Later"])
+        # RFC 7162 section 3.1.3: message 2 changed after `base`, so it is left alone.
+        r = await repo.store_flags(
+            "u", INBOX, [1, 2, 3], FlagsMode.ADD, ["\\Flagged"], unchanged_since=base
+        )
+        assert r.modified == [2] and r.changed == [1, 3]
+        assert [m.uid for m in r.messages] == [1, 3]
+        msgs, _ = await repo.list_messages("u", INBOX, 0, 10)
+        assert [("\\Flagged" in m.flags) for m in msgs] == [True, False, True]
+        assert msgs[1].modseq == later.messages[0].modseq
+        with pytest.raises(InvalidArgument):
+            await repo.store_flags("u", INBOX, [1], FlagsMode.ADD, ["\\Seen"], unchanged_since=-1)
+
+    async def test_get_changes(self, repo: StoreRepository) -> None:
+        for i in range(4):
+            await deliver(repo, f"q{i}", "u", message(i))
+        box = await repo.get_mailbox("u", INBOX)
+        everything = await repo.get_changes("u", INBOX, 0)
+        assert [m.uid for m in everything.changed] == [1, 2, 3, 4] and everything.expunged == []
+        assert (everything.highestmodseq, everything.uidvalidity) == (
+            box.highestmodseq, box.uidvalidity,
+        )  # fmt: skip
+        mark = box.highestmodseq
+        assert (await repo.get_changes("u", INBOX, mark)).changed == []
+        await repo.store_flags("u", INBOX, [3], FlagsMode.ADD, ["\\Answered"])
+        assert await expunge_uids(repo, "u", INBOX, [1]) == [1]
+        changes = await repo.get_changes("u", INBOX, mark)
+        assert [(m.uid, m.flags) for m in changes.changed] == [(3, ("\\Answered",))]
+        assert changes.expunged == [1]
+        assert changes.highestmodseq == (await repo.get_mailbox("u", INBOX)).highestmodseq
+        with pytest.raises(FailedPrecondition):
+            await repo.create_mailbox("u", "p/c")
+            await repo.delete_mailbox("u", "p")
+            await repo.get_changes("u", "p", 0)

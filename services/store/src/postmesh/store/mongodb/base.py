@@ -1,0 +1,253 @@
+"""Collections, users, mailbox documents and the shared write primitives of the MongoDB backend.
+
+Collections (prefix ``store_``):
+- ``users``:         {_id: user, next_uidvalidity, provisioned, storage_limit?, message_limit?}
+- ``mailboxes``:     {_id, user, name, uidvalidity, uidnext, highestmodseq, special_use,
+                      noselect}; unique (user, name)
+- ``subscriptions``: {_id: key, user, name}
+- ``messages``:      {_id, mailbox_id, user, uid, modseq, flags, internal_date, size, blob_id,
+                      sent_day, expunged, released}; unique (mailbox_id, uid); an expunged
+                      message stays as a tombstone (no content) with its expunge MODSEQ
+- ``deliveries``:    Deliver's idempotency records (see ``messages.py``)
+- ``intents``:       multi-document operations in flight (see ``intents.py``)
+- the blob collections of ``blobs.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from postmesh.store import quota as q
+from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
+from postmesh.store.hierarchy import child_range
+from postmesh.store.model import Mailbox, Message, Quota
+from postmesh.store.mongodb.blobs import MongoBlobStore
+from postmesh.store.mongodb.locks import KeyedLocks
+from postmesh.store.repository import StoreRepository
+from postmesh.store.validation import DELETED, SEEN
+
+Doc = dict[str, Any]
+Counts = tuple[int, int, int, int]  # messages, seen, deleted, size
+
+
+def key_of(*parts: str) -> str:
+    """A deterministic document id for a tuple of strings."""
+    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()
+
+
+def to_message(doc: Doc) -> Message:
+    return Message(
+        int(doc["uid"]), tuple(doc["flags"]), int(doc["size"]), int(doc["internal_date"]),
+        int(doc["modseq"]), str(doc["blob_id"]),
+    )  # fmt: skip
+
+
+class MongoBase(StoreRepository):
+    transient_errors = (PyMongoError,)
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        client: AsyncMongoClient[Doc] | None = None,
+        **limits: int,
+    ) -> None:
+        super().__init__(**limits)
+        self._client: AsyncMongoClient[Doc] = client or AsyncMongoClient(
+            url, serverSelectionTimeoutMS=5000
+        )
+        db = self._client[database]
+        self._users = db["store_users"]
+        self._mailboxes = db["store_mailboxes"]
+        self._subscriptions = db["store_subscriptions"]
+        self._messages = db["store_messages"]
+        self._deliveries = db["store_deliveries"]
+        self._intents = db["store_intents"]
+        self._locks = KeyedLocks()
+        self.blobs = MongoBlobStore(
+            db["store_blobs"], db["store_blob_chunks"], db["store_blob_refs"],
+            db["store_blob_index"],
+        )  # fmt: skip
+
+    async def open(self) -> None:
+        await self._mailboxes.create_index([("user", ASCENDING), ("name", ASCENDING)], unique=True)
+        await self._messages.create_index(
+            [("mailbox_id", ASCENDING), ("uid", ASCENDING)], unique=True
+        )
+        await self._messages.create_index([("mailbox_id", ASCENDING), ("modseq", ASCENDING)])
+        await self._messages.create_index([("user", ASCENDING), ("expunged", ASCENDING)])
+        await self._subscriptions.create_index([("user", ASCENDING), ("name", ASCENDING)])
+        await self._intents.create_index([("user", ASCENDING)])
+        await self.blobs.create_indexes()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def _user_doc(self, user: str) -> Doc | None:
+        doc = await self._users.find_one({"_id": user})
+        if doc is None and await self._mailboxes.find_one({"user": user}, {"_id": 1}):
+            # Stored before users existed: known, with a counter above its UIDVALIDITYs.
+            top = await self._mailboxes.find_one(
+                {"user": user}, {"uidvalidity": 1}, sort=[("uidvalidity", DESCENDING)]
+            )
+            assert top is not None
+            doc = {
+                "_id": user, "next_uidvalidity": int(top["uidvalidity"]) + 1,
+                "provisioned": True, "created_at": time.time(),
+            }  # fmt: skip
+            try:
+                await self._users.insert_one(doc)
+            except DuplicateKeyError:
+                doc = await self._users.find_one({"_id": user})
+        return doc
+
+    async def _require_user(self, user: str) -> Doc:
+        doc = await self._user_doc(user)
+        if doc is None or not doc.get("provisioned"):
+            raise UnknownUser(user)
+        return doc
+
+    async def _next_uidvalidity(self, user: str) -> int:
+        """Caller holds the user lock (the $inc is not atomic on FerretDB 1.24)."""
+        before = await self._users.find_one_and_update(
+            {"_id": user}, {"$inc": {"next_uidvalidity": 1}}, return_document=ReturnDocument.BEFORE
+        )
+        if before is None:
+            raise UnknownUser(user)
+        return int(before["next_uidvalidity"]) & 0xFFFFFFFF or 1
+
+    async def _sum(self, match: Doc, value: Any, by: Any = None) -> dict[Any, int]:
+        """One $group sum per pipeline: FerretDB 1.24 computes only the first accumulator of
+        a $group (the others come back 0)."""
+        pipeline: list[Doc] = [{"$match": match}, {"$group": {"_id": by, "v": {"$sum": value}}}]
+        rows = await (await self._messages.aggregate(pipeline)).to_list(None)
+        return {r["_id"]: int(r["v"]) for r in rows}
+
+    async def _quota(self, user: str, doc: Doc | None = None) -> Quota:
+        doc = doc or await self._require_user(user)
+        live = {"user": user, "expunged": False}
+        n = (await self._sum(live, 1)).get(None, 0)
+        size = (await self._sum(live, "$size")).get(None, 0) if n else 0
+        return Quota(
+            size, q.effective(doc.get("storage_limit"), self.default_quota_bytes),
+            n, q.effective(doc.get("message_limit"), self.default_quota_messages),
+        )  # fmt: skip
+
+    async def _check_quota(self, user: str, add_bytes: int, add_messages: int) -> None:
+        """Usage is derived from the messages (a counter would drift without transactions), so
+        it is computed only when a limit applies. Concurrent writers may overshoot a limit by
+        what they add at the same moment (as Dovecot's quota does)."""
+        doc = await self._require_user(user)
+        storage = q.effective(doc.get("storage_limit"), self.default_quota_bytes)
+        messages = q.effective(doc.get("message_limit"), self.default_quota_messages)
+        if storage or messages:
+            q.check(await self._quota(user, doc), add_bytes, add_messages)
+
+    # -- mailboxes ---------------------------------------------------------------------------
+
+    async def _mailbox_doc(self, user: str, name: str, *, selectable: bool = True) -> Doc:
+        doc = await self._mailboxes.find_one({"user": user, "name": name})
+        if doc is None:
+            await self._require_user(user)
+            raise NotFound(f"mailbox {name!r} of {user} does not exist")
+        if selectable and doc.get("noselect"):
+            raise FailedPrecondition(f"mailbox {name!r} is not selectable (\\Noselect)")
+        return doc
+
+    async def _insert_mailbox(self, user: str, name: str, special_use: str = "") -> Doc | None:
+        """The new mailbox, or None if it exists (the unique index decides a race). Caller
+        holds the user lock."""
+        if await self._mailboxes.find_one({"user": user, "name": name}, {"_id": 1}):
+            return None
+        doc: Doc = {
+            "_id": ObjectId(), "user": user, "name": name,
+            "uidvalidity": await self._next_uidvalidity(user), "uidnext": 1, "highestmodseq": 1,
+            "special_use": special_use, "noselect": False, "created_at": time.time(),
+        }  # fmt: skip
+        try:
+            await self._mailboxes.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return doc
+
+    async def _has_children(self, user: str, name: str) -> bool:
+        low, high = child_range(name)
+        found = await self._mailboxes.find_one(
+            {"user": user, "name": {"$gte": low, "$lt": high}}, {"_id": 1}
+        )
+        return found is not None
+
+    async def _subscribed(self, user: str, name: str) -> bool:
+        return await self._subscriptions.find_one({"_id": key_of(user, name)}) is not None
+
+    async def _counts(self, match: Doc) -> dict[ObjectId, Counts]:
+        """Message counts per mailbox of the live messages matching ``match``; derived, not
+        counters, so a writer dying between two writes cannot make them drift."""
+
+        live = {**match, "expunged": False}
+        total = await self._sum(live, 1, "$mailbox_id")
+        if not total:
+            return {}
+        size = await self._sum(live, "$size", "$mailbox_id")
+        seen = await self._sum({**live, "flags": SEEN}, 1, "$mailbox_id")
+        deleted = await self._sum({**live, "flags": DELETED}, 1, "$mailbox_id")
+        return {
+            mid: (n, seen.get(mid, 0), deleted.get(mid, 0), size.get(mid, 0))
+            for mid, n in total.items()
+        }
+
+    @staticmethod
+    def _to_mailbox(doc: Doc, counts: Counts, *, subscribed: bool, children: bool) -> Mailbox:
+        total, seen, deleted, size = counts
+        return Mailbox(
+            str(doc["_id"]), doc["user"], doc["name"], int(doc["uidvalidity"]),
+            int(doc["uidnext"]), int(doc["highestmodseq"]), total, total - seen,
+            doc.get("special_use", ""), subscribed, deleted, size, bool(doc.get("noselect")),
+            children,
+        )  # fmt: skip
+
+    async def _load_mailbox(self, doc: Doc) -> Mailbox:
+        counts = (await self._counts({"mailbox_id": doc["_id"]})).get(doc["_id"], (0, 0, 0, 0))
+        return self._to_mailbox(
+            doc, counts,
+            subscribed=await self._subscribed(doc["user"], doc["name"]),
+            children=await self._has_children(doc["user"], doc["name"]),
+        )  # fmt: skip
+
+    async def _allocate(self, mailbox_id: ObjectId, uids: int) -> tuple[int, int]:
+        """Take ``uids`` UIDs (0 for none) and one MODSEQ: (first uid, modseq). Caller holds
+        the mailbox lock. A mailbox deleted or made \\Noselect meanwhile takes none."""
+        before = await self._mailboxes.find_one_and_update(
+            {"_id": mailbox_id, "noselect": {"$ne": True}},
+            {"$inc": {"uidnext": uids, "highestmodseq": 1}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        if before is None:
+            raise NotFound("mailbox was deleted")
+        return int(before["uidnext"]), int(before["highestmodseq"]) + 1
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def _release(self, docs: list[Doc]) -> None:
+        """Drop the blob references of tombstoned or doomed messages, then mark them released
+        (each step idempotent: a crash in between is finished by the next pass)."""
+        for doc in docs:
+            await self.blobs.release(doc["_id"], doc["blob_id"])
+            await self._messages.update_one({"_id": doc["_id"]}, {"$set": {"released": True}})

@@ -1,0 +1,232 @@
+"""Deliver and Append on the MongoDB API.
+
+Without multi-document transactions, Deliver is a sequence of single-document writes, each
+idempotent, recorded in a delivery document so a retry after a crash at any point resumes
+where the first attempt stopped (see ``_deliver``). UIDs and MODSEQs come from ``$inc`` on the
+mailbox document under the mailbox lock, as WildDuck does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from pymongo.errors import DuplicateKeyError
+
+from postmesh.store.blobs import BlobSource
+from postmesh.store.errors import InvalidArgument, Unavailable
+from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
+from postmesh.store.mongodb.base import Doc, key_of
+from postmesh.store.mongodb.blobs import DELETING, UPLOAD
+from postmesh.store.mongodb.locks import user_key
+from postmesh.store.mongodb.mailboxes import MongoMailboxes
+
+PENDING, DONE = "pending", "done"
+
+
+def delivery_key(queue_id: str, user: str, mailbox: str) -> str:
+    """Deterministic _id of a delivery (and of the message it makes)."""
+    return key_of(queue_id, user, mailbox)
+
+
+class MongoDelivery(MongoMailboxes):
+    async def _deliver(
+        self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
+    ) -> DeliverResult:
+        """Steps, each idempotent, so a retry resumes after a crash anywhere:
+
+        0. a user never seen is provisioned first (idempotent, see ``_provision``);
+        1. insert the delivery document {_id: key, state: pending} (unique _id: the first
+           attempt wins; a retry reads it back, and returns at once if it is done);
+        2. if the message document does not exist yet:
+           a. take the blob reference (ref _id = delivery key: held at most once) and store
+              the parsed index with the blob;
+           b. allocate UID and MODSEQ with $inc and record them in the delivery document only
+              if none is recorded (a crash in between burns a UID, which RFC 9051 allows);
+           c. insert the message with _id = delivery key (a duplicate means it exists);
+        3. mark the delivery done.
+        """
+        assert delivery.blob_id is not None
+        blob_id = delivery.blob_id
+        did = delivery_key(delivery.queue_id, delivery.user, delivery.mailbox)
+        # Fast path for a redelivered record, valid even after the message (and maybe its
+        # blob) is long gone.
+        earlier = await self._deliveries.find_one({"_id": did})
+        if earlier is not None and earlier["state"] == DONE:
+            return self._result(earlier, duplicate=True, created=False)
+        if source is None:
+            blob = await self.blobs.find(blob_id)
+            if blob is None or blob["state"] == DELETING:
+                raise InvalidArgument(f"unknown blob_id {blob_id}")
+            size = int(blob["size"])
+        else:
+            size = source.size
+        if index is None:
+            raise Unavailable(f"blob {blob_id} was being stored while parsed; retry")
+        created_mailboxes: list[str] = []
+        user_doc = await self._user_doc(delivery.user)
+        if user_doc is None or not user_doc.get("provisioned"):
+            async with self._locks.hold(user_key(delivery.user)):
+                created_mailboxes = (await self._provision_locked(delivery.user)).created
+        mbox = await self._mailbox_doc(delivery.user, delivery.mailbox)
+        if earlier is None:
+            await self._check_quota(delivery.user, size, 1)
+
+        record: Doc = {
+            "_id": did, "queue_id": delivery.queue_id, "user": delivery.user,
+            "mailbox": delivery.mailbox, "mailbox_id": mbox["_id"],
+            "uidvalidity": mbox["uidvalidity"], "blob_id": blob_id, "size": size,
+            "flags": list(delivery.flags), "internal_date": delivery.internal_date,
+            "sent_day": index.sent_day, "state": PENDING, "created_at": time.time(),
+        }  # fmt: skip
+        duplicate = False
+        try:
+            await self._deliveries.insert_one(record)
+        except DuplicateKeyError:
+            duplicate = True
+            created_mailboxes = []
+            found = await self._deliveries.find_one({"_id": did})
+            if found is None:
+                raise Unavailable("delivery record vanished; retry") from None
+            record = found
+            if record["state"] == DONE:
+                return self._result(record, duplicate=True, created=False)
+            if record["blob_id"] != blob_id:
+                raise InvalidArgument(
+                    f"queue id {delivery.queue_id} was delivered with other content"
+                ) from None
+        created = False
+        if await self._messages.find_one({"_id": did}, {"_id": 1}) is None:
+            await self._step_reference_blob(record, source, index)
+            # Allocation and insert under the mailbox lock: UIDs become visible in ascending
+            # order (a client told UIDNEXT=n must never later see a UID below n appear).
+            async with self._locks.hold(record["mailbox_id"]):
+                record = await self._step_allocate(record)
+                record, created = await self._step_insert_message(record)
+        else:
+            found = await self._deliveries.find_one({"_id": did})
+            if found is None or "uid" not in found:
+                raise Unavailable("delivery record inconsistent; retry")
+            record = found
+        await self._step_mark_done(did)
+        return self._result(
+            record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
+        )
+
+    @staticmethod
+    def _result(
+        record: Doc, *, duplicate: bool, created: bool, created_mailboxes: list[str] | None = None
+    ) -> DeliverResult:
+        return DeliverResult(
+            int(record["uid"]), int(record["uidvalidity"]), record["mailbox"],
+            int(record["modseq"]), duplicate=duplicate, created=created,
+            created_mailboxes=tuple(created_mailboxes or ()),
+        )  # fmt: skip
+
+    async def _step_reference_blob(
+        self, record: Doc, source: BlobSource | None, index: MessageIndex
+    ) -> None:
+        await self.blobs.acquire(record["_id"], record["blob_id"], source)
+        await self.blobs.put_index(record["blob_id"], index)
+
+    async def _step_allocate(self, record: Doc) -> Doc:
+        """Record a UID for the delivery (caller holds the mailbox lock). A UID recorded by a
+        crashed attempt is reused only while it is still the newest one; otherwise a new one
+        is taken, so a late retry never slips a message in below UIDs already shown."""
+        latest = await self._deliveries.find_one({"_id": record["_id"]})
+        if latest is not None:
+            record = latest
+        if "uid" in record:
+            mbox = await self._mailboxes.find_one({"_id": record["mailbox_id"]}, {"uidnext": 1})
+            if mbox is not None and int(mbox["uidnext"]) == int(record["uid"]) + 1:
+                return record
+        uid, modseq = await self._allocate(record["mailbox_id"], 1)
+        await self._deliveries.update_one(
+            {"_id": record["_id"]}, {"$set": {"uid": uid, "modseq": modseq}}
+        )
+        return {**record, "uid": uid, "modseq": modseq}
+
+    async def _step_insert_message(self, record: Doc) -> tuple[Doc, bool]:
+        """Insert the message (_id = delivery key); returns the record as the message shows it
+        and whether this call inserted it."""
+        try:
+            await self._messages.insert_one(self._message_doc(record["_id"], record))
+        except DuplicateKeyError:
+            # Another attempt (another store replica) inserted it first: report its UID.
+            msg = await self._messages.find_one({"_id": record["_id"]})
+            if msg is None:
+                raise Unavailable("concurrent delivery of the same message; retry") from None
+            await self._deliveries.update_one(
+                {"_id": record["_id"]}, {"$set": {"uid": msg["uid"], "modseq": msg["modseq"]}}
+            )
+            return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
+        return record, True
+
+    @staticmethod
+    def _message_doc(mid: str, fields: Doc) -> Doc:
+        return {
+            "_id": mid, "mailbox_id": fields["mailbox_id"], "user": fields["user"],
+            "uid": fields["uid"], "modseq": fields["modseq"], "flags": list(fields["flags"]),
+            "internal_date": fields["internal_date"], "size": fields["size"],
+            "blob_id": fields["blob_id"], "sent_day": fields.get("sent_day"),
+            "expunged": False, "released": False,
+        }  # fmt: skip
+
+    async def _step_mark_done(self, did: str) -> None:
+        await self._deliveries.update_one({"_id": did}, {"$set": {"state": DONE}})
+
+    # -- append ------------------------------------------------------------------------------
+
+    async def _check_append(self, user: str, mailbox: str, size: int) -> None:
+        await self._mailbox_doc(user, mailbox)
+        await self._check_quota(user, size, 1)
+
+    async def _append(
+        self,
+        user: str,
+        mailbox: str,
+        source: BlobSource,
+        flags: tuple[str, ...],
+        internal_date: int,
+        index: MessageIndex,
+    ) -> AppendResult:
+        """Blob reference (the message's own id) -> index -> UID -> message. A crash before
+        the message leaves only an unused reference (the janitor's); the client saw no OK and
+        may retry, which makes one message (RFC 9051 section 6.3.12 has no idempotency key)."""
+        box = await self._mailbox_doc(user, mailbox)
+        await self._check_quota(user, source.size, 1)
+        mid = uuid.uuid4().hex
+        await self.blobs.acquire(mid, source.blob_id, source)
+        await self.blobs.put_index(source.blob_id, index)
+        async with self._locks.hold(box["_id"]):
+            uid, modseq = await self._allocate(box["_id"], 1)
+            await self._messages.insert_one(
+                self._message_doc(
+                    mid,
+                    {
+                        "mailbox_id": box["_id"],
+                        "user": user,
+                        "uid": uid,
+                        "modseq": modseq,
+                        "flags": flags,
+                        "internal_date": internal_date,
+                        "size": source.size,
+                        "blob_id": source.blob_id,
+                        "sent_day": index.sent_day,
+                    },
+                )
+            )
+        return AppendResult(uid, int(box["uidvalidity"]), modseq, mailbox)
+
+    async def _put_blob(self, source: BlobSource) -> None:
+        # A pin per upload (not per blob): uploads of one content by two edges both hold it.
+        expires = time.time() + self.upload_pin_seconds
+        await self.blobs.acquire(
+            f"upload-{uuid.uuid4().hex}", source.blob_id, source, kind=UPLOAD, expires_at=expires
+        )
+
+    async def _get_index(self, blob_id: str) -> MessageIndex | None:
+        return await self.blobs.get_index(blob_id)
+
+    async def _put_index(self, blob_id: str, index: MessageIndex) -> None:
+        await self.blobs.put_index(blob_id, index)

@@ -1,0 +1,348 @@
+"""Message operations on the MongoDB API: copy/move, flags, expunge, reads, search, changes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from postmesh.store.errors import NotFound, Unavailable
+from postmesh.store.indexing import resolve_bounds
+from postmesh.store.model import (
+    Changes,
+    CopyResult,
+    ExpungeResult,
+    FlagsMode,
+    FlagsResult,
+    Message,
+    Quota,
+    SearchCandidate,
+)
+from postmesh.store.mongodb.base import Doc, key_of, to_message
+from postmesh.store.mongodb.delivery import MongoDelivery
+from postmesh.store.mongodb.intents import COPY
+from postmesh.store.mongodb.locks import user_key
+from postmesh.store.validation import DELETED, apply_flags
+
+# Optimistic retries of one message's flag update under concurrent writers.
+FLAG_RETRIES = 20
+# Documents per $in query.
+BATCH = 500
+# More UID ranges than this are filtered in Python instead of in the query.
+MAX_QUERY_RANGES = 100
+_SUMMARY = {
+    "uid": 1, "flags": 1, "size": 1, "internal_date": 1, "modseq": 1, "blob_id": 1,
+    "sent_day": 1, "expunged": 1,
+}  # fmt: skip
+
+
+class MongoMessages(MongoDelivery):
+    # -- copy and move -----------------------------------------------------------------------
+
+    async def _copy(
+        self, user: str, mailbox: str, uids: list[int], destination: str, *, move: bool
+    ) -> CopyResult:
+        async with self._locks.hold(user_key(user)):
+            await self._recover(user)
+            src = await self._mailbox_doc(user, mailbox)
+            dst = await self._mailbox_doc(user, destination)
+            return await self._copy_docs(user, src, dst, uids, move=move)
+
+    async def _copy_docs(
+        self, user: str, src: Doc, dst: Doc, uids: list[int], *, move: bool
+    ) -> CopyResult:
+        """All or nothing through an intent (``intents.py``): the copies get deterministic ids
+        (intent, source), so rolling forward after a crash never copies a message twice; a
+        MOVE tombstones its sources only after every copy exists, so nothing is lost."""
+        docs: list[Doc] = []
+        for i in range(0, len(uids), BATCH):
+            docs += await self._messages.find(
+                {"mailbox_id": src["_id"], "uid": {"$in": uids[i : i + BATCH]}, "expunged": False},
+                {"uid": 1, "size": 1},
+            ).to_list(None)
+        if not docs:
+            return CopyResult(int(dst["uidvalidity"]))
+        if not move:  # a move within one user's mailboxes leaves usage as it is
+            await self._check_quota(user, sum(int(d["size"]) for d in docs), len(docs))
+        docs.sort(key=lambda d: int(d["uid"]))
+        intent = await self._start_intent(
+            user, COPY, src=src["_id"], dst=dst["_id"], ids=[d["_id"] for d in docs], move=move
+        )
+        mapping = await self._run_copy(intent)
+        await self._finish_intent(intent)
+        source_uids = [u for u in (int(d["uid"]) for d in docs) if u in mapping]
+        dest_uids = [mapping[u] for u in source_uids]
+        modseq = 0
+        if dest_uids:
+            copy = await self._messages.find_one(
+                {"mailbox_id": dst["_id"], "uid": dest_uids[0]}, {"modseq": 1}
+            )
+            modseq = int(copy["modseq"]) if copy else 0
+        return CopyResult(
+            int(dst["uidvalidity"]), source_uids, dest_uids, modseq,
+            source_uids if move else [], int(intent.get("source_modseq", 0)),
+        )  # fmt: skip
+
+    async def _run_copy(self, intent: Doc) -> dict[int, int]:
+        """Returns source uid -> destination uid for every message copied (now or by an
+        earlier attempt of the intent)."""
+        src_id: ObjectId = intent["src"]
+        dst_id: ObjectId = intent["dst"]
+        ids: list[Any] = intent["ids"]
+        copy_id = {sid: key_of(intent["_id"], str(sid)) for sid in ids}
+        sources: list[Doc] = []
+        copies: dict[str, Doc] = {}
+        for i in range(0, len(ids), BATCH):
+            part = ids[i : i + BATCH]
+            sources += await self._messages.find({"_id": {"$in": part}}).to_list(None)
+            for c in await self._messages.find(
+                {"_id": {"$in": [copy_id[s] for s in part]}}, {"uid": 1}
+            ).to_list(None):
+                copies[c["_id"]] = c
+        sources.sort(key=lambda d: int(d["uid"]))
+        async with self._locks.hold_all([src_id, dst_id]):
+            # A source expunged (by someone else) before its copy was made is not copied.
+            todo = [d for d in sources if copy_id[d["_id"]] not in copies and not d["expunged"]]
+            for n, doc in enumerate(todo, 1):
+                await self.blobs.acquire(copy_id[doc["_id"]], doc["blob_id"], None)
+                if n % 200 == 0:
+                    await self._renew_intent(intent)
+            if todo:
+                first, modseq = await self._allocate(dst_id, len(todo))
+                for i, doc in enumerate(todo):
+                    new = {
+                        **doc, "_id": copy_id[doc["_id"]], "mailbox_id": dst_id,
+                        "uid": first + i, "modseq": modseq, "expunged": False, "released": False,
+                    }  # fmt: skip
+                    try:
+                        await self._messages.insert_one(new)
+                    except DuplicateKeyError:
+                        raise Unavailable("concurrent copy of the same messages; retry") from None
+                    copies[new["_id"]] = new
+            if intent["move"]:
+                await self._tombstone_sources(intent, src_id, sources)
+        return {
+            int(d["uid"]): int(copies[copy_id[d["_id"]]]["uid"])
+            for d in sources
+            if copy_id[d["_id"]] in copies
+        }
+
+    async def _tombstone_sources(self, intent: Doc, src_id: ObjectId, sources: list[Doc]) -> None:
+        """MOVE's expunge of the sources (one MODSEQ, recorded in the intent so a roll-forward
+        reuses it), then their references dropped."""
+        modseq = int(intent.get("source_modseq", 0))
+        if not modseq:
+            modseq = (await self._allocate(src_id, 0))[1]
+            await self._intents.update_one(
+                {"_id": intent["_id"]}, {"$set": {"source_modseq": modseq}}
+            )
+            intent["source_modseq"] = modseq
+        for doc in sources:
+            await self._messages.update_one(
+                {"_id": doc["_id"], "expunged": False},
+                {"$set": {"expunged": True, "modseq": modseq}},
+            )
+        await self._release([d for d in sources if not d.get("released")])
+
+    # -- flags and expunge -------------------------------------------------------------------
+
+    async def _store_flags(
+        self,
+        user: str,
+        mailbox: str,
+        uids: list[int],
+        mode: FlagsMode,
+        flags: tuple[str, ...],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        mbox = await self._mailbox_doc(user, mailbox)
+        async with self._locks.hold(mbox["_id"]):
+            docs: list[Doc] = []
+            for i in range(0, len(uids), BATCH):
+                docs += await self._messages.find(
+                    {"mailbox_id": mbox["_id"], "uid": {"$in": uids[i : i + BATCH]},
+                     "expunged": False}
+                ).to_list(None)  # fmt: skip
+            docs.sort(key=lambda d: int(d["uid"]))
+            return await self._apply_flags(mbox, docs, mode, flags, unchanged_since)
+
+    async def _apply_flags(
+        self,
+        mbox: Doc,
+        docs: list[Doc],
+        mode: FlagsMode,
+        flags: tuple[str, ...],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        result = FlagsResult()
+        modseq = 0
+        for doc in docs:
+            current: Doc | None = doc
+            for _ in range(FLAG_RETRIES):
+                assert current is not None
+                if unchanged_since and int(current["modseq"]) > unchanged_since:
+                    # RFC 7162 section 3.1.3: changed since the client looked; not touched.
+                    result.modified.append(int(current["uid"]))
+                    break
+                new = apply_flags(current["flags"], mode, flags)
+                if set(new) == set(current["flags"]):
+                    result.messages.append(to_message(current))
+                    break
+                # RFC 7162 section 3.1: one MODSEQ for what one STORE changes, unless a
+                # concurrent change got a later one in between (MODSEQ never goes back).
+                if modseq <= int(current["modseq"]):
+                    modseq = (await self._allocate(mbox["_id"], 0))[1]
+                # Compare-and-set on the message's MODSEQ, which every change replaces.
+                done = await self._messages.update_one(
+                    {"_id": current["_id"], "modseq": current["modseq"], "expunged": False},
+                    {"$set": {"flags": list(new), "modseq": modseq}},
+                )
+                if done.matched_count:
+                    result.messages.append(to_message({**current, "flags": new, "modseq": modseq}))
+                    result.changed.append(int(current["uid"]))
+                    break
+                current = await self._messages.find_one({"_id": current["_id"]})
+                if current is None or current["expunged"]:
+                    break
+            else:
+                raise Unavailable(f"uid {doc['uid']} is being changed concurrently; retry")
+        return result
+
+    async def _expunge(self, user: str, mailbox: str, uids: list[int] | None) -> ExpungeResult:
+        """Tombstone (expunged=true, invisible from then on) -> drop the blob reference ->
+        released=true. A crash leaves a tombstone not yet released, which the next Expunge of
+        the mailbox finishes; every step is idempotent."""
+        mbox = await self._mailbox_doc(user, mailbox)
+        async with self._locks.hold(mbox["_id"]):
+            query: Doc = {"mailbox_id": mbox["_id"], "flags": DELETED, "expunged": False}
+            if uids is not None:
+                query["uid"] = {"$in": uids}
+            candidates = await self._messages.find(query, {"uid": 1, "blob_id": 1}).to_list(None)
+            leftovers = await self._messages.find(
+                {"mailbox_id": mbox["_id"], "expunged": True, "released": False},
+                {"uid": 1, "blob_id": 1},
+            ).to_list(None)
+            if not candidates and not leftovers:
+                return ExpungeResult()
+            modseq = 0
+            mine: list[Doc] = []
+            if candidates:
+                modseq = (await self._allocate(mbox["_id"], 0))[1]
+                for doc in candidates:
+                    r = await self._messages.update_one(
+                        {"_id": doc["_id"], "expunged": False, "flags": DELETED},
+                        {"$set": {"expunged": True, "modseq": modseq}},
+                    )
+                    if r.modified_count:  # else: a concurrent Expunge owns it, or \Deleted went
+                        mine.append(doc)
+            await self._release([*mine, *leftovers])
+            expunged = sorted({int(d["uid"]) for d in [*mine, *leftovers]})
+            return ExpungeResult(expunged, modseq or int(mbox["highestmodseq"]))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _list_messages(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        mbox = await self._mailbox_doc(user, mailbox)
+        docs = (
+            await self._messages.find(
+                {"mailbox_id": mbox["_id"], "expunged": False, "uid": {"$gt": after_uid}},
+                _SUMMARY,
+            )
+            .sort("uid", ASCENDING)
+            .limit(limit + 1)
+            .to_list(None)
+        )
+        return [to_message(d) for d in docs[:limit]], len(docs) > limit
+
+    async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
+        mbox = await self._mailbox_doc(user, mailbox)
+        doc = await self._messages.find_one(
+            {"mailbox_id": mbox["_id"], "uid": uid, "expunged": False}
+        )
+        if doc is None:
+            raise NotFound(f"no message with uid {uid} in {mailbox!r}")
+        return await self.blobs.read(doc["blob_id"], int(doc["size"]))
+
+    async def _index_fields(self, blob_ids: set[str], field: str) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        wanted = sorted(blob_ids)
+        for i in range(0, len(wanted), BATCH):
+            for doc in await self.blobs.index.find(
+                {"_id": {"$in": wanted[i : i + BATCH]}}, {field: 1}
+            ).to_list(None):
+                out[doc["_id"]] = bytes(doc[field])
+        return out
+
+    async def _get_meta(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> list[tuple[int, str, bytes | None]]:
+        mbox = await self._mailbox_doc(user, mailbox)
+        docs: list[Doc] = []
+        for i in range(0, len(uids), BATCH):
+            docs += await self._messages.find(
+                {"mailbox_id": mbox["_id"], "uid": {"$in": uids[i : i + BATCH]},
+                 "expunged": False},
+                {"uid": 1, "blob_id": 1},
+            ).to_list(None)  # fmt: skip
+        metas = await self._index_fields({d["blob_id"] for d in docs}, "meta")
+        return sorted((int(d["uid"]), d["blob_id"], metas.get(d["blob_id"])) for d in docs)
+
+    async def _search_candidates(
+        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
+    ) -> tuple[int, list[SearchCandidate]]:
+        mbox = await self._mailbox_doc(user, mailbox)
+        live: Doc = {"mailbox_id": mbox["_id"], "expunged": False}
+        top = await self._messages.find_one(live, {"uid": 1}, sort=[("uid", DESCENDING)])
+        max_uid = int(top["uid"]) if top else 0
+        query = dict(live)
+        if bounds is not None:
+            spans = resolve_bounds(bounds, max_uid)
+            if len(spans) <= MAX_QUERY_RANGES:
+                query["$or"] = [{"uid": {"$gte": lo, "$lte": hi}} for lo, hi in spans]
+        docs = await self._messages.find(query, _SUMMARY).sort("uid", ASCENDING).to_list(None)
+        docs.sort(key=lambda d: int(d["uid"]))
+        searches = (
+            await self._index_fields({d["blob_id"] for d in docs}, "search") if content else {}
+        )
+        return max_uid, [
+            SearchCandidate(
+                to_message(d), d.get("sent_day"), searches.get(d["blob_id"]) if content else None
+            )
+            for d in docs
+        ]
+
+    async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
+        mbox = await self._mailbox_doc(user, mailbox)
+        docs = await self._messages.find(
+            {"mailbox_id": mbox["_id"], "modseq": {"$gt": since}}, _SUMMARY
+        ).to_list(None)
+        docs.sort(key=lambda d: int(d["uid"]))
+        return Changes(
+            [to_message(d) for d in docs if not d["expunged"]],
+            [int(d["uid"]) for d in docs if d["expunged"]],
+            int(mbox["highestmodseq"]), int(mbox["uidvalidity"]),
+        )  # fmt: skip
+
+    # -- blobs and quotas --------------------------------------------------------------------
+
+    async def _read_blob(self, blob_id: str) -> AsyncIterator[bytes]:
+        return await self.blobs.read(blob_id)
+
+    async def _blob_refcount(self, blob_id: str) -> int | None:
+        return await self.blobs.refcount(blob_id)
+
+    async def _get_quota(self, user: str) -> Quota:
+        return await self._quota(user)
+
+    async def _set_quota(self, user: str, storage_bytes: int, messages: int) -> Quota:
+        await self._require_user(user)
+        await self._users.update_one(
+            {"_id": user},
+            {"$set": {"storage_limit": storage_bytes, "message_limit": messages}},
+        )
+        return await self._quota(user)

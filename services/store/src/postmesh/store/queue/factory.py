@@ -1,0 +1,17 @@
+"""Pick the queue repository the store settings name (the same backend as the mailboxes)."""
+
+from __future__ import annotations
+
+from postmesh.store.queue.repository import QueueRepository
+from postmesh.store.settings import StoreSettings
+
+
+def create_queue_repository(settings: StoreSettings) -> QueueRepository:
+    if settings.store_backend == "mongodb":
+        from postmesh.store.queue.mongodb import MongoQueueRepository
+
+        return MongoQueueRepository(settings.mongodb_url, settings.mongodb_database)
+    from postmesh.store.queue.sqlite import SqliteQueueRepository
+
+    # Tables of their own in the store's database file: one file to back up.
+    return SqliteQueueRepository(settings.data_path(settings.store_sqlite_path))

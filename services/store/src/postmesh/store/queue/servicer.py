@@ -1,0 +1,237 @@
+"""gRPC DeliveryQueueService and MaildropLockService on a QueueRepository."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import NoReturn, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from postmesh.api.events.v1 import events_pb2
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
+from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.store import errors
+from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry
+from postmesh.store.queue.repository import QueueRepository
+from postmesh.store.repository import StoreRepository
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+_CODES: dict[type[errors.StoreError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    LeaseNotHeld: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
+}
+
+
+async def _fail(
+    context: grpc.aio.ServicerContext,
+    exc: BaseException,
+    transient: tuple[type[BaseException], ...],
+) -> NoReturn:
+    for cls, code in _CODES.items():
+        if isinstance(exc, cls):
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS):
+                log.error("queue call failed", extra=kv(error=str(exc), code=code.name))
+            await context.abort(code, str(exc))
+    if isinstance(exc, transient):
+        log.error("queue backend unavailable", exc_info=exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "store backend unavailable")
+    log.error("queue call crashed", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error in the store")
+    raise AssertionError("context.abort returned")
+
+
+def entry_pb(e: QueueEntry) -> queue_pb2.QueueEntry:
+    try:
+        msg = events_pb2.InboundMessage.FromString(e.envelope)
+    except DecodeError as exc:
+        raise errors.DataLoss(f"queue entry {e.queue_id} {e.recipient} is damaged") from exc
+    rcpt = msg.recipients[0] if msg.recipients else events_pb2.Recipient(address=e.recipient)
+    return queue_pb2.QueueEntry(
+        queue_id=e.queue_id, recipient=rcpt, message=msg, attempts=e.attempts,
+        next_attempt_at_ms=e.next_attempt_at_ms, last_error=e.last_error,
+        lease_owner=e.lease_owner, lease_expires_at_ms=e.lease_expires_at_ms,
+        created_at_ms=e.created_at_ms,
+    )  # fmt: skip
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
+    def __init__(self, queue: QueueRepository, store: StoreRepository) -> None:
+        self.queue = queue
+        self.store = store
+
+    async def _call(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
+        try:
+            return await op
+        except Exception as exc:
+            transient = self.queue.transient_errors + self.store.transient_errors
+            await _fail(context, exc, transient)
+
+    async def _blob_for(self, msg: events_pb2.InboundMessage) -> str:
+        """The message content as a pinned blob, through PutBlob's own path (put_blob): a new
+        upload pin of POSTMESH_STORE_UPLOAD_PIN_SECONDS keeps it while the entry waits."""
+        source = msg.WhichOneof("content")
+        if source == "inline_content":
+            if not msg.inline_content:
+                raise errors.InvalidArgument("message content is empty")
+            return (await self.store.put_blob(_one(msg.inline_content))).blob_id
+        if source == "blob_id":
+            try:
+                chunks = await self.store.read_blob(msg.blob_id)
+            except errors.NotFound:
+                raise errors.InvalidArgument(f"unknown blob_id {msg.blob_id}") from None
+            # Stored again under the same address: only the pin is new (the edge's pin from
+            # PutBlob may be days old by the time a retry is scheduled).
+            info = await self.store.put_blob(chunks)
+            if info.blob_id != msg.blob_id:
+                raise errors.DataLoss(f"blob {msg.blob_id} does not match its address")
+            return info.blob_id
+        raise errors.InvalidArgument("message has no content (inline_content or blob_id)")
+
+    async def _enqueue(self, request: queue_pb2.EnqueueRequest) -> tuple[QueueEntry, bool]:
+        msg, rcpt = request.message, request.recipient.address
+        if msg.queue_id and msg.queue_id != request.queue_id:
+            raise errors.InvalidArgument("message.queue_id differs from queue_id")
+        # Validates the key before any blob is written; a repeat writes nothing.
+        existing = await self.queue.get(request.queue_id, rcpt)
+        if existing is not None:
+            return existing, True
+        blob_id = await self._blob_for(msg)
+        envelope = events_pb2.InboundMessage()
+        envelope.CopyFrom(msg)
+        envelope.queue_id = request.queue_id
+        envelope.blob_id = blob_id  # replaces inline_content (oneof)
+        del envelope.recipients[:]
+        envelope.recipients.append(request.recipient)
+        new = NewEntry(
+            request.queue_id, rcpt, envelope.SerializeToString(deterministic=True), blob_id,
+            request.attempts, request.next_attempt_at_ms, request.last_error,
+        )  # fmt: skip
+        return await self.queue.enqueue(new)
+
+    async def Enqueue(
+        self, request: queue_pb2.EnqueueRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.EnqueueResponse:
+        bind_log_context(queue_id=request.queue_id)
+        entry, dup = await self._call(context, self._enqueue(request))
+        log.info(
+            "queue entry stored",
+            extra=kv(
+                recipient=entry.recipient, duplicate=dup, attempts=entry.attempts,
+                next_attempt_at_ms=entry.next_attempt_at_ms,
+            ),
+        )  # fmt: skip
+        return queue_pb2.EnqueueResponse(entry=entry_pb(entry), duplicate=dup)
+
+    async def ClaimDue(
+        self, request: queue_pb2.ClaimDueRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.ClaimDueResponse:
+        entries = await self._call(
+            context, self.queue.claim_due(request.owner, request.max_items, request.lease_seconds)
+        )
+        if entries:
+            log.info("queue entries claimed", extra=kv(owner=request.owner, count=len(entries)))
+        return queue_pb2.ClaimDueResponse(entries=[entry_pb(e) for e in entries])
+
+    async def Reschedule(
+        self, request: queue_pb2.RescheduleRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.QueueEntry:
+        bind_log_context(queue_id=request.queue_id)
+        entry = await self._call(
+            context,
+            self.queue.reschedule(
+                request.queue_id, request.recipient, request.owner,
+                request.next_attempt_at_ms, request.last_error,
+            ),
+        )  # fmt: skip
+        log.info(
+            "queue entry rescheduled",
+            extra=kv(recipient=entry.recipient, attempts=entry.attempts,
+                     next_attempt_at_ms=entry.next_attempt_at_ms),
+        )  # fmt: skip
+        return entry_pb(entry)
+
+    async def Delete(
+        self, request: queue_pb2.DeleteQueueEntryRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.DeleteQueueEntryResponse:
+        bind_log_context(queue_id=request.queue_id)
+        await self._call(
+            context, self.queue.delete(request.queue_id, request.recipient, request.owner)
+        )
+        log.info("queue entry deleted", extra=kv(recipient=request.recipient))
+        return queue_pb2.DeleteQueueEntryResponse()
+
+    async def List(
+        self, request: queue_pb2.ListQueueRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.ListQueueResponse:
+        entries, token = await self._call(
+            context,
+            self.queue.list_entries(request.queue_id, request.page_token, request.page_size),
+        )
+        return queue_pb2.ListQueueResponse(
+            entries=[entry_pb(e) for e in entries], next_page_token=token
+        )
+
+    async def Stats(
+        self, request: queue_pb2.QueueStatsRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.QueueStatsResponse:
+        s = await self._call(context, self.queue.stats())
+        return queue_pb2.QueueStatsResponse(
+            entries=s.entries, due=s.due, leased=s.leased,
+            oldest_created_at_ms=s.oldest_created_at_ms,
+        )  # fmt: skip
+
+
+def _lock_pb(state: LockState) -> queue_pb2.MaildropLockResponse:
+    return queue_pb2.MaildropLockResponse(
+        granted=state.granted, holder=state.holder, expires_at_ms=state.expires_at_ms
+    )
+
+
+class MaildropLockServicer(queue_pb2_grpc.MaildropLockServiceServicer):
+    def __init__(self, queue: QueueRepository) -> None:
+        self.queue = queue
+
+    async def _call(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
+        try:
+            return await op
+        except Exception as exc:
+            await _fail(context, exc, self.queue.transient_errors)
+
+    async def Acquire(
+        self, request: queue_pb2.MaildropLockRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.MaildropLockResponse:
+        bind_log_context(session_id=request.owner, user=request.user)
+        state = await self._call(
+            context, self.queue.acquire_lock(request.user, request.owner, request.lease_seconds)
+        )
+        if not state.granted:
+            log.info("maildrop in use", extra=kv(holder=state.holder))
+        return _lock_pb(state)
+
+    async def Renew(
+        self, request: queue_pb2.MaildropLockRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.MaildropLockResponse:
+        bind_log_context(session_id=request.owner, user=request.user)
+        state = await self._call(
+            context, self.queue.renew_lock(request.user, request.owner, request.lease_seconds)
+        )
+        if not state.granted:
+            log.warning("maildrop lock lost", extra=kv(holder=state.holder))
+        return _lock_pb(state)
+
+    async def Release(
+        self, request: queue_pb2.MaildropLockRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.ReleaseMaildropLockResponse:
+        bind_log_context(session_id=request.owner, user=request.user)
+        released = await self._call(context, self.queue.release_lock(request.user, request.owner))
+        return queue_pb2.ReleaseMaildropLockResponse(released=released)

@@ -1,0 +1,275 @@
+"""Queue and locks on SQLite: tables in the store's database file, on a connection of their own.
+
+Every operation is one BEGIN IMMEDIATE transaction, so claims are atomic across connections
+(and processes) on the same file: the write lock serialises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postmesh.store.errors import NotFound
+from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
+from postmesh.store.queue.repository import Clock, QueueRepository
+
+T = TypeVar("T")
+
+# Tables of their own (no shared PRAGMA user_version: that one is the mailbox schema's).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_entries (
+    queue_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    blob_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    -- max(next_attempt_at, lease_until): from then on the entry can be claimed.
+    ready_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (queue_id, recipient)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_entries_ready ON queue_entries (ready_at);
+CREATE TABLE IF NOT EXISTS maildrop_locks (
+    user TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+_COLS = (
+    "queue_id, recipient, envelope, blob_id, attempts, next_attempt_at, last_error,"
+    " lease_owner, lease_until, created_at"
+)
+
+
+def _entry(row: tuple[Any, ...]) -> QueueEntry:
+    q, r, envelope, blob_id, attempts, next_at, error, who, until, created = row
+    return QueueEntry(q, r, bytes(envelope), blob_id, attempts, next_at, error, who, until, created)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged Enqueue survives a power cut
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class SqliteQueueRepository(QueueRepository):
+    transient_errors = (sqlite3.OperationalError,)
+
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._conn = await asyncio.to_thread(_connect, self.path)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            async with self._lock:
+                await asyncio.to_thread(self._conn.close)
+            self._conn = None
+
+    async def ping(self) -> bool:
+        try:
+            await self._txn(lambda c: c.execute("SELECT 1").fetchone())
+        except (sqlite3.Error, RuntimeError):
+            return False
+        return True
+
+    async def _txn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SqliteQueueRepository used before open()")
+
+        def run() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        async with self._lock:
+            return await asyncio.to_thread(run)
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, queue_id: str, rcpt: str) -> QueueEntry | None:
+        row = conn.execute(
+            f"SELECT {_COLS} FROM queue_entries WHERE queue_id = ? AND recipient = ?",
+            (queue_id, rcpt),
+        ).fetchone()
+        return None if row is None else _entry(row)
+
+    @classmethod
+    def _held(cls, conn: sqlite3.Connection, queue_id: str, rcpt: str, who: str) -> QueueEntry:
+        entry = cls._row(conn, queue_id, rcpt)
+        if entry is None:
+            raise NotFound(f"no queue entry for {queue_id} {rcpt}")
+        if entry.lease_owner != who:
+            raise LeaseNotHeld(f"{who} does not hold the lease of {queue_id} {rcpt}")
+        return entry
+
+    # -- deferred queue ----------------------------------------------------------------------
+
+    async def _enqueue(self, entry: NewEntry, now: int) -> tuple[QueueEntry, bool]:
+        def txn(conn: sqlite3.Connection) -> tuple[QueueEntry, bool]:
+            found = self._row(conn, entry.queue_id, entry.recipient)
+            if found is not None:
+                return found, True
+            conn.execute(
+                f"INSERT INTO queue_entries ({_COLS}, ready_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?)",
+                (
+                    entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
+                    entry.attempts, entry.next_attempt_at_ms, entry.last_error, now,
+                    entry.next_attempt_at_ms,
+                ),
+            )  # fmt: skip
+            stored = self._row(conn, entry.queue_id, entry.recipient)
+            assert stored is not None
+            return stored, False
+
+        return await self._txn(txn)
+
+    async def _get(self, queue_id: str, rcpt: str) -> QueueEntry | None:
+        return await self._txn(lambda conn: self._row(conn, queue_id, rcpt))
+
+    async def _claim_due(self, who: str, limit: int, lease_ms: int, now: int) -> list[QueueEntry]:
+        until = now + lease_ms
+
+        def txn(conn: sqlite3.Connection) -> list[QueueEntry]:
+            keys = conn.execute(
+                "SELECT queue_id, recipient FROM queue_entries WHERE ready_at <= ?"
+                " ORDER BY ready_at, queue_id, recipient LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            out: list[QueueEntry] = []
+            for q, r in keys:
+                conn.execute(
+                    "UPDATE queue_entries SET lease_owner = ?, lease_until = ?, ready_at = ?"
+                    " WHERE queue_id = ? AND recipient = ?",
+                    (who, until, until, q, r),
+                )
+                entry = self._row(conn, q, r)
+                assert entry is not None
+                out.append(entry)
+            return out
+
+        return await self._txn(txn)
+
+    async def _reschedule(
+        self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
+    ) -> QueueEntry:
+        def txn(conn: sqlite3.Connection) -> QueueEntry:
+            self._held(conn, queue_id, rcpt, who)
+            conn.execute(
+                "UPDATE queue_entries SET attempts = attempts + 1, next_attempt_at = ?,"
+                " last_error = ?, lease_owner = '', lease_until = 0, ready_at = ?"
+                " WHERE queue_id = ? AND recipient = ?",
+                (next_at, last_error, next_at, queue_id, rcpt),
+            )
+            entry = self._row(conn, queue_id, rcpt)
+            assert entry is not None
+            return entry
+
+        return await self._txn(txn)
+
+    async def _delete(self, queue_id: str, rcpt: str, who: str, now: int) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            self._held(conn, queue_id, rcpt, who)
+            conn.execute(
+                "DELETE FROM queue_entries WHERE queue_id = ? AND recipient = ?", (queue_id, rcpt)
+            )
+
+        await self._txn(txn)
+
+    async def _list(
+        self, queue_id: str, after: tuple[str, str] | None, limit: int
+    ) -> tuple[list[QueueEntry], bool]:
+        where, args = ["1"], []
+        if queue_id:
+            where.append("queue_id = ?")
+            args.append(queue_id)
+        if after is not None:
+            where.append("(queue_id, recipient) > (?, ?)")
+            args.extend(after)
+
+        def q(conn: sqlite3.Connection) -> tuple[list[QueueEntry], bool]:
+            rows = conn.execute(
+                f"SELECT {_COLS} FROM queue_entries WHERE {' AND '.join(where)}"
+                " ORDER BY queue_id, recipient LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+            return [_entry(r) for r in rows[:limit]], len(rows) > limit
+
+        return await self._txn(q)
+
+    async def _stats(self, now: int) -> QueueStats:
+        def q(conn: sqlite3.Connection) -> QueueStats:
+            total, due, leased, oldest = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(ready_at <= ?), 0),"
+                " COALESCE(SUM(lease_until > ?), 0), COALESCE(MIN(created_at), 0)"
+                " FROM queue_entries",
+                (now, now),
+            ).fetchone()
+            return QueueStats(total, due, leased, oldest)
+
+        return await self._txn(q)
+
+    # -- maildrop locks ----------------------------------------------------------------------
+
+    async def _acquire_lock(self, user: str, who: str, lease_ms: int, now: int) -> LockState:
+        def txn(conn: sqlite3.Connection) -> LockState:
+            row = conn.execute(
+                "SELECT owner, until FROM maildrop_locks WHERE user = ?", (user,)
+            ).fetchone()
+            if row is not None and row[0] != who and row[1] > now:
+                return LockState(False, row[0], row[1])
+            conn.execute(
+                "INSERT INTO maildrop_locks (user, owner, until) VALUES (?, ?, ?)"
+                " ON CONFLICT (user) DO UPDATE SET owner = excluded.owner, until = excluded.until",
+                (user, who, now + lease_ms),
+            )
+            return LockState(True, who, now + lease_ms)
+
+        return await self._txn(txn)
+
+    async def _renew_lock(self, user: str, who: str, lease_ms: int, now: int) -> LockState:
+        def txn(conn: sqlite3.Connection) -> LockState:
+            # Held until another owner takes it, even past its expiry (as the MongoDB backend).
+            cur = conn.execute(
+                "UPDATE maildrop_locks SET until = ? WHERE user = ? AND owner = ?",
+                (now + lease_ms, user, who),
+            )
+            if cur.rowcount:
+                return LockState(True, who, now + lease_ms)
+            row = conn.execute(
+                "SELECT owner, until FROM maildrop_locks WHERE user = ?", (user,)
+            ).fetchone()
+            if row is None or row[1] <= now:
+                return LockState(False, "", 0)
+            return LockState(False, row[0], row[1])
+
+        return await self._txn(txn)
+
+    async def _release_lock(self, user: str, who: str) -> bool:
+        def txn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM maildrop_locks WHERE user = ? AND owner = ?", (user, who)
+            )
+            return bool(cur.rowcount)
+
+        return await self._txn(txn)

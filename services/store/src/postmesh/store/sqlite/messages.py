@@ -1,0 +1,264 @@
+"""Message operations of the SQLite backend, each the body of one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from postmesh.store import quota as q
+from postmesh.store.blobs import BlobSource
+from postmesh.store.errors import InvalidArgument, Unavailable
+from postmesh.store.indexing import resolve_bounds
+from postmesh.store.model import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    DeliverResult,
+    Delivery,
+    ExpungeResult,
+    FlagsMode,
+    FlagsResult,
+    Message,
+    MessageIndex,
+    SearchCandidate,
+)
+from postmesh.store.sqlite import mailboxes as mb
+from postmesh.store.sqlite import rows
+from postmesh.store.validation import DELETED, SEEN, apply_flags
+
+# More UID ranges than this are filtered in Python instead of in SQL.
+MAX_SQL_RANGES = 100
+
+
+def deliver(
+    conn: sqlite3.Connection,
+    d: Delivery,
+    source: BlobSource | None,
+    index: MessageIndex | None,
+    quota_defaults: tuple[int, int],
+) -> DeliverResult:
+    assert d.blob_id is not None
+    key = (d.queue_id, d.user, d.mailbox)
+    done = conn.execute(
+        "SELECT uid, uidvalidity, modseq FROM deliveries"
+        " WHERE queue_id = ? AND user = ? AND mailbox = ?",
+        key,
+    ).fetchone()
+    if done is not None:
+        return DeliverResult(done[0], done[1], d.mailbox, done[2], duplicate=True, created=False)
+    if source is not None:
+        size = source.size
+    else:
+        got = conn.execute("SELECT size FROM blobs WHERE id = ?", (d.blob_id,)).fetchone()
+        if got is None:
+            raise InvalidArgument(f"unknown blob_id {d.blob_id}")
+        size = int(got[0])
+    if index is None:
+        raise Unavailable(f"blob {d.blob_id} was being stored while parsed; retry")
+    # The first delivery to a user provisions them (INBOX and the special-use mailboxes).
+    created = [] if rows.user_known(conn, d.user) else mb.provision(conn, d.user).created
+    row = rows.require_mailbox(conn, d.user, d.mailbox)
+    mailbox_id, uidvalidity = row[0], row[3]
+    q.check(rows.quota(conn, d.user, *quota_defaults), size, 1)
+    if source is not None:
+        rows.store_blob(conn, source, 1, 0)
+    else:
+        rows.add_refs(conn, d.blob_id, 1)
+    rows.put_index(conn, d.blob_id, index)
+    uid, modseq = rows.allocate(conn, mailbox_id, 1)
+    rows.insert_message(
+        conn, mailbox_id, uid, modseq, d.flags, d.internal_date, size, d.blob_id, index.sent_day
+    )
+    conn.execute(
+        "INSERT INTO deliveries (queue_id, user, mailbox, uid, uidvalidity, modseq, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (*key, uid, uidvalidity, modseq, int(time.time())),
+    )
+    return DeliverResult(
+        uid, uidvalidity, d.mailbox, modseq, duplicate=False, created=True,
+        created_mailboxes=tuple(created),
+    )  # fmt: skip
+
+
+def check_append(
+    conn: sqlite3.Connection, user: str, mailbox: str, size: int, quota_defaults: tuple[int, int]
+) -> None:
+    rows.require_mailbox(conn, user, mailbox)
+    q.check(rows.quota(conn, user, *quota_defaults), size, 1)
+
+
+def append(
+    conn: sqlite3.Connection,
+    user: str,
+    mailbox: str,
+    source: BlobSource,
+    flags: tuple[str, ...],
+    internal_date: int,
+    index: MessageIndex,
+    quota_defaults: tuple[int, int],
+) -> AppendResult:
+    row = rows.require_mailbox(conn, user, mailbox)
+    q.check(rows.quota(conn, user, *quota_defaults), source.size, 1)
+    rows.store_blob(conn, source, 1, 0)
+    rows.put_index(conn, source.blob_id, index)
+    uid, modseq = rows.allocate(conn, row[0], 1)
+    rows.insert_message(
+        conn, row[0], uid, modseq, flags, internal_date, source.size, source.blob_id,
+        index.sent_day,
+    )  # fmt: skip
+    return AppendResult(uid, row[3], modseq, mailbox)
+
+
+def copy(
+    conn: sqlite3.Connection,
+    user: str,
+    mailbox: str,
+    uids: list[int],
+    destination: str,
+    move: bool,
+    quota_defaults: tuple[int, int],
+) -> CopyResult:
+    src = rows.require_mailbox(conn, user, mailbox)
+    dst = rows.require_mailbox(conn, user, destination)
+    msgs = rows.select_uids(conn, src[0], uids)
+    if not msgs:
+        return CopyResult(dst[3])
+    if not move:  # a move within one user's mailboxes leaves usage as it is
+        q.check(rows.quota(conn, user, *quota_defaults), sum(m.size for m in msgs), len(msgs))
+    dest, modseq, source_modseq = rows.copy_rows(conn, src[0], msgs, dst[0], move=move)
+    source_uids = [m.uid for m in msgs]
+    return CopyResult(dst[3], source_uids, dest, modseq, source_uids if move else [], source_modseq)
+
+
+def store_flags(
+    conn: sqlite3.Connection,
+    user: str,
+    mailbox: str,
+    uids: list[int],
+    mode: FlagsMode,
+    flags: tuple[str, ...],
+    unchanged_since: int,
+) -> FlagsResult:
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    result = FlagsResult()
+    modseq = 0
+    for msg in rows.select_uids(conn, mailbox_id, uids):
+        if unchanged_since and msg.modseq > unchanged_since:
+            result.modified.append(msg.uid)
+            continue
+        new = apply_flags(msg.flags, mode, flags)
+        if set(new) == set(msg.flags):
+            result.messages.append(msg)
+            continue
+        # RFC 7162 section 3.1: one new MODSEQ for the messages one STORE changed.
+        modseq = modseq or rows.bump_modseq(conn, mailbox_id)
+        conn.execute(
+            "UPDATE messages SET flags = ?, seen = ?, deleted = ?, modseq = ?"
+            " WHERE mailbox_id = ? AND uid = ?",
+            (json.dumps(new), int(SEEN in new), int(DELETED in new), modseq, mailbox_id, msg.uid),
+        )
+        result.messages.append(
+            Message(msg.uid, new, msg.size, msg.internal_date, modseq, msg.blob_id)
+        )
+        result.changed.append(msg.uid)
+    return result
+
+
+def expunge(
+    conn: sqlite3.Connection, user: str, mailbox: str, uids: list[int] | None
+) -> ExpungeResult:
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    if uids is None:
+        found = conn.execute(
+            f"SELECT {rows.MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND deleted = 1"
+            " ORDER BY uid",
+            (mailbox_id,),
+        ).fetchall()
+        doomed = [rows.message(r) for r in found]
+    else:
+        doomed = [m for m in rows.select_uids(conn, mailbox_id, uids) if DELETED in m.flags]
+    if not doomed:
+        return ExpungeResult()
+    modseq = rows.bump_modseq(conn, mailbox_id)
+    rows.remove_messages(conn, mailbox_id, doomed, modseq)
+    return ExpungeResult([m.uid for m in doomed], modseq)
+
+
+def list_messages(
+    conn: sqlite3.Connection, user: str, mailbox: str, after_uid: int, limit: int
+) -> tuple[list[Message], bool]:
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    found = conn.execute(
+        f"SELECT {rows.MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND uid > ?"
+        " ORDER BY uid LIMIT ?",
+        (mailbox_id, after_uid, limit + 1),
+    ).fetchall()
+    return [rows.message(r) for r in found[:limit]], len(found) > limit
+
+
+def get_meta(
+    conn: sqlite3.Connection, user: str, mailbox: str, uids: list[int]
+) -> list[tuple[int, str, bytes | None]]:
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    out: list[tuple[int, str, bytes | None]] = []
+    for i in range(0, len(uids), rows.BATCH):
+        part = uids[i : i + rows.BATCH]
+        marks = ",".join("?" * len(part))
+        found = conn.execute(
+            "SELECT m.uid, m.blob_id, i.meta FROM messages m"
+            " LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
+            f" WHERE m.mailbox_id = ? AND m.uid IN ({marks}) ORDER BY m.uid",
+            (mailbox_id, *part),
+        ).fetchall()
+        out.extend((int(u), b, None if meta is None else bytes(meta)) for u, b, meta in found)
+    return out
+
+
+def search_candidates(
+    conn: sqlite3.Connection,
+    user: str,
+    mailbox: str,
+    bounds: list[tuple[int, int]] | None,
+    content: bool,
+) -> tuple[int, list[SearchCandidate]]:
+    """(highest UID, candidates): only the columns the criteria need; the search document is
+    joined in for content keys only."""
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    max_uid = int(
+        conn.execute(
+            "SELECT COALESCE(MAX(uid), 0) FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+        ).fetchone()[0]
+    )
+    cols = ", ".join(f"m.{c}" for c in rows.MESSAGE_COLS.split(", "))
+    sql = f"SELECT {cols}, m.sent_day{', i.search' if content else ''} FROM messages m"
+    if content:
+        sql += " LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
+    sql += " WHERE m.mailbox_id = ?"
+    params: list[int] = [mailbox_id]
+    if bounds is not None:
+        spans = resolve_bounds(bounds, max_uid)
+        if len(spans) <= MAX_SQL_RANGES:
+            sql += " AND (" + " OR ".join("m.uid BETWEEN ? AND ?" for _ in spans) + ")"
+            params += [x for pair in spans for x in pair]
+    found = conn.execute(sql + " ORDER BY m.uid", params).fetchall()
+    return max_uid, [
+        SearchCandidate(
+            rows.message(r), r[6], (None if r[7] is None else bytes(r[7])) if content else None
+        )
+        for r in found
+    ]
+
+
+def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -> Changes:
+    row = rows.require_mailbox(conn, user, mailbox)
+    changed = conn.execute(
+        f"SELECT {rows.MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND modseq > ?"
+        " ORDER BY uid",
+        (row[0], since),
+    ).fetchall()
+    gone = conn.execute(
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        (row[0], since),
+    ).fetchall()
+    return Changes([rows.message(r) for r in changed], [int(g[0]) for g in gone], row[5], row[3])

@@ -1,0 +1,299 @@
+"""Row-level helpers of the SQLite backend. Synchronous: each runs inside the caller's
+transaction on the writer thread (see ``repository.py``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from typing import Any
+
+from postmesh.store import quota as q
+from postmesh.store.blobs import BlobSource
+from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
+from postmesh.store.hierarchy import child_range
+from postmesh.store.model import Mailbox, Message, MessageIndex, Quota
+from postmesh.store.validation import DELETED, SEEN
+
+Row = tuple[Any, ...]
+MAILBOX_COLS = "id, user, name, uidvalidity, uidnext, highestmodseq, special_use, noselect"
+MESSAGE_COLS = "uid, flags, size, internal_date, modseq, blob_id"
+# Bound parameters per statement, well below SQLite's limit.
+BATCH = 500
+
+
+def message(row: Row) -> Message:
+    uid, flags, size, internal_date, modseq, blob_id = row[:6]
+    return Message(int(uid), tuple(json.loads(flags)), size, internal_date, modseq, blob_id)
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def user_known(conn: sqlite3.Connection, user: str) -> bool:
+    return conn.execute("SELECT 1 FROM users WHERE user = ?", (user,)).fetchone() is not None
+
+
+def require_user(conn: sqlite3.Connection, user: str) -> None:
+    if not user_known(conn, user):
+        raise UnknownUser(user)
+
+
+def insert_user(conn: sqlite3.Connection, user: str) -> None:
+    # The counter starts at the clock so values stay above any a time-based scheme gave out.
+    conn.execute(
+        "INSERT INTO users (user, next_uidvalidity, created_at) VALUES (?, ?, ?)",
+        (user, max(1, int(time.time())), int(time.time())),
+    )
+
+
+def next_uidvalidity(conn: sqlite3.Connection, user: str) -> int:
+    row = conn.execute(
+        "UPDATE users SET next_uidvalidity = next_uidvalidity + 1 WHERE user = ?"
+        " RETURNING next_uidvalidity - 1",
+        (user,),
+    ).fetchone()
+    if row is None:
+        raise UnknownUser(user)
+    return int(row[0]) & 0xFFFFFFFF or 1
+
+
+def quota(conn: sqlite3.Connection, user: str, default_bytes: int, default_messages: int) -> Quota:
+    limits = conn.execute(
+        "SELECT storage_limit, message_limit FROM users WHERE user = ?", (user,)
+    ).fetchone()
+    if limits is None:
+        raise UnknownUser(user)
+    count, size = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m"
+        " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user = ?",
+        (user,),
+    ).fetchone()
+    return Quota(
+        int(size), q.effective(limits[0], default_bytes),
+        int(count), q.effective(limits[1], default_messages),
+    )  # fmt: skip
+
+
+# -- mailboxes ---------------------------------------------------------------------------------
+
+
+def mailbox_row(conn: sqlite3.Connection, user: str, name: str) -> Row | None:
+    row: Row | None = conn.execute(
+        f"SELECT {MAILBOX_COLS} FROM mailboxes WHERE user = ? AND name = ?", (user, name)
+    ).fetchone()
+    return row
+
+
+def require_mailbox(
+    conn: sqlite3.Connection, user: str, name: str, *, selectable: bool = True
+) -> Row:
+    row = mailbox_row(conn, user, name)
+    if row is None:
+        require_user(conn, user)
+        raise NotFound(f"mailbox {name!r} of {user} does not exist")
+    if selectable and row[7]:
+        raise FailedPrecondition(f"mailbox {name!r} is not selectable (\\Noselect)")
+    return row
+
+
+def insert_mailbox(conn: sqlite3.Connection, user: str, name: str, special_use: str = "") -> int:
+    row = conn.execute(
+        "INSERT INTO mailboxes (user, name, uidvalidity, uidnext, highestmodseq, special_use,"
+        " created_at) VALUES (?, ?, ?, 1, 1, ?, ?) RETURNING id",
+        (user, name, next_uidvalidity(conn, user), special_use, int(time.time())),
+    ).fetchone()
+    return int(row[0])
+
+
+def has_children(conn: sqlite3.Connection, user: str, name: str) -> bool:
+    low, high = child_range(name)
+    row = conn.execute(
+        "SELECT 1 FROM mailboxes WHERE user = ? AND name >= ? AND name < ? LIMIT 1",
+        (user, low, high),
+    ).fetchone()
+    return row is not None
+
+
+def subscribed(conn: sqlite3.Connection, user: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM subscriptions WHERE user = ? AND name = ?", (user, name)
+    ).fetchone()
+    return row is not None
+
+
+def counts(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int, int, int]:
+    """(messages, seen, deleted, size): derived, never stored, so they cannot drift."""
+    row = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(seen), 0), COALESCE(SUM(deleted), 0),"
+        " COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = ?",
+        (mailbox_id,),
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def to_mailbox(
+    row: Row, counted: tuple[int, int, int, int], *, subscribed: bool, children: bool
+) -> Mailbox:
+    mid, user, name, uidvalidity, uidnext, modseq, special_use, noselect = row
+    total, seen, deleted, size = counted
+    return Mailbox(
+        str(mid), user, name, uidvalidity, uidnext, modseq, total, total - seen,
+        special_use, subscribed, deleted, size, bool(noselect), children,
+    )  # fmt: skip
+
+
+def load_mailbox(conn: sqlite3.Connection, row: Row) -> Mailbox:
+    user, name = row[1], row[2]
+    return to_mailbox(
+        row, counts(conn, row[0]),
+        subscribed=subscribed(conn, user, name), children=has_children(conn, user, name),
+    )  # fmt: skip
+
+
+def bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    row = conn.execute(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?"
+        " RETURNING highestmodseq",
+        (mailbox_id,),
+    ).fetchone()
+    return int(row[0])
+
+
+def allocate(conn: sqlite3.Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
+    """Take ``uids`` UIDs and one MODSEQ: (first uid, modseq)."""
+    row = conn.execute(
+        "UPDATE mailboxes SET uidnext = uidnext + ?, highestmodseq = highestmodseq + 1"
+        " WHERE id = ? RETURNING uidnext - ?, highestmodseq",
+        (uids, mailbox_id, uids),
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+# -- blobs -------------------------------------------------------------------------------------
+
+
+def store_blob(conn: sqlite3.Connection, source: BlobSource, refs: int, pin: int) -> None:
+    """Insert the blob with its chunks if new, else add ``refs`` and extend the pin."""
+    cur = conn.execute(
+        "UPDATE blobs SET refcount = refcount + ?, pinned_until = MAX(pinned_until, ?)"
+        " WHERE id = ?",
+        (refs, pin, source.blob_id),
+    )
+    if cur.rowcount:
+        return
+    conn.execute(
+        "INSERT INTO blobs (id, size, refcount, pinned_until, created_at) VALUES (?, ?, ?, ?, ?)",
+        (source.blob_id, source.size, refs, pin, int(time.time())),
+    )
+    conn.executemany(
+        "INSERT INTO blob_chunks (blob_id, n, data) VALUES (?, ?, ?)",
+        ((source.blob_id, n, source.read_chunk(n)) for n in range(source.chunks)),
+    )
+
+
+def add_refs(conn: sqlite3.Connection, blob_id: str, refs: int) -> int | None:
+    """Add references to a stored blob; its size, or None when it is not stored."""
+    row = conn.execute(
+        "UPDATE blobs SET refcount = refcount + ? WHERE id = ? RETURNING size", (refs, blob_id)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def release_blob(conn: sqlite3.Connection, blob_id: str, refs: int) -> None:
+    row = conn.execute(
+        "UPDATE blobs SET refcount = refcount - ? WHERE id = ? RETURNING refcount, pinned_until",
+        (refs, blob_id),
+    ).fetchone()
+    if row is not None and row[0] <= 0 and row[1] <= time.time():
+        conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob_id,))
+        conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
+        conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+
+
+def put_index(conn: sqlite3.Connection, blob_id: str, index: MessageIndex) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_index (blob_id, meta, search, sent_day) VALUES (?, ?, ?, ?)",
+        (blob_id, index.meta, index.search, index.sent_day),
+    )
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def insert_message(
+    conn: sqlite3.Connection,
+    mailbox_id: int,
+    uid: int,
+    modseq: int,
+    flags: tuple[str, ...],
+    internal_date: int,
+    size: int,
+    blob_id: str,
+    sent_day: int | None,
+) -> Message:
+    conn.execute(
+        "INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date,"
+        " size, blob_id, sent_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            mailbox_id, uid, modseq, json.dumps(flags), int(SEEN in flags),
+            int(DELETED in flags), internal_date, size, blob_id, sent_day,
+        ),
+    )  # fmt: skip
+    return Message(uid, flags, size, internal_date, modseq, blob_id)
+
+
+def select_uids(conn: sqlite3.Connection, mailbox_id: int, uids: list[int]) -> list[Message]:
+    out: list[Message] = []
+    for i in range(0, len(uids), BATCH):
+        part = uids[i : i + BATCH]
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})"
+            " ORDER BY uid",
+            (mailbox_id, *part),
+        ).fetchall()
+        out.extend(message(r) for r in rows)
+    return out
+
+
+def remove_messages(
+    conn: sqlite3.Connection, mailbox_id: int, msgs: list[Message], modseq: int | None
+) -> None:
+    """Delete messages and drop their blob references; with ``modseq``, leave expunge
+    tombstones (a mailbox being deleted needs none)."""
+    for m in msgs:
+        conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, m.uid))
+    if modseq is not None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+            ((mailbox_id, m.uid, modseq) for m in msgs),
+        )
+    for blob_id, refs in Counter(m.blob_id for m in msgs).items():
+        release_blob(conn, blob_id, refs)
+
+
+def copy_rows(
+    conn: sqlite3.Connection, src_id: int, msgs: list[Message], dst_id: int, *, move: bool
+) -> tuple[list[int], int, int]:
+    """Copy ``msgs`` (ascending UID) into the destination with new UIDs, one MODSEQ and a new
+    blob reference each; ``move`` then removes the sources (one expunge MODSEQ) and their
+    references. Returns (destination uids, destination modseq, source modseq)."""
+    first, modseq = allocate(conn, dst_id, len(msgs))
+    dest = []
+    for i, m in enumerate(msgs):
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date,"
+            " size, blob_id, sent_day) SELECT ?, ?, ?, flags, seen, deleted, internal_date,"
+            " size, blob_id, sent_day FROM messages WHERE mailbox_id = ? AND uid = ?",
+            (dst_id, first + i, modseq, src_id, m.uid),
+        )
+        dest.append(first + i)
+    for blob_id, refs in Counter(m.blob_id for m in msgs).items():
+        add_refs(conn, blob_id, refs)
+    source_modseq = 0
+    if move:
+        source_modseq = bump_modseq(conn, src_id)
+        remove_messages(conn, src_id, msgs, source_modseq)
+    return dest, modseq, source_modseq

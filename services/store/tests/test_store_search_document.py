@@ -1,0 +1,78 @@
+"""The stored search document: postmesh.store.search encode/decode and build."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+
+from postmesh.store.mime import extract_meta
+from postmesh.store.search import (
+    SearchDocument,
+    build_search_document,
+    decode_search_doc,
+    encode_search_doc,
+)
+
+
+def test_round_trip_keeps_names_with_dots_order_and_unicode() -> None:
+    doc = SearchDocument(
+        headers={
+            "x-spam.score": ["1.5"],
+            "received": ["from a", "from b"],
+            "subject": ["Grüße 🎉 \x00 \ud800"],  # a lone surrogate must not break encoding
+            "$weird.name[0]": [],
+        },
+        text="Körper\nzweite Zeile",
+    )
+    data = encode_search_doc(doc)
+    assert isinstance(data, bytes)
+    back = decode_search_doc(data)
+    assert back == doc
+    assert list(back.headers) == list(doc.headers)
+
+
+def test_build_search_document_from_a_message() -> None:
+    raw = (
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        b"From: a@example.com\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"\r\n"
+        b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe\r\n"
+    )
+    doc = build_search_document(raw, extract_meta(raw))
+    assert doc.headers["subject"] == ["Grüße"]
+    assert doc.headers["from"] == ["a@example.com"]
+    assert doc.text == "Schöne Grüße"
+    # The encoded form is compact: a big repetitive text compresses well.
+    big = SearchDocument(headers=doc.headers, text="lorem ipsum dolor sit amet " * 40_000)
+    assert len(encode_search_doc(big)) < len(big.text) // 20
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not zlib",
+        zlib.compress(b"\xff\xfe"),
+        zlib.compress(b"[1, 2]"),
+        zlib.compress(json.dumps({"v": 2, "h": [], "t": ""}).encode()),
+        zlib.compress(json.dumps({"v": 1, "h": {}, "t": ""}).encode()),
+        zlib.compress(json.dumps({"v": 1, "h": [], "t": 5}).encode()),
+        zlib.compress(json.dumps({"v": 1, "h": [["a", "b"]], "t": ""}).encode()),
+        zlib.compress(json.dumps({"v": 1, "h": [["a", [1]]], "t": ""}).encode()),
+        zlib.compress(json.dumps({"v": 1, "h": [[1, ["x"]]], "t": ""}).encode()),
+    ],
+)
+def test_decode_rejects_what_encode_did_not_make(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_search_doc(data)
+
+
+def test_decode_refuses_a_decompression_bomb() -> None:
+    bomb = zlib.compress(b'{"v":1,"h":[],"t":"' + b"a" * (64 * 1024 * 1024) + b'"}', 9)
+    assert len(bomb) < 100_000
+    with pytest.raises(ValueError, match="too large"):
+        decode_search_doc(bomb)
