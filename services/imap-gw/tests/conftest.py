@@ -69,6 +69,13 @@ class FakeStore:
         self.calls: list[tuple[str, object]] = []
         self.down = False
 
+    async def provision_user(self, user: str) -> None:
+        self.calls.append(("provision_user", user))
+        if self.down:
+            raise BackendUnavailable("store down")
+        if "INBOX" not in self.boxes.get(user, {}):
+            self.mailbox(user, "INBOX")
+
     def mailbox(self, user: str, name: str, **kw: object) -> FakeMailbox:
         box = self.boxes.setdefault(user, {}).get(name)
         if box is None:

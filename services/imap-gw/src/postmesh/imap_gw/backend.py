@@ -54,6 +54,10 @@ class FlagsMode(enum.Enum):
 
 
 class MailStore(Protocol):
+    async def provision_user(self, user: str) -> None:
+        """Make sure the user's INBOX and special-use mailboxes exist (idempotent)."""
+        ...
+
     async def get_mailbox(self, user: str, mailbox: str) -> MailboxInfo:
         """Raises MailboxNotFound."""
         ...

@@ -73,6 +73,14 @@ class GrpcMailStore:
                 raise MailboxNotFound(mailbox) from e
             raise _unavailable("GetMailbox", e) from e
 
+    async def provision_user(self, user: str) -> None:
+        try:
+            await self._stub.ProvisionUser(
+                store_pb2.ProvisionUserRequest(user=user), timeout=self._deadline
+            )
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("ProvisionUser", e) from e
+
     async def list_mailboxes(self, user: str) -> Sequence[MailboxInfo]:
         req = store_pb2.ListMailboxesRequest(user=user)
         try:

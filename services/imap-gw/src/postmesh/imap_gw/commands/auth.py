@@ -60,6 +60,13 @@ async def _login(session: Session, username: str, password: str, mechanism: str)
         # Slows guessing; the reason never tells whether the user exists.
         await asyncio.sleep(session.settings.imap_auth_failure_delay_seconds)
         return no("Authentication failed", "AUTHENTICATIONFAILED")
+    try:
+        # A user who never received mail has no mailboxes yet; the store creates INBOX and the
+        # special-use mailboxes on first use (idempotent).
+        await session.store.provision_user(user)
+    except BackendUnavailable:
+        metrics.AUTH_TOTAL.labels(mechanism or "LOGIN", "error").inc()
+        return no("Mail store unavailable, try again later", "UNAVAILABLE")
     session.user = user
     session.state = State.AUTHENTICATED
     bind_log_context(user=user)
