@@ -217,3 +217,20 @@ def test_swaks_submission_with_starttls_and_auth_login(stack: Stack) -> None:
     [msg] = wait_for(lambda: imap_fetch_all(stack, user, password) or None, what="swaks message")
     assert f"Subject: swaks {marker}".encode() in msg
     assert f"sent by swaks {marker}".encode() in msg
+
+
+def test_new_user_gets_inbox_and_special_use_mailboxes_at_first_login(stack: Stack) -> None:
+    user, password = f"fresh-{uuid.uuid4().hex[:8]}@example.test", "fresh-pw-1"
+    create_user(stack, user, password)
+    with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as imap:
+        imap.starttls(insecure_tls())
+        imap.login(user, password)
+        typ, listing = imap.list()
+        assert typ == "OK"
+        lines = [x.decode() for x in listing if isinstance(x, bytes)]
+        typ, data = imap.select("INBOX")
+        assert typ == "OK" and data == [b"0"]
+    by_name = {line.rsplit(" ", 1)[-1].strip('"'): line for line in lines}
+    assert set(by_name) >= {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"}
+    for name in ("Sent", "Drafts", "Trash", "Junk", "Archive"):
+        assert f"\\{name}" in by_name[name], by_name[name]  # RFC 6154 special-use attribute
