@@ -60,8 +60,8 @@ EDGE_PORTS = {
 }
 EDGE_HOST_SETTING = {"smtp-edge": "smtp_host", "imap-gw": "imap_host", "pop3-gw": "pop3_host"}
 # Variables the chart sets ahead of the services reading them (ignored until then, since the
-# settings have extra="ignore"): PROXY protocol on the edges, the DKIM key directory.
-PENDING_SETTINGS = {"POSTMESH_PROXY_PROTOCOL", "POSTMESH_DKIM_KEY_DIR"}
+# settings have extra="ignore"): the DKIM key directory.
+PENDING_SETTINGS = {"POSTMESH_DKIM_KEY_DIR"}
 # Kinds without an offline schema: their required fields are checked below.
 CUSTOM_KINDS = {
     "ServiceMonitor",

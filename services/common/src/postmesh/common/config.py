@@ -47,6 +47,14 @@ class ServiceSettings(BaseSettings):
     tls_key_file: Path | None = None
     # Host name announced in greetings and Received: headers.
     hostname: str = "localhost"
+    # Protocol edges only (smtp-edge, imap-gw, pop3-gw): every connection to a mail listener
+    # must start with a PROXY protocol v1/v2 header from the load balancer, and its client
+    # address is the one the session uses (logs, Received:, loopback check). Enable only
+    # behind a balancer that sends it: the spec forbids guessing, so a direct client is refused.
+    proxy_protocol: bool = False
+    # How long a new connection may take to send its PROXY header (the spec: a few seconds,
+    # at least 3 to cover a TCP retransmit; Postfix's smtpd_upstream_proxy_timeout is 5).
+    proxy_protocol_timeout_seconds: float = Field(default=5.0, gt=0)
 
     def data_path(self, p: Path) -> Path:
         return p if p.is_absolute() else self.data_dir / p

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
+from postmesh.common.proxy_protocol import Address, Listener, start_proxied_server
 from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, store_stub
 from postmesh.common.tls import settings_server_context
@@ -46,7 +47,7 @@ class SmtpEdgeService(Service):
         # and main() builds the service before asyncio.run starts one.
         self._backend = backend
         self.queuer: MessageQueuer | None = None
-        self.servers: dict[str, asyncio.Server] = {}
+        self.servers: dict[str, Listener] = {}
         # Bound ports by listener name (tests bind port 0).
         self.ports: dict[str, int] = {}
         self.sessions: set[EdgeSMTP] = set()
@@ -73,17 +74,7 @@ class SmtpEdgeService(Service):
         tls: ssl.SSLContext = await asyncio.to_thread(settings_server_context, self.settings)
         loop = asyncio.get_running_loop()
         for policy in listener_policies(self.settings.smtp_mx_auth_enabled):
-            server = await loop.create_server(
-                self._protocol_factory(policy, tls, loop),
-                self.settings.smtp_host,
-                self._port(policy.name),
-                ssl=tls if policy.implicit_tls else None,
-                ssl_handshake_timeout=(
-                    self.settings.smtp_tls_handshake_timeout_seconds
-                    if policy.implicit_tls
-                    else None
-                ),
-            )
+            server = await self._listen(policy, tls, loop)
             self.servers[policy.name] = server
             self.ports[policy.name] = server.sockets[0].getsockname()[1]
             log.info(
@@ -92,16 +83,42 @@ class SmtpEdgeService(Service):
                     listener=policy.name,
                     host=self.settings.smtp_host,
                     port=self.ports[policy.name],
+                    proxy_protocol=self.settings.proxy_protocol,
                 ),
             )
 
+    async def _listen(
+        self, policy: ListenerPolicy, tls: ssl.SSLContext, loop: asyncio.AbstractEventLoop
+    ) -> Listener:
+        s = self.settings
+        factory = self._protocol_factory(policy, tls, loop)
+        host, port = s.smtp_host, self._port(policy.name)
+        implicit_tls = tls if policy.implicit_tls else None
+        handshake = s.smtp_tls_handshake_timeout_seconds if policy.implicit_tls else None
+        if s.proxy_protocol:
+            # Not aiosmtpd's proxy_protocol_timeout: it reads the header after the implicit-TLS
+            # handshake (the header comes first, on the raw socket) and answers a late header
+            # with our 421; the spec wants a silent close before any greeting.
+            return await start_proxied_server(
+                factory,
+                host,
+                port,
+                tls=implicit_tls,
+                tls_handshake_timeout=handshake,
+                header_timeout=s.proxy_protocol_timeout_seconds,
+                name=policy.name,
+            )
+        return await loop.create_server(
+            lambda: factory(None), host, port, ssl=implicit_tls, ssl_handshake_timeout=handshake
+        )
+
     def _protocol_factory(
         self, policy: ListenerPolicy, tls: ssl.SSLContext, loop: asyncio.AbstractEventLoop
-    ) -> Callable[[], EdgeSMTP]:
+    ) -> Callable[[Address | None], EdgeSMTP]:
         backend, queuer = self._backend, self.queuer
         assert backend is not None and queuer is not None
 
-        def factory() -> EdgeSMTP:
+        def factory(client: Address | None) -> EdgeSMTP:
             return EdgeSMTP(
                 policy=policy,
                 settings=self.settings,
@@ -111,6 +128,7 @@ class SmtpEdgeService(Service):
                 sessions=self.sessions,
                 inflight=self.inflight,
                 loop=loop,
+                client=client,
             )
 
         return factory

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.backend import EdgeBackend
@@ -85,6 +86,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         sessions: set[EdgeSMTP],
         inflight: set[asyncio.Task[Queued]],
         loop: asyncio.AbstractEventLoop,
+        client: Address | None = None,
     ) -> None:
         super().__init__(
             _NoHooks(),
@@ -112,6 +114,8 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         self._sessions = sessions
         self._inflight = inflight
         self.state = SessionState(secrets.token_hex(6), policy, peer_ip="")
+        # The client a PROXY protocol header named (the TCP peer is then the load balancer).
+        self.proxied_client = client
         self._hung_up = False
 
     # --- connection lifecycle -----------------------------------------------------------------
@@ -119,6 +123,11 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         after_starttls = self._original_transport is not None and self.transport is not None
         super().connection_made(transport)
+        assert self.session is not None
+        if self.proxied_client is not None:
+            # aiosmtpd makes a new session (peer from the socket) after STARTTLS too. Its
+            # annotation says str, but it stores the peername tuple, as here.
+            self.session.peer = self.proxied_client  # type: ignore[assignment]
         if after_starttls:
             self.state.reset_after_starttls(tls_facts(transport))
             log.info(
@@ -126,7 +135,6 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 extra=kv(session_id=self.state.session_id, tls=str(self.state.tls)),
             )
             return
-        assert self.session is not None
         peer = self.session.peer
         self.state.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if self.policy.implicit_tls:
