@@ -33,8 +33,10 @@ class EventPublisher:
         uids: Iterable[int] = (),
         modseq: int = 0,
         flags: Iterable[str] = (),
+        new_name: str = "",
     ) -> None:
         event = events_pb2.MailboxEvent(
+            new_name=new_name,
             user=user,
             mailbox=mailbox,
             kind=kind,

@@ -302,8 +302,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                 await self._publish_copy(user, INBOX, r.mailbox.name, r.moved)
         else:
             for old, new in r.renamed:
-                await self._publish(user, old, Kind.KIND_MAILBOX_RENAMED)
-                await self._publish(user, new, Kind.KIND_MAILBOX_CREATED)
+                await self.events.publish(user, old, Kind.KIND_MAILBOX_RENAMED, new_name=new)
         return _mailbox_info(r.mailbox)
 
     async def SetSubscription(

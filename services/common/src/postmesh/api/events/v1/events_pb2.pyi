@@ -180,11 +180,14 @@ class MailboxEvent(_message.Message):
     MODSEQ_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
+    NEW_NAME_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     mailbox: _builtins.str
     kind: Global___MailboxEvent.Kind.ValueType
     modseq: _builtins.int
     at_ms: _builtins.int
+    new_name: _builtins.str
+    """KIND_MAILBOX_RENAMED: the mailbox's new name (mailbox holds the old one)."""
     @_builtins.property
     def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -199,10 +202,11 @@ class MailboxEvent(_message.Message):
         modseq: _builtins.int = ...,
         flags: _abc.Iterable[_builtins.str] | None = ...,
         at_ms: _builtins.int = ...,
+        new_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "flags", b"flags", "kind", b"kind", "mailbox", b"mailbox", "modseq", b"modseq", "uids", b"uids", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "flags", b"flags", "kind", b"kind", "mailbox", b"mailbox", "modseq", b"modseq", "new_name", b"new_name", "uids", b"uids", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
