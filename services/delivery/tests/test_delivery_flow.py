@@ -5,6 +5,9 @@ import email.policy
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+
 from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import store_pb2
@@ -34,8 +37,14 @@ class FakeAuth:
 class FakeStore:
     def __init__(self) -> None:
         self.delivered: dict[tuple[str, str], bytes] = {}
+        self.refuse: dict[str, grpc.StatusCode] = {}
 
     async def Deliver(self, req: store_pb2.DeliverRequest, timeout: float) -> Any:
+        if req.user in self.refuse:
+            code = self.refuse[req.user]
+            raise grpc.aio.AioRpcError(
+                code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=f"refused: {code.name}"
+            )
         key = (req.queue_id, req.user)
         dup = key in self.delivered
         self.delivered.setdefault(key, req.content)
@@ -137,4 +146,24 @@ async def test_undecodable_record_is_dropped_not_retried_forever(tmp_path: Path)
     svc, store, bus = await make_service(tmp_path)
     await svc.handle(BusRecord(topics.INBOUND, "bad", b"\xff\xff\xff", 0, 1))
     assert store.delivered == {}
+    await bus.stop()
+
+
+async def test_full_mailbox_bounces_with_5_2_2_and_other_store_errors_are_retried(
+    tmp_path: Path,
+) -> None:
+    svc, store, bus = await make_service(tmp_path)
+    store.refuse["b@example.test"] = grpc.StatusCode.RESOURCE_EXHAUSTED
+    await svc.handle(
+        BusRecord(topics.INBOUND, "Q1", inbound("b@example.test").SerializeToString(), 0, 1)
+    )
+    [raw] = await published(bus, topics.INBOUND)
+    dsn = events_pb2.InboundMessage.FromString(raw)
+    assert b"Status: 5.2.2" in dsn.inline_content
+    # An unavailable store is not the recipient's fault: the record is retried by the bus.
+    store.refuse["c@example.test"] = grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError):
+        await svc.handle(
+            BusRecord(topics.INBOUND, "Q2", inbound("c@example.test").SerializeToString(), 0, 2)
+        )
     await bus.stop()

@@ -80,7 +80,9 @@ def build_failure_dsn(
     report.attach(ds)
 
     return_whole = msg.ret.upper() != "HDRS" and len(original) <= MAX_RETURNED_BYTES
-    if return_whole:
+    if not original:
+        pass  # the content is gone (claim-check blob expired): nothing to return
+    elif return_whole:
         report.attach(MIMEMessage(email.message_from_bytes(original, policy=email.policy.SMTP)))
     else:  # RFC 6522 §4: text/rfc822-headers
         report.attach(

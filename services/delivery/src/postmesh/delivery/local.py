@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import grpc
+
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.logging import get_logger, kv
 from postmesh.delivery.model import Outcome, RecipientResult
+
+log = get_logger(__name__)
+
+# Store answers that retrying cannot change: the recipient fails with a bounce (RFC 3463 codes).
+# A full mailbox is permanent, as Dovecot's default quota_full_tempfail=no.
+_PERMANENT = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ("552", "5.2.2", "mailbox full"),
+    grpc.StatusCode.INVALID_ARGUMENT: ("554", "5.6.0", "message rejected by the mail store"),
+    grpc.StatusCode.NOT_FOUND: ("554", "5.3.0", "message content no longer available"),
+}
 
 
 class LocalDelivery:
@@ -16,7 +29,8 @@ class LocalDelivery:
         self, msg: events_pb2.InboundMessage, recipient: str, users: list[str]
     ) -> RecipientResult:
         """Idempotent: store.Deliver dedups per (queue id, user, mailbox), so a redelivered
-        Kafka record makes no second copy. gRPC errors propagate: the bus retries the record."""
+        Kafka record makes no second copy. Permanent store answers (quota, invalid content) make
+        a bounce; any other gRPC error propagates and the bus retries the record."""
         for user in users:
             req = store_pb2.DeliverRequest(queue_id=msg.queue_id, user=user)
             if msg.WhichOneof("content") == "blob_id":
@@ -25,17 +39,31 @@ class LocalDelivery:
                 req.content = msg.inline_content
             if msg.received_at_ms:
                 req.internal_date = msg.received_at_ms // 1000
-            await self.store.Deliver(req, timeout=self.deadline)
+            try:
+                await self.store.Deliver(req, timeout=self.deadline)
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in _PERMANENT:
+                    raise
+                code, status, text = _PERMANENT[e.code()]
+                log.warning("store refused delivery", extra=kv(user=user, detail=e.details()))
+                return RecipientResult(
+                    recipient, Outcome.BOUNCED, code, status, f"{text}: {e.details()}"
+                )
         return RecipientResult(recipient, Outcome.DELIVERED, "250", "2.0.0", "delivered to mailbox")
 
     async def content(self, msg: events_pb2.InboundMessage) -> bytes:
         """The message bytes, inline or from the claim-checked blob."""
         if msg.WhichOneof("content") != "blob_id":
             return msg.inline_content
-        chunks = [
-            c.data
-            async for c in self.store.GetBlob(
-                store_pb2.GetBlobRequest(blob_id=msg.blob_id), timeout=self.deadline
-            )
-        ]
+        try:
+            chunks = [
+                c.data
+                async for c in self.store.GetBlob(
+                    store_pb2.GetBlobRequest(blob_id=msg.blob_id), timeout=self.deadline
+                )
+            ]
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return b""  # the bounce then says what happened without quoting the message
         return b"".join(chunks)

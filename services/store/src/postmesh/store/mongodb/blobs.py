@@ -162,7 +162,12 @@ class MongoBlobStore:
         # (by an earlier attempt or a concurrent writer of the same content).
         for first in range(0, source.chunks, INSERT_BATCH):
             batch = [
-                {"blob": key, "n": n, "data": await asyncio.to_thread(source.read_chunk, n)}
+                {
+                    "_id": _chunk_id(key, n),
+                    "blob": key,
+                    "n": n,
+                    "data": await asyncio.to_thread(source.read_chunk, n),
+                }
                 for n in range(first, min(first + INSERT_BATCH, source.chunks))
             ]
             try:
@@ -215,18 +220,20 @@ class MongoBlobStore:
         return self._stream(doc["key"], blob_id, chunk_count(int(doc["size"])))
 
     async def _stream(self, key: str, blob_id: str, count: int) -> AsyncIterator[bytes]:
-        expected = 0
-        # Small batches: each chunk is ~255 KiB, so the cursor never holds much in memory.
-        cursor = self.chunks.find({"blob": key}).sort("n", ASCENDING).batch_size(8)
-        async for chunk in cursor:
-            if chunk["n"] != expected:
-                raise DataLoss(f"blob {blob_id} lacks chunk {expected}")
-            expected += 1
+        # Chunks by _id, one at a time: a primary-key lookup on every server (FerretDB 1.24
+        # pushes only _id filters down to SQLite and would scan the chunk collection otherwise),
+        # and never more than one ~255 KiB chunk in memory.
+        for n in range(count):
+            chunk = await self.chunks.find_one({"_id": _chunk_id(key, n)})
+            if chunk is None:
+                if n == 0:
+                    raise DataLoss(f"blob {blob_id} has no chunks")
+                raise NotFound(f"blob {blob_id} was deleted while being read")
             yield bytes(chunk["data"])
-        if expected != count:
-            if expected == 0:
-                raise DataLoss(f"blob {blob_id} has no chunks")
-            raise NotFound(f"blob {blob_id} was deleted while being read")
+
+
+def _chunk_id(key: str, n: int) -> str:
+    return f"{key}:{n}"
 
 
 def _new_key(blob_id: str) -> str:
