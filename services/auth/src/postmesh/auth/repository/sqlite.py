@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
+from postmesh.common.sqlite import SqliteConnection
 
 T = TypeVar("T")
 
@@ -23,38 +23,27 @@ CREATE INDEX IF NOT EXISTS users_domain ON users (domain);
 """
 
 
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(_SCHEMA)
+
+
 class SqliteAccountRepository(AccountRepository):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db = SqliteConnection(path, _setup)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            raise RuntimeError("repository not open")
-        conn = self._conn
-        async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+        return await self._db.run(fn)
 
     async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
-            return conn
-
-        self._conn = await asyncio.to_thread(connect)
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            async with self._lock:
-                self._conn.close()
-            self._conn = None
+        await self._db.close()
 
     async def ping(self) -> bool:
-        return await self._run(lambda c: c.execute("SELECT 1").fetchone() is not None)
+        return await self._db.ping()
 
     async def add_domain(self, name: str) -> Domain:
         def add(c: sqlite3.Connection) -> None:
@@ -92,7 +81,7 @@ class SqliteAccountRepository(AccountRepository):
             except sqlite3.IntegrityError as e:
                 raise AlreadyExists(f"user {address} exists") from e
 
-        await self._run(add)
+        await self._db.transaction(add)
         return User(address, password_hash)
 
     async def get_user(self, address: str) -> User | None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
+from postmesh.common.sqlite import SqliteConnection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -35,53 +34,22 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 
 POLL_SECONDS = 0.05
 BATCH = 100
-T = TypeVar("T")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a record committed before the SMTP 250 survives a power cut, as Kafka acks=all would.
-    conn.execute("PRAGMA synchronous=FULL")
+def _setup(conn: sqlite3.Connection) -> None:
+    # The connection is synchronous=FULL (postmesh.common.sqlite): a record committed before
+    # the SMTP 250 survives a power cut, as Kafka's acks=all would.
     conn.executescript(_SCHEMA)
-    return conn
-
-
-class _Connection:
-    """One SQLite connection driven by its own single worker thread. Every call, including
-    close, runs there in order: a caller cancelled mid-call cannot make close race a statement
-    still running in another thread (which crashes the sqlite3 module)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bus")
-        self._conn: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        self._conn = await self.run(lambda _: _connect(self._path))
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(self._conn))  # type: ignore[arg-type]
-
-    async def close(self) -> None:
-        def close(conn: sqlite3.Connection | None) -> None:
-            if conn is not None:
-                conn.close()
-
-        await asyncio.shield(self.run(close))
-        self._executor.shutdown(wait=False)
 
 
 class SqliteBus(Bus):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn: _Connection | None = None
+        self._conn: SqliteConnection | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        conn = _Connection(self.path)
+        conn = SqliteConnection(self.path, _setup)
         await conn.open()
         self._conn = conn
 
@@ -109,7 +77,7 @@ class SqliteBus(Bus):
         from_latest: bool = False,
         concurrency: int = 1,
     ) -> None:
-        conn = _Connection(self.path)
+        conn = SqliteConnection(self.path, _setup)
         await conn.open()
         try:
             positions = await conn.run(
@@ -149,7 +117,7 @@ class SqliteBus(Bus):
 
     @staticmethod
     async def _report_lag(
-        conn: _Connection, topics: Sequence[str], group: str | None, positions: dict[str, int]
+        conn: SqliteConnection, topics: Sequence[str], group: str | None, positions: dict[str, int]
     ) -> None:
         for t in topics:
             head = await conn.run(

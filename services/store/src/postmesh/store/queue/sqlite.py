@@ -6,12 +6,12 @@ Every operation is one BEGIN IMMEDIATE transaction, so claims are atomic across 
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postmesh.common.sqlite import SqliteConnection
 from postmesh.store.errors import NotFound
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 from postmesh.store.queue.repository import Clock, QueueRepository
@@ -53,13 +53,9 @@ def _entry(row: tuple[Any, ...]) -> QueueEntry:
     return QueueEntry(q, r, bytes(envelope), blob_id, attempts, next_at, error, who, until, created)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged Enqueue survives a power cut
+def _setup(conn: sqlite3.Connection) -> None:
+    # synchronous=FULL (postmesh.common.sqlite): an acknowledged Enqueue survives a power cut.
     conn.executescript(SCHEMA)
-    return conn
 
 
 class SqliteQueueRepository(QueueRepository):
@@ -68,42 +64,19 @@ class SqliteQueueRepository(QueueRepository):
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         super().__init__(clock=clock)
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db = SqliteConnection(path, _setup)
 
     async def open(self) -> None:
-        self._conn = await asyncio.to_thread(_connect, self.path)
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            async with self._lock:
-                await asyncio.to_thread(self._conn.close)
-            self._conn = None
+        await self._db.close()
 
     async def ping(self) -> bool:
-        try:
-            await self._txn(lambda c: c.execute("SELECT 1").fetchone())
-        except (sqlite3.Error, RuntimeError):
-            return False
-        return True
+        return await self._db.ping()
 
     async def _txn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("SqliteQueueRepository used before open()")
-
-        def run() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        async with self._lock:
-            return await asyncio.to_thread(run)
+        return await self._db.transaction(fn)
 
     @staticmethod
     def _row(conn: sqlite3.Connection, queue_id: str, rcpt: str) -> QueueEntry | None:

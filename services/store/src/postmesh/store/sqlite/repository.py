@@ -1,6 +1,6 @@
 """The store on SQLite (stdlib sqlite3 in worker threads).
 
-One connection, one writer at a time (an asyncio lock), each operation one transaction begun
+One connection, one writer at a time (its own worker thread), each operation one transaction begun
 with BEGIN IMMEDIATE, so a crash at any point leaves either all or none of its writes: no
 operation can lose or duplicate a message. The operations themselves are in ``mailboxes.py``
 and ``messages.py``; this class runs them.
@@ -8,7 +8,6 @@ and ``messages.py``; this class runs them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 import time
@@ -16,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from postmesh.common.sqlite import SqliteConnection
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, NotFound
 from postmesh.store.model import (
@@ -46,16 +46,11 @@ from postmesh.store.sqlite.schema import migrate
 T = TypeVar("T")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a Deliver acknowledged to the delivery service (which then commits its Kafka
-    # offset) must survive a power cut.
-    conn.execute("PRAGMA synchronous=FULL")
+def _setup(conn: sqlite3.Connection) -> None:
+    # The connection is synchronous=FULL (postmesh.common.sqlite): a Deliver acknowledged to
+    # the delivery service (which then commits its Kafka offset) survives a power cut.
     conn.execute("PRAGMA foreign_keys=ON")
     migrate(conn)
-    return conn
 
 
 class SqliteStoreRepository(StoreRepository):
@@ -64,52 +59,24 @@ class SqliteStoreRepository(StoreRepository):
     def __init__(self, path: Path, **limits: int) -> None:
         super().__init__(**limits)
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db = SqliteConnection(path, _setup)
 
     async def open(self) -> None:
-        self._conn = await asyncio.to_thread(_connect, self.path)
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            async with self._lock:
-                await asyncio.to_thread(self._conn.close)
-            self._conn = None
+        await self._db.close()
 
     async def ping(self) -> bool:
-        try:
-            await self._read(lambda c: c.execute("SELECT 1").fetchone())
-        except (sqlite3.Error, RuntimeError):
-            return False
-        return True
+        return await self._db.ping()
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("SqliteStoreRepository used before open()")
-        return self._conn
-
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._connection()
-        async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+        return await self._db.run(fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._connection()
-
-        def txn() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        async with self._lock:
-            return await asyncio.to_thread(txn)
+        return await self._db.transaction(fn)
 
     @property
     def _quota_defaults(self) -> tuple[int, int]:
