@@ -196,7 +196,12 @@ async def run(address: str, messages: int, search_messages: int) -> None:
     await ch.close()
 
 
-def main(backends: list[str], messages: int = 400, search_messages: int = 10_000) -> None:
+def main(
+    backends: list[str],
+    messages: int = 400,
+    search_messages: int = 10_000,
+    distributed_search_messages: int = 2_000,
+) -> None:
     for backend in backends:
         print(f"\n== store gRPC API, {backend} backend")
         if backend == "embedded":
