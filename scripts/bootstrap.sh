@@ -10,7 +10,9 @@ if [ -z "$uv" ]; then
   if [ ! -x "$uv" ]; then
     command -v python3 >/dev/null || { echo "bootstrap: python3 is required" >&2; exit 1; }
     echo "bootstrap: installing uv into $cache/uv" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --prefix "$cache/uv" uv
+    # --ignore-installed: a uv already in that Python (but not on PATH) would be skipped.
+    python3 -m pip install --quiet --disable-pip-version-check --ignore-installed \
+      --prefix "$cache/uv" uv
   fi
 fi
 "$uv" sync --frozen --quiet
