@@ -10,21 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from postmesh.imap_gw.parser.base import Command
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
 from postmesh.imap_gw.parser.sequence import SequenceSet, parse_sequence_set
-
-
-@dataclass(frozen=True)
-class Command:
-    tag: str
-    name: ClassVar[str] = ""
-
-    @property
-    def label(self) -> str:
-        """The command as a metrics label (a fixed, small set of values)."""
-        return self.name
 
 
 @dataclass(frozen=True)
