@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from postmesh.imap_gw.parser.base import Command
+from postmesh.imap_gw.parser.base import Command as Command  # re-exported
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
