@@ -11,7 +11,9 @@ import pytest
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.backend import (
+    Changes,
     FlagsMode,
+    FlagsResult,
     MailboxInfo,
     MailboxNotFound,
     MessageMeta,
@@ -41,12 +43,36 @@ class FakeMailbox:
     messages: dict[int, tuple[MessageMeta, bytes]] = field(default_factory=dict)
     special_use: str = ""
     subscribed: bool = True
+    # The mailbox's HIGHESTMODSEQ (one counter per mailbox, RFC 7162 §3.1) and the expunged
+    # UIDs with the MODSEQ of their expunge (QRESYNC tombstones), as the real store keeps.
+    modseq: int = 0
+    tombstones: dict[int, int] = field(default_factory=dict)
+
+    def bump(self) -> int:
+        self.modseq += 1
+        return self.modseq
 
     def add(self, content: bytes, flags: Sequence[str] = (), date: int = 1_700_000_000) -> int:
         uid = self.next_uid
         self.next_uid += 1
-        self.messages[uid] = (MessageMeta(uid, tuple(flags), len(content), date, uid), content)
+        meta = MessageMeta(uid, tuple(flags), len(content), date, self.bump())
+        self.messages[uid] = (meta, content)
         return uid
+
+    def set_flags(self, uid: int, flags: Sequence[str]) -> None:
+        """A change made elsewhere (another session, another replica)."""
+        meta, content = self.messages[uid]
+        new = MessageMeta(uid, tuple(flags), meta.size, meta.internal_date, self.bump())
+        self.messages[uid] = (new, content)
+
+    def remove(self, uids: Sequence[int]) -> list[int]:
+        gone = [u for u in uids if u in self.messages]
+        if gone:
+            modseq = self.bump()
+            for u in gone:
+                del self.messages[u]
+                self.tombstones[u] = modseq
+        return gone
 
     def info(self) -> MailboxInfo:
         metas = [m for m, _ in self.messages.values()]
@@ -56,6 +82,7 @@ class FakeMailbox:
             uidnext=self.next_uid,
             messages=len(metas),
             unseen=sum(1 for m in metas if "\\Seen" not in m.flags),
+            highestmodseq=self.modseq,
             special_use=self.special_use,
             subscribed=self.subscribed,
         )
@@ -68,6 +95,13 @@ class FakeStore:
         self.boxes: dict[str, dict[str, FakeMailbox]] = {}
         self.calls: list[tuple[str, object]] = []
         self.down = False
+        # Called with (user, mailbox) after every change, as the store publishes a
+        # MailboxEvent; the env points it at the server's session registry.
+        self.on_change: Callable[[str, str], object] | None = None
+
+    def changed(self, user: str, mailbox: str) -> None:
+        if self.on_change is not None:
+            self.on_change(user, mailbox)
 
     async def provision_user(self, user: str) -> None:
         self.calls.append(("provision_user", user))
@@ -119,12 +153,28 @@ class FakeStore:
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
     ) -> Sequence[MessageMeta]:
         self.calls.append(("store_flags", (tuple(uids), mode, tuple(flags))))
+        return (await self._store(user, mailbox, uids, mode, flags, 0)).updated
+
+    async def _store(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Sequence[int],
+        mode: FlagsMode,
+        flags: Sequence[str],
+        unchanged_since: int,
+    ) -> FlagsResult:
         box = self._box(user, mailbox)
-        out = []
+        out: list[MessageMeta] = []
+        modified: list[int] = []
+        modseq = 0
         for uid in uids:
             if uid not in box.messages:
                 continue
             meta, content = box.messages[uid]
+            if unchanged_since and meta.modseq > unchanged_since:
+                modified.append(uid)
+                continue
             new = set(meta.flags)
             if mode is FlagsMode.ADD:
                 new |= set(flags)
@@ -132,19 +182,53 @@ class FakeStore:
                 new -= set(flags)
             else:
                 new = set(flags)
-            meta = MessageMeta(
-                uid, tuple(sorted(new)), meta.size, meta.internal_date, meta.modseq + 1
-            )
-            box.messages[uid] = (meta, content)
+            if new != set(meta.flags):
+                # One new MODSEQ for the messages one STORE changed (RFC 7162 §3.1).
+                modseq = modseq or box.bump()
+                meta = MessageMeta(uid, tuple(sorted(new)), meta.size, meta.internal_date, modseq)
+                box.messages[uid] = (meta, content)
             out.append(meta)
-        return out
+        if modseq:
+            self.changed(user, mailbox)
+        return FlagsResult(out, modified)
+
+    async def store_flags_unchanged_since(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Sequence[int],
+        mode: FlagsMode,
+        flags: Sequence[str],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        self.calls.append(("store_flags_unchanged_since", (tuple(uids), unchanged_since)))
+        return await self._store(user, mailbox, uids, mode, flags, unchanged_since)
+
+    async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
+        self.calls.append(("get_changes", since_modseq))
+        box = self._box(user, mailbox)
+        changed = [box.messages[u][0] for u in sorted(box.messages)]
+        return Changes(
+            [m for m in changed if m.modseq > since_modseq],
+            sorted(u for u, ms in box.tombstones.items() if ms > since_modseq),
+            box.modseq,
+        )
+
+    async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:
+        self.calls.append(("expunge_uids", tuple(uids)))
+        box = self._box(user, mailbox)
+        doomed = [u for u in uids if u in box.messages and "\\Deleted" in box.messages[u][0].flags]
+        gone = box.remove(doomed)
+        if gone:
+            self.changed(user, mailbox)
+        return gone
 
     async def expunge(self, user: str, mailbox: str) -> Sequence[int]:
         self.calls.append(("expunge", mailbox))
         box = self._box(user, mailbox)
-        gone = [u for u, (m, _) in box.messages.items() if "\\Deleted" in m.flags]
-        for u in gone:
-            del box.messages[u]
+        gone = box.remove(sorted(u for u, (m, _) in box.messages.items() if "\\Deleted" in m.flags))
+        if gone:
+            self.changed(user, mailbox)
         return gone
 
 
@@ -187,6 +271,21 @@ class Env:
     def tls_port(self) -> int:
         return self.server.tls_port
 
+    # Changes made elsewhere (a delivery, another replica): the fake store changes, then the
+    # sessions hear of it as from a mailbox event.
+    def deliver(self, subject: str, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
+        uid = self.store.mailbox(self.user, mailbox).add(make_message(subject), flags)
+        self.store.changed(self.user, mailbox)
+        return uid
+
+    def set_flags(self, uid: int, flags: Sequence[str], mailbox: str = "INBOX") -> None:
+        self.store.mailbox(self.user, mailbox).set_flags(uid, flags)
+        self.store.changed(self.user, mailbox)
+
+    def expunge_elsewhere(self, uids: Sequence[int], mailbox: str = "INBOX") -> None:
+        self.store.mailbox(self.user, mailbox).remove(uids)
+        self.store.changed(self.user, mailbox)
+
 
 def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
     values: dict[str, object] = {
@@ -209,6 +308,7 @@ async def start_env(settings: ImapSettings) -> Env:
     store.mailbox(USER, "Sent", special_use="\\Sent")
     store.mailbox(USER, "Archive/2024", subscribed=False)
     server = ImapServer(settings, store, auth, settings_server_context(settings))
+    store.on_change = server.registry.notify
     await server.start()
     return Env(server, store, auth, settings, inbox)
 

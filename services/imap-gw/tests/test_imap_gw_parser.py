@@ -80,8 +80,6 @@ def test_unknown_and_not_yet_supported_commands() -> None:
     with pytest.raises(NotSupported) as ns:
         parse_command(b"x2 APPEND INBOX {3}\r\nabc")
     assert ns.value.code == "CANNOT" and ns.value.tag == "x2"
-    with pytest.raises(NotSupported):
-        parse_command(b"x3 UID STORE 1 +FLAGS (\\Seen)")
 
 
 def test_tag_and_name_sniffing_used_before_literals() -> None:

@@ -8,11 +8,13 @@ import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2_grpc
+from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.grpc_backend import GrpcAuthenticator, GrpcMailStore
+from postmesh.imap_gw.mailbox_events import MailboxEventConsumer, Registry
 from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
 
@@ -20,13 +22,15 @@ from postmesh.imap_gw.settings import ImapSettings
 class ImapGateway(Service):
     name = "imap-gw"
 
-    def __init__(self, settings: ImapSettings) -> None:
+    def __init__(self, settings: ImapSettings, bus: Bus | None = None) -> None:
         self.settings = settings
         # Made here so a bad certificate setting stops the service before it listens.
         self.tls_context = settings_server_context(settings)
         self.server: ImapServer | None = None
         # grpc.aio channels belong to the running event loop: created in start().
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.bus: Bus | None = bus
+        self.events: MailboxEventConsumer | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -42,12 +46,24 @@ class ImapGateway(Service):
         )
         store = GrpcMailStore(store_stub, s.grpc_deadline_seconds)
         auth = GrpcAuthenticator(auth_stub, s.grpc_deadline_seconds)
-        self.server = ImapServer(s, store, auth, self.tls_context)
+        registry = Registry()
+        if s.imap_mailbox_events:
+            if self.bus is None:
+                self.bus = create_bus(s, "imap-gw")
+            await self.bus.start()
+            self.events = MailboxEventConsumer(self.bus, registry)
+            self.events.start()
+        self.server = ImapServer(s, store, auth, self.tls_context, registry)
         await self.server.start()
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
+        if self.events is not None:
+            await self.events.stop()
+            self.events = None
+        if self.bus is not None and self.settings.imap_mailbox_events:
+            await self.bus.stop()
         for ch in self._channels.values():
             await ch.close()
         self._channels = {}

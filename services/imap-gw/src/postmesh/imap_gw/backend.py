@@ -47,10 +47,28 @@ class MessagePage:
     more: bool
 
 
+@dataclass(frozen=True)
+class Changes:
+    """CONDSTORE/QRESYNC (RFC 7162): what changed after a MODSEQ."""
+
+    changed: Sequence[MessageMeta]
+    expunged_uids: Sequence[int]
+    highestmodseq: int
+
+
 class FlagsMode(enum.Enum):
     ADD = "add"
     REMOVE = "remove"
     REPLACE = "replace"
+
+
+@dataclass(frozen=True)
+class FlagsResult:
+    """A conditional STORE (RFC 7162 §3.1.3): the messages as they are now (changed or not),
+    and the UIDs left alone because their MODSEQ was above UNCHANGEDSINCE."""
+
+    updated: Sequence[MessageMeta]
+    modified: Sequence[int]
 
 
 class MailStore(Protocol):
@@ -74,6 +92,10 @@ class MailStore(Protocol):
         """The raw RFC 5322 message. Raises MessageNotFound."""
         ...
 
+    async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
+        """Messages whose MODSEQ is above ``since_modseq`` and UIDs expunged after it."""
+        ...
+
     async def store_flags(
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
     ) -> Sequence[MessageMeta]:
@@ -82,6 +104,22 @@ class MailStore(Protocol):
 
     async def expunge(self, user: str, mailbox: str) -> Sequence[int]:
         """Removes every message flagged \\Deleted; returns their UIDs."""
+        ...
+
+    async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:
+        """UID EXPUNGE (RFC 4315): removes those of ``uids`` flagged \\Deleted; returns them."""
+        ...
+
+    async def store_flags_unchanged_since(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Sequence[int],
+        mode: FlagsMode,
+        flags: Sequence[str],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        """STORE with UNCHANGEDSINCE (``unchanged_since`` > 0; RFC 7162 §3.1.3)."""
         ...
 
 

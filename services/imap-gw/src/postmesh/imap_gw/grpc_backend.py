@@ -11,7 +11,9 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.backend import PasswordChecker, unavailable
 from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import (
+    Changes,
     FlagsMode,
+    FlagsResult,
     MailboxInfo,
     MailboxNotFound,
     MessageMeta,
@@ -115,6 +117,18 @@ class GrpcMailStore:
             raise _unavailable("GetMessageContent", e) from e
         return b"".join(parts)
 
+    async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
+        req = store_pb2.GetChangesRequest(user=user, mailbox=mailbox, since_modseq=since_modseq)
+        try:
+            resp = await self._stub.GetChanges(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("GetChanges", e) from e
+        return Changes(
+            [_meta(m) for m in resp.changed], list(resp.expunged_uids), resp.highestmodseq
+        )
+
     async def store_flags(
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
     ) -> Sequence[MessageMeta]:
@@ -138,6 +152,39 @@ class GrpcMailStore:
                 raise MailboxNotFound(mailbox) from e
             raise _unavailable("Expunge", e) from e
         return list(resp.expunged_uids)
+
+    async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:
+        if not uids:
+            return []  # an empty list would mean "every \\Deleted message" to the store
+        req = store_pb2.ExpungeRequest(user=user, mailbox=mailbox, uids=list(uids))
+        try:
+            resp = await self._stub.Expunge(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("Expunge", e) from e
+        return list(resp.expunged_uids)
+
+    async def store_flags_unchanged_since(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Sequence[int],
+        mode: FlagsMode,
+        flags: Sequence[str],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        req = store_pb2.StoreFlagsRequest(
+            user=user, mailbox=mailbox, uids=list(uids), mode=_MODES[mode], flags=list(flags),
+            unchanged_since=unchanged_since,
+        )  # fmt: skip
+        try:
+            resp = await self._stub.StoreFlags(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("StoreFlags", e) from e
+        return FlagsResult([_meta(m) for m in resp.updated], list(resp.modified))
 
 
 class GrpcAuthenticator:

@@ -24,3 +24,7 @@ AUTH_TOTAL = Counter(
     "Authentication attempts by mechanism and result (ok, failed, error).",
     ["mechanism", "result"],
 )
+MAILBOX_EVENTS = Counter(
+    "postmesh_imap_gw_mailbox_events_total",
+    "Mailbox events read from the bus (each marks the selected sessions of its user dirty).",
+)

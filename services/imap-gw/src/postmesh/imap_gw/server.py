@@ -15,6 +15,7 @@ from postmesh.common.proxy_protocol import (
 )
 from postmesh.imap_gw.backend import Authenticator, MailStore
 from postmesh.imap_gw.connection import Connection
+from postmesh.imap_gw.mailbox_events import Registry
 from postmesh.imap_gw.session import Session
 from postmesh.imap_gw.settings import ImapSettings
 
@@ -28,8 +29,11 @@ class ImapServer:
         store: MailStore,
         auth: Authenticator,
         tls_context: ssl.SSLContext | None,
+        registry: Registry | None = None,
     ) -> None:
         self.settings = settings
+        # Sessions by user, for mailbox events (one per process, shared by both listeners).
+        self.registry = registry if registry is not None else Registry()
         self.store = store
         self.auth = auth
         self.tls_context = tls_context
@@ -106,7 +110,13 @@ class ImapServer:
                     # (logs, auth remote_ip, and the loopback rule for plaintext LOGIN).
                     conn.peer_host = client[0]
                 session = Session(
-                    conn, self.settings, self.store, self.auth, self.tls_context, listener
+                    conn,
+                    self.settings,
+                    self.store,
+                    self.auth,
+                    self.tls_context,
+                    listener,
+                    self.registry,
                 )
                 await session.run()
             except asyncio.CancelledError:

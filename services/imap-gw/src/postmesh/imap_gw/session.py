@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
@@ -51,6 +52,21 @@ class MailboxNameError(ValueError):
     pass
 
 
+class SessionRegistry(Protocol):
+    """Where sessions with a selected mailbox are found by user (``mailbox_events.py``)."""
+
+    @property
+    def live(self) -> bool: ...
+
+    def add(self, user: str, session: Session) -> None: ...
+
+    def discard(self, user: str, session: Session) -> None: ...
+
+
+class IdleTimeout(Exception):
+    """The client stayed in IDLE past the autologout time."""
+
+
 class Session:
     def __init__(
         self,
@@ -60,6 +76,7 @@ class Session:
         auth: Authenticator,
         tls_context: ssl.SSLContext | None,
         listener: str,
+        registry: SessionRegistry | None = None,
     ) -> None:
         self.conn = conn
         self.settings = settings
@@ -67,12 +84,20 @@ class Session:
         self.auth = auth
         self.tls_context = tls_context
         self.listener = listener
+        self.registry = registry
         self.id = uuid.uuid4().hex[:16]
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
         self.selected: SelectedMailbox | None = None
         # ENABLE IMAP4rev2 (RFC 9051 §6.3.1): UTF-8 names, no RECENT; otherwise IMAP4rev1 rules.
         self.rev2 = False
+        # ENABLE UTF8=ACCEPT (RFC 6855): UTF-8 mailbox names without IMAP4rev2.
+        self.utf8 = False
+        # RFC 7162: CONDSTORE by ENABLE or a CONDSTORE-enabling command; QRESYNC by ENABLE only.
+        self.condstore = False
+        self.qresync = False
+        # Set while in IDLE: a mailbox event wakes it (``mailbox_changed``).
+        self.wake: asyncio.Event | None = None
         self.bad_commands = 0
         self.auth_failures = 0
 
@@ -95,6 +120,8 @@ class Session:
             else:
                 # RFC 9051 §6.2.3: no LOGIN (nor PLAIN) until the connection is protected.
                 caps.append("LOGINDISABLED")
+        # RFC 2177, RFC 7162, RFC 4315, RFC 6855.
+        caps += ["IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "UTF8=ACCEPT"]
         return caps
 
     # -- output ---------------------------------------------------------------------------------
@@ -109,7 +136,7 @@ class Session:
         """Client name -> store name: UTF-8 under IMAP4rev2, modified UTF-7 under IMAP4rev1
         (RFC 3501 §5.1.3); INBOX in any case is INBOX (RFC 9051 §5.1)."""
         try:
-            if self.rev2 or any(c > 0x7F for c in raw):
+            if self.rev2 or self.utf8 or any(c > 0x7F for c in raw):
                 name = raw.decode("utf-8")
             else:
                 name = mutf7.decode(raw)
@@ -124,7 +151,40 @@ class Session:
         return name
 
     def encode_mailbox(self, name: str) -> bytes:
-        return response.string(name.encode("utf-8") if self.rev2 else mutf7.encode(name))
+        utf8 = self.rev2 or self.utf8
+        return response.string(name.encode("utf-8") if utf8 else mutf7.encode(name))
+
+    # -- the selected mailbox -------------------------------------------------------------------
+    def select(self, sel: SelectedMailbox) -> None:
+        """Enter the selected state on ``sel``; mailbox events for it now reach this session."""
+        self.deselect()
+        self.selected = sel
+        self.state = State.SELECTED
+        if self.registry is not None and self.user is not None:
+            self.registry.add(self.user, self)
+
+    def deselect(self) -> None:
+        if self.selected is not None and self.registry is not None and self.user is not None:
+            self.registry.discard(self.user, self)
+        self.selected = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    def mailbox_changed(self, mailbox: str, new_name: str = "") -> None:
+        """A mailbox event for this user (called by the registry, never blocks): mark the
+        selected mailbox for a resynchronisation and wake IDLE."""
+        sel = self.selected
+        if sel is None or mailbox != sel.name:
+            return
+        if new_name:
+            sel.name = new_name  # renamed under us (RFC 9051 §6.3.6): same messages, new name
+        sel.dirty = True
+        if self.wake is not None:
+            self.wake.set()
+
+    async def say_bye(self, message: str, code: str | None = None) -> None:
+        """End the session after the current command (e.g. the selected mailbox is gone)."""
+        await self._bye(message, code)
 
     # -- the loop -------------------------------------------------------------------------------
     def _timeout(self) -> float:
@@ -160,6 +220,7 @@ class Session:
             self.conn.write_nowait(response.bye("Server shutting down"))
             raise
         finally:
+            self.deselect()
             metrics.SESSIONS_ACTIVE.dec()
             await self.conn.close()
             log.info("session ended", extra=kv(reason=reason, user=self.user))
@@ -181,7 +242,11 @@ class Session:
                 await self.send(e.reply)
                 self.bad_commands = self.bad_commands + 1 if e.bad else 0
             else:
-                await self._handle(raw)
+                try:
+                    await self._handle(raw)
+                except IdleTimeout:
+                    await self._bye("Autologout; idle for too long")
+                    return "idle timeout"
             if self.bad_commands >= self.settings.imap_max_bad_commands:
                 await self._bye("Too many invalid IMAP commands")
                 return "too many bad commands"

@@ -30,3 +30,10 @@ class ImapSettings(ServiceSettings):
     imap_auth_failure_delay_seconds: float = Field(default=1.0, ge=0)
     # ListMessages page size.
     imap_list_page_size: int = Field(default=1000, ge=1, le=100_000)
+    # IDLE (RFC 2177): how often an idling session asks the store itself when mailbox events
+    # are not arriving (bus down or not configured); with events it asks at every keepalive,
+    # a "* OK Still here" that also keeps NAT and load-balancer connection state alive.
+    imap_idle_poll_seconds: float = Field(default=15.0, gt=0)
+    imap_idle_keepalive_seconds: float = Field(default=120.0, gt=0)
+    # Read mailbox events from the bus (postmesh.mailbox-events) to push changes to sessions.
+    imap_mailbox_events: bool = True

@@ -1,12 +1,21 @@
-"""Session state (RFC 9051 §3) and the selected mailbox's view: the seq <-> UID map."""
+"""Session state (RFC 9051 §3) and the selected mailbox as this session's client knows it.
+
+:class:`SelectedMailbox` is the model James calls SelectedMailbox and pymap the selected state:
+the seq <-> UID map the client has been told, each message's flags and MODSEQ as last reported,
+and the changes learnt from the store that the client has not been told yet (new UIDs, expunged
+UIDs, flag changes). It does no I/O: ``commands/sync.py`` feeds it from the store and turns its
+pending updates into untagged responses where the RFCs allow them.
+"""
 
 from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from postmesh.imap_gw.backend import MailboxInfo, MessageMeta
+from postmesh.imap_gw.backend import Changes, MessageMeta
 
 
 class State(enum.Enum):
@@ -18,21 +27,85 @@ class State(enum.Enum):
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
+Flags = tuple[str, ...]
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
+class FlagUpdate:
+    """One unsolicited ``* seq FETCH (FLAGS ...)`` to send."""
+
+    seq: int
+    uid: int
+    flags: Flags
+    modseq: int
+
+
 class SelectedMailbox:
     """What this session has told the client: message N is ``uids[N-1]``.
 
-    The map changes only when the client is told (EXISTS / EXPUNGE), never behind its back
-    (RFC 9051 §7.5.2: sequence numbers must stay stable between such responses).
+    The map changes only when the client is told (EXISTS / EXPUNGE / VANISHED), never behind its
+    back (RFC 9051 §7.5.1: sequence numbers stay stable between such responses). A message
+    expunged in the store stays in the map, with its last flags, until an EXPUNGE is allowed.
+
+    Compact on purpose (an idle session must stay small): UIDs and MODSEQs in typed arrays
+    parallel to the sequence numbers, flag tuples interned per mailbox (most messages share a
+    handful of flag sets).
     """
 
-    name: str
-    info: MailboxInfo
-    readonly: bool
-    uids: list[int] = field(default_factory=list)
-    meta: dict[int, MessageMeta] = field(default_factory=dict)
+    __slots__ = (
+        "_expunged",
+        "_flag_changes",
+        "_flags",
+        "_intern",
+        "_keywords",
+        "_modseqs",
+        "_new",
+        "dirty",
+        "flags_announced",
+        "highestmodseq",
+        "name",
+        "qresync",
+        "readonly",
+        "uidnext",
+        "uids",
+        "uidvalidity",
+    )
 
+    def __init__(
+        self,
+        name: str,
+        uidvalidity: int,
+        *,
+        readonly: bool,
+        uidnext: int = 1,
+        highestmodseq: int = 0,
+    ) -> None:
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self.readonly = readonly
+        self.uidnext = uidnext
+        # The store's HIGHESTMODSEQ as of the last resynchronisation: the next GetChanges asks
+        # for what came after it. Only the store's own answer advances it (never a MODSEQ seen
+        # in this session's STORE), so a change committed by another writer is never skipped.
+        self.highestmodseq = highestmodseq
+        self.uids: array[int] = array("I")
+        self._modseqs: array[int] = array("Q")
+        self._flags: list[Flags] = []
+        self._intern: dict[Flags, Flags] = {}
+        self._keywords: dict[str, None] = {}
+        # Pending updates, not yet told to the client.
+        self._new: dict[int, tuple[Flags, int]] = {}
+        self._expunged: set[int] = set()
+        self._flag_changes: set[int] = set()
+        # A keyword appeared that the last FLAGS response did not list (RFC 9051 §7.3.5).
+        self.flags_announced = True
+        # An event said this mailbox changed: resynchronise from the store before the next
+        # response that may carry updates.
+        self.dirty = False
+        # QRESYNC enabled when selected: expunges are reported as VANISHED (RFC 7162 §3.2.10).
+        self.qresync = False
+
+    # -- the client's view ----------------------------------------------------------------------
     @property
     def exists(self) -> int:
         return len(self.uids)
@@ -41,24 +114,159 @@ class SelectedMailbox:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
-    def append(self, messages: list[MessageMeta]) -> None:
-        for m in messages:
-            if not self.uids or m.uid > self.uids[-1]:
-                self.uids.append(m.uid)
-            self.meta[m.uid] = m
+    def uid_at(self, seq: int) -> int:
+        return self.uids[seq - 1]
 
-    def remove(self, uid: int) -> int | None:
-        """Drop ``uid``; returns the sequence number it had (for the EXPUNGE response)."""
+    def flags_of(self, uid: int) -> Flags:
         seq = self.seq_of(uid)
-        if seq is not None:
-            del self.uids[seq - 1]
-            self.meta.pop(uid, None)
-        return seq
+        return self._flags[seq - 1] if seq is not None else ()
+
+    def modseq_of(self, uid: int) -> int:
+        seq = self.seq_of(uid)
+        return self._modseqs[seq - 1] if seq is not None else 0
+
+    def is_expunged(self, uid: int) -> bool:
+        """Expunged in the store but still in the client's map (not yet reported)."""
+        return uid in self._expunged
 
     def keywords(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for m in self.meta.values():
-            for f in m.flags:
-                if not f.startswith("\\"):
-                    seen.setdefault(f, None)
-        return list(seen)
+        return list(self._keywords)
+
+    def first_unseen(self) -> int | None:
+        return next(
+            (i + 1 for i, f in enumerate(self._flags) if "\\Seen" not in f),
+            None,
+        )
+
+    # -- loading and recording what the client was told ------------------------------------------
+    def _flags_tuple(self, flags: Iterable[str]) -> Flags:
+        t = tuple(flags)
+        interned = self._intern.get(t)
+        if interned is not None:
+            return interned
+        # Bounded: a mailbox with ever more distinct flag sets stops sharing, not growing.
+        if len(self._intern) < 256:
+            self._intern[t] = t
+        for f in t:
+            if not f.startswith("\\") and f not in self._keywords:
+                self._keywords[f] = None
+                self.flags_announced = False
+        return t
+
+    def append(self, messages: Iterable[MessageMeta]) -> None:
+        """Messages the client is being told about (SELECT, or the EXISTS being sent)."""
+        for m in messages:
+            if self.uids and m.uid <= self.uids[-1]:
+                continue
+            self.uids.append(m.uid)
+            self._modseqs.append(m.modseq)
+            self._flags.append(self._flags_tuple(m.flags))
+            self.uidnext = max(self.uidnext, m.uid + 1)
+        self.flags_announced = True
+
+    def record(self, meta: MessageMeta) -> None:
+        """The client has just been sent ``meta``'s flags (FETCH, STORE): nothing left to report
+        for it, unless it changes again."""
+        seq = self.seq_of(meta.uid)
+        if seq is None:
+            return
+        self._flags[seq - 1] = self._flags_tuple(meta.flags)
+        self._modseqs[seq - 1] = max(self._modseqs[seq - 1], meta.modseq)
+        self._flag_changes.discard(meta.uid)
+
+    # -- merging what the store says ---------------------------------------------------------------
+    def _note(self, m: MessageMeta) -> None:
+        if m.uid in self._expunged:
+            return
+        seq = self.seq_of(m.uid)
+        if seq is not None:
+            old = self._flags[seq - 1]
+            if old != m.flags and set(old) != set(m.flags):
+                self._flags[seq - 1] = self._flags_tuple(m.flags)
+                self._flag_changes.add(m.uid)
+            if m.modseq > self._modseqs[seq - 1]:
+                self._modseqs[seq - 1] = m.modseq
+        elif not self.uids or m.uid > self.uids[-1]:
+            self._new[m.uid] = (self._flags_tuple(m.flags), m.modseq)
+        # Else: a UID below the client's highest that it never saw cannot appear (UIDs ascend,
+        # RFC 9051 §2.3.1.1); ignore it rather than break the map.
+
+    def _gone(self, uid: int) -> None:
+        if self._new.pop(uid, None) is not None:
+            return  # the client never heard of it
+        if self.seq_of(uid) is not None:
+            self._expunged.add(uid)
+            self._flag_changes.discard(uid)
+
+    def apply_changes(self, changes: Changes) -> None:
+        """GetChanges since :attr:`highestmodseq`: new and changed messages, expunged UIDs."""
+        for uid in changes.expunged_uids:
+            self._gone(uid)
+        for m in changes.changed:
+            self._note(m)
+        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+
+    def apply_listing(self, messages: Sequence[MessageMeta], highestmodseq: int = 0) -> None:
+        """A full ListMessages: whatever the client knows and is not listed was expunged."""
+        present = {m.uid for m in messages}
+        for uid in self.uids:
+            if uid not in present:
+                self._gone(uid)
+        for uid in list(self._new):
+            if uid not in present:
+                del self._new[uid]
+        for m in messages:
+            self._note(m)
+        self.highestmodseq = max(self.highestmodseq, highestmodseq)
+
+    def mark_expunged(self, uids: Iterable[int]) -> None:
+        """This session's own EXPUNGE / MOVE removed ``uids``."""
+        for uid in uids:
+            self._gone(uid)
+
+    # -- pending updates -------------------------------------------------------------------------
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._new or self._expunged or self._flag_changes) or not self.flags_announced
+
+    @property
+    def has_pending_expunges(self) -> bool:
+        return bool(self._expunged)
+
+    def take_expunged(self) -> list[tuple[int, int]]:
+        """Drop the expunged messages from the map; (uid, seq) in ascending UID order, each seq
+        as it is once the previous ones are gone (RFC 9051 §7.5.1: an EXPUNGE decrements the
+        numbers of the messages after it immediately)."""
+        out: list[tuple[int, int]] = []
+        for uid in sorted(self._expunged):
+            seq = self.seq_of(uid)
+            if seq is None:
+                continue
+            del self.uids[seq - 1]
+            del self._modseqs[seq - 1]
+            del self._flags[seq - 1]
+            out.append((uid, seq))
+        self._expunged.clear()
+        return out
+
+    def take_new(self) -> int:
+        """Add the new messages to the map; the EXISTS count to send (0: nothing new)."""
+        if not self._new:
+            return 0
+        for uid in sorted(self._new):
+            flags, modseq = self._new[uid]
+            self.uids.append(uid)
+            self._modseqs.append(modseq)
+            self._flags.append(flags)
+            self.uidnext = max(self.uidnext, uid + 1)
+        self._new.clear()
+        return len(self.uids)
+
+    def take_flag_changes(self) -> list[FlagUpdate]:
+        out = []
+        for uid in sorted(self._flag_changes):
+            seq = self.seq_of(uid)
+            if seq is not None and uid not in self._expunged:
+                out.append(FlagUpdate(seq, uid, self._flags[seq - 1], self._modseqs[seq - 1]))
+        self._flag_changes.clear()
+        return out

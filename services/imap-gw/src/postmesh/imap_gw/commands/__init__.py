@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger, kv
 from postmesh.imap_gw.backend import MailboxNotFound
+from postmesh.imap_gw.commands.sync import expunge_allowed, flush_updates
 from postmesh.imap_gw.parser.commands import Command
+from postmesh.imap_gw.response import Status
 from postmesh.imap_gw.session import Result, Session, bad, no
 from postmesh.imap_gw.state import State
 
@@ -56,7 +58,12 @@ async def dispatch(session: Session, cmd: Command) -> Result:
             return bad("Already authenticated")
         return bad(_WRONG_STATE.get(session.state, "Command not valid in this state"))
     try:
-        return await handler(session, cmd)
+        result = await handler(session, cmd)
+        if result.status is not Status.BAD and session.state is State.SELECTED:
+            # Untagged updates go out before the tagged response, EXPUNGE only where the
+            # command allows it (RFC 9051 §7.5.1).
+            await flush_updates(session, expunge_allowed(cmd))
+        return result
     except BackendUnavailable as e:
         # Logged where the call failed; the client may retry (RFC 5530 UNAVAILABLE).
         log.warning(
@@ -72,3 +79,6 @@ async def dispatch(session: Session, cmd: Command) -> Result:
 from postmesh.imap_gw.commands import any_state, auth, fetch, mailbox  # noqa: E402
 
 __all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox"]
+
+# The selected-state commands (registered on import as well).
+from postmesh.imap_gw.commands import expunge, idle, select, store  # noqa: E402, F401

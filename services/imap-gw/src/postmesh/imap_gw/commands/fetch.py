@@ -96,7 +96,8 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
     for uid in present:
         seq = sel.seq_of(uid)
         meta = metas[uid]
-        sel.meta[uid] = meta
+        if _FLAGS in atts or uid in seen_set:
+            sel.record(meta)  # the client is sent these flags: nothing left to report
         content = None
         if needs_content:
             try:

@@ -1,96 +1,22 @@
-"""SELECT/EXAMINE, LIST/LSUB, STATUS, CLOSE and UNSELECT."""
+"""LIST/LSUB and STATUS (SELECT/EXAMINE, CLOSE and UNSELECT are in select.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
 
-from postmesh.common.logging import get_logger, kv
+from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import MailboxInfo, MailboxNotFound
-from postmesh.imap_gw.commands import AUTHENTICATED, SELECTED, handles
+from postmesh.imap_gw.commands import AUTHENTICATED, handles
 from postmesh.imap_gw.commands.sync import list_messages
-from postmesh.imap_gw.parser.commands import Close, Examine, ListCmd, Lsub, Select, Status, Unselect
-from postmesh.imap_gw.response import flag_list
+from postmesh.imap_gw.parser.commands import ListCmd, Lsub, Status
 from postmesh.imap_gw.session import DELIMITER, MailboxNameError, Result, Session, bad, no, ok
-from postmesh.imap_gw.state import SYSTEM_FLAGS, SelectedMailbox, State
 
 log = get_logger(__name__)
 
 
 def _nonexistent(name: str) -> Result:
     return no(f"Mailbox does not exist: {name}", "NONEXISTENT")
-
-
-@handles(Select, AUTHENTICATED)
-async def select(session: Session, cmd: Select) -> Result:
-    assert session.user is not None
-    try:
-        name = session.decode_mailbox(cmd.mailbox)
-    except MailboxNameError as e:
-        return bad(f"Invalid mailbox name: {e}")
-    if session.selected is not None:
-        # RFC 9051 §6.3.2: the old mailbox is closed (without expunge) even if this one fails.
-        session.selected = None
-        session.state = State.AUTHENTICATED
-        await session.untagged("OK [CLOSED] Previous mailbox closed")
-    try:
-        info = await session.store.get_mailbox(session.user, name)
-        messages = await list_messages(session, name)
-    except MailboxNotFound:
-        return _nonexistent(name)
-    sel = SelectedMailbox(name=name, info=info, readonly=cmd.readonly)
-    sel.append(messages)
-    flags = [*SYSTEM_FLAGS, *sel.keywords()]
-    await session.untagged(b"FLAGS " + flag_list(flags))
-    await session.untagged(f"{sel.exists} EXISTS")
-    if not session.rev2:
-        # IMAP4rev1 (RFC 3501 §6.3.1) requires RECENT; we keep no \Recent state.
-        await session.untagged("0 RECENT")
-        first_unseen = next(
-            (i + 1 for i, uid in enumerate(sel.uids) if "\\Seen" not in sel.meta[uid].flags), None
-        )
-        if first_unseen is not None:
-            await session.untagged(f"OK [UNSEEN {first_unseen}] First unseen message")
-    await session.untagged(f"OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
-    uidnext = max(info.uidnext, (sel.uids[-1] + 1) if sel.uids else 1)
-    await session.untagged(f"OK [UIDNEXT {uidnext}] Predicted next UID")
-    permanent = "()" if cmd.readonly else "(" + " ".join([*SYSTEM_FLAGS, "\\*"]) + ")"
-    await session.untagged(f"OK [PERMANENTFLAGS {permanent}] Flags permitted")
-    if session.rev2:
-        # RFC 9051 §6.3.2: the server MUST return a LIST response with the mailbox name.
-        await session.untagged(b'LIST () "/" ' + session.encode_mailbox(name))
-    session.selected = sel
-    session.state = State.SELECTED
-    log.debug("mailbox selected", extra=kv(mailbox=name, exists=sel.exists))
-    if cmd.readonly:
-        return ok("EXAMINE completed", "READ-ONLY")
-    return ok("SELECT completed", "READ-WRITE")
-
-
-# EXAMINE is SELECT read-only; the handler reads cmd.readonly.
-handles(Examine, AUTHENTICATED)(select)
-
-
-@handles(Close, SELECTED)
-async def close(session: Session, cmd: Close) -> Result:
-    sel = session.selected
-    assert sel is not None and session.user is not None
-    session.selected = None
-    session.state = State.AUTHENTICATED
-    if not sel.readonly:
-        # CLOSE expunges \Deleted messages silently (RFC 9051 §6.4.1).
-        try:
-            await session.store.expunge(session.user, sel.name)
-        except MailboxNotFound:
-            pass
-    return ok("CLOSE completed")
-
-
-@handles(Unselect, SELECTED)
-async def unselect(session: Session, cmd: Unselect) -> Result:
-    session.selected = None
-    session.state = State.AUTHENTICATED
-    return ok("UNSELECT completed")
 
 
 # -- LIST ------------------------------------------------------------------------------------------

@@ -1,9 +1,32 @@
-"""Loading the selected mailbox's messages and reporting changes to the client."""
+"""The selected mailbox kept in step with the store, and its updates told to the client.
+
+Events (``mailbox_events.py``) only mark a session's mailbox dirty; what changed always comes
+from the store: GetChanges after the last HIGHESTMODSEQ seen, or a full ListMessages when the
+mailbox has no MODSEQs. Updates go out in this order, each where the RFCs allow it:
+
+- EXPUNGE (or VANISHED under QRESYNC, RFC 7162 §3.2.10) only when ``allow_expunge``: never while
+  answering FETCH, STORE or SEARCH, nor with no command in progress (RFC 9051 §7.5.1);
+- EXISTS for new messages, after any command (RFC 9051 §7.4.1; it never decreases: expunged
+  messages the client has not been told of still count);
+- FLAGS when a keyword appeared, and ``FETCH (FLAGS ...)`` for flag changes (RFC 9051 §5.2),
+  with UID, and MODSEQ once CONDSTORE is enabled (RFC 7162 §3.2).
+"""
 
 from __future__ import annotations
 
-from postmesh.imap_gw.backend import MessageMeta
+from collections.abc import Iterable, Sequence
+
+from postmesh.common.logging import get_logger, kv
+from postmesh.imap_gw import response
+from postmesh.imap_gw.backend import MailboxNotFound, MessageMeta
+from postmesh.imap_gw.parser.base import Command
 from postmesh.imap_gw.session import Session
+from postmesh.imap_gw.state import SYSTEM_FLAGS, SelectedMailbox
+
+log = get_logger(__name__)
+
+# RFC 9051 §7.5.1: no EXPUNGE while answering these (their UID forms are other commands).
+_NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
 
 
 async def list_messages(
@@ -24,23 +47,120 @@ async def list_messages(
         after_uid = page.messages[-1].uid
 
 
-async def poll_selected(session: Session) -> None:
-    """Tell the client about messages expunged or delivered since it last heard: EXPUNGE, then
-    EXISTS (RFC 9051 §7.4.1, §7.3.1). Until IDLE via mailbox events exists, this is the NOOP path.
-    """
+def expunge_allowed(cmd: Command) -> bool:
+    """May untagged EXPUNGE responses be sent while answering ``cmd``? (RFC 9051 §7.5.1)"""
+    return not (cmd.name in _NO_EXPUNGE_DURING and not getattr(cmd, "uid", False))
+
+
+class MailboxLost(Exception):
+    """The selected mailbox was deleted, or recreated with a new UIDVALIDITY."""
+
+
+async def resync(session: Session, *, force: bool = False) -> None:
+    """Learn from the store what changed in the selected mailbox (if an event said something
+    did, or ``force``). Raises MailboxLost."""
     sel = session.selected
-    assert sel is not None and session.user is not None
-    info = await session.store.get_mailbox(session.user, sel.name)
-    last = sel.uids[-1] if sel.uids else 0
-    new = await list_messages(session, sel.name, after_uid=last) if info.uidnext > last + 1 else []
-    if info.messages != sel.exists + len(new):
-        # Some message went away: find which by listing what we know.
-        current = {m.uid for m in await list_messages(session, sel.name, up_to_uid=last)}
-        # Highest first, so each number is still the one the client has (RFC 9051 §7.4.1).
-        for uid in reversed([u for u in sel.uids if u not in current]):
-            seq = sel.remove(uid)
-            await session.untagged(f"{seq} EXPUNGE")
-    if new:
-        sel.append(new)
-        await session.untagged(f"{sel.exists} EXISTS")
-    sel.info = info
+    if sel is None or session.user is None or not (sel.dirty or force):
+        return
+    # Cleared first: an event that arrives while we ask marks it again.
+    sel.dirty = False
+    try:
+        if sel.highestmodseq:
+            changes = await session.store.get_changes(session.user, sel.name, sel.highestmodseq)
+            sel.apply_changes(changes)
+        else:
+            # No MODSEQs to go by: compare the whole UID list (RFC 9051 §7.5.1 bookkeeping).
+            info = await session.store.get_mailbox(session.user, sel.name)
+            if info.uidvalidity != sel.uidvalidity:
+                raise MailboxLost(sel.name)
+            sel.apply_listing(await list_messages(session, sel.name), info.highestmodseq)
+    except MailboxNotFound as e:
+        raise MailboxLost(sel.name) from e
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Ascending UIDs as a compact uid-set: ``1:3,7,9:10``."""
+    out: list[str] = []
+    start = prev = -1
+    for u in sorted(uids):
+        if u == prev + 1:
+            prev = u
+            continue
+        if start >= 0:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = u
+    if start >= 0:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)
+
+
+async def _send_expunges(session: Session, sel: SelectedMailbox) -> None:
+    gone = sel.take_expunged()
+    if not gone:
+        return
+    if session.qresync:
+        await session.untagged("VANISHED " + uid_set(uid for uid, _ in gone))
+        return
+    # Ascending UIDs, each number as it is after the previous EXPUNGEs (RFC 9051 §7.5.1).
+    await session.send(b"".join(b"* %d EXPUNGE\r\n" % seq for _, seq in gone))
+
+
+def flags_response(sel: SelectedMailbox) -> bytes:
+    return b"FLAGS " + response.flag_list([*SYSTEM_FLAGS, *sel.keywords()])
+
+
+async def send_pending(session: Session, *, allow_expunge: bool) -> None:
+    """Tell the client what the model holds for it, without asking the store."""
+    sel = session.selected
+    if sel is None or not sel.has_pending:
+        return
+    if allow_expunge:
+        await _send_expunges(session, sel)
+    exists = sel.take_new()
+    if exists:
+        await session.untagged(f"{exists} EXISTS")
+    if not sel.flags_announced:
+        # A new keyword: the FLAGS response is an update of the mailbox's flags (RFC 9051
+        # §7.3.5); PERMANENTFLAGS keeps \* so nothing else changes.
+        await session.untagged(flags_response(sel))
+        sel.flags_announced = True
+    updates = sel.take_flag_changes()
+    if updates:
+        lines = []
+        for u in updates:
+            item = b"* %d FETCH (UID %d FLAGS " % (u.seq, u.uid) + response.flag_list(u.flags)
+            if session.condstore:
+                item += b" MODSEQ (%d)" % u.modseq
+            lines.append(item + b")\r\n")
+        await session.send(b"".join(lines))
+
+
+async def flush_updates(session: Session, allow_expunge: bool, *, force: bool = False) -> None:
+    """Resynchronise (when notified, or ``force``) and send the pending updates. A lost mailbox
+    ends the session with BYE (its sequence numbers can no longer mean anything)."""
+    sel = session.selected
+    if sel is None:
+        return
+    try:
+        await resync(session, force=force)
+    except MailboxLost:
+        log.info("selected mailbox gone", extra=kv(mailbox=sel.name))
+        await session.say_bye("Selected mailbox was deleted or recreated", "NONEXISTENT")
+        return
+    await send_pending(session, allow_expunge=allow_expunge)
+
+
+async def report_expunged(session: Session, uids: Sequence[int]) -> None:
+    """For commands that remove messages themselves (EXPUNGE, UID EXPUNGE, MOVE): mark ``uids``
+    expunged and report them, with any other pending expunges, right now."""
+    sel = session.selected
+    if sel is None:
+        return
+    sel.mark_expunged(uids)
+    await _send_expunges(session, sel)
+
+
+async def poll_selected(session: Session) -> None:
+    """NOOP / CHECK: ask the store even without an event (the bus may have lost one) and report
+    everything, expunges included (RFC 9051 §6.1.2, §6.4.1)."""
+    await flush_updates(session, allow_expunge=True, force=True)

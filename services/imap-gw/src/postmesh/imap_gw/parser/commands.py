@@ -15,6 +15,15 @@ from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
 from postmesh.imap_gw.parser.sequence import SequenceSet, parse_sequence_set
+from postmesh.imap_gw.parser.store import (
+    NO_SELECT_PARAMS,
+    SelectParams,
+    parse_expunge,
+    parse_idle,
+    parse_select_params,
+    parse_uid_expunge,
+    store_parser,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Enable(Command):
 class Select(Command):
     name: ClassVar[str] = "SELECT"
     mailbox: bytes = b""
+    params: SelectParams = NO_SELECT_PARAMS  # CONDSTORE / QRESYNC (RFC 7162)
 
     @property
     def readonly(self) -> bool:
@@ -191,10 +201,7 @@ def _mailbox_arg(cls: type[Select]) -> Parser:
     def parse(tag: str, cur: Cursor) -> Command:
         cur.expect_sp()
         mailbox = cur.astring("a mailbox name")
-        if cur.skip(b" ("):
-            raise ParseError(f"{cls.name} parameters (CONDSTORE/QRESYNC) are not supported")
-        cur.expect_end()
-        return cls(tag, mailbox)
+        return cls(tag, mailbox, parse_select_params(cur))
 
     return parse
 
@@ -278,8 +285,15 @@ COMMANDS: dict[str, Parser] = {
     "CLOSE": _no_args(Close),
     "UNSELECT": _no_args(Unselect),
     "FETCH": _fetch(uid=False),
+    "STORE": store_parser(uid=False),
+    "EXPUNGE": parse_expunge,
+    "IDLE": parse_idle,
 }
-UID_COMMANDS: dict[str, Parser] = {"FETCH": _fetch(uid=True)}
+UID_COMMANDS: dict[str, Parser] = {
+    "STORE": store_parser(uid=True),
+    "EXPUNGE": parse_uid_expunge,
+    "FETCH": _fetch(uid=True),
+}
 
 # Commands of RFC 9051/3501 that later work will add: answered NO [CANNOT] "not supported yet"
 # rather than BAD "unknown command", so a client log tells the two apart.
@@ -288,15 +302,12 @@ NOT_YET = frozenset(
         "APPEND",
         "COPY",
         "MOVE",
-        "STORE",
         "SEARCH",
-        "EXPUNGE",
         "CREATE",
         "DELETE",
         "RENAME",
         "SUBSCRIBE",
         "UNSUBSCRIBE",
-        "IDLE",
         "ID",
     ]
 )

@@ -1,0 +1,139 @@
+"""SELECT/EXAMINE with CONDSTORE and QRESYNC (RFC 9051 §6.3.2-3, RFC 7162), CLOSE and UNSELECT."""
+
+from __future__ import annotations
+
+from postmesh.common.logging import get_logger, kv
+from postmesh.imap_gw import response
+from postmesh.imap_gw.backend import MailboxNotFound
+from postmesh.imap_gw.commands import AUTHENTICATED, SELECTED, handles
+from postmesh.imap_gw.commands.sync import flags_response, list_messages, uid_set
+from postmesh.imap_gw.parser.commands import Close, Examine, Select, Unselect
+from postmesh.imap_gw.parser.sequence import SequenceSet
+from postmesh.imap_gw.parser.store import QresyncParams
+from postmesh.imap_gw.session import DELIMITER, MailboxNameError, Result, Session, bad, no, ok
+from postmesh.imap_gw.state import SYSTEM_FLAGS, SelectedMailbox
+
+log = get_logger(__name__)
+
+
+def _in_set(s: SequenceSet, uid: int) -> bool:
+    return any(min(a, b) <= uid <= max(a, b) for a, b in s.ranges)
+
+
+async def _qresync(session: Session, sel: SelectedMailbox, q: QresyncParams) -> None:
+    """RFC 7162 §3.2.5.1: what changed since the client's MODSEQ, as ``VANISHED (EARLIER)`` and
+    FETCH responses, before the tagged OK. A different UIDVALIDITY means a full resync."""
+    assert session.user is not None
+    if q.uidvalidity != sel.uidvalidity:
+        return
+    changes = await session.store.get_changes(session.user, sel.name, q.modseq)
+    vanished = [u for u in changes.expunged_uids if u < sel.uidnext]
+    if q.known_uids is not None:
+        # Only UIDs the client says it has (RFC 7162 §3.2.5.1).
+        vanished = [u for u in vanished if _in_set(q.known_uids, u)]
+    if vanished:
+        await session.untagged("VANISHED (EARLIER) " + uid_set(vanished))
+    lines = []
+    for m in changes.changed:
+        seq = sel.seq_of(m.uid)
+        if seq is None:
+            continue
+        lines.append(
+            b"* %d FETCH (UID %d FLAGS " % (seq, m.uid)
+            + response.flag_list(sel.flags_of(m.uid))
+            + b" MODSEQ (%d))\r\n" % sel.modseq_of(m.uid)
+        )
+    if lines:
+        await session.send(b"".join(lines))
+
+
+@handles(Select, AUTHENTICATED)
+async def select(session: Session, cmd: Select) -> Result:
+    assert session.user is not None
+    params = cmd.params
+    if params.qresync is not None and not session.qresync:
+        # RFC 7162 §3.2.5: QRESYNC parameters need ENABLE QRESYNC first.
+        return bad("ENABLE QRESYNC first")
+    try:
+        name = session.decode_mailbox(cmd.mailbox)
+    except MailboxNameError as e:
+        return bad(f"Invalid mailbox name: {e}")
+    if params.condstore:
+        session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)
+    if session.selected is not None:
+        # RFC 9051 §6.3.2: the old mailbox is closed (without expunge) even if this one fails.
+        session.deselect()
+        await session.untagged("OK [CLOSED] Previous mailbox closed")
+    try:
+        info = await session.store.get_mailbox(session.user, name)
+        messages = await list_messages(session, name)
+    except MailboxNotFound:
+        return no(f"Mailbox does not exist: {name}", "NONEXISTENT")
+    sel = SelectedMailbox(
+        name,
+        info.uidvalidity,
+        readonly=cmd.readonly,
+        uidnext=info.uidnext,
+        highestmodseq=info.highestmodseq,
+    )
+    sel.append(messages)
+    sel.qresync = session.qresync
+    out = [
+        response.untagged(flags_response(sel)),
+        response.untagged(b"%d EXISTS" % sel.exists),
+    ]
+    if not session.rev2:
+        # IMAP4rev1 (RFC 3501 §6.3.1) requires RECENT; we keep no \Recent state.
+        out.append(response.untagged(b"0 RECENT"))
+        unseen = sel.first_unseen()
+        if unseen is not None:
+            out.append(response.status_line(response.Status.OK, "First unseen", f"UNSEEN {unseen}"))
+    ok_line = response.status_line
+    s = response.Status.OK
+    out.append(ok_line(s, "UIDs valid", f"UIDVALIDITY {sel.uidvalidity}"))
+    out.append(ok_line(s, "Predicted next UID", f"UIDNEXT {sel.uidnext}"))
+    permanent = "()" if cmd.readonly else "(" + " ".join([*SYSTEM_FLAGS, "\\*"]) + ")"
+    out.append(ok_line(s, "Flags permitted", f"PERMANENTFLAGS {permanent}"))
+    if sel.highestmodseq:
+        # RFC 7162 §3.1.2.1: with every successful SELECT/EXAMINE of a mailbox with MODSEQs.
+        out.append(ok_line(s, "Highest", f"HIGHESTMODSEQ {sel.highestmodseq}"))
+    else:
+        out.append(ok_line(s, "No persistent MODSEQ", "NOMODSEQ"))
+    if session.rev2:
+        # RFC 9051 §6.3.2: the server MUST return a LIST response with the mailbox name.
+        out.append(
+            response.untagged(f'LIST () "{DELIMITER}" '.encode() + session.encode_mailbox(name))
+        )
+    await session.send(b"".join(out))
+    session.select(sel)
+    if params.qresync is not None:
+        await _qresync(session, sel, params.qresync)
+    log.debug("mailbox selected", extra=kv(mailbox=name, exists=sel.exists))
+    if cmd.readonly:
+        return ok("EXAMINE completed", "READ-ONLY")
+    return ok("SELECT completed", "READ-WRITE")
+
+
+# EXAMINE is SELECT read-only; the handler reads cmd.readonly.
+handles(Examine, AUTHENTICATED)(select)
+
+
+@handles(Close, SELECTED)
+async def close(session: Session, cmd: Close) -> Result:
+    sel = session.selected
+    assert sel is not None and session.user is not None
+    session.deselect()
+    if not sel.readonly:
+        # CLOSE expunges \Deleted messages silently: no EXPUNGE responses (RFC 9051 §6.4.1).
+        try:
+            await session.store.expunge(session.user, sel.name)
+        except MailboxNotFound:
+            pass
+    return ok("CLOSE completed")
+
+
+@handles(Unselect, SELECTED)
+async def unselect(session: Session, cmd: Unselect) -> Result:
+    # RFC 3691: like CLOSE, without the expunge.
+    session.deselect()
+    return ok("UNSELECT completed")
