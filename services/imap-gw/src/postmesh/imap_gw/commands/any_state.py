@@ -45,6 +45,16 @@ async def enable(session: Session, cmd: Enable) -> Result:
     if "IMAP4REV2" in cmd.capabilities and not session.rev2:
         session.rev2 = True
         enabled.append("IMAP4rev2")
+    if "UTF8=ACCEPT" in cmd.capabilities and not session.utf8:
+        session.utf8 = True  # RFC 6855 §3
+        enabled.append("UTF8=ACCEPT")
+    if "CONDSTORE" in cmd.capabilities and not session.condstore:
+        session.condstore = True  # RFC 7162 §3.1
+        enabled.append("CONDSTORE")
+    if "QRESYNC" in cmd.capabilities and not session.qresync:
+        # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+        session.qresync = session.condstore = True
+        enabled.append("QRESYNC")
     await session.untagged(" ".join(["ENABLED", *enabled]))
     return ok("ENABLE completed")
 
