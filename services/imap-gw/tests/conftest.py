@@ -19,9 +19,15 @@ from postmesh.imap_gw.backend import (
     MessageMeta,
     MessageNotFound,
     MessagePage,
+    SearchRejected,
+    SearchResult,
 )
+from postmesh.imap_gw.parser.search import SearchKey
+from postmesh.imap_gw.search_proto import to_proto
 from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
+from postmesh.store import search as store_search
+from postmesh.store.mime import extract_meta, sent_day
 
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'  # has a space, a backslash and a quote
@@ -230,6 +236,36 @@ class FakeStore:
         if gone:
             self.changed(user, mailbox)
         return gone
+
+    async def search(self, user: str, mailbox: str, criteria: SearchKey) -> SearchResult:
+        """The store's own evaluator over the fake messages, so SEARCH tests check the real
+        semantics (the criteria go through the same proto conversion as the gRPC backend)."""
+        self.calls.append(("search", criteria))
+        box = self._box(user, mailbox)
+        key = to_proto(criteria)
+        try:
+            store_search.validate(key)
+        except ValueError as e:
+            raise SearchRejected(str(e)) from e
+        msgs = []
+        for meta, content in box.messages.values():
+            parsed = extract_meta(content)
+            msgs.append(
+                store_search.SearchableMessage(
+                    meta.uid,
+                    meta.flags,
+                    meta.internal_date,
+                    meta.size,
+                    meta.modseq,
+                    sent_day=sent_day(parsed),
+                    document=store_search.build_search_document(content, parsed),
+                )
+            )
+        ctx = store_search.SearchContext(max_uid=max(box.messages, default=0))
+        uids = store_search.search(key, msgs, ctx)
+        found = set(uids)
+        highest = max((m.modseq for m, _ in box.messages.values() if m.uid in found), default=0)
+        return SearchResult(uids, highest)
 
 
 class FakeAuth:

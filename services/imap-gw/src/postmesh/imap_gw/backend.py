@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from postmesh.imap_gw.parser.search import SearchKey
+
 
 class MailboxNotFound(Exception):
     """The mailbox does not exist (IMAP ``NO [NONEXISTENT]``)."""
@@ -18,6 +20,18 @@ class MailboxNotFound(Exception):
 
 class MessageNotFound(Exception):
     """The message was expunged meanwhile (IMAP ``NO [EXPUNGEISSUED]``)."""
+
+
+class SearchRejected(Exception):
+    """The store refused the search criteria (too many keys, nested too deep): a client error."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Matching UIDs ascending and the highest MODSEQ among them (RFC 7162 §3.1.5; 0: none)."""
+
+    uids: Sequence[int]
+    highest_modseq: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,77 @@ class MessageMeta:
 class MessagePage:
     messages: Sequence[MessageMeta]
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An envelope address (RFC 9051 §7.5.2): ``name`` is the decoded display name; a group
+    start has an empty host and the group name as mailbox; a group end is all empty."""
+
+    name: str
+    adl: str
+    mailbox: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The RFC 9051 §7.5.2 envelope; None is an absent header (NIL), "" an empty one."""
+
+    date: str | None = None
+    subject: str | None = None
+    from_: tuple[Address, ...] = ()
+    sender: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    in_reply_to: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPart:
+    """One MIME entity as parsed at delivery, with its offsets in the whole message: the
+    header is raw[header_offset:body_offset], the body raw[body_offset:body_offset + size]."""
+
+    type: str
+    subtype: str
+    params: tuple[tuple[str, str], ...] = ()
+    id: str | None = None
+    description: str | None = None
+    encoding: str = "7BIT"
+    size: int = 0
+    lines: int = 0
+    md5: str | None = None
+    disposition: str | None = None
+    disposition_params: tuple[tuple[str, str], ...] = ()
+    language: tuple[str, ...] = ()
+    location: str | None = None
+    parts: tuple[BodyPart, ...] = ()  # multipart/*
+    message_envelope: Envelope | None = None  # message/rfc822 and message/global
+    message_body: BodyPart | None = None
+    header_offset: int = 0
+    body_offset: int = 0
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.type == "multipart"
+
+    @property
+    def is_message(self) -> bool:
+        return self.message_body is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStructure:
+    """What FETCH needs for ENVELOPE, BODY[STRUCTURE] and header sections without the
+    content: parsed once at delivery (the store's GetMessageMeta)."""
+
+    uid: int
+    envelope: Envelope
+    body: BodyPart
+    header: bytes  # up to and including the blank line
 
 
 @dataclass(frozen=True)
@@ -92,6 +177,12 @@ class MailStore(Protocol):
         """The raw RFC 5322 message. Raises MessageNotFound."""
         ...
 
+    async def get_structure(
+        self, user: str, mailbox: str, uids: Sequence[int]
+    ) -> Sequence[MessageStructure]:
+        """Envelope, body structure and header of each message; expunged UIDs are left out."""
+        ...
+
     async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
         """Messages whose MODSEQ is above ``since_modseq`` and UIDs expunged after it."""
         ...
@@ -120,6 +211,11 @@ class MailStore(Protocol):
         unchanged_since: int,
     ) -> FlagsResult:
         """STORE with UNCHANGEDSINCE (``unchanged_since`` > 0; RFC 7162 §3.1.3)."""
+        ...
+
+    async def search(self, user: str, mailbox: str, criteria: SearchKey) -> SearchResult:
+        """SEARCH (RFC 9051 §6.4.4) with criteria already free of message sequence numbers and
+        ``$`` (the session turns them into UID sets). Raises SearchRejected, MailboxNotFound."""
         ...
 
 

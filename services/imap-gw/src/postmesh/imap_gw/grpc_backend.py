@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import grpc
 
@@ -11,7 +11,10 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.backend import PasswordChecker, unavailable
 from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import (
+    Address,
+    BodyPart,
     Changes,
+    Envelope,
     FlagsMode,
     FlagsResult,
     MailboxInfo,
@@ -19,7 +22,12 @@ from postmesh.imap_gw.backend import (
     MessageMeta,
     MessageNotFound,
     MessagePage,
+    MessageStructure,
+    SearchRejected,
+    SearchResult,
 )
+from postmesh.imap_gw.parser.search import SearchKey
+from postmesh.imap_gw.search_proto import to_proto
 
 log = get_logger(__name__)
 
@@ -53,6 +61,57 @@ def _meta(m: store_pb2.MessageSummary) -> MessageMeta:
         size=m.size,
         internal_date=m.internal_date,
         modseq=m.modseq,
+    )
+
+
+def _addresses(addrs: Iterable[store_pb2.Address]) -> tuple[Address, ...]:
+    return tuple(Address(a.name, a.adl, a.mailbox, a.host) for a in addrs)
+
+
+def envelope(env: store_pb2.Envelope) -> Envelope:
+    return Envelope(
+        date=env.date if env.has_date else None,
+        subject=env.subject if env.has_subject else None,
+        from_=_addresses(getattr(env, "from")),
+        sender=_addresses(env.sender),
+        reply_to=_addresses(env.reply_to),
+        to=_addresses(env.to),
+        cc=_addresses(env.cc),
+        bcc=_addresses(env.bcc),
+        in_reply_to=env.in_reply_to if env.has_in_reply_to else None,
+        message_id=env.message_id if env.has_message_id else None,
+    )
+
+
+def body_part(p: store_pb2.BodyPart) -> BodyPart:
+    """The proto BodyPart as the session's typed one; proto3 strings have no presence, so an
+    empty id/description/md5/disposition/location is an absent one (NIL)."""
+    is_message = p.HasField("message_body")
+    return BodyPart(
+        type=p.type,
+        subtype=p.subtype,
+        params=tuple((b.name, b.value) for b in p.params),
+        id=p.id or None,
+        description=p.description or None,
+        encoding=p.encoding or "7BIT",
+        size=p.size,
+        lines=p.lines,
+        md5=p.md5 or None,
+        disposition=p.disposition or None,
+        disposition_params=tuple((b.name, b.value) for b in p.disposition_params),
+        language=tuple(p.language),
+        location=p.location or None,
+        parts=tuple(body_part(c) for c in p.parts),
+        message_envelope=envelope(p.message_envelope) if is_message else None,
+        message_body=body_part(p.message_body) if is_message else None,
+        header_offset=p.header_offset,
+        body_offset=p.body_offset,
+    )
+
+
+def structure(m: store_pb2.MessageMeta) -> MessageStructure:
+    return MessageStructure(
+        uid=m.uid, envelope=envelope(m.envelope), body=body_part(m.body), header=m.header
     )
 
 
@@ -116,6 +175,18 @@ class GrpcMailStore:
                 raise MessageNotFound(uid) from e
             raise _unavailable("GetMessageContent", e) from e
         return b"".join(parts)
+
+    async def get_structure(
+        self, user: str, mailbox: str, uids: Sequence[int]
+    ) -> Sequence[MessageStructure]:
+        req = store_pb2.GetMessageMetaRequest(user=user, mailbox=mailbox, uids=list(uids))
+        try:
+            resp = await self._stub.GetMessageMeta(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            raise _unavailable("GetMessageMeta", e) from e
+        return [structure(m) for m in resp.messages]
 
     async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
         req = store_pb2.GetChangesRequest(user=user, mailbox=mailbox, since_modseq=since_modseq)
@@ -185,6 +256,18 @@ class GrpcMailStore:
                 raise MailboxNotFound(mailbox) from e
             raise _unavailable("StoreFlags", e) from e
         return FlagsResult([_meta(m) for m in resp.updated], list(resp.modified))
+
+    async def search(self, user: str, mailbox: str, criteria: SearchKey) -> SearchResult:
+        req = store_pb2.SearchRequest(user=user, mailbox=mailbox, criteria=to_proto(criteria))
+        try:
+            resp = await self._stub.Search(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise SearchRejected(e.details() or "invalid search criteria") from e
+            raise _unavailable("Search", e) from e
+        return SearchResult(list(resp.uids), resp.highest_modseq)
 
 
 class GrpcAuthenticator:

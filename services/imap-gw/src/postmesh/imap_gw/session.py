@@ -18,6 +18,7 @@ from postmesh.imap_gw.connection import ClientGone, CommandRejected, Connection,
 from postmesh.imap_gw.parser import Command, NotSupported, ParseError, parse_command
 from postmesh.imap_gw.parser.commands import command_name, is_supported
 from postmesh.imap_gw.response import Status
+from postmesh.imap_gw.saved_search import SavedSearch
 from postmesh.imap_gw.settings import ImapSettings
 from postmesh.imap_gw.state import SelectedMailbox, State
 
@@ -100,6 +101,8 @@ class Session:
         self.wake: asyncio.Event | None = None
         self.bad_commands = 0
         self.auth_failures = 0
+        # RFC 5182 $: the last SEARCH ... RETURN (SAVE) result.
+        self.saved_search = SavedSearch()
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -112,6 +115,7 @@ class Session:
 
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ENABLE", "UNSELECT", "NAMESPACE"]
+        caps += ["ESEARCH", "SEARCHRES"]  # RFC 4731, RFC 5182
         if self.state is State.NOT_AUTHENTICATED:
             if not self.conn.tls_active and self.tls_context is not None:
                 caps.append("STARTTLS")

@@ -76,9 +76,9 @@ async def dispatch(session: Session, cmd: Command) -> Result:
 
 
 # Registration happens on import.
-from postmesh.imap_gw.commands import any_state, auth, fetch, mailbox  # noqa: E402
+from postmesh.imap_gw.commands import any_state, auth, fetch, mailbox, search  # noqa: E402
 
-__all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox"]
+__all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox", "search"]
 
 # The selected-state commands (registered on import as well).
 from postmesh.imap_gw.commands import expunge, idle, select, store  # noqa: E402, F401

@@ -14,6 +14,7 @@ from postmesh.imap_gw.parser.base import Command as Command  # re-exported
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
+from postmesh.imap_gw.parser.search import search_parser
 from postmesh.imap_gw.parser.sequence import SequenceSet, parse_sequence_set
 from postmesh.imap_gw.parser.store import (
     NO_SELECT_PARAMS,
@@ -288,11 +289,13 @@ COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=False),
     "EXPUNGE": parse_expunge,
     "IDLE": parse_idle,
+    "SEARCH": search_parser(uid=False),
 }
 UID_COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=True),
     "EXPUNGE": parse_uid_expunge,
     "FETCH": _fetch(uid=True),
+    "SEARCH": search_parser(uid=True),
 }
 
 # Commands of RFC 9051/3501 that later work will add: answered NO [CANNOT] "not supported yet"
@@ -302,7 +305,6 @@ NOT_YET = frozenset(
         "APPEND",
         "COPY",
         "MOVE",
-        "SEARCH",
         "CREATE",
         "DELETE",
         "RENAME",

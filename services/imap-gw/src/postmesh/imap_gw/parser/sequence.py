@@ -18,11 +18,17 @@ class SequenceError(ValueError):
 
 @dataclass(frozen=True)
 class SequenceSet:
-    """Ranges as written, ``STAR`` for ``*``; a single number is a range of one."""
+    """Ranges as written, ``STAR`` for ``*``; a single number is a range of one. ``saved`` is
+    ``$``, the result of the last SEARCH ... RETURN (SAVE) (RFC 5182 §2.1): no ranges then; the
+    command resolves it from the session (``commands.search.expand_saved``)."""
 
     ranges: tuple[tuple[int, int], ...]
+    saved: bool = False
 
     def __str__(self) -> str:
+        if self.saved:
+            return "$"
+
         def one(n: int) -> str:
             return "*" if n == STAR else str(n)
 
@@ -38,6 +44,8 @@ class SequenceSet:
     def resolve_seq(self, exists: int) -> list[int]:
         """Message sequence numbers, ascending and unique. A number above EXISTS, or ``*`` in an
         empty mailbox, is a client error (RFC 9051 §6.4.x: "invalid sequence numbers")."""
+        if self.saved:
+            raise SequenceError("$ must be expanded from the saved search result first")
         seqs: set[int] = set()
         for a, b in self.ranges:
             if exists == 0 or (a != STAR and a > exists) or (b != STAR and b > exists):
@@ -49,6 +57,8 @@ class SequenceSet:
     def resolve_uids(self, uids: Sequence[int]) -> list[int]:
         """The UIDs in ``uids`` (ascending) that the set names. Non-existent UIDs are ignored, and
         ``n:*`` always includes the largest UID even when n is above it (RFC 9051 §6.4.9)."""
+        if self.saved:
+            raise SequenceError("$ must be expanded from the saved search result first")
         if not uids:
             return []
         found: set[int] = set()
@@ -59,17 +69,27 @@ class SequenceSet:
         return sorted(found)
 
 
-def parse_sequence_set(cur: Cursor) -> SequenceSet:
-    """sequence-set = (seq-number / seq-range) ["," sequence-set]; seq-number = nz-number / "*"."""
+def parse_sequence_set(cur: Cursor, *, allow_saved: bool = False) -> SequenceSet:
+    """sequence-set = (seq-number / seq-range) ["," sequence-set]; seq-number = nz-number / "*".
+    With ``allow_saved``, also ``sequence-set =/ seq-last-command`` ("$", RFC 5182 §3), which
+    stands alone: it is not combined with numbers or ranges."""
 
     def seq_number() -> int:
         if cur.skip(b"*"):
             return STAR
         if cur.peek_is(b"$"):
-            raise ParseError("the $ search result variable (SEARCHRES) is not supported")
+            raise ParseError("$ (the saved search result) must stand alone")
         return cur.number(nonzero=True)
 
     ranges: list[tuple[int, int]] = []
+    if cur.peek_is(b"$"):
+        if not allow_saved:
+            raise ParseError("the $ search result variable (SEARCHRES) is not supported here")
+        cur.pos += 1
+        c = cur.peek()
+        if c is not None and c not in (0x20, 0x29):
+            raise ParseError("Invalid sequence set: $ must stand alone")
+        return SequenceSet((), saved=True)
     try:
         while True:
             a = seq_number()
