@@ -222,6 +222,13 @@ def test_schema_rejects_bad_values(case: str) -> None:
     assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
 
 
+def test_proxy_protocol_without_trusted_networks_fails_with_a_message() -> None:
+    # Trusting every peer's PROXY header would let a direct client claim to be loopback.
+    out = run_helm("template", "pm", str(CHART), "--set", "imapGw.proxyProtocol=true")
+    assert out.returncode != 0
+    assert "imapGw.proxyProtocol needs imapGw.proxyTrustedNetworks" in out.stderr
+
+
 def test_missing_mongodb_url_fails_with_a_message() -> None:
     out = run_helm("template", "pm", str(CHART), "--set", "mongodb.url=")
     assert out.returncode != 0
@@ -389,6 +396,8 @@ def test_production_edges_get_tls_and_proxy_protocol() -> None:
         assert env["POSTMESH_TLS_CERT_FILE"] == mounts["tls"] + "/tls.crt"
         assert env["POSTMESH_TLS_KEY_FILE"] == mounts["tls"] + "/tls.key"
         assert env["POSTMESH_PROXY_PROTOCOL"] == ("true" if name == "smtp-edge" else "false")
+        trusted = "10.0.0.0/8" if name == "smtp-edge" else ""
+        assert env["POSTMESH_PROXY_TRUSTED_NETWORKS"] == trusted
     smtp = named(docs, "Service", "pm-postmesh-smtp-edge")
     assert (
         smtp["metadata"]["annotations"][

@@ -106,6 +106,7 @@ class Pop3Service(Service):
             tls=tls,
             tls_handshake_timeout=s.pop3_tls_handshake_timeout_seconds,
             header_timeout=s.proxy_protocol_timeout_seconds,
+            trusted_networks=s.trusted_proxy_networks(),
             name="pop3s" if tls is not None else "pop3",
         )
 

@@ -106,6 +106,7 @@ class SmtpEdgeService(Service):
                 tls=implicit_tls,
                 tls_handshake_timeout=handshake,
                 header_timeout=s.proxy_protocol_timeout_seconds,
+                trusted_networks=s.trusted_proxy_networks(),
                 name=policy.name,
             )
         return await loop.create_server(
