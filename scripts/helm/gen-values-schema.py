@@ -176,6 +176,19 @@ schema: dict[str, Any] = {
             required=["hostname", "bus"],
         ),
         "tls": obj({"existingSecret": S, "cert": S, "key": S}),
+        "grpcTls": obj(
+            {
+                "mode": {"enum": ["generate", "certManager", "existingSecrets", "plaintext"]},
+                "certManager": obj(
+                    {
+                        "issuerRef": obj({"name": S, "kind": S, "group": S}),
+                        "duration": S,
+                        "renewBefore": S,
+                    }
+                ),
+            },
+            ["mode"],
+        ),
         "mongodb": obj(
             {
                 "url": {"type": "string", "pattern": "^(mongodb(\\+srv)?://.+)?$"},

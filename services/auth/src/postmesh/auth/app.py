@@ -17,6 +17,7 @@ from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
 from postmesh.common.grpc import GrpcServer
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
@@ -65,7 +66,7 @@ class AuthServiceApp(Service):
         self.settings = settings
         self.repo = create_repository(settings)
         self.accounts = Accounts(self.repo)
-        self.grpc = GrpcServer(settings.auth_listen)
+        self.grpc = GrpcServer(settings.auth_listen, GrpcSecurity.from_settings(settings))
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None

@@ -40,6 +40,17 @@ class ServiceSettings(BaseSettings):
     # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).
     store_address: str = "127.0.0.1:50061"
     auth_address: str = "127.0.0.1:50062"
+    # Mutual TLS of the internal gRPC hops (ADR 10): this service's certificate (its identity is
+    # the subjectAltName <service>.postmesh.internal), its key, and the CA that signed every
+    # service's certificate. Relative paths are under data_dir. `make run` makes a throwaway set.
+    grpc_tls_cert_file: Path | None = None
+    # The private key of POSTMESH_GRPC_TLS_CERT_FILE.
+    grpc_tls_key_file: Path | None = None
+    # The CA certificate(s) peers' certificates must chain to.
+    grpc_tls_ca_file: Path | None = None
+    # Internal gRPC without TLS or caller authentication; logged as a warning at start. Only for
+    # a cluster whose network is otherwise trusted, never the default.
+    grpc_plaintext: bool = False
     # Default deadline for an internal gRPC call.
     grpc_deadline_seconds: float = Field(default=10.0, gt=0)
 

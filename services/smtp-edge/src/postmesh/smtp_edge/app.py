@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from postmesh.common.bus import Bus, create_bus
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.proxy_protocol import Address, Listener, start_proxied_server
@@ -62,9 +63,10 @@ class SmtpEdgeService(Service):
 
     async def start(self) -> None:
         if self._backend is None:
+            security = GrpcSecurity.from_settings(self.settings)
             self._backend = GrpcEdgeBackend(
-                auth_stub(self.settings.auth_address),
-                store_stub(self.settings.store_address),
+                auth_stub(self.settings.auth_address, security),
+                store_stub(self.settings.store_address, security),
                 self.settings.grpc_deadline_seconds,
             )
         self.queuer = MessageQueuer(
