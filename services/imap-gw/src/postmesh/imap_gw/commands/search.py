@@ -160,6 +160,8 @@ async def search(session: Session, cmd: Search) -> Result:
         modseq = found.highest_modseq if uids else 0
     numbers = uids if cmd.uid else [sel.seq_of(u) or 0 for u in uids]
     want_modseq = uses_modseq(cmd.criteria)
+    if want_modseq:
+        session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).
