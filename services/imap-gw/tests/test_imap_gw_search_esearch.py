@@ -232,3 +232,46 @@ async def test_imaplib(env: Env) -> None:
     )
     assert "unknown search key" in str(out["bad"])
     assert out["after"] == ("OK", [b"1 2 3 4 5 6 7"])
+
+
+async def test_saved_result_in_other_commands(env: Env) -> None:
+    """RFC 5182 §2.1: ``$`` is a sequence set in FETCH, STORE and UID EXPUNGE (and their UID
+    forms): message numbers in the plain forms, UIDs in the UID forms."""
+    _fill(env)
+    c = await Client.selected(env)
+    # Nothing saved yet: $ is empty, names no message, and is not an error.
+    assert await c.cmd(b"a FETCH $ (FLAGS)") == [b"a OK FETCH completed"]
+    assert await c.cmd(b"b SEARCH RETURN (SAVE) 2,4") == [b"b OK SEARCH completed"]
+    assert await c.cmd(b"c FETCH $ (UID)") == [
+        b"* 2 FETCH (UID 2)",
+        b"* 4 FETCH (UID 4)",
+        b"c OK FETCH completed",
+    ]
+    assert await c.cmd(b"d STORE $ +FLAGS (\\Deleted)") == [
+        b"* 2 FETCH (FLAGS (\\Deleted))",
+        b"* 4 FETCH (FLAGS (\\Deleted))",
+        b"d OK STORE completed",
+    ]
+    assert await c.cmd(b"e UID EXPUNGE $") == [
+        b"* 2 EXPUNGE",
+        b"* 3 EXPUNGE",
+        b"e OK UID EXPUNGE completed",
+    ]
+    # UIDs 1 3 5 6 7 now; save UIDs 5 and 7, which are messages 3 and 5.
+    assert await c.cmd(b"f UID SEARCH RETURN (SAVE) UID 5,7") == [b"f OK UID SEARCH completed"]
+    assert await c.cmd(b"g FETCH $ (UID)") == [
+        b"* 3 FETCH (UID 5)",
+        b"* 5 FETCH (UID 7)",
+        b"g OK FETCH completed",
+    ]
+    assert await c.cmd(b"h UID FETCH $ (FLAGS)") == [
+        b"* 3 FETCH (UID 5 FLAGS ())",
+        b"* 5 FETCH (UID 7 FLAGS ())",
+        b"h OK FETCH completed",
+    ]
+    assert await c.cmd(b"i UID STORE $ +FLAGS.SILENT (\\Seen)") == [b"i OK STORE completed"]
+    assert await c.cmd(b"j SEARCH UNSEEN") == [b"* SEARCH 2 4", b"j OK SEARCH completed"]
+    for bad in (b"k FETCH $,1 (UID)", b"k STORE 1:$ +FLAGS (\\Seen)", b"k UID EXPUNGE $:*"):
+        reply = await c.cmd(bad)
+        assert len(reply) == 1 and reply[0].startswith(b"k BAD "), (bad, reply)
+    await c.close()
