@@ -72,5 +72,9 @@ class Client:
         await self.send(b"i IDLE")
         assert await self.line() == b"+ idling"
 
+    async def closed(self) -> bool:
+        """Whether the server closed the connection (EOF before any further data)."""
+        return await asyncio.wait_for(self.reader.read(), TIMEOUT) == b""
+
     async def close(self) -> None:
         self.writer.close()

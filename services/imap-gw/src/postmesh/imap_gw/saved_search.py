@@ -3,10 +3,16 @@ found, kept per session as UIDs of the mailbox selected at the time."""
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Iterable
+from typing import TypeVar
 
+from postmesh.imap_gw.parser.base import Command
+from postmesh.imap_gw.parser.sequence import SequenceSet
 from postmesh.imap_gw.state import SelectedMailbox
+
+C = TypeVar("C", bound=Command)
 
 
 class SavedSearch:
@@ -34,3 +40,35 @@ class SavedSearch:
         if selected is None or self._mailbox is None or self._mailbox() is not selected:
             return []
         return [u for u in self._uids if selected.seq_of(u) is not None]
+
+    def expand(self, selected: SelectedMailbox | None, *, uid: bool) -> SequenceSet:
+        """``$`` as the UIDs (``uid``) or the message sequence numbers it stands for now. An
+        empty ``$`` is an empty set: it names no message and is not an error (RFC 5182 §2.1)."""
+        uids = self.uids(selected)
+        if uid or selected is None:
+            return SequenceSet(tuple(runs(uids)))
+        seqs = [s for s in (selected.seq_of(u) for u in uids) if s is not None]
+        return SequenceSet(tuple(runs(seqs)))
+
+    def expand_in(self, cmd: C, selected: SelectedMailbox | None) -> C:
+        """``cmd`` with every ``$`` sequence-set field (FETCH, STORE, UID EXPUNGE, COPY, MOVE:
+        RFC 5182 §2.1) replaced by what it stands for. A set is one of UIDs under the UID
+        form of a command (``uid`` true) and in a field named ``uids`` (UID EXPUNGE)."""
+        changes: dict[str, SequenceSet] = {}
+        for f in dataclasses.fields(cmd):
+            value = getattr(cmd, f.name)
+            if isinstance(value, SequenceSet) and value.saved:
+                uid = bool(getattr(cmd, "uid", False)) or f.name == "uids"
+                changes[f.name] = self.expand(selected, uid=uid)
+        return dataclasses.replace(cmd, **changes) if changes else cmd  # type: ignore[arg-type]
+
+
+def runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive ascending integers as (first, last)."""
+    out: list[tuple[int, int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out

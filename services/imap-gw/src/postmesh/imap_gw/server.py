@@ -15,6 +15,7 @@ from postmesh.common.proxy_protocol import (
 )
 from postmesh.imap_gw.backend import Authenticator, MailStore
 from postmesh.imap_gw.connection import Connection
+from postmesh.imap_gw.limits import UserSessions
 from postmesh.imap_gw.mailbox_events import Registry
 from postmesh.imap_gw.session import Session
 from postmesh.imap_gw.settings import ImapSettings
@@ -34,6 +35,8 @@ class ImapServer:
         self.settings = settings
         # Sessions by user, for mailbox events (one per process, shared by both listeners).
         self.registry = registry if registry is not None else Registry()
+        # Logged-in sessions per user on this replica (imap_max_sessions_per_user).
+        self.user_sessions = UserSessions(settings.imap_max_sessions_per_user)
         self.store = store
         self.auth = auth
         self.tls_context = tls_context
@@ -105,6 +108,8 @@ class ImapServer:
                     max_literal=self.settings.imap_max_literal_bytes,
                     max_command=self.settings.imap_max_command_bytes,
                     timeout=self.settings.imap_preauth_timeout_seconds,
+                    max_preauth_literal=self.settings.imap_max_preauth_literal_bytes,
+                    max_message=self.settings.imap_max_message_bytes,
                 )
                 if client is not None:
                     # The TCP peer is the load balancer; the PROXY header named the client
@@ -118,6 +123,7 @@ class ImapServer:
                     self.tls_context,
                     listener,
                     self.registry,
+                    self.user_sessions,
                 )
                 await session.run()
             except asyncio.CancelledError:

@@ -15,6 +15,7 @@ from postmesh.common.net import plaintext_auth_allowed
 from postmesh.imap_gw import metrics, mutf7, response
 from postmesh.imap_gw.backend import Authenticator, MailStore
 from postmesh.imap_gw.connection import ClientGone, CommandRejected, Connection, ProtocolAbuse
+from postmesh.imap_gw.limits import UserSessions
 from postmesh.imap_gw.parser import Command, NotSupported, ParseError, parse_command
 from postmesh.imap_gw.parser.commands import command_name, is_supported
 from postmesh.imap_gw.response import Status
@@ -78,6 +79,7 @@ class Session:
         tls_context: ssl.SSLContext | None,
         listener: str,
         registry: SessionRegistry | None = None,
+        user_sessions: UserSessions | None = None,
     ) -> None:
         self.conn = conn
         self.settings = settings
@@ -86,6 +88,9 @@ class Session:
         self.tls_context = tls_context
         self.listener = listener
         self.registry = registry
+        self.user_sessions = user_sessions
+        # Whether this session is counted in user_sessions (released when it ends).
+        self._counted: str | None = None
         self.id = uuid.uuid4().hex[:16]
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
@@ -186,6 +191,17 @@ class Session:
         if self.wake is not None:
             self.wake.set()
 
+    def claim_user(self, user: str) -> bool:
+        """Count this session for ``user`` at login; False beyond imap_max_sessions_per_user."""
+        if self.user_sessions is None or self._counted == user:
+            return True
+        if not self.user_sessions.acquire(user):
+            return False
+        if self._counted is not None:  # an earlier login that failed after being counted
+            self.user_sessions.release(self._counted)
+        self._counted = user
+        return True
+
     async def say_bye(self, message: str, code: str | None = None) -> None:
         """End the session after the current command (e.g. the selected mailbox is gone)."""
         await self._bye(message, code)
@@ -225,6 +241,9 @@ class Session:
             raise
         finally:
             self.deselect()
+            if self._counted is not None and self.user_sessions is not None:
+                self.user_sessions.release(self._counted)
+                self._counted = None
             metrics.SESSIONS_ACTIVE.dec()
             await self.conn.close()
             log.info("session ended", extra=kv(reason=reason, user=self.user))
@@ -232,6 +251,7 @@ class Session:
     async def _loop(self) -> str:
         while self.state is not State.LOGOUT:
             self.conn.timeout = self._timeout()
+            self.conn.authenticated = self.state is not State.NOT_AUTHENTICATED
             try:
                 raw = await self.conn.read_command()
             except TimeoutError:

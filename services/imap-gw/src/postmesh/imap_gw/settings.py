@@ -20,6 +20,16 @@ class ImapSettings(ServiceSettings):
     imap_max_literal_bytes: int = Field(default=64 * 1024, ge=1024)
     # A whole command: its lines and literals together.
     imap_max_command_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Before login, any literal (RFC 7888 §5 hardening: an unauthenticated client has no use
+    # for more than a user name or password).
+    imap_max_preauth_literal_bytes: int = Field(default=8 * 1024, ge=256)
+    # The message literal of APPEND (RFC 9051 §6.3.12): the message-size limit, as SMTP's
+    # POSTMESH_SMTP_MAX_MESSAGE_BYTES; the store's POSTMESH_STORE_MAX_MESSAGE_BYTES must not be
+    # smaller. Larger: NO [TOOBIG].
+    imap_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # Logged-in sessions of one user on this replica (NO [LIMIT] at login beyond it); Dovecot
+    # allows 10 per user and IP, Thunderbird alone opens up to 5 per account.
+    imap_max_sessions_per_user: int = Field(default=50, ge=1)
     # Autologout (RFC 9051 §5.4): at least 30 minutes once authenticated; shorter before login.
     imap_idle_timeout_seconds: float = Field(default=1800.0, gt=0)
     imap_preauth_timeout_seconds: float = Field(default=180.0, gt=0)

@@ -53,6 +53,7 @@ class SelectedMailbox:
     """
 
     __slots__ = (
+        "__weakref__",  # the saved search result ($) refers to the mailbox it was saved in
         "_expunged",
         "_flag_changes",
         "_flags",

@@ -57,6 +57,8 @@ async def dispatch(session: Session, cmd: Command) -> Result:
         if session.state is not State.NOT_AUTHENTICATED and State.NOT_AUTHENTICATED in states:
             return bad("Already authenticated")
         return bad(_WRONG_STATE.get(session.state, "Command not valid in this state"))
+    # RFC 5182: "$" in a sequence set is the saved SEARCH result.
+    cmd = session.saved_search.expand_in(cmd, session.selected)
     try:
         result = await handler(session, cmd)
         if result.status is not Status.BAD and session.state is State.SELECTED:

@@ -60,6 +60,10 @@ async def _login(session: Session, username: str, password: str, mechanism: str)
         # Slows guessing; the reason never tells whether the user exists.
         await asyncio.sleep(session.settings.imap_auth_failure_delay_seconds)
         return no("Authentication failed", "AUTHENTICATIONFAILED")
+    if not session.claim_user(user):
+        metrics.AUTH_TOTAL.labels(mechanism or "LOGIN", "limit").inc()
+        log.info("session limit reached", extra=kv(username=user, mechanism=mechanism or "LOGIN"))
+        return no("Too many sessions for this user on this server", "LIMIT")
     try:
         # A user who never received mail has no mailboxes yet; the store creates INBOX and the
         # special-use mailboxes on first use (idempotent).

@@ -28,6 +28,7 @@ from postmesh.imap_gw.parser.search import (
     uses_modseq,
 )
 from postmesh.imap_gw.parser.sequence import STAR, SequenceSet
+from postmesh.imap_gw.saved_search import runs
 from postmesh.imap_gw.session import Result, Session, bad, ok
 from postmesh.imap_gw.state import SelectedMailbox
 
@@ -50,22 +51,11 @@ def compact(numbers: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
-    """Runs of consecutive ascending integers as (first, last)."""
-    runs: list[tuple[int, int]] = []
-    for p in positions:
-        if runs and p == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], p)
-        else:
-            runs.append((p, p))
-    return runs
-
-
-def _uid_key(uids: Sequence[int], runs: list[tuple[int, int]]) -> SearchKey:
+def _uid_key(uids: Sequence[int], spans: list[tuple[int, int]]) -> SearchKey:
     """A UID key for runs of map positions (0-based): consecutive messages become one range."""
-    if not runs:
+    if not spans:
         return _NOTHING
-    return Uid(SequenceSet(tuple((uids[a], uids[b]) for a, b in runs)))
+    return Uid(SequenceSet(tuple((uids[a], uids[b]) for a, b in spans)))
 
 
 def _seq_positions(seq: SequenceSet, exists: int) -> list[tuple[int, int]]:
@@ -93,7 +83,7 @@ def _saved_positions(session: Session, sel: SelectedMailbox) -> list[tuple[int, 
         seq = sel.seq_of(u)
         if seq is not None:
             positions.append(seq - 1)
-    return _runs(positions)
+    return runs(positions)
 
 
 def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey:
@@ -111,20 +101,6 @@ def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey
     if isinstance(key, And):
         return And(tuple(resolve(k, session, sel) for k in key.keys))
     return key
-
-
-def expand_saved(session: Session, seq: SequenceSet, *, uid: bool) -> SequenceSet:
-    """For FETCH/STORE/COPY/MOVE/EXPUNGE handlers: ``$`` as the UIDs (``uid``) or the message
-    sequence numbers it stands for now; any other set unchanged. An empty ``$`` is an empty
-    set, which names no message and is not an error (RFC 5182 §2.1)."""
-    if not seq.saved:
-        return seq
-    sel = session.selected
-    uids = session.saved_search.uids(sel)
-    if uid or sel is None:
-        return SequenceSet(tuple(_runs(uids)))
-    seqs = [s for s in (sel.seq_of(u) for u in uids) if s is not None]
-    return SequenceSet(tuple(_runs(seqs)))
 
 
 async def _modseq_of(session: Session, sel: SelectedMailbox, uids: list[int]) -> int:
@@ -160,6 +136,8 @@ async def search(session: Session, cmd: Search) -> Result:
         modseq = found.highest_modseq if uids else 0
     numbers = uids if cmd.uid else [sel.seq_of(u) or 0 for u in uids]
     want_modseq = uses_modseq(cmd.criteria)
+    if want_modseq:
+        session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).

@@ -54,7 +54,8 @@ class Cursor:
     def error(self, what: str) -> ParseError:
         if self.at_end():
             return ParseError(f"{what}, found end of command")
-        found = self.data[self.pos : self.pos + 10].decode("ascii", "replace")
+        # backslashreplace: the reason stays ASCII (resp-text, RFC 9051 §9) whatever was sent.
+        found = self.data[self.pos : self.pos + 10].decode("ascii", "backslashreplace")
         return ParseError(f"{what} at position {self.pos}, found {found!r}")
 
     def expect(self, token: bytes) -> None:

@@ -20,7 +20,7 @@ class SequenceError(ValueError):
 class SequenceSet:
     """Ranges as written, ``STAR`` for ``*``; a single number is a range of one. ``saved`` is
     ``$``, the result of the last SEARCH ... RETURN (SAVE) (RFC 5182 §2.1): no ranges then; the
-    command resolves it from the session (``commands.search.expand_saved``)."""
+    command resolves it from the session (``SavedSearch.expand_in``)."""
 
     ranges: tuple[tuple[int, int], ...]
     saved: bool = False

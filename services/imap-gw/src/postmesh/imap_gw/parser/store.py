@@ -135,7 +135,7 @@ def parse_flags(cur: Cursor) -> tuple[str, ...]:
 def store_parser(uid: bool) -> Callable[[str, Cursor], Command]:
     def parse(tag: str, cur: Cursor) -> Command:
         cur.expect_sp()
-        seq = parse_sequence_set(cur)
+        seq = parse_sequence_set(cur, allow_saved=True)  # "$": RFC 5182 §2.1
         cur.expect_sp()
         unchanged_since = None
         if cur.skip(b"("):
@@ -172,7 +172,7 @@ def parse_expunge(tag: str, cur: Cursor) -> Command:
 
 def parse_uid_expunge(tag: str, cur: Cursor) -> Command:
     cur.expect_sp()
-    uids = parse_sequence_set(cur)
+    uids = parse_sequence_set(cur, allow_saved=True)  # "$": RFC 5182 §2.1
     cur.expect_end()
     return Expunge(tag, uids)
 
