@@ -279,9 +279,11 @@ async def lsub(session: Session, cmd: Lsub) -> Result:
     req = _ListRequest("LSUB", regexes)
     tree = _Tree.of(await session.store.list_mailbox_tree(session.user))
     listed = {n for n in tree.subscribed if _matches(regexes, n)}
+    # Only where the pattern stops above a subscribed name ("%"), not where it lists the
+    # name itself ("*"), as Dovecot does.
     implied = {
         p
-        for n in tree.subscribed
+        for n in tree.subscribed - listed
         for p in _ancestors(n)
         if p not in tree.subscribed and _matches(regexes, p)
     }
