@@ -22,6 +22,20 @@ class MessageNotFound(Exception):
     """The message was expunged meanwhile (IMAP ``NO [EXPUNGEISSUED]``)."""
 
 
+class MailboxExists(Exception):
+    """CREATE/RENAME onto a name that exists (IMAP ``NO [ALREADYEXISTS]``, RFC 5530)."""
+
+
+class MailboxHasChildren(Exception):
+    """DELETE of a \\Noselect name with inferiors (IMAP ``NO [HASCHILDREN]``, RFC 9051
+    §6.3.5)."""
+
+
+class MailboxRejected(Exception):
+    """The store refused a mailbox name or special-use attribute (INVALID_ARGUMENT): the
+    message says why."""
+
+
 class SearchRejected(Exception):
     """The store refused the search criteria (too many keys, nested too deep): a client error."""
 
@@ -44,6 +58,29 @@ class MailboxInfo:
     highestmodseq: int = 0
     special_use: str = ""
     subscribed: bool = False
+    deleted: int = 0  # messages flagged \Deleted (STATUS DELETED, RFC 9051 §6.3.11)
+    size: int = 0  # octets of all messages (STATUS SIZE, RFC 8438)
+    noselect: bool = False  # a parent kept only for its inferiors (RFC 9051 §6.3.5)
+    has_children: bool = False
+
+
+@dataclass(frozen=True)
+class MailboxTree:
+    """Every mailbox of a user (\\Noselect parents too) and the subscribed names, which may
+    name mailboxes that do not exist (RFC 9051 §6.3.7)."""
+
+    mailboxes: Sequence[MailboxInfo]
+    subscriptions: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The user's one quota root (RFC 9208): usage and limits; a limit of 0 is none."""
+
+    storage_used: int  # octets
+    storage_limit: int
+    messages_used: int
+    message_limit: int
 
 
 @dataclass(frozen=True)
@@ -217,6 +254,31 @@ class MailStore(Protocol):
         """SEARCH (RFC 9051 §6.4.4) with criteria already free of message sequence numbers and
         ``$`` (the session turns them into UID sets). Raises SearchRejected, MailboxNotFound."""
         ...
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        """CREATE, with missing parents (RFC 9051 §6.3.4). Raises MailboxExists,
+        MailboxRejected."""
+        ...
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        """DELETE (RFC 9051 §6.3.5); how many messages went. Raises MailboxNotFound,
+        MailboxHasChildren, MailboxRejected."""
+        ...
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        """RENAME with its inferiors; INBOX's messages move (RFC 9051 §6.3.6). Raises
+        MailboxNotFound, MailboxExists, MailboxRejected."""
+        ...
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        """SUBSCRIBE/UNSUBSCRIBE (RFC 9051 §6.3.7-8). Raises MailboxRejected."""
+        ...
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        """Mailboxes and subscriptions in one call (LIST-EXTENDED, RFC 5258)."""
+        ...
+
+    async def get_quota(self, user: str) -> Quota: ...
 
 
 class Authenticator(Protocol):

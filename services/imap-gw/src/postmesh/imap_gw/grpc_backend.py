@@ -17,12 +17,17 @@ from postmesh.imap_gw.backend import (
     Envelope,
     FlagsMode,
     FlagsResult,
+    MailboxExists,
+    MailboxHasChildren,
     MailboxInfo,
     MailboxNotFound,
+    MailboxRejected,
+    MailboxTree,
     MessageMeta,
     MessageNotFound,
     MessagePage,
     MessageStructure,
+    Quota,
     SearchRejected,
     SearchResult,
 )
@@ -51,6 +56,10 @@ def _mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:
         highestmodseq=info.highestmodseq,
         special_use=info.special_use,
         subscribed=info.subscribed,
+        deleted=info.deleted,
+        size=info.size,
+        noselect=info.noselect,
+        has_children=info.has_children,
     )
 
 
@@ -115,7 +124,75 @@ def structure(m: store_pb2.MessageMeta) -> MessageStructure:
     )
 
 
-class GrpcMailStore:
+def _mailbox_error(rpc: str, mailbox: str, e: grpc.aio.AioRpcError) -> Exception:
+    """The store's mailbox-management errors as the session's exceptions."""
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return MailboxNotFound(mailbox)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return MailboxExists(e.details() or mailbox)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return MailboxRejected(e.details() or "invalid mailbox name")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        # DELETE of a \Noselect name with inferiors (INBOX is refused before the call).
+        return MailboxHasChildren(e.details() or mailbox)
+    return _unavailable(rpc, e)
+
+
+class GrpcMailboxAdmin:
+    """The mailbox-management half of the MailStore (CREATE, DELETE, RENAME, subscriptions,
+    LIST-EXTENDED's listing, quota); GrpcMailStore inherits it."""
+
+    _stub: store_pb2_grpc.StoreServiceAsyncStub
+    _deadline: float
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        req = store_pb2.CreateMailboxRequest(user=user, mailbox=mailbox, special_use=special_use)
+        try:
+            return _mailbox(await self._stub.CreateMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("CreateMailbox", mailbox, e) from e
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        req = store_pb2.DeleteMailboxRequest(user=user, mailbox=mailbox)
+        try:
+            resp = await self._stub.DeleteMailbox(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("DeleteMailbox", mailbox, e) from e
+        return int(resp.messages_deleted)
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        req = store_pb2.RenameMailboxRequest(user=user, mailbox=mailbox, new_name=new_name)
+        try:
+            return _mailbox(await self._stub.RenameMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("RenameMailbox", mailbox, e) from e
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        req = store_pb2.SetSubscriptionRequest(user=user, mailbox=mailbox, subscribed=subscribed)
+        try:
+            await self._stub.SetSubscription(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("SetSubscription", mailbox, e) from e
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        req = store_pb2.ListMailboxesRequest(user=user)
+        try:
+            resp = await self._stub.ListMailboxes(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("ListMailboxes", e) from e
+        return MailboxTree([_mailbox(m) for m in resp.mailboxes], list(resp.subscriptions))
+
+    async def get_quota(self, user: str) -> Quota:
+        req = store_pb2.GetQuotaRequest(user=user)
+        try:
+            q = await self._stub.GetQuota(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("GetQuota", e) from e
+        return Quota(q.storage_used_bytes, q.storage_limit_bytes, q.messages_used, q.message_limit)
+
+
+class GrpcMailStore(GrpcMailboxAdmin):
     """:class:`~postmesh.imap_gw.backend.MailStore` on StoreService.
 
     NOT_FOUND from the store means "no such mailbox/message"; every other failure is temporary.

@@ -84,3 +84,7 @@ __all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox", "sear
 
 # The selected-state commands (registered on import as well).
 from postmesh.imap_gw.commands import expunge, idle, select, store  # noqa: E402, F401
+
+# isort: split
+# Mailbox management, ID and QUOTA (registered on import as well).
+from postmesh.imap_gw.commands import id, manage, quota  # noqa: E402, F401
