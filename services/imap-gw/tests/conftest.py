@@ -11,7 +11,9 @@ import pytest
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.backend import (
+    AppendResult,
     Changes,
+    CopyResult,
     FlagsMode,
     FlagsResult,
     MailboxExists,
@@ -23,9 +25,11 @@ from postmesh.imap_gw.backend import (
     MessageMeta,
     MessageNotFound,
     MessagePage,
+    OverQuota,
     Quota,
     SearchRejected,
     SearchResult,
+    StoreRefused,
 )
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
@@ -119,6 +123,9 @@ class FakeStore:
         self.subscriptions: dict[str, set[str]] = {}
         self.quota = Quota(0, 0, 0, 0)
         self._uidvalidity = 5000
+        # Storage quota in bytes over all of a user's mailboxes (None: unlimited), as the
+        # store's QuotaExceeded.
+        self.quota_bytes: int | None = None
 
     def changed(self, user: str, mailbox: str) -> None:
         if self.on_change is not None:
@@ -403,6 +410,66 @@ class FakeStore:
         found = set(uids)
         highest = max((m.modseq for m, _ in box.messages.values() if m.uid in found), default=0)
         return SearchResult(uids, highest)
+
+    def _check_quota(self, user: str, more: int) -> None:
+        used = sum(
+            m.size for b in self.boxes.get(user, {}).values() for m, _ in b.messages.values()
+        )
+        if self.quota_bytes is not None and used + more > self.quota_bytes:
+            raise OverQuota("storage quota exceeded")
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """As the store's Append: mailbox and quota checked on the header, before the content
+        is read; the content must match the declared size."""
+        self.calls.append(("append", (mailbox, tuple(flags), internal_date, size)))
+        box = self._box(user, mailbox)
+        self._check_quota(user, size)
+        chunks = [chunk async for chunk in content]
+        self.calls.append(("append_chunks", tuple(len(c) for c in chunks)))
+        data = b"".join(chunks)
+        if len(data) != size:
+            raise StoreRefused(f"declared size {size} but {len(data)} bytes were sent")
+        uid = box.add(data, flags, internal_date or 1_800_000_000)
+        self.changed(user, mailbox)
+        return AppendResult(box.uidvalidity, uid)
+
+    async def _copy(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str, move: bool
+    ) -> CopyResult:
+        src, dst = self._box(user, mailbox), self._box(user, destination)
+        found = [u for u in sorted(uids) if u in src.messages]
+        if not move:
+            self._check_quota(user, sum(src.messages[u][0].size for u in found))
+        dest = []
+        for u in found:
+            meta, content = src.messages[u]
+            dest.append(dst.add(content, meta.flags, meta.internal_date))
+        gone = src.remove(found) if move else []
+        if dest:
+            self.changed(user, destination)
+        if gone:
+            self.changed(user, mailbox)
+        return CopyResult(dst.uidvalidity, found, dest, gone)
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        self.calls.append(("copy_messages", (mailbox, tuple(uids), destination)))
+        return await self._copy(user, mailbox, uids, destination, move=False)
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        self.calls.append(("move_messages", (mailbox, tuple(uids), destination)))
+        return await self._copy(user, mailbox, uids, destination, move=True)
 
 
 class FakeAuth:

@@ -7,7 +7,7 @@ put in-memory fakes behind the same interfaces.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,35 @@ class MailboxRejected(Exception):
 
 class SearchRejected(Exception):
     """The store refused the search criteria (too many keys, nested too deep): a client error."""
+
+
+class OverQuota(Exception):
+    """The user's storage or message quota would be exceeded (IMAP ``NO [OVERQUOTA]``,
+    RFC 9208 §4.1)."""
+
+
+class StoreRefused(Exception):
+    """The store refused a request as invalid for its arguments or the mailbox's state (a size
+    that does not match the content, a \\Noselect mailbox): ``NO`` with the store's reason."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """APPENDUID (RFC 4315 §3)."""
+
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """COPYUID (RFC 4315 §3): ``source_uids[i]`` became ``dest_uids[i]``; MOVE also lists the
+    UIDs it removed from the source."""
+
+    uidvalidity: int
+    source_uids: Sequence[int]
+    dest_uids: Sequence[int]
+    expunged_uids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -279,6 +308,33 @@ class MailStore(Protocol):
         ...
 
     async def get_quota(self, user: str) -> Quota: ...
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """APPEND (RFC 9051 §6.3.12): ``content`` (exactly ``size`` octets) is passed on chunk by
+        chunk as it is read; an error raised by ``content`` aborts the append and propagates.
+        ``internal_date`` 0 means now. Raises MailboxNotFound, OverQuota, StoreRefused."""
+        ...
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """COPY: the messages of ``uids`` that still exist, all or none of them. Raises
+        MailboxNotFound (either mailbox), OverQuota, StoreRefused."""
+        ...
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """MOVE (RFC 6851): a copy, then the sources expunged (``expunged_uids``)."""
+        ...
 
 
 class Authenticator(Protocol):

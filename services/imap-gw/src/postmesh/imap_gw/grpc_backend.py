@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.common.backend import PasswordChecker, unavailable
+from postmesh.common.backend import BackendUnavailable, PasswordChecker, unavailable
 from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import (
     Address,
+    AppendResult,
     BodyPart,
     Changes,
+    CopyResult,
     Envelope,
     FlagsMode,
     FlagsResult,
@@ -27,9 +30,11 @@ from postmesh.imap_gw.backend import (
     MessageNotFound,
     MessagePage,
     MessageStructure,
+    OverQuota,
     Quota,
     SearchRejected,
     SearchResult,
+    StoreRefused,
 )
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
@@ -192,6 +197,18 @@ class GrpcMailboxAdmin:
         return Quota(q.storage_used_bytes, q.storage_limit_bytes, q.messages_used, q.message_limit)
 
 
+def _write_error(call: str, e: grpc.aio.AioRpcError, mailbox: str) -> Exception:
+    """The store's status codes for Append/Copy/Move (``store/servicer.py``) as exceptions."""
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return MailboxNotFound(mailbox)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return OverQuota(e.details() or "quota exceeded")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return StoreRefused(e.details() or "refused by the store")
+    return _unavailable(call, e)
+
+
 class GrpcMailStore(GrpcMailboxAdmin):
     """:class:`~postmesh.imap_gw.backend.MailStore` on StoreService.
 
@@ -345,6 +362,69 @@ class GrpcMailStore(GrpcMailboxAdmin):
                 raise SearchRejected(e.details() or "invalid search criteria") from e
             raise _unavailable("Search", e) from e
         return SearchResult(list(resp.uids), resp.highest_modseq)
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        # Written chunk by chunk as the client's literal arrives (no whole-message buffer).
+        # The deadline covers a slow client's upload too, so it is not the per-call one.
+        call = self._stub.Append()
+        header = store_pb2.AppendHeader(
+            user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size
+        )
+        try:
+            try:
+                await call.write(store_pb2.AppendRequest(header=header))
+                async for chunk in content:
+                    await call.write(store_pb2.AppendRequest(chunk=chunk))
+                await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the store ended the call early (quota, mailbox): its status says why
+            try:
+                async with asyncio.timeout(self._deadline):
+                    resp = await call
+            except TimeoutError:
+                call.cancel()
+                raise BackendUnavailable("store Append timed out") from None
+        except grpc.aio.AioRpcError as e:
+            raise _write_error("Append", e, mailbox) from e
+        except BaseException:
+            call.cancel()  # the client's side failed (gone, bad input): nothing is stored
+            raise
+        return AppendResult(resp.uidvalidity, resp.uid)
+
+    async def _copy(
+        self, rpc: str, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        req = store_pb2.CopyMessagesRequest(
+            user=user, mailbox=mailbox, uids=list(uids), destination=destination
+        )
+        try:
+            resp = await getattr(self._stub, rpc)(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _write_error(rpc, e, destination) from e
+        return CopyResult(
+            resp.destination_uidvalidity,
+            list(resp.source_uids),
+            list(resp.destination_uids),
+            list(resp.expunged_uids),
+        )
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        return await self._copy("CopyMessages", user, mailbox, uids, destination)
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        return await self._copy("MoveMessages", user, mailbox, uids, destination)
 
 
 class GrpcAuthenticator:

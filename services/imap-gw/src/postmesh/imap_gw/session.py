@@ -134,6 +134,7 @@ class Session:
         # RFC 3348, RFC 5258, RFC 5819, RFC 6154, RFC 2971, RFC 9208.
         caps += ["CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
         caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
+        caps += ["MOVE"]  # RFC 6851
         return caps
 
     # -- output ---------------------------------------------------------------------------------

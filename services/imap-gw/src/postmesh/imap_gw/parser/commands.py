@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from postmesh.imap_gw.parser.base import Command as Command  # re-exported
+from postmesh.imap_gw.parser.copy import Copy, Move, copy_parser
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
@@ -273,12 +274,16 @@ COMMANDS: dict[str, Parser] = {
     "EXPUNGE": parse_expunge,
     "IDLE": parse_idle,
     "SEARCH": search_parser(uid=False),
+    "COPY": copy_parser(Copy, uid=False),
+    "MOVE": copy_parser(Move, uid=False),
 }
 UID_COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=True),
     "EXPUNGE": parse_uid_expunge,
     "FETCH": _fetch(uid=True),
     "SEARCH": search_parser(uid=True),
+    "COPY": copy_parser(Copy, uid=True),
+    "MOVE": copy_parser(Move, uid=True),
 }
 
 # Commands of RFC 9051/3501 that later work will add: answered NO [CANNOT] "not supported yet"
@@ -286,8 +291,6 @@ UID_COMMANDS: dict[str, Parser] = {
 NOT_YET = frozenset(
     [
         "APPEND",
-        "COPY",
-        "MOVE",
     ]
 )
 
