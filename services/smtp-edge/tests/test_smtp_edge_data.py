@@ -132,7 +132,7 @@ async def test_pipelined_transaction_in_one_write(edge: Edge) -> None:
     def run() -> bytes:
         with socket.create_connection(("127.0.0.1", edge.mx), timeout=10) as sock:
             f = sock.makefile("rb")
-            assert f.readline().startswith(b"220 mx.test Postmesh")
+            assert f.readline().startswith(b"220 mx.test ESMTP Postmesh")
             sock.sendall(b"EHLO client.test\r\n")
             while not f.readline().startswith(b"250 "):
                 pass
