@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -35,6 +36,10 @@ class SmtpEdgeSettings(ServiceSettings):
     # Larger messages go to the store first and the bus record names the blob (claim check):
     # Kafka's default max request is 1 MiB.
     smtp_inline_limit_bytes: int = Field(default=512 * 1024, ge=0)
+    # Message lines ending in a bare LF (RFC 5321 §2.3.8 wants CRLF): "normalize" stores them
+    # as CRLF lines, "reject" answers 550 5.6.0 (Postfix 3.9 smtpd_forbid_bare_newline). Only
+    # CRLF.CRLF ends DATA either way, and a bare CR is always refused.
+    smtp_bare_newline: Literal["normalize", "reject"] = "normalize"
     # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.

@@ -524,11 +524,13 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
             )
             return None
-        content = reader.content()
+        # A bare LF or CR could hide a second message behind an end marker that another MTA
+        # on the path honours ("SMTP smuggling", CVE-2023-51766 and kin). As Postfix 3.9:
+        # "normalize" stores bare-LF lines as CRLF lines (what Python's smtplib.sendmail of
+        # msg.as_bytes() sends), "reject" refuses them. A bare CR is refused in both modes:
+        # no client needs it and some MTAs treat it as a line end.
+        content = reader.content(normalize_lf=self.settings.smtp_bare_newline == "normalize")
         if has_bare_newline(content):
-            # Rejected rather than normalised (Postfix smtpd_forbid_bare_newline=reject): a
-            # bare LF or CR lets an attacker hide a second message behind an end marker that
-            # another MTA on the path honours ("SMTP smuggling", CVE-2023-51766 and kin).
             await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
             return None
         return content
