@@ -18,7 +18,7 @@ from postmesh.common.mailauth.authresults import (
     strip_forged,
 )
 from postmesh.common.mailauth.dkim_verify import DkimResult, verify_dkim
-from postmesh.common.mailauth.dmarc import author_domain, check_dmarc, parse_record
+from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
 from postmesh.common.mailauth.fakedns import FakeResolver
 from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
 
@@ -197,7 +197,9 @@ async def test_dmarc_alignment_policies_and_pct() -> None:
     def msg(domain: str) -> bytes:
         return MESSAGE.replace(b"example.net>", domain.encode() + b">", 1)
 
-    async def run(domain: str, spf: SpfResult | None, dk: list[DkimResult], roll: float = 0.0):  # noqa: ANN202
+    async def run(
+        domain: str, spf: SpfResult | None, dk: list[DkimResult], roll: float = 0.0
+    ) -> DmarcResult:
         return await check_dmarc(dns, msg(domain), spf, dk, sample=lambda: roll)
 
     # Relaxed: an aligned SPF or DKIM pass from any name under the organizational domain.
