@@ -68,7 +68,7 @@ async def test_mx_received_header_names_the_proxied_client(make_edge: EdgeFactor
     assert code == 250
     [msg] = await edge.messages(1)
     assert msg.client.remote_ip == "192.0.2.10"
-    assert msg.inline_content.startswith(b"Received: from client.test ([192.0.2.10])\r\n")
+    assert msg.inline_content.startswith(b"Received: from client.test (unknown [192.0.2.10])\r\n")
 
 
 async def test_submission_from_proxied_client_needs_starttls(

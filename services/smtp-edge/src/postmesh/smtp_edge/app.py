@@ -10,6 +10,7 @@ from collections.abc import Callable
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.mailauth.dnsclient import DnsClient, Resolver, parse_servers
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.proxy_protocol import Address, Listener, start_proxied_server
 from postmesh.common.service import Service
@@ -41,8 +42,12 @@ class SmtpEdgeService(Service):
         settings: SmtpEdgeSettings,
         backend: EdgeBackend | None = None,
         bus: Bus | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.settings = settings
+        self.resolver: Resolver = resolver or DnsClient(
+            parse_servers(settings.dns_servers), settings.dns_timeout_seconds
+        )
         self.bus = bus or create_bus(settings, "smtp-edge")
         # The gRPC backend is made in start(): grpc.aio channels belong to the running loop,
         # and main() builds the service before asyncio.run starts one.
@@ -72,6 +77,13 @@ class SmtpEdgeService(Service):
         self.queuer = MessageQueuer(
             self.bus, self._backend, self.settings.hostname, self.settings.smtp_inline_limit_bytes
         )
+        if "." not in self.settings.hostname:
+            # As Postfix warns about a myhostname without a domain: remote MTAs see it in the
+            # greeting and the Received header, and some refuse a non-FQDN.
+            log.warning(
+                "POSTMESH_HOSTNAME is not fully qualified",
+                extra=kv(hostname=self.settings.hostname),
+            )
         await self.bus.start()
         tls: ssl.SSLContext = await asyncio.to_thread(settings_server_context, self.settings)
         loop = asyncio.get_running_loop()
@@ -131,6 +143,7 @@ class SmtpEdgeService(Service):
                 sessions=self.sessions,
                 inflight=self.inflight,
                 loop=loop,
+                resolver=self.resolver,
                 client=client,
             )
 
