@@ -244,3 +244,12 @@ async def test_exchange_plain_login_cancel_and_lockout(keys: ScramKeys) -> None:
     assert locked.user is None and locked.retry_after == 30
     with pytest.raises(SaslError):  # "=" is an empty initial response: not a PLAIN message
         await run_exchange(create("PLAIN"), "=", _Script(), _Verifier(keys))  # type: ignore[arg-type]
+
+
+def test_scram_client_reproduces_rfc7677() -> None:
+    from postmesh.common.sasl.client import ScramClient
+
+    client = ScramClient("user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
+    assert client.first() == CLIENT_FIRST
+    assert client.final(SERVER_FIRST) == CLIENT_FINAL
+    assert client.verify(SERVER_FINAL)
