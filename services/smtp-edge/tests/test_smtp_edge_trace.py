@@ -85,7 +85,7 @@ async def test_received_names_the_forward_confirmed_reverse_name(make_edge: Edge
     dns = FakeResolver()
     dns.add("10.2.0.192.in-addr.arpa", "PTR", ["Mail.Client.Example"])
     dns.add("mail.client.example", "A", ["192.0.2.10"])
-    edge = await make_edge(proxy_protocol=True, dns=dns)
+    edge = await make_edge(proxy_protocol=True, proxy_trusted_networks="127.0.0.0/8", dns=dns)
 
     def run() -> tuple[int, bytes]:
         # Behind a load balancer the PROXY header names the client (192.0.2.10).
