@@ -108,6 +108,8 @@ class Session:
         self.auth_failures = 0
         # RFC 5182 $: the last SEARCH ... RETURN (SAVE) result.
         self.saved_search = SavedSearch()
+        # The session ends on abuse while the client may still be sending (Connection.close).
+        self._discard_input = False
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -249,7 +251,7 @@ class Session:
                 self.user_sessions.release(self._counted)
                 self._counted = None
             metrics.SESSIONS_ACTIVE.dec()
-            await self.conn.close()
+            await self.conn.close(discard_input=self._discard_input)
             log.info("session ended", extra=kv(reason=reason, user=self.user))
 
     async def _loop(self) -> str:
@@ -265,6 +267,7 @@ class Session:
                 return f"client disconnected: {e}"
             except ProtocolAbuse as e:
                 await self._bye(e.message, e.code)
+                self._discard_input = True
                 return f"protocol abuse: {e.message}"
             except CommandRejected as e:
                 await self.send(e.reply)
