@@ -31,6 +31,7 @@ async def test_capabilities_advertise_the_mailbox_extensions(env: Env) -> None:
         b"QUOTA=RES-STORAGE",
         b"QUOTA=RES-MESSAGE",
         b"NAMESPACE",
+        b"STATUS=SIZE",
     ):
         assert cap in caps
     assert b"QUOTASET" not in caps  # SETQUOTA is refused
