@@ -328,3 +328,18 @@ async def test_store_down_is_a_temporary_failure(env: Env) -> None:
     env.store.down = False
     assert await c.cmd(b"c2 CREATE x") == [b"c2 OK CREATE completed"]
     c.writer.close()
+
+
+async def test_renaming_a_parent_renames_the_selection_before_any_event(env: Env) -> None:
+    """The store's rename events may reach this replica after the session's next command: the
+    session renames its own selection at once (here the fake store sends no events)."""
+    other = await Client.login(env)
+    await other.cmd(b"c CREATE Clients/Acme")
+    env.deliver("acme", mailbox="Clients/Acme")
+    c = await Client.selected(env, mailbox="Clients/Acme")
+    env.store.on_change = None
+    assert await c.cmd(b"r RENAME Clients Customers") == [b"r OK RENAME completed"]
+    env.store.mailbox(USER, "Customers/Acme").add(env.make_message("after"))
+    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
+    other.writer.close()
+    c.writer.close()
