@@ -81,6 +81,8 @@ def test_create_rename_delete_subscribe_list_status_round_trip(stack: Stack) -> 
         assert imap.delete("Done")[0] == "OK"
         typ, listing = imap.list('""', "Done")
         assert listing == [b'(\\Noselect \\HasChildren) "/" "Done"']
+        typ, dat = imap.select("Done")
+        assert (typ, dat) == ("NO", [b"[NONEXISTENT] Mailbox is not selectable: Done"])
         assert imap.delete("Done") == (
             "NO",
             [b"[HASCHILDREN] Mailbox has inferior mailboxes: Done"],

@@ -109,6 +109,13 @@ async def test_delete_leaf_parent_and_noselect(env: Env) -> None:
         b'* LIST (\\HasNoChildren) "/" "Work/Reports"',
         b"l OK LIST completed",
     ]
+    # It cannot be selected or examined any more.
+    assert await c.cmd(b"s1 SELECT Work") == [
+        b"s1 NO [NONEXISTENT] Mailbox is not selectable: Work"
+    ]
+    assert await c.cmd(b"s2 EXAMINE Work") == [
+        b"s2 NO [NONEXISTENT] Mailbox is not selectable: Work"
+    ]
     # Deleting it again: \Noselect with inferiors is an error.
     assert await c.cmd(b"d2 DELETE Work") == [
         b"d2 NO [HASCHILDREN] Mailbox has inferior mailboxes: Work"
