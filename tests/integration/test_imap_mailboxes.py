@@ -5,7 +5,9 @@ mailbox deleted by another session."""
 from __future__ import annotations
 
 import imaplib
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,62 @@ def test_selected_mailbox_deleted_by_another_session(stack: Stack) -> None:
             victim.noop()
     finally:
         admin.logout()
+
+
+def test_mbsync_creates_folders_both_ways(stack: Stack, tmp_path: Path) -> None:
+    """mbsync with ``Create Both``: a server folder appears in the Maildir, a Maildir folder is
+    created on the server (CREATE), both listed afterwards."""
+    user, password = f"mbsyncbox-{uuid.uuid4().hex[:8]}@example.test", "mbsyncbox-pw-1"
+    create_user(stack, user, password)
+    imap = _login(stack, user, password)
+    try:
+        assert imap.create("Projects/Alpha")[0] == "OK"
+    finally:
+        imap.logout()
+    maildir = tmp_path / "mail"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / "Local-Only" / sub).mkdir(parents=True)
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(
+        f"""IMAPAccount test
+Host 127.0.0.1
+Port {stack.ports.imap}
+User {user}
+Pass "{password}"
+SSLType STARTTLS
+CertificateFile {stack.data_dir / "tls-cert.pem"}
+
+IMAPStore remote
+Account test
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+
+Channel all
+Far :remote:
+Near :local:
+Patterns *
+Create Both
+Sync Pull
+SyncState *
+"""
+    )
+    result = subprocess.run(
+        ["mbsync", "-c", str(rc), "all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (maildir / "Projects" / "Alpha" / "cur").is_dir()
+    assert (maildir / "Sent" / "cur").is_dir()
+    imap = _login(stack, user, password)
+    try:
+        typ, listing = imap.list('""', "*")
+    finally:
+        imap.logout()
+    assert typ == "OK"
+    assert b'(\\HasNoChildren) "/" "Local-Only"' in listing
