@@ -56,6 +56,12 @@ async def test_create_existing_inbox_and_bad_names(env: Env) -> None:
         empty_level[-1].startswith(b"c5 NO [CANNOT]")
         and b"empty hierarchy level" in (empty_level[-1])
     )
+    too_long = await c.cmd(b'c11 CREATE "' + b"x" * 300 + b'"')
+    assert too_long == [
+        b"c11 NO [CANNOT] Cannot create mailbox: mailbox name longer than 255 octets"
+    ]
+    dots = await c.cmd(b"c12 CREATE a/../b")
+    assert dots[-1].startswith(b"c12 NO [CANNOT]") and b"'.' or '..' level" in dots[-1]
     # Not modified UTF-7 (an IMAP4rev1 session): BAD with the reason.
     assert (await c.cmd(b"c6 CREATE &Jjo"))[-1].startswith(b"c6 BAD Invalid mailbox name:")
     # Syntax: no argument, two arguments, an unknown parameter list.
@@ -84,6 +90,17 @@ async def test_create_special_use(env: Env) -> None:
     ]
     assert await c.cmd(b"c4 CREATE Plain (USE ())") == [b"c4 OK CREATE completed"]
     assert ("create_mailbox", ("Spam", "\\Junk")) in env.store.calls
+    c.writer.close()
+
+
+async def test_mailbox_commands_in_the_selected_state(env: Env) -> None:
+    c = await Client.selected(env)
+    assert await c.cmd(b"c CREATE Later") == [b"c OK CREATE completed"]
+    env.deliver("while creating")
+    # Updates of the selected mailbox go out with any command's response.
+    assert await c.cmd(b"r RENAME Later Sooner") == [b"* 4 EXISTS", b"r OK RENAME completed"]
+    assert await c.cmd(b"d DELETE Sooner") == [b"d OK DELETE completed"]
+    assert await c.cmd(b"f FETCH 4 (UID)") == [b"* 4 FETCH (UID 4)", b"f OK FETCH completed"]
     c.writer.close()
 
 
