@@ -92,7 +92,7 @@ async def test_list_extended_multiple_patterns_and_return_options(env: Env) -> N
 
 
 async def test_list_subscribed_recursivematch_childinfo(env: Env) -> None:
-    """RFC 5258 §3.5 / §5 example 9: a parent that is not subscribed but has a subscribed
+    """RFC 5258 §3.5: a parent that is not subscribed but has a subscribed
     descendant is listed with CHILDINFO when RECURSIVEMATCH is asked for."""
     c = await Client.login(env)
     await c.cmd(b"c CREATE Fruit/Apple")
