@@ -56,6 +56,12 @@ async def test_create_existing_inbox_and_bad_names(env: Env) -> None:
         empty_level[-1].startswith(b"c5 NO [CANNOT]")
         and b"empty hierarchy level" in (empty_level[-1])
     )
+    too_long = await c.cmd(b'c11 CREATE "' + b"x" * 300 + b'"')
+    assert too_long == [
+        b"c11 NO [CANNOT] Cannot create mailbox: mailbox name longer than 255 octets"
+    ]
+    dots = await c.cmd(b"c12 CREATE a/../b")
+    assert dots[-1].startswith(b"c12 NO [CANNOT]") and b"'.' or '..' level" in dots[-1]
     # Not modified UTF-7 (an IMAP4rev1 session): BAD with the reason.
     assert (await c.cmd(b"c6 CREATE &Jjo"))[-1].startswith(b"c6 BAD Invalid mailbox name:")
     # Syntax: no argument, two arguments, an unknown parameter list.
@@ -87,6 +93,17 @@ async def test_create_special_use(env: Env) -> None:
     c.writer.close()
 
 
+async def test_mailbox_commands_in_the_selected_state(env: Env) -> None:
+    c = await Client.selected(env)
+    assert await c.cmd(b"c CREATE Later") == [b"c OK CREATE completed"]
+    env.deliver("while creating")
+    # Updates of the selected mailbox go out with any command's response.
+    assert await c.cmd(b"r RENAME Later Sooner") == [b"* 4 EXISTS", b"r OK RENAME completed"]
+    assert await c.cmd(b"d DELETE Sooner") == [b"d OK DELETE completed"]
+    assert await c.cmd(b"f FETCH 4 (UID)") == [b"* 4 FETCH (UID 4)", b"f OK FETCH completed"]
+    c.writer.close()
+
+
 async def test_create_before_login_is_refused(env: Env) -> None:
     c = await Client.connect(env)
     assert await c.cmd(b"c CREATE x") == [b"c BAD Log in first"]
@@ -108,6 +125,13 @@ async def test_delete_leaf_parent_and_noselect(env: Env) -> None:
         b'* LIST (\\Noselect \\HasChildren) "/" "Work"',
         b'* LIST (\\HasNoChildren) "/" "Work/Reports"',
         b"l OK LIST completed",
+    ]
+    # It cannot be selected or examined any more.
+    assert await c.cmd(b"s1 SELECT Work") == [
+        b"s1 NO [NONEXISTENT] Mailbox is not selectable: Work"
+    ]
+    assert await c.cmd(b"s2 EXAMINE Work") == [
+        b"s2 NO [NONEXISTENT] Mailbox is not selectable: Work"
     ]
     # Deleting it again: \Noselect with inferiors is an error.
     assert await c.cmd(b"d2 DELETE Work") == [
@@ -327,4 +351,19 @@ async def test_store_down_is_a_temporary_failure(env: Env) -> None:
     ]
     env.store.down = False
     assert await c.cmd(b"c2 CREATE x") == [b"c2 OK CREATE completed"]
+    c.writer.close()
+
+
+async def test_renaming_a_parent_renames_the_selection_before_any_event(env: Env) -> None:
+    """The store's rename events may reach this replica after the session's next command: the
+    session renames its own selection at once (here the fake store sends no events)."""
+    other = await Client.login(env)
+    await other.cmd(b"c CREATE Clients/Acme")
+    env.deliver("acme", mailbox="Clients/Acme")
+    c = await Client.selected(env, mailbox="Clients/Acme")
+    env.store.on_change = None
+    assert await c.cmd(b"r RENAME Clients Customers") == [b"r OK RENAME completed"]
+    env.store.mailbox(USER, "Customers/Acme").add(env.make_message("after"))
+    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
+    other.writer.close()
     c.writer.close()

@@ -133,8 +133,9 @@ class Session:
                 caps.append("LOGINDISABLED")
         # RFC 2177, RFC 7162, RFC 4315, RFC 6855.
         caps += ["IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "UTF8=ACCEPT"]
-        # RFC 3348, RFC 5258, RFC 5819, RFC 6154, RFC 2971, RFC 9208.
+        # RFC 3348, RFC 5258, RFC 5819, RFC 6154, RFC 8438, RFC 2971, RFC 9208.
         caps += ["CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+        caps += ["STATUS=SIZE"]
         caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         caps += ["MOVE"]  # RFC 6851
         return caps

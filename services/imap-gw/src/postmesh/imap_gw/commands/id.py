@@ -18,6 +18,7 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
     _VERSION = "0"
 
 # RFC 2971 §3.3: name and version; nothing that would help an attacker more than that.
+_LOGGED = 200
 SERVER_ID = (("name", "Postmesh"), ("vendor", "Postmesh"), ("version", _VERSION))
 
 
@@ -28,7 +29,8 @@ def _id_list(pairs: tuple[tuple[str, str], ...]) -> bytes:
 @handles(Id, ANY)
 async def id_(session: Session, cmd: Id) -> Result:
     # Valid in every state (RFC 2971 §3.1); one log line per ID, fields as the client sent.
-    client = {} if cmd.params is None else {k.lower(): v for k, v in cmd.params}
+    # Values cut short in the log: a client may send 30 of 1024 octets each.
+    client = {} if cmd.params is None else {k.lower(): v and v[:_LOGGED] for k, v in cmd.params}
     log.info("client id", extra=kv(client_id=client))
     await session.untagged(b"ID " + _id_list(SERVER_ID))
     return ok("ID completed")
