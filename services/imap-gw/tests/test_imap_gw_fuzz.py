@@ -24,6 +24,7 @@ from postmesh.imap_gw.parser.search import Search, parse_search
 from postmesh.imap_gw.saved_search import SavedSearch
 from postmesh.imap_gw.search_proto import to_proto
 from postmesh.imap_gw.state import SelectedMailbox
+from postmesh.store import indexing
 from postmesh.store import search as store_search
 
 if TYPE_CHECKING:
@@ -67,15 +68,24 @@ _atom = st.text(
     min_size=1,
     max_size=12,
 )
+_small = st.integers(1, 40).map(str)
 _number = st.one_of(
-    st.integers(0, 20).map(str),
+    _small,
     st.integers(0, 2**64).map(str),
     st.just("*"),
     st.just("$"),
 )
-_seq_set = st.lists(
-    st.one_of(_number, st.tuples(_number, _number).map(":".join)), min_size=1, max_size=4
-).map(",".join)
+# Mostly valid sets (small numbers, ranges in either order), sometimes not.
+_seq_set = st.one_of(
+    st.lists(
+        st.one_of(_small, st.tuples(_small, st.one_of(_small, st.just("*"))).map(":".join)),
+        min_size=1,
+        max_size=4,
+    ).map(",".join),
+    st.lists(
+        st.one_of(_number, st.tuples(_number, _number).map(":".join)), min_size=1, max_size=4
+    ).map(",".join),
+)
 
 
 def _quoted(s: str) -> str:
@@ -168,8 +178,9 @@ _simple_key = st.one_of(
     st.tuples(st.sampled_from(["LARGER", "SMALLER", "MODSEQ"]), _number).map(" ".join),
     st.tuples(st.just("UID"), _seq_set).map(" ".join),
     _seq_set,
-    _atom,  # mostly unknown keys
 )
+# Now and then an unknown key or stray token, so refusals are exercised too.
+_simple_key = st.one_of(_simple_key, _simple_key, _simple_key, _atom)
 _search_key = st.recursive(
     _simple_key,
     lambda inner: st.one_of(
@@ -194,11 +205,10 @@ def _selected() -> SelectedMailbox:
     return sel
 
 
-@settings(max_examples=400, deadline=None)
-@given(_search_args, st.booleans())
-def test_search_criteria_parse_resolve_and_reach_the_store_intact(args: str, uid: bool) -> None:
+def _check_search(args: str, uid: bool) -> None:
     """Whatever SEARCH parses is resolvable against a mailbox, converts to the store's SearchKey
-    and passes the store's validation (else the client would get a server error, not BAD)."""
+    and passes the store's validation (else the client would get BAD for valid input, or a
+    server error)."""
     data = ("t UID SEARCH " if uid else "t SEARCH ").encode() + args.encode()
     cmd = parses_or_refuses(data)
     if cmd is None:
@@ -209,9 +219,23 @@ def test_search_criteria_parse_resolve_and_reach_the_store_intact(args: str, uid
     session.saved_search.save(sel, [2, 7])
     resolved = resolve(cmd.criteria, session, sel)  # type: ignore[arg-type]
     key = to_proto(resolved)
-    store_search.validate(key)
+    indexing.validate(key)  # what the store servicer checks (else INVALID_ARGUMENT)
     msgs = [store_search.SearchableMessage(u, (), 0, 10, 1) for u in sel.uids]
     store_search.search(key, msgs, store_search.SearchContext(max_uid=30))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_search_args, st.booleans())
+def test_search_criteria_parse_resolve_and_reach_the_store_intact(args: str, uid: bool) -> None:
+    _check_search(args, uid)
+
+
+@FAST
+@given(_seq_set, st.sampled_from(["UID ", "NOT UID ", "", "NOT "]))
+def test_sequence_sets_in_search_reach_the_store_intact(seq: str, key: str) -> None:
+    """Sequence sets are where IMAP and the store differ most ("4:2", "*", "n:*" above the
+    highest UID, "$"): every set SEARCH accepts must be one the store accepts."""
+    _check_search(key + seq, False)
 
 
 def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
