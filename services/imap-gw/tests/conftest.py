@@ -35,6 +35,7 @@ from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
 from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
+from postmesh.store import indexing
 from postmesh.store import search as store_search
 from postmesh.store import validation as store_validation
 from postmesh.store.errors import InvalidArgument
@@ -388,8 +389,8 @@ class FakeStore:
         box = self._box(user, mailbox)
         key = to_proto(criteria)
         try:
-            store_search.validate(key)
-        except ValueError as e:
+            indexing.validate(key)  # the store's own check (the servicer answers INVALID_ARGUMENT)
+        except InvalidArgument as e:
             raise SearchRejected(str(e)) from e
         msgs = []
         for meta, content in box.messages.values():

@@ -19,8 +19,11 @@ from postmesh.imap_gw.backend import (
     FlagsMode,
     MailboxNotFound,
     MessageNotFound,
+    SearchRejected,
 )
 from postmesh.imap_gw.grpc_backend import GrpcAuthenticator, GrpcMailStore
+from postmesh.imap_gw.parser.search import And, Flag, Header, Uid
+from postmesh.imap_gw.parser.sequence import STAR, SequenceSet
 
 
 class Store(store_pb2_grpc.StoreServiceServicer):
@@ -52,6 +55,16 @@ class Store(store_pb2_grpc.StoreServiceServicer):
 
     async def Expunge(self, request: Any, context: Any) -> Any:
         return store_pb2.ExpungeResponse(expunged_uids=[4, 5])
+
+    async def Search(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        if request.mailbox == "Gone":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such mailbox")
+        if request.mailbox == "Bad":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid search criteria: deep")
+        if request.mailbox == "Down":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "database down")
+        return store_pb2.SearchResponse(uids=[2, 5], highest_modseq=9)
 
 
 class Auth(auth_pb2_grpc.AuthServiceServicer):
@@ -117,3 +130,30 @@ async def test_unreachable_backend_is_unavailable() -> None:
             await store.list_mailboxes("u")
     finally:
         await ch.close()
+
+
+async def test_search_sends_the_criteria_tree_and_maps_errors(
+    backends: tuple[GrpcMailStore, GrpcAuthenticator, Store],
+) -> None:
+    store, _, servicer = backends
+    criteria = And(
+        (
+            Uid(SequenceSet(((4, 2), (7, STAR)))),
+            Flag("\\Seen", present=False),
+            Header("Subject", "report"),
+        )
+    )
+    found = await store.search("u", "INBOX", criteria)
+    assert (list(found.uids), found.highest_modseq) == ([2, 5], 9)
+    req = servicer.requests[-1]
+    keys = getattr(req.criteria, "and").keys
+    # "4:2" goes out as 2..4 and "7:*" as 7..(last 0 = highest), as the store requires.
+    assert [(r.first, r.last) for r in keys[0].uid.ranges] == [(2, 4), (7, 0)]
+    assert keys[1].flag_unset == "\\Seen"
+    assert (keys[2].header.name, keys[2].header.value) == ("Subject", "report")
+    with pytest.raises(MailboxNotFound):
+        await store.search("u", "Gone", criteria)
+    with pytest.raises(SearchRejected, match="deep"):
+        await store.search("u", "Bad", criteria)
+    with pytest.raises(BackendUnavailable):
+        await store.search("u", "Down", criteria)

@@ -223,6 +223,21 @@ async def test_charset(box: Env) -> None:
     await c.close()
 
 
+async def test_no_charset_after_utf8_accept(box: Env) -> None:
+    """RFC 6855 §3 (erratum 4029): once UTF8=ACCEPT is enabled, SEARCH carries no CHARSET (BAD);
+    UTF-8 strings are searched as such."""
+    c = await Client.login(box)
+    assert await c.cmd(b"e ENABLE UTF8=ACCEPT") == [
+        b"* ENABLED UTF8=ACCEPT",
+        b"e OK ENABLE completed",
+    ]
+    assert (await c.cmd(b"s SELECT Search"))[-1].startswith(b"s OK")
+    reply = await c.cmd(b"a SEARCH CHARSET UTF-8 ALL")
+    assert len(reply) == 1 and reply[0].startswith(b"a BAD "), reply
+    assert await _hits(c, b'SUBJECT "gr\xc3\xbc\xc3\x9fe"') == [3]
+    await c.close()
+
+
 async def test_literals_in_search_strings(box: Env) -> None:
     c = await Client.selected(box, mailbox="Search")
     # Synchronizing literal: the server asks for the data with "+".

@@ -146,6 +146,26 @@ async def test_save_result(env: Env) -> None:
         b'* ESEARCH (TAG "o") COUNT 0',
         b"o OK SEARCH completed",
     ]
+    # So does one that is refused as BAD or NO by the parser.
+    for failing, status in (
+        (b"SEARCH RETURN (SAVE) FROBNICATE", b"BAD"),
+        (b"SEARCH RETURN (SAVE ALL) CHARSET KOI8-R ALL", b"NO [BADCHARSET (UTF-8 US-ASCII)]"),
+        (b"UID SEARCH RETURN (SAVE) UID 0", b"BAD"),
+    ):
+        assert await c.cmd(b"p SEARCH RETURN (SAVE) ALL") == [b"p OK SEARCH completed"]
+        reply = await c.cmd(b"q " + failing)
+        assert len(reply) == 1 and reply[0].startswith(b"q " + status), reply
+        assert await c.cmd(b"r SEARCH RETURN (COUNT) $") == [
+            b'* ESEARCH (TAG "r") COUNT 0',
+            b"r OK SEARCH completed",
+        ], failing
+    # A failing search without SAVE leaves $ alone.
+    assert await c.cmd(b"s SEARCH RETURN (SAVE) 1:2") == [b"s OK SEARCH completed"]
+    assert (await c.cmd(b"t SEARCH FROBNICATE"))[0].startswith(b"t BAD")
+    assert await c.cmd(b"u SEARCH RETURN (COUNT) $") == [
+        b'* ESEARCH (TAG "u") COUNT 2',
+        b"u OK SEARCH completed",
+    ]
     await c.close()
 
 

@@ -21,7 +21,7 @@ COMMAND_SECONDS = Histogram(
 )
 AUTH_TOTAL = Counter(
     "postmesh_imap_gw_auth_total",
-    "Authentication attempts by mechanism and result (ok, failed, error).",
+    "Authentication attempts by mechanism and result (ok, failed, error, limit).",
     ["mechanism", "result"],
 )
 MAILBOX_EVENTS = Counter(

@@ -28,7 +28,8 @@ _DATE_FIELDS = {
 
 
 def uid_ranges(seq: SequenceSet) -> store_pb2.UidRangeList:
-    """UidRange (inclusive, ``last`` 0 = "*"): ``a:*`` and ``*:a`` are both a..highest."""
+    """UidRange (inclusive, ``last`` 0 = "*"): ``a:*`` and ``*:a`` are both a..highest; ``4:2``
+    is sent as 2..4 (RFC 9051 §9: either order; the store refuses first > last)."""
     out = store_pb2.UidRangeList()
     for a, b in seq.ranges:
         if a == STAR and b == STAR:
@@ -36,7 +37,7 @@ def uid_ranges(seq: SequenceSet) -> store_pb2.UidRangeList:
         elif a == STAR or b == STAR:
             out.ranges.add(first=b if a == STAR else a, last=0)
         else:
-            out.ranges.add(first=a, last=b)
+            out.ranges.add(first=min(a, b), last=max(a, b))
     return out
 
 

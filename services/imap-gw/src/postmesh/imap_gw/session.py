@@ -292,6 +292,8 @@ class Session:
         try:
             cmd = parse_command(raw)
         except ParseError as e:
+            if e.clears_saved:
+                self.saved_search.clear()
             name = command_name(raw) or ""
             label = name if is_supported(name) else "UNKNOWN"
             log.debug("bad command", extra=kv(command=label, error=e.message))

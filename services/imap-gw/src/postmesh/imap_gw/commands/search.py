@@ -116,6 +116,11 @@ async def search(session: Session, cmd: Search) -> Result:
     assert sel is not None and session.user is not None
     returns = cmd.returns
     saving = returns is not None and ReturnOption.SAVE in returns
+    if cmd.charset is not None and session.utf8:
+        # RFC 6855 §3 (erratum 4029): after ENABLE UTF8=ACCEPT strings are UTF-8, no CHARSET.
+        if saving:
+            session.saved_search.clear()
+        return bad("No CHARSET after ENABLE UTF8=ACCEPT: search strings are UTF-8")
     uids: list[int] = []
     modseq = 0
     if sel.uids:

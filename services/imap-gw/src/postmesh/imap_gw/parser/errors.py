@@ -15,6 +15,8 @@ class ParseError(Exception):
         self.message = message
         self.tag = tag
         self.code = code
+        # A SEARCH ... RETURN (SAVE) that fails empties the saved result "$" (RFC 5182 §2.1).
+        self.clears_saved = False
 
 
 class UnknownCommand(ParseError):

@@ -388,7 +388,6 @@ def parse_search(
         raise ParseError("SEARCH needs at least one search key")
     cur.expect_sp()
     returns: tuple[ReturnOption, ...] | None = None
-    charset: str | None = None
     if _keyword(cur, b"RETURN"):
         cur.expect_sp()
         opts: list[ReturnOption] = []
@@ -400,6 +399,19 @@ def parse_search(
             if ret not in opts:
                 opts.append(ret)
         returns = tuple(opts)
+    try:
+        return _parse_program(cur, returns)
+    except ParseError as e:
+        e.clears_saved = returns is not None and ReturnOption.SAVE in returns
+        raise
+
+
+def _parse_program(
+    cur: Cursor, returns: tuple[ReturnOption, ...] | None
+) -> tuple[SearchKey, tuple[ReturnOption, ...] | None, str | None]:
+    """search-program, after the RETURN options (if any)."""
+    charset: str | None = None
+    if returns is not None:
         cur.expect_sp()
     if _keyword(cur, b"CHARSET"):
         cur.expect_sp()
