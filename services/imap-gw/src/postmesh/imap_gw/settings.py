@@ -20,6 +20,10 @@ class ImapSettings(ServiceSettings):
     imap_max_literal_bytes: int = Field(default=64 * 1024, ge=1024)
     # A whole command: its lines and literals together.
     imap_max_command_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # APPEND: the largest message accepted (advertised as APPENDLIMIT, RFC 7889); the message
+    # is streamed to the store, so it is not bound by the literal and command limits above.
+    # Keep it at or below the store's POSTMESH_STORE_MAX_MESSAGE_BYTES.
+    imap_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Autologout (RFC 9051 §5.4): at least 30 minutes once authenticated; shorter before login.
     imap_idle_timeout_seconds: float = Field(default=1800.0, gt=0)
     imap_preauth_timeout_seconds: float = Field(default=180.0, gt=0)

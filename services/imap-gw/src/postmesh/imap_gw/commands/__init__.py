@@ -81,4 +81,4 @@ from postmesh.imap_gw.commands import any_state, auth, fetch, mailbox, search  #
 __all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox", "search"]
 
 # The selected-state commands (registered on import as well).
-from postmesh.imap_gw.commands import copy, expunge, idle, select, store  # noqa: E402, F401
+from postmesh.imap_gw.commands import append, copy, expunge, idle, select, store  # noqa: E402, F401

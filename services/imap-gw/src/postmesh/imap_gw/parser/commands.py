@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from postmesh.imap_gw.parser.append import parse_append
 from postmesh.imap_gw.parser.base import Command as Command  # re-exported
 from postmesh.imap_gw.parser.copy import Copy, Move, copy_parser
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
@@ -293,6 +294,7 @@ COMMANDS: dict[str, Parser] = {
     "SEARCH": search_parser(uid=False),
     "COPY": copy_parser(Copy, uid=False),
     "MOVE": copy_parser(Move, uid=False),
+    "APPEND": parse_append,
 }
 UID_COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=True),
@@ -307,7 +309,6 @@ UID_COMMANDS: dict[str, Parser] = {
 # rather than BAD "unknown command", so a client log tells the two apart.
 NOT_YET = frozenset(
     [
-        "APPEND",
         "CREATE",
         "DELETE",
         "RENAME",
