@@ -140,7 +140,9 @@ def test_uid_sets_ignore_missing_and_star_is_largest() -> None:
     assert seqset("1:*").resolve_uids([]) == []
 
 
-@pytest.mark.parametrize("bad", ["0", "1:", ":1", "1,,2", "01", "a", "1:x", "$", "4294967296"])
+@pytest.mark.parametrize(
+    "bad", ["0", "1:", ":1", "1,,2", "01", "a", "1:x", "1,$", "$:2", "4294967296"]
+)
 def test_invalid_sequence_sets(bad: str) -> None:
     with pytest.raises(ParseError):
         parse_command(f"f FETCH {bad} FLAGS".encode())

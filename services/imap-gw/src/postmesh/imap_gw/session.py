@@ -126,6 +126,7 @@ class Session:
                 caps.append("LOGINDISABLED")
         # RFC 2177, RFC 7162, RFC 4315, RFC 6855.
         caps += ["IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "UTF8=ACCEPT"]
+        caps.append("BINARY")  # RFC 3516
         return caps
 
     # -- output ---------------------------------------------------------------------------------

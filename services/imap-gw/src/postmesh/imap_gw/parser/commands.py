@@ -264,7 +264,7 @@ def _status(tag: str, cur: Cursor) -> Command:
 def _fetch(uid: bool) -> Parser:
     def parse(tag: str, cur: Cursor) -> Command:
         cur.expect_sp()
-        seq = parse_sequence_set(cur)
+        seq = parse_sequence_set(cur, allow_saved=True)  # RFC 5182 §2.1: FETCH $
         cur.expect_sp()
         atts = parse_fetch_atts(cur)
         modifiers = parse_fetch_modifiers(cur) if cur.skip(b" ") else NO_MODIFIERS

@@ -119,6 +119,8 @@ def _section(cur: Cursor, *, binary: bool) -> Section:
         cur.pos += 1
     spec = cur.data[start : cur.pos].decode("ascii", "replace").upper()
     pieces = spec.split(".")
+    if "" in pieces:
+        raise ParseError(f"invalid section {spec!r}")
     part: list[int] = []
     while pieces and pieces[0].isdigit():
         n = int(pieces.pop(0))
