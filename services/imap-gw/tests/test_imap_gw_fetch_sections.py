@@ -4,6 +4,7 @@ ranges, the \\Seen side effect, and bad section syntax answered BAD with the ses
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -149,6 +150,21 @@ async def test_body_fetch_sets_seen_once(env: Env) -> None:
     assert "store_flags" not in [c[0] for c in env.store.calls]
     # No unsolicited FETCH left over for it: the client was told.
     assert await c.cmd(b"n NOOP") == [b"n OK NOOP completed"]
+    c.writer.close()
+
+
+async def test_seen_follows_changes_made_elsewhere(env: Env) -> None:
+    c = await Client.selected(env)
+    env.set_flags(1, [])  # another session took \Seen off message 1; its event arrives
+    await asyncio.sleep(0)
+    reply = await c.cmd_literals(b"a FETCH 1 (BODY[TEXT])")
+    assert reply[0] == b"* 1 FETCH (BODY[TEXT] " + lit(b"Hello.\r\n") + b" FLAGS (\\Seen))"
+    assert env.inbox.messages[1][0].flags == ("\\Seen",)
+    # Expunged in the store meanwhile: the \Seen update does not find it.
+    env.inbox.remove([2])
+    assert await c.cmd(b"b FETCH 2 (BODY[])") == [
+        b"b NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    ]
     c.writer.close()
 
 

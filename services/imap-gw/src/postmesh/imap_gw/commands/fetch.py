@@ -16,7 +16,7 @@ from postmesh.imap_gw import fetch_render, response
 from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound, MessageStructure
 from postmesh.imap_gw.commands import SELECTED, handles
 from postmesh.imap_gw.commands.search import expand_saved
-from postmesh.imap_gw.commands.sync import list_messages, uid_set
+from postmesh.imap_gw.commands.sync import MailboxLost, list_messages, resync, uid_set
 from postmesh.imap_gw.message import (
     UnknownCte,
     binary_bytes,
@@ -49,6 +49,8 @@ _STRUCTURE_KINDS = frozenset(
 )
 # GetMessageMeta UIDs per request: bounded answers for FETCH 1:* (ENVELOPE).
 _STRUCTURE_BATCH = 256
+# Output is written in batches of about this size (see _Output).
+_WRITE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,28 @@ def _content_needed_for_size(atts: Sequence[FetchAtt], st: MessageStructure | No
     return False
 
 
+class _Output:
+    """FETCH responses gathered into writes of about :data:`_WRITE_BYTES`: one write (and one
+    wait for the client to read) per batch, not per message, and each piece copied once."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    async def add(self, pieces: list[bytes]) -> None:
+        self._pieces += pieces
+        self._size += sum(len(p) for p in pieces)
+        if self._size >= _WRITE_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pieces:
+            data = b"".join(self._pieces)
+            self._pieces, self._size = [], 0
+            await self._session.send(data)
+
+
 async def _structures(
     session: Session, mailbox: str, uids: Sequence[int]
 ) -> dict[int, MessageStructure]:
@@ -244,20 +268,38 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
     # FETCH response (RFC 9051 §6.4.5). A read-only (EXAMINEd) mailbox stays unchanged.
     seen_set: set[int] = set()
     if not sel.readonly and any(a.sets_seen for a in atts):
-        unseen = [u for u in present if "\\Seen" not in metas[u].flags]
-        if unseen:
+        if needs.meta:
+            targets = [u for u in present if "\\Seen" not in metas[u].flags]
+        else:
+            # No metadata asked for: the client's view says which are unseen (kept current by
+            # the mailbox events: a pending change is merged first).
+            try:
+                await resync(session)
+            except MailboxLost:
+                sel.dirty = True  # the store call below fails; the update loop says BYE
+            targets = [u for u in present if "\\Seen" not in sel.flags_of(u)]
+        if targets:
             updated = await session.store.store_flags(
-                session.user, sel.name, unseen, FlagsMode.ADD, ["\\Seen"]
+                session.user, sel.name, targets, FlagsMode.ADD, ["\\Seen"]
             )
             for m in updated:
+                known = metas[m.uid].flags if m.uid in metas else sel.flags_of(m.uid)
+                if "\\Seen" not in known:
+                    seen_set.add(m.uid)
                 metas[m.uid] = m
-                seen_set.add(m.uid)
+            if not needs.meta:
+                # The store's answer lists the messages it still has.
+                missing = set(targets).difference(m.uid for m in updated)
+                if missing:
+                    present = [u for u in present if u not in missing]
+                    gone = True
 
     structures = await _structures(session, sel.name, present) if needs.structure else {}
     if needs.structure and len(structures) < len(present):
         gone = True
         present = [u for u in present if u in structures]
 
+    out = _Output(session)
     for uid in present:
         seq = sel.seq_of(uid) or 0
         meta = metas.get(uid)
@@ -277,6 +319,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
                     pieces.append(b" ")
                 pieces += render.item(att)
         except UnknownCte:
+            await out.flush()
             return no("Unknown Content-Transfer-Encoding, cannot decode", "UNKNOWN-CTE")
         if meta is not None and (_FLAGS in atts or uid in seen_set):
             sel.record(meta)  # the client is sent these flags: nothing left to report
@@ -286,7 +329,8 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
             if session.condstore and _MODSEQ not in atts:
                 pieces += [b" ", *render.item(_MODSEQ)]
         pieces.append(b")\r\n")
-        await session.send(b"".join(pieces))
+        await out.add(pieces)
+    await out.flush()
     if gone and not cmd.uid:
         # RFC 9051 §7.1: some messages were expunged; the client learns which at the next NOOP.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
