@@ -19,12 +19,14 @@ from aiosmtpd.smtp import SMTP
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
+from postmesh.common.mailauth.authresults import strip_forged
 from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.backend import EdgeBackend
+from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     DataReader,
     ProtocolError,
@@ -45,6 +47,7 @@ from postmesh.smtp_edge.queueing import (
 from postmesh.smtp_edge.received import ClientFacts, TlsFacts
 from postmesh.smtp_edge.session import (
     MECHANISMS,
+    MX,
     ListenerPolicy,
     SessionState,
     Transaction,
@@ -90,6 +93,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         inflight: set[asyncio.Task[Queued]],
         loop: asyncio.AbstractEventLoop,
         resolver: Resolver,
+        authenticator: InboundAuthenticator,
         client: Address | None = None,
     ) -> None:
         super().__init__(
@@ -125,6 +129,9 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         self.resolver = resolver
         # Reverse DNS of the client, looked up while the session goes on (Received, iprev).
         self._iprev: asyncio.Future[IprevResult] | None = None
+        self.authenticator = authenticator
+        # SPF of the current transaction, started at MAIL FROM (MX only).
+        self._spf: asyncio.Task[SpfChecks] | None = None
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -430,6 +437,10 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
         log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
+        if self._checks_sender():
+            self._spf = self.authenticator.start_spf(
+                self.state.peer_ip, mail.sender, self.state.helo or ""
+            )
         await self.push("250 2.1.0 Ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -500,7 +511,16 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     def _end_transaction(self) -> None:
         self.state.txn = None
+        if self._spf is not None:
+            self._spf.cancel()  # no-op when done
+            self._spf = None
         unbind_log_context("queue_id")
+
+    def _checks_sender(self) -> bool:
+        """Inbound authentication: on the MX, for clients that did not authenticate."""
+        return (
+            self.authenticator.policy.enabled and self.policy.name == MX and self.state.user is None
+        )
 
     async def _receive_data(self) -> bytes | None:
         """The message, or None after a rejection reply (or a lost connection)."""
@@ -537,7 +557,18 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
         st = self.state
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()  # our checks and the bus are not client idleness
+        # RFC 8601 §5: an Authentication-Results field claiming to be ours is a forgery.
+        content, forged = strip_forged(content, self.hostname)
+        if forged:
+            log.info("removed forged authentication-results", extra=kv(count=forged))
         iprev = await self._reverse_dns()
+        verdict = await self._inbound_verdict(content, iprev)
+        if verdict.reject:
+            self._reset_timeout()
+            await self._reject(verdict.reject, "dmarc_reject")
+            return
         envelope = Envelope(
             queue_id=txn.queue_id,
             mail_from=txn.mail.sender,
@@ -555,14 +586,14 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             smtputf8=txn.mail.smtputf8,
             ret=txn.mail.ret,
             envid=txn.mail.envid,
+            auth_header=verdict.header,
+            mailbox=verdict.mailbox,
         )
         # Shielded: a client that disconnects now must not cancel a half-done publish; the
         # message is then queued (and logged) though the client may send it again.
         task = asyncio.ensure_future(self.queuer.enqueue(envelope, content))
         self._inflight.add(task)
         task.add_done_callback(_forget(self._inflight))
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()  # waiting for the bus is not client idleness
         try:
             queued = await asyncio.shield(task)
         except QueueFailed:
@@ -573,6 +604,19 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             self._reset_timeout()
         st.messages += 1
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
+
+    async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
+        if self._spf is None:
+            return Verdict(b"")
+        try:
+            spf = await self._spf
+            return await self.authenticator.evaluate(content, self.state.peer_ip, iprev, spf)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in a check must not refuse or lose mail: accept it unannotated.
+            log.exception("inbound authentication failed; message accepted without results")
+            return Verdict(b"")
 
     async def _reverse_dns(self) -> IprevResult:
         if self._iprev is None:
