@@ -172,7 +172,7 @@ async def test_authenticated_submission_is_not_checked(
             s.login("alice@example.org", "wonderland")
             s.mail("alice@example.org")
             s.rcpt("bob@example.org")
-            return s.data(message("ceo@example.net", forged))
+            return s.data(message("alice@example.org", forged))
 
     assert (await asyncio.to_thread(run))[0] == 250
     [rec] = await edge.messages(1)

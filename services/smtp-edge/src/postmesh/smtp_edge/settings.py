@@ -48,6 +48,10 @@ class SmtpEdgeSettings(ServiceSettings):
     smtp_dmarc_reject: bool = True
     # Where a DMARC p=quarantine failure is filed for local recipients; empty means INBOX.
     smtp_dmarc_quarantine_mailbox: str = "Junk"
+    # Authenticated clients may use as envelope sender and in From only addresses that
+    # deliver to them (their own or an alias's; 553 5.7.1 otherwise), as Postfix's
+    # reject_sender_login_mismatch.
+    smtp_sender_login_check: bool = True
     # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.

@@ -20,6 +20,7 @@ from postmesh.common.backend import BackendUnavailable
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
 from postmesh.common.mailauth.authresults import strip_forged
+from postmesh.common.mailauth.dmarc import AuthorDomainError, from_addresses
 from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.proxy_protocol import Address
@@ -434,6 +435,8 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         except ProtocolError as e:
             await self._reject(e.reply, e.reason)
             return
+        if mail.sender and not await self._may_send_as([mail.sender]):
+            return
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
         log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
@@ -563,6 +566,14 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         content, forged = strip_forged(content, self.hostname)
         if forged:
             log.info("removed forged authentication-results", extra=kv(count=forged))
+        if self.state.user is not None and self.settings.smtp_sender_login_check:
+            try:
+                authors = from_addresses(content)
+            except AuthorDomainError:
+                authors = []  # no single From field: the envelope sender was checked
+            if not await self._may_send_as(authors):
+                self._reset_timeout()
+                return
         iprev = await self._reverse_dns()
         verdict = await self._inbound_verdict(content, iprev)
         if verdict.reject:
@@ -604,6 +615,30 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             self._reset_timeout()
         st.messages += 1
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
+
+    async def _may_send_as(self, addresses: list[str]) -> bool:
+        """Submission: the envelope sender and the From addresses must belong to the
+        authenticated user or be one of their aliases (as Postfix's
+        reject_sender_login_mismatch with smtpd_sender_login_maps). Replies when not."""
+        user = self.state.user
+        if user is None or not self.settings.smtp_sender_login_check:
+            return True
+        for address in addresses:
+            try:
+                owners = await self.backend.address_owners(address)
+            except BackendUnavailable as e:
+                log.warning("sender lookup failed", extra=kv(sender=address, error=str(e)))
+                await self._reject(
+                    f"451 4.3.0 <{address}>: Temporary lookup failure", "temp_failure"
+                )
+                return False
+            if user.lower() not in owners:
+                await self._reject(
+                    f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}",
+                    "sender_mismatch",
+                )
+                return False
+        return True
 
     async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
         if self._spf is None:
