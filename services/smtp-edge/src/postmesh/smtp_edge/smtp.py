@@ -2,19 +2,15 @@
 our own MAIL/RCPT/DATA/AUTH/EHLO (aiosmtpd's lack enhanced status codes, async authentication,
 DSN, bare-newline checks, and AUTH on implicit TLS).
 
-aiosmtpd is pinned below 1.5; the few private members used here (``_reader``, ``_tls_protocol``,
-``_timeout_cb``, ``_timeout_handle``, ``_handle_client``) are aiosmtpd's own extension points
-in practice and are used by aiosmtpd itself the same way."""
+aiosmtpd's internals are reached only through :mod:`postmesh.smtp_edge.aiosmtpd_adapter`."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import secrets
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiosmtpd.smtp import SMTP
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.ids import new_queue_id
@@ -26,6 +22,7 @@ from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
+from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
@@ -81,7 +78,7 @@ def tls_facts(transport: Any) -> TlsFacts | None:
     )
 
 
-class EdgeSMTP(SMTP):  # type: ignore[misc]
+class EdgeSMTP(AdaptedSMTP):
     def __init__(
         self,
         *,
@@ -98,7 +95,8 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         client: Address | None = None,
     ) -> None:
         super().__init__(
-            _NoHooks(),
+            handler=_NoHooks(),
+            command_size_limits=COMMAND_LIMITS,
             data_size_limit=settings.smtp_max_message_bytes,
             # Arguments decode as UTF-8 (surrogateescape), replies are sent as UTF-8; whether
             # a non-ASCII address is allowed is decided per transaction (RFC 6531).
@@ -112,10 +110,6 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             # We decide where AUTH is allowed (loopback or TLS, implicit TLS included).
             auth_require_tls=False,
             loop=loop,
-        )
-        # An instance dict: aiosmtpd's class-level one is shared and grows with every EHLO.
-        self.command_size_limits = collections.defaultdict(
-            lambda: SMTP.command_size_limit, COMMAND_LIMITS
         )
         self.policy = policy
         self.settings = settings
@@ -137,13 +131,11 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
     # --- connection lifecycle -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        after_starttls = self._original_transport is not None and self.transport is not None
+        after_starttls = self.starttls_completed()
         super().connection_made(transport)
-        assert self.session is not None
         if self.proxied_client is not None:
-            # aiosmtpd makes a new session (peer from the socket) after STARTTLS too. Its
-            # annotation says str, but it stores the peername tuple, as here.
-            self.session.peer = self.proxied_client  # type: ignore[assignment]
+            # aiosmtpd makes a new session (peer from the socket) after STARTTLS too.
+            self.set_peer(self.proxied_client)
         if after_starttls:
             self.state.reset_after_starttls(tls_facts(transport))
             log.info(
@@ -151,7 +143,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 extra=kv(session_id=self.state.session_id, tls=str(self.state.tls)),
             )
             return
-        peer = self.session.peer
+        peer = self.peer
         self.state.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._iprev = asyncio.ensure_future(check_iprev(self.resolver, self.state.peer_ip))
         if self.policy.implicit_tls:
@@ -165,11 +157,11 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             self._iprev.cancel()
         super().connection_lost(error)
 
-    async def _handle_client(self) -> None:
+    async def run_session(self, command_loop: Callable[[], Awaitable[None]]) -> None:
         bind_log_context(session_id=self.state.session_id, listener=self.policy.name)
         log.info("connect", extra=kv(remote_ip=self.state.peer_ip, tls=self.state.tls is not None))
         try:
-            await super()._handle_client()
+            await command_loop()
         finally:
             log.info(
                 "disconnect",
@@ -181,11 +173,10 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 ),
             )
 
-    def _timeout_cb(self) -> None:
+    def on_idle_timeout(self) -> None:
         # RFC 5321 §4.5.3.2: tell the client why before closing (aiosmtpd just closes).
         log.info("idle timeout", extra=kv(session_id=self.state.session_id))
         self._last_words(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     @property
     def busy(self) -> bool:
@@ -204,7 +195,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             return
         self._hung_up = True
         try:
-            self._writer.write(reply.encode() + b"\r\n")
+            self.write_now(reply.encode() + b"\r\n")
         except (OSError, RuntimeError, AttributeError):
             # A TLS transport mid-teardown can fail to take data; the client is gone anyway.
             log.debug("could not send final reply", extra=kv(session_id=self.state.session_id))
@@ -216,21 +207,21 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = with_enhanced_code(text)
-        await super().push(text)
+        await self.push_raw(text)
         if text[:1] in ("4", "5") and not text.startswith("421"):
             self.state.errors += 1
             if self.state.errors >= self.settings.smtp_max_errors:
                 log.warning("too many errors; hanging up", extra=kv(errors=self.state.errors))
                 await self._hang_up(f"421 4.7.0 {self.hostname} Error: too many errors")
 
-    async def _push_raw(self, line: str) -> None:
+    async def _push_verbatim(self, line: str) -> None:
         if not self._hung_up:
-            await super().push(line)
+            await self.push_raw(line)
 
     async def _hang_up(self, reply: str) -> None:
         if self._hung_up:
             return
-        await self._push_raw(reply)
+        await self._push_verbatim(reply)
         self._hung_up = True
         if self.transport is not None:
             self.transport.close()
@@ -248,9 +239,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     def _greeted(self, hostname: str, esmtp: bool) -> None:
         # RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
-        assert self.session is not None
-        self.session.host_name = hostname
-        self.session.extended_smtp = esmtp
+        self.set_greeted(hostname, esmtp)
         self.state.helo = hostname
         self.state.esmtp = esmtp
         self._end_transaction()
@@ -262,7 +251,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
         self._greeted(arg, esmtp=False)
-        await self._push_raw(f"250 {self.hostname}")
+        await self._push_verbatim(f"250 {self.hostname}")
 
     async def smtp_EHLO(self, arg: str | None) -> None:
         if self._hung_up:
@@ -281,7 +270,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             ),
         ]
         for i, line in enumerate(lines):
-            await self._push_raw(("250 " if i == len(lines) - 1 else "250-") + line)
+            await self._push_verbatim(("250 " if i == len(lines) - 1 else "250-") + line)
 
     async def _require_helo(self) -> bool:
         if self.state.helo is None:
@@ -397,15 +386,15 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         return "", username, decode_login_field(password_b64)
 
     async def _challenge(self, text: str) -> str | None:
-        await self._push_raw("334 " + encode_challenge(text))
+        await self._push_verbatim("334 " + encode_challenge(text))
         try:
-            line = await self._reader.readline()
+            line = await self.read_line()
         except ValueError:  # longer than the stream limit
             await self.push("500 5.5.6 Authentication exchange line is too long")
             return None
         if not line.endswith(b"\n"):  # connection closed
             return None
-        self._reset_timeout()
+        self.restart_idle_timer()
         response = line.rstrip(b"\r\n").decode("ascii", "replace")
         if response == "*":
             await self.push("501 5.7.0 Authentication aborted")
@@ -530,18 +519,18 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = DataReader(self.settings.smtp_max_message_bytes)
         while True:
-            chunk = await self._reader.read(DATA_CHUNK)
+            chunk = await self.read_some(DATA_CHUNK)
             if not chunk:
                 log.info("connection lost during DATA")
                 return None
             # A slow but steady upload is not idle.
-            self._reset_timeout()
+            self.restart_idle_timer()
             leftover = reader.feed(chunk)
             if leftover is not None:
                 break
         if leftover:
             # Pipelined commands after the end marker (RFC 2920) belong to the command reader.
-            self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
+            self.unread(leftover)
         if reader.too_big:
             await self._reject(
                 "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
@@ -560,8 +549,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
         st = self.state
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()  # our checks and the bus are not client idleness
+        self.stop_idle_timer()  # our checks and the bus are not client idleness
         # RFC 8601 §5: an Authentication-Results field claiming to be ours is a forgery.
         content, forged = strip_forged(content, self.hostname)
         if forged:
@@ -572,12 +560,12 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             except AuthorDomainError:
                 authors = []  # no single From field: the envelope sender was checked
             if not await self._may_send_as(authors):
-                self._reset_timeout()
+                self.restart_idle_timer()
                 return
         iprev = await self._reverse_dns()
         verdict = await self._inbound_verdict(content, iprev)
         if verdict.reject:
-            self._reset_timeout()
+            self.restart_idle_timer()
             await self._reject(verdict.reject, "dmarc_reject")
             return
         envelope = Envelope(
@@ -612,7 +600,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             await self.push("451 4.3.0 Temporary failure, please retry")
             return
         finally:
-            self._reset_timeout()
+            self.restart_idle_timer()
         st.messages += 1
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
 
