@@ -15,6 +15,7 @@ from postmesh.pop3_gw.content import MessageEncoder
         (b"user bob", p.User("bob")),
         (b"PASS pass with  spaces ", p.Pass("pass with  spaces ")),
         (b"AUTH", p.Auth(None, None)),
+        (b"utf8", p.Utf8()),
         (b"AUTH plain", p.Auth("PLAIN", None)),
         (b"AUTH PLAIN AGFsaWNlAHB3", p.Auth("PLAIN", "AGFsaWNlAHB3")),
         (b"AUTH PLAIN =", p.Auth("PLAIN", "=")),
