@@ -29,6 +29,7 @@ from postmesh.pop3_gw.content import MessageEncoder
 from postmesh.pop3_gw.lines import ConnectionClosed, LineReader, LineTooLong
 from postmesh.pop3_gw.lock import MaildropLock
 from postmesh.pop3_gw.maildrop import MessageDeleted, NoSuchMessage, SessionMaildrop
+from postmesh.pop3_gw.prefetch import ReadAhead
 from postmesh.pop3_gw.settings import Pop3Settings
 
 log = get_logger(__name__)
@@ -95,6 +96,7 @@ class Pop3Session:
         self.user: str | None = None
         self.maildrop: SessionMaildrop | None = None
         self.lock: MaildropLock | None = None
+        self.read_ahead: ReadAhead | None = None
         self.bad_commands = 0
         self.auth_failures = 0
         self.utf8 = False
@@ -154,6 +156,8 @@ class Pop3Session:
                     "session ended without QUIT, deletions discarded",
                     extra=kv(marked=self.maildrop.deleted_count),
                 )
+            if self.read_ahead is not None:
+                await self.read_ahead.close()
             await self._unlock()
             await self._close()
             log.info("session ended", extra=kv(state=self.state.value))
@@ -399,6 +403,10 @@ class Pop3Session:
         self.lock = lock
         self.user = user
         self.maildrop = SessionMaildrop(maildrop)
+        if self.settings.pop3_read_ahead_max_octets:
+            self.read_ahead = ReadAhead(
+                self.backend, user, self.settings.pop3_read_ahead_max_octets
+            )
         self.state = State.TRANSACTION
         bind_log_context(user=user)
         totals = self.maildrop.totals()
@@ -491,6 +499,7 @@ class Pop3Session:
                     (f"{n} {info.size}" for n, info in drop.visible()),
                 )
             )
+            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -507,6 +516,7 @@ class Pop3Session:
                     (f"{n} {drop.unique_id(info)}" for n, info in drop.visible()),
                 )
             )
+            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -519,6 +529,19 @@ class Pop3Session:
         info = await self._message(msg)
         if info is None:
             return ERR
+        assert self.user is not None
+        if body_lines is None and self.read_ahead is not None:
+            data = await self.read_ahead.take(info.uid)
+            self._read_ahead_after(msg)
+            if data is not None:
+                encoder = MessageEncoder()
+                out = encoder.feed(data) + encoder.finish()
+                # One write for status line and body: no per-chunk wake-ups.
+                self.writer.write(p.ok(f"{info.size} octets") + out)
+                await self._flush()
+                metrics.RETRIEVED_BYTES.inc(len(out))
+                self._drop().mark_retrieved(msg)
+                return OK
         assert self.user is not None
         chunks = self.backend.fetch(self.user, info.uid, info.size)
         try:
@@ -564,6 +587,19 @@ class Pop3Session:
         if body_lines is None:
             self._drop().mark_retrieved(msg)
         return OK
+
+    def _read_ahead_after(self, msg: int) -> None:
+        """Start reading the first message after ``msg`` that is not marked deleted."""
+        if self.read_ahead is None:
+            return
+        drop = self._drop()
+        for number in range(msg + 1, drop.count + 1):
+            try:
+                info = drop.get(number)
+            except MessageDeleted:
+                continue
+            self.read_ahead.start(info.uid, info.size)
+            return
 
     async def _dele(self, msg: int) -> str:
         info = await self._message(msg)
