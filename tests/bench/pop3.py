@@ -44,7 +44,7 @@ def session(port: int, user: str) -> int:
     pop.uidl()
     octets = 0
     for i in range(1, count + 1):
-        _, lines, n = pop.retr(i)
+        _, _lines, n = pop.retr(i)
         octets += n
     pop.quit()
     return count
