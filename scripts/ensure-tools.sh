@@ -6,6 +6,7 @@ need=()
 command -v swaks >/dev/null || need+=(swaks)
 command -v mbsync >/dev/null || need+=(isync)
 command -v fetchmail >/dev/null || need+=(fetchmail)
+command -v getmail >/dev/null || need+=(getmail6)
 # swaks --tls needs Net::SSLeay.
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl-perl)
 [ ${#need[@]} -eq 0 ] && exit 0
