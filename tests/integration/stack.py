@@ -61,6 +61,8 @@ def test_env() -> dict[str, str]:
         "POSTMESH_SMTP_AUTH_FAILURE_DELAY_SECONDS": "0",
         "POSTMESH_IMAP_AUTH_FAILURE_DELAY_SECONDS": "0",
         "POSTMESH_POP3_AUTH_FAILURE_DELAY_SECONDS": "0",
+        # auth's shared back-off (lockout itself stays on, with its default thresholds).
+        "POSTMESH_AUTH_BACKOFF_BASE_SECONDS": "0",
     }
 
 

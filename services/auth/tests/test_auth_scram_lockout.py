@@ -215,3 +215,37 @@ async def test_grpc_scram_and_locked_answers(
     finally:
         await ch.close()
         await server.stop(0)
+
+
+async def test_login_cache_skips_argon2_and_follows_password_changes(
+    replicas: tuple[Accounts, Accounts, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postmesh.auth import accounts as accounts_module
+    from postmesh.auth.login_cache import LoginCache
+
+    a, b, clock = replicas
+    a.login_cache = LoginCache(300, 100, clock)
+    calls: list[str] = []
+    real = accounts_module.verify_password
+
+    async def counting(stored: str, password: str) -> bool:
+        calls.append(password)
+        return await real(stored, password)
+
+    monkeypatch.setattr(accounts_module, "verify_password", counting)
+    for _ in range(3):
+        assert (await a.login("bob@example.test", "pencil-1")).user
+    assert calls == ["pencil-1"]  # argon2 once, then the cache
+    assert (await a.login("bob@example.test", "wrong")).user is None  # a miss is verified
+    # The password changed through the other replica: the cached entry no longer matches.
+    await b.change_password("bob@example.test", "crayon-2")
+    assert (await a.login("bob@example.test", "pencil-1")).user is None
+    assert (await a.login("bob@example.test", "crayon-2")).user
+    clock.now += 301  # expired entries are verified again
+    calls.clear()
+    assert (await a.login("bob@example.test", "crayon-2")).user
+    assert calls == ["crayon-2"]
+    # A disabled account is refused even with a cached password.
+    assert a.records is not None
+    await a.records.set_disabled("bob@example.test", True)
+    assert (await a.login("bob@example.test", "crayon-2")).user is None

@@ -15,6 +15,15 @@ from typing import Any
 import pytest
 
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.scram import (
+    ScramKeys,
+    ScramParams,
+    ScramVerdict,
+    decoy_params,
+    derive_keys,
+    verify_proof,
+)
 from postmesh.pop3_gw.backend import (
     DELETED,
     LockResult,
@@ -62,6 +71,9 @@ class FakeBackend:
         self.lock_offset = 0.0
         # renew_lock answers this (False: the lock was taken by another session).
         self.renew_granted = True
+        # > 0: the auth service answers "locked out, retry after this many seconds".
+        self.locked_for = 0
+        self.scram_cache: dict[str, ScramKeys] = {}
 
     def add(self, content: bytes, flags: Sequence[str] = (), user: str = USER) -> int:
         uid = self.next_uid
@@ -73,13 +85,42 @@ class FakeBackend:
         if method in self.failing:
             raise BackendUnavailable(method)
 
-    async def authenticate(
+    async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
+    ) -> AuthVerdict:
         self.calls.append(("authenticate", (username, remote_ip, mechanism)))
         self._check("authenticate")
         canonical = username.lower()
-        return canonical if self.passwords.get(canonical) == password else None
+        if self.locked_for:
+            return AuthVerdict(None, self.locked_for)
+        return AuthVerdict(canonical if self.passwords.get(canonical) == password else None)
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        self.calls.append(("scram_params", (username, remote_ip)))
+        self._check("authenticate")
+        if self.locked_for:
+            return AuthVerdict(None, self.locked_for)
+        keys = self._scram_keys(username.lower())
+        if keys is None:
+            return decoy_params(b"fake", username)
+        return ScramParams(keys.salt, keys.iterations)
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        self.calls.append(("verify_scram", (username, remote_ip)))
+        self._check("authenticate")
+        keys = self._scram_keys(username.lower())
+        signature = verify_proof(keys, auth_message, proof) if keys else None
+        return ScramVerdict(username.lower() if signature else None, signature or b"")
+
+    def _scram_keys(self, user: str) -> ScramKeys | None:
+        password = self.passwords.get(user)
+        if password is None:
+            return None
+        if user not in self.scram_cache:
+            self.scram_cache[user] = derive_keys(password, b"fixed-salt-16byt", 4096)
+        return self.scram_cache[user]
 
     async def open_maildrop(self, user: str) -> Maildrop:
         self.calls.append(("open_maildrop", user))

@@ -269,11 +269,11 @@ async def test_plaintext_auth_needs_tls_from_non_loopback(
 
     caps_plain, refused, caps_tls = await in_thread(run)
     assert b"STLS\r\n" in caps_plain
-    assert b"USER\r\n" not in caps_plain and b"SASL PLAIN\r\n" not in caps_plain
+    assert b"USER\r\n" not in caps_plain and b"SASL SCRAM-SHA-256\r\n" in caps_plain
     for line in refused[:3]:
         assert line.startswith(b"-ERR [AUTH] ") and b"TLS required" in line
-    assert refused[3] == b""  # no mechanism offered without TLS
-    assert b"USER\r\n" in caps_tls and b"SASL PLAIN\r\n" in caps_tls
+    assert refused[3] == b"SCRAM-SHA-256\r\n"  # only the one that sends no password
+    assert b"USER\r\n" in caps_tls and b"SASL SCRAM-SHA-256 PLAIN LOGIN\r\n" in caps_tls
     assert b"STLS\r\n" not in caps_tls
 
 

@@ -175,17 +175,17 @@ async def backend(fakes: Grpc) -> AsyncIterator[GrpcBackend]:
 
 async def test_authenticate(fakes: Grpc, backend: GrpcBackend) -> None:
     assert (
-        await backend.authenticate(
+        await backend.check_password(
             "Carol@Example.test", PASSWORD, remote_ip="127.0.0.1", mechanism="PLAIN"
         )
-        == USER
-    )
-    assert await backend.authenticate(USER, "nope", remote_ip="127.0.0.1", mechanism="") is None
+    ).user == USER
+    bad = await backend.check_password(USER, "nope", remote_ip="127.0.0.1", mechanism="")
+    assert bad.user is None and bad.retry_after == 0
     req = fakes.auth.requests[0]
     assert (req.protocol, req.remote_ip, req.mechanism) == ("pop3", "127.0.0.1", "PLAIN")
     fakes.auth.fail = True
     with pytest.raises(BackendUnavailable):
-        await backend.authenticate(USER, PASSWORD, remote_ip="127.0.0.1", mechanism="")
+        await backend.check_password(USER, PASSWORD, remote_ip="127.0.0.1", mechanism="")
 
 
 async def test_open_maildrop_pages_through_the_inbox(fakes: Grpc, backend: GrpcBackend) -> None:

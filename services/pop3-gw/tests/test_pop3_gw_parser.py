@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postmesh.pop3_gw import protocol as p
 from postmesh.pop3_gw.content import MessageEncoder
@@ -15,6 +17,7 @@ from postmesh.pop3_gw.content import MessageEncoder
         (b"user bob", p.User("bob")),
         (b"PASS pass with  spaces ", p.Pass("pass with  spaces ")),
         (b"AUTH", p.Auth(None, None)),
+        (b"utf8", p.Utf8()),
         (b"AUTH plain", p.Auth("PLAIN", None)),
         (b"AUTH PLAIN AGFsaWNlAHB3", p.Auth("PLAIN", "AGFsaWNlAHB3")),
         (b"AUTH PLAIN =", p.Auth("PLAIN", "=")),
@@ -164,3 +167,15 @@ def test_very_long_line_is_streamed_not_held() -> None:
     out += enc.feed(line[100_000:] + b"\r")
     out += enc.feed(b"\nnext\r\n") + enc.finish()
     assert out == b"A: b\r\n\r\n." + line + b"\r\nnext\r\n.\r\n"
+
+
+@given(
+    data=st.lists(
+        st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"..", b"x" * 70]), max_size=60
+    ),
+    chunk=st.integers(min_value=1, max_value=40),
+)
+def test_retr_fast_path_matches_the_line_by_line_encoder(data: list[bytes], chunk: int) -> None:
+    # TOP with a budget beyond the message takes the per-line path; RETR the bulk one.
+    message = b"".join(data)
+    assert encode(message, chunk=chunk) == encode(message, body_lines=10**6, chunk=chunk)

@@ -58,7 +58,8 @@ async def test_capa_on_loopback_offers_user_sasl_and_stls(env: Env) -> None:
     caps = await in_thread(run)
     for cap in ("TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "STLS"):
         assert cap in caps
-    assert caps["SASL"] == ["PLAIN"]
+    assert caps["SASL"] == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
+    assert caps["UTF8"] == ["USER"]
     assert caps["IMPLEMENTATION"] == ["Postmesh"]
     assert caps["EXPIRE"] == ["NEVER"]
     assert "LOGIN-DELAY" not in caps
@@ -206,20 +207,20 @@ async def test_auth_plain_failures(env: Env) -> None:
 
     wrong, authzid, garbage, empty, mech = await in_thread(run)
     assert wrong == b"-ERR [AUTH] Authentication failed."
-    assert authzid == b"-ERR [AUTH] Authentication failed."
+    assert authzid == b"-ERR [AUTH] Authentication failed: authorization identity not permitted."
     assert garbage.startswith(b"-ERR Invalid SASL PLAIN response")
     assert empty.startswith(b"-ERR Invalid SASL PLAIN response")
     assert mech == b"-ERR Unsupported authentication mechanism."
 
 
-async def test_auth_without_mechanism_lists_plain(env: Env) -> None:
+async def test_auth_without_mechanism_lists_mechanisms(env: Env) -> None:
     def run() -> list[bytes]:
         pop = env.pop()
         _, lines, _ = pop._longcmd("AUTH")
         pop.quit()
         return list(lines)
 
-    assert await in_thread(run) == [b"PLAIN"]
+    assert await in_thread(run) == [b"SCRAM-SHA-256", b"PLAIN", b"LOGIN"]
 
 
 async def test_stls_then_login(env: Env) -> None:

@@ -11,6 +11,7 @@ from prometheus_client import Counter
 
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
 from postmesh.auth.lockout import LoginGuard
+from postmesh.auth.login_cache import LoginCache
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
@@ -51,6 +52,7 @@ class Accounts:
         records: RecordRepository | None = None,
         guard: LoginGuard | None = None,
         scram_iterations: int = scram.MIN_ITERATIONS,
+        login_cache: LoginCache | None = None,
     ) -> None:
         """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
         aliases or disabled accounts; the service always passes them."""
@@ -58,6 +60,7 @@ class Accounts:
         self.records = records
         self.guard = guard
         self.scram_iterations = scram_iterations
+        self.login_cache = login_cache
 
     async def create_domain(self, name: str) -> Domain:
         return await self.repo.add_domain(canonical_domain(name))
@@ -86,8 +89,23 @@ class Accounts:
                 AUTH_ATTEMPTS.labels(protocol or "unknown", "locked").inc()
                 return LoginResult(None, retry)
         user = await self.repo.get_user(address) if address else None
-        # Verify even for unknown users so the answer takes as long either way.
-        ok = await verify_password(user.password_hash if user else DUMMY_HASH, password)
+        cache = self.login_cache
+        if (
+            user is not None
+            and cache is not None
+            and cache.hit(address, password, user.password_hash)
+        ):
+            ok = True
+        else:
+            # Verify even for unknown users so the answer takes as long either way.
+            ok = await verify_password(user.password_hash if user else DUMMY_HASH, password)
+            if (
+                ok
+                and user is not None
+                and cache is not None
+                and not needs_rehash(user.password_hash)
+            ):
+                cache.add(address, password, user.password_hash)
         if ok and user and await self._disabled(user.address):
             ok = False
         AUTH_ATTEMPTS.labels(protocol or "unknown", "ok" if ok and user else "fail").inc()
@@ -132,6 +150,8 @@ class Accounts:
         if await self.repo.get_user(canonical) is None:
             raise NotFound(f"user {canonical} does not exist")
         await self.repo.set_password_hash(canonical, await hash_password(password))
+        if self.login_cache is not None:
+            self.login_cache.forget(canonical)
         await self._store_scram(canonical, password)
 
     # -- SCRAM-SHA-256: the edge runs the exchange, the keys stay here (ADR 0019) --

@@ -15,6 +15,7 @@ from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.lockout import LockoutPolicy, LoginGuard
+from postmesh.auth.login_cache import LoginCache
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
@@ -94,6 +95,7 @@ class AuthServiceApp(Service):
             self.records,
             LoginGuard(self.records, lockout_policy(settings)),
             settings.auth_scram_iterations,
+            LoginCache(settings.auth_login_cache_seconds, settings.auth_login_cache_entries),
         )
         self.grpc = GrpcServer(settings.auth_listen, GrpcSecurity.from_settings(settings))
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))

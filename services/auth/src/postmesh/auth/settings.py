@@ -34,3 +34,7 @@ class AuthSettings(ServiceSettings):
     auth_backoff_max_seconds: float = Field(default=4.0, ge=0, le=8)
     # PBKDF2 iterations of new SCRAM-SHA-256 keys (RFC 7677: at least 4096).
     auth_scram_iterations: int = Field(default=4096, ge=4096, le=1_000_000)
+    # Successful password checks remembered this long (per replica), so frequent polling does not
+    # pay argon2 every time; a password change takes effect at once. 0 turns the cache off.
+    auth_login_cache_seconds: float = Field(default=300.0, ge=0)
+    auth_login_cache_entries: int = Field(default=10_000, ge=0)

@@ -10,6 +10,9 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.scram import ScramParams, ScramVerdict
+
 INBOX = "INBOX"
 DELETED = "\\Deleted"
 SEEN = "\\Seen"
@@ -44,10 +47,21 @@ class LockResult:
 
 
 class MailBackend(Protocol):
-    async def authenticate(
+    async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        """The canonical user name, or None when the credentials are wrong."""
+    ) -> AuthVerdict:
+        """The canonical user name, or None when the credentials are wrong (with
+        ``retry_after`` when the account or address is locked out)."""
+        ...
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        """SCRAM-SHA-256 salt and iterations, or a lockout verdict."""
+        ...
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        """The auth service's check of a SCRAM client proof."""
         ...
 
     async def open_maildrop(self, user: str) -> Maildrop: ...

@@ -8,10 +8,12 @@ import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
-from postmesh.common.backend import PasswordChecker, unavailable
+from postmesh.common.backend import SaslAuthClient, unavailable
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.pop3_gw.backend import (
     INBOX,
     LockResult,
@@ -46,18 +48,26 @@ class GrpcBackend:
         self._auth_channel = channel(auth_address, security, "auth")
         self._store = store_pb2_grpc.StoreServiceStub(self._store_channel)
         self._locks = queue_pb2_grpc.MaildropLockServiceStub(self._store_channel)
-        self._password = PasswordChecker(
+        self._auth = SaslAuthClient(
             auth_pb2_grpc.AuthServiceStub(self._auth_channel), "pop3", deadline
         )
         self._deadline = deadline
         self._page_size = page_size
 
-    async def authenticate(
+    async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        return await self._password.check(
+    ) -> AuthVerdict:
+        return await self._auth.check_password(
             username, password, remote_ip=remote_ip, mechanism=mechanism
         )
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        return await self._auth.scram_params(username, remote_ip=remote_ip)
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        return await self._auth.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
 
     async def open_maildrop(self, user: str) -> Maildrop:
         try:

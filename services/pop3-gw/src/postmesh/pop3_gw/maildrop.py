@@ -39,6 +39,11 @@ class SessionMaildrop:
             raise MessageDeleted(number)
         return self._messages[number - 1]
 
+    @property
+    def count(self) -> int:
+        """Messages numbered at login, deleted or not."""
+        return len(self._messages)
+
     def visible(self) -> list[tuple[int, MessageInfo]]:
         return [
             (n, info) for n, info in enumerate(self._messages, start=1) if n not in self._deleted

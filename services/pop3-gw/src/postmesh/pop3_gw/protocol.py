@@ -15,6 +15,7 @@ AUTH = "AUTH"
 SYS_TEMP = "SYS/TEMP"
 SYS_PERM = "SYS/PERM"
 IN_USE = "IN-USE"
+LOGIN_DELAY = "LOGIN-DELAY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +92,32 @@ class Quit:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Utf8:
+    """RFC 6856 §2: UTF-8 in user names, passwords and message headers."""
+
+
 Command = (
-    User | Pass | Auth | Capa | Stls | Stat | List | Uidl | Retr | Top | Dele | Noop | Rset | Quit
+    User
+    | Pass
+    | Auth
+    | Capa
+    | Stls
+    | Stat
+    | List
+    | Uidl
+    | Retr
+    | Top
+    | Dele
+    | Noop
+    | Rset
+    | Quit
+    | Utf8
 )
 
 KEYWORDS = frozenset(
     {"USER", "PASS", "AUTH", "CAPA", "STLS", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE"}
-    | {"NOOP", "RSET", "QUIT"}
+    | {"NOOP", "RSET", "QUIT", "UTF8"}
 )
 
 # Message numbers and line counts are decimal; ten digits is far beyond any real maildrop and
@@ -191,6 +211,7 @@ def parse_command(line: bytes) -> Command:
         "NOOP": Noop(),
         "RSET": Rset(),
         "QUIT": Quit(),
+        "UTF8": Utf8(),
     }
     return simple[keyword]
 

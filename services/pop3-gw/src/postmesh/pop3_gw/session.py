@@ -11,11 +11,11 @@ import asyncio
 import enum
 import ssl
 
-from postmesh.common.backend import BackendUnavailable
+from postmesh.common import sasl
+from postmesh.common.backend import BackendUnavailable, BoundVerifier
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
-from postmesh.common.sasl import SaslError, decode_plain
 from postmesh.pop3_gw import metrics
 from postmesh.pop3_gw import protocol as p
 from postmesh.pop3_gw.backend import (
@@ -29,6 +29,7 @@ from postmesh.pop3_gw.content import MessageEncoder
 from postmesh.pop3_gw.lines import ConnectionClosed, LineReader, LineTooLong
 from postmesh.pop3_gw.lock import MaildropLock
 from postmesh.pop3_gw.maildrop import MessageDeleted, NoSuchMessage, SessionMaildrop
+from postmesh.pop3_gw.prefetch import ReadAhead
 from postmesh.pop3_gw.settings import Pop3Settings
 
 log = get_logger(__name__)
@@ -43,6 +44,9 @@ _TLS_REQUIRED = (
 
 OK, ERR, TEMPFAIL = "ok", "err", "tempfail"
 
+# Failure reasons that must stay vague: they never tell whether the user exists.
+_GENERIC_FAILURES = frozenset({"bad credentials", "invalid credentials"})
+
 
 class State(enum.Enum):
     AUTHORIZATION = "authorization"
@@ -54,7 +58,13 @@ class _Disconnect(Exception):
     """End the session now (the final response, if any, has been sent)."""
 
 
-_AUTHORIZATION_COMMANDS = (p.User, p.Pass, p.Auth, p.Capa, p.Stls, p.Quit)
+class _SaslLineTooLong(sasl.SaslError):
+    def __init__(self, fatal: bool) -> None:
+        super().__init__("response too long")
+        self.fatal = fatal
+
+
+_AUTHORIZATION_COMMANDS = (p.User, p.Pass, p.Auth, p.Capa, p.Stls, p.Quit, p.Utf8)
 _TRANSACTION_COMMANDS = (
     p.Capa, p.Stat, p.List, p.Uidl, p.Retr, p.Top, p.Dele, p.Noop, p.Rset, p.Quit,
 )  # fmt: skip
@@ -86,8 +96,10 @@ class Pop3Session:
         self.user: str | None = None
         self.maildrop: SessionMaildrop | None = None
         self.lock: MaildropLock | None = None
+        self.read_ahead: ReadAhead | None = None
         self.bad_commands = 0
         self.auth_failures = 0
+        self.utf8 = False
         # Set once the final response is sent: the loop ends and the connection closes.
         self.closing = False
 
@@ -144,6 +156,8 @@ class Pop3Session:
                     "session ended without QUIT, deletions discarded",
                     extra=kv(marked=self.maildrop.deleted_count),
                 )
+            if self.read_ahead is not None:
+                await self.read_ahead.close()
             await self._unlock()
             await self._close()
             log.info("session ended", extra=kv(state=self.state.value))
@@ -196,6 +210,9 @@ class Pop3Session:
             if isinstance(command, p.Stls):
                 # RFC 2595 §4: STLS only in the AUTHORIZATION state.
                 return await self._bad("STLS is only allowed before login.")
+            if isinstance(command, p.Utf8):
+                # RFC 6856 §2: UTF8 is valid in the AUTHORIZATION state only.
+                return await self._bad("UTF8 is only allowed before login.")
             return await self._bad("Already logged in.")
         match command:
             case p.Capa():
@@ -227,6 +244,8 @@ class Pop3Session:
                 return OK
             case p.Rset():
                 return await self._rset()
+            case p.Utf8():
+                return await self._utf8()
         raise AssertionError(f"unhandled command {command!r}")
 
     # -- any state ------------------------------------------------------------------------------
@@ -234,7 +253,11 @@ class Pop3Session:
         # RFC 2449 §5-6; RFC 5034 §5 (SASL), RFC 2595 §4 (STLS), RFC 3206 (AUTH-RESP-CODE).
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
         if self.plaintext_ok:
-            caps += ["USER", "SASL PLAIN"]
+            caps.append("USER")
+        # SCRAM sends no password, so it is offered without TLS too (RFC 5802 §9).
+        caps.append("SASL " + " ".join(sasl.offered(self.plaintext_ok)))
+        # RFC 6856 §2: "UTF8 USER": UTF-8 user names and passwords in USER/PASS too.
+        caps.append("UTF8 USER")
         if self.state is State.AUTHORIZATION and not self.tls_active and self.tls_context:
             caps.append("STLS")
         caps.append("IMPLEMENTATION Postmesh")
@@ -266,6 +289,13 @@ class Pop3Session:
         log.info("TLS started", extra=kv(cipher=str(self.writer.get_extra_info("cipher"))))
         return OK
 
+    async def _utf8(self) -> str:
+        """RFC 6856 §2. Messages are sent as stored either way (no RFC 6857 downgrade): UTF-8
+        header fields reach a client that did not ask, as with Dovecot."""
+        self.utf8 = True
+        await self._send(p.ok("UTF8 enabled."))
+        return OK
+
     async def _user(self, name: str) -> str:
         if not self.plaintext_ok:
             await self._send(p.err(_TLS_REQUIRED, p.AUTH))
@@ -281,58 +311,76 @@ class Pop3Session:
         user, self.pending_user = self.pending_user, None
         if user is None:
             return await self._bad("No user name given (send USER first).")
-        return await self._login(user, password, mechanism="")
+        try:
+            verdict = await self.backend.check_password(
+                user, password, remote_ip=self.peer_host, mechanism=""
+            )
+        except BackendUnavailable:
+            return await self._auth_unavailable("USER")
+        return await self._authenticated(verdict.user, user, "USER", verdict.retry_after)
 
     async def _auth(self, mechanism: str | None, initial: str | None) -> str:
+        offered = sasl.offered(self.plaintext_ok)
         if mechanism is None:
-            mechanisms = ["PLAIN"] if self.plaintext_ok else []
-            await self._send(p.multiline("Supported mechanisms follow", mechanisms))
+            await self._send(p.multiline("Supported mechanisms follow", offered))
             return OK
-        if mechanism != "PLAIN":
+        mech = sasl.create(mechanism)
+        if mech is None:
             return await self._bad("Unsupported authentication mechanism.")
-        if not self.plaintext_ok:
+        if mech.name not in offered:
             await self._send(p.err(_TLS_REQUIRED, p.AUTH))
             return ERR
         self.pending_user = None
-        if initial is None:
-            # RFC 5034 §4: an empty server challenge is "+ " and the client answers on one line.
-            await self._send(b"+ \r\n")
-            try:
-                line = await self._readline(_SASL_LINE_OCTETS)
-            except LineTooLong as e:
-                self.closing = e.fatal
-                return await self._bad("Authentication response too long.")
-            if line.strip() == b"*":
-                # RFC 5034 §4: the client cancels with "*"; the server rejects the AUTH command.
-                await self._send(p.err("Authentication cancelled."))
-                return ERR
-            response = line.decode("ascii", errors="replace")
-        else:
-            # RFC 5034 §4: "=" stands for an empty initial response.
-            response = "" if initial == "=" else initial
         try:
-            authzid, authcid, password = decode_plain(response.strip())
-        except SaslError as e:
-            return await self._bad(f"Invalid SASL PLAIN response: {e}.")
-        if authzid and authzid != authcid:
-            # Acting as another user (RFC 4616 §2 authzid) needs a master-user concept we lack.
-            return await self._login_failed(authcid, "PLAIN", reason="authzid not permitted")
-        return await self._login(authcid, password, mechanism="PLAIN")
-
-    async def _login(self, username: str, password: str, *, mechanism: str) -> str:
-        label = mechanism or "USER"
-        try:
-            user = await self.backend.authenticate(
-                username, password, remote_ip=self.peer_host, mechanism=mechanism
+            outcome = await sasl.run_exchange(
+                mech, initial, self._sasl_challenge, BoundVerifier(self.backend, self.peer_host)
             )
+        except _SaslLineTooLong as e:
+            self.closing = e.fatal
+            return await self._bad("Authentication response too long.")
+        except sasl.SaslCancelled:
+            # RFC 5034 §4: the client cancels with "*"; the server rejects the AUTH command.
+            await self._send(p.err("Authentication cancelled."))
+            return ERR
+        except sasl.SaslError as e:
+            return await self._bad(f"Invalid SASL {mech.name} response: {e}.")
         except BackendUnavailable:
-            metrics.LOGINS.labels(label, TEMPFAIL).inc()
-            await self._send(
-                p.err("Authentication service temporarily unavailable, try later.", p.SYS_TEMP)
+            return await self._auth_unavailable(mech.name)
+        return await self._authenticated(
+            outcome.user, outcome.authcid, mech.name, outcome.retry_after, outcome.reason
+        )
+
+    async def _sasl_challenge(self, challenge: str) -> str:
+        """RFC 5034 §4: "+ " and the base64 challenge; the client answers on one line."""
+        await self._send(b"+ " + challenge.encode() + b"\r\n")
+        try:
+            line = await self._readline(_SASL_LINE_OCTETS)
+        except LineTooLong as e:
+            raise _SaslLineTooLong(e.fatal) from None
+        return line.decode("ascii", errors="replace")
+
+    async def _auth_unavailable(self, label: str) -> str:
+        metrics.LOGINS.labels(label, TEMPFAIL).inc()
+        await self._send(
+            p.err("Authentication service temporarily unavailable, try later.", p.SYS_TEMP)
+        )
+        return TEMPFAIL
+
+    async def _authenticated(
+        self,
+        user: str | None,
+        username: str,
+        label: str,
+        retry_after: int = 0,
+        reason: str = "bad credentials",
+    ) -> str:
+        """After the credentials were checked: lockout, failure, or the maildrop."""
+        if retry_after:
+            return await self._login_failed(
+                username, label, reason="locked out", retry_after=retry_after
             )
-            return TEMPFAIL
         if user is None:
-            return await self._login_failed(username, label, reason="bad credentials")
+            return await self._login_failed(username, label, reason=reason or "bad credentials")
         # RFC 1939 §8: exclusive access to the maildrop, taken before its snapshot.
         lock = MaildropLock(
             self.backend, user, self.id, self.settings.pop3_maildrop_lock_seconds, self._lock_lost
@@ -355,6 +403,10 @@ class Pop3Session:
         self.lock = lock
         self.user = user
         self.maildrop = SessionMaildrop(maildrop)
+        if self.settings.pop3_read_ahead_max_octets:
+            self.read_ahead = ReadAhead(
+                self.backend, user, self.settings.pop3_read_ahead_max_octets
+            )
         self.state = State.TRANSACTION
         bind_log_context(user=user)
         totals = self.maildrop.totals()
@@ -365,22 +417,33 @@ class Pop3Session:
         await self._send(p.ok(f"Logged in, {totals.count} messages ({totals.octets} octets)."))
         return OK
 
-    async def _login_failed(self, username: str, label: str, *, reason: str) -> str:
+    async def _login_failed(
+        self, username: str, label: str, *, reason: str, retry_after: int = 0
+    ) -> str:
         self.auth_failures += 1
-        metrics.LOGINS.labels(label, "fail").inc()
+        metrics.LOGINS.labels(label, "locked" if retry_after else "fail").inc()
         log.info(
             "login failed",
             extra=kv(username=p.printable(username, 128), mechanism=label, reason=reason),
         )
         # Slows password guessing (as Dovecot's auth_failure_delay).
         await asyncio.sleep(self.settings.pop3_auth_failure_delay_seconds)
-        if self.auth_failures >= self.settings.pop3_max_auth_failures:
-            await self._send(
-                p.err("Authentication failed; too many failures, closing connection.", p.AUTH)
+        if retry_after:
+            # RFC 2449 §8.1.1: refused because of a login delay (auth's shared lockout).
+            text, code = (
+                f"Too many failed logins; try again in {retry_after} seconds.",
+                p.LOGIN_DELAY,
             )
+        elif reason in _GENERIC_FAILURES:
+            text, code = "Authentication failed.", p.AUTH
+        else:
+            # A protocol-level refusal (channel binding, authzid): saying why reveals nothing.
+            text, code = f"Authentication failed: {reason}.", p.AUTH
+        if self.auth_failures >= self.settings.pop3_max_auth_failures:
+            await self._send(p.err(f"{text[:-1]}; too many failures, closing connection.", code))
             self.closing = True
             return ERR
-        await self._send(p.err("Authentication failed.", p.AUTH))
+        await self._send(p.err(text, code))
         return ERR
 
     async def _quit(self) -> str:
@@ -436,6 +499,7 @@ class Pop3Session:
                     (f"{n} {info.size}" for n, info in drop.visible()),
                 )
             )
+            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -452,6 +516,7 @@ class Pop3Session:
                     (f"{n} {drop.unique_id(info)}" for n, info in drop.visible()),
                 )
             )
+            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -464,6 +529,19 @@ class Pop3Session:
         info = await self._message(msg)
         if info is None:
             return ERR
+        assert self.user is not None
+        if body_lines is None and self.read_ahead is not None:
+            data = await self.read_ahead.take(info.uid)
+            self._read_ahead_after(msg)
+            if data is not None:
+                encoder = MessageEncoder()
+                out = encoder.feed(data) + encoder.finish()
+                # One write for status line and body: no per-chunk wake-ups.
+                self.writer.write(p.ok(f"{info.size} octets") + out)
+                await self._flush()
+                metrics.RETRIEVED_BYTES.inc(len(out))
+                self._drop().mark_retrieved(msg)
+                return OK
         assert self.user is not None
         chunks = self.backend.fetch(self.user, info.uid, info.size)
         try:
@@ -509,6 +587,19 @@ class Pop3Session:
         if body_lines is None:
             self._drop().mark_retrieved(msg)
         return OK
+
+    def _read_ahead_after(self, msg: int) -> None:
+        """Start reading the first message after ``msg`` that is not marked deleted."""
+        if self.read_ahead is None:
+            return
+        drop = self._drop()
+        for number in range(msg + 1, drop.count + 1):
+            try:
+                info = drop.get(number)
+            except MessageDeleted:
+                continue
+            self.read_ahead.start(info.uid, info.size)
+            return
 
     async def _dele(self, msg: int) -> str:
         info = await self._message(msg)

@@ -30,3 +30,6 @@ class Pop3Settings(ServiceSettings):
     pop3_maildrop_lock_seconds: int = Field(default=60, ge=3, le=3600)
     # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions).
     pop3_retr_sets_seen: bool = True
+    # RETR reads the next message from the store while the current one is sent (downloaders go
+    # in order); only messages up to this size, one per session. 0 turns read-ahead off.
+    pop3_read_ahead_max_octets: int = Field(default=1024 * 1024, ge=0, le=64 * 1024 * 1024)
