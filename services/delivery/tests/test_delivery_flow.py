@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +12,16 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
-from postmesh.api.store.v1 import store_pb2
+from postmesh.api.store.v1 import queue_pb2, store_pb2
 from postmesh.common import topics
 from postmesh.common.bus import BusRecord
 from postmesh.common.bus.sqlite import SqliteBus
 from postmesh.delivery.app import DeliveryService
 from postmesh.delivery.dsn import wants_failure_notice
 from postmesh.delivery.local import LocalDelivery
+from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.settings import DeliverySettings
+from postmesh.delivery.smtp_client import Envelope, Rcpt
 
 ORIGINAL = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -63,12 +67,71 @@ def inbound(*rcpts: str, mail_from: str = "a@example.test", **kw: Any) -> events
     )
 
 
-async def make_service(tmp_path: Path) -> tuple[DeliveryService, FakeStore, SqliteBus]:
+class FakeRelay:
+    """Remote domains answer as scripted: domain -> (outcome, code, status, text)."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, tuple[Outcome, str, str, str]] = {}
+        self.sent: list[tuple[str, list[str], bytes]] = []
+
+    async def deliver(
+        self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+    ) -> list[RecipientResult]:
+        self.sent.append((domain, [r.address for r in rcpts], content))
+        outcome, code, status, text = self.script.get(
+            domain, (Outcome.BOUNCED, "550", "5.1.2", "no such domain")
+        )
+        return [
+            RecipientResult(r.address, outcome, code, status, text, "mx." + domain) for r in rcpts
+        ]
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], queue_pb2.QueueEntry] = {}
+        self.rescheduled: list[queue_pb2.RescheduleRequest] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
+        key = (req.queue_id, req.recipient.address)
+        dup = key in self.entries
+        self.entries.setdefault(
+            key,
+            queue_pb2.QueueEntry(
+                queue_id=req.queue_id, recipient=req.recipient, message=req.message,
+                attempts=req.attempts, next_attempt_at_ms=req.next_attempt_at_ms,
+                last_error=req.last_error, created_at_ms=int(time.time() * 1000),
+            ),
+        )  # fmt: skip
+        return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
+
+    async def Reschedule(self, req: queue_pb2.RescheduleRequest, timeout: float) -> Any:
+        self.rescheduled.append(req)
+        e = self.entries[req.queue_id, req.recipient]
+        e.attempts += 1
+        e.next_attempt_at_ms = req.next_attempt_at_ms
+        e.last_error = req.last_error
+        return e
+
+    async def Delete(self, req: queue_pb2.DeleteQueueEntryRequest, timeout: float) -> Any:
+        self.deleted.append((req.queue_id, req.recipient))
+        del self.entries[req.queue_id, req.recipient]
+        return queue_pb2.DeleteQueueEntryResponse()
+
+
+async def make_service(
+    tmp_path: Path, **settings: Any
+) -> tuple[DeliveryService, FakeStore, SqliteBus]:
     bus = SqliteBus(tmp_path / "bus.sqlite3")
-    svc = DeliveryService(DeliverySettings(data_dir=tmp_path, hostname="mx.example.test"), bus=bus)
+    svc = DeliveryService(
+        DeliverySettings(data_dir=tmp_path, hostname="mx.example.test", **settings), bus=bus
+    )
     store = FakeStore()
     svc.auth = FakeAuth()  # type: ignore[assignment]
     svc.local = LocalDelivery(store, 5)  # type: ignore[arg-type]
+    svc.relay = FakeRelay()  # type: ignore[assignment]
+    svc.queue = FakeQueue()  # type: ignore[assignment]
+    svc.signer = None
     await bus.start()
     return svc, store, bus
 

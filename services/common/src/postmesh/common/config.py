@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "POSTMESH_"
@@ -40,6 +40,17 @@ class ServiceSettings(BaseSettings):
     auth_address: str = "127.0.0.1:50062"
     # Default deadline for an internal gRPC call.
     grpc_deadline_seconds: float = Field(default=10.0, gt=0)
+    # DNS servers for MX/A/TXT look-ups (delivery) and SPF/DMARC (smtp-edge): comma-separated
+    # host:port list of IP addresses ([v6]:port); empty uses the system resolver (resolv.conf).
+    dns_servers: str = ""
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, v: str) -> str:
+        from postmesh.common.dns import parse_dns_servers
+
+        parse_dns_servers(v)  # raises ValueError naming the bad server
+        return v
 
     # PEM files for the TLS listeners; when unset a self-signed pair is made in data_dir.
     tls_cert_file: Path | None = None

@@ -9,6 +9,7 @@ from enum import Enum
 class Outcome(Enum):
     DELIVERED = "delivered"
     RELAYED = "relayed"
+    DEFERRED = "deferred"
     BOUNCED = "bounced"
 
 
@@ -19,3 +20,5 @@ class RecipientResult:
     reply_code: str
     status: str
     diagnostic: str
+    # The MX host that gave the reply (RFC 3464 §2.3.5 Remote-MTA); empty when made here.
+    remote_mta: str = ""

@@ -37,6 +37,10 @@ class AuthServiceStub:
     """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
     of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
     """
+    GetDkimKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetDkimKeysRequest, _auth_pb2.GetDkimKeysResponse]
+    """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+    Carries private keys: only internal callers may reach this service.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -46,6 +50,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     ResolveRecipient: _aio.UnaryUnaryMultiCallable[_auth_pb2.ResolveRecipientRequest, _auth_pb2.ResolveRecipientResponse]  # type: ignore[assignment]
     """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
     of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+    """
+    GetDkimKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetDkimKeysRequest, _auth_pb2.GetDkimKeysResponse]  # type: ignore[assignment]
+    """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+    Carries private keys: only internal callers may reach this service.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -65,6 +73,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.ResolveRecipientResponse, _abc.Awaitable[_auth_pb2.ResolveRecipientResponse]]:
         """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
         of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDkimKeys(
+        self,
+        request: _auth_pb2.GetDkimKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetDkimKeysResponse, _abc.Awaitable[_auth_pb2.GetDkimKeysResponse]]:
+        """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+        Carries private keys: only internal callers may reach this service.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
