@@ -3,41 +3,12 @@ after STORE, UNCHANGEDSINCE with [MODIFIED], VANISHED."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from typing import TYPE_CHECKING
+
+from imap_wire import Client
 
 if TYPE_CHECKING:
     from conftest import Env
-
-USER = "alice@example.org"
-PASSWORD = 's3cret pass\\"word'
-PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def login(cls, env: Env) -> Client:
-        r, w = await asyncio.open_connection("127.0.0.1", env.port)
-        c = cls(r, w)
-        await asyncio.wait_for(r.readline(), 5)
-        await c.cmd(b"L AUTHENTICATE PLAIN " + PLAIN)
-        return c
-
-    async def cmd(self, command: bytes) -> list[bytes]:
-        tag = command.split(b" ", 1)[0]
-        self.writer.write(command + b"\r\n")
-        await self.writer.drain()
-        out = []
-        while True:
-            line = (await asyncio.wait_for(self.reader.readline(), 5)).rstrip(b"\r\n")
-            assert line
-            out.append(line)
-            if line.startswith(tag + b" "):
-                return out
 
 
 async def test_select_condstore_and_store_modseq(env: Env) -> None:

@@ -4,10 +4,11 @@ events (the registry, and the embedded bus end to end), or by polling the store 
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from imap_wire import PLAIN, USER, Client
 
 from postmesh.api.events.v1 import events_pb2
 from postmesh.common import topics
@@ -16,45 +17,6 @@ from postmesh.imap_gw.mailbox_events import MailboxEventConsumer
 
 if TYPE_CHECKING:
     from conftest import Env
-
-USER = "alice@example.org"
-PASSWORD = 's3cret pass\\"word'
-PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def selected(cls, env: Env) -> Client:
-        r, w = await asyncio.open_connection("127.0.0.1", env.port)
-        c = cls(r, w)
-        await c.line()
-        await c.cmd(b"L AUTHENTICATE PLAIN " + PLAIN)
-        await c.cmd(b"S SELECT INBOX")
-        return c
-
-    async def line(self) -> bytes:
-        return (await asyncio.wait_for(self.reader.readline(), 5)).rstrip(b"\r\n")
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data + b"\r\n")
-        await self.writer.drain()
-
-    async def cmd(self, command: bytes) -> list[bytes]:
-        tag = command.split(b" ", 1)[0]
-        await self.send(command)
-        out = []
-        while True:
-            line = await self.line()
-            out.append(line)
-            if line.startswith(tag + b" "):
-                return out
-
-    async def idle(self) -> None:
-        await self.send(b"i IDLE")
-        assert await self.line() == b"+ idling"
 
 
 async def test_idle_reports_new_flags_and_expunges_then_done(env: Env) -> None:

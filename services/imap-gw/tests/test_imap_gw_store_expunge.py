@@ -3,49 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from typing import TYPE_CHECKING
+
+from imap_wire import Client
 
 if TYPE_CHECKING:
     from conftest import Env
-
-USER = "alice@example.org"
-PASSWORD = 's3cret pass\\"word'
-PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def selected(cls, env: Env, verb: str = "SELECT") -> Client:
-        r, w = await asyncio.open_connection("127.0.0.1", env.port)
-        c = cls(r, w)
-        await c.line()
-        await c.cmd(b"L AUTHENTICATE PLAIN " + PLAIN)
-        await c.cmd(f"S {verb} INBOX".encode())
-        return c
-
-    async def line(self) -> bytes:
-        return await asyncio.wait_for(self.reader.readline(), 5)
-
-    async def cmd(self, command: bytes) -> list[bytes]:
-        """Send one command; its untagged lines and tagged reply, without CRLF."""
-        tag = command.split(b" ", 1)[0]
-        self.writer.write(command + b"\r\n")
-        await self.writer.drain()
-        out = []
-        while True:
-            line = await self.line()
-            assert line, f"closed before {tag!r}: {out!r}"
-            out.append(line.rstrip(b"\r\n"))
-            if line.startswith(tag + b" "):
-                return out
-
-    async def close(self) -> None:
-        self.writer.close()
 
 
 async def test_store_flags_silent_uid_and_new_keyword(env: Env) -> None:
