@@ -138,7 +138,9 @@ class Relay:
 
     async def _hosts(self, hop: NextHop) -> list[MxHost]:
         if not hop.mx_lookup:
-            return [MxHost(hop.host, 0, implicit=True)]
+            # An address literal is the domain itself (a missing host is the recipient's
+            # problem); an operator's [host] route that does not resolve is a deferral.
+            return [MxHost(hop.host, 0, implicit=hop.direct_to_domain)]
         return await resolve_mx(self.resolver, hop.host)
 
     async def _deliver(

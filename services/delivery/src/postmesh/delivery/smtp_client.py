@@ -87,7 +87,16 @@ def xtext(value: str) -> str:
 
 
 def is_eight_bit(content: bytes) -> bool:
-    return any(b > 127 for b in content)
+    return not content.isascii()
+
+
+def needs_smtputf8(envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes) -> bool:
+    """Whether SMTPUTF8 is really needed: a non-ASCII address or header (RFC 6531 §3.2; as
+    Postfix's smtputf8_autodetect, an all-ASCII message goes without it)."""
+    if not envelope.mail_from.isascii() or not all(r.address.isascii() for r in rcpts):
+        return True
+    end = content.find(b"\r\n\r\n")
+    return not (content if end < 0 else content[:end]).isascii()
 
 
 def unverified_context() -> ssl.SSLContext:
@@ -227,21 +236,25 @@ class SmtpSession:
         assert self.smtp is not None
         smtp = self.smtp
         self.transactions += 1
-        if envelope.smtputf8 and not smtp.supports_extension("smtputf8"):
-            # RFC 6531 §3.2: must not be sent to a server without SMTPUTF8.
+        smtputf8 = envelope.smtputf8 and needs_smtputf8(envelope, rcpts, content)
+        if smtputf8 and not smtp.supports_extension("smtputf8"):
+            # RFC 6531 §3.2: an internationalised message must not go to a server without
+            # SMTPUTF8; no downgrade (RFC 6857 is experimental), so it is returned.
             text = f"5.6.7 {self.mx_name} does not support SMTPUTF8 (RFC 6531)"
             return {r.address: Reply(553, text) for r in rcpts}
-        eight_bit = envelope.eight_bit or is_eight_bit(content)
+        # What the content is, not what the client declared: a 7-bit body declared 8BITMIME
+        # goes to any server (RFC 6152 §3).
+        eight_bit = is_eight_bit(content)
         if eight_bit and not smtp.supports_extension("8bitmime"):
-            # RFC 6152 §3: downgrading is allowed but would change the signed content; the
-            # simple correct answer is to return it (Postfix bounces too when it cannot convert).
+            # RFC 6152 §3: convert to 7 bit or return it. Converting after DKIM signing would
+            # break the signature, so it is returned (5.6.3, RFC 3463 "conversion required").
             text = f"5.6.3 {self.mx_name} does not support 8BITMIME and the message is 8-bit"
             return {r.address: Reply(554, text) for r in rcpts}
         dsn = smtp.supports_extension("dsn")
         opts: list[bytes] = []
         if eight_bit:
             opts.append(b"BODY=8BITMIME")
-        if envelope.smtputf8:
+        if smtputf8:
             opts.append(b"SMTPUTF8")
         if smtp.supports_extension("size"):
             opts.append(b"SIZE=%d" % len(content))
