@@ -82,7 +82,10 @@ class FakeRelay:
             domain, (Outcome.BOUNCED, "550", "5.1.2", "no such domain")
         )
         return [
-            RecipientResult(r.address, outcome, code, status, text, "mx." + domain) for r in rcpts
+            RecipientResult(
+                r.address, outcome, code, status, text, "mx." + domain, f"{code} {status} {text}"
+            )
+            for r in rcpts
         ]
 
 
@@ -91,8 +94,13 @@ class FakeQueue:
         self.entries: dict[tuple[str, str], queue_pb2.QueueEntry] = {}
         self.rescheduled: list[queue_pb2.RescheduleRequest] = []
         self.deleted: list[tuple[str, str]] = []
+        self.down = False
 
     async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
+        if self.down:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata()
+            )
         key = (req.queue_id, req.recipient.address)
         dup = key in self.entries
         self.entries.setdefault(
@@ -172,10 +180,19 @@ async def test_unknown_and_remote_recipients_bounce_to_sender_with_rfc3464_repor
     msg = inbound("b@example.test", "gone@example.test", "x@remote.test", envid="ENV-1")
     await svc.handle(BusRecord(topics.INBOUND, "Q1", msg.SerializeToString(), 0, 1))
     assert list(store.delivered) == [("Q1", "b@example.test")]
-    [raw] = await published(bus, topics.INBOUND)
-    dsn = events_pb2.InboundMessage.FromString(raw)
-    assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == ["a@example.test"]
-    parsed = email.message_from_bytes(dsn.inline_content, policy=email.policy.default)
+    # The remote recipient is in the queue, due now; nothing was sent from the bus consumer.
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    assert list(queue.entries) == [("Q1", "x@remote.test")]
+    assert svc.relay.sent == []  # type: ignore[attr-defined]
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {} and queue.deleted == [("Q1", "x@remote.test")]
+    reports = [
+        events_pb2.InboundMessage.FromString(v) for v in await published(bus, topics.INBOUND)
+    ]
+    assert len(reports) == 2  # the local 5.1.1 now, the remote 5.1.2 after its attempt
+    for dsn in reports:
+        assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == ["a@example.test"]
+    parsed = email.message_from_bytes(reports[0].inline_content, policy=email.policy.default)
     assert parsed.get_content_type() == "multipart/report"
     assert parsed.get_param("report-type") == "delivery-status"
     parts = list(parsed.iter_parts())
@@ -187,10 +204,83 @@ async def test_unknown_and_remote_recipients_bounce_to_sender_with_rfc3464_repor
     status = parts[1].as_string()
     assert "Reporting-MTA: dns; mx.example.test" in status
     assert "Original-Envelope-Id: ENV-1" in status
-    assert "Final-Recipient: rfc822; gone@example.test" in status
-    assert "Status: 5.1.1" in status and "Final-Recipient: rfc822; x@remote.test" in status
+    assert "Final-Recipient: rfc822; gone@example.test" in status and "Status: 5.1.1" in status
     assert "Final-Recipient: rfc822; b@example.test" not in status
     assert b"Subject: hi" in parts[2].as_bytes()
+    remote = reports[1].inline_content
+    assert b"Final-Recipient: rfc822; x@remote.test" in remote and b"Status: 5.1.2" in remote
+    assert b"Remote-MTA: dns; mx.remote.test" in remote
+    await bus.stop()
+
+
+async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
+    tmp_path: Path,
+) -> None:
+    svc, _store, bus = await make_service(tmp_path, retry_schedule="1m,5m", queue_lifetime="1h")
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.DEFERRED, "451", "4.3.0", "try later")
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    await svc.process(inbound("x@remote.test"))
+    before = int(time.time() * 1000)
+    for expected_delay in (60_000, 300_000, 300_000):
+        await svc.retry(list(queue.entries.values()))
+        req = queue.rescheduled[-1]
+        assert before + expected_delay <= req.next_attempt_at_ms <= before + expected_delay + 5000
+        assert req.last_error == "451 4.3.0 try later"
+    assert [e.attempts for e in queue.entries.values()] == [3]
+    assert await published(bus, topics.INBOUND) == []  # no delay notices
+    events = [
+        events_pb2.DeliveryEvent.FromString(v) for v in await published(bus, topics.DELIVERY_EVENTS)
+    ]
+    assert [(e.attempt, e.outcome, e.remote_mta) for e in events] == [
+        (n, events_pb2.DeliveryEvent.OUTCOME_DEFERRED, "mx.remote.test") for n in (1, 2, 3)
+    ]
+    # Past the lifetime, the next deferral is final.
+    for e in queue.entries.values():
+        e.created_at_ms -= 3600_000
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {}
+    [raw] = await published(bus, topics.INBOUND)
+    dsn = events_pb2.InboundMessage.FromString(raw)
+    assert b"Status: 5.4.7" in dsn.inline_content
+    unfolded = dsn.inline_content.replace(b"\r\n ", b" ")
+    assert b"Diagnostic-Code: smtp; 451 4.3.0 try later" in unfolded
+    assert b"delivery time expired; last error: 4.3.0 try later" in unfolded
+    await bus.stop()
+
+
+async def test_null_sender_failures_are_never_bounced(tmp_path: Path) -> None:
+    svc, _store, bus = await make_service(tmp_path)
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    await svc.process(inbound("x@remote.test", "gone@example.test", mail_from=""))
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {}
+    assert await published(bus, topics.INBOUND) == []
+    await bus.stop()
+
+
+async def test_mail_loop_bounces_with_5_4_6(tmp_path: Path) -> None:
+    svc, store, bus = await make_service(tmp_path, max_received_headers=3)
+    looped = b"Received: from a by b\r\n" * 4 + ORIGINAL
+    msg = inbound("b@example.test", "x@remote.test")
+    msg.inline_content = looped
+    await svc.process(msg)
+    assert store.delivered == {} and svc.queue.entries == {}  # type: ignore[attr-defined]
+    [raw] = await published(bus, topics.INBOUND)
+    assert b"Status: 5.4.6" in events_pb2.InboundMessage.FromString(raw).inline_content
+    await bus.stop()
+
+
+async def test_store_outage_at_enqueue_raises_so_the_bus_retries(tmp_path: Path) -> None:
+    svc, store, bus = await make_service(tmp_path)
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    queue.down = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await svc.process(inbound("b@example.test", "x@remote.test"))
+    queue.down = False
+    await svc.process(inbound("b@example.test", "x@remote.test"))  # the bus's repeat
+    assert list(store.delivered) == [("Q1", "b@example.test")]
+    assert list(queue.entries) == [("Q1", "x@remote.test")]
     await bus.stop()
 
 

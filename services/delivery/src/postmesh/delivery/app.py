@@ -50,9 +50,17 @@ LATENCY = Histogram(
     "From acceptance at the SMTP edge to the end of delivery, per message.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+DEFERRALS = Counter(
+    "postmesh_delivery_deferrals_total", "Remote recipients put back in the deferred queue."
+)
+BOUNCES = Counter(
+    "postmesh_delivery_bounces_total",
+    "Recipients that failed, by RFC 3463 status class and subject (e.g. 5.1, 5.4).",
+    ["status_class"],
+)
 RELAY_LATENCY = Histogram(
     "postmesh_delivery_relay_seconds",
-    "One remote delivery attempt to one domain (DNS, connection, transaction).",
+    "One remote delivery attempt to one domain (DNS, MTA-STS, connection, transaction).",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
@@ -79,6 +87,12 @@ def make_signer(settings: DeliverySettings, auth: Any) -> Signer | None:
         return None
     signer: Signer = module.DkimSigner(auth, settings.grpc_deadline_seconds)
     return signer
+
+
+def status_class(status: str) -> str:
+    """``5.1.10`` -> ``5.1``: bounded label values for the bounce counter."""
+    parts = status.split(".")
+    return ".".join(parts[:2]) if len(parts) == 3 and all(p.isdigit() for p in parts) else "5.0"
 
 
 def envelope_of(msg: events_pb2.InboundMessage) -> Envelope:
@@ -185,15 +199,17 @@ class DeliveryService(Service):
                 LATENCY.observe(max(0.0, time.time() - msg.received_at_ms / 1000))
 
     async def process(self, msg: events_pb2.InboundMessage) -> None:
-        """Every recipient ends delivered, relayed, bounced or in the deferred queue before this
-        returns (and the bus commits the record). Order matters for at-least-once: what can
-        raise and make the bus redeliver (auth, local store) runs before anything is sent to
-        a remote host, so a redelivery repeats as little remote traffic as possible."""
+        """Local recipients are delivered here; remote ones are handed to the deferred queue,
+        due at once, whose workers relay them. So the bus consumer never waits for a remote
+        host (one slow destination blocks nothing but its own queue entries), and the record
+        is committed only when every recipient is delivered, bounced or durably queued. A
+        store or auth outage raises: the bus retries the record, and local delivery and
+        Enqueue are idempotent, so a repeat makes no second copy."""
         content: bytes | None = None
         if msg.WhichOneof("content") != "blob_id":
             content = msg.inline_content
         results: list[RecipientResult] = []
-        remote: dict[str, list[events_pb2.Recipient]] = {}
+        remote: list[events_pb2.Recipient] = []
         loop = content is not None and self._loop_result(content)
         for rcpt in msg.recipients:
             if loop:
@@ -211,24 +227,16 @@ class DeliveryService(Service):
                     RecipientResult(rcpt.address, Outcome.BOUNCED, "550", "5.1.1", "user unknown")
                 )
             else:
-                remote.setdefault(domain_of(rcpt.address), []).append(rcpt)
+                remote.append(rcpt)
+        for rcpt in remote:
+            await self.queue.Enqueue(
+                queue_pb2.EnqueueRequest(
+                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
+                ),
+                timeout=self.settings.grpc_deadline_seconds,
+            )
         if remote:
-            if content is None:
-                content = await self.local.content(msg)
-            loop = self._loop_result(content)
-            if loop:
-                results += [self._as(loop, r.address) for rs in remote.values() for r in rs]
-            else:
-                results += await self._relay_all(msg, content, remote, "first")
-        deferred = [r for r in results if r.outcome is Outcome.DEFERRED]
-        if deferred:
-            by_addr = {r.address: r for r in msg.recipients}
-            now_ms = int(time.time() * 1000)
-            for r in deferred:
-                await self._until_done(
-                    "enqueue",
-                    functools.partial(self._enqueue, msg, by_addr[r.recipient], r, now_ms),
-                )
+            log.info("queued for relay", extra=kv(recipients=len(remote)))
             self.workers.wake()
         await self._report(msg, results, attempt=1, content=content)
 
@@ -247,61 +255,28 @@ class DeliveryService(Service):
             address, template.outcome, template.reply_code, template.status, template.diagnostic
         )
 
-    async def _relay_all(
-        self,
-        msg: events_pb2.InboundMessage,
-        content: bytes,
-        remote: dict[str, list[events_pb2.Recipient]],
-        source: str,
-    ) -> list[RecipientResult]:
-        if self.signer is not None:
-            content = await self.signer.sign(content)  # once per message, for every domain
-        envelope = envelope_of(msg)
-
-        async def one(domain: str, rcpts: list[events_pb2.Recipient]) -> list[RecipientResult]:
-            with RELAY_LATENCY.time():
-                out = await self.relay.deliver(
-                    domain, envelope, [rcpt_of(r) for r in rcpts], content
-                )
-            for r in out:
-                ATTEMPTS.labels(r.outcome.value, source).inc()
-            return out
-
-        groups = await asyncio.gather(*(one(d, rs) for d, rs in remote.items()))
-        return [r for g in groups for r in g]
-
-    async def _enqueue(
-        self,
-        msg: events_pb2.InboundMessage,
-        rcpt: events_pb2.Recipient,
-        result: RecipientResult,
-        now_ms: int,
-    ) -> None:
-        await self.queue.Enqueue(
-            queue_pb2.EnqueueRequest(
-                queue_id=msg.queue_id,
-                recipient=rcpt,
-                message=msg,
-                attempts=1,
-                next_attempt_at_ms=now_ms + int(next_delay(self.steps, 1) * 1000),
-                last_error=f"{result.reply_code} {result.status} {result.diagnostic}",
-            ),
-            timeout=self.settings.grpc_deadline_seconds,
-        )
-
-    async def _until_done(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """A store or bus outage after a remote host already took the message must not make
-        the bus redeliver the record (a second remote copy): wait for it to come back."""
+    async def _until_done(self, what: str, op: Callable[[], Awaitable[T]]) -> T | None:
+        """A store or bus outage after a remote host already took the message must not lead
+        to a second attempt (a second remote copy): wait for it to come back. None when the
+        store says the lease is no longer ours (it expired and another replica took the
+        entry, or an operator deleted it): that replica decides now."""
         delay = 0.5
         while True:
             try:
                 return await op()
-            except (grpc.aio.AioRpcError, OSError, ConnectionError) as e:
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    log.warning(f"{what}: entry no longer ours", extra=kv(detail=e.details()))
+                    return None
                 log.warning(f"{what} failed; retrying", extra=kv(error=str(e), retry_in=delay))
+            except (OSError, ConnectionError) as e:
+                log.warning(f"{what} failed; retrying", extra=kv(error=str(e), retry_in=delay))
+            if self._stopping.is_set():
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    # ----- later attempts, from the deferred queue -----
+    # ----- attempts, from the deferred queue -----
 
     async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
         """One group of due entries (one message, one domain), leased to this replica."""
@@ -311,6 +286,8 @@ class DeliveryService(Service):
         msg.recipients.extend([e.recipient for e in entries])
         attempt = max(e.attempts for e in entries) + 1
         content = await self.local.content(msg)
+        domain = domain_of(entries[0].recipient.address)
+        loop = self._loop_result(content) if content else None
         if not content:
             results = [
                 RecipientResult(
@@ -319,9 +296,11 @@ class DeliveryService(Service):
                 )
                 for e in entries
             ]  # fmt: skip
+        elif loop:
+            results = [self._as(loop, e.recipient.address) for e in entries]
         else:
-            domain = domain_of(entries[0].recipient.address)
-            results = await self._relay_all(msg, content, {domain: list(msg.recipients)}, "queue")
+            source = "first" if attempt == 1 else "retry"
+            results = await self._relay(msg, content, domain, list(msg.recipients), source)
         now_ms = int(time.time() * 1000)
         by_addr = {e.recipient.address: e for e in entries}
         final: list[RecipientResult] = []
@@ -331,34 +310,64 @@ class DeliveryService(Service):
                 # RFC 3463 X.4.7: delivery time expired; the last reply says why.
                 r = RecipientResult(
                     r.recipient, Outcome.BOUNCED, r.reply_code, "5.4.7",
-                    f"delivery time expired; last error: {r.reply_code} {r.status} {r.diagnostic}",
-                    r.remote_mta,
+                    f"delivery time expired; last error: {r.status} {r.diagnostic}",
+                    r.remote_mta, r.remote_reply,
                 )  # fmt: skip
             final.append(r)
         # The report goes out before the entries are deleted: a crash in between sends the
         # same report again under the same id, which the store deduplicates.
-        await self._report(msg, final, attempt=attempt, content=content)
+        next_at = {
+            r.recipient: now_ms + int(next_delay(self.steps, attempt) * 1000)
+            for r in final
+            if r.outcome is Outcome.DEFERRED
+        }
+        await self._report(msg, final, attempt=attempt, content=content, next_at=next_at)
         for r in final:
             entry = by_addr[r.recipient]
             if r.outcome is Outcome.DEFERRED:
-                delay = next_delay(self.steps, attempt)
-                await self.queue.Reschedule(
-                    queue_pb2.RescheduleRequest(
-                        queue_id=entry.queue_id,
-                        recipient=r.recipient,
-                        owner=self.workers.owner,
-                        next_attempt_at_ms=now_ms + int(delay * 1000),
-                        last_error=f"{r.reply_code} {r.status} {r.diagnostic}",
+                DEFERRALS.inc()
+                req = queue_pb2.RescheduleRequest(
+                    queue_id=entry.queue_id,
+                    recipient=r.recipient,
+                    owner=self.workers.owner,
+                    next_attempt_at_ms=next_at[r.recipient],
+                    last_error=f"{r.reply_code} {r.status} {r.diagnostic}",
+                )
+                await self._until_done(
+                    "reschedule",
+                    functools.partial(
+                        self.queue.Reschedule, req, timeout=self.settings.grpc_deadline_seconds
                     ),
-                    timeout=self.settings.grpc_deadline_seconds,
                 )
             else:
-                await self.queue.Delete(
-                    queue_pb2.DeleteQueueEntryRequest(
-                        queue_id=entry.queue_id, recipient=r.recipient, owner=self.workers.owner
-                    ),
-                    timeout=self.settings.grpc_deadline_seconds,
+                dreq = queue_pb2.DeleteQueueEntryRequest(
+                    queue_id=entry.queue_id, recipient=r.recipient, owner=self.workers.owner
                 )
+                await self._until_done(
+                    "delete",
+                    functools.partial(
+                        self.queue.Delete, dreq, timeout=self.settings.grpc_deadline_seconds
+                    ),
+                )
+
+    async def _relay(
+        self,
+        msg: events_pb2.InboundMessage,
+        content: bytes,
+        domain: str,
+        rcpts: list[events_pb2.Recipient],
+        source: str,
+    ) -> list[RecipientResult]:
+        if self.signer is not None:
+            content = await self.signer.sign(content)
+        started = time.monotonic()
+        out = await self.relay.deliver(
+            domain, envelope_of(msg), [rcpt_of(r) for r in rcpts], content
+        )
+        RELAY_LATENCY.observe(time.monotonic() - started)
+        for r in out:
+            ATTEMPTS.labels(r.outcome.value, source).inc()
+        return out
 
     # ----- outcomes: events and reports -----
 
@@ -368,22 +377,27 @@ class DeliveryService(Service):
         results: Sequence[RecipientResult],
         attempt: int,
         content: bytes | None,
+        next_at: dict[str, int] | None = None,
     ) -> None:
         rcpts = {r.address: r for r in msg.recipients}
         notices: dict[Outcome, list[RecipientResult]] = {}
         for result in results:
             RECIPIENTS.labels(result.outcome.value).inc()
+            if result.outcome is Outcome.BOUNCED:
+                BOUNCES.labels(status_class(result.status)).inc()
             log.info(
-                "recipient done" if result.outcome is not Outcome.DEFERRED else "recipient deferred",
+                "recipient deferred" if result.outcome is Outcome.DEFERRED else "recipient done",
                 extra=kv(
                     rcpt=result.recipient, outcome=result.outcome.value, status=result.status,
-                    diagnostic=result.diagnostic, remote_mta=result.remote_mta, attempt=attempt,
+                    reply=f"{result.reply_code} {result.diagnostic}",
+                    remote_mta=result.remote_mta, attempt=attempt,
                 ),
             )  # fmt: skip
-            await self._publish_outcome(msg.queue_id, result)
+            nxt = (next_at or {}).get(result.recipient, 0)
+            await self._publish_outcome(msg.queue_id, result, attempt, nxt)
             rcpt = rcpts.get(result.recipient, events_pb2.Recipient(address=result.recipient))
             # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices only for
-            # local delivery (a relaying peer with DSN support reports on its own).
+            # local delivery (a relaying peer with DSN support reports on its own, §5.2.3).
             if result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED) and wants_notice(
                 msg, rcpt, result.outcome
             ):
@@ -404,15 +418,20 @@ class DeliveryService(Service):
                          action=group[0].outcome.value, recipients=len(group)),
             )  # fmt: skip
 
-    async def _publish_outcome(self, queue_id: str, r: RecipientResult) -> None:
+    async def _publish_outcome(
+        self, queue_id: str, r: RecipientResult, attempt: int, next_attempt_at_ms: int
+    ) -> None:
         event = events_pb2.DeliveryEvent(
             queue_id=queue_id,
             recipient=r.recipient,
             outcome=_OUTCOMES[r.outcome],
             reply_code=r.reply_code,
             status=r.status,
-            diagnostic=(f"{r.remote_mta}: " if r.remote_mta else "") + r.diagnostic,
+            diagnostic=r.diagnostic,
             at_ms=int(time.time() * 1000),
+            attempt=attempt,
+            remote_mta=r.remote_mta,
+            next_attempt_at_ms=next_attempt_at_ms,
         )
         try:
             await self.bus.publish(topics.DELIVERY_EVENTS, queue_id, event.SerializeToString())

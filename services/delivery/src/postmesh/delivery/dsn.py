@@ -120,7 +120,9 @@ def build_dsn(
     report["Date"] = email.utils.formatdate(now)
     report["Message-ID"] = f"<{queue_id}.dsn@{reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-    report.attach(MIMEText(_human_text(reporting_mta, results, action), "plain", "utf-8"))
+    human = _human_text(reporting_mta, results, action)
+    # 7bit when it can be (readable as is; utf-8 would make the email package use base64).
+    report.attach(MIMEText(human, "plain", "us-ascii" if human.isascii() else "utf-8"))
 
     # RFC 3464 §2.2 per-message fields, then one §2.3 group per recipient; the email package
     # models message/delivery-status as a list of header blocks.
@@ -141,7 +143,7 @@ def build_dsn(
         if r.remote_mta:
             block["Remote-MTA"] = f"dns; {r.remote_mta}"
         # RFC 3464 §2.3.6: the reply as the SMTP peer (or this system) gave it.
-        block["Diagnostic-Code"] = f"smtp; {r.reply_code} {r.status} {r.diagnostic}"
+        block["Diagnostic-Code"] = f"smtp; {r.diagnostic_code}"
         block["Last-Attempt-Date"] = email.utils.formatdate(now)
         blocks.append(block)
     ds = MIMEBase("message", "delivery-status")

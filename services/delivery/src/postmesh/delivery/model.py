@@ -22,3 +22,9 @@ class RecipientResult:
     diagnostic: str
     # The MX host that gave the reply (RFC 3464 §2.3.5 Remote-MTA); empty when made here.
     remote_mta: str = ""
+    # The reply as that host gave it (RFC 3464 §2.3.6 Diagnostic-Code); empty: made here.
+    remote_reply: str = ""
+
+    @property
+    def diagnostic_code(self) -> str:
+        return self.remote_reply or f"{self.reply_code} {self.status} {self.diagnostic}"

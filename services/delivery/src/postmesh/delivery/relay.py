@@ -85,8 +85,9 @@ def _result(address: str, reply: Reply, remote_mta: str) -> RecipientResult:
     else:
         outcome = Outcome.BOUNCED
     return RecipientResult(
-        address, outcome, str(reply.code), reply.status, reply.detail, remote_mta
-    )
+        address, outcome, str(reply.code), reply.status, reply.detail, remote_mta,
+        str(reply) if remote_mta else "",
+    )  # fmt: skip
 
 
 def _is_ip(host: str) -> bool:

@@ -244,6 +244,9 @@ class DeliveryEvent(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     recipient: _builtins.str
     outcome: Global___DeliveryEvent.Outcome.ValueType
@@ -252,6 +255,12 @@ class DeliveryEvent(_message.Message):
     status: _builtins.str
     diagnostic: _builtins.str
     at_ms: _builtins.int
+    attempt: _builtins.int
+    """Which attempt this was (1 = the first), the remote host that replied (empty when the
+    outcome was decided here) and, for OUTCOME_DEFERRED, when the next attempt is due.
+    """
+    remote_mta: _builtins.str
+    next_attempt_at_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -262,10 +271,13 @@ class DeliveryEvent(_message.Message):
         status: _builtins.str = ...,
         diagnostic: _builtins.str = ...,
         at_ms: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        remote_mta: _builtins.str = ...,
+        next_attempt_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "diagnostic", b"diagnostic", "outcome", b"outcome", "queue_id", b"queue_id", "recipient", b"recipient", "reply_code", b"reply_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "diagnostic", b"diagnostic", "next_attempt_at_ms", b"next_attempt_at_ms", "outcome", b"outcome", "queue_id", b"queue_id", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_code", b"reply_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
