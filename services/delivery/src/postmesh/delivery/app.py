@@ -359,7 +359,13 @@ class DeliveryService(Service):
         source: str,
     ) -> list[RecipientResult]:
         if self.signer is not None:
-            content = await self.signer.sign(content)
+            try:
+                content = await self.signer.sign(content)
+            except Exception as e:
+                # Keys unavailable (auth down): retry later rather than send it unsigned.
+                log.warning("DKIM signing failed; deferring", extra=kv(error=str(e)))
+                reply = ("451", "4.7.0", f"DKIM signing unavailable: {e}")
+                return [RecipientResult(r.address, Outcome.DEFERRED, *reply) for r in rcpts]
         started = time.monotonic()
         out = await self.relay.deliver(
             domain, envelope_of(msg), [rcpt_of(r) for r in rcpts], content
