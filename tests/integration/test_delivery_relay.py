@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import smtplib
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,3 +267,92 @@ def test_sigkill_of_delivery_mid_queue_loses_nothing(relay_stack: Stack, peers: 
         email.message_from_bytes(raw)["Subject"].removeprefix("relay ") for raw in local_got
     )
     assert subjects == sorted(markers)  # each local message exactly once
+
+
+def admin(stack: Stack, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.queue_admin}{path}",
+        headers={"Authorization": f"Bearer {token or stack.admin_token()}"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def admin_until_not_busy(stack: Stack, method: str, path: str) -> tuple[int, Any]:
+    """A worker may be attempting the entry this very moment (409): ask again."""
+    return wait_for(
+        lambda: ((r := admin(stack, method, path))[0] != 409 and r) or None, 30, f"{method} {path}"
+    )
+
+
+def submit_for_id(stack: Stack, sender: str, password: str, rcpt: str, msg: bytes) -> str:
+    """Submit and return the queue id from the 250 reply ("queued as <id>")."""
+    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(sender, password)
+        assert smtp.mail(sender)[0] == 250 and smtp.rcpt(rcpt)[0] == 250
+        code, reply = smtp.data(msg)
+    assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[-1]
+
+
+def deferred_entry(stack: Stack, queue_id: str) -> dict[str, Any] | None:
+    status, entries = admin(stack, "GET", f"/api/v1/queue/{queue_id}")
+    if status != 200 or not entries or entries[0]["attempts"] < 1:
+        return None
+    return entries[0]  # type: ignore[no-any-return]
+
+
+def test_queue_admin_retry_now_delete_with_bounce_and_trace(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    sender, pw = new_sender(relay_stack)
+    assert admin(relay_stack, "GET", "/api/v1/queue", token="x" * 20)[0] == 401
+    assert admin(relay_stack, "GET", "/api/v1/trace/NOSUCHID0000")[0] == 404
+    assert admin(relay_stack, "POST", "/api/v1/queue/NOSUCHID0000/retry")[0] == 404
+    marker, gone = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    with SmtpSink(SINK_4XX, peers.port, soft=("RCPT",), soft_reply="451 4.3.0 come back later"):
+        qid = submit_for_id(relay_stack, sender, pw, "dave@later.test", message(sender, [], marker))
+        qid2 = submit_for_id(relay_stack, sender, pw, "erin@later.test", message(sender, [], gone))
+        entry = wait_for(lambda: deferred_entry(relay_stack, qid), 60, "the deferral")
+        assert entry["recipient"] == "dave@later.test" and entry["sender"] == sender
+        assert "451 4.3.0 come back later" in entry["last_error"]
+        status, page = admin(relay_stack, "GET", "/api/v1/queue?page_size=1000")
+        assert status == 200 and qid in {e["queue_id"] for e in page["entries"]}
+        status, trace = admin(relay_stack, "GET", f"/api/v1/trace/{qid}")
+        assert status == 200 and trace["sender"] == sender
+        steps = [(s["step"], s["recipient"]) for s in trace["steps"]]
+        assert steps[:3] == [("accepted", ""), ("queued", "dave@later.test"),
+                             ("deferred", "dave@later.test")]  # fmt: skip
+        deferred = trace["steps"][2]
+        assert deferred["reply"] == "451 4.3.0 come back later"
+        assert deferred["remote_mta"] == "mx.later.test" and deferred["next_attempt_at"]
+        # Delete with a bounce: the sender is told, the entry is gone.
+        wait_for(lambda: deferred_entry(relay_stack, qid2), 60, "the second deferral")
+        status, done = admin_until_not_busy(
+            relay_stack, "DELETE", f"/api/v1/queue/{qid2}?bounce=true"
+        )
+        assert status == 200 and done["action"] == "bounced"
+        assert admin(relay_stack, "GET", f"/api/v1/queue/{qid2}")[0] == 404
+        [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+        text = list(dsn.iter_parts())[1].as_string().replace("\n ", " ")
+        assert "Final-Recipient: rfc822; erin@later.test" in text
+        assert "deleted from the queue by the administrator" in text
+    with SmtpSink(SINK_4XX, peers.port, dump=True) as accepting:
+        status, done = admin_until_not_busy(relay_stack, "POST", f"/api/v1/queue/{qid}/retry")
+        assert status in (202, 404)  # 404: a worker's own retry got there first
+        wait_for(
+            lambda: any(f"relay {marker}".encode() in d for d in accepting.dumped()) or None,
+            60, "the retried message at the peer",
+        )  # fmt: skip
+        assert not any(f"relay {gone}".encode() in d for d in accepting.dumped())
+    trace = wait_for(
+        lambda: ((t := admin(relay_stack, "GET", f"/api/v1/trace/{qid}")[1])
+        and t["steps"][-1]["step"] == "relayed" and t) or None,
+        30, "the relayed step in the trace",
+    )  # fmt: skip
+    assert trace["steps"][-1]["reply"].startswith("250") and trace["queued"] == []

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
+import uvicorn
 from prometheus_client import Counter, Histogram
 
 from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common import topics
+from postmesh.common.admin_token import admin_token
 from postmesh.common.bus import Bus, BusRecord, create_bus
 from postmesh.common.dns import make_resolver
 from postmesh.common.grpc import channel
@@ -25,14 +27,17 @@ from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, store_stub
+from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.mta_sts import MtaSts
-from postmesh.delivery.queue import QueueWorkers, next_delay, worker_owner
+from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, worker_owner
+from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.smtp_client import Envelope, Rcpt
+from postmesh.delivery.trace import TraceIndex
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -69,6 +74,7 @@ _OUTCOMES = {
     Outcome.RELAYED: events_pb2.DeliveryEvent.OUTCOME_RELAYED,
     Outcome.DEFERRED: events_pb2.DeliveryEvent.OUTCOME_DEFERRED,
     Outcome.BOUNCED: events_pb2.DeliveryEvent.OUTCOME_BOUNCED,
+    Outcome.QUEUED: events_pb2.DeliveryEvent.OUTCOME_QUEUED,
 }
 
 
@@ -143,8 +149,19 @@ class DeliveryService(Service):
             poll_seconds=settings.queue_poll_seconds,
             deadline=settings.grpc_deadline_seconds,
         )
+        self.trace = TraceIndex(settings.trace_max_messages)
+        self.admin = QueueAdmin(
+            self.queue,
+            owner=self.workers.owner,
+            lease_seconds=settings.queue_lease_seconds,
+            deadline=settings.grpc_deadline_seconds,
+            run_now=self.workers.run_now,
+            remove=self.remove,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._http: EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.bus.start()
@@ -159,10 +176,41 @@ class DeliveryService(Service):
             ),
             asyncio.create_task(self.workers.run()),
             asyncio.create_task(self._sweep_connections()),
+            # No consumer group: every replica reads every event, so any one can trace.
+            asyncio.create_task(
+                self.bus.consume([topics.DELIVERY_EVENTS], None, self.trace.handle)
+            ),
         ]
+        if self.settings.queue_admin_port:
+            await self._start_admin_api()
+
+    async def _start_admin_api(self) -> None:
+        token = admin_token(self.settings.admin_token, self.settings.data_dir)
+        config = uvicorn.Config(
+            create_admin_app(self.admin, self.trace, token),
+            host=self.settings.queue_admin_host,
+            port=self.settings.queue_admin_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._http = EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # surfaces a bind error
+                raise RuntimeError("queue admin API stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info(
+            "queue admin api listening",
+            extra=kv(host=self.settings.queue_admin_host, port=self.settings.queue_admin_port),
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -238,6 +286,9 @@ class DeliveryService(Service):
         if remote:
             log.info("queued for relay", extra=kv(recipients=len(remote)))
             self.workers.wake()
+            for rcpt in remote:
+                queued = RecipientResult(rcpt.address, Outcome.QUEUED, "", "", "queued for relay")
+                await self._publish_outcome(msg, queued, 0, 0)
         await self._report(msg, results, attempt=1, content=content)
 
     def _loop_result(self, content: bytes) -> RecipientResult | None:
@@ -278,12 +329,43 @@ class DeliveryService(Service):
 
     # ----- attempts, from the deferred queue -----
 
-    async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
-        """One group of due entries (one message, one domain), leased to this replica."""
+    @staticmethod
+    def _message_of(entries: Sequence[queue_pb2.QueueEntry]) -> events_pb2.InboundMessage:
         msg = events_pb2.InboundMessage()
         msg.CopyFrom(entries[0].message)
         del msg.recipients[:]
         msg.recipients.extend([e.recipient for e in entries])
+        return msg
+
+    async def remove(self, entries: Sequence[queue_pb2.QueueEntry], bounce: bool) -> None:
+        """An operator's delete of entries leased to this replica (postsuper -d); with
+        ``bounce`` the sender gets a failure report first (unless NOTIFY or <> forbid it)."""
+        for group in group_entries(entries):
+            msg = self._message_of(group)
+            results = [
+                RecipientResult(
+                    e.recipient.address, Outcome.BOUNCED, "550", "5.0.0",
+                    f"deleted from the queue by the administrator; last error: {e.last_error}",
+                )
+                for e in group
+            ]  # fmt: skip
+            attempt = max(e.attempts for e in group)
+            await self._report(msg, results, attempt, content=None, notices_allowed=bounce)
+            for e in group:
+                await self._delete_entry(e)
+
+    async def _delete_entry(self, entry: queue_pb2.QueueEntry) -> None:
+        req = queue_pb2.DeleteQueueEntryRequest(
+            queue_id=entry.queue_id, recipient=entry.recipient.address, owner=self.workers.owner
+        )
+        await self._until_done(
+            "delete",
+            functools.partial(self.queue.Delete, req, timeout=self.settings.grpc_deadline_seconds),
+        )
+
+    async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        """One group of due entries (one message, one domain), leased to this replica."""
+        msg = self._message_of(entries)
         attempt = max(e.attempts for e in entries) + 1
         content = await self.local.content(msg)
         domain = domain_of(entries[0].recipient.address)
@@ -340,15 +422,7 @@ class DeliveryService(Service):
                     ),
                 )
             else:
-                dreq = queue_pb2.DeleteQueueEntryRequest(
-                    queue_id=entry.queue_id, recipient=r.recipient, owner=self.workers.owner
-                )
-                await self._until_done(
-                    "delete",
-                    functools.partial(
-                        self.queue.Delete, dreq, timeout=self.settings.grpc_deadline_seconds
-                    ),
-                )
+                await self._delete_entry(entry)
 
     async def _relay(
         self,
@@ -384,6 +458,7 @@ class DeliveryService(Service):
         attempt: int,
         content: bytes | None,
         next_at: dict[str, int] | None = None,
+        notices_allowed: bool = True,
     ) -> None:
         rcpts = {r.address: r for r in msg.recipients}
         notices: dict[Outcome, list[RecipientResult]] = {}
@@ -400,12 +475,14 @@ class DeliveryService(Service):
                 ),
             )  # fmt: skip
             nxt = (next_at or {}).get(result.recipient, 0)
-            await self._publish_outcome(msg.queue_id, result, attempt, nxt)
+            await self._publish_outcome(msg, result, attempt, nxt)
             rcpt = rcpts.get(result.recipient, events_pb2.Recipient(address=result.recipient))
             # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices only for
             # local delivery (a relaying peer with DSN support reports on its own, §5.2.3).
-            if result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED) and wants_notice(
-                msg, rcpt, result.outcome
+            if (
+                notices_allowed
+                and result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED)
+                and wants_notice(msg, rcpt, result.outcome)
             ):
                 notices.setdefault(result.outcome, []).append(result)
         for group in notices.values():
@@ -425,9 +502,16 @@ class DeliveryService(Service):
             )  # fmt: skip
 
     async def _publish_outcome(
-        self, queue_id: str, r: RecipientResult, attempt: int, next_attempt_at_ms: int
+        self,
+        msg: events_pb2.InboundMessage,
+        r: RecipientResult,
+        attempt: int,
+        next_attempt_at_ms: int,
     ) -> None:
+        queue_id = msg.queue_id
         event = events_pb2.DeliveryEvent(
+            mail_from=msg.mail_from,
+            received_at_ms=msg.received_at_ms,
             queue_id=queue_id,
             recipient=r.recipient,
             outcome=_OUTCOMES[r.outcome],

@@ -31,6 +31,7 @@ _ACTION = {
     Outcome.DEFERRED: ("delayed", "DELAY"),
     Outcome.DELIVERED: ("delivered", "SUCCESS"),
     Outcome.RELAYED: ("relayed", "SUCCESS"),
+    Outcome.QUEUED: ("delayed", "DELAY"),
 }
 
 

@@ -11,6 +11,8 @@ class Outcome(Enum):
     RELAYED = "relayed"
     DEFERRED = "deferred"
     BOUNCED = "bounced"
+    # Handed to the deferred queue for the first remote attempt (a trace step, no outcome).
+    QUEUED = "queued"
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,12 +113,16 @@ class QueueWorkers:
             # The store is down: the entries are safe in it; claim again after the poll.
             log.warning("could not claim queue entries", extra=kv(code=e.code().name))
             return 0
-        for group in group_entries(resp.entries):
+        self.run_now(resp.entries)
+        return len(resp.entries)
+
+    def run_now(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        """Attempt entries leased to this replica (claimed due, or by an operator's retry)."""
+        for group in group_entries(entries):
             self._busy += len(group)
             task = asyncio.create_task(self._one(group))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-        return len(resp.entries)
 
     async def _one(self, group: list[queue_pb2.QueueEntry]) -> None:
         try:

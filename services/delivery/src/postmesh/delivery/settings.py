@@ -71,6 +71,14 @@ class DeliverySettings(ServiceSettings):
     relay_ca_file: Path | None = None
     # Mail from these local domains is DKIM-signed before it leaves (keys from auth).
     dkim_signing: bool = True
+    # Queue admin REST API (/api/v1/queue, /api/v1/trace); port 0 turns it off.
+    queue_admin_host: str = "127.0.0.1"
+    queue_admin_port: int = Field(default=8081, ge=0, le=65535)
+    # Bearer token of the admin APIs (the same secret as auth's admin API). Unset: the one in
+    # <data_dir>/admin-token, made by whichever service starts first.
+    admin_token: str | None = Field(default=None, min_length=16)
+    # Messages whose delivery steps each replica keeps in memory for /api/v1/trace.
+    trace_max_messages: int = Field(default=20000, ge=1)
 
     @field_validator("retry_schedule")
     @classmethod
