@@ -110,7 +110,9 @@ class Relay:
         self.mta_sts = mta_sts
         self.router = Router(settings.relayhost, settings.transport_map, settings.smtp_port)
         self.cache = ConnectionCache(settings.relay_connection_idle_seconds)
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        # Per next hop: the semaphore and how many deliveries hold or wait for it (dropped at
+        # zero, so the table does not grow with every domain ever seen).
+        self._limits: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         self._verify = verified_context(ca)
 
@@ -119,12 +121,18 @@ class Relay:
     ) -> list[RecipientResult]:
         """A result for every recipient: RELAYED, BOUNCED or DEFERRED."""
         hop = self.router.nexthop(domain)
-        limit = self._limits.setdefault(
-            hop.key, asyncio.Semaphore(self.settings.destination_concurrency)
+        limit, users = self._limits.setdefault(
+            hop.key, (asyncio.Semaphore(self.settings.destination_concurrency), [0])
         )
-        async with limit:
-            started = time.monotonic()
-            results = await self._deliver(hop, domain, envelope, rcpts, content)
+        users[0] += 1
+        try:
+            async with limit:
+                started = time.monotonic()
+                results = await self._deliver(hop, domain, envelope, rcpts, content)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._limits[hop.key]
         log.info(
             "relay attempt",
             extra=kv(

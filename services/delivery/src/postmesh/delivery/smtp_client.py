@@ -250,6 +250,11 @@ class SmtpSession:
             # break the signature, so it is returned (5.6.3, RFC 3463 "conversion required").
             text = f"5.6.3 {self.mx_name} does not support 8BITMIME and the message is 8-bit"
             return {r.address: Reply(554, text) for r in rcpts}
+        limit = self.size_limit
+        if limit and len(content) > limit:
+            # RFC 1870 §6: the server said up front it takes nothing this large.
+            text = f"5.3.4 message size {len(content)} exceeds {self.mx_name}'s limit {limit}"
+            return {r.address: Reply(552, text) for r in rcpts}
         dsn = smtp.supports_extension("dsn")
         opts: list[bytes] = []
         if eight_bit:
@@ -262,9 +267,12 @@ class SmtpSession:
             opts.append(b"RET=" + envelope.ret.encode())
         if dsn and envelope.envid:
             opts.append(b"ENVID=" + xtext(envelope.envid).encode())
-        resp = await smtp.execute_command(
-            b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts
-        )
+        try:
+            resp = await smtp.execute_command(
+                b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts
+            )
+        except ValueError:  # a control character: aiosmtplib refuses to send it
+            return {r.address: Reply(553, "5.1.7 invalid sender address") for r in rcpts}
         reply = Reply(resp.code, resp.message)
         if not reply.ok:
             await self.reset()
@@ -276,7 +284,13 @@ class SmtpSession:
                 ropts.append(b"NOTIFY=" + ",".join(r.notify).encode())
             if dsn and r.orcpt:
                 ropts.append(b"ORCPT=" + r.orcpt.encode())
-            resp = await smtp.execute_command(b"RCPT", b"TO:<" + r.address.encode() + b">", *ropts)
+            try:
+                resp = await smtp.execute_command(
+                    b"RCPT", b"TO:<" + r.address.encode() + b">", *ropts
+                )
+            except ValueError:
+                replies[r.address] = Reply(553, "5.1.3 invalid recipient address")
+                continue
             replies[r.address] = Reply(resp.code, resp.message)
         accepted = [a for a, rep in replies.items() if rep.ok]
         if not accepted:
@@ -291,6 +305,14 @@ class SmtpSession:
         for a in accepted:
             replies[a] = final
         return replies
+
+    @property
+    def size_limit(self) -> int:
+        """The peer's SIZE (RFC 1870); 0 when it gave none."""
+        if self.smtp is None:
+            return 0
+        value = self.smtp.esmtp_extensions.get("size", "")
+        return int(value) if value.strip().isdigit() else 0
 
     @property
     def peer_has_dsn(self) -> bool:
