@@ -87,7 +87,10 @@ class PostfixPeer:
         domains: list[str],
         hostname: str = "mx.peer.test",
         slow_domains: tuple[str, ...] = (),
+        relayhost: str = "",
     ) -> None:
+        """``relayhost`` (``[host]:port``): a relay instead, sending everything there."""
+        self.relayhost = relayhost
         self.port = port
         self.domains = domains + [d for d in slow_domains if d not in domains]
         self.slow_domains = slow_domains
@@ -148,6 +151,7 @@ maillog_file_prefixes = {self._tmp}
 alias_maps =
 alias_database =
 smtp_dns_support_level = disabled
+relayhost = {self.relayhost}
 """
         )
         (conf / "master.cf").write_text(_MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
@@ -212,8 +216,10 @@ class SmtpSink:
         soft: tuple[str, ...] = (),
         soft_reply: str = "451 4.3.0 try again later",
         dump: bool = False,
+        max_messages: int = 0,
     ) -> None:
         self.host, self.port = host, port
+        self.max_messages = max_messages
         self.hard, self.hard_reply = hard, hard_reply
         self.soft, self.soft_reply = soft, soft_reply
         self.dump = dump
@@ -241,7 +247,9 @@ class SmtpSink:
             (self._tmp / "dump").mkdir()
             os.chown(self._tmp / "dump", pwd.getpwnam("nobody").pw_uid, -1)
             args += ["-d", f"{self._tmp}/dump/%H%M%S."]
-        args += [f"{self.host}:{self.port}", "64"]
+        if self.max_messages:
+            args += ["-M", str(self.max_messages)]  # exits after that many messages
+        args += [f"{self.host}:{self.port}", "256"]
         try:
             with self.log_path.open("wb") as out:
                 self._proc = subprocess.Popen(
@@ -254,6 +262,15 @@ class SmtpSink:
             self.stop()
             raise
         return self
+
+    def wait_done(self, timeout: float) -> bool:
+        """With ``max_messages``: True once the sink took them all (and exited)."""
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def stop(self) -> None:
         if self._proc is not None:
