@@ -323,3 +323,45 @@ async def test_full_mailbox_bounces_with_5_2_2_and_other_store_errors_are_retrie
             BusRecord(topics.INBOUND, "Q2", inbound("c@example.test").SerializeToString(), 0, 2)
         )
     await bus.stop()
+
+
+async def test_workers_renew_leases_while_an_attempt_runs() -> None:
+    import asyncio
+
+    from postmesh.delivery.queue import QueueWorkers
+
+    renewed_twice = asyncio.Event()
+
+    class Queue:
+        claims: list[queue_pb2.ClaimEntryRequest] = []
+
+        async def Claim(self, req: queue_pb2.ClaimEntryRequest, timeout: float) -> Any:
+            self.claims.append(req)
+            if len(self.claims) >= 2:
+                renewed_twice.set()
+            return queue_pb2.QueueEntry()
+
+    release = asyncio.Event()
+
+    async def slow_attempt(entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        await release.wait()
+
+    q = Queue()
+    workers = QueueWorkers(
+        q,  # type: ignore[arg-type]
+        slow_attempt,
+        owner="me",
+        concurrency=2,
+        claim_batch=1,
+        lease_seconds=3,  # renewed every second
+        poll_seconds=1,
+        deadline=1,
+    )
+    entry = queue_pb2.QueueEntry(queue_id="Q1", recipient=events_pb2.Recipient(address="a@x"))
+    workers.run_now([entry])
+    await asyncio.wait_for(renewed_twice.wait(), 30)
+    release.set()
+    assert {(c.queue_id, c.recipient, c.owner, c.lease_seconds) for c in q.claims} == {
+        ("Q1", "a@x", "me", 3)
+    }
+    await asyncio.gather(*workers._running)

@@ -125,6 +125,7 @@ class QueueWorkers:
             task.add_done_callback(self._running.discard)
 
     async def _one(self, group: list[queue_pb2.QueueEntry]) -> None:
+        keeper = asyncio.create_task(self._keep_leased(group))
         try:
             with log_context(queue_id=group[0].queue_id):
                 await self.attempt(group)
@@ -134,8 +135,30 @@ class QueueWorkers:
             # Leases expire: the entries come back after lease_seconds.
             log.exception("deferred attempt failed", extra=kv(entries=len(group)))
         finally:
+            keeper.cancel()
             self._busy -= len(group)
             self._wake.set()
+
+    async def _keep_leased(self, group: list[queue_pb2.QueueEntry]) -> None:
+        """Renew the leases while an attempt runs (slow MX hosts and their timeouts may take
+        longer than one lease), so no other replica attempts the same entries meanwhile."""
+        while True:
+            await asyncio.sleep(max(1.0, self.lease_seconds / 3))
+            for e in group:
+                try:
+                    await self.queue.Claim(
+                        queue_pb2.ClaimEntryRequest(
+                            queue_id=e.queue_id, recipient=e.recipient.address,
+                            owner=self.owner, lease_seconds=self.lease_seconds,
+                        ),
+                        timeout=self.deadline,
+                    )  # fmt: skip
+                except grpc.aio.AioRpcError as err:
+                    # Gone (done meanwhile) or taken (our lease had run out): nothing to keep.
+                    log.warning(
+                        "lease not renewed",
+                        extra=kv(rcpt=e.recipient.address, code=err.code().name),
+                    )
 
     async def _refresh_stats(self) -> None:
         now = time.monotonic()
