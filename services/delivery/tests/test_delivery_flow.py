@@ -73,6 +73,7 @@ class FakeRelay:
     def __init__(self) -> None:
         self.script: dict[str, tuple[Outcome, str, str, str]] = {}
         self.sent: list[tuple[str, list[str], bytes]] = []
+        self.without_dsn = False
 
     async def deliver(
         self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
@@ -83,7 +84,14 @@ class FakeRelay:
         )
         return [
             RecipientResult(
-                r.address, outcome, code, status, text, "mx." + domain, f"{code} {status} {text}"
+                r.address,
+                outcome,
+                code,
+                status,
+                text,
+                "mx." + domain,
+                f"{code} {status} {text}",
+                relayed_without_dsn=self.without_dsn,
             )
             for r in rcpts
         ]
@@ -249,6 +257,25 @@ async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
     unfolded = dsn.inline_content.replace(b"\r\n ", b" ")
     assert b"Diagnostic-Code: smtp; 451 4.3.0 try later" in unfolded
     assert b"delivery time expired; last error: 4.3.0 try later" in unfolded
+    await bus.stop()
+
+
+async def test_notify_success_relayed_to_a_peer_without_dsn_gets_a_relayed_report(
+    tmp_path: Path,
+) -> None:
+    svc, _store, bus = await make_service(tmp_path)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    relay.without_dsn = True
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    msg = inbound("x@remote.test")
+    msg.recipients[0].notify.append("SUCCESS")
+    await svc.process(msg)
+    await svc.retry(list(queue.entries.values()))
+    [raw] = await published(bus, topics.INBOUND)
+    dsn = events_pb2.InboundMessage.FromString(raw).inline_content
+    assert b"Action: relayed" in dsn and b"Final-Recipient: rfc822; x@remote.test" in dsn
+    assert b"text/rfc822-headers" in dsn  # a success report returns the headers only
     await bus.stop()
 
 

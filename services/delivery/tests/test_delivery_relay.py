@@ -162,3 +162,14 @@ async def test_concurrency_per_destination_is_capped() -> None:
     assert peer.connections <= 2
     await relay.cache.close_all()
     await peer.stop()
+
+
+async def test_relayed_to_a_peer_without_dsn_is_marked_for_a_relayed_notice() -> None:
+    for exts, expect in ((("8BITMIME",), True), (("8BITMIME", "DSN"), False)):
+        peer = await FakeSmtp(extensions=exts).start()
+        relay = relay_for(peer, remote_zone())
+        rcpt = Rcpt("b@remote.test", ("SUCCESS",))
+        [r] = await relay.deliver("remote.test", Envelope("a@example.test"), [rcpt], BODY)
+        assert r.outcome is Outcome.RELAYED and r.relayed_without_dsn is expect
+        await relay.cache.close_all()
+        await peer.stop()

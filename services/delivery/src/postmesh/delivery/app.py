@@ -477,13 +477,13 @@ class DeliveryService(Service):
             nxt = (next_at or {}).get(result.recipient, 0)
             await self._publish_outcome(msg, result, attempt, nxt)
             rcpt = rcpts.get(result.recipient, events_pb2.Recipient(address=result.recipient))
-            # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices only for
-            # local delivery (a relaying peer with DSN support reports on its own, §5.2.3).
-            if (
-                notices_allowed
-                and result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED)
-                and wants_notice(msg, rcpt, result.outcome)
-            ):
+            # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices for
+            # local delivery, and for relaying to a peer without DSN (§5.2.3; a peer with DSN
+            # got NOTIFY and reports on its own).
+            reportable = result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED) or (
+                result.outcome is Outcome.RELAYED and result.relayed_without_dsn
+            )
+            if notices_allowed and reportable and wants_notice(msg, rcpt, result.outcome):
                 notices.setdefault(result.outcome, []).append(result)
         for group in notices.values():
             if content is None:

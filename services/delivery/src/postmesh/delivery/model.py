@@ -26,6 +26,9 @@ class RecipientResult:
     remote_mta: str = ""
     # The reply as that host gave it (RFC 3464 §2.3.6 Diagnostic-Code); empty: made here.
     remote_reply: str = ""
+    # Relayed to a peer that does not offer DSN: it cannot report success itself, so a
+    # NOTIFY=SUCCESS sender gets a "relayed" report from us (RFC 3461 §5.2.3).
+    relayed_without_dsn: bool = False
 
     @property
     def diagnostic_code(self) -> str:

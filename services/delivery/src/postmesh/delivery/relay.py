@@ -5,6 +5,7 @@ idle connection to the same host and holding at most N connections per destinati
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import ssl
 import time
@@ -219,7 +220,14 @@ class Relay:
                     where = f"{host.name}[{address}]:{hop.port}"
                     return self._all(rcpts, Reply(451, f"4.4.2 lost connection with {where}: {e}"))
                 await self.cache.give(key, session)
-                return [_result(r.address, replies[r.address], host.name) for r in rcpts]
+                results = [_result(r.address, replies[r.address], host.name) for r in rcpts]
+                if not session.peer_has_dsn:
+                    results = [
+                        dataclasses.replace(r, relayed_without_dsn=True)
+                        if r.outcome is Outcome.RELAYED else r
+                        for r in results
+                    ]  # fmt: skip
+                return results
         # No host took the transaction: the last session failure is what the sender sees,
         # deferred (a 5xx greeting from every MX is no per-recipient verdict).
         if not last.transient:
