@@ -5,6 +5,7 @@ in-memory DNS resolver with dnspython's interface."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ class FakeSmtp:
     connections: int = 0
     commands: list[bytes] = field(default_factory=list)
     port: int = 0
+    # STARTTLS is offered with this server context (RFC 3207).
+    tls: ssl.SSLContext | None = None
+    tls_sessions: int = 0
     _server: asyncio.Server | None = None
 
     async def start(self) -> FakeSmtp:
@@ -50,12 +54,23 @@ class FakeSmtp:
         self.connections += 1
         w.write(self.greeting)
         tx = Transaction()
+        secure = False
         try:
             while line := await r.readline():
                 self.commands.append(line)
                 verb = line[:4].upper()
+                if verb == b"STAR" and self.tls is not None and not secure:
+                    w.write(b"220 2.0.0 ready for TLS\r\n")
+                    await w.drain()
+                    await w.start_tls(self.tls)
+                    secure = True
+                    self.tls_sessions += 1
+                    continue
                 if verb == b"EHLO":
-                    ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in self.extensions]
+                    offered = list(self.extensions)
+                    if self.tls is not None and not secure:
+                        offered.append("STARTTLS")
+                    ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in offered]
                     ext[-1] = b"250 " + ext[-1][4:]
                     w.write(b"\r\n".join(ext) + b"\r\n")
                 elif verb == b"MAIL":
@@ -86,7 +101,7 @@ class FakeSmtp:
                 else:
                     w.write(b"502 5.5.2 unknown\r\n")
                 await w.drain()
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             pass
         finally:
             w.close()

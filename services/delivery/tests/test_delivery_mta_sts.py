@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 from delivery_fakes import FakeResolver, FakeSmtp, timeout
 
+from postmesh.common.tls import ensure_dev_certificate
 from postmesh.delivery.model import Outcome
 from postmesh.delivery.mta_sts import MtaSts, Policy, PolicyError, parse_policy, parse_txt
 from postmesh.delivery.relay import Relay
@@ -110,5 +113,52 @@ async def test_size_limit_of_the_peer_bounces_before_data() -> None:
     [r] = await relay.deliver("remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], body)
     assert (r.outcome, r.reply_code, r.status) == (Outcome.BOUNCED, "552", "5.3.4")
     assert peer.transactions == [] and relay._limits == {}
+    await relay.cache.close_all()
+    await peer.stop()
+
+
+def tls_pair(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a self-signed certificate for ``name``, and that certificate as
+    the CA file the client trusts."""
+    cert, key = ensure_dev_certificate(tmp_path / name, hostname=name)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, str(cert)
+
+
+async def test_opportunistic_starttls_without_a_policy(tmp_path: Path) -> None:
+    server, _ = tls_pair(tmp_path, "whatever.invalid")  # not verified without a policy
+    peer = await FakeSmtp(tls=server).start()
+    settings = DeliverySettings(smtp_port=peer.port, hostname="out.test", mta_sts=False)
+    relay = Relay(settings, zone(), None)  # type: ignore[arg-type]
+    [r] = await relay.deliver(
+        "remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], b"x\r\n"
+    )
+    assert r.outcome is Outcome.RELAYED and peer.tls_sessions == 1
+    await relay.cache.close_all()
+    await peer.stop()
+
+
+@pytest.mark.parametrize(
+    ("cert_name", "relayed"), [("mx2.remote.test", True), ("other.test", False)]
+)
+async def test_enforce_verifies_the_mx_certificate_name(
+    tmp_path: Path, cert_name: str, relayed: bool
+) -> None:
+    server, ca = tls_pair(tmp_path, cert_name)
+    peer = await FakeSmtp(tls=server).start()
+    settings = DeliverySettings(smtp_port=peer.port, hostname="out.test", relay_ca_file=Path(ca))
+    relay = Relay(settings, zone(), FixedPolicy(parse_policy(POLICY)))  # type: ignore[arg-type]
+    [r] = await relay.deliver(
+        "remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], b"x\r\n"
+    )
+    if relayed:
+        assert r.outcome is Outcome.RELAYED and r.remote_mta == "mx2.remote.test"
+        assert len(peer.transactions) == 1
+    else:
+        # RFC 8461 §5: a certificate not valid for the MX name is a temporary failure; no
+        # fallback to plaintext.
+        assert (r.outcome, r.status) == (Outcome.DEFERRED, "4.7.5")
+        assert peer.transactions == []
     await relay.cache.close_all()
     await peer.stop()
