@@ -11,6 +11,11 @@ command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base
 command -v getmail >/dev/null || need+=(getmail6)
 # swaks --tls needs Net::SSLeay.
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl-perl)
+# Delivery's peers: Postfix as the remote MX (and its smtp-sink), dnsmasq serving test zones on a
+# loopback port (dnsmasq-base: the binary without a system service on :53), OpenDKIM's verifier.
+command -v postfix >/dev/null || need+=(postfix)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -19,5 +24,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "ensure-tools: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Postfix unconfigured: no system instance on :25 (tests run their own with postfix -c <dir>).
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
 $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

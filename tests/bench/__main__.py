@@ -5,7 +5,9 @@ real Kafka + FerretDB from the integration infra), then measures:
 - SMTP submission: messages/s accepted, p50/p99 of the time from end of DATA to the 250 reply;
 - end to end: time until every accepted message is visible in IMAP;
 - IMAP FETCH (FLAGS RFC822.SIZE) of the whole mailbox and BODY.PEEK[] of single messages: ops/s;
-- POP3 RETR: messages/s.
+- POP3 RETR: messages/s;
+- remote relay into a Postfix smtp-sink, side by side with Postfix relaying the same load
+  (``--part relay``, tests/bench/relay.py).
 Every loop is bounded in count; all traffic stays on 127.0.0.1.
 """
 
@@ -155,7 +157,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
-    ap.add_argument("--part", choices=["system", "store", "all"], default="all")
+    ap.add_argument("--part", choices=["system", "store", "relay", "all"], default="all")
     ap.add_argument("--search-messages", type=int, default=10_000)
     # FerretDB 1.24's SQLite handler pushes only _id filters down and scans the collection for
     # every other query, so filling it grows quadratically; production MongoDB uses the indexes.
@@ -170,6 +172,10 @@ def main() -> None:
         from tests.bench import store
 
         store.main(backends, args.messages, args.search_messages, args.distributed_search_messages)
+    if args.part in ("relay", "all"):
+        from tests.bench import relay
+
+        relay.main(args.messages, args.sessions, [int(s) for s in args.sizes.split(",")])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def free_stack_ports() -> StackPorts:
         "pop3",
         "pop3s",
         "admin",
+        "queue_admin",
         "store_grpc",
         "auth_grpc",
     ):

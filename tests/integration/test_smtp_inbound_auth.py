@@ -17,7 +17,7 @@ import pytest
 
 from postmesh.common.devstack import Stack
 from postmesh.common.mailauth.fakedns import rsa_test_key
-from tests.integration.infra.dnsmasq import Dnsmasq
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.stack import embedded_env, start_stack, wait_for
 from tests.integration.test_mail_end_to_end import create_user, insecure_tls
 
@@ -28,15 +28,16 @@ KEY, PUB = rsa_test_key()
 
 @pytest.fixture(scope="module")
 def dns_server() -> Iterator[Dnsmasq]:
-    records = {
+    records = [
         # The test sends from 127.0.0.1.
-        "example.net": ["v=spf1 ip4:127.0.0.1 -all"],
-        "sel._domainkey.example.net": [f"v=DKIM1; k=rsa; p={PUB}"],
-        "_dmarc.example.net": ["v=DMARC1; p=reject"],
-        "other.example": ["v=spf1 ip4:127.0.0.1 -all"],
-        "_dmarc.careful.example": ["v=DMARC1; p=quarantine"],
-    }
-    with Dnsmasq(records, zones=["example.net", "other.example", "careful.example"]) as d:
+        ("example.net", "v=spf1 ip4:127.0.0.1 -all"),
+        ("sel._domainkey.example.net", f"v=DKIM1; k=rsa; p={PUB}"),
+        ("_dmarc.example.net", "v=DMARC1; p=reject"),
+        ("other.example", "v=spf1 ip4:127.0.0.1 -all"),
+        ("_dmarc.careful.example", "v=DMARC1; p=quarantine"),
+    ]
+    zone = Zone(txt=records, zones=["example.net", "other.example", "careful.example"])
+    with Dnsmasq(zone) as d:
         yield d
 
 
@@ -44,7 +45,7 @@ def dns_server() -> Iterator[Dnsmasq]:
 def auth_stack(tmp_path_factory: pytest.TempPathFactory, dns_server: Dnsmasq) -> Iterator[Stack]:
     env = {
         **embedded_env(),
-        "POSTMESH_DNS_SERVERS": dns_server.server,
+        "POSTMESH_DNS_SERVERS": dns_server.servers,
         "POSTMESH_DNS_TIMEOUT_SECONDS": "2",
         "POSTMESH_HOSTNAME": HOSTNAME,
     }

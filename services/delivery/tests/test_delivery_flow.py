@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +12,16 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
-from postmesh.api.store.v1 import store_pb2
+from postmesh.api.store.v1 import queue_pb2, store_pb2
 from postmesh.common import topics
 from postmesh.common.bus import BusRecord
 from postmesh.common.bus.sqlite import SqliteBus
 from postmesh.delivery.app import DeliveryService
 from postmesh.delivery.dsn import wants_failure_notice
 from postmesh.delivery.local import LocalDelivery
+from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.settings import DeliverySettings
+from postmesh.delivery.smtp_client import Envelope, Rcpt
 
 ORIGINAL = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -63,15 +67,90 @@ def inbound(*rcpts: str, mail_from: str = "a@example.test", **kw: Any) -> events
     )
 
 
-async def make_service(tmp_path: Path) -> tuple[DeliveryService, FakeStore, SqliteBus]:
+class FakeRelay:
+    """Remote domains answer as scripted: domain -> (outcome, code, status, text)."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, tuple[Outcome, str, str, str]] = {}
+        self.sent: list[tuple[str, list[str], bytes]] = []
+        self.without_dsn = False
+
+    async def deliver(
+        self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+    ) -> list[RecipientResult]:
+        self.sent.append((domain, [r.address for r in rcpts], content))
+        outcome, code, status, text = self.script.get(
+            domain, (Outcome.BOUNCED, "550", "5.1.2", "no such domain")
+        )
+        return [
+            RecipientResult(
+                r.address,
+                outcome,
+                code,
+                status,
+                text,
+                "mx." + domain,
+                f"{code} {status} {text}",
+                relayed_without_dsn=self.without_dsn,
+            )
+            for r in rcpts
+        ]
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], queue_pb2.QueueEntry] = {}
+        self.rescheduled: list[queue_pb2.RescheduleRequest] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.down = False
+
+    async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
+        if self.down:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata()
+            )
+        key = (req.queue_id, req.recipient.address)
+        dup = key in self.entries
+        self.entries.setdefault(
+            key,
+            queue_pb2.QueueEntry(
+                queue_id=req.queue_id, recipient=req.recipient, message=req.message,
+                attempts=req.attempts, next_attempt_at_ms=req.next_attempt_at_ms,
+                last_error=req.last_error, created_at_ms=int(time.time() * 1000),
+            ),
+        )  # fmt: skip
+        return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
+
+    async def Reschedule(self, req: queue_pb2.RescheduleRequest, timeout: float) -> Any:
+        self.rescheduled.append(req)
+        e = self.entries[req.queue_id, req.recipient]
+        e.attempts += 1
+        e.next_attempt_at_ms = req.next_attempt_at_ms
+        e.last_error = req.last_error
+        return e
+
+    async def Delete(self, req: queue_pb2.DeleteQueueEntryRequest, timeout: float) -> Any:
+        self.deleted.append((req.queue_id, req.recipient))
+        del self.entries[req.queue_id, req.recipient]
+        return queue_pb2.DeleteQueueEntryResponse()
+
+
+async def make_service(
+    tmp_path: Path, **settings: Any
+) -> tuple[DeliveryService, FakeStore, SqliteBus]:
     bus = SqliteBus(tmp_path / "bus.sqlite3")
     svc = DeliveryService(
-        DeliverySettings(data_dir=tmp_path, hostname="mx.example.test", grpc_plaintext=True),
+        DeliverySettings(
+            data_dir=tmp_path, hostname="mx.example.test", grpc_plaintext=True, **settings
+        ),
         bus=bus,
     )
     store = FakeStore()
     svc.auth = FakeAuth()  # type: ignore[assignment]
     svc.local = LocalDelivery(store, 5)  # type: ignore[arg-type]
+    svc.relay = FakeRelay()  # type: ignore[assignment]
+    svc.queue = FakeQueue()  # type: ignore[assignment]
+    svc.signer = None
     await bus.start()
     return svc, store, bus
 
@@ -112,10 +191,19 @@ async def test_unknown_and_remote_recipients_bounce_to_sender_with_rfc3464_repor
     msg = inbound("b@example.test", "gone@example.test", "x@remote.test", envid="ENV-1")
     await svc.handle(BusRecord(topics.INBOUND, "Q1", msg.SerializeToString(), 0, 1))
     assert list(store.delivered) == [("Q1", "b@example.test")]
-    [raw] = await published(bus, topics.INBOUND)
-    dsn = events_pb2.InboundMessage.FromString(raw)
-    assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == ["a@example.test"]
-    parsed = email.message_from_bytes(dsn.inline_content, policy=email.policy.default)
+    # The remote recipient is in the queue, due now; nothing was sent from the bus consumer.
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    assert list(queue.entries) == [("Q1", "x@remote.test")]
+    assert svc.relay.sent == []  # type: ignore[attr-defined]
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {} and queue.deleted == [("Q1", "x@remote.test")]
+    reports = [
+        events_pb2.InboundMessage.FromString(v) for v in await published(bus, topics.INBOUND)
+    ]
+    assert len(reports) == 2  # the local 5.1.1 now, the remote 5.1.2 after its attempt
+    for dsn in reports:
+        assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == ["a@example.test"]
+    parsed = email.message_from_bytes(reports[0].inline_content, policy=email.policy.default)
     assert parsed.get_content_type() == "multipart/report"
     assert parsed.get_param("report-type") == "delivery-status"
     parts = list(parsed.iter_parts())
@@ -127,10 +215,105 @@ async def test_unknown_and_remote_recipients_bounce_to_sender_with_rfc3464_repor
     status = parts[1].as_string()
     assert "Reporting-MTA: dns; mx.example.test" in status
     assert "Original-Envelope-Id: ENV-1" in status
-    assert "Final-Recipient: rfc822; gone@example.test" in status
-    assert "Status: 5.1.1" in status and "Final-Recipient: rfc822; x@remote.test" in status
+    assert "Final-Recipient: rfc822; gone@example.test" in status and "Status: 5.1.1" in status
     assert "Final-Recipient: rfc822; b@example.test" not in status
     assert b"Subject: hi" in parts[2].as_bytes()
+    remote = reports[1].inline_content
+    assert b"Final-Recipient: rfc822; x@remote.test" in remote and b"Status: 5.1.2" in remote
+    assert b"Remote-MTA: dns; mx.remote.test" in remote
+    await bus.stop()
+
+
+async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
+    tmp_path: Path,
+) -> None:
+    svc, _store, bus = await make_service(tmp_path, retry_schedule="1m,5m", queue_lifetime="1h")
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.DEFERRED, "451", "4.3.0", "try later")
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    await svc.process(inbound("x@remote.test"))
+    before = int(time.time() * 1000)
+    for expected_delay in (60_000, 300_000, 300_000):
+        await svc.retry(list(queue.entries.values()))
+        req = queue.rescheduled[-1]
+        assert before + expected_delay <= req.next_attempt_at_ms <= before + expected_delay + 5000
+        assert req.last_error == "451 4.3.0 try later"
+    assert [e.attempts for e in queue.entries.values()] == [3]
+    assert await published(bus, topics.INBOUND) == []  # no delay notices
+    events = [
+        events_pb2.DeliveryEvent.FromString(v) for v in await published(bus, topics.DELIVERY_EVENTS)
+    ]
+    assert [(e.attempt, e.outcome, e.remote_mta) for e in events] == [
+        (0, events_pb2.DeliveryEvent.OUTCOME_QUEUED, "")
+    ] + [(n, events_pb2.DeliveryEvent.OUTCOME_DEFERRED, "mx.remote.test") for n in (1, 2, 3)]
+    assert {(e.mail_from, e.received_at_ms) for e in events} == {
+        ("a@example.test", 1_700_000_000_000)
+    }
+    # Past the lifetime, the next deferral is final.
+    for e in queue.entries.values():
+        e.created_at_ms -= 3600_000
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {}
+    [raw] = await published(bus, topics.INBOUND)
+    dsn = events_pb2.InboundMessage.FromString(raw)
+    assert b"Status: 5.4.7" in dsn.inline_content
+    unfolded = dsn.inline_content.replace(b"\r\n ", b" ")
+    assert b"Diagnostic-Code: smtp; 451 4.3.0 try later" in unfolded
+    assert b"delivery time expired; last error: 4.3.0 try later" in unfolded
+    await bus.stop()
+
+
+async def test_notify_success_relayed_to_a_peer_without_dsn_gets_a_relayed_report(
+    tmp_path: Path,
+) -> None:
+    svc, _store, bus = await make_service(tmp_path)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    relay.without_dsn = True
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    msg = inbound("x@remote.test")
+    msg.recipients[0].notify.append("SUCCESS")
+    await svc.process(msg)
+    await svc.retry(list(queue.entries.values()))
+    [raw] = await published(bus, topics.INBOUND)
+    dsn = events_pb2.InboundMessage.FromString(raw).inline_content
+    assert b"Action: relayed" in dsn and b"Final-Recipient: rfc822; x@remote.test" in dsn
+    assert b"text/rfc822-headers" in dsn  # a success report returns the headers only
+    await bus.stop()
+
+
+async def test_null_sender_failures_are_never_bounced(tmp_path: Path) -> None:
+    svc, _store, bus = await make_service(tmp_path)
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    await svc.process(inbound("x@remote.test", "gone@example.test", mail_from=""))
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {}
+    assert await published(bus, topics.INBOUND) == []
+    await bus.stop()
+
+
+async def test_mail_loop_bounces_with_5_4_6(tmp_path: Path) -> None:
+    svc, store, bus = await make_service(tmp_path, max_received_headers=3)
+    looped = b"Received: from a by b\r\n" * 4 + ORIGINAL
+    msg = inbound("b@example.test", "x@remote.test")
+    msg.inline_content = looped
+    await svc.process(msg)
+    assert store.delivered == {} and svc.queue.entries == {}  # type: ignore[attr-defined]
+    [raw] = await published(bus, topics.INBOUND)
+    assert b"Status: 5.4.6" in events_pb2.InboundMessage.FromString(raw).inline_content
+    await bus.stop()
+
+
+async def test_store_outage_at_enqueue_raises_so_the_bus_retries(tmp_path: Path) -> None:
+    svc, store, bus = await make_service(tmp_path)
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    queue.down = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await svc.process(inbound("b@example.test", "x@remote.test"))
+    queue.down = False
+    await svc.process(inbound("b@example.test", "x@remote.test"))  # the bus's repeat
+    assert list(store.delivered) == [("Q1", "b@example.test")]
+    assert list(queue.entries) == [("Q1", "x@remote.test")]
     await bus.stop()
 
 
@@ -170,3 +353,45 @@ async def test_full_mailbox_bounces_with_5_2_2_and_other_store_errors_are_retrie
             BusRecord(topics.INBOUND, "Q2", inbound("c@example.test").SerializeToString(), 0, 2)
         )
     await bus.stop()
+
+
+async def test_workers_renew_leases_while_an_attempt_runs() -> None:
+    import asyncio
+
+    from postmesh.delivery.queue import QueueWorkers
+
+    renewed_twice = asyncio.Event()
+
+    class Queue:
+        claims: list[queue_pb2.ClaimEntryRequest] = []
+
+        async def Claim(self, req: queue_pb2.ClaimEntryRequest, timeout: float) -> Any:
+            self.claims.append(req)
+            if len(self.claims) >= 2:
+                renewed_twice.set()
+            return queue_pb2.QueueEntry()
+
+    release = asyncio.Event()
+
+    async def slow_attempt(entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        await release.wait()
+
+    q = Queue()
+    workers = QueueWorkers(
+        q,  # type: ignore[arg-type]
+        slow_attempt,
+        owner="me",
+        concurrency=2,
+        claim_batch=1,
+        lease_seconds=3,  # renewed every second
+        poll_seconds=1,
+        deadline=1,
+    )
+    entry = queue_pb2.QueueEntry(queue_id="Q1", recipient=events_pb2.Recipient(address="a@x"))
+    workers.run_now([entry])
+    await asyncio.wait_for(renewed_twice.wait(), 30)
+    release.set()
+    assert {(c.queue_id, c.recipient, c.owner, c.lease_seconds) for c in q.claims} == {
+        ("Q1", "a@x", "me", 3)
+    }
+    await asyncio.gather(*workers._running)

@@ -1,4 +1,6 @@
-"""A real dnsmasq on 127.0.0.1 serving test TXT records (SPF, DKIM keys, DMARC policies).
+"""A real dnsmasq on a free loopback port serving test zones (MX, null MX, A, TXT for SPF, DKIM
+keys, DMARC policies), so delivery's MX routing and smtp-edge's mail authentication run against
+a real DNS server (POSTMESH_DNS_SERVERS).
 
 Authoritative only for the zones it is given (``--local``): any other name there is NXDOMAIN,
 and nothing is forwarded anywhere (``--no-resolv``)."""
@@ -6,9 +8,11 @@ and nothing is forwarded anywhere (``--no-resolv``)."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -19,36 +23,74 @@ import dns.rcode
 
 from tests.integration.infra import _process
 from tests.integration.infra._process import InfraError
-from tests.integration.infra.ports import free_port
 
 # A DNS character-string holds at most 255 octets (RFC 1035 §3.3); longer TXT data (a DKIM
 # key) is split into several, which receivers concatenate (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
 _CHUNK = 255
 
 
-class Dnsmasq:
-    """``with Dnsmasq({"example.net": ...}, zones=["example.net"]) as d: d.server``."""
+@dataclass
+class Zone:
+    """The records to serve; every other name under ``zones`` is NXDOMAIN."""
 
-    def __init__(self, txt: dict[str, list[str]], zones: list[str]) -> None:
-        self.txt = txt
-        self.zones = zones
-        self.port = 0
+    # (domain, exchange, preference); exchange "." is a null MX (RFC 7505).
+    mx: list[tuple[str, str, int]] = field(default_factory=list)
+    # (name, IPv4 address)
+    a: list[tuple[str, str]] = field(default_factory=list)
+    # (name, text); a name may have several.
+    txt: list[tuple[str, str]] = field(default_factory=list)
+    # The domains this server is authoritative for.
+    zones: list[str] = field(default_factory=lambda: ["test"])
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise InfraError("no free UDP+TCP port on 127.0.0.1")
+
+
+def txt_option(name: str, text: str) -> str:
+    """``--txt-record`` for one TXT record, split into character-strings of at most 255."""
+    chunks = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+    if any('"' in c for c in chunks):
+        raise InfraError("dnsmasq --txt-record cannot hold a double quote")
+    # Quoted, so a comma inside a record (SPF, DMARC rua lists) stays in its string.
+    return "--txt-record=" + ",".join([name, *(f'"{c}"' for c in chunks)])
+
+
+class Dnsmasq:
+    """dnsmasq as a child process (foreground, no upstream, no /etc/hosts, no config file).
+    Started as root it drops to ``nobody`` itself."""
+
+    def __init__(self, zone: Zone, *, startup_timeout_s: float = 15.0) -> None:
+        self.zone = zone
+        self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+        self.port = 0
 
     @property
-    def server(self) -> str:
-        """For POSTMESH_DNS_SERVERS."""
+    def servers(self) -> str:
+        """The POSTMESH_DNS_SERVERS value for this server."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> Dnsmasq:
-        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-        if not Path(binary).exists():
-            raise InfraError("dnsmasq is not installed (scripts/ensure-tools.sh installs it)")
-        self._tmp = Path(tempfile.mkdtemp(prefix="postmesh-dnsmasq-"))
-        self.port = free_port()
+    @property
+    def log_path(self) -> Path:
+        assert self._tmp is not None
+        return self._tmp / "dnsmasq.log"
+
+    def args(self) -> list[str]:
+        assert self._tmp is not None
         args = [
-            binary,
             "--keep-in-foreground",
             f"--port={self.port}",
             "--listen-address=127.0.0.1",
@@ -60,47 +102,58 @@ class Dnsmasq:
             "--log-facility=-",
             "--log-queries",
         ]
-        args += [f"--local=/{zone}/" for zone in self.zones]
-        for name, values in self.txt.items():
-            for value in values:
-                chunks = [value[i : i + _CHUNK] for i in range(0, len(value), _CHUNK)] or [""]
-                if any("," in c for c in chunks):
-                    raise InfraError("dnsmasq --txt-record cannot hold a comma")
-                args.append("--txt-record=" + ",".join([name, *chunks]))
-        log = (self._tmp / "dnsmasq.log").open("wb")
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        _process.register(self._proc)
+        args += [f"--local=/{z}/" for z in self.zone.zones]
+        args += [f"--mx-host={d},{x},{p}" for d, x, p in self.zone.mx]
+        args += [f"--host-record={n},{ip}" for n, ip in self.zone.a]
+        args += [txt_option(n, t) for n, t in self.zone.txt]
+        return args
+
+    def start(self) -> Dnsmasq:
+        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        if not Path(binary).exists():
+            raise InfraError("dnsmasq is not installed (scripts/ensure-tools.sh installs it)")
+        self._tmp = Path(tempfile.mkdtemp(prefix="postmesh-dnsmasq-"))
+        self._tmp.chmod(0o755)  # the pid file is written before privileges are dropped
+        self.port = free_udp_tcp_port()
         try:
+            with self.log_path.open("wb") as out:
+                self._proc = subprocess.Popen(
+                    [binary, *self.args()],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            _process.register(self._proc)
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        name = next(iter(self.txt), self.zones[0])
-        while time.monotonic() < deadline:
-            assert self._proc is not None
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        probe = f"probe.{self.zone.zones[0]}"
+        deadline = time.monotonic() + self._startup_timeout_s
+        while True:
             if self._proc.poll() is not None:
-                raise InfraError(f"dnsmasq exited: {self.log_tail()}")
+                raise InfraError(f"dnsmasq exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
                 reply = dns.query.udp(
-                    dns.message.make_query(name, "TXT"), "127.0.0.1", timeout=0.5, port=self.port
+                    dns.message.make_query(probe, "A"), "127.0.0.1", timeout=0.5, port=self.port
                 )
-                if reply.rcode() == dns.rcode.NOERROR:
-                    return
+                if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    return  # it answers
             except (dns.exception.Timeout, OSError):
                 pass
+            if time.monotonic() > deadline:
+                raise InfraError(f"dnsmasq did not answer:\n{self.log_tail()}")
             time.sleep(0.1)
-        raise InfraError(f"dnsmasq did not answer within {timeout:.0f}s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        return _process.log_tail(self._tmp / "dnsmasq.log") if self._tmp else ""
+        return _process.log_tail(self.log_path) if self._tmp else ""
 
     def stop(self) -> None:
         if self._proc is not None:
-            _process.stop_process(self._proc, grace_s=5)
+            _process.stop_process(self._proc, 5)
             self._proc = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Session-scoped pytest fixtures for real Kafka and FerretDB.
+"""Pytest fixtures for real Kafka and FerretDB (session-scoped), dnsmasq and Postfix peers.
 
 Import them into a conftest.py so pytest registers them:
 
@@ -7,12 +7,15 @@ Import them into a conftest.py so pytest registers them:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.ferretdb import FerretDB
 from tests.integration.infra.kafka import POSTMESH_TOPICS, KafkaBroker
+from tests.integration.infra.postfix_peer import PostfixPeer
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,33 @@ def ferretdb() -> Iterator[FerretDB]:
     """One FerretDB (SQLite backend) for the session; tests should use their own database."""
     with FerretDB() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def dnsmasq() -> Iterator[Callable[[Zone], Dnsmasq]]:
+    """Start a dnsmasq serving a zone: ``dns = dnsmasq(Zone(mx=[...], a=[...]))``; stopped at
+    the end of the module."""
+    started: list[Dnsmasq] = []
+
+    def start(zone: Zone) -> Dnsmasq:
+        started.append(Dnsmasq(zone).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def postfix_peer() -> Iterator[Callable[..., PostfixPeer]]:
+    """Start a Postfix accepting mail for some domains on 127.0.0.1:port into a Maildir:
+    ``postfix_peer(port, ["ok.test"], slow_domains=("slow.test",))``."""
+    started: list[PostfixPeer] = []
+
+    def start(port: int, domains: list[str], **kw: Any) -> PostfixPeer:
+        started.append(PostfixPeer(port, domains, **kw).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

@@ -53,6 +53,17 @@ class ServiceSettings(BaseSettings):
     grpc_plaintext: bool = False
     # Default deadline for an internal gRPC call.
     grpc_deadline_seconds: float = Field(default=10.0, gt=0)
+    # DNS servers for MX/A/TXT look-ups (delivery) and SPF/DMARC (smtp-edge): comma-separated
+    # host:port list of IP addresses ([v6]:port); empty uses the system resolver (resolv.conf).
+    dns_servers: str = ""
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, v: str) -> str:
+        from postmesh.common.dns import parse_dns_servers
+
+        parse_dns_servers(v)  # raises ValueError naming the bad server
+        return v
 
     # PEM files for the TLS listeners; when unset a self-signed pair is made in data_dir.
     tls_cert_file: Path | None = None

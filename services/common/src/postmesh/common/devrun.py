@@ -36,6 +36,7 @@ Postmesh is running. Endpoints (127.0.0.1):
   IMAP               {p.imap}  (STARTTLS)   IMAPS {p.imaps}
   POP3               {p.pop3}  (STLS)       POP3S {p.pop3s}
   Admin API          http://127.0.0.1:{p.admin}/api/v1  (token in {stack.data_dir / "admin-token"})
+  Queue admin API    http://127.0.0.1:{p.queue_admin}/api/v1/queue, /api/v1/trace/<queue id>
   Ops (/metrics /healthz /readyz): """
         + ", ".join(f"{s} :{port}" for s, port in p.ops.items())
         + f"""

@@ -34,6 +34,7 @@ class StackPorts:
     pop3: int = 1110
     pop3s: int = 1995
     admin: int = 8080
+    queue_admin: int = 8081
     store_grpc: int = 50061
     auth_grpc: int = 50062
     ops: dict[str, int] = field(
@@ -58,6 +59,7 @@ def service_env(ports: StackPorts, data_dir: Path, service: str) -> dict[str, st
         "POSTMESH_AUTH_LISTEN": f"127.0.0.1:{ports.auth_grpc}",
         "POSTMESH_AUTH_ADDRESS": f"127.0.0.1:{ports.auth_grpc}",
         "POSTMESH_ADMIN_PORT": str(ports.admin),
+        "POSTMESH_QUEUE_ADMIN_PORT": str(ports.queue_admin),
         "POSTMESH_SMTP_MX_PORT": str(ports.smtp_mx),
         "POSTMESH_SMTP_SUBMISSION_PORT": str(ports.smtp_submission),
         "POSTMESH_SMTP_SUBMISSIONS_PORT": str(ports.smtp_submissions),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
-from postmesh.api.store.v1 import store_pb2_grpc
+from postmesh.api.store.v1 import queue_pb2_grpc, store_pb2_grpc
 from postmesh.common.grpc import channel
 from postmesh.common.grpc_security import GrpcSecurity
 
@@ -14,3 +14,7 @@ def store_stub(address: str, security: GrpcSecurity) -> store_pb2_grpc.StoreServ
 
 def auth_stub(address: str, security: GrpcSecurity) -> auth_pb2_grpc.AuthServiceStub:
     return auth_pb2_grpc.AuthServiceStub(channel(address, security, "auth"))
+
+
+def queue_stub(address: str, security: GrpcSecurity) -> queue_pb2_grpc.DeliveryQueueServiceStub:
+    return queue_pb2_grpc.DeliveryQueueServiceStub(channel(address, security, "store"))

@@ -1,42 +1,122 @@
-"""Wires the delivery service: bus consumer -> per-recipient routing -> store / remote relay."""
+"""Wires the delivery service: bus consumer -> per-recipient routing -> store (local) or remote
+relay; transient remote failures go to the store's deferred queue, whose workers retry them;
+failures (and requested success notices) become RFC 3464 reports."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
+import grpc
+import uvicorn
 from prometheus_client import Counter, Histogram
 
 from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common import topics
+from postmesh.common.admin_token import admin_token
 from postmesh.common.bus import Bus, BusRecord, create_bus
+from postmesh.common.dns import make_resolver
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
-from postmesh.common.stubs import auth_stub, store_stub
-from postmesh.delivery.dsn import build_failure_dsn, wants_failure_notice
+from postmesh.common.stubs import auth_stub, queue_stub, store_stub
+from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
+from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
+from postmesh.delivery.mta_sts import MtaSts
+from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, worker_owner
+from postmesh.delivery.queue_admin import QueueAdmin
+from postmesh.delivery.relay import Relay
 from postmesh.delivery.settings import DeliverySettings
+from postmesh.delivery.smtp_client import Envelope, Rcpt
+from postmesh.delivery.trace import TraceIndex
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 RECIPIENTS = Counter(
     "postmesh_delivery_recipients_total", "Recipients handled, by outcome.", ["outcome"]
+)
+ATTEMPTS = Counter(
+    "postmesh_delivery_remote_attempts_total",
+    "Remote delivery attempts per recipient, by outcome and by first try or queue retry.",
+    ["outcome", "source"],
 )
 LATENCY = Histogram(
     "postmesh_delivery_latency_seconds",
     "From acceptance at the SMTP edge to the end of delivery, per message.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+DEFERRALS = Counter(
+    "postmesh_delivery_deferrals_total", "Remote recipients put back in the deferred queue."
+)
+BOUNCES = Counter(
+    "postmesh_delivery_bounces_total",
+    "Recipients that failed, by RFC 3463 status class and subject (e.g. 5.1, 5.4).",
+    ["status_class"],
+)
+RELAY_LATENCY = Histogram(
+    "postmesh_delivery_relay_seconds",
+    "One remote delivery attempt to one domain (DNS, MTA-STS, connection, transaction).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 _OUTCOMES = {
     Outcome.DELIVERED: events_pb2.DeliveryEvent.OUTCOME_DELIVERED,
     Outcome.RELAYED: events_pb2.DeliveryEvent.OUTCOME_RELAYED,
+    Outcome.DEFERRED: events_pb2.DeliveryEvent.OUTCOME_DEFERRED,
     Outcome.BOUNCED: events_pb2.DeliveryEvent.OUTCOME_BOUNCED,
+    Outcome.QUEUED: events_pb2.DeliveryEvent.OUTCOME_QUEUED,
 }
+
+
+class Signer(Protocol):
+    async def sign(self, message: bytes) -> bytes: ...
+
+
+def make_signer(settings: DeliverySettings, auth: Any) -> Signer | None:
+    """DKIM signing (postmesh.delivery.signing, RFC 6376/8463) when that module is present."""
+    if not settings.dkim_signing:
+        return None
+    try:
+        module = importlib.import_module("postmesh.delivery.signing")
+    except ImportError:
+        log.warning("DKIM signing module not available: outgoing mail is not signed")
+        return None
+    signer: Signer = module.DkimSigner(auth, settings.grpc_deadline_seconds)
+    return signer
+
+
+def status_class(status: str) -> str:
+    """``5.1.10`` -> ``5.1``: bounded label values for the bounce counter."""
+    parts = status.split(".")
+    return ".".join(parts[:2]) if len(parts) == 3 and all(p.isdigit() for p in parts) else "5.0"
+
+
+def envelope_of(msg: events_pb2.InboundMessage) -> Envelope:
+    return Envelope(
+        mail_from=msg.mail_from,
+        envid=msg.envid,
+        ret=msg.ret.upper(),
+        eight_bit=msg.body_type.upper() == "8BITMIME",
+        smtputf8=msg.smtputf8,
+    )
+
+
+def rcpt_of(r: events_pb2.Recipient) -> Rcpt:
+    return Rcpt(r.address, tuple(n.upper() for n in r.notify), r.orcpt)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
 
 
 class DeliveryService(Service):
@@ -50,30 +130,107 @@ class DeliveryService(Service):
         self.local = LocalDelivery(
             store_stub(settings.store_address, security), settings.grpc_deadline_seconds
         )
-        self._task: asyncio.Task[None] | None = None
+        self.queue: queue_pb2_grpc.DeliveryQueueServiceStub = queue_stub(
+            settings.store_address, security
+        )
+        resolver = make_resolver(settings.dns_servers)
+        ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
+        mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
+        self.relay = Relay(settings, resolver, mta_sts)
+        self.signer = make_signer(settings, self.auth)
+        self.steps = settings.retry_steps
+        self.lifetime_ms = int(settings.queue_lifetime_seconds * 1000)
+        self.workers = QueueWorkers(
+            self.queue,
+            self.retry,
+            owner=worker_owner(),
+            concurrency=settings.queue_concurrency,
+            claim_batch=settings.queue_claim_batch,
+            lease_seconds=settings.queue_lease_seconds,
+            poll_seconds=settings.queue_poll_seconds,
+            deadline=settings.grpc_deadline_seconds,
+        )
+        self.trace = TraceIndex(settings.trace_max_messages)
+        self.admin = QueueAdmin(
+            self.queue,
+            owner=self.workers.owner,
+            lease_seconds=settings.queue_lease_seconds,
+            deadline=settings.grpc_deadline_seconds,
+            run_now=self.workers.run_now,
+            remove=self.remove,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._http: EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.bus.start()
-        self._task = asyncio.create_task(
-            self.bus.consume(
-                [topics.INBOUND],
-                self.settings.delivery_group,
-                self.handle,
-                concurrency=self.settings.delivery_concurrency,
-            )
+        self._tasks = [
+            asyncio.create_task(
+                self.bus.consume(
+                    [topics.INBOUND],
+                    self.settings.delivery_group,
+                    self.handle,
+                    concurrency=self.settings.delivery_concurrency,
+                )
+            ),
+            asyncio.create_task(self.workers.run()),
+            asyncio.create_task(self._sweep_connections()),
+            # No consumer group: every replica reads every event, so any one can trace.
+            asyncio.create_task(
+                self.bus.consume([topics.DELIVERY_EVENTS], None, self.trace.handle)
+            ),
+        ]
+        if self.settings.queue_admin_port:
+            await self._start_admin_api()
+
+    async def _start_admin_api(self) -> None:
+        token = admin_token(self.settings.admin_token, self.settings.data_dir)
+        config = uvicorn.Config(
+            create_admin_app(self.admin, self.trace, token),
+            host=self.settings.queue_admin_host,
+            port=self.settings.queue_admin_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._http = EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # surfaces a bind error
+                raise RuntimeError("queue admin API stopped during start-up")
+            await asyncio.sleep(0.02)
+        log.info(
+            "queue admin api listening",
+            extra=kv(host=self.settings.queue_admin_host, port=self.settings.queue_admin_port),
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._stopping.set()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
+        await self.relay.cache.close_all()
         await self.bus.stop()
+
+    async def _sweep_connections(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.relay_connection_idle_seconds))
+            await self.relay.cache.sweep()
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return {"bus": self.bus.ready}
+
+    # ----- first attempt, from the bus -----
 
     async def handle(self, record: BusRecord) -> None:
         msg = events_pb2.InboundMessage()
@@ -86,57 +243,276 @@ class DeliveryService(Service):
             )
             return
         with log_context(queue_id=msg.queue_id):
-            failures: list[RecipientResult] = []
-            for rcpt in msg.recipients:
-                result = await self.route(msg, rcpt.address)
-                if result.outcome is Outcome.BOUNCED and wants_failure_notice(msg, rcpt):
-                    failures.append(result)
-                RECIPIENTS.labels(result.outcome.value).inc()
-                log.info(
-                    "recipient done",
-                    extra=kv(
-                        rcpt=result.recipient,
-                        outcome=result.outcome.value,
-                        status=result.status,
-                        diagnostic=result.diagnostic,
-                    ),
-                )
-                await self._publish_outcome(msg.queue_id, result)
-            if failures:
-                await self._bounce(msg, failures)
+            await self.process(msg)
             if msg.received_at_ms:
                 LATENCY.observe(max(0.0, time.time() - msg.received_at_ms / 1000))
 
-    async def route(self, msg: events_pb2.InboundMessage, address: str) -> RecipientResult:
-        resolved = await self.auth.ResolveRecipient(
-            auth_pb2.ResolveRecipientRequest(address=address),
-            timeout=self.settings.grpc_deadline_seconds,
-        )
-        if resolved.kind == auth_pb2.RECIPIENT_KIND_LOCAL_USER:
-            return await self.local.deliver(msg, address, list(resolved.users))
-        if resolved.kind == auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL:
-            # The user was removed between RCPT TO and delivery (RFC 3463 X.1.1).
-            return RecipientResult(address, Outcome.BOUNCED, "550", "5.1.1", "user unknown")
+    async def process(self, msg: events_pb2.InboundMessage) -> None:
+        """Local recipients are delivered here; remote ones are handed to the deferred queue,
+        due at once, whose workers relay them. So the bus consumer never waits for a remote
+        host (one slow destination blocks nothing but its own queue entries), and the record
+        is committed only when every recipient is delivered, bounced or durably queued. A
+        store or auth outage raises: the bus retries the record, and local delivery and
+        Enqueue are idempotent, so a repeat makes no second copy."""
+        content: bytes | None = None
+        if msg.WhichOneof("content") != "blob_id":
+            content = msg.inline_content
+        results: list[RecipientResult] = []
+        remote: list[events_pb2.Recipient] = []
+        loop = content is not None and self._loop_result(content)
+        for rcpt in msg.recipients:
+            if loop:
+                results.append(self._as(loop, rcpt.address))
+                continue
+            resolved = await self.auth.ResolveRecipient(
+                auth_pb2.ResolveRecipientRequest(address=rcpt.address),
+                timeout=self.settings.grpc_deadline_seconds,
+            )
+            if resolved.kind == auth_pb2.RECIPIENT_KIND_LOCAL_USER:
+                results.append(await self.local.deliver(msg, rcpt.address, list(resolved.users)))
+            elif resolved.kind == auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL:
+                # The user was removed between RCPT TO and delivery (RFC 3463 X.1.1).
+                results.append(
+                    RecipientResult(rcpt.address, Outcome.BOUNCED, "550", "5.1.1", "user unknown")
+                )
+            else:
+                remote.append(rcpt)
+        for rcpt in remote:
+            await self.queue.Enqueue(
+                queue_pb2.EnqueueRequest(
+                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
+                ),
+                timeout=self.settings.grpc_deadline_seconds,
+            )
+        if remote:
+            log.info("queued for relay", extra=kv(recipients=len(remote)))
+            self.workers.wake()
+            for rcpt in remote:
+                queued = RecipientResult(rcpt.address, Outcome.QUEUED, "", "", "queued for relay")
+                await self._publish_outcome(msg, queued, 0, 0)
+        await self._report(msg, results, attempt=1, content=content)
+
+    def _loop_result(self, content: bytes) -> RecipientResult | None:
+        hops = count_received(content)
+        if hops <= self.settings.max_received_headers:
+            return None
+        # RFC 5321 §6.3: a loop is detected by counting Received: fields.
         return RecipientResult(
-            address,
-            Outcome.BOUNCED,
-            "550",
-            "5.4.4",
-            "remote delivery is not enabled on this system",
+            "", Outcome.BOUNCED, "554", "5.4.6", f"mail forwarding loop ({hops} Received headers)"
         )
 
-    async def _bounce(
-        self, msg: events_pb2.InboundMessage, failures: list[RecipientResult]
-    ) -> None:
-        """Publish the DSN before the record is committed: a crash in between sends it twice
-        (at-least-once), never zero times."""
-        original = await self.local.content(msg)
-        dsn = build_failure_dsn(msg, failures, original, self.settings.hostname)
-        await self.bus.publish(topics.INBOUND, dsn.queue_id, dsn.SerializeToString())
-        log.info("bounce queued", extra=kv(dsn_queue_id=dsn.queue_id, to=msg.mail_from))
+    @staticmethod
+    def _as(template: RecipientResult, address: str) -> RecipientResult:
+        return RecipientResult(
+            address, template.outcome, template.reply_code, template.status, template.diagnostic
+        )
 
-    async def _publish_outcome(self, queue_id: str, r: RecipientResult) -> None:
+    async def _until_done(self, what: str, op: Callable[[], Awaitable[T]]) -> T | None:
+        """A store or bus outage after a remote host already took the message must not lead
+        to a second attempt (a second remote copy): wait for it to come back. None when the
+        store says the lease is no longer ours (it expired and another replica took the
+        entry, or an operator deleted it): that replica decides now."""
+        delay = 0.5
+        while True:
+            try:
+                return await op()
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    log.warning(f"{what}: entry no longer ours", extra=kv(detail=e.details()))
+                    return None
+                log.warning(f"{what} failed; retrying", extra=kv(error=str(e), retry_in=delay))
+            except (OSError, ConnectionError) as e:
+                log.warning(f"{what} failed; retrying", extra=kv(error=str(e), retry_in=delay))
+            if self._stopping.is_set():
+                raise asyncio.CancelledError
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    # ----- attempts, from the deferred queue -----
+
+    @staticmethod
+    def _message_of(entries: Sequence[queue_pb2.QueueEntry]) -> events_pb2.InboundMessage:
+        msg = events_pb2.InboundMessage()
+        msg.CopyFrom(entries[0].message)
+        del msg.recipients[:]
+        msg.recipients.extend([e.recipient for e in entries])
+        return msg
+
+    async def remove(self, entries: Sequence[queue_pb2.QueueEntry], bounce: bool) -> None:
+        """An operator's delete of entries leased to this replica (postsuper -d); with
+        ``bounce`` the sender gets a failure report first (unless NOTIFY or <> forbid it)."""
+        for group in group_entries(entries):
+            msg = self._message_of(group)
+            results = [
+                RecipientResult(
+                    e.recipient.address, Outcome.BOUNCED, "550", "5.0.0",
+                    f"deleted from the queue by the administrator; last error: {e.last_error}",
+                )
+                for e in group
+            ]  # fmt: skip
+            attempt = max(e.attempts for e in group)
+            await self._report(msg, results, attempt, content=None, notices_allowed=bounce)
+            for e in group:
+                await self._delete_entry(e)
+
+    async def _delete_entry(self, entry: queue_pb2.QueueEntry) -> None:
+        req = queue_pb2.DeleteQueueEntryRequest(
+            queue_id=entry.queue_id, recipient=entry.recipient.address, owner=self.workers.owner
+        )
+        await self._until_done(
+            "delete",
+            functools.partial(self.queue.Delete, req, timeout=self.settings.grpc_deadline_seconds),
+        )
+
+    async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        """One group of due entries (one message, one domain), leased to this replica."""
+        msg = self._message_of(entries)
+        attempt = max(e.attempts for e in entries) + 1
+        content = await self.local.content(msg)
+        domain = domain_of(entries[0].recipient.address)
+        loop = self._loop_result(content) if content else None
+        if not content:
+            results = [
+                RecipientResult(
+                    e.recipient.address, Outcome.BOUNCED, "554", "5.3.0",
+                    "message content no longer available",
+                )
+                for e in entries
+            ]  # fmt: skip
+        elif loop:
+            results = [self._as(loop, e.recipient.address) for e in entries]
+        else:
+            source = "first" if attempt == 1 else "retry"
+            results = await self._relay(msg, content, domain, list(msg.recipients), source)
+        now_ms = int(time.time() * 1000)
+        by_addr = {e.recipient.address: e for e in entries}
+        final: list[RecipientResult] = []
+        for r in results:
+            entry = by_addr[r.recipient]
+            if r.outcome is Outcome.DEFERRED and now_ms - entry.created_at_ms >= self.lifetime_ms:
+                # RFC 3463 X.4.7: delivery time expired; the last reply says why.
+                r = RecipientResult(
+                    r.recipient, Outcome.BOUNCED, r.reply_code, "5.4.7",
+                    f"delivery time expired; last error: {r.status} {r.diagnostic}",
+                    r.remote_mta, r.remote_reply,
+                )  # fmt: skip
+            final.append(r)
+        # The report goes out before the entries are deleted: a crash in between sends the
+        # same report again under the same id, which the store deduplicates.
+        next_at = {
+            r.recipient: now_ms + int(next_delay(self.steps, attempt) * 1000)
+            for r in final
+            if r.outcome is Outcome.DEFERRED
+        }
+        await self._report(msg, final, attempt=attempt, content=content, next_at=next_at)
+        for r in final:
+            entry = by_addr[r.recipient]
+            if r.outcome is Outcome.DEFERRED:
+                DEFERRALS.inc()
+                req = queue_pb2.RescheduleRequest(
+                    queue_id=entry.queue_id,
+                    recipient=r.recipient,
+                    owner=self.workers.owner,
+                    next_attempt_at_ms=next_at[r.recipient],
+                    last_error=f"{r.reply_code} {r.status} {r.diagnostic}",
+                )
+                await self._until_done(
+                    "reschedule",
+                    functools.partial(
+                        self.queue.Reschedule, req, timeout=self.settings.grpc_deadline_seconds
+                    ),
+                )
+            else:
+                await self._delete_entry(entry)
+
+    async def _relay(
+        self,
+        msg: events_pb2.InboundMessage,
+        content: bytes,
+        domain: str,
+        rcpts: list[events_pb2.Recipient],
+        source: str,
+    ) -> list[RecipientResult]:
+        if self.signer is not None:
+            try:
+                content = await self.signer.sign(content)
+            except Exception as e:
+                # Keys unavailable (auth down): retry later rather than send it unsigned.
+                log.warning("DKIM signing failed; deferring", extra=kv(error=str(e)))
+                reply = ("451", "4.7.0", f"DKIM signing unavailable: {e}")
+                return [RecipientResult(r.address, Outcome.DEFERRED, *reply) for r in rcpts]
+        started = time.monotonic()
+        out = await self.relay.deliver(
+            domain, envelope_of(msg), [rcpt_of(r) for r in rcpts], content
+        )
+        RELAY_LATENCY.observe(time.monotonic() - started)
+        for r in out:
+            ATTEMPTS.labels(r.outcome.value, source).inc()
+        return out
+
+    # ----- outcomes: events and reports -----
+
+    async def _report(
+        self,
+        msg: events_pb2.InboundMessage,
+        results: Sequence[RecipientResult],
+        attempt: int,
+        content: bytes | None,
+        next_at: dict[str, int] | None = None,
+        notices_allowed: bool = True,
+    ) -> None:
+        rcpts = {r.address: r for r in msg.recipients}
+        notices: dict[Outcome, list[RecipientResult]] = {}
+        for result in results:
+            RECIPIENTS.labels(result.outcome.value).inc()
+            if result.outcome is Outcome.BOUNCED:
+                BOUNCES.labels(status_class(result.status)).inc()
+            log.info(
+                "recipient deferred" if result.outcome is Outcome.DEFERRED else "recipient done",
+                extra=kv(
+                    rcpt=result.recipient, outcome=result.outcome.value, status=result.status,
+                    reply=f"{result.reply_code} {result.diagnostic}",
+                    remote_mta=result.remote_mta, attempt=attempt,
+                ),
+            )  # fmt: skip
+            nxt = (next_at or {}).get(result.recipient, 0)
+            await self._publish_outcome(msg, result, attempt, nxt)
+            rcpt = rcpts.get(result.recipient, events_pb2.Recipient(address=result.recipient))
+            # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices for
+            # local delivery, and for relaying to a peer without DSN (§5.2.3; a peer with DSN
+            # got NOTIFY and reports on its own).
+            reportable = result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED) or (
+                result.outcome is Outcome.RELAYED and result.relayed_without_dsn
+            )
+            if notices_allowed and reportable and wants_notice(msg, rcpt, result.outcome):
+                notices.setdefault(result.outcome, []).append(result)
+        for group in notices.values():
+            if content is None:
+                content = await self.local.content(msg)
+            dsn = build_dsn(msg, group, content, self.settings.hostname, attempt)
+            await self._until_done(
+                "publishing a report",
+                functools.partial(
+                    self.bus.publish, topics.INBOUND, dsn.queue_id, dsn.SerializeToString()
+                ),
+            )
+            log.info(
+                "report queued",
+                extra=kv(dsn_queue_id=dsn.queue_id, to=msg.mail_from,
+                         action=group[0].outcome.value, recipients=len(group)),
+            )  # fmt: skip
+
+    async def _publish_outcome(
+        self,
+        msg: events_pb2.InboundMessage,
+        r: RecipientResult,
+        attempt: int,
+        next_attempt_at_ms: int,
+    ) -> None:
+        queue_id = msg.queue_id
         event = events_pb2.DeliveryEvent(
+            mail_from=msg.mail_from,
+            received_at_ms=msg.received_at_ms,
             queue_id=queue_id,
             recipient=r.recipient,
             outcome=_OUTCOMES[r.outcome],
@@ -144,6 +520,9 @@ class DeliveryService(Service):
             status=r.status,
             diagnostic=r.diagnostic,
             at_ms=int(time.time() * 1000),
+            attempt=attempt,
+            remote_mta=r.remote_mta,
+            next_attempt_at_ms=next_attempt_at_ms,
         )
         try:
             await self.bus.publish(topics.DELIVERY_EVENTS, queue_id, event.SerializeToString())

@@ -1,10 +1,14 @@
-"""Delivery status notifications (bounces): RFC 3464 multipart/report, RFC 3461 NOTIFY/RET."""
+"""Delivery status notifications: RFC 3464 multipart/report (RFC 6522) to the envelope sender,
+honouring RFC 3461 NOTIFY, RET, ENVID and ORCPT."""
 
 from __future__ import annotations
 
 import email.policy
 import email.utils
+import hashlib
+import re
 import time
+from collections.abc import Sequence
 from email.message import Message
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
@@ -12,21 +16,61 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from postmesh.api.events.v1 import events_pb2
-from postmesh.common.ids import new_queue_id
-from postmesh.delivery.model import RecipientResult
+from postmesh.delivery.model import Outcome, RecipientResult
 
 # Headers of the original are returned for RET=HDRS and, as Postfix does, when the message is
 # too large to return whole.
 MAX_RETURNED_BYTES = 512 * 1024
 
+_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"  # as postmesh.common.ids
+_XTEXT = re.compile(r"\+([0-9A-F]{2})")
 
-def wants_failure_notice(msg: events_pb2.InboundMessage, rcpt: events_pb2.Recipient) -> bool:
-    """No bounce of a bounce (RFC 5321 §4.5.5: null reverse path) and none when NOTIFY
-    excludes FAILURE (RFC 3461 §4.1)."""
+# RFC 3464 §2.3.3 Action per outcome, and the NOTIFY keyword (RFC 3461 §4.1) that asks for it.
+_ACTION = {
+    Outcome.BOUNCED: ("failed", "FAILURE"),
+    Outcome.DEFERRED: ("delayed", "DELAY"),
+    Outcome.DELIVERED: ("delivered", "SUCCESS"),
+    Outcome.RELAYED: ("relayed", "SUCCESS"),
+    Outcome.QUEUED: ("delayed", "DELAY"),
+}
+
+
+def wants_notice(
+    msg: events_pb2.InboundMessage, rcpt: events_pb2.Recipient, outcome: Outcome
+) -> bool:
+    """No report to the null reverse path (RFC 5321 §4.5.5, RFC 3464 §2). Without NOTIFY only
+    failures are reported (RFC 3461 §4.1 default); NEVER suppresses all."""
     if not msg.mail_from:
         return False
     notify = {n.upper() for n in rcpt.notify}
-    return not notify or "FAILURE" in notify
+    keyword = _ACTION[outcome][1]
+    if not notify:
+        return keyword == "FAILURE"
+    return keyword in notify
+
+
+def wants_failure_notice(msg: events_pb2.InboundMessage, rcpt: events_pb2.Recipient) -> bool:
+    return wants_notice(msg, rcpt, Outcome.BOUNCED)
+
+
+def dsn_queue_id(queue_id: str, recipients: Sequence[str], attempt: int, kind: str) -> str:
+    """The same report of the same attempt always gets the same id, so one re-sent after a
+    crash is deduplicated by the store like any redelivered message. The original's time part
+    is kept, so ids still sort by time."""
+    key = "\n".join([queue_id, kind, str(attempt), *sorted(recipients)]).encode()
+    n = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
+    out = []
+    for _ in range(10):
+        n, r = divmod(n, len(_ALPHABET))
+        out.append(_ALPHABET[r])
+    return queue_id[:10] + "".join(out)
+
+
+def decode_orcpt(orcpt: str) -> str:
+    """``rfc822;a+2Bb@x`` -> ``rfc822; a+b@x`` (RFC 3461 §4.2 xtext, shown decoded §6.3)."""
+    addr_type, _, value = orcpt.partition(";")
+    decoded = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return f"{addr_type}; {decoded}"
 
 
 def _headers_only(content: bytes) -> bytes:
@@ -34,28 +78,52 @@ def _headers_only(content: bytes) -> bytes:
     return content if end < 0 else content[: end + 4]
 
 
-def build_failure_dsn(
+def _human_text(reporting_mta: str, results: Sequence[RecipientResult], action: str) -> str:
+    intro = {
+        "failed": "Your message could not be delivered to one or more recipients.\n"
+        "It is attached below.",
+        "delayed": "Your message could not be delivered yet. The mail system will keep\n"
+        "trying; you do not need to send it again.",
+        "delivered": "Your message was delivered to the recipients below.",
+        "relayed": "Your message was relayed to the recipients below, whose mail systems\n"
+        "do not send delivery reports.",
+    }[action]
+    lines = [f"This is the mail system at host {reporting_mta}.", "", intro, ""]
+    for r in results:
+        where = f" (from {r.remote_mta})" if r.remote_mta else ""
+        lines.append(f"<{r.recipient}>: {r.reply_code} {r.status} {r.diagnostic}{where}")
+    return "\n".join(lines) + "\n"
+
+
+def build_dsn(
     msg: events_pb2.InboundMessage,
-    failures: list[RecipientResult],
+    results: Sequence[RecipientResult],
     original: bytes,
     reporting_mta: str,
+    attempt: int = 1,
 ) -> events_pb2.InboundMessage:
-    """The bounce for ``failures`` as a new inbound message from <> to the original sender."""
+    """The report on ``results`` (all of one Outcome) as a new inbound message from <> to the
+    original sender, with a deterministic queue id."""
+    action = _ACTION[results[0].outcome][0]
+    assert all(_ACTION[r.outcome][0] == action for r in results)
+    subject = {
+        "failed": "Undelivered Mail Returned to Sender",
+        "delayed": "Delayed Mail (still being retried)",
+        "delivered": "Successful Mail Delivery Report",
+        "relayed": "Successful Mail Delivery Report",
+    }[action]
+    now = time.time()
+    queue_id = dsn_queue_id(msg.queue_id, [r.recipient for r in results], attempt, action)
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
     report["To"] = msg.mail_from
-    report["Subject"] = "Undelivered Mail Returned to Sender"
-    report["Date"] = email.utils.formatdate(localtime=False)
-    report["Message-ID"] = email.utils.make_msgid(domain=reporting_mta)
+    report["Subject"] = subject
+    report["Date"] = email.utils.formatdate(now)
+    report["Message-ID"] = f"<{queue_id}.dsn@{reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-    lines = [
-        f"This is the mail system at host {reporting_mta}.",
-        "",
-        "Your message could not be delivered to one or more recipients.",
-        "",
-    ]
-    lines += [f"<{f.recipient}>: {f.reply_code} {f.status} {f.diagnostic}" for f in failures]
-    report.attach(MIMEText("\n".join(lines) + "\n", "plain", "utf-8"))
+    human = _human_text(reporting_mta, results, action)
+    # 7bit when it can be (readable as is; utf-8 would make the email package use base64).
+    report.attach(MIMEText(human, "plain", "us-ascii" if human.isascii() else "utf-8"))
 
     # RFC 3464 §2.2 per-message fields, then one §2.3 group per recipient; the email package
     # models message/delivery-status as a list of header blocks.
@@ -63,39 +131,66 @@ def build_failure_dsn(
     per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
     if msg.envid:
         per_message["Original-Envelope-Id"] = msg.envid
-    per_message["Arrival-Date"] = email.utils.formatdate(msg.received_at_ms / 1000 or time.time())
+    per_message["Arrival-Date"] = email.utils.formatdate(msg.received_at_ms / 1000 or now)
     blocks = [per_message]
     orcpts = {r.address: r.orcpt for r in msg.recipients}
-    for f in failures:
+    for r in results:
         block = Message()
-        if orcpts.get(f.recipient):
-            block["Original-Recipient"] = orcpts[f.recipient]
-        block["Final-Recipient"] = f"rfc822; {f.recipient}"
-        block["Action"] = "failed"
-        block["Status"] = f.status
-        block["Diagnostic-Code"] = f"smtp; {f.reply_code} {f.status} {f.diagnostic}"
+        if orcpts.get(r.recipient):
+            block["Original-Recipient"] = decode_orcpt(orcpts[r.recipient])
+        block["Final-Recipient"] = f"rfc822; {r.recipient}"
+        block["Action"] = action
+        block["Status"] = r.status
+        if r.remote_mta:
+            block["Remote-MTA"] = f"dns; {r.remote_mta}"
+        # RFC 3464 §2.3.6: the reply as the SMTP peer (or this system) gave it.
+        block["Diagnostic-Code"] = f"smtp; {r.diagnostic_code}"
+        block["Last-Attempt-Date"] = email.utils.formatdate(now)
         blocks.append(block)
     ds = MIMEBase("message", "delivery-status")
     ds.set_payload(blocks)  # type: ignore[arg-type]
     report.attach(ds)
 
-    return_whole = msg.ret.upper() != "HDRS" and len(original) <= MAX_RETURNED_BYTES
+    # RFC 3461 §4.3: RET=FULL returns the message; HDRS, the default for success reports
+    # and a message too large to return, the headers (RFC 6522 §4 text/rfc822-headers).
+    return_whole = (action in ("failed", "delayed") and msg.ret.upper() != "HDRS") and len(
+        original
+    ) <= MAX_RETURNED_BYTES
+    if action == "delayed":
+        return_whole = False
     if not original:
         pass  # the content is gone (claim-check blob expired): nothing to return
     elif return_whole:
         report.attach(MIMEMessage(email.message_from_bytes(original, policy=email.policy.SMTP)))
-    else:  # RFC 6522 §4: text/rfc822-headers
+    else:
         report.attach(
             MIMEText(_headers_only(original).decode("utf-8", "replace"), "rfc822-headers")
         )
 
     content = report.as_bytes(policy=email.policy.SMTP)
     return events_pb2.InboundMessage(
-        queue_id=new_queue_id(),
+        queue_id=queue_id,
         mail_from="",
         recipients=[events_pb2.Recipient(address=msg.mail_from)],
         inline_content=content,
         size=len(content),
-        received_at_ms=int(time.time() * 1000),
+        received_at_ms=int(now * 1000),
         client=events_pb2.ClientInfo(listener="dsn"),
     )
+
+
+def build_failure_dsn(
+    msg: events_pb2.InboundMessage,
+    failures: list[RecipientResult],
+    original: bytes,
+    reporting_mta: str,
+    attempt: int = 1,
+) -> events_pb2.InboundMessage:
+    return build_dsn(msg, failures, original, reporting_mta, attempt)
+
+
+def count_received(content: bytes) -> int:
+    """Received: fields in the header section (RFC 5321 §6.3 loop detection)."""
+    end = content.find(b"\r\n\r\n")
+    head = content if end < 0 else content[:end]
+    return sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")

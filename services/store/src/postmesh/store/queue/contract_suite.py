@@ -199,6 +199,28 @@ class QueueContract:
         (claimed,) = await repo.claim_due("c", 1, 10)
         assert claimed.lease_owner == "c"
 
+    async def test_claim_one_entry_now_unless_another_lease_runs(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        later = clock.ms + 3_600_000
+        await repo.enqueue(entry(next_attempt_at_ms=later))
+        assert await repo.claim_due("a", 10, 60) == []  # not due
+        taken = await repo.claim("Q1", "bob@example.net", "admin", 60)
+        assert (taken.lease_owner, taken.lease_expires_at_ms) == ("admin", clock.ms + 60_000)
+        assert taken.next_attempt_at_ms == later and taken.attempts == 0
+        with pytest.raises(LeaseNotHeld):
+            await repo.claim("Q1", "bob@example.net", "b", 60)
+        again = await repo.claim("Q1", "bob@example.net", "admin", 120)  # the holder renews
+        assert again.lease_expires_at_ms == clock.ms + 120_000
+        clock.advance(121)
+        stolen = await repo.claim("Q1", "bob@example.net", "b", 60)  # expired: anyone
+        assert stolen.lease_owner == "b"
+        with pytest.raises(LeaseNotHeld):
+            await repo.delete("Q1", "bob@example.net", "admin")
+        await repo.delete("Q1", "bob@example.net", "b")
+        with pytest.raises(NotFound):
+            await repo.claim("Q1", "bob@example.net", "b", 60)
+
     async def test_claim_validates(self, repo: QueueRepository) -> None:
         for who, n, lease in (("", 1, 10), ("a", 0, 10), ("a", 1, 0), ("a", 1001, 10)):
             with pytest.raises(InvalidArgument):

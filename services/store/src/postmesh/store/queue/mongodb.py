@@ -225,6 +225,39 @@ class MongoQueueRepository(QueueRepository):
             return _entry(mine)
         return None
 
+    async def _claim(
+        self, queue_id: str, rcpt: str, who: str, lease_ms: int, now: int
+    ) -> QueueEntry:
+        key = _key(queue_id, rcpt)
+        for _ in range(MAX_STEPS):
+            doc = await self._current(key)
+            if doc is None:
+                raise NotFound(f"no queue entry {key}")
+            if doc["owner"] not in ("", who) and int(doc["lease_until"]) > now:
+                raise LeaseNotHeld(f"{doc['owner']} holds the lease of {key}")
+            until = now + lease_ms
+            state = {
+                "owner": who, "lease_until": until, "ready_at": until,
+                "next_attempt_at": doc["next_attempt_at"], "attempts": doc["attempts"],
+                "last_error": doc["last_error"],
+            }  # fmt: skip
+            t = await self._advance(doc, CLAIM, state, now)
+            if t is None:
+                continue  # changed meanwhile: re-read and re-check the lease
+            mine = await self._apply(doc, t)
+            assert mine is not None
+            # As in _claim_one: the entry may have been deleted or re-enqueued meanwhile.
+            check = await self._entries.find_one({"_id": key})
+            if check is None or check["inc"] != doc["inc"]:
+                await self._transitions.delete_one({"_id": t["_id"]})
+                raise NotFound(f"no queue entry {key}")
+            if int(check["gen"]) < int(t["gen"]):
+                await self._apply(check, t)
+            elif int(check["gen"]) > int(t["gen"]):
+                continue
+            return _entry(mine)
+        raise Unavailable("queue entry is contended; retry")
+
     async def _reschedule(
         self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
     ) -> QueueEntry:

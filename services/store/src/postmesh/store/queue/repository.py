@@ -127,6 +127,14 @@ class QueueRepository(ABC):
         lease = _bounded(lease_seconds, "lease_seconds", 1, MAX_QUEUE_LEASE_SECONDS)
         return await self._claim_due(owner(who), limit, lease * 1000, self.now_ms())
 
+    async def claim(self, queue_id: str, rcpt: str, who: str, lease_seconds: int) -> QueueEntry:
+        """Lease this entry to ``who`` now, due or not (an operator's retry-now or delete).
+        NotFound when there is none; LeaseNotHeld while another owner's lease is unexpired."""
+        lease = _bounded(lease_seconds, "lease_seconds", 1, MAX_QUEUE_LEASE_SECONDS)
+        return await self._claim(
+            v.queue_id(queue_id), recipient(rcpt), owner(who), lease * 1000, self.now_ms()
+        )
+
     async def reschedule(
         self, queue_id: str, rcpt: str, who: str, next_attempt_at_ms: int, last_error: str
     ) -> QueueEntry:
@@ -185,6 +193,11 @@ class QueueRepository(ABC):
     async def _claim_due(
         self, who: str, limit: int, lease_ms: int, now: int
     ) -> list[QueueEntry]: ...
+
+    @abstractmethod
+    async def _claim(
+        self, queue_id: str, rcpt: str, who: str, lease_ms: int, now: int
+    ) -> QueueEntry: ...
 
     @abstractmethod
     async def _reschedule(

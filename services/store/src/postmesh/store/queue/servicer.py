@@ -142,6 +142,19 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
             log.info("queue entries claimed", extra=kv(owner=request.owner, count=len(entries)))
         return queue_pb2.ClaimDueResponse(entries=[entry_pb(e) for e in entries])
 
+    async def Claim(
+        self, request: queue_pb2.ClaimEntryRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.QueueEntry:
+        bind_log_context(queue_id=request.queue_id)
+        entry = await self._call(
+            context,
+            self.queue.claim(
+                request.queue_id, request.recipient, request.owner, request.lease_seconds
+            ),
+        )
+        log.info("queue entry claimed", extra=kv(recipient=entry.recipient, owner=request.owner))
+        return entry_pb(entry)
+
     async def Reschedule(
         self, request: queue_pb2.RescheduleRequest, context: grpc.aio.ServicerContext
     ) -> queue_pb2.QueueEntry:

@@ -143,6 +143,28 @@ class SqliteQueueRepository(QueueRepository):
 
         return await self._txn(txn)
 
+    async def _claim(
+        self, queue_id: str, rcpt: str, who: str, lease_ms: int, now: int
+    ) -> QueueEntry:
+        until = now + lease_ms
+
+        def txn(conn: sqlite3.Connection) -> QueueEntry:
+            current = self._row(conn, queue_id, rcpt)
+            if current is None:
+                raise NotFound(f"no queue entry {queue_id} {rcpt}")
+            if current.lease_owner not in ("", who) and current.lease_expires_at_ms > now:
+                raise LeaseNotHeld(f"{current.lease_owner} holds the lease of {queue_id} {rcpt}")
+            conn.execute(
+                "UPDATE queue_entries SET lease_owner = ?, lease_until = ?, ready_at = ?"
+                " WHERE queue_id = ? AND recipient = ?",
+                (who, until, until, queue_id, rcpt),
+            )
+            entry = self._row(conn, queue_id, rcpt)
+            assert entry is not None
+            return entry
+
+        return await self._txn(txn)
+
     async def _reschedule(
         self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
     ) -> QueueEntry:

@@ -38,6 +38,27 @@ RECIPIENT_KIND_UNKNOWN_LOCAL: RecipientKind.ValueType  # 2
 RECIPIENT_KIND_REMOTE: RecipientKind.ValueType  # 3
 Global___RecipientKind: _TypeAlias = RecipientKind  # noqa: Y015
 
+class _DkimAlgorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DkimAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DkimAlgorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DKIM_ALGORITHM_UNSPECIFIED: _DkimAlgorithm.ValueType  # 0
+    DKIM_ALGORITHM_RSA_SHA256: _DkimAlgorithm.ValueType  # 1
+    """rsa-sha256 (RFC 6376 section 3.3.1)."""
+    DKIM_ALGORITHM_ED25519_SHA256: _DkimAlgorithm.ValueType  # 2
+    """ed25519-sha256 (RFC 8463)."""
+
+class DkimAlgorithm(_DkimAlgorithm, metaclass=_DkimAlgorithmEnumTypeWrapper): ...
+
+DKIM_ALGORITHM_UNSPECIFIED: DkimAlgorithm.ValueType  # 0
+DKIM_ALGORITHM_RSA_SHA256: DkimAlgorithm.ValueType  # 1
+"""rsa-sha256 (RFC 6376 section 3.3.1)."""
+DKIM_ALGORITHM_ED25519_SHA256: DkimAlgorithm.ValueType  # 2
+"""ed25519-sha256 (RFC 8463)."""
+Global___DkimAlgorithm: _TypeAlias = DkimAlgorithm  # noqa: Y015
+
 @_typing.final
 class AuthenticateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -264,3 +285,79 @@ class VerifyScramProofResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyScramProofResponse: _TypeAlias = VerifyScramProofResponse  # noqa: Y015
+
+@_typing.final
+class GetDkimKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """The domain of the RFC 5322 From (or Sender) address; canonicalised by auth."""
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDkimKeysRequest: _TypeAlias = GetDkimKeysRequest  # noqa: Y015
+
+@_typing.final
+class DkimSigningKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PRIVATE_KEY_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    algorithm: Global___DkimAlgorithm.ValueType
+    private_key: _builtins.bytes
+    """RSA: PKCS#1 PEM ("RSA PRIVATE KEY"). Ed25519: the 32-byte seed, base64 (the form dkimpy signs with)."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        algorithm: Global___DkimAlgorithm.ValueType = ...,
+        private_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "private_key", b"private_key", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DkimSigningKey: _TypeAlias = DkimSigningKey  # noqa: Y015
+
+@_typing.final
+class GetDkimKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_DOMAIN_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    local_domain: _builtins.bool
+    """False when the domain is not a local domain (then keys is empty)."""
+    domain: _builtins.str
+    """Canonical (lower-case, IDNA) domain name, the d= of the signatures."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___DkimSigningKey]:
+        """The active keys, at most one per algorithm; empty for a local domain without keys."""
+
+    def __init__(
+        self,
+        *,
+        local_domain: _builtins.bool = ...,
+        domain: _builtins.str = ...,
+        keys: _abc.Iterable[Global___DkimSigningKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "keys", b"keys", "local_domain", b"local_domain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDkimKeysResponse: _TypeAlias = GetDkimKeysResponse  # noqa: Y015

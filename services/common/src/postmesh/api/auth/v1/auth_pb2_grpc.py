@@ -54,6 +54,11 @@ class AuthServiceStub:
                 request_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.FromString,
                 _registered_method=True)
+        self.GetDkimKeys = channel.unary_unary(
+                '/postmesh.api.auth.v1.AuthService/GetDkimKeys',
+                request_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -88,6 +93,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDkimKeys(self, request, context):
+        """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+        Carries private keys: only internal callers may reach this service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyScramProof,
                     request_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.SerializeToString,
+            ),
+            'GetDkimKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDkimKeys,
+                    request_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class AuthService:
             '/postmesh.api.auth.v1.AuthService/VerifyScramProof',
             postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.SerializeToString,
             postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDkimKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.auth.v1.AuthService/GetDkimKeys',
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysRequest.SerializeToString,
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetDkimKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

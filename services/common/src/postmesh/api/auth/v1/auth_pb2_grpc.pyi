@@ -42,6 +42,10 @@ class AuthServiceStub:
     user's salt and iteration count, then has the proof checked here (docs/adr/0019).
     """
     VerifyScramProof: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyScramProofRequest, _auth_pb2.VerifyScramProofResponse]
+    GetDkimKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetDkimKeysRequest, _auth_pb2.GetDkimKeysResponse]
+    """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+    Carries private keys: only internal callers may reach this service.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -57,6 +61,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     user's salt and iteration count, then has the proof checked here (docs/adr/0019).
     """
     VerifyScramProof: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyScramProofRequest, _auth_pb2.VerifyScramProofResponse]  # type: ignore[assignment]
+    GetDkimKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetDkimKeysRequest, _auth_pb2.GetDkimKeysResponse]  # type: ignore[assignment]
+    """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+    Carries private keys: only internal callers may reach this service.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +101,15 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.VerifyScramProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.VerifyScramProofResponse, _abc.Awaitable[_auth_pb2.VerifyScramProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDkimKeys(
+        self,
+        request: _auth_pb2.GetDkimKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetDkimKeysResponse, _abc.Awaitable[_auth_pb2.GetDkimKeysResponse]]:
+        """The active DKIM signing keys of a local domain, for delivery's signer (RFC 6376, RFC 8463).
+        Carries private keys: only internal callers may reach this service.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -236,6 +236,8 @@ class DeliveryEvent(_message.Message):
         OUTCOME_DEFERRED: DeliveryEvent._Outcome.ValueType  # 2
         OUTCOME_BOUNCED: DeliveryEvent._Outcome.ValueType  # 3
         OUTCOME_RELAYED: DeliveryEvent._Outcome.ValueType  # 4
+        OUTCOME_QUEUED: DeliveryEvent._Outcome.ValueType  # 5
+        """Handed to the deferred queue for its first remote attempt."""
 
     class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
     OUTCOME_UNSPECIFIED: DeliveryEvent.Outcome.ValueType  # 0
@@ -243,6 +245,8 @@ class DeliveryEvent(_message.Message):
     OUTCOME_DEFERRED: DeliveryEvent.Outcome.ValueType  # 2
     OUTCOME_BOUNCED: DeliveryEvent.Outcome.ValueType  # 3
     OUTCOME_RELAYED: DeliveryEvent.Outcome.ValueType  # 4
+    OUTCOME_QUEUED: DeliveryEvent.Outcome.ValueType  # 5
+    """Handed to the deferred queue for its first remote attempt."""
 
     QUEUE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_FIELD_NUMBER: _builtins.int
@@ -251,6 +255,11 @@ class DeliveryEvent(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REMOTE_MTA_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
+    MAIL_FROM_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     recipient: _builtins.str
     outcome: Global___DeliveryEvent.Outcome.ValueType
@@ -259,6 +268,15 @@ class DeliveryEvent(_message.Message):
     status: _builtins.str
     diagnostic: _builtins.str
     at_ms: _builtins.int
+    attempt: _builtins.int
+    """Which attempt this was (1 = the first), the remote host that replied (empty when the
+    outcome was decided here) and, for OUTCOME_DEFERRED, when the next attempt is due.
+    """
+    remote_mta: _builtins.str
+    next_attempt_at_ms: _builtins.int
+    mail_from: _builtins.str
+    """The message's envelope sender and when smtp-edge accepted it (the trace's first step)."""
+    received_at_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -269,10 +287,15 @@ class DeliveryEvent(_message.Message):
         status: _builtins.str = ...,
         diagnostic: _builtins.str = ...,
         at_ms: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        remote_mta: _builtins.str = ...,
+        next_attempt_at_ms: _builtins.int = ...,
+        mail_from: _builtins.str = ...,
+        received_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "diagnostic", b"diagnostic", "outcome", b"outcome", "queue_id", b"queue_id", "recipient", b"recipient", "reply_code", b"reply_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "diagnostic", b"diagnostic", "mail_from", b"mail_from", "next_attempt_at_ms", b"next_attempt_at_ms", "outcome", b"outcome", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_code", b"reply_code", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

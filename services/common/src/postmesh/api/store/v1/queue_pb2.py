@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from postmesh.api.events.v1 import events_pb2 as postmesh_dot_api_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!postmesh/api/store/v1/queue.proto\x12\x15postmesh.api.store.v1\x1a#postmesh/api/events/v1/events.proto\"\x98\x02\n\nQueueEntry\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x08 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\"\xd3\x01\n\x0e\x45nqueueRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\"V\n\x0f\x45nqueueResponse\x12\x30\n\x05\x65ntry\x18\x01 \x01(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"J\n\x0f\x43laimDueRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"F\n\x10\x43laimDueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\"w\n\x11RescheduleRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\"M\n\x17\x44\x65leteQueueEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\x1a\n\x18\x44\x65leteQueueEntryResponse\"K\n\x10ListQueueRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\"`\n\x11ListQueueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11QueueStatsRequest\"`\n\x12QueueStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\x04\x12\x0e\n\x06leased\x18\x03 \x01(\x04\x12\x1c\n\x14oldest_created_at_ms\x18\x04 \x01(\x03\"I\n\x13MaildropLockRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"N\n\x14MaildropLockResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"/\n\x1bReleaseMaildropLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xcc\x04\n\x14\x44\x65liveryQueueService\x12X\n\x07\x45nqueue\x12%.postmesh.api.store.v1.EnqueueRequest\x1a&.postmesh.api.store.v1.EnqueueResponse\x12[\n\x08\x43laimDue\x12&.postmesh.api.store.v1.ClaimDueRequest\x1a\'.postmesh.api.store.v1.ClaimDueResponse\x12Y\n\nReschedule\x12(.postmesh.api.store.v1.RescheduleRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12i\n\x06\x44\x65lete\x12..postmesh.api.store.v1.DeleteQueueEntryRequest\x1a/.postmesh.api.store.v1.DeleteQueueEntryResponse\x12Y\n\x04List\x12\'.postmesh.api.store.v1.ListQueueRequest\x1a(.postmesh.api.store.v1.ListQueueResponse\x12\\\n\x05Stats\x12(.postmesh.api.store.v1.QueueStatsRequest\x1a).postmesh.api.store.v1.QueueStatsResponse2\xc6\x02\n\x13MaildropLockService\x12\x62\n\x07\x41\x63quire\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12`\n\x05Renew\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12i\n\x07Release\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a\x32.postmesh.api.store.v1.ReleaseMaildropLockResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!postmesh/api/store/v1/queue.proto\x12\x15postmesh.api.store.v1\x1a#postmesh/api/events/v1/events.proto\"\x98\x02\n\nQueueEntry\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x08 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\"\xd3\x01\n\x0e\x45nqueueRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\"V\n\x0f\x45nqueueResponse\x12\x30\n\x05\x65ntry\x18\x01 \x01(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"J\n\x0f\x43laimDueRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"F\n\x10\x43laimDueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\"^\n\x11\x43laimEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\r\"w\n\x11RescheduleRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\"M\n\x17\x44\x65leteQueueEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\x1a\n\x18\x44\x65leteQueueEntryResponse\"K\n\x10ListQueueRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\"`\n\x11ListQueueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11QueueStatsRequest\"`\n\x12QueueStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\x04\x12\x0e\n\x06leased\x18\x03 \x01(\x04\x12\x1c\n\x14oldest_created_at_ms\x18\x04 \x01(\x03\"I\n\x13MaildropLockRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"N\n\x14MaildropLockResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"/\n\x1bReleaseMaildropLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xa2\x05\n\x14\x44\x65liveryQueueService\x12X\n\x07\x45nqueue\x12%.postmesh.api.store.v1.EnqueueRequest\x1a&.postmesh.api.store.v1.EnqueueResponse\x12[\n\x08\x43laimDue\x12&.postmesh.api.store.v1.ClaimDueRequest\x1a\'.postmesh.api.store.v1.ClaimDueResponse\x12T\n\x05\x43laim\x12(.postmesh.api.store.v1.ClaimEntryRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12Y\n\nReschedule\x12(.postmesh.api.store.v1.RescheduleRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12i\n\x06\x44\x65lete\x12..postmesh.api.store.v1.DeleteQueueEntryRequest\x1a/.postmesh.api.store.v1.DeleteQueueEntryResponse\x12Y\n\x04List\x12\'.postmesh.api.store.v1.ListQueueRequest\x1a(.postmesh.api.store.v1.ListQueueResponse\x12\\\n\x05Stats\x12(.postmesh.api.store.v1.QueueStatsRequest\x1a).postmesh.api.store.v1.QueueStatsResponse2\xc6\x02\n\x13MaildropLockService\x12\x62\n\x07\x41\x63quire\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12`\n\x05Renew\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12i\n\x07Release\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a\x32.postmesh.api.store.v1.ReleaseMaildropLockResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,28 +42,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLAIMDUEREQUEST']._serialized_end=756
   _globals['_CLAIMDUERESPONSE']._serialized_start=758
   _globals['_CLAIMDUERESPONSE']._serialized_end=828
-  _globals['_RESCHEDULEREQUEST']._serialized_start=830
-  _globals['_RESCHEDULEREQUEST']._serialized_end=949
-  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_start=951
-  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_end=1028
-  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_start=1030
-  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_end=1056
-  _globals['_LISTQUEUEREQUEST']._serialized_start=1058
-  _globals['_LISTQUEUEREQUEST']._serialized_end=1133
-  _globals['_LISTQUEUERESPONSE']._serialized_start=1135
-  _globals['_LISTQUEUERESPONSE']._serialized_end=1231
-  _globals['_QUEUESTATSREQUEST']._serialized_start=1233
-  _globals['_QUEUESTATSREQUEST']._serialized_end=1252
-  _globals['_QUEUESTATSRESPONSE']._serialized_start=1254
-  _globals['_QUEUESTATSRESPONSE']._serialized_end=1350
-  _globals['_MAILDROPLOCKREQUEST']._serialized_start=1352
-  _globals['_MAILDROPLOCKREQUEST']._serialized_end=1425
-  _globals['_MAILDROPLOCKRESPONSE']._serialized_start=1427
-  _globals['_MAILDROPLOCKRESPONSE']._serialized_end=1505
-  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_start=1507
-  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_end=1554
-  _globals['_DELIVERYQUEUESERVICE']._serialized_start=1557
-  _globals['_DELIVERYQUEUESERVICE']._serialized_end=2145
-  _globals['_MAILDROPLOCKSERVICE']._serialized_start=2148
-  _globals['_MAILDROPLOCKSERVICE']._serialized_end=2474
+  _globals['_CLAIMENTRYREQUEST']._serialized_start=830
+  _globals['_CLAIMENTRYREQUEST']._serialized_end=924
+  _globals['_RESCHEDULEREQUEST']._serialized_start=926
+  _globals['_RESCHEDULEREQUEST']._serialized_end=1045
+  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_start=1047
+  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_end=1124
+  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_start=1126
+  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_end=1152
+  _globals['_LISTQUEUEREQUEST']._serialized_start=1154
+  _globals['_LISTQUEUEREQUEST']._serialized_end=1229
+  _globals['_LISTQUEUERESPONSE']._serialized_start=1231
+  _globals['_LISTQUEUERESPONSE']._serialized_end=1327
+  _globals['_QUEUESTATSREQUEST']._serialized_start=1329
+  _globals['_QUEUESTATSREQUEST']._serialized_end=1348
+  _globals['_QUEUESTATSRESPONSE']._serialized_start=1350
+  _globals['_QUEUESTATSRESPONSE']._serialized_end=1446
+  _globals['_MAILDROPLOCKREQUEST']._serialized_start=1448
+  _globals['_MAILDROPLOCKREQUEST']._serialized_end=1521
+  _globals['_MAILDROPLOCKRESPONSE']._serialized_start=1523
+  _globals['_MAILDROPLOCKRESPONSE']._serialized_end=1601
+  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_start=1603
+  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_end=1650
+  _globals['_DELIVERYQUEUESERVICE']._serialized_start=1653
+  _globals['_DELIVERYQUEUESERVICE']._serialized_end=2327
+  _globals['_MAILDROPLOCKSERVICE']._serialized_start=2330
+  _globals['_MAILDROPLOCKSERVICE']._serialized_end=2656
 # @@protoc_insertion_point(module_scope)

@@ -188,6 +188,35 @@ class ClaimDueResponse(_message.Message):
 Global___ClaimDueResponse: _TypeAlias = ClaimDueResponse  # noqa: Y015
 
 @_typing.final
+class ClaimEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    recipient: _builtins.str
+    owner: _builtins.str
+    lease_seconds: _builtins.int
+    """1..86400, as ClaimDueRequest.lease_seconds."""
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds", "owner", b"owner", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimEntryRequest: _TypeAlias = ClaimEntryRequest  # noqa: Y015
+
+@_typing.final
 class RescheduleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

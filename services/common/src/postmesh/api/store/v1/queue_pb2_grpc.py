@@ -46,6 +46,11 @@ class DeliveryQueueServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueResponse.FromString,
                 _registered_method=True)
+        self.Claim = channel.unary_unary(
+                '/postmesh.api.store.v1.DeliveryQueueService/Claim',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimEntryRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.QueueEntry.FromString,
+                _registered_method=True)
         self.Reschedule = channel.unary_unary(
                 '/postmesh.api.store.v1.DeliveryQueueService/Reschedule',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.RescheduleRequest.SerializeToString,
@@ -84,6 +89,14 @@ class DeliveryQueueServiceServicer:
     def ClaimDue(self, request, context):
         """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
         whose lease expired) to owner. Concurrent callers never get the same entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Claim(self, request, context):
+        """Leases one entry to owner now, due or not (an operator's "retry now" or "delete"):
+        NOT_FOUND when there is none, FAILED_PRECONDITION while another owner's lease runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +143,11 @@ def add_DeliveryQueueServiceServicer_to_server(servicer, server):
                     servicer.ClaimDue,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueResponse.SerializeToString,
+            ),
+            'Claim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Claim,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimEntryRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.QueueEntry.SerializeToString,
             ),
             'Reschedule': grpc.unary_unary_rpc_method_handler(
                     servicer.Reschedule,
@@ -208,6 +226,33 @@ class DeliveryQueueService:
             '/postmesh.api.store.v1.DeliveryQueueService/ClaimDue',
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimDueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Claim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.DeliveryQueueService/Claim',
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ClaimEntryRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.QueueEntry.FromString,
             options,
             channel_credentials,
             insecure,

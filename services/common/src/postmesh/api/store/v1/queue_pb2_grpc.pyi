@@ -45,6 +45,10 @@ class DeliveryQueueServiceStub:
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
     whose lease expired) to owner. Concurrent callers never get the same entry.
     """
+    Claim: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ClaimEntryRequest, _queue_pb2.QueueEntry]
+    """Leases one entry to owner now, due or not (an operator's "retry now" or "delete"):
+    NOT_FOUND when there is none, FAILED_PRECONDITION while another owner's lease runs.
+    """
     Reschedule: _grpc.UnaryUnaryMultiCallable[_queue_pb2.RescheduleRequest, _queue_pb2.QueueEntry]
     """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
     time and last error are set and the lease is released.
@@ -70,6 +74,10 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     ClaimDue: _aio.UnaryUnaryMultiCallable[_queue_pb2.ClaimDueRequest, _queue_pb2.ClaimDueResponse]  # type: ignore[assignment]
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
     whose lease expired) to owner. Concurrent callers never get the same entry.
+    """
+    Claim: _aio.UnaryUnaryMultiCallable[_queue_pb2.ClaimEntryRequest, _queue_pb2.QueueEntry]  # type: ignore[assignment]
+    """Leases one entry to owner now, due or not (an operator's "retry now" or "delete"):
+    NOT_FOUND when there is none, FAILED_PRECONDITION while another owner's lease runs.
     """
     Reschedule: _aio.UnaryUnaryMultiCallable[_queue_pb2.RescheduleRequest, _queue_pb2.QueueEntry]  # type: ignore[assignment]
     """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
@@ -105,6 +113,16 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_pb2.ClaimDueResponse, _abc.Awaitable[_queue_pb2.ClaimDueResponse]]:
         """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
         whose lease expired) to owner. Concurrent callers never get the same entry.
+        """
+
+    @_abc_1.abstractmethod
+    def Claim(
+        self,
+        request: _queue_pb2.ClaimEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.QueueEntry, _abc.Awaitable[_queue_pb2.QueueEntry]]:
+        """Leases one entry to owner now, due or not (an operator's "retry now" or "delete"):
+        NOT_FOUND when there is none, FAILED_PRECONDITION while another owner's lease runs.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,176 @@
+"""Deferred-queue workers: lease due entries from the store's DeliveryQueueService and hand them
+to an attempt function, without ever waiting for a whole batch, so one slow destination holds
+only its own slots. A replica that dies loses its leases when they expire; another one takes
+the entries then (the lease pattern of Stalwart, ZoneMTA and Mox)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from prometheus_client import Gauge
+
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
+from postmesh.common.logging import get_logger, kv, log_context
+
+log = get_logger(__name__)
+
+QUEUE_DEPTH = Gauge(
+    "postmesh_delivery_deferred_queue_entries", "Deferred recipients in the store's queue."
+)
+QUEUE_DUE = Gauge("postmesh_delivery_deferred_queue_due_entries", "Deferred recipients due now.")
+QUEUE_AGE = Gauge(
+    "postmesh_delivery_deferred_queue_oldest_age_seconds", "Age of the oldest deferred entry."
+)
+
+Attempt = Callable[[Sequence[queue_pb2.QueueEntry]], Awaitable[None]]
+
+
+def worker_owner() -> str:
+    """Unique per replica and process start (the lease holder's name)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def next_delay(steps: Sequence[float], attempts: int) -> float:
+    """Back-off after ``attempts`` failed attempts: the schedule's step, the last repeating."""
+    return steps[min(max(attempts, 1), len(steps)) - 1]
+
+
+def group_entries(
+    entries: Sequence[queue_pb2.QueueEntry],
+) -> list[list[queue_pb2.QueueEntry]]:
+    """Entries of one message to one domain go in one SMTP transaction."""
+    groups: dict[tuple[str, str], list[queue_pb2.QueueEntry]] = {}
+    for e in entries:
+        domain = e.recipient.address.rpartition("@")[2].lower()
+        groups.setdefault((e.queue_id, domain), []).append(e)
+    return list(groups.values())
+
+
+class QueueWorkers:
+    def __init__(
+        self,
+        queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+        attempt: Attempt,
+        *,
+        owner: str,
+        concurrency: int,
+        claim_batch: int,
+        lease_seconds: int,
+        poll_seconds: float,
+        deadline: float,
+    ) -> None:
+        self.queue = queue
+        self.attempt = attempt
+        self.owner = owner
+        self.concurrency = concurrency
+        self.claim_batch = claim_batch
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.deadline = deadline
+        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # entries being attempted
+        self._wake = asyncio.Event()
+        self._stats_at = 0.0
+
+    def wake(self) -> None:
+        """Something was enqueued or retried now: claim without waiting for the poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._refresh_stats()
+                free = self.concurrency - self._busy
+                claimed = 0
+                if free > 0:
+                    claimed = await self._claim(min(free, self.claim_batch))
+                if claimed == 0 or self._busy >= self.concurrency:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    except TimeoutError:
+                        pass
+        finally:
+            for t in list(self._running):
+                t.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _claim(self, n: int) -> int:
+        try:
+            resp = await self.queue.ClaimDue(
+                queue_pb2.ClaimDueRequest(
+                    owner=self.owner, max_items=n, lease_seconds=self.lease_seconds
+                ),
+                timeout=self.deadline,
+            )
+        except grpc.aio.AioRpcError as e:
+            # The store is down: the entries are safe in it; claim again after the poll.
+            log.warning("could not claim queue entries", extra=kv(code=e.code().name))
+            return 0
+        self.run_now(resp.entries)
+        return len(resp.entries)
+
+    def run_now(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
+        """Attempt entries leased to this replica (claimed due, or by an operator's retry)."""
+        for group in group_entries(entries):
+            self._busy += len(group)
+            task = asyncio.create_task(self._one(group))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _one(self, group: list[queue_pb2.QueueEntry]) -> None:
+        keeper = asyncio.create_task(self._keep_leased(group))
+        try:
+            with log_context(queue_id=group[0].queue_id):
+                await self.attempt(group)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Leases expire: the entries come back after lease_seconds.
+            log.exception("deferred attempt failed", extra=kv(entries=len(group)))
+        finally:
+            keeper.cancel()
+            self._busy -= len(group)
+            self._wake.set()
+
+    async def _keep_leased(self, group: list[queue_pb2.QueueEntry]) -> None:
+        """Renew the leases while an attempt runs (slow MX hosts and their timeouts may take
+        longer than one lease), so no other replica attempts the same entries meanwhile."""
+        while True:
+            await asyncio.sleep(max(1.0, self.lease_seconds / 3))
+            for e in group:
+                try:
+                    await self.queue.Claim(
+                        queue_pb2.ClaimEntryRequest(
+                            queue_id=e.queue_id, recipient=e.recipient.address,
+                            owner=self.owner, lease_seconds=self.lease_seconds,
+                        ),
+                        timeout=self.deadline,
+                    )  # fmt: skip
+                except grpc.aio.AioRpcError as err:
+                    # Gone (done meanwhile) or taken (our lease had run out): nothing to keep.
+                    log.warning(
+                        "lease not renewed",
+                        extra=kv(rcpt=e.recipient.address, code=err.code().name),
+                    )
+
+    async def _refresh_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._stats_at < 15:
+            return
+        self._stats_at = now
+        try:
+            s = await self.queue.Stats(queue_pb2.QueueStatsRequest(), timeout=self.deadline)
+        except grpc.aio.AioRpcError:
+            return
+        QUEUE_DEPTH.set(s.entries)
+        QUEUE_DUE.set(s.due)
+        QUEUE_AGE.set(
+            max(0.0, time.time() - s.oldest_created_at_ms / 1000) if s.oldest_created_at_ms else 0
+        )

@@ -1,0 +1,252 @@
+"""Remote delivery of one message to the recipients of one domain: next hop (routing), MX hosts
+(mx), MTA-STS policy (mta_sts), then SMTP sessions (smtp_client) in preference order, reusing an
+idle connection to the same host and holding at most N connections per destination."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import ssl
+import time
+from collections.abc import Sequence
+
+import aiosmtplib
+import dns.asyncresolver
+
+from postmesh.common.logging import get_logger, kv
+from postmesh.delivery.model import Outcome, RecipientResult
+from postmesh.delivery.mta_sts import MtaSts
+from postmesh.delivery.mx import DnsError, MxHost, NullMx, resolve_addresses, resolve_mx
+from postmesh.delivery.routing import NextHop, Router
+from postmesh.delivery.settings import DeliverySettings
+from postmesh.delivery.smtp_client import (
+    Envelope,
+    Rcpt,
+    Reply,
+    SessionError,
+    SmtpSession,
+    verified_context,
+)
+
+log = get_logger(__name__)
+
+_Key = tuple[str, str, int, bool]  # mx name, address, port, verified TLS
+
+
+class ConnectionCache:
+    """Idle sessions kept ``idle_seconds`` for the next message to the same host (as Postfix's
+    connection cache, smtp_connection_cache_time_limit)."""
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._idle: dict[_Key, list[tuple[SmtpSession, float]]] = {}
+
+    def take(self, key: _Key) -> SmtpSession | None:
+        now = time.monotonic()
+        stack = self._idle.get(key, [])
+        while stack:
+            session, since = stack.pop()
+            if now - since <= self.idle_seconds and session.connected:
+                return session
+            asyncio.get_running_loop().create_task(session.close())
+        return None
+
+    async def give(self, key: _Key, session: SmtpSession) -> None:
+        if self.idle_seconds <= 0 or not session.connected:
+            await session.close()
+            return
+        self._idle.setdefault(key, []).append((session, time.monotonic()))
+
+    async def sweep(self) -> None:
+        """Close sessions idle for too long (called periodically)."""
+        now = time.monotonic()
+        for key, stack in list(self._idle.items()):
+            keep = [(s, t) for s, t in stack if now - t <= self.idle_seconds]
+            for s, t in stack:
+                if now - t > self.idle_seconds:
+                    await s.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    async def close_all(self) -> None:
+        stacks, self._idle = self._idle, {}
+        for stack in stacks.values():
+            for s, _ in stack:
+                await s.close()
+
+
+def _result(address: str, reply: Reply, remote_mta: str) -> RecipientResult:
+    if reply.ok:
+        outcome = Outcome.RELAYED
+    elif reply.transient:
+        outcome = Outcome.DEFERRED
+    else:
+        outcome = Outcome.BOUNCED
+    return RecipientResult(
+        address, outcome, str(reply.code), reply.status, reply.detail, remote_mta,
+        str(reply) if remote_mta else "",
+    )  # fmt: skip
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        resolver: dns.asyncresolver.Resolver,
+        mta_sts: MtaSts | None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.mta_sts = mta_sts
+        self.router = Router(settings.relayhost, settings.transport_map, settings.smtp_port)
+        self.cache = ConnectionCache(settings.relay_connection_idle_seconds)
+        # Per next hop: the semaphore and how many deliveries hold or wait for it (dropped at
+        # zero, so the table does not grow with every domain ever seen).
+        self._limits: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
+        self._verify = verified_context(ca)
+
+    async def deliver(
+        self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+    ) -> list[RecipientResult]:
+        """A result for every recipient: RELAYED, BOUNCED or DEFERRED."""
+        hop = self.router.nexthop(domain)
+        limit, users = self._limits.setdefault(
+            hop.key, (asyncio.Semaphore(self.settings.destination_concurrency), [0])
+        )
+        users[0] += 1
+        try:
+            async with limit:
+                started = time.monotonic()
+                results = await self._deliver(hop, domain, envelope, rcpts, content)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._limits[hop.key]
+        log.info(
+            "relay attempt",
+            extra=kv(
+                domain=domain, nexthop=hop.key, seconds=round(time.monotonic() - started, 3),
+                outcomes=[r.outcome.value for r in results],
+            ),
+        )  # fmt: skip
+        return results
+
+    def _all(self, rcpts: Sequence[Rcpt], reply: Reply, remote: str = "") -> list[RecipientResult]:
+        return [_result(r.address, reply, remote) for r in rcpts]
+
+    async def _hosts(self, hop: NextHop) -> list[MxHost]:
+        if not hop.mx_lookup:
+            # An address literal is the domain itself (a missing host is the recipient's
+            # problem); an operator's [host] route that does not resolve is a deferral.
+            return [MxHost(hop.host, 0, implicit=hop.direct_to_domain)]
+        return await resolve_mx(self.resolver, hop.host)
+
+    async def _deliver(
+        self,
+        hop: NextHop,
+        domain: str,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+    ) -> list[RecipientResult]:
+        try:
+            hosts = await self._hosts(hop)
+        except NullMx:
+            # RFC 7505 §4.2: reply 556 with enhanced status 5.1.10.
+            return self._all(rcpts, Reply(556, f"5.1.10 domain {domain} accepts no mail (null MX)"))
+        except DnsError as e:
+            if e.permanent:
+                return self._all(rcpts, Reply(550, f"5.1.2 {e}"))
+            return self._all(rcpts, Reply(451, f"4.4.3 {e}"))
+        policy = None
+        if self.mta_sts is not None and hop.direct_to_domain and hop.mx_lookup:
+            policy = await self.mta_sts.policy(domain)
+        enforce = policy is not None and policy.enforce
+        last = Reply(451, f"4.4.1 no MX host of {domain} could be reached")
+        for host in hosts:
+            if policy is not None and policy.mode != "none" and not policy.allows(host.name):
+                # RFC 8461 §4.1: an MX not named by the policy is not a candidate (enforce).
+                log.warning(
+                    "MX not in MTA-STS policy",
+                    extra=kv(domain=domain, mx=host.name, mode=policy.mode),
+                )
+                if enforce:
+                    last = Reply(451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy")
+                    continue
+            try:
+                addresses = (
+                    [host.name] if _is_ip(host.name) else
+                    await resolve_addresses(self.resolver, host.name)
+                )  # fmt: skip
+            except DnsError as e:
+                last = Reply(451, f"4.4.3 {e}")
+                continue
+            if not addresses:
+                if host.implicit:  # no MX and no address: nowhere to deliver (RFC 5321 §5.1)
+                    return self._all(
+                        rcpts, Reply(550, f"5.1.2 {host.name} has no MX or address records")
+                    )
+                last = Reply(451, f"4.4.3 MX host {host.name} has no address records")
+                continue
+            for address in addresses:
+                key: _Key = (host.name, address, hop.port, enforce)
+                try:
+                    session = await self._session(key, enforce)
+                except SessionError as e:
+                    last = e.reply
+                    log.info(
+                        "MX session failed",
+                        extra=kv(mx=host.name, address=address, reply=str(e.reply)),
+                    )
+                    continue
+                try:
+                    replies = await session.send(envelope, rcpts, content)
+                except (aiosmtplib.SMTPException, OSError) as e:
+                    # The peer may or may not have the message (lost after DATA): defer, as
+                    # RFC 5321 §6.1 accepts a possible duplicate over a loss.
+                    await session.close()
+                    where = f"{host.name}[{address}]:{hop.port}"
+                    return self._all(rcpts, Reply(451, f"4.4.2 lost connection with {where}: {e}"))
+                await self.cache.give(key, session)
+                results = [_result(r.address, replies[r.address], host.name) for r in rcpts]
+                if not session.peer_has_dsn:
+                    results = [
+                        dataclasses.replace(r, relayed_without_dsn=True)
+                        if r.outcome is Outcome.RELAYED else r
+                        for r in results
+                    ]  # fmt: skip
+                return results
+        # No host took the transaction: the last session failure is what the sender sees,
+        # deferred (a 5xx greeting from every MX is no per-recipient verdict).
+        if not last.transient:
+            last = Reply(451, f"4.4.1 {last}")
+        return self._all(rcpts, last)
+
+    async def _session(self, key: _Key, enforce: bool) -> SmtpSession:
+        cached = self.cache.take(key)
+        if cached is not None and await cached.reset():
+            return cached
+        mx_name, address, port, _ = key
+        session = SmtpSession(
+            mx_name,
+            address,
+            port,
+            self.settings.hostname,
+            self.settings.relay_connect_timeout_seconds,
+            self.settings.relay_command_timeout_seconds,
+        )
+        verify: ssl.SSLContext | None = self._verify if enforce else None
+        await session.open(verify)
+        return session

@@ -1,0 +1,328 @@
+"""One outbound SMTP session (RFC 5321) on aiosmtplib's low-level calls: EHLO, opportunistic or
+required STARTTLS (RFC 3207), then transactions with per-recipient replies and the RFC 3461 DSN
+parameters when the peer advertises DSN. aiosmtplib's data() does the dot-stuffing (RFC 5321
+§4.5.2) and CRLF line endings."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from postmesh.common.logging import get_logger, kv
+
+log = get_logger(__name__)
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: from the peer, or made here when no peer could answer."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def status(self) -> str:
+        """RFC 3463 status: the peer's enhanced code (RFC 2034) or one from the reply class."""
+        m = _ENHANCED.match(self.text)
+        if m and m.group(1) == str(self.code)[0]:
+            return m.group(0)
+        return {2: "2.0.0", 4: "4.0.0"}.get(self.code // 100, "5.0.0")
+
+    @property
+    def detail(self) -> str:
+        """The text without its enhanced status code."""
+        m = _ENHANCED.match(self.text)
+        return self.text[m.end() :].strip() if m else self.text
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str
+    envid: str = ""
+    ret: str = ""
+    eight_bit: bool = False
+    smtputf8: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rcpt:
+    address: str
+    notify: tuple[str, ...] = ()
+    orcpt: str = ""
+
+
+class SessionError(Exception):
+    """The session could not be set up (connect, greeting, EHLO, TLS): try the next host."""
+
+    def __init__(self, reply: Reply, tls_failure: bool = False) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.tls_failure = tls_failure
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 §4: xtext, "+" and "=" and anything outside "!".."~" as +HH."""
+    out = []
+    for b in value.encode("utf-8"):
+        ch = chr(b)
+        out.append(ch if 33 <= b <= 126 and ch not in "+=" else f"+{b:02X}")
+    return "".join(out)
+
+
+def is_eight_bit(content: bytes) -> bool:
+    return not content.isascii()
+
+
+def needs_smtputf8(envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes) -> bool:
+    """Whether SMTPUTF8 is really needed: a non-ASCII address or header (RFC 6531 §3.2; as
+    Postfix's smtputf8_autodetect, an all-ASCII message goes without it)."""
+    if not envelope.mail_from.isascii() or not all(r.address.isascii() for r in rcpts):
+        return True
+    end = content.find(b"\r\n\r\n")
+    return not (content if end < 0 else content[:end]).isascii()
+
+
+def unverified_context() -> ssl.SSLContext:
+    """Opportunistic STARTTLS: encryption against passive reading, no authentication (RFC 7435
+    opportunistic security; most MX certificates would not verify)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def verified_context(ca_file: str | None) -> ssl.SSLContext:
+    """MTA-STS enforce (RFC 8461 §4.2): a trusted chain and the MX name in the certificate."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class SmtpSession:
+    """One connection to one address of one MX host; several transactions may use it."""
+
+    def __init__(
+        self,
+        mx_name: str,
+        address: str,
+        port: int,
+        helo_name: str,
+        connect_timeout: float,
+        command_timeout: float,
+    ) -> None:
+        self.mx_name = mx_name
+        self.address = address
+        self.port = port
+        self.helo_name = helo_name
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.smtp: aiosmtplib.SMTP | None = None
+        self.tls = False
+        self.transactions = 0
+
+    @property
+    def remote_mta(self) -> str:
+        return self.mx_name
+
+    @property
+    def connected(self) -> bool:
+        return self.smtp is not None and self.smtp.is_connected
+
+    def supports(self, extension: str) -> bool:
+        return self.smtp is not None and self.smtp.supports_extension(extension)
+
+    async def open(self, verify: ssl.SSLContext | None = None) -> None:
+        """Connect, EHLO and STARTTLS. ``verify`` set (MTA-STS enforce): TLS with a valid
+        certificate for mx_name is required. Unset: STARTTLS when offered, unverified, and a
+        failed handshake falls back to a new plaintext session (as Postfix's "may" level)."""
+        try:
+            await self._open(starttls=True, verify=verify)
+        except SessionError as e:
+            if verify is not None or not e.tls_failure:
+                raise
+            log.info(
+                "STARTTLS failed; retrying without TLS",
+                extra=kv(mx=self.mx_name, address=self.address, error=str(e)),
+            )
+            await self.close()
+            await self._open(starttls=False, verify=None)
+
+    async def _open(self, starttls: bool, verify: ssl.SSLContext | None) -> None:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.address,
+            port=self.port,
+            local_hostname=self.helo_name,
+            timeout=self.command_timeout,
+            start_tls=False,
+            use_tls=False,
+            validate_certs=False,
+        )
+        self.smtp = smtp
+        self.tls = False
+        try:
+            await smtp.connect(timeout=self.connect_timeout)
+            await self._ehlo()
+        except aiosmtplib.SMTPResponseException as e:
+            raise SessionError(Reply(e.code, e.message)) from None
+        except (aiosmtplib.SMTPException, OSError) as e:
+            raise SessionError(
+                Reply(451, f"4.4.1 connection to {self._where()} failed: {e}")
+            ) from None
+        if not starttls or not smtp.supports_extension("starttls"):
+            if verify is not None:
+                raise SessionError(
+                    Reply(451, f"4.7.5 {self._where()} does not offer STARTTLS (MTA-STS)")
+                )
+            return
+        try:
+            await smtp.starttls(
+                server_hostname=self.mx_name,
+                validate_certs=verify is not None,
+                tls_context=verify or unverified_context(),
+            )
+            self.tls = True
+            await self._ehlo()  # RFC 3207 §4.2: forget what was learnt before TLS
+        except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
+            reply = Reply(451, f"4.7.5 TLS with {self._where()} failed: {e}")
+            raise SessionError(reply, tls_failure=True) from None
+
+    async def _ehlo(self) -> None:
+        assert self.smtp is not None
+        try:
+            await self.smtp.ehlo()
+        except aiosmtplib.SMTPHeloError as e:
+            if e.code >= 500 and e.code != 554:
+                await self.smtp.helo()  # RFC 5321 §4.1.1.1: an old server may know only HELO
+            else:
+                raise
+
+    def _where(self) -> str:
+        return f"{self.mx_name}[{self.address}]:{self.port}"
+
+    async def reset(self) -> bool:
+        """RSET before reusing the connection for the next message; False if it is dead."""
+        if not self.connected:
+            return False
+        assert self.smtp is not None
+        try:
+            await self.smtp.rset()
+            return True
+        except (aiosmtplib.SMTPException, OSError):
+            await self.close()
+            return False
+
+    async def send(
+        self, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+    ) -> dict[str, Reply]:
+        """One transaction; every recipient gets a reply. Raises aiosmtplib / OS errors when
+        the connection breaks (the caller defers whoever has no final answer yet)."""
+        assert self.smtp is not None
+        smtp = self.smtp
+        self.transactions += 1
+        smtputf8 = envelope.smtputf8 and needs_smtputf8(envelope, rcpts, content)
+        if smtputf8 and not smtp.supports_extension("smtputf8"):
+            # RFC 6531 §3.2: an internationalised message must not go to a server without
+            # SMTPUTF8; no downgrade (RFC 6857 is experimental), so it is returned.
+            text = f"5.6.7 {self.mx_name} does not support SMTPUTF8 (RFC 6531)"
+            return {r.address: Reply(553, text) for r in rcpts}
+        # What the content is, not what the client declared: a 7-bit body declared 8BITMIME
+        # goes to any server (RFC 6152 §3).
+        eight_bit = is_eight_bit(content)
+        if eight_bit and not smtp.supports_extension("8bitmime"):
+            # RFC 6152 §3: convert to 7 bit or return it. Converting after DKIM signing would
+            # break the signature, so it is returned (5.6.3, RFC 3463 "conversion required").
+            text = f"5.6.3 {self.mx_name} does not support 8BITMIME and the message is 8-bit"
+            return {r.address: Reply(554, text) for r in rcpts}
+        limit = self.size_limit
+        if limit and len(content) > limit:
+            # RFC 1870 §6: the server said up front it takes nothing this large.
+            text = f"5.3.4 message size {len(content)} exceeds {self.mx_name}'s limit {limit}"
+            return {r.address: Reply(552, text) for r in rcpts}
+        dsn = smtp.supports_extension("dsn")
+        opts: list[bytes] = []
+        if eight_bit:
+            opts.append(b"BODY=8BITMIME")
+        if smtputf8:
+            opts.append(b"SMTPUTF8")
+        if smtp.supports_extension("size"):
+            opts.append(b"SIZE=%d" % len(content))
+        if dsn and envelope.ret:
+            opts.append(b"RET=" + envelope.ret.encode())
+        if dsn and envelope.envid:
+            opts.append(b"ENVID=" + xtext(envelope.envid).encode())
+        try:
+            resp = await smtp.execute_command(
+                b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts
+            )
+        except ValueError:  # a control character: aiosmtplib refuses to send it
+            return {r.address: Reply(553, "5.1.7 invalid sender address") for r in rcpts}
+        reply = Reply(resp.code, resp.message)
+        if not reply.ok:
+            await self.reset()
+            return {r.address: reply for r in rcpts}
+        replies: dict[str, Reply] = {}
+        for r in rcpts:
+            ropts: list[bytes] = []
+            if dsn and r.notify:
+                ropts.append(b"NOTIFY=" + ",".join(r.notify).encode())
+            if dsn and r.orcpt:
+                ropts.append(b"ORCPT=" + r.orcpt.encode())
+            try:
+                resp = await smtp.execute_command(
+                    b"RCPT", b"TO:<" + r.address.encode() + b">", *ropts
+                )
+            except ValueError:
+                replies[r.address] = Reply(553, "5.1.3 invalid recipient address")
+                continue
+            replies[r.address] = Reply(resp.code, resp.message)
+        accepted = [a for a, rep in replies.items() if rep.ok]
+        if not accepted:
+            await self.reset()
+            return replies
+        try:
+            resp = await smtp.data(content)
+            final = Reply(resp.code, resp.message)
+        except aiosmtplib.SMTPDataError as e:
+            final = Reply(e.code, e.message)
+            await self.reset()
+        for a in accepted:
+            replies[a] = final
+        return replies
+
+    @property
+    def size_limit(self) -> int:
+        """The peer's SIZE (RFC 1870); 0 when it gave none."""
+        if self.smtp is None:
+            return 0
+        value = self.smtp.esmtp_extensions.get("size", "")
+        return int(value) if value.strip().isdigit() else 0
+
+    @property
+    def peer_has_dsn(self) -> bool:
+        return self.supports("dsn")
+
+    async def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            await smtp.quit(timeout=5)
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()

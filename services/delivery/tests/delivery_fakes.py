@@ -1,0 +1,136 @@
+"""Stand-ins for the unit tests (the integration tests use a real dnsmasq and Postfix): a
+scripted SMTP peer on loopback that records the raw bytes of every transaction, and an
+in-memory DNS resolver with dnspython's interface."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.exception
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+
+
+@dataclass
+class Transaction:
+    mail: bytes = b""
+    rcpts: list[bytes] = field(default_factory=list)
+    data: bytes = b""  # raw, as on the wire (dot-stuffed), without the final ".\r\n"
+
+
+@dataclass
+class FakeSmtp:
+    extensions: tuple[str, ...] = ("8BITMIME", "SMTPUTF8", "DSN", "SIZE 10000000")
+    greeting: bytes = b"220 fake.test ESMTP\r\n"
+    mail_reply: bytes = b"250 2.1.0 ok\r\n"
+    # RCPT replies by address (default 250).
+    rcpt_replies: dict[str, bytes] = field(default_factory=dict)
+    data_reply: bytes = b"250 2.0.0 queued\r\n"
+    transactions: list[Transaction] = field(default_factory=list)
+    connections: int = 0
+    commands: list[bytes] = field(default_factory=list)
+    port: int = 0
+    # STARTTLS is offered with this server context (RFC 3207).
+    tls: ssl.SSLContext | None = None
+    tls_sessions: int = 0
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> FakeSmtp:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        w.write(self.greeting)
+        tx = Transaction()
+        secure = False
+        try:
+            while line := await r.readline():
+                self.commands.append(line)
+                verb = line[:4].upper()
+                if verb == b"STAR" and self.tls is not None and not secure:
+                    w.write(b"220 2.0.0 ready for TLS\r\n")
+                    await w.drain()
+                    await w.start_tls(self.tls)
+                    secure = True
+                    self.tls_sessions += 1
+                    continue
+                if verb == b"EHLO":
+                    offered = list(self.extensions)
+                    if self.tls is not None and not secure:
+                        offered.append("STARTTLS")
+                    ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in offered]
+                    ext[-1] = b"250 " + ext[-1][4:]
+                    w.write(b"\r\n".join(ext) + b"\r\n")
+                elif verb == b"MAIL":
+                    tx = Transaction(mail=line)
+                    w.write(self.mail_reply)
+                elif verb == b"RCPT":
+                    tx.rcpts.append(line)
+                    addr = line.partition(b"<")[2].partition(b">")[0].decode()
+                    w.write(self.rcpt_replies.get(addr, b"250 2.1.5 ok\r\n"))
+                elif verb == b"DATA":
+                    w.write(b"354 go ahead\r\n")
+                    await w.drain()
+                    chunks = []
+                    while (chunk := await r.readline()) != b".\r\n":
+                        if not chunk:
+                            return
+                        chunks.append(chunk)
+                    tx.data = b"".join(chunks)
+                    self.transactions.append(tx)
+                    w.write(self.data_reply)
+                elif verb == b"RSET":
+                    tx = Transaction()
+                    w.write(b"250 2.0.0 ok\r\n")
+                elif verb == b"QUIT":
+                    w.write(b"221 2.0.0 bye\r\n")
+                    await w.drain()
+                    break
+                else:
+                    w.write(b"502 5.5.2 unknown\r\n")
+                await w.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            w.close()
+
+
+class FakeResolver:
+    """``zone[(name, "MX")] = ["10 mx1.example.", ...]``; an exception instance is raised."""
+
+    def __init__(self) -> None:
+        self.zone: dict[tuple[str, str], list[str] | Exception] = {}
+        self.queries: list[tuple[str, str]] = []
+
+    def add(self, name: str, rdtype: str, *values: str) -> None:
+        self.zone[(name.lower().rstrip("."), rdtype)] = list(values)
+
+    async def resolve(self, name: str, rdtype: Any, search: bool = False) -> list[Any]:
+        rdtype_text = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
+        key = (str(name).lower().rstrip("."), rdtype_text)
+        self.queries.append(key)
+        if key not in self.zone:
+            if any(n == key[0] for n, _ in self.zone):
+                raise dns.resolver.NoAnswer()
+            raise dns.resolver.NXDOMAIN()
+        value = self.zone[key]
+        if isinstance(value, Exception):
+            raise value
+        t = dns.rdatatype.from_text(rdtype_text)
+        return [dns.rdata.from_text(dns.rdataclass.IN, t, v) for v in value]
+
+
+def timeout() -> Exception:
+    return dns.exception.Timeout()

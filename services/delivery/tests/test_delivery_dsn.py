@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+from postmesh.api.events.v1 import events_pb2
+from postmesh.delivery.dsn import build_dsn, count_received, dsn_queue_id, wants_notice
+from postmesh.delivery.model import Outcome, RecipientResult
+
+ORIGINAL = b"From: a@example.test\r\nTo: x@remote.test\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def msg(**kw: object) -> events_pb2.InboundMessage:
+    m = events_pb2.InboundMessage(
+        queue_id="0123456789ABCDEFGHJK", mail_from="a@example.test",
+        recipients=[events_pb2.Recipient(address="x@remote.test", orcpt="rfc822;X+2Bz@remote.test")],
+        inline_content=ORIGINAL, received_at_ms=1_700_000_000_000,
+    )  # fmt: skip
+    for k, v in kw.items():
+        setattr(m, k, v)
+    return m
+
+
+FAIL = RecipientResult(
+    "x@remote.test", Outcome.BOUNCED, "550", "5.1.1", "no such user", "mx.remote.test"
+)
+
+
+def parts(report: events_pb2.InboundMessage) -> list[EmailMessage]:
+    parsed = email.message_from_bytes(report.inline_content, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    return list(parsed.iter_parts())  # type: ignore[arg-type]
+
+
+def test_failure_report_fields() -> None:
+    report = build_dsn(msg(envid="ENV-7"), [FAIL], ORIGINAL, "out.example.test", attempt=3)
+    assert report.mail_from == "" and [r.address for r in report.recipients] == ["a@example.test"]
+    human, status, returned = parts(report)
+    assert "<x@remote.test>: 550 5.1.1 no such user (from mx.remote.test)" in human.get_content()
+    text = status.as_string()
+    for line in (
+        "Reporting-MTA: dns; out.example.test",
+        "Original-Envelope-Id: ENV-7",
+        "Original-Recipient: rfc822; X+z@remote.test",
+        "Final-Recipient: rfc822; x@remote.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; mx.remote.test",
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user",
+    ):
+        assert line in text
+    assert returned.get_content_type() == "message/rfc822"
+    assert b"Subject: hi" in returned.as_bytes()
+    assert report.inline_content.count(b"Auto-Submitted: auto-replied") == 1
+
+
+def test_ret_hdrs_returns_headers_only() -> None:
+    report = build_dsn(msg(ret="HDRS"), [FAIL], ORIGINAL, "out.example.test")
+    *_, returned = parts(report)
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert "Subject: hi" in returned.get_content() and "body" not in returned.get_content()
+
+
+def test_bounce_ids_are_deterministic() -> None:
+    a = build_dsn(msg(), [FAIL], ORIGINAL, "h", attempt=2)
+    b = build_dsn(msg(), [FAIL], ORIGINAL, "h", attempt=2)
+    assert a.queue_id == b.queue_id and a.queue_id.startswith("0123456789")
+    assert dsn_queue_id("Q", ["b", "a"], 1, "failed") == dsn_queue_id("Q", ["a", "b"], 1, "failed")
+    assert dsn_queue_id("Q", ["a"], 1, "failed") != dsn_queue_id("Q", ["a"], 2, "failed")
+
+
+def test_notify_rules() -> None:
+    m = msg()
+    rcpt = m.recipients[0]
+    assert wants_notice(m, rcpt, Outcome.BOUNCED)
+    assert not wants_notice(m, rcpt, Outcome.DELIVERED)
+    assert not wants_notice(msg(mail_from=""), rcpt, Outcome.BOUNCED)  # never to <>
+    never = events_pb2.Recipient(address="x@remote.test", notify=["NEVER"])
+    assert not wants_notice(m, never, Outcome.BOUNCED)
+    success = events_pb2.Recipient(address="x@remote.test", notify=["SUCCESS"])
+    assert wants_notice(m, success, Outcome.DELIVERED)
+    assert not wants_notice(m, success, Outcome.BOUNCED)
+
+
+def test_received_headers_are_counted_in_the_header_section_only() -> None:
+    head = b"Received: from a\r\n\tby b\r\nreceived: x\r\nSubject: s\r\n\r\n"
+    assert count_received(head + b"Received: in the body\r\n") == 2

@@ -1,0 +1,360 @@
+"""Remote delivery against real peers on loopback: dnsmasq serves the test zones (MX, null MX,
+A), Postfix is the remote MX delivering into a Maildir, and smtp-sink answers 4xx or 5xx. The
+delivery service finds them through POSTMESH_DNS_SERVERS and one remote port (POSTMESH_SMTP_PORT)
+shared by every peer on its own 127.0.0.x, so no privileged port 25 is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import smtplib
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
+from postmesh.common.devstack import Stack
+from postmesh.common.grpc import channel
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone
+from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
+from tests.integration.stack import embedded_env, free_stack_ports, wait_for
+from tests.integration.stack import test_env as quick_env
+from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
+
+SINK_5XX = "127.0.0.3"  # MX of fail.test
+SINK_4XX = "127.0.0.4"  # MX of later.test
+NOTHING = "127.0.0.5"  # an MX address where nothing listens
+
+ZONE = Zone(
+    mx=[
+        ("ok.test", "mx.ok.test", 10),
+        ("slow.test", "mx.ok.test", 10),
+        # The preferred MX is down: delivery falls back to the next one (RFC 5321 §5.1).
+        ("fallback.test", "mx1.fallback.test", 10),
+        ("fallback.test", "mx.ok.test", 20),
+        ("fail.test", "mx.fail.test", 10),
+        ("later.test", "mx.later.test", 10),
+        ("nomx.test", ".", 0),  # RFC 7505 null MX
+    ],
+    a=[
+        ("mx.ok.test", "127.0.0.1"),
+        ("mx1.fallback.test", NOTHING),
+        ("mx.fail.test", SINK_5XX),
+        ("mx.later.test", SINK_4XX),
+    ],
+)
+
+
+class Peers:
+    def __init__(self, dns: Dnsmasq, port: int, postfix: PostfixPeer) -> None:
+        self.dns, self.port, self.postfix = dns, port, postfix
+
+
+@pytest.fixture(scope="module")
+def peers(
+    dnsmasq: Callable[[Zone], Dnsmasq], postfix_peer: Callable[..., PostfixPeer]
+) -> Iterator[Peers]:
+    port = free_port_on("127.0.0.1", SINK_5XX, SINK_4XX, NOTHING)
+    dns = dnsmasq(ZONE)
+    postfix = postfix_peer(port, ["ok.test", "fallback.test"], slow_domains=("slow.test",))
+    with SmtpSink(SINK_5XX, port, hard=("RCPT",), hard_reply="550 5.1.1 no such user here"):
+        yield Peers(dns, port, postfix)
+
+
+@pytest.fixture(scope="module")
+def relay_stack(tmp_path_factory: pytest.TempPathFactory, peers: Peers) -> Iterator[Stack]:
+    env = {
+        **quick_env(),
+        **embedded_env(),
+        "POSTMESH_DNS_SERVERS": peers.dns.servers,
+        "POSTMESH_SMTP_PORT": str(peers.port),
+        "POSTMESH_RETRY_SCHEDULE": "1s",
+        "POSTMESH_QUEUE_POLL_SECONDS": "0.2",
+        # A killed replica's leases come back soon (the SIGKILL test).
+        "POSTMESH_QUEUE_LEASE_SECONDS": "3",
+        "POSTMESH_RELAY_CONNECT_TIMEOUT_SECONDS": "3",
+        "POSTMESH_HOSTNAME": "out.example.test",
+        # Signing is issue 8's other half, tested on its own.
+        "POSTMESH_DKIM_SIGNING": "false",
+    }
+    stack = Stack(Path(tmp_path_factory.mktemp("relay")), free_stack_ports(), env)
+    stack.start(timeout=90)
+    yield stack
+    for svc in ("delivery",):
+        print(f"----- {svc} log tail -----\n{stack.log_tail(svc, 60)}")
+    stack.stop()
+
+
+def message(sender: str, rcpts: list[str], marker: str) -> bytes:
+    lines = [
+        f"From: <{sender}>",
+        f"To: {', '.join(f'<{r}>' for r in rcpts)}",
+        f"Subject: relay {marker}",
+        f"Message-ID: <{marker}@example.test>",
+        "Date: Fri, 04 Dec 2026 21:00:00 +0000",
+        "",
+        "first line",
+        ".a line that starts with a dot",
+        ".",
+        "..two dots",
+        "last line",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def submit(stack: Stack, sender: str, password: str, rcpts: list[str], msg: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(sender, password)
+        assert smtp.sendmail(sender, rcpts, msg) == {}
+
+
+def new_sender(stack: Stack) -> tuple[str, str]:
+    address = f"sender-{uuid.uuid4().hex[:8]}@example.test"
+    create_user(stack, address, "relay-pw-1")
+    return address, "relay-pw-1"
+
+
+def arrived(postfix: PostfixPeer, marker: str) -> list[bytes]:
+    return [m for m in postfix.messages() if f"relay {marker}".encode() in m]
+
+
+def queue_entries(stack: Stack) -> list[queue_pb2.QueueEntry]:
+    async def run() -> list[queue_pb2.QueueEntry]:
+        ch = channel(
+            f"127.0.0.1:{stack.ports.store_grpc}", stack.grpc_security("delivery"), "store"
+        )
+        stub = queue_pb2_grpc.DeliveryQueueServiceStub(ch)
+        resp = await stub.List(queue_pb2.ListQueueRequest(page_size=1000), timeout=10)
+        await ch.close()
+        return list(resp.entries)
+
+    return asyncio.run(run())
+
+
+def reports(stack: Stack, sender: str, password: str) -> list[email.message.EmailMessage]:
+    out = []
+    for raw in imap_fetch_all(stack, sender, password):
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        out.append(parsed)
+    return out
+
+
+def test_relayed_to_postfix_byte_for_byte_with_mx_fallback(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    rcpts = ["alice@ok.test", "bob@fallback.test"]
+    original = message(sender, rcpts, marker)
+    submit(relay_stack, sender, pw, rcpts, original)
+    got = wait_for(
+        lambda: ((m := arrived(peers.postfix, marker)) and len(m) == 2 and m) or None,
+        timeout=60, what="both copies in the Postfix Maildir",
+    )  # fmt: skip
+    delivered_to = sorted(m.split(b"Delivered-To: ")[1].split(b"\n")[0] for m in got)
+    assert delivered_to == [b"alice@ok.test", b"bob@fallback.test"]
+    for m in got:
+        # Maildir lines end in LF; the rest is exactly what was submitted, dot lines included
+        # (dot-stuffed on the wire by us, unstuffed by Postfix).
+        assert m.endswith(original.replace(b"\r\n", b"\n"))
+        assert b"\n.a line that starts with a dot\n.\n..two dots\n" in m
+    assert reports(relay_stack, sender, pw) == []  # no bounce
+
+
+def test_5xx_reply_bounces_to_the_senders_inbox(relay_stack: Stack) -> None:
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    submit(relay_stack, sender, pw, ["nobody@fail.test"], message(sender, ["x"], marker))
+    [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn["From"].addresses[0].username == "MAILER-DAEMON"
+    _human, status, returned = dsn.iter_parts()
+    text = status.as_string().replace("\n ", " ")
+    for line in (
+        "Reporting-MTA: dns; out.example.test",
+        "Final-Recipient: rfc822; nobody@fail.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; mx.fail.test",
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user here",
+    ):
+        assert line in text, text
+    assert f"relay {marker}".encode() in returned.as_bytes()
+    assert [
+        e for e in queue_entries(relay_stack) if e.recipient.address == "nobody@fail.test"
+    ] == []
+
+
+def test_null_mx_bounces_at_once_with_5_1_10(relay_stack: Stack) -> None:
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    submit(relay_stack, sender, pw, ["someone@nomx.test"], message(sender, ["x"], marker))
+    [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+    status = list(dsn.iter_parts())[1].as_string()
+    assert "Final-Recipient: rfc822; someone@nomx.test" in status
+    assert "Status: 5.1.10" in status and "null MX" in status
+
+
+def test_4xx_is_deferred_then_delivered_on_retry(relay_stack: Stack, peers: Peers) -> None:
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    with SmtpSink(SINK_4XX, peers.port, soft=("RCPT",), soft_reply="451 4.3.0 come back later"):
+        submit(relay_stack, sender, pw, ["carol@later.test"], message(sender, ["x"], marker))
+        entry = wait_for(
+            lambda: next(
+                (e for e in queue_entries(relay_stack)
+                 if e.recipient.address == "carol@later.test" and e.attempts >= 1),
+                None,
+            ),
+            60, "a deferred queue entry",
+        )  # fmt: skip
+        assert "451 4.3.0 come back later" in entry.last_error
+    with SmtpSink(SINK_4XX, peers.port, dump=True) as accepting:
+        wait_for(
+            lambda: any(f"relay {marker}".encode() in d for d in accepting.dumped()) or None,
+            60, "the retried message at the peer",
+        )  # fmt: skip
+        wait_for(
+            lambda: not any(e.recipient.address == "carol@later.test"
+                            for e in queue_entries(relay_stack)) or None,
+            30, "the entry to leave the queue",
+        )  # fmt: skip
+    assert reports(relay_stack, sender, pw) == []  # a deferral sends no bounce
+
+
+def test_sigkill_of_delivery_mid_queue_loses_nothing(relay_stack: Stack, peers: Peers) -> None:
+    sender, pw = new_sender(relay_stack)
+    local, local_pw = new_sender(relay_stack)
+    markers = [uuid.uuid4().hex[:10] for _ in range(12)]
+    with smtplib.SMTP("127.0.0.1", relay_stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(sender, pw)
+        for m in markers:
+            rcpts = [f"{m}@slow.test", local]  # 1 s per RCPT: the batch is in flight
+            assert smtp.sendmail(sender, rcpts, message(sender, rcpts, m)) == {}
+    wait_for(lambda: any(arrived(peers.postfix, m) for m in markers) or None, 60, "the first relay")
+    proc = relay_stack.procs["delivery"]
+    pending = [m for m in markers if not arrived(peers.postfix, m)]
+    print(f"SIGKILL with {len(pending)} of {len(markers)} messages not yet at the peer")
+    assert pending, "the batch was done before the kill: nothing was tested"
+    proc.kill()  # SIGKILL: no clean shutdown, leases held, bus offsets uncommitted
+    proc.wait(10)
+    relay_stack._spawn("delivery")
+    relay_stack._wait_ready("delivery", 60)
+    wait_for(
+        lambda: all(arrived(peers.postfix, m) for m in markers) or None,
+        90, "every message at the remote peer",
+    )  # fmt: skip
+    copies = {m: len(arrived(peers.postfix, m)) for m in markers}
+    # RFC 5321 §6.1 prefers a duplicate to a loss: a message sent but not yet marked done
+    # when the process died is sent again. Reported, and never more than one extra.
+    duplicates = sum(n - 1 for n in copies.values())
+    print(f"remote duplicates after SIGKILL: {duplicates} of {len(markers)}")
+    assert all(1 <= n <= 2 for n in copies.values()), copies
+    local_got = wait_for(
+        lambda: ((got := imap_fetch_all(relay_stack, local, local_pw))
+        and len(got) >= len(markers) and got) or None,
+        60, "every local copy",
+    )  # fmt: skip
+    subjects = sorted(
+        email.message_from_bytes(raw)["Subject"].removeprefix("relay ") for raw in local_got
+    )
+    assert subjects == sorted(markers)  # each local message exactly once
+
+
+def admin(stack: Stack, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.queue_admin}{path}",
+        headers={"Authorization": f"Bearer {token or stack.admin_token()}"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def admin_until_not_busy(stack: Stack, method: str, path: str) -> tuple[int, Any]:
+    """A worker may be attempting the entry this very moment (409): ask again."""
+    return wait_for(
+        lambda: ((r := admin(stack, method, path))[0] != 409 and r) or None, 30, f"{method} {path}"
+    )
+
+
+def submit_for_id(stack: Stack, sender: str, password: str, rcpt: str, msg: bytes) -> str:
+    """Submit and return the queue id from the 250 reply ("queued as <id>")."""
+    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(sender, password)
+        assert smtp.mail(sender)[0] == 250 and smtp.rcpt(rcpt)[0] == 250
+        code, reply = smtp.data(msg)
+    assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[-1]
+
+
+def deferred_entry(stack: Stack, queue_id: str) -> dict[str, Any] | None:
+    status, entries = admin(stack, "GET", f"/api/v1/queue/{queue_id}")
+    if status != 200 or not entries or entries[0]["attempts"] < 1:
+        return None
+    return entries[0]  # type: ignore[no-any-return]
+
+
+def test_queue_admin_retry_now_delete_with_bounce_and_trace(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    sender, pw = new_sender(relay_stack)
+    assert admin(relay_stack, "GET", "/api/v1/queue", token="x" * 20)[0] == 401
+    assert admin(relay_stack, "GET", "/api/v1/trace/NOSUCHID0000")[0] == 404
+    assert admin(relay_stack, "POST", "/api/v1/queue/NOSUCHID0000/retry")[0] == 404
+    marker, gone = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    with SmtpSink(SINK_4XX, peers.port, soft=("RCPT",), soft_reply="451 4.3.0 come back later"):
+        qid = submit_for_id(relay_stack, sender, pw, "dave@later.test", message(sender, [], marker))
+        qid2 = submit_for_id(relay_stack, sender, pw, "erin@later.test", message(sender, [], gone))
+        entry = wait_for(lambda: deferred_entry(relay_stack, qid), 60, "the deferral")
+        assert entry["recipient"] == "dave@later.test" and entry["sender"] == sender
+        assert "451 4.3.0 come back later" in entry["last_error"]
+        status, page = admin(relay_stack, "GET", "/api/v1/queue?page_size=1000")
+        assert status == 200 and qid in {e["queue_id"] for e in page["entries"]}
+        status, trace = admin(relay_stack, "GET", f"/api/v1/trace/{qid}")
+        assert status == 200 and trace["sender"] == sender
+        steps = [(s["step"], s["recipient"]) for s in trace["steps"]]
+        assert steps[:3] == [("accepted", ""), ("queued", "dave@later.test"),
+                             ("deferred", "dave@later.test")]  # fmt: skip
+        deferred = trace["steps"][2]
+        assert deferred["reply"] == "451 4.3.0 come back later"
+        assert deferred["remote_mta"] == "mx.later.test" and deferred["next_attempt_at"]
+        # Delete with a bounce: the sender is told, the entry is gone.
+        wait_for(lambda: deferred_entry(relay_stack, qid2), 60, "the second deferral")
+        status, done = admin_until_not_busy(
+            relay_stack, "DELETE", f"/api/v1/queue/{qid2}?bounce=true"
+        )
+        assert status == 200 and done["action"] == "bounced"
+        assert admin(relay_stack, "GET", f"/api/v1/queue/{qid2}")[0] == 404
+        [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+        text = list(dsn.iter_parts())[1].as_string().replace("\n ", " ")
+        assert "Final-Recipient: rfc822; erin@later.test" in text
+        assert "deleted from the queue by the administrator" in text
+    with SmtpSink(SINK_4XX, peers.port, dump=True) as accepting:
+        status, done = admin_until_not_busy(relay_stack, "POST", f"/api/v1/queue/{qid}/retry")
+        assert status in (202, 404)  # 404: a worker's own retry got there first
+        wait_for(
+            lambda: any(f"relay {marker}".encode() in d for d in accepting.dumped()) or None,
+            60, "the retried message at the peer",
+        )  # fmt: skip
+        assert not any(f"relay {gone}".encode() in d for d in accepting.dumped())
+    trace = wait_for(
+        lambda: ((t := admin(relay_stack, "GET", f"/api/v1/trace/{qid}")[1])
+        and t["steps"][-1]["step"] == "relayed" and t) or None,
+        30, "the relayed step in the trace",
+    )  # fmt: skip
+    assert trace["steps"][-1]["reply"].startswith("250") and trace["queued"] == []
