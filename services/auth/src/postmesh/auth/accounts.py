@@ -7,6 +7,7 @@ from enum import Enum
 from prometheus_client import Counter
 
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
+from postmesh.auth.dkim_keys import DkimKeys
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from postmesh.auth.repository import AccountRepository, Domain, User
 from postmesh.common.logging import get_logger
@@ -29,11 +30,14 @@ class RecipientKind(Enum):
 
 
 class Accounts:
-    def __init__(self, repo: AccountRepository) -> None:
+    def __init__(self, repo: AccountRepository, dkim: DkimKeys | None = None) -> None:
         self.repo = repo
+        self.dkim = dkim or DkimKeys(repo)
 
     async def create_domain(self, name: str) -> Domain:
-        return await self.repo.add_domain(canonical_domain(name))
+        """The domain with its DKIM keys (generated first, stored with the domain)."""
+        canonical = canonical_domain(name)
+        return await self.repo.add_domain(canonical, await self.dkim.initial_keys())
 
     async def create_user(self, address: str, password: str) -> User:
         if len(password) < MIN_PASSWORD_LENGTH:

@@ -13,6 +13,7 @@ import uvicorn
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
+from postmesh.auth.dkim_keys import DkimKeys
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
@@ -64,7 +65,15 @@ class AuthServiceApp(Service):
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
         self.repo = create_repository(settings)
-        self.accounts = Accounts(self.repo)
+        self.accounts = Accounts(
+            self.repo,
+            DkimKeys(
+                self.repo,
+                ed25519=settings.dkim_ed25519,
+                rotation_activation_seconds=settings.dkim_rotation_activation_seconds,
+                retired_grace_seconds=settings.dkim_retired_grace_seconds,
+            ),
+        )
         self.grpc = GrpcServer(settings.auth_listen)
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
         self._http: _EmbeddedUvicorn | None = None
@@ -72,6 +81,7 @@ class AuthServiceApp(Service):
 
     async def start(self) -> None:
         await self.repo.open()
+        await self.accounts.dkim.ensure_keys()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(self.accounts, admin_token(self.settings))
         config = uvicorn.Config(
