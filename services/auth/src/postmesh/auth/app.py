@@ -14,6 +14,7 @@ from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.dkim_keys import DkimKeys
+from postmesh.auth.dns_records import DnsPolicy
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
@@ -83,7 +84,9 @@ class AuthServiceApp(Service):
         await self.repo.open()
         await self.accounts.dkim.ensure_keys()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
-        app = create_admin_app(self.accounts, admin_token(self.settings))
+        app = create_admin_app(
+            self.accounts, admin_token(self.settings), DnsPolicy.from_settings(self.settings)
+        )
         config = uvicorn.Config(
             app,
             host=self.settings.admin_host,

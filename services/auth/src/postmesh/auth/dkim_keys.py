@@ -167,10 +167,17 @@ class DkimKeys:
             self.rotation_activation_seconds if activate_in_seconds is None else activate_in_seconds
         )
         now = self.clock()
+        latest: dict[dkim.DkimAlgorithm, float] = {}
+        for v in views:
+            if v.state is KeyState.PENDING:
+                continue
+            latest[v.algorithm] = max(latest.get(v.algorithm, 0.0), v.key.activates_at)
         signing = {v.algorithm for v in views if v.state is KeyState.ACTIVE}
         added = []
         for a in algorithms:
             when = now + delay if a in signing else now
+            # Strictly after the keys that signed so far, so "newest" is never a tie.
+            when = max(when, latest.get(a, 0.0) + 0.001)
             (key,) = await self.generate([a], when, (v.key.selector for v in views))
             await self.repo.add_dkim_key(domain, key)
             added.append(key)
