@@ -10,6 +10,7 @@ from enum import Enum
 from prometheus_client import Counter
 
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
+from postmesh.auth.dkim_keys import DkimKeys
 from postmesh.auth.lockout import LoginGuard
 from postmesh.auth.login_cache import LoginCache
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
@@ -53,6 +54,7 @@ class Accounts:
         guard: LoginGuard | None = None,
         scram_iterations: int = scram.MIN_ITERATIONS,
         login_cache: LoginCache | None = None,
+        dkim: DkimKeys | None = None,
     ) -> None:
         """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
         aliases or disabled accounts; the service always passes them."""
@@ -61,9 +63,12 @@ class Accounts:
         self.guard = guard
         self.scram_iterations = scram_iterations
         self.login_cache = login_cache
+        self.dkim = dkim or DkimKeys(repo)
 
     async def create_domain(self, name: str) -> Domain:
-        return await self.repo.add_domain(canonical_domain(name))
+        """The domain with its DKIM keys (generated first, stored with the domain)."""
+        canonical = canonical_domain(name)
+        return await self.repo.add_domain(canonical, await self.dkim.initial_keys())
 
     async def create_user(self, address: str, password: str) -> User:
         if len(password) < MIN_PASSWORD_LENGTH:

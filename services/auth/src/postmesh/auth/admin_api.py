@@ -1,17 +1,22 @@
-"""Admin REST API (FastAPI) behind a bearer token: domains and users."""
+"""Admin REST API (FastAPI) behind a bearer token: domains, users, DKIM keys, DNS records."""
 
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
 
 import hmac
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from postmesh.auth.accounts import Accounts
-from postmesh.auth.addresses import InvalidAddress
+from postmesh.auth.addresses import InvalidAddress, canonical_domain
+from postmesh.auth.dkim_keys import KeyInUse, KeyView
+from postmesh.auth.dns_records import DnsPolicy, dns_records, mta_sts_policy
 from postmesh.auth.repository import AlreadyExists, NotFound
+from postmesh.common.mailauth import dkim
 
 
 class DomainIn(BaseModel):
@@ -31,7 +36,51 @@ class UserOut(BaseModel):
     address: str
 
 
-def create_admin_app(accounts: Accounts, token: str) -> FastAPI:
+class DkimKeyOut(BaseModel):
+    # The public half and its state only: private keys never leave auth through this API.
+    selector: str
+    algorithm: str
+    state: str
+    created_at: datetime
+    activates_at: datetime
+    superseded_at: datetime | None
+    dns_name: str
+    dns_value: str
+
+
+class RotateIn(BaseModel):
+    # One algorithm, or (unset) every algorithm the domain signs with.
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] | None = None
+    # Seconds until the new key signs; unset: POSTMESH_DKIM_ROTATION_ACTIVATION_SECONDS.
+    # 0 for an immediate switch (a compromised key), after publishing the record if possible.
+    activate_in_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
+
+
+class DnsRecordOut(BaseModel):
+    name: str
+    type: str
+    value: str
+    note: str | None = None
+
+
+def _time(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def _key_out(domain: str, v: KeyView) -> DkimKeyOut:
+    return DkimKeyOut(
+        selector=v.key.selector,
+        algorithm=v.key.algorithm,
+        state=v.state.value,
+        created_at=_time(v.key.created_at),
+        activates_at=_time(v.key.activates_at),
+        superseded_at=None if v.superseded_at is None else _time(v.superseded_at),
+        dns_name=dkim.dns_name(v.key.selector, domain),
+        dns_value=dkim.dns_txt_value(v.algorithm, v.key.public_key),
+    )
+
+
+def create_admin_app(accounts: Accounts, token: str, dns: DnsPolicy | None = None) -> FastAPI:
     app = FastAPI(title="Postmesh admin API", version="1")
     bearer = HTTPBearer(auto_error=False)
 
@@ -46,6 +95,16 @@ def create_admin_app(accounts: Accounts, token: str) -> FastAPI:
             )
 
     auth = [Depends(require_token)]
+    policy = dns or DnsPolicy(mx_host="localhost")
+
+    async def local_domain(name: str) -> str:
+        try:
+            domain = canonical_domain(name)
+        except InvalidAddress as e:
+            raise HTTPException(422, str(e)) from e
+        if await accounts.repo.get_domain(domain) is None:
+            raise HTTPException(404, f"domain {domain} is not a local domain")
+        return domain
 
     @app.post("/api/v1/domains", status_code=201, dependencies=auth)
     async def create_domain(body: DomainIn) -> DomainOut:
@@ -76,5 +135,52 @@ def create_admin_app(accounts: Accounts, token: str) -> FastAPI:
     @app.get("/api/v1/users", dependencies=auth)
     async def list_users(domain: str | None = None) -> list[UserOut]:
         return [UserOut(address=u.address) for u in await accounts.repo.list_users(domain)]
+
+    @app.get("/api/v1/domains/{name}/dkim-keys", dependencies=auth)
+    async def list_dkim_keys(name: str) -> list[DkimKeyOut]:
+        domain = await local_domain(name)
+        return [_key_out(domain, v) for v in await accounts.dkim.views(domain)]
+
+    @app.post("/api/v1/domains/{name}/dkim-keys/rotate", status_code=201, dependencies=auth)
+    async def rotate_dkim_keys(name: str, body: RotateIn | None = None) -> list[DkimKeyOut]:
+        """New keys under new selectors; the old ones stay published (see dns-records)."""
+        domain = await local_domain(name)
+        body = body or RotateIn()
+        algorithm = None if body.algorithm is None else dkim.DkimAlgorithm(body.algorithm)
+        try:
+            added = await accounts.dkim.rotate(domain, algorithm, body.activate_in_seconds)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from e
+        selectors = {k.selector for k in added}
+        views = await accounts.dkim.views(domain)
+        return [_key_out(domain, v) for v in views if v.key.selector in selectors]
+
+    @app.delete("/api/v1/domains/{name}/dkim-keys/{selector}", status_code=204, dependencies=auth)
+    async def delete_dkim_key(name: str, selector: str) -> None:
+        domain = await local_domain(name)
+        try:
+            await accounts.dkim.delete(domain, selector)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from e
+        except KeyInUse as e:
+            raise HTTPException(409, str(e)) from e
+
+    @app.get(
+        "/api/v1/domains/{name}/dns-records",
+        dependencies=auth,
+        response_model_exclude_none=True,
+    )
+    async def get_dns_records(name: str) -> list[DnsRecordOut]:
+        domain = await local_domain(name)
+        records = dns_records(domain, await accounts.dkim.views(domain), policy)
+        return [DnsRecordOut(name=r.name, type=r.type, value=r.value, note=r.note) for r in records]
+
+    @app.get(
+        "/api/v1/domains/{name}/mta-sts.txt", dependencies=auth, response_class=PlainTextResponse
+    )
+    async def get_mta_sts_policy(name: str) -> str:
+        """The policy file the mta-sts.<domain> host serves (RFC 8461 section 3.2)."""
+        await local_domain(name)
+        return mta_sts_policy(policy)
 
     return app

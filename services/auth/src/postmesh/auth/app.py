@@ -13,6 +13,8 @@ import uvicorn
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
+from postmesh.auth.dkim_keys import DkimKeys
+from postmesh.auth.dns_records import DnsPolicy
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.lockout import LockoutPolicy, LoginGuard
 from postmesh.auth.login_cache import LoginCache
@@ -96,6 +98,12 @@ class AuthServiceApp(Service):
             LoginGuard(self.records, lockout_policy(settings)),
             settings.auth_scram_iterations,
             LoginCache(settings.auth_login_cache_seconds, settings.auth_login_cache_entries),
+            DkimKeys(
+                self.repo,
+                ed25519=settings.dkim_ed25519,
+                rotation_activation_seconds=settings.dkim_rotation_activation_seconds,
+                retired_grace_seconds=settings.dkim_retired_grace_seconds,
+            ),
         )
         self.grpc = GrpcServer(settings.auth_listen, GrpcSecurity.from_settings(settings))
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
@@ -105,8 +113,11 @@ class AuthServiceApp(Service):
     async def start(self) -> None:
         await self.repo.open()
         await self.records.open()
+        await self.accounts.dkim.ensure_keys()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
-        app = create_admin_app(self.accounts, admin_token(self.settings))
+        app = create_admin_app(
+            self.accounts, admin_token(self.settings), DnsPolicy.from_settings(self.settings)
+        )
         config = uvicorn.Config(
             app,
             host=self.settings.admin_host,

@@ -6,10 +6,16 @@ import grpc
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts, RecipientKind
-from postmesh.auth.addresses import InvalidAddress
+from postmesh.auth.addresses import InvalidAddress, canonical_domain
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.mailauth import dkim
 
 log = get_logger(__name__)
+
+_DKIM_ALGORITHMS = {
+    dkim.DkimAlgorithm.RSA_SHA256.value: auth_pb2.DKIM_ALGORITHM_RSA_SHA256,
+    dkim.DkimAlgorithm.ED25519_SHA256.value: auth_pb2.DKIM_ALGORITHM_ED25519_SHA256,
+}
 
 _KINDS = {
     RecipientKind.LOCAL_USER: auth_pb2.RECIPIENT_KIND_LOCAL_USER,
@@ -89,3 +95,24 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.VerifyScramProofResponse(
             ok=True, user=result.user.address, server_signature=result.server_signature
         )
+
+    async def GetDkimKeys(
+        self, request: auth_pb2.GetDkimKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetDkimKeysResponse:
+        # Private keys in the answer: never log them (DkimKey's repr leaves them out).
+        try:
+            domain = canonical_domain(request.domain)
+        except InvalidAddress as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if await self.accounts.repo.get_domain(domain) is None:
+            return auth_pb2.GetDkimKeysResponse(local_domain=False, domain=domain)
+        keys = [
+            auth_pb2.DkimSigningKey(
+                selector=k.selector,
+                algorithm=_DKIM_ALGORITHMS[k.algorithm],
+                private_key=k.private_key,
+            )
+            for k in await self.accounts.dkim.active(domain)
+            if k.algorithm in _DKIM_ALGORITHMS
+        ]
+        return auth_pb2.GetDkimKeysResponse(local_domain=True, domain=domain, keys=keys)

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 import uvicorn
 from prometheus_client import Counter, Histogram
 
 from postmesh.api.auth.v1 import auth_pb2
+from postmesh.api.auth.v1.auth_pb2_grpc import AuthServiceStub
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common import topics
@@ -36,6 +36,7 @@ from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, wor
 from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
 from postmesh.delivery.settings import DeliverySettings
+from postmesh.delivery.signing import DkimSigner
 from postmesh.delivery.smtp_client import Envelope, Rcpt
 from postmesh.delivery.trace import TraceIndex
 
@@ -82,17 +83,11 @@ class Signer(Protocol):
     async def sign(self, message: bytes) -> bytes: ...
 
 
-def make_signer(settings: DeliverySettings, auth: Any) -> Signer | None:
-    """DKIM signing (postmesh.delivery.signing, RFC 6376/8463) when that module is present."""
+def make_signer(settings: DeliverySettings, auth: AuthServiceStub) -> Signer | None:
+    """DKIM signing (RFC 6376, RFC 8463) of mail leaving the system, keys from auth."""
     if not settings.dkim_signing:
         return None
-    try:
-        module = importlib.import_module("postmesh.delivery.signing")
-    except ImportError:
-        log.warning("DKIM signing module not available: outgoing mail is not signed")
-        return None
-    signer: Signer = module.DkimSigner(auth, settings.grpc_deadline_seconds)
-    return signer
+    return DkimSigner(auth, settings.grpc_deadline_seconds)
 
 
 def status_class(status: str) -> str:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 
 class AlreadyExists(Exception):
@@ -15,6 +16,21 @@ class NotFound(Exception):
 @dataclass(frozen=True, slots=True)
 class Domain:
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One DKIM key of a domain (RFC 6376 section 3.6). Which key signs and which are published
+    follows from the times alone (postmesh.auth.dkim_keys), so rotation is an insert."""
+
+    selector: str
+    algorithm: str  # "rsa-sha256" or "ed25519-sha256" (postmesh.common.mailauth.dkim)
+    # RSA: PKCS#1 PEM; Ed25519: base64 of the 32-byte seed. Never leaves auth except over
+    # GetDkimKeys.
+    private_key: bytes = field(repr=False)
+    public_key: str  # the p= value of the TXT record
+    created_at: float  # Unix time
+    activates_at: float  # signs from this time on, until a newer key of its algorithm does
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +52,8 @@ class AccountRepository(ABC):
     async def ping(self) -> bool: ...
 
     @abstractmethod
-    async def add_domain(self, name: str) -> Domain: ...
+    async def add_domain(self, name: str, dkim_keys: Sequence[DkimKey] = ()) -> Domain:
+        """The domain and its first DKIM keys, all or nothing. Raises AlreadyExists."""
 
     @abstractmethod
     async def get_domain(self, name: str) -> Domain | None: ...
@@ -53,6 +70,18 @@ class AccountRepository(ABC):
 
     @abstractmethod
     async def list_users(self, domain: str | None = None) -> list[User]: ...
+
+    @abstractmethod
+    async def add_dkim_key(self, domain: str, key: DkimKey) -> None:
+        """Raises NotFound if the domain is not local, AlreadyExists if the selector is taken."""
+
+    @abstractmethod
+    async def list_dkim_keys(self, domain: str) -> list[DkimKey]:
+        """Every stored key of the domain, oldest first (empty for an unknown domain)."""
+
+    @abstractmethod
+    async def delete_dkim_key(self, domain: str, selector: str) -> bool:
+        """False when there was no such key."""
 
     @abstractmethod
     async def set_password_hash(self, address: str, password_hash: str) -> None: ...

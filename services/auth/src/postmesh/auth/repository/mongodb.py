@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
+from postmesh.auth.repository.base import (
+    AccountRepository,
+    AlreadyExists,
+    DkimKey,
+    Domain,
+    NotFound,
+    User,
+)
 
 
 class MongoAccountRepository(AccountRepository):
@@ -18,10 +26,13 @@ class MongoAccountRepository(AccountRepository):
         self._db = self._client[database]
         self._domains = self._db["auth_domains"]
         self._users = self._db["auth_users"]
+        # One document per key, _id "<domain>/<selector>": inserts and deletes only.
+        self._dkim = self._db["auth_dkim_keys"]
 
     async def open(self) -> None:
         # _id is the canonical name, so uniqueness needs no extra index.
         await self._users.create_index("domain")
+        await self._dkim.create_index("domain")
 
     async def close(self) -> None:
         await self._client.close()
@@ -33,11 +44,15 @@ class MongoAccountRepository(AccountRepository):
             return False
         return True
 
-    async def add_domain(self, name: str) -> Domain:
+    async def add_domain(self, name: str, dkim_keys: Sequence[DkimKey] = ()) -> Domain:
         try:
             await self._domains.insert_one({"_id": name})
         except DuplicateKeyError as e:
             raise AlreadyExists(f"domain {name} exists") from e
+        # Not atomic with the domain (no multi-document transactions on FerretDB): a crash in
+        # between leaves a domain without keys, which auth's start-up gives keys to.
+        if dkim_keys:
+            await self._dkim.insert_many([_key_doc(name, k) for k in dkim_keys])
         return Domain(name)
 
     async def get_domain(self, name: str) -> Domain | None:
@@ -69,5 +84,49 @@ class MongoAccountRepository(AccountRepository):
             User(d["_id"], d["password_hash"]) async for d in self._users.find(query).sort("_id", 1)
         ]
 
+    async def add_dkim_key(self, domain: str, key: DkimKey) -> None:
+        if await self.get_domain(domain) is None:
+            raise NotFound(f"domain {domain} is not a local domain")
+        try:
+            await self._dkim.insert_one(_key_doc(domain, key))
+        except DuplicateKeyError as e:
+            raise AlreadyExists(f"dkim selector {key.selector} of {domain} exists") from e
+
+    async def list_dkim_keys(self, domain: str) -> list[DkimKey]:
+        keys = [_key_of(d) async for d in self._dkim.find({"domain": domain})]
+        return sorted(keys, key=lambda k: (k.created_at, k.selector))
+
+    async def delete_dkim_key(self, domain: str, selector: str) -> bool:
+        result = await self._dkim.delete_one({"_id": _key_id(domain, selector)})
+        return bool(result.deleted_count)
+
     async def set_password_hash(self, address: str, password_hash: str) -> None:
         await self._users.update_one({"_id": address}, {"$set": {"password_hash": password_hash}})
+
+
+def _key_id(domain: str, selector: str) -> str:
+    return f"{domain}/{selector}"
+
+
+def _key_doc(domain: str, k: DkimKey) -> dict[str, Any]:
+    return {
+        "_id": _key_id(domain, k.selector),
+        "domain": domain,
+        "selector": k.selector,
+        "algorithm": k.algorithm,
+        "private_key": k.private_key,
+        "public_key": k.public_key,
+        "created_at": k.created_at,
+        "activates_at": k.activates_at,
+    }
+
+
+def _key_of(d: dict[str, Any]) -> DkimKey:
+    return DkimKey(
+        d["selector"],
+        d["algorithm"],
+        bytes(d["private_key"]),
+        d["public_key"],
+        float(d["created_at"]),
+        float(d["activates_at"]),
+    )

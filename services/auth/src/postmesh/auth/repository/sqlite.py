@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from postmesh.auth.repository.base import AccountRepository, AlreadyExists, Domain, NotFound, User
+from postmesh.auth.repository.base import (
+    AccountRepository,
+    AlreadyExists,
+    DkimKey,
+    Domain,
+    NotFound,
+    User,
+)
 from postmesh.common.sqlite import SqliteConnection
 
 T = TypeVar("T")
@@ -20,7 +27,36 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS users_domain ON users (domain);
+CREATE TABLE IF NOT EXISTS dkim_keys (
+    domain TEXT NOT NULL REFERENCES domains (name) ON DELETE CASCADE,
+    selector TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    private_key BLOB NOT NULL,
+    public_key TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    activates_at REAL NOT NULL,
+    PRIMARY KEY (domain, selector)
+);
 """
+_KEY_COLUMNS = "selector, algorithm, private_key, public_key, created_at, activates_at"
+
+
+def _insert_key(c: sqlite3.Connection, domain: str, k: DkimKey) -> None:
+    try:
+        c.execute(
+            f"INSERT INTO dkim_keys (domain, {_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                domain,
+                k.selector,
+                k.algorithm,
+                k.private_key,
+                k.public_key,
+                k.created_at,
+                k.activates_at,
+            ),
+        )
+    except sqlite3.IntegrityError as e:
+        raise AlreadyExists(f"dkim selector {k.selector} of {domain} exists") from e
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -45,14 +81,16 @@ class SqliteAccountRepository(AccountRepository):
     async def ping(self) -> bool:
         return await self._db.ping()
 
-    async def add_domain(self, name: str) -> Domain:
+    async def add_domain(self, name: str, dkim_keys: Sequence[DkimKey] = ()) -> Domain:
         def add(c: sqlite3.Connection) -> None:
             try:
                 c.execute("INSERT INTO domains (name) VALUES (?)", (name,))
             except sqlite3.IntegrityError as e:
                 raise AlreadyExists(f"domain {name} exists") from e
+            for k in dkim_keys:
+                _insert_key(c, name, k)
 
-        await self._run(add)
+        await self._db.transaction(add)
         return Domain(name)
 
     async def get_domain(self, name: str) -> Domain | None:
@@ -104,6 +142,32 @@ class SqliteAccountRepository(AccountRepository):
             ).fetchall()
 
         return [User(a, h) for a, h in await self._run(q)]
+
+    async def add_dkim_key(self, domain: str, key: DkimKey) -> None:
+        def add(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is None:
+                raise NotFound(f"domain {domain} is not a local domain")
+            _insert_key(c, domain, key)
+
+        await self._db.transaction(add)
+
+    async def list_dkim_keys(self, domain: str) -> list[DkimKey]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_KEY_COLUMNS} FROM dkim_keys WHERE domain = ?"
+                " ORDER BY created_at, selector",
+                (domain,),
+            ).fetchall()
+        )
+        return [DkimKey(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def delete_dkim_key(self, domain: str, selector: str) -> bool:
+        cur = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM dkim_keys WHERE domain = ? AND selector = ?", (domain, selector)
+            )
+        )
+        return bool(cur.rowcount)
 
     async def set_password_hash(self, address: str, password_hash: str) -> None:
         await self._run(

@@ -242,7 +242,7 @@ def sign(
     linesep = b"\r\n" if crlf else b"\n"
     headers, body = split_message(message)
     include = _include_headers(headers)
-    if len(include) == len(OVERSIGNED_HEADERS):
+    if include.count(b"from") == OVERSIGNED_HEADERS.count("from"):
         raise ValueError("message has no From header field (RFC 6376 section 5.4)")
     body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     canonical = _RELAXED.canonicalize_headers(headers)
@@ -309,9 +309,20 @@ async def verify(
     permerror (PERMFAIL); a DNS failure temperror (TEMPFAIL); a body hash or signature mismatch
     fail. Key lookups run one after another, each bounded by the lookup's own timeout.
     """
-    d = dkim.DKIM(message, minkey=minkey)
+    try:
+        d = dkim.DKIM(message, minkey=minkey)
+    except dkim.DKIMException as e:
+        # A header section dkimpy cannot split into fields: any signature in it is unusable.
+        if re.search(rb"(?im)^dkim-signature[ \t]*:", _head(message)):
+            return [DkimResult("permerror", reason=f"malformed header section: {e}")]
+        return []
     fields = [value for name, value in d.headers if name.lower() == b"dkim-signature"]
     return [await _verify_one(d, idx, value, dns_txt_lookup) for idx, value in enumerate(fields)]
+
+
+def _head(message: bytes) -> bytes:
+    m = _HEADER_END.search(message)
+    return message if m is None else message[: m.start()]
 
 
 def _describe(value: bytes) -> dict[str, str]:
@@ -335,6 +346,8 @@ async def _verify_one(d: dkim.DKIM, idx: int, value: bytes, lookup: TxtLookup) -
         d.verify_headerprep(idx)
     except dkim.DKIMException as e:
         return DkimResult("permerror", reason=str(e), **base)
+    except Exception as e:  # dkimpy lets decoding errors of hostile tag values escape
+        return DkimResult("permerror", reason=f"unusable signature: {e!r}", **base)
     name = f"{base['selector']}._domainkey.{base['domain']}."
     try:
         record = await lookup(name)
@@ -344,7 +357,8 @@ async def _verify_one(d: dkim.DKIM, idx: int, value: bytes, lookup: TxtLookup) -
         return DkimResult("permerror", reason=f"no key record at {name}", **base)
     try:
         dkim.evaluate_pk(name.encode(), record)
-    except dkim.DKIMException as e:
+    except (dkim.DKIMException, binascii.Error, ValueError) as e:
+        # binascii.Error: a p= that is not base64 (dkimpy does not wrap it).
         return DkimResult("permerror", reason=f"bad key record: {e}", **base)
 
     def answer(qname: bytes, timeout: int = 5) -> bytes:
@@ -357,6 +371,8 @@ async def _verify_one(d: dkim.DKIM, idx: int, value: bytes, lookup: TxtLookup) -
     except dkim.DKIMException as e:
         # A key under minkey, an unknown algorithm: not a forgery, an unusable signature.
         return DkimResult("permerror", reason=str(e), **base)
+    except Exception as e:  # as above: hostile input must give a verdict, never a crash
+        return DkimResult("permerror", reason=f"unusable signature: {e!r}", **base)
     if ok:
         return DkimResult("pass", **base)
     return DkimResult("fail", reason="signature did not verify", **base)
