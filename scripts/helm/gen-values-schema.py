@@ -33,6 +33,8 @@ envmap = {
     "propertyNames": {"pattern": "^POSTMESH_[A-Z0-9_]+$"},
     "additionalProperties": {"type": ["string", "number", "boolean"]},
 }
+# POSTMESH_PROXY_TRUSTED_NETWORKS items: an IPv4/IPv6 address or CIDR (checked again by the service).
+cidrs = {"type": "array", "items": {"type": "string", "pattern": r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$"}}
 quantity = {"type": ["string", "number"], "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"}
 resources = obj(
     {
@@ -174,6 +176,19 @@ schema: dict[str, Any] = {
             required=["hostname", "bus"],
         ),
         "tls": obj({"existingSecret": S, "cert": S, "key": S}),
+        "grpcTls": obj(
+            {
+                "mode": {"enum": ["generate", "certManager", "existingSecrets", "plaintext"]},
+                "certManager": obj(
+                    {
+                        "issuerRef": obj({"name": S, "kind": S, "group": S}),
+                        "duration": S,
+                        "renewBefore": S,
+                    }
+                ),
+            },
+            ["mode"],
+        ),
         "mongodb": obj(
             {
                 "url": {"type": "string", "pattern": "^(mongodb(\\+srv)?://.+)?$"},
@@ -227,14 +242,28 @@ schema: dict[str, Any] = {
         ),
         "podDefaults": obj(pod_keys),
         "smtpEdge": component(
-            {"proxyProtocol": B, "service": lb_service(["smtp", "submission", "submissions"])},
+            {
+                "proxyProtocol": B,
+                "proxyTrustedNetworks": cidrs,
+                "service": lb_service(["smtp", "submission", "submissions"]),
+            },
             ["service"],
         ),
         "imapGw": component(
-            {"proxyProtocol": B, "service": lb_service(["imap", "imaps"])}, ["service"]
+            {
+                "proxyProtocol": B,
+                "proxyTrustedNetworks": cidrs,
+                "service": lb_service(["imap", "imaps"]),
+            },
+            ["service"],
         ),
         "pop3Gw": component(
-            {"proxyProtocol": B, "service": lb_service(["pop3", "pop3s"])}, ["service"]
+            {
+                "proxyProtocol": B,
+                "proxyTrustedNetworks": cidrs,
+                "service": lb_service(["pop3", "pop3s"]),
+            },
+            ["service"],
         ),
         "delivery": component(
             {

@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import channel, is_serving
+from postmesh.common.grpc_security import GrpcSecurity
 from tests.integration.infra import FerretDB, free_port
 
 CONCURRENCY = 8
@@ -47,15 +49,19 @@ def message(i: int, size: int) -> bytes:
 
 
 @contextlib.contextmanager
-def store_process(env: dict[str, str]) -> Iterator[str]:
+def store_process(env: dict[str, str]) -> Iterator[tuple[str, GrpcSecurity]]:
+    """A store process on a free port, over mutual TLS as in production; yields its address
+    and the credentials of delivery (the store's main caller)."""
     port, ops = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="postmesh-bench-store-") as tmp:
+        pki = ensure_dev_pki(Path(tmp) / "pki", ["store", "delivery"])
         full = {
             **os.environ,
             "POSTMESH_STORE_LISTEN": f"127.0.0.1:{port}",
             "POSTMESH_OPS_PORT": str(ops),
             "POSTMESH_DATA_DIR": tmp,
             "POSTMESH_LOG_LEVEL": "WARNING",
+            **pki["store"].env(),
             **env,
         }
         log = (Path(tmp) / "store.log").open("wb")
@@ -63,15 +69,15 @@ def store_process(env: dict[str, str]) -> Iterator[str]:
             [sys.executable, "-m", "postmesh.store"], env=full, stdout=log, stderr=log
         )
         try:
-            yield f"127.0.0.1:{port}"
+            yield f"127.0.0.1:{port}", pki["delivery"].security()
         finally:
             proc.terminate()
             proc.wait(15)
             log.close()
 
 
-async def wait_serving(address: str) -> None:
-    ch = channel(address)
+async def wait_serving(address: str, security: GrpcSecurity) -> None:
+    ch = channel(address, security, "store")
     for _ in range(300):
         if await is_serving(ch):
             await ch.close()
@@ -138,9 +144,9 @@ async def timed(label: str, rounds: int, call: object) -> None:
     )
 
 
-async def run(address: str, messages: int, search_messages: int) -> None:
-    await wait_serving(address)
-    ch = channel(address)
+async def run(address: str, security: GrpcSecurity, messages: int, search_messages: int) -> None:
+    await wait_serving(address, security)
+    ch = channel(address, security, "store")
     stub = store_pb2_grpc.StoreServiceStub(ch)
     for size in (4096, 102400):
         for rcpts in (1, 10):
@@ -205,8 +211,8 @@ def main(
     for backend in backends:
         print(f"\n== store gRPC API, {backend} backend")
         if backend == "embedded":
-            with store_process({"POSTMESH_STORE_BACKEND": "sqlite"}) as address:
-                asyncio.run(run(address, messages, search_messages))
+            with store_process({"POSTMESH_STORE_BACKEND": "sqlite"}) as (address, security):
+                asyncio.run(run(address, security, messages, search_messages))
         else:
             with (
                 FerretDB() as mongo,
@@ -216,6 +222,6 @@ def main(
                         "POSTMESH_MONGODB_URL": mongo.url,
                         "POSTMESH_MONGODB_DATABASE": "bench_" + uuid.uuid4().hex[:8],
                     }
-                ) as address,
+                ) as (address, security),
             ):
-                asyncio.run(run(address, messages, search_messages))
+                asyncio.run(run(address, security, messages, search_messages))

@@ -10,6 +10,8 @@ helm comes from scripts/helm/ensure-helm.sh (built once into $POSTMESH_CACHE wit
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import functools
 import importlib
@@ -30,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from postmesh.common.config import ServiceSettings
+from postmesh.common.grpc import GrpcServer, channel, is_serving
+from postmesh.common.grpc_security import GrpcSecurity
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy/helm/postmesh"
@@ -222,6 +226,13 @@ def test_schema_rejects_bad_values(case: str) -> None:
     assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
 
 
+def test_proxy_protocol_without_trusted_networks_fails_with_a_message() -> None:
+    # Trusting every peer's PROXY header would let a direct client claim to be loopback.
+    out = run_helm("template", "pm", str(CHART), "--set", "imapGw.proxyProtocol=true")
+    assert out.returncode != 0
+    assert "imapGw.proxyProtocol needs imapGw.proxyTrustedNetworks" in out.stderr
+
+
 def test_missing_mongodb_url_fails_with_a_message() -> None:
     out = run_helm("template", "pm", str(CHART), "--set", "mongodb.url=")
     assert out.returncode != 0
@@ -389,6 +400,8 @@ def test_production_edges_get_tls_and_proxy_protocol() -> None:
         assert env["POSTMESH_TLS_CERT_FILE"] == mounts["tls"] + "/tls.crt"
         assert env["POSTMESH_TLS_KEY_FILE"] == mounts["tls"] + "/tls.key"
         assert env["POSTMESH_PROXY_PROTOCOL"] == ("true" if name == "smtp-edge" else "false")
+        trusted = "10.0.0.0/8" if name == "smtp-edge" else ""
+        assert env["POSTMESH_PROXY_TRUSTED_NETWORKS"] == trusted
     smtp = named(docs, "Service", "pm-postmesh-smtp-edge")
     assert (
         smtp["metadata"]["annotations"][
@@ -676,3 +689,75 @@ def test_generated_schema_and_dashboard_are_fresh() -> None:
     assert json.loads(dashboard.OUT.read_text()) == dashboard.dashboard(), (
         "run: uv run python scripts/helm/gen-dashboard.py"
     )
+
+
+# ---- internal gRPC mutual TLS (ADR 10)
+
+
+def _secret_bytes(docs: tuple[Doc, ...], name: str, key: str) -> bytes:
+    return base64.b64decode(named(docs, "Secret", name)["data"][key])
+
+
+def test_generated_grpc_certificates_name_each_service_and_work(tmp_path: Path) -> None:
+    docs = render()
+    ca = x509.load_pem_x509_certificate(_secret_bytes(docs, "pm-postmesh-grpc-ca", "tls.crt"))
+    deps = deployments(docs)
+    for name in COMPONENTS:
+        secret = f"pm-postmesh-grpc-{name}"
+        cert = x509.load_pem_x509_certificate(_secret_bytes(docs, secret, "tls.crt"))
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == [f"{name}.postmesh.internal"]
+        cert.verify_directly_issued_by(ca)
+        assert _secret_bytes(docs, secret, "ca.crt") == _secret_bytes(
+            docs, "pm-postmesh-grpc-ca", "tls.crt"
+        )
+        volumes = {v["name"]: v for v in deps[name]["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["grpc-tls"]["secret"]["secretName"] == secret
+        mounts = {m["name"]: m["mountPath"] for m in container(deps[name])["volumeMounts"]}
+        env = env_of(docs, deps[name])
+        assert env["POSTMESH_GRPC_TLS_CERT_FILE"] == mounts["grpc-tls"] + "/tls.crt"
+        assert env["POSTMESH_GRPC_TLS_CA_FILE"] == mounts["grpc-tls"] + "/ca.crt"
+        assert "POSTMESH_GRPC_PLAINTEXT" not in env
+
+    def security(name: str) -> GrpcSecurity:
+        s = f"pm-postmesh-grpc-{name}"
+        return GrpcSecurity(
+            _secret_bytes(docs, s, "tls.crt"),
+            _secret_bytes(docs, s, "tls.key"),
+            _secret_bytes(docs, s, "ca.crt"),
+        )
+
+    async def call() -> bool:
+        # The chart's own certificates in a real handshake: auth serving, imap-gw calling its
+        # health service (open to every verified caller).
+        server = GrpcServer("127.0.0.1:0", security("auth"))
+        await server.start([])
+        try:
+            ch = channel(f"127.0.0.1:{server.port}", security("imap-gw"), "auth")
+            serving = await is_serving(ch, timeout=10)
+            await ch.close()
+            return serving
+        finally:
+            await server.stop(0)
+
+    assert asyncio.run(call())
+
+
+def test_grpc_plaintext_and_cert_manager_modes() -> None:
+    docs = render("--set", "grpcTls.mode=plaintext")
+    assert not [d for d in of_kind(docs, "Secret") if "-grpc-" in d["metadata"]["name"]]
+    for dep in deployments(docs).values():
+        assert env_of(docs, dep)["POSTMESH_GRPC_PLAINTEXT"] == "true"
+        assert all(v["name"] != "grpc-tls" for v in dep["spec"]["template"]["spec"]["volumes"])
+    out = run_helm("template", "pm", str(CHART), "--set", "grpcTls.mode=certManager")
+    assert out.returncode != 0 and "grpcTls.certManager.issuerRef.name is required" in out.stderr
+    docs = render(
+        "--set", "grpcTls.mode=certManager", "--set", "grpcTls.certManager.issuerRef.name=ca",
+    )  # fmt: skip
+    certs = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "Certificate")}
+    assert set(certs) == {f"pm-postmesh-grpc-{n}" for n in COMPONENTS}
+    for name in COMPONENTS:
+        spec = certs[f"pm-postmesh-grpc-{name}"]
+        assert spec["dnsNames"] == [f"{name}.postmesh.internal"]
+        assert set(spec["usages"]) == {"server auth", "client auth"}
+        assert spec["secretName"] == f"pm-postmesh-grpc-{name}"

@@ -27,7 +27,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import channel, is_serving
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.blobs import chunk_count
 from tests.integration.infra import FerretDB, free_port
 
@@ -76,6 +78,8 @@ class StoreProcess:
     env: dict[str, str]
     port: int
     log_dir: Path
+    # The client's credentials: delivery's, whose calls these are.
+    security: GrpcSecurity
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -90,7 +94,7 @@ class StoreProcess:
                 env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        ch = channel(f"127.0.0.1:{self.port}")
+        ch = channel(f"127.0.0.1:{self.port}", self.security, "store")
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 while not await is_serving(ch, "postmesh.api.store.v1.StoreService"):
@@ -151,6 +155,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @pytest.fixture
 async def store(backend: Backend, tmp_path: Path) -> AsyncIterator[StoreProcess]:
     port = free_port()
+    pki = ensure_dev_pki(tmp_path / "pki", ["store", "delivery"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTMESH_")}
     env |= {
         "POSTMESH_STORE_LISTEN": f"127.0.0.1:{port}",
@@ -159,9 +164,10 @@ async def store(backend: Backend, tmp_path: Path) -> AsyncIterator[StoreProcess]
         "POSTMESH_BUS": "sqlite",
         "POSTMESH_BUS_SQLITE_PATH": str(tmp_path / "bus.sqlite3"),
         "POSTMESH_LOG_LEVEL": "WARNING",
+        **pki["store"].env(),
         **backend.env,
     }
-    process = StoreProcess(env, port, tmp_path)
+    process = StoreProcess(env, port, tmp_path, pki["delivery"].security())
     yield process
     await process.stop()
 
@@ -174,7 +180,7 @@ async def first_pass(
     answered: dict[Call, store_pb2.DeliverResponse] = {}
     killed = asyncio.Event()
     gate = asyncio.Semaphore(CONCURRENCY)
-    ch = channel(f"127.0.0.1:{store.port}")
+    ch = channel(f"127.0.0.1:{store.port}", store.security, "store")
     stub = store_pb2_grpc.StoreServiceStub(ch)
 
     async def send(call: Call) -> None:
@@ -281,7 +287,7 @@ async def test_store_killed_mid_batch_loses_and_duplicates_nothing(
             assert len(answered) >= KILL_AFTER and missing  # the kill hit mid-batch
 
             await store.start()  # same data, same port
-            ch = channel(f"127.0.0.1:{store.port}")
+            ch = channel(f"127.0.0.1:{store.port}", store.security, "store")
             stub = store_pb2_grpc.StoreServiceStub(ch)
             try:
                 gate = asyncio.Semaphore(CONCURRENCY)

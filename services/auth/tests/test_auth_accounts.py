@@ -12,6 +12,7 @@ from postmesh.auth.accounts import Accounts, RecipientKind
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.repository.sqlite import SqliteAccountRepository
+from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
 
 TOKEN = "t" * 32
@@ -92,14 +93,15 @@ async def test_resolve_recipient_kinds(accounts: Accounts) -> None:
     assert (await accounts.resolve_recipient("x@elsewhere.test"))[0] is RecipientKind.REMOTE
 
 
-async def test_grpc_authenticate_and_resolve(accounts: Accounts) -> None:
+async def test_grpc_authenticate_and_resolve(accounts: Accounts, tmp_path: Path) -> None:
     await accounts.create_domain("example.test")
     await accounts.create_user("bob@example.test", "pw1234")
-    server = GrpcServer("127.0.0.1:0")
+    pki = ensure_dev_pki(tmp_path / "pki", ["auth", "smtp-edge"])
+    server = GrpcServer("127.0.0.1:0", pki["auth"].security())
     server.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(accounts))
     await server.start(["postmesh.api.auth.v1.AuthService"])
     try:
-        ch = channel(f"127.0.0.1:{server.port}")
+        ch = channel(f"127.0.0.1:{server.port}", pki["smtp-edge"].security(), "auth")
         stub = auth_pb2_grpc.AuthServiceStub(ch)
         ok = await stub.Authenticate(
             auth_pb2.AuthenticateRequest(username="bob@example.test", password="pw1234"), timeout=10

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from postmesh.common.config import ServiceSettings
+from postmesh.common.net import in_networks, parse_networks
 from postmesh.common.proxy_protocol import (
     V1_MAX_BYTES,
     V2_SIGNATURE,
@@ -28,6 +29,8 @@ from postmesh.common.proxy_protocol import (
 from postmesh.common.tls import settings_server_context
 
 AFTER = b"EHLO client.example\r\n"
+
+LOOPBACK = parse_networks("127.0.0.0/8, ::1")
 
 
 def v2(command: int, fam: int, block: bytes) -> bytes:
@@ -299,7 +302,9 @@ def client_tls() -> ssl.SSLContext:
 async def servers(
     server_tls: ssl.SSLContext,
 ) -> AsyncIterator[tuple[ProxiedServer, ProxiedServer]]:
-    plain = await start_proxied_server(Echo, "127.0.0.1", 0, header_timeout=0.5, name="plain")
+    plain = await start_proxied_server(
+        Echo, "127.0.0.1", 0, header_timeout=0.5, trusted_networks=LOOPBACK, name="plain"
+    )
     tls = await start_proxied_server(
         Echo,
         "127.0.0.1",
@@ -307,6 +312,7 @@ async def servers(
         tls=server_tls,
         tls_handshake_timeout=5,
         header_timeout=0.5,
+        trusted_networks=LOOPBACK,
         name="tls",
     )
     yield plain, tls
@@ -420,7 +426,9 @@ async def test_listener_tls_header_must_precede_tls(
 
 
 async def test_close_drops_connections_still_in_the_header() -> None:
-    server = await start_proxied_server(Echo, "127.0.0.1", 0, header_timeout=30, name="p")
+    server = await start_proxied_server(
+        Echo, "127.0.0.1", 0, header_timeout=30, trusted_networks=LOOPBACK, name="p"
+    )
     bound = port(server)
     reader, writer = await asyncio.open_connection("127.0.0.1", bound)
     writer.write(b"PROXY TCP4 ")
@@ -449,6 +457,7 @@ async def test_stream_factory_passes_the_client() -> None:
         "127.0.0.1",
         0,
         header_timeout=1,
+        trusted_networks=LOOPBACK,
         name="streams",
     )
     try:
@@ -456,6 +465,39 @@ async def test_stream_factory_passes_the_client() -> None:
         writer.write(b"PROXY TCP4 192.0.2.10 198.51.100.1 56324 110\r\nUSER x\r\n")
         assert await reader.readline() == b"USER x\r\n"
         assert seen == [("192.0.2.10", 56324)]
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_networks_parse_and_match() -> None:
+    nets = parse_networks("10.0.0.0/8, 192.0.2.7 fd00::/8")
+    assert in_networks("10.1.2.3", nets)
+    assert in_networks("192.0.2.7", nets)
+    assert not in_networks("192.0.2.8", nets)
+    assert in_networks("fd00::1", nets)
+    assert in_networks("::ffff:10.9.9.9", nets)  # IPv4-mapped: the IPv4 rule applies
+    assert not in_networks("127.0.0.1", nets)
+    assert not in_networks("not-an-ip", nets)
+    assert parse_networks("") == ()
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33'"):
+        parse_networks("10.0.0.0/8, 10.0.0.0/33")
+
+
+async def test_untrusted_peer_closed_before_reading() -> None:
+    server = await start_proxied_server(
+        Echo,
+        "127.0.0.1",
+        0,
+        header_timeout=5,
+        trusted_networks=parse_networks("192.0.2.0/24"),
+        name="untrusted",
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+        writer.write(b"PROXY TCP4 192.0.2.10 198.51.100.1 56324 110\r\nhello\r\n")
+        assert await read_until_closed(reader) == b""
         writer.close()
     finally:
         server.close()

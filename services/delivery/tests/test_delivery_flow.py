@@ -65,7 +65,10 @@ def inbound(*rcpts: str, mail_from: str = "a@example.test", **kw: Any) -> events
 
 async def make_service(tmp_path: Path) -> tuple[DeliveryService, FakeStore, SqliteBus]:
     bus = SqliteBus(tmp_path / "bus.sqlite3")
-    svc = DeliveryService(DeliverySettings(data_dir=tmp_path, hostname="mx.example.test"), bus=bus)
+    svc = DeliveryService(
+        DeliverySettings(data_dir=tmp_path, hostname="mx.example.test", grpc_plaintext=True),
+        bus=bus,
+    )
     store = FakeStore()
     svc.auth = FakeAuth()  # type: ignore[assignment]
     svc.local = LocalDelivery(store, 5)  # type: ignore[arg-type]

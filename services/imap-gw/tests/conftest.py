@@ -11,16 +11,25 @@ import pytest
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.backend import (
+    AppendResult,
     Changes,
+    CopyResult,
     FlagsMode,
     FlagsResult,
+    MailboxExists,
+    MailboxHasChildren,
     MailboxInfo,
     MailboxNotFound,
+    MailboxRejected,
+    MailboxTree,
     MessageMeta,
     MessageNotFound,
     MessagePage,
+    OverQuota,
+    Quota,
     SearchRejected,
     SearchResult,
+    StoreRefused,
 )
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
@@ -28,6 +37,7 @@ from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
 from postmesh.store import indexing
 from postmesh.store import search as store_search
+from postmesh.store import validation as store_validation
 from postmesh.store.errors import InvalidArgument
 from postmesh.store.mime import extract_meta, sent_day
 
@@ -55,6 +65,7 @@ class FakeMailbox:
     # UIDs with the MODSEQ of their expunge (QRESYNC tombstones), as the real store keeps.
     modseq: int = 0
     tombstones: dict[int, int] = field(default_factory=dict)
+    noselect: bool = False  # a deleted parent kept for its inferiors (RFC 9051 §6.3.5)
 
     def bump(self) -> int:
         self.modseq += 1
@@ -93,6 +104,9 @@ class FakeMailbox:
             highestmodseq=self.modseq,
             special_use=self.special_use,
             subscribed=self.subscribed,
+            deleted=sum(1 for m in metas if "\\Deleted" in m.flags),
+            size=sum(m.size for m in metas),
+            noselect=self.noselect,
         )
 
 
@@ -105,11 +119,140 @@ class FakeStore:
         self.down = False
         # Called with (user, mailbox) after every change, as the store publishes a
         # MailboxEvent; the env points it at the server's session registry.
-        self.on_change: Callable[[str, str], object] | None = None
+        self.on_change: Callable[..., object] | None = None
+        # Subscriptions to names that are not (or no longer) mailboxes (RFC 9051 §6.3.7).
+        self.subscriptions: dict[str, set[str]] = {}
+        self.quota = Quota(0, 0, 0, 0)
+        self._uidvalidity = 5000
+        # Storage quota in bytes over all of a user's mailboxes (None: unlimited), as the
+        # store's QuotaExceeded.
+        self.quota_bytes: int | None = None
 
     def changed(self, user: str, mailbox: str) -> None:
         if self.on_change is not None:
             self.on_change(user, mailbox)
+
+    # -- mailbox management (the store's semantics, RFC 9051 §6.3.4-8) ----------------------
+
+    def _valid(self, name: str) -> str:
+        if self.down:
+            raise BackendUnavailable("store down")
+        try:
+            return store_validation.mailbox_name(name, allow_empty=False)
+        except InvalidArgument as e:
+            raise MailboxRejected(str(e)) from e
+
+    def _new_box(self, user: str, name: str, special_use: str = "") -> FakeMailbox:
+        self._uidvalidity += 1
+        box = FakeMailbox(name, uidvalidity=self._uidvalidity, special_use=special_use)
+        box.subscribed = False
+        self.boxes.setdefault(user, {})[name] = box
+        return box
+
+    def _parents(self, user: str, name: str) -> None:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in self.boxes.get(user, {}):
+                self._new_box(user, parent)
+
+    def _has_children(self, user: str, name: str) -> bool:
+        return any(n.startswith(name + "/") for n in self.boxes.get(user, {}))
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        self.calls.append(("create_mailbox", (mailbox, special_use)))
+        name = self._valid(mailbox)
+        existing = self.boxes.get(user, {}).get(name)
+        if existing is not None and not existing.noselect:
+            raise MailboxExists(name)
+        self._parents(user, name)
+        box = self._new_box(user, name, special_use)
+        if existing is not None:
+            box.subscribed = existing.subscribed
+        return box.info()
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        self.calls.append(("delete_mailbox", mailbox))
+        name = self._valid(mailbox)
+        box = self._box(user, name)
+        children = self._has_children(user, name)
+        if box.noselect and children:
+            raise MailboxHasChildren(name)
+        count = len(box.messages)
+        if children:
+            box.remove(list(box.messages))
+            box.noselect, box.special_use = True, ""
+        else:
+            del self.boxes[user][name]
+            if box.subscribed:  # the subscription outlives the mailbox
+                self.subscriptions.setdefault(user, set()).add(name)
+        self.changed(user, name)
+        return count
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        self.calls.append(("rename_mailbox", (mailbox, new_name)))
+        old, new = self._valid(mailbox), self._valid(new_name)
+        src = self._box(user, old)
+        boxes = self.boxes[user]
+        if new in (old, "INBOX"):
+            raise MailboxExists(new)
+        if new.startswith(old + "/"):
+            raise MailboxRejected(f"cannot rename {old!r} to its own inferior {new!r}")
+        if old == "INBOX":
+            if new in boxes:
+                raise MailboxExists(new)
+            self._parents(user, new)
+            dst = self._new_box(user, new)
+            for uid in sorted(src.messages):
+                meta, content = src.messages[uid]
+                dst.add(content, meta.flags, meta.internal_date)
+            src.remove(list(src.messages))
+            self.changed(user, "INBOX")
+            return dst.info()
+        tree = sorted(n for n in boxes if n == old or n.startswith(old + "/"))
+        pairs = [(n, new + n[len(old) :]) for n in tree]
+        for _, target in pairs:
+            if target in boxes:
+                raise MailboxExists(target)
+        self._parents(user, new)
+        for name, target in pairs:
+            box = boxes.pop(name)
+            box.name = target
+            boxes[target] = box
+        for name, target in pairs:
+            if self.on_change is not None:
+                self.on_change(user, name, target)
+        return boxes[new].info()
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        self.calls.append(("set_subscription", (mailbox, subscribed)))
+        name = self._valid(mailbox)
+        box = self.boxes.get(user, {}).get(name)
+        subs = self.subscriptions.setdefault(user, set())
+        if box is not None:
+            box.subscribed = subscribed
+        elif subscribed:
+            subs.add(name)
+        if not subscribed:
+            subs.discard(name)
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        self.calls.append(("list_mailbox_tree", user))
+        if self.down:
+            raise BackendUnavailable("store down")
+        boxes = self.boxes.get(user, {})
+        subs = {b.name for b in boxes.values() if b.subscribed}
+        subs |= self.subscriptions.get(user, set()) - set(boxes)
+        return MailboxTree([b.info() for b in boxes.values()], sorted(subs))
+
+    async def get_quota(self, user: str) -> Quota:
+        self.calls.append(("get_quota", user))
+        if self.down:
+            raise BackendUnavailable("store down")
+        boxes = self.boxes.get(user, {}).values()
+        used = sum(m.size for b in boxes for m, _ in b.messages.values())
+        count = sum(len(b.messages) for b in boxes)
+        return Quota(used, self.quota.storage_limit, count, self.quota.message_limit)
 
     async def provision_user(self, user: str) -> None:
         self.calls.append(("provision_user", user))
@@ -268,6 +411,66 @@ class FakeStore:
         found = set(uids)
         highest = max((m.modseq for m, _ in box.messages.values() if m.uid in found), default=0)
         return SearchResult(uids, highest)
+
+    def _check_quota(self, user: str, more: int) -> None:
+        used = sum(
+            m.size for b in self.boxes.get(user, {}).values() for m, _ in b.messages.values()
+        )
+        if self.quota_bytes is not None and used + more > self.quota_bytes:
+            raise OverQuota("storage quota exceeded")
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """As the store's Append: mailbox and quota checked on the header, before the content
+        is read; the content must match the declared size."""
+        self.calls.append(("append", (mailbox, tuple(flags), internal_date, size)))
+        box = self._box(user, mailbox)
+        self._check_quota(user, size)
+        chunks = [chunk async for chunk in content]
+        self.calls.append(("append_chunks", tuple(len(c) for c in chunks)))
+        data = b"".join(chunks)
+        if len(data) != size:
+            raise StoreRefused(f"declared size {size} but {len(data)} bytes were sent")
+        uid = box.add(data, flags, internal_date or 1_800_000_000)
+        self.changed(user, mailbox)
+        return AppendResult(box.uidvalidity, uid)
+
+    async def _copy(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str, move: bool
+    ) -> CopyResult:
+        src, dst = self._box(user, mailbox), self._box(user, destination)
+        found = [u for u in sorted(uids) if u in src.messages]
+        if not move:
+            self._check_quota(user, sum(src.messages[u][0].size for u in found))
+        dest = []
+        for u in found:
+            meta, content = src.messages[u]
+            dest.append(dst.add(content, meta.flags, meta.internal_date))
+        gone = src.remove(found) if move else []
+        if dest:
+            self.changed(user, destination)
+        if gone:
+            self.changed(user, mailbox)
+        return CopyResult(dst.uidvalidity, found, dest, gone)
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        self.calls.append(("copy_messages", (mailbox, tuple(uids), destination)))
+        return await self._copy(user, mailbox, uids, destination, move=False)
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        self.calls.append(("move_messages", (mailbox, tuple(uids), destination)))
+        return await self._copy(user, mailbox, uids, destination, move=True)
 
 
 class FakeAuth:

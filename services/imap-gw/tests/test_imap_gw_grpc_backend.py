@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -11,7 +12,9 @@ import pytest
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.imap_gw.backend import (
     FlagsMode,
     MailboxNotFound,
@@ -71,13 +74,17 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
 
 
 @pytest.fixture
-async def backends() -> AsyncIterator[tuple[GrpcMailStore, GrpcAuthenticator, Store]]:
-    server = GrpcServer("127.0.0.1:0")
+async def backends(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[GrpcMailStore, GrpcAuthenticator, Store]]:
+    # Over mutual TLS, as imap-gw calls the store and auth in production (ADR 10).
+    pki = ensure_dev_pki(tmp_path, ["store", "imap-gw"])
+    server = GrpcServer("127.0.0.1:0", pki["store"].security())
     store = Store()
     server.add(store_pb2_grpc.add_StoreServiceServicer_to_server, store)
     server.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, Auth())
     await server.start([])
-    ch = channel(f"127.0.0.1:{server.port}")
+    ch = channel(f"127.0.0.1:{server.port}", pki["imap-gw"].security(), "store")
     try:
         yield (
             GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0),  # type: ignore[arg-type]
@@ -116,7 +123,7 @@ async def test_auth_calls(backends: tuple[GrpcMailStore, GrpcAuthenticator, Stor
 
 
 async def test_unreachable_backend_is_unavailable() -> None:
-    ch = channel("127.0.0.1:1")
+    ch = channel("127.0.0.1:1", GrpcSecurity(), "store")
     try:
         store = GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 0.5)  # type: ignore[arg-type]
         with pytest.raises(BackendUnavailable):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client import REGISTRY
 
 from postmesh.common.proxy_protocol import V2_SIGNATURE
 
@@ -22,6 +23,9 @@ MakeEnv = Callable[..., Awaitable["Env"]]
 
 V1_HEADER = b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 143\r\n"
 V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+
+# The test clients connect from loopback: trusted as the load balancer.
+LOOPBACK = "127.0.0.0/8, ::1"
 
 
 def v2_tcp4(src: str, sport: int) -> bytes:
@@ -55,7 +59,7 @@ class ProxiedIMAP4(imaplib.IMAP4):
 
 async def test_proxied_client_is_not_loopback(make_env: MakeEnv) -> None:
     # The TCP peer is 127.0.0.1 (the "balancer"); the client 192.0.2.10 must use TLS to log in.
-    env = await make_env(proxy_protocol=True)
+    env = await make_env(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[tuple[str, ...], str, tuple[str, ...]]:
         with ProxiedIMAP4(env.port, V1_HEADER) as imap:
@@ -81,7 +85,7 @@ async def test_proxied_client_is_not_loopback(make_env: MakeEnv) -> None:
 
 
 async def test_header_before_implicit_tls(make_env: MakeEnv) -> None:
-    env = await make_env(proxy_protocol=True)
+    env = await make_env(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> str:
         with ProxiedIMAP4(env.tls_port, v2_tcp4("192.0.2.10", 50000), client_tls()) as imap:
@@ -94,7 +98,7 @@ async def test_header_before_implicit_tls(make_env: MakeEnv) -> None:
 
 
 async def test_local_health_check_keeps_the_socket_address(make_env: MakeEnv) -> None:
-    env = await make_env(proxy_protocol=True)
+    env = await make_env(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[str, ...]:
         with ProxiedIMAP4(env.port, V2_LOCAL) as imap:
@@ -124,7 +128,11 @@ async def _server_says(port: int, send: bytes) -> bytes:
     [b"", b"a1 CAPABILITY\r\n", b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 70000\r\n"],
 )
 async def test_no_valid_header_closed_without_greeting(make_env: MakeEnv, send: bytes) -> None:
-    env = await make_env(proxy_protocol=True, proxy_protocol_timeout_seconds=0.3)
+    env = await make_env(
+        proxy_protocol=True,
+        proxy_protocol_timeout_seconds=0.3,
+        proxy_trusted_networks=LOOPBACK,
+    )
     assert await _server_says(env.port, send) == b""
     assert await _server_says(env.tls_port, send) == b""
 
@@ -134,3 +142,24 @@ async def test_disabled_is_unchanged(env: Env) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
     assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"* OK")
     writer.close()
+
+
+@pytest.mark.parametrize("trusted", ["", "192.0.2.0/24, 2001:db8::/32"])
+async def test_header_from_an_untrusted_peer_closed(make_env: MakeEnv, trusted: str) -> None:
+    # POSTMESH_PROXY_TRUSTED_NETWORKS without this peer (or empty): even a valid header is not
+    # believed; the connection is closed before a greeting and counted.
+    before = _refused_untrusted()
+    env = await make_env(proxy_protocol=True, proxy_trusted_networks=trusted)
+    for p in (env.port, env.tls_port):
+        assert await _server_says(p, b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 143\r\n") == b""
+    assert _refused_untrusted() == before + len((env.port, env.tls_port))
+
+
+def _refused_untrusted() -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "postmesh_proxy_connections_refused"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["reason"] == "untrusted"
+    )

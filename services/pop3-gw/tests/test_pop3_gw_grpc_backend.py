@@ -17,6 +17,7 @@ import pytest
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.pop3_gw.backend import LockResult, MessageGone
 from postmesh.pop3_gw.grpc_backend import GrpcBackend
 from postmesh.pop3_gw.server import Pop3Service
@@ -165,7 +166,9 @@ async def fakes() -> AsyncIterator[Grpc]:
 
 @pytest.fixture
 async def backend(fakes: Grpc) -> AsyncIterator[GrpcBackend]:
-    b = GrpcBackend(fakes.address, fakes.address, deadline=5.0, page_size=2)
+    b = GrpcBackend(
+        fakes.address, fakes.address, deadline=5.0, page_size=2, security=GrpcSecurity()
+    )
     yield b
     await b.close()
 
@@ -251,6 +254,7 @@ async def test_whole_session_through_grpc(fakes: Grpc, tmp_path: Path) -> None:
         pop3_port=0,
         pop3s_port=0,
         data_dir=tmp_path,
+        grpc_plaintext=True,  # the fakes are a plain grpc.aio server
         store_address=fakes.address,
         auth_address=fakes.address,
         pop3_auth_failure_delay_seconds=0,
@@ -309,7 +313,12 @@ def test_service_built_before_the_event_loop(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     settings = Pop3Settings(
-        pop3_port=0, pop3s_port=0, data_dir=tmp_path, store_address=address, auth_address=address
+        pop3_port=0,
+        pop3s_port=0,
+        data_dir=tmp_path,
+        store_address=address,
+        auth_address=address,
+        grpc_plaintext=True,
     )
     service = Pop3Service(settings)  # no event loop yet
 

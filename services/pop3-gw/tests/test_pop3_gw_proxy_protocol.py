@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from postmesh.common.proxy_protocol import V2_SIGNATURE
 
@@ -22,6 +23,9 @@ USER = "alice@example.test"
 PASSWORD = "s3cret pass word"
 V1_HEADER = b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 110\r\n"
 V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+
+# The test clients connect from loopback: trusted as the load balancer.
+LOOPBACK = "127.0.0.0/8, ::1"
 
 
 def v2_tcp6(src: str, sport: int) -> bytes:
@@ -63,7 +67,7 @@ async def test_proxied_client_is_not_loopback(
     start_server: Callable[..., Any], backend: FakeBackend
 ) -> None:
     # The TCP peer is 127.0.0.1 (the "balancer"); the client 192.0.2.10 must use TLS first.
-    service = await start_server(proxy_protocol=True)
+    service = await start_server(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[dict[str, list[str]], str, dict[str, list[str]]]:
         pop = ProxiedPOP3(service.port, V1_HEADER)
@@ -94,7 +98,7 @@ async def test_proxied_client_is_not_loopback(
 async def test_header_before_implicit_tls(
     start_server: Callable[..., Any], backend: FakeBackend
 ) -> None:
-    service = await start_server(proxy_protocol=True)
+    service = await start_server(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> bytes:
         pop = ProxiedPOP3(service.tls_port, v2_tcp6("2001:db8::10", 50000), client_tls())
@@ -113,7 +117,7 @@ async def test_header_before_implicit_tls(
 async def test_local_health_check_keeps_the_socket_address(
     start_server: Callable[..., Any],
 ) -> None:
-    service = await start_server(proxy_protocol=True)
+    service = await start_server(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> dict[str, list[str]]:
         pop = ProxiedPOP3(service.port, V2_LOCAL)
@@ -145,7 +149,11 @@ async def _server_says(port: int, send: bytes) -> bytes:
 async def test_no_valid_header_closed_without_greeting(
     start_server: Callable[..., Any], send: bytes
 ) -> None:
-    service = await start_server(proxy_protocol=True, proxy_protocol_timeout_seconds=0.3)
+    service = await start_server(
+        proxy_protocol=True,
+        proxy_protocol_timeout_seconds=0.3,
+        proxy_trusted_networks=LOOPBACK,
+    )
     assert await _server_says(service.port, send) == b""
     assert await _server_says(service.tls_port, send) == b""
 
@@ -160,3 +168,26 @@ async def test_disabled_is_unchanged(env: Env) -> None:
             pop.quit()
 
     assert "USER" in await asyncio.to_thread(run)
+
+
+@pytest.mark.parametrize("trusted", ["", "192.0.2.0/24, 2001:db8::/32"])
+async def test_header_from_an_untrusted_peer_closed(
+    start_server: Callable[..., Any], trusted: str
+) -> None:
+    # POSTMESH_PROXY_TRUSTED_NETWORKS without this peer (or empty): even a valid header is not
+    # believed; the connection is closed before a greeting and counted.
+    before = _refused_untrusted()
+    env = await start_server(proxy_protocol=True, proxy_trusted_networks=trusted)
+    for p in (env.port, env.tls_port):
+        assert await _server_says(p, b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 110\r\n") == b""
+    assert _refused_untrusted() == before + len((env.port, env.tls_port))
+
+
+def _refused_untrusted() -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "postmesh_proxy_connections_refused"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["reason"] == "untrusted"
+    )

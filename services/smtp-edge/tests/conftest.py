@@ -18,6 +18,7 @@ from postmesh.common import topics
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.bus import BusRecord
 from postmesh.common.bus.sqlite import SqliteBus
+from postmesh.common.mailauth.fakedns import FakeResolver
 from postmesh.smtp_edge.app import SmtpEdgeService
 from postmesh.smtp_edge.backend import RecipientKind
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
@@ -77,6 +78,7 @@ class Edge:
     backend: FakeBackend
     bus_path: Path
     settings: SmtpEdgeSettings
+    dns: FakeResolver
 
     @property
     def mx(self) -> int:
@@ -133,7 +135,9 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
     started: list[SmtpEdgeService] = []
 
-    async def make(*, failing_bus: bool = False, **overrides: Any) -> Edge:
+    async def make(
+        *, failing_bus: bool = False, dns: FakeResolver | None = None, **overrides: Any
+    ) -> Edge:
         values: dict[str, Any] = {
             "data_dir": tmp_path,
             "hostname": "mx.test",
@@ -151,10 +155,12 @@ async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
         bus_path = tmp_path / f"bus-{len(started)}.sqlite3"
         bus = FailingBus(bus_path) if failing_bus else SqliteBus(bus_path)
         backend = FakeBackend()
-        service = SmtpEdgeService(settings, backend=backend, bus=bus)
+        # DNS is a fake zone here (no lookups leave the test); integration tests use dnsmasq.
+        resolver = dns or FakeResolver()
+        service = SmtpEdgeService(settings, backend=backend, bus=bus, resolver=resolver)
         await service.start()
         started.append(service)
-        return Edge(service, backend, bus_path, settings)
+        return Edge(service, backend, bus_path, settings, resolver)
 
     yield make
     for service in started:

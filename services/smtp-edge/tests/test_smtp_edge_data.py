@@ -6,7 +6,10 @@ import asyncio
 import hashlib
 import smtplib
 import socket
+from email.message import EmailMessage
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:
     from conftest import Edge, EdgeFactory
@@ -25,7 +28,8 @@ def _raw_data(port: int, payload: bytes) -> tuple[tuple[int, bytes], tuple[int, 
         return reply, s.noop()
 
 
-async def test_bare_lf_is_rejected(edge: Edge) -> None:
+async def test_bare_lf_is_rejected_in_reject_mode(make_edge: EdgeFactory) -> None:
+    edge = await make_edge(smtp_bare_newline="reject")
     reply, after = await asyncio.to_thread(
         _raw_data, edge.mx, b"Subject: x\r\n\r\nline one\nline two\r\n.\r\n"
     )
@@ -34,23 +38,95 @@ async def test_bare_lf_is_rejected(edge: Edge) -> None:
     assert await edge.records(0) == []
 
 
-async def test_bare_cr_is_rejected(edge: Edge) -> None:
+async def test_bare_lf_lines_are_stored_as_crlf_lines(edge: Edge) -> None:
+    """The default (Postfix 3.9 normalize): a bare-LF line is a line, dot-unstuffed too."""
+    assert edge.settings.smtp_bare_newline == "normalize"
+    reply, after = await asyncio.to_thread(
+        _raw_data, edge.mx, b"Subject: x\n\nline one\n..dot\nline two\r\n.\r\n"
+    )
+    assert reply[0] == 250
+    assert after == (250, b"2.0.0 Ok")
+    [msg] = await edge.messages(1)
+    assert msg.inline_content.endswith(b"\r\nSubject: x\r\n\r\nline one\r\n.dot\r\nline two\r\n")
+
+
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+async def test_bare_cr_is_rejected(make_edge: EdgeFactory, mode: str) -> None:
+    edge = await make_edge(smtp_bare_newline=mode)
     reply, _ = await asyncio.to_thread(_raw_data, edge.mx, b"Subject: x\r\n\r\nab\rcd\r\n.\r\n")
     assert reply == (550, b"5.6.0 Bare LF/CR not allowed")
     assert await edge.records(0) == []
 
 
-async def test_smuggled_message_is_neither_split_nor_queued(edge: Edge) -> None:
-    """``LF . CR LF`` is not an end marker: the would-be second message stays content of the
-    first, which is then rejected whole. One reply, nothing on the bus."""
+# End markers other MTAs have been fooled by (SEC Consult's SMTP smuggling research).
+FAKE_END_MARKERS = [b"\n.\r\n", b"\n.\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r.\r"]
+
+
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+@pytest.mark.parametrize("marker", FAKE_END_MARKERS)
+async def test_smuggled_message_is_neither_split_nor_queued(
+    make_edge: EdgeFactory, mode: str, marker: bytes
+) -> None:
+    """A fake end marker never ends DATA: the would-be second message stays content of the
+    first. One reply; with "reject" (or any bare CR) nothing is queued, with "normalize" the
+    one message holds the smuggled commands as text and nothing else is queued."""
+    edge = await make_edge(smtp_bare_newline=mode)
     payload = (
-        b"Subject: innocent\r\n\r\nhello\n.\r\n"
-        b"MAIL FROM:<ceo@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
-        b"Subject: smuggled\r\n\r\nwire the money\r\n.\r\n"
+        b"Subject: innocent\r\n\r\nhello" + marker + b"MAIL FROM:<ceo@example.org>\r\n"
+        b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nwire the money\r\n.\r\n"
     )
     reply, after = await asyncio.to_thread(_raw_data, edge.mx, payload)
-    assert reply == (550, b"5.6.0 Bare LF/CR not allowed")
-    assert after == (250, b"2.0.0 Ok")
+    assert after == (250, b"2.0.0 Ok")  # the smuggled commands were never read as commands
+    if mode == "reject" or b"\r" in marker.replace(b"\r\n", b""):
+        assert reply == (550, b"5.6.0 Bare LF/CR not allowed")
+        assert await edge.records(0) == []
+        return
+    assert reply[0] == 250
+    [msg] = await edge.messages(1)
+    assert [r.address for r in msg.recipients] == ["alice@example.org"]
+    body = msg.inline_content.split(b"Subject: innocent\r\n\r\n", 1)[1]
+    assert body == (
+        b"hello\r\n\r\nMAIL FROM:<ceo@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+        b"DATA\r\nSubject: smuggled\r\n\r\nwire the money\r\n"
+    )
+
+
+async def test_smtplib_sendmail_of_lf_bytes_is_accepted_as_crlf(edge: Edge) -> None:
+    """What the issue reported: smtplib sends bytes unchanged, so ``msg.as_bytes()`` goes out
+    with bare LF line endings (and dot-stuffed after each LF)."""
+    msg = EmailMessage()
+    msg["From"] = "carol@remote.example"
+    msg["To"] = "alice@example.org"
+    msg["Subject"] = "lf"
+    msg.set_content("first line\n.leading dot\nlast line\n")
+    raw = msg.as_bytes()
+    assert b"\r\n" not in raw
+
+    def run() -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", edge.mx, timeout=10) as s:
+            return s.sendmail("carol@remote.example", ["alice@example.org"], raw)
+
+    assert await asyncio.to_thread(run) == {}
+    [stored] = await edge.messages(1)
+    content = stored.inline_content
+    assert content.count(b"\n") == content.count(b"\r\n")
+    # smtplib appends CRLF to data that does not end in one: one empty line more.
+    assert content.endswith(b"\r\n" + raw.replace(b"\n", b"\r\n") + b"\r\n")
+
+
+async def test_smtplib_sendmail_of_lf_bytes_is_refused_in_reject_mode(
+    make_edge: EdgeFactory,
+) -> None:
+    edge = await make_edge(smtp_bare_newline="reject")
+    raw = b"From: carol@remote.example\nSubject: lf\n\nbody\n"
+
+    def run() -> None:
+        with smtplib.SMTP("127.0.0.1", edge.mx, timeout=10) as s:
+            s.sendmail("carol@remote.example", ["alice@example.org"], raw)
+
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        await asyncio.to_thread(run)
+    assert (e.value.smtp_code, e.value.smtp_error) == (550, b"5.6.0 Bare LF/CR not allowed")
     assert await edge.records(0) == []
 
 
@@ -132,7 +208,7 @@ async def test_pipelined_transaction_in_one_write(edge: Edge) -> None:
     def run() -> bytes:
         with socket.create_connection(("127.0.0.1", edge.mx), timeout=10) as sock:
             f = sock.makefile("rb")
-            assert f.readline().startswith(b"220 mx.test Postmesh")
+            assert f.readline().startswith(b"220 mx.test ESMTP Postmesh")
             sock.sendall(b"EHLO client.test\r\n")
             while not f.readline().startswith(b"250 "):
                 pass

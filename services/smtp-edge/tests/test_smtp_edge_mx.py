@@ -54,7 +54,7 @@ async def test_mx_accepts_local_user_and_publishes_record(edge: Edge) -> None:
     received_end = msg.inline_content.index(b"\r\nFrom: ") + 2
     assert msg.inline_content[received_end:] == MESSAGE
     received = msg.inline_content[:received_end].decode()
-    assert received.startswith("Received: from client.test ([127.0.0.1])\r\n\t")
+    assert received.startswith("Received: from client.test (localhost [127.0.0.1])\r\n\t")
     assert f"by mx.test (Postmesh) with ESMTP id {queue_id}" in received
     assert "for <alice@example.org>;" in received
     assert msg.size == len(msg.inline_content)

@@ -129,7 +129,7 @@ def test_received_header_format() -> None:
         when=when,
     )
     assert header == (
-        b"Received: from bad ?helo?? ([IPv6:2001:db8::5])\r\n"
+        b"Received: from bad ?helo?? (unknown [IPv6:2001:db8::5])\r\n"
         b"\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256 bits))\r\n"
         b"\tby mx.test (Postmesh) with ESMTPSA id Q1\r\n"
         b"\tfor <bob@example.org>; Fri, 02 Jan 2026 03:04:05 +0000\r\n"

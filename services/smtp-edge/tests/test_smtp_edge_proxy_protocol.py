@@ -10,6 +10,9 @@ import ssl
 import struct
 from typing import TYPE_CHECKING
 
+import pytest
+from prometheus_client import REGISTRY
+
 from postmesh.common.proxy_protocol import V2_SIGNATURE
 
 if TYPE_CHECKING:
@@ -17,6 +20,9 @@ if TYPE_CHECKING:
 
 V1_HEADER = b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n"
 MESSAGE = b"From: carol@example.net\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+
+# The test clients connect from loopback: trusted as the load balancer.
+LOOPBACK = "127.0.0.0/8, ::1"
 
 
 def v2_tcp6(src: str, sport: int) -> bytes:
@@ -47,7 +53,7 @@ def proxied_smtp(
 
 
 async def test_mx_received_header_names_the_proxied_client(make_edge: EdgeFactory) -> None:
-    edge = await make_edge(proxy_protocol=True)
+    edge = await make_edge(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[int, bytes]:
         client, greeting = proxied_smtp(edge.mx, V1_HEADER)
@@ -62,7 +68,7 @@ async def test_mx_received_header_names_the_proxied_client(make_edge: EdgeFactor
     assert code == 250
     [msg] = await edge.messages(1)
     assert msg.client.remote_ip == "192.0.2.10"
-    assert msg.inline_content.startswith(b"Received: from client.test ([192.0.2.10])\r\n")
+    assert msg.inline_content.startswith(b"Received: from client.test (unknown [192.0.2.10])\r\n")
 
 
 async def test_submission_from_proxied_client_needs_starttls(
@@ -70,7 +76,7 @@ async def test_submission_from_proxied_client_needs_starttls(
 ) -> None:
     # The TCP peer is 127.0.0.1 (the "balancer"), but the client 192.0.2.10 is not loopback:
     # no AUTH before STARTTLS, as for any remote client.
-    edge = await make_edge(proxy_protocol=True)
+    edge = await make_edge(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[str, tuple[int, bytes], str, tuple[int, bytes]]:
         client, _ = proxied_smtp(edge.submission, V1_HEADER)
@@ -95,7 +101,7 @@ async def test_submission_from_proxied_client_needs_starttls(
 async def test_submissions_header_before_implicit_tls(
     make_edge: EdgeFactory, client_tls: ssl.SSLContext
 ) -> None:
-    edge = await make_edge(proxy_protocol=True)
+    edge = await make_edge(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
         client, greeting = proxied_smtp(
@@ -114,7 +120,7 @@ async def test_submissions_header_before_implicit_tls(
 
 async def test_local_health_check_keeps_the_socket_address(make_edge: EdgeFactory) -> None:
     # v2 LOCAL: the balancer's own connection; the socket peer (loopback here) is the client.
-    edge = await make_edge(proxy_protocol=True)
+    edge = await make_edge(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 
     def run() -> str:
         client, _ = proxied_smtp(edge.submission, V2_LOCAL)
@@ -139,7 +145,11 @@ def _server_says(port: int, send: bytes) -> bytes:
 
 
 async def test_no_header_closed_without_greeting(make_edge: EdgeFactory) -> None:
-    edge = await make_edge(proxy_protocol=True, proxy_protocol_timeout_seconds=0.3)
+    edge = await make_edge(
+        proxy_protocol=True,
+        proxy_protocol_timeout_seconds=0.3,
+        proxy_trusted_networks=LOOPBACK,
+    )
     for port in (edge.mx, edge.submission, edge.submissions):
         # A client that speaks first, one that waits for a greeting (timeout), a bad header.
         assert await asyncio.to_thread(_server_says, port, b"EHLO client.test\r\n") == b""
@@ -158,3 +168,29 @@ async def test_disabled_is_unchanged(edge: Edge) -> None:
     noop, proxy = await asyncio.to_thread(run)
     assert noop[0] == 250
     assert proxy[0] == 500
+
+
+@pytest.mark.parametrize("trusted", ["", "192.0.2.0/24, 2001:db8::/32"])
+async def test_header_from_an_untrusted_peer_closed(make_edge: EdgeFactory, trusted: str) -> None:
+    # POSTMESH_PROXY_TRUSTED_NETWORKS without this peer (or empty): even a valid header is not
+    # believed; the connection is closed before a greeting and counted.
+    before = _refused_untrusted()
+    env = await make_edge(proxy_protocol=True, proxy_trusted_networks=trusted)
+    for p in (env.mx, env.submission, env.submissions):
+        assert (
+            await asyncio.to_thread(
+                _server_says, p, b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n"
+            )
+            == b""
+        )
+    assert _refused_untrusted() == before + len((env.mx, env.submission, env.submissions))
+
+
+def _refused_untrusted() -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "postmesh_proxy_connections_refused"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["reason"] == "untrusted"
+    )

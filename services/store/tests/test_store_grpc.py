@@ -18,6 +18,7 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common import topics
 from postmesh.common.bus import BusRecord, create_bus
 from postmesh.common.grpc import CHUNK_BYTES, channel
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.app import StoreApp
 from postmesh.store.settings import StoreSettings
 
@@ -27,7 +28,9 @@ Kind = events_pb2.MailboxEvent.Kind
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[StoreApp]:
-    settings = StoreSettings(data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite")
+    settings = StoreSettings(
+        data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite", grpc_plaintext=True
+    )
     app = StoreApp(settings)
     await app.start()
     yield app
@@ -36,7 +39,7 @@ async def app(tmp_path: Path) -> AsyncIterator[StoreApp]:
 
 @pytest.fixture
 async def stub(app: StoreApp) -> AsyncIterator[store_pb2_grpc.StoreServiceStub]:
-    ch = channel(f"127.0.0.1:{app.port}")
+    ch = channel(f"127.0.0.1:{app.port}", GrpcSecurity(), "store")
     yield store_pb2_grpc.StoreServiceStub(ch)
     await ch.close()
 
@@ -119,7 +122,7 @@ async def test_put_blob_deliver_and_get_blob(stub: store_pb2_grpc.StoreServiceSt
 
 
 async def test_flags_expunge_and_events(app: StoreApp, tmp_path: Path) -> None:
-    ch = channel(f"127.0.0.1:{app.port}")
+    ch = channel(f"127.0.0.1:{app.port}", GrpcSecurity(), "store")
     stub = store_pb2_grpc.StoreServiceStub(ch)
     for i in range(3):
         await stub.Deliver(

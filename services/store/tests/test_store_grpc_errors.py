@@ -12,6 +12,7 @@ import pytest
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.grpc import channel
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.app import StoreApp
 from postmesh.store.settings import StoreSettings
 
@@ -26,10 +27,12 @@ Key = S.SearchKey
 
 @pytest.fixture
 async def stub(tmp_path: Path) -> AsyncIterator[store_pb2_grpc.StoreServiceStub]:
-    settings = StoreSettings(data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite")
+    settings = StoreSettings(
+        data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite", grpc_plaintext=True
+    )
     app = StoreApp(settings)
     await app.start()
-    ch = channel(f"127.0.0.1:{app.port}")
+    ch = channel(f"127.0.0.1:{app.port}", GrpcSecurity(), "store")
     stub = store_pb2_grpc.StoreServiceStub(ch)
     # A provisioned user with one message, a parent with a child, and a small quota user.
     await stub.Deliver(S.DeliverRequest(queue_id="Q0", user="u", content=b"Subject: x\r\n\r\nx"))

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.grpc import channel
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.app import StoreApp
 from postmesh.store.settings import StoreSettings
 
@@ -25,7 +26,11 @@ BLOB_ID = hashlib.sha256(CONTENT).hexdigest()
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[StoreApp]:
-    app = StoreApp(StoreSettings(data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite"))
+    app = StoreApp(
+        StoreSettings(
+            data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite", grpc_plaintext=True
+        )
+    )
     await app.start()
     yield app
     await app.stop()
@@ -33,7 +38,7 @@ async def app(tmp_path: Path) -> AsyncIterator[StoreApp]:
 
 @pytest.fixture
 async def ch(app: StoreApp) -> AsyncIterator[grpc.aio.Channel]:
-    c = channel(f"127.0.0.1:{app.port}")
+    c = channel(f"127.0.0.1:{app.port}", GrpcSecurity(), "store")
     yield c
     await c.close()
 

@@ -150,6 +150,14 @@ Secrets: the chart's own or an existing one the operator names.
 {{- end }}
 {{- end }}
 
+{{/* The Secret with a component's gRPC certificate (tls.crt, tls.key, ca.crt); empty when
+plaintext. Call with the component context (dict "root" $ "c" $c). */}}
+{{- define "postmesh.grpcTlsSecretName" -}}
+{{- if ne .root.Values.grpcTls.mode "plaintext" }}
+{{- printf "%s-grpc-%s" (include "postmesh.fullname" .root) .c.name }}
+{{- end }}
+{{- end }}
+
 {{- define "postmesh.adminTokenSecretName" -}}
 {{- default (printf "%s-admin-token" (include "postmesh.fullname" .)) .Values.auth.adminToken.existingSecret }}
 {{- end }}

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from dataclasses import dataclass
 from enum import Enum
 
 from prometheus_client import Counter
 
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
+from postmesh.auth.lockout import LoginGuard
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
-from postmesh.auth.repository import AccountRepository, Domain, User
-from postmesh.common.logging import get_logger
+from postmesh.auth.records import RecordRepository
+from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
+from postmesh.common.logging import get_logger, kv
+from postmesh.common.sasl import scram
+from postmesh.common.sasl.saslprep import SaslPrepError
 
 log = get_logger(__name__)
 
@@ -28,9 +35,29 @@ class RecipientKind(Enum):
     REMOTE = "remote"
 
 
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """``user`` on success; ``retry_after`` > 0 when refused by a temporary lockout."""
+
+    user: User | None
+    retry_after: int = 0
+    server_signature: bytes = b""
+
+
 class Accounts:
-    def __init__(self, repo: AccountRepository) -> None:
+    def __init__(
+        self,
+        repo: AccountRepository,
+        records: RecordRepository | None = None,
+        guard: LoginGuard | None = None,
+        scram_iterations: int = scram.MIN_ITERATIONS,
+    ) -> None:
+        """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
+        aliases or disabled accounts; the service always passes them."""
         self.repo = repo
+        self.records = records
+        self.guard = guard
+        self.scram_iterations = scram_iterations
 
     async def create_domain(self, name: str) -> Domain:
         return await self.repo.add_domain(canonical_domain(name))
@@ -38,22 +65,130 @@ class Accounts:
     async def create_user(self, address: str, password: str) -> User:
         if len(password) < MIN_PASSWORD_LENGTH:
             raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        return await self.repo.add_user(canonical_address(address), await hash_password(password))
+        user = await self.repo.add_user(canonical_address(address), await hash_password(password))
+        await self._store_scram(user.address, password)
+        return user
 
     async def authenticate(self, username: str, password: str, protocol: str = "") -> User | None:
+        return (await self.login(username, password, protocol)).user
+
+    async def login(
+        self, username: str, password: str, protocol: str = "", remote_ip: str = ""
+    ) -> LoginResult:
+        """Check a password, with lockout and back-off; upgrades hashes and SCRAM keys."""
         try:
             address = canonical_address(username)
         except InvalidAddress:
             address = ""
+        if self.guard is not None:
+            retry = await self.guard.retry_after(address, remote_ip)
+            if retry:
+                AUTH_ATTEMPTS.labels(protocol or "unknown", "locked").inc()
+                return LoginResult(None, retry)
         user = await self.repo.get_user(address) if address else None
         # Verify even for unknown users so the answer takes as long either way.
         ok = await verify_password(user.password_hash if user else DUMMY_HASH, password)
+        if ok and user and await self._disabled(user.address):
+            ok = False
         AUTH_ATTEMPTS.labels(protocol or "unknown", "ok" if ok and user else "fail").inc()
         if not (ok and user):
-            return None
+            await self._failed(address, remote_ip)
+            return LoginResult(None)
         if needs_rehash(user.password_hash):
+            # argon2 parameters changed (POSTMESH_AUTH_ARGON2_*): re-hash while we have it.
             await self.repo.set_password_hash(user.address, await hash_password(password))
-        return user
+        if self.records is not None and await self.records.get_scram(user.address) is None:
+            # Users created before SCRAM keys existed get them at their next password login.
+            await self._store_scram(user.address, password)
+        if self.guard is not None:
+            await self.guard.succeeded(user.address)
+        return LoginResult(user)
+
+    async def _failed(self, address: str, remote_ip: str) -> None:
+        if self.guard is not None:
+            delay = await self.guard.failed(address, remote_ip)
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _disabled(self, address: str) -> bool:
+        return self.records is not None and await self.records.is_disabled(address)
+
+    async def _store_scram(self, address: str, password: str) -> None:
+        if self.records is None:
+            return
+        try:
+            keys = await asyncio.to_thread(scram.new_keys, password, self.scram_iterations)
+        except SaslPrepError as e:
+            # Such a password still works over PLAIN/LOGIN; SCRAM clients cannot derive it.
+            log.info("no SCRAM keys for password", extra=kv(user=address, reason=str(e)))
+            keys = None
+        await self.records.set_scram(address, keys)
+
+    async def change_password(self, address: str, password: str) -> None:
+        """New argon2 hash and new SCRAM keys; raises NotFound for an unknown user."""
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        canonical = canonical_address(address)
+        if await self.repo.get_user(canonical) is None:
+            raise NotFound(f"user {canonical} does not exist")
+        await self.repo.set_password_hash(canonical, await hash_password(password))
+        await self._store_scram(canonical, password)
+
+    # -- SCRAM-SHA-256: the edge runs the exchange, the keys stay here (ADR 0019) --
+    async def _decoy_secret(self) -> bytes:
+        assert self.records is not None
+        return await self.records.secret("scram-decoy", secrets.token_bytes(32))
+
+    async def scram_params(
+        self, username: str, remote_ip: str = ""
+    ) -> tuple[scram.ScramParams | None, int]:
+        """(salt and iterations, 0), or (None, retry_after) when locked out. Unknown users and
+        users without keys get a stable decoy salt, so the answer reveals nothing."""
+        try:
+            address = canonical_address(username)
+        except InvalidAddress:
+            address = ""
+        if self.guard is not None:
+            retry = await self.guard.retry_after(address, remote_ip)
+            if retry:
+                return None, retry
+        keys = await self.records.get_scram(address) if self.records and address else None
+        if keys is not None:
+            return scram.ScramParams(keys.salt, keys.iterations), 0
+        if self.records is None:
+            return scram.decoy_params(b"no-records", username, self.scram_iterations), 0
+        return scram.decoy_params(await self._decoy_secret(), username, self.scram_iterations), 0
+
+    async def verify_scram(
+        self,
+        username: str,
+        auth_message: bytes,
+        proof: bytes,
+        protocol: str = "",
+        remote_ip: str = "",
+    ) -> LoginResult:
+        try:
+            address = canonical_address(username)
+        except InvalidAddress:
+            address = ""
+        if self.guard is not None:
+            retry = await self.guard.retry_after(address, remote_ip)
+            if retry:
+                AUTH_ATTEMPTS.labels(protocol or "unknown", "locked").inc()
+                return LoginResult(None, retry)
+        user = await self.repo.get_user(address) if address else None
+        keys = await self.records.get_scram(address) if self.records and user else None
+        signature = scram.verify_proof(keys, auth_message, proof) if keys else None
+        if signature is not None and user is not None and await self._disabled(user.address):
+            signature = None
+        ok = signature is not None and user is not None
+        AUTH_ATTEMPTS.labels(protocol or "unknown", "ok" if ok else "fail").inc()
+        if not ok or user is None or signature is None:
+            await self._failed(address, remote_ip)
+            return LoginResult(None)
+        if self.guard is not None:
+            await self.guard.succeeded(user.address)
+        return LoginResult(user, server_signature=signature)
 
     async def resolve_recipient(self, address: str) -> tuple[RecipientKind, list[str]]:
         """Raises InvalidAddress for a syntactically invalid address."""

@@ -14,9 +14,12 @@ from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.grpc_api import AuthServicer
+from postmesh.auth.lockout import LockoutPolicy, LoginGuard
+from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
 from postmesh.common.grpc import GrpcServer
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
@@ -32,6 +35,27 @@ def create_repository(settings: AuthSettings) -> AccountRepository:
     from postmesh.auth.repository.sqlite import SqliteAccountRepository
 
     return SqliteAccountRepository(settings.data_path(settings.auth_sqlite_path))
+
+
+def create_records(settings: AuthSettings) -> RecordRepository:
+    if settings.auth_backend == "mongodb":
+        from postmesh.auth.records.mongodb import MongoRecordRepository
+
+        return MongoRecordRepository(settings.mongodb_url, settings.mongodb_database)
+    from postmesh.auth.records.sqlite import SqliteRecordRepository
+
+    return SqliteRecordRepository(settings.data_path(settings.auth_sqlite_path))
+
+
+def lockout_policy(settings: AuthSettings) -> LockoutPolicy:
+    return LockoutPolicy(
+        account_failures=settings.auth_lockout_account_failures,
+        ip_failures=settings.auth_lockout_ip_failures,
+        window_seconds=settings.auth_lockout_window_seconds,
+        lockout_seconds=settings.auth_lockout_seconds,
+        backoff_base_seconds=settings.auth_backoff_base_seconds,
+        backoff_max_seconds=settings.auth_backoff_max_seconds,
+    )
 
 
 def admin_token(settings: AuthSettings) -> str:
@@ -64,14 +88,21 @@ class AuthServiceApp(Service):
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
         self.repo = create_repository(settings)
-        self.accounts = Accounts(self.repo)
-        self.grpc = GrpcServer(settings.auth_listen)
+        self.records = create_records(settings)
+        self.accounts = Accounts(
+            self.repo,
+            self.records,
+            LoginGuard(self.records, lockout_policy(settings)),
+            settings.auth_scram_iterations,
+        )
+        self.grpc = GrpcServer(settings.auth_listen, GrpcSecurity.from_settings(settings))
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.repo.open()
+        await self.records.open()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(self.accounts, admin_token(self.settings))
         config = uvicorn.Config(
@@ -99,6 +130,7 @@ class AuthServiceApp(Service):
             self._http.should_exit = True
             await self._http_task
         await self.grpc.stop()
+        await self.records.close()
         await self.repo.close()
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:

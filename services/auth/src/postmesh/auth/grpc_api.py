@@ -25,9 +25,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.AuthenticateResponse:
-        user = await self.accounts.authenticate(
-            request.username, request.password, request.protocol
+        result = await self.accounts.login(
+            request.username, request.password, request.protocol, request.remote_ip
         )
+        user = result.user
         log.info(
             "authentication",
             extra=kv(
@@ -35,9 +36,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 protocol=request.protocol,
                 remote_ip=request.remote_ip,
                 mechanism=request.mechanism,
-                result="ok" if user else "fail",
+                result="ok" if user else ("locked" if result.retry_after else "fail"),
             ),
         )
+        if result.retry_after:
+            return auth_pb2.AuthenticateResponse(
+                ok=False, reason="temporarily locked out", retry_after_seconds=result.retry_after
+            )
         if user is None:
             return auth_pb2.AuthenticateResponse(ok=False, reason="invalid credentials")
         return auth_pb2.AuthenticateResponse(ok=True, user=user.address)
@@ -50,3 +55,37 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         except InvalidAddress as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return auth_pb2.ResolveRecipientResponse(kind=_KINDS[kind], users=users)
+
+    async def GetScramCredentials(
+        self, request: auth_pb2.GetScramCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.GetScramCredentialsResponse:
+        params, retry = await self.accounts.scram_params(request.username, request.remote_ip)
+        if params is None:
+            return auth_pb2.GetScramCredentialsResponse(retry_after_seconds=retry)
+        return auth_pb2.GetScramCredentialsResponse(salt=params.salt, iterations=params.iterations)
+
+    async def VerifyScramProof(
+        self, request: auth_pb2.VerifyScramProofRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.VerifyScramProofResponse:
+        result = await self.accounts.verify_scram(
+            request.username,
+            request.auth_message,
+            request.client_proof,
+            request.protocol,
+            request.remote_ip,
+        )
+        log.info(
+            "authentication",
+            extra=kv(
+                user=request.username,
+                protocol=request.protocol,
+                remote_ip=request.remote_ip,
+                mechanism="SCRAM-SHA-256",
+                result="ok" if result.user else ("locked" if result.retry_after else "fail"),
+            ),
+        )
+        if result.user is None:
+            return auth_pb2.VerifyScramProofResponse(retry_after_seconds=result.retry_after)
+        return auth_pb2.VerifyScramProofResponse(
+            ok=True, user=result.user.address, server_signature=result.server_signature
+        )

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from postmesh.common.net import Network, parse_networks
 
 ENV_PREFIX = "POSTMESH_"
 
@@ -38,6 +40,17 @@ class ServiceSettings(BaseSettings):
     # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).
     store_address: str = "127.0.0.1:50061"
     auth_address: str = "127.0.0.1:50062"
+    # Mutual TLS of the internal gRPC hops (ADR 10): this service's certificate (its identity is
+    # the subjectAltName <service>.postmesh.internal), its key, and the CA that signed every
+    # service's certificate. Relative paths are under data_dir. `make run` makes a throwaway set.
+    grpc_tls_cert_file: Path | None = None
+    # The private key of POSTMESH_GRPC_TLS_CERT_FILE.
+    grpc_tls_key_file: Path | None = None
+    # The CA certificate(s) peers' certificates must chain to.
+    grpc_tls_ca_file: Path | None = None
+    # Internal gRPC without TLS or caller authentication; logged as a warning at start. Only for
+    # a cluster whose network is otherwise trusted, never the default.
+    grpc_plaintext: bool = False
     # Default deadline for an internal gRPC call.
     grpc_deadline_seconds: float = Field(default=10.0, gt=0)
 
@@ -55,6 +68,21 @@ class ServiceSettings(BaseSettings):
     # How long a new connection may take to send its PROXY header (the spec: a few seconds,
     # at least 3 to cover a TCP retransmit; Postfix's smtpd_upstream_proxy_timeout is 5).
     proxy_protocol_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The load balancers allowed to send a PROXY header, as a comma-separated CIDR list (as
+    # Dovecot's haproxy_trusted_networks). A connection from any other peer is closed unanswered
+    # and counted in postmesh_proxy_connections_refused_total: otherwise a client reaching an
+    # edge directly could claim to be 127.0.0.1. Empty refuses every connection while
+    # POSTMESH_PROXY_PROTOCOL is on.
+    proxy_trusted_networks: str = ""
+
+    @field_validator("proxy_trusted_networks")
+    @classmethod
+    def _valid_networks(cls, v: str) -> str:
+        parse_networks(v)
+        return v
+
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.proxy_trusted_networks)
 
     def data_path(self, p: Path) -> Path:
         return p if p.is_absolute() else self.data_dir / p

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postmesh.common.dev_pki import ensure_dev_pki
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.tls import ensure_dev_certificate
 
 # Start order: what others call comes first.
@@ -63,6 +65,8 @@ def service_env(ports: StackPorts, data_dir: Path, service: str) -> dict[str, st
         "POSTMESH_IMAPS_PORT": str(ports.imaps),
         "POSTMESH_POP3_PORT": str(ports.pop3),
         "POSTMESH_POP3S_PORT": str(ports.pop3s),
+        # Internal gRPC over mutual TLS with a throwaway CA (ADR 10), as in production.
+        **ensure_dev_pki(data_dir / "grpc-pki", SERVICES)[service].env(),
     }
     return env
 
@@ -90,6 +94,10 @@ class Stack:
         for k, v in {**service_env(self.ports, self.data_dir, service), **self.extra_env}.items():
             env.setdefault(k, v)
         return env
+
+    def grpc_security(self, service: str) -> GrpcSecurity:
+        """The credentials of ``service``, for a test or tool that calls store or auth as it."""
+        return ensure_dev_pki(self.data_dir / "grpc-pki", SERVICES)[service].security()
 
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
+from postmesh.common.grpc_security import AuthorizationInterceptor, GrpcSecurity, identity_name
 from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -80,11 +81,16 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class GrpcServer:
-    """A grpc.aio server on ``address`` with health checking for ``service_names``."""
+    """A grpc.aio server on ``address`` with health checking for ``service_names``: mutual TLS
+    and per-method caller authorization unless ``security`` is the plaintext mode."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, security: GrpcSecurity) -> None:
         self.address = address
-        self.server = grpc.aio.server(options=_OPTIONS, interceptors=[_MetricsInterceptor()])
+        self.security = security
+        interceptors: list[grpc.aio.ServerInterceptor] = [_MetricsInterceptor()]
+        if not security.plaintext:
+            interceptors.insert(0, AuthorizationInterceptor())
+        self.server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -93,7 +99,11 @@ class GrpcServer:
         register(servicer, self.server)
 
     async def start(self, service_names: Iterable[str]) -> None:
-        self.port = self.server.add_insecure_port(self.address)
+        if self.security.plaintext:
+            self.port = self.server.add_insecure_port(self.address)
+        else:
+            creds = self.security.server_credentials()
+            self.port = self.server.add_secure_port(self.address, creds)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self.address}")
         await self.server.start()
@@ -106,12 +116,15 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """A client channel with retries on UNAVAILABLE; pass ``timeout=`` on every call."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=[*_OPTIONS, ("grpc.service_config", _RETRY_POLICY), ("grpc.enable_retries", 1)],
-    )
+def channel(target: str, security: GrpcSecurity, server: str) -> grpc.aio.Channel:
+    """A client channel to the ``server`` service ("store", "auth") at ``target``, with retries
+    on UNAVAILABLE; pass ``timeout=`` on every call. With TLS the server must present the
+    certificate of ``server``'s identity, whatever address ``target`` names."""
+    options = [*_OPTIONS, ("grpc.service_config", _RETRY_POLICY), ("grpc.enable_retries", 1)]
+    if security.plaintext:
+        return grpc.aio.insecure_channel(target, options=options)
+    options.append(("grpc.ssl_target_name_override", identity_name(server)))
+    return grpc.aio.secure_channel(target, security.channel_credentials(), options=options)
 
 
 async def is_serving(ch: grpc.aio.Channel, service: str = "", timeout: float = 2.0) -> bool:

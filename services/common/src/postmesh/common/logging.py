@@ -30,6 +30,11 @@ def bind_log_context(**fields: Any) -> None:
     _context.set({**_context.get(), **fields})
 
 
+def unbind_log_context(*names: str) -> None:
+    """Drop fields bound by :func:`bind_log_context` (a queue id once its transaction ends)."""
+    _context.set({k: v for k, v in _context.get().items() if k not in names})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {

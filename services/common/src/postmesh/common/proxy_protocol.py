@@ -29,7 +29,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.net import Network, in_networks
 
 log = get_logger(__name__)
 
@@ -55,6 +58,14 @@ _V2_ADDRESS_BYTES = {_AF_INET: 12, _AF_INET6: 36}
 _V1_IPV4 = re.compile(rb"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 _V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}")
 _V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
+
+
+REFUSED = Counter(
+    "postmesh_proxy_connections_refused_total",
+    "Connections to a PROXY-protocol listener closed unanswered: reason=untrusted (the peer is "
+    "not in POSTMESH_PROXY_TRUSTED_NETWORKS) or invalid (no valid header).",
+    ["listener", "reason"],
+)
 
 
 class ProxyHeaderError(Exception):
@@ -289,9 +300,11 @@ class ProxiedServer:
         tls: ssl.SSLContext | None = None,
         tls_handshake_timeout: float | None = None,
         header_timeout: float,
+        trusted_networks: tuple[Network, ...],
         name: str,
     ) -> None:
         self._factory = factory
+        self._trusted = trusted_networks
         self._tls = tls
         self._tls_handshake_timeout = tls_handshake_timeout if tls is not None else None
         self._header_timeout = header_timeout
@@ -373,10 +386,22 @@ class ProxiedServer:
     async def _connection(self, conn: socket.socket, addr: Any) -> None:
         conn.setblocking(False)
         peer = _peer(conn, addr)
+        if not in_networks(peer[0], self._trusted):
+            # Only a trusted balancer may name the client: anyone else could claim to be
+            # loopback (and so get plaintext AUTH, ADR 4). Closed before a byte is read.
+            REFUSED.labels(self._name, "untrusted").inc()
+            log.warning(
+                "PROXY protocol connection from an untrusted peer closed",
+                extra=kv(listener=self._name, peer=f"{peer[0]}:{peer[1]}"),
+            )
+            conn.close()
+            return
         try:
             header = await read_header_from_socket(conn, self._header_timeout)
         except ProxyHeaderError as e:
             # §1: no greeting, no guessing; the balancer (or whoever this is) sees a close.
+            if not e.empty:
+                REFUSED.labels(self._name, "invalid").inc()
             log.log(
                 logging.DEBUG if e.empty else logging.WARNING,
                 "connection without a valid PROXY header closed",
@@ -423,14 +448,17 @@ async def start_proxied_server(
     tls: ssl.SSLContext | None = None,
     tls_handshake_timeout: float | None = None,
     header_timeout: float,
+    trusted_networks: tuple[Network, ...],
     name: str,
 ) -> ProxiedServer:
-    """A listening :class:`ProxiedServer` on host:port (port 0: any free port)."""
+    """A listening :class:`ProxiedServer` on host:port (port 0: any free port), taking
+    connections only from ``trusted_networks``."""
     server = ProxiedServer(
         factory,
         tls=tls,
         tls_handshake_timeout=tls_handshake_timeout,
         header_timeout=header_timeout,
+        trusted_networks=trusted_networks,
         name=name,
     )
     await server.start(host, port)

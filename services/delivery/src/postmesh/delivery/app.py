@@ -11,6 +11,7 @@ from postmesh.api.auth.v1 import auth_pb2
 from postmesh.api.events.v1 import events_pb2
 from postmesh.common import topics
 from postmesh.common.bus import Bus, BusRecord, create_bus
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
@@ -44,9 +45,10 @@ class DeliveryService(Service):
     def __init__(self, settings: DeliverySettings, bus: Bus | None = None) -> None:
         self.settings = settings
         self.bus = bus or create_bus(settings, "delivery")
-        self.auth = auth_stub(settings.auth_address)
+        security = GrpcSecurity.from_settings(settings)
+        self.auth = auth_stub(settings.auth_address, security)
         self.local = LocalDelivery(
-            store_stub(settings.store_address), settings.grpc_deadline_seconds
+            store_stub(settings.store_address, security), settings.grpc_deadline_seconds
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -32,7 +32,7 @@ class LocalDelivery:
         Kafka record makes no second copy. Permanent store answers (quota, invalid content) make
         a bounce; any other gRPC error propagates and the bus retries the record."""
         for user in users:
-            req = store_pb2.DeliverRequest(queue_id=msg.queue_id, user=user)
+            req = store_pb2.DeliverRequest(queue_id=msg.queue_id, user=user, mailbox=msg.mailbox)
             if msg.WhichOneof("content") == "blob_id":
                 req.blob_id = msg.blob_id
             else:
@@ -40,7 +40,7 @@ class LocalDelivery:
             if msg.received_at_ms:
                 req.internal_date = msg.received_at_ms // 1000
             try:
-                await self.store.Deliver(req, timeout=self.deadline)
+                await self._deliver_or_inbox(req)
             except grpc.aio.AioRpcError as e:
                 if e.code() not in _PERMANENT:
                     raise
@@ -50,6 +50,18 @@ class LocalDelivery:
                     recipient, Outcome.BOUNCED, code, status, f"{text}: {e.details()}"
                 )
         return RecipientResult(recipient, Outcome.DELIVERED, "250", "2.0.0", "delivered to mailbox")
+
+    async def _deliver_or_inbox(self, req: store_pb2.DeliverRequest) -> None:
+        """The edge's target mailbox (Junk for DMARC quarantine), or INBOX if this user has
+        none by that name: filing must never turn into a bounce."""
+        try:
+            await self.store.Deliver(req, timeout=self.deadline)
+        except grpc.aio.AioRpcError as e:
+            if not req.mailbox or e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            log.info("target mailbox missing; delivering to INBOX", extra=kv(mailbox=req.mailbox))
+            req.mailbox = ""
+            await self.store.Deliver(req, timeout=self.deadline)
 
     async def content(self, msg: events_pb2.InboundMessage) -> bytes:
         """The message bytes, inline or from the claim-checked blob."""

@@ -10,6 +10,7 @@ from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2_grpc
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import channel, is_serving
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.tls import settings_server_context
@@ -34,7 +35,11 @@ class ImapGateway(Service):
 
     async def start(self) -> None:
         s = self.settings
-        self._channels = {"store": channel(s.store_address), "auth": channel(s.auth_address)}
+        security = GrpcSecurity.from_settings(s)
+        self._channels = {
+            "store": channel(s.store_address, security, "store"),
+            "auth": channel(s.auth_address, security, "auth"),
+        }
         # On an aio channel the generated stubs are the async ones (see the .pyi overloads).
         store_stub = cast(
             "store_pb2_grpc.StoreServiceAsyncStub",

@@ -7,7 +7,7 @@ put in-memory fakes behind the same interfaces.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +22,51 @@ class MessageNotFound(Exception):
     """The message was expunged meanwhile (IMAP ``NO [EXPUNGEISSUED]``)."""
 
 
+class MailboxExists(Exception):
+    """CREATE/RENAME onto a name that exists (IMAP ``NO [ALREADYEXISTS]``, RFC 5530)."""
+
+
+class MailboxHasChildren(Exception):
+    """DELETE of a \\Noselect name with inferiors (IMAP ``NO [HASCHILDREN]``, RFC 9051
+    §6.3.5)."""
+
+
+class MailboxRejected(Exception):
+    """The store refused a mailbox name or special-use attribute (INVALID_ARGUMENT): the
+    message says why."""
+
+
 class SearchRejected(Exception):
     """The store refused the search criteria (too many keys, nested too deep): a client error."""
+
+
+class OverQuota(Exception):
+    """The user's storage or message quota would be exceeded (IMAP ``NO [OVERQUOTA]``,
+    RFC 9208 §4.1)."""
+
+
+class StoreRefused(Exception):
+    """The store refused a request as invalid for its arguments or the mailbox's state (a size
+    that does not match the content, a \\Noselect mailbox): ``NO`` with the store's reason."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """APPENDUID (RFC 4315 §3)."""
+
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """COPYUID (RFC 4315 §3): ``source_uids[i]`` became ``dest_uids[i]``; MOVE also lists the
+    UIDs it removed from the source."""
+
+    uidvalidity: int
+    source_uids: Sequence[int]
+    dest_uids: Sequence[int]
+    expunged_uids: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +87,29 @@ class MailboxInfo:
     highestmodseq: int = 0
     special_use: str = ""
     subscribed: bool = False
+    deleted: int = 0  # messages flagged \Deleted (STATUS DELETED, RFC 9051 §6.3.11)
+    size: int = 0  # octets of all messages (STATUS SIZE, RFC 8438)
+    noselect: bool = False  # a parent kept only for its inferiors (RFC 9051 §6.3.5)
+    has_children: bool = False
+
+
+@dataclass(frozen=True)
+class MailboxTree:
+    """Every mailbox of a user (\\Noselect parents too) and the subscribed names, which may
+    name mailboxes that do not exist (RFC 9051 §6.3.7)."""
+
+    mailboxes: Sequence[MailboxInfo]
+    subscriptions: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The user's one quota root (RFC 9208): usage and limits; a limit of 0 is none."""
+
+    storage_used: int  # octets
+    storage_limit: int
+    messages_used: int
+    message_limit: int
 
 
 @dataclass(frozen=True)
@@ -216,6 +282,58 @@ class MailStore(Protocol):
     async def search(self, user: str, mailbox: str, criteria: SearchKey) -> SearchResult:
         """SEARCH (RFC 9051 §6.4.4) with criteria already free of message sequence numbers and
         ``$`` (the session turns them into UID sets). Raises SearchRejected, MailboxNotFound."""
+        ...
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        """CREATE, with missing parents (RFC 9051 §6.3.4). Raises MailboxExists,
+        MailboxRejected."""
+        ...
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        """DELETE (RFC 9051 §6.3.5); how many messages went. Raises MailboxNotFound,
+        MailboxHasChildren, MailboxRejected."""
+        ...
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        """RENAME with its inferiors; INBOX's messages move (RFC 9051 §6.3.6). Raises
+        MailboxNotFound, MailboxExists, MailboxRejected."""
+        ...
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        """SUBSCRIBE/UNSUBSCRIBE (RFC 9051 §6.3.7-8). Raises MailboxRejected."""
+        ...
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        """Mailboxes and subscriptions in one call (LIST-EXTENDED, RFC 5258)."""
+        ...
+
+    async def get_quota(self, user: str) -> Quota: ...
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """APPEND (RFC 9051 §6.3.12): ``content`` (exactly ``size`` octets) is passed on chunk by
+        chunk as it is read; an error raised by ``content`` aborts the append and propagates.
+        ``internal_date`` 0 means now. Raises MailboxNotFound, OverQuota, StoreRefused."""
+        ...
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """COPY: the messages of ``uids`` that still exist, all or none of them. Raises
+        MailboxNotFound (either mailbox), OverQuota, StoreRefused."""
+        ...
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """MOVE (RFC 6851): a copy, then the sources expunged (``expunged_uids``)."""
         ...
 
 

@@ -15,6 +15,9 @@ from postmesh.imap_gw.response import Status
 # limit (RFC 9051 §6.3.12 APPEND).
 _MESSAGE_COMMANDS = frozenset({"APPEND"})
 
+# How long a closing connection's leftover input is read and dropped (see Connection.close).
+_LINGER_SECONDS = 2.0
+
 
 class ClientGone(Exception):
     """The client closed the connection (possibly in the middle of a command or literal)."""
@@ -224,7 +227,19 @@ class Connection:
             raise ClientGone(f"TLS handshake failed: {e}") from e
         self.tls_active = True
 
-    async def close(self) -> None:
+    async def close(self, *, discard_input: bool = False) -> None:
+        """Close; ``discard_input`` after a BYE to a client that is still sending (an endless
+        line): closing with unread input makes the kernel send RST, which can destroy the BYE
+        before the client reads it. So half-close, and read and drop what is left for a moment
+        (a "lingering close", as web servers do)."""
+        try:
+            if discard_input and not self.tls_active and self.writer.can_write_eof():
+                self.writer.write_eof()
+                async with asyncio.timeout(_LINGER_SECONDS):
+                    while await self.reader.read(64 * 1024):
+                        pass
+        except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
+            pass
         try:
             self.writer.close()
             async with asyncio.timeout(5):

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.common.backend import PasswordChecker, unavailable
+from postmesh.common.backend import BackendUnavailable, PasswordChecker, unavailable
 from postmesh.common.logging import get_logger
 from postmesh.imap_gw.backend import (
     Address,
+    AppendResult,
     BodyPart,
     Changes,
+    CopyResult,
     Envelope,
     FlagsMode,
     FlagsResult,
+    MailboxExists,
+    MailboxHasChildren,
     MailboxInfo,
     MailboxNotFound,
+    MailboxRejected,
+    MailboxTree,
     MessageMeta,
     MessageNotFound,
     MessagePage,
     MessageStructure,
+    OverQuota,
+    Quota,
     SearchRejected,
     SearchResult,
+    StoreRefused,
 )
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
@@ -51,6 +61,10 @@ def _mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:
         highestmodseq=info.highestmodseq,
         special_use=info.special_use,
         subscribed=info.subscribed,
+        deleted=info.deleted,
+        size=info.size,
+        noselect=info.noselect,
+        has_children=info.has_children,
     )
 
 
@@ -115,7 +129,87 @@ def structure(m: store_pb2.MessageMeta) -> MessageStructure:
     )
 
 
-class GrpcMailStore:
+def _mailbox_error(rpc: str, mailbox: str, e: grpc.aio.AioRpcError) -> Exception:
+    """The store's mailbox-management errors as the session's exceptions."""
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return MailboxNotFound(mailbox)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return MailboxExists(e.details() or mailbox)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return MailboxRejected(e.details() or "invalid mailbox name")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        # DELETE of a \Noselect name with inferiors (INBOX is refused before the call).
+        return MailboxHasChildren(e.details() or mailbox)
+    return _unavailable(rpc, e)
+
+
+class GrpcMailboxAdmin:
+    """The mailbox-management half of the MailStore (CREATE, DELETE, RENAME, subscriptions,
+    LIST-EXTENDED's listing, quota); GrpcMailStore inherits it."""
+
+    _stub: store_pb2_grpc.StoreServiceAsyncStub
+    _deadline: float
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        req = store_pb2.CreateMailboxRequest(user=user, mailbox=mailbox, special_use=special_use)
+        try:
+            return _mailbox(await self._stub.CreateMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("CreateMailbox", mailbox, e) from e
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        req = store_pb2.DeleteMailboxRequest(user=user, mailbox=mailbox)
+        try:
+            resp = await self._stub.DeleteMailbox(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("DeleteMailbox", mailbox, e) from e
+        return int(resp.messages_deleted)
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        req = store_pb2.RenameMailboxRequest(user=user, mailbox=mailbox, new_name=new_name)
+        try:
+            return _mailbox(await self._stub.RenameMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("RenameMailbox", mailbox, e) from e
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        req = store_pb2.SetSubscriptionRequest(user=user, mailbox=mailbox, subscribed=subscribed)
+        try:
+            await self._stub.SetSubscription(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _mailbox_error("SetSubscription", mailbox, e) from e
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        req = store_pb2.ListMailboxesRequest(user=user)
+        try:
+            resp = await self._stub.ListMailboxes(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("ListMailboxes", e) from e
+        return MailboxTree([_mailbox(m) for m in resp.mailboxes], list(resp.subscriptions))
+
+    async def get_quota(self, user: str) -> Quota:
+        req = store_pb2.GetQuotaRequest(user=user)
+        try:
+            q = await self._stub.GetQuota(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _unavailable("GetQuota", e) from e
+        return Quota(q.storage_used_bytes, q.storage_limit_bytes, q.messages_used, q.message_limit)
+
+
+def _write_error(call: str, e: grpc.aio.AioRpcError, mailbox: str) -> Exception:
+    """The store's status codes for Append/Copy/Move (``store/servicer.py``) as exceptions."""
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return MailboxNotFound(mailbox)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return OverQuota(e.details() or "quota exceeded")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return StoreRefused(e.details() or "refused by the store")
+    return _unavailable(call, e)
+
+
+class GrpcMailStore(GrpcMailboxAdmin):
     """:class:`~postmesh.imap_gw.backend.MailStore` on StoreService.
 
     NOT_FOUND from the store means "no such mailbox/message"; every other failure is temporary.
@@ -268,6 +362,69 @@ class GrpcMailStore:
                 raise SearchRejected(e.details() or "invalid search criteria") from e
             raise _unavailable("Search", e) from e
         return SearchResult(list(resp.uids), resp.highest_modseq)
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        # Written chunk by chunk as the client's literal arrives (no whole-message buffer).
+        # The deadline covers a slow client's upload too, so it is not the per-call one.
+        call = self._stub.Append()
+        header = store_pb2.AppendHeader(
+            user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size
+        )
+        try:
+            try:
+                await call.write(store_pb2.AppendRequest(header=header))
+                async for chunk in content:
+                    await call.write(store_pb2.AppendRequest(chunk=chunk))
+                await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the store ended the call early (quota, mailbox): its status says why
+            try:
+                async with asyncio.timeout(self._deadline):
+                    resp = await call
+            except TimeoutError:
+                call.cancel()
+                raise BackendUnavailable("store Append timed out") from None
+        except grpc.aio.AioRpcError as e:
+            raise _write_error("Append", e, mailbox) from e
+        except BaseException:
+            call.cancel()  # the client's side failed (gone, bad input): nothing is stored
+            raise
+        return AppendResult(resp.uidvalidity, resp.uid)
+
+    async def _copy(
+        self, rpc: str, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        req = store_pb2.CopyMessagesRequest(
+            user=user, mailbox=mailbox, uids=list(uids), destination=destination
+        )
+        try:
+            resp = await getattr(self._stub, rpc)(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise _write_error(rpc, e, destination) from e
+        return CopyResult(
+            resp.destination_uidvalidity,
+            list(resp.source_uids),
+            list(resp.destination_uids),
+            list(resp.expunged_uids),
+        )
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        return await self._copy("CopyMessages", user, mailbox, uids, destination)
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        return await self._copy("MoveMessages", user, mailbox, uids, destination)
 
 
 class GrpcAuthenticator:

@@ -79,6 +79,7 @@ class ImapServer:
                 tls=tls,
                 tls_handshake_timeout=handshake,
                 header_timeout=s.proxy_protocol_timeout_seconds,
+                trusted_networks=s.trusted_proxy_networks(),
                 name=listener,
             )
         return await asyncio.start_server(

@@ -108,6 +108,8 @@ class Session:
         self.auth_failures = 0
         # RFC 5182 $: the last SEARCH ... RETURN (SAVE) result.
         self.saved_search = SavedSearch()
+        # The session ends on abuse while the client may still be sending (Connection.close).
+        self._discard_input = False
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -131,6 +133,11 @@ class Session:
                 caps.append("LOGINDISABLED")
         # RFC 2177, RFC 7162, RFC 4315, RFC 6855.
         caps += ["IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "UTF8=ACCEPT"]
+        # RFC 3348, RFC 5258, RFC 5819, RFC 6154, RFC 8438, RFC 2971, RFC 9208.
+        caps += ["CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+        caps += ["STATUS=SIZE"]
+        caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
+        caps += ["MOVE"]  # RFC 6851
         return caps
 
     # -- output ---------------------------------------------------------------------------------
@@ -245,7 +252,7 @@ class Session:
                 self.user_sessions.release(self._counted)
                 self._counted = None
             metrics.SESSIONS_ACTIVE.dec()
-            await self.conn.close()
+            await self.conn.close(discard_input=self._discard_input)
             log.info("session ended", extra=kv(reason=reason, user=self.user))
 
     async def _loop(self) -> str:
@@ -261,6 +268,7 @@ class Session:
                 return f"client disconnected: {e}"
             except ProtocolAbuse as e:
                 await self._bye(e.message, e.code)
+                self._discard_input = True
                 return f"protocol abuse: {e.message}"
             except CommandRejected as e:
                 await self.send(e.reply)

@@ -10,6 +10,7 @@ from postmesh.api.auth.v1 import auth_pb2_grpc
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import PasswordChecker, unavailable
 from postmesh.common.grpc import channel, is_serving
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger
 from postmesh.pop3_gw.backend import (
     INBOX,
@@ -34,10 +35,15 @@ class GrpcBackend:
     temporary (-ERR [SYS/TEMP])."""
 
     def __init__(
-        self, store_address: str, auth_address: str, deadline: float, page_size: int
+        self,
+        store_address: str,
+        auth_address: str,
+        deadline: float,
+        page_size: int,
+        security: GrpcSecurity,
     ) -> None:
-        self._store_channel = channel(store_address)
-        self._auth_channel = channel(auth_address)
+        self._store_channel = channel(store_address, security, "store")
+        self._auth_channel = channel(auth_address, security, "auth")
         self._store = store_pb2_grpc.StoreServiceStub(self._store_channel)
         self._locks = queue_pb2_grpc.MaildropLockServiceStub(self._store_channel)
         self._password = PasswordChecker(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.proxy_protocol import (
@@ -106,6 +107,7 @@ class Pop3Service(Service):
             tls=tls,
             tls_handshake_timeout=s.pop3_tls_handshake_timeout_seconds,
             header_timeout=s.proxy_protocol_timeout_seconds,
+            trusted_networks=s.trusted_proxy_networks(),
             name="pop3s" if tls is not None else "pop3",
         )
 
@@ -113,7 +115,11 @@ class Pop3Service(Service):
         s = self.settings
         if self._backend is None:
             self._backend = GrpcBackend(
-                s.store_address, s.auth_address, s.grpc_deadline_seconds, s.pop3_list_page_size
+                s.store_address,
+                s.auth_address,
+                s.grpc_deadline_seconds,
+                s.pop3_list_page_size,
+                GrpcSecurity.from_settings(s),
             )
         if self._tls_context is None:
             self._tls_context = settings_server_context(s)

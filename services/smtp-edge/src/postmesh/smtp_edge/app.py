@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 
 from postmesh.common.bus import Bus, create_bus
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.mailauth.dnsclient import DnsClient, Resolver, parse_servers
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.proxy_protocol import Address, Listener, start_proxied_server
 from postmesh.common.service import Service
@@ -40,8 +42,12 @@ class SmtpEdgeService(Service):
         settings: SmtpEdgeSettings,
         backend: EdgeBackend | None = None,
         bus: Bus | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.settings = settings
+        self.resolver: Resolver = resolver or DnsClient(
+            parse_servers(settings.dns_servers), settings.dns_timeout_seconds
+        )
         self.bus = bus or create_bus(settings, "smtp-edge")
         # The gRPC backend is made in start(): grpc.aio channels belong to the running loop,
         # and main() builds the service before asyncio.run starts one.
@@ -62,14 +68,22 @@ class SmtpEdgeService(Service):
 
     async def start(self) -> None:
         if self._backend is None:
+            security = GrpcSecurity.from_settings(self.settings)
             self._backend = GrpcEdgeBackend(
-                auth_stub(self.settings.auth_address),
-                store_stub(self.settings.store_address),
+                auth_stub(self.settings.auth_address, security),
+                store_stub(self.settings.store_address, security),
                 self.settings.grpc_deadline_seconds,
             )
         self.queuer = MessageQueuer(
             self.bus, self._backend, self.settings.hostname, self.settings.smtp_inline_limit_bytes
         )
+        if "." not in self.settings.hostname:
+            # As Postfix warns about a myhostname without a domain: remote MTAs see it in the
+            # greeting and the Received header, and some refuse a non-FQDN.
+            log.warning(
+                "POSTMESH_HOSTNAME is not fully qualified",
+                extra=kv(hostname=self.settings.hostname),
+            )
         await self.bus.start()
         tls: ssl.SSLContext = await asyncio.to_thread(settings_server_context, self.settings)
         loop = asyncio.get_running_loop()
@@ -106,6 +120,7 @@ class SmtpEdgeService(Service):
                 tls=implicit_tls,
                 tls_handshake_timeout=handshake,
                 header_timeout=s.proxy_protocol_timeout_seconds,
+                trusted_networks=s.trusted_proxy_networks(),
                 name=policy.name,
             )
         return await loop.create_server(
@@ -128,6 +143,7 @@ class SmtpEdgeService(Service):
                 sessions=self.sessions,
                 inflight=self.inflight,
                 loop=loop,
+                resolver=self.resolver,
                 client=client,
             )
 

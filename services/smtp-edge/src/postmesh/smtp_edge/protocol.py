@@ -370,7 +370,7 @@ _END = b"\r\n.\r\n"
 class DataReader:
     """Collects DATA up to the end marker CRLF "." CRLF (RFC 5321 §4.1.1.4) and undoes
     dot-stuffing (§4.5.2). Only that exact marker ends the data: ``LF . LF`` and similar are
-    content (and then fail the bare-newline check), which is what defeats SMTP smuggling.
+    content (normalised or refused as bare newlines), which is what defeats SMTP smuggling.
 
     Past ``max_bytes`` the content is discarded while reading continues to the end marker, so
     the reply comes after the data, as RFC 5321 §4.2.5 implies."""
@@ -412,11 +412,27 @@ class DataReader:
             self._buf = bytearray()
         return leftover
 
-    def content(self) -> bytes:
-        """The message with dot-stuffing removed (a line's leading "." is dropped)."""
+    def content(self, normalize_lf: bool = False) -> bytes:
+        """The message with dot-stuffing removed (a line's leading "." is dropped). With
+        ``normalize_lf`` a line ending in a bare LF is first made a CRLF line (Postfix 3.9
+        ``smtpd_forbid_bare_newline = normalize``), so it is unstuffed like any other line; the
+        end marker was still only CRLF "." CRLF, so nothing can be smuggled past it."""
         if not self.done or self.too_big:
             raise ValueError("no complete message within the size limit")
-        return bytes(self._buf).replace(b"\r\n.", b"\r\n")[2:]
+        data = bytes(self._buf)
+        if normalize_lf:
+            data = normalize_bare_lf(data)
+        return data.replace(b"\r\n.", b"\r\n")[2:]
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def normalize_bare_lf(data: bytes) -> bytes:
+    """Every LF not preceded by CR becomes CRLF (a bare CR stays, for the caller to refuse)."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data  # the common case: nothing to do, no copy
+    return _BARE_LF.sub(b"\r\n", data)
 
 
 def has_bare_newline(data: bytes) -> bool:

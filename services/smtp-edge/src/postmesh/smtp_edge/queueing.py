@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from postmesh.api.events.v1 import events_pb2
 from postmesh.common import topics
 from postmesh.common.bus import Bus
-from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import get_logger, kv
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.backend import EdgeBackend
@@ -28,6 +27,7 @@ class EnvelopeRecipient:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
+    queue_id: str
     mail_from: str
     recipients: list[EnvelopeRecipient]
     client: ClientFacts
@@ -62,7 +62,7 @@ class MessageQueuer:
     async def enqueue(self, envelope: Envelope, content: bytes) -> Queued:
         """Raises QueueFailed (already logged with the queue id) if the store or bus failed."""
         start = time.perf_counter()
-        queue_id = new_queue_id()
+        queue_id = envelope.queue_id
         received_at_ms = time.time_ns() // 1_000_000
         message = (
             received_header(

@@ -25,6 +25,8 @@ class ClientFacts:
     esmtp: bool
     tls: TlsFacts | None = None
     authenticated_user: str = ""
+    # The forward-confirmed reverse DNS name of remote_ip, "" when it has none (RFC 8601 iprev).
+    reverse_name: str = ""
 
 
 def protocol_name(client: ClientFacts, smtputf8: bool) -> str:
@@ -61,11 +63,14 @@ def received_header(
     smtputf8: bool,
     when: datetime.datetime | None = None,
 ) -> bytes:
-    """``Received: from helo ([ip]) by host (Postmesh) with ESMTPSA id Q for <rcpt>; date``,
+    """``Received: from helo (rdns [ip]) by host (Postmesh) with ESMTPSA id Q for <rcpt>; date``,
     folded with CRLF+TAB. ``for`` names the recipient only when there is one (as Postfix: a
     list of recipients would disclose Bcc)."""
     when = when or datetime.datetime.now(datetime.UTC)
-    lines = [f"Received: from {_clean(client.helo)} ({_address_literal(client.remote_ip)})"]
+    # RFC 5321 §4.4 TCP-info: the verified reverse name and the address; "unknown" as Postfix
+    # when the address has no forward-confirmed name.
+    rdns = _clean(client.reverse_name) if client.reverse_name else "unknown"
+    lines = [f"Received: from {_clean(client.helo)} ({rdns} {_address_literal(client.remote_ip)})"]
     if client.tls:
         tls = client.tls
         lines.append(f"(using {tls.version} with cipher {tls.cipher} ({tls.bits} bits))")

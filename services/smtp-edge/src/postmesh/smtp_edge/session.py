@@ -41,6 +41,9 @@ class Transaction:
     """One MAIL ... DATA transaction (RFC 5321 §3.3)."""
 
     mail: MailCommand
+    # Given at MAIL, as Postfix does: every log line about the message carries it, and it is
+    # the id in the Received header, the 250 reply and the bus record.
+    queue_id: str
     recipients: list[EnvelopeRecipient] = field(default_factory=list)
 
     def add(self, rcpt: EnvelopeRecipient) -> None:

@@ -1,14 +1,28 @@
 from __future__ import annotations
 
-from pydantic import Field
+import re
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from postmesh.common.config import ServiceSettings
+from postmesh.common.mailauth.dnsclient import parse_servers
 
 MIB = 1024 * 1024
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class SmtpEdgeSettings(ServiceSettings):
     ops_port: int = Field(default=9101, ge=0, le=65535)
+    # This host's fully qualified name (as Postfix's myhostname, default the system's FQDN):
+    # in the 220 greeting, the EHLO reply, Received: and Authentication-Results headers.
+    hostname: str = Field(default_factory=socket.getfqdn)
+    # DNS servers for SPF/DKIM/DMARC/ARC and reverse lookups: comma-separated ip[:port]
+    # ("[v6]:port" for IPv6); empty means the system resolver (/etc/resolv.conf).
+    dns_servers: str = ""
+    # Per-lookup timeout; a lookup that times out makes the check's result temperror.
+    dns_timeout_seconds: float = Field(default=5.0, gt=0)
     # Address the mail listeners bind to (0.0.0.0 in a container).
     smtp_host: str = "127.0.0.1"
     # Production: 25 (MX), 587 (submission, RFC 6409) and 465 (implicit TLS, RFC 8314).
@@ -22,6 +36,10 @@ class SmtpEdgeSettings(ServiceSettings):
     # Larger messages go to the store first and the bus record names the blob (claim check):
     # Kafka's default max request is 1 MiB.
     smtp_inline_limit_bytes: int = Field(default=512 * 1024, ge=0)
+    # Message lines ending in a bare LF (RFC 5321 §2.3.8 wants CRLF): "normalize" stores them
+    # as CRLF lines, "reject" answers 550 5.6.0 (Postfix 3.9 smtpd_forbid_bare_newline). Only
+    # CRLF.CRLF ends DATA either way, and a bare CR is always refused.
+    smtp_bare_newline: Literal["normalize", "reject"] = "normalize"
     # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.
@@ -32,3 +50,17 @@ class SmtpEdgeSettings(ServiceSettings):
     smtp_max_auth_failures: int = Field(default=3, ge=1)
     # Slows password guessing; tests set 0.
     smtp_auth_failure_delay_seconds: float = Field(default=1.0, ge=0)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname_is_a_domain(cls, v: str) -> str:
+        name = v.rstrip(".").lower()
+        if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+            raise ValueError("must be a host name (letters, digits, hyphens; dot-separated)")
+        return name
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers_parse(cls, v: str) -> str:
+        parse_servers(v)
+        return v

@@ -17,7 +17,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 
 from postmesh.common.backend import BackendUnavailable
-from postmesh.common.logging import bind_log_context, get_logger, kv
+from postmesh.common.ids import new_queue_id
+from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
+from postmesh.common.mailauth.dnsclient import Resolver
+from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
@@ -86,6 +89,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         sessions: set[EdgeSMTP],
         inflight: set[asyncio.Task[Queued]],
         loop: asyncio.AbstractEventLoop,
+        resolver: Resolver,
         client: Address | None = None,
     ) -> None:
         super().__init__(
@@ -96,7 +100,8 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=settings.hostname,
-            ident="Postmesh",
+            # RFC 5321 §4.3.1 greeting "220 domain ESMTP ..." (as Postfix), no version banner.
+            ident="ESMTP Postmesh",
             tls_context=tls_context if policy.starttls else None,
             timeout=settings.smtp_idle_timeout_seconds,
             # We decide where AUTH is allowed (loopback or TLS, implicit TLS included).
@@ -117,6 +122,9 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         # The client a PROXY protocol header named (the TCP peer is then the load balancer).
         self.proxied_client = client
         self._hung_up = False
+        self.resolver = resolver
+        # Reverse DNS of the client, looked up while the session goes on (Received, iprev).
+        self._iprev: asyncio.Future[IprevResult] | None = None
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -137,6 +145,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             return
         peer = self.session.peer
         self.state.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self._iprev = asyncio.ensure_future(check_iprev(self.resolver, self.state.peer_ip))
         if self.policy.implicit_tls:
             self.state.tls = tls_facts(transport)
         self._sessions.add(self)
@@ -144,6 +153,8 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.discard(self)
+        if self._iprev is not None and not self._iprev.done():
+            self._iprev.cancel()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -234,7 +245,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         self.session.extended_smtp = esmtp
         self.state.helo = hostname
         self.state.esmtp = esmtp
-        self.state.txn = None
+        self._end_transaction()
 
     async def smtp_HELO(self, arg: str | None) -> None:
         if self._hung_up:
@@ -282,6 +293,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         elif self.tls_context is None:
             await self.push("502 5.5.1 Error: command not implemented")
         else:
+            self._end_transaction()  # RFC 3207 §4.2
             await super().smtp_STARTTLS(arg)
 
     # --- AUTH (RFC 4954) ----------------------------------------------------------------------
@@ -415,7 +427,9 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         except ProtocolError as e:
             await self._reject(e.reply, e.reason)
             return
-        self.state.txn = Transaction(mail)
+        self.state.txn = Transaction(mail, new_queue_id())
+        bind_log_context(queue_id=self.state.txn.queue_id)
+        log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
         await self.push("250 2.1.0 Ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -457,7 +471,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         if arg:
             await self.push("501 5.5.4 Syntax: RSET")
             return
-        self.state.txn = None
+        self._end_transaction()
         await self.push("250 2.0.0 Ok")
 
     async def smtp_DATA(self, arg: str | None) -> None:
@@ -479,11 +493,14 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             content = await self._receive_data()
         finally:
             self.state.in_data = False
-            # RFC 5321 §4.1.1.4: the transaction ends with DATA, whatever the outcome.
-            self.state.txn = None
-        if content is None:
-            return
-        await self._queue(txn, content)
+        if content is not None:
+            await self._queue(txn, content)
+        # RFC 5321 §4.1.1.4: the transaction ends with DATA, whatever the outcome.
+        self._end_transaction()
+
+    def _end_transaction(self) -> None:
+        self.state.txn = None
+        unbind_log_context("queue_id")
 
     async def _receive_data(self) -> bytes | None:
         """The message, or None after a rejection reply (or a lost connection)."""
@@ -507,18 +524,22 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
             )
             return None
-        content = reader.content()
+        # A bare LF or CR could hide a second message behind an end marker that another MTA
+        # on the path honours ("SMTP smuggling", CVE-2023-51766 and kin). As Postfix 3.9:
+        # "normalize" stores bare-LF lines as CRLF lines (what Python's smtplib.sendmail of
+        # msg.as_bytes() sends), "reject" refuses them. A bare CR is refused in both modes:
+        # no client needs it and some MTAs treat it as a line end.
+        content = reader.content(normalize_lf=self.settings.smtp_bare_newline == "normalize")
         if has_bare_newline(content):
-            # Rejected rather than normalised (Postfix smtpd_forbid_bare_newline=reject): a
-            # bare LF or CR lets an attacker hide a second message behind an end marker that
-            # another MTA on the path honours ("SMTP smuggling", CVE-2023-51766 and kin).
             await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
             return None
         return content
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
         st = self.state
+        iprev = await self._reverse_dns()
         envelope = Envelope(
+            queue_id=txn.queue_id,
             mail_from=txn.mail.sender,
             recipients=list(txn.recipients),
             client=ClientFacts(
@@ -528,6 +549,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 esmtp=st.esmtp,
                 tls=st.tls,
                 authenticated_user=st.user or "",
+                reverse_name=iprev.name,
             ),
             body_type=txn.mail.body,
             smtputf8=txn.mail.smtputf8,
@@ -551,6 +573,16 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             self._reset_timeout()
         st.messages += 1
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
+
+    async def _reverse_dns(self) -> IprevResult:
+        if self._iprev is None:
+            return IprevResult("permerror")
+        try:
+            # Its lookups have their own timeouts; shielded so a second caller can wait too.
+            return await asyncio.shield(self._iprev)
+        except Exception as e:  # a resolver bug must not lose the message
+            log.warning("reverse dns failed", extra=kv(error=repr(e)))
+            return IprevResult("temperror")
 
     # --- other commands -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import GrpcServer
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
@@ -60,7 +61,9 @@ class StoreApp(Service):
             default_page_size=self.settings.store_default_page_size,
             max_page_size=self.settings.store_max_page_size,
         )
-        self.grpc = GrpcServer(self.settings.store_listen)
+        self.grpc = GrpcServer(
+            self.settings.store_listen, GrpcSecurity.from_settings(self.settings)
+        )
         self.grpc.add(store_pb2_grpc.add_StoreServiceServicer_to_server, servicer)
         queue_services = self.queue.register(self.grpc, self.repo)
         await self.grpc.start([SERVICE_NAME, *queue_services])

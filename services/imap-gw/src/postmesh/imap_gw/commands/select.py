@@ -66,6 +66,9 @@ async def select(session: Session, cmd: Select) -> Result:
         await session.untagged("OK [CLOSED] Previous mailbox closed")
     try:
         info = await session.store.get_mailbox(session.user, name)
+        if info.noselect:
+            # A parent kept for its inferiors (RFC 9051 §6.3.5) holds no messages.
+            return no(f"Mailbox is not selectable: {name}", "NONEXISTENT")
         messages = await list_messages(session, name)
     except MailboxNotFound:
         return no(f"Mailbox does not exist: {name}", "NONEXISTENT")

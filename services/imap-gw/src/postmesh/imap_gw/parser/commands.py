@@ -11,9 +11,23 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from postmesh.imap_gw.parser.base import Command as Command  # re-exported
+from postmesh.imap_gw.parser.copy import Copy, Move, copy_parser
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
 from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
+from postmesh.imap_gw.parser.mailbox import ListCmd as ListCmd  # re-exported
+from postmesh.imap_gw.parser.mailbox import (
+    parse_create,
+    parse_delete,
+    parse_getquota,
+    parse_getquotaroot,
+    parse_id,
+    parse_list,
+    parse_rename,
+    parse_setquota,
+    parse_subscribe,
+    parse_unsubscribe,
+)
 from postmesh.imap_gw.parser.search import search_parser
 from postmesh.imap_gw.parser.sequence import SequenceSet, parse_sequence_set
 from postmesh.imap_gw.parser.store import (
@@ -93,18 +107,6 @@ class Examine(Select):
     @property
     def readonly(self) -> bool:
         return True
-
-
-@dataclass(frozen=True)
-class ListCmd(Command):
-    """LIST with the RFC 9051 (LIST-EXTENDED) syntax: selection options, one or more patterns,
-    return options."""
-
-    name: ClassVar[str] = "LIST"
-    reference: bytes = b""
-    patterns: tuple[bytes, ...] = ()
-    selection: tuple[str, ...] = ()
-    returns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,33 +209,6 @@ def _mailbox_arg(cls: type[Select]) -> Parser:
     return parse
 
 
-def _list(tag: str, cur: Cursor) -> Command:
-    cur.expect_sp()
-    selection: list[str] = []
-    if cur.peek_is(b"("):
-        selection = [s.upper() for s in cur.paren_list("a selection option")]
-        cur.expect_sp()
-    reference = cur.astring("a reference name")
-    cur.expect_sp()
-    patterns: list[bytes] = []
-    if cur.skip(b"("):
-        while True:
-            patterns.append(cur.list_mailbox())
-            if cur.skip(b")"):
-                break
-            cur.expect_sp()
-    else:
-        patterns.append(cur.list_mailbox())
-    returns: list[str] = []
-    if cur.skip(b" "):
-        if cur.atom("RETURN").upper() != "RETURN":
-            raise cur.error("expected RETURN")
-        cur.expect_sp()
-        returns = [r.upper() for r in cur.paren_list("a return option")]
-    cur.expect_end()
-    return ListCmd(tag, reference, tuple(patterns), tuple(selection), tuple(returns))
-
-
 def _lsub(tag: str, cur: Cursor) -> Command:
     cur.expect_sp()
     reference = cur.astring("a reference name")
@@ -279,7 +254,16 @@ COMMANDS: dict[str, Parser] = {
     "ENABLE": _enable,
     "SELECT": _mailbox_arg(Select),
     "EXAMINE": _mailbox_arg(Examine),
-    "LIST": _list,
+    "LIST": parse_list,
+    "CREATE": parse_create,
+    "DELETE": parse_delete,
+    "RENAME": parse_rename,
+    "SUBSCRIBE": parse_subscribe,
+    "UNSUBSCRIBE": parse_unsubscribe,
+    "ID": parse_id,
+    "GETQUOTA": parse_getquota,
+    "GETQUOTAROOT": parse_getquotaroot,
+    "SETQUOTA": parse_setquota,
     "LSUB": _lsub,
     "NAMESPACE": _no_args(Namespace),
     "STATUS": _status,
@@ -290,12 +274,16 @@ COMMANDS: dict[str, Parser] = {
     "EXPUNGE": parse_expunge,
     "IDLE": parse_idle,
     "SEARCH": search_parser(uid=False),
+    "COPY": copy_parser(Copy, uid=False),
+    "MOVE": copy_parser(Move, uid=False),
 }
 UID_COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=True),
     "EXPUNGE": parse_uid_expunge,
     "FETCH": _fetch(uid=True),
     "SEARCH": search_parser(uid=True),
+    "COPY": copy_parser(Copy, uid=True),
+    "MOVE": copy_parser(Move, uid=True),
 }
 
 # Commands of RFC 9051/3501 that later work will add: answered NO [CANNOT] "not supported yet"
@@ -303,14 +291,6 @@ UID_COMMANDS: dict[str, Parser] = {
 NOT_YET = frozenset(
     [
         "APPEND",
-        "COPY",
-        "MOVE",
-        "CREATE",
-        "DELETE",
-        "RENAME",
-        "SUBSCRIBE",
-        "UNSUBSCRIBE",
-        "ID",
     ]
 )
 

@@ -24,23 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpostmesh/api/auth/v1/auth.proto\x12\x14postmesh.api.auth.v1\"q\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x11\n\tremote_ip\x18\x04 \x01(\t\x12\x11\n\tmechanism\x18\x05 \x01(\t\"@\n\x14\x41uthenticateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x17ResolveRecipientRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\\\n\x18ResolveRecipientResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.postmesh.api.auth.v1.RecipientKind\x12\r\n\x05users\x18\x02 \x03(\t*\x8b\x01\n\rRecipientKind\x12\x1e\n\x1aRECIPIENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RECIPIENT_KIND_LOCAL_USER\x10\x01\x12 \n\x1cRECIPIENT_KIND_UNKNOWN_LOCAL\x10\x02\x12\x19\n\x15RECIPIENT_KIND_REMOTE\x10\x03\x32\xe7\x01\n\x0b\x41uthService\x12\x65\n\x0c\x41uthenticate\x12).postmesh.api.auth.v1.AuthenticateRequest\x1a*.postmesh.api.auth.v1.AuthenticateResponse\x12q\n\x10ResolveRecipient\x12-.postmesh.api.auth.v1.ResolveRecipientRequest\x1a..postmesh.api.auth.v1.ResolveRecipientResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpostmesh/api/auth/v1/auth.proto\x12\x14postmesh.api.auth.v1\"q\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x11\n\tremote_ip\x18\x04 \x01(\t\x12\x11\n\tmechanism\x18\x05 \x01(\t\"]\n\x14\x41uthenticateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r\"*\n\x17ResolveRecipientRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\\\n\x18ResolveRecipientResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.postmesh.api.auth.v1.RecipientKind\x12\r\n\x05users\x18\x02 \x03(\t\"S\n\x1aGetScramCredentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x11\n\tremote_ip\x18\x03 \x01(\t\"\\\n\x1bGetScramCredentialsResponse\x12\x0c\n\x04salt\x18\x01 \x01(\x0c\x12\x12\n\niterations\x18\x02 \x01(\r\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\r\"|\n\x17VerifyScramProofRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x14\n\x0c\x61uth_message\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63lient_proof\x18\x03 \x01(\x0c\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x11\n\tremote_ip\x18\x05 \x01(\t\"k\n\x18VerifyScramProofResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x18\n\x10server_signature\x18\x03 \x01(\x0c\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r*\x8b\x01\n\rRecipientKind\x12\x1e\n\x1aRECIPIENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RECIPIENT_KIND_LOCAL_USER\x10\x01\x12 \n\x1cRECIPIENT_KIND_UNKNOWN_LOCAL\x10\x02\x12\x19\n\x15RECIPIENT_KIND_REMOTE\x10\x03\x32\xd6\x03\n\x0b\x41uthService\x12\x65\n\x0c\x41uthenticate\x12).postmesh.api.auth.v1.AuthenticateRequest\x1a*.postmesh.api.auth.v1.AuthenticateResponse\x12q\n\x10ResolveRecipient\x12-.postmesh.api.auth.v1.ResolveRecipientRequest\x1a..postmesh.api.auth.v1.ResolveRecipientResponse\x12z\n\x13GetScramCredentials\x12\x30.postmesh.api.auth.v1.GetScramCredentialsRequest\x1a\x31.postmesh.api.auth.v1.GetScramCredentialsResponse\x12q\n\x10VerifyScramProof\x12-.postmesh.api.auth.v1.VerifyScramProofRequest\x1a..postmesh.api.auth.v1.VerifyScramProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'postmesh.api.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECIPIENTKIND']._serialized_start=377
-  _globals['_RECIPIENTKIND']._serialized_end=516
+  _globals['_RECIPIENTKIND']._serialized_start=820
+  _globals['_RECIPIENTKIND']._serialized_end=959
   _globals['_AUTHENTICATEREQUEST']._serialized_start=57
   _globals['_AUTHENTICATEREQUEST']._serialized_end=170
   _globals['_AUTHENTICATERESPONSE']._serialized_start=172
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=236
-  _globals['_RESOLVERECIPIENTREQUEST']._serialized_start=238
-  _globals['_RESOLVERECIPIENTREQUEST']._serialized_end=280
-  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_start=282
-  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_end=374
-  _globals['_AUTHSERVICE']._serialized_start=519
-  _globals['_AUTHSERVICE']._serialized_end=750
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=265
+  _globals['_RESOLVERECIPIENTREQUEST']._serialized_start=267
+  _globals['_RESOLVERECIPIENTREQUEST']._serialized_end=309
+  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_start=311
+  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_end=403
+  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_start=405
+  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_end=488
+  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_start=490
+  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_end=582
+  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_start=584
+  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_end=708
+  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_start=710
+  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_end=817
+  _globals['_AUTHSERVICE']._serialized_start=962
+  _globals['_AUTHSERVICE']._serialized_end=1432
 # @@protoc_insertion_point(module_scope)

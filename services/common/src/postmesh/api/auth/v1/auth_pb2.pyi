@@ -78,21 +78,27 @@ class AuthenticateResponse(_message.Message):
     OK_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     user: _builtins.str
     """Canonical (lower-case domain) address of the authenticated user."""
     reason: _builtins.str
     """Human-readable reason for a failure; never says whether the user exists."""
+    retry_after_seconds: _builtins.int
+    """> 0 when refused because the account or client IP is temporarily locked out after repeated
+    failures (POP3 [LOGIN-DELAY], IMAP [UNAVAILABLE], SMTP 454): seconds until the lock ends.
+    """
     def __init__(
         self,
         *,
         ok: _builtins.bool = ...,
         user: _builtins.str = ...,
         reason: _builtins.str = ...,
+        retry_after_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ok", b"ok", "reason", b"reason", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ok", b"ok", "reason", b"reason", "retry_after_seconds", b"retry_after_seconds", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,3 +147,120 @@ class ResolveRecipientResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveRecipientResponse: _TypeAlias = ResolveRecipientResponse  # noqa: Y015
+
+@_typing.final
+class GetScramCredentialsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    REMOTE_IP_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """The SCRAM user name (saslname already unescaped)."""
+    protocol: _builtins.str
+    remote_ip: _builtins.str
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        remote_ip: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["protocol", b"protocol", "remote_ip", b"remote_ip", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScramCredentialsRequest: _TypeAlias = GetScramCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class GetScramCredentialsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALT_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    salt: _builtins.bytes
+    """For an unknown user or one without SCRAM keys: a stable decoy salt (RFC 5802 §9)."""
+    iterations: _builtins.int
+    retry_after_seconds: _builtins.int
+    """> 0: locked out; the exchange must stop (salt and iterations are empty)."""
+    def __init__(
+        self,
+        *,
+        salt: _builtins.bytes = ...,
+        iterations: _builtins.int = ...,
+        retry_after_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations", "retry_after_seconds", b"retry_after_seconds", "salt", b"salt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScramCredentialsResponse: _TypeAlias = GetScramCredentialsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyScramProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    AUTH_MESSAGE_FIELD_NUMBER: _builtins.int
+    CLIENT_PROOF_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    REMOTE_IP_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    auth_message: _builtins.bytes
+    """RFC 5802 §3 AuthMessage: client-first-message-bare "," server-first-message ","
+    client-final-message-without-proof.
+    """
+    client_proof: _builtins.bytes
+    protocol: _builtins.str
+    remote_ip: _builtins.str
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+        auth_message: _builtins.bytes = ...,
+        client_proof: _builtins.bytes = ...,
+        protocol: _builtins.str = ...,
+        remote_ip: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_message", b"auth_message", "client_proof", b"client_proof", "protocol", b"protocol", "remote_ip", b"remote_ip", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyScramProofRequest: _TypeAlias = VerifyScramProofRequest  # noqa: Y015
+
+@_typing.final
+class VerifyScramProofResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SERVER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    user: _builtins.str
+    """Canonical address of the authenticated user."""
+    server_signature: _builtins.bytes
+    """ServerSignature for the server-final-message "v=" (RFC 5802 §3)."""
+    retry_after_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        user: _builtins.str = ...,
+        server_signature: _builtins.bytes = ...,
+        retry_after_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ok", b"ok", "retry_after_seconds", b"retry_after_seconds", "server_signature", b"server_signature", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyScramProofResponse: _TypeAlias = VerifyScramProofResponse  # noqa: Y015

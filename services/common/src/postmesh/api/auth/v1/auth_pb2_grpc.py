@@ -44,6 +44,16 @@ class AuthServiceStub:
                 request_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientResponse.FromString,
                 _registered_method=True)
+        self.GetScramCredentials = channel.unary_unary(
+                '/postmesh.api.auth.v1.AuthService/GetScramCredentials',
+                request_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsResponse.FromString,
+                _registered_method=True)
+        self.VerifyScramProof = channel.unary_unary(
+                '/postmesh.api.auth.v1.AuthService/VerifyScramProof',
+                request_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -64,6 +74,20 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScramCredentials(self, request, context):
+        """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
+        user's salt and iteration count, then has the proof checked here (docs/adr/0019).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyScramProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +100,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ResolveRecipient,
                     request_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientResponse.SerializeToString,
+            ),
+            'GetScramCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScramCredentials,
+                    request_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsResponse.SerializeToString,
+            ),
+            'VerifyScramProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyScramProof,
+                    request_deserializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +166,60 @@ class AuthService:
             '/postmesh.api.auth.v1.AuthService/ResolveRecipient',
             postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientRequest.SerializeToString,
             postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.ResolveRecipientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScramCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.auth.v1.AuthService/GetScramCredentials',
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsRequest.SerializeToString,
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.GetScramCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyScramProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.auth.v1.AuthService/VerifyScramProof',
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofRequest.SerializeToString,
+            postmesh_dot_api_dot_auth_dot_v1_dot_auth__pb2.VerifyScramProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

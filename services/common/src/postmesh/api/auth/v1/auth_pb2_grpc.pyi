@@ -37,6 +37,11 @@ class AuthServiceStub:
     """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
     of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
     """
+    GetScramCredentials: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetScramCredentialsRequest, _auth_pb2.GetScramCredentialsResponse]
+    """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
+    user's salt and iteration count, then has the proof checked here (docs/adr/0019).
+    """
+    VerifyScramProof: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyScramProofRequest, _auth_pb2.VerifyScramProofResponse]
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -47,6 +52,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
     of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
     """
+    GetScramCredentials: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetScramCredentialsRequest, _auth_pb2.GetScramCredentialsResponse]  # type: ignore[assignment]
+    """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
+    user's salt and iteration count, then has the proof checked here (docs/adr/0019).
+    """
+    VerifyScramProof: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyScramProofRequest, _auth_pb2.VerifyScramProofResponse]  # type: ignore[assignment]
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +76,22 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
         of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
         """
+
+    @_abc_1.abstractmethod
+    def GetScramCredentials(
+        self,
+        request: _auth_pb2.GetScramCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetScramCredentialsResponse, _abc.Awaitable[_auth_pb2.GetScramCredentialsResponse]]:
+        """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
+        user's salt and iteration count, then has the proof checked here (docs/adr/0019).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyScramProof(
+        self,
+        request: _auth_pb2.VerifyScramProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.VerifyScramProofResponse, _abc.Awaitable[_auth_pb2.VerifyScramProofResponse]]: ...
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,7 @@ class InboundMessage(_message.Message):
     RET_FIELD_NUMBER: _builtins.int
     BODY_TYPE_FIELD_NUMBER: _builtins.int
     SMTPUTF8_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     mail_from: _builtins.str
     """Reverse path; empty for the null sender <> (bounces)."""
@@ -54,6 +55,11 @@ class InboundMessage(_message.Message):
     ret: _builtins.str
     body_type: _builtins.str
     smtputf8: _builtins.bool
+    mailbox: _builtins.str
+    """Local delivery files the message into this mailbox of every local recipient instead of
+    INBOX (INBOX where the user has no such mailbox); empty means INBOX. smtp-edge sets "Junk"
+    for a DMARC p=quarantine failure (RFC 7489 §6.3).
+    """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]: ...
     @_builtins.property
@@ -73,10 +79,11 @@ class InboundMessage(_message.Message):
         ret: _builtins.str = ...,
         body_type: _builtins.str = ...,
         smtputf8: _builtins.bool = ...,
+        mailbox: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "client", b"client", "content", b"content", "inline_content", b"inline_content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "body_type", b"body_type", "client", b"client", "content", b"content", "envid", b"envid", "inline_content", b"inline_content", "mail_from", b"mail_from", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipients", b"recipients", "ret", b"ret", "size", b"size", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "body_type", b"body_type", "client", b"client", "content", b"content", "envid", b"envid", "inline_content", b"inline_content", "mail_from", b"mail_from", "mailbox", b"mailbox", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipients", b"recipients", "ret", b"ret", "size", b"size", "smtputf8", b"smtputf8"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["inline_content", "blob_id"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015

@@ -1,0 +1,30 @@
+"""An in-memory :class:`~postmesh.common.mailauth.dnsclient.Resolver` for unit tests: zone data
+as ``{(name, type): [values]}``; a name listed under ``temperror`` fails as a timeout would.
+Lives in the package so every service's tests use the same one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from postmesh.common.mailauth.dnsclient import Answer, DnsTempError
+
+
+@dataclass
+class FakeResolver:
+    records: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    temperror: set[str] = field(default_factory=set)
+    queries: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, rdtype: str, values: Iterable[str]) -> None:
+        self.records.setdefault((name.lower().rstrip("."), rdtype.upper()), []).extend(values)
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        key = (name.lower().rstrip("."), rdtype.upper())
+        self.queries.append(key)
+        if key[0] in self.temperror:
+            raise DnsTempError(f"{rdtype} {name}: Timeout")
+        if key in self.records:
+            return Answer(list(self.records[key]))
+        exists = any(n == key[0] or n.endswith("." + key[0]) for n, _ in self.records)
+        return Answer([], nxdomain=not exists)

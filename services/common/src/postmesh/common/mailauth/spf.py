@@ -1,0 +1,104 @@
+"""SPF (RFC 7208) for the MAIL FROM and HELO identities, with pyspf's evaluator and our
+asynchronous resolver.
+
+pyspf is synchronous and calls the module-level ``spf.DNSLookup`` for every query. Each check
+runs in a worker thread, and that hook sends the thread's queries back to the event loop's
+resolver (timeouts and servers from POSTMESH_DNS_SERVERS), so SPF uses the same DNS as DKIM and
+DMARC and never blocks the loop. A thread-local says which loop and resolver a query belongs
+to; outside a check the hook is pyspf's own."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import spf
+
+from postmesh.common.mailauth.dnsclient import DnsTempError, Resolver
+
+# RFC 7208 §4.6.4: at most 10 lookups and 2 void lookups, enforced by pyspf; this bounds the
+# wall time of one check (RFC 7208 §4.6.4 suggests at least 20 s).
+CHECK_TIMEOUT_SECONDS = 20.0
+# SPF checks wait on DNS, not CPU: more threads than cores, apart from the default executor.
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="spf")
+_current = threading.local()
+_pyspf_lookup = spf.DNSLookup
+
+
+@dataclass(frozen=True, slots=True)
+class SpfResult:
+    """``result`` is one of RFC 7208 §2.6: none, neutral, pass, fail, softfail, temperror,
+    permerror. ``domain`` is the identity's domain checked (what DMARC aligns)."""
+
+    result: str
+    identity: str  # "mailfrom" or "helo"
+    domain: str
+    explanation: str = ""
+
+
+def _bridged_lookup(name: str, qtype: str, strict: Any = True, timeout: float = 20) -> list[Any]:
+    state = getattr(_current, "state", None)
+    if state is None:
+        return list(_pyspf_lookup(name, qtype, strict, timeout))
+    loop, resolver = state
+    future = asyncio.run_coroutine_threadsafe(resolver.query(name, qtype), loop)
+    try:
+        answer = future.result(timeout=timeout + 1)
+    except (DnsTempError, concurrent.futures.TimeoutError) as e:
+        future.cancel()
+        raise spf.TempError(f"DNS {e}") from None
+    out: list[Any] = []
+    for value in answer.values:
+        if qtype in ("TXT", "SPF"):
+            out.append(((name, qtype), [value.encode("utf-8", "surrogateescape")]))
+        elif qtype == "MX":
+            pref, _, exchange = value.partition(" ")
+            out.append(((name, qtype), (int(pref), exchange)))
+        else:
+            out.append(((name, qtype), value))
+    return out
+
+
+spf.DNSLookup = _bridged_lookup
+
+
+def _run(
+    loop: asyncio.AbstractEventLoop, resolver: Resolver, ip: str, sender: str, helo: str
+) -> tuple[str, str]:
+    _current.state = (loop, resolver)
+    try:
+        q = spf.query(i=ip, s=sender, h=helo, querytime=CHECK_TIMEOUT_SECONDS)
+        result, _code, explanation = q.check()
+        return str(result), str(explanation)
+    finally:
+        _current.state = None
+
+
+async def check_spf(resolver: Resolver, ip: str, sender: str, helo: str) -> SpfResult:
+    """The MAIL FROM identity (RFC 7208 §2.4), or, for the null reverse path, the HELO
+    identity as ``postmaster@helo`` (§2.4, §2.3)."""
+    if sender:
+        identity, domain = "mailfrom", sender.rpartition("@")[2].lower()
+    else:
+        identity, domain = "helo", helo.lower()
+        sender = f"postmaster@{helo}"
+    if not domain or domain.startswith("["):
+        # An address literal is no domain to ask about (RFC 7208 §2.3).
+        return SpfResult("none", identity, domain)
+    loop = asyncio.get_running_loop()
+    result, explanation = await loop.run_in_executor(_POOL, _run, loop, resolver, ip, sender, helo)
+    return SpfResult(result, identity, domain, explanation)
+
+
+async def check_helo(resolver: Resolver, ip: str, helo: str) -> SpfResult:
+    """The HELO identity on its own (RFC 7208 §2.3), as a second result."""
+    if not helo or helo.startswith("[") or "." not in helo:
+        return SpfResult("none", "helo", helo.lower())
+    loop = asyncio.get_running_loop()
+    result, explanation = await loop.run_in_executor(
+        _POOL, _run, loop, resolver, ip, f"postmaster@{helo}", helo
+    )
+    return SpfResult(result, "helo", helo.lower(), explanation)

@@ -1,0 +1,281 @@
+"""SPF, DKIM, ARC and DMARC evaluation and Authentication-Results rendering, against an
+in-memory DNS zone (FakeResolver); keys are generated per test run."""
+
+from __future__ import annotations
+
+import base64
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from postmesh.common.mailauth.arc import verify_arc
+from postmesh.common.mailauth.authresults import (
+    MethodResult,
+    Property,
+    authentication_results,
+    strip_forged,
+)
+from postmesh.common.mailauth.dkim_verify import DkimResult, verify_dkim
+from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
+from postmesh.common.mailauth.fakedns import FakeResolver
+from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
+
+MESSAGE = (
+    b"From: Carol <carol@example.net>\r\nTo: alice@example.org\r\nSubject: hi\r\n"
+    b"Message-ID: <1@example.net>\r\n\r\nhello\r\n"
+)
+
+
+def rsa_key() -> tuple[bytes, str]:
+    """(PKCS#1 PEM private key, the p= value of its DNS record)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, base64.b64encode(pub).decode()
+
+
+@pytest.fixture(scope="module")
+def rsa_pair() -> tuple[bytes, str]:
+    return rsa_key()
+
+
+def ed25519_key() -> tuple[bytes, str]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw), base64.b64encode(pub).decode()
+
+
+def sign(
+    message: bytes, domain: str, selector: str, key: bytes, algo: bytes = b"rsa-sha256"
+) -> bytes:
+    sig = dkim.sign(
+        message,
+        selector.encode(),
+        domain.encode(),
+        key,
+        signature_algorithm=algo,
+        include_headers=[b"from", b"to", b"subject", b"message-id"],
+    )
+    return bytes(sig) + message
+
+
+# --- SPF --------------------------------------------------------------------------------------
+
+
+async def test_spf_results_for_both_identities() -> None:
+    dns = FakeResolver()
+    dns.add("example.net", "TXT", ["v=spf1 ip4:192.0.2.0/24 a:relay.example.net -all"])
+    dns.add("relay.example.net", "A", ["198.51.100.9"])
+    dns.add("soft.example", "TXT", ["v=spf1 ~all"])
+    dns.add("broken.example", "TXT", ["v=spf1 ip4:192.0.2.0/33 -all"])
+    dns.add("slow.example", "TXT", [])
+    dns.temperror.add("slow.example")
+    dns.add("mx.example.net", "TXT", ["v=spf1 a -all"])
+    dns.add("mx.example.net", "A", ["192.0.2.25"])
+
+    async def mailfrom(ip: str, sender: str) -> str:
+        return (await check_spf(dns, ip, sender, "mx.example.net")).result
+
+    assert await mailfrom("192.0.2.7", "carol@example.net") == "pass"
+    assert await mailfrom("198.51.100.9", "carol@Example.NET") == "pass"
+    assert await mailfrom("203.0.113.5", "carol@example.net") == "fail"
+    assert await mailfrom("203.0.113.5", "x@soft.example") == "softfail"
+    assert await mailfrom("203.0.113.5", "x@broken.example") == "permerror"
+    assert await mailfrom("203.0.113.5", "x@slow.example") == "temperror"
+    assert await mailfrom("203.0.113.5", "x@unpublished.example") == "none"
+    # The null reverse path is checked as postmaster@HELO (RFC 7208 §2.4).
+    bounce = await check_spf(dns, "192.0.2.25", "", "mx.example.net")
+    assert (bounce.result, bounce.identity, bounce.domain) == ("pass", "helo", "mx.example.net")
+    assert (await check_helo(dns, "203.0.113.5", "mx.example.net")).result == "fail"
+    assert (await check_helo(dns, "203.0.113.5", "[203.0.113.5]")).result == "none"
+
+
+# --- DKIM -------------------------------------------------------------------------------------
+
+
+async def test_dkim_every_signature_rsa_and_ed25519(rsa_pair: tuple[bytes, str]) -> None:
+    pem, pub = rsa_pair
+    ed_priv, ed_pub = ed25519_key()
+    dns = FakeResolver()
+    dns.add("rsa._domainkey.example.net", "TXT", [f"v=DKIM1; k=rsa; p={pub}"])
+    dns.add("ed._domainkey.example.net", "TXT", [f"v=DKIM1; k=ed25519; p={ed_pub}"])
+    signed = sign(MESSAGE, "example.net", "rsa", pem)
+    signed = sign(signed, "example.net", "ed", ed_priv, b"ed25519-sha256")
+    signed = sign(signed, "example.net", "gone", pem)  # no key published
+    results = await verify_dkim(dns, signed)
+    assert [(r.result, r.selector) for r in results] == [
+        ("permerror", "gone"),
+        ("pass", "ed"),
+        ("pass", "rsa"),
+    ]
+    assert results[1].domain == "example.net" and len(results[1].b) == 8
+    tampered = signed.replace(b"hello", b"hullo")
+    assert [r.result for r in await verify_dkim(dns, tampered)] == ["permerror", "fail", "fail"]
+    dns.temperror.add("rsa._domainkey.example.net")
+    assert (await verify_dkim(dns, signed))[2].result == "temperror"
+    assert await verify_dkim(dns, MESSAGE) == []
+
+
+# --- ARC --------------------------------------------------------------------------------------
+
+
+async def test_arc_chain(rsa_pair: tuple[bytes, str]) -> None:
+    pem, pub = rsa_pair
+    dns = FakeResolver()
+    dns.add("arc._domainkey.forwarder.example", "TXT", [f"v=DKIM1; k=rsa; p={pub}"])
+    assert (await verify_arc(dns, MESSAGE)).result == "none"
+    with_ar = b"Authentication-Results: forwarder.example; spf=pass\r\n" + MESSAGE
+    arc_set = dkim.arc_sign(with_ar, b"arc", b"forwarder.example", pem, b"forwarder.example")
+    sealed = b"".join(arc_set) + with_ar
+    result = await verify_arc(dns, sealed)
+    assert (result.result, result.instances) == ("pass", 1)
+    assert (await verify_arc(dns, sealed.replace(b"hello", b"hullo"))).result == "fail"
+    dns.temperror.add("arc._domainkey.forwarder.example")
+    assert (await verify_arc(dns, sealed)).result == "temperror"
+
+
+# --- DMARC ------------------------------------------------------------------------------------
+
+
+def test_dmarc_record_parsing() -> None:
+    r = parse_record("v=DMARC1; p=Reject; sp=quarantine; adkim=s; pct=50; rua=mailto:x@y")
+    assert r is not None and (r.p, r.sp, r.adkim, r.aspf, r.pct) == (
+        "reject",
+        "quarantine",
+        "s",
+        "r",
+        50,
+    )
+    assert parse_record("p=reject; v=DMARC1") is None  # v= must come first
+    assert parse_record("v=DMARC1; p=bogus") is None
+    only_rua = parse_record("v=DMARC1; rua=mailto:x@y")
+    assert only_rua is not None and only_rua.p == "none"
+    defaults = parse_record("v=DMARC1; p=quarantine; pct=xx")
+    assert defaults is not None and (defaults.sp, defaults.pct) == ("quarantine", 100)
+
+
+def test_author_domain() -> None:
+    assert author_domain(MESSAGE) == "example.net"
+    folded = b'From: "A, B"\r\n <a@Sub.Example.COM>\r\nSubject: x\r\n\r\nb\r\n'
+    assert author_domain(folded) == "sub.example.com"
+    with pytest.raises(ValueError):
+        author_domain(b"From: a@x.example\r\nFrom: b@y.example\r\n\r\nb\r\n")
+    with pytest.raises(ValueError):
+        author_domain(b"From: a@x.example, b@y.example\r\n\r\nb\r\n")
+    with pytest.raises(ValueError):
+        author_domain(b"Subject: no from\r\n\r\nb\r\n")
+
+
+def _spf(result: str, domain: str) -> SpfResult:
+    return SpfResult(result, "mailfrom", domain)
+
+
+def _dkim(result: str, domain: str) -> list[DkimResult]:
+    return [DkimResult(result, domain, "s")]
+
+
+async def test_dmarc_alignment_policies_and_pct() -> None:
+    dns = FakeResolver()
+    dns.add("_dmarc.example.net", "TXT", ["v=DMARC1; p=reject; sp=quarantine"])
+    dns.add("_dmarc.strict.example", "TXT", ["v=DMARC1; p=reject; adkim=s; aspf=s"])
+    dns.add("_dmarc.half.example", "TXT", ["v=DMARC1; p=reject; pct=50"])
+    dns.add("_dmarc.two.example", "TXT", ["v=DMARC1; p=reject", "v=DMARC1; p=none"])
+    dns.add("_dmarc.slow.example", "TXT", [])
+    dns.temperror.add("_dmarc.slow.example")
+
+    def msg(domain: str) -> bytes:
+        return MESSAGE.replace(b"example.net>", domain.encode() + b">", 1)
+
+    async def run(
+        domain: str, spf: SpfResult | None, dk: list[DkimResult], roll: float = 0.0
+    ) -> DmarcResult:
+        return await check_dmarc(dns, msg(domain), spf, dk, sample=lambda: roll)
+
+    # Relaxed: an aligned SPF or DKIM pass from any name under the organizational domain.
+    r = await run("example.net", _spf("pass", "bounces.example.net"), [])
+    assert (r.result, r.policy, r.disposition) == ("pass", "reject", "none")
+    r = await run("example.net", _spf("fail", "example.net"), _dkim("pass", "mail.example.net"))
+    assert r.result == "pass"
+    # Neither aligned: fail with p=reject; a subdomain gets sp= from the org record.
+    r = await run("example.net", _spf("pass", "other.example"), _dkim("pass", "other.example"))
+    assert (r.result, r.disposition, r.policy_domain) == ("fail", "reject", "example.net")
+    r = await run("news.example.net", None, _dkim("fail", "example.net"))
+    assert (r.result, r.policy, r.disposition) == ("fail", "quarantine", "quarantine")
+    assert r.policy_domain == "example.net"
+    # Strict: the exact name only.
+    r = await run("strict.example", _spf("pass", "mail.strict.example"), [])
+    assert r.result == "fail"
+    r = await run("strict.example", None, _dkim("pass", "strict.example"))
+    assert r.result == "pass"
+    # pct=50: sampled out, reject becomes quarantine (RFC 7489 §6.6.4).
+    assert (await run("half.example", None, [], roll=0.2)).disposition == "reject"
+    assert (await run("half.example", None, [], roll=0.7)).disposition == "quarantine"
+    assert (await run("two.example", None, [])).result == "none"
+    assert (await run("none.example", None, [])).result == "none"
+    assert (await run("slow.example", None, [])).result == "temperror"
+    bad = await check_dmarc(dns, b"Subject: x\r\n\r\nb\r\n", None, [])
+    assert bad.result == "permerror"
+
+
+# --- Authentication-Results ---------------------------------------------------------------------
+
+
+def test_authentication_results_rendering() -> None:
+    header = authentication_results(
+        "mx.example.org",
+        [
+            MethodResult("spf", "pass", [Property("smtp", "mailfrom", "carol@example.net")]),
+            MethodResult(
+                "dkim",
+                "fail",
+                [Property("header", "d", "example.net"), Property("header", "b", "ab/+c=d1")],
+                reason="signature did not verify",
+            ),
+            MethodResult(
+                "dmarc",
+                "fail",
+                [Property("header", "from", "example.net")],
+                comment="p=reject dis=reject",
+            ),
+            MethodResult("spf", "none", [Property("smtp", "helo", 'evil"\x01 (name)')]),
+        ],
+    )
+    assert header == (
+        b"Authentication-Results: mx.example.org;\r\n"
+        b"\tspf=pass smtp.mailfrom=carol@example.net;\r\n"
+        b'\tdkim=fail reason="signature did not verify" header.d=example.net header.b="ab/+c=d1";\r\n'
+        b"\tdmarc=fail (p=reject dis=reject) header.from=example.net;\r\n"
+        b'\tspf=none smtp.helo="evil\\"? (name)"\r\n'
+    )
+    assert authentication_results("mx.example.org", []) == (
+        b"Authentication-Results: mx.example.org; none\r\n"
+    )
+
+
+def test_forged_authentication_results_are_stripped() -> None:
+    message = (
+        b"Authentication-Results: MX.Example.Org (the real one, honest);\r\n\tdmarc=pass\r\n"
+        b"Authentication-Results: other.example; spf=pass\r\n"
+        b"Subject: x\r\n"
+        b"authentication-results:mx.example.org;dkim=pass\r\n"
+        b"\r\n"
+        b"Authentication-Results: mx.example.org; body text stays\r\n"
+    )
+    stripped, removed = strip_forged(message, "mx.example.org")
+    assert removed == 2
+    assert stripped == (
+        b"Authentication-Results: other.example; spf=pass\r\nSubject: x\r\n\r\n"
+        b"Authentication-Results: mx.example.org; body text stays\r\n"
+    )
+    assert strip_forged(MESSAGE, "mx.example.org") == (MESSAGE, 0)
