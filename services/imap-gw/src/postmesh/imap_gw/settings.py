@@ -23,9 +23,9 @@ class ImapSettings(ServiceSettings):
     # Before login, any literal (RFC 7888 §5 hardening: an unauthenticated client has no use
     # for more than a user name or password).
     imap_max_preauth_literal_bytes: int = Field(default=8 * 1024, ge=256)
-    # The message literal of APPEND (RFC 9051 §6.3.12): the message-size limit, as SMTP's
-    # POSTMESH_SMTP_MAX_MESSAGE_BYTES; the store's POSTMESH_STORE_MAX_MESSAGE_BYTES must not be
-    # smaller. Larger: NO [TOOBIG].
+    # APPEND: the largest message accepted (advertised as APPENDLIMIT, RFC 7889); the message
+    # is streamed to the store, so it is not bound by the literal and command limits above.
+    # Keep it at or below the store's POSTMESH_STORE_MAX_MESSAGE_BYTES.
     imap_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Logged-in sessions of one user on this replica (NO [LIMIT] at login beyond it); Dovecot
     # allows 10 per user and IP, Thunderbird alone opens up to 5 per account.
