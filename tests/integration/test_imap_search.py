@@ -8,6 +8,7 @@ import datetime
 import imaplib
 import re
 import uuid
+from typing import Any
 
 from postmesh.common.devstack import Stack
 from tests.integration.stack import wait_for
@@ -24,7 +25,9 @@ def _message(sender: str, rcpt: str, subject: str, body: str, date: str) -> byte
 
 
 def _search(imap: imaplib.IMAP4, *criteria: str | bytes, uid: bool = False) -> list[int]:
-    typ, data = imap.uid("SEARCH", *criteria) if uid else imap.search(None, *criteria)
+    # imaplib takes bytes arguments too (literals), which typeshed does not say.
+    args: tuple[Any, ...] = criteria
+    typ, data = imap.uid("SEARCH", *args) if uid else imap.search(None, *args)
     assert typ == "OK", (criteria, data)
     return [int(n) for n in (data[0] or b"").split()]
 

@@ -46,6 +46,27 @@ async def test_literals_before_login_are_capped_small(make_env: MakeEnv) -> None
     assert await c.closed()
 
 
+async def test_append_literal_is_limited_by_the_message_size(make_env: MakeEnv) -> None:
+    """APPEND's message literal may be larger than other literals, up to imap_max_message_bytes;
+    beyond that NO [TOOBIG] before the client sends it (RFC 7888 §4, RFC 7889 §3)."""
+    env = await make_env(imap_max_literal_bytes=1024, imap_max_message_bytes=4096)
+    c = await Client.login(env)
+    too_large = b"NO [TOOBIG] Message too large (the limit is 4096 octets)"
+    assert await c.cmd(b"a APPEND INBOX {4097}") == [b"a " + too_large]
+    assert await c.cmd(b"b APPEND INBOX (\\Seen) {5000}") == [b"b " + too_large]
+    await c.send(b"c APPEND INBOX {4096}")
+    assert (await c.line()).startswith(b"+ ")  # more than the literal limit: it is a message
+    await c.send(b"z" * 4096)
+    assert (await c.line()).startswith(b"c ")
+    # Other commands keep the literal limit.
+    assert await c.cmd(b"d SELECT {1025}") == [b"d BAD [TOOBIG] Literal too large"]
+    assert await c.cmd(b"e NOOP") == [b"e OK NOOP completed"]
+    # LITERAL+ beyond the message size: too much to swallow, the session ends.
+    await c.send(b"f APPEND INBOX {9000+}")
+    assert await c.line() == b"* BYE [TOOBIG] Literal too large"
+    assert await c.closed()
+
+
 async def test_pipelined_commands_are_answered_in_order(env: Env) -> None:
     """Commands are read one at a time and each is answered before the next is read, so what a
     client pipelines waits in the socket and a bounded reader buffer (ADR 0012)."""

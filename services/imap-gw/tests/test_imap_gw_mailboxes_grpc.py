@@ -4,6 +4,7 @@ expects them and each gRPC status as the session's exception."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
 from postmesh.imap_gw.backend import (
     MailboxExists,
@@ -77,12 +79,13 @@ class Store(store_pb2_grpc.StoreServiceServicer):
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[tuple[GrpcMailStore, Store]]:
-    server = GrpcServer("127.0.0.1:0")
+async def backend(tmp_path: Path) -> AsyncIterator[tuple[GrpcMailStore, Store]]:
+    pki = ensure_dev_pki(tmp_path, ["store", "imap-gw"])  # mutual TLS, as in production
+    server = GrpcServer("127.0.0.1:0", pki["store"].security())
     store = Store()
     server.add(store_pb2_grpc.add_StoreServiceServicer_to_server, store)
     await server.start([])
-    ch = channel(f"127.0.0.1:{server.port}")
+    ch = channel(f"127.0.0.1:{server.port}", pki["imap-gw"].security(), "store")
     try:
         yield GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0), store  # type: ignore[arg-type]
     finally:

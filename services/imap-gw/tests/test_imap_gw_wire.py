@@ -136,12 +136,12 @@ async def test_literal_limits(env: Env) -> None:
     assert await c.line() == b"t1 BAD [TOOBIG] Literal too large\r\n"
     await c.send(b"t2 NOOP\r\n")
     assert await c.line() == b"t2 OK NOOP completed\r\n"
-    # Unsupported command with a literal: refused before the literal, too.
-    await c.send(b"t3 APPEND INBOX {10}\r\n")
-    assert await c.line() == b"t3 NO [CANNOT] APPEND is not supported yet\r\n"
-    # LITERAL+ for an unsupported command: the literal is swallowed, then refused.
-    await c.send(b"t4 APPEND INBOX {5+}\r\nHello\r\nt5 NOOP\r\n")
-    assert await c.line() == b"t4 NO [CANNOT] APPEND is not supported yet\r\n"
+    # Unknown command with a literal: refused before the literal, too.
+    await c.send(b"t3 FROBNICATE INBOX {10}\r\n")
+    assert await c.line() == b"t3 BAD Unknown command\r\n"
+    # LITERAL+ for an unknown command: the literal is swallowed, then refused.
+    await c.send(b"t4 FROBNICATE INBOX {5+}\r\nHello\r\nt5 NOOP\r\n")
+    assert await c.line() == b"t4 BAD Unknown command\r\n"
     assert await c.line() == b"t5 OK NOOP completed\r\n"
     # Non-synchronizing and too large: the data is coming anyway, so the session ends.
     await c.send(b"t6 LOGIN {999999+}\r\n")

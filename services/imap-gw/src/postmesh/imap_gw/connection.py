@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator, Callable
 
 from postmesh.imap_gw import response
 from postmesh.imap_gw.parser.commands import NOT_YET, command_name, is_supported, parse_tag
@@ -132,13 +133,20 @@ class Connection:
             return response.tagged(tag, Status.BAD, "Literal too large", "TOOBIG")
         return None
 
-    async def read_command(self) -> bytes:
+    async def read_command(
+        self, stream: Callable[[bytes], bool] | None = None, *, after: bytes | None = None
+    ) -> bytes | LiteralAhead:
         """One whole command without its final line end, literals inline as ``{n}`` CRLF data.
+
+        ``stream(prefix)`` says whether the literal announced at the end of ``prefix`` (the
+        command so far) is left to the command's handler (APPEND's message): then the command
+        is returned as a :class:`LiteralAhead` before that literal is read. ``after`` is the
+        command before a streamed literal, when reading the rest of it.
 
         Raises ClientGone, TimeoutError, CommandRejected (answer it and read on) or ProtocolAbuse.
         """
         parts: list[bytes] = []
-        first: bytes | None = None
+        first: bytes | None = after
         total = 0
         rejection: bytes | None = None
         while True:
@@ -160,6 +168,10 @@ class Connection:
                 parts.append(line[:-2] if line.endswith(b"\r\n") else line[:-1])
                 return b"".join(parts)
             size, synchronizing = int(m.group(1)), not m.group(2)
+            if rejection is None and stream is not None:
+                prefix = b"".join(parts) + line[: m.start()]
+                if stream(prefix):
+                    return LiteralAhead(self, prefix, size, synchronizing)
             if rejection is None:
                 rejection = self._literal_problem(first, size, total)
             if rejection is not None:
@@ -229,6 +241,59 @@ class Connection:
                 await self.writer.wait_closed()
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
             pass
+
+
+class LiteralAhead:
+    """A command stopped before a literal its handler reads itself: APPEND's message is passed
+    on chunk by chunk as it arrives (RFC 9051 §6.3.12), never held whole in memory.
+
+    ``prefix`` is the command up to the literal's ``{n}``. The handler either reads the literal
+    with :meth:`chunks` (a synchronizing one is accepted with "+" first) and then the rest of
+    the command with :meth:`rest`, or refuses it with :meth:`skip`.
+    """
+
+    def __init__(self, conn: Connection, prefix: bytes, size: int, synchronizing: bool) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.size = size
+        self.synchronizing = synchronizing
+        self.remaining = size
+        self.accepted = not synchronizing  # the client is sending the data
+        self.finished = False  # the whole command has been read
+
+    async def chunks(self, chunk_bytes: int) -> AsyncIterator[bytes]:
+        if not self.accepted:
+            await self.conn.write(b"+ Ready for literal data\r\n")
+            self.accepted = True
+        while self.remaining > 0:
+            data = await self.conn._read_exactly(min(self.remaining, chunk_bytes))
+            self.remaining -= len(data)
+            yield data
+
+    async def rest(self) -> bytes:
+        """What follows the literal up to the end of the command (its own literals inline)."""
+        assert self.remaining == 0
+        rest = await self.conn.read_command(after=self.prefix)
+        self.finished = True
+        assert isinstance(rest, bytes)
+        return rest
+
+    async def skip(self, max_discard: int) -> None:
+        """Refuse the literal: a synchronizing one not yet accepted is never sent (RFC 9051
+        §7.5); otherwise what is left of it, up to ``max_discard`` octets, and the rest of the
+        command are read and dropped."""
+        if self.finished or not self.accepted:
+            self.finished = True
+            return
+        if self.remaining > max_discard:
+            raise ProtocolAbuse("Literal too large", "TOOBIG")
+        await self.conn._discard(self.remaining)
+        self.remaining = 0
+        try:
+            await self.rest()
+        except CommandRejected:
+            pass  # the command is being refused anyway
+        self.finished = True
 
 
 class LineTooLong(Exception):

@@ -14,9 +14,16 @@ from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
 from postmesh.imap_gw import metrics, mutf7, response
 from postmesh.imap_gw.backend import Authenticator, MailStore
-from postmesh.imap_gw.connection import ClientGone, CommandRejected, Connection, ProtocolAbuse
+from postmesh.imap_gw.connection import (
+    ClientGone,
+    CommandRejected,
+    Connection,
+    LiteralAhead,
+    ProtocolAbuse,
+)
 from postmesh.imap_gw.limits import UserSessions
 from postmesh.imap_gw.parser import Command, NotSupported, ParseError, parse_command
+from postmesh.imap_gw.parser.append import is_message_literal, parse_append_head
 from postmesh.imap_gw.parser.commands import command_name, is_supported
 from postmesh.imap_gw.response import Status
 from postmesh.imap_gw.saved_search import SavedSearch
@@ -110,6 +117,8 @@ class Session:
         self.saved_search = SavedSearch()
         # The session ends on abuse while the client may still be sending (Connection.close).
         self._discard_input = False
+        # APPEND's message literal, while its command runs (``commands/append.py``).
+        self.literal: LiteralAhead | None = None
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -137,7 +146,7 @@ class Session:
         caps += ["CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
         caps += ["STATUS=SIZE"]
         caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
-        caps += ["MOVE"]  # RFC 6851
+        caps += ["MOVE", f"APPENDLIMIT={self.settings.imap_max_message_bytes}"]  # RFC 6851, 7889
         return caps
 
     # -- output ---------------------------------------------------------------------------------
@@ -260,7 +269,7 @@ class Session:
             self.conn.timeout = self._timeout()
             self.conn.authenticated = self.state is not State.NOT_AUTHENTICATED
             try:
-                raw = await self.conn.read_command()
+                raw = await self.conn.read_command(is_message_literal)
             except TimeoutError:
                 await self._bye("Autologout; idle for too long")
                 return "idle timeout"
@@ -275,7 +284,10 @@ class Session:
                 self.bad_commands = self.bad_commands + 1 if e.bad else 0
             else:
                 try:
-                    await self._handle(raw)
+                    if isinstance(raw, LiteralAhead):
+                        await self._handle_streamed(raw)
+                    else:
+                        await self._handle(raw)
                 except IdleTimeout:
                     await self._bye("Autologout; idle for too long")
                     return "idle timeout"
@@ -303,6 +315,36 @@ class Session:
             await self._finish(e.tag or "*", label, result, start)
             return
         await self.execute(cmd, start)
+
+    async def _handle_streamed(self, ahead: LiteralAhead) -> None:
+        """A command whose literal its handler reads (APPEND): answered only once all of the
+        command has been read or its literal refused."""
+        start = time.monotonic()
+        try:
+            cmd = parse_append_head(ahead.prefix, ahead.size, ahead.synchronizing)
+        except ParseError as e:
+            await ahead.skip(self.conn.max_literal)
+            await self._finish(e.tag or "*", "APPEND", bad(e.message, e.code), start)
+            return
+        from postmesh.imap_gw.commands import dispatch  # the commands import this module
+
+        self.literal = ahead
+        try:
+            result = await dispatch(self, cmd)
+            # Not read by the handler (wrong state, refused): drop what the client sends.
+            authenticated = self.state is not State.NOT_AUTHENTICATED
+            limit = self.settings.imap_max_message_bytes if authenticated else self.conn.max_literal
+            await ahead.skip(limit)
+        except CommandRejected as e:
+            await self.send(e.reply)
+            self.bad_commands = self.bad_commands + 1 if e.bad else 0
+            return
+        except ProtocolAbuse as e:
+            await self._bye(e.message, e.code)
+            return
+        finally:
+            self.literal = None
+        await self._finish(cmd.tag, cmd.label, result, start)
 
     async def _bye(self, message: str, code: str | None = None) -> None:
         self.state = State.LOGOUT

@@ -23,13 +23,14 @@ class ImapSettings(ServiceSettings):
     # Any literal before login: an unauthenticated client needs no more than a user name or a
     # password, so a stranger cannot make the server buffer 64 KiB literals.
     imap_max_preauth_literal_bytes: int = Field(default=8 * 1024, ge=256)
-    # APPEND: the largest message accepted (advertised as APPENDLIMIT, RFC 7889); the message
-    # is streamed to the store, so it is not bound by the literal and command limits above.
-    # Keep it at or below the store's POSTMESH_STORE_MAX_MESSAGE_BYTES.
-    imap_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Logged-in sessions of one user on this replica (NO [LIMIT] at login beyond it); Dovecot
     # allows 10 per user and IP, Thunderbird alone opens up to 5 per account.
     imap_max_sessions_per_user: int = Field(default=50, ge=1)
+    # APPEND: the largest message accepted (advertised as APPENDLIMIT, RFC 7889); the message
+    # is streamed to the store, so it is not bound by the literal and command limits above;
+    # larger: NO [TOOBIG] before the continuation.
+    # Keep it at or below the store's POSTMESH_STORE_MAX_MESSAGE_BYTES.
+    imap_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Autologout (RFC 9051 §5.4): at least 30 minutes once authenticated; shorter before login.
     imap_idle_timeout_seconds: float = Field(default=1800.0, gt=0)
     imap_preauth_timeout_seconds: float = Field(default=180.0, gt=0)

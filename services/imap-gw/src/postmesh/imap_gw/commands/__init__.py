@@ -83,7 +83,7 @@ from postmesh.imap_gw.commands import any_state, auth, fetch, mailbox, search  #
 __all__ = ["any_state", "auth", "dispatch", "fetch", "handles", "mailbox", "search"]
 
 # The selected-state commands (registered on import as well).
-from postmesh.imap_gw.commands import copy, expunge, idle, select, store  # noqa: E402, F401
+from postmesh.imap_gw.commands import append, copy, expunge, idle, select, store  # noqa: E402, F401
 
 # isort: split
 # Mailbox management, ID and QUOTA (registered on import as well).

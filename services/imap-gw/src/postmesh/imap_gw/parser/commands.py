@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from postmesh.imap_gw.parser.append import parse_append
 from postmesh.imap_gw.parser.base import Command as Command  # re-exported
 from postmesh.imap_gw.parser.copy import Copy, Move, copy_parser
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
@@ -276,6 +277,7 @@ COMMANDS: dict[str, Parser] = {
     "SEARCH": search_parser(uid=False),
     "COPY": copy_parser(Copy, uid=False),
     "MOVE": copy_parser(Move, uid=False),
+    "APPEND": parse_append,
 }
 UID_COMMANDS: dict[str, Parser] = {
     "STORE": store_parser(uid=True),
@@ -288,11 +290,7 @@ UID_COMMANDS: dict[str, Parser] = {
 
 # Commands of RFC 9051/3501 that later work will add: answered NO [CANNOT] "not supported yet"
 # rather than BAD "unknown command", so a client log tells the two apart.
-NOT_YET = frozenset(
-    [
-        "APPEND",
-    ]
-)
+NOT_YET: frozenset[str] = frozenset()
 
 
 def parse_tag(data: bytes) -> str | None:
