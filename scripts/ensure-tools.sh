@@ -6,6 +6,8 @@ need=()
 command -v swaks >/dev/null || need+=(swaks)
 command -v mbsync >/dev/null || need+=(isync)
 command -v fetchmail >/dev/null || need+=(fetchmail)
+# DNS server with test zones (SPF/DKIM/DMARC); -base: the binary without a system service.
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 # swaks --tls needs Net::SSLeay.
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl-perl)
 [ ${#need[@]} -eq 0 ] && exit 0

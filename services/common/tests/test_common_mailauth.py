@@ -8,7 +8,7 @@ import base64
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from postmesh.common.mailauth.arc import verify_arc
 from postmesh.common.mailauth.authresults import (
@@ -19,7 +19,7 @@ from postmesh.common.mailauth.authresults import (
 )
 from postmesh.common.mailauth.dkim_verify import DkimResult, verify_dkim
 from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
-from postmesh.common.mailauth.fakedns import FakeResolver
+from postmesh.common.mailauth.fakedns import FakeResolver, rsa_test_key
 from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
 
 MESSAGE = (
@@ -28,23 +28,9 @@ MESSAGE = (
 )
 
 
-def rsa_key() -> tuple[bytes, str]:
-    """(PKCS#1 PEM private key, the p= value of its DNS record)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(pub).decode()
-
-
 @pytest.fixture(scope="module")
 def rsa_pair() -> tuple[bytes, str]:
-    return rsa_key()
+    return rsa_test_key()
 
 
 def ed25519_key() -> tuple[bytes, str]:

@@ -25,12 +25,14 @@ from postmesh.imap_gw.backend import (
     MessageMeta,
     MessageNotFound,
     MessagePage,
+    MessageStructure,
     OverQuota,
     Quota,
     SearchRejected,
     SearchResult,
     StoreRefused,
 )
+from postmesh.imap_gw.grpc_backend import structure
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
 from postmesh.imap_gw.server import ImapServer
@@ -299,6 +301,21 @@ class FakeStore:
         if uid not in box.messages:
             raise MessageNotFound(uid)
         return box.messages[uid][1]
+
+    async def get_structure(
+        self, user: str, mailbox: str, uids: Sequence[int]
+    ) -> Sequence[MessageStructure]:
+        """Parsed as the store parses at delivery (its own ``extract_meta``), converted as the
+        gRPC backend converts GetMessageMeta."""
+        self.calls.append(("get_structure", tuple(uids)))
+        box = self._box(user, mailbox)
+        out = []
+        for uid in uids:
+            if uid in box.messages:
+                meta = extract_meta(box.messages[uid][1])
+                meta.uid = uid
+                out.append(structure(meta))
+        return out
 
     async def store_flags(
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'  # the conftest account: a space, a backslash and a quote
 PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
 TIMEOUT = 5.0
+_LITERAL_END = re.compile(rb"~?\{(\d+)\}\r\n\Z")
 
 
 class Client:
@@ -66,6 +68,30 @@ class Client:
             line = await self.line()
             out.append(line)
             if line.startswith(tag + b" "):
+                return out
+
+    async def response(self) -> bytes:
+        """One whole response, literals included as sent (``{n}`` CRLF data), without the
+        final CRLF."""
+        out = b""
+        while True:
+            raw = await asyncio.wait_for(self.reader.readline(), TIMEOUT)
+            assert raw, "server closed the connection"
+            m = _LITERAL_END.search(raw)
+            if m is None:
+                return out + raw.rstrip(b"\r\n")
+            data = await asyncio.wait_for(self.reader.readexactly(int(m.group(1))), TIMEOUT)
+            out += raw + data
+
+    async def cmd_literals(self, command: bytes) -> list[bytes]:
+        """Like :meth:`cmd`, for replies that carry literals: one element per response."""
+        tag = command.split(b" ", 1)[0]
+        await self.send(command)
+        out = []
+        while True:
+            resp = await self.response()
+            out.append(resp)
+            if resp.startswith(tag + b" "):
                 return out
 
     async def idle(self) -> None:

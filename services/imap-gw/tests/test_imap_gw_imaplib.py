@@ -300,7 +300,7 @@ async def test_fetch_errors(env: Env) -> None:
     assert "[CLIENTBUG] sequence number out of range (mailbox has 3 messages)" in errors[1]
     assert "Invalid sequence set: expected a number" in errors[2]
     assert "expected ')'" in errors[3] or "expected a single space" in errors[3]
-    assert "[CANNOT] FETCH ENVELOPE is not supported yet" in errors[4]
+    assert '(ENVELOPE (NIL "first" (("Bob" NIL "bob" "example.com"))' in errors[4]
 
 
 async def test_list_lsub_status_namespace(env: Env) -> None:

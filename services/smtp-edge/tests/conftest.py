@@ -25,6 +25,7 @@ from postmesh.smtp_edge.settings import SmtpEdgeSettings
 
 LOCAL_DOMAINS = {"example.org", "mx.test"}
 PASSWORDS = {"alice@example.org": "wonderland", "bob@example.org": "builder"}
+ALIASES = {"sales@example.org": ["alice@example.org", "bob@example.org"]}
 
 
 @dataclass
@@ -53,9 +54,17 @@ class FakeBackend:
         local, _, domain = address.rpartition("@")
         if domain.lower() not in LOCAL_DOMAINS:
             return RecipientKind.REMOTE
-        if address.lower() in PASSWORDS or local.lower() == "postmaster":
+        if address.lower() in PASSWORDS or address.lower() in ALIASES:
+            return RecipientKind.LOCAL_USER
+        if local.lower() == "postmaster":
             return RecipientKind.LOCAL_USER
         return RecipientKind.UNKNOWN_LOCAL
+
+    async def address_owners(self, address: str) -> list[str]:
+        if self.auth_down:
+            raise BackendUnavailable("auth down")
+        key = address.lower()
+        return [key] if key in PASSWORDS else list(ALIASES.get(key, []))
 
     async def put_blob(self, data: bytes) -> str:
         if self.store_down:

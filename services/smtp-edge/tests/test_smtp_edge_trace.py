@@ -141,7 +141,7 @@ async def test_queue_id_on_every_log_line_of_the_transaction(
     assert code == 250
     queue_id = text.decode().rsplit(" ", 1)[1]
     msgs = [e["msg"] for e in log_lines.events if e.get("queue_id") == queue_id]
-    assert msgs[:3] == ["mail from", "rejected", "message queued"]
+    assert msgs[:4] == ["mail from", "rejected", "authentication results", "message queued"]
     # Lines after the transaction (disconnect) no longer carry it.
     after = [e for e in log_lines.events if e["msg"] == "disconnect"]
     assert after and "queue_id" not in after[0]

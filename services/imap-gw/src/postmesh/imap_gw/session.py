@@ -147,6 +147,7 @@ class Session:
         caps += ["STATUS=SIZE"]
         caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         caps += ["MOVE", f"APPENDLIMIT={self.settings.imap_max_message_bytes}"]  # RFC 6851, 7889
+        caps.append("BINARY")  # RFC 3516
         return caps
 
     # -- output ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, store_stub
 from postmesh.common.tls import settings_server_context
 from postmesh.smtp_edge.backend import EdgeBackend, GrpcEdgeBackend
+from postmesh.smtp_edge.inbound_auth import AuthPolicy, InboundAuthenticator
 from postmesh.smtp_edge.queueing import MessageQueuer, Queued
 from postmesh.smtp_edge.session import (
     MX,
@@ -47,6 +48,15 @@ class SmtpEdgeService(Service):
         self.settings = settings
         self.resolver: Resolver = resolver or DnsClient(
             parse_servers(settings.dns_servers), settings.dns_timeout_seconds
+        )
+        self.authenticator = InboundAuthenticator(
+            self.resolver,
+            settings.hostname,
+            AuthPolicy(
+                enabled=settings.smtp_inbound_auth,
+                dmarc_reject=settings.smtp_dmarc_reject,
+                quarantine_mailbox=settings.smtp_dmarc_quarantine_mailbox,
+            ),
         )
         self.bus = bus or create_bus(settings, "smtp-edge")
         # The gRPC backend is made in start(): grpc.aio channels belong to the running loop,
@@ -144,6 +154,7 @@ class SmtpEdgeService(Service):
                 inflight=self.inflight,
                 loop=loop,
                 resolver=self.resolver,
+                authenticator=self.authenticator,
                 client=client,
             )
 

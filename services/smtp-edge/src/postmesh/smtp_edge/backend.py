@@ -32,6 +32,10 @@ class EdgeBackend(Protocol):
 
     async def resolve_recipient(self, address: str) -> RecipientKind: ...
 
+    async def address_owners(self, address: str) -> list[str]:
+        """The users a local address delivers to (itself, or an alias's users); empty for a
+        remote or unknown address. Who may send as the address (submission sender check)."""
+
     async def put_blob(self, data: bytes) -> str:
         """Store ``data`` durably and return its blob id (claim check)."""
 
@@ -73,6 +77,17 @@ class GrpcEdgeBackend:
         if kind is None:
             raise BackendUnavailable(f"auth.ResolveRecipient: unknown kind {resp.kind}")
         return kind
+
+    async def address_owners(self, address: str) -> list[str]:
+        try:
+            resp = await self.auth.ResolveRecipient(
+                auth_pb2.ResolveRecipientRequest(address=address), timeout=self.deadline
+            )
+        except grpc.aio.AioRpcError as e:
+            raise BackendUnavailable(f"auth.ResolveRecipient: {e.code().name}") from e
+        if resp.kind != auth_pb2.RECIPIENT_KIND_LOCAL_USER:
+            return []
+        return [u.lower() for u in resp.users]
 
     async def put_blob(self, data: bytes) -> str:
         async def chunks() -> AsyncIterator[store_pb2.ContentChunk]:

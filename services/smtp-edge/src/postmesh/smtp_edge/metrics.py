@@ -29,3 +29,8 @@ ACCEPT_LATENCY = Histogram(
     "From the end of DATA to the 250 reply: claim check (if any) and durable publish.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+AUTH_RESULTS = Counter(
+    "postmesh_smtp_edge_auth_results_total",
+    "Inbound SPF (MAIL FROM), DKIM (per signature), ARC and DMARC results on the MX.",
+    ["method", "result"],
+)

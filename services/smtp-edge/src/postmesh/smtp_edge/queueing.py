@@ -1,4 +1,4 @@
-"""Making an accepted message durable: Received: header, claim check, publish on the bus.
+"""Making an accepted message durable: trace headers (Received:, Authentication-Results), claim check, publish on the bus.
 
 The caller answers 250 only if :meth:`MessageQueuer.enqueue` returned (the record is durable)."""
 
@@ -35,6 +35,10 @@ class Envelope:
     smtputf8: bool = False
     ret: str = ""
     envid: str = ""
+    # Authentication-Results (MX only), placed under our Received: field.
+    auth_header: bytes = b""
+    # Local delivery's target mailbox ("" = INBOX; "Junk" for DMARC quarantine).
+    mailbox: str = ""
 
 
 class QueueFailed(Exception):
@@ -72,6 +76,7 @@ class MessageQueuer:
                 recipients=[r.address for r in envelope.recipients],
                 smtputf8=envelope.smtputf8,
             )
+            + envelope.auth_header
             + content
         )
         record = events_pb2.InboundMessage(
@@ -94,6 +99,7 @@ class MessageQueuer:
             ret=envelope.ret,
             body_type=envelope.body_type,
             smtputf8=envelope.smtputf8,
+            mailbox=envelope.mailbox,
         )
         blob_id = ""
         try:

@@ -40,6 +40,18 @@ class SmtpEdgeSettings(ServiceSettings):
     # as CRLF lines, "reject" answers 550 5.6.0 (Postfix 3.9 smtpd_forbid_bare_newline). Only
     # CRLF.CRLF ends DATA either way, and a bare CR is always refused.
     smtp_bare_newline: Literal["normalize", "reject"] = "normalize"
+    # On the MX (not for authenticated clients): SPF for MAIL FROM and HELO, DKIM, ARC and
+    # DMARC, recorded in an Authentication-Results header naming POSTMESH_HOSTNAME.
+    smtp_inbound_auth: bool = True
+    # Refuse a DMARC failure whose domain asks p=reject with 550 5.7.1 (RFC 7489 §10.1); when
+    # false such mail is quarantined instead.
+    smtp_dmarc_reject: bool = True
+    # Where a DMARC p=quarantine failure is filed for local recipients; empty means INBOX.
+    smtp_dmarc_quarantine_mailbox: str = "Junk"
+    # Authenticated clients may use as envelope sender and in From only addresses that
+    # deliver to them (their own or an alias's; 553 5.7.1 otherwise), as Postfix's
+    # reject_sender_login_mismatch.
+    smtp_sender_login_check: bool = True
     # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.

@@ -2,29 +2,29 @@
 our own MAIL/RCPT/DATA/AUTH/EHLO (aiosmtpd's lack enhanced status codes, async authentication,
 DSN, bare-newline checks, and AUTH on implicit TLS).
 
-aiosmtpd is pinned below 1.5; the few private members used here (``_reader``, ``_tls_protocol``,
-``_timeout_cb``, ``_timeout_handle``, ``_handle_client``) are aiosmtpd's own extension points
-in practice and are used by aiosmtpd itself the same way."""
+aiosmtpd's internals are reached only through :mod:`postmesh.smtp_edge.aiosmtpd_adapter`."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import secrets
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiosmtpd.smtp import SMTP
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
+from postmesh.common.mailauth.authresults import strip_forged
+from postmesh.common.mailauth.dmarc import AuthorDomainError, from_addresses
 from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
+from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
+from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     DataReader,
     ProtocolError,
@@ -45,6 +45,7 @@ from postmesh.smtp_edge.queueing import (
 from postmesh.smtp_edge.received import ClientFacts, TlsFacts
 from postmesh.smtp_edge.session import (
     MECHANISMS,
+    MX,
     ListenerPolicy,
     SessionState,
     Transaction,
@@ -77,7 +78,7 @@ def tls_facts(transport: Any) -> TlsFacts | None:
     )
 
 
-class EdgeSMTP(SMTP):  # type: ignore[misc]
+class EdgeSMTP(AdaptedSMTP):
     def __init__(
         self,
         *,
@@ -90,10 +91,12 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         inflight: set[asyncio.Task[Queued]],
         loop: asyncio.AbstractEventLoop,
         resolver: Resolver,
+        authenticator: InboundAuthenticator,
         client: Address | None = None,
     ) -> None:
         super().__init__(
-            _NoHooks(),
+            handler=_NoHooks(),
+            command_size_limits=COMMAND_LIMITS,
             data_size_limit=settings.smtp_max_message_bytes,
             # Arguments decode as UTF-8 (surrogateescape), replies are sent as UTF-8; whether
             # a non-ASCII address is allowed is decided per transaction (RFC 6531).
@@ -108,10 +111,6 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             auth_require_tls=False,
             loop=loop,
         )
-        # An instance dict: aiosmtpd's class-level one is shared and grows with every EHLO.
-        self.command_size_limits = collections.defaultdict(
-            lambda: SMTP.command_size_limit, COMMAND_LIMITS
-        )
         self.policy = policy
         self.settings = settings
         self.backend = backend
@@ -125,17 +124,18 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         self.resolver = resolver
         # Reverse DNS of the client, looked up while the session goes on (Received, iprev).
         self._iprev: asyncio.Future[IprevResult] | None = None
+        self.authenticator = authenticator
+        # SPF of the current transaction, started at MAIL FROM (MX only).
+        self._spf: asyncio.Task[SpfChecks] | None = None
 
     # --- connection lifecycle -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        after_starttls = self._original_transport is not None and self.transport is not None
+        after_starttls = self.starttls_completed()
         super().connection_made(transport)
-        assert self.session is not None
         if self.proxied_client is not None:
-            # aiosmtpd makes a new session (peer from the socket) after STARTTLS too. Its
-            # annotation says str, but it stores the peername tuple, as here.
-            self.session.peer = self.proxied_client  # type: ignore[assignment]
+            # aiosmtpd makes a new session (peer from the socket) after STARTTLS too.
+            self.set_peer(self.proxied_client)
         if after_starttls:
             self.state.reset_after_starttls(tls_facts(transport))
             log.info(
@@ -143,7 +143,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 extra=kv(session_id=self.state.session_id, tls=str(self.state.tls)),
             )
             return
-        peer = self.session.peer
+        peer = self.peer
         self.state.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._iprev = asyncio.ensure_future(check_iprev(self.resolver, self.state.peer_ip))
         if self.policy.implicit_tls:
@@ -157,11 +157,11 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             self._iprev.cancel()
         super().connection_lost(error)
 
-    async def _handle_client(self) -> None:
+    async def run_session(self, command_loop: Callable[[], Awaitable[None]]) -> None:
         bind_log_context(session_id=self.state.session_id, listener=self.policy.name)
         log.info("connect", extra=kv(remote_ip=self.state.peer_ip, tls=self.state.tls is not None))
         try:
-            await super()._handle_client()
+            await command_loop()
         finally:
             log.info(
                 "disconnect",
@@ -173,11 +173,10 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
                 ),
             )
 
-    def _timeout_cb(self) -> None:
+    def on_idle_timeout(self) -> None:
         # RFC 5321 §4.5.3.2: tell the client why before closing (aiosmtpd just closes).
         log.info("idle timeout", extra=kv(session_id=self.state.session_id))
         self._last_words(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     @property
     def busy(self) -> bool:
@@ -196,7 +195,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             return
         self._hung_up = True
         try:
-            self._writer.write(reply.encode() + b"\r\n")
+            self.write_now(reply.encode() + b"\r\n")
         except (OSError, RuntimeError, AttributeError):
             # A TLS transport mid-teardown can fail to take data; the client is gone anyway.
             log.debug("could not send final reply", extra=kv(session_id=self.state.session_id))
@@ -208,21 +207,21 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = with_enhanced_code(text)
-        await super().push(text)
+        await self.push_raw(text)
         if text[:1] in ("4", "5") and not text.startswith("421"):
             self.state.errors += 1
             if self.state.errors >= self.settings.smtp_max_errors:
                 log.warning("too many errors; hanging up", extra=kv(errors=self.state.errors))
                 await self._hang_up(f"421 4.7.0 {self.hostname} Error: too many errors")
 
-    async def _push_raw(self, line: str) -> None:
+    async def _push_verbatim(self, line: str) -> None:
         if not self._hung_up:
-            await super().push(line)
+            await self.push_raw(line)
 
     async def _hang_up(self, reply: str) -> None:
         if self._hung_up:
             return
-        await self._push_raw(reply)
+        await self._push_verbatim(reply)
         self._hung_up = True
         if self.transport is not None:
             self.transport.close()
@@ -240,9 +239,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     def _greeted(self, hostname: str, esmtp: bool) -> None:
         # RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
-        assert self.session is not None
-        self.session.host_name = hostname
-        self.session.extended_smtp = esmtp
+        self.set_greeted(hostname, esmtp)
         self.state.helo = hostname
         self.state.esmtp = esmtp
         self._end_transaction()
@@ -254,7 +251,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
         self._greeted(arg, esmtp=False)
-        await self._push_raw(f"250 {self.hostname}")
+        await self._push_verbatim(f"250 {self.hostname}")
 
     async def smtp_EHLO(self, arg: str | None) -> None:
         if self._hung_up:
@@ -273,7 +270,7 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             ),
         ]
         for i, line in enumerate(lines):
-            await self._push_raw(("250 " if i == len(lines) - 1 else "250-") + line)
+            await self._push_verbatim(("250 " if i == len(lines) - 1 else "250-") + line)
 
     async def _require_helo(self) -> bool:
         if self.state.helo is None:
@@ -389,15 +386,15 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         return "", username, decode_login_field(password_b64)
 
     async def _challenge(self, text: str) -> str | None:
-        await self._push_raw("334 " + encode_challenge(text))
+        await self._push_verbatim("334 " + encode_challenge(text))
         try:
-            line = await self._reader.readline()
+            line = await self.read_line()
         except ValueError:  # longer than the stream limit
             await self.push("500 5.5.6 Authentication exchange line is too long")
             return None
         if not line.endswith(b"\n"):  # connection closed
             return None
-        self._reset_timeout()
+        self.restart_idle_timer()
         response = line.rstrip(b"\r\n").decode("ascii", "replace")
         if response == "*":
             await self.push("501 5.7.0 Authentication aborted")
@@ -427,9 +424,15 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
         except ProtocolError as e:
             await self._reject(e.reply, e.reason)
             return
+        if mail.sender and not await self._may_send_as([mail.sender]):
+            return
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
         log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
+        if self._checks_sender():
+            self._spf = self.authenticator.start_spf(
+                self.state.peer_ip, mail.sender, self.state.helo or ""
+            )
         await self.push("250 2.1.0 Ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -500,25 +503,34 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     def _end_transaction(self) -> None:
         self.state.txn = None
+        if self._spf is not None:
+            self._spf.cancel()  # no-op when done
+            self._spf = None
         unbind_log_context("queue_id")
+
+    def _checks_sender(self) -> bool:
+        """Inbound authentication: on the MX, for clients that did not authenticate."""
+        return (
+            self.authenticator.policy.enabled and self.policy.name == MX and self.state.user is None
+        )
 
     async def _receive_data(self) -> bytes | None:
         """The message, or None after a rejection reply (or a lost connection)."""
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = DataReader(self.settings.smtp_max_message_bytes)
         while True:
-            chunk = await self._reader.read(DATA_CHUNK)
+            chunk = await self.read_some(DATA_CHUNK)
             if not chunk:
                 log.info("connection lost during DATA")
                 return None
             # A slow but steady upload is not idle.
-            self._reset_timeout()
+            self.restart_idle_timer()
             leftover = reader.feed(chunk)
             if leftover is not None:
                 break
         if leftover:
             # Pipelined commands after the end marker (RFC 2920) belong to the command reader.
-            self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
+            self.unread(leftover)
         if reader.too_big:
             await self._reject(
                 "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
@@ -537,7 +549,25 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
         st = self.state
+        self.stop_idle_timer()  # our checks and the bus are not client idleness
+        # RFC 8601 §5: an Authentication-Results field claiming to be ours is a forgery.
+        content, forged = strip_forged(content, self.hostname)
+        if forged:
+            log.info("removed forged authentication-results", extra=kv(count=forged))
+        if self.state.user is not None and self.settings.smtp_sender_login_check:
+            try:
+                authors = from_addresses(content)
+            except AuthorDomainError:
+                authors = []  # no single From field: the envelope sender was checked
+            if not await self._may_send_as(authors):
+                self.restart_idle_timer()
+                return
         iprev = await self._reverse_dns()
+        verdict = await self._inbound_verdict(content, iprev)
+        if verdict.reject:
+            self.restart_idle_timer()
+            await self._reject(verdict.reject, "dmarc_reject")
+            return
         envelope = Envelope(
             queue_id=txn.queue_id,
             mail_from=txn.mail.sender,
@@ -555,14 +585,14 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             smtputf8=txn.mail.smtputf8,
             ret=txn.mail.ret,
             envid=txn.mail.envid,
+            auth_header=verdict.header,
+            mailbox=verdict.mailbox,
         )
         # Shielded: a client that disconnects now must not cancel a half-done publish; the
         # message is then queued (and logged) though the client may send it again.
         task = asyncio.ensure_future(self.queuer.enqueue(envelope, content))
         self._inflight.add(task)
         task.add_done_callback(_forget(self._inflight))
-        if self._timeout_handle is not None:
-            self._timeout_handle.cancel()  # waiting for the bus is not client idleness
         try:
             queued = await asyncio.shield(task)
         except QueueFailed:
@@ -570,9 +600,46 @@ class EdgeSMTP(SMTP):  # type: ignore[misc]
             await self.push("451 4.3.0 Temporary failure, please retry")
             return
         finally:
-            self._reset_timeout()
+            self.restart_idle_timer()
         st.messages += 1
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
+
+    async def _may_send_as(self, addresses: list[str]) -> bool:
+        """Submission: the envelope sender and the From addresses must belong to the
+        authenticated user or be one of their aliases (as Postfix's
+        reject_sender_login_mismatch with smtpd_sender_login_maps). Replies when not."""
+        user = self.state.user
+        if user is None or not self.settings.smtp_sender_login_check:
+            return True
+        for address in addresses:
+            try:
+                owners = await self.backend.address_owners(address)
+            except BackendUnavailable as e:
+                log.warning("sender lookup failed", extra=kv(sender=address, error=str(e)))
+                await self._reject(
+                    f"451 4.3.0 <{address}>: Temporary lookup failure", "temp_failure"
+                )
+                return False
+            if user.lower() not in owners:
+                await self._reject(
+                    f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}",
+                    "sender_mismatch",
+                )
+                return False
+        return True
+
+    async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
+        if self._spf is None:
+            return Verdict(b"")
+        try:
+            spf = await self._spf
+            return await self.authenticator.evaluate(content, self.state.peer_ip, iprev, spf)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in a check must not refuse or lose mail: accept it unannotated.
+            log.exception("inbound authentication failed; message accepted without results")
+            return Verdict(b"")
 
     async def _reverse_dns(self) -> IprevResult:
         if self._iprev is None:

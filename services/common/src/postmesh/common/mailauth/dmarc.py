@@ -66,10 +66,9 @@ class AuthorDomainError(ValueError):
     """The message has no single author domain to check (RFC 7489 §6.6.1)."""
 
 
-def author_domain(message: bytes) -> str:
-    """The domain of the RFC 5322.From address. Zero or several From fields, or addresses of
-    different domains, raise AuthorDomainError (§6.6.1 lets a receiver refuse or skip them;
-    we record permerror and apply no policy)."""
+def from_addresses(message: bytes) -> list[str]:
+    """The addresses of the RFC 5322.From field (RFC 5322 §3.6.2: a mailbox-list). Zero or
+    several From fields raise AuthorDomainError."""
     header, _ = split_message(message)
     values = [
         f.split(b":", 1)[1].decode("utf-8", "replace").replace("\r\n", "")
@@ -78,10 +77,15 @@ def author_domain(message: bytes) -> str:
     ]
     if len(values) != 1:
         raise AuthorDomainError(f"{len(values)} From fields")
+    return [addr.strip() for _, addr in email.utils.getaddresses(values) if "@" in addr]
+
+
+def author_domain(message: bytes) -> str:
+    """The domain of the RFC 5322.From address. Zero or several From fields, or addresses of
+    different domains, raise AuthorDomainError (§6.6.1 lets a receiver refuse or skip them;
+    we record permerror and apply no policy)."""
     domains = {
-        addr.rpartition("@")[2].strip().rstrip(".").lower()
-        for _, addr in email.utils.getaddresses(values)
-        if "@" in addr
+        addr.rpartition("@")[2].strip().rstrip(".").lower() for addr in from_addresses(message)
     }
     if len(domains) != 1 or not next(iter(domains)):
         raise AuthorDomainError("no single author domain in From")

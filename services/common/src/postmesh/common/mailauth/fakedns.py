@@ -28,3 +28,23 @@ class FakeResolver:
             return Answer(list(self.records[key]))
         exists = any(n == key[0] or n.endswith("." + key[0]) for n, _ in self.records)
         return Answer([], nxdomain=not exists)
+
+
+def rsa_test_key(bits: int = 2048) -> tuple[bytes, str]:
+    """A fresh RSA key for signing tests: (PKCS#1 PEM private key for dkimpy, the base64
+    SubjectPublicKeyInfo for the ``p=`` of its DKIM key record)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, base64.b64encode(pub).decode()

@@ -1,117 +1,335 @@
-"""FETCH and UID FETCH (RFC 9051 §6.4.5, §6.4.9)."""
+"""FETCH and UID FETCH (RFC 9051 §6.4.5, §6.4.9), BINARY (RFC 3516), CHANGEDSINCE and VANISHED
+(RFC 7162 §3.1.4.1, §3.2.6).
+
+Each FETCH asks the store only for what its items need: message metadata (flags, sizes, dates,
+MODSEQ) when an item or the \\Seen side effect needs it, the parsed structure (GetMessageMeta)
+for ENVELOPE, BODY[STRUCTURE] and any section other than the whole message, and the content
+only for body sections that are not the top-level header.
+"""
 
 from __future__ import annotations
 
-from postmesh.imap_gw import response
-from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postmesh.imap_gw import fetch_render, response
+from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound, MessageStructure
 from postmesh.imap_gw.commands import SELECTED, handles
-from postmesh.imap_gw.commands.sync import list_messages
-from postmesh.imap_gw.message import SectionUnsupported, partial, section_bytes, split
+from postmesh.imap_gw.commands.sync import MailboxLost, list_messages, resync, uid_set
+from postmesh.imap_gw.message import (
+    UnknownCte,
+    binary_bytes,
+    binary_size_known,
+    needs_content,
+    partial,
+    section_bytes,
+)
 from postmesh.imap_gw.parser.commands import Fetch
 from postmesh.imap_gw.parser.fetch import FetchAtt, FetchKind
 from postmesh.imap_gw.parser.sequence import SequenceError
 from postmesh.imap_gw.session import Result, Session, bad, no, ok
 
-_NOT_YET = frozenset(
+_FLAGS = FetchAtt(FetchKind.FLAGS)
+_UID = FetchAtt(FetchKind.UID)
+_MODSEQ = FetchAtt(FetchKind.MODSEQ)
+_META_KINDS = frozenset(
+    {FetchKind.FLAGS, FetchKind.INTERNALDATE, FetchKind.RFC822_SIZE, FetchKind.MODSEQ}
+)
+_STRUCTURE_KINDS = frozenset(
     {
         FetchKind.ENVELOPE,
         FetchKind.BODYSTRUCTURE,
         FetchKind.BODY_STRUCTURE,
+        FetchKind.RFC822_HEADER,
+        FetchKind.RFC822_TEXT,
         FetchKind.BINARY,
         FetchKind.BINARY_SIZE,
     }
 )
-_CONTENT = frozenset(
-    {FetchKind.RFC822, FetchKind.RFC822_HEADER, FetchKind.RFC822_TEXT, FetchKind.BODY_SECTION}
-)
-_FLAGS = FetchAtt(FetchKind.FLAGS)
-_UID = FetchAtt(FetchKind.UID)
+# GetMessageMeta UIDs per request: bounded answers for FETCH 1:* (ENVELOPE).
+_STRUCTURE_BATCH = 256
+# Output is written in batches of about this size (see _Output).
+_WRITE_BYTES = 64 * 1024
 
 
-def _item(att: FetchAtt, meta: MessageMeta, content: bytes | None) -> bytes:
-    kind = att.kind
-    if kind is FetchKind.FLAGS:
-        return b"FLAGS " + response.flag_list(meta.flags)
-    if kind is FetchKind.UID:
-        return b"UID %d" % meta.uid
-    if kind is FetchKind.RFC822_SIZE:
-        return b"RFC822.SIZE %d" % meta.size
-    if kind is FetchKind.INTERNALDATE:
-        return b"INTERNALDATE " + response.internal_date(meta.internal_date)
-    assert content is not None
-    if kind is FetchKind.RFC822:
-        data = content
-    elif kind is FetchKind.RFC822_HEADER:
-        data = split(content)[0]
-    elif kind is FetchKind.RFC822_TEXT:
-        data = split(content)[1]
-    else:
-        data = partial(section_bytes(content, att.section), att.partial)
-    # Message data always as a literal: it may hold anything (RFC 9051 §4.3).
-    return att.response_name().encode() + b" " + response.literal(data)
+@dataclass(frozen=True, slots=True)
+class _Needs:
+    """What the store must be asked for, from the items of one FETCH."""
+
+    meta: bool
+    structure: bool
+    content: bool  # for every message (BINARY.SIZE may still need it per message)
+
+    @classmethod
+    def of(cls, atts: Sequence[FetchAtt], changed_since: int | None) -> _Needs:
+        meta = changed_since is not None or any(a.kind in _META_KINDS or a.sets_seen for a in atts)
+        structure = False
+        content = False
+        for a in atts:
+            if a.kind in _STRUCTURE_KINDS:
+                structure = True
+            if a.kind is FetchKind.BODY_SECTION:
+                whole = a.section is None or (not a.section.part and a.section.text is None)
+                structure = structure or not whole
+                content = content or needs_content(a.section)
+            elif a.kind in (FetchKind.RFC822, FetchKind.RFC822_TEXT, FetchKind.BINARY):
+                content = True
+        return cls(meta, structure, content)
+
+
+class _Render:
+    """Renders the FETCH items of one message; ``raw`` and ``structure`` as fetched."""
+
+    def __init__(
+        self,
+        session: Session,
+        uid: int,
+        meta: MessageMeta | None,
+        structure: MessageStructure | None,
+        raw: bytes | None,
+    ) -> None:
+        self.utf8 = session.utf8 or session.rev2
+        self.uid = uid
+        self.meta = meta
+        self.structure = structure
+        self.raw = raw
+
+    def item(self, att: FetchAtt) -> list[bytes]:
+        """The item as pieces to join (large literals are not copied more than once)."""
+        kind = att.kind
+        if kind is FetchKind.UID:
+            return [b"UID %d" % self.uid]
+        if kind in _META_KINDS:
+            m = self.meta
+            assert m is not None
+            if kind is FetchKind.FLAGS:
+                return [b"FLAGS " + response.flag_list(m.flags)]
+            if kind is FetchKind.RFC822_SIZE:
+                return [b"RFC822.SIZE %d" % m.size]
+            if kind is FetchKind.MODSEQ:
+                return [b"MODSEQ (%d)" % m.modseq]
+            return [b"INTERNALDATE " + response.internal_date(m.internal_date)]
+        if kind is FetchKind.RFC822:
+            assert self.raw is not None
+            return _literal(b"RFC822", self.raw)
+        st = self.structure
+        if st is None:
+            # BODY[] alone needs no structure: the whole message.
+            assert self.raw is not None and kind is FetchKind.BODY_SECTION
+            return _literal(att.response_name().encode(), partial(self.raw, att.partial))
+        if kind is FetchKind.ENVELOPE:
+            return [b"ENVELOPE " + fetch_render.envelope(st.envelope, utf8=self.utf8)]
+        if kind in (FetchKind.BODYSTRUCTURE, FetchKind.BODY_STRUCTURE):
+            ext = kind is FetchKind.BODYSTRUCTURE
+            name = b"BODYSTRUCTURE " if ext else b"BODY "
+            return [name + fetch_render.body(st.body, extensible=ext, utf8=self.utf8)]
+        if kind is FetchKind.RFC822_HEADER:
+            return _literal(b"RFC822.HEADER", st.header)
+        if kind is FetchKind.RFC822_TEXT:
+            assert self.raw is not None
+            return _literal(b"RFC822.TEXT", self.raw[st.body.body_offset :])
+        section = att.section
+        part = section.part if section is not None else ()
+        if kind is FetchKind.BINARY_SIZE:
+            size = self._binary_size(st, part)
+            return [att.response_name().encode() + (b" NIL" if size is None else b" %d" % size)]
+        name = att.response_name().encode()
+        if kind is FetchKind.BINARY:
+            assert self.raw is not None
+            data = binary_bytes(self.raw, st.body, part)
+            if data is None:
+                return [name + b" NIL"]
+            return _literal(name, partial(data, att.partial), binary=True)
+        size = len(self.raw) if self.raw is not None else 0
+        body = section_bytes(self.raw, st.header, st.body, section, size)
+        if body is None:
+            return [name + b" NIL"]  # no such part
+        return _literal(name, partial(body, att.partial))
+
+    def _binary_size(self, st: MessageStructure, part: tuple[int, ...]) -> int | None:
+        if not part:
+            return st.body.body_offset + st.body.size  # the whole message
+        known = binary_size_known(st.body, part)
+        if known is not None or self.raw is None:
+            return known
+        data = binary_bytes(self.raw, st.body, part)
+        return None if data is None else len(data)
+
+
+def _literal(name: bytes, data: bytes, *, binary: bool = False) -> list[bytes]:
+    """Message data always goes out as a literal: it may hold anything (RFC 9051 §4.3);
+    decoded BINARY data with NUL octets as a literal8 (RFC 3516 §4.3)."""
+    prefix = b"~" if binary and b"\0" in data else b""
+    return [name, b" %s{%d}\r\n" % (prefix, len(data)), data]
+
+
+def _content_needed_for_size(atts: Sequence[FetchAtt], st: MessageStructure | None) -> bool:
+    """BINARY.SIZE of an encoded part: only the decoded content tells its size."""
+    if st is None:
+        return False
+    for a in atts:
+        part = a.section.part if a.section is not None else ()
+        if a.kind is FetchKind.BINARY_SIZE and part and binary_size_known(st.body, part) is None:
+            return True
+    return False
+
+
+class _Output:
+    """FETCH responses gathered into writes of about :data:`_WRITE_BYTES`: one write (and one
+    wait for the client to read) per batch, not per message, and each piece copied once."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    async def add(self, pieces: list[bytes]) -> None:
+        self._pieces += pieces
+        self._size += sum(len(p) for p in pieces)
+        if self._size >= _WRITE_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pieces:
+            data = b"".join(self._pieces)
+            self._pieces, self._size = [], 0
+            await self._session.send(data)
+
+
+async def _structures(
+    session: Session, mailbox: str, uids: Sequence[int]
+) -> dict[int, MessageStructure]:
+    assert session.user is not None
+    out: dict[int, MessageStructure] = {}
+    for i in range(0, len(uids), _STRUCTURE_BATCH):
+        batch = uids[i : i + _STRUCTURE_BATCH]
+        for st in await session.store.get_structure(session.user, mailbox, batch):
+            out[st.uid] = st
+    return out
+
+
+async def _vanished(session: Session, cmd: Fetch, since: int) -> None:
+    """RFC 7162 §3.2.6: before the FETCH data, the UIDs of the requested set that were
+    expunged after ``since``, as ``VANISHED (EARLIER)``."""
+    sel = session.selected
+    assert sel is not None and session.user is not None
+    changes = await session.store.get_changes(session.user, sel.name, since)
+    largest = max(sel.uidnext - 1, sel.uids[-1] if sel.uids else 0, *changes.expunged_uids, 0)
+    ranges = [(largest if a == 0 else a, largest if b == 0 else b) for a, b in cmd.sequence.ranges]
+    gone = [u for u in changes.expunged_uids if any(min(a, b) <= u <= max(a, b) for a, b in ranges)]
+    if gone:
+        await session.untagged("VANISHED (EARLIER) " + uid_set(gone))
 
 
 @handles(Fetch, SELECTED)
 async def fetch(session: Session, cmd: Fetch) -> Result:
     sel = session.selected
     assert sel is not None and session.user is not None
-    for att in cmd.attributes:
-        if att.kind in _NOT_YET:
-            return no(f"FETCH {att.kind.value} is not supported yet", "CANNOT")
+    mods = cmd.modifiers
+    if mods.vanished and not session.qresync:
+        return bad("VANISHED needs ENABLE QRESYNC first (RFC 7162 §3.2.6)", "CLIENTBUG")
+    sequence = cmd.sequence  # "$" already expanded by dispatch (RFC 5182)
     try:
         if cmd.uid:
             # Non-existent UIDs are ignored, not an error (RFC 9051 §6.4.9).
-            uids = cmd.sequence.resolve_uids(sel.uids)
+            uids = sequence.resolve_uids(sel.uids)
         else:
-            uids = [sel.uids[seq - 1] for seq in cmd.sequence.resolve_seq(sel.exists)]
+            uids = [sel.uids[seq - 1] for seq in sequence.resolve_seq(sel.exists)]
     except SequenceError as e:
         return bad(str(e), "CLIENTBUG")
-    if not uids:
-        return ok("FETCH completed")
     atts = list(dict.fromkeys(cmd.attributes))
     if cmd.uid and _UID not in atts:
         atts.insert(0, _UID)  # UID FETCH responses always carry the UID (RFC 9051 §6.4.9)
-    # Fresh metadata from the store: flags may have changed in another session.
-    metas = {
-        m.uid: m
-        for m in await list_messages(session, sel.name, after_uid=uids[0] - 1, up_to_uid=uids[-1])
-    }
-    present = [u for u in uids if u in metas]
-    gone = len(present) < len(uids)
+    if mods.changed_since is not None or _MODSEQ in atts:
+        session.condstore = True  # CONDSTORE-enabling (RFC 7162 §3.1)
+        if _MODSEQ not in atts:
+            atts.append(_MODSEQ)  # CHANGEDSINCE implies MODSEQ (RFC 7162 §3.1.4.1)
+    if mods.vanished and mods.changed_since is not None:
+        await _vanished(session, cmd, mods.changed_since)
+    if not uids:
+        return ok("FETCH completed")
+    needs = _Needs.of(atts, mods.changed_since)
+
+    metas: dict[int, MessageMeta] = {}
+    present = uids
+    gone = False
+    if needs.meta:
+        # Fresh metadata from the store: flags may have changed in another session.
+        listed = await list_messages(session, sel.name, after_uid=uids[0] - 1, up_to_uid=uids[-1])
+        metas = {m.uid: m for m in listed}
+        present = [u for u in uids if u in metas]
+        gone = len(present) < len(uids)
+        if mods.changed_since is not None:
+            since = mods.changed_since
+            present = [u for u in present if metas[u].modseq > since]
 
     # Fetching the text without PEEK sets \Seen, and the FLAGS change is reported in the same
     # FETCH response (RFC 9051 §6.4.5). A read-only (EXAMINEd) mailbox stays unchanged.
     seen_set: set[int] = set()
     if not sel.readonly and any(a.sets_seen for a in atts):
-        unseen = [u for u in present if "\\Seen" not in metas[u].flags]
-        if unseen:
+        if needs.meta:
+            targets = [u for u in present if "\\Seen" not in metas[u].flags]
+        else:
+            # No metadata asked for: the client's view says which are unseen (kept current by
+            # the mailbox events: a pending change is merged first).
+            try:
+                await resync(session)
+            except MailboxLost:
+                sel.dirty = True  # the store call below fails; the update loop says BYE
+            targets = [u for u in present if "\\Seen" not in sel.flags_of(u)]
+        if targets:
             updated = await session.store.store_flags(
-                session.user, sel.name, unseen, FlagsMode.ADD, ["\\Seen"]
+                session.user, sel.name, targets, FlagsMode.ADD, ["\\Seen"]
             )
             for m in updated:
+                known = metas[m.uid].flags if m.uid in metas else sel.flags_of(m.uid)
+                if "\\Seen" not in known:
+                    seen_set.add(m.uid)
                 metas[m.uid] = m
-                seen_set.add(m.uid)
-    needs_content = any(a.kind in _CONTENT for a in atts)
+            if not needs.meta:
+                # The store's answer lists the messages it still has.
+                missing = set(targets).difference(m.uid for m in updated)
+                if missing:
+                    present = [u for u in present if u not in missing]
+                    gone = True
 
+    structures = await _structures(session, sel.name, present) if needs.structure else {}
+    if needs.structure and len(structures) < len(present):
+        gone = True
+        present = [u for u in present if u in structures]
+
+    out = _Output(session)
     for uid in present:
-        seq = sel.seq_of(uid)
-        meta = metas[uid]
-        if _FLAGS in atts or uid in seen_set:
-            sel.record(meta)  # the client is sent these flags: nothing left to report
-        content = None
-        if needs_content:
+        seq = sel.seq_of(uid) or 0
+        meta = metas.get(uid)
+        st = structures.get(uid)
+        raw = None
+        if needs.content or _content_needed_for_size(atts, st):
             try:
-                content = await session.store.get_content(session.user, sel.name, uid)
+                raw = await session.store.get_content(session.user, sel.name, uid)
             except MessageNotFound:
                 gone = True
                 continue
+        render = _Render(session, uid, meta, st, raw)
+        pieces = [b"* %d FETCH (" % seq]
         try:
-            items = [_item(att, meta, content) for att in atts]
-        except SectionUnsupported as e:
-            return no(str(e), "CANNOT")
-        if uid in seen_set and _FLAGS not in atts:
-            items.append(_item(_FLAGS, meta, None))
-        await session.send(b"* %d FETCH (" % (seq or 0) + b" ".join(items) + b")\r\n")
+            for i, att in enumerate(atts):
+                if i:
+                    pieces.append(b" ")
+                pieces += render.item(att)
+        except UnknownCte:
+            await out.flush()
+            return no("Unknown Content-Transfer-Encoding, cannot decode", "UNKNOWN-CTE")
+        if meta is not None and (_FLAGS in atts or uid in seen_set):
+            sel.record(meta)  # the client is sent these flags: nothing left to report
+        if uid in seen_set:
+            if _FLAGS not in atts:
+                pieces += [b" ", *render.item(_FLAGS)]
+            if session.condstore and _MODSEQ not in atts:
+                pieces += [b" ", *render.item(_MODSEQ)]
+        pieces.append(b")\r\n")
+        await out.add(pieces)
+    await out.flush()
     if gone and not cmd.uid:
         # RFC 9051 §7.1: some messages were expunged; the client learns which at the next NOOP.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")

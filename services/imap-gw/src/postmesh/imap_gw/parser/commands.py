@@ -15,7 +15,13 @@ from postmesh.imap_gw.parser.base import Command as Command  # re-exported
 from postmesh.imap_gw.parser.copy import Copy, Move, copy_parser
 from postmesh.imap_gw.parser.cursor import Cursor, is_astring_char
 from postmesh.imap_gw.parser.errors import NotSupported, ParseError, UnknownCommand
-from postmesh.imap_gw.parser.fetch import FetchAtt, parse_fetch_atts
+from postmesh.imap_gw.parser.fetch import (
+    NO_MODIFIERS,
+    FetchAtt,
+    FetchModifiers,
+    parse_fetch_atts,
+    parse_fetch_modifiers,
+)
 from postmesh.imap_gw.parser.mailbox import ListCmd as ListCmd  # re-exported
 from postmesh.imap_gw.parser.mailbox import (
     parse_create,
@@ -147,6 +153,7 @@ class Fetch(Command):
     sequence: SequenceSet
     attributes: tuple[FetchAtt, ...]
     uid: bool = False
+    modifiers: FetchModifiers = NO_MODIFIERS
 
     @property
     def label(self) -> str:
@@ -236,10 +243,11 @@ def _fetch(uid: bool) -> Parser:
         seq = parse_sequence_set(cur, allow_saved=True)  # "$": RFC 5182 §2.1
         cur.expect_sp()
         atts = parse_fetch_atts(cur)
-        if cur.skip(b" ("):
-            raise ParseError("FETCH modifiers (CONDSTORE) are not supported")
+        modifiers = parse_fetch_modifiers(cur) if cur.skip(b" ") else NO_MODIFIERS
         cur.expect_end()
-        return Fetch(tag, seq, atts, uid)
+        if modifiers.vanished and not uid:
+            raise ParseError("VANISHED is only valid with UID FETCH (RFC 7162 §3.2.6)")
+        return Fetch(tag, seq, atts, uid, modifiers)
 
     return parse
 

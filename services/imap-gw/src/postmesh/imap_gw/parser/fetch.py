@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from postmesh.imap_gw.parser.cursor import Cursor
 from postmesh.imap_gw.parser.errors import ParseError
+from postmesh.imap_gw.parser.store import mod_sequence
 
 
 class FetchKind(enum.Enum):
@@ -23,6 +24,7 @@ class FetchKind(enum.Enum):
     BODY_SECTION = "BODY[]"  # BODY[section]<partial> and BODY.PEEK[...]
     BINARY = "BINARY[]"  # BINARY[section]<partial> and BINARY.PEEK[...] (RFC 3516)
     BINARY_SIZE = "BINARY.SIZE"
+    MODSEQ = "MODSEQ"  # RFC 7162 §3.1.4.1
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ _SIMPLE = {
         FetchKind.RFC822,
         FetchKind.RFC822_HEADER,
         FetchKind.RFC822_TEXT,
+        FetchKind.MODSEQ,
     )
 }
 
@@ -116,6 +119,8 @@ def _section(cur: Cursor, *, binary: bool) -> Section:
         cur.pos += 1
     spec = cur.data[start : cur.pos].decode("ascii", "replace").upper()
     pieces = spec.split(".")
+    if "" in pieces:
+        raise ParseError(f"invalid section {spec!r}")
     part: list[int] = []
     while pieces and pieces[0].isdigit():
         n = int(pieces.pop(0))
@@ -188,3 +193,39 @@ def parse_fetch_atts(cur: Cursor) -> tuple[FetchAtt, ...]:
         return MACROS[word]
     cur.pos = save
     return (parse_fetch_att(cur),)
+
+
+@dataclass(frozen=True)
+class FetchModifiers:
+    """``fetch-modifiers`` (RFC 7162 §3.1.4.1, §3.2.6): CHANGEDSINCE and VANISHED."""
+
+    changed_since: int | None = None
+    vanished: bool = False
+
+
+NO_MODIFIERS = FetchModifiers()
+
+
+def parse_fetch_modifiers(cur: Cursor) -> FetchModifiers:
+    """``SP "(" fetch-modifier *(SP fetch-modifier) ")"``, the leading SP already consumed;
+    each modifier at most once, VANISHED only with CHANGEDSINCE (RFC 7162 §3.2.6)."""
+    cur.expect(b"(")
+    changed_since: int | None = None
+    vanished = False
+    while True:
+        name = cur.atom("a FETCH modifier").upper()
+        if name == "CHANGEDSINCE" and changed_since is None:
+            cur.expect_sp()
+            changed_since = mod_sequence(cur, allow_zero=True)
+        elif name == "VANISHED" and not vanished:
+            vanished = True
+        elif name in ("CHANGEDSINCE", "VANISHED"):
+            raise ParseError(f"FETCH modifier {name} given twice")
+        else:
+            raise ParseError(f"unknown FETCH modifier {name[:30]!r}")
+        if cur.skip(b")"):
+            break
+        cur.expect_sp()
+    if vanished and changed_since is None:
+        raise ParseError("VANISHED needs CHANGEDSINCE (RFC 7162 §3.2.6)")
+    return FetchModifiers(changed_since, vanished)

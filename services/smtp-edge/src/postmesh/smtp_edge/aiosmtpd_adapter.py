@@ -1,0 +1,159 @@
+"""Every use of aiosmtpd's internals, in one place (issue 9).
+
+aiosmtpd gives us the connection, the command loop, line reading, STARTTLS and the idle timer;
+we implement the commands. The members below are private in aiosmtpd (and one in asyncio's
+StreamReader), so an upgrade may change them: :func:`check_compatibility` runs at import and
+stops the service at start with a message naming what changed, and the unit test
+``test_smtp_edge_aiosmtpd_adapter.py`` runs the same check plus a live session. aiosmtpd is
+pinned to 1.4.x (>= 1.4.6 for the CVE fixes, see LIBRARIES.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiosmtpd
+from aiosmtpd.smtp import SMTP
+
+# What this module was written against; check_compatibility() is what decides.
+TESTED_VERSIONS = ("1.4.6",)
+
+# aiosmtpd.smtp.SMTP members we call or override, and what they must be.
+_CLASS_MEMBERS: dict[str, str] = {
+    "_handle_client": "coroutine",  # the command loop task (overridden to wrap it)
+    "_timeout_cb": "function",  # idle timer expiry (overridden to say 421 first)
+    "_reset_timeout": "function",  # (duration=None): restart the idle timer
+    "smtp_STARTTLS": "coroutine",  # its TLS upgrade, which we keep
+    "push": "coroutine",
+    "connection_made": "function",
+    "connection_lost": "function",
+    "command_size_limit": "int",
+}
+# Instance attributes set by SMTP.__init__ / connection_made that we read.
+INSTANCE_MEMBERS = (
+    "_reader",
+    "_writer",
+    "_timeout_handle",
+    "_original_transport",
+    "session",
+    "transport",
+)
+
+
+class AiosmtpdIncompatible(RuntimeError):
+    """The installed aiosmtpd no longer has the internals this adapter uses."""
+
+
+def check_compatibility() -> None:
+    problems: list[str] = []
+    for name, kind in _CLASS_MEMBERS.items():
+        member = getattr(SMTP, name, None)
+        if member is None:
+            problems.append(f"SMTP.{name} is gone")
+        elif kind == "coroutine" and not inspect.iscoroutinefunction(member):
+            problems.append(f"SMTP.{name} is no longer a coroutine function")
+        elif kind == "function" and not callable(member):
+            problems.append(f"SMTP.{name} is no longer callable")
+        elif kind == "int" and not isinstance(member, int):
+            problems.append(f"SMTP.{name} is no longer an int")
+    reset = getattr(SMTP, "_reset_timeout", None)
+    if reset is not None and "duration" not in inspect.signature(reset).parameters:
+        problems.append("SMTP._reset_timeout lost its duration parameter")
+    if not isinstance(getattr(asyncio.StreamReader(), "_buffer", None), bytearray):
+        problems.append("asyncio.StreamReader._buffer is no longer a bytearray")
+    if problems:
+        raise AiosmtpdIncompatible(
+            f"aiosmtpd {aiosmtpd.__version__} (tested: {', '.join(TESTED_VERSIONS)}): "
+            + "; ".join(problems)
+        )
+
+
+check_compatibility()
+
+
+class AdaptedSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's SMTP with its internals behind named methods; subclasses use only these."""
+
+    def __init__(self, *, command_size_limits: Mapping[str, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # An instance dict: aiosmtpd's class-level one is shared and grows with every EHLO.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, command_size_limits
+        )
+
+    # --- hooks for subclasses -------------------------------------------------------------------
+
+    async def run_session(self, command_loop: Callable[[], Awaitable[None]]) -> None:
+        """Wraps the whole session (greeting to close); call ``command_loop`` once."""
+        await command_loop()
+
+    def on_idle_timeout(self) -> None:
+        """Called before aiosmtpd closes an idle connection."""
+
+    # --- overrides of aiosmtpd internals ---------------------------------------------------------
+
+    async def _handle_client(self) -> None:
+        await self.run_session(super()._handle_client)
+
+    def _timeout_cb(self) -> None:
+        self.on_idle_timeout()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    # --- named access to the internals -----------------------------------------------------------
+
+    def starttls_completed(self) -> bool:
+        """Call in connection_made before super(): True for the TLS transport after STARTTLS
+        (aiosmtpd calls connection_made a second time then)."""
+        return self._original_transport is not None and self.transport is not None
+
+    @property
+    def peer(self) -> Any:
+        return self.session.peer if self.session is not None else None
+
+    def set_peer(self, peer: Any) -> None:
+        """The client a PROXY header named. aiosmtpd's annotation says str, but it stores the
+        peername tuple, as here."""
+        assert self.session is not None
+        self.session.peer = peer
+
+    def set_greeted(self, hostname: str, esmtp: bool) -> None:
+        assert self.session is not None
+        self.session.host_name = hostname
+        self.session.extended_smtp = esmtp
+
+    async def read_line(self) -> bytes:
+        """One line including its LF; raises ValueError past the line length limit; a line
+        without LF means the connection closed."""
+        line: bytes = await self._reader.readline()
+        return line
+
+    async def read_some(self, limit: int) -> bytes:
+        data: bytes = await self._reader.read(limit)
+        return data
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Raises asyncio.IncompleteReadError when the connection closes first."""
+        data: bytes = await self._reader.readexactly(n)
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Give bytes read past the end of DATA (pipelined commands, RFC 2920) back to the
+        command reader."""
+        self._reader._buffer[:0] = data  # type: ignore[attr-defined]
+
+    def write_now(self, data: bytes) -> None:
+        """Write outside the command loop (final words before a close)."""
+        self._writer.write(data)
+
+    def stop_idle_timer(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    def restart_idle_timer(self, seconds: float | None = None) -> None:
+        self._reset_timeout(seconds)
+
+    async def push_raw(self, reply: str) -> None:
+        await super().push(reply)
