@@ -295,32 +295,3 @@ async def test_saved_result_in_other_commands(env: Env) -> None:
         reply = await c.cmd(bad)
         assert len(reply) == 1 and reply[0].startswith(b"k BAD "), (bad, reply)
     await c.close()
-
-
-def test_expand_saved_for_handlers() -> None:
-    """What handlers that take a sequence set get for ``$`` (dispatch does it for them)."""
-    from types import SimpleNamespace
-
-    from postmesh.imap_gw.commands.search import expand_saved
-    from postmesh.imap_gw.parser.sequence import SequenceSet
-    from postmesh.imap_gw.saved_search import SavedSearch
-    from postmesh.imap_gw.state import SelectedMailbox
-
-    sel = SelectedMailbox("INBOX", 1, readonly=False)
-    sel.uids.extend([3, 5, 9])
-    session = SimpleNamespace(saved_search=SavedSearch(), selected=sel)
-    dollar = SequenceSet((), saved=True)
-    assert expand_saved(session, dollar, uid=False) == SequenceSet(())  # type: ignore[arg-type]
-    session.saved_search.save(sel, [5, 9])
-    assert expand_saved(session, dollar, uid=False) == SequenceSet(((2, 3),))  # type: ignore[arg-type]
-    assert expand_saved(session, dollar, uid=True) == SequenceSet(((5, 5), (9, 9)))  # type: ignore[arg-type]
-    plain = SequenceSet(((1, 2),))
-    assert expand_saved(session, plain, uid=False) is plain  # type: ignore[arg-type]
-    # Saved in another selection of the mailbox: empty.
-    assert expand_saved(
-        SimpleNamespace(
-            saved_search=session.saved_search, selected=SelectedMailbox("INBOX", 1, readonly=False)
-        ),  # type: ignore[arg-type]
-        dollar,
-        uid=True,
-    ) == SequenceSet(())

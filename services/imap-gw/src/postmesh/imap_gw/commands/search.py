@@ -103,15 +103,6 @@ def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey
     return key
 
 
-def expand_saved(session: Session, seq: SequenceSet, *, uid: bool) -> SequenceSet:
-    """``$`` as the UIDs (``uid``) or sequence numbers it stands for; any other set unchanged.
-    Dispatch already does this for every command's sequence-set field
-    (``SavedSearch.expand_in``), so a handler calling it again gets its set back as is."""
-    if not seq.saved:
-        return seq
-    return session.saved_search.expand(session.selected, uid=uid)
-
-
 async def _modseq_of(session: Session, sel: SelectedMailbox, uids: list[int]) -> int:
     """Highest MODSEQ of a few messages (ESEARCH MIN/MAX, RFC 7162 §3.1.5)."""
     assert session.user is not None
