@@ -1,6 +1,6 @@
-"""Limits of issue 7 item 6 over the wire: literals before login, the APPEND literal tied to the
-message-size limit, pipelining, IDLE autologout and the per-user session cap. (Line length,
-the literal and command limits and the idle timeout outside IDLE are in test_imap_gw_wire.py.)"""
+"""Limits of issue 7 item 6 over the wire: literals before login, pipelining, IDLE autologout
+and the per-user session cap. (Line length, the literal and command limits and the idle timeout
+outside IDLE are in test_imap_gw_wire.py; APPEND's message-size limit with APPEND's tests.)"""
 
 from __future__ import annotations
 
@@ -34,9 +34,14 @@ async def test_literals_before_login_are_capped_small(make_env: MakeEnv) -> None
     await c.send(b"y" * 5000)
     assert (await c.line()).startswith(b"c NO ")
     await c.close()
-    # LITERAL+ before login beyond the cap: the data comes anyway; the session ends.
+    # LITERAL+ before login beyond the cap: the data comes anyway; it is read and dropped up
+    # to the literal limit (64 KiB), and the command refused.
     c = await Client.connect(env)
-    await c.send(b"d LOGIN {2000+}")
+    await c.send(b"d LOGIN {2000+}\r\n" + b"u" * 2000 + b" pw")
+    assert await c.line() == b"d BAD [TOOBIG] Literal too large"
+    assert await c.cmd(b"e NOOP") == [b"e OK NOOP completed"]
+    # Beyond that, too much to swallow: the session ends.
+    await c.send(b"f LOGIN {70000+}")
     assert await c.line() == b"* BYE [TOOBIG] Literal too large"
     assert await c.closed()
 

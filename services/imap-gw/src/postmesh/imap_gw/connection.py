@@ -12,10 +12,6 @@ from postmesh.imap_gw.parser.commands import NOT_YET, command_name, is_supported
 from postmesh.imap_gw.parser.cursor import LITERAL_AT_END
 from postmesh.imap_gw.response import Status
 
-# Commands whose literal is a message, limited by the message size rather than the literal
-# limit (RFC 9051 §6.3.12 APPEND).
-_MESSAGE_COMMANDS = frozenset({"APPEND"})
-
 # How long a closing connection's leftover input is read and dropped (see Connection.close).
 _LINGER_SECONDS = 2.0
 
@@ -54,7 +50,6 @@ class Connection:
         max_command: int,
         timeout: float,
         max_preauth_literal: int | None = None,
-        max_message: int | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -62,7 +57,6 @@ class Connection:
         self.max_literal = max_literal
         self.max_command = max_command
         self.max_preauth_literal = min(max_preauth_literal or max_literal, max_literal)
-        self.max_message = max_message or max_literal
         # Set by the session: before login, every literal is capped at max_preauth_literal.
         self.authenticated = False
         # Seconds a read (or a blocked write) may wait: the session sets it per state.
@@ -119,13 +113,10 @@ class Connection:
             raise ProtocolAbuse("Line too long", "TOOBIG") from e
         return line.rstrip(b"\r\n")
 
-    def literal_limit(self, name: str | None) -> int:
-        """The largest literal command ``name`` may carry now."""
-        if not self.authenticated:
-            return self.max_preauth_literal
-        if name in _MESSAGE_COMMANDS:
-            return max(self.max_message, self.max_literal)
-        return self.max_literal
+    def literal_limit(self) -> int:
+        """The largest literal a command may carry now (APPEND's message is streamed and
+        limited by its handler instead)."""
+        return self.max_literal if self.authenticated else self.max_preauth_literal
 
     def _literal_problem(self, first: bytes, size: int, total: int) -> bytes | None:
         """A reason to refuse a command before its literal is read (RFC 7888 §4: a server may
@@ -138,15 +129,7 @@ class Connection:
             if name in NOT_YET:
                 return response.tagged(tag, Status.NO, f"{name} is not supported yet", "CANNOT")
             return response.tagged(tag, Status.BAD, "Unknown command")
-        limit = self.literal_limit(name)
-        if name in _MESSAGE_COMMANDS and self.authenticated:
-            # A well-formed command asking for more than the server takes: NO, not BAD
-            # (RFC 7889 §3 / RFC 4469 TOOBIG). The rest of the command besides the message
-            # literal is limited as any command.
-            if size > limit or total + size > self.max_command + limit:
-                return response.tagged(tag, Status.NO, "Message too large", "TOOBIG")
-            return None
-        if size > limit or total + size > self.max_command:
+        if size > self.literal_limit() or total + size > self.max_command:
             return response.tagged(tag, Status.BAD, "Literal too large", "TOOBIG")
         return None
 
@@ -195,7 +178,7 @@ class Connection:
                 if synchronizing:
                     # The client sends nothing more for this command (RFC 9051 §7.5).
                     raise CommandRejected(rejection)
-                if size > self.literal_limit(command_name(first)):
+                if size > self.max_literal:
                     # A LITERAL+ client sends the data anyway; too much to swallow.
                     raise ProtocolAbuse("Literal too large", "TOOBIG")
                 await self._discard(size)

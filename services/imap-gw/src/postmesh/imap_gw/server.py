@@ -109,7 +109,6 @@ class ImapServer:
                     max_command=self.settings.imap_max_command_bytes,
                     timeout=self.settings.imap_preauth_timeout_seconds,
                     max_preauth_literal=self.settings.imap_max_preauth_literal_bytes,
-                    max_message=self.settings.imap_max_message_bytes,
                 )
                 if client is not None:
                     # The TCP peer is the load balancer; the PROXY header named the client

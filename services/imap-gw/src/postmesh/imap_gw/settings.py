@@ -20,8 +20,8 @@ class ImapSettings(ServiceSettings):
     imap_max_literal_bytes: int = Field(default=64 * 1024, ge=1024)
     # A whole command: its lines and literals together.
     imap_max_command_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # Before login, any literal (RFC 7888 §5 hardening: an unauthenticated client has no use
-    # for more than a user name or password).
+    # Any literal before login: an unauthenticated client needs no more than a user name or a
+    # password, so a stranger cannot make the server buffer 64 KiB literals.
     imap_max_preauth_literal_bytes: int = Field(default=8 * 1024, ge=256)
     # Logged-in sessions of one user on this replica (NO [LIMIT] at login beyond it); Dovecot
     # allows 10 per user and IP, Thunderbird alone opens up to 5 per account.
