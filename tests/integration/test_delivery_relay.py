@@ -325,8 +325,13 @@ def test_queue_admin_retry_now_delete_with_bounce_and_trace(
         assert "451 4.3.0 come back later" in entry["last_error"]
         status, page = admin(relay_stack, "GET", "/api/v1/queue?page_size=1000")
         assert status == 200 and qid in {e["queue_id"] for e in page["entries"]}
-        status, trace = admin(relay_stack, "GET", f"/api/v1/trace/{qid}")
-        assert status == 200 and trace["sender"] == sender
+        # The trace is read from postmesh.delivery-events, so it trails the queue a little.
+        trace = wait_for(
+            lambda: ((t := admin(relay_stack, "GET", f"/api/v1/trace/{qid}")[1])
+            and len(t.get("steps", [])) >= 3 and t) or None,
+            30, "the deferral in the trace",
+        )  # fmt: skip
+        assert trace["sender"] == sender
         steps = [(s["step"], s["recipient"]) for s in trace["steps"]]
         assert steps[:3] == [("accepted", ""), ("queued", "dave@later.test"),
                              ("deferred", "dave@later.test")]  # fmt: skip

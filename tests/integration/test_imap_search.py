@@ -44,25 +44,29 @@ def test_search_on_the_real_store(stack: Stack) -> None:
     user = f"search-{uuid.uuid4().hex[:8]}@example.test"
     password = "search-pass-1"
     create_user(stack, user, password)
-    submit(stack, user, password, _message(
-        user, user, "alpha report", "The quarterly numbers.\r\n",
-        "Mon, 1 Jan 2024 10:00:00 +0000"))  # fmt: skip
-    submit(stack, user, password, _message(
-        user, user, "beta lunch", "Pizza at noon? Schöne Grüße\r\n" + "filler " * 500 + "\r\n",
-        "Thu, 15 Feb 2024 09:30:00 +0000"))  # fmt: skip
-    submit(stack, user, password, _message(
-        user, user, "Re: alpha report", "Which numbers?\r\n",
-        "Tue, 12 Mar 2024 08:00:00 +0000"))  # fmt: skip
+    messages = [
+        _message(user, user, "alpha report", "The quarterly numbers.\r\n",
+                 "Mon, 1 Jan 2024 10:00:00 +0000"),
+        _message(user, user, "beta lunch",
+                 "Pizza at noon? Schöne Grüße\r\n" + "filler " * 500 + "\r\n",
+                 "Thu, 15 Feb 2024 09:30:00 +0000"),
+        _message(user, user, "Re: alpha report", "Which numbers?\r\n",
+                 "Tue, 12 Mar 2024 08:00:00 +0000"),
+    ]  # fmt: skip
 
     with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as imap:
         imap.starttls(insecure_tls())
         imap.login(user, password)
+        # Delivery handles records concurrently, so the UIDs follow submission order only when
+        # each message is in the mailbox before the next is submitted.
+        for count, msg in enumerate(messages, start=1):
+            submit(stack, user, password, msg)
 
-        def delivered() -> bool | None:
-            typ, data = imap.select("INBOX")
-            return (typ == "OK" and int(data[0] or 0) == 3) or None
+            def delivered(count: int = count) -> bool | None:
+                typ, data = imap.select("INBOX")
+                return (typ == "OK" and int(data[0] or 0) == count) or None
 
-        wait_for(delivered, what="three messages delivered")
+            wait_for(delivered, what=f"message {count} delivered")
         uids = _search(imap, "ALL", uid=True)
         assert len(uids) == 3
         assert _search(imap, "SUBJECT", "alpha") == [1, 3]
