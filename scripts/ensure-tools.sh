@@ -16,6 +16,8 @@ perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl
 command -v postfix >/dev/null || need+=(postfix)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
+# The OpenDKIM check brings up loopback in a network namespace of its own (ip, unshare).
+command -v ip >/dev/null || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -9,6 +9,7 @@ import asyncio
 import email
 import email.policy
 import json
+import re
 import smtplib
 import urllib.error
 import urllib.request
@@ -17,12 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dkim
+import dns.resolver
 import pytest
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common.devstack import Stack
 from postmesh.common.grpc import channel
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
+from tests.integration.infra.opendkim import opendkim_verify
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, wait_for
 from tests.integration.stack import test_env as quick_env
@@ -81,8 +85,6 @@ def relay_stack(tmp_path_factory: pytest.TempPathFactory, peers: Peers) -> Itera
         "POSTMESH_QUEUE_LEASE_SECONDS": "3",
         "POSTMESH_RELAY_CONNECT_TIMEOUT_SECONDS": "3",
         "POSTMESH_HOSTNAME": "out.example.test",
-        # Signing is issue 8's other half, tested on its own.
-        "POSTMESH_DKIM_SIGNING": "false",
     }
     stack = Stack(Path(tmp_path_factory.mktemp("relay")), free_stack_ports(), env)
     stack.start(timeout=90)
@@ -363,3 +365,74 @@ def test_queue_admin_retry_now_delete_with_bounce_and_trace(
         30, "the relayed step in the trace",
     )  # fmt: skip
     assert trace["steps"][-1]["reply"].startswith("250") and trace["queued"] == []
+
+
+def header_fields(msg: bytes) -> tuple[list[bytes], bytes]:
+    """The header fields (each with its folded lines and line ends) and the rest."""
+    head, _, body = msg.partition(b"\r\n\r\n")
+    fields: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line + b"\r\n"
+        else:
+            fields.append(line + b"\r\n")
+    return fields, b"\r\n" + body
+
+
+def only_signature(msg: bytes, keep: int) -> bytes:
+    """``msg`` with every DKIM-Signature field but the ``keep``-th removed."""
+    fields, rest = header_fields(msg)
+    sigs = [f for f in fields if f.lower().startswith(b"dkim-signature:")]
+    return b"".join(f for f in fields if f not in sigs or f is sigs[keep]) + rest
+
+
+def test_relayed_mail_is_dkim_signed_and_verifies_with_dkimpy_and_opendkim(
+    relay_stack: Stack, peers: Peers, dnsmasq: Callable[[Zone], Dnsmasq]
+) -> None:
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    submit(relay_stack, sender, pw, ["carol@ok.test"], message(sender, ["carol@ok.test"], marker))
+    [got] = wait_for(lambda: arrived(peers.postfix, marker) or None, 60, "the relayed message")
+    wire = got.replace(b"\n", b"\r\n")  # the peer's Maildir stores LF line ends
+    fields, _ = header_fields(wire)
+    sigs = [f for f in fields if f.lower().startswith(b"dkim-signature:")]
+    algorithms = [re.search(rb"\ba=([\w-]+)", s).group(1) for s in sigs]  # type: ignore[union-attr]
+    # RSA 2048 on top for verifiers that read one signature only, and Ed25519 (RFC 8463).
+    assert algorithms == [b"rsa-sha256", b"ed25519-sha256"], sigs
+    assert all(b"d=example.test" in s for s in sigs)
+
+    # The keys as an operator publishes them: auth's dns-records, served by a real DNS server.
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{relay_stack.ports.admin}/api/v1/domains/example.test/dns-records",
+        headers={"Authorization": f"Bearer {relay_stack.admin_token()}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        records = json.loads(resp.read())
+    keys = [
+        (r["name"].rstrip("."), r["value"])
+        for r in records
+        if r["type"] == "TXT" and "._domainkey." in r["name"]
+    ]
+    assert len(keys) >= 2, records
+    key_dns = dnsmasq(Zone(txt=keys, zones=["example.test"]))
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], key_dns.port
+
+    def txt(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+        return b"".join(s for rr in answer for s in rr.strings)  # type: ignore[attr-defined]
+
+    def dkimpy_verifies(msg: bytes, idx: int) -> bool:
+        try:
+            return bool(dkim.DKIM(msg).verify(idx=idx, dnsfunc=txt))
+        except dkim.ValidationError:  # dkimpy raises on a body hash mismatch
+            return False
+
+    assert [dkimpy_verifies(wire, i) for i in range(len(sigs))] == [True, True]
+    for i in range(len(sigs)):
+        verdict = opendkim_verify(only_signature(wire, i), keys, zone="example.test")
+        assert verdict.ok, (algorithms[i], verdict.output)
+    # Both judges do fail a message changed in transit, so the passes above mean something.
+    tampered = wire.replace(b"last line", b"last linE")
+    assert not dkimpy_verifies(tampered, 0) and not dkimpy_verifies(tampered, 1)
+    assert not opendkim_verify(only_signature(tampered, 0), keys, zone="example.test").ok
