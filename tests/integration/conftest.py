@@ -9,6 +9,7 @@ import pytest
 
 from postmesh.common.devstack import Stack
 from tests.integration.infra import FerretDB, KafkaBroker
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.stack import distributed_env, embedded_env, start_stack
 
 # Session fixtures `kafka_broker` and `ferretdb`: real servers on loopback.
@@ -21,8 +22,19 @@ def _dump_logs(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(Path(tmp_path_factory.mktemp("embedded")), embedded_env())
+def quiet_dns() -> Iterator[dict[str, str]]:
+    """A loopback DNS server for the shared stacks. Without one, the MX's SPF/DKIM/DMARC
+    lookups and delivery's MX lookups would go to the machine's resolver; tests send traffic
+    to loopback only. Names in its zones are NXDOMAIN, any other name is refused."""
+    with Dnsmasq(Zone(zones=["test", "example", "org", "com", "net", "invalid"])) as dns:
+        yield {"POSTMESH_DNS_SERVERS": dns.servers}
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(
+    tmp_path_factory: pytest.TempPathFactory, quiet_dns: dict[str, str]
+) -> Iterator[Stack]:
+    stack = start_stack(Path(tmp_path_factory.mktemp("embedded")), {**embedded_env(), **quiet_dns})
     yield stack
     _dump_logs(stack)
     stack.stop()
@@ -30,10 +42,14 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def distributed_stack(
-    tmp_path_factory: pytest.TempPathFactory, kafka_broker: KafkaBroker, ferretdb: FerretDB
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_broker: KafkaBroker,
+    ferretdb: FerretDB,
+    quiet_dns: dict[str, str],
 ) -> Iterator[Stack]:
     stack = start_stack(
-        Path(tmp_path_factory.mktemp("distributed")), distributed_env(kafka_broker, ferretdb)
+        Path(tmp_path_factory.mktemp("distributed")),
+        {**distributed_env(kafka_broker, ferretdb), **quiet_dns},
     )
     yield stack
     _dump_logs(stack)

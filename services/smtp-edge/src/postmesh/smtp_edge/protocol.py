@@ -1,6 +1,7 @@
 """SMTP wire syntax, free of I/O and state: MAIL/RCPT arguments (RFC 5321 §4.1.2), their ESMTP
 parameters (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461), DATA framing
-(§4.1.1.4, §4.5.2) and reply texts with RFC 3463 enhanced status codes."""
+(§4.1.1.4, §4.5.2), BDAT arguments (RFC 3030) and reply texts with RFC 3463 enhanced status
+codes."""
 
 from __future__ import annotations
 
@@ -312,8 +313,30 @@ def ehlo_keywords(
         words.append("STARTTLS")
     if auth:
         words.append("AUTH " + " ".join(mechanisms))
-    words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]
+    # CHUNKING (RFC 3030) without BINARYMIME, as Postfix: BDAT carries 7bit/8bitmime content.
+    words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
     return words
+
+
+# --- BDAT (RFC 3030) --------------------------------------------------------------------------
+
+# bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ]; chunk-size = 1*DIGIT; end-marker = "LAST"
+# (RFC 3030 §2). More than 18 digits is no size anyone sends, and would not fit an int64.
+_BDAT = re.compile(r"([0-9]{1,18})(?: (LAST))?", re.IGNORECASE)
+BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT chunk-size [LAST]"
+
+
+@dataclass(frozen=True, slots=True)
+class BdatCommand:
+    size: int
+    last: bool
+
+
+def parse_bdat(arg: str | None) -> BdatCommand:
+    match = _BDAT.fullmatch(arg or "")
+    if match is None:
+        raise ProtocolError(BDAT_SYNTAX)
+    return BdatCommand(int(match.group(1)), match.group(2) is not None)
 
 
 # --- reply texts ------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ class Transaction:
     # the id in the Received header, the 250 reply and the bus record.
     queue_id: str
     recipients: list[EnvelopeRecipient] = field(default_factory=list)
+    # The content of the BDAT chunks so far (RFC 3030), None until the first; past the size
+    # limit the rest is read and discarded and ``too_big`` answers the LAST chunk.
+    chunks: bytearray | None = None
+    chunk_count: int = 0
+    too_big: bool = False
 
     def add(self, rcpt: EnvelopeRecipient) -> None:
         # A recipient given twice is delivered once (as Postfix's cleanup does).

@@ -26,11 +26,14 @@ from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
+    BDAT_SYNTAX,
     DataReader,
     ProtocolError,
     ehlo_keywords,
     has_bare_newline,
     has_invalid_utf8,
+    normalize_bare_lf,
+    parse_bdat,
     parse_mail,
     parse_rcpt,
     with_enhanced_code,
@@ -487,6 +490,10 @@ class EdgeSMTP(AdaptedSMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        if txn.chunks is not None:
+            # RFC 3030 §2: DATA and BDAT cannot be used in the same transaction.
+            await self.push("503 5.5.1 Error: DATA after BDAT")
+            return
         if not txn.recipients:
             # RFC 2920 §3.1: with pipelining, DATA after only failed RCPTs must fail.
             await self.push("554 5.5.1 Error: no valid recipients")
@@ -500,6 +507,93 @@ class EdgeSMTP(AdaptedSMTP):
             await self._queue(txn, content)
         # RFC 5321 §4.1.1.4: the transaction ends with DATA, whatever the outcome.
         self._end_transaction()
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 CHUNKING: the chunk's octets follow the command line whatever the answer,
+        so they are read (or read and discarded) before any reply (§2)."""
+        if self._hung_up:
+            return
+        try:
+            cmd = parse_bdat(arg)
+        except ProtocolError:
+            # Without a valid size the chunk cannot be told apart from commands: reading its
+            # octets as commands would let message content smuggle commands in, so hang up.
+            await self._hang_up(BDAT_SYNTAX)
+            return
+        txn = self.state.txn
+        refusal = ""
+        if self.state.helo is None:
+            refusal = "503 5.5.1 Error: send HELO/EHLO first"
+        elif self.state.needs_auth:
+            refusal = "530 5.7.0 Authentication required"
+        elif txn is None:
+            refusal = "503 5.5.1 Error: need MAIL command"
+        elif not txn.recipients:
+            refusal = "554 5.5.1 Error: no valid recipients"
+        collect = None if refusal or txn is None else txn
+        if collect is not None and collect.chunks is None:
+            collect.chunks = bytearray()
+        self.state.in_data = True
+        try:
+            complete = await self._receive_chunk(cmd.size, collect)
+        finally:
+            self.state.in_data = False
+        if not complete:
+            log.info("connection lost during BDAT")
+            return
+        if refusal or txn is None:
+            # A refused chunk fails the transaction (RFC 3030 §2); chunks already pipelined
+            # behind it meet "need MAIL command".
+            self._end_transaction()
+            await self.push(refusal)
+            return
+        if txn.too_big:
+            # Said at the chunk that crossed the limit, so the client sends no more of it.
+            self._end_transaction()
+            await self._reject(
+                "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
+            )
+            return
+        if not cmd.last:
+            await self.push(f"250 2.0.0 Ok: {cmd.size} octets received")
+            return
+        content = self._chunked_content(txn)
+        if content is None:
+            await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
+        else:
+            log.info("bdat complete", extra=kv(chunks=txn.chunk_count, size=len(content)))
+            await self._queue(txn, content)
+        self._end_transaction()  # the LAST chunk ends the transaction, as DATA does
+
+    async def _receive_chunk(self, size: int, txn: Transaction | None) -> bool:
+        """Read ``size`` octets, kept in ``txn.chunks`` while within the message size limit,
+        else discarded. False when the connection closed first."""
+        if txn is not None:
+            txn.chunk_count += 1
+        remaining = size
+        while remaining:
+            try:
+                piece = await self.read_exactly(min(remaining, DATA_CHUNK))
+            except asyncio.IncompleteReadError:
+                return False
+            remaining -= len(piece)
+            self.restart_idle_timer()  # a slow but steady upload is not idle
+            if txn is None or txn.chunks is None or txn.too_big:
+                continue
+            if len(txn.chunks) + len(piece) > self.settings.smtp_max_message_bytes:
+                txn.too_big = True
+                txn.chunks = None
+            else:
+                txn.chunks += piece
+        return True
+
+    def _chunked_content(self, txn: Transaction) -> bytes | None:
+        """The message of a BDAT transaction, or None when bare newlines are refused. No
+        dot-stuffing to undo (RFC 3030 §2); bare LF/CR are treated as in DATA."""
+        content = bytes(txn.chunks or b"")
+        if self.settings.smtp_bare_newline == "normalize":
+            content = normalize_bare_lf(content)
+        return None if has_bare_newline(content) else content
 
     def _end_transaction(self) -> None:
         self.state.txn = None
@@ -665,7 +759,7 @@ class EdgeSMTP(AdaptedSMTP):
 
     async def smtp_HELP(self, arg: str | None) -> None:
         await self.push(
-            "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT"
+            "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY QUIT"
         )
 
     async def _http_request(self, arg: str | None) -> None:
