@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from pathlib import Path
 
 from prometheus_client import Counter
 
-from postmesh.common.ops import OpsServer
+from postmesh.common.config import ServiceSettings
+from postmesh.common.ops import OpsServer, ReadinessCheck
+from postmesh.common.service import Service, serve
 
 PROBE = Counter("postmesh_test_probe_total", "A counter the ops test reads back.")
 
@@ -38,3 +43,46 @@ async def test_health_ready_and_metrics() -> None:
         assert status == 200 and "postmesh_test_probe_total 1.0" in body
     finally:
         await ops.stop()
+
+
+async def test_not_ready_until_the_service_has_started(tmp_path: Path) -> None:
+    """A service whose dependencies already answer is still not ready while start() runs
+    (its listeners may not be bound yet)."""
+    release = asyncio.Event()
+
+    class SlowStart(Service):
+        async def start(self) -> None:
+            await release.wait()
+
+        async def stop(self) -> None:
+            pass
+
+        def readiness_checks(self) -> dict[str, ReadinessCheck]:
+            async def dependency() -> bool:
+                return True
+
+            return {"dependency": dependency}
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = ServiceSettings(ops_port=port, data_dir=tmp_path)
+    task = asyncio.create_task(serve(SlowStart(), settings))
+    try:
+        for _ in range(100):
+            try:
+                status, body = await get(port, "/readyz")
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        assert (status, body) == (503, "not ready: started\n")
+        release.set()
+        for _ in range(100):
+            if (await get(port, "/readyz"))[0] == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert await get(port, "/readyz") == (200, "ready\n")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

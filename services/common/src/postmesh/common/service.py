@@ -35,11 +35,21 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
     """Run ``service`` until SIGTERM/SIGINT. Call it inside the running loop: grpc.aio channels
     and servers bind to the loop they are created on."""
     ops = OpsServer(settings.ops_host, settings.ops_port)
+    started = False
+
+    async def listening() -> bool:
+        # Not ready before start() returns: its dependencies may answer while its own
+        # listeners are not yet bound (a Kafka consumer starting first, say), and a Service
+        # routing traffic on /readyz would send clients to a closed port.
+        return started
+
+    ops.add_readiness_check("started", listening)
     for name, check in service.readiness_checks().items():
         ops.add_readiness_check(name, check)
     await ops.start()
     try:
         await service.start()
+        started = True
         log.info("service started", extra={"fields": {"ops_port": ops.port}})
         await wait_for_stop_signal()
     finally:
