@@ -12,7 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,17 +115,39 @@ class Stack:
             self.stop()
             raise
 
-    def _spawn(self, service: str) -> None:
+    def _spawn(self, service: str, name: str = "", env: Mapping[str, str] | None = None) -> None:
         module = "postmesh." + service.replace("-", "_")
-        log = (self.log_dir / f"{service}.log").open("ab")
-        self.procs[service] = subprocess.Popen(
+        name = name or service
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module],
-            env=self.env_for(service),
+            env=dict(env) if env is not None else self.env_for(service),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
+
+    @contextmanager
+    def replica(
+        self, service: str, name: str, ops_port: int, overrides: Mapping[str, str]
+    ) -> Iterator[None]:
+        """One more process of ``service``, as another pod of the same Deployment: the stack's
+        settings with ``overrides`` (its own listening ports), its log in ``<name>.log``.
+        Stopped on leaving the block."""
+        env = {**self.env_for(service), **overrides, "POSTMESH_OPS_PORT": str(ops_port)}
+        self._spawn(service, name, env)
+        try:
+            self._wait_ready(name, 60.0, ops_port)
+            yield
+        finally:
+            proc = self.procs.pop(name)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def log_tail(self, service: str, lines: int = 30) -> str:
         path = self.log_dir / f"{service}.log"
@@ -132,8 +155,8 @@ class Stack:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _wait_ready(self, service: str, timeout: float) -> None:
-        url = f"http://127.0.0.1:{self.ports.ops[service]}/readyz"
+    def _wait_ready(self, service: str, timeout: float, ops_port: int | None = None) -> None:
+        url = f"http://127.0.0.1:{ops_port or self.ports.ops[service]}/readyz"
         deadline = time.monotonic() + timeout
         proc = self.procs[service]
         while time.monotonic() < deadline:
