@@ -2,7 +2,8 @@
 both backends: IMAP over implicit TLS, submission over implicit TLS, both verifying the dev
 certificate. What mutt did is then checked on the server with imaplib: a message read (\\Seen), one
 flagged, one deleted and expunged, one saved to a new folder (copied, removed from INBOX), and one
-composed and sent, its copy APPENDed to Sent (``record``) and the message delivered."""
+composed and sent, its copy APPENDed to Sent (``record``) and the message delivered. On the way,
+mail arriving while the mailbox is open must show up in mutt's index (EXISTS on its NOOP poll)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ set delete=yes
 set move=no
 set mark_old=no
 set sleep_time=0
+# Wake every second and poll the open mailbox (NOOP) so new mail shows without a keypress.
+set timeout=1
+set mail_check=1
 set wait_key=no
 set arrow_cursor=yes
 set sort=subject
@@ -162,6 +166,12 @@ def test_mutt_reads_flags_deletes_moves_and_sends(stack: Stack, tmp_path: Path) 
         screen = term.screen()
         assert subject["delete"] not in screen and subject["move"] not in screen, screen
 
+        # New mail while the mailbox is open: the server reports it (EXISTS) and mutt lists it.
+        arrived = f"{marker}-arrived"
+        submit(stack, user, password, sample_message(user, user, arrived))
+        term.wait(_index_line(f"end to end {arrived}", flags="N.."))
+        term.wait(r"Msgs:3 ")
+
         term.keys("m")
         term.wait("^To:")
         term.type(peer)
@@ -179,7 +189,7 @@ def test_mutt_reads_flags_deletes_moves_and_sends(stack: Stack, tmp_path: Path) 
         term.close()
 
     inbox = _folder(stack, user, password, "INBOX")
-    assert set(inbox) == {subject["read"], subject["flag"]}, inbox
+    assert set(inbox) == {subject["read"], subject["flag"], f"end to end {arrived}"}, inbox
     assert "\\Seen" in inbox[subject["read"]]
     assert "\\Flagged" not in inbox[subject["read"]]
     assert inbox[subject["flag"]] >= {"\\Flagged"}
