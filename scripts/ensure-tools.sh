@@ -9,6 +9,10 @@ command -v fetchmail >/dev/null || need+=(fetchmail)
 # DNS server with test zones (SPF/DKIM/DMARC); -base: the binary without a system service.
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 command -v getmail >/dev/null || need+=(getmail6)
+# mutt driven in a terminal multiplexer (send-keys in, capture-pane out).
+command -v mutt >/dev/null || need+=(mutt)
+command -v tmux >/dev/null || need+=(tmux)
+command -v offlineimap >/dev/null || need+=(offlineimap3)
 # swaks --tls needs Net::SSLeay.
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl libio-socket-ssl-perl)
 # Delivery's peers: Postfix as the remote MX (and its smtp-sink), dnsmasq serving test zones on a
