@@ -28,6 +28,7 @@ from postmesh.smtp_edge.session import (
 )
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
 from postmesh.smtp_edge.smtp import EdgeSMTP
+from postmesh.smtp_edge.throttle import MessageRate
 
 log = get_logger(__name__)
 
@@ -68,6 +69,7 @@ class SmtpEdgeService(Service):
         self.ports: dict[str, int] = {}
         self.sessions: set[EdgeSMTP] = set()
         self.inflight: set[asyncio.Task[Queued]] = set()
+        self.message_rate = MessageRate(settings.smtp_max_messages_per_minute)
 
     def _port(self, listener: str) -> int:
         return {
@@ -155,6 +157,7 @@ class SmtpEdgeService(Service):
                 loop=loop,
                 resolver=self.resolver,
                 authenticator=self.authenticator,
+                message_rate=self.message_rate,
                 client=client,
             )
 

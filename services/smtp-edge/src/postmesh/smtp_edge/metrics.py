@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 SESSIONS = Counter(
     "postmesh_smtp_edge_sessions_total", "SMTP connections accepted, by listener.", ["listener"]
+)
+ACTIVE = Gauge(
+    "postmesh_smtp_edge_active_sessions", "Open SMTP connections, by listener.", ["listener"]
+)
+TLS = Counter(
+    "postmesh_smtp_edge_tls_sessions_total",
+    "TLS sessions established (STARTTLS or implicit TLS), by listener and protocol version.",
+    ["listener", "version"],
+)
+RECIPIENTS = Counter(
+    "postmesh_smtp_edge_recipients_accepted_total",
+    "RCPT TO commands answered 250, by listener.",
+    ["listener"],
 )
 ACCEPTED = Counter(
     "postmesh_smtp_edge_messages_accepted_total",
@@ -15,7 +28,8 @@ ACCEPTED = Counter(
 REJECTED = Counter(
     "postmesh_smtp_edge_messages_rejected_total",
     "Rejected commands and messages, by reason (unknown_user, relay_denied, too_big, "
-    "bare_newline, bad_address, too_many_recipients, auth_required, temp_failure, ...).",
+    "bare_newline, bad_address, too_many_recipients, auth_required, temp_failure, "
+    "too_many_connections, rate_limited, ...).",
     ["reason"],
 )
 AUTH = Counter("postmesh_smtp_edge_auth_total", "AUTH attempts, by result.", ["result"])

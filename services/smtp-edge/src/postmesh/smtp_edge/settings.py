@@ -52,6 +52,14 @@ class SmtpEdgeSettings(ServiceSettings):
     # deliver to them (their own or an alias's; 553 5.7.1 otherwise), as Postfix's
     # reject_sender_login_mismatch.
     smtp_sender_login_check: bool = True
+    # Concurrent connections from one client address to this replica, as Postfix's
+    # smtpd_client_connection_count_limit (421 4.7.0 in the greeting past it); 0: no limit.
+    # Loopback clients are exempt.
+    smtp_max_connections_per_ip: int = Field(default=50, ge=0)
+    # Messages per minute from one sender (the authenticated user, else the client address)
+    # through this replica, as Postfix's smtpd_client_message_rate_limit (450 4.7.1 at MAIL
+    # past it); 0: no limit. Loopback clients are exempt.
+    smtp_max_messages_per_minute: int = Field(default=0, ge=0)
     # RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients.
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.

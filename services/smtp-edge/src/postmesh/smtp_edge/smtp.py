@@ -55,6 +55,7 @@ from postmesh.smtp_edge.session import (
     recipient_verdict,
 )
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
+from postmesh.smtp_edge.throttle import MessageRate, exempt
 
 log = get_logger(__name__)
 
@@ -95,6 +96,7 @@ class EdgeSMTP(AdaptedSMTP):
         loop: asyncio.AbstractEventLoop,
         resolver: Resolver,
         authenticator: InboundAuthenticator,
+        message_rate: MessageRate | None = None,
         client: Address | None = None,
     ) -> None:
         super().__init__(
@@ -130,6 +132,7 @@ class EdgeSMTP(AdaptedSMTP):
         self.authenticator = authenticator
         # SPF of the current transaction, started at MAIL FROM (MX only).
         self._spf: asyncio.Task[SpfChecks] | None = None
+        self.message_rate = message_rate or MessageRate(0)
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class EdgeSMTP(AdaptedSMTP):
             self.set_peer(self.proxied_client)
         if after_starttls:
             self.state.reset_after_starttls(tls_facts(transport))
+            self._count_tls()
             log.info(
                 "tls established",
                 extra=kv(session_id=self.state.session_id, tls=str(self.state.tls)),
@@ -151,10 +155,18 @@ class EdgeSMTP(AdaptedSMTP):
         self._iprev = asyncio.ensure_future(check_iprev(self.resolver, self.state.peer_ip))
         if self.policy.implicit_tls:
             self.state.tls = tls_facts(transport)
+            self._count_tls()
         self._sessions.add(self)
         metrics.SESSIONS.labels(self.policy.name).inc()
+        metrics.ACTIVE.labels(self.policy.name).inc()
+
+    def _count_tls(self) -> None:
+        if self.state.tls is not None:
+            metrics.TLS.labels(self.policy.name, self.state.tls.version).inc()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self in self._sessions:
+            metrics.ACTIVE.labels(self.policy.name).dec()
         self._sessions.discard(self)
         if self._iprev is not None and not self._iprev.done():
             self._iprev.cancel()
@@ -163,6 +175,16 @@ class EdgeSMTP(AdaptedSMTP):
     async def run_session(self, command_loop: Callable[[], Awaitable[None]]) -> None:
         bind_log_context(session_id=self.state.session_id, listener=self.policy.name)
         log.info("connect", extra=kv(remote_ip=self.state.peer_ip, tls=self.state.tls is not None))
+        if self._too_many_connections():
+            # RFC 5321 §3.1: a 421 greeting instead of 220; the client tries again later.
+            metrics.REJECTED.labels("too_many_connections").inc()
+            log.warning("too many connections", extra=kv(remote_ip=self.state.peer_ip))
+            self._last_words(
+                f"421 4.7.0 {self.hostname} Error: too many connections from {self.state.peer_ip}"
+            )
+            if self.transport is not None:
+                self.transport.close()
+            return
         try:
             await command_loop()
         finally:
@@ -175,6 +197,12 @@ class EdgeSMTP(AdaptedSMTP):
                     user=self.state.user,
                 ),
             )
+
+    def _too_many_connections(self) -> bool:
+        limit, ip = self.settings.smtp_max_connections_per_ip, self.state.peer_ip
+        if limit <= 0 or exempt(ip):
+            return False
+        return sum(1 for s in self._sessions if s.state.peer_ip == ip) > limit
 
     def on_idle_timeout(self) -> None:
         # RFC 5321 §4.5.3.2: tell the client why before closing (aiosmtpd just closes).
@@ -429,6 +457,13 @@ class EdgeSMTP(AdaptedSMTP):
             return
         if mail.sender and not await self._may_send_as([mail.sender]):
             return
+        sender_key = self.state.user or self.state.peer_ip
+        if not exempt(self.state.peer_ip) and not self.message_rate.allow(sender_key):
+            await self._reject(
+                f"450 4.7.1 Error: too much mail from {sender_key}, try again later",
+                "rate_limited",
+            )
+            return
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
         log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
@@ -469,6 +504,7 @@ class EdgeSMTP(AdaptedSMTP):
             await self._reject(reply, reason)
             return
         txn.add(EnvelopeRecipient(address, rcpt.notify, rcpt.orcpt))
+        metrics.RECIPIENTS.labels(self.policy.name).inc()
         await self.push(reply)
 
     async def smtp_RSET(self, arg: str | None) -> None:
