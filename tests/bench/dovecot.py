@@ -2,7 +2,8 @@
 
 Its own config file in a temp dir (nothing from /etc/dovecot, no system instance), IMAP and POP3
 on free 127.0.0.1 ports, plaintext auth allowed (loopback only, no TLS), a passwd-file with the
-bench users, Maildir under the temp dir. Everything else is Dovecot's built-in default: the
+bench users, Maildir under the temp dir, and room for more than 10 sessions of one user from
+one IP (the mixed load is one user on 10 clients). Everything else is Dovecot's built-in default: the
 process model (one imap/pop3 process per session, login processes in high-security mode,
 ``auth_cache_size = 0``) and fsync behaviour (``mail_fsync = optimized``) are not tuned.
 
@@ -39,6 +40,9 @@ ssl = no
 # Loopback only; the bench logs in with LOGIN/USER+PASS like on Postmesh (ADR 4).
 disable_plaintext_auth = no
 mail_location = maildir:~/Maildir
+# The default, 10, refuses the 11th session of the one bench user from 127.0.0.1: the mixed load
+# runs 10 clients, and a logged-out session's process may still be exiting at the next LOGIN.
+mail_max_userip_connections = 100
 passdb {{
   driver = passwd-file
   args = {tmp}/passwd
