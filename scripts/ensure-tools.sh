@@ -22,6 +22,9 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
 # The OpenDKIM check brings up loopback in a network namespace of its own (ip, unshare).
 command -v ip >/dev/null || need+=(iproute2)
+# Dovecot 2.3, the IMAP/POP3 reference of `make bench` (tests/bench/dovecot.py runs its own).
+[ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,5 +35,18 @@ echo "ensure-tools: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Postfix unconfigured: no system instance on :25 (tests run their own with postfix -c <dir>).
 echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+# No system Dovecot (or other daemon) started by the install: invoke-rc.d and deb-systemd-invoke
+# ask /usr/sbin/policy-rc.d, and 101 means "action forbidden". Ours only while installing, and
+# only if the machine has none (Docker images ship one that already says 101).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod 755 /usr/sbin/policy-rc.d
+  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
 $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The package still enables dovecot.service for the next boot on systemd machines: the bench
+# starts its own, so the system one stays off.
+if [[ " ${need[*]} " == *" dovecot-"* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --quiet dovecot.service dovecot.socket 2>/dev/null || true
+fi

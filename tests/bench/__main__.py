@@ -7,7 +7,10 @@ real Kafka + FerretDB from the integration infra), then measures:
 - IMAP FETCH (FLAGS RFC822.SIZE) of the whole mailbox and BODY.PEEK[] of single messages: ops/s;
 - POP3 RETR: messages/s;
 - remote relay into a Postfix smtp-sink, side by side with Postfix relaying the same load
-  (``--part relay``, tests/bench/relay.py).
+  (``--part relay``, tests/bench/relay.py);
+- IMAP commands and a mixed load, side by side with Dovecot 2.3 (``--part imap``,
+  tests/bench/imap.py), and POP3 download sessions and logins, side by side with the same
+  Dovecot (``--part pop3``, tests/bench/pop3.py).
 Every loop is bounded in count; all traffic stays on 127.0.0.1.
 """
 
@@ -157,11 +160,18 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
-    ap.add_argument("--part", choices=["system", "store", "relay", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["system", "store", "relay", "imap", "pop3", "all"], default="all"
+    )
     ap.add_argument("--search-messages", type=int, default=10_000)
     # FerretDB 1.24's SQLite handler pushes only _id filters down and scans the collection for
     # every other query, so filling it grows quadratically; production MongoDB uses the indexes.
     ap.add_argument("--distributed-search-messages", type=int, default=2_000)
+    ap.add_argument("--imap-messages", type=int, default=10_000, help="mailbox size (imap part)")
+    ap.add_argument("--imap-clients", type=int, default=10, help="mixed-load clients")
+    ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
+    ap.add_argument("--pop3-messages", type=int, default=100)
+    ap.add_argument("--pop3-sessions", type=int, default=20)
     args = ap.parse_args()
     backends = ["embedded", "distributed"] if args.backend == "both" else [args.backend]
     if args.part in ("system", "all"):
@@ -176,6 +186,14 @@ def main() -> None:
         from tests.bench import relay
 
         relay.main(args.messages, args.sessions, [int(s) for s in args.sizes.split(",")])
+    if args.part in ("imap", "all"):
+        from tests.bench import imap
+
+        imap.main(args.imap_messages, args.imap_clients, args.imap_sessions)
+    if args.part in ("pop3", "all"):
+        from tests.bench import pop3
+
+        pop3.main(args.pop3_messages, args.pop3_sessions)
 
 
 if __name__ == "__main__":

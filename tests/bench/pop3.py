@@ -1,92 +1,117 @@
-"""POP3 download sessions: login, STAT, UIDL, RETR of every message, QUIT; sessions/s.
+"""``make bench`` part ``pop3``: POP3 side by side, Postmesh (embedded stack) against a private
+Dovecot 2.3 (tests/bench/dovecot.py), in one run, with the same raw-socket client
+(tests/bench/wire.py) and the same maildrop (tests/bench/corpus.py: 100 messages of 4-60 KB,
+put in by IMAP APPEND on both).
 
-``python -m tests.bench.pop3 [--sessions N] [--messages 100]`` starts the embedded stack, fills one
-maildrop with messages of 4-60 KB over SMTP, then runs whole sessions one after another with
-poplib (nothing is deleted, so every session downloads the same maildrop). All on 127.0.0.1.
+- download session: login, STAT, UIDL, RETR of every message, QUIT, one after another (nothing
+  is deleted, so every session downloads the same maildrop): sessions/s, p50/p99;
+- authentication: connect, USER/PASS, QUIT: logins/s. Postmesh runs with its defaults (argon2id
+  hashes, login cache on); Dovecot with its defaults (no auth cache) and a plaintext passdb
+  entry, plus one line for a Dovecot ARGON2ID entry, so the cost of hashing shows separately.
+
+``python -m tests.bench.pop3 [--pop3-messages 100] [--pop3-sessions 20] [--keep]``; all traffic
+stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import poplib
-import random
-import smtplib
+import functools
 import tempfile
 import time
 from pathlib import Path
 
-from postmesh.common.devstack import Stack
-from tests.integration.stack import embedded_env, start_stack, wait_for
+from tests.bench.dovecot import Dovecot
+from tests.bench.imap import PASSWORD, USER, Timing, fill, timed
+from tests.bench.wire import Pop3
+from tests.integration.stack import embedded_env, start_stack
 
-PASSWORD = "bench-password"
-
-
-def fill(stack: Stack, user: str, count: int) -> int:
-    rng = random.Random(1939)
-    line = b"y" * 76 + b"\r\n"
-    total = 0
-    with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=60) as s:
-        s.login(user, PASSWORD)
-        for i in range(count):
-            size = rng.randint(4 * 1024, 60 * 1024)
-            head = f"From: {user}\r\nTo: {user}\r\nSubject: pop3 bench {i}\r\n\r\n".encode()
-            body = head + line * max(1, (size - len(head)) // len(line))
-            s.sendmail(user, [user], body)
-            total += len(body)
-    return total
+ARGON2_USER = "bench-argon2@example.test"
+AUTHS = 200
 
 
-def session(port: int, user: str) -> int:
-    pop = poplib.POP3("127.0.0.1", port, timeout=60)
-    pop.user(user)
-    pop.pass_(PASSWORD)
-    count, _ = pop.stat()
-    pop.uidl()
-    octets = 0
+def session(port: int, user: str = USER) -> int:
+    pop = Pop3(port)
+    pop.login(user, PASSWORD)
+    count = int(pop.command("STAT").split()[1])
+    pop.command("UIDL", multiline=True)
     for i in range(1, count + 1):
-        _, _lines, n = pop.retr(i)
-        octets += n
+        pop.command(f"RETR {i}", multiline=True)
     pop.quit()
     return count
 
 
-def measure(port: int, user: str, sessions: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(sessions):
-        session(port, user)
-    return sessions / (time.perf_counter() - t0)
+def login_quit(port: int, user: str, _round: int = 0) -> None:
+    pop = Pop3(port)
+    pop.login(user, PASSWORD)
+    pop.quit()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--messages", type=int, default=100)
-    ap.add_argument("--keep", action="store_true", help="print the port and wait (profiling)")
-    args = ap.parse_args()
+def bench(
+    imap_port: int, port: int, messages: int, sessions: int, users: list[str]
+) -> dict[str, Timing]:
+    fill(imap_port, messages)
+    session(port)  # warm-up: the first session builds the UIDL list
+    t, res = timed(lambda _: session(port), sessions)
+    t.note = f"{res[-1]} messages each"
+    out = {"download session": t}
+    for user in users:
+        login_quit(port, user)  # warm-up (Postmesh: the first login pays argon2, then cached)
+        out[f"login+QUIT {user}"], _ = timed(functools.partial(login_quit, port, user), AUTHS)
+    return out
+
+
+def line(name: str, t: Timing) -> str:
+    return (
+        f"{name:<44}{t.ops_per_s:>9.1f}/s   p50 {t.pct(50) * 1000:7.1f} ms"
+        f"  p99 {t.pct(99) * 1000:7.1f} ms"
+    )
+
+
+def main(messages: int = 100, sessions: int = 20, keep: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="postmesh-bench-pop3-") as tmp:
         stack = start_stack(Path(tmp), embedded_env())
         try:
-            user = "pop3bench@example.test"
-            stack.ensure_user(user, PASSWORD)
-            octets = fill(stack, user, args.messages)
-            wait_for(
-                lambda: session(stack.ports.pop3, user) == args.messages or None,
-                timeout=120,
-                what="messages delivered",
-            )
-            session(stack.ports.pop3, user)  # warm up
-            rate = measure(stack.ports.pop3, user, args.sessions)
-            print(
-                f"pop3 session (login, STAT, UIDL, {args.messages} x RETR, QUIT; "
-                f"{octets / args.messages / 1024:.0f} KiB avg): {rate:.2f} sessions/s"
-            )
-            if args.keep:
-                print(f"pop3 port {stack.ports.pop3}; Ctrl-C to stop")
+            stack.ensure_user(USER, PASSWORD)
+            ours = bench(stack.ports.imap, stack.ports.pop3, messages, sessions, [USER])
+            if keep:
+                print(f"postmesh pop3 port {stack.ports.pop3}; Ctrl-C to stop")
                 while True:
                     time.sleep(3600)
         finally:
             stack.stop()
+    with Dovecot({USER: PASSWORD}, argon2_users={ARGON2_USER: PASSWORD}) as dovecot:
+        theirs = bench(
+            dovecot.imap_port, dovecot.pop3_port, messages, sessions, [USER, ARGON2_USER]
+        )
+    a, b = ours["download session"], theirs["download session"]
+    print(
+        f"\n== POP3 side by side: session = login, STAT, UIDL, RETR x{messages} "
+        f"(4-60 KB, {a.note}), QUIT; same raw-socket client\n"
+        + line("postmesh download session", a)
+        + "\n"
+        + line("dovecot download session", b)
+        + f"\nratio {a.ops_per_s / b.ops_per_s:.2f}x dovecot"
+    )
+    ours_auth = ours[f"login+QUIT {USER}"]
+    plain, argon = theirs[f"login+QUIT {USER}"], theirs[f"login+QUIT {ARGON2_USER}"]
+    print(
+        line("postmesh login+QUIT (argon2id, login cache)", ours_auth)
+        + "\n"
+        + line("dovecot login+QUIT (plaintext passdb)", plain)
+        + "\n"
+        + line("dovecot login+QUIT (ARGON2ID, no cache)", argon)
+        + f"\nratio {ours_auth.ops_per_s / plain.ops_per_s:.2f}x dovecot plaintext, "
+        f"{ours_auth.ops_per_s / argon.ops_per_s:.2f}x dovecot ARGON2ID"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pop3-sessions", type=int, default=20)
+    ap.add_argument("--pop3-messages", type=int, default=100)
+    ap.add_argument("--keep", action="store_true", help="keep Postmesh up after it (profiling)")
+    args = ap.parse_args()
+    main(args.pop3_messages, args.pop3_sessions, args.keep)

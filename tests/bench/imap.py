@@ -1,0 +1,242 @@
+"""``make bench`` part ``imap``: IMAP commands side by side, Postmesh (embedded stack) against a
+private Dovecot 2.3 (tests/bench/dovecot.py), in one run, with the same raw-socket client
+(tests/bench/wire.py) and the same messages (tests/bench/corpus.py, 4-60 KB).
+
+Each server gets its mailbox filled by APPEND (10,000 messages by default), then, one client,
+one command at a time: SELECT of that mailbox; UID FETCH 1:* (FLAGS); FETCH BODY.PEEK[HEADER]
+of 1,000 messages; BODY.PEEK[] of single messages; STORE +FLAGS (\\Flagged) of single messages;
+SEARCH SUBJECT / UNSEEN / BODY; then a mixed load of concurrent clients, each session: login,
+LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, logout. Printed per command: ops/s, p50/p99, and the
+Postmesh/Dovecot ratio of ops/s. Every loop is bounded; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tests.bench.corpus import append_args, message
+from tests.bench.dovecot import Dovecot
+from tests.bench.wire import Imap, ProtocolError
+from tests.integration.stack import embedded_env, start_stack
+
+USER = "bench@example.test"
+PASSWORD = "bench-password"
+SINGLE_OPS = 200  # BODY.PEEK[] and STORE of single messages
+_EXISTS = re.compile(rb"^\* (\d+) EXISTS", re.M)
+_APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
+R = TypeVar("R")
+
+
+@dataclass
+class Timing:
+    latencies: list[float]
+    elapsed: float
+    note: str = ""  # what the bench checked: a count both servers must agree on
+
+    @property
+    def ops_per_s(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+    def pct(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def timed(op: Callable[[int], R], count: int) -> tuple[Timing, list[R]]:
+    latencies, results = [], []
+    t0 = time.perf_counter()
+    for k in range(count):
+        s0 = time.perf_counter()
+        results.append(op(k))
+        latencies.append(time.perf_counter() - s0)
+    return Timing(latencies, time.perf_counter() - t0), results
+
+
+def exists(untagged: list[bytes]) -> int:
+    for resp in untagged:
+        m = _EXISTS.match(resp)
+        if m:
+            return int(m.group(1))
+    raise ProtocolError("SELECT without EXISTS")
+
+
+def appended_uid(c: Imap) -> int:
+    m = _APPENDUID.search(c.status)
+    if m is None:
+        raise ProtocolError(f"APPEND without APPENDUID (RFC 4315): {c.status!r}")
+    return int(m.group(1))
+
+
+def search_hits(untagged: list[bytes]) -> int:
+    return sum(len(r.split()) - 2 for r in untagged if r.startswith(b"* SEARCH"))
+
+
+def fill(port: int, count: int) -> Timing:
+    c = Imap(port)
+    c.login(USER, PASSWORD)
+    t, _ = timed(lambda i: c.command(f"APPEND {append_args(i)}", message(i)), count)
+    c.logout()
+    t.note = f"{count} messages"
+    return t
+
+
+def commands(port: int, n: int) -> dict[str, Timing]:
+    """One client, one command at a time, on the filled INBOX of ``n`` messages."""
+    out: dict[str, Timing] = {}
+    rng = random.Random(7)
+    c = Imap(port)
+    c.login(USER, PASSWORD)
+    c.command("SELECT INBOX")  # warm-up: the first open of the mailbox after the fill
+
+    t, res = timed(lambda _: exists(c.command("SELECT INBOX")), 20)
+    t.note = f"EXISTS {res[-1]}"
+    out["SELECT"] = t
+
+    t, res = timed(lambda _: len(c.command("UID FETCH 1:* (FLAGS)")), 10)
+    t.note = f"{res[-1]} FETCH lines"
+    out["UID FETCH 1:* (FLAGS)"] = t
+
+    size = min(1000, n)
+    rounds = max(1, min(10, n // size))
+    t, res = timed(
+        lambda r: len(c.command(f"FETCH {r * size + 1}:{(r + 1) * size} (BODY.PEEK[HEADER])")),
+        rounds,
+    )
+    t.note = f"{res[-1]} messages each"
+    out[f"FETCH headers x{size}"] = t
+
+    seqs = [rng.randint(1, n) for _ in range(SINGLE_OPS)]
+    t, res = timed(lambda k: len(c.command(f"FETCH {seqs[k]} BODY.PEEK[]")[0]), SINGLE_OPS)
+    t.note = f"{sum(res) // len(res) // 1024} KiB avg"
+    out["FETCH BODY.PEEK[] x1"] = t
+
+    seqs = [rng.randint(1, n) for _ in range(SINGLE_OPS)]
+    t, _ = timed(lambda k: c.command(f"STORE {seqs[k]} +FLAGS (\\Flagged)"), SINGLE_OPS)
+    out["STORE +FLAGS x1"] = t
+
+    subjects = [rng.randrange(n) for _ in range(10)]
+    t, res = timed(
+        lambda k: search_hits(c.command(f'SEARCH SUBJECT "bench message {subjects[k]}"')), 10
+    )
+    t.note = f"{sum(res)} hits"
+    out["SEARCH SUBJECT"] = t
+    t, res = timed(lambda _: search_hits(c.command("SEARCH UNSEEN")), 10)
+    t.note = f"{res[-1]} hits"
+    out["SEARCH UNSEEN"] = t
+    t, res = timed(lambda k: search_hits(c.command(f"SEARCH BODY zq{k:02d}zq")), 5)
+    t.note = f"{sum(res)} hits"
+    out["SEARCH BODY"] = t
+    c.logout()
+    return out
+
+
+def mixed_session(port: int, n: int, index: int, prev_uid: int, seq: int) -> int:
+    """login, LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, LOGOUT; returns the appended UID.
+
+    It fetches among the ``n`` filled messages (never expunged, so concurrent EXPUNGEs cannot
+    make the fetch fail) and deletes the message this client appended in its previous session,
+    so the mailbox keeps its size."""
+    c = Imap(port)
+    c.login(USER, PASSWORD)
+    c.command('LIST "" "*"')
+    exists(c.command("SELECT INBOX"))
+    c.command(f"FETCH {seq}:{seq + 9} (FLAGS BODY.PEEK[HEADER])")
+    c.command(f"FETCH {seq} BODY.PEEK[]")
+    c.command(f"UID STORE {prev_uid} +FLAGS.SILENT (\\Deleted)")
+    c.command("EXPUNGE")
+    c.command(f"APPEND {append_args(index)}", message(index))
+    uid = appended_uid(c)
+    c.logout()
+    return uid
+
+
+def mixed(port: int, n: int, clients: int, sessions: int) -> Timing:
+    def seed(client: int) -> int:
+        c = Imap(port)
+        c.login(USER, PASSWORD)
+        c.command(f"APPEND {append_args(n + client)}", message(n + client))
+        uid = appended_uid(c)
+        c.logout()
+        return uid
+
+    def client(k: int, first_uid: int) -> list[float]:
+        rng = random.Random(k)
+        uid, latencies = first_uid, []
+        for s in range(sessions):
+            s0 = time.perf_counter()
+            index = n + clients + k * sessions + s
+            uid = mixed_session(port, n, index, uid, rng.randint(1, max(1, n - 9)))
+            latencies.append(time.perf_counter() - s0)
+        return latencies
+
+    firsts = [seed(k) for k in range(clients)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        per_client = list(pool.map(client, range(clients), firsts))
+    elapsed = time.perf_counter() - t0
+    c = Imap(port)
+    c.login(USER, PASSWORD)
+    left = exists(c.command("EXAMINE INBOX"))
+    c.logout()
+    return Timing([x for lat in per_client for x in lat], elapsed, f"EXISTS {left} after")
+
+
+def bench(port: int, n: int, clients: int, sessions: int) -> dict[str, Timing]:
+    out = {"APPEND (fill)": fill(port, n)}
+    out.update(commands(port, n))
+    out[f"mixed, {clients} clients (sessions)"] = mixed(port, n, clients, sessions)
+    return out
+
+
+def report(n: int, ours: dict[str, Timing], theirs: dict[str, Timing]) -> None:
+    print(
+        f"\n== IMAP side by side: {n} messages of 4-60 KB, same raw-socket client, "
+        "Postmesh embedded vs Dovecot 2.3 (defaults)"
+    )
+    print(
+        f"{'command':<32}{'postmesh ops/s':>15}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'dovecot ops/s':>15}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}   checked"
+    )
+    for name, a in ours.items():
+        b = theirs[name]
+        note = a.note if a.note == b.note else f"{a.note} / dovecot {b.note}"
+        print(
+            f"{name:<32}{a.ops_per_s:>15.1f}{statistics.median(a.latencies) * 1000:>9.1f}"
+            f"{a.pct(99) * 1000:>9.1f}{b.ops_per_s:>15.1f}"
+            f"{statistics.median(b.latencies) * 1000:>9.1f}{b.pct(99) * 1000:>9.1f}"
+            f"{a.ops_per_s / b.ops_per_s:>7.2f}x   {note}"
+        )
+
+
+def main(messages: int, clients: int = 10, sessions: int = 10) -> None:
+    with tempfile.TemporaryDirectory(prefix="postmesh-bench-imap-") as tmp:
+        stack = start_stack(Path(tmp), embedded_env())
+        try:
+            stack.ensure_user(USER, PASSWORD)
+            ours = bench(stack.ports.imap, messages, clients, sessions)
+        finally:
+            stack.stop()
+    with Dovecot({USER: PASSWORD}) as dovecot:
+        theirs = bench(dovecot.imap_port, messages, clients, sessions)
+    report(messages, ours, theirs)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--imap-messages", type=int, default=10_000)
+    ap.add_argument("--imap-clients", type=int, default=10)
+    ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
+    args = ap.parse_args()
+    main(args.imap_messages, args.imap_clients, args.imap_sessions)
