@@ -164,3 +164,22 @@ async def test_shutdown_right_after_tls_quit(
     await edge.service.stop()
     assert time.monotonic() - start < 5
     assert not any(s.busy for s in edge.service.sessions)
+
+
+async def test_helo_with_control_characters_is_refused(edge: Edge) -> None:
+    def run() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", edge.mx, timeout=10) as s:
+            out = []
+            for verb in ("HELO", "EHLO"):
+                for name in ("a\x00b.example", "a\tb.example", "a\x7fb.example"):
+                    s.send(f"{verb} {name}\r\n".encode())
+                    out.append(s.getreply())
+            out.append(s.docmd("MAIL FROM:<carol@remote.example>"))  # still not greeted
+            out.append(s.helo("client.test"))
+            return out
+
+    replies = await asyncio.to_thread(run)
+    assert replies[:3] == [(501, b"5.5.4 Syntax: HELO hostname")] * 3
+    assert replies[3:6] == [(501, b"5.5.4 Syntax: EHLO hostname")] * 3
+    assert replies[6] == (503, b"5.5.1 Error: send HELO/EHLO first")
+    assert replies[7] == (250, b"mx.test")

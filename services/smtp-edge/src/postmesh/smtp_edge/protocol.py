@@ -180,6 +180,15 @@ def has_invalid_utf8(text: str) -> bool:
     return any("\udc80" <= c <= "\udcff" for c in text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def bad_helo_argument(arg: str) -> bool:
+    """HELO/EHLO take a domain or an address literal (RFC 5321 §4.1.1.1): no control
+    characters (a NUL would end the name in C-based log readers and peers) and valid UTF-8."""
+    return not arg or has_invalid_utf8(arg) or _CONTROL.search(arg) is not None
+
+
 def _strip_keyword(arg: str | None, keyword: str, syntax: str) -> str:
     """``FROM:<...>``; a space after the colon is tolerated (many clients send it)."""
     if arg is None or arg[: len(keyword)].upper() != keyword:

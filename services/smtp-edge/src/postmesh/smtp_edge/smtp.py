@@ -29,9 +29,9 @@ from postmesh.smtp_edge.protocol import (
     BDAT_SYNTAX,
     DataReader,
     ProtocolError,
+    bad_helo_argument,
     ehlo_keywords,
     has_bare_newline,
-    has_invalid_utf8,
     normalize_bare_lf,
     parse_bdat,
     parse_mail,
@@ -278,7 +278,7 @@ class EdgeSMTP(AdaptedSMTP):
     async def smtp_HELO(self, arg: str | None) -> None:
         if self._hung_up:
             return
-        if not arg or has_invalid_utf8(arg):
+        if arg is None or bad_helo_argument(arg):
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
         self._greeted(arg, esmtp=False)
@@ -287,7 +287,7 @@ class EdgeSMTP(AdaptedSMTP):
     async def smtp_EHLO(self, arg: str | None) -> None:
         if self._hung_up:
             return
-        if not arg or has_invalid_utf8(arg):
+        if arg is None or bad_helo_argument(arg):
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
         self._greeted(arg, esmtp=True)
