@@ -24,8 +24,8 @@ PASSWORD = "bench-password"
 SINK = "127.0.0.3"
 
 
-def message(i: int, size: int) -> bytes:
-    head = f"From: bench@example.test\r\nTo: r@sink.test\r\nSubject: relay bench {i}\r\n\r\n"
+def message(i: int, size: int, sender: str) -> bytes:
+    head = f"From: {sender}\r\nTo: r@sink.test\r\nSubject: relay bench {i}\r\n\r\n"
     line = ("x" * 76 + "\r\n").encode()
     return head.encode() + line * max(1, (size - len(head)) // len(line))
 
@@ -34,8 +34,10 @@ def submit(host: str, port: int, login: str | None, count: int, size: int, rcpt:
     with smtplib.SMTP(host, port, timeout=120) as s:
         if login:
             s.login(login, PASSWORD)  # loopback: plaintext AUTH is allowed (ADR 4)
+        sender = login or "bench@example.test"
         for i in range(count):
-            s.sendmail(login or "bench@example.test", [rcpt], message(i, size))
+            # Submission checks that the From: address is the logged-in user's.
+            s.sendmail(sender, [rcpt], message(i, size, sender))
 
 
 def timed(sink: SmtpSink, sessions: int, per: int, send: object) -> float:
