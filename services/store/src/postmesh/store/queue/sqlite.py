@@ -118,7 +118,8 @@ class SqliteQueueRepository(QueueRepository):
         return await self._txn(txn)
 
     async def _get(self, queue_id: str, rcpt: str) -> QueueEntry | None:
-        return await self._txn(lambda conn: self._row(conn, queue_id, rcpt))
+        # A plain read (a WAL snapshot): no write lock for Enqueue's duplicate check.
+        return await self._db.run(lambda conn: self._row(conn, queue_id, rcpt))
 
     async def _claim_due(self, who: str, limit: int, lease_ms: int, now: int) -> list[QueueEntry]:
         until = now + lease_ms
