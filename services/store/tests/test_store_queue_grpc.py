@@ -185,6 +185,37 @@ async def test_claim_reschedule_delete(queue: queue_pb2_grpc.DeliveryQueueServic
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_enqueue_born_leased_needs_no_claim(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    r = await queue.Enqueue(
+        enqueue_request(attempts=0, lease_owner="delivery-0", lease_seconds=60), timeout=10
+    )
+    assert r.entry.lease_owner == "delivery-0"
+    assert r.entry.lease_expires_at_ms > int(time.time() * 1000) + 50_000
+    others = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(owner="delivery-1", max_items=10, lease_seconds=60), timeout=10
+    )
+    assert list(others.entries) == []
+    again = await queue.Enqueue(
+        enqueue_request(attempts=0, lease_owner="delivery-1", lease_seconds=60), timeout=10
+    )
+    assert again.duplicate and again.entry.lease_owner == "delivery-0"
+    await queue.Delete(
+        queue_pb2.DeleteQueueEntryRequest(
+            queue_id="Q1", recipient="bob@example.net", owner="delivery-0"
+        ),
+        timeout=10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await queue.Enqueue(
+            enqueue_request(queue_id="Q2", message=inbound(queue_id="", inline_content=CONTENT),
+                            lease_owner="delivery-0"),
+            timeout=10,
+        )  # fmt: skip
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a lease needs its length
+
+
 async def test_list_stats_and_depth_gauge(
     queue: queue_pb2_grpc.DeliveryQueueServiceStub, app: StoreApp
 ) -> None:

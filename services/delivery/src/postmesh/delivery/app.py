@@ -272,20 +272,47 @@ class DeliveryService(Service):
                 )
             else:
                 remote.append(rcpt)
-        for rcpt in remote:
-            await self.queue.Enqueue(
-                queue_pb2.EnqueueRequest(
-                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
-                ),
-                timeout=self.settings.grpc_deadline_seconds,
-            )
         if remote:
-            log.info("queued for relay", extra=kv(recipients=len(remote)))
-            self.workers.wake()
+            await self._enqueue_remote(msg, remote, content)
+        await self._report(msg, results, attempt=1, content=content)
+
+    async def _enqueue_remote(
+        self,
+        msg: events_pb2.InboundMessage,
+        remote: list[events_pb2.Recipient],
+        content: bytes | None,
+    ) -> None:
+        """Every remote recipient becomes a queue entry before the record is committed. When
+        this replica's workers have room, the entries are born leased to them and attempted at
+        once with the content at hand (no ClaimDue, no GetBlob): as durable as a claimed entry,
+        so a crash now means another replica retries them when the lease runs out (ADR 15).
+        A duplicate (the bus repeating a record) is never attempted here: it is someone's
+        already, or unleased and due for the claim loop."""
+        leased = self.workers.reserve(len(remote))
+        born: list[queue_pb2.QueueEntry] = []
+        try:
+            for rcpt in remote:
+                req = queue_pb2.EnqueueRequest(
+                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
+                )
+                if leased:
+                    req.lease_owner = self.workers.owner
+                    req.lease_seconds = self.settings.queue_lease_seconds
+                resp = await self.queue.Enqueue(req, timeout=self.settings.grpc_deadline_seconds)
+                if leased and not resp.duplicate:
+                    born.append(resp.entry)
+            log.info("queued for relay", extra=kv(recipients=len(remote), leased=len(born)))
             for rcpt in remote:
                 queued = RecipientResult(rcpt.address, Outcome.QUEUED, "", "", "queued for relay")
                 await self._publish_outcome(msg, queued, 0, 0)
-        await self._report(msg, results, attempt=1, content=content)
+        finally:
+            # Also when an Enqueue failed (the bus retries the record): what is leased to us
+            # is attempted now rather than after the lease.
+            if leased:
+                self.workers.run_now(born, content, reserved=True)
+                self.workers.release(len(remote) - len(born))
+            else:
+                self.workers.wake()
 
     def _loop_result(self, content: bytes) -> RecipientResult | None:
         hops = count_received(content)
@@ -359,11 +386,14 @@ class DeliveryService(Service):
             functools.partial(self.queue.Delete, req, timeout=self.settings.grpc_deadline_seconds),
         )
 
-    async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
-        """One group of due entries (one message, one domain), leased to this replica."""
+    async def retry(
+        self, entries: Sequence[queue_pb2.QueueEntry], known: bytes | None = None
+    ) -> None:
+        """One group of due entries (one message, one domain), leased to this replica;
+        ``known``: the content when the caller has it (the first attempt from the bus)."""
         msg = self._message_of(entries)
         attempt = max(e.attempts for e in entries) + 1
-        content = await self.local.content(msg)
+        content = known if known is not None else await self.local.content(msg)
         domain = domain_of(entries[0].recipient.address)
         loop = self._loop_result(content) if content else None
         if not content:

@@ -101,11 +101,16 @@ class QueueRepository(ABC):
 
     async def enqueue(self, entry: NewEntry) -> tuple[QueueEntry, bool]:
         """Store the entry; idempotent per (queue id, recipient) while it exists: a repeat
-        returns the stored entry unchanged and True (duplicate)."""
+        returns the stored entry unchanged and True (duplicate). With ``lease_owner`` a new
+        entry is leased to it for ``lease_seconds`` from now, exactly as a claim would."""
         if entry.attempts < 0 or entry.next_attempt_at_ms < 0:
             raise InvalidArgument("attempts and next_attempt_at must not be negative")
         if not entry.envelope or len(entry.envelope) > MAX_ENVELOPE_BYTES:
             raise InvalidArgument("envelope is empty or too large")
+        lease_owner, lease = "", 0
+        if entry.lease_owner or entry.lease_seconds:
+            lease_owner = owner(entry.lease_owner)
+            lease = _bounded(entry.lease_seconds, "lease_seconds", 1, MAX_QUEUE_LEASE_SECONDS)
         now = self.now_ms()
         canonical = NewEntry(
             v.queue_id(entry.queue_id),
@@ -115,6 +120,8 @@ class QueueRepository(ABC):
             entry.attempts,
             entry.next_attempt_at_ms or now,
             entry.last_error[:MAX_ERROR_CHARS],
+            lease_owner,
+            lease,
         )
         return await self._enqueue(canonical, now)
 

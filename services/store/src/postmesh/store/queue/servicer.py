@@ -115,6 +115,7 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         new = NewEntry(
             request.queue_id, rcpt, envelope.SerializeToString(deterministic=True), blob_id,
             request.attempts, request.next_attempt_at_ms, request.last_error,
+            request.lease_owner, request.lease_seconds,
         )  # fmt: skip
         return await self.queue.enqueue(new)
 

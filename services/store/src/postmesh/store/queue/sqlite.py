@@ -102,13 +102,15 @@ class SqliteQueueRepository(QueueRepository):
             found = self._row(conn, entry.queue_id, entry.recipient)
             if found is not None:
                 return found, True
+            # Born leased: claimable again only once the lease ran out, as after a claim.
+            until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
             conn.execute(
                 f"INSERT INTO queue_entries ({_COLS}, ready_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
-                    entry.attempts, entry.next_attempt_at_ms, entry.last_error, now,
-                    entry.next_attempt_at_ms,
+                    entry.attempts, entry.next_attempt_at_ms, entry.last_error,
+                    entry.lease_owner, until, now, max(entry.next_attempt_at_ms, until),
                 ),
             )  # fmt: skip
             stored = self._row(conn, entry.queue_id, entry.recipient)

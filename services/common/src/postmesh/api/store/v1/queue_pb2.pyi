@@ -82,12 +82,19 @@ class EnqueueRequest(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LEASE_OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     attempts: _builtins.int
     """Attempts made so far (usually 1: the one that just failed)."""
     next_attempt_at_ms: _builtins.int
     """Unix milliseconds; 0 means now."""
     last_error: _builtins.str
+    lease_owner: _builtins.str
+    """Optional: the new entry is leased to lease_owner for lease_seconds (1..86400, as
+    ClaimDueRequest.lease_seconds; required with lease_owner). A duplicate keeps its lease.
+    """
+    lease_seconds: _builtins.int
     @_builtins.property
     def recipient(self) -> _events_pb2.Recipient: ...
     @_builtins.property
@@ -105,10 +112,12 @@ class EnqueueRequest(_message.Message):
         attempts: _builtins.int = ...,
         next_attempt_at_ms: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        lease_owner: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,7 +80,9 @@ class DeliveryQueueServiceServicer:
 
     def Enqueue(self, request, context):
         """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-        exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+        exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+        lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+        the caller attempts it without a ClaimDue round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

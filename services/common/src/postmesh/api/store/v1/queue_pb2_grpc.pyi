@@ -39,7 +39,9 @@ class DeliveryQueueServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DeliveryQueueServiceAsyncStub: ...
     Enqueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.EnqueueRequest, _queue_pb2.EnqueueResponse]
     """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-    exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+    exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+    lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+    the caller attempts it without a ClaimDue round trip.
     """
     ClaimDue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ClaimDueRequest, _queue_pb2.ClaimDueResponse]
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
@@ -69,7 +71,9 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enqueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.EnqueueRequest, _queue_pb2.EnqueueResponse]  # type: ignore[assignment]
     """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-    exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+    exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+    lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+    the caller attempts it without a ClaimDue round trip.
     """
     ClaimDue: _aio.UnaryUnaryMultiCallable[_queue_pb2.ClaimDueRequest, _queue_pb2.ClaimDueResponse]  # type: ignore[assignment]
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
@@ -102,7 +106,9 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.EnqueueResponse, _abc.Awaitable[_queue_pb2.EnqueueResponse]]:
         """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-        exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+        exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+        lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+        the caller attempts it without a ClaimDue round trip.
         """
 
     @_abc_1.abstractmethod
