@@ -43,6 +43,8 @@ from postmesh.delivery.trace import TraceIndex
 log = get_logger(__name__)
 T = TypeVar("T")
 
+DNS_CACHE_ENTRIES = 10_000
+
 RECIPIENTS = Counter(
     "postmesh_delivery_recipients_total", "Recipients handled, by outcome.", ["outcome"]
 )
@@ -128,7 +130,9 @@ class DeliveryService(Service):
         self.queue: queue_pb2_grpc.DeliveryQueueServiceStub = queue_stub(
             settings.store_address, security
         )
-        resolver = make_resolver(settings.dns_servers)
+        # MX, A/AAAA and MTA-STS TXT answers are cached for their TTL, as a local caching
+        # resolver would: no look-ups per message to the same destination.
+        resolver = make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES)
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)
