@@ -104,6 +104,7 @@ class FakeQueue:
         self.rescheduled: list[queue_pb2.RescheduleRequest] = []
         self.deleted: list[tuple[str, str]] = []
         self.claimed: list[tuple[str, str]] = []
+        self.delete_calls = 0
         self.leases: list[tuple[str, int]] = []  # (lease_owner, lease_seconds) per Enqueue
         self.down = False
 
@@ -125,6 +126,17 @@ class FakeQueue:
         )  # fmt: skip
         self.leases.append((req.lease_owner, req.lease_seconds))
         return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
+
+    async def DeleteMany(self, req: queue_pb2.DeleteManyRequest, timeout: float) -> Any:
+        self.delete_calls += 1
+        outcomes = []
+        for e in req.entries:
+            if (e.queue_id, e.recipient) not in self.entries:
+                outcomes.append(queue_pb2.DELETE_OUTCOME_NOT_FOUND)
+                continue
+            await self.Delete(e, timeout)
+            outcomes.append(queue_pb2.DELETE_OUTCOME_DELETED)
+        return queue_pb2.DeleteManyResponse(outcomes=outcomes)
 
     async def ClaimDue(self, req: queue_pb2.ClaimDueRequest, timeout: float) -> Any:
         free = [e for e in self.entries.values() if not e.lease_owner][: req.max_items]
@@ -166,6 +178,7 @@ async def make_service(
     svc.relay = FakeRelay()  # type: ignore[assignment]
     svc.queue = FakeQueue()  # type: ignore[assignment]
     svc.workers.queue = svc.queue
+    svc.deletes.queue = svc.queue
     svc.signer = None
     await bus.start()
     return svc, store, bus

@@ -216,6 +216,39 @@ async def test_enqueue_born_leased_needs_no_claim(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a lease needs its length
 
 
+async def test_delete_many_answers_per_entry(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    for q in ("Q1", "Q2"):
+        await queue.Enqueue(
+            enqueue_request(queue_id=q, message=inbound(queue_id=q, inline_content=CONTENT),
+                            lease_owner="delivery-0", lease_seconds=60),
+            timeout=10,
+        )  # fmt: skip
+
+    def item(q: str, owner: str) -> queue_pb2.DeleteQueueEntryRequest:
+        return queue_pb2.DeleteQueueEntryRequest(
+            queue_id=q, recipient="bob@example.net", owner=owner
+        )
+
+    r = await queue.DeleteMany(
+        queue_pb2.DeleteManyRequest(
+            entries=[item("Q1", "delivery-0"), item("Q2", "delivery-1"), item("Q9", "delivery-0")]
+        ),
+        timeout=10,
+    )
+    assert list(r.outcomes) == [
+        queue_pb2.DELETE_OUTCOME_DELETED,
+        queue_pb2.DELETE_OUTCOME_LEASE_NOT_HELD,
+        queue_pb2.DELETE_OUTCOME_NOT_FOUND,
+    ]
+    listed = await queue.List(queue_pb2.ListQueueRequest(), timeout=10)
+    assert [e.queue_id for e in listed.entries] == ["Q2"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await queue.DeleteMany(queue_pb2.DeleteManyRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_list_stats_and_depth_gauge(
     queue: queue_pb2_grpc.DeliveryQueueServiceStub, app: StoreApp
 ) -> None:

@@ -28,6 +28,7 @@ from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
+from postmesh.delivery.deletes import BatchedDeletes, EntryGone
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
@@ -149,6 +150,7 @@ class DeliveryService(Service):
             poll_seconds=settings.queue_poll_seconds,
             deadline=settings.grpc_deadline_seconds,
         )
+        self.deletes = BatchedDeletes(self.queue, settings.grpc_deadline_seconds)
         self.trace = TraceIndex(settings.trace_max_messages)
         self.admin = QueueAdmin(
             self.queue,
@@ -342,6 +344,9 @@ class DeliveryService(Service):
         while True:
             try:
                 return await op()
+            except EntryGone as e:
+                log.warning(f"{what}: entry no longer ours", extra=kv(detail=str(e)))
+                return None
             except grpc.aio.AioRpcError as e:
                 if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     log.warning(f"{what}: entry no longer ours", extra=kv(detail=e.details()))
@@ -385,10 +390,8 @@ class DeliveryService(Service):
         req = queue_pb2.DeleteQueueEntryRequest(
             queue_id=entry.queue_id, recipient=entry.recipient.address, owner=self.workers.owner
         )
-        await self._until_done(
-            "delete",
-            functools.partial(self.queue.Delete, req, timeout=self.settings.grpc_deadline_seconds),
-        )
+        # Batched with the deletes of every other attempt finishing now (one DeleteMany).
+        await self._until_done("delete", functools.partial(self.deletes.delete, req))
 
     async def retry(
         self, entries: Sequence[queue_pb2.QueueEntry], known: bytes | None = None

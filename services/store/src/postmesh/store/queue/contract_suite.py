@@ -277,6 +277,51 @@ class QueueContract:
         (claimed,) = await repo.claim_due("c", 1, 10)
         assert claimed.lease_owner == "c"
 
+    async def test_delete_many_is_delete_per_entry(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        for q in ("Q1", "Q2", "Q3"):
+            await repo.enqueue(entry(q))
+        await repo.claim_due("a", 2, 300)  # Q1 and Q2 (oldest first: same time, by id)
+        await repo.claim_due("b", 1, 300)  # Q3
+        rcpt = "bob@example.net"
+        results = await repo.delete_many(
+            [("Q1", rcpt, "a"), ("Q3", rcpt, "a"), ("Q9", rcpt, "a"), ("Q2", rcpt, "a")]
+        )
+        assert results[0] is None and results[3] is None
+        assert isinstance(results[1], LeaseNotHeld) and isinstance(results[2], NotFound)
+        assert await repo.get("Q1", rcpt) is None and await repo.get("Q2", rcpt) is None
+        assert (await repo.get("Q3", rcpt)) is not None  # another owner's: untouched
+        (again,) = await repo.delete_many([("Q1", rcpt, "a")])
+        assert isinstance(again, NotFound)
+        for bad in ([], [("Q3", rcpt, "")], [("", rcpt, "b")], [("Q3", rcpt, "b")] * 1001):
+            with pytest.raises(InvalidArgument):
+                await repo.delete_many(bad)
+        assert (await repo.get("Q3", rcpt)) is not None  # a refused call deleted nothing
+
+    async def test_delete_many_after_takeover_deletes_nothing_of_the_new_owner(
+        self, open_repo: OpenRepo, clock: FakeClock
+    ) -> None:
+        """A replica whose leases expired finishes late while another takes the entries over:
+        each entry is deleted at most by the one that holds it."""
+        repos = [await open_repo(clock) for _ in range(3)]
+        for i in range(6):
+            await repos[0].enqueue(entry(f"Q{i}"))
+        await repos[0].claim_due("old", 6, 10)
+        clock.advance(11)
+        items = [(f"Q{i}", "bob@example.net", "old") for i in range(6)]
+        late, taken = await asyncio.gather(
+            repos[1].delete_many(items), repos[2].claim_due("new", 6, 10)
+        )
+        mine = {e.queue_id for e in taken}
+        for (qid, _, _), result in zip(items, late, strict=True):
+            if qid in mine:
+                assert isinstance(result, LeaseNotHeld)
+                assert (await repos[0].get(qid, "bob@example.net")) is not None
+            else:
+                assert result is None
+                assert await repos[0].get(qid, "bob@example.net") is None
+
     async def test_claim_one_entry_now_unless_another_lease_runs(
         self, repo: QueueRepository, clock: FakeClock
     ) -> None:

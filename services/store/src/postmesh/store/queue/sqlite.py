@@ -194,6 +194,26 @@ class SqliteQueueRepository(QueueRepository):
 
         await self._txn(txn)
 
+    async def _delete_many(
+        self, items: list[tuple[str, str, str]], now: int
+    ) -> list[NotFound | LeaseNotHeld | None]:
+        def txn(conn: sqlite3.Connection) -> list[NotFound | LeaseNotHeld | None]:
+            out: list[NotFound | LeaseNotHeld | None] = []
+            for queue_id, rcpt, who in items:
+                try:
+                    self._held(conn, queue_id, rcpt, who)
+                except (NotFound, LeaseNotHeld) as e:
+                    out.append(e)
+                    continue
+                conn.execute(
+                    "DELETE FROM queue_entries WHERE queue_id = ? AND recipient = ?",
+                    (queue_id, rcpt),
+                )
+                out.append(None)
+            return out
+
+        return await self._txn(txn)
+
     async def _list(
         self, queue_id: str, after: tuple[str, str] | None, limit: int
     ) -> tuple[list[QueueEntry], bool]:

@@ -57,6 +57,11 @@ class DeliveryQueueServiceStub:
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+    DeleteMany: _grpc.UnaryUnaryMultiCallable[_queue_pb2.DeleteManyRequest, _queue_pb2.DeleteManyResponse]
+    """Delete of several entries in one call (one store transaction where the backend has
+    them), each exactly as Delete would; one outcome per entry, in request order. The call
+    itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+    """
     List: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ListQueueRequest, _queue_pb2.ListQueueResponse]
     """Every entry (or one message's) in a stable order, one page at a time, for operators."""
     Stats: _grpc.UnaryUnaryMultiCallable[_queue_pb2.QueueStatsRequest, _queue_pb2.QueueStatsResponse]
@@ -89,6 +94,11 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     """
     Delete: _aio.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]  # type: ignore[assignment]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+    DeleteMany: _aio.UnaryUnaryMultiCallable[_queue_pb2.DeleteManyRequest, _queue_pb2.DeleteManyResponse]  # type: ignore[assignment]
+    """Delete of several entries in one call (one store transaction where the backend has
+    them), each exactly as Delete would; one outcome per entry, in request order. The call
+    itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+    """
     List: _aio.UnaryUnaryMultiCallable[_queue_pb2.ListQueueRequest, _queue_pb2.ListQueueResponse]  # type: ignore[assignment]
     """Every entry (or one message's) in a stable order, one page at a time, for operators."""
     Stats: _aio.UnaryUnaryMultiCallable[_queue_pb2.QueueStatsRequest, _queue_pb2.QueueStatsResponse]  # type: ignore[assignment]
@@ -148,6 +158,17 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.DeleteQueueEntryResponse, _abc.Awaitable[_queue_pb2.DeleteQueueEntryResponse]]:
         """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+
+    @_abc_1.abstractmethod
+    def DeleteMany(
+        self,
+        request: _queue_pb2.DeleteManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.DeleteManyResponse, _abc.Awaitable[_queue_pb2.DeleteManyResponse]]:
+        """Delete of several entries in one call (one store transaction where the backend has
+        them), each exactly as Delete would; one outcome per entry, in request order. The call
+        itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+        """
 
     @_abc_1.abstractmethod
     def List(
