@@ -104,7 +104,10 @@ class SqliteBus(Bus):
                     last = recs[-1].offset
                     positions[topic] = last
                     if group is not None:
-                        await conn.transaction(
+                        # On the publishing connection when there is one: the offset commit
+                        # then shares a COMMIT with this process's publishes instead of
+                        # waiting for their write lock.
+                        await (self._conn or conn).transaction(
                             lambda c, t=topic, q=last: self._commit(c, group, t, q)  # type: ignore[misc]
                         )
                 now = asyncio.get_running_loop().time()

@@ -61,16 +61,26 @@ def _setup(conn: sqlite3.Connection) -> None:
 class SqliteQueueRepository(QueueRepository):
     transient_errors = (sqlite3.OperationalError,)
 
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: Path, *, clock: Clock | None = None, db: SqliteConnection | None = None
+    ) -> None:
+        """``db``: the store's own connection to ``path``, opened and closed by the store. On
+        it, Enqueue's blob and its entry share one thread and group commits, never waiting for
+        each other's write lock as two connections of one process would."""
         super().__init__(clock=clock)
         self.path = path
-        self._db = SqliteConnection(path, _setup)
+        self._shared = db is not None
+        self._db = db if db is not None else SqliteConnection(path, _setup)
 
     async def open(self) -> None:
-        await self._db.open()
+        if self._shared:
+            await self._db.run(_setup)
+        else:
+            await self._db.open()
 
     async def close(self) -> None:
-        await self._db.close()
+        if not self._shared:
+            await self._db.close()
 
     async def ping(self) -> bool:
         return await self._db.ping()
@@ -125,6 +135,14 @@ class SqliteQueueRepository(QueueRepository):
 
     async def _claim_due(self, who: str, limit: int, lease_ms: int, now: int) -> list[QueueEntry]:
         until = now + lease_ms
+        # Most polls find nothing due: a plain read answers them without the write lock.
+        due = await self._db.run(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM queue_entries WHERE ready_at <= ? LIMIT 1", (now,)
+            ).fetchone()
+        )
+        if due is None:
+            return []
 
         def txn(conn: sqlite3.Connection) -> list[QueueEntry]:
             keys = conn.execute(
