@@ -105,6 +105,7 @@ class FakeQueue:
         self.deleted: list[tuple[str, str]] = []
         self.claimed: list[tuple[str, str]] = []
         self.delete_calls = 0
+        self.ignores_leases = False
         self.leases: list[tuple[str, int]] = []  # (lease_owner, lease_seconds) per Enqueue
         self.down = False
 
@@ -125,6 +126,8 @@ class FakeQueue:
             ),
         )  # fmt: skip
         self.leases.append((req.lease_owner, req.lease_seconds))
+        if self.ignores_leases:  # a store from before EnqueueRequest.lease_owner
+            self.entries[key].lease_owner = ""
         return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
 
     async def DeleteMany(self, req: queue_pb2.DeleteManyRequest, timeout: float) -> Any:
@@ -321,6 +324,15 @@ async def test_first_attempt_is_born_leased_when_the_workers_have_room(tmp_path:
     assert sorted(r for _, rcpts, _ in relay.sent[1:] for r in rcpts) == [
         f"{r}@remote.test" for r in "pqr"
     ]
+    # An older store ignores the lease: the entry is free, so only the claim loop attempts it.
+    queue.ignores_leases = True
+    msg.queue_id = "Q3"
+    del msg.recipients[1:]
+    sent_before = len(relay.sent)
+    await svc.process(msg)
+    await asyncio.wait_for(drained(), 10)
+    assert queue.claimed[-1] == ("Q3", "p@remote.test")
+    assert relay.sent[sent_before:] == [("remote.test", ["p@remote.test"], ORIGINAL)]  # once
     workers.cancel()
     with pytest.raises(asyncio.CancelledError):
         await workers

@@ -305,7 +305,9 @@ class DeliveryService(Service):
                     req.lease_owner = self.workers.owner
                     req.lease_seconds = self.settings.queue_lease_seconds
                 resp = await self.queue.Enqueue(req, timeout=self.settings.grpc_deadline_seconds)
-                if leased and not resp.duplicate:
+                # Only what the store says is ours: a store older than lease_owner ignores it
+                # and returns a free entry, which the claim loop (of any replica) takes.
+                if leased and not resp.duplicate and resp.entry.lease_owner == req.lease_owner:
                     born.append(resp.entry)
             log.info("queued for relay", extra=kv(recipients=len(remote), leased=len(born)))
             for rcpt in remote:
@@ -317,7 +319,7 @@ class DeliveryService(Service):
             if leased:
                 self.workers.run_now(born, content, reserved=True)
                 self.workers.release(len(remote) - len(born))
-            else:
+            if len(born) < len(remote):
                 self.workers.wake()
 
     def _loop_result(self, content: bytes) -> RecipientResult | None:
