@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,63 @@ async def test_a_cancelled_call_never_interleaves_with_the_next(tmp_path: Path) 
     assert rows == [1, 2, 3]
     await db.close()
     assert not await db.ping()
+
+
+async def test_concurrent_transactions_share_a_commit_each_all_or_nothing(tmp_path: Path) -> None:
+    """Transactions queued while the thread is busy commit together; one that raises is
+    rolled back alone and its caller gets its own error, the others' work is durable."""
+    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
+    await db.open()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(c: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+        c.execute("INSERT INTO t VALUES (0)")
+
+    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+        def fn(c: sqlite3.Connection) -> int:
+            c.execute("INSERT INTO t VALUES (?)", (n,))
+            if n == 3:
+                raise ValueError("three")
+            return n
+
+        return fn
+
+    first = asyncio.create_task(db.transaction(blocker))
+    await asyncio.to_thread(started.wait, 5)
+    group = [asyncio.create_task(db.transaction(insert(n))) for n in range(1, 6)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await first
+    results = await asyncio.gather(*group, return_exceptions=True)
+    assert results[:2] == [1, 2] and results[3:] == [4, 5]
+    assert isinstance(results[2], ValueError)
+    other = sqlite3.connect(tmp_path / "x.sqlite3")  # what another process sees
+    assert [r[0] for r in other.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
+    other.close()
+    await db.close()
+
+
+async def test_a_transaction_cancelled_before_its_turn_never_runs(tmp_path: Path) -> None:
+    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
+    await db.open()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(c: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    first = asyncio.create_task(db.transaction(blocker))
+    await asyncio.to_thread(started.wait, 5)
+    waiting = asyncio.create_task(db.transaction(lambda c: c.execute("INSERT INTO t VALUES (9)")))
+    kept = asyncio.create_task(db.transaction(lambda c: c.execute("INSERT INTO t VALUES (8)")))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    release.set()
+    await first
+    await kept
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await db.run(lambda c: [r[0] for r in c.execute("SELECT n FROM t")]) == [8]
+    await db.close()

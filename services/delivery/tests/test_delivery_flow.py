@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import time
@@ -102,6 +103,10 @@ class FakeQueue:
         self.entries: dict[tuple[str, str], queue_pb2.QueueEntry] = {}
         self.rescheduled: list[queue_pb2.RescheduleRequest] = []
         self.deleted: list[tuple[str, str]] = []
+        self.claimed: list[tuple[str, str]] = []
+        self.delete_calls = 0
+        self.ignores_leases = False
+        self.leases: list[tuple[str, int]] = []  # (lease_owner, lease_seconds) per Enqueue
         self.down = False
 
     async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
@@ -117,9 +122,34 @@ class FakeQueue:
                 queue_id=req.queue_id, recipient=req.recipient, message=req.message,
                 attempts=req.attempts, next_attempt_at_ms=req.next_attempt_at_ms,
                 last_error=req.last_error, created_at_ms=int(time.time() * 1000),
+                lease_owner=req.lease_owner,
             ),
         )  # fmt: skip
+        self.leases.append((req.lease_owner, req.lease_seconds))
+        if self.ignores_leases:  # a store from before EnqueueRequest.lease_owner
+            self.entries[key].lease_owner = ""
         return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
+
+    async def DeleteMany(self, req: queue_pb2.DeleteManyRequest, timeout: float) -> Any:
+        self.delete_calls += 1
+        outcomes = []
+        for e in req.entries:
+            if (e.queue_id, e.recipient) not in self.entries:
+                outcomes.append(queue_pb2.DELETE_OUTCOME_NOT_FOUND)
+                continue
+            await self.Delete(e, timeout)
+            outcomes.append(queue_pb2.DELETE_OUTCOME_DELETED)
+        return queue_pb2.DeleteManyResponse(outcomes=outcomes)
+
+    async def ClaimDue(self, req: queue_pb2.ClaimDueRequest, timeout: float) -> Any:
+        free = [e for e in self.entries.values() if not e.lease_owner][: req.max_items]
+        for e in free:
+            e.lease_owner = req.owner
+            self.claimed.append((e.queue_id, e.recipient.address))
+        return queue_pb2.ClaimDueResponse(entries=free)
+
+    async def Stats(self, req: queue_pb2.QueueStatsRequest, timeout: float) -> Any:
+        return queue_pb2.QueueStatsResponse(entries=len(self.entries))
 
     async def Reschedule(self, req: queue_pb2.RescheduleRequest, timeout: float) -> Any:
         self.rescheduled.append(req)
@@ -150,6 +180,8 @@ async def make_service(
     svc.local = LocalDelivery(store, 5)  # type: ignore[arg-type]
     svc.relay = FakeRelay()  # type: ignore[assignment]
     svc.queue = FakeQueue()  # type: ignore[assignment]
+    svc.workers.queue = svc.queue
+    svc.deletes.queue = svc.queue
     svc.signer = None
     await bus.start()
     return svc, store, bus
@@ -263,6 +295,50 @@ async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
     await bus.stop()
 
 
+async def test_first_attempt_is_born_leased_when_the_workers_have_room(tmp_path: Path) -> None:
+    """The consumer's entries are leased to this replica at Enqueue and attempted at once with
+    the content at hand; when the workers are full they are left for the claim loop."""
+    svc, _store, bus = await make_service(tmp_path, queue_concurrency=2, queue_poll_seconds=0.05)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    workers = asyncio.create_task(svc.workers.run())
+
+    async def drained() -> None:
+        while queue.entries or svc.workers._busy:  # noqa: ASYNC110 (state of a fake, no event)
+            await asyncio.sleep(0.01)
+
+    await asyncio.sleep(0)
+    await svc.process(inbound("x@remote.test", "y@remote.test"))
+    assert queue.leases == [(svc.workers.owner, svc.settings.queue_lease_seconds)] * 2
+    await asyncio.wait_for(drained(), 10)
+    assert relay.sent == [("remote.test", ["x@remote.test", "y@remote.test"], ORIGINAL)]
+    assert queue.claimed == [] and len(queue.deleted) == 2
+    # Three recipients do not fit two free slots: enqueued unleased, claimed by the loop.
+    msg = inbound("p@remote.test", "q@remote.test", "r@remote.test")
+    msg.queue_id = "Q2"
+    await svc.process(msg)
+    assert queue.leases[2:] == [("", 0)] * 3
+    await asyncio.wait_for(drained(), 10)
+    assert sorted(queue.claimed) == [("Q2", f"{r}@remote.test") for r in "pqr"]
+    assert sorted(r for _, rcpts, _ in relay.sent[1:] for r in rcpts) == [
+        f"{r}@remote.test" for r in "pqr"
+    ]
+    # An older store ignores the lease: the entry is free, so only the claim loop attempts it.
+    queue.ignores_leases = True
+    msg.queue_id = "Q3"
+    del msg.recipients[1:]
+    sent_before = len(relay.sent)
+    await svc.process(msg)
+    await asyncio.wait_for(drained(), 10)
+    assert queue.claimed[-1] == ("Q3", "p@remote.test")
+    assert relay.sent[sent_before:] == [("remote.test", ["p@remote.test"], ORIGINAL)]  # once
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    await bus.stop()
+
+
 async def test_notify_success_relayed_to_a_peer_without_dsn_gets_a_relayed_report(
     tmp_path: Path,
 ) -> None:
@@ -373,7 +449,7 @@ async def test_workers_renew_leases_while_an_attempt_runs() -> None:
 
     release = asyncio.Event()
 
-    async def slow_attempt(entries: Sequence[queue_pb2.QueueEntry]) -> None:
+    async def slow_attempt(entries: Sequence[queue_pb2.QueueEntry], content: bytes | None) -> None:
         await release.wait()
 
     q = Queue()

@@ -35,6 +35,7 @@ class FakeBackend:
     blobs: dict[str, bytes] = field(default_factory=dict)
     auth_calls: list[tuple[str, str, str]] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
+    owner_lookups: list[str] = field(default_factory=list)
     store_down: bool = False
     auth_down: bool = False
 
@@ -63,6 +64,7 @@ class FakeBackend:
     async def address_owners(self, address: str) -> list[str]:
         if self.auth_down:
             raise BackendUnavailable("auth down")
+        self.owner_lookups.append(address)
         key = address.lower()
         return [key] if key in PASSWORDS else list(ALIASES.get(key, []))
 

@@ -35,6 +35,23 @@ async def test_own_address_and_alias_are_accepted(edge: Edge) -> None:
     assert len(await edge.messages(3)) == 3
 
 
+async def test_from_equal_to_the_checked_envelope_sender_is_not_looked_up_again(
+    edge: Edge,
+) -> None:
+    edge.backend.owner_lookups.clear()
+    mail, data = await asyncio.to_thread(
+        submit, edge.submission, "alice@example.org", "alice@example.org"
+    )
+    assert (mail[0], data[0]) == (250, 250)
+    assert edge.backend.owner_lookups == ["alice@example.org"]  # at MAIL only
+    edge.backend.owner_lookups.clear()
+    _, data = await asyncio.to_thread(
+        submit, edge.submission, "alice@example.org", "Sales <sales@example.org>"
+    )
+    assert data[0] == 250
+    assert edge.backend.owner_lookups == ["alice@example.org", "sales@example.org"]
+
+
 async def test_someone_elses_envelope_sender_is_refused(edge: Edge) -> None:
     mail, _ = await asyncio.to_thread(
         submit, edge.submission, "bob@example.org", "alice@example.org"

@@ -185,6 +185,70 @@ async def test_claim_reschedule_delete(queue: queue_pb2_grpc.DeliveryQueueServic
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_enqueue_born_leased_needs_no_claim(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    r = await queue.Enqueue(
+        enqueue_request(attempts=0, lease_owner="delivery-0", lease_seconds=60), timeout=10
+    )
+    assert r.entry.lease_owner == "delivery-0"
+    assert r.entry.lease_expires_at_ms > int(time.time() * 1000) + 50_000
+    others = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(owner="delivery-1", max_items=10, lease_seconds=60), timeout=10
+    )
+    assert list(others.entries) == []
+    again = await queue.Enqueue(
+        enqueue_request(attempts=0, lease_owner="delivery-1", lease_seconds=60), timeout=10
+    )
+    assert again.duplicate and again.entry.lease_owner == "delivery-0"
+    await queue.Delete(
+        queue_pb2.DeleteQueueEntryRequest(
+            queue_id="Q1", recipient="bob@example.net", owner="delivery-0"
+        ),
+        timeout=10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await queue.Enqueue(
+            enqueue_request(queue_id="Q2", message=inbound(queue_id="", inline_content=CONTENT),
+                            lease_owner="delivery-0"),
+            timeout=10,
+        )  # fmt: skip
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a lease needs its length
+
+
+async def test_delete_many_answers_per_entry(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    for q in ("Q1", "Q2"):
+        await queue.Enqueue(
+            enqueue_request(queue_id=q, message=inbound(queue_id=q, inline_content=CONTENT),
+                            lease_owner="delivery-0", lease_seconds=60),
+            timeout=10,
+        )  # fmt: skip
+
+    def item(q: str, owner: str) -> queue_pb2.DeleteQueueEntryRequest:
+        return queue_pb2.DeleteQueueEntryRequest(
+            queue_id=q, recipient="bob@example.net", owner=owner
+        )
+
+    r = await queue.DeleteMany(
+        queue_pb2.DeleteManyRequest(
+            entries=[item("Q1", "delivery-0"), item("Q2", "delivery-1"), item("Q9", "delivery-0")]
+        ),
+        timeout=10,
+    )
+    assert list(r.outcomes) == [
+        queue_pb2.DELETE_OUTCOME_DELETED,
+        queue_pb2.DELETE_OUTCOME_LEASE_NOT_HELD,
+        queue_pb2.DELETE_OUTCOME_NOT_FOUND,
+    ]
+    listed = await queue.List(queue_pb2.ListQueueRequest(), timeout=10)
+    assert [e.queue_id for e in listed.entries] == ["Q2"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await queue.DeleteMany(queue_pb2.DeleteManyRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_list_stats_and_depth_gauge(
     queue: queue_pb2_grpc.DeliveryQueueServiceStub, app: StoreApp
 ) -> None:

@@ -72,8 +72,11 @@ class Dnsmasq:
     """dnsmasq as a child process (foreground, no upstream, no /etc/hosts, no config file).
     Started as root it drops to ``nobody`` itself."""
 
-    def __init__(self, zone: Zone, *, startup_timeout_s: float = 15.0) -> None:
+    def __init__(self, zone: Zone, *, startup_timeout_s: float = 15.0, ttl: int = 0) -> None:
+        """``ttl``: the TTL of every answer (``--local-ttl``); dnsmasq's default 0 keeps
+        resolvers from caching, a real zone's (e.g. 300) lets them."""
         self.zone = zone
+        self.ttl = ttl
         self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
@@ -102,6 +105,7 @@ class Dnsmasq:
             f"--pid-file={self._tmp / 'dnsmasq.pid'}",
             "--log-facility=-",
             "--log-queries",
+            f"--local-ttl={self.ttl}",
         ]
         args += [f"--local=/{z}/" for z in self.zone.zones]
         args += [f"--mx-host={d},{x},{p}" for d, x, p in self.zone.mx]

@@ -9,6 +9,7 @@ import ipaddress
 
 import dns.asyncresolver
 import dns.nameserver
+import dns.resolver
 
 
 def parse_dns_servers(value: str) -> list[tuple[str, int]]:
@@ -43,10 +44,15 @@ def _port(item: str, text: str) -> int:
     return int(text)
 
 
-def make_resolver(servers: str, timeout_seconds: float = 5.0) -> dns.asyncresolver.Resolver:
+def make_resolver(
+    servers: str, timeout_seconds: float = 5.0, cache_entries: int = 0
+) -> dns.asyncresolver.Resolver:
     """A resolver on ``servers`` (the POSTMESH_DNS_SERVERS syntax), or the system's when empty.
     dnspython takes one port for all nameservers unless each is a Nameserver object, so a
-    per-server port becomes a Do53Nameserver."""
+    per-server port becomes a Do53Nameserver. ``cache_entries`` > 0: answers are cached (at
+    most that many, least recently used dropped) for their TTL, negative ones for the SOA
+    minimum (RFC 2308 §5; 300 s when a reply has no SOA, dnspython's default); errors and
+    timeouts are never cached."""
     parsed = parse_dns_servers(servers)
     if not parsed:
         resolver = dns.asyncresolver.Resolver()
@@ -55,4 +61,6 @@ def make_resolver(servers: str, timeout_seconds: float = 5.0) -> dns.asyncresolv
         resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in parsed]
     resolver.lifetime = timeout_seconds
     resolver.timeout = min(timeout_seconds, 2.0)
+    if cache_entries > 0:
+        resolver.cache = dns.resolver.LRUCache(cache_entries)
     return resolver

@@ -28,6 +28,7 @@ from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
+from postmesh.delivery.deletes import BatchedDeletes, EntryGone
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
@@ -42,6 +43,8 @@ from postmesh.delivery.trace import TraceIndex
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+DNS_CACHE_ENTRIES = 10_000
 
 RECIPIENTS = Counter(
     "postmesh_delivery_recipients_total", "Recipients handled, by outcome.", ["outcome"]
@@ -128,7 +131,9 @@ class DeliveryService(Service):
         self.queue: queue_pb2_grpc.DeliveryQueueServiceStub = queue_stub(
             settings.store_address, security
         )
-        resolver = make_resolver(settings.dns_servers)
+        # MX, A/AAAA and MTA-STS TXT answers are cached for their TTL, as a local caching
+        # resolver would: no look-ups per message to the same destination.
+        resolver = make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES)
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)
@@ -145,6 +150,7 @@ class DeliveryService(Service):
             poll_seconds=settings.queue_poll_seconds,
             deadline=settings.grpc_deadline_seconds,
         )
+        self.deletes = BatchedDeletes(self.queue, settings.grpc_deadline_seconds)
         self.trace = TraceIndex(settings.trace_max_messages)
         self.admin = QueueAdmin(
             self.queue,
@@ -272,20 +278,49 @@ class DeliveryService(Service):
                 )
             else:
                 remote.append(rcpt)
-        for rcpt in remote:
-            await self.queue.Enqueue(
-                queue_pb2.EnqueueRequest(
-                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
-                ),
-                timeout=self.settings.grpc_deadline_seconds,
-            )
         if remote:
-            log.info("queued for relay", extra=kv(recipients=len(remote)))
-            self.workers.wake()
+            await self._enqueue_remote(msg, remote, content)
+        await self._report(msg, results, attempt=1, content=content)
+
+    async def _enqueue_remote(
+        self,
+        msg: events_pb2.InboundMessage,
+        remote: list[events_pb2.Recipient],
+        content: bytes | None,
+    ) -> None:
+        """Every remote recipient becomes a queue entry before the record is committed. When
+        this replica's workers have room, the entries are born leased to them and attempted at
+        once with the content at hand (no ClaimDue, no GetBlob): as durable as a claimed entry,
+        so a crash now means another replica retries them when the lease runs out (ADR 15).
+        A duplicate (the bus repeating a record) is never attempted here: it is someone's
+        already, or unleased and due for the claim loop."""
+        leased = self.workers.reserve(len(remote))
+        born: list[queue_pb2.QueueEntry] = []
+        try:
+            for rcpt in remote:
+                req = queue_pb2.EnqueueRequest(
+                    queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0
+                )
+                if leased:
+                    req.lease_owner = self.workers.owner
+                    req.lease_seconds = self.settings.queue_lease_seconds
+                resp = await self.queue.Enqueue(req, timeout=self.settings.grpc_deadline_seconds)
+                # Only what the store says is ours: a store older than lease_owner ignores it
+                # and returns a free entry, which the claim loop (of any replica) takes.
+                if leased and not resp.duplicate and resp.entry.lease_owner == req.lease_owner:
+                    born.append(resp.entry)
+            log.info("queued for relay", extra=kv(recipients=len(remote), leased=len(born)))
             for rcpt in remote:
                 queued = RecipientResult(rcpt.address, Outcome.QUEUED, "", "", "queued for relay")
                 await self._publish_outcome(msg, queued, 0, 0)
-        await self._report(msg, results, attempt=1, content=content)
+        finally:
+            # Also when an Enqueue failed (the bus retries the record): what is leased to us
+            # is attempted now rather than after the lease.
+            if leased:
+                self.workers.run_now(born, content, reserved=True)
+                self.workers.release(len(remote) - len(born))
+            if len(born) < len(remote):
+                self.workers.wake()
 
     def _loop_result(self, content: bytes) -> RecipientResult | None:
         hops = count_received(content)
@@ -311,6 +346,9 @@ class DeliveryService(Service):
         while True:
             try:
                 return await op()
+            except EntryGone as e:
+                log.warning(f"{what}: entry no longer ours", extra=kv(detail=str(e)))
+                return None
             except grpc.aio.AioRpcError as e:
                 if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     log.warning(f"{what}: entry no longer ours", extra=kv(detail=e.details()))
@@ -354,16 +392,17 @@ class DeliveryService(Service):
         req = queue_pb2.DeleteQueueEntryRequest(
             queue_id=entry.queue_id, recipient=entry.recipient.address, owner=self.workers.owner
         )
-        await self._until_done(
-            "delete",
-            functools.partial(self.queue.Delete, req, timeout=self.settings.grpc_deadline_seconds),
-        )
+        # Batched with the deletes of every other attempt finishing now (one DeleteMany).
+        await self._until_done("delete", functools.partial(self.deletes.delete, req))
 
-    async def retry(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
-        """One group of due entries (one message, one domain), leased to this replica."""
+    async def retry(
+        self, entries: Sequence[queue_pb2.QueueEntry], known: bytes | None = None
+    ) -> None:
+        """One group of due entries (one message, one domain), leased to this replica;
+        ``known``: the content when the caller has it (the first attempt from the bus)."""
         msg = self._message_of(entries)
         attempt = max(e.attempts for e in entries) + 1
-        content = await self.local.content(msg)
+        content = known if known is not None else await self.local.content(msg)
         domain = domain_of(entries[0].recipient.address)
         loop = self._loop_result(content) if content else None
         if not content:

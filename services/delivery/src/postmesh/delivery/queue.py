@@ -28,7 +28,9 @@ QUEUE_AGE = Gauge(
     "postmesh_delivery_deferred_queue_oldest_age_seconds", "Age of the oldest deferred entry."
 )
 
-Attempt = Callable[[Sequence[queue_pb2.QueueEntry]], Awaitable[None]]
+# An attempt of entries leased to this replica, with the message content when it is at hand
+# (the bus consumer's first attempt) and None when the attempt must read it from the store.
+Attempt = Callable[[Sequence[queue_pb2.QueueEntry], bytes | None], Awaitable[None]]
 
 
 def worker_owner() -> str:
@@ -77,12 +79,29 @@ class QueueWorkers:
         self._busy = 0  # entries being attempted
         self._wake = asyncio.Event()
         self._stats_at = 0.0
+        self._started = False
 
     def wake(self) -> None:
         """Something was enqueued or retried now: claim without waiting for the poll."""
         self._wake.set()
 
+    def reserve(self, n: int) -> bool:
+        """Take room for ``n`` entries the caller is about to enqueue born leased to this
+        replica (``run_now(..., reserved=True)`` uses it, ``release`` returns what it did not).
+        False while the workers are not running or are full: enqueue unleased, and the claim
+        loop takes the entries when there is room (on any replica)."""
+        if not self._started or self._busy + n > self.concurrency:
+            return False
+        self._busy += n
+        return True
+
+    def release(self, n: int) -> None:
+        if n:
+            self._busy -= n
+            self._wake.set()
+
     async def run(self) -> None:
+        self._started = True
         try:
             while True:
                 await self._refresh_stats()
@@ -97,6 +116,7 @@ class QueueWorkers:
                     except TimeoutError:
                         pass
         finally:
+            self._started = False
             for t in list(self._running):
                 t.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -116,19 +136,27 @@ class QueueWorkers:
         self.run_now(resp.entries)
         return len(resp.entries)
 
-    def run_now(self, entries: Sequence[queue_pb2.QueueEntry]) -> None:
-        """Attempt entries leased to this replica (claimed due, or by an operator's retry)."""
+    def run_now(
+        self,
+        entries: Sequence[queue_pb2.QueueEntry],
+        content: bytes | None = None,
+        *,
+        reserved: bool = False,
+    ) -> None:
+        """Attempt entries leased to this replica (claimed due, born leased by the bus
+        consumer, or by an operator's retry); ``reserved``: their room was taken by reserve."""
         for group in group_entries(entries):
-            self._busy += len(group)
-            task = asyncio.create_task(self._one(group))
+            if not reserved:
+                self._busy += len(group)
+            task = asyncio.create_task(self._one(group, content))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _one(self, group: list[queue_pb2.QueueEntry]) -> None:
+    async def _one(self, group: list[queue_pb2.QueueEntry], content: bytes | None) -> None:
         keeper = asyncio.create_task(self._keep_leased(group))
         try:
             with log_context(queue_id=group[0].queue_id):
-                await self.attempt(group)
+                await self.attempt(group, content)
         except asyncio.CancelledError:
             raise
         except Exception:

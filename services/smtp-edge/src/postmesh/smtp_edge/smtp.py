@@ -689,6 +689,9 @@ class EdgeSMTP(AdaptedSMTP):
                 authors = from_addresses(content)
             except AuthorDomainError:
                 authors = []  # no single From field: the envelope sender was checked
+            # The envelope sender was checked at MAIL in this transaction (the login cannot
+            # change within one, RFC 4954 §4): no second look-up of the same address.
+            authors = [a for a in authors if a != txn.mail.sender]
             if not await self._may_send_as(authors):
                 self.restart_idle_timer()
                 return

@@ -33,7 +33,8 @@ class StoreApp(Service):
         self.settings = settings
         self.repo = repo or create_repository(settings)
         self.bus = bus or create_bus(settings, "store")
-        self.queue = QueueComponent(settings)  # deferred queue and maildrop locks
+        # Deferred queue and maildrop locks; on SQLite, on the store's connection.
+        self.queue = QueueComponent(settings, store=self.repo)
         # Made in start(): grpc.aio binds a server to the running event loop, and the service
         # object is built before asyncio.run() starts it.
         self.grpc: GrpcServer | None = None

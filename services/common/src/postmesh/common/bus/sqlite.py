@@ -62,7 +62,8 @@ class SqliteBus(Bus):
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         if self._conn is None:
             raise RuntimeError("SqliteBus.publish before start")
-        await self._conn.run(
+        # A transaction, so concurrent publishers share one commit (group commit).
+        await self._conn.transaction(
             lambda c: c.execute(
                 "INSERT INTO records (topic, key, value) VALUES (?, ?, ?)", (topic, key, value)
             )
@@ -103,7 +104,10 @@ class SqliteBus(Bus):
                     last = recs[-1].offset
                     positions[topic] = last
                     if group is not None:
-                        await conn.run(
+                        # On the publishing connection when there is one: the offset commit
+                        # then shares a COMMIT with this process's publishes instead of
+                        # waiting for their write lock.
+                        await (self._conn or conn).transaction(
                             lambda c, t=topic, q=last: self._commit(c, group, t, q)  # type: ignore[misc]
                         )
                 now = asyncio.get_running_loop().time()

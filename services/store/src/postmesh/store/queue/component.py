@@ -18,8 +18,15 @@ SERVICE_NAMES = [
 
 
 class QueueComponent:
-    def __init__(self, settings: StoreSettings, repo: QueueRepository | None = None) -> None:
-        self.repo = repo or create_queue_repository(settings)
+    def __init__(
+        self,
+        settings: StoreSettings,
+        repo: QueueRepository | None = None,
+        store: StoreRepository | None = None,
+    ) -> None:
+        """``store``: opened before and closed after this component (its connection may be
+        shared)."""
+        self.repo = repo or create_queue_repository(settings, store)
         self.depth = DepthMonitor(self.repo)
 
     async def open(self) -> None:

@@ -102,6 +102,84 @@ class QueueContract:
             with pytest.raises(InvalidArgument):
                 await repo.enqueue(bad)
 
+    async def test_enqueue_born_leased_is_the_callers_until_expiry(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        """An entry enqueued with a lease is held exactly as if its caller had claimed it."""
+        stored, dup = await repo.enqueue(entry(lease_owner="a", lease_seconds=60))
+        assert not dup
+        assert (stored.lease_owner, stored.lease_expires_at_ms) == ("a", clock.ms + 60_000)
+        assert stored.next_attempt_at_ms == clock.ms and stored.attempts == 0
+        await repo.enqueue(entry("Q2", lease_owner="a", lease_seconds=60))
+        assert await repo.claim_due("b", 10, 60) == []
+        with pytest.raises(LeaseNotHeld):
+            await repo.claim("Q1", "bob@example.net", "b", 60)
+        with pytest.raises(LeaseNotHeld):
+            await repo.delete("Q1", "bob@example.net", "b")
+        s = await repo.stats()
+        assert (s.entries, s.due, s.leased) == (2, 0, 2)
+        await repo.delete("Q1", "bob@example.net", "a")  # the holder finishes at once
+        assert await repo.get("Q1", "bob@example.net") is None
+        clock.advance(61)  # the holder of Q2 died: anyone may take it now
+        (taken,) = await repo.claim_due("b", 10, 60)
+        assert (taken.queue_id, taken.lease_owner) == ("Q2", "b")
+        with pytest.raises(LeaseNotHeld):
+            await repo.delete("Q2", "bob@example.net", "a")
+        with pytest.raises(LeaseNotHeld):
+            await repo.reschedule("Q2", "bob@example.net", "a", clock.ms, "late")
+        await repo.delete("Q2", "bob@example.net", "b")
+
+    async def test_born_leased_holder_reschedules_like_a_claimer(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        await repo.enqueue(entry(lease_owner="a", lease_seconds=60))
+        after = await repo.reschedule("Q1", "bob@example.net", "a", clock.ms + 5000, "451 later")
+        assert (after.attempts, after.lease_owner, after.lease_expires_at_ms) == (1, "", 0)
+        assert await repo.claim_due("b", 10, 60) == []
+        clock.advance(5)
+        (again,) = await repo.claim_due("b", 10, 60)
+        assert (again.attempts, again.lease_owner) == (1, "b")
+
+    async def test_duplicate_enqueue_never_changes_the_lease(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        free, _ = await repo.enqueue(entry())
+        again, dup = await repo.enqueue(entry(lease_owner="a", lease_seconds=60))
+        assert dup and again == free and again.lease_owner == ""
+        held, _ = await repo.enqueue(entry("Q2", lease_owner="a", lease_seconds=60))
+        other, dup = await repo.enqueue(entry("Q2", lease_owner="b", lease_seconds=60))
+        assert dup and other == held and other.lease_owner == "a"
+        (claimed,) = await repo.claim_due("b", 10, 60)
+        assert claimed.queue_id == "Q1"
+
+    async def test_concurrent_born_leased_enqueues_have_one_holder(
+        self, open_repo: OpenRepo, clock: FakeClock
+    ) -> None:
+        """A bus record delivered twice to two replicas at once: one entry, one lease."""
+        repos = [await open_repo(clock) for _ in range(4)]
+        results = await asyncio.gather(
+            *(
+                r.enqueue(entry(lease_owner=f"r{n}-{k}", lease_seconds=60))
+                for n, r in enumerate(repos)
+                for k in range(2)
+            )
+        )
+        firsts = [e for e, dup in results if not dup]
+        assert len(firsts) == 1
+        assert {e.lease_owner for e, _ in results} == {firsts[0].lease_owner}
+        assert await repos[0].claim_due("other", 10, 60) == []
+
+    async def test_enqueue_lease_validates(self, repo: QueueRepository) -> None:
+        for bad in (
+            entry(lease_owner="a"),
+            entry(lease_seconds=60),
+            entry(lease_owner="a", lease_seconds=86_401),
+            entry(lease_owner="a\r\n", lease_seconds=60),
+        ):
+            with pytest.raises(InvalidArgument):
+                await repo.enqueue(bad)
+        assert await repo.get("Q1", "bob@example.net") is None
+
     # -- claims --------------------------------------------------------------------------------
 
     async def test_claim_takes_due_entries_oldest_first(
@@ -198,6 +276,51 @@ class QueueContract:
         assert not dup and (fresh.attempts, fresh.lease_owner) == (3, "")
         (claimed,) = await repo.claim_due("c", 1, 10)
         assert claimed.lease_owner == "c"
+
+    async def test_delete_many_is_delete_per_entry(
+        self, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        for q in ("Q1", "Q2", "Q3"):
+            await repo.enqueue(entry(q))
+        await repo.claim_due("a", 2, 300)  # Q1 and Q2 (oldest first: same time, by id)
+        await repo.claim_due("b", 1, 300)  # Q3
+        rcpt = "bob@example.net"
+        results = await repo.delete_many(
+            [("Q1", rcpt, "a"), ("Q3", rcpt, "a"), ("Q9", rcpt, "a"), ("Q2", rcpt, "a")]
+        )
+        assert results[0] is None and results[3] is None
+        assert isinstance(results[1], LeaseNotHeld) and isinstance(results[2], NotFound)
+        assert await repo.get("Q1", rcpt) is None and await repo.get("Q2", rcpt) is None
+        assert (await repo.get("Q3", rcpt)) is not None  # another owner's: untouched
+        (again,) = await repo.delete_many([("Q1", rcpt, "a")])
+        assert isinstance(again, NotFound)
+        for bad in ([], [("Q3", rcpt, "")], [("", rcpt, "b")], [("Q3", rcpt, "b")] * 1001):
+            with pytest.raises(InvalidArgument):
+                await repo.delete_many(bad)
+        assert (await repo.get("Q3", rcpt)) is not None  # a refused call deleted nothing
+
+    async def test_delete_many_after_takeover_deletes_nothing_of_the_new_owner(
+        self, open_repo: OpenRepo, clock: FakeClock
+    ) -> None:
+        """A replica whose leases expired finishes late while another takes the entries over:
+        each entry is deleted at most by the one that holds it."""
+        repos = [await open_repo(clock) for _ in range(3)]
+        for i in range(6):
+            await repos[0].enqueue(entry(f"Q{i}"))
+        await repos[0].claim_due("old", 6, 10)
+        clock.advance(11)
+        items = [(f"Q{i}", "bob@example.net", "old") for i in range(6)]
+        late, taken = await asyncio.gather(
+            repos[1].delete_many(items), repos[2].claim_due("new", 6, 10)
+        )
+        mine = {e.queue_id for e in taken}
+        for (qid, _, _), result in zip(items, late, strict=True):
+            if qid in mine:
+                assert isinstance(result, LeaseNotHeld)
+                assert (await repos[0].get(qid, "bob@example.net")) is not None
+            else:
+                assert result is None
+                assert await repos[0].get(qid, "bob@example.net") is None
 
     async def test_claim_one_entry_now_unless_another_lease_runs(
         self, repo: QueueRepository, clock: FakeClock

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from postmesh.store.queue.repository import QueueRepository
+from postmesh.store.repository import StoreRepository
 from postmesh.store.settings import StoreSettings
 
 
-def create_queue_repository(settings: StoreSettings) -> QueueRepository:
+def create_queue_repository(
+    settings: StoreSettings, store: StoreRepository | None = None
+) -> QueueRepository:
     if settings.store_backend == "mongodb":
         from postmesh.store.queue.mongodb import MongoQueueRepository
 
         return MongoQueueRepository(settings.mongodb_url, settings.mongodb_database)
     from postmesh.store.queue.sqlite import SqliteQueueRepository
+    from postmesh.store.sqlite import SqliteStoreRepository
 
-    # Tables of their own in the store's database file: one file to back up.
-    return SqliteQueueRepository(settings.data_path(settings.store_sqlite_path))
+    # Tables of their own in the store's database file: one file to back up, and on the
+    # store's connection when there is one (one writer per process).
+    path = settings.data_path(settings.store_sqlite_path)
+    if isinstance(store, SqliteStoreRepository) and store.path == path:
+        return SqliteQueueRepository(path, db=store.connection)
+    return SqliteQueueRepository(path)

@@ -23,6 +23,9 @@ class NewEntry:
     # Unix milliseconds; 0 means now.
     next_attempt_at_ms: int = 0
     last_error: str = ""
+    # Born leased to this owner for lease_seconds (its first attempt needs no claim).
+    lease_owner: str = ""
+    lease_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)

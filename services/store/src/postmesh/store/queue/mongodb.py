@@ -13,8 +13,9 @@ document is a cache for queries (``ready_at`` index); the transitions are the tr
 carries the whole new state, so whoever finds transition g+1 while the entry still shows g (its
 writer is slow or died) rolls the entry forward itself, and a stale entry document (a slow
 roll-forward overwriting a newer one) can only cost a failed insert, never a second owner. The
-lease holder is the owner of the newest transition when that is a claim. The incarnation (a
-random id per Enqueue) keeps the transitions of a deleted entry from blocking a new one.
+lease holder is the owner of the newest transition when that is a claim (or of generation 0, the
+insert, when Enqueue leased the new entry to its caller). The incarnation (a random id per
+Enqueue) keeps the transitions of a deleted entry from blocking a new one.
 
 Maildrop locks (``store_maildrop_locks``): a document per acquisition, ``_id`` [user, gen].
 Acquiring inserts gen+1 after reading gen as free; renewing extends the holder's own document.
@@ -153,12 +154,16 @@ class MongoQueueRepository(QueueRepository):
 
     async def _enqueue(self, entry: NewEntry, now: int) -> tuple[QueueEntry, bool]:
         key = _key(entry.queue_id, entry.recipient)
+        # Born leased: generation 0 holds the lease as a claim's transition would; whoever
+        # takes it over after expiry must win transition 1, as for any claim.
+        until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
         doc: Doc = {
             "_id": key, "inc": uuid.uuid4().hex, "queue_id": entry.queue_id,
             "recipient": entry.recipient, "envelope": entry.envelope, "blob_id": entry.blob_id,
-            "created_at": now, "gen": 0, "owner": "", "lease_until": 0,
+            "created_at": now, "gen": 0, "owner": entry.lease_owner, "lease_until": until,
             "next_attempt_at": entry.next_attempt_at_ms, "attempts": entry.attempts,
-            "last_error": entry.last_error, "ready_at": entry.next_attempt_at_ms,
+            "last_error": entry.last_error,
+            "ready_at": max(entry.next_attempt_at_ms, until),
         }  # fmt: skip
         for _ in range(LOCK_RETRIES):
             try:

@@ -13,15 +13,16 @@ Maildrop locks (RFC 1939 section 8): one holder per user at a time, as a lease t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from postmesh.store import validation as v
-from postmesh.store.errors import InvalidArgument
-from postmesh.store.queue.model import LockState, NewEntry, QueueEntry, QueueStats
+from postmesh.store.errors import InvalidArgument, NotFound
+from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 
 MAX_RECIPIENT_CHARS = 512  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets
 MAX_OWNER_CHARS = 200
@@ -101,11 +102,16 @@ class QueueRepository(ABC):
 
     async def enqueue(self, entry: NewEntry) -> tuple[QueueEntry, bool]:
         """Store the entry; idempotent per (queue id, recipient) while it exists: a repeat
-        returns the stored entry unchanged and True (duplicate)."""
+        returns the stored entry unchanged and True (duplicate). With ``lease_owner`` a new
+        entry is leased to it for ``lease_seconds`` from now, exactly as a claim would."""
         if entry.attempts < 0 or entry.next_attempt_at_ms < 0:
             raise InvalidArgument("attempts and next_attempt_at must not be negative")
         if not entry.envelope or len(entry.envelope) > MAX_ENVELOPE_BYTES:
             raise InvalidArgument("envelope is empty or too large")
+        lease_owner, lease = "", 0
+        if entry.lease_owner or entry.lease_seconds:
+            lease_owner = owner(entry.lease_owner)
+            lease = _bounded(entry.lease_seconds, "lease_seconds", 1, MAX_QUEUE_LEASE_SECONDS)
         now = self.now_ms()
         canonical = NewEntry(
             v.queue_id(entry.queue_id),
@@ -115,6 +121,8 @@ class QueueRepository(ABC):
             entry.attempts,
             entry.next_attempt_at_ms or now,
             entry.last_error[:MAX_ERROR_CHARS],
+            lease_owner,
+            lease,
         )
         return await self._enqueue(canonical, now)
 
@@ -151,6 +159,16 @@ class QueueRepository(ABC):
     async def delete(self, queue_id: str, rcpt: str, who: str) -> None:
         """Remove the entry. LeaseNotHeld unless ``who`` holds it; NotFound if there is none."""
         await self._delete(v.queue_id(queue_id), recipient(rcpt), owner(who), self.now_ms())
+
+    async def delete_many(
+        self, items: Sequence[tuple[str, str, str]]
+    ) -> list[NotFound | LeaseNotHeld | None]:
+        """``delete`` of each (queue id, recipient, owner), in one transaction where the backend
+        has them: per item None (deleted) or the NotFound / LeaseNotHeld that ``delete`` raises
+        (that item unchanged). Invalid input refuses the whole call."""
+        _bounded(len(items), "number of entries", 1, MAX_CLAIM_ITEMS)
+        canonical = [(v.queue_id(q), recipient(r), owner(w)) for q, r, w in items]
+        return await self._delete_many(canonical, self.now_ms())
 
     async def list_entries(
         self, queue_id: str, token: str, limit: int
@@ -206,6 +224,21 @@ class QueueRepository(ABC):
 
     @abstractmethod
     async def _delete(self, queue_id: str, rcpt: str, who: str, now: int) -> None: ...
+
+    async def _delete_many(
+        self, items: list[tuple[str, str, str]], now: int
+    ) -> list[NotFound | LeaseNotHeld | None]:
+        """Without multi-document transactions: each entry's own ``_delete``, concurrently
+        (distinct entries never contend; a repeated one finds itself gone)."""
+
+        async def one(q: str, r: str, w: str) -> NotFound | LeaseNotHeld | None:
+            try:
+                await self._delete(q, r, w, now)
+            except (NotFound, LeaseNotHeld) as e:
+                return e
+            return None
+
+        return list(await asyncio.gather(*(one(*item) for item in items)))
 
     @abstractmethod
     async def _list(

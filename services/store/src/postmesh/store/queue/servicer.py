@@ -115,6 +115,7 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         new = NewEntry(
             request.queue_id, rcpt, envelope.SerializeToString(deterministic=True), blob_id,
             request.attempts, request.next_attempt_at_ms, request.last_error,
+            request.lease_owner, request.lease_seconds,
         )  # fmt: skip
         return await self.queue.enqueue(new)
 
@@ -182,6 +183,22 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         )
         log.info("queue entry deleted", extra=kv(recipient=request.recipient))
         return queue_pb2.DeleteQueueEntryResponse()
+
+    async def DeleteMany(
+        self, request: queue_pb2.DeleteManyRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.DeleteManyResponse:
+        items = [(e.queue_id, e.recipient, e.owner) for e in request.entries]
+        results = await self._call(context, self.queue.delete_many(items))
+        outcomes = []
+        for (queue_id, rcpt, _), error in zip(items, results, strict=True):
+            if error is None:
+                outcomes.append(queue_pb2.DELETE_OUTCOME_DELETED)
+                log.info("queue entry deleted", extra=kv(queue_id=queue_id, recipient=rcpt))
+            elif isinstance(error, LeaseNotHeld):
+                outcomes.append(queue_pb2.DELETE_OUTCOME_LEASE_NOT_HELD)
+            else:
+                outcomes.append(queue_pb2.DELETE_OUTCOME_NOT_FOUND)
+        return queue_pb2.DeleteManyResponse(outcomes=outcomes)
 
     async def List(
         self, request: queue_pb2.ListQueueRequest, context: grpc.aio.ServicerContext

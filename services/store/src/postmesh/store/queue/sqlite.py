@@ -61,16 +61,26 @@ def _setup(conn: sqlite3.Connection) -> None:
 class SqliteQueueRepository(QueueRepository):
     transient_errors = (sqlite3.OperationalError,)
 
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: Path, *, clock: Clock | None = None, db: SqliteConnection | None = None
+    ) -> None:
+        """``db``: the store's own connection to ``path``, opened and closed by the store. On
+        it, Enqueue's blob and its entry share one thread and group commits, never waiting for
+        each other's write lock as two connections of one process would."""
         super().__init__(clock=clock)
         self.path = path
-        self._db = SqliteConnection(path, _setup)
+        self._shared = db is not None
+        self._db = db if db is not None else SqliteConnection(path, _setup)
 
     async def open(self) -> None:
-        await self._db.open()
+        if self._shared:
+            await self._db.run(_setup)
+        else:
+            await self._db.open()
 
     async def close(self) -> None:
-        await self._db.close()
+        if not self._shared:
+            await self._db.close()
 
     async def ping(self) -> bool:
         return await self._db.ping()
@@ -102,13 +112,15 @@ class SqliteQueueRepository(QueueRepository):
             found = self._row(conn, entry.queue_id, entry.recipient)
             if found is not None:
                 return found, True
+            # Born leased: claimable again only once the lease ran out, as after a claim.
+            until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
             conn.execute(
                 f"INSERT INTO queue_entries ({_COLS}, ready_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
-                    entry.attempts, entry.next_attempt_at_ms, entry.last_error, now,
-                    entry.next_attempt_at_ms,
+                    entry.attempts, entry.next_attempt_at_ms, entry.last_error,
+                    entry.lease_owner, until, now, max(entry.next_attempt_at_ms, until),
                 ),
             )  # fmt: skip
             stored = self._row(conn, entry.queue_id, entry.recipient)
@@ -118,10 +130,19 @@ class SqliteQueueRepository(QueueRepository):
         return await self._txn(txn)
 
     async def _get(self, queue_id: str, rcpt: str) -> QueueEntry | None:
-        return await self._txn(lambda conn: self._row(conn, queue_id, rcpt))
+        # A plain read (a WAL snapshot): no write lock for Enqueue's duplicate check.
+        return await self._db.run(lambda conn: self._row(conn, queue_id, rcpt))
 
     async def _claim_due(self, who: str, limit: int, lease_ms: int, now: int) -> list[QueueEntry]:
         until = now + lease_ms
+        # Most polls find nothing due: a plain read answers them without the write lock.
+        due = await self._db.run(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM queue_entries WHERE ready_at <= ? LIMIT 1", (now,)
+            ).fetchone()
+        )
+        if due is None:
+            return []
 
         def txn(conn: sqlite3.Connection) -> list[QueueEntry]:
             keys = conn.execute(
@@ -190,6 +211,26 @@ class SqliteQueueRepository(QueueRepository):
             )
 
         await self._txn(txn)
+
+    async def _delete_many(
+        self, items: list[tuple[str, str, str]], now: int
+    ) -> list[NotFound | LeaseNotHeld | None]:
+        def txn(conn: sqlite3.Connection) -> list[NotFound | LeaseNotHeld | None]:
+            out: list[NotFound | LeaseNotHeld | None] = []
+            for queue_id, rcpt, who in items:
+                try:
+                    self._held(conn, queue_id, rcpt, who)
+                except (NotFound, LeaseNotHeld) as e:
+                    out.append(e)
+                    continue
+                conn.execute(
+                    "DELETE FROM queue_entries WHERE queue_id = ? AND recipient = ?",
+                    (queue_id, rcpt),
+                )
+                out.append(None)
+            return out
+
+        return await self._txn(txn)
 
     async def _list(
         self, queue_id: str, after: tuple[str, str] | None, limit: int

@@ -61,6 +61,11 @@ class SqliteStoreRepository(StoreRepository):
         self.path = path
         self._db = SqliteConnection(path, _setup)
 
+    @property
+    def connection(self) -> SqliteConnection:
+        """For the queue's tables in the same file (postmesh.store.queue.factory)."""
+        return self._db
+
     async def open(self) -> None:
         await self._db.open()
 

@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from postmesh.api.events.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DeleteOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeleteOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeleteOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELETE_OUTCOME_UNSPECIFIED: _DeleteOutcome.ValueType  # 0
+    DELETE_OUTCOME_DELETED: _DeleteOutcome.ValueType  # 1
+    DELETE_OUTCOME_NOT_FOUND: _DeleteOutcome.ValueType  # 2
+    """As Delete's NOT_FOUND and FAILED_PRECONDITION: nothing was changed for this entry."""
+    DELETE_OUTCOME_LEASE_NOT_HELD: _DeleteOutcome.ValueType  # 3
+
+class DeleteOutcome(_DeleteOutcome, metaclass=_DeleteOutcomeEnumTypeWrapper): ...
+
+DELETE_OUTCOME_UNSPECIFIED: DeleteOutcome.ValueType  # 0
+DELETE_OUTCOME_DELETED: DeleteOutcome.ValueType  # 1
+DELETE_OUTCOME_NOT_FOUND: DeleteOutcome.ValueType  # 2
+"""As Delete's NOT_FOUND and FAILED_PRECONDITION: nothing was changed for this entry."""
+DELETE_OUTCOME_LEASE_NOT_HELD: DeleteOutcome.ValueType  # 3
+Global___DeleteOutcome: _TypeAlias = DeleteOutcome  # noqa: Y015
 
 @_typing.final
 class QueueEntry(_message.Message):
@@ -82,12 +104,19 @@ class EnqueueRequest(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LEASE_OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     attempts: _builtins.int
     """Attempts made so far (usually 1: the one that just failed)."""
     next_attempt_at_ms: _builtins.int
     """Unix milliseconds; 0 means now."""
     last_error: _builtins.str
+    lease_owner: _builtins.str
+    """Optional: the new entry is leased to lease_owner for lease_seconds (1..86400, as
+    ClaimDueRequest.lease_seconds; required with lease_owner). A duplicate keeps its lease.
+    """
+    lease_seconds: _builtins.int
     @_builtins.property
     def recipient(self) -> _events_pb2.Recipient: ...
     @_builtins.property
@@ -105,10 +134,12 @@ class EnqueueRequest(_message.Message):
         attempts: _builtins.int = ...,
         next_attempt_at_ms: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        lease_owner: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,6 +318,48 @@ class DeleteQueueEntryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteQueueEntryResponse: _TypeAlias = DeleteQueueEntryResponse  # noqa: Y015
+
+@_typing.final
+class DeleteManyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeleteQueueEntryRequest]:
+        """1..1000 entries."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___DeleteQueueEntryRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteManyRequest: _TypeAlias = DeleteManyRequest  # noqa: Y015
+
+@_typing.final
+class DeleteManyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___DeleteOutcome.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___DeleteOutcome.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteManyResponse: _TypeAlias = DeleteManyResponse  # noqa: Y015
 
 @_typing.final
 class ListQueueRequest(_message.Message):

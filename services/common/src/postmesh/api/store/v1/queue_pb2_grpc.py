@@ -61,6 +61,11 @@ class DeliveryQueueServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryResponse.FromString,
                 _registered_method=True)
+        self.DeleteMany = channel.unary_unary(
+                '/postmesh.api.store.v1.DeliveryQueueService/DeleteMany',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyResponse.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/postmesh.api.store.v1.DeliveryQueueService/List',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ListQueueRequest.SerializeToString,
@@ -80,7 +85,9 @@ class DeliveryQueueServiceServicer:
 
     def Enqueue(self, request, context):
         """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-        exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+        exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+        lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+        the caller attempts it without a ClaimDue round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +119,15 @@ class DeliveryQueueServiceServicer:
 
     def Delete(self, request, context):
         """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMany(self, request, context):
+        """Delete of several entries in one call (one store transaction where the backend has
+        them), each exactly as Delete would; one outcome per entry, in request order. The call
+        itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +174,11 @@ def add_DeliveryQueueServiceServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryResponse.SerializeToString,
+            ),
+            'DeleteMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMany,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
@@ -307,6 +328,33 @@ class DeliveryQueueService:
             '/postmesh.api.store.v1.DeliveryQueueService/Delete',
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteQueueEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.DeliveryQueueService/DeleteMany',
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.DeleteManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,9 @@ class DeliveryQueueServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DeliveryQueueServiceAsyncStub: ...
     Enqueue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.EnqueueRequest, _queue_pb2.EnqueueResponse]
     """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-    exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+    exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+    lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+    the caller attempts it without a ClaimDue round trip.
     """
     ClaimDue: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ClaimDueRequest, _queue_pb2.ClaimDueResponse]
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
@@ -55,6 +57,11 @@ class DeliveryQueueServiceStub:
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+    DeleteMany: _grpc.UnaryUnaryMultiCallable[_queue_pb2.DeleteManyRequest, _queue_pb2.DeleteManyResponse]
+    """Delete of several entries in one call (one store transaction where the backend has
+    them), each exactly as Delete would; one outcome per entry, in request order. The call
+    itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+    """
     List: _grpc.UnaryUnaryMultiCallable[_queue_pb2.ListQueueRequest, _queue_pb2.ListQueueResponse]
     """Every entry (or one message's) in a stable order, one page at a time, for operators."""
     Stats: _grpc.UnaryUnaryMultiCallable[_queue_pb2.QueueStatsRequest, _queue_pb2.QueueStatsResponse]
@@ -69,7 +76,9 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enqueue: _aio.UnaryUnaryMultiCallable[_queue_pb2.EnqueueRequest, _queue_pb2.EnqueueResponse]  # type: ignore[assignment]
     """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-    exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+    exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+    lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+    the caller attempts it without a ClaimDue round trip.
     """
     ClaimDue: _aio.UnaryUnaryMultiCallable[_queue_pb2.ClaimDueRequest, _queue_pb2.ClaimDueResponse]  # type: ignore[assignment]
     """Leases up to max_items entries that are due (next_attempt_at_ms <= now) and not leased (or
@@ -85,6 +94,11 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     """
     Delete: _aio.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]  # type: ignore[assignment]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+    DeleteMany: _aio.UnaryUnaryMultiCallable[_queue_pb2.DeleteManyRequest, _queue_pb2.DeleteManyResponse]  # type: ignore[assignment]
+    """Delete of several entries in one call (one store transaction where the backend has
+    them), each exactly as Delete would; one outcome per entry, in request order. The call
+    itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+    """
     List: _aio.UnaryUnaryMultiCallable[_queue_pb2.ListQueueRequest, _queue_pb2.ListQueueResponse]  # type: ignore[assignment]
     """Every entry (or one message's) in a stable order, one page at a time, for operators."""
     Stats: _aio.UnaryUnaryMultiCallable[_queue_pb2.QueueStatsRequest, _queue_pb2.QueueStatsResponse]  # type: ignore[assignment]
@@ -102,7 +116,9 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.EnqueueResponse, _abc.Awaitable[_queue_pb2.EnqueueResponse]]:
         """Adds a recipient's entry. Idempotent per (queue_id, recipient.address) while the entry
-        exists: a repeat changes nothing and returns the stored entry with duplicate=true.
+        exists: a repeat changes nothing and returns the stored entry with duplicate=true. With
+        lease_owner set, a new entry is born leased to it (as if it had claimed it at once), so
+        the caller attempts it without a ClaimDue round trip.
         """
 
     @_abc_1.abstractmethod
@@ -142,6 +158,17 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.DeleteQueueEntryResponse, _abc.Awaitable[_queue_pb2.DeleteQueueEntryResponse]]:
         """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
+
+    @_abc_1.abstractmethod
+    def DeleteMany(
+        self,
+        request: _queue_pb2.DeleteManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.DeleteManyResponse, _abc.Awaitable[_queue_pb2.DeleteManyResponse]]:
+        """Delete of several entries in one call (one store transaction where the backend has
+        them), each exactly as Delete would; one outcome per entry, in request order. The call
+        itself fails (UNAVAILABLE, INVALID_ARGUMENT) only as a whole, deleting nothing.
+        """
 
     @_abc_1.abstractmethod
     def List(
