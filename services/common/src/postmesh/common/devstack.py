@@ -131,18 +131,19 @@ class Stack:
     @contextmanager
     def replica(
         self, service: str, name: str, ops_port: int, overrides: Mapping[str, str]
-    ) -> Iterator[None]:
+    ) -> Iterator[subprocess.Popen[bytes]]:
         """One more process of ``service``, as another pod of the same Deployment: the stack's
         settings with ``overrides`` (its own listening ports), its log in ``<name>.log``.
-        Stopped on leaving the block."""
+        Stopped on leaving the block (if it still runs)."""
         env = {**self.env_for(service), **overrides, "POSTMESH_OPS_PORT": str(ops_port)}
         self._spawn(service, name, env)
         try:
             self._wait_ready(name, 60.0, ops_port)
-            yield
+            yield self.procs[name]
         finally:
             proc = self.procs.pop(name)
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:

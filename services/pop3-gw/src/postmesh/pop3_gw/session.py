@@ -8,6 +8,7 @@ the current state and answers it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ssl
 
@@ -148,6 +149,13 @@ class Pop3Session:
             log.info("client closed the connection", extra=kv(state=self.state.value))
         except (ConnectionError, ssl.SSLError, OSError) as e:
             log.info("connection lost", extra=kv(state=self.state.value, error=repr(e)))
+        except asyncio.CancelledError:
+            # Server shutdown: say why before closing, as Dovecot does; SYS/TEMP (RFC 3206)
+            # tells the client to come back, and no UPDATE state means nothing is deleted.
+            log.info("server shutdown", extra=kv(state=self.state.value))
+            with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, RuntimeError):
+                self.writer.write(p.err("Server shutting down.", "SYS/TEMP"))
+            raise
         finally:
             metrics.SESSIONS_ACTIVE.dec()
             if self.state is State.TRANSACTION and self.maildrop and self.maildrop.deleted_count:
