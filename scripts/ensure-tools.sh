@@ -22,6 +22,9 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v opendkim-testmsg >/dev/null || need+=(opendkim-tools)
 # The OpenDKIM check brings up loopback in a network namespace of its own (ip, unshare).
 command -v ip >/dev/null || need+=(iproute2)
+# PostgreSQL, FerretDB's backend in the integration tests and the bench (a private cluster each,
+# tests/integration/infra/postgres.py; the package's own cluster is left stopped).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 # Dovecot 2.3, the IMAP/POP3 reference of `make bench` (tests/bench/dovecot.py runs its own).
 [ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 [ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)

@@ -80,7 +80,7 @@ def bench_stack(backend: str) -> Iterator[Stack]:
         from tests.integration.infra import FerretDB, KafkaBroker
         from tests.integration.stack import distributed_env
 
-        with KafkaBroker() as kafka, FerretDB() as mongo:
+        with KafkaBroker() as kafka, FerretDB(fsync=True) as mongo:
             kafka.create_topics()
             stack = start_stack(Path(tmp), distributed_env(kafka, mongo))
             try:

@@ -215,7 +215,7 @@ def main(
                 asyncio.run(run(address, security, messages, search_messages))
         else:
             with (
-                FerretDB() as mongo,
+                FerretDB(fsync=True) as mongo,
                 store_process(
                     {
                         "POSTMESH_STORE_BACKEND": "mongodb",

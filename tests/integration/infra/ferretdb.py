@@ -1,4 +1,6 @@
-"""A real FerretDB 1.24 (MongoDB wire protocol on SQLite) on 127.0.0.1 for tests."""
+"""A real FerretDB 1.24 (MongoDB wire protocol) on 127.0.0.1 for tests, on PostgreSQL (its main
+handler, which pushes filters, sorts and limits down and uses the store's indexes) or, on
+request, on SQLite (which pushes only ``_id`` filters down and scans collections)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,16 @@ from typing import Any
 from tests.integration.infra import _process
 from tests.integration.infra._process import InfraError
 from tests.integration.infra.ports import free_port, port_open
+from tests.integration.infra.postgres import PostgreSQL
 
 DEFAULT_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+# "pg" (a private PostgreSQL of its own, started and stopped with it) or "sqlite".
+DEFAULT_HANDLER = os.environ.get("POSTMESH_TEST_FERRETDB_HANDLER", "pg")
 
 
 class FerretDB:
-    """FerretDB with its SQLite backend as a child process; a (sync or async) context manager.
+    """FerretDB as a child process on its own PostgreSQL (or SQLite); a (sync or async) context
+    manager.
 
     >>> with FerretDB() as db:
     ...     client = AsyncMongoClient(db.url)
@@ -31,12 +37,18 @@ class FerretDB:
         binary: Path | str | None = None,
         *,
         version: str = DEFAULT_VERSION,
+        handler: str = DEFAULT_HANDLER,
+        fsync: bool = False,
         log_level: str = "warn",
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
     ) -> None:
         self._binary = Path(binary) if binary is not None else None
         self.version = version
+        if handler not in ("pg", "sqlite"):
+            raise InfraError(f"unknown FerretDB handler {handler!r} (pg or sqlite)")
+        self.handler = handler
+        self._postgres = PostgreSQL(fsync=fsync) if handler == "pg" else None
         self._log_level = log_level
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
@@ -68,6 +80,8 @@ class FerretDB:
             raise InfraError(f"FerretDB binary {binary} is missing or not executable")
         self._tmp = Path(tempfile.mkdtemp(prefix="postmesh-ferretdb-"))
         try:
+            if self._postgres is not None:
+                self._postgres.start()
             self._launch(binary)
             self._wait_ready()
         except BaseException:
@@ -80,6 +94,8 @@ class FerretDB:
         if self._proc is not None:
             _process.stop_process(self._proc, self._stop_timeout_s)
             self._proc = None
+        if self._postgres is not None:
+            self._postgres.stop()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -114,10 +130,14 @@ class FerretDB:
         data.mkdir()
         state.mkdir()
         self.port = free_port()
+        if self._postgres is not None:
+            backend = ["--handler=pg", f"--postgresql-url={self._postgres.url}"]
+        else:
+            # A directory URI: the trailing slash matters.
+            backend = ["--handler=sqlite", f"--sqlite-url=file:{data}/"]
         cmd = [
             str(binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data}/",  # a directory URI: the trailing slash matters
+            *backend,
             f"--listen-addr=127.0.0.1:{self.port}",
             # Never report to the vendor's telemetry server: traffic stays on loopback.
             "--telemetry=disable",
