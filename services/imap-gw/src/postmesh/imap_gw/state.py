@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postmesh.imap_gw.backend import Changes, MessageMeta
+from postmesh.imap_gw.backend import Changes, FlagPage, MessageMeta
 
 
 class State(enum.Enum):
@@ -122,6 +122,10 @@ class SelectedMailbox:
         seq = self.seq_of(uid)
         return self._flags[seq - 1] if seq is not None else ()
 
+    def at(self, seq: int) -> tuple[Flags, int]:
+        """Flags and MODSEQ of message ``seq`` as the model holds them."""
+        return self._flags[seq - 1], self._modseqs[seq - 1]
+
     def modseq_of(self, uid: int) -> int:
         seq = self.seq_of(uid)
         return self._modseqs[seq - 1] if seq is not None else 0
@@ -164,6 +168,23 @@ class SelectedMailbox:
             self._flags.append(self._flags_tuple(m.flags))
             self.uidnext = max(self.uidnext, m.uid + 1)
         self.flags_announced = True
+
+    def load(self, page: FlagPage) -> None:
+        """One page of SELECT's listing (ascending UIDs above those already loaded)."""
+        if not page.uids or (self.uids and page.uids[0] <= self.uids[-1]):
+            return
+        sets = [self._flags_tuple(f) for f in page.flag_sets]
+        self.uids.extend(page.uids)
+        self._modseqs.extend(page.modseqs)
+        self._flags.extend([sets[i] for i in page.flag_index])
+        self.uidnext = max(self.uidnext, page.uids[-1] + 1)
+        self.flags_announced = True
+
+    def flags_reported(self, uids: Iterable[int]) -> None:
+        """The client has just been sent the model's flags of ``uids`` (FETCH FLAGS answered
+        from the model): nothing left to report for them."""
+        if self._flag_changes:
+            self._flag_changes.difference_update(uids)
 
     def record(self, meta: MessageMeta) -> None:
         """The client has just been sent ``meta``'s flags (FETCH, STORE): nothing left to report
