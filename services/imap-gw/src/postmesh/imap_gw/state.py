@@ -122,9 +122,15 @@ class SelectedMailbox:
         seq = self.seq_of(uid)
         return self._flags[seq - 1] if seq is not None else ()
 
-    def at(self, seq: int) -> tuple[Flags, int]:
-        """Flags and MODSEQ of message ``seq`` as the model holds them."""
-        return self._flags[seq - 1], self._modseqs[seq - 1]
+    def columns(self, uids: Sequence[int]) -> tuple[Sequence[int], Sequence[Flags], Sequence[int]]:
+        """Sequence numbers, flags and MODSEQs of ``uids`` (ascending, every one in the map),
+        as the model holds them: slices when they are a run of consecutive messages (1:*)."""
+        n = len(uids)
+        lo = bisect.bisect_left(self.uids, uids[0]) if n else 0
+        if self.uids[lo : lo + n].tolist() == list(uids):
+            return range(lo + 1, lo + n + 1), self._flags[lo : lo + n], self._modseqs[lo : lo + n]
+        at = [bisect.bisect_left(self.uids, u) for u in uids]
+        return [i + 1 for i in at], [self._flags[i] for i in at], [self._modseqs[i] for i in at]
 
     def modseq_of(self, uid: int) -> int:
         seq = self.seq_of(uid)

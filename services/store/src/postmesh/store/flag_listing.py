@@ -7,7 +7,7 @@ each end instead of 10,000 messages of six fields each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
 from postmesh.store.model import FlagListing
@@ -23,29 +23,28 @@ K = TypeVar("K", bound=Hashable)
 
 
 def fold(
-    rows: Iterable[tuple[int, int, K]], limit: int, decode: Callable[[K], tuple[str, ...]]
+    rows: Sequence[tuple[int, int, K]], limit: int, decode: Callable[[K], tuple[str, ...]]
 ) -> FlagListing:
     """``rows`` are (uid, modseq, stored flags) in ascending UID order, up to ``limit`` + 1 of
     them (one more tells that others follow). ``decode`` turns a stored flags value into the
-    flags; it runs once per distinct value, not once per message."""
-    out = FlagListing()
-    index: dict[K, int] = {}
+    flags; it runs once per distinct value, not once per message. Column by column, so the
+    per-message work is C-level (zip, map, dict look-ups)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not rows:
+        return FlagListing(more=more)
+    uids, modseqs, keys = zip(*rows, strict=True)
+    distinct = list(dict.fromkeys(keys))
+    flag_sets = [decode(k) for k in distinct]
     chars = 0
-    uids, modseqs, flag_index, flag_sets = out.uids, out.modseqs, out.flag_index, out.flag_sets
-    for uid, modseq, key in rows:
-        if len(uids) == limit:
-            out.more = True
-            break
-        i = index.get(key)
-        if i is None:
-            flags = decode(key)
-            chars += sum(len(f) + 1 for f in flags)
-            if chars > MAX_FLAG_SET_CHARS and uids:
-                out.more = True
-                break
-            i = index[key] = len(flag_sets)
-            flag_sets.append(flags)
-        uids.append(uid)
-        modseqs.append(modseq)
-        flag_index.append(i)
-    return out
+    for n, flags in enumerate(flag_sets):
+        chars += sum(len(f) + 1 for f in flags)
+        if chars > MAX_FLAG_SET_CHARS and n:
+            # End the page before the first message with this set (never an empty page).
+            page = fold(rows[: keys.index(distinct[n])], limit, decode)
+            page.more = True
+            return page
+    position = {k: i for i, k in enumerate(distinct)}
+    return FlagListing(
+        list(uids), list(modseqs), list(map(position.__getitem__, keys)), flag_sets, more
+    )

@@ -272,7 +272,7 @@ class MongoMessages(MongoDelivery):
             .limit(limit + 1)
             .to_list(None)
         )
-        rows = ((int(d["uid"]), int(d["modseq"]), tuple(d["flags"])) for d in docs)
+        rows = [(int(d["uid"]), int(d["modseq"]), tuple(d["flags"])) for d in docs]
         return flag_listing.fold(rows, limit, tuple)
 
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
