@@ -14,6 +14,7 @@ from postmesh.imap_gw.backend import (
     AppendResult,
     Changes,
     CopyResult,
+    FlagPage,
     FlagsMode,
     FlagsResult,
     MailboxExists,
@@ -295,6 +296,17 @@ class FakeStore:
         uids = sorted(u for u in box.messages if u > after_uid)
         return MessagePage([box.messages[u][0] for u in uids[:limit]], len(uids) > limit)
 
+    async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagPage:
+        self.calls.append(("list_flags", (after_uid, limit)))
+        box = self._box(user, mailbox)
+        uids = sorted(u for u in box.messages if u > after_uid)
+        metas = [box.messages[u][0] for u in uids[:limit]]
+        sets: dict[tuple[str, ...], int] = {}
+        index = [sets.setdefault(m.flags, len(sets)) for m in metas]
+        return FlagPage(
+            [m.uid for m in metas], [m.modseq for m in metas], index, list(sets), len(uids) > limit
+        )
+
     async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
         self.calls.append(("get_content", uid))
         box = self._box(user, mailbox)
@@ -380,6 +392,7 @@ class FakeStore:
             [m for m in changed if m.modseq > since_modseq],
             sorted(u for u, ms in box.tombstones.items() if ms > since_modseq),
             box.modseq,
+            box.uidvalidity,
         )
 
     async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:
@@ -552,6 +565,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
         "data_dir": tmp_path,
         "imap_auth_failure_delay_seconds": 0,
         "imap_list_page_size": 2,  # small pages, so listing has to follow "more"
+        "imap_select_page_size": 2,
     }
     values.update(overrides)
     return ImapSettings(**values)  # type: ignore[arg-type]

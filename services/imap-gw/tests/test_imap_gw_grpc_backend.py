@@ -43,6 +43,20 @@ class Store(store_pb2_grpc.StoreServiceServicer):
             more=True,
         )
 
+    async def ListMessageFlags(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        if request.mailbox == "Old":
+            # A store from before ListMessageFlags: the gateway falls back to ListMessages.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
+        if request.mailbox == "Broken":
+            return store_pb2.ListMessageFlagsResponse(uids=[1, 2], modseqs=[1], flag_set_index=[0])
+        resp = store_pb2.ListMessageFlagsResponse(
+            uids=[1, 2, 4], modseqs=[3, 1, 2], flag_set_index=[0, 1, 0], more=True
+        )
+        resp.flag_sets.add().flags.extend(["\\Seen", "$Work"])
+        resp.flag_sets.add()
+        return resp
+
     async def GetMessageContent(self, request: Any, context: Any) -> AsyncIterator[Any]:
         if request.uid != 2:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such message")
@@ -157,3 +171,24 @@ async def test_search_sends_the_criteria_tree_and_maps_errors(
         await store.search("u", "Bad", criteria)
     with pytest.raises(BackendUnavailable):
         await store.search("u", "Down", criteria)
+
+
+async def test_list_flags_columns_and_fallback(
+    backends: tuple[GrpcMailStore, GrpcAuthenticator, Store],
+) -> None:
+    store, _, servicer = backends
+    page = await store.list_flags("u", "INBOX", 0, 10)
+    assert servicer.requests[-1].limit == 10
+    assert (list(page.uids), list(page.modseqs), page.more) == ([1, 2, 4], [3, 1, 2], True)
+    flags = [page.flag_sets[i] for i in page.flag_index]
+    assert flags == [("\\Seen", "$Work"), (), ("\\Seen", "$Work")]
+    # An older store: the same page from ListMessages.
+    before = len(servicer.requests)
+    old = await store.list_flags("u", "Old", 1, 10)
+    assert len(servicer.requests) == before + 2  # ListMessageFlags, then ListMessages
+    assert (servicer.requests[-1].after_uid, servicer.requests[-1].limit) == (1, 10)
+    assert (list(old.uids), old.more) == ([2], True)
+    assert [old.flag_sets[i] for i in old.flag_index] == [("\\Seen",)]
+    # Columns of different lengths would misnumber messages: a store fault, not data.
+    with pytest.raises(BackendUnavailable):
+        await store.list_flags("u", "Broken", 0, 10)

@@ -192,7 +192,7 @@ async def test_select_and_examine_report_the_mailbox(env: Env) -> None:
     assert out["ro_perm"] == [b"()"]
     assert out["missing"][0] == "NO" and b"[NONEXISTENT]" in out["missing"][1][0]
     # The paged listing followed "more" (page size 2 for 3 messages).
-    assert ("list_messages", (2, 2)) in env.store.calls
+    assert ("list_flags", (2, 2)) in env.store.calls
 
 
 async def test_fetch_peek_returns_exact_bytes_and_leaves_flags(env: Env) -> None:

@@ -311,3 +311,34 @@ async def test_mailbox_model_over_grpc(
         (Kind.KIND_MAILBOX_RENAMED, "Lists/pm", []),
         (Kind.KIND_MAILBOX_DELETED, "Groups/pm", []),
     ]
+
+
+async def test_list_message_flags_over_grpc(stub: store_pb2_grpc.StoreServiceStub) -> None:
+    user = "flags@example.com"
+    for i in range(5):
+        flags = ["\\Seen"] if i % 2 else []
+        req = store_pb2.DeliverRequest(
+            queue_id=f"F{i}", user=user, content=b"Subject: %d\r\n\r\nx" % i, flags=flags
+        )
+        await stub.Deliver(req, timeout=10)
+    listing = await stub.ListMessages(
+        store_pb2.ListMessagesRequest(user=user, mailbox="INBOX"), timeout=10
+    )
+    page = await stub.ListMessageFlags(
+        store_pb2.ListMessagesRequest(user=user, mailbox="INBOX"), timeout=10
+    )
+    assert not page.more
+    assert list(page.uids) == [m.uid for m in listing.messages] == [1, 2, 3, 4, 5]
+    assert list(page.modseqs) == [m.modseq for m in listing.messages]
+    sets = [tuple(s.flags) for s in page.flag_sets]
+    assert [sets[i] for i in page.flag_set_index] == [tuple(m.flags) for m in listing.messages]
+    assert sorted(sets) == [(), ("\\Seen",)]
+    second = await stub.ListMessageFlags(
+        store_pb2.ListMessagesRequest(user=user, mailbox="INBOX", after_uid=1, limit=2), timeout=10
+    )
+    assert (list(second.uids), second.more) == ([2, 3], True)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListMessageFlags(
+            store_pb2.ListMessagesRequest(user=user, mailbox="Nope"), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

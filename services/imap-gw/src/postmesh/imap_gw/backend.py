@@ -128,6 +128,18 @@ class MessagePage:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagPage:
+    """What SELECT needs of each message, as parallel columns in ascending UID order: the
+    flags of ``uids[i]`` are ``flag_sets[flag_index[i]]`` (the store's ListMessageFlags)."""
+
+    uids: Sequence[int]
+    modseqs: Sequence[int]
+    flag_index: Sequence[int]
+    flag_sets: Sequence[tuple[str, ...]]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     """An envelope address (RFC 9051 §7.5.2): ``name`` is the decoded display name; a group
     start has an empty host and the group name as mailbox; a group end is all empty."""
@@ -200,11 +212,13 @@ class MessageStructure:
 
 @dataclass(frozen=True)
 class Changes:
-    """CONDSTORE/QRESYNC (RFC 7162): what changed after a MODSEQ."""
+    """CONDSTORE/QRESYNC (RFC 7162): what changed after a MODSEQ; ``uidvalidity`` of the
+    mailbox answering (0: not told)."""
 
     changed: Sequence[MessageMeta]
     expunged_uids: Sequence[int]
     highestmodseq: int
+    uidvalidity: int = 0
 
 
 class FlagsMode(enum.Enum):
@@ -237,6 +251,11 @@ class MailStore(Protocol):
         self, user: str, mailbox: str, after_uid: int, limit: int
     ) -> MessagePage:
         """Messages with UID > after_uid in ascending UID order, at most ``limit`` of them."""
+        ...
+
+    async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagPage:
+        """UIDs, MODSEQs and flags of the messages with UID > after_uid, ascending, at most
+        ``limit`` of them. Raises MailboxNotFound."""
         ...
 
     async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
@@ -18,6 +19,7 @@ from postmesh.imap_gw.backend import (
     Changes,
     CopyResult,
     Envelope,
+    FlagPage,
     FlagsMode,
     FlagsResult,
     MailboxExists,
@@ -258,6 +260,47 @@ class GrpcMailStore(GrpcMailboxAdmin):
             raise _unavailable("ListMessages", e) from e
         return MessagePage([_meta(m) for m in resp.messages], resp.more)
 
+    async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagPage:
+        req = store_pb2.ListMessagesRequest(
+            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
+        )
+        try:
+            resp = await self._stub.ListMessageFlags(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise MailboxNotFound(mailbox) from e
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A store from before ListMessageFlags (rolling upgrade): the full listing.
+                return await self._flags_from_listing(user, mailbox, after_uid, limit)
+            raise _unavailable("ListMessageFlags", e) from e
+        # Packed columns straight into typed arrays: no object per message.
+        page = FlagPage(
+            array("I", resp.uids),
+            array("Q", resp.modseqs),
+            array("I", resp.flag_set_index),
+            [tuple(s.flags) for s in resp.flag_sets],
+            resp.more,
+        )
+        n = len(page.uids)
+        if (
+            len(page.modseqs) != n
+            or len(page.flag_index) != n
+            or (n and max(page.flag_index) >= len(page.flag_sets))
+        ):
+            raise BackendUnavailable("store sent an inconsistent ListMessageFlags page")
+        return page
+
+    async def _flags_from_listing(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> FlagPage:
+        page = await self.list_messages(user, mailbox, after_uid, min(limit, 5000))
+        sets: dict[tuple[str, ...], int] = {}
+        index = [sets.setdefault(m.flags, len(sets)) for m in page.messages]
+        return FlagPage(
+            [m.uid for m in page.messages], [m.modseq for m in page.messages], index,
+            list(sets), page.more,
+        )  # fmt: skip
+
     async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
         req = store_pb2.GetMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
         parts: list[bytes] = []
@@ -291,8 +334,9 @@ class GrpcMailStore(GrpcMailboxAdmin):
                 raise MailboxNotFound(mailbox) from e
             raise _unavailable("GetChanges", e) from e
         return Changes(
-            [_meta(m) for m in resp.changed], list(resp.expunged_uids), resp.highestmodseq
-        )
+            [_meta(m) for m in resp.changed], list(resp.expunged_uids), resp.highestmodseq,
+            resp.uidvalidity,
+        )  # fmt: skip
 
     async def store_flags(
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]

@@ -41,6 +41,9 @@ class ImapSettings(ServiceSettings):
     imap_auth_failure_delay_seconds: float = Field(default=1.0, ge=0)
     # ListMessages page size.
     imap_list_page_size: int = Field(default=1000, ge=1, le=100_000)
+    # ListMessageFlags page size (SELECT's listing of UIDs, flags and MODSEQs: ~12 bytes a
+    # message); the store answers at most 100,000 per page.
+    imap_select_page_size: int = Field(default=50_000, ge=1, le=100_000)
     # IDLE (RFC 2177): how often an idling session asks the store itself when mailbox events
     # are not arriving (bus down or not configured); with events it asks at every keepalive,
     # a "* OK Still here" that also keeps NAT and load-balancer connection state alive.

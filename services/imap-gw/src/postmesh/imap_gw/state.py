@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postmesh.imap_gw.backend import Changes, MessageMeta
+from postmesh.imap_gw.backend import Changes, FlagPage, MessageMeta
 
 
 class State(enum.Enum):
@@ -122,6 +122,16 @@ class SelectedMailbox:
         seq = self.seq_of(uid)
         return self._flags[seq - 1] if seq is not None else ()
 
+    def columns(self, uids: Sequence[int]) -> tuple[Sequence[int], Sequence[Flags], Sequence[int]]:
+        """Sequence numbers, flags and MODSEQs of ``uids`` (ascending, every one in the map),
+        as the model holds them: slices when they are a run of consecutive messages (1:*)."""
+        n = len(uids)
+        lo = bisect.bisect_left(self.uids, uids[0]) if n else 0
+        if self.uids[lo : lo + n].tolist() == list(uids):
+            return range(lo + 1, lo + n + 1), self._flags[lo : lo + n], self._modseqs[lo : lo + n]
+        at = [bisect.bisect_left(self.uids, u) for u in uids]
+        return [i + 1 for i in at], [self._flags[i] for i in at], [self._modseqs[i] for i in at]
+
     def modseq_of(self, uid: int) -> int:
         seq = self.seq_of(uid)
         return self._modseqs[seq - 1] if seq is not None else 0
@@ -164,6 +174,23 @@ class SelectedMailbox:
             self._flags.append(self._flags_tuple(m.flags))
             self.uidnext = max(self.uidnext, m.uid + 1)
         self.flags_announced = True
+
+    def load(self, page: FlagPage) -> None:
+        """One page of SELECT's listing (ascending UIDs above those already loaded)."""
+        if not page.uids or (self.uids and page.uids[0] <= self.uids[-1]):
+            return
+        sets = [self._flags_tuple(f) for f in page.flag_sets]
+        self.uids.extend(page.uids)
+        self._modseqs.extend(page.modseqs)
+        self._flags.extend([sets[i] for i in page.flag_index])
+        self.uidnext = max(self.uidnext, page.uids[-1] + 1)
+        self.flags_announced = True
+
+    def flags_reported(self, uids: Iterable[int]) -> None:
+        """The client has just been sent the model's flags of ``uids`` (FETCH FLAGS answered
+        from the model): nothing left to report for them."""
+        if self._flag_changes:
+            self._flag_changes.difference_update(uids)
 
     def record(self, meta: MessageMeta) -> None:
         """The client has just been sent ``meta``'s flags (FETCH, STORE): nothing left to report

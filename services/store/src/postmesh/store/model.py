@@ -171,6 +171,19 @@ class AppendResult:
     mailbox: str
 
 
+@dataclass(slots=True)
+class FlagListing:
+    """One page of what IMAP SELECT needs, as parallel columns (ascending UID): the flags of
+    ``uids[i]`` are ``flag_sets[flag_index[i]]``. Distinct flag sets are few, so each is decoded
+    and sent once."""
+
+    uids: list[int] = field(default_factory=list)
+    modseqs: list[int] = field(default_factory=list)
+    flag_index: list[int] = field(default_factory=list)
+    flag_sets: list[tuple[str, ...]] = field(default_factory=list)
+    more: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     changed: list[Message]

@@ -42,6 +42,7 @@ from postmesh.store.model import (
     DeliverResult,
     Delivery,
     ExpungeResult,
+    FlagListing,
     FlagsMode,
     FlagsResult,
     Mailbox,
@@ -266,6 +267,15 @@ class StoreRepository(ABC):
             raise InvalidArgument("after_uid is negative")
         return await self._list_messages(v.user(user), v.mailbox_name(mailbox), after_uid, limit)
 
+    async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
+        """UIDs, MODSEQs and flags of the messages with uid > after_uid, ascending, as columns
+        (``flag_listing.py``); ``more`` when others follow."""
+        if limit <= 0:
+            raise InvalidArgument("limit must be positive")
+        if after_uid < 0:
+            raise InvalidArgument("after_uid is negative")
+        return await self._list_flags(v.user(user), v.mailbox_name(mailbox), after_uid, limit)
+
     async def read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
         """The message content in chunks of at most BLOB_CHUNK_BYTES. Raises NotFound before
         the first chunk for an unknown message."""
@@ -436,6 +446,11 @@ class StoreRepository(ABC):
     async def _list_messages(
         self, user: str, mailbox: str, after_uid: int, limit: int
     ) -> tuple[list[Message], bool]: ...
+
+    @abstractmethod
+    async def _list_flags(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> FlagListing: ...
 
     @abstractmethod
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]: ...

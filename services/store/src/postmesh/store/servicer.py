@@ -17,7 +17,7 @@ import grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
-from postmesh.store import errors, metrics
+from postmesh.store import errors, flag_listing, metrics
 from postmesh.store.events import EventPublisher, Kind
 from postmesh.store.model import INBOX, CopyResult, Delivery, FlagsMode, Mailbox, Message, Quota
 from postmesh.store.repository import StoreRepository
@@ -325,6 +325,21 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             self.repo.list_messages(request.user, request.mailbox, request.after_uid, limit),
         )
         return store_pb2.ListMessagesResponse(messages=[_summary(m) for m in msgs], more=more)
+
+    async def ListMessageFlags(
+        self, request: store_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.ListMessageFlagsResponse:
+        limit = min(request.limit or flag_listing.DEFAULT_PAGE, flag_listing.MAX_PAGE)
+        page = await self._call(
+            context,
+            self.repo.list_flags(request.user, request.mailbox, request.after_uid, limit),
+        )
+        resp = store_pb2.ListMessageFlagsResponse(
+            uids=page.uids, modseqs=page.modseqs, flag_set_index=page.flag_index, more=page.more
+        )
+        for flags in page.flag_sets:
+            resp.flag_sets.add().flags.extend(flags)
+        return resp
 
     async def GetMessageContent(
         self, request: store_pb2.GetMessageContentRequest, context: grpc.aio.ServicerContext

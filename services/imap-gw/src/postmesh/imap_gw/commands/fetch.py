@@ -4,7 +4,8 @@
 Each FETCH asks the store only for what its items need: message metadata (flags, sizes, dates,
 MODSEQ) when an item or the \\Seen side effect needs it, the parsed structure (GetMessageMeta)
 for ENVELOPE, BODY[STRUCTURE] and any section other than the whole message, and the content
-only for body sections that are not the top-level header.
+only for body sections that are not the top-level header. UID, FLAGS and MODSEQ alone are
+answered from the selected-mailbox model after a resynchronisation (``fetch_flags.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from postmesh.imap_gw import fetch_render, response
 from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound, MessageStructure
 from postmesh.imap_gw.commands import SELECTED, handles
+from postmesh.imap_gw.commands.fetch_flags import fetch_from_model, from_model
 from postmesh.imap_gw.commands.sync import MailboxLost, list_messages, resync, uid_set
 from postmesh.imap_gw.message import (
     UnknownCte,
@@ -248,6 +250,8 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
         await _vanished(session, cmd, mods.changed_since)
     if not uids:
         return ok("FETCH completed")
+    if from_model(atts):
+        return await fetch_from_model(session, uids, atts, mods.changed_since, by_uid=cmd.uid)
     needs = _Needs.of(atts, mods.changed_since)
 
     metas: dict[int, MessageMeta] = {}

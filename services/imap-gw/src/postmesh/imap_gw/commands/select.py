@@ -6,7 +6,7 @@ from postmesh.common.logging import get_logger, kv
 from postmesh.imap_gw import response
 from postmesh.imap_gw.backend import MailboxNotFound
 from postmesh.imap_gw.commands import AUTHENTICATED, SELECTED, handles
-from postmesh.imap_gw.commands.sync import flags_response, list_messages, uid_set
+from postmesh.imap_gw.commands.sync import flags_response, load_messages, uid_set
 from postmesh.imap_gw.parser.commands import Close, Examine, Select, Unselect
 from postmesh.imap_gw.parser.sequence import SequenceSet
 from postmesh.imap_gw.parser.store import QresyncParams
@@ -69,17 +69,16 @@ async def select(session: Session, cmd: Select) -> Result:
         if info.noselect:
             # A parent kept for its inferiors (RFC 9051 §6.3.5) holds no messages.
             return no(f"Mailbox is not selectable: {name}", "NONEXISTENT")
-        messages = await list_messages(session, name)
+        sel = SelectedMailbox(
+            name,
+            info.uidvalidity,
+            readonly=cmd.readonly,
+            uidnext=info.uidnext,
+            highestmodseq=info.highestmodseq,
+        )
+        await load_messages(session, sel)
     except MailboxNotFound:
         return no(f"Mailbox does not exist: {name}", "NONEXISTENT")
-    sel = SelectedMailbox(
-        name,
-        info.uidvalidity,
-        readonly=cmd.readonly,
-        uidnext=info.uidnext,
-        highestmodseq=info.highestmodseq,
-    )
-    sel.append(messages)
     sel.qresync = session.qresync
     out = [
         response.untagged(flags_response(sel)),

@@ -47,6 +47,20 @@ async def list_messages(
         after_uid = page.messages[-1].uid
 
 
+async def load_messages(session: Session, sel: SelectedMailbox) -> None:
+    """SELECT's listing: every message's UID, flags and MODSEQ into ``sel``, page by page
+    (ListMessageFlags: packed columns, not a message object each)."""
+    assert session.user is not None
+    after_uid = 0
+    limit = session.settings.imap_select_page_size
+    while True:
+        page = await session.store.list_flags(session.user, sel.name, after_uid, limit)
+        sel.load(page)
+        if not page.more or not page.uids:
+            return
+        after_uid = page.uids[-1]
+
+
 def expunge_allowed(cmd: Command) -> bool:
     """May untagged EXPUNGE responses be sent while answering ``cmd``? (RFC 9051 §7.5.1)"""
     return not (cmd.name in _NO_EXPUNGE_DURING and not getattr(cmd, "uid", False))
@@ -67,6 +81,8 @@ async def resync(session: Session, *, force: bool = False) -> None:
     try:
         if sel.highestmodseq:
             changes = await session.store.get_changes(session.user, sel.name, sel.highestmodseq)
+            if changes.uidvalidity and changes.uidvalidity != sel.uidvalidity:
+                raise MailboxLost(sel.name)  # recreated under the same name
             sel.apply_changes(changes)
         else:
             # No MODSEQs to go by: compare the whole UID list (RFC 9051 §7.5.1 bookkeeping).

@@ -71,6 +71,37 @@ class MessageContract:
         with pytest.raises(NotFound):
             await repo.get_meta("u", "Nope", [1])
 
+    # -- the compact listing (ListMessageFlags) ----------------------------------------------
+
+    async def test_list_flags_matches_the_listing(self, repo: StoreRepository) -> None:
+        for i in range(1, 8):
+            await deliver(repo, f"q{i}", "u", message(i), flags=("\\Seen",) if i % 3 else ())
+        await repo.store_flags("u", INBOX, [2, 5], FlagsMode.ADD, ["$Work", "\\Flagged"])
+        await expunge_uids(repo, "u", INBOX, [4])
+        msgs, _ = await repo.list_messages("u", INBOX, 0, 100)
+        page = await repo.list_flags("u", INBOX, 0, 100)
+        assert not page.more
+        assert page.uids == [m.uid for m in msgs] == [1, 2, 3, 5, 6, 7]
+        assert page.modseqs == [m.modseq for m in msgs]
+        got = [set(page.flag_sets[i]) for i in page.flag_index]
+        assert got == [set(m.flags) for m in msgs]
+        # Each distinct set is sent once: (), (\Seen), (\Seen \Flagged $Work).
+        assert len(page.flag_sets) == 3 == len({frozenset(f) for f in page.flag_sets})
+        # Pages in ascending UID order; "more" until the last.
+        first = await repo.list_flags("u", INBOX, 0, 4)
+        assert (first.uids, first.more) == ([1, 2, 3, 5], True)
+        rest = await repo.list_flags("u", INBOX, 5, 4)
+        assert (rest.uids, rest.more) == ([6, 7], False)
+        assert [set(rest.flag_sets[i]) for i in rest.flag_index] == got[4:]
+        empty = await repo.list_flags("u", INBOX, 7, 4)
+        assert (empty.uids, empty.flag_sets, empty.more) == ([], [], False)
+        assert (await repo.list_flags("u", "Sent", 0, 10)).uids == []
+        with pytest.raises(NotFound):
+            await repo.list_flags("u", "Nope", 0, 10)
+        for after, limit in ((0, 0), (-1, 10)):
+            with pytest.raises(InvalidArgument):
+                await repo.list_flags("u", INBOX, after, limit)
+
     # -- search ------------------------------------------------------------------------------
 
     async def test_search(self, repo: StoreRepository) -> None:

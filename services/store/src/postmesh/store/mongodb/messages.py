@@ -9,12 +9,14 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
+from postmesh.store import flag_listing
 from postmesh.store.errors import NotFound, Unavailable
 from postmesh.store.indexing import resolve_bounds
 from postmesh.store.model import (
     Changes,
     CopyResult,
     ExpungeResult,
+    FlagListing,
     FlagsMode,
     FlagsResult,
     Message,
@@ -258,6 +260,20 @@ class MongoMessages(MongoDelivery):
             .to_list(None)
         )
         return [to_message(d) for d in docs[:limit]], len(docs) > limit
+
+    async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
+        mbox = await self._mailbox_doc(user, mailbox)
+        docs = (
+            await self._messages.find(
+                {"mailbox_id": mbox["_id"], "expunged": False, "uid": {"$gt": after_uid}},
+                {"_id": 0, "uid": 1, "modseq": 1, "flags": 1},
+            )
+            .sort("uid", ASCENDING)
+            .limit(limit + 1)
+            .to_list(None)
+        )
+        rows = [(int(d["uid"]), int(d["modseq"]), tuple(d["flags"])) for d in docs]
+        return flag_listing.fold(rows, limit, tuple)
 
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
         mbox = await self._mailbox_doc(user, mailbox)

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 
+from postmesh.store import flag_listing
 from postmesh.store import quota as q
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
@@ -17,6 +18,7 @@ from postmesh.store.model import (
     DeliverResult,
     Delivery,
     ExpungeResult,
+    FlagListing,
     FlagsMode,
     FlagsResult,
     Message,
@@ -195,6 +197,24 @@ def list_messages(
         (mailbox_id, after_uid, limit + 1),
     ).fetchall()
     return [rows.message(r) for r in found[:limit]], len(found) > limit
+
+
+def _flags_of(stored: str) -> tuple[str, ...]:
+    return tuple(json.loads(stored))
+
+
+def list_flags(
+    conn: sqlite3.Connection, user: str, mailbox: str, after_uid: int, limit: int
+) -> FlagListing:
+    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    # The flags' JSON text is canonical (``validation.apply_flags`` order), so equal texts are
+    # equal sets: each distinct one is decoded once.
+    cur = conn.execute(
+        "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND uid > ?"
+        " ORDER BY uid LIMIT ?",
+        (mailbox_id, after_uid, limit + 1),
+    )
+    return flag_listing.fold(cur.fetchall(), limit, _flags_of)
 
 
 def get_meta(

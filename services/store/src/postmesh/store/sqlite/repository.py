@@ -27,6 +27,7 @@ from postmesh.store.model import (
     DeliverResult,
     Delivery,
     ExpungeResult,
+    FlagListing,
     FlagsMode,
     FlagsResult,
     Mailbox,
@@ -163,6 +164,9 @@ class SqliteStoreRepository(StoreRepository):
         self, user: str, mailbox: str, after_uid: int, limit: int
     ) -> tuple[list[Message], bool]:
         return await self._read(lambda c: msg.list_messages(c, user, mailbox, after_uid, limit))
+
+    async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
+        return await self._read(lambda c: msg.list_flags(c, user, mailbox, after_uid, limit))
 
     async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
         def find(conn: sqlite3.Connection) -> tuple[str, int]:

@@ -320,6 +320,64 @@ class ListMessagesResponse(_message.Message):
 Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
 
 @_typing.final
+class FlagSet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlagSet: _TypeAlias = FlagSet  # noqa: Y015
+
+@_typing.final
+class ListMessageFlagsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UIDS_FIELD_NUMBER: _builtins.int
+    MODSEQS_FIELD_NUMBER: _builtins.int
+    FLAG_SET_INDEX_FIELD_NUMBER: _builtins.int
+    FLAG_SETS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """True when more messages follow the last one returned."""
+    @_builtins.property
+    def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def modseqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def flag_set_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The flags of uids[i] are flag_sets[flag_set_index[i]]."""
+
+    @_builtins.property
+    def flag_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlagSet]: ...
+    def __init__(
+        self,
+        *,
+        uids: _abc.Iterable[_builtins.int] | None = ...,
+        modseqs: _abc.Iterable[_builtins.int] | None = ...,
+        flag_set_index: _abc.Iterable[_builtins.int] | None = ...,
+        flag_sets: _abc.Iterable[Global___FlagSet] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flag_set_index", b"flag_set_index", "flag_sets", b"flag_sets", "modseqs", b"modseqs", "more", b"more", "uids", b"uids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessageFlagsResponse: _TypeAlias = ListMessageFlagsResponse  # noqa: Y015
+
+@_typing.final
 class GetMessageContentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

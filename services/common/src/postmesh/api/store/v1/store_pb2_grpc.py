@@ -54,6 +54,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.ListMessageFlags = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/ListMessageFlags',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessageFlagsResponse.FromString,
+                _registered_method=True)
         self.GetMessageContent = channel.unary_stream(
                 '/postmesh.api.store.v1.StoreService/GetMessageContent',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.SerializeToString,
@@ -171,6 +176,15 @@ class StoreServiceServicer:
 
     def ListMessages(self, request, context):
         """Message metadata in ascending UID order, one page at a time (after_uid, limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessageFlags(self, request, context):
+        """What IMAP SELECT needs of every message, compact: UIDs, MODSEQs and flags as parallel packed
+        arrays in ascending UID order, one page at a time, each message's flags as an index into
+        the page's distinct flag sets (most messages share a handful).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -327,6 +341,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'ListMessageFlags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessageFlags,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessageFlagsResponse.SerializeToString,
             ),
             'GetMessageContent': grpc.unary_stream_rpc_method_handler(
                     servicer.GetMessageContent,
@@ -527,6 +546,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/ListMessages',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessageFlags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/ListMessageFlags',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessagesRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ListMessageFlagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

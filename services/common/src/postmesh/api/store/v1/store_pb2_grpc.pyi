@@ -39,6 +39,11 @@ class StoreServiceStub:
     GetMailbox: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetMailboxRequest, _store_pb2.MailboxInfo]
     ListMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListMessagesRequest, _store_pb2.ListMessagesResponse]
     """Message metadata in ascending UID order, one page at a time (after_uid, limit)."""
+    ListMessageFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListMessagesRequest, _store_pb2.ListMessageFlagsResponse]
+    """What IMAP SELECT needs of every message, compact: UIDs, MODSEQs and flags as parallel packed
+    arrays in ascending UID order, one page at a time, each message's flags as an index into
+    the page's distinct flag sets (most messages share a handful).
+    """
     GetMessageContent: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
     StoreFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]
@@ -96,6 +101,11 @@ class StoreServiceAsyncStub(StoreServiceStub):
     GetMailbox: _aio.UnaryUnaryMultiCallable[_store_pb2.GetMailboxRequest, _store_pb2.MailboxInfo]  # type: ignore[assignment]
     ListMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.ListMessagesRequest, _store_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Message metadata in ascending UID order, one page at a time (after_uid, limit)."""
+    ListMessageFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.ListMessagesRequest, _store_pb2.ListMessageFlagsResponse]  # type: ignore[assignment]
+    """What IMAP SELECT needs of every message, compact: UIDs, MODSEQs and flags as parallel packed
+    arrays in ascending UID order, one page at a time, each message's flags as an index into
+    the page's distinct flag sets (most messages share a handful).
+    """
     GetMessageContent: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]  # type: ignore[assignment]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
     StoreFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]  # type: ignore[assignment]
@@ -174,6 +184,17 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.ListMessagesResponse, _abc.Awaitable[_store_pb2.ListMessagesResponse]]:
         """Message metadata in ascending UID order, one page at a time (after_uid, limit)."""
+
+    @_abc_1.abstractmethod
+    def ListMessageFlags(
+        self,
+        request: _store_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.ListMessageFlagsResponse, _abc.Awaitable[_store_pb2.ListMessageFlagsResponse]]:
+        """What IMAP SELECT needs of every message, compact: UIDs, MODSEQs and flags as parallel packed
+        arrays in ascending UID order, one page at a time, each message's flags as an index into
+        the page's distinct flag sets (most messages share a handful).
+        """
 
     @_abc_1.abstractmethod
     def GetMessageContent(

@@ -1,0 +1,50 @@
+"""ListMessageFlags: a mailbox's UIDs, MODSEQs and flags folded into parallel columns.
+
+IMAP SELECT needs only these three of every message. Sent as packed arrays with each distinct
+flag set once, 10,000 messages are ~100 KB on the wire and a few thousand Python objects at
+each end instead of 10,000 messages of six fields each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+from postmesh.store.model import FlagListing
+
+# Rows per page when the request says 0, and at most: a row is ~12 bytes on the wire.
+DEFAULT_PAGE = 50_000
+MAX_PAGE = 100_000
+# A page also ends once its distinct flag sets hold this many characters, so one whose
+# messages each carry long keywords of their own stays far below gRPC's 4 MiB message limit.
+MAX_FLAG_SET_CHARS = 1 << 20
+
+K = TypeVar("K", bound=Hashable)
+
+
+def fold(
+    rows: Sequence[tuple[int, int, K]], limit: int, decode: Callable[[K], tuple[str, ...]]
+) -> FlagListing:
+    """``rows`` are (uid, modseq, stored flags) in ascending UID order, up to ``limit`` + 1 of
+    them (one more tells that others follow). ``decode`` turns a stored flags value into the
+    flags; it runs once per distinct value, not once per message. Column by column, so the
+    per-message work is C-level (zip, map, dict look-ups)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not rows:
+        return FlagListing(more=more)
+    uids, modseqs, keys = zip(*rows, strict=True)
+    distinct = list(dict.fromkeys(keys))
+    flag_sets = [decode(k) for k in distinct]
+    chars = 0
+    for n, flags in enumerate(flag_sets):
+        chars += sum(len(f) + 1 for f in flags)
+        if chars > MAX_FLAG_SET_CHARS and n:
+            # End the page before the first message with this set (never an empty page).
+            page = fold(rows[: keys.index(distinct[n])], limit, decode)
+            page.more = True
+            return page
+    position = {k: i for i, k in enumerate(distinct)}
+    return FlagListing(
+        list(uids), list(modseqs), list(map(position.__getitem__, keys)), flag_sets, more
+    )
