@@ -10,7 +10,9 @@ real Kafka + FerretDB from the integration infra), then measures:
   (``--part relay``, tests/bench/relay.py);
 - IMAP commands and a mixed load, side by side with Dovecot 2.3 (``--part imap``,
   tests/bench/imap.py), and POP3 download sessions and logins, side by side with the same
-  Dovecot (``--part pop3``, tests/bench/pop3.py).
+  Dovecot (``--part pop3``, tests/bench/pop3.py);
+- the MX under Postfix's smtp-source, side by side with a Postfix taking the same load
+  (``--part smtp``, tests/bench/smtp.py).
 Every loop is bounded in count; all traffic stays on 127.0.0.1.
 """
 
@@ -161,7 +163,9 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
     ap.add_argument(
-        "--part", choices=["system", "store", "relay", "imap", "pop3", "all"], default="all"
+        "--part",
+        choices=["system", "store", "relay", "imap", "pop3", "smtp", "all"],
+        default="all",
     )
     ap.add_argument("--search-messages", type=int, default=10_000)
     # FerretDB 1.24's SQLite handler pushes only _id filters down and scans the collection for
@@ -170,6 +174,7 @@ def main() -> None:
     ap.add_argument("--imap-messages", type=int, default=10_000, help="mailbox size (imap part)")
     ap.add_argument("--imap-clients", type=int, default=10, help="mixed-load clients")
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
+    ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
     ap.add_argument("--pop3-messages", type=int, default=100)
     ap.add_argument("--pop3-sessions", type=int, default=20)
     args = ap.parse_args()
@@ -190,6 +195,10 @@ def main() -> None:
         from tests.bench import imap
 
         imap.main(args.imap_messages, args.imap_clients, args.imap_sessions)
+    if args.part in ("smtp", "all"):
+        from tests.bench import smtp
+
+        smtp.main(args.smtp_messages)
     if args.part in ("pop3", "all"):
         from tests.bench import pop3
 
