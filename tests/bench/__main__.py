@@ -41,8 +41,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def message(i: int, size: int) -> bytes:
-    head = f"From: bench@example.test\r\nTo: bench@example.test\r\nSubject: bench {i}\r\n\r\n"
+def message(i: int, size: int, user: str) -> bytes:
+    # From: the logged-in user, as submission's sender check requires (553 5.7.1 otherwise).
+    head = f"From: {user}\r\nTo: {user}\r\nSubject: bench {i}\r\n\r\n"
     line = ("x" * 76 + "\r\n").encode()
     return head.encode() + line * max(1, (size - len(head)) // len(line))
 
@@ -52,7 +53,7 @@ def smtp_worker(stack: Stack, user: str, count: int, size: int) -> list[float]:
     with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=60) as s:
         s.login(user, PASSWORD)  # loopback: plaintext auth is allowed (ADR 4)
         for i in range(count):
-            body = message(i, size)
+            body = message(i, size, user)
             s.mail(user)
             s.rcpt(user)
             start = time.perf_counter()
