@@ -19,6 +19,7 @@ from postmesh.common.devstack import Stack
 from tests.integration.stack import wait_for
 from tests.integration.test_mail_end_to_end import (
     create_user,
+    folder_flags,
     insecure_tls,
     sample_message,
     submit,
@@ -76,18 +77,7 @@ def _server(stack: Stack, user: str, password: str) -> dict[str, dict[str, set[s
         for line in listed:
             assert isinstance(line, bytes)
             name = line.rsplit(b' "/" ', 1)[1].decode().strip('"')
-            typ, data = imap.select(f'"{name}"', readonly=True)
-            assert typ == "OK", (name, data)
-            out[name] = {}
-            if int(data[0] or 0) == 0:
-                continue
-            typ, fetched = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            assert typ == "OK"
-            for item in fetched:
-                if isinstance(item, tuple):
-                    flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
-                    subject = item[1].decode().strip().removeprefix("Subject: ")
-                    out[name][subject] = set(flags.group(1).decode().split()) if flags else set()
+            out[name] = folder_flags(imap, name)
         return out
 
 

@@ -15,6 +15,7 @@ from postmesh.common.devstack import Stack
 from tests.integration.stack import wait_for
 from tests.integration.test_mail_end_to_end import (
     create_user,
+    folder_flags,
     insecure_tls,
     sample_message,
     submit,
@@ -64,19 +65,7 @@ def _server_view(stack: Stack, user: str, password: str) -> dict[str, set[str]]:
     with imaplib.IMAP4(host="127.0.0.1", port=stack.ports.imap) as imap:
         imap.starttls(insecure_tls())
         imap.login(user, password)
-        typ, data = imap.select("INBOX", readonly=True)
-        assert typ == "OK"
-        if int(data[0] or 0) == 0:
-            return {}
-        typ, fetched = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        assert typ == "OK"
-        out: dict[str, set[str]] = {}
-        for item in fetched:
-            if isinstance(item, tuple):
-                flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
-                subject = item[1].decode().strip().removeprefix("Subject: ")
-                out[subject] = set(flags.group(1).decode().split()) if flags else set()
-        return out
+        return folder_flags(imap)
 
 
 def _set_flag_on_server(stack: Stack, user: str, password: str, subject: str, flag: str) -> None:

@@ -102,6 +102,23 @@ def imap_fetch_all(stack: Stack, user: str, password: str) -> list[bytes]:
         return out
 
 
+def folder_flags(imap: imaplib.IMAP4, name: str = "INBOX") -> dict[str, set[str]]:
+    """Subject -> flags of every message in one folder, read through a logged-in session."""
+    typ, data = imap.select(f'"{name}"', readonly=True)
+    assert typ == "OK", (name, data)
+    if int(data[0] or 0) == 0:
+        return {}
+    typ, fetched = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK"
+    out: dict[str, set[str]] = {}
+    for item in fetched:
+        if isinstance(item, tuple):
+            flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+            subject = item[1].decode().strip().removeprefix("Subject: ")
+            out[subject] = set(flags.group(1).decode().split()) if flags else set()
+    return out
+
+
 def pop3_retr_all(stack: Stack, user: str, password: str) -> list[bytes]:
     pop = poplib.POP3("127.0.0.1", stack.ports.pop3, timeout=30)
     try:
