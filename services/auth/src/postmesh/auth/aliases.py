@@ -62,6 +62,8 @@ class Aliases:
     async def create(self, address: str, targets: Sequence[str]) -> Alias:
         """Raises InvalidAddress, NotFound (domain), InvalidTarget, AlreadyExists."""
         canonical = canonical_address(address)
+        for t in targets:
+            remote_address(t)  # every syntax error before any look-up
         await self._local_domain(canonical)
         checked = await self._targets(targets, canonical)
         if await self.records.get_alias(canonical) is not None:

@@ -40,8 +40,16 @@ class StoreQuotas:
         self.store = store
         self.deadline = deadline
 
+    async def _provision(self, user: str) -> None:
+        """The store knows a user from their first login or delivery on; a quota may come
+        first, so create the mailboxes now (ProvisionUser is idempotent)."""
+        await self.store.ProvisionUser(
+            store_pb2.ProvisionUserRequest(user=user), timeout=self.deadline
+        )
+
     async def get(self, user: str) -> Quota:
         try:
+            await self._provision(user)
             info = await self.store.GetQuota(
                 store_pb2.GetQuotaRequest(user=user), timeout=self.deadline
             )
@@ -51,6 +59,7 @@ class StoreQuotas:
 
     async def set(self, user: str, storage_limit_bytes: int, message_limit: int) -> Quota:
         try:
+            await self._provision(user)
             info = await self.store.SetQuota(
                 store_pb2.SetQuotaRequest(
                     user=user,
