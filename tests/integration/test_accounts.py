@@ -249,6 +249,8 @@ def test_quota_is_set_in_the_store(stack: Stack) -> None:
         ({"address": "a@bad_domain.test", "targets": ["a@x.test"]}, "invalid domain name"),
         ({"address": "ok@example.test", "targets": ["a\r\nb@x.test"]}, "dot-atom"),
         ({"address": {"$ne": ""}, "targets": ["a@x.test"]}, "string"),
+        # A lone surrogate is legal JSON: still a 422 with a reason, never a 500.
+        ({"address": "\ud800@example.test", "targets": ["a@x.test"]}, "valid string"),
         ({"address": "ok@example.test", "targets": [{"$gt": ""}]}, "string"),
     ],
 )

@@ -43,8 +43,7 @@ def _split(address: str) -> tuple[str, str]:
         raise InvalidAddress(f"invalid address {address!r}: expected local-part@domain")
     # RFC 6532 §3.1: compare UTF-8 local parts in NFC.
     local = unicodedata.normalize("NFC", local)
-    if len(local.encode()) > 64:
-        raise InvalidAddress(f"invalid address {address!r}: local part over 64 octets")
+    # Characters first: a lone surrogate (possible in JSON) must be refused before encoding.
     if not _LOCAL.match(local) or any(
         unicodedata.category(c) in _BAD_CATEGORIES for c in local if ord(c) > 127
     ):
@@ -52,6 +51,8 @@ def _split(address: str) -> tuple[str, str]:
             f"invalid address {address!r}: the local part must be a dot-atom"
             " (RFC 5321 §4.1.2; quoted local parts are not accepted)"
         )
+    if len(local.encode()) > 64:
+        raise InvalidAddress(f"invalid address {address!r}: local part over 64 octets")
     canonical = f"{local}@{canonical_domain(domain)}"
     if len(canonical.encode()) > MAX_ADDRESS_OCTETS:
         raise InvalidAddress(f"invalid address {address!r}: over {MAX_ADDRESS_OCTETS} octets")

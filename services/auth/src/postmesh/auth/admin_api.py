@@ -9,8 +9,9 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,7 @@ from postmesh.auth.dkim_keys import KeyInUse, KeyView
 from postmesh.auth.dns_records import DnsPolicy, dns_records, mta_sts_policy
 from postmesh.auth.quotas import Quotas
 from postmesh.auth.repository import AlreadyExists, NotFound
+from postmesh.common.http_errors import safe_validation_errors
 from postmesh.common.mailauth import dkim
 
 
@@ -94,6 +96,11 @@ def create_admin_app(
     quotas: Quotas | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Postmesh admin API", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": safe_validation_errors(exc.errors())}, status_code=422)
+
     bearer = HTTPBearer(auto_error=False)
 
     def require_token(
