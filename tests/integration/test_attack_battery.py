@@ -418,6 +418,11 @@ def test_admin_api_without_a_valid_token_is_refused(target: Stack) -> None:
         ("GET", "/api/v1/users", None),
         ("POST", "/api/v1/users", {"address": "mallory@example.test", "password": "x" * 12}),
         ("GET", "/api/v1/domains/example.test/dkim-keys", None),
+        ("POST", "/api/v1/aliases", {"address": "all@example.test", "targets": ["m@evil.test"]}),
+        ("PUT", "/api/v1/domains/example.test/catch-all", {"target": "m@evil.test"}),
+        ("POST", "/api/v1/users/postmaster@example.test/disable", None),
+        ("PUT", "/api/v1/users/postmaster@example.test/password", {"password": "x" * 12}),
+        ("DELETE", "/api/v1/users/postmaster@example.test", None),
     ]
     through = []
     for token in tokens:
@@ -483,5 +488,12 @@ def test_path_and_injection_like_names_and_addresses(target: Stack, victim: str)
         )  # fmt: skip
         if status != 422:
             through.append(f"admin POST user {address!r}: {status}")
+        tried += 1
+        status = _admin(
+            target, "POST", "/api/v1/aliases", f"Bearer {target.admin_token()}",
+            {"address": "alias@example.test", "targets": [address]},
+        )  # fmt: skip
+        if status != 422:
+            through.append(f"admin POST alias target {address!r}: {status}")
     report("path- and injection-like names and addresses", tried, through)
     assert_intact(target)

@@ -172,6 +172,46 @@ def test_relayed_to_postfix_byte_for_byte_with_mx_fallback(
     assert reports(relay_stack, sender, pw) == []  # no bounce
 
 
+def test_alias_forward_is_relayed_and_its_local_target_delivered(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    """An alias with a local user and a remote address (docs/adr/0022): one copy each."""
+    sender, pw = new_sender(relay_stack)
+    local = f"local-{uuid.uuid4().hex[:8]}@example.test"
+    create_user(relay_stack, local, "alias-pw-1")
+    alias = f"fwd-{uuid.uuid4().hex[:8]}@example.test"
+    body = json.dumps({"address": alias, "targets": [local, "Carol@ok.test"]}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{relay_stack.ports.admin}/api/v1/aliases",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {relay_stack.admin_token()}",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 201
+    marker = uuid.uuid4().hex[:10]
+    submit(relay_stack, sender, pw, [alias], message(sender, [alias], marker))
+    [relayed] = wait_for(
+        lambda: arrived(peers.postfix, marker) or None, timeout=60, what="the forward at Postfix"
+    )
+    # The remote local part goes out as the alias wrote it (RFC 5321 §2.4: only its host
+    # interprets it).
+    assert b"X-Original-To: Carol@ok.test" in relayed
+    [kept] = wait_for(
+        lambda: (
+            [m for m in imap_fetch_all(relay_stack, local, "alias-pw-1") if marker.encode() in m]
+            or None
+        ),
+        what="the local copy",
+    )
+    assert f"relay {marker}".encode() in kept
+    assert reports(relay_stack, sender, pw) == []  # no bounce
+    assert len(arrived(peers.postfix, marker)) == 1
+
+
 def test_5xx_reply_bounces_to_the_senders_inbox(relay_stack: Stack) -> None:
     sender, pw = new_sender(relay_stack)
     marker = uuid.uuid4().hex[:10]

@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from postmesh.auth.accounts import Accounts, RecipientKind
+from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.grpc_api import AuthServicer
+from postmesh.auth.recipients import RecipientKind
 from postmesh.auth.repository.sqlite import SqliteAccountRepository
 from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
@@ -83,14 +84,12 @@ async def test_admin_rejects_bad_input_and_missing_token(admin: httpx.AsyncClien
 async def test_resolve_recipient_kinds(accounts: Accounts) -> None:
     await accounts.create_domain("example.test")
     await accounts.create_user("bob@example.test", "pw1234")
-    assert await accounts.resolve_recipient("Bob@EXAMPLE.test") == (
-        RecipientKind.LOCAL_USER,
-        ["bob@example.test"],
+    r = await accounts.resolve_recipient("Bob@EXAMPLE.test")
+    assert r.kind is RecipientKind.LOCAL_USER and r.users == ("bob@example.test",)
+    assert (await accounts.resolve_recipient("carol@example.test")).kind is (
+        RecipientKind.UNKNOWN_LOCAL
     )
-    assert (await accounts.resolve_recipient("carol@example.test"))[
-        0
-    ] is RecipientKind.UNKNOWN_LOCAL
-    assert (await accounts.resolve_recipient("x@elsewhere.test"))[0] is RecipientKind.REMOTE
+    assert (await accounts.resolve_recipient("x@elsewhere.test")).kind is RecipientKind.REMOTE
 
 
 async def test_grpc_authenticate_and_resolve(accounts: Accounts, tmp_path: Path) -> None:

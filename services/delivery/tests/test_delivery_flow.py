@@ -34,6 +34,18 @@ class FakeAuth:
             return auth_pb2.ResolveRecipientResponse(kind=auth_pb2.RECIPIENT_KIND_REMOTE)
         if local == "gone":
             return auth_pb2.ResolveRecipientResponse(kind=auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL)
+        if local == "off":
+            return auth_pb2.ResolveRecipientResponse(kind=auth_pb2.RECIPIENT_KIND_DISABLED)
+        if local == "team":  # an alias: two local users and a forward
+            return auth_pb2.ResolveRecipientResponse(
+                kind=auth_pb2.RECIPIENT_KIND_LOCAL_USER,
+                users=["b@example.test", "c@example.test"],
+                remote_targets=["Fwd@remote.test"],
+            )
+        if local == "fwd":  # an alias that only forwards
+            return auth_pb2.ResolveRecipientResponse(
+                kind=auth_pb2.RECIPIENT_KIND_LOCAL_USER, remote_targets=["y@remote.test"]
+            )
         return auth_pb2.ResolveRecipientResponse(
             kind=auth_pb2.RECIPIENT_KIND_LOCAL_USER, users=[req.address]
         )
@@ -213,6 +225,28 @@ async def test_local_recipients_delivered_once_even_when_redelivered(tmp_path: P
     ]
     assert {e.outcome for e in events} == {events_pb2.DeliveryEvent.OUTCOME_DELIVERED}
     assert await published(bus, topics.INBOUND) == []  # no bounce
+    await bus.stop()
+
+
+async def test_alias_delivers_each_user_once_and_queues_its_forwards(tmp_path: Path) -> None:
+    svc, store, bus = await make_service(tmp_path)
+    msg = inbound("team@example.test", "b@example.test", "fwd@example.test", "off@example.test")
+    msg.recipients[0].notify.append("FAILURE")
+    rec = BusRecord(topics.INBOUND, "Q1", msg.SerializeToString(), 0, 1)
+    await svc.handle(rec)
+    await svc.handle(rec)  # redelivered: still one copy each
+    assert sorted(store.delivered) == [("Q1", "b@example.test"), ("Q1", "c@example.test")]
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    assert sorted(queue.entries) == [("Q1", "Fwd@remote.test"), ("Q1", "y@remote.test")]
+    fwd = queue.entries["Q1", "Fwd@remote.test"].recipient
+    # RFC 3461: the alias's DSN parameters travel with its targets, ORCPT names the alias.
+    assert list(fwd.notify) == ["FAILURE"] and fwd.orcpt == "rfc822;team@example.test"
+    reports = [
+        events_pb2.InboundMessage.FromString(v) for v in await published(bus, topics.INBOUND)
+    ]
+    # Only the disabled mailbox bounced (once per handling of the record).
+    assert reports and all(b"Status: 5.2.1" in r.inline_content for r in reports)
+    assert all(b"off@example.test" in r.inline_content for r in reports)
     await bus.stop()
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from enum import Enum
 
 from prometheus_client import Counter
 
 from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
+from postmesh.auth.aliases import Aliases
 from postmesh.auth.dkim_keys import DkimKeys
 from postmesh.auth.lockout import LoginGuard
 from postmesh.auth.login_cache import LoginCache
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
+from postmesh.auth.recipients import RecipientResolver, Resolution
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
 from postmesh.common.logging import get_logger, kv
@@ -29,12 +30,6 @@ AUTH_ATTEMPTS = Counter(
 )
 
 MIN_PASSWORD_LENGTH = 4
-
-
-class RecipientKind(Enum):
-    LOCAL_USER = "local"
-    UNKNOWN_LOCAL = "unknown_local"
-    REMOTE = "remote"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +50,7 @@ class Accounts:
         scram_iterations: int = scram.MIN_ITERATIONS,
         login_cache: LoginCache | None = None,
         dkim: DkimKeys | None = None,
+        recipient_delimiter: str = "+",
     ) -> None:
         """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
         aliases or disabled accounts; the service always passes them."""
@@ -64,11 +60,43 @@ class Accounts:
         self.scram_iterations = scram_iterations
         self.login_cache = login_cache
         self.dkim = dkim or DkimKeys(repo)
+        self.resolver = RecipientResolver(repo, records, recipient_delimiter)
+        self.aliases = Aliases(repo, records) if records is not None else None
 
     async def create_domain(self, name: str) -> Domain:
         """The domain with its DKIM keys (generated first, stored with the domain)."""
         canonical = canonical_domain(name)
         return await self.repo.add_domain(canonical, await self.dkim.initial_keys())
+
+    async def _existing(self, address: str) -> str:
+        canonical = canonical_address(address)
+        if await self.repo.get_user(canonical) is None:
+            raise NotFound(f"user {canonical} does not exist")
+        return canonical
+
+    async def is_disabled(self, address: str) -> bool:
+        return await self._disabled(canonical_address(address))
+
+    async def set_disabled(self, address: str, disabled: bool) -> None:
+        """A disabled user cannot log in (any protocol, any mechanism) and receives no mail
+        (550 5.2.1; alias expansion skips them); the account and mail stay. Raises NotFound."""
+        if self.records is None:
+            raise RuntimeError("account state needs the record repository")
+        canonical = await self._existing(address)
+        await self.records.set_disabled(canonical, disabled)
+        if self.login_cache is not None:
+            self.login_cache.forget(canonical)
+
+    async def delete_user(self, address: str) -> None:
+        """Removes the account and its credentials: logins fail and mail to the address is
+        refused as unknown (550 5.1.1). The store keeps the mailboxes (docs/adr/0022)."""
+        canonical = await self._existing(address)
+        await self.repo.delete_user(canonical)
+        if self.login_cache is not None:
+            self.login_cache.forget(canonical)
+        if self.records is not None:
+            await self.records.set_scram(canonical, None)
+            await self.records.set_disabled(canonical, False)
 
     async def create_user(self, address: str, password: str) -> User:
         if len(password) < MIN_PASSWORD_LENGTH:
@@ -151,9 +179,7 @@ class Accounts:
         """New argon2 hash and new SCRAM keys; raises NotFound for an unknown user."""
         if len(password) < MIN_PASSWORD_LENGTH:
             raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        canonical = canonical_address(address)
-        if await self.repo.get_user(canonical) is None:
-            raise NotFound(f"user {canonical} does not exist")
+        canonical = await self._existing(address)
         await self.repo.set_password_hash(canonical, await hash_password(password))
         if self.login_cache is not None:
             self.login_cache.forget(canonical)
@@ -215,12 +241,6 @@ class Accounts:
             await self.guard.succeeded(user.address)
         return LoginResult(user, server_signature=signature)
 
-    async def resolve_recipient(self, address: str) -> tuple[RecipientKind, list[str]]:
+    async def resolve_recipient(self, address: str) -> Resolution:
         """Raises InvalidAddress for a syntactically invalid address."""
-        canonical = canonical_address(address)
-        domain = canonical.rpartition("@")[2]
-        if await self.repo.get_domain(domain) is None:
-            return RecipientKind.REMOTE, []
-        if await self.repo.get_user(canonical) is None:
-            return RecipientKind.UNKNOWN_LOCAL, []
-        return RecipientKind.LOCAL_USER, [canonical]
+        return await self.resolver.resolve(address)

@@ -1,4 +1,7 @@
-"""Admin REST API (FastAPI) behind a bearer token: domains, users, DKIM keys, DNS records."""
+"""Admin REST API (FastAPI) behind a bearer token: domains, users (state, password, quota),
+aliases and catch-alls, DKIM keys, DNS records. Every body is a pydantic model with
+``extra="forbid"`` and plain ``str`` fields, so a JSON object or number where an address
+belongs is a 422 and nothing but a validated string reaches a repository query."""
 
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
 
@@ -6,20 +9,25 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.addresses import InvalidAddress, canonical_domain
+from postmesh.auth.admin_accounts import add_account_routes
 from postmesh.auth.dkim_keys import KeyInUse, KeyView
 from postmesh.auth.dns_records import DnsPolicy, dns_records, mta_sts_policy
+from postmesh.auth.quotas import Quotas
 from postmesh.auth.repository import AlreadyExists, NotFound
+from postmesh.common.http_errors import safe_validation_errors
 from postmesh.common.mailauth import dkim
 
 
 class DomainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=253)
 
 
@@ -28,6 +36,7 @@ class DomainOut(BaseModel):
 
 
 class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     address: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
 
@@ -80,8 +89,18 @@ def _key_out(domain: str, v: KeyView) -> DkimKeyOut:
     )
 
 
-def create_admin_app(accounts: Accounts, token: str, dns: DnsPolicy | None = None) -> FastAPI:
+def create_admin_app(
+    accounts: Accounts,
+    token: str,
+    dns: DnsPolicy | None = None,
+    quotas: Quotas | None = None,
+) -> FastAPI:
     app = FastAPI(title="Postmesh admin API", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": safe_validation_errors(exc.errors())}, status_code=422)
+
     bearer = HTTPBearer(auto_error=False)
 
     def require_token(
@@ -134,7 +153,13 @@ def create_admin_app(accounts: Accounts, token: str, dns: DnsPolicy | None = Non
 
     @app.get("/api/v1/users", dependencies=auth)
     async def list_users(domain: str | None = None) -> list[UserOut]:
-        return [UserOut(address=u.address) for u in await accounts.repo.list_users(domain)]
+        try:
+            name = None if domain is None else canonical_domain(domain)
+        except InvalidAddress as e:
+            raise HTTPException(422, str(e)) from e
+        return [UserOut(address=u.address) for u in await accounts.repo.list_users(name)]
+
+    add_account_routes(app, accounts, auth, quotas)
 
     @app.get("/api/v1/domains/{name}/dkim-keys", dependencies=auth)
     async def list_dkim_keys(name: str) -> list[DkimKeyOut]:

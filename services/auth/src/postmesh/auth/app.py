@@ -18,6 +18,7 @@ from postmesh.auth.dns_records import DnsPolicy
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.lockout import LockoutPolicy, LoginGuard
 from postmesh.auth.login_cache import LoginCache
+from postmesh.auth.quotas import StoreQuotas
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
@@ -26,6 +27,7 @@ from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
+from postmesh.common.stubs import store_stub
 
 log = get_logger(__name__)
 
@@ -104,8 +106,14 @@ class AuthServiceApp(Service):
                 rotation_activation_seconds=settings.dkim_rotation_activation_seconds,
                 retired_grace_seconds=settings.dkim_retired_grace_seconds,
             ),
+            recipient_delimiter=settings.auth_recipient_delimiter,
         )
-        self.grpc = GrpcServer(settings.auth_listen, GrpcSecurity.from_settings(settings))
+        security = GrpcSecurity.from_settings(settings)
+        # Only for the admin API's quotas (store.SetQuota is auth's to call).
+        self.quotas = StoreQuotas(
+            store_stub(settings.store_address, security), settings.grpc_deadline_seconds
+        )
+        self.grpc = GrpcServer(settings.auth_listen, security)
         self.grpc.add(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(self.accounts))
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -116,7 +124,10 @@ class AuthServiceApp(Service):
         await self.accounts.dkim.ensure_keys()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(
-            self.accounts, admin_token(self.settings), DnsPolicy.from_settings(self.settings)
+            self.accounts,
+            admin_token(self.settings),
+            DnsPolicy.from_settings(self.settings),
+            self.quotas,
         )
         config = uvicorn.Config(
             app,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from postmesh.auth.accounts import Accounts, RecipientKind
+from postmesh.auth.accounts import Accounts
 from postmesh.auth.addresses import InvalidAddress, canonical_domain
+from postmesh.auth.recipients import RecipientKind
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.mailauth import dkim
 
@@ -20,6 +21,7 @@ _DKIM_ALGORITHMS = {
 _KINDS = {
     RecipientKind.LOCAL_USER: auth_pb2.RECIPIENT_KIND_LOCAL_USER,
     RecipientKind.UNKNOWN_LOCAL: auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL,
+    RecipientKind.DISABLED: auth_pb2.RECIPIENT_KIND_DISABLED,
     RecipientKind.REMOTE: auth_pb2.RECIPIENT_KIND_REMOTE,
 }
 
@@ -57,10 +59,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ResolveRecipientRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ResolveRecipientResponse:
         try:
-            kind, users = await self.accounts.resolve_recipient(request.address)
+            r = await self.accounts.resolve_recipient(request.address)
         except InvalidAddress as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return auth_pb2.ResolveRecipientResponse(kind=_KINDS[kind], users=users)
+        return auth_pb2.ResolveRecipientResponse(
+            kind=_KINDS[r.kind], users=r.users, remote_targets=r.remote, catch_all=r.catch_all
+        )
 
     async def GetScramCredentials(
         self, request: auth_pb2.GetScramCredentialsRequest, context: grpc.aio.ServicerContext

@@ -38,6 +38,9 @@ class AuthSettings(ServiceSettings):
     # pay argon2 every time; a password change takes effect at once. 0 turns the cache off.
     auth_login_cache_seconds: float = Field(default=300.0, ge=0)
     auth_login_cache_entries: int = Field(default=10_000, ge=0)
+    # Plus-addressing (Postfix's recipient_delimiter): user+tag@domain delivers to user@domain
+    # when no user or alias has the full address. Each character is a delimiter; empty: off.
+    auth_recipient_delimiter: str = Field(default="+", max_length=8, pattern=r"^[^@\s]*$")
     # DKIM (RFC 6376): every new domain gets an RSA 2048 key (rsa-sha256), and an Ed25519 key
     # (RFC 8463) too unless this is false; delivery signs with both.
     dkim_ed25519: bool = True

@@ -30,6 +30,7 @@ from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.deletes import BatchedDeletes, EntryGone
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
+from postmesh.delivery.forwarding import forwarded
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.mta_sts import MtaSts
@@ -270,11 +271,25 @@ class DeliveryService(Service):
                 timeout=self.settings.grpc_deadline_seconds,
             )
             if resolved.kind == auth_pb2.RECIPIENT_KIND_LOCAL_USER:
-                results.append(await self.local.deliver(msg, rcpt.address, list(resolved.users)))
+                # An alias expands to local users (each delivered once: store.Deliver is
+                # idempotent per queue id and user) and remote addresses, relayed as if the
+                # client had named them (Postfix virtual_alias_maps forwarding).
+                if resolved.users:
+                    results.append(
+                        await self.local.deliver(msg, rcpt.address, list(resolved.users))
+                    )
+                remote.extend(forwarded(rcpt, resolved.remote_targets))
             elif resolved.kind == auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL:
                 # The user was removed between RCPT TO and delivery (RFC 3463 X.1.1).
                 results.append(
                     RecipientResult(rcpt.address, Outcome.BOUNCED, "550", "5.1.1", "user unknown")
+                )
+            elif resolved.kind == auth_pb2.RECIPIENT_KIND_DISABLED:
+                # Disabled between RCPT TO and delivery (RFC 3463 X.2.1).
+                results.append(
+                    RecipientResult(
+                        rcpt.address, Outcome.BOUNCED, "550", "5.2.1", "mailbox disabled"
+                    )
                 )
             else:
                 remote.append(rcpt)

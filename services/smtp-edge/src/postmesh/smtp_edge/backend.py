@@ -21,6 +21,7 @@ __all__ = ["BackendUnavailable", "EdgeBackend", "GrpcEdgeBackend", "RecipientKin
 class RecipientKind(enum.Enum):
     LOCAL_USER = "local_user"
     UNKNOWN_LOCAL = "unknown_local"
+    DISABLED = "disabled"
     REMOTE = "remote"
 
 
@@ -33,8 +34,9 @@ class EdgeBackend(Protocol):
     async def resolve_recipient(self, address: str) -> RecipientKind: ...
 
     async def address_owners(self, address: str) -> list[str]:
-        """The users a local address delivers to (itself, or an alias's users); empty for a
-        remote or unknown address. Who may send as the address (submission sender check)."""
+        """The users a local address delivers to (itself, user+tag, or an alias's users); empty
+        for a remote, unknown or disabled address and for one only a catch-all takes (a
+        catch-all owns nothing). Who may send as the address (submission sender check)."""
 
     async def put_blob(self, data: bytes) -> str:
         """Store ``data`` durably and return its blob id (claim check)."""
@@ -43,6 +45,7 @@ class EdgeBackend(Protocol):
 _KINDS = {
     auth_pb2.RECIPIENT_KIND_LOCAL_USER: RecipientKind.LOCAL_USER,
     auth_pb2.RECIPIENT_KIND_UNKNOWN_LOCAL: RecipientKind.UNKNOWN_LOCAL,
+    auth_pb2.RECIPIENT_KIND_DISABLED: RecipientKind.DISABLED,
     auth_pb2.RECIPIENT_KIND_REMOTE: RecipientKind.REMOTE,
 }
 
@@ -85,7 +88,7 @@ class GrpcEdgeBackend:
             )
         except grpc.aio.AioRpcError as e:
             raise BackendUnavailable(f"auth.ResolveRecipient: {e.code().name}") from e
-        if resp.kind != auth_pb2.RECIPIENT_KIND_LOCAL_USER:
+        if resp.kind != auth_pb2.RECIPIENT_KIND_LOCAL_USER or resp.catch_all:
             return []
         return [u.lower() for u in resp.users]
 

@@ -97,6 +97,12 @@ def recipient_verdict(kind: RecipientKind, address: str, authenticated: bool) ->
     if kind is RecipientKind.UNKNOWN_LOCAL:
         # RFC 3463 X.1.1: bad destination mailbox address.
         return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown", "unknown_user"
+    if kind is RecipientKind.DISABLED:
+        # RFC 3463 X.2.1: mailbox disabled, not accepting messages.
+        return (
+            f"550 5.2.1 <{address}>: Recipient address rejected: Mailbox disabled",
+            "mailbox_disabled",
+        )
     if kind is RecipientKind.REMOTE and not authenticated:
         # Not an open relay: other domains only for authenticated clients (RFC 5321 §7.1).
         return f"554 5.7.1 <{address}>: Relay access denied", "relay_denied"

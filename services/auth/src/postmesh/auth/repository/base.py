@@ -69,6 +69,10 @@ class AccountRepository(ABC):
     async def get_user(self, address: str) -> User | None: ...
 
     @abstractmethod
+    async def delete_user(self, address: str) -> bool:
+        """Removes the user (not their mail, which the store keeps); False if there was none."""
+
+    @abstractmethod
     async def list_users(self, domain: str | None = None) -> list[User]: ...
 
     @abstractmethod

@@ -78,6 +78,9 @@ class MongoAccountRepository(AccountRepository):
         doc = await self._users.find_one({"_id": address})
         return User(doc["_id"], doc["password_hash"]) if doc else None
 
+    async def delete_user(self, address: str) -> bool:
+        return bool((await self._users.delete_one({"_id": address})).deleted_count)
+
     async def list_users(self, domain: str | None = None) -> list[User]:
         query = {} if domain is None else {"domain": domain}
         return [

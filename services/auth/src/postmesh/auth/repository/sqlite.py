@@ -130,6 +130,12 @@ class SqliteAccountRepository(AccountRepository):
         )
         return User(row[0], row[1]) if row else None
 
+    async def delete_user(self, address: str) -> bool:
+        cur = await self._run(
+            lambda c: c.execute("DELETE FROM users WHERE address = ?", (address,))
+        )
+        return bool(cur.rowcount)
+
     async def list_users(self, domain: str | None = None) -> list[User]:
         def q(c: sqlite3.Connection) -> list[tuple[str, str]]:
             if domain is None:

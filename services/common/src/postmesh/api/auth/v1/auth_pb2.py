@@ -24,39 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpostmesh/api/auth/v1/auth.proto\x12\x14postmesh.api.auth.v1\"q\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x11\n\tremote_ip\x18\x04 \x01(\t\x12\x11\n\tmechanism\x18\x05 \x01(\t\"]\n\x14\x41uthenticateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r\"*\n\x17ResolveRecipientRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\\\n\x18ResolveRecipientResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.postmesh.api.auth.v1.RecipientKind\x12\r\n\x05users\x18\x02 \x03(\t\"S\n\x1aGetScramCredentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x11\n\tremote_ip\x18\x03 \x01(\t\"\\\n\x1bGetScramCredentialsResponse\x12\x0c\n\x04salt\x18\x01 \x01(\x0c\x12\x12\n\niterations\x18\x02 \x01(\r\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\r\"|\n\x17VerifyScramProofRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x14\n\x0c\x61uth_message\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63lient_proof\x18\x03 \x01(\x0c\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x11\n\tremote_ip\x18\x05 \x01(\t\"k\n\x18VerifyScramProofResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x18\n\x10server_signature\x18\x03 \x01(\x0c\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r\"$\n\x12GetDkimKeysRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"o\n\x0e\x44kimSigningKey\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x36\n\talgorithm\x18\x02 \x01(\x0e\x32#.postmesh.api.auth.v1.DkimAlgorithm\x12\x13\n\x0bprivate_key\x18\x03 \x01(\x0c\"o\n\x13GetDkimKeysResponse\x12\x14\n\x0clocal_domain\x18\x01 \x01(\x08\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x32\n\x04keys\x18\x03 \x03(\x0b\x32$.postmesh.api.auth.v1.DkimSigningKey*\x8b\x01\n\rRecipientKind\x12\x1e\n\x1aRECIPIENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RECIPIENT_KIND_LOCAL_USER\x10\x01\x12 \n\x1cRECIPIENT_KIND_UNKNOWN_LOCAL\x10\x02\x12\x19\n\x15RECIPIENT_KIND_REMOTE\x10\x03*q\n\rDkimAlgorithm\x12\x1e\n\x1a\x44KIM_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44KIM_ALGORITHM_RSA_SHA256\x10\x01\x12!\n\x1d\x44KIM_ALGORITHM_ED25519_SHA256\x10\x02\x32\xba\x04\n\x0b\x41uthService\x12\x65\n\x0c\x41uthenticate\x12).postmesh.api.auth.v1.AuthenticateRequest\x1a*.postmesh.api.auth.v1.AuthenticateResponse\x12q\n\x10ResolveRecipient\x12-.postmesh.api.auth.v1.ResolveRecipientRequest\x1a..postmesh.api.auth.v1.ResolveRecipientResponse\x12z\n\x13GetScramCredentials\x12\x30.postmesh.api.auth.v1.GetScramCredentialsRequest\x1a\x31.postmesh.api.auth.v1.GetScramCredentialsResponse\x12q\n\x10VerifyScramProof\x12-.postmesh.api.auth.v1.VerifyScramProofRequest\x1a..postmesh.api.auth.v1.VerifyScramProofResponse\x12\x62\n\x0bGetDkimKeys\x12(.postmesh.api.auth.v1.GetDkimKeysRequest\x1a).postmesh.api.auth.v1.GetDkimKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpostmesh/api/auth/v1/auth.proto\x12\x14postmesh.api.auth.v1\"q\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x11\n\tremote_ip\x18\x04 \x01(\t\x12\x11\n\tmechanism\x18\x05 \x01(\t\"]\n\x14\x41uthenticateResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r\"*\n\x17ResolveRecipientRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x87\x01\n\x18ResolveRecipientResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.postmesh.api.auth.v1.RecipientKind\x12\r\n\x05users\x18\x02 \x03(\t\x12\x16\n\x0eremote_targets\x18\x03 \x03(\t\x12\x11\n\tcatch_all\x18\x04 \x01(\x08\"S\n\x1aGetScramCredentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x11\n\tremote_ip\x18\x03 \x01(\t\"\\\n\x1bGetScramCredentialsResponse\x12\x0c\n\x04salt\x18\x01 \x01(\x0c\x12\x12\n\niterations\x18\x02 \x01(\r\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\r\"|\n\x17VerifyScramProofRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x14\n\x0c\x61uth_message\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63lient_proof\x18\x03 \x01(\x0c\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x11\n\tremote_ip\x18\x05 \x01(\t\"k\n\x18VerifyScramProofResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x18\n\x10server_signature\x18\x03 \x01(\x0c\x12\x1b\n\x13retry_after_seconds\x18\x04 \x01(\r\"$\n\x12GetDkimKeysRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"o\n\x0e\x44kimSigningKey\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x36\n\talgorithm\x18\x02 \x01(\x0e\x32#.postmesh.api.auth.v1.DkimAlgorithm\x12\x13\n\x0bprivate_key\x18\x03 \x01(\x0c\"o\n\x13GetDkimKeysResponse\x12\x14\n\x0clocal_domain\x18\x01 \x01(\x08\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x32\n\x04keys\x18\x03 \x03(\x0b\x32$.postmesh.api.auth.v1.DkimSigningKey*\xa8\x01\n\rRecipientKind\x12\x1e\n\x1aRECIPIENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RECIPIENT_KIND_LOCAL_USER\x10\x01\x12 \n\x1cRECIPIENT_KIND_UNKNOWN_LOCAL\x10\x02\x12\x19\n\x15RECIPIENT_KIND_REMOTE\x10\x03\x12\x1b\n\x17RECIPIENT_KIND_DISABLED\x10\x04*q\n\rDkimAlgorithm\x12\x1e\n\x1a\x44KIM_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44KIM_ALGORITHM_RSA_SHA256\x10\x01\x12!\n\x1d\x44KIM_ALGORITHM_ED25519_SHA256\x10\x02\x32\xba\x04\n\x0b\x41uthService\x12\x65\n\x0c\x41uthenticate\x12).postmesh.api.auth.v1.AuthenticateRequest\x1a*.postmesh.api.auth.v1.AuthenticateResponse\x12q\n\x10ResolveRecipient\x12-.postmesh.api.auth.v1.ResolveRecipientRequest\x1a..postmesh.api.auth.v1.ResolveRecipientResponse\x12z\n\x13GetScramCredentials\x12\x30.postmesh.api.auth.v1.GetScramCredentialsRequest\x1a\x31.postmesh.api.auth.v1.GetScramCredentialsResponse\x12q\n\x10VerifyScramProof\x12-.postmesh.api.auth.v1.VerifyScramProofRequest\x1a..postmesh.api.auth.v1.VerifyScramProofResponse\x12\x62\n\x0bGetDkimKeys\x12(.postmesh.api.auth.v1.GetDkimKeysRequest\x1a).postmesh.api.auth.v1.GetDkimKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'postmesh.api.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECIPIENTKIND']._serialized_start=1084
-  _globals['_RECIPIENTKIND']._serialized_end=1223
-  _globals['_DKIMALGORITHM']._serialized_start=1225
-  _globals['_DKIMALGORITHM']._serialized_end=1338
+  _globals['_RECIPIENTKIND']._serialized_start=1128
+  _globals['_RECIPIENTKIND']._serialized_end=1296
+  _globals['_DKIMALGORITHM']._serialized_start=1298
+  _globals['_DKIMALGORITHM']._serialized_end=1411
   _globals['_AUTHENTICATEREQUEST']._serialized_start=57
   _globals['_AUTHENTICATEREQUEST']._serialized_end=170
   _globals['_AUTHENTICATERESPONSE']._serialized_start=172
   _globals['_AUTHENTICATERESPONSE']._serialized_end=265
   _globals['_RESOLVERECIPIENTREQUEST']._serialized_start=267
   _globals['_RESOLVERECIPIENTREQUEST']._serialized_end=309
-  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_start=311
-  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_end=403
-  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_start=405
-  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_end=488
-  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_start=490
-  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_end=582
-  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_start=584
-  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_end=708
-  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_start=710
-  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_end=817
-  _globals['_GETDKIMKEYSREQUEST']._serialized_start=819
-  _globals['_GETDKIMKEYSREQUEST']._serialized_end=855
-  _globals['_DKIMSIGNINGKEY']._serialized_start=857
-  _globals['_DKIMSIGNINGKEY']._serialized_end=968
-  _globals['_GETDKIMKEYSRESPONSE']._serialized_start=970
-  _globals['_GETDKIMKEYSRESPONSE']._serialized_end=1081
-  _globals['_AUTHSERVICE']._serialized_start=1341
-  _globals['_AUTHSERVICE']._serialized_end=1911
+  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_start=312
+  _globals['_RESOLVERECIPIENTRESPONSE']._serialized_end=447
+  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_start=449
+  _globals['_GETSCRAMCREDENTIALSREQUEST']._serialized_end=532
+  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_start=534
+  _globals['_GETSCRAMCREDENTIALSRESPONSE']._serialized_end=626
+  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_start=628
+  _globals['_VERIFYSCRAMPROOFREQUEST']._serialized_end=752
+  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_start=754
+  _globals['_VERIFYSCRAMPROOFRESPONSE']._serialized_end=861
+  _globals['_GETDKIMKEYSREQUEST']._serialized_start=863
+  _globals['_GETDKIMKEYSREQUEST']._serialized_end=899
+  _globals['_DKIMSIGNINGKEY']._serialized_start=901
+  _globals['_DKIMSIGNINGKEY']._serialized_end=1012
+  _globals['_GETDKIMKEYSRESPONSE']._serialized_start=1014
+  _globals['_GETDKIMKEYSRESPONSE']._serialized_end=1125
+  _globals['_AUTHSERVICE']._serialized_start=1414
+  _globals['_AUTHSERVICE']._serialized_end=1984
 # @@protoc_insertion_point(module_scope)

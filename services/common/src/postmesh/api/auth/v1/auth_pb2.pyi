@@ -29,6 +29,8 @@ class _RecipientKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Recipie
     RECIPIENT_KIND_LOCAL_USER: _RecipientKind.ValueType  # 1
     RECIPIENT_KIND_UNKNOWN_LOCAL: _RecipientKind.ValueType  # 2
     RECIPIENT_KIND_REMOTE: _RecipientKind.ValueType  # 3
+    RECIPIENT_KIND_DISABLED: _RecipientKind.ValueType  # 4
+    """A local user whose account is disabled: mail is refused (RFC 3463 X.2.1)."""
 
 class RecipientKind(_RecipientKind, metaclass=_RecipientKindEnumTypeWrapper): ...
 
@@ -36,6 +38,8 @@ RECIPIENT_KIND_UNSPECIFIED: RecipientKind.ValueType  # 0
 RECIPIENT_KIND_LOCAL_USER: RecipientKind.ValueType  # 1
 RECIPIENT_KIND_UNKNOWN_LOCAL: RecipientKind.ValueType  # 2
 RECIPIENT_KIND_REMOTE: RecipientKind.ValueType  # 3
+RECIPIENT_KIND_DISABLED: RecipientKind.ValueType  # 4
+"""A local user whose account is disabled: mail is refused (RFC 3463 X.2.1)."""
 Global___RecipientKind: _TypeAlias = RecipientKind  # noqa: Y015
 
 class _DkimAlgorithm:
@@ -150,20 +154,32 @@ class ResolveRecipientResponse(_message.Message):
 
     KIND_FIELD_NUMBER: _builtins.int
     USERS_FIELD_NUMBER: _builtins.int
+    REMOTE_TARGETS_FIELD_NUMBER: _builtins.int
+    CATCH_ALL_FIELD_NUMBER: _builtins.int
     kind: Global___RecipientKind.ValueType
+    catch_all: _builtins.bool
+    """True when only the domain's catch-all matched: nobody owns the address (no send-as)."""
     @_builtins.property
     def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """For LOCAL_USER: the canonical mailbox owners the address delivers to."""
+        """For LOCAL_USER: the canonical mailbox owners the address delivers to (aliases expanded,
+        +tag removed, each user once). May be empty when every target is remote.
+        """
+
+    @_builtins.property
+    def remote_targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For LOCAL_USER: remote addresses a local alias forwards to (relayed by delivery)."""
 
     def __init__(
         self,
         *,
         kind: Global___RecipientKind.ValueType = ...,
         users: _abc.Iterable[_builtins.str] | None = ...,
+        remote_targets: _abc.Iterable[_builtins.str] | None = ...,
+        catch_all: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_all", b"catch_all", "kind", b"kind", "remote_targets", b"remote_targets", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

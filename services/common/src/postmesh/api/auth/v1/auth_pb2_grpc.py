@@ -72,8 +72,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveRecipient(self, request, context):
-        """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
-        of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+        """Tells the SMTP edge and delivery what an envelope recipient is: a local address that delivers
+        (a user, an alias, user+tag, a catch-all), an unknown user of a local domain (550 5.1.1), a
+        disabled account (550 5.2.1), or an address of a domain we do not host (relay). docs/adr/0022.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

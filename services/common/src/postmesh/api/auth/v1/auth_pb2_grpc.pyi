@@ -34,8 +34,9 @@ class AuthServiceStub:
     Authenticate: _grpc.UnaryUnaryMultiCallable[_auth_pb2.AuthenticateRequest, _auth_pb2.AuthenticateResponse]
     """Checks a username/password pair. A wrong password is a normal outcome (ok=false), not an RPC error."""
     ResolveRecipient: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ResolveRecipientRequest, _auth_pb2.ResolveRecipientResponse]
-    """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
-    of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+    """Tells the SMTP edge and delivery what an envelope recipient is: a local address that delivers
+    (a user, an alias, user+tag, a catch-all), an unknown user of a local domain (550 5.1.1), a
+    disabled account (550 5.2.1), or an address of a domain we do not host (relay). docs/adr/0022.
     """
     GetScramCredentials: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetScramCredentialsRequest, _auth_pb2.GetScramCredentialsResponse]
     """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
@@ -53,8 +54,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     Authenticate: _aio.UnaryUnaryMultiCallable[_auth_pb2.AuthenticateRequest, _auth_pb2.AuthenticateResponse]  # type: ignore[assignment]
     """Checks a username/password pair. A wrong password is a normal outcome (ok=false), not an RPC error."""
     ResolveRecipient: _aio.UnaryUnaryMultiCallable[_auth_pb2.ResolveRecipientRequest, _auth_pb2.ResolveRecipientResponse]  # type: ignore[assignment]
-    """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
-    of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+    """Tells the SMTP edge and delivery what an envelope recipient is: a local address that delivers
+    (a user, an alias, user+tag, a catch-all), an unknown user of a local domain (550 5.1.1), a
+    disabled account (550 5.2.1), or an address of a domain we do not host (relay). docs/adr/0022.
     """
     GetScramCredentials: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetScramCredentialsRequest, _auth_pb2.GetScramCredentialsResponse]  # type: ignore[assignment]
     """SCRAM-SHA-256 (RFC 7677) without handing out keys: the edge runs the exchange, asks for the
@@ -81,8 +83,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ResolveRecipientRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ResolveRecipientResponse, _abc.Awaitable[_auth_pb2.ResolveRecipientResponse]]:
-        """Tells the SMTP edge and delivery what an envelope recipient is: a local user, an unknown user
-        of a local domain (550 5.1.1), or an address of a domain we do not host (relay).
+        """Tells the SMTP edge and delivery what an envelope recipient is: a local address that delivers
+        (a user, an alias, user+tag, a catch-all), an unknown user of a local domain (550 5.1.1), a
+        disabled account (550 5.2.1), or an address of a domain we do not host (relay). docs/adr/0022.
         """
 
     @_abc_1.abstractmethod

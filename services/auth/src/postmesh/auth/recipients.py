@@ -1,0 +1,156 @@
+"""What an envelope recipient of a local domain delivers to (docs/adr/0022).
+
+The order is Postfix's virtual_alias_maps with recipient_delimiter: the exact address (a user,
+or an alias, which takes precedence over a user of the same name), then the address without its
+``+tag``, then the domain's catch-all; the first that exists decides. Aliases expand
+recursively into local users and remote addresses, each once, with a depth limit and loop
+protection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from postmesh.auth.addresses import canonical_address, domain_of
+from postmesh.auth.records import RecordRepository
+from postmesh.auth.repository import AccountRepository
+from postmesh.common.logging import get_logger, kv
+
+log = get_logger(__name__)
+
+# Alias chains deeper than this are cut (Postfix: virtual_alias_recursion_limit); a chain that
+# long is a configuration mistake, not a design.
+MAX_ALIAS_DEPTH = 8
+# At most this many targets per recipient (Postfix: virtual_alias_expansion_limit).
+MAX_TARGETS = 1000
+
+
+class RecipientKind(Enum):
+    LOCAL_USER = "local"
+    UNKNOWN_LOCAL = "unknown_local"
+    DISABLED = "disabled"
+    REMOTE = "remote"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    kind: RecipientKind
+    # Canonical local users, each once, and remote addresses an alias forwards to.
+    users: tuple[str, ...] = ()
+    remote: tuple[str, ...] = ()
+    # Only the catch-all matched: nobody owns this address (the sender check must not use it).
+    catch_all: bool = False
+
+
+@dataclass
+class _Expansion:
+    users: list[str] = field(default_factory=list)
+    remote: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    domains: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return len(self.users) + len(self.remote) >= MAX_TARGETS
+
+
+def strip_extension(address: str, delimiters: str) -> str | None:
+    """``user+tag@d`` -> ``user@d`` (each character of ``delimiters`` separates, as in Postfix
+    2.11+); None when there is no extension to strip."""
+    if not delimiters:
+        return None
+    local, _, domain = address.rpartition("@")
+    cut = min((i for i in (local.find(d) for d in delimiters) if i > 0), default=-1)
+    return f"{local[:cut]}@{domain}" if cut > 0 else None
+
+
+class RecipientResolver:
+    def __init__(
+        self,
+        repo: AccountRepository,
+        records: RecordRepository | None,
+        delimiters: str = "+",
+    ) -> None:
+        self.repo = repo
+        self.records = records
+        self.delimiters = delimiters
+
+    async def resolve(self, address: str) -> Resolution:
+        """Raises InvalidAddress for a syntactically invalid address."""
+        canonical = canonical_address(address)
+        domain = domain_of(canonical)
+        if await self.repo.get_domain(domain) is None:
+            return Resolution(RecipientKind.REMOTE)
+        candidates = [canonical]
+        stripped = strip_extension(canonical, self.delimiters)
+        if stripped is not None:
+            candidates.append(stripped)
+        for candidate in candidates:
+            found = await self._exact(candidate)
+            if found is not None:
+                return found
+        target = await self.records.get_catch_all(domain) if self.records else None
+        if target is not None:
+            exp = _Expansion(seen={canonical})
+            await self._expand(target, 1, exp)
+            if exp.users or exp.remote:
+                return Resolution(
+                    RecipientKind.LOCAL_USER, tuple(exp.users), tuple(exp.remote), catch_all=True
+                )
+        return Resolution(RecipientKind.UNKNOWN_LOCAL)
+
+    async def _exact(self, address: str) -> Resolution | None:
+        """What ``address`` itself delivers to; None when no user or alias has it."""
+        alias = await self.records.get_alias(address) if self.records else None
+        if alias is None:
+            if await self.repo.get_user(address) is None:
+                return None
+            if await self._disabled(address):
+                return Resolution(RecipientKind.DISABLED)
+            return Resolution(RecipientKind.LOCAL_USER, (address,))
+        exp = _Expansion()
+        await self._expand(address, 0, exp)
+        if not (exp.users or exp.remote):
+            # Every target is gone, disabled or part of a loop: nothing would receive it.
+            return Resolution(RecipientKind.UNKNOWN_LOCAL)
+        return Resolution(RecipientKind.LOCAL_USER, tuple(exp.users), tuple(exp.remote))
+
+    async def _expand(self, address: str, depth: int, exp: _Expansion) -> None:
+        if address in exp.seen or exp.full:
+            return
+        exp.seen.add(address)
+        domain = domain_of(address)
+        if domain not in exp.domains:
+            exp.domains[domain] = await self.repo.get_domain(domain) is not None
+        if not exp.domains[domain]:
+            exp.remote.append(address)
+            return
+        # A target written before its domain became local may keep its case: compare as local.
+        address = address.lower()
+        alias = await self.records.get_alias(address) if self.records else None
+        if alias is None:
+            await self._add_user(address, exp)
+            return
+        if depth >= MAX_ALIAS_DEPTH:
+            log.warning("alias chain too deep; cut", extra=kv(alias=address, depth=depth))
+            return
+        for target in alias.targets:
+            if target == address:
+                # An alias naming itself keeps a copy in its own mailbox (Postfix's
+                # "user@d -> user@d, other@x": deliver and forward).
+                await self._add_user(address, exp)
+            else:
+                await self._expand(target, depth + 1, exp)
+
+    async def _add_user(self, address: str, exp: _Expansion) -> None:
+        if address in exp.users or exp.full:
+            return
+        if await self.repo.get_user(address) is None:
+            log.info("alias target does not exist; skipped", extra=kv(target=address))
+            return
+        if await self._disabled(address):
+            return
+        exp.users.append(address)
+
+    async def _disabled(self, address: str) -> bool:
+        return self.records is not None and await self.records.is_disabled(address)

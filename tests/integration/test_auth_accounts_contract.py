@@ -1,0 +1,98 @@
+"""Auth's account and record repositories, SQLite and MongoDB (a real FerretDB 1.24), behind
+recipient resolution: what aliases, catch-alls, disabled flags and deleted users need of each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from postmesh.auth.accounts import Accounts
+from postmesh.auth.recipients import RecipientKind, Resolution
+from postmesh.auth.records import Alias
+from postmesh.auth.records.mongodb import MongoRecordRepository
+from postmesh.auth.records.sqlite import SqliteRecordRepository
+from postmesh.auth.repository.mongodb import MongoAccountRepository
+from postmesh.auth.repository.sqlite import SqliteAccountRepository
+from tests.integration.infra import FerretDB
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Accounts]:
+    name = f"auth_{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        repo: Any = SqliteAccountRepository(tmp_path / "auth.sqlite3")
+        records: Any = SqliteRecordRepository(tmp_path / "auth.sqlite3")
+        url = ""
+    else:
+        ferretdb: FerretDB = request.getfixturevalue("ferretdb")
+        url = ferretdb.url
+        repo = MongoAccountRepository(url, name)
+        records = MongoRecordRepository(url, name)
+    await repo.open()
+    await records.open()
+    acc = Accounts(repo, records)
+    await acc.create_domain("example.test")
+    for user in ("ann", "ben"):
+        await acc.create_user(f"{user}@example.test", "pw-contract")
+    yield acc
+    await records.close()
+    await repo.close()
+    if url:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_aliases_round_trip_and_resolve(accounts: Accounts) -> None:
+    records = accounts.records
+    assert records is not None and accounts.aliases is not None
+    await accounts.aliases.create("team@example.test", ["ann@example.test", "Far@remote.test"])
+    await accounts.aliases.create("all@example.test", ["team@example.test", "ben@example.test"])
+    assert await records.get_alias("team@example.test") == Alias(
+        "team@example.test", ("ann@example.test", "Far@remote.test")
+    )
+    assert [a.address for a in await records.list_aliases("example.test")] == [
+        "all@example.test",
+        "team@example.test",
+    ]
+    assert await records.list_aliases("other.test") == []
+    assert await accounts.resolve_recipient("ALL+x@example.test") == Resolution(
+        RecipientKind.LOCAL_USER, ("ann@example.test", "ben@example.test"), ("Far@remote.test",)
+    )
+    assert await records.delete_alias("all@example.test")
+    assert not await records.delete_alias("all@example.test")
+    assert await records.get_alias("all@example.test") is None
+
+
+async def test_catch_all_disabled_and_deleted(accounts: Accounts) -> None:
+    records = accounts.records
+    assert records is not None and accounts.aliases is not None
+    await accounts.aliases.set_catch_all("example.test", "ben@example.test")
+    assert await records.get_catch_all("example.test") == "ben@example.test"
+    caught = await accounts.resolve_recipient("anyone@example.test")
+    assert caught.catch_all and caught.users == ("ben@example.test",)
+
+    await accounts.set_disabled("ann@example.test", True)
+    await accounts.set_disabled("ann@example.test", True)  # idempotent
+    assert await records.is_disabled("ann@example.test")
+    assert (await accounts.resolve_recipient("ann@example.test")).kind is RecipientKind.DISABLED
+    assert await accounts.authenticate("ann@example.test", "pw-contract") is None
+    await accounts.set_disabled("ann@example.test", False)
+    assert await accounts.authenticate("ann@example.test", "pw-contract") is not None
+
+    await accounts.delete_user("ann@example.test")
+    assert await accounts.repo.get_user("ann@example.test") is None
+    assert not await accounts.repo.delete_user("ann@example.test")
+    assert await records.get_scram("ann@example.test") is None
+    # The catch-all now takes the deleted user's address, as any unknown local part.
+    assert (await accounts.resolve_recipient("ann@example.test")).catch_all
+    await records.set_catch_all("example.test", None)
+    assert await records.get_catch_all("example.test") is None
+    assert (await accounts.resolve_recipient("ann@example.test")).kind is (
+        RecipientKind.UNKNOWN_LOCAL
+    )
