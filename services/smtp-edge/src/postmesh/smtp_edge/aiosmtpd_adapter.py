@@ -62,7 +62,14 @@ def check_compatibility() -> None:
     reset = getattr(SMTP, "_reset_timeout", None)
     if reset is not None and "duration" not in inspect.signature(reset).parameters:
         problems.append("SMTP._reset_timeout lost its duration parameter")
-    if not isinstance(getattr(asyncio.StreamReader(), "_buffer", None), bytearray):
+    # A loop of its own: at import time (and in tests) there may be no current loop, and
+    # StreamReader() without one falls back to the deprecated get_event_loop().
+    probe_loop = asyncio.new_event_loop()
+    try:
+        reader = asyncio.StreamReader(loop=probe_loop)
+    finally:
+        probe_loop.close()
+    if not isinstance(getattr(reader, "_buffer", None), bytearray):
         problems.append("asyncio.StreamReader._buffer is no longer a bytearray")
     if problems:
         raise AiosmtpdIncompatible(
