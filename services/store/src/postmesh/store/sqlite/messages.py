@@ -236,28 +236,27 @@ def search(
             params,
         ).fetchall()
         return SearchRows([(int(u), int(ms)) for u, ms in found], None, [], [], max_uid)
-    # A message whose content was stored before indexing has no blob_index row (nor header
-    # rows): it comes back whatever the header conditions say, for the evaluator.
-    unindexed = "i.blob_id IS NULL" if p.uses_headers else "0"
+    # A message whose content was stored before indexing has no header rows: it comes back
+    # whatever the header conditions say, for the evaluator.
+    unindexed = search_sql.UNINDEXED if p.uses_headers else "0"
     if p.uses_headers:
-        where = f"({where} OR i.blob_id IS NULL)"
-    document = "i.search" if p.residual_needs_document else "NULL"
+        where = f"({where} OR {unindexed})"
     cols = ", ".join(f"m.{c}" for c in rows.MESSAGE_COLS.split(", "))
+    sql = f"SELECT {cols}, m.sent_day, {unindexed}"
+    if p.residual_needs_document:
+        sql += ", i.search FROM messages m LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
+    else:
+        sql += ", NULL FROM messages m"
     found = conn.execute(
-        f"SELECT {cols}, m.sent_day, {document}, {unindexed} FROM messages m"
-        " LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
-        f" WHERE m.mailbox_id = ? AND {where} ORDER BY m.uid",
-        params,
+        f"{sql} WHERE m.mailbox_id = ? AND {where} ORDER BY m.uid", params
     ).fetchall()
     out = SearchRows([], p.residual, [], [], max_uid)
     for r in found:
-        cand = SearchCandidate(rows.message(r), r[6], None if r[7] is None else bytes(r[7]))
-        if r[8]:
-            out.unindexed.append(cand)
-        elif p.residual is None:
-            out.hits.append((cand.message.uid, cand.message.modseq))
-        else:
-            out.candidates.append(cand)
+        if not r[7] and p.residual is None:
+            out.hits.append((int(r[0]), int(r[4])))
+            continue
+        cand = SearchCandidate(rows.message(r), r[6], None if r[8] is None else bytes(r[8]))
+        (out.unindexed if r[7] else out.candidates).append(cand)
     return out
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from postmesh.store.indexing import headers_of_document
-from postmesh.store.sqlite.search_sql import encode_text
+from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS blob_index (
 ) WITHOUT ROWID;
 -- The indexed header fields of a content (search.INDEXED_HEADERS), one row per value, folded
 -- and UTF-8 encoded, so SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER match them in SQL instead of
--- decoding every search document. Written with blob_index, in the same transaction.
+-- decoding every search document; plus a row named '' for "indexed". Written with
+-- blob_index, in the same transaction.
 CREATE TABLE IF NOT EXISTS blob_headers (
     blob_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -149,9 +150,15 @@ CREATE TABLE IF NOT EXISTS blob_headers (
 
 
 def insert_headers(conn: sqlite3.Connection, blob_id: str, headers: list[tuple[str, str]]) -> None:
+    """The header rows of a content, after a marker row (empty name, never a field name) that
+    says "indexed": a lookup in this small table, where probing blob_index would read its
+    large rows."""
     conn.executemany(
         "INSERT OR IGNORE INTO blob_headers (blob_id, name, n, value) VALUES (?, ?, ?, ?)",
-        ((blob_id, name, n, encode_text(value)) for n, (name, value) in enumerate(headers)),
+        [
+            (blob_id, INDEXED_MARK, 0, b""),
+            *((blob_id, name, n, encode_text(value)) for n, (name, value) in enumerate(headers)),
+        ],
     )
 
 

@@ -32,6 +32,9 @@ _RUN = 200
 _FLAG_COLUMNS = {SEEN.lower(): "m.seen", DELETED.lower(): "m.deleted"}
 
 Params = list[int | str | bytes]
+# blob_headers row name that marks a content as indexed (a field name is never empty).
+INDEXED_MARK = ""
+UNINDEXED = "NOT EXISTS (SELECT 1 FROM blob_headers x WHERE x.blob_id = m.blob_id AND x.name = '')"
 
 
 def encode_text(value: str) -> bytes:
