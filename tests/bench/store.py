@@ -224,4 +224,4 @@ def main(
                     }
                 ) as (address, security),
             ):
-                asyncio.run(run(address, security, messages, search_messages))
+                asyncio.run(run(address, security, messages, distributed_search_messages))

@@ -13,10 +13,12 @@ from pymongo import AsyncMongoClient
 
 pytest.register_assert_rewrite("postmesh.store.contract_suite")
 
+from postmesh.api.store.v1 import store_pb2  # noqa: E402
 from postmesh.store.contract_suite import StoreContract, content_of, message  # noqa: E402
 from postmesh.store.model import INBOX, Delivery, FlagsMode  # noqa: E402
 from postmesh.store.mongodb import MongoStoreRepository  # noqa: E402
 from postmesh.store.mongodb.blobs import COMPLETE, DELETING  # noqa: E402
+from postmesh.store.search import HEADERS_VERSION  # noqa: E402
 from tests.integration.infra import FerretDB  # noqa: E402
 
 
@@ -251,3 +253,20 @@ async def test_rename_interrupted_is_rolled_forward(mongo_repo: MongoStoreReposi
     assert {"z", "z/b"} <= names and not {"a", "a/b"} & names
     subs = await repo.list_subscriptions("u")
     assert "z/b" in subs and "a/b" not in subs
+
+
+async def test_messages_stored_before_header_indexing(mongo_repo: MongoStoreRepository) -> None:
+    """Message documents without indexed header fields (stored by an older store) are searched
+    by the evaluator, then get the fields, so the next search matches them in the query."""
+    repo = mongo_repo
+    for n in (1, 2, 3):
+        await repo.deliver(Delivery(f"q{n}", "u", "", content=message(n)))
+    await repo._messages.update_many({"uid": {"$in": [2, 3]}}, {"$unset": {"sh": "", "shv": ""}})
+    subject = store_pb2.SearchKey(header=store_pb2.HeaderMatch(name="subject", value="TEST 2"))
+    either = store_pb2.SearchKey()
+    getattr(either, "or").keys.extend([subject, store_pb2.SearchKey(flag_set="\\Seen")])
+    for key in (subject, either):
+        assert (await repo.search("u", INBOX, key)).uids == [2]
+    healed = await repo._messages.find({"user": "u"}, {"uid": 1, "sh": 1, "shv": 1}).to_list()
+    assert sorted(d["uid"] for d in healed if d.get("shv") == HEADERS_VERSION) == [1, 2, 3]
+    assert "subject:test 2" in next(d["sh"] for d in healed if d["uid"] == 2)

@@ -174,3 +174,36 @@ async def test_version_1_file_is_migrated(tmp_path: Path) -> None:
     # New mailboxes get UIDVALIDITYs above the old ones.
     assert (await repo.create_mailbox("u", "New")).mailbox.uidvalidity > 1700000000
     await repo.close()
+
+
+async def test_upgrade_indexes_header_fields_of_stored_mail(tmp_path: Path) -> None:
+    """A version-2 file (header values only inside the search documents) gets its header
+    fields indexed on open, and a content stored before indexing is still found."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    mail = b"From: a@example.org\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= 100%\r\n\r\nhi\r\n"
+    await repo.deliver(Delivery("q1", "u", "", content=mail))
+    await repo.deliver(Delivery("q2", "u", "", content=message(2)))
+    await repo.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DROP TABLE blob_headers")
+        blob = hashlib.sha256(message(2)).hexdigest()
+        conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob,))  # from before indexing
+        conn.execute("PRAGMA user_version=2")
+    conn.close()
+
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    subject = store_pb2.HeaderMatch(name="subject", value="GRÜSSE 100%")
+    assert (await repo.search("u", INBOX, store_pb2.SearchKey(header=subject))).uids == [1]
+    test_2 = store_pb2.HeaderMatch(name="subject", value="test 2")
+    assert (await repo.search("u", INBOX, store_pb2.SearchKey(header=test_2))).uids == [2]
+    await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    # Both contents have their header rows now: the second one healed by the search.
+    names = conn.execute("SELECT DISTINCT blob_id FROM blob_headers").fetchall()
+    assert len(names) == 2
+    conn.close()

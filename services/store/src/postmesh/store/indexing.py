@@ -1,6 +1,6 @@
 """The store's side of message parsing and search: one adapter over ``postmesh.store.mime``
-(MessageMeta extraction) and ``postmesh.store.search`` (search documents and the SearchKey
-evaluator), plus the query planning that decides what a search has to load.
+(MessageMeta extraction) and ``postmesh.store.search`` (search documents, indexed header
+fields and the SearchKey evaluator); the query planning is ``search.plan``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,29 @@ MAX_UID = 0xFFFFFFFF
 def index_content(raw: bytes) -> MessageIndex:
     """Parse a message once (CPU-bound: call it in a worker thread)."""
     meta = mime.extract_meta(raw)
-    doc = search.encode_search_doc(search.build_search_document(raw, meta))
-    return MessageIndex(meta.SerializeToString(), doc, mime.sent_day(meta))
+    doc = search.build_search_document(raw, meta)
+    headers = tuple(search.indexed_headers(doc.headers))
+    return MessageIndex(
+        meta.SerializeToString(), search.encode_search_doc(doc), mime.sent_day(meta), headers
+    )
+
+
+def search_headers(index: MessageIndex) -> list[tuple[str, str]]:
+    """The indexed header values of a stored index; from its search document when the index
+    was read back without them (an unreadable document has none, as the evaluator sees it)."""
+    if index.headers is not None:
+        return list(index.headers)
+    return headers_of_document(index.search)
+
+
+def headers_of_document(data: bytes | None) -> list[tuple[str, str]]:
+    if data is None:
+        return []
+    try:
+        doc = search.decode_search_doc(data)
+    except ValueError:
+        return []
+    return search.indexed_headers(doc.headers)
 
 
 def validate(criteria: store_pb2.SearchKey) -> None:
@@ -49,31 +70,6 @@ def validate(criteria: store_pb2.SearchKey) -> None:
 def needs_content(criteria: store_pb2.SearchKey) -> bool:
     """Does evaluating the criteria need search documents (headers, body text)?"""
     return search.needs_document(criteria)
-
-
-def uid_bounds(key: store_pb2.SearchKey) -> list[tuple[int, int]] | None:
-    """UID ranges (last 0 = "*") every match must fall in, when the criteria say so at the top
-    level (a UID key alone or inside a top-level AND), so the backend loads only those;
-    None: no bound."""
-    which = key.WhichOneof("key")
-    if which == "uid":
-        return [(r.first, r.last) for r in key.uid.ranges]
-    if which == "and":
-        for k in getattr(key, "and").keys:
-            bounds = uid_bounds(k)
-            if bounds is not None:
-                return bounds
-    return None
-
-
-def resolve_bounds(bounds: list[tuple[int, int]], max_uid: int) -> list[tuple[int, int]]:
-    """Ranges with "*" resolved to the highest UID; "n:*" with n above it still includes it
-    (RFC 9051 section 6.4.8)."""
-    out = []
-    for first, last in bounds:
-        end = max_uid if last == 0 else last
-        out.append((min(first, end), max(first, end)))
-    return out
 
 
 def matcher(criteria: store_pb2.SearchKey, max_uid: int) -> Callable[[SearchCandidate], bool]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for a type hint: the records stay free of protobuf at run time
+    from postmesh.api.store.v1 import store_pb2
 
 # Storage chunk size: below gRPC's CHUNK_BYTES and far below MongoDB's 16 MiB document limit
 # (GridFS uses the same 255 KiB for the same reason: a chunk plus its keys fits 256 KiB).
@@ -116,6 +120,9 @@ class MessageIndex:
     # Days since 1970-01-01 of the Date header (SENTBEFORE/SENTON/SENTSINCE), None if none;
     # kept on each message too, so date searches need no search document.
     sent_day: int | None
+    # (name, folded value) of the indexed header fields (``search.indexed_headers``), which
+    # the backends store apart so their queries match them; None: derive from ``search``.
+    headers: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +206,20 @@ class SearchCandidate:
     message: Message
     sent_day: int | None
     search: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRows:
+    """What a backend's search query returned (see ``search.plan``)."""
+
+    # Matches its query decided alone: (uid, modseq).
+    hits: list[tuple[int, int]]
+    # Rows that passed the query and must still satisfy ``residual``.
+    residual: store_pb2.SearchKey | None
+    candidates: list[SearchCandidate]
+    # Rows whose header values are not indexed (yet): evaluated against the whole criteria.
+    unindexed: list[SearchCandidate]
+    max_uid: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ from postmesh.store.model import (
     RenameResult,
     SearchCandidate,
     SearchResult,
+    SearchRows,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -295,24 +296,33 @@ class StoreRepository(ABC):
 
     async def search(self, user: str, mailbox: str, criteria: store_pb2.SearchKey) -> SearchResult:
         """IMAP SEARCH: matching UIDs ascending and their highest MODSEQ (RFC 7162 3.1.5).
-        Loads only what the criteria need: search documents for header/body/text keys, and
-        only the messages in a top-level UID set."""
+        The backend answers what its query can (``search.plan``: flags, UIDs, dates, sizes,
+        indexed header fields); the evaluator checks the rest on the rows it returns, loading
+        search documents only for header/body/text keys left to it."""
         indexing.validate(criteria)
-        content = indexing.needs_content(criteria)
-        max_uid, candidates = await self._search_candidates(
-            v.user(user), v.mailbox_name(mailbox), indexing.uid_bounds(criteria), content
-        )
-        match = indexing.matcher(criteria, max_uid)
-        uids: list[int] = []
-        highest = 0
+        rows = await self._search(v.user(user), v.mailbox_name(mailbox), criteria)
+        found = list(rows.hits)
+        if rows.residual is not None and rows.candidates:
+            found += await self._evaluate(rows.residual, rows.candidates, rows.max_uid)
+        if rows.unindexed:
+            found += await self._evaluate(criteria, rows.unindexed, rows.max_uid)
+        found.sort()
+        return SearchResult([u for u, _ in found], max((m for _, m in found), default=0))
+
+    async def _evaluate(
+        self, key: store_pb2.SearchKey, candidates: list[SearchCandidate], max_uid: int
+    ) -> list[tuple[int, int]]:
+        """(uid, modseq) of the candidates that satisfy ``key``, by the Python evaluator."""
+        content = indexing.needs_content(key)
+        match = indexing.matcher(key, max_uid)
+        out: list[tuple[int, int]] = []
         for cand in candidates:
             if content and cand.search is None:
                 healed = await self._heal_index(cand.message.blob_id)
                 cand = SearchCandidate(cand.message, healed.sent_day, healed.search)
             if match(cand):
-                uids.append(cand.message.uid)
-                highest = max(highest, cand.message.modseq)
-        return SearchResult(uids, highest)
+                out.append((cand.message.uid, cand.message.modseq))
+        return out
 
     async def store_flags(
         self,
@@ -462,12 +472,11 @@ class StoreRepository(ABC):
         """(uid, blob_id, meta or None when not indexed) for the existing ``uids``."""
 
     @abstractmethod
-    async def _search_candidates(
-        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
-    ) -> tuple[int, list[SearchCandidate]]:
-        """(highest UID in the mailbox, messages ascending): within ``bounds`` if given (see
-        ``indexing.resolve_bounds``), with search documents if ``content`` (None for a
-        message not indexed)."""
+    async def _search(self, user: str, mailbox: str, criteria: store_pb2.SearchKey) -> SearchRows:
+        """Run ``search.plan(criteria, highest UID, <backend limits>)``: the pushed conditions
+        in the backend's query, returning rows for the residual (with search documents when
+        it needs them; None for a message not indexed) and the rows whose header fields are
+        not indexed (with their search documents)."""
 
     @abstractmethod
     async def _store_flags(

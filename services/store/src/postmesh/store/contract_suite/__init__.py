@@ -28,9 +28,12 @@ from postmesh.store.contract_suite.helpers import (
 from postmesh.store.contract_suite.mailboxes import MailboxContract
 from postmesh.store.contract_suite.messages import MessageContract
 from postmesh.store.contract_suite.quotas import QuotaContract
+from postmesh.store.contract_suite.search import SearchContract
 
 
-class StoreContract(DeliveryContract, MailboxContract, MessageContract, QuotaContract):
+class StoreContract(
+    DeliveryContract, MailboxContract, MessageContract, QuotaContract, SearchContract
+):
     """Behaviour every StoreRepository backend must show. Subclasses provide ``repo``."""
 
 

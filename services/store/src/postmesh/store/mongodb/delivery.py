@@ -15,7 +15,9 @@ from pymongo.errors import DuplicateKeyError
 
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
+from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
+from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
 from postmesh.store.mongodb.locks import user_key
@@ -78,6 +80,7 @@ class MongoDelivery(MongoMailboxes):
             "uidvalidity": mbox["uidvalidity"], "blob_id": blob_id, "size": size,
             "flags": list(delivery.flags), "internal_date": delivery.internal_date,
             "sent_day": index.sent_day, "state": PENDING, "created_at": time.time(),
+            **search_filter.header_fields(search_headers(index)),
         }  # fmt: skip
         duplicate = False
         try:
@@ -170,6 +173,8 @@ class MongoDelivery(MongoMailboxes):
             "internal_date": fields["internal_date"], "size": fields["size"],
             "blob_id": fields["blob_id"], "sent_day": fields.get("sent_day"),
             "expunged": False, "released": False,
+            # A delivery recorded before header indexing has none: searched in Python.
+            **({"sh": fields["sh"], "shv": fields["shv"]} if "shv" in fields else {}),
         }  # fmt: skip
 
     async def _step_mark_done(self, did: str) -> None:
@@ -213,6 +218,7 @@ class MongoDelivery(MongoMailboxes):
                         "size": source.size,
                         "blob_id": source.blob_id,
                         "sent_day": index.sent_day,
+                        **search_filter.header_fields(search_headers(index)),
                     },
                 )
             )

@@ -9,9 +9,10 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
+from postmesh.api.store.v1 import store_pb2
 from postmesh.store import flag_listing
 from postmesh.store.errors import NotFound, Unavailable
-from postmesh.store.indexing import resolve_bounds
+from postmesh.store.indexing import headers_of_document
 from postmesh.store.model import (
     Changes,
     CopyResult,
@@ -22,19 +23,20 @@ from postmesh.store.model import (
     Message,
     Quota,
     SearchCandidate,
+    SearchRows,
 )
+from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of, to_message
 from postmesh.store.mongodb.delivery import MongoDelivery
 from postmesh.store.mongodb.intents import COPY
 from postmesh.store.mongodb.locks import user_key
+from postmesh.store.search import HEADERS_VERSION, plan
 from postmesh.store.validation import DELETED, apply_flags
 
 # Optimistic retries of one message's flag update under concurrent writers.
 FLAG_RETRIES = 20
 # Documents per $in query.
 BATCH = 500
-# More UID ranges than this are filtered in Python instead of in the query.
-MAX_QUERY_RANGES = 100
 _SUMMARY = {
     "uid": 1, "flags": 1, "size": 1, "internal_date": 1, "modseq": 1, "blob_id": 1,
     "sent_day": 1, "expunged": 1,
@@ -308,29 +310,51 @@ class MongoMessages(MongoDelivery):
         metas = await self._index_fields({d["blob_id"] for d in docs}, "meta")
         return sorted((int(d["uid"]), d["blob_id"], metas.get(d["blob_id"])) for d in docs)
 
-    async def _search_candidates(
-        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
-    ) -> tuple[int, list[SearchCandidate]]:
+    async def _search(self, user: str, mailbox: str, criteria: store_pb2.SearchKey) -> SearchRows:
         mbox = await self._mailbox_doc(user, mailbox)
         live: Doc = {"mailbox_id": mbox["_id"], "expunged": False}
         top = await self._messages.find_one(live, {"uid": 1}, sort=[("uid", DESCENDING)])
         max_uid = int(top["uid"]) if top else 0
-        query = dict(live)
-        if bounds is not None:
-            spans = resolve_bounds(bounds, max_uid)
-            if len(spans) <= MAX_QUERY_RANGES:
-                query["$or"] = [{"uid": {"$gte": lo, "$lte": hi}} for lo, hi in spans]
-        docs = await self._messages.find(query, _SUMMARY).sort("uid", ASCENDING).to_list(None)
+        p = plan(criteria, max_uid, search_filter.LIMITS)
+        cond = search_filter.to_filter(p.pushed)
+        if p.uses_headers:
+            # Documents from before header indexing come back whatever the header
+            # conditions say, for the evaluator.
+            cond = {"$or": [cond, {"shv": {"$ne": HEADERS_VERSION}}]}
+        query = {**live, "$and": [cond]} if cond else live
+        if p.residual is None and not p.uses_headers:
+            docs = await self._messages.find(query, {"uid": 1, "modseq": 1}).to_list(None)
+            hits = sorted((int(d["uid"]), int(d["modseq"])) for d in docs)
+            return SearchRows(hits, None, [], [], max_uid)
+        docs = await self._messages.find(query, {**_SUMMARY, "shv": 1}).to_list(None)
         docs.sort(key=lambda d: int(d["uid"]))
-        searches = (
-            await self._index_fields({d["blob_id"] for d in docs}, "search") if content else {}
-        )
-        return max_uid, [
-            SearchCandidate(
-                to_message(d), d.get("sent_day"), searches.get(d["blob_id"]) if content else None
-            )
-            for d in docs
-        ]
+        out = SearchRows([], p.residual, [], [], max_uid)
+        stale = [d for d in docs if p.uses_headers and d.get("shv") != HEADERS_VERSION]
+        wanted = {d["blob_id"] for d in stale}
+        if p.residual_needs_document:
+            wanted |= {d["blob_id"] for d in docs}
+        searches = await self._index_fields(wanted, "search") if wanted else {}
+        await self._index_headers(stale, searches)
+        stale_ids = {d["_id"] for d in stale}
+        for d in docs:
+            cand = SearchCandidate(to_message(d), d.get("sent_day"), searches.get(d["blob_id"]))
+            if d["_id"] in stale_ids:
+                out.unindexed.append(cand)
+            elif p.residual is None:
+                out.hits.append((cand.message.uid, cand.message.modseq))
+            else:
+                out.candidates.append(cand)
+        return out
+
+    async def _index_headers(self, docs: list[Doc], searches: dict[str, bytes]) -> None:
+        """Give messages stored before header indexing their ``sh`` fields, so the next search
+        matches them in the query (a content not indexed at all is parsed by the caller, and
+        its messages here the time after)."""
+        for d in docs:
+            data = searches.get(d["blob_id"])
+            fields = search_filter.header_fields(headers_of_document(data)) if data else {}
+            if fields:
+                await self._messages.update_one({"_id": d["_id"]}, {"$set": fields})
 
     async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
         mbox = await self._mailbox_doc(user, mailbox)

@@ -19,11 +19,24 @@ from postmesh.store.search.evaluate import (
     needs_headers,
     needs_text,
     search,
+    uid_spans,
     validate,
+)
+from postmesh.store.search.plan import (
+    HEADERS_VERSION,
+    INDEXED_HEADERS,
+    Limits,
+    Plan,
+    indexed_headers,
+    plan,
 )
 
 __all__ = [
+    "HEADERS_VERSION",
+    "INDEXED_HEADERS",
     "DocumentSource",
+    "Limits",
+    "Plan",
     "SearchContext",
     "SearchDocument",
     "SearchableMessage",
@@ -32,11 +45,14 @@ __all__ = [
     "decode_search_doc",
     "encode_search_doc",
     "fold",
+    "indexed_headers",
     "matches",
     "matching",
     "needs_document",
     "needs_headers",
     "needs_text",
+    "plan",
     "search",
+    "uid_spans",
     "validate",
 ]

@@ -215,7 +215,9 @@ def needs_document(key: store_pb2.SearchKey) -> bool:
     return any(_key_kind(k) in ("header", "body", "text") for k in _walk(key))
 
 
-def _uid_predicate(ranges: Sequence[store_pb2.UidRange], max_uid: int) -> Predicate:
+def uid_spans(ranges: Sequence[store_pb2.UidRange], max_uid: int) -> list[tuple[int, int]]:
+    """Inclusive UID spans of a UID set, "*" (last = 0) resolved to ``max_uid``: sorted,
+    merged and disjoint."""
     spans: list[tuple[int, int]] = []
     for r in ranges:
         last = max_uid if r.last == 0 else r.last
@@ -224,12 +226,17 @@ def _uid_predicate(ranges: Sequence[store_pb2.UidRange], max_uid: int) -> Predic
         lo, hi = (r.first, last) if r.first <= last else (last, r.first)
         spans.append((lo, hi))
     spans.sort()
-    merged: list[list[int]] = []
+    merged: list[tuple[int, int]] = []
     for lo, hi in spans:
         if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
         else:
-            merged.append([lo, hi])
+            merged.append((lo, hi))
+    return merged
+
+
+def _uid_predicate(ranges: Sequence[store_pb2.UidRange], max_uid: int) -> Predicate:
+    merged = uid_spans(ranges, max_uid)
     starts = [lo for lo, _ in merged]
     ends = [hi for _, hi in merged]
 

@@ -6,11 +6,11 @@ import json
 import sqlite3
 import time
 
+from postmesh.api.store.v1 import store_pb2
 from postmesh.store import flag_listing
 from postmesh.store import quota as q
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
-from postmesh.store.indexing import resolve_bounds
 from postmesh.store.model import (
     AppendResult,
     Changes,
@@ -24,13 +24,12 @@ from postmesh.store.model import (
     Message,
     MessageIndex,
     SearchCandidate,
+    SearchRows,
 )
+from postmesh.store.search import plan
 from postmesh.store.sqlite import mailboxes as mb
-from postmesh.store.sqlite import rows
+from postmesh.store.sqlite import rows, search_sql
 from postmesh.store.validation import DELETED, SEEN, apply_flags
-
-# More UID ranges than this are filtered in Python instead of in SQL.
-MAX_SQL_RANGES = 100
 
 
 def deliver(
@@ -235,39 +234,50 @@ def get_meta(
     return out
 
 
-def search_candidates(
-    conn: sqlite3.Connection,
-    user: str,
-    mailbox: str,
-    bounds: list[tuple[int, int]] | None,
-    content: bool,
-) -> tuple[int, list[SearchCandidate]]:
-    """(highest UID, candidates): only the columns the criteria need; the search document is
-    joined in for content keys only."""
+def search(
+    conn: sqlite3.Connection, user: str, mailbox: str, criteria: store_pb2.SearchKey
+) -> SearchRows:
+    """The search in one query: what ``search.plan`` pushes down is the WHERE clause, so only
+    matching rows leave SQLite; columns and search documents are loaded only for rows the
+    evaluator still has to look at."""
     mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
     max_uid = int(
         conn.execute(
             "SELECT COALESCE(MAX(uid), 0) FROM messages WHERE mailbox_id = ?", (mailbox_id,)
         ).fetchone()[0]
     )
+    p = plan(criteria, max_uid, search_sql.LIMITS)
+    params: search_sql.Params = [mailbox_id]
+    where = search_sql.to_sql(p.pushed, params)
+    if p.residual is None and not p.uses_headers:
+        found = conn.execute(
+            f"SELECT m.uid, m.modseq FROM messages m WHERE m.mailbox_id = ? AND {where}"
+            " ORDER BY m.uid",
+            params,
+        ).fetchall()
+        return SearchRows([(int(u), int(ms)) for u, ms in found], None, [], [], max_uid)
+    # A message whose content was stored before indexing has no header rows: it comes back
+    # whatever the header conditions say, for the evaluator.
+    unindexed = search_sql.UNINDEXED if p.uses_headers else "0"
+    if p.uses_headers:
+        where = f"({where} OR {unindexed})"
     cols = ", ".join(f"m.{c}" for c in rows.MESSAGE_COLS.split(", "))
-    sql = f"SELECT {cols}, m.sent_day{', i.search' if content else ''} FROM messages m"
-    if content:
-        sql += " LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
-    sql += " WHERE m.mailbox_id = ?"
-    params: list[int] = [mailbox_id]
-    if bounds is not None:
-        spans = resolve_bounds(bounds, max_uid)
-        if len(spans) <= MAX_SQL_RANGES:
-            sql += " AND (" + " OR ".join("m.uid BETWEEN ? AND ?" for _ in spans) + ")"
-            params += [x for pair in spans for x in pair]
-    found = conn.execute(sql + " ORDER BY m.uid", params).fetchall()
-    return max_uid, [
-        SearchCandidate(
-            rows.message(r), r[6], (None if r[7] is None else bytes(r[7])) if content else None
-        )
-        for r in found
-    ]
+    sql = f"SELECT {cols}, m.sent_day, {unindexed}"
+    if p.residual_needs_document:
+        sql += ", i.search FROM messages m LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
+    else:
+        sql += ", NULL FROM messages m"
+    found = conn.execute(
+        f"{sql} WHERE m.mailbox_id = ? AND {where} ORDER BY m.uid", params
+    ).fetchall()
+    out = SearchRows([], p.residual, [], [], max_uid)
+    for r in found:
+        if not r[7] and p.residual is None:
+            out.hits.append((int(r[0]), int(r[4])))
+            continue
+        cand = SearchCandidate(rows.message(r), r[6], None if r[8] is None else bytes(r[8]))
+        (out.unindexed if r[7] else out.candidates).append(cand)
+    return out
 
 
 def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -> Changes:

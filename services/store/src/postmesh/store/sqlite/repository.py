@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from postmesh.api.store.v1 import store_pb2
 from postmesh.common.sqlite import SqliteConnection
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, NotFound
@@ -36,7 +37,7 @@ from postmesh.store.model import (
     ProvisionResult,
     Quota,
     RenameResult,
-    SearchCandidate,
+    SearchRows,
 )
 from postmesh.store.repository import StoreRepository
 from postmesh.store.sqlite import mailboxes as mb
@@ -187,10 +188,8 @@ class SqliteStoreRepository(StoreRepository):
     ) -> list[tuple[int, str, bytes | None]]:
         return await self._read(lambda c: msg.get_meta(c, user, mailbox, uids))
 
-    async def _search_candidates(
-        self, user: str, mailbox: str, bounds: list[tuple[int, int]] | None, content: bool
-    ) -> tuple[int, list[SearchCandidate]]:
-        return await self._read(lambda c: msg.search_candidates(c, user, mailbox, bounds, content))
+    async def _search(self, user: str, mailbox: str, criteria: store_pb2.SearchKey) -> SearchRows:
+        return await self._read(lambda c: msg.search(c, user, mailbox, criteria))
 
     async def _store_flags(
         self,

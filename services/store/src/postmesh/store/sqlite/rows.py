@@ -13,7 +13,9 @@ from postmesh.store import quota as q
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
 from postmesh.store.hierarchy import child_range
+from postmesh.store.indexing import search_headers
 from postmesh.store.model import Mailbox, Message, MessageIndex, Quota
+from postmesh.store.sqlite.schema import insert_headers
 from postmesh.store.validation import DELETED, SEEN
 
 Row = tuple[Any, ...]
@@ -207,16 +209,19 @@ def release_blob(conn: sqlite3.Connection, blob_id: str, refs: int) -> None:
         (refs, blob_id),
     ).fetchone()
     if row is not None and row[0] <= 0 and row[1] <= time.time():
+        conn.execute("DELETE FROM blob_headers WHERE blob_id = ?", (blob_id,))
         conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob_id,))
         conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
         conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
 
 
 def put_index(conn: sqlite3.Connection, blob_id: str, index: MessageIndex) -> None:
-    conn.execute(
+    cur = conn.execute(
         "INSERT OR IGNORE INTO blob_index (blob_id, meta, search, sent_day) VALUES (?, ?, ?, ?)",
         (blob_id, index.meta, index.search, index.sent_day),
     )
+    if cur.rowcount:
+        insert_headers(conn, blob_id, search_headers(index))
 
 
 # -- messages ----------------------------------------------------------------------------------

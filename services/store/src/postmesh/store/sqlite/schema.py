@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+from postmesh.store.indexing import headers_of_document
+from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 -- A user is known once provisioned. next_uidvalidity hands out UIDVALIDITY values, so a
@@ -56,6 +63,17 @@ CREATE TABLE IF NOT EXISTS blob_index (
     meta BLOB NOT NULL,
     search BLOB NOT NULL,
     sent_day INTEGER
+) WITHOUT ROWID;
+-- The indexed header fields of a content (search.INDEXED_HEADERS), one row per value, folded
+-- and UTF-8 encoded, so SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER match them in SQL instead of
+-- decoding every search document; plus a row named '' for "indexed". Written with
+-- blob_index, in the same transaction.
+CREATE TABLE IF NOT EXISTS blob_headers (
+    blob_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (blob_id, name, n)
 ) WITHOUT ROWID;
 -- flags: JSON array in canonical order; seen/deleted mirror two of them for counts and EXPUNGE.
 CREATE TABLE IF NOT EXISTS messages (
@@ -119,6 +137,66 @@ INSERT INTO users (user, next_uidvalidity, created_at)
     SELECT user, MAX(uidvalidity) + 1, MIN(created_at) FROM mailboxes GROUP BY user;
 """
 
+# Version 2 kept header values only inside the search documents.
+_CREATE_BLOB_HEADERS = """
+CREATE TABLE IF NOT EXISTS blob_headers (
+    blob_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (blob_id, name, n)
+) WITHOUT ROWID
+"""
+
+
+def insert_headers(conn: sqlite3.Connection, blob_id: str, headers: list[tuple[str, str]]) -> None:
+    """The header rows of a content, after a marker row (empty name, never a field name) that
+    says "indexed": a lookup in this small table, where probing blob_index would read its
+    large rows."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO blob_headers (blob_id, name, n, value) VALUES (?, ?, ?, ?)",
+        [
+            (blob_id, INDEXED_MARK, 0, b""),
+            *((blob_id, name, n, encode_text(value)) for n, (name, value) in enumerate(headers)),
+        ],
+    )
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Index the header fields of every stored content from its search document (a one-time
+    pass at the first open after the upgrade, so no mail is searched differently)."""
+    conn.execute(_CREATE_BLOB_HEADERS)
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob_index'"
+    ).fetchone():
+        return  # a file from before indexing: every message is parsed on first use
+    done = 0
+    cursor = conn.execute("SELECT blob_id, search FROM blob_index")
+    while batch := cursor.fetchmany(500):
+        for blob_id, data in batch:
+            insert_headers(conn, blob_id, headers_of_document(bytes(data)))
+        done += len(batch)
+    if done:
+        log.info("indexed the header fields of %d stored messages for SEARCH", done)
+
+
+def _step(
+    conn: sqlite3.Connection, version: int, run: str | Callable[[sqlite3.Connection], None]
+) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if callable(run):
+            run(conn)
+        else:
+            for statement in run.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the file to SCHEMA_VERSION (each step in one transaction)."""
@@ -126,15 +204,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"store schema version {version} is newer than this store")
     if version == 1:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _MIGRATE_1_TO_2.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("PRAGMA user_version=2")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        _step(conn, 2, _MIGRATE_1_TO_2)
+        version = 2
+    if version == 2:
+        _step(conn, 3, _migrate_2_to_3)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
