@@ -21,10 +21,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from tests.integration.infra import _process, free_port
-from tests.integration.infra._process import InfraError
+from tests.integration.infra._process import InfraError, LocalServer
 from tests.integration.infra.ports import port_open
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -70,7 +69,7 @@ service pop3-login {{
 """
 
 
-class Dovecot:
+class Dovecot(LocalServer):
     """``users`` maps address -> password; each gets a Maildir home under the temp dir.
     ``argon2_users`` get an ARGON2ID hash (``doveadm pw``) instead of a plaintext entry, so an
     authentication bench can show what a hashed password costs without an auth cache."""
@@ -160,14 +159,3 @@ class Dovecot:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

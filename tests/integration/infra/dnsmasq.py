@@ -14,7 +14,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.message
@@ -22,7 +21,7 @@ import dns.query
 import dns.rcode
 
 from tests.integration.infra import _process
-from tests.integration.infra._process import InfraError
+from tests.integration.infra._process import InfraError, LocalServer
 
 # A DNS character-string holds at most 255 octets (RFC 1035 §3.3); longer TXT data (a DKIM
 # key) is split into several, which receivers concatenate (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
@@ -68,7 +67,7 @@ def txt_line(name: str, text: str) -> str:
     return "txt-record=" + ",".join([name, *(f'"{c}"' for c in chunks)])
 
 
-class Dnsmasq:
+class Dnsmasq(LocalServer):
     """dnsmasq as a child process (foreground, no upstream, no /etc/hosts, no config file).
     Started as root it drops to ``nobody`` itself."""
 
@@ -166,14 +165,3 @@ class Dnsmasq:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> Dnsmasq:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -4,18 +4,16 @@ request, on SQLite (which pushes only ``_id`` filters down and scans collections
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tests.integration.infra import _process
-from tests.integration.infra._process import InfraError
+from tests.integration.infra._process import InfraError, LocalServer
 from tests.integration.infra.ports import free_port, port_open
 from tests.integration.infra.postgres import PostgreSQL
 
@@ -24,7 +22,7 @@ DEFAULT_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
 DEFAULT_HANDLER = os.environ.get("POSTMESH_TEST_FERRETDB_HANDLER", "pg")
 
 
-class FerretDB:
+class FerretDB(LocalServer):
     """FerretDB as a child process on its own PostgreSQL (or SQLite); a (sync or async) context
     manager.
 
@@ -100,28 +98,6 @@ class FerretDB:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         self.port = 0
-
-    def __enter__(self) -> FerretDB:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> FerretDB:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def _launch(self, binary: Path) -> None:
         assert self._tmp is not None

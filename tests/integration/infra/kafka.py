@@ -12,11 +12,10 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tests.integration.infra import _process
-from tests.integration.infra._process import InfraError
+from tests.integration.infra._process import InfraError, LocalServer
 from tests.integration.infra.ports import free_port, port_open
 
 DEFAULT_VERSION = os.environ.get("KAFKA_VERSION", "3.9.1")
@@ -57,7 +56,7 @@ def _kafka_uuid() -> str:
             return text
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """Single-node KRaft Kafka as a child process; use as a (sync or async) context manager.
 
     >>> with KafkaBroker() as kafka:
@@ -161,30 +160,6 @@ class KafkaBroker:
         finally:
             await admin.close()
 
-    # -- context managers -------------------------------------------------------------------
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> KafkaBroker:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    # -- internals ----------------------------------------------------------------------------
     def _properties(self) -> dict[str, str]:
         assert self._tmp is not None
         props = {

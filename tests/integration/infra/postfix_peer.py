@@ -12,10 +12,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from tests.integration.infra import _process
-from tests.integration.infra._process import InfraError
+from tests.integration.infra._process import InfraError, LocalServer
 from tests.integration.infra.ports import port_open
 
 POSTFIX_MASTER = Path("/usr/lib/postfix/sbin/master")
@@ -76,7 +75,7 @@ def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, log: Path, w
         time.sleep(0.1)
 
 
-class PostfixPeer:
+class PostfixPeer(LocalServer):
     """Postfix accepting mail for ``domains`` on 127.0.0.1:``port`` into ``maildir``; each
     RCPT for one of ``slow_domains`` takes a second (Postfix's ``sleep`` restriction), so a
     test can catch a batch in flight."""
@@ -189,19 +188,8 @@ relayhost = {self.relayhost}
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def __enter__(self) -> PostfixPeer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class SmtpSink:
+class SmtpSink(LocalServer):
     """``smtp-sink`` on ``host:port``: ``hard=("RCPT",)`` answers those commands with
     ``hard_reply`` (5xx), ``soft=(...)`` with ``soft_reply`` (4xx); everything else is
     accepted and, with ``dump``, each transaction written to a file in a temp dir."""
@@ -279,14 +267,3 @@ class SmtpSink:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -15,9 +15,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from tests.integration.infra._process import InfraError, log_tail
+from tests.integration.infra._process import InfraError, LocalServer, log_tail
 from tests.integration.infra.ports import free_port
 
 DATABASE = "ferretdb"
@@ -30,7 +29,7 @@ def _bindir() -> Path:
     return Path(found[-1]).parent  # the newest installed major version
 
 
-class PostgreSQL:
+class PostgreSQL(LocalServer):
     def __init__(self, *, fsync: bool = False, timeout_s: float = 60.0) -> None:
         """``fsync=False`` for tests (durability across a machine crash is not under test);
         benchmarks keep PostgreSQL's default (on), as a deployment would."""
@@ -111,14 +110,3 @@ class PostgreSQL:
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
         self.port = 0
-
-    def __enter__(self) -> PostgreSQL:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
