@@ -13,7 +13,20 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 
-SCHEMA = """
+# In SCHEMA, and made by the 2->3 migration (version 2 kept header values only inside the
+# search documents).
+_CREATE_BLOB_HEADERS = """
+CREATE TABLE IF NOT EXISTS blob_headers (
+    blob_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (blob_id, name, n)
+) WITHOUT ROWID
+"""
+
+SCHEMA = (
+    """
 -- A user is known once provisioned. next_uidvalidity hands out UIDVALIDITY values, so a
 -- mailbox recreated under an old name always gets a new, larger one (RFC 9051 2.3.1.1).
 -- Quota limits: NULL means the service default, 0 unlimited (RFC 9208).
@@ -68,13 +81,9 @@ CREATE TABLE IF NOT EXISTS blob_index (
 -- and UTF-8 encoded, so SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER match them in SQL instead of
 -- decoding every search document; plus a row named '' for "indexed". Written with
 -- blob_index, in the same transaction.
-CREATE TABLE IF NOT EXISTS blob_headers (
-    blob_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (blob_id, name, n)
-) WITHOUT ROWID;
+"""
+    + _CREATE_BLOB_HEADERS
+    + """;
 -- flags: JSON array in canonical order; seen/deleted mirror two of them for counts and EXPUNGE.
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id),
@@ -114,6 +123,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at);
 """
+)
 
 # Version 1 had a subscribed column on mailboxes, no users, no noselect parents, no index.
 _MIGRATE_1_TO_2 = """
@@ -135,17 +145,6 @@ CREATE TABLE users (
 ) WITHOUT ROWID;
 INSERT INTO users (user, next_uidvalidity, created_at)
     SELECT user, MAX(uidvalidity) + 1, MIN(created_at) FROM mailboxes GROUP BY user;
-"""
-
-# Version 2 kept header values only inside the search documents.
-_CREATE_BLOB_HEADERS = """
-CREATE TABLE IF NOT EXISTS blob_headers (
-    blob_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (blob_id, name, n)
-) WITHOUT ROWID
 """
 
 
