@@ -19,6 +19,7 @@ from postmesh.common.mailauth.authresults import strip_forged
 from postmesh.common.mailauth.dmarc import AuthorDomainError, from_addresses
 from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
+from postmesh.common.net import is_loopback
 from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
@@ -55,7 +56,7 @@ from postmesh.smtp_edge.session import (
     recipient_verdict,
 )
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
-from postmesh.smtp_edge.throttle import MessageRate, exempt
+from postmesh.smtp_edge.throttle import MessageRate
 
 log = get_logger(__name__)
 
@@ -200,7 +201,7 @@ class EdgeSMTP(AdaptedSMTP):
 
     def _too_many_connections(self) -> bool:
         limit, ip = self.settings.smtp_max_connections_per_ip, self.state.peer_ip
-        if limit <= 0 or exempt(ip):
+        if limit <= 0 or is_loopback(ip):
             return False
         return sum(1 for s in self._sessions if s.state.peer_ip == ip) > limit
 
@@ -458,7 +459,7 @@ class EdgeSMTP(AdaptedSMTP):
         if mail.sender and not await self._may_send_as([mail.sender]):
             return
         sender_key = self.state.user or self.state.peer_ip
-        if not exempt(self.state.peer_ip) and not self.message_rate.allow(sender_key):
+        if not is_loopback(self.state.peer_ip) and not self.message_rate.allow(sender_key):
             await self._reject(
                 f"450 4.7.1 Error: too much mail from {sender_key}, try again later",
                 "rate_limited",

@@ -6,16 +6,8 @@ lockout instead (a shared store)."""
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict, deque
-
-
-def exempt(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 class MessageRate:
