@@ -4,6 +4,7 @@ crash-and-retry tests of the transaction-free write sequences that only that bac
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,7 +17,7 @@ pytest.register_assert_rewrite("postmesh.store.contract_suite")
 from postmesh.api.store.v1 import store_pb2  # noqa: E402
 from postmesh.store.contract_suite import StoreContract, content_of, message  # noqa: E402
 from postmesh.store.model import INBOX, Delivery, FlagsMode  # noqa: E402
-from postmesh.store.mongodb import MongoStoreRepository  # noqa: E402
+from postmesh.store.mongodb import MongoStoreRepository, watermark  # noqa: E402
 from postmesh.store.mongodb.blobs import COMPLETE, DELETING  # noqa: E402
 from postmesh.store.search import HEADERS_VERSION  # noqa: E402
 from tests.integration.infra import FerretDB  # noqa: E402
@@ -100,6 +101,38 @@ async def test_deliver_retry_after_crash_makes_one_copy(
     # A UID burned by the crash is fine (RFC 9051 allows gaps); the next one is higher.
     nxt = await repo.deliver(Delivery("q2", "u", "", content=message(2)))
     assert nxt.uid > retry.uid
+
+
+async def test_a_dead_writers_pending_mark_holds_readers_back_then_expires(
+    mongo_repo: MongoStoreRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a store process killed between allocating and writing leaves on the mailbox (the
+    counters taken, the pending mark, no message): readers report nothing at or above the
+    mark until it goes stale, then move on; the next writer removes it (watermark.py)."""
+    repo = mongo_repo
+    await repo.deliver(Delivery("q1", "u", "", content=message(1)))
+    before = await repo.get_mailbox("u", INBOX)
+    boxes = repo._mailboxes  # the state a dead writer leaves, written directly
+    await boxes.update_one(
+        {"user": "u", "name": INBOX},
+        {
+            "$inc": {"uidnext": 1, "highestmodseq": 1},
+            "$set": {"pending.dead": watermark.mark(before.highestmodseq + 1, 2, time.time())},
+        },
+    )
+    await repo.deliver(Delivery("q2", "u", "", content=message(2)))  # UID 3, above the hole
+    held = await repo.get_mailbox("u", INBOX)
+    assert (held.uidnext, held.highestmodseq) == (before.uidnext, before.highestmodseq)
+    assert (await repo.get_changes("u", INBOX, before.highestmodseq)).changed == []
+    assert [m.uid for m in (await repo.list_messages("u", INBOX, 0, 10))[0]] == [1]
+
+    monkeypatch.setattr(watermark, "STALE_SECONDS", 0.0)
+    changes = await repo.get_changes("u", INBOX, before.highestmodseq)
+    assert [m.uid for m in changes.changed] == [3]
+    assert changes.highestmodseq == (await repo.get_mailbox("u", INBOX)).highestmodseq
+    await repo.store_flags("u", INBOX, [3], FlagsMode.ADD, ["\\Seen"])
+    doc = await boxes.find_one({"user": "u", "name": INBOX})
+    assert doc is not None and not doc.get("pending")
 
 
 async def test_expunge_crash_is_finished_by_next_expunge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -306,3 +307,47 @@ class MessageContract:
             await repo.create_mailbox("u", "p/c")
             await repo.delete_mailbox("u", "p")
             await repo.get_changes("u", "p", 0)
+
+    async def test_changes_polled_during_writes_miss_nothing(self, repo: StoreRepository) -> None:
+        """A session follows a mailbox by GetChanges since the HIGHESTMODSEQ it was last told
+        (RFC 7162 section 3.1): a MODSEQ reported must cover every change at or below it, even
+        while writers are between taking a UID/MODSEQ and writing the message. And UIDs must
+        appear in ascending order (RFC 9051 section 2.3.1.1): never one below a UID shown."""
+        await deliver(repo, "q0", "u", message(0))
+        start = await repo.get_mailbox("u", INBOX)
+        since, seen, done = start.highestmodseq, {1}, False
+        flags: dict[int, tuple[str, ...]] = {1: ()}
+        order: list[int] = []
+
+        async def writers() -> None:
+            nonlocal done
+            try:
+                for n in range(1, 41):
+                    await asyncio.gather(
+                        deliver(repo, f"q{n}", "u", message(n)),
+                        repo.store_flags("u", INBOX, [n], FlagsMode.ADD, [f"k{n}"]),
+                    )
+            finally:
+                done = True
+
+        async def reader() -> None:
+            nonlocal since
+            while True:
+                last = done
+                changes = await repo.get_changes("u", INBOX, since)
+                for m in changes.changed:
+                    if m.uid not in seen:
+                        assert m.uid > max(seen), f"uid {m.uid} appeared below {max(seen)}"
+                        order.append(m.uid)
+                    seen.add(m.uid)
+                    flags[m.uid] = m.flags
+                since = changes.highestmodseq
+                if last:
+                    return
+                await asyncio.sleep(0)
+
+        await asyncio.gather(writers(), reader())
+        final = await repo.get_changes("u", INBOX, 0)
+        assert seen == {m.uid for m in final.changed}
+        assert flags == {m.uid: m.flags for m in final.changed}
+        assert since == final.highestmodseq

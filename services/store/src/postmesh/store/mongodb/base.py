@@ -3,7 +3,8 @@
 Collections (prefix ``store_``):
 - ``users``:         {_id: user, next_uidvalidity, provisioned, storage_limit?, message_limit?}
 - ``mailboxes``:     {_id, user, name, uidvalidity, uidnext, highestmodseq, special_use,
-                      noselect}; unique (user, name)
+                      noselect, pending}; unique (user, name); ``pending`` marks allocations
+                      whose writes are not done (``watermark.py``)
 - ``subscriptions``: {_id: key, user, name}
 - ``messages``:      {_id, mailbox_id, user, uid, modseq, flags, internal_date, size, blob_id,
                       sent_day, expunged, released}; unique (mailbox_id, uid); an expunged
@@ -15,9 +16,12 @@ Collections (prefix ``store_``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bson import ObjectId
@@ -28,6 +32,7 @@ from postmesh.store import quota as q
 from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
 from postmesh.store.hierarchy import child_range
 from postmesh.store.model import Mailbox, Message, Quota
+from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.repository import StoreRepository
@@ -72,6 +77,8 @@ class MongoBase(StoreRepository):
         self._deliveries = db["store_deliveries"]
         self._intents = db["store_intents"]
         self._locks = KeyedLocks()
+        self._counters = watermark.Counters()
+        self._unsettled: dict[ObjectId, list[str]] = {}
         self.blobs = MongoBlobStore(
             db["store_blobs"], db["store_blob_chunks"], db["store_blob_refs"],
             db["store_blob_index"],
@@ -216,9 +223,10 @@ class MongoBase(StoreRepository):
     @staticmethod
     def _to_mailbox(doc: Doc, counts: Counts, *, subscribed: bool, children: bool) -> Mailbox:
         total, seen, deleted, size = counts
+        uidnext, highestmodseq = watermark.visible(doc, time.time())
         return Mailbox(
             str(doc["_id"]), doc["user"], doc["name"], int(doc["uidvalidity"]),
-            int(doc["uidnext"]), int(doc["highestmodseq"]), total, total - seen,
+            uidnext, highestmodseq, total, total - seen,
             doc.get("special_use", ""), subscribed, deleted, size, bool(doc.get("noselect")),
             children,
         )  # fmt: skip
@@ -231,17 +239,56 @@ class MongoBase(StoreRepository):
             children=await self._has_children(doc["user"], doc["name"]),
         )  # fmt: skip
 
-    async def _allocate(self, mailbox_id: ObjectId, uids: int) -> tuple[int, int]:
-        """Take ``uids`` UIDs (0 for none) and one MODSEQ: (first uid, modseq). Caller holds
-        the mailbox lock. A mailbox deleted or made \\Noselect meanwhile takes none."""
+    async def _allocate(
+        self, mailbox_id: ObjectId, uids: int, token: str | None = None
+    ) -> tuple[int, int]:
+        """Take ``uids`` UIDs (0 for none) and one MODSEQ: (first uid, modseq), marked pending
+        until the caller's :meth:`_mailbox_writes` block ends (``watermark.py``). ``token``
+        names the mark when a retry must be able to clear a crashed attempt's mark (see
+        :meth:`_settle_later`). Caller holds the mailbox lock. A mailbox deleted or made
+        \\Noselect meanwhile takes none."""
+        floor = self._counters.get(mailbox_id)
+        if floor is None:
+            doc = await self._mailboxes.find_one(
+                {"_id": mailbox_id}, {"uidnext": 1, "highestmodseq": 1}
+            )
+            floor = (int(doc["uidnext"]), int(doc["highestmodseq"])) if doc else (0, 0)
+        now = time.time()
+        token = token or uuid.uuid4().hex
         before = await self._mailboxes.find_one_and_update(
             {"_id": mailbox_id, "noselect": {"$ne": True}},
-            {"$inc": {"uidnext": uids, "highestmodseq": 1}},
+            {
+                "$inc": {"uidnext": uids, "highestmodseq": 1},
+                "$set": {f"{watermark.FIELD}.{token}": watermark.mark(floor[1] + 1, floor[0], now)},
+            },
             return_document=ReturnDocument.BEFORE,
         )
         if before is None:
             raise NotFound("mailbox was deleted")
-        return int(before["uidnext"]), int(before["highestmodseq"]) + 1
+        first, modseq = int(before["uidnext"]), int(before["highestmodseq"]) + 1
+        self._counters.put(mailbox_id, first + uids, modseq)
+        self._settle_later(mailbox_id, token, *watermark.stale_keys(before, now))
+        return first, modseq
+
+    def _settle_later(self, mailbox_id: ObjectId, *tokens: str) -> None:
+        """Clear these marks when the current :meth:`_mailbox_writes` block ends: its own, dead
+        writers' stale ones, or the one a crashed attempt of the same retried write left."""
+        self._unsettled.setdefault(mailbox_id, []).extend(tokens)
+
+    @contextlib.asynccontextmanager
+    async def _mailbox_writes(self, *mailbox_ids: ObjectId) -> AsyncIterator[None]:
+        """Hold the mailboxes' locks for a write; at the end, clear the pending marks of the
+        allocations made in it (``watermark.py``), done or failed alike."""
+        async with self._locks.hold_all(list(mailbox_ids)):
+            try:
+                yield
+            finally:
+                for mailbox_id in mailbox_ids:
+                    if keys := self._unsettled.pop(mailbox_id, None):
+                        await self._mailboxes.update_one(
+                            {"_id": mailbox_id},
+                            {"$unset": {f"{watermark.FIELD}.{k}": "" for k in keys}},
+                        )
 
     # -- messages ----------------------------------------------------------------------------
 

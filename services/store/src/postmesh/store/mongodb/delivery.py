@@ -17,7 +17,7 @@ from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
-from postmesh.store.mongodb import search_filter
+from postmesh.store.mongodb import search_filter, watermark
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
 from postmesh.store.mongodb.locks import user_key
@@ -29,6 +29,12 @@ PENDING, DONE = "pending", "done"
 def delivery_key(queue_id: str, user: str, mailbox: str) -> str:
     """Deterministic _id of a delivery (and of the message it makes)."""
     return key_of(queue_id, user, mailbox)
+
+
+def delivery_mark(delivery_id: str) -> str:
+    """The pending mark of a delivery's allocation, named after it so that a retry can clear
+    the mark of an attempt that died (watermark.py)."""
+    return "d" + delivery_id
 
 
 class MongoDelivery(MongoMailboxes):
@@ -103,7 +109,7 @@ class MongoDelivery(MongoMailboxes):
             await self._step_reference_blob(record, source, index)
             # Allocation and insert under the mailbox lock: UIDs become visible in ascending
             # order (a client told UIDNEXT=n must never later see a UID below n appear).
-            async with self._locks.hold(record["mailbox_id"]):
+            async with self._mailbox_writes(record["mailbox_id"]):
                 record = await self._step_allocate(record)
                 record, created = await self._step_insert_message(record)
         else:
@@ -111,6 +117,11 @@ class MongoDelivery(MongoMailboxes):
             if found is None or "uid" not in found:
                 raise Unavailable("delivery record inconsistent; retry")
             record = found
+            # The attempt that wrote the message died before clearing its pending mark.
+            await self._mailboxes.update_one(
+                {"_id": record["mailbox_id"]},
+                {"$unset": {f"{watermark.FIELD}.{delivery_mark(did)}": ""}},
+            )
         await self._step_mark_done(did)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
@@ -139,11 +150,15 @@ class MongoDelivery(MongoMailboxes):
         latest = await self._deliveries.find_one({"_id": record["_id"]})
         if latest is not None:
             record = latest
+        # This attempt clears whatever mark a crashed attempt left instead of readers waiting
+        # for it to go stale.
+        token = delivery_mark(record["_id"])
         if "uid" in record:
+            self._settle_later(record["mailbox_id"], token)
             mbox = await self._mailboxes.find_one({"_id": record["mailbox_id"]}, {"uidnext": 1})
             if mbox is not None and int(mbox["uidnext"]) == int(record["uid"]) + 1:
                 return record
-        uid, modseq = await self._allocate(record["mailbox_id"], 1)
+        uid, modseq = await self._allocate(record["mailbox_id"], 1, token)
         await self._deliveries.update_one(
             {"_id": record["_id"]}, {"$set": {"uid": uid, "modseq": modseq}}
         )
@@ -203,7 +218,7 @@ class MongoDelivery(MongoMailboxes):
         mid = uuid.uuid4().hex
         await self.blobs.acquire(mid, source.blob_id, source)
         await self.blobs.put_index(source.blob_id, index)
-        async with self._locks.hold(box["_id"]):
+        async with self._mailbox_writes(box["_id"]):
             uid, modseq = await self._allocate(box["_id"], 1)
             await self._messages.insert_one(
                 self._message_doc(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +26,7 @@ from postmesh.store.model import (
     SearchCandidate,
     SearchRows,
 )
-from postmesh.store.mongodb import search_filter
+from postmesh.store.mongodb import search_filter, watermark
 from postmesh.store.mongodb.base import Doc, key_of, to_message
 from postmesh.store.mongodb.delivery import MongoDelivery
 from postmesh.store.mongodb.intents import COPY
@@ -41,6 +42,12 @@ _SUMMARY = {
     "uid": 1, "flags": 1, "size": 1, "internal_date": 1, "modseq": 1, "blob_id": 1,
     "sent_day": 1, "expunged": 1,
 }  # fmt: skip
+
+
+def _listed(mbox: Doc, after_uid: int) -> Doc:
+    """The UIDs a listing may show: above ``after_uid``, below every one still being written
+    (``watermark.py``), so a listing never shows a UID above one that appears later."""
+    return {"$gt": after_uid, "$lt": watermark.visible(mbox, time.time())[0]}
 
 
 class MongoMessages(MongoDelivery):
@@ -107,7 +114,11 @@ class MongoMessages(MongoDelivery):
             ).to_list(None):
                 copies[c["_id"]] = c
         sources.sort(key=lambda d: int(d["uid"]))
-        async with self._locks.hold_all([src_id, dst_id]):
+        # Marks named after the intent: a roll-forward clears those of the attempt that died.
+        copy_token, source_token = f"c{intent['_id']}", f"s{intent['_id']}"
+        async with self._mailbox_writes(src_id, dst_id):
+            self._settle_later(dst_id, copy_token)
+            self._settle_later(src_id, source_token)
             # A source expunged (by someone else) before its copy was made is not copied.
             todo = [d for d in sources if copy_id[d["_id"]] not in copies and not d["expunged"]]
             for n, doc in enumerate(todo, 1):
@@ -115,7 +126,7 @@ class MongoMessages(MongoDelivery):
                 if n % 200 == 0:
                     await self._renew_intent(intent)
             if todo:
-                first, modseq = await self._allocate(dst_id, len(todo))
+                first, modseq = await self._allocate(dst_id, len(todo), copy_token)
                 for i, doc in enumerate(todo):
                     new = {
                         **doc, "_id": copy_id[doc["_id"]], "mailbox_id": dst_id,
@@ -127,19 +138,21 @@ class MongoMessages(MongoDelivery):
                         raise Unavailable("concurrent copy of the same messages; retry") from None
                     copies[new["_id"]] = new
             if intent["move"]:
-                await self._tombstone_sources(intent, src_id, sources)
+                await self._tombstone_sources(intent, src_id, sources, source_token)
         return {
             int(d["uid"]): int(copies[copy_id[d["_id"]]]["uid"])
             for d in sources
             if copy_id[d["_id"]] in copies
         }
 
-    async def _tombstone_sources(self, intent: Doc, src_id: ObjectId, sources: list[Doc]) -> None:
+    async def _tombstone_sources(
+        self, intent: Doc, src_id: ObjectId, sources: list[Doc], token: str
+    ) -> None:
         """MOVE's expunge of the sources (one MODSEQ, recorded in the intent so a roll-forward
         reuses it), then their references dropped."""
         modseq = int(intent.get("source_modseq", 0))
         if not modseq:
-            modseq = (await self._allocate(src_id, 0))[1]
+            modseq = (await self._allocate(src_id, 0, token))[1]
             await self._intents.update_one(
                 {"_id": intent["_id"]}, {"$set": {"source_modseq": modseq}}
             )
@@ -163,7 +176,7 @@ class MongoMessages(MongoDelivery):
         unchanged_since: int,
     ) -> FlagsResult:
         mbox = await self._mailbox_doc(user, mailbox)
-        async with self._locks.hold(mbox["_id"]):
+        async with self._mailbox_writes(mbox["_id"]):
             docs: list[Doc] = []
             for i in range(0, len(uids), BATCH):
                 docs += await self._messages.find(
@@ -220,7 +233,7 @@ class MongoMessages(MongoDelivery):
         released=true. A crash leaves a tombstone not yet released, which the next Expunge of
         the mailbox finishes; every step is idempotent."""
         mbox = await self._mailbox_doc(user, mailbox)
-        async with self._locks.hold(mbox["_id"]):
+        async with self._mailbox_writes(mbox["_id"]):
             query: Doc = {"mailbox_id": mbox["_id"], "flags": DELETED, "expunged": False}
             if uids is not None:
                 query["uid"] = {"$in": uids}
@@ -254,7 +267,7 @@ class MongoMessages(MongoDelivery):
         mbox = await self._mailbox_doc(user, mailbox)
         docs = (
             await self._messages.find(
-                {"mailbox_id": mbox["_id"], "expunged": False, "uid": {"$gt": after_uid}},
+                {"mailbox_id": mbox["_id"], "expunged": False, "uid": _listed(mbox, after_uid)},
                 _SUMMARY,
             )
             .sort("uid", ASCENDING)
@@ -267,7 +280,7 @@ class MongoMessages(MongoDelivery):
         mbox = await self._mailbox_doc(user, mailbox)
         docs = (
             await self._messages.find(
-                {"mailbox_id": mbox["_id"], "expunged": False, "uid": {"$gt": after_uid}},
+                {"mailbox_id": mbox["_id"], "expunged": False, "uid": _listed(mbox, after_uid)},
                 {"_id": 0, "uid": 1, "modseq": 1, "flags": 1},
             )
             .sort("uid", ASCENDING)
@@ -358,14 +371,16 @@ class MongoMessages(MongoDelivery):
 
     async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
         mbox = await self._mailbox_doc(user, mailbox)
+        # Up to the watermark only: what lies above it comes with the next call (watermark.py).
+        highest = watermark.visible(mbox, time.time())[1]
         docs = await self._messages.find(
-            {"mailbox_id": mbox["_id"], "modseq": {"$gt": since}}, _SUMMARY
+            {"mailbox_id": mbox["_id"], "modseq": {"$gt": since, "$lte": highest}}, _SUMMARY
         ).to_list(None)
         docs.sort(key=lambda d: int(d["uid"]))
         return Changes(
             [to_message(d) for d in docs if not d["expunged"]],
             [int(d["uid"]) for d in docs if d["expunged"]],
-            int(mbox["highestmodseq"]), int(mbox["uidvalidity"]),
+            max(highest, since), int(mbox["uidvalidity"]),
         )  # fmt: skip
 
     # -- blobs and quotas --------------------------------------------------------------------
