@@ -12,26 +12,24 @@ real Kafka + FerretDB from the integration infra), then measures:
   tests/bench/imap.py), and POP3 download sessions and logins, side by side with the same
   Dovecot (``--part pop3``, tests/bench/pop3.py);
 - the MX under Postfix's smtp-source, side by side with a Postfix taking the same load
-  (``--part smtp``, tests/bench/smtp.py).
+  (``--part smtp``, tests/bench/smtp.py);
+- new mail announced to an IDLE client on a second imap-gw replica at a fixed offered rate
+  (``--part idle``, tests/bench/idle.py).
 Every loop is bounded in count; all traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import imaplib
 import poplib
 import smtplib
 import statistics
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from postmesh.common.devstack import Stack
-from tests.integration.stack import embedded_env, start_stack
+from tests.bench.stacks import bench_stack
 
 PASSWORD = "bench-password"
 
@@ -68,28 +66,6 @@ def imap_count(stack: Stack, user: str) -> int:
         m.login(user, PASSWORD)
         _, data = m.select("INBOX", readonly=True)
         return int(data[0] or 0)
-
-
-@contextlib.contextmanager
-def bench_stack(backend: str) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="postmesh-bench-") as tmp:
-        if backend == "embedded":
-            stack = start_stack(Path(tmp), embedded_env())
-            try:
-                yield stack
-            finally:
-                stack.stop()
-            return
-        from tests.integration.infra import FerretDB, KafkaBroker
-        from tests.integration.stack import distributed_env
-
-        with KafkaBroker() as kafka, FerretDB(fsync=True) as mongo:
-            kafka.create_topics()
-            stack = start_stack(Path(tmp), distributed_env(kafka, mongo))
-            try:
-                yield stack
-            finally:
-                stack.stop()
 
 
 def run(backend: str, messages: int, size: int, sessions: int) -> None:
@@ -165,7 +141,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="4096,102400", help="message sizes in bytes")
     ap.add_argument(
         "--part",
-        choices=["system", "store", "relay", "imap", "pop3", "smtp", "all"],
+        choices=["system", "store", "relay", "imap", "pop3", "smtp", "idle", "all"],
         default="all",
     )
     ap.add_argument("--search-messages", type=int, default=10_000)
@@ -178,6 +154,8 @@ def main() -> None:
     ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
     ap.add_argument("--pop3-messages", type=int, default=100)
     ap.add_argument("--pop3-sessions", type=int, default=20)
+    ap.add_argument("--idle-messages", type=int, default=1000)
+    ap.add_argument("--idle-rate", type=float, default=100.0, help="offered msg/s (idle part)")
     args = ap.parse_args()
     backends = ["embedded", "distributed"] if args.backend == "both" else [args.backend]
     if args.part in ("system", "all"):
@@ -204,6 +182,10 @@ def main() -> None:
         from tests.bench import pop3
 
         pop3.main(args.pop3_messages, args.pop3_sessions)
+    if args.part in ("idle", "all"):
+        from tests.bench import idle
+
+        idle.main(backends, args.idle_messages, args.idle_rate)
 
 
 if __name__ == "__main__":
