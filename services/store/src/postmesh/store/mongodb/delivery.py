@@ -105,7 +105,8 @@ class MongoDelivery(MongoMailboxes):
                     f"queue id {delivery.queue_id} was delivered with other content"
                 ) from None
         created = False
-        if await self._messages.find_one({"_id": did}, {"_id": 1}) is None:
+        written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
+        if written is None:
             await self._step_reference_blob(record, source, index)
             # Allocation and insert under the mailbox lock: UIDs become visible in ascending
             # order (a client told UIDNEXT=n must never later see a UID below n appear).
@@ -113,16 +114,13 @@ class MongoDelivery(MongoMailboxes):
                 record = await self._step_allocate(record)
                 record, created = await self._step_insert_message(record)
         else:
-            found = await self._deliveries.find_one({"_id": did})
-            if found is None or "uid" not in found:
-                raise Unavailable("delivery record inconsistent; retry")
-            record = found
+            record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark.
             await self._mailboxes.update_one(
                 {"_id": record["mailbox_id"]},
                 {"$unset": {f"{watermark.FIELD}.{delivery_mark(did)}": ""}},
             )
-        await self._step_mark_done(did)
+        await self._step_mark_done(record)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
         )
@@ -144,24 +142,12 @@ class MongoDelivery(MongoMailboxes):
         await self.blobs.put_index(record["blob_id"], index)
 
     async def _step_allocate(self, record: Doc) -> Doc:
-        """Record a UID for the delivery (caller holds the mailbox lock). A UID recorded by a
-        crashed attempt is reused only while it is still the newest one; otherwise a new one
-        is taken, so a late retry never slips a message in below UIDs already shown."""
-        latest = await self._deliveries.find_one({"_id": record["_id"]})
-        if latest is not None:
-            record = latest
-        # This attempt clears whatever mark a crashed attempt left instead of readers waiting
-        # for it to go stale.
-        token = delivery_mark(record["_id"])
-        if "uid" in record:
-            self._settle_later(record["mailbox_id"], token)
-            mbox = await self._mailboxes.find_one({"_id": record["mailbox_id"]}, {"uidnext": 1})
-            if mbox is not None and int(mbox["uidnext"]) == int(record["uid"]) + 1:
-                return record
-        uid, modseq = await self._allocate(record["mailbox_id"], 1, token)
-        await self._deliveries.update_one(
-            {"_id": record["_id"]}, {"$set": {"uid": uid, "modseq": modseq}}
-        )
+        """Take a UID for the delivery (caller holds the mailbox lock). Not recorded before the
+        message is: an attempt that dies here leaves a gap in the UIDs (RFC 9051 section
+        2.3.1.1 allows gaps), and a late retry takes a new UID, never one below those shown."""
+        # Named after the delivery, the mark is replaced by this attempt's if a crashed attempt
+        # left one, instead of holding readers back until it goes stale.
+        uid, modseq = await self._allocate(record["mailbox_id"], 1, delivery_mark(record["_id"]))
         return {**record, "uid": uid, "modseq": modseq}
 
     async def _step_insert_message(self, record: Doc) -> tuple[Doc, bool]:
@@ -174,9 +160,6 @@ class MongoDelivery(MongoMailboxes):
             msg = await self._messages.find_one({"_id": record["_id"]})
             if msg is None:
                 raise Unavailable("concurrent delivery of the same message; retry") from None
-            await self._deliveries.update_one(
-                {"_id": record["_id"]}, {"$set": {"uid": msg["uid"], "modseq": msg["modseq"]}}
-            )
             return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
         return record, True
 
@@ -192,8 +175,12 @@ class MongoDelivery(MongoMailboxes):
             **({"sh": fields["sh"], "shv": fields["shv"]} if "shv" in fields else {}),
         }  # fmt: skip
 
-    async def _step_mark_done(self, did: str) -> None:
-        await self._deliveries.update_one({"_id": did}, {"$set": {"state": DONE}})
+    async def _step_mark_done(self, record: Doc) -> None:
+        """Done, with the UID the message got: what a repeated Deliver answers from then on."""
+        await self._deliveries.update_one(
+            {"_id": record["_id"]},
+            {"$set": {"state": DONE, "uid": record["uid"], "modseq": record["modseq"]}},
+        )
 
     # -- append ------------------------------------------------------------------------------
 
