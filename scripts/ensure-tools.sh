@@ -28,6 +28,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 # Dovecot 2.3, the IMAP/POP3 reference of `make bench` (tests/bench/dovecot.py runs its own).
 [ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 [ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
+# rspamd, the content scanner smtp-edge may call (tests/integration/infra/rspamd.py runs its own).
+command -v rspamd >/dev/null || need+=(rspamd)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -52,4 +54,7 @@ $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends 
 # starts its own, so the system one stays off.
 if [[ " ${need[*]} " == *" dovecot-"* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --quiet dovecot.service dovecot.socket 2>/dev/null || true
+fi
+if [[ " ${need[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --quiet rspamd.service 2>/dev/null || true
 fi

@@ -17,6 +17,7 @@ from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, store_stub
 from postmesh.common.tls import settings_server_context
 from postmesh.smtp_edge.backend import EdgeBackend, GrpcEdgeBackend
+from postmesh.smtp_edge.content_scan import RspamdScanner
 from postmesh.smtp_edge.inbound_auth import AuthPolicy, InboundAuthenticator
 from postmesh.smtp_edge.queueing import MessageQueuer, Queued
 from postmesh.smtp_edge.session import (
@@ -70,6 +71,11 @@ class SmtpEdgeService(Service):
         self.sessions: set[EdgeSMTP] = set()
         self.inflight: set[asyncio.Task[Queued]] = set()
         self.message_rate = MessageRate(settings.smtp_max_messages_per_minute)
+        self.scanner = (
+            RspamdScanner(settings.smtp_rspamd_url, settings.smtp_rspamd_timeout_seconds)
+            if settings.smtp_rspamd_url
+            else None
+        )
 
     def _port(self, listener: str) -> int:
         return {
@@ -159,6 +165,7 @@ class SmtpEdgeService(Service):
                 authenticator=self.authenticator,
                 message_rate=self.message_rate,
                 client=client,
+                scanner=self.scanner,
             )
 
         return factory
@@ -180,6 +187,8 @@ class SmtpEdgeService(Service):
         if self.inflight:
             await asyncio.wait(list(self.inflight), timeout=SHUTDOWN_GRACE_SECONDS)
         await self.bus.stop()
+        if self.scanner is not None:
+            await self.scanner.close()
         self.servers.clear()
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:

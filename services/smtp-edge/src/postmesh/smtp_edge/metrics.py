@@ -48,3 +48,14 @@ AUTH_RESULTS = Counter(
     "Inbound SPF (MAIL FROM), DKIM (per signature), ARC and DMARC results on the MX.",
     ["method", "result"],
 )
+CONTENT_SCANS = Counter(
+    "postmesh_smtp_edge_content_scans_total",
+    "Messages scanned by rspamd, by its action (reject, soft reject, greylist, rewrite subject, "
+    "add header, no action) or error.",
+    ["action"],
+)
+CONTENT_SCAN_SECONDS = Histogram(
+    "postmesh_smtp_edge_content_scan_seconds",
+    "Time rspamd took to answer (or to fail).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

@@ -48,6 +48,17 @@ class SmtpEdgeSettings(ServiceSettings):
     smtp_dmarc_reject: bool = True
     # Where a DMARC p=quarantine failure is filed for local recipients; empty means INBOX.
     smtp_dmarc_quarantine_mailbox: str = "Junk"
+    # Content scan by rspamd's HTTP protocol, e.g. http://127.0.0.1:11333 (its normal worker);
+    # empty: no scan. reject -> 550 5.7.1, soft reject/greylist -> 451 4.7.1, add header and
+    # rewrite subject -> accepted with X-Spam: Yes and filed into the spam mailbox.
+    smtp_rspamd_url: str = ""
+    smtp_rspamd_timeout_seconds: float = Field(default=10.0, gt=0)
+    # When rspamd cannot answer: accept the message unscanned (true), or defer it with 451.
+    smtp_rspamd_fail_open: bool = True
+    # Scan mail from authenticated clients too (submission); the MX is always scanned.
+    smtp_rspamd_scan_submission: bool = False
+    # Where mail rspamd marks as spam is filed for local recipients; empty means INBOX.
+    smtp_spam_mailbox: str = "Junk"
     # Authenticated clients may use as envelope sender and in From only addresses that
     # deliver to them (their own or an alias's; 553 5.7.1 otherwise), as Postfix's
     # reject_sender_login_mismatch.

@@ -25,6 +25,7 @@ from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, en
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
+from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_message
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     BDAT_SYNTAX,
@@ -99,6 +100,7 @@ class EdgeSMTP(AdaptedSMTP):
         authenticator: InboundAuthenticator,
         message_rate: MessageRate | None = None,
         client: Address | None = None,
+        scanner: RspamdScanner | None = None,
     ) -> None:
         super().__init__(
             handler=_NoHooks(),
@@ -134,6 +136,7 @@ class EdgeSMTP(AdaptedSMTP):
         # SPF of the current transaction, started at MAIL FROM (MX only).
         self._spf: asyncio.Task[SpfChecks] | None = None
         self.message_rate = message_rate or MessageRate(0)
+        self.scanner = scanner
 
     # --- connection lifecycle -----------------------------------------------------------------
 
@@ -702,6 +705,26 @@ class EdgeSMTP(AdaptedSMTP):
             self.restart_idle_timer()
             await self._reject(verdict.reject, "dmarc_reject")
             return
+        mailbox = verdict.mailbox
+        if self.scanner is not None and (
+            self.policy.name == MX or self.settings.smtp_rspamd_scan_submission
+        ):
+            outcome = await scan_message(
+                self.scanner,
+                ScanRequest(
+                    txn.queue_id, st.peer_ip, st.helo or "", iprev.name, txn.mail.sender,
+                    [r.address for r in txn.recipients], st.user or "",
+                ),
+                content,
+                fail_open=self.settings.smtp_rspamd_fail_open,
+            )  # fmt: skip
+            if outcome.reply:
+                self.restart_idle_timer()
+                await self._reject(outcome.reply, "spam" if outcome.reply[0] == "5" else "scan")
+                return
+            content = outcome.content
+            if outcome.spam and not mailbox:
+                mailbox = self.settings.smtp_spam_mailbox
         envelope = Envelope(
             queue_id=txn.queue_id,
             mail_from=txn.mail.sender,
@@ -720,7 +743,7 @@ class EdgeSMTP(AdaptedSMTP):
             ret=txn.mail.ret,
             envid=txn.mail.envid,
             auth_header=verdict.header,
-            mailbox=verdict.mailbox,
+            mailbox=mailbox,
         )
         # Shielded: a client that disconnects now must not cancel a half-done publish; the
         # message is then queued (and logged) though the client may send it again.
