@@ -148,8 +148,8 @@ def test_cli_runs_accounts_and_domain_admins(stack: Stack, tmp_path: Path) -> No
     ):
         err = domain_admin.refused(403, *args, stdin=PASSWORD + "\n")
         assert f"domain {theirs} is not one of this token's domains ({mine})" in err, args
-    for args in (("tokens", "list"), ("tokens", "create", "--domain", theirs)):
-        assert "needs the admin role" in domain_admin.refused(403, *args)
+    for admin_only in (["tokens", "list"], ["tokens", "create", "--domain", theirs]):
+        assert "needs the admin role" in domain_admin.refused(403, *admin_only)
     assert "domain-admin tokens have no access" in domain_admin.refused(403, "queue", "list")
     assert admin.json("users", "show", f"ann@{theirs}") == {
         "address": f"ann@{theirs}", "disabled": False,
