@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.admin_api import create_admin_app
@@ -211,3 +212,16 @@ async def test_no_or_bad_token_is_401(app: httpx.AsyncClient) -> None:
         assert r.status_code == 401, headers
         assert r.json() == {"detail": "missing or invalid bearer token"}
         assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_every_api_route_needs_a_token(app: httpx.AsyncClient) -> None:
+    """Enumerated from the app, so a route added later without ``Caller`` fails here."""
+    asgi = app._transport.app  # type: ignore[attr-defined]
+    routes = [r for r in asgi.routes if isinstance(r, APIRoute)]
+    assert len(routes) >= 28
+    for route in routes:
+        path = route.path.replace("{address}", "ann@mine.test").replace("{name}", "mine.test")
+        path = path.replace("{selector}", "s").replace("{token_id}", "0" * 16)
+        for method in route.methods:
+            r = await app.request(method, path, json={})
+            assert r.status_code == 401, (method, route.path, r.status_code)
