@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 export POSTMESH_CACHE ?= $(HOME)/.cache/postmesh
 UV := $(shell command -v uv 2>/dev/null || echo $(POSTMESH_CACHE)/uv/bin/uv)
-SERVICES := common auth store smtp-edge delivery imap-gw pop3-gw
+SERVICES := common auth store smtp-edge delivery imap-gw pop3-gw cli
 
 .PHONY: run test bootstrap docs proto proto-check lint typecheck unit integration infra bench helm-test clean
 

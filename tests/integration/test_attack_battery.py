@@ -13,6 +13,7 @@ import smtplib
 import socket
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -431,6 +432,97 @@ def test_admin_api_without_a_valid_token_is_refused(target: Stack) -> None:
             if status != 401:
                 through.append(f"{method} {path} with {str(token)[:20]!r}: {status}")
     report("admin API without a valid token", len(tokens) * len(requests), through)
+    assert_intact(target)
+
+
+def _admin_json(stack: Stack, method: str, path: str, body: object) -> object:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.admin}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {stack.admin_token()}",
+        },
+        method=method,
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_domain_admin_tokens_stay_in_their_domains(target: Stack) -> None:
+    """A domain admin's token against every other domain (spelled as the canonical form
+    would turn it into that domain: case, trailing dot, full-width letters, percent-encoded),
+    the admin-only actions and the delivery queue: each a 403; tampered tokens a 401."""
+    tag = uuid.uuid4().hex[:8]
+    mine, theirs = f"mine-{tag}.test", f"theirs-{tag}.test"
+    for domain in (mine, theirs):
+        assert _admin(target, "POST", "/api/v1/domains", f"Bearer {target.admin_token()}", {"name": domain}) == 201  # fmt: skip
+    create_user(target, f"ann@{theirs}", PASSWORD)
+    issued = _admin_json(target, "POST", "/api/v1/tokens", {"domains": [mine]})
+    assert isinstance(issued, dict)
+    token = f"Bearer {issued['token']}"
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in theirs)
+    spellings = [theirs, theirs.upper(), theirs + ".", fullwidth]
+    requests: list[tuple[str, str, object]] = [
+        ("POST", "/api/v1/domains", {"name": f"new-{tag}.test"}),
+        ("GET", "/api/v1/tokens", None),
+        ("POST", "/api/v1/tokens", {"domains": [theirs]}),
+        ("POST", "/api/v1/tokens", {"domains": [mine]}),
+        ("DELETE", f"/api/v1/tokens/{issued['id']}", None),
+    ]
+    for d in spellings:
+        ann = urllib.parse.quote(f"ann@{d}", safe="@")
+        requests += [
+            ("POST", "/api/v1/users", {"address": f"eve@{d}", "password": "x" * 12}),
+            ("GET", f"/api/v1/users?domain={urllib.parse.quote(d)}", None),
+            ("GET", f"/api/v1/users/{ann}", None),
+            ("GET", f"/api/v1/users/{ann.replace('@', '%40')}", None),
+            ("GET", f"/api/v1/users/nobody@{urllib.parse.quote(d)}", None),
+            ("POST", f"/api/v1/users/{ann}/disable", None),
+            ("PUT", f"/api/v1/users/{ann}/password", {"password": "x" * 12}),
+            ("PUT", f"/api/v1/users/{ann}/quota", {"storage_limit_bytes": 1}),
+            ("DELETE", f"/api/v1/users/{ann}", None),
+            ("POST", "/api/v1/aliases", {"address": f"all@{d}", "targets": [f"ann@{mine}"]}),
+            ("POST", "/api/v1/aliases", {"address": f"steal@{mine}", "targets": [f"ann@{d}"]}),
+            (
+                "PUT",
+                f"/api/v1/domains/{urllib.parse.quote(d)}/catch-all",
+                {"target": f"ann@{mine}"},
+            ),
+            ("PUT", f"/api/v1/domains/{mine}/catch-all", {"target": f"ann@{d}"}),
+            ("POST", f"/api/v1/domains/{urllib.parse.quote(d)}/dkim-keys/rotate", None),
+            ("GET", f"/api/v1/domains/{urllib.parse.quote(d)}/dns-records", None),
+        ]
+    through = []
+    for method, path, body in requests:
+        status = _admin(target, method, path, token, body)
+        if status != 403:
+            through.append(f"{method} {path}: {status}")
+    tried = len(requests)
+    for path in ("/api/v1/queue", "/api/v1/trace/X"):
+        tried += 1
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{target.ports.queue_admin}{path}", headers={"Authorization": token}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                through.append(f"queue API {path}: {resp.status}")
+        except urllib.error.HTTPError as e:
+            if e.code != 403:
+                through.append(f"queue API {path}: {e.code}")
+    # Tampered: another id with this secret, this id with a changed secret, the bare secret.
+    secret = str(issued["token"]).rsplit("_", 1)[1]
+    flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    for forged in (f"pmda_{'0' * 16}_{secret}", f"pmda_{issued['id']}_{flipped}", secret):
+        tried += 1
+        status = _admin(target, "GET", f"/api/v1/users?domain={mine}", f"Bearer {forged}")
+        if status != 401:
+            through.append(f"forged token {forged[:24]}...: {status}")
+    report("domain admin outside its domains", tried, through)
+    users = _admin_json(target, "GET", f"/api/v1/users?domain={theirs}", None)
+    assert users == [{"address": f"ann@{theirs}"}]
+    assert _admin_json(target, "GET", f"/api/v1/aliases?domain={mine}", None) == []
+    assert _admin_json(target, "GET", f"/api/v1/users?domain={mine}", None) == []
     assert_intact(target)
 
 

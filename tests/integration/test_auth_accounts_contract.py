@@ -1,5 +1,6 @@
 """Auth's account and record repositories, SQLite and MongoDB (a real FerretDB 1.24), behind
-recipient resolution: what aliases, catch-alls, disabled flags and deleted users need of each."""
+recipient resolution: what aliases, catch-alls, disabled flags and deleted users need of each;
+and the admin-token contract (postmesh.auth.repository.token_contract) on MongoDB."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from postmesh.auth.records.sqlite import SqliteRecordRepository
 from postmesh.auth.repository.mongodb import MongoAccountRepository
 from postmesh.auth.repository.sqlite import SqliteAccountRepository
 from tests.integration.infra import FerretDB
+
+pytest.register_assert_rewrite("postmesh.auth.repository.token_contract")
+
+from postmesh.auth.repository.token_contract import AdminTokenContract  # noqa: E402
 
 
 @pytest.fixture(params=["sqlite", "mongodb"])
@@ -96,3 +101,16 @@ async def test_catch_all_disabled_and_deleted(accounts: Accounts) -> None:
     assert (await accounts.resolve_recipient("ann@example.test")).kind is (
         RecipientKind.UNKNOWN_LOCAL
     )
+
+
+class TestMongoAdminTokensOnFerretDB(AdminTokenContract):
+    @pytest.fixture
+    async def repo(self, ferretdb: FerretDB) -> AsyncIterator[MongoAccountRepository]:
+        name = f"auth_{uuid.uuid4().hex[:12]}"
+        repo = MongoAccountRepository(ferretdb.url, name)
+        await repo.open()
+        yield repo
+        await repo.close()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+        await client.drop_database(name)
+        await client.close()

@@ -1,16 +1,23 @@
 """Admin API routes that run a company's accounts: user state, password, quota and deletion;
-aliases; per-domain catch-alls (docs/operations.md "Admin API", docs/adr/0022)."""
+aliases; per-domain catch-alls (docs/operations.md "Admin API", docs/adr/0022). A domain admin
+reaches only addresses of its own domains, and may not point an alias or catch-all at a user of
+another local domain (docs/adr/0026-admin-token-roles.md)."""
 
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
-
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from postmesh.auth.accounts import Accounts
-from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
+from postmesh.auth.addresses import (
+    InvalidAddress,
+    canonical_address,
+    canonical_domain,
+    domain_of,
+    remote_address,
+)
+from postmesh.auth.admin_roles import Caller, domain_filter, require_address, require_domain
+from postmesh.auth.admin_tokens import Principal
 from postmesh.auth.aliases import MAX_ALIAS_TARGETS, Aliases, InvalidTarget
 from postmesh.auth.quotas import Quota, Quotas, QuotaUnavailable
 from postmesh.auth.records import Alias
@@ -94,46 +101,56 @@ def _check_targets(targets: list[str]) -> None:
             raise HTTPException(422, f"target {t[:64]!r}: an address has 3 to 254 characters")
 
 
-def add_account_routes(
-    app: FastAPI, accounts: Accounts, auth: Sequence[Any], quotas: Quotas | None
-) -> None:
-    deps = list(auth)
-
+def add_account_routes(app: FastAPI, accounts: Accounts, quotas: Quotas | None) -> None:
     def aliases() -> Aliases:
         if accounts.aliases is None:
             raise HTTPException(503, "aliases need the record repository")
         return accounts.aliases
 
-    async def existing_user(raw: str) -> str:
+    async def existing_user(raw: str, caller: Principal) -> str:
         address = _address(raw)
+        require_address(caller, address)
         if await accounts.repo.get_user(address) is None:
             raise HTTPException(404, f"user {address} does not exist")
         return address
 
+    async def targets_in_scope(caller: Principal, targets: list[str]) -> None:
+        """A domain admin's targets: its own domains or remote ones, never another tenant's
+        users (which would also tell it who exists there). Bad syntax is left to Aliases."""
+        if caller.is_admin:
+            return
+        for t in targets:
+            try:
+                domain = domain_of(remote_address(t))
+            except InvalidAddress:
+                continue
+            if not caller.may_manage(domain) and await accounts.repo.get_domain(domain):
+                require_domain(caller, domain)
+
     # -- users --
-    @app.get("/api/v1/users/{address}", dependencies=deps)
-    async def get_user(address: str) -> UserState:
-        canonical = await existing_user(address)
+    @app.get("/api/v1/users/{address}")
+    async def get_user(caller: Caller, address: str) -> UserState:
+        canonical = await existing_user(address, caller)
         return UserState(address=canonical, disabled=await accounts.is_disabled(canonical))
 
-    @app.post("/api/v1/users/{address}/disable", dependencies=deps)
-    async def disable_user(address: str) -> UserState:
+    @app.post("/api/v1/users/{address}/disable")
+    async def disable_user(caller: Caller, address: str) -> UserState:
         """Logins (IMAP, POP3, SMTP AUTH; any mechanism) fail and mail to the user is refused
         with 550 5.2.1; the account, its mail and its aliases stay."""
-        canonical = await existing_user(address)
+        canonical = await existing_user(address, caller)
         await accounts.set_disabled(canonical, True)
         return UserState(address=canonical, disabled=True)
 
-    @app.post("/api/v1/users/{address}/enable", dependencies=deps)
-    async def enable_user(address: str) -> UserState:
-        canonical = await existing_user(address)
+    @app.post("/api/v1/users/{address}/enable")
+    async def enable_user(caller: Caller, address: str) -> UserState:
+        canonical = await existing_user(address, caller)
         await accounts.set_disabled(canonical, False)
         return UserState(address=canonical, disabled=False)
 
-    @app.put("/api/v1/users/{address}/password", status_code=204, dependencies=deps)
-    async def change_password(address: str, body: PasswordIn) -> None:
+    @app.put("/api/v1/users/{address}/password", status_code=204)
+    async def change_password(caller: Caller, address: str, body: PasswordIn) -> None:
         """New argon2 hash and SCRAM keys, effective at the next login on every protocol."""
-        canonical = await existing_user(address)
+        canonical = await existing_user(address, caller)
         try:
             await accounts.change_password(canonical, body.password)
         except ValueError as e:
@@ -141,9 +158,9 @@ def add_account_routes(
         except NotFound as e:
             raise HTTPException(404, str(e)) from e
 
-    @app.get("/api/v1/users/{address}/quota", dependencies=deps)
-    async def get_quota(address: str) -> QuotaOut:
-        canonical = await existing_user(address)
+    @app.get("/api/v1/users/{address}/quota")
+    async def get_quota(caller: Caller, address: str) -> QuotaOut:
+        canonical = await existing_user(address, caller)
         if quotas is None:
             raise HTTPException(503, "no store connection for quotas")
         try:
@@ -152,10 +169,10 @@ def add_account_routes(
             raise HTTPException(503, str(e)) from e
         return _quota_out(q)
 
-    @app.put("/api/v1/users/{address}/quota", dependencies=deps)
-    async def set_quota(address: str, body: QuotaIn) -> QuotaOut:
+    @app.put("/api/v1/users/{address}/quota")
+    async def set_quota(caller: Caller, address: str, body: QuotaIn) -> QuotaOut:
         """Limits enforced by the store at delivery and APPEND (over quota: 552 5.2.2)."""
-        canonical = await existing_user(address)
+        canonical = await existing_user(address, caller)
         if quotas is None:
             raise HTTPException(503, "no store connection for quotas")
         try:
@@ -164,21 +181,23 @@ def add_account_routes(
             raise HTTPException(503, str(e)) from e
         return _quota_out(q)
 
-    @app.delete("/api/v1/users/{address}", status_code=204, dependencies=deps)
-    async def delete_user(address: str) -> None:
+    @app.delete("/api/v1/users/{address}", status_code=204)
+    async def delete_user(caller: Caller, address: str) -> None:
         """The account and its credentials go: logins fail, mail to it is refused (550 5.1.1)
         and aliases skip it. Its mailboxes stay in the store; a user created later with the
         same address sees them (delete the mail over IMAP first if that must not happen)."""
-        canonical = await existing_user(address)
+        canonical = await existing_user(address, caller)
         try:
             await accounts.delete_user(canonical)
         except NotFound as e:
             raise HTTPException(404, str(e)) from e
 
     # -- aliases --
-    @app.post("/api/v1/aliases", status_code=201, dependencies=deps)
-    async def create_alias(body: AliasIn) -> AliasOut:
+    @app.post("/api/v1/aliases", status_code=201)
+    async def create_alias(caller: Caller, body: AliasIn) -> AliasOut:
         _check_targets(body.targets)
+        require_address(caller, _address(body.address))
+        await targets_in_scope(caller, body.targets)
         try:
             return _alias_out(await aliases().create(body.address, body.targets))
         except (InvalidAddress, InvalidTarget, NotFound) as e:
@@ -186,24 +205,28 @@ def add_account_routes(
         except AlreadyExists as e:
             raise HTTPException(409, str(e)) from e
 
-    @app.get("/api/v1/aliases", dependencies=deps)
-    async def list_aliases(domain: str | None = None) -> list[AliasOut]:
-        try:
-            return [_alias_out(a) for a in await aliases().list(domain)]
-        except InvalidAddress as e:
-            raise HTTPException(422, str(e)) from e
+    @app.get("/api/v1/aliases")
+    async def list_aliases(caller: Caller, domain: str | None = None) -> list[AliasOut]:
+        names = domain_filter(caller, domain)
+        if names is None:
+            return [_alias_out(a) for a in await aliases().list()]
+        return [_alias_out(a) for n in names for a in await aliases().list(n)]
 
-    @app.get("/api/v1/aliases/{address}", dependencies=deps)
-    async def get_alias(address: str) -> AliasOut:
-        alias = await aliases().get(_address(address))
+    @app.get("/api/v1/aliases/{address}")
+    async def get_alias(caller: Caller, address: str) -> AliasOut:
+        canonical = _address(address)
+        require_address(caller, canonical)
+        alias = await aliases().get(canonical)
         if alias is None:
-            raise HTTPException(404, f"alias {_address(address)} does not exist")
+            raise HTTPException(404, f"alias {canonical} does not exist")
         return _alias_out(alias)
 
-    @app.put("/api/v1/aliases/{address}", dependencies=deps)
-    async def replace_alias(address: str, body: AliasTargetsIn) -> AliasOut:
+    @app.put("/api/v1/aliases/{address}")
+    async def replace_alias(caller: Caller, address: str, body: AliasTargetsIn) -> AliasOut:
         _check_targets(body.targets)
         canonical = _address(address)
+        require_address(caller, canonical)
+        await targets_in_scope(caller, body.targets)
         try:
             return _alias_out(await aliases().replace(canonical, body.targets))
         except (InvalidAddress, InvalidTarget) as e:
@@ -211,26 +234,30 @@ def add_account_routes(
         except NotFound as e:
             raise HTTPException(404, str(e)) from e
 
-    @app.delete("/api/v1/aliases/{address}", status_code=204, dependencies=deps)
-    async def delete_alias(address: str) -> None:
+    @app.delete("/api/v1/aliases/{address}", status_code=204)
+    async def delete_alias(caller: Caller, address: str) -> None:
         canonical = _address(address)
+        require_address(caller, canonical)
         if not await aliases().delete(canonical):
             raise HTTPException(404, f"alias {canonical} does not exist")
 
     # -- catch-all --
-    @app.get("/api/v1/domains/{name}/catch-all", dependencies=deps)
-    async def get_catch_all(name: str) -> CatchAllOut:
+    @app.get("/api/v1/domains/{name}/catch-all")
+    async def get_catch_all(caller: Caller, name: str) -> CatchAllOut:
         domain = _domain(name)
+        require_domain(caller, domain)
         target = await aliases().get_catch_all(domain)
         if target is None:
             raise HTTPException(404, f"domain {domain} has no catch-all")
         return CatchAllOut(domain=domain, target=target)
 
-    @app.put("/api/v1/domains/{name}/catch-all", dependencies=deps)
-    async def set_catch_all(name: str, body: CatchAllIn) -> CatchAllOut:
+    @app.put("/api/v1/domains/{name}/catch-all")
+    async def set_catch_all(caller: Caller, name: str, body: CatchAllIn) -> CatchAllOut:
         """Mail to a local part of ``name`` that no user, alias or user+tag matches goes to
         ``target`` (a local user or alias, or a remote address)."""
         domain = _domain(name)
+        require_domain(caller, domain)
+        await targets_in_scope(caller, [body.target])
         try:
             target = await aliases().set_catch_all(domain, body.target)
         except (InvalidAddress, InvalidTarget) as e:
@@ -239,9 +266,10 @@ def add_account_routes(
             raise HTTPException(404, str(e)) from e
         return CatchAllOut(domain=domain, target=target)
 
-    @app.delete("/api/v1/domains/{name}/catch-all", status_code=204, dependencies=deps)
-    async def delete_catch_all(name: str) -> None:
+    @app.delete("/api/v1/domains/{name}/catch-all", status_code=204)
+    async def delete_catch_all(caller: Caller, name: str) -> None:
         domain = _domain(name)
+        require_domain(caller, domain)
         if not await aliases().delete_catch_all(domain):
             raise HTTPException(404, f"domain {domain} has no catch-all")
 

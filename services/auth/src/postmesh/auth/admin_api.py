@@ -1,23 +1,31 @@
-"""Admin REST API (FastAPI) behind a bearer token: domains, users (state, password, quota),
-aliases and catch-alls, DKIM keys, DNS records. Every body is a pydantic model with
+"""Admin REST API (FastAPI) behind bearer tokens with two roles, admin and domain admin
+(postmesh.auth.admin_roles): domains, users (state, password, quota), aliases and catch-alls,
+DKIM keys, DNS records, tokens. Every body is a pydantic model with
 ``extra="forbid"`` and plain ``str`` fields, so a JSON object or number where an address
 belongs is a 422 and nothing but a validated string reaches a repository query."""
 
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
 
-import hmac
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from postmesh.auth.accounts import Accounts
-from postmesh.auth.addresses import InvalidAddress, canonical_domain
+from postmesh.auth.addresses import InvalidAddress, canonical_address, canonical_domain
 from postmesh.auth.admin_accounts import add_account_routes
+from postmesh.auth.admin_roles import (
+    Caller,
+    domain_filter,
+    require_address,
+    require_admin,
+    require_domain,
+)
+from postmesh.auth.admin_tokens import AdminTokens, Principal
+from postmesh.auth.admin_tokens_api import add_token_routes
 from postmesh.auth.dkim_keys import KeyInUse, KeyView
 from postmesh.auth.dns_records import DnsPolicy, dns_records, mta_sts_policy
 from postmesh.auth.quotas import Quotas
@@ -95,38 +103,30 @@ def create_admin_app(
     dns: DnsPolicy | None = None,
     quotas: Quotas | None = None,
 ) -> FastAPI:
+    """``token`` is the admin token; domain-admin tokens are looked up in ``accounts.repo``."""
     app = FastAPI(title="Postmesh admin API", version="1")
+    tokens = AdminTokens(accounts.repo, token)
+    app.state.admin_tokens = tokens
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": safe_validation_errors(exc.errors())}, status_code=422)
 
-    bearer = HTTPBearer(auto_error=False)
-
-    def require_token(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or invalid bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    auth = [Depends(require_token)]
     policy = dns or DnsPolicy(mx_host="localhost")
 
-    async def local_domain(name: str) -> str:
+    async def local_domain(name: str, caller: Principal) -> str:
         try:
             domain = canonical_domain(name)
         except InvalidAddress as e:
             raise HTTPException(422, str(e)) from e
+        require_domain(caller, domain)
         if await accounts.repo.get_domain(domain) is None:
             raise HTTPException(404, f"domain {domain} is not a local domain")
         return domain
 
-    @app.post("/api/v1/domains", status_code=201, dependencies=auth)
-    async def create_domain(body: DomainIn) -> DomainOut:
+    @app.post("/api/v1/domains", status_code=201)
+    async def create_domain(caller: Caller, body: DomainIn) -> DomainOut:
+        require_admin(caller, "creating domains")
         try:
             d = await accounts.create_domain(body.name)
         except InvalidAddress as e:
@@ -135,14 +135,21 @@ def create_admin_app(
             raise HTTPException(409, str(e)) from e
         return DomainOut(name=d.name)
 
-    @app.get("/api/v1/domains", dependencies=auth)
-    async def list_domains() -> list[DomainOut]:
-        return [DomainOut(name=d.name) for d in await accounts.repo.list_domains()]
+    @app.get("/api/v1/domains")
+    async def list_domains(caller: Caller) -> list[DomainOut]:
+        """Every local domain for the admin; a domain admin's own domains."""
+        domains = await accounts.repo.list_domains()
+        return [DomainOut(name=d.name) for d in domains if caller.may_manage(d.name)]
 
-    @app.post("/api/v1/users", status_code=201, dependencies=auth)
-    async def create_user(body: UserIn) -> UserOut:
+    @app.post("/api/v1/users", status_code=201)
+    async def create_user(caller: Caller, body: UserIn) -> UserOut:
         try:
-            u = await accounts.create_user(body.address, body.password)
+            address = canonical_address(body.address)
+        except InvalidAddress as e:
+            raise HTTPException(422, str(e)) from e
+        require_address(caller, address)
+        try:
+            u = await accounts.create_user(address, body.password)
         except (InvalidAddress, ValueError) as e:
             raise HTTPException(422, str(e)) from e
         except NotFound as e:
@@ -151,25 +158,29 @@ def create_admin_app(
             raise HTTPException(409, str(e)) from e
         return UserOut(address=u.address)
 
-    @app.get("/api/v1/users", dependencies=auth)
-    async def list_users(domain: str | None = None) -> list[UserOut]:
-        try:
-            name = None if domain is None else canonical_domain(domain)
-        except InvalidAddress as e:
-            raise HTTPException(422, str(e)) from e
-        return [UserOut(address=u.address) for u in await accounts.repo.list_users(name)]
+    @app.get("/api/v1/users")
+    async def list_users(caller: Caller, domain: str | None = None) -> list[UserOut]:
+        names = domain_filter(caller, domain)
+        if names is None:
+            return [UserOut(address=u.address) for u in await accounts.repo.list_users()]
+        return [
+            UserOut(address=u.address) for n in names for u in await accounts.repo.list_users(n)
+        ]
 
-    add_account_routes(app, accounts, auth, quotas)
+    add_account_routes(app, accounts, quotas)
+    add_token_routes(app, tokens)
 
-    @app.get("/api/v1/domains/{name}/dkim-keys", dependencies=auth)
-    async def list_dkim_keys(name: str) -> list[DkimKeyOut]:
-        domain = await local_domain(name)
+    @app.get("/api/v1/domains/{name}/dkim-keys")
+    async def list_dkim_keys(caller: Caller, name: str) -> list[DkimKeyOut]:
+        domain = await local_domain(name, caller)
         return [_key_out(domain, v) for v in await accounts.dkim.views(domain)]
 
-    @app.post("/api/v1/domains/{name}/dkim-keys/rotate", status_code=201, dependencies=auth)
-    async def rotate_dkim_keys(name: str, body: RotateIn | None = None) -> list[DkimKeyOut]:
+    @app.post("/api/v1/domains/{name}/dkim-keys/rotate", status_code=201)
+    async def rotate_dkim_keys(
+        caller: Caller, name: str, body: RotateIn | None = None
+    ) -> list[DkimKeyOut]:
         """New keys under new selectors; the old ones stay published (see dns-records)."""
-        domain = await local_domain(name)
+        domain = await local_domain(name, caller)
         body = body or RotateIn()
         algorithm = None if body.algorithm is None else dkim.DkimAlgorithm(body.algorithm)
         try:
@@ -180,9 +191,9 @@ def create_admin_app(
         views = await accounts.dkim.views(domain)
         return [_key_out(domain, v) for v in views if v.key.selector in selectors]
 
-    @app.delete("/api/v1/domains/{name}/dkim-keys/{selector}", status_code=204, dependencies=auth)
-    async def delete_dkim_key(name: str, selector: str) -> None:
-        domain = await local_domain(name)
+    @app.delete("/api/v1/domains/{name}/dkim-keys/{selector}", status_code=204)
+    async def delete_dkim_key(caller: Caller, name: str, selector: str) -> None:
+        domain = await local_domain(name, caller)
         try:
             await accounts.dkim.delete(domain, selector)
         except NotFound as e:
@@ -190,22 +201,16 @@ def create_admin_app(
         except KeyInUse as e:
             raise HTTPException(409, str(e)) from e
 
-    @app.get(
-        "/api/v1/domains/{name}/dns-records",
-        dependencies=auth,
-        response_model_exclude_none=True,
-    )
-    async def get_dns_records(name: str) -> list[DnsRecordOut]:
-        domain = await local_domain(name)
+    @app.get("/api/v1/domains/{name}/dns-records", response_model_exclude_none=True)
+    async def get_dns_records(caller: Caller, name: str) -> list[DnsRecordOut]:
+        domain = await local_domain(name, caller)
         records = dns_records(domain, await accounts.dkim.views(domain), policy)
         return [DnsRecordOut(name=r.name, type=r.type, value=r.value, note=r.note) for r in records]
 
-    @app.get(
-        "/api/v1/domains/{name}/mta-sts.txt", dependencies=auth, response_class=PlainTextResponse
-    )
-    async def get_mta_sts_policy(name: str) -> str:
+    @app.get("/api/v1/domains/{name}/mta-sts.txt", response_class=PlainTextResponse)
+    async def get_mta_sts_policy(caller: Caller, name: str) -> str:
         """The policy file the mta-sts.<domain> host serves (RFC 8461 section 3.2)."""
-        await local_domain(name)
+        await local_domain(name, caller)
         return mta_sts_policy(policy)
 
     return app

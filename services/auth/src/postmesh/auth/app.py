@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import uvicorn
 
@@ -22,6 +20,7 @@ from postmesh.auth.quotas import StoreQuotas
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
+from postmesh.common.admin_token import admin_token
 from postmesh.common.grpc import GrpcServer
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
@@ -61,22 +60,6 @@ def lockout_policy(settings: AuthSettings) -> LockoutPolicy:
         backoff_base_seconds=settings.auth_backoff_base_seconds,
         backoff_max_seconds=settings.auth_backoff_max_seconds,
     )
-
-
-def admin_token(settings: AuthSettings) -> str:
-    """The configured token, or the one kept in <data_dir>/admin-token (made on first start)."""
-    if settings.admin_token:
-        return settings.admin_token
-    path: Path = settings.data_dir / "admin-token"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(token + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return token
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -125,7 +108,7 @@ class AuthServiceApp(Service):
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(
             self.accounts,
-            admin_token(self.settings),
+            admin_token(self.settings.admin_token, self.settings.data_dir),
             DnsPolicy.from_settings(self.settings),
             self.quotas,
         )

@@ -21,7 +21,8 @@ class AuthSettings(ServiceSettings):
     # The admin REST API (FastAPI); keep it on an internal network.
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8080, ge=0, le=65535)
-    # Bearer token of the admin API. Unset: one is generated and kept in <data_dir>/admin-token.
+    # Bearer token of the admin role (domain-admin tokens are issued through the API, ADR 26).
+    # Unset: one is generated and kept in <data_dir>/admin-token.
     admin_token: str | None = Field(default=None, min_length=16)
     # Failed-login lockout, shared by all replicas (docs/operations.md "Login lockout"):
     # this many failures within the window lock the account / the client IP for lockout_seconds.

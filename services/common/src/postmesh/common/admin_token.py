@@ -1,12 +1,22 @@
-"""The bearer token of the admin REST APIs (auth's, and delivery's queue admin): one secret for
-the whole system, POSTMESH_ADMIN_TOKEN, or on one host a token made once in
-<data_dir>/admin-token by whichever service starts first."""
+"""Bearer tokens of the admin REST APIs (auth's, and delivery's queue admin).
+
+The admin token is one secret for the whole system, POSTMESH_ADMIN_TOKEN, or on one host a token
+made once in <data_dir>/admin-token by whichever service starts first. Auth also issues
+domain-admin tokens (``pmda_<id>_<secret>``), kept there only as SHA-256 digests
+(docs/adr/0026-admin-token-roles.md); this module holds what both APIs need to check tokens."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import re
 import secrets
 from pathlib import Path
+
+# A domain-admin token: the prefix, a public id (the repository key) and 256 random bits.
+DOMAIN_ADMIN_PREFIX = "pmda_"
+_DOMAIN_ADMIN = re.compile(r"^pmda_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
 
 
 def admin_token(configured: str | None, data_dir: Path) -> str:
@@ -28,3 +38,27 @@ def admin_token(configured: str | None, data_dir: Path) -> str:
     finally:
         tmp.unlink()
     return path.read_text().strip()
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a token, hex: what is stored and compared. A token carries 256 random bits,
+    so a fast hash is enough (nothing to brute-force, unlike a password)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same_token(presented: str, expected: str) -> bool:
+    """Constant-time comparison. Digests first: compare_digest returns early on a length
+    difference, and equal-length digests hide the expected token's length."""
+    return hmac.compare_digest(token_digest(presented), token_digest(expected))
+
+
+def new_domain_admin_token() -> tuple[str, str]:
+    """(id, token): the id is public (listed, used to revoke); the token is shown once."""
+    token_id = secrets.token_hex(8)
+    return token_id, f"{DOMAIN_ADMIN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def domain_admin_token_id(token: str) -> str | None:
+    """The id of a well-formed domain-admin token, else None (no look-up for garbage)."""
+    m = _DOMAIN_ADMIN.match(token)
+    return m.group(1) if m else None

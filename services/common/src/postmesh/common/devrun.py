@@ -37,6 +37,7 @@ Postmesh is running. Endpoints (127.0.0.1):
   POP3               {p.pop3}  (STLS)       POP3S {p.pop3s}
   Admin API          http://127.0.0.1:{p.admin}/api/v1  (token in {stack.data_dir / "admin-token"})
   Queue admin API    http://127.0.0.1:{p.queue_admin}/api/v1/queue, /api/v1/trace/<queue id>
+  CLI                uv run postmesh --help  (e.g. uv run postmesh users list)
   Ops (/metrics /healthz /readyz): """
         + ", ".join(f"{s} :{port}" for s, port in p.ops.items())
         + f"""

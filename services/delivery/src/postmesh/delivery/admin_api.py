@@ -1,10 +1,10 @@
 """Queue admin REST API (FastAPI) behind the admin bearer token: deferred-queue entries (list,
-inspect, retry now, delete with or without a bounce) and the per-message trace."""
+inspect, retry now, delete with or without a bounce) and the per-message trace. The admin role
+only: domain-admin tokens (auth's) get a 403 here (docs/adr/0026-admin-token-roles.md)."""
 
 # No "from __future__ import annotations": FastAPI resolves the closures' annotations at runtime.
 
 import contextlib
-import hmac
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2
+from postmesh.common.admin_token import domain_admin_token_id, same_token
 from postmesh.delivery.queue_admin import QueueAdmin, QueueAdminError
 from postmesh.delivery.trace import OUTCOME_NAMES, TraceIndex
 
@@ -98,12 +99,20 @@ def create_admin_app(admin: QueueAdmin, trace: TraceIndex, token: str) -> FastAP
     def require_token(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+        if creds is not None and same_token(creds.credentials, token):
+            return
+        if creds is not None and domain_admin_token_id(creds.credentials) is not None:
+            # The queue holds every domain's mail: no domain admin's business. Delivery cannot
+            # check such a token (auth keeps them) and needs not: it is refused either way.
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or invalid bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
+                status.HTTP_403_FORBIDDEN,
+                "the delivery queue needs the admin role; domain-admin tokens have no access",
             )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     auth = [Depends(require_token)]
 

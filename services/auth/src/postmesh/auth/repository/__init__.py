@@ -2,6 +2,7 @@
 
 from postmesh.auth.repository.base import (
     AccountRepository,
+    AdminToken,
     AlreadyExists,
     DkimKey,
     Domain,
@@ -9,4 +10,12 @@ from postmesh.auth.repository.base import (
     User,
 )
 
-__all__ = ["AccountRepository", "AlreadyExists", "DkimKey", "Domain", "NotFound", "User"]
+__all__ = [
+    "AccountRepository",
+    "AdminToken",
+    "AlreadyExists",
+    "DkimKey",
+    "Domain",
+    "NotFound",
+    "User",
+]

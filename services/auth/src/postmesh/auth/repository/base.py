@@ -39,6 +39,20 @@ class User:
     password_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """An issued admin API token (docs/adr/0026-admin-token-roles.md): only the SHA-256 digest
+    of the token is kept, so a copy of the database grants nothing."""
+
+    id: str  # public: listed, and the key a presented token is looked up by
+    token_digest: str = field(repr=False)  # hex SHA-256 of the whole token
+    role: str  # "domain-admin"
+    domains: tuple[str, ...]  # canonical names the token may manage
+    label: str
+    created_at: float  # Unix time
+    expires_at: float | None = None
+
+
 class AccountRepository(ABC):
     """Names passed in are already canonical (see postmesh.auth.addresses)."""
 
@@ -89,3 +103,19 @@ class AccountRepository(ABC):
 
     @abstractmethod
     async def set_password_hash(self, address: str, password_hash: str) -> None: ...
+
+    # -- admin API tokens --
+    @abstractmethod
+    async def add_admin_token(self, token: AdminToken) -> None:
+        """Raises AlreadyExists if the id is taken."""
+
+    @abstractmethod
+    async def get_admin_token(self, token_id: str) -> AdminToken | None: ...
+
+    @abstractmethod
+    async def list_admin_tokens(self) -> list[AdminToken]:
+        """Oldest first."""
+
+    @abstractmethod
+    async def delete_admin_token(self, token_id: str) -> bool:
+        """False when there was no such token."""

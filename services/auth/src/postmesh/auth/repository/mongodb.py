@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from postmesh.auth.repository.base import (
     AccountRepository,
+    AdminToken,
     AlreadyExists,
     DkimKey,
     Domain,
@@ -28,6 +29,8 @@ class MongoAccountRepository(AccountRepository):
         self._users = self._db["auth_users"]
         # One document per key, _id "<domain>/<selector>": inserts and deletes only.
         self._dkim = self._db["auth_dkim_keys"]
+        # _id is the token's public id; the token itself is only there as its digest.
+        self._tokens = self._db["auth_admin_tokens"]
 
     async def open(self) -> None:
         # _id is the canonical name, so uniqueness needs no extra index.
@@ -106,6 +109,32 @@ class MongoAccountRepository(AccountRepository):
     async def set_password_hash(self, address: str, password_hash: str) -> None:
         await self._users.update_one({"_id": address}, {"$set": {"password_hash": password_hash}})
 
+    async def add_admin_token(self, token: AdminToken) -> None:
+        doc = {
+            "_id": token.id,
+            "token_digest": token.token_digest,
+            "role": token.role,
+            "domains": list(token.domains),
+            "label": token.label,
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+        }
+        try:
+            await self._tokens.insert_one(doc)
+        except DuplicateKeyError as e:
+            raise AlreadyExists(f"admin token {token.id} exists") from e
+
+    async def get_admin_token(self, token_id: str) -> AdminToken | None:
+        doc = await self._tokens.find_one({"_id": token_id})
+        return _token_of(doc) if doc else None
+
+    async def list_admin_tokens(self) -> list[AdminToken]:
+        tokens = [_token_of(d) async for d in self._tokens.find()]
+        return sorted(tokens, key=lambda t: (t.created_at, t.id))
+
+    async def delete_admin_token(self, token_id: str) -> bool:
+        return bool((await self._tokens.delete_one({"_id": token_id})).deleted_count)
+
 
 def _key_id(domain: str, selector: str) -> str:
     return f"{domain}/{selector}"
@@ -133,3 +162,11 @@ def _key_of(d: dict[str, Any]) -> DkimKey:
         float(d["created_at"]),
         float(d["activates_at"]),
     )
+
+
+def _token_of(d: dict[str, Any]) -> AdminToken:
+    expires = d.get("expires_at")
+    return AdminToken(
+        d["_id"], d["token_digest"], d["role"], tuple(d["domains"]), d["label"],
+        float(d["created_at"]), None if expires is None else float(expires),
+    )  # fmt: skip

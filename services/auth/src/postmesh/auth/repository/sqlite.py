@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import TypeVar
 
 from postmesh.auth.repository.base import (
     AccountRepository,
+    AdminToken,
     AlreadyExists,
     DkimKey,
     Domain,
@@ -37,7 +39,17 @@ CREATE TABLE IF NOT EXISTS dkim_keys (
     activates_at REAL NOT NULL,
     PRIMARY KEY (domain, selector)
 );
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    id TEXT PRIMARY KEY,
+    token_digest TEXT NOT NULL,
+    role TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL
+);
 """
+_TOKEN_COLUMNS = "id, token_digest, role, domains, label, created_at, expires_at"
 _KEY_COLUMNS = "selector, algorithm, private_key, public_key, created_at, activates_at"
 
 
@@ -57,6 +69,14 @@ def _insert_key(c: sqlite3.Connection, domain: str, k: DkimKey) -> None:
         )
     except sqlite3.IntegrityError as e:
         raise AlreadyExists(f"dkim selector {k.selector} of {domain} exists") from e
+
+
+def _token_of(r: sqlite3.Row | tuple[object, ...]) -> AdminToken:
+    return AdminToken(
+        str(r[0]), str(r[1]), str(r[2]), tuple(json.loads(str(r[3]))), str(r[4]),
+        float(r[5]),  # type: ignore[arg-type]
+        None if r[6] is None else float(r[6]),  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -181,3 +201,40 @@ class SqliteAccountRepository(AccountRepository):
                 "UPDATE users SET password_hash = ? WHERE address = ?", (password_hash, address)
             )
         )
+
+    async def add_admin_token(self, token: AdminToken) -> None:
+        t = token
+
+        def add(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    f"INSERT INTO admin_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (t.id, t.token_digest, t.role, json.dumps(list(t.domains)), t.label,
+                     t.created_at, t.expires_at),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as e:
+                raise AlreadyExists(f"admin token {t.id} exists") from e
+
+        await self._run(add)
+
+    async def get_admin_token(self, token_id: str) -> AdminToken | None:
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        )
+        return _token_of(row) if row else None
+
+    async def list_admin_tokens(self) -> list[AdminToken]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, id"
+            ).fetchall()
+        )
+        return [_token_of(r) for r in rows]
+
+    async def delete_admin_token(self, token_id: str) -> bool:
+        cur = await self._run(
+            lambda c: c.execute("DELETE FROM admin_tokens WHERE id = ?", (token_id,))
+        )
+        return bool(cur.rowcount)

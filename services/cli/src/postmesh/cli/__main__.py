@@ -1,0 +1,3 @@
+from postmesh.cli.main import main
+
+raise SystemExit(main())
