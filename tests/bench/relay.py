@@ -22,7 +22,7 @@ from threading import Barrier
 from postmesh.common.devstack import Stack
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, test_env
+from tests.integration.stack import embedded_env, free_stack_ports, quick_env
 
 PASSWORD = "bench-password"
 SINK = "127.0.0.3"
@@ -80,7 +80,7 @@ def run(messages: int, size: int, sessions: int) -> tuple[Timing, Timing, int]:
         tempfile.TemporaryDirectory(prefix="postmesh-bench-") as tmp,
     ):
         env = {
-            **test_env(), **embedded_env(), "POSTMESH_LOG_LEVEL": "WARNING",
+            **quick_env(), **embedded_env(), "POSTMESH_LOG_LEVEL": "WARNING",
             "POSTMESH_DNS_SERVERS": dns.servers, "POSTMESH_SMTP_PORT": str(port),
             "POSTMESH_DKIM_SIGNING": "false",
         }  # fmt: skip

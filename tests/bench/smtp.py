@@ -21,7 +21,7 @@ from pathlib import Path
 from postmesh.common.devstack import Stack
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, test_env
+from tests.integration.stack import embedded_env, free_stack_ports, quick_env
 
 USER = "bench-mx@example.test"
 PASSWORD = "bench-password"
@@ -79,7 +79,7 @@ def main(messages: int) -> None:
     zone = Zone(zones=["test"])
     with Dnsmasq(zone) as dns, tempfile.TemporaryDirectory(prefix="postmesh-bench-") as tmp:
         env = {
-            **test_env(), **embedded_env(), "POSTMESH_LOG_LEVEL": "WARNING",
+            **quick_env(), **embedded_env(), "POSTMESH_LOG_LEVEL": "WARNING",
             "POSTMESH_DNS_SERVERS": dns.servers, "POSTMESH_HOSTNAME": "mx.example.test",
         }  # fmt: skip
         stack = Stack(Path(tmp), free_stack_ports(), env)

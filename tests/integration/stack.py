@@ -55,7 +55,7 @@ def distributed_env(kafka: KafkaBroker, mongo: FerretDB) -> dict[str, str]:
     }
 
 
-def test_env() -> dict[str, str]:
+def quick_env() -> dict[str, str]:
     """Settings that keep tests quick without changing behaviour under test."""
     return {
         "POSTMESH_LOG_LEVEL": "INFO",
@@ -68,7 +68,7 @@ def test_env() -> dict[str, str]:
 
 
 def start_stack(data_dir: Path, backend_env: Mapping[str, str]) -> Stack:
-    stack = Stack(data_dir, free_stack_ports(), {**test_env(), **backend_env})
+    stack = Stack(data_dir, free_stack_ports(), {**quick_env(), **backend_env})
     stack.start(timeout=90)
     return stack
 

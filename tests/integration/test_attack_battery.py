@@ -29,7 +29,7 @@ from postmesh.api.store.v1 import queue_pb2, store_pb2  # noqa: F401
 from postmesh.common.devstack import SERVICES, Stack
 from postmesh.common.grpc_security import POLICY, identity_name
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
-from tests.integration.stack import embedded_env, free_stack_ports, test_env, wait_for
+from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
 from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
 
 PASSWORD = "battery-pass-1"
@@ -38,7 +38,7 @@ PASSWORD = "battery-pass-1"
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Dnsmasq(Zone(zones=["test", "example"])) as dns:
-        env = {**test_env(), **embedded_env(), "POSTMESH_DNS_SERVERS": dns.servers}
+        env = {**quick_env(), **embedded_env(), "POSTMESH_DNS_SERVERS": dns.servers}
         stack = Stack(Path(tmp_path_factory.mktemp("battery")), free_stack_ports(), env)
         stack.start(timeout=90)
         try:

@@ -28,8 +28,7 @@ from postmesh.common.grpc import channel
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.opendkim import opendkim_verify
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, wait_for
-from tests.integration.stack import test_env as quick_env
+from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
 from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
 
 SINK_5XX = "127.0.0.3"  # MX of fail.test
