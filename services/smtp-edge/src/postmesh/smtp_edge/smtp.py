@@ -299,6 +299,7 @@ class EdgeSMTP(AdaptedSMTP):
                 starttls=self.tls_context is not None and self.state.tls is None,
                 auth=self.state.auth_offered,
                 mechanisms=MECHANISMS,
+                requiretls=self.state.requiretls_offered,
             ),
         ]
         for i, line in enumerate(lines):
@@ -456,6 +457,14 @@ class EdgeSMTP(AdaptedSMTP):
         except ProtocolError as e:
             await self._reject(e.reply, e.reason)
             return
+        if mail.requiretls and not self.state.requiretls_offered:
+            # RFC 8689 §3: REQUIRETLS only in a session that employs TLS (not advertised
+            # before STARTTLS); 5.7.10 "Encryption needed" (RFC 5248 registry).
+            await self._reject(
+                "530 5.7.10 REQUIRETLS requires a TLS session (STARTTLS first)",
+                "requiretls_without_tls",
+            )
+            return
         if mail.sender and not await self._may_send_as([mail.sender]):
             return
         sender_key = self.state.user or self.state.peer_ip
@@ -467,7 +476,9 @@ class EdgeSMTP(AdaptedSMTP):
             return
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
-        log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
+        log.info(
+            "mail from", extra=kv(mail_from=mail.sender, size=mail.size, requiretls=mail.requiretls)
+        )
         if self._checks_sender():
             self._spf = self.authenticator.start_spf(
                 self.state.peer_ip, mail.sender, self.state.helo or ""
@@ -719,6 +730,7 @@ class EdgeSMTP(AdaptedSMTP):
             smtputf8=txn.mail.smtputf8,
             ret=txn.mail.ret,
             envid=txn.mail.envid,
+            requiretls=txn.mail.requiretls,
             auth_header=verdict.header,
             mailbox=verdict.mailbox,
         )
