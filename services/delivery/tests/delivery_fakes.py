@@ -5,8 +5,10 @@ in-memory DNS resolver with dnspython's interface."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -14,6 +16,10 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -21,6 +27,7 @@ class Transaction:
     mail: bytes = b""
     rcpts: list[bytes] = field(default_factory=list)
     data: bytes = b""  # raw, as on the wire (dot-stuffed), without the final ".\r\n"
+    tls: bool = False  # the transaction ran under STARTTLS
 
 
 @dataclass
@@ -37,6 +44,8 @@ class FakeSmtp:
     port: int = 0
     # STARTTLS is offered with this server context (RFC 3207).
     tls: ssl.SSLContext | None = None
+    # Offered only in the EHLO after STARTTLS (as REQUIRETLS, RFC 8689 §4.2.1).
+    tls_extensions: tuple[str, ...] = ()
     tls_sessions: int = 0
     _server: asyncio.Server | None = None
 
@@ -70,11 +79,13 @@ class FakeSmtp:
                     offered = list(self.extensions)
                     if self.tls is not None and not secure:
                         offered.append("STARTTLS")
+                    if secure:
+                        offered += self.tls_extensions
                     ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in offered]
                     ext[-1] = b"250 " + ext[-1][4:]
                     w.write(b"\r\n".join(ext) + b"\r\n")
                 elif verb == b"MAIL":
-                    tx = Transaction(mail=line)
+                    tx = Transaction(mail=line, tls=secure)
                     w.write(self.mail_reply)
                 elif verb == b"RCPT":
                     tx.rcpts.append(line)
@@ -134,3 +145,35 @@ class FakeResolver:
 
 def timeout() -> Exception:
     return dns.exception.Timeout()
+
+
+def tls_pair(directory: Path, *names: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a self-signed certificate for ``names`` (DNS SANs), and the path
+    of that certificate, for the client to trust as its CA file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    return server, str(cert_path)
