@@ -2,8 +2,11 @@
 capable.test to a second Postmesh stack (its own MX, domain and certificate: the capable peer)
 and incapable.test to Postfix 3.7 with STARTTLS (which has no REQUIRETLS), both through
 POSTMESH_TRANSPORT_MAP, and trusts only those two certificates (POSTMESH_RELAY_CA_FILE).
-incapable-mx.test is found through its MX record in dnsmasq and has no MTA-STS policy, so its
-MX cannot be validated (§4.2.1 step 2)."""
+Three more domains find the same Postfix through MX records in dnsmasq: incapable-mx.test has
+no MTA-STS policy (its MX cannot be validated, §4.2.1 step 2), sts-testing.test publishes one
+listing it (validated), and sts-enforce.test an enforce policy naming another host (MTA-STS
+refuses the MX unless the message says "TLS-Required: No", §4.2.2). The policies are served
+over HTTPS by a real policy host on loopback."""
 
 from __future__ import annotations
 
@@ -21,23 +24,44 @@ import pytest
 from postmesh.common.devstack import Stack
 from postmesh.common.tls import ensure_dev_certificate
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
+from tests.integration.infra.mta_sts_server import MtaStsServer
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, wait_for
 from tests.integration.stack import test_env as quick_env
-from tests.integration.test_delivery_relay import admin, arrived, message, new_sender, reports
+from tests.integration.test_delivery_relay import (
+    admin,
+    admin_until_not_busy,
+    arrived,
+    deferred_entry,
+    message,
+    new_sender,
+    reports,
+    submit_for_id,
+)
 from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
 
 CAPABLE_MX = "mx.capable.test"
 INCAPABLE_MX = "mx.incapable.test"
+POLICY = "version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n"
+POLICIES = {
+    "sts-testing.test": POLICY.format(mode="testing", mx=INCAPABLE_MX),
+    "sts-enforce.test": POLICY.format(mode="enforce", mx="mx.elsewhere.test"),
+}
+MX_ROUTED = ["incapable-mx.test", *POLICIES]
 ZONE = Zone(
-    mx=[("incapable-mx.test", INCAPABLE_MX, 10)],
-    a=[(CAPABLE_MX, "127.0.0.1"), (INCAPABLE_MX, "127.0.0.1")],
+    mx=[(d, INCAPABLE_MX, 10) for d in MX_ROUTED],
+    a=[(CAPABLE_MX, "127.0.0.1"), (INCAPABLE_MX, "127.0.0.1")]
+    + [(f"mta-sts.{d}", "127.0.0.1") for d in POLICIES],
+    txt=[(f"_mta-sts.{d}", "v=STSv1; id=policy1") for d in POLICIES],
 )
 
 
 class Peers:
-    def __init__(self, dns: Dnsmasq, postfix: PostfixPeer, receiver: Stack, ca: Path) -> None:
+    def __init__(
+        self, dns: Dnsmasq, postfix: PostfixPeer, receiver: Stack, ca: Path, sts: MtaStsServer
+    ) -> None:
         self.dns, self.postfix, self.receiver, self.ca = dns, postfix, receiver, ca
+        self.sts = sts
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +75,12 @@ def peers(
     # Self-signed certificates for each peer's MX name; together they are the sender's CA file.
     postfix_cert = ensure_dev_certificate(base / "postfix-tls", INCAPABLE_MX)
     capable_cert = ensure_dev_certificate(base / "capable-tls", CAPABLE_MX)
+    sts = MtaStsServer(base / "sts-tls", POLICIES).start()
     ca = base / "ca.pem"
-    ca.write_bytes(postfix_cert[0].read_bytes() + capable_cert[0].read_bytes())
+    ca.write_bytes(b"".join(p.read_bytes() for p in (postfix_cert[0], capable_cert[0], sts.cert)))
     port = free_port_on("127.0.0.1")
     postfix = postfix_peer(
-        port, ["incapable.test", "incapable-mx.test"], hostname=INCAPABLE_MX, tls=postfix_cert
+        port, ["incapable.test", *MX_ROUTED], hostname=INCAPABLE_MX, tls=postfix_cert
     )
     env = {
         **quick_env(),
@@ -66,13 +91,14 @@ def peers(
         "POSTMESH_TLS_KEY_FILE": str(capable_cert[1]),
     }
     receiver = Stack(base / "receiver", free_stack_ports(), env)
-    receiver.start(timeout=90)
     try:
-        yield Peers(dns, postfix, receiver, ca)
+        receiver.start(timeout=90)
+        yield Peers(dns, postfix, receiver, ca, sts)
     finally:
         for svc in ("smtp-edge", "delivery"):
             print(f"----- receiver {svc} log tail -----\n{receiver.log_tail(svc, 40)}")
         receiver.stop()
+        sts.stop()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +113,8 @@ def sender_stack(tmp_path_factory: pytest.TempPathFactory, peers: Peers) -> Iter
         "POSTMESH_DNS_SERVERS": peers.dns.servers,
         "POSTMESH_SMTP_PORT": str(peers.postfix.port),  # the MX-routed incapable-mx.test
         "POSTMESH_TRANSPORT_MAP": routes,
-        "POSTMESH_RELAY_CA_FILE": str(peers.ca),
+        "POSTMESH_RELAY_CA_FILE": str(peers.ca),  # MX certificates and the policy host's
+        "POSTMESH_MTA_STS_HTTPS_PORT": str(peers.sts.port),
         "POSTMESH_RETRY_SCHEDULE": "1s",
         "POSTMESH_QUEUE_POLL_SECONDS": "0.2",
         "POSTMESH_HOSTNAME": "out.example.test",
@@ -221,3 +248,40 @@ def test_mx_without_an_mta_sts_policy_bounces_5_7_10(sender_stack: Stack, peers:
     text = list(dsn.iter_parts())[1].as_string().replace("\n ", " ")
     assert "Status: 5.7.10" in text and "not validated by an MTA-STS policy" in text, text
     assert arrived(peers.postfix, marker) == []
+
+
+def test_mx_validated_by_mta_sts_gets_as_far_as_ehlo_then_5_7_30(
+    sender_stack: Stack, peers: Peers
+) -> None:
+    """sts-testing.test's policy lists its MX: validated, so the session is opened, the
+    certificate verified for mx.incapable.test, and only the missing REQUIRETLS refuses it."""
+    sender, pw = new_sender(sender_stack)
+    marker = uuid.uuid4().hex[:10]
+    rcpt = "frank@sts-testing.test"
+    submit_requiretls(sender_stack, sender, pw, rcpt, message(sender, [rcpt], marker))
+    [dsn] = wait_for(lambda: reports(sender_stack, sender, pw) or None, 60, "the bounce")
+    text = list(dsn.iter_parts())[1].as_string().replace("\n ", " ")
+    assert "Status: 5.7.30" in text and f"{INCAPABLE_MX}[127.0.0.1] does not offer" in text, text
+    assert "mta-sts.sts-testing.test/.well-known/mta-sts.txt" in peers.sts.requests
+    assert arrived(peers.postfix, marker) == []
+
+
+def test_tls_required_no_is_delivered_where_mta_sts_enforce_refuses(
+    sender_stack: Stack, peers: Peers
+) -> None:
+    sender, pw = new_sender(sender_stack)
+    rcpt = "gina@sts-enforce.test"
+    held, relaxed = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    # Without the header the enforce policy keeps the message from the unlisted MX: deferred.
+    qid = submit_for_id(sender_stack, sender, pw, rcpt, message(sender, [rcpt], held))
+    entry = wait_for(lambda: deferred_entry(sender_stack, qid), 60, "the MTA-STS deferral")
+    assert "4.7.5" in entry["last_error"] and "MTA-STS policy" in entry["last_error"]
+    # The sender's "TLS-Required: No" (RFC 8689 §4.2.2): delivered to that MX anyway.
+    msg = b"TLS-Required: No\r\n" + message(sender, [rcpt], relaxed)
+    submit_for_id(sender_stack, sender, pw, rcpt, msg)
+    [got] = wait_for(lambda: arrived(peers.postfix, relaxed) or None, 60, "the relaxed message")
+    assert b"\nTLS-Required: No\n" in got  # left in the message for the next hops
+    assert b"(using TLSv1." in got  # still STARTTLS where offered
+    assert arrived(peers.postfix, held) == []
+    status, _ = admin_until_not_busy(sender_stack, "DELETE", f"/api/v1/queue/{qid}")
+    assert status == 200

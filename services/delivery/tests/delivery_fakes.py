@@ -5,7 +5,6 @@ in-memory DNS resolver with dnspython's interface."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from postmesh.common.tls import ensure_dev_certificate
 
 
 @dataclass
@@ -148,32 +145,9 @@ def timeout() -> Exception:
 
 
 def tls_pair(directory: Path, *names: str) -> tuple[ssl.SSLContext, str]:
-    """A server context with a self-signed certificate for ``names`` (DNS SANs), and the path
-    of that certificate, for the client to trust as its CA file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """A server context with a self-signed certificate for ``names``, and the path of that
+    certificate, for the client to trust as its CA file."""
+    cert, key = ensure_dev_certificate(directory, names[0], alt_names=names[1:])
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_path, key_path)
-    return server, str(cert_path)
+    server.load_cert_chain(cert, key)
+    return server, str(cert)
