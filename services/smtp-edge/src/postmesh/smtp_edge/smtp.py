@@ -62,8 +62,8 @@ log = get_logger(__name__)
 
 DATA_CHUNK = 64 * 1024
 # RFC 5321 §4.5.3.1.4: 512 octets per command line, raised by extensions: SIZE (RFC 1870),
-# AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8. aiosmtpd's stream limit
-# (1001 octets) bounds them all.
+# AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8, REQUIRETLS (11 octets,
+# RFC 8689 §3). aiosmtpd's stream limit (1001 octets) bounds them all.
 COMMAND_LIMITS = {"MAIL": 1000, "RCPT": 1000, "AUTH": 1000}
 
 
