@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -15,12 +16,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
+from postmesh.common.tls import ensure_dev_certificate
+
 
 @dataclass
 class Transaction:
     mail: bytes = b""
     rcpts: list[bytes] = field(default_factory=list)
     data: bytes = b""  # raw, as on the wire (dot-stuffed), without the final ".\r\n"
+    tls: bool = False  # the transaction ran under STARTTLS
 
 
 @dataclass
@@ -37,6 +41,8 @@ class FakeSmtp:
     port: int = 0
     # STARTTLS is offered with this server context (RFC 3207).
     tls: ssl.SSLContext | None = None
+    # Offered only in the EHLO after STARTTLS (as REQUIRETLS, RFC 8689 §4.2.1).
+    tls_extensions: tuple[str, ...] = ()
     tls_sessions: int = 0
     _server: asyncio.Server | None = None
 
@@ -70,11 +76,13 @@ class FakeSmtp:
                     offered = list(self.extensions)
                     if self.tls is not None and not secure:
                         offered.append("STARTTLS")
+                    if secure:
+                        offered += self.tls_extensions
                     ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in offered]
                     ext[-1] = b"250 " + ext[-1][4:]
                     w.write(b"\r\n".join(ext) + b"\r\n")
                 elif verb == b"MAIL":
-                    tx = Transaction(mail=line)
+                    tx = Transaction(mail=line, tls=secure)
                     w.write(self.mail_reply)
                 elif verb == b"RCPT":
                     tx.rcpts.append(line)
@@ -134,3 +142,12 @@ class FakeResolver:
 
 def timeout() -> Exception:
     return dns.exception.Timeout()
+
+
+def tls_pair(directory: Path, *names: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a self-signed certificate for ``names``, and the path of that
+    certificate, for the client to trust as its CA file."""
+    cert, key = ensure_dev_certificate(directory, names[0], alt_names=names[1:])
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, str(cert)

@@ -41,6 +41,7 @@ local     unix  -  n  n  -    -  local
 virtual   unix  -  n  n  -    -  virtual
 anvil     unix  -  -  n  -    1  anvil
 scache    unix  -  -  n  -    1  scache
+tlsmgr    unix  -  -  n  1000? 1 tlsmgr
 postlog   unix-dgram n - n -  1  postlogd
 """
 
@@ -87,9 +88,13 @@ class PostfixPeer(LocalServer):
         hostname: str = "mx.peer.test",
         slow_domains: tuple[str, ...] = (),
         relayhost: str = "",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
-        """``relayhost`` (``[host]:port``): a relay instead, sending everything there."""
+        """``relayhost`` (``[host]:port``): a relay instead, sending everything there.
+        ``tls`` (certificate, key): STARTTLS offered with them (smtpd_tls_security_level=may;
+        Postfix 3.7 has no REQUIRETLS, so it stays an RFC 8689-incapable peer)."""
         self.relayhost = relayhost
+        self.tls = tls
         self.port = port
         self.domains = domains + [d for d in slow_domains if d not in domains]
         self.slow_domains = slow_domains
@@ -121,6 +126,13 @@ class PostfixPeer(LocalServer):
         postfix = pwd.getpwnam("postfix")
         os.chown(data, postfix.pw_uid, postfix.pw_gid)
         os.chown(mail, nobody.pw_uid, nobody.pw_gid)
+        tls = ""
+        if self.tls is not None:
+            cert, key = self.tls
+            tls = (
+                f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\n"
+            )
         slow = ", ".join(
             f"check_recipient_access inline:{{{{{d}=sleep 1}}}}" for d in self.slow_domains
         )
@@ -151,7 +163,7 @@ alias_maps =
 alias_database =
 smtp_dns_support_level = disabled
 relayhost = {self.relayhost}
-"""
+{tls}"""
         )
         (conf / "master.cf").write_text(_MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
         return conf

@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -16,8 +17,11 @@ from cryptography.x509.oid import NameOID
 from postmesh.common.config import ServiceSettings
 
 
-def ensure_dev_certificate(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
-    """Return (cert, key) in ``directory``, creating a self-signed pair if absent.
+def ensure_dev_certificate(
+    directory: Path, hostname: str = "localhost", alt_names: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """Return (cert, key) in ``directory``, creating a self-signed pair if absent, valid for
+    ``hostname``, ``alt_names`` and the loopback addresses.
 
     Several services start at once under ``make run``; the files are written to temporary names
     and renamed, so a reader never sees half a file, and whichever process renames last wins with
@@ -42,6 +46,7 @@ def ensure_dev_certificate(directory: Path, hostname: str = "localhost") -> tupl
             x509.SubjectAlternativeName(
                 [
                     x509.DNSName(hostname),
+                    *(x509.DNSName(n) for n in alt_names),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     x509.IPAddress(ipaddress.ip_address("::1")),
                 ]

@@ -79,6 +79,8 @@ class TraceOut(BaseModel):
     queue_id: str
     sender: str
     received_at: str | None
+    # Sent with REQUIRETLS (RFC 8689): relayed only over verified TLS to hosts offering it.
+    requiretls: bool
     steps: list[StepOut]
     # Recipients still in the deferred queue.
     queued: list[EntryOut]
@@ -162,14 +164,15 @@ def create_admin_app(admin: QueueAdmin, trace: TraceIndex, token: str) -> FastAP
         first = events[0] if events else None
         received_ms = first.received_at_ms if first else queued[0].message.received_at_ms
         sender = first.mail_from if first else queued[0].message.mail_from
+        requiretls = first.requiretls if first else queued[0].message.requiretls
         accepted = StepOut(
             at=_when(received_ms), step="accepted", recipient="", attempt=0, reply="",
             status="", remote_mta="", next_attempt_at=None,
         )  # fmt: skip
         steps = [accepted] + [_step(e) for e in events]
         return TraceOut(
-            queue_id=queue_id, sender=sender, received_at=_when(received_ms), steps=steps,
-            queued=[EntryOut.of(e) for e in queued],
+            queue_id=queue_id, sender=sender, received_at=_when(received_ms),
+            requiretls=requiretls, steps=steps, queued=[EntryOut.of(e) for e in queued],
         )  # fmt: skip
 
     return app

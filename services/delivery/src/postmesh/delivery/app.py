@@ -107,6 +107,7 @@ def envelope_of(msg: events_pb2.InboundMessage) -> Envelope:
         ret=msg.ret.upper(),
         eight_bit=msg.body_type.upper() == "8BITMIME",
         smtputf8=msg.smtputf8,
+        requiretls=msg.requiretls,
     )
 
 
@@ -521,7 +522,7 @@ class DeliveryService(Service):
                 extra=kv(
                     rcpt=result.recipient, outcome=result.outcome.value, status=result.status,
                     reply=f"{result.reply_code} {result.diagnostic}",
-                    remote_mta=result.remote_mta, attempt=attempt,
+                    remote_mta=result.remote_mta, attempt=attempt, requiretls=msg.requiretls,
                 ),
             )  # fmt: skip
             nxt = (next_at or {}).get(result.recipient, 0)
@@ -572,6 +573,7 @@ class DeliveryService(Service):
             attempt=attempt,
             remote_mta=r.remote_mta,
             next_attempt_at_ms=next_attempt_at_ms,
+            requiretls=msg.requiretls,
         )
         try:
             await self.bus.publish(topics.DELIVERY_EVENTS, queue_id, event.SerializeToString())

@@ -1,5 +1,5 @@
 """Delivery status notifications: RFC 3464 multipart/report (RFC 6522) to the envelope sender,
-honouring RFC 3461 NOTIFY, RET, ENVID and ORCPT."""
+honouring RFC 3461 NOTIFY, RET, ENVID and ORCPT, and RFC 8689 §5 for REQUIRETLS messages."""
 
 from __future__ import annotations
 
@@ -156,7 +156,10 @@ def build_dsn(
     return_whole = (action in ("failed", "delayed") and msg.ret.upper() != "HDRS") and len(
         original
     ) <= MAX_RETURNED_BYTES
-    if action == "delayed":
+    if action == "delayed" or msg.requiretls:
+        # RFC 8689 §5: a report on a REQUIRETLS message behaves as if RET=HDRS was given
+        # (RET=FULL is disregarded): the body never travels in a report that may have to go
+        # back without REQUIRETLS.
         return_whole = False
     if not original:
         pass  # the content is gone (claim-check blob expired): nothing to return
@@ -176,6 +179,8 @@ def build_dsn(
         size=len(content),
         received_at_ms=int(now * 1000),
         client=events_pb2.ClientInfo(listener="dsn"),
+        # RFC 8689 §5: the report is protected as the original was, where the way back allows.
+        requiretls=msg.requiretls,
     )
 
 

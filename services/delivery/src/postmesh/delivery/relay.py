@@ -1,23 +1,25 @@
 """Remote delivery of one message to the recipients of one domain: next hop (routing), MX hosts
-(mx), MTA-STS policy (mta_sts), then SMTP sessions (smtp_client) in preference order, reusing an
-idle connection to the same host and holding at most N connections per destination."""
+(mx), MTA-STS policy (mta_sts), the message's own TLS demand (requiretls, RFC 8689), then SMTP
+sessions (smtp_client) in preference order, reusing an idle connection to the same host and
+holding at most N connections per destination."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import ipaddress
-import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import aiosmtplib
 import dns.asyncresolver
 
 from postmesh.common.logging import get_logger, kv
 from postmesh.delivery.model import Outcome, RecipientResult
-from postmesh.delivery.mta_sts import MtaSts
+from postmesh.delivery.mta_sts import MtaSts, Policy
 from postmesh.delivery.mx import DnsError, MxHost, NullMx, resolve_addresses, resolve_mx
+from postmesh.delivery.requiretls import TlsPolicy, no_secure_session, not_offered, tls_policy
 from postmesh.delivery.routing import NextHop, Router
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.smtp_client import (
@@ -89,6 +91,31 @@ def _result(address: str, reply: Reply, remote_mta: str) -> RecipientResult:
         address, outcome, str(reply.code), reply.status, reply.detail, remote_mta,
         str(reply) if remote_mta else "",
     )  # fmt: skip
+
+
+@dataclass
+class _NoHost:
+    """Why no host took the transaction: ``last`` ordinary failure (connection, DNS, greeting,
+    MTA-STS), and the RFC 8689 refusals of hosts that were reached but do not qualify."""
+
+    last: Reply
+    refusals: list[Reply] = field(default_factory=list)
+    # Some host failed for an ordinary reason (it may qualify once it can be reached).
+    ordinary: bool = False
+
+    def fail(self, reply: Reply) -> None:
+        self.last, self.ordinary = reply, True
+
+    def refuse(self, reply: Reply) -> None:
+        self.refusals.append(reply)
+
+    def deferral(self) -> Reply:
+        last = self.last
+        return last if last.transient else Reply(451, f"4.4.1 {last}")
+
+    def refusal(self) -> Reply:
+        """5.7.30 when some host gave verified TLS but lacked REQUIRETLS, else 5.7.10."""
+        return next((r for r in self.refusals if r.status == "5.7.30"), self.refusals[-1])
 
 
 def _is_ip(host: str) -> bool:
@@ -173,43 +200,117 @@ class Relay:
         policy = None
         if self.mta_sts is not None and hop.direct_to_domain and hop.mx_lookup:
             policy = await self.mta_sts.policy(domain)
-        enforce = policy is not None and policy.enforce
-        last = Reply(451, f"4.4.1 no MX host of {domain} could be reached")
+        tls = tls_policy(envelope.requiretls, content)
+        if tls is TlsPolicy.REQUIRETLS:
+            outcome = await self._try_hosts(
+                hop, domain, hosts, policy, tls, envelope, rcpts, content
+            )
+            if isinstance(outcome, list):
+                return outcome
+            if outcome.ordinary or not outcome.refusals:
+                # A host that could not be reached may yet qualify: try again later.
+                return self._all(rcpts, outcome.deferral())
+            if envelope.mail_from:
+                # RFC 8689 §4.2.1: no host qualifies, so the message must not go to the
+                # domain; the sender gets a non-delivery report.
+                return self._all(rcpts, outcome.refusal())
+            # RFC 8689 §5: a report about a REQUIRETLS message (null reverse path) is not
+            # discarded for want of REQUIRETLS on the way back; it goes as ordinary mail (it
+            # carries only the original's header section, see dsn.py).
+            log.info(
+                "REQUIRETLS report sent without REQUIRETLS",
+                extra=kv(domain=domain, reason=str(outcome.refusal())),
+            )
+            envelope = dataclasses.replace(envelope, requiretls=False)
+            tls = TlsPolicy.DEFAULT
+        outcome = await self._try_hosts(hop, domain, hosts, policy, tls, envelope, rcpts, content)
+        if isinstance(outcome, list):
+            return outcome
+        # No host took the transaction: the last session failure is what the sender sees,
+        # deferred (a 5xx greeting from every MX is no per-recipient verdict).
+        return self._all(rcpts, outcome.deferral())
+
+    async def _try_hosts(
+        self,
+        hop: NextHop,
+        domain: str,
+        hosts: list[MxHost],
+        policy: Policy | None,
+        tls: TlsPolicy,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+    ) -> list[RecipientResult] | _NoHost:
+        """The hosts in order until one takes the transaction (its per-recipient results), or
+        why none did."""
+        requiretls = tls is TlsPolicy.REQUIRETLS
+        enforce = policy is not None and policy.enforce and tls is TlsPolicy.DEFAULT
+        if policy is not None and policy.enforce and tls is TlsPolicy.TLS_OPTIONAL:
+            # RFC 8689 §4.2.2: the sender asked for delivery even where TLS cannot be had.
+            log.info("MTA-STS enforce relaxed: TLS-Required: No", extra=kv(domain=domain))
+        verify = enforce or requiretls
+        # RFC 8689 §4.2.1 step 2: a host taken from the recipient domain's MX records must be
+        # validated, by DNSSEC (not checked here) or by the domain's MTA-STS policy listing it.
+        # An operator's route and a domain without MX records (its own address) need not be.
+        validate_mx = requiretls and hop.direct_to_domain and hop.mx_lookup
+        failed = _NoHost(Reply(451, f"4.4.1 no MX host of {domain} could be reached"))
         for host in hosts:
-            if policy is not None and policy.mode != "none" and not policy.allows(host.name):
+            listed = policy is not None and policy.mode != "none" and policy.allows(host.name)
+            if policy is not None and policy.mode != "none" and not listed:
                 # RFC 8461 §4.1: an MX not named by the policy is not a candidate (enforce).
                 log.warning(
                     "MX not in MTA-STS policy",
                     extra=kv(domain=domain, mx=host.name, mode=policy.mode),
                 )
                 if enforce:
-                    last = Reply(451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy")
+                    failed.last = Reply(
+                        451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy"
+                    )
                     continue
+            if validate_mx and not host.implicit and not listed:
+                failed.refuse(
+                    no_secure_session(
+                        f"MX {host.name} of {domain} is not validated by an MTA-STS policy"
+                    )
+                )
+                continue
             try:
                 addresses = (
                     [host.name] if _is_ip(host.name) else
                     await resolve_addresses(self.resolver, host.name)
                 )  # fmt: skip
             except DnsError as e:
-                last = Reply(451, f"4.4.3 {e}")
+                failed.fail(Reply(451, f"4.4.3 {e}"))
                 continue
             if not addresses:
                 if host.implicit:  # no MX and no address: nowhere to deliver (RFC 5321 §5.1)
                     return self._all(
                         rcpts, Reply(550, f"5.1.2 {host.name} has no MX or address records")
                     )
-                last = Reply(451, f"4.4.3 MX host {host.name} has no address records")
+                failed.fail(Reply(451, f"4.4.3 MX host {host.name} has no address records"))
                 continue
             for address in addresses:
-                key: _Key = (host.name, address, hop.port, enforce)
+                key: _Key = (host.name, address, hop.port, verify)
                 try:
-                    session = await self._session(key, enforce)
+                    session = await self._session(key, verify)
                 except SessionError as e:
-                    last = e.reply
                     log.info(
                         "MX session failed",
                         extra=kv(mx=host.name, address=address, reply=str(e.reply)),
                     )
+                    if requiretls and e.insecure:
+                        failed.refuse(no_secure_session(e.reply.detail))
+                    else:
+                        failed.fail(e.reply)
+                    continue
+                if requiretls and not session.requiretls_ready:
+                    refusal = not_offered(f"{host.name}[{address}]")
+                    log.info(
+                        "MX does not offer REQUIRETLS", extra=kv(mx=host.name, address=address)
+                    )
+                    failed.refuse(refusal)
+                    # RFC 8689 §4.2.1: the session may still carry other, unprotected mail.
+                    await self.cache.give(key, session)
                     continue
                 try:
                     replies = await session.send(envelope, rcpts, content)
@@ -220,6 +321,11 @@ class Relay:
                     where = f"{host.name}[{address}]:{hop.port}"
                     return self._all(rcpts, Reply(451, f"4.4.2 lost connection with {where}: {e}"))
                 await self.cache.give(key, session)
+                if requiretls:
+                    log.info(
+                        "relayed with REQUIRETLS",
+                        extra=kv(mx=host.name, address=address, recipients=len(rcpts)),
+                    )
                 results = [_result(r.address, replies[r.address], host.name) for r in rcpts]
                 if not session.peer_has_dsn:
                     results = [
@@ -228,13 +334,9 @@ class Relay:
                         for r in results
                     ]  # fmt: skip
                 return results
-        # No host took the transaction: the last session failure is what the sender sees,
-        # deferred (a 5xx greeting from every MX is no per-recipient verdict).
-        if not last.transient:
-            last = Reply(451, f"4.4.1 {last}")
-        return self._all(rcpts, last)
+        return failed
 
-    async def _session(self, key: _Key, enforce: bool) -> SmtpSession:
+    async def _session(self, key: _Key, verify: bool) -> SmtpSession:
         cached = self.cache.take(key)
         if cached is not None and await cached.reset():
             return cached
@@ -247,6 +349,5 @@ class Relay:
             self.settings.relay_connect_timeout_seconds,
             self.settings.relay_command_timeout_seconds,
         )
-        verify: ssl.SSLContext | None = self._verify if enforce else None
-        await session.open(verify)
+        await session.open(self._verify if verify else None)
         return session

@@ -66,8 +66,8 @@ class DeliverySettings(ServiceSettings):
     mta_sts: bool = True
     # Port of the MTA-STS policy host (443; another only for tests).
     mta_sts_https_port: int = Field(default=443, ge=1, le=65535)
-    # CA bundle (PEM) for verifying MX certificates under an enforced MTA-STS policy and the
-    # policy host; empty: the system's trust store.
+    # CA bundle (PEM) for verifying MX certificates (an enforced MTA-STS policy, REQUIRETLS
+    # messages) and the MTA-STS policy host; empty: the system's trust store.
     relay_ca_file: Path | None = None
     # Mail from these local domains is DKIM-signed before it leaves (keys from auth).
     dkim_signing: bool = True

@@ -1,6 +1,6 @@
 """One outbound SMTP session (RFC 5321) on aiosmtplib's low-level calls: EHLO, opportunistic or
-required STARTTLS (RFC 3207), then transactions with per-recipient replies and the RFC 3461 DSN
-parameters when the peer advertises DSN. aiosmtplib's data() does the dot-stuffing (RFC 5321
+required STARTTLS (RFC 3207), then transactions with per-recipient replies, the RFC 3461 DSN
+parameters when the peer advertises DSN, and REQUIRETLS (RFC 8689) only in a verified session. aiosmtplib's data() does the dot-stuffing (RFC 5321
 §4.5.2) and CRLF line endings."""
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ class Envelope:
     ret: str = ""
     eight_bit: bool = False
     smtputf8: bool = False
+    # RFC 8689: MAIL FROM gets REQUIRETLS; the relay sets it only for a session that meets
+    # §4.2.1 (verified TLS, REQUIRETLS offered after STARTTLS).
+    requiretls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +74,13 @@ class Rcpt:
 class SessionError(Exception):
     """The session could not be set up (connect, greeting, EHLO, TLS): try the next host."""
 
-    def __init__(self, reply: Reply, tls_failure: bool = False) -> None:
+    def __init__(self, reply: Reply, tls_failure: bool = False, insecure: bool = False) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.tls_failure = tls_failure
+        # The peer answered but cannot give verified TLS: no STARTTLS, or a certificate that
+        # does not verify for the MX name. Trying again later will not change that.
+        self.insecure = insecure
 
 
 def xtext(value: str) -> str:
@@ -109,7 +115,8 @@ def unverified_context() -> ssl.SSLContext:
 
 
 def verified_context(ca_file: str | None) -> ssl.SSLContext:
-    """MTA-STS enforce (RFC 8461 §4.2): a trusted chain and the MX name in the certificate."""
+    """MTA-STS enforce (RFC 8461 §4.2) and REQUIRETLS (RFC 8689 §4.2.1 step 4): a trusted chain
+    and the MX name in the certificate (RFC 6125 DNS-ID)."""
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
@@ -135,6 +142,8 @@ class SmtpSession:
         self.command_timeout = command_timeout
         self.smtp: aiosmtplib.SMTP | None = None
         self.tls = False
+        # TLS with a certificate verified for mx_name (open() was given a verifying context).
+        self.verified = False
         self.transactions = 0
 
     @property
@@ -147,6 +156,11 @@ class SmtpSession:
 
     def supports(self, extension: str) -> bool:
         return self.smtp is not None and self.smtp.supports_extension(extension)
+
+    @property
+    def requiretls_ready(self) -> bool:
+        """RFC 8689 §4.2.1 steps 4-5: verified TLS, and REQUIRETLS in the EHLO after it."""
+        return self.verified and self.supports("requiretls")
 
     async def open(self, verify: ssl.SSLContext | None = None) -> None:
         """Connect, EHLO and STARTTLS. ``verify`` set (MTA-STS enforce): TLS with a valid
@@ -175,7 +189,7 @@ class SmtpSession:
             validate_certs=False,
         )
         self.smtp = smtp
-        self.tls = False
+        self.tls = self.verified = False
         try:
             await smtp.connect(timeout=self.connect_timeout)
             await self._ehlo()
@@ -187,9 +201,8 @@ class SmtpSession:
             ) from None
         if not starttls or not smtp.supports_extension("starttls"):
             if verify is not None:
-                raise SessionError(
-                    Reply(451, f"4.7.5 {self._where()} does not offer STARTTLS (MTA-STS)")
-                )
+                reply = Reply(451, f"4.7.5 {self._where()} does not offer STARTTLS")
+                raise SessionError(reply, tls_failure=True, insecure=True)
             return
         try:
             await smtp.starttls(
@@ -198,10 +211,14 @@ class SmtpSession:
                 tls_context=verify or unverified_context(),
             )
             self.tls = True
+            self.verified = verify is not None
             await self._ehlo()  # RFC 3207 §4.2: forget what was learnt before TLS
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
             reply = Reply(451, f"4.7.5 TLS with {self._where()} failed: {e}")
-            raise SessionError(reply, tls_failure=True) from None
+            bad_cert = isinstance(e, ssl.SSLCertVerificationError) or isinstance(
+                e.__cause__, ssl.SSLCertVerificationError
+            )
+            raise SessionError(reply, tls_failure=True, insecure=bad_cert) from None
 
     async def _ehlo(self) -> None:
         assert self.smtp is not None
@@ -255,6 +272,11 @@ class SmtpSession:
             # RFC 1870 §6: the server said up front it takes nothing this large.
             text = f"5.3.4 message size {len(content)} exceeds {self.mx_name}'s limit {limit}"
             return {r.address: Reply(552, text) for r in rcpts}
+        if envelope.requiretls and not self.requiretls_ready:
+            # The relay checks this before sending; a session that does not meet RFC 8689
+            # §4.2.1 must never carry the message.
+            text = f"5.7.30 REQUIRETLS support required: {self.mx_name} does not meet it"
+            return {r.address: Reply(550, text) for r in rcpts}
         dsn = smtp.supports_extension("dsn")
         opts: list[bytes] = []
         if eight_bit:
@@ -267,6 +289,8 @@ class SmtpSession:
             opts.append(b"RET=" + envelope.ret.encode())
         if dsn and envelope.envid:
             opts.append(b"ENVID=" + xtext(envelope.envid).encode())
+        if envelope.requiretls:
+            opts.append(b"REQUIRETLS")
         try:
             resp = await smtp.execute_command(
                 b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts

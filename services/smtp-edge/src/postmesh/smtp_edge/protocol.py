@@ -1,5 +1,6 @@
 """SMTP wire syntax, free of I/O and state: MAIL/RCPT arguments (RFC 5321 §4.1.2), their ESMTP
-parameters (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461), DATA framing
+parameters (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, DSN RFC 3461, REQUIRETLS
+RFC 8689), DATA framing
 (§4.1.1.4, §4.5.2), BDAT arguments (RFC 3030) and reply texts with RFC 3463 enhanced status
 codes."""
 
@@ -165,6 +166,9 @@ class MailCommand:
     size: int | None = None
     ret: str = ""
     envid: str = ""
+    # RFC 8689 §2: the sender requires TLS on every hop; whether the session allows it (TLS)
+    # is the caller's decision.
+    requiretls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,7 @@ def parse_mail(arg: str | None, *, esmtp: bool, max_size: int) -> MailCommand:
 
     size: int | None = None
     body = ret = envid = ""
+    requiretls = False
     for key, value in params.items():
         if key == "SIZE":
             # RFC 1870 §6: size-value = 1*20DIGIT.
@@ -252,13 +257,18 @@ def parse_mail(arg: str | None, *, esmtp: bool, max_size: int) -> MailCommand:
             envid = decode_xtext(value)
             if len(envid) > MAX_ENVID:
                 raise ProtocolError("501 5.5.4 ENVID too long")
+        elif key == "REQUIRETLS":
+            # RFC 8689 §3: a parameter without a value.
+            if value is not None:
+                raise ProtocolError("501 5.5.4 REQUIRETLS takes no value")
+            requiretls = True
         elif key == "AUTH":
             # RFC 4954 §5: the AUTH= identity is only trusted from trusted relays; we have none,
             # so it is accepted and ignored (as Postfix does for untrusted clients).
             continue
         else:
             raise ProtocolError(f"555 5.5.4 Unsupported option: {key}")
-    return MailCommand(sender, body, smtputf8, size, ret, envid)
+    return MailCommand(sender, body, smtputf8, size, ret, envid, requiretls)
 
 
 _NOTIFY_VALUES = {"SUCCESS", "FAILURE", "DELAY"}
@@ -314,9 +324,15 @@ def parse_rcpt(arg: str | None, *, esmtp: bool, smtputf8: bool) -> RcptCommand:
 
 
 def ehlo_keywords(
-    *, max_size: int, starttls: bool, auth: bool, mechanisms: tuple[str, ...]
+    *,
+    max_size: int,
+    starttls: bool,
+    auth: bool,
+    mechanisms: tuple[str, ...],
+    requiretls: bool = False,
 ) -> list[str]:
-    """The EHLO keywords (RFC 5321 §4.1.1.1) in the order Postfix lists them."""
+    """The EHLO keywords (RFC 5321 §4.1.1.1) in the order Postfix lists them; REQUIRETLS
+    (RFC 8689, which Postfix lacks) only when the caller says the session is under TLS."""
     words = ["PIPELINING", f"SIZE {max_size}"]
     if starttls:
         words.append("STARTTLS")
@@ -324,6 +340,8 @@ def ehlo_keywords(
         words.append("AUTH " + " ".join(mechanisms))
     # CHUNKING (RFC 3030) without BINARYMIME, as Postfix: BDAT carries 7bit/8bitmime content.
     words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+    if requiretls:
+        words.append("REQUIRETLS")
     return words
 
 

@@ -35,6 +35,8 @@ class Envelope:
     smtputf8: bool = False
     ret: str = ""
     envid: str = ""
+    # RFC 8689 REQUIRETLS: carried on the bus so delivery relays only over verified TLS.
+    requiretls: bool = False
     # Authentication-Results (MX only), placed under our Received: field.
     auth_header: bytes = b""
     # Local delivery's target mailbox ("" = INBOX; "Junk" for DMARC quarantine).
@@ -100,6 +102,7 @@ class MessageQueuer:
             body_type=envelope.body_type,
             smtputf8=envelope.smtputf8,
             mailbox=envelope.mailbox,
+            requiretls=envelope.requiretls,
         )
         blob_id = ""
         try:
@@ -131,6 +134,7 @@ class MessageQueuer:
                 blob_id=blob_id,
                 listener=envelope.client.listener,
                 user=envelope.client.authenticated_user,
+                requiretls=envelope.requiretls,
             ),
         )
         return Queued(queue_id, len(message), blob_id)

@@ -88,6 +88,12 @@ class SessionState:
         )
 
     @property
+    def requiretls_offered(self) -> bool:
+        """RFC 8689 §3: REQUIRETLS is offered, and accepted at MAIL, only under TLS (STARTTLS or
+        implicit); loopback without TLS does not count, unlike for AUTH."""
+        return self.tls is not None
+
+    @property
     def needs_auth(self) -> bool:
         return self.policy.auth_required and self.user is None
 

@@ -63,8 +63,8 @@ log = get_logger(__name__)
 
 DATA_CHUNK = 64 * 1024
 # RFC 5321 §4.5.3.1.4: 512 octets per command line, raised by extensions: SIZE (RFC 1870),
-# AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8. aiosmtpd's stream limit
-# (1001 octets) bounds them all.
+# AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8, REQUIRETLS (11 octets,
+# RFC 8689 §3). aiosmtpd's stream limit (1001 octets) bounds them all.
 COMMAND_LIMITS = {"MAIL": 1000, "RCPT": 1000, "AUTH": 1000}
 
 
@@ -302,6 +302,7 @@ class EdgeSMTP(AdaptedSMTP):
                 starttls=self.tls_context is not None and self.state.tls is None,
                 auth=self.state.auth_offered,
                 mechanisms=MECHANISMS,
+                requiretls=self.state.requiretls_offered,
             ),
         ]
         for i, line in enumerate(lines):
@@ -459,6 +460,14 @@ class EdgeSMTP(AdaptedSMTP):
         except ProtocolError as e:
             await self._reject(e.reply, e.reason)
             return
+        if mail.requiretls and not self.state.requiretls_offered:
+            # RFC 8689 §3: REQUIRETLS only in a session that employs TLS (not advertised
+            # before STARTTLS); 5.7.10 "Encryption needed" (RFC 5248 registry).
+            await self._reject(
+                "530 5.7.10 REQUIRETLS requires a TLS session (STARTTLS first)",
+                "requiretls_without_tls",
+            )
+            return
         if mail.sender and not await self._may_send_as([mail.sender]):
             return
         sender_key = self.state.user or self.state.peer_ip
@@ -470,7 +479,9 @@ class EdgeSMTP(AdaptedSMTP):
             return
         self.state.txn = Transaction(mail, new_queue_id())
         bind_log_context(queue_id=self.state.txn.queue_id)
-        log.info("mail from", extra=kv(mail_from=mail.sender, size=mail.size))
+        log.info(
+            "mail from", extra=kv(mail_from=mail.sender, size=mail.size, requiretls=mail.requiretls)
+        )
         if self._checks_sender():
             self._spf = self.authenticator.start_spf(
                 self.state.peer_ip, mail.sender, self.state.helo or ""
@@ -742,6 +753,7 @@ class EdgeSMTP(AdaptedSMTP):
             smtputf8=txn.mail.smtputf8,
             ret=txn.mail.ret,
             envid=txn.mail.envid,
+            requiretls=txn.mail.requiretls,
             auth_header=verdict.header,
             mailbox=mailbox,
         )

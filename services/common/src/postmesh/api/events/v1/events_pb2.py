@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#postmesh/api/events/v1/events.proto\x12\x16postmesh.api.events.v1\"\xd0\x02\n\x0eInboundMessage\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\tmail_from\x18\x02 \x01(\t\x12\x35\n\nrecipients\x18\x03 \x03(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x18\n\x0einline_content\x18\x04 \x01(\x0cH\x00\x12\x11\n\x07\x62lob_id\x18\x05 \x01(\tH\x00\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x16\n\x0ereceived_at_ms\x18\x07 \x01(\x03\x12\x32\n\x06\x63lient\x18\x08 \x01(\x0b\x32\".postmesh.api.events.v1.ClientInfo\x12\r\n\x05\x65nvid\x18\t \x01(\t\x12\x0b\n\x03ret\x18\n \x01(\t\x12\x11\n\tbody_type\x18\x0b \x01(\t\x12\x10\n\x08smtputf8\x18\x0c \x01(\x08\x12\x0f\n\x07mailbox\x18\r \x01(\tB\t\n\x07\x63ontent\";\n\tRecipient\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06notify\x18\x02 \x03(\t\x12\r\n\x05orcpt\x18\x03 \x01(\t\"h\n\nClientInfo\x12\x0c\n\x04helo\x18\x01 \x01(\t\x12\x11\n\tremote_ip\x18\x02 \x01(\t\x12\x1a\n\x12\x61uthenticated_user\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\x12\x10\n\x08listener\x18\x05 \x01(\t\"\xea\x02\n\x0cMailboxEvent\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0f\n\x07mailbox\x18\x02 \x01(\t\x12\x37\n\x04kind\x18\x03 \x01(\x0e\x32).postmesh.api.events.v1.MailboxEvent.Kind\x12\x0c\n\x04uids\x18\x04 \x03(\r\x12\x0e\n\x06modseq\x18\x05 \x01(\x04\x12\r\n\x05\x66lags\x18\x06 \x03(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x10\n\x08new_name\x18\x08 \x01(\t\"\xb3\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KIND_MESSAGE_NEW\x10\x01\x12\x19\n\x15KIND_MESSAGE_EXPUNGED\x10\x02\x12\x16\n\x12KIND_FLAGS_CHANGED\x10\x03\x12\x18\n\x14KIND_MAILBOX_CREATED\x10\x04\x12\x18\n\x14KIND_MAILBOX_DELETED\x10\x05\x12\x18\n\x14KIND_MAILBOX_RENAMED\x10\x06\"\xb7\x03\n\rDeliveryEvent\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12>\n\x07outcome\x18\x03 \x01(\x0e\x32-.postmesh.api.events.v1.DeliveryEvent.Outcome\x12\x12\n\nreply_code\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x12\n\ndiagnostic\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\nremote_mta\x18\t \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\n \x01(\x03\x12\x11\n\tmail_from\x18\x0b \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x0c \x01(\x03\"\x8d\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x14\n\x10OUTCOME_DEFERRED\x10\x02\x12\x13\n\x0fOUTCOME_BOUNCED\x10\x03\x12\x13\n\x0fOUTCOME_RELAYED\x10\x04\x12\x12\n\x0eOUTCOME_QUEUED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#postmesh/api/events/v1/events.proto\x12\x16postmesh.api.events.v1\"\xe4\x02\n\x0eInboundMessage\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\tmail_from\x18\x02 \x01(\t\x12\x35\n\nrecipients\x18\x03 \x03(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x18\n\x0einline_content\x18\x04 \x01(\x0cH\x00\x12\x11\n\x07\x62lob_id\x18\x05 \x01(\tH\x00\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x16\n\x0ereceived_at_ms\x18\x07 \x01(\x03\x12\x32\n\x06\x63lient\x18\x08 \x01(\x0b\x32\".postmesh.api.events.v1.ClientInfo\x12\r\n\x05\x65nvid\x18\t \x01(\t\x12\x0b\n\x03ret\x18\n \x01(\t\x12\x11\n\tbody_type\x18\x0b \x01(\t\x12\x10\n\x08smtputf8\x18\x0c \x01(\x08\x12\x0f\n\x07mailbox\x18\r \x01(\t\x12\x12\n\nrequiretls\x18\x0e \x01(\x08\x42\t\n\x07\x63ontent\";\n\tRecipient\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0e\n\x06notify\x18\x02 \x03(\t\x12\r\n\x05orcpt\x18\x03 \x01(\t\"h\n\nClientInfo\x12\x0c\n\x04helo\x18\x01 \x01(\t\x12\x11\n\tremote_ip\x18\x02 \x01(\t\x12\x1a\n\x12\x61uthenticated_user\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\x12\x10\n\x08listener\x18\x05 \x01(\t\"\xea\x02\n\x0cMailboxEvent\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0f\n\x07mailbox\x18\x02 \x01(\t\x12\x37\n\x04kind\x18\x03 \x01(\x0e\x32).postmesh.api.events.v1.MailboxEvent.Kind\x12\x0c\n\x04uids\x18\x04 \x03(\r\x12\x0e\n\x06modseq\x18\x05 \x01(\x04\x12\r\n\x05\x66lags\x18\x06 \x03(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x10\n\x08new_name\x18\x08 \x01(\t\"\xb3\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KIND_MESSAGE_NEW\x10\x01\x12\x19\n\x15KIND_MESSAGE_EXPUNGED\x10\x02\x12\x16\n\x12KIND_FLAGS_CHANGED\x10\x03\x12\x18\n\x14KIND_MAILBOX_CREATED\x10\x04\x12\x18\n\x14KIND_MAILBOX_DELETED\x10\x05\x12\x18\n\x14KIND_MAILBOX_RENAMED\x10\x06\"\xcb\x03\n\rDeliveryEvent\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12>\n\x07outcome\x18\x03 \x01(\x0e\x32-.postmesh.api.events.v1.DeliveryEvent.Outcome\x12\x12\n\nreply_code\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x12\n\ndiagnostic\x18\x06 \x01(\t\x12\r\n\x05\x61t_ms\x18\x07 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x12\n\nremote_mta\x18\t \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\n \x01(\x03\x12\x11\n\tmail_from\x18\x0b \x01(\t\x12\x16\n\x0ereceived_at_ms\x18\x0c \x01(\x03\x12\x12\n\nrequiretls\x18\r \x01(\x08\"\x8d\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_DELIVERED\x10\x01\x12\x14\n\x10OUTCOME_DEFERRED\x10\x02\x12\x13\n\x0fOUTCOME_BOUNCED\x10\x03\x12\x13\n\x0fOUTCOME_RELAYED\x10\x04\x12\x12\n\x0eOUTCOME_QUEUED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'postmesh.api.events.v1.even
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INBOUNDMESSAGE']._serialized_start=64
-  _globals['_INBOUNDMESSAGE']._serialized_end=400
-  _globals['_RECIPIENT']._serialized_start=402
-  _globals['_RECIPIENT']._serialized_end=461
-  _globals['_CLIENTINFO']._serialized_start=463
-  _globals['_CLIENTINFO']._serialized_end=567
-  _globals['_MAILBOXEVENT']._serialized_start=570
-  _globals['_MAILBOXEVENT']._serialized_end=932
-  _globals['_MAILBOXEVENT_KIND']._serialized_start=753
-  _globals['_MAILBOXEVENT_KIND']._serialized_end=932
-  _globals['_DELIVERYEVENT']._serialized_start=935
-  _globals['_DELIVERYEVENT']._serialized_end=1374
-  _globals['_DELIVERYEVENT_OUTCOME']._serialized_start=1233
-  _globals['_DELIVERYEVENT_OUTCOME']._serialized_end=1374
+  _globals['_INBOUNDMESSAGE']._serialized_end=420
+  _globals['_RECIPIENT']._serialized_start=422
+  _globals['_RECIPIENT']._serialized_end=481
+  _globals['_CLIENTINFO']._serialized_start=483
+  _globals['_CLIENTINFO']._serialized_end=587
+  _globals['_MAILBOXEVENT']._serialized_start=590
+  _globals['_MAILBOXEVENT']._serialized_end=952
+  _globals['_MAILBOXEVENT_KIND']._serialized_start=773
+  _globals['_MAILBOXEVENT_KIND']._serialized_end=952
+  _globals['_DELIVERYEVENT']._serialized_start=955
+  _globals['_DELIVERYEVENT']._serialized_end=1414
+  _globals['_DELIVERYEVENT_OUTCOME']._serialized_start=1273
+  _globals['_DELIVERYEVENT_OUTCOME']._serialized_end=1414
 # @@protoc_insertion_point(module_scope)

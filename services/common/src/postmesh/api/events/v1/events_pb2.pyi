@@ -40,6 +40,7 @@ class InboundMessage(_message.Message):
     BODY_TYPE_FIELD_NUMBER: _builtins.int
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     MAILBOX_FIELD_NUMBER: _builtins.int
+    REQUIRETLS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     mail_from: _builtins.str
     """Reverse path; empty for the null sender <> (bounces)."""
@@ -59,6 +60,11 @@ class InboundMessage(_message.Message):
     """Local delivery files the message into this mailbox of every local recipient instead of
     INBOX (INBOX where the user has no such mailbox); empty means INBOX. smtp-edge sets "Junk"
     for a DMARC p=quarantine failure (RFC 7489 §6.3).
+    """
+    requiretls: _builtins.bool
+    """RFC 8689 REQUIRETLS: the client gave the MAIL FROM parameter (over TLS). Relaying needs a
+    verified TLS session to a next hop that offers REQUIRETLS, else the recipient bounces with
+    5.7.30 / 5.7.10; a report about such a message carries it too (RFC 8689 §5).
     """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]: ...
@@ -80,10 +86,11 @@ class InboundMessage(_message.Message):
         body_type: _builtins.str = ...,
         smtputf8: _builtins.bool = ...,
         mailbox: _builtins.str = ...,
+        requiretls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "client", b"client", "content", b"content", "inline_content", b"inline_content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "body_type", b"body_type", "client", b"client", "content", b"content", "envid", b"envid", "inline_content", b"inline_content", "mail_from", b"mail_from", "mailbox", b"mailbox", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipients", b"recipients", "ret", b"ret", "size", b"size", "smtputf8", b"smtputf8"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "body_type", b"body_type", "client", b"client", "content", b"content", "envid", b"envid", "inline_content", b"inline_content", "mail_from", b"mail_from", "mailbox", b"mailbox", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipients", b"recipients", "requiretls", b"requiretls", "ret", b"ret", "size", b"size", "smtputf8", b"smtputf8"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["inline_content", "blob_id"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
@@ -260,6 +267,7 @@ class DeliveryEvent(_message.Message):
     NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
     MAIL_FROM_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_MS_FIELD_NUMBER: _builtins.int
+    REQUIRETLS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     recipient: _builtins.str
     outcome: Global___DeliveryEvent.Outcome.ValueType
@@ -277,6 +285,8 @@ class DeliveryEvent(_message.Message):
     mail_from: _builtins.str
     """The message's envelope sender and when smtp-edge accepted it (the trace's first step)."""
     received_at_ms: _builtins.int
+    requiretls: _builtins.bool
+    """The message was sent with REQUIRETLS (RFC 8689), for the trace."""
     def __init__(
         self,
         *,
@@ -292,10 +302,11 @@ class DeliveryEvent(_message.Message):
         next_attempt_at_ms: _builtins.int = ...,
         mail_from: _builtins.str = ...,
         received_at_ms: _builtins.int = ...,
+        requiretls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "diagnostic", b"diagnostic", "mail_from", b"mail_from", "next_attempt_at_ms", b"next_attempt_at_ms", "outcome", b"outcome", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_code", b"reply_code", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "attempt", b"attempt", "diagnostic", b"diagnostic", "mail_from", b"mail_from", "next_attempt_at_ms", b"next_attempt_at_ms", "outcome", b"outcome", "queue_id", b"queue_id", "received_at_ms", b"received_at_ms", "recipient", b"recipient", "remote_mta", b"remote_mta", "reply_code", b"reply_code", "requiretls", b"requiretls", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
