@@ -26,8 +26,7 @@ from postmesh.common.tls import ensure_dev_certificate
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.mta_sts_server import MtaStsServer
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, wait_for
-from tests.integration.stack import test_env as quick_env
+from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
 from tests.integration.test_delivery_relay import (
     admin,
     admin_until_not_busy,
