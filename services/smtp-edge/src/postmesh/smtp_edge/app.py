@@ -10,7 +10,7 @@ from collections.abc import Callable
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
-from postmesh.common.mailauth.dnsclient import DnsClient, Resolver, parse_servers
+from postmesh.common.mailauth.dnsclient import DnsClient, Resolver
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.proxy_protocol import Address, Listener, start_proxied_server
 from postmesh.common.service import Service
@@ -37,6 +37,10 @@ log = get_logger(__name__)
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
+# Answers kept for their TTL (SPF, DKIM keys, DMARC policies, reverse names): at most this many.
+DNS_CACHE_ENTRIES = 10_000
+
+
 class SmtpEdgeService(Service):
     name = "smtp-edge"
 
@@ -49,7 +53,7 @@ class SmtpEdgeService(Service):
     ) -> None:
         self.settings = settings
         self.resolver: Resolver = resolver or DnsClient(
-            parse_servers(settings.dns_servers), settings.dns_timeout_seconds
+            settings.dns_servers, settings.dns_timeout_seconds, cache_entries=DNS_CACHE_ENTRIES
         )
         self.authenticator = InboundAuthenticator(
             self.resolver,

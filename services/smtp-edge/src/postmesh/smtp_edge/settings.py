@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from postmesh.common.config import ServiceSettings
-from postmesh.common.mailauth.dnsclient import parse_servers
+from postmesh.common.dns import parse_dns_servers
 
 MIB = 1024 * 1024
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -93,5 +93,5 @@ class SmtpEdgeSettings(ServiceSettings):
     @field_validator("dns_servers")
     @classmethod
     def _dns_servers_parse(cls, v: str) -> str:
-        parse_servers(v)
+        parse_dns_servers(v)
         return v

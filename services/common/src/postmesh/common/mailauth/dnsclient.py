@@ -1,5 +1,5 @@
 """Asynchronous DNS for mail authentication: dnspython's resolver pointed at
-POSTMESH_DNS_SERVERS, with a per-query timeout.
+POSTMESH_DNS_SERVERS, with a per-query timeout and an optional TTL cache.
 
 Results are normalised the way SPF/DKIM/DMARC need them (RFC 7208 §2.6, RFC 7489 §6.6.3):
 an empty answer or NXDOMAIN is "no record" (an empty list; :attr:`Answer.nxdomain` tells them
@@ -8,7 +8,6 @@ apart for the void-lookup count), while a timeout or a server failure raises
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +17,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+
+from postmesh.common.dns import make_resolver
 
 
 class DnsTempError(Exception):
@@ -37,43 +38,14 @@ class Resolver(Protocol):
     async def query(self, name: str, rdtype: str) -> Answer: ...
 
 
-def parse_servers(text: str) -> list[tuple[str, int]]:
-    """``"127.0.0.1:53,[::1]:5353,10.0.0.2"`` as (address, port) pairs; port 53 by default."""
-    out: list[tuple[str, int]] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        host, port = item, 53
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            if rest:
-                port = int(rest.removeprefix(":"))
-        elif item.count(":") == 1:
-            host, _, p = item.partition(":")
-            port = int(p)
-        ipaddress.ip_address(host)  # dnspython wants addresses: a name here is a config error
-        if not 0 < port < 65536:
-            raise ValueError(f"bad DNS server port in {item!r}")
-        out.append((host, port))
-    return out
-
-
 class DnsClient:
-    """One resolver for the process. ``servers`` empty means the system's (/etc/resolv.conf)."""
+    """One resolver for the process, made by :func:`postmesh.common.dns.make_resolver` (so
+    POSTMESH_DNS_SERVERS means the same here as in delivery). With ``cache_entries`` answers
+    are kept for their TTL: the same sender domain's SPF and DMARC records are then not asked
+    again for every message."""
 
-    def __init__(self, servers: list[tuple[str, int]], timeout: float) -> None:
-        if servers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [h for h, _ in servers]
-            ports = {p for _, p in servers}
-            if len(ports) == 1:
-                self._resolver.port = ports.pop()
-            else:
-                self._resolver.nameserver_ports = dict(servers)
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout
+    def __init__(self, servers: str, timeout: float, cache_entries: int = 0) -> None:
+        self._resolver = make_resolver(servers, timeout, cache_entries)
         self.timeout = timeout
 
     async def query(self, name: str, rdtype: str) -> Answer:
