@@ -30,6 +30,9 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 # rspamd, the content scanner smtp-edge may call (tests/integration/infra/rspamd.py runs its own).
 command -v rspamd >/dev/null || need+=(rspamd)
+# Prometheus and promtool: the chart's alert rules are checked and unit-tested with promtool, and
+# a private Prometheus scrapes a test stack (tests/integration/test_prometheus_live.py).
+command -v promtool >/dev/null && [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -57,4 +60,7 @@ if [[ " ${need[*]} " == *" dovecot-"* ]] && command -v systemctl >/dev/null; the
 fi
 if [[ " ${need[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --quiet rspamd.service 2>/dev/null || true
+fi
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --quiet prometheus.service 2>/dev/null || true
 fi

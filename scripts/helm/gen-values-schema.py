@@ -324,6 +324,9 @@ schema: dict[str, Any] = {
                         "consumerLag": {"type": "integer", "minimum": 1},
                         "grpcErrorRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                         "deliveryLatencyP95Seconds": {"type": "number", "exclusiveMinimum": 0},
+                        "deferredQueueGrowthPerHour": {"type": "integer", "minimum": 1},
+                        "authFailuresPerSecond": {"type": "number", "exclusiveMinimum": 0},
+                        "tlsCertificateExpiryDays": {"type": "integer", "minimum": 1},
                     }
                 ),
             }

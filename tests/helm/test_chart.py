@@ -195,8 +195,8 @@ def test_production_render_has_every_toggle() -> None:
         for d in of_kind(render("-f", str(PRODUCTION)), "ConfigMap")
         if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
     ]
-    assert len(dashboards) == 1
-    assert dashboards[0]["metadata"]["namespace"] == "monitoring"
+    assert len(dashboards) == 5  # overview, SMTP, IMAP, POP3, delivery
+    assert {d["metadata"]["namespace"] for d in dashboards} == {"monitoring"}
 
 
 BAD_VALUES = {
@@ -569,33 +569,60 @@ def test_prometheus_rules_are_well_formed_and_use_real_metrics() -> None:
     assert not unknown, f"alerts use metrics no service defines: {sorted(unknown)}"
 
 
-def test_dashboard_is_grafana_json_on_the_real_metrics() -> None:
-    docs = render("-f", str(PRODUCTION))
-    (cm,) = [
-        d
-        for d in of_kind(docs, "ConfigMap")
-        if "grafana_dashboard" in d["metadata"].get("labels", {})
-    ]
-    ((filename, body),) = cm["data"].items()
-    assert filename.endswith(".json")
-    board = json.loads(body)
-    assert board["uid"] and board["title"] and board["panels"]
-    ids = [p["id"] for p in board["panels"]]
-    assert len(ids) == len(set(ids))
-    exprs = " ".join(t["expr"] for p in board["panels"] for t in p.get("targets", []))
-    for metric in (
+DASHBOARDS = {
+    # uid: metrics its panels must show
+    "postmesh-overview": {
         "postmesh_grpc_server_handling_seconds_bucket",
         "postmesh_grpc_server_handling_seconds_count",
         "postmesh_delivery_recipients_total",
-        "postmesh_delivery_latency_seconds_bucket",
         "postmesh_smtp_edge_messages_accepted_total",
         "postmesh_imap_gw_sessions_active",
         "postmesh_pop3_gw_sessions_active",
         "postmesh_bus_handler_failures_total",
-    ):
-        assert metric in exprs, metric
-    unknown = used_metrics(exprs) - defined_metrics()
-    assert not unknown, f"panels use metrics no service defines: {sorted(unknown)}"
+        "postmesh_auth_attempts_total",
+        "postmesh_tls_certificate_expiry_timestamp_seconds",
+    },
+    "postmesh-smtp": {
+        "postmesh_smtp_edge_sessions_total",
+        "postmesh_smtp_edge_messages_rejected_total",
+        "postmesh_smtp_edge_accept_latency_seconds_bucket",
+    },
+    "postmesh-imap": {"postmesh_imap_gw_commands_total", "postmesh_imap_gw_auth_total"},
+    "postmesh-pop3": {"postmesh_pop3_gw_commands_total", "postmesh_pop3_gw_logins_total"},
+    "postmesh-delivery": {
+        "postmesh_delivery_latency_seconds_bucket",
+        "postmesh_store_deferred_queue_depth",
+        "postmesh_bus_consumer_lag_records",
+        "postmesh_delivery_bounces_total",
+    },
+}
+
+
+def test_dashboards_are_grafana_json_on_the_real_metrics() -> None:
+    """An overview and one dashboard per protocol, each a ConfigMap for Grafana's sidecar."""
+    docs = render("-f", str(PRODUCTION))
+    maps = [
+        d
+        for d in of_kind(docs, "ConfigMap")
+        if "grafana_dashboard" in d["metadata"].get("labels", {})
+    ]
+    boards: dict[str, Doc] = {}
+    for cm in maps:
+        assert cm["metadata"]["namespace"] == "monitoring"
+        ((filename, body),) = cm["data"].items()
+        assert filename.endswith(".json")
+        board = json.loads(body)
+        assert board["title"] and board["panels"]
+        boards[board["uid"]] = board
+    assert set(boards) == set(DASHBOARDS)
+    for uid, board in boards.items():
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), uid
+        exprs = " ".join(t["expr"] for p in board["panels"] for t in p.get("targets", []))
+        missing = {m for m in DASHBOARDS[uid] if m not in exprs}
+        assert not missing, f"{uid} lacks {sorted(missing)}"
+        unknown = used_metrics(exprs) - defined_metrics()
+        assert not unknown, f"{uid} panels use metrics no service defines: {sorted(unknown)}"
 
 
 def test_strimzi_kafka_and_topics_are_complete() -> None:
@@ -687,9 +714,8 @@ def test_generated_schema_and_dashboard_are_fresh() -> None:
         "run: uv run python scripts/helm/gen-values-schema.py"
     )
     dashboard = load_script("gen-dashboard")
-    assert json.loads(dashboard.OUT.read_text()) == dashboard.dashboard(), (
-        "run: uv run python scripts/helm/gen-dashboard.py"
-    )
+    on_disk = {p.name: json.loads(p.read_text()) for p in dashboard.OUT_DIR.glob("*.json")}
+    assert on_disk == dashboard.dashboards(), "run: uv run python scripts/helm/gen-dashboard.py"
 
 
 # ---- internal gRPC mutual TLS (ADR 10)

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from prometheus_client import REGISTRY
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -158,6 +159,14 @@ def test_settings_need_files_or_explicit_plaintext(
     c = pki["store"]
     s = ServiceSettings(grpc_tls_cert_file=c.cert, grpc_tls_key_file=c.key, grpc_tls_ca_file=c.ca)
     assert not GrpcSecurity.from_settings(s).plaintext
+    # Its notAfter is published for the certificate-expiry alert.
+    not_after = x509.load_pem_x509_certificate(c.cert.read_bytes()).not_valid_after_utc
+    assert (
+        REGISTRY.get_sample_value(
+            "postmesh_tls_certificate_expiry_timestamp_seconds", {"certificate": "grpc"}
+        )
+        == not_after.timestamp()
+    )
     missing = ServiceSettings(
         grpc_tls_cert_file=c.cert, grpc_tls_key_file=c.key, grpc_tls_ca_file=Path("/nonexistent")
     )

@@ -42,3 +42,16 @@ def test_dev_certificate_is_made_once_and_loads(tmp_path: Path) -> None:
     assert ensure_dev_certificate(tmp_path) == (cert, key) and cert.read_bytes() == first
     ctx = server_context(cert, key)
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_loading_a_certificate_publishes_its_expiry(tmp_path: Path) -> None:
+    from cryptography import x509
+    from prometheus_client import REGISTRY
+
+    cert, key = ensure_dev_certificate(tmp_path)
+    server_context(cert, key)
+    not_after = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    value = REGISTRY.get_sample_value(
+        "postmesh_tls_certificate_expiry_timestamp_seconds", {"certificate": "edge"}
+    )
+    assert value == not_after.timestamp()

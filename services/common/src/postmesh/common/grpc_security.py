@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from postmesh.common.config import ServiceSettings
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.tls import record_certificate_expiry
 
 log = get_logger(__name__)
 
@@ -58,7 +59,9 @@ class GrpcSecurity:
 
     @classmethod
     def from_files(cls, cert: Path, key: Path, ca: Path) -> GrpcSecurity:
-        return cls(cert.read_bytes(), key.read_bytes(), ca.read_bytes())
+        pem = cert.read_bytes()
+        record_certificate_expiry("grpc", pem)
+        return cls(pem, key.read_bytes(), ca.read_bytes())
 
     @classmethod
     def from_settings(cls, s: ServiceSettings) -> GrpcSecurity:

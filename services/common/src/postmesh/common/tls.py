@@ -13,8 +13,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import Gauge
 
 from postmesh.common.config import ServiceSettings
+
+CERTIFICATE_EXPIRY = Gauge(
+    "postmesh_tls_certificate_expiry_timestamp_seconds",
+    'notAfter of the certificate this process serves, as a Unix time; certificate="edge" is '
+    'the mail listeners\' (SMTP/IMAP/POP3), "grpc" the internal mTLS one. Certificates are '
+    "read at start: a renewed file counts once the pod restarts.",
+    ["certificate"],
+)
+
+
+def record_certificate_expiry(certificate: str, pem: bytes) -> datetime.datetime:
+    """Publish the notAfter of the leaf (first) certificate of a PEM chain, and return it."""
+    not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    CERTIFICATE_EXPIRY.labels(certificate).set(not_after.timestamp())
+    return not_after
 
 
 def ensure_dev_certificate(
@@ -81,6 +97,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
+    record_certificate_expiry("edge", cert.read_bytes())
     return ctx
 
 
