@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from postmesh.auth.settings import AuthSettings
@@ -44,6 +45,8 @@ def default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "(computed)"
     value = field.default
+    if isinstance(value, SecretStr):  # a default is no secret
+        value = value.get_secret_value()
     return "unset" if value is None else f"`{value}`"
 
 

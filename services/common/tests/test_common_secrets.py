@@ -1,0 +1,127 @@
+"""Secrets of the Kafka and MongoDB connections: from env or files, never in a dump or error."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from postmesh.common.bus.kafka_security import KafkaSecurity
+from postmesh.common.config import ServiceSettings, load_settings
+from postmesh.common.dev_pki import ensure_dev_pki
+from postmesh.common.mongo import MongoSettings
+from postmesh.common.secrets import redact_url
+
+PASSWORD = "kafka-Pa55-word-never-shown"
+MONGO_PASSWORD = "mongo-Pa55-word-never-shown"
+
+
+def test_kafka_password_is_hidden_in_repr_and_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTMESH_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("POSTMESH_KAFKA_USERNAME", "postmesh")
+    monkeypatch.setenv("POSTMESH_KAFKA_PASSWORD", PASSWORD)
+    s = load_settings(ServiceSettings)
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert PASSWORD not in text
+    sec = KafkaSecurity.from_settings(s)
+    assert PASSWORD not in repr(sec) and PASSWORD not in sec.describe()
+    kw = sec.client_kwargs()
+    assert kw["security_protocol"] == "SASL_PLAINTEXT"
+    assert (kw["sasl_mechanism"], kw["sasl_plain_username"]) == ("SCRAM-SHA-512", "postmesh")
+    assert kw["sasl_plain_password"] == PASSWORD
+    assert "ssl_context" not in kw
+
+
+def test_kafka_password_file_is_read_at_each_client(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    monkeypatch.setenv("POSTMESH_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("POSTMESH_KAFKA_USERNAME", "postmesh")
+    monkeypatch.setenv("POSTMESH_KAFKA_PASSWORD_FILE", str(secret))
+    ca = ensure_dev_pki(tmp_path / "pki", ["store"])["store"].ca
+    monkeypatch.setenv("POSTMESH_KAFKA_TLS_CA_FILE", str(ca))
+    sec = KafkaSecurity.from_settings(load_settings(ServiceSettings))
+    kw = sec.client_kwargs()
+    assert kw["sasl_plain_password"] == PASSWORD  # the trailing newline is not part of it
+    ctx = kw["ssl_context"]
+    assert isinstance(ctx, ssl.SSLContext) and ctx.check_hostname
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    secret.write_text("rotated-password\n")  # a rotated Secret: the next client uses it
+    assert sec.client_kwargs()["sasl_plain_password"] == "rotated-password"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"POSTMESH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "POSTMESH_KAFKA_USERNAME"),
+        (
+            {"POSTMESH_KAFKA_PASSWORD": PASSWORD, "POSTMESH_KAFKA_PASSWORD_FILE": "/etc/hostname"},
+            "not both",
+        ),
+        ({"POSTMESH_KAFKA_PASSWORD_FILE": "/nonexistent/pw"}, "POSTMESH_KAFKA_PASSWORD_FILE"),
+        ({"POSTMESH_KAFKA_TLS_CERT_FILE": "/etc/hostname"}, "_KEY_FILE go together"),
+    ],
+)
+def test_inconsistent_kafka_settings_stop_with_a_message_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    named: str,
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit):
+        load_settings(ServiceSettings)
+    err = capsys.readouterr().err
+    assert named in err
+    assert PASSWORD not in err
+
+
+def test_mongo_url_file_password_and_tls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(f"mongodb://app:{MONGO_PASSWORD}@db.example:27017/?tls=true\n")
+    monkeypatch.setenv("POSTMESH_MONGODB_URL_FILE", str(url_file))
+    monkeypatch.setenv("POSTMESH_MONGODB_TLS_CA_FILE", "/etc/ssl/ca.pem")
+    s = load_settings(MongoSettings)
+    url, kw = s.mongo_client_args()
+    assert url == f"mongodb://app:{MONGO_PASSWORD}@db.example:27017/?tls=true"
+    assert kw == {"serverSelectionTimeoutMS": 5000, "tls": True, "tlsCAFile": "/etc/ssl/ca.pem"}
+    assert MONGO_PASSWORD not in s.mongodb_url_redacted()
+    assert s.mongodb_url_redacted().startswith("mongodb://app:**********@db.example:27017/")
+
+
+def test_mongo_password_apart_from_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(MONGO_PASSWORD)
+    monkeypatch.setenv("POSTMESH_MONGODB_URL", "mongodb://127.0.0.1:27017")
+    monkeypatch.setenv("POSTMESH_MONGODB_USERNAME", "app")
+    monkeypatch.setenv("POSTMESH_MONGODB_PASSWORD_FILE", str(pw))
+    s = load_settings(MongoSettings)
+    assert MONGO_PASSWORD not in repr(s)
+    _, kw = s.mongo_client_args()
+    assert (kw["username"], kw["password"]) == ("app", MONGO_PASSWORD)
+
+
+def test_mongo_password_without_user_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POSTMESH_MONGODB_PASSWORD", MONGO_PASSWORD)
+    with pytest.raises(SystemExit):
+        load_settings(MongoSettings)
+    err = capsys.readouterr().err
+    assert "POSTMESH_MONGODB_USERNAME" in err and MONGO_PASSWORD not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mongodb://u:p%40ss@h1:1,h2:2/db", "mongodb://u:**********@h1:1,h2:2/db"),
+        ("mongodb+srv://cluster.example/db", "mongodb+srv://cluster.example/db"),
+        ("mongodb://h/?tlsCertificateKeyFilePassword=x", "mongodb://h/?**********"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
