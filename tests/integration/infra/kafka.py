@@ -58,6 +58,8 @@ class SaslSslListener:
 
     cert_file: Path
     key_file: Path
+    # The CA that signed cert_file, for clients.
+    ca_file: Path
     # user -> password; each gets SCRAM-SHA-512 and SCRAM-SHA-256 credentials.
     users: Mapping[str, str] = field(default_factory=dict)
 
@@ -90,7 +92,7 @@ class KafkaBroker(LocalServer):
         stop_timeout_s: float = 30.0,
         sasl_ssl: SaslSslListener | None = None,
     ) -> None:
-        self._sasl_ssl = sasl_ssl
+        self.sasl_ssl = sasl_ssl
         self.sasl_ssl_port = 0
         self._libs_dir = Path(libs_dir) if libs_dir is not None else None
         self.version = version
@@ -211,8 +213,8 @@ class KafkaBroker(LocalServer):
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
-        if self._sasl_ssl is not None:
-            props.update(self._sasl_ssl_properties(self._sasl_ssl))
+        if self.sasl_ssl is not None:
+            props.update(self._sasl_ssl_properties(self.sasl_ssl))
         props.update(self._extra)
         return props
 
@@ -262,7 +264,7 @@ class KafkaBroker(LocalServer):
         self.port, self.controller_port = free_port(), free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
-        if self._sasl_ssl is not None:
+        if self.sasl_ssl is not None:
             self.sasl_ssl_port = free_port()
             while self.sasl_ssl_port in (self.port, self.controller_port):
                 self.sasl_ssl_port = free_port()
@@ -274,7 +276,7 @@ class KafkaBroker(LocalServer):
         # Format the metadata log once: KRaft refuses to start on an unformatted log dir.
         # SCRAM users go in here too (KIP-900), before the broker exists to take kafka-configs.
         scram: list[str] = []
-        for user, password in (self._sasl_ssl.users if self._sasl_ssl else {}).items():
+        for user, password in (self.sasl_ssl.users if self.sasl_ssl else {}).items():
             for mech in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
                 scram += ["--add-scram", f"{mech}=[name={user},password={password}]"]
         format_args = ["format", "-t", _kafka_uuid(), "-c", str(config), *scram]

@@ -41,8 +41,8 @@ def read_secret(value: SecretStr | None, file: Path | None) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """``scheme://user:password@host/...`` with the password (and any query, which may carry
-    tlsCertificateKeyFilePassword and the like) replaced, for log lines and error messages."""
+    """``scheme://user:password@host/...`` with the password (and any query option named like a
+    password, as tlsCertificateKeyFilePassword) replaced, for log lines and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -52,5 +52,8 @@ def redact_url(url: str) -> str:
         userinfo, hosts = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
         netloc = f"{quote(unquote(user), safe='')}:{REDACTED}@{hosts}"
-    query = REDACTED if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    options = []
+    for item in parts.query.split("&") if parts.query else []:
+        key, sep, _ = item.partition("=")
+        options.append(f"{key}{sep}{REDACTED}" if "password" in key.lower() else item)
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(options), ""))
