@@ -762,3 +762,112 @@ def test_grpc_plaintext_and_cert_manager_modes() -> None:
         assert spec["dnsNames"] == [f"{name}.postmesh.internal"]
         assert set(spec["usages"]) == {"server auth", "client auth"}
         assert spec["secretName"] == f"pm-postmesh-grpc-{name}"
+
+
+# ---- Kafka and MongoDB credentials and TLS (managed services)
+
+MANAGED = CHART / "ci/managed-backends-values.yaml"
+BUS_COMPONENTS = {"smtp-edge", "imap-gw", "delivery", "store"}
+
+
+def mounted_files(dep: Doc) -> dict[str, tuple[str, str]]:
+    """File path in the container -> (Secret name, key) for every secret volume with items."""
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files = {}
+    for mount in container(dep)["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if not secret:
+            continue
+        assert mount.get("readOnly") is True, mount
+        for item in secret.get("items", []):
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+@pytest.mark.parametrize("k8s", K8S_VERSIONS)
+def test_managed_backends_render_validates(k8s: str) -> None:
+    assert run_helm("lint", "--strict", str(CHART), "-f", str(MANAGED)).returncode == 0
+    for d in render("-f", str(MANAGED)):
+        if d["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(d, k8s, strict=True)
+
+
+def test_kafka_sasl_ssl_and_mongodb_tls_come_from_existing_secrets_as_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postmesh.common.bus.kafka_security import KafkaSecurity
+    from postmesh.common.mongo import MongoSettings
+
+    docs = render("-f", str(MANAGED))
+    # The chart holds no credential of its own for these: no Secret of theirs is rendered.
+    assert not [d for d in of_kind(docs, "Secret") if "mongodb" in d["metadata"]["name"]]
+    expected_files = {
+        "POSTMESH_KAFKA_PASSWORD_FILE": ("postmesh-kafka-credentials", "password"),
+        "POSTMESH_KAFKA_TLS_CA_FILE": ("postmesh-kafka-ca", "ca.crt"),
+        "POSTMESH_MONGODB_TLS_CA_FILE": ("postmesh-mongodb-ca", "ca.pem"),
+    }
+    for name, dep in deployments(docs).items():
+        env = env_of(docs, dep)
+        files = mounted_files(dep)
+        if name in BUS_COMPONENTS:
+            assert env["POSTMESH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+            assert env["POSTMESH_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+            assert env["POSTMESH_KAFKA_USERNAME"] == "postmesh"
+        else:  # pop3-gw and auth never talk to Kafka: no credential of it in their pods
+            assert not {k for k in env if k.startswith("POSTMESH_KAFKA_")} - {
+                "POSTMESH_KAFKA_BOOTSTRAP_SERVERS"
+            }, name
+            assert not [f for f, (s, _) in files.items() if "kafka" in s], name
+        if name in ("store", "auth"):
+            assert env["POSTMESH_MONGODB_URL"] == "<secret postmesh-mongodb-url>"
+        else:
+            assert "POSTMESH_MONGODB_TLS_CA_FILE" not in env, name
+        # Every *_FILE setting names a file that a volume of the right Secret key provides.
+        for var, (secret, key) in expected_files.items():
+            if var in env:
+                assert files.get(env[var]) == (secret, key), (name, var, files)
+        # No password in any env value (only in mounted files).
+        for var in container(dep).get("env", []):
+            assert "value" not in var, (name, var)
+
+        # The service accepts the rendered settings, the mounted files put in a temp dir.
+        local = {}
+        for var, value in env.items():
+            if value in files:
+                path = tmp_path / name / value.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("ca or password\n")
+                value = str(path)
+            local[var] = value
+        settings = load_settings(name, local, monkeypatch)
+        if name in BUS_COMPONENTS:
+            sec = KafkaSecurity.from_settings(settings)
+            assert (sec.protocol, sec.username, sec.sasl, sec.tls) == (
+                "SASL_SSL", "postmesh", True, True
+            )  # fmt: skip
+            assert sec.password_file is not None and sec.ca_file is not None
+        if name in ("store", "auth"):
+            assert isinstance(settings, MongoSettings)
+            assert settings.mongodb_tls_ca_file is not None
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("kafka.securityProtocol=SASL_SSL",), "kafka.sasl.username is required"),
+        (
+            ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.username=pm"),
+            "kafka.sasl.passwordSecret.name is required",
+        ),
+        (("kafka.securityProtocol=SASL",), "securityProtocol"),
+        (("kafka.sasl.mechanism=GSSAPI",), "mechanism"),
+    ],
+)
+def test_incomplete_kafka_security_fails_with_a_message(
+    sets: tuple[str, ...], message: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    out = run_helm("template", "pm", str(CHART), *args)
+    assert out.returncode != 0
+    assert message in out.stderr

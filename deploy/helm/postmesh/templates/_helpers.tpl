@@ -58,6 +58,8 @@ live here; what an operator tunes lives in values.yaml under .Values.<key>.
 smtpEdge:
   key: smtpEdge
   name: smtp-edge
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.smtp_edge
   kind: edge
   opsPort: 9101
@@ -69,6 +71,8 @@ smtpEdge:
 imapGw:
   key: imapGw
   name: imap-gw
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.imap_gw
   kind: edge
   opsPort: 9102
@@ -89,6 +93,8 @@ pop3Gw:
 delivery:
   key: delivery
   name: delivery
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.delivery
   kind: worker
   opsPort: 9104
@@ -96,6 +102,8 @@ delivery:
 store:
   key: store
   name: store
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.store
   kind: grpc
   opsPort: 9105
@@ -193,6 +201,65 @@ plaintext. Call with the component context (dict "root" $ "c" $c). */}}
 
 {{- define "postmesh.mongodbResourceName" -}}
 {{- printf "%s-mongodb" (include "postmesh.fullname" .) }}
+{{- end }}
+
+{{/* The Kafka client security of the bus components (ConfigMap data lines); the files are
+     mounted by the Deployment from the Secrets kafka.sasl.passwordSecret and kafka.tls.*. */}}
+{{- define "postmesh.kafkaSecurityConfig" -}}
+{{- $k := .Values.kafka }}
+POSTMESH_KAFKA_SECURITY_PROTOCOL: {{ $k.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" $k.securityProtocol }}
+POSTMESH_KAFKA_SASL_MECHANISM: {{ $k.sasl.mechanism | quote }}
+POSTMESH_KAFKA_USERNAME: {{ required "kafka.sasl.username is required with a SASL_* kafka.securityProtocol" $k.sasl.username | quote }}
+{{- $_ := required "kafka.sasl.passwordSecret.name is required with a SASL_* kafka.securityProtocol" $k.sasl.passwordSecret.name }}
+POSTMESH_KAFKA_PASSWORD_FILE: "/etc/postmesh/kafka-sasl/password"
+{{- end }}
+{{- if $k.tls.caSecret.name }}
+POSTMESH_KAFKA_TLS_CA_FILE: "/etc/postmesh/kafka-tls-ca/ca.crt"
+{{- end }}
+{{- if $k.tls.clientCertSecret }}
+POSTMESH_KAFKA_TLS_CERT_FILE: "/etc/postmesh/kafka-tls-client/tls.crt"
+POSTMESH_KAFKA_TLS_KEY_FILE: "/etc/postmesh/kafka-tls-client/tls.key"
+{{- end }}
+{{- end }}
+
+{{/* MongoDB TLS files of store and auth (ConfigMap data lines). */}}
+{{- define "postmesh.mongodbTlsConfig" -}}
+{{- $t := .Values.mongodb.tls }}
+{{- if $t.caSecret.name }}
+POSTMESH_MONGODB_TLS_CA_FILE: "/etc/postmesh/mongodb-tls-ca/ca.crt"
+{{- end }}
+{{- if $t.clientCertKeySecret.name }}
+POSTMESH_MONGODB_TLS_CERT_KEY_FILE: "/etc/postmesh/mongodb-tls-client/tls.pem"
+{{- end }}
+{{- end }}
+
+{{/* Secret volumes (name, secret, key -> file) a component mounts for Kafka and MongoDB:
+     a JSON list of {name, secret, items: [{key, path}], mountPath}. */}}
+{{- define "postmesh.backendSecretVolumes" -}}
+{{- $k := .root.Values.kafka }}
+{{- $m := .root.Values.mongodb.tls }}
+{{- $out := list }}
+{{- if .c.bus }}
+{{- if and (hasPrefix "SASL_" $k.securityProtocol) $k.sasl.passwordSecret.name }}
+{{- $out = append $out (dict "name" "kafka-sasl" "secret" $k.sasl.passwordSecret.name "items" (list (dict "key" $k.sasl.passwordSecret.key "path" "password")) "mountPath" "/etc/postmesh/kafka-sasl") }}
+{{- end }}
+{{- if $k.tls.caSecret.name }}
+{{- $out = append $out (dict "name" "kafka-tls-ca" "secret" $k.tls.caSecret.name "items" (list (dict "key" $k.tls.caSecret.key "path" "ca.crt")) "mountPath" "/etc/postmesh/kafka-tls-ca") }}
+{{- end }}
+{{- if $k.tls.clientCertSecret }}
+{{- $out = append $out (dict "name" "kafka-tls-client" "secret" $k.tls.clientCertSecret "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")) "mountPath" "/etc/postmesh/kafka-tls-client") }}
+{{- end }}
+{{- end }}
+{{- if or (eq .c.name "store") (eq .c.name "auth") }}
+{{- if $m.caSecret.name }}
+{{- $out = append $out (dict "name" "mongodb-tls-ca" "secret" $m.caSecret.name "items" (list (dict "key" $m.caSecret.key "path" "ca.crt")) "mountPath" "/etc/postmesh/mongodb-tls-ca") }}
+{{- end }}
+{{- if $m.clientCertKeySecret.name }}
+{{- $out = append $out (dict "name" "mongodb-tls-client" "secret" $m.clientCertKeySecret.name "items" (list (dict "key" $m.clientCertKeySecret.key "path" "tls.pem")) "mountPath" "/etc/postmesh/mongodb-tls-client") }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}
 
 {{- define "postmesh.kafkaClusterName" -}}
