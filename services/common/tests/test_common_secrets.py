@@ -128,3 +128,29 @@ def test_mongo_password_without_user_is_refused(
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_admin_token_from_env_or_file_never_shown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from postmesh.common.admin_token import AdminTokenSettings
+
+    token = "admin-token-" + "x" * 20
+    monkeypatch.setenv("POSTMESH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("POSTMESH_ADMIN_TOKEN", token)
+    s = load_settings(AdminTokenSettings)
+    assert token not in repr(s) and s.admin_token_value() == token
+    monkeypatch.setenv("POSTMESH_ADMIN_TOKEN", "short-" + PASSWORD[:5])
+    with pytest.raises(SystemExit):
+        load_settings(AdminTokenSettings)
+    err = capsys.readouterr().err
+    assert "POSTMESH_ADMIN_TOKEN=**********" in err and PASSWORD[:5] not in err
+    monkeypatch.delenv("POSTMESH_ADMIN_TOKEN")
+    (tmp_path / "token").write_text(token + "\n")
+    monkeypatch.setenv("POSTMESH_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    assert load_settings(AdminTokenSettings).admin_token_value() == token
+    assert not (tmp_path / "admin-token").exists()  # configured: none generated
+    monkeypatch.setenv("POSTMESH_ADMIN_TOKEN", token)
+    with pytest.raises(SystemExit):
+        load_settings(AdminTokenSettings)
+    assert "not both" in capsys.readouterr().err

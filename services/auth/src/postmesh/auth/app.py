@@ -21,7 +21,6 @@ from postmesh.auth.quotas import StoreQuotas
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
-from postmesh.common.admin_token import admin_token
 from postmesh.common.grpc import GrpcServer
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
@@ -123,7 +122,7 @@ class AuthServiceApp(Service):
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(
             self.accounts,
-            admin_token(self.settings.admin_token, self.settings.data_dir),
+            self.settings.admin_token_value(),
             DnsPolicy.from_settings(self.settings),
             self.quotas,
         )

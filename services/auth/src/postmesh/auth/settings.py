@@ -5,10 +5,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from postmesh.common.admin_token import AdminTokenSettings
 from postmesh.common.mongo import MongoSettings
 
 
-class AuthSettings(MongoSettings):
+class AuthSettings(MongoSettings, AdminTokenSettings):
     ops_port: int = Field(default=9106, ge=0, le=65535)
     # gRPC listen address (edges reach it through POSTMESH_AUTH_ADDRESS).
     auth_listen: str = "127.0.0.1:50062"
@@ -20,9 +21,6 @@ class AuthSettings(MongoSettings):
     # The admin REST API (FastAPI); keep it on an internal network.
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8080, ge=0, le=65535)
-    # Bearer token of the admin role (domain-admin tokens are issued through the API, ADR 26).
-    # Unset: one is generated and kept in <data_dir>/admin-token.
-    admin_token: str | None = Field(default=None, min_length=16)
     # Failed-login lockout, shared by all replicas (docs/operations.md "Login lockout"):
     # this many failures within the window lock the account / the client IP for lockout_seconds.
     auth_lockout_account_failures: int = Field(default=10, ge=1)

@@ -47,7 +47,7 @@ class ServiceSettings(BaseSettings):
     kafka_username: str = ""
     # The SASL password; prefer POSTMESH_KAFKA_PASSWORD_FILE (a mounted Secret). Never logged.
     kafka_password: SecretStr | None = None
-    # A file holding the SASL password (read at each connection, so a rotated Secret applies).
+    # A file holding the SASL password (a mounted Secret; read when the clients are made).
     kafka_password_file: Path | None = None
     # With SSL/SASL_SSL: the CA certificate(s) the brokers' certificates must chain to; unset
     # uses the system's trusted CAs (a managed Kafka with a public certificate).

@@ -31,7 +31,7 @@ class MongoSettings(ServiceSettings):
     mongodb_username: str = ""
     # Password of POSTMESH_MONGODB_USERNAME; prefer POSTMESH_MONGODB_PASSWORD_FILE.
     mongodb_password: SecretStr | None = None
-    # A file holding that password (read at each start of a client).
+    # A file holding that password (a mounted Secret; read when the client is made).
     mongodb_password_file: Path | None = None
     # TLS to MongoDB with this CA certificate(s) for the server's certificate (implies tls=true;
     # "?tls=true" in the URL with no CA file uses the system's trusted CAs).

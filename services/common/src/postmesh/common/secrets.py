@@ -3,7 +3,7 @@
 Every secret setting is a :class:`pydantic.SecretStr` (its repr and any settings dump show
 ``**********``) with a ``*_FILE`` sibling naming a file that holds it, as Kubernetes mounts a
 Secret's key (docs/adr/0032-secrets-of-the-bus-and-database-connections.md). The file is read
-when a connection is made, so a rotated Secret is used by the next connection without a restart.
+when the service makes its Kafka or MongoDB clients (at start): a rotated Secret needs a restart.
 """
 
 from __future__ import annotations

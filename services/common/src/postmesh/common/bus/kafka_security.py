@@ -18,7 +18,7 @@ class KafkaSecurity:
     protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
     username: str = ""
-    # Read when a client is made (not kept here): a rotated Secret file is picked up.
+    # Read when a client is made (not kept in memory longer than the client needs it).
     password_file: Path | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
