@@ -861,6 +861,10 @@ def test_kafka_sasl_ssl_and_mongodb_tls_come_from_existing_secrets_as_files(
             "kafka.sasl.passwordSecret.name is required",
         ),
         (("kafka.securityProtocol=SASL",), "securityProtocol"),
+        (
+            ("kafka.strimzi.enabled=true", "kafka.securityProtocol=SSL"),
+            "applies to an external Kafka",
+        ),
         (("kafka.sasl.mechanism=GSSAPI",), "mechanism"),
     ],
 )

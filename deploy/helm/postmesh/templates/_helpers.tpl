@@ -207,6 +207,9 @@ plaintext. Call with the component context (dict "root" $ "c" $c). */}}
      mounted by the Deployment from the Secrets kafka.sasl.passwordSecret and kafka.tls.*. */}}
 {{- define "postmesh.kafkaSecurityConfig" -}}
 {{- $k := .Values.kafka }}
+{{- if and $k.strimzi.enabled (ne $k.securityProtocol "PLAINTEXT") }}
+{{- fail "kafka.securityProtocol applies to an external Kafka: the chart's Strimzi cluster (kafka.strimzi.enabled) listens PLAINTEXT on 9092" }}
+{{- end }}
 POSTMESH_KAFKA_SECURITY_PROTOCOL: {{ $k.securityProtocol | quote }}
 {{- if hasPrefix "SASL_" $k.securityProtocol }}
 POSTMESH_KAFKA_SASL_MECHANISM: {{ $k.sasl.mechanism | quote }}
