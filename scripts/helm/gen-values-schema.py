@@ -240,6 +240,7 @@ schema: dict[str, Any] = {
                         "replicas": {"type": "integer", "minimum": 1},
                         "storage": obj({"size": quantity, "storageClassName": S}),
                         "kafkaExporter": B,
+                        "authentication": {"enum": ["none", "scram-sha-512"]},
                     },
                     required=["enabled"],
                 ),
