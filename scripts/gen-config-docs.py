@@ -38,7 +38,8 @@ def type_name(field: FieldInfo) -> str:
     if getattr(ann, "__origin__", None) is not None and str(ann).startswith("typing.Literal"):
         return " or ".join(f"`{a}`" for a in args)
     text = str(ann) if args else getattr(ann, "__name__", str(ann))
-    return text.replace("typing.", "").replace("pathlib.", "").replace(" | ", " or ")
+    text = text.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+    return text.replace(" | ", " or ")
 
 
 def default(field: FieldInfo) -> str:
