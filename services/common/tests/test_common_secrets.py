@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
@@ -154,3 +155,55 @@ def test_admin_token_from_env_or_file_never_shown(
     with pytest.raises(SystemExit):
         load_settings(AdminTokenSettings)
     assert "not both" in capsys.readouterr().err
+
+
+async def test_a_refused_bus_is_a_startup_error_naming_it_without_the_password() -> None:
+    import socket
+
+    from postmesh.common.bus.kafka import KafkaBus
+    from postmesh.common.service import StartupError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sec = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "postmesh", None, PASSWORD)
+    bus = KafkaBus(f"127.0.0.1:{port}", "test", create_topics=["t"], security=sec)
+    with pytest.raises(StartupError) as err:
+        await bus.start()
+    text = str(err.value)
+    assert f"the Kafka bus at 127.0.0.1:{port}" in text
+    assert "SASL SCRAM-SHA-512 as 'postmesh'" in text and "Connect call failed" in text
+    assert PASSWORD not in text
+    await bus.stop()
+
+
+def test_main_exits_1_with_one_line_on_a_startup_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from postmesh.common.service import Service, StartupError, main
+
+    class Refused(Service):
+        async def start(self) -> None:
+            raise StartupError("the Kafka bus at b:9093 refused the connection")
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setenv("POSTMESH_OPS_PORT", "0")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(ServiceSettings, lambda s: Refused(), "test")
+    finally:  # main configured the process's logging for the captured stderr
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert exc.value.code == 1
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    errors = [e for e in lines if e["level"] == "error"]
+    assert [e["msg"] for e in errors] == [
+        "service could not start: the Kafka bus at b:9093 refused the connection"
+    ]
+    assert not any("exc" in e for e in lines)  # no traceback
