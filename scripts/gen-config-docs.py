@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from postmesh.auth.settings import AuthSettings
@@ -37,13 +38,16 @@ def type_name(field: FieldInfo) -> str:
     if getattr(ann, "__origin__", None) is not None and str(ann).startswith("typing.Literal"):
         return " or ".join(f"`{a}`" for a in args)
     text = str(ann) if args else getattr(ann, "__name__", str(ann))
-    return text.replace("typing.", "").replace("pathlib.", "").replace(" | ", " or ")
+    text = text.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+    return text.replace(" | ", " or ")
 
 
 def default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "(computed)"
     value = field.default
+    if isinstance(value, SecretStr):  # a default is no secret
+        value = value.get_secret_value()
     return "unset" if value is None else f"`{value}`"
 
 

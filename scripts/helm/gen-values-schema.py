@@ -26,6 +26,8 @@ B = {"type": "boolean"}
 ANYOBJ = {"type": "object"}
 ARR = {"type": "array"}
 port = {"type": "integer", "minimum": 1, "maximum": 65535}
+# An existing Secret's name and key (the chart mounts that key as a file).
+secret_ref = obj({"name": S, "key": {"type": "string", "minLength": 1}}, required=["name", "key"])
 strmap = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
 envmap = {
     "type": "object",
@@ -207,8 +209,12 @@ schema: dict[str, Any] = {
                     },
                     required=["enabled"],
                 ),
+                "tls": obj(
+                    {"caSecret": secret_ref, "clientCertKeySecret": secret_ref},
+                    required=["caSecret", "clientCertKeySecret"],
+                ),
             },
-            required=["database", "community"],
+            required=["database", "community", "tls"],
         ),
         "kafka": obj(
             {
@@ -216,6 +222,16 @@ schema: dict[str, Any] = {
                     "type": "string",
                     "pattern": r"^([^,\s]+:[0-9]+)(,[^,\s]+:[0-9]+)*$",
                 },
+                "securityProtocol": {"enum": ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]},
+                "sasl": obj(
+                    {
+                        "mechanism": {"enum": ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]},
+                        "username": S,
+                        "passwordSecret": secret_ref,
+                    },
+                    required=["mechanism", "passwordSecret"],
+                ),
+                "tls": obj({"caSecret": secret_ref, "clientCertSecret": S}, required=["caSecret"]),
                 "strimzi": obj(
                     {
                         "enabled": B,
@@ -224,6 +240,7 @@ schema: dict[str, Any] = {
                         "replicas": {"type": "integer", "minimum": 1},
                         "storage": obj({"size": quantity, "storageClassName": S}),
                         "kafkaExporter": B,
+                        "authentication": {"enum": ["none", "scram-sha-512"]},
                     },
                     required=["enabled"],
                 ),
@@ -238,7 +255,7 @@ schema: dict[str, Any] = {
                     }
                 ),
             },
-            required=["strimzi", "topics"],
+            required=["securityProtocol", "sasl", "tls", "strimzi", "topics"],
         ),
         "podDefaults": obj(pod_keys),
         "smtpEdge": component(

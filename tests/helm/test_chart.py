@@ -17,8 +17,10 @@ import functools
 import importlib
 import importlib.util
 import json
+import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,6 +75,7 @@ CUSTOM_KINDS = {
     "Kafka",
     "KafkaNodePool",
     "KafkaTopic",
+    "KafkaUser",
     "MongoDBCommunity",
 }
 TOPICS = {"postmesh.inbound", "postmesh.mailbox-events", "postmesh.delivery-events"}
@@ -156,6 +159,25 @@ def settings_class(component: str) -> type[ServiceSettings]:
     found = getattr(importlib.import_module(module), cls)
     assert issubclass(found, ServiceSettings)
     return cast(type[ServiceSettings], found)
+
+
+MANAGED = CHART / "ci/managed-backends-values.yaml"
+BUS_COMPONENTS = {"smtp-edge", "imap-gw", "delivery", "store"}
+
+
+def mounted_files(dep: Doc) -> dict[str, tuple[str, str]]:
+    """File path in the container -> (Secret name, key) for every secret volume with items."""
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files = {}
+    for mount in container(dep)["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if not secret:
+            continue
+        assert mount.get("readOnly") is True, mount
+        for item in secret.get("items", []):
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
 
 
 # ---- lint, render, schema validation
@@ -287,6 +309,12 @@ def load_settings(
         # Secrets are not rendered here: a well-formed stand-in of the same kind.
         if value.startswith("<secret"):
             value = "mongodb://db:27017" if "MONGODB" in var else "x" * 32
+        # A mounted secret file must exist at start (the settings check it): a stand-in file.
+        if var.endswith(("_PASSWORD_FILE", "_URL_FILE", "_TOKEN_FILE")):
+            fd, path = tempfile.mkstemp(prefix="postmesh-helm-secret-")
+            os.write(fd, b"stand-in secret\n")
+            os.close(fd)
+            value = path
         monkeypatch.setenv(var, value)
     try:
         return cls()
@@ -324,6 +352,9 @@ def test_secret_references_resolve(docs: tuple[Doc, ...]) -> None:
         prod["auth"]["adminToken"]["existingSecret"],
         "regcred",
     }
+    # Strimzi writes the cluster CA's Secret and each KafkaUser's password Secret.
+    secrets |= {f"{k['metadata']['name']}-cluster-ca-cert" for k in of_kind(docs, "Kafka")}
+    secrets |= {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")}
     for dep in deployments(docs).values():
         pod = dep["spec"]["template"]["spec"]
         refs = [v["valueFrom"]["secretKeyRef"]["name"] for v in container(dep).get("env", [])]
@@ -409,9 +440,9 @@ def test_production_edges_get_tls_and_proxy_protocol() -> None:
         ]
         == "*"
     )
-    # Kafka and MongoDB come from the operators' resources.
+    # Kafka and MongoDB come from the operators' resources (Kafka's TLS+SCRAM listener).
     common = named(docs, "ConfigMap", "pm-postmesh-config")["data"]
-    assert common["POSTMESH_KAFKA_BOOTSTRAP_SERVERS"] == "pm-postmesh-kafka-kafka-bootstrap:9092"
+    assert common["POSTMESH_KAFKA_BOOTSTRAP_SERVERS"] == "pm-postmesh-kafka-kafka-bootstrap:9093"
 
 
 def test_inline_tls_and_dkim_keys_become_secrets(tmp_path: Path) -> None:
@@ -633,9 +664,31 @@ def test_strimzi_kafka_and_topics_are_complete() -> None:
     assert kafka["apiVersion"] == pool["apiVersion"] == "kafka.strimzi.io/v1"
     spec = kafka["spec"]["kafka"]
     assert spec["version"] and spec["listeners"]
+    # Production: TLS and SCRAM-SHA-512 only, a KafkaUser for the services.
     (listener,) = spec["listeners"]
-    assert {listener["name"], listener["port"], listener["type"]} == {"plain", 9092, "internal"}
-    assert "topicOperator" in kafka["spec"]["entityOperator"]
+    assert (listener["name"], listener["port"], listener["type"]) == ("tls", 9093, "internal")
+    assert listener["tls"] is True
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    assert {"topicOperator", "userOperator"} <= set(kafka["spec"]["entityOperator"])
+    (user,) = of_kind(docs, "KafkaUser")
+    assert user["apiVersion"] == kafka["apiVersion"]
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    for name, dep in deployments(docs).items():
+        env, files = env_of(docs, dep), mounted_files(dep)
+        if name not in BUS_COMPONENTS:
+            assert "POSTMESH_KAFKA_SECURITY_PROTOCOL" not in env, name
+            continue
+        assert env["POSTMESH_KAFKA_BOOTSTRAP_SERVERS"] == f"{cluster}-kafka-bootstrap:9093"
+        assert env["POSTMESH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["POSTMESH_KAFKA_USERNAME"] == user["metadata"]["name"]
+        assert files[env["POSTMESH_KAFKA_PASSWORD_FILE"]] == (user["metadata"]["name"], "password")
+        assert files[env["POSTMESH_KAFKA_TLS_CA_FILE"]] == (f"{cluster}-cluster-ca-cert", "ca.crt")
+    plain = render("--set", "kafka.strimzi.enabled=true")
+    (plain_kafka,) = of_kind(plain, "Kafka")
+    (listener,) = plain_kafka["spec"]["kafka"]["listeners"]
+    assert (listener["name"], listener["port"], listener["tls"]) == ("plain", 9092, False)
+    assert not of_kind(plain, "KafkaUser")
     assert spec["config"]["min.insync.replicas"] == 2
     assert kafka["spec"]["kafkaExporter"]["groupRegex"] == "postmesh-delivery"
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == cluster
@@ -788,3 +841,98 @@ def test_grpc_plaintext_and_cert_manager_modes() -> None:
         assert spec["dnsNames"] == [f"{name}.postmesh.internal"]
         assert set(spec["usages"]) == {"server auth", "client auth"}
         assert spec["secretName"] == f"pm-postmesh-grpc-{name}"
+
+
+# ---- Kafka and MongoDB credentials and TLS (managed services)
+
+
+@pytest.mark.parametrize("k8s", K8S_VERSIONS)
+def test_managed_backends_render_validates(k8s: str) -> None:
+    assert run_helm("lint", "--strict", str(CHART), "-f", str(MANAGED)).returncode == 0
+    for d in render("-f", str(MANAGED)):
+        if d["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(d, k8s, strict=True)
+
+
+def test_kafka_sasl_ssl_and_mongodb_tls_come_from_existing_secrets_as_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postmesh.common.bus.kafka_security import KafkaSecurity
+    from postmesh.common.mongo import MongoSettings
+
+    docs = render("-f", str(MANAGED))
+    # The chart holds no credential of its own for these: no Secret of theirs is rendered.
+    assert not [d for d in of_kind(docs, "Secret") if "mongodb" in d["metadata"]["name"]]
+    expected_files = {
+        "POSTMESH_KAFKA_PASSWORD_FILE": ("postmesh-kafka-credentials", "password"),
+        "POSTMESH_KAFKA_TLS_CA_FILE": ("postmesh-kafka-ca", "ca.crt"),
+        "POSTMESH_MONGODB_TLS_CA_FILE": ("postmesh-mongodb-ca", "ca.pem"),
+    }
+    for name, dep in deployments(docs).items():
+        env = env_of(docs, dep)
+        files = mounted_files(dep)
+        if name in BUS_COMPONENTS:
+            assert env["POSTMESH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+            assert env["POSTMESH_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+            assert env["POSTMESH_KAFKA_USERNAME"] == "postmesh"
+        else:  # pop3-gw and auth never talk to Kafka: no credential of it in their pods
+            assert not {k for k in env if k.startswith("POSTMESH_KAFKA_")} - {
+                "POSTMESH_KAFKA_BOOTSTRAP_SERVERS"
+            }, name
+            assert not [f for f, (s, _) in files.items() if "kafka" in s], name
+        if name in ("store", "auth"):
+            assert env["POSTMESH_MONGODB_URL"] == "<secret postmesh-mongodb-url>"
+        else:
+            assert "POSTMESH_MONGODB_TLS_CA_FILE" not in env, name
+        # Every *_FILE setting names a file that a volume of the right Secret key provides.
+        for var, (secret, key) in expected_files.items():
+            if var in env:
+                assert files.get(env[var]) == (secret, key), (name, var, files)
+        # No password in any env value (only in mounted files).
+        for var in container(dep).get("env", []):
+            assert "value" not in var, (name, var)
+
+        # The service accepts the rendered settings, the mounted files put in a temp dir.
+        local = {}
+        for var, value in env.items():
+            if value in files:
+                path = tmp_path / name / value.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("ca or password\n")
+                value = str(path)
+            local[var] = value
+        settings = load_settings(name, local, monkeypatch)
+        if name in BUS_COMPONENTS:
+            sec = KafkaSecurity.from_settings(settings)
+            assert (sec.protocol, sec.username, sec.sasl, sec.tls) == (
+                "SASL_SSL", "postmesh", True, True
+            )  # fmt: skip
+            assert sec.password_file is not None and sec.ca_file is not None
+        if name in ("store", "auth"):
+            assert isinstance(settings, MongoSettings)
+            assert settings.mongodb_tls_ca_file is not None
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("kafka.securityProtocol=SASL_SSL",), "kafka.sasl.username is required"),
+        (
+            ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.username=pm"),
+            "kafka.sasl.passwordSecret.name is required",
+        ),
+        (("kafka.securityProtocol=SASL",), "securityProtocol"),
+        (
+            ("kafka.strimzi.enabled=true", "kafka.securityProtocol=SSL"),
+            "applies to an external Kafka",
+        ),
+        (("kafka.sasl.mechanism=GSSAPI",), "mechanism"),
+    ],
+)
+def test_incomplete_kafka_security_fails_with_a_message(
+    sets: tuple[str, ...], message: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    out = run_helm("template", "pm", str(CHART), *args)
+    assert out.returncode != 0
+    assert message in out.stderr

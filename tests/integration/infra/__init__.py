@@ -6,7 +6,7 @@ is stopped (that process only) when its context manager exits.
 """
 
 from tests.integration.infra.ferretdb import FerretDB
-from tests.integration.infra.kafka import POSTMESH_TOPICS, KafkaBroker
+from tests.integration.infra.kafka import POSTMESH_TOPICS, KafkaBroker, SaslSslListener
 from tests.integration.infra.ports import free_port
 
-__all__ = ["POSTMESH_TOPICS", "FerretDB", "KafkaBroker", "free_port"]
+__all__ = ["POSTMESH_TOPICS", "FerretDB", "KafkaBroker", "SaslSslListener", "free_port"]

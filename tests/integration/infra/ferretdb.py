@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,24 @@ class FerretDB(LocalServer):
         log_level: str = "warn",
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        """``tls_cert_file``/``tls_key_file``: a second, TLS-only listener (``tls_port``).
+        ``users`` (pg handler only): PostgreSQL roles that must log in with their password;
+        FerretDB 1.x passes a client's PLAIN credentials on to PostgreSQL, which checks them."""
         self._binary = Path(binary) if binary is not None else None
         self.version = version
         if handler not in ("pg", "sqlite"):
             raise InfraError(f"unknown FerretDB handler {handler!r} (pg or sqlite)")
         self.handler = handler
-        self._postgres = PostgreSQL(fsync=fsync) if handler == "pg" else None
+        self._users = dict(users or {})
+        if users and handler != "pg":
+            raise InfraError("FerretDB users need the pg handler (PostgreSQL checks them)")
+        self._postgres = PostgreSQL(fsync=fsync, users=users) if handler == "pg" else None
+        self._tls = (tls_cert_file, tls_key_file) if tls_cert_file and tls_key_file else None
+        self.tls_port = 0
         self._log_level = log_level
         self._startup_timeout_s = startup_timeout_s
         self._stop_timeout_s = stop_timeout_s
@@ -59,6 +71,12 @@ class FerretDB(LocalServer):
         if not self.port:
             raise InfraError("FerretDB is not started")
         return f"mongodb://127.0.0.1:{self.port}/"
+
+    def tls_url(self, query: str = "") -> str:
+        """The TLS listener's URL (no credentials: give them apart, as a deployment would)."""
+        if not self.tls_port:
+            raise InfraError("FerretDB has no TLS listener (or is not started)")
+        return f"mongodb://127.0.0.1:{self.tls_port}/" + (f"?{query}" if query else "")
 
     @property
     def log_path(self) -> Path:
@@ -97,7 +115,7 @@ class FerretDB(LocalServer):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        self.port = 0
+        self.port = self.tls_port = 0
 
     def _launch(self, binary: Path) -> None:
         assert self._tmp is not None
@@ -107,7 +125,10 @@ class FerretDB(LocalServer):
         state.mkdir()
         self.port = free_port()
         if self._postgres is not None:
-            backend = ["--handler=pg", f"--postgresql-url={self._postgres.url}"]
+            # With users, the default connection is the first of them with no password, which
+            # PostgreSQL refuses: an anonymous client gets nothing, as in a deployment.
+            pg_url = self._postgres.url_for(next(iter(self._users), "postgres"))
+            backend = ["--handler=pg", f"--postgresql-url={pg_url}"]
         else:
             # A directory URI: the trailing slash matters.
             backend = ["--handler=sqlite", f"--sqlite-url=file:{data}/"]
@@ -122,6 +143,15 @@ class FerretDB(LocalServer):
             f"--state-dir={state}",
             f"--log-level={self._log_level}",
         ]
+        if self._tls is not None:
+            self.tls_port = free_port()
+            while self.tls_port == self.port:
+                self.tls_port = free_port()
+            cmd += [
+                f"--listen-tls=127.0.0.1:{self.tls_port}",
+                f"--listen-tls-cert-file={self._tls[0]}",
+                f"--listen-tls-key-file={self._tls[1]}",
+            ]
         # DO_NOT_TRACK is FerretDB's second telemetry switch; clear FERRETDB_* settings of
         # the caller's environment so only the flags above decide.
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERRETDB_")}
@@ -137,6 +167,13 @@ class FerretDB(LocalServer):
                 start_new_session=True,
             )
         _process.register(self._proc)
+
+    def _credentials(self) -> dict[str, Any]:
+        """PyMongo arguments to log in as the first user (FerretDB 1.x: PLAIN only)."""
+        if not self._users:
+            return {}
+        user, password = next(iter(self._users.items()))
+        return {"username": user, "password": password, "authMechanism": "PLAIN"}
 
     def _wait_ready(self) -> None:
         from pymongo import MongoClient
@@ -164,9 +201,12 @@ class FerretDB(LocalServer):
                         serverSelectionTimeoutMS=2000,
                         connectTimeoutMS=2000,
                         directConnection=True,
+                        **self._credentials(),
                     )
                     with client:
                         client.admin.command("ping")
+                        if self._users:  # a command that reaches PostgreSQL as the user
+                            client["ferretdb_ready"].list_collection_names()
                         return
                 except Exception as exc:
                     last_error = f"{type(exc).__name__}: {exc}"

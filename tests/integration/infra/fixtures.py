@@ -7,21 +7,34 @@ Import them into a conftest.py so pytest registers them:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from postmesh.common.dev_pki import ensure_server_cert
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.ferretdb import FerretDB
-from tests.integration.infra.kafka import POSTMESH_TOPICS, KafkaBroker
+from tests.integration.infra.kafka import POSTMESH_TOPICS, KafkaBroker, SaslSslListener
 from tests.integration.infra.postfix_peer import PostfixPeer
+
+# The user of the session broker's SASL_SSL listener (its password is random per session).
+KAFKA_SASL_USER = "postmesh"
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """One KRaft broker for the session, with the postmesh.* topics already created."""
-    with KafkaBroker() as broker:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One KRaft broker for the session, with the postmesh.* topics already created: a
+    PLAINTEXT listener, and a SASL_SSL one (SCRAM user KAFKA_SASL_USER, a server certificate
+    from a throwaway CA, ``broker.sasl_ssl.ca_file``) as a managed Kafka offers."""
+    pki = Path(tmp_path_factory.mktemp("kafka-pki"))
+    cert = ensure_server_cert(pki, "kafka", ["localhost"], ["127.0.0.1"])
+    listener = SaslSslListener(
+        cert.cert, cert.key, cert.ca, {KAFKA_SASL_USER: secrets.token_urlsafe(18)}
+    )
+    with KafkaBroker(sasl_ssl=listener) as broker:
         broker.create_topics(POSTMESH_TOPICS)
         yield broker
 

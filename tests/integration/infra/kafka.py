@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,21 @@ log4j.logger.kafka.log.LogCleaner=WARN
 """
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second client listener as a managed Kafka offers it: TLS with a server certificate
+    (PEM, PKCS#8 key) and SASL SCRAM-SHA-512/256 users made at format time (KRaft keeps SCRAM
+    credentials in its metadata log). The PLAINTEXT listener stays for the broker's own use and
+    for tests that do not care."""
+
+    cert_file: Path
+    key_file: Path
+    # The CA that signed cert_file, for clients.
+    ca_file: Path
+    # user -> password; each gets SCRAM-SHA-512 and SCRAM-SHA-256 credentials.
+    users: Mapping[str, str] = field(default_factory=dict)
+
+
 def _kafka_uuid() -> str:
     """A random cluster id in Kafka's format (base64url, no padding; never starts with '-')."""
     while True:
@@ -74,7 +90,10 @@ class KafkaBroker(LocalServer):
         extra_properties: Mapping[str, str] | None = None,
         startup_timeout_s: float = 90.0,
         stop_timeout_s: float = 30.0,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
+        self.sasl_ssl = sasl_ssl
+        self.sasl_ssl_port = 0
         self._libs_dir = Path(libs_dir) if libs_dir is not None else None
         self.version = version
         self._java = java
@@ -93,6 +112,12 @@ class KafkaBroker(LocalServer):
         if not self.port:
             raise InfraError("KafkaBroker is not started")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        if not self.sasl_ssl_port:
+            raise InfraError("KafkaBroker has no SASL_SSL listener (or is not started)")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
     def log_path(self) -> Path:
@@ -129,7 +154,7 @@ class KafkaBroker(LocalServer):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        self.port = self.controller_port = 0
+        self.port = self.controller_port = self.sasl_ssl_port = 0
 
     def create_topics(self, topics: Mapping[str, int] | None = None) -> None:
         """Create topics (name -> partition count, replication 1); existing ones are kept.
@@ -188,8 +213,38 @@ class KafkaBroker(LocalServer):
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
+        if self.sasl_ssl is not None:
+            props.update(self._sasl_ssl_properties(self.sasl_ssl))
         props.update(self._extra)
         return props
+
+    def _sasl_ssl_properties(self, listener: SaslSslListener) -> dict[str, str]:
+        assert self._tmp is not None
+        # Kafka's PEM key store (KIP-651) wants the key and its certificate chain in one file.
+        keystore = self._tmp / "sasl-ssl-keystore.pem"
+        keystore.write_text(listener.key_file.read_text() + listener.cert_file.read_text())
+        keystore.chmod(0o600)
+        name = "listener.name.sasl_ssl"
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port},"
+                f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            ),
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+            ),
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            ),
+            f"{name}.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+            f"{name}.scram-sha-512.sasl.jaas.config": jaas,
+            f"{name}.scram-sha-256.sasl.jaas.config": jaas,
+            f"{name}.ssl.keystore.type": "PEM",
+            f"{name}.ssl.keystore.location": str(keystore),
+            # Every authenticated user may do everything (no authorizer): the test is about
+            # authentication and encryption, not ACLs.
+        }
 
     def _java_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
         assert self._tmp is not None
@@ -209,16 +264,24 @@ class KafkaBroker(LocalServer):
         self.port, self.controller_port = free_port(), free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
+        if self.sasl_ssl is not None:
+            self.sasl_ssl_port = free_port()
+            while self.sasl_ssl_port in (self.port, self.controller_port):
+                self.sasl_ssl_port = free_port()
         config = self._tmp / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
         (self._tmp / "log4j.properties").write_text(_LOG4J)
         log = self._tmp / "kafka.log"
 
         # Format the metadata log once: KRaft refuses to start on an unformatted log dir.
+        # SCRAM users go in here too (KIP-900), before the broker exists to take kafka-configs.
+        scram: list[str] = []
+        for user, password in (self.sasl_ssl.users if self.sasl_ssl else {}).items():
+            for mech in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                scram += ["--add-scram", f"{mech}=[name={user},password={password}]"]
+        format_args = ["format", "-t", _kafka_uuid(), "-c", str(config), *scram]
         fmt = subprocess.run(
-            self._java_cmd(
-                libs, "kafka.tools.StorageTool", "format", "-t", _kafka_uuid(), "-c", str(config)
-            ),
+            self._java_cmd(libs, "kafka.tools.StorageTool", *format_args),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.integration.infra._process import InfraError, LocalServer, log_tail
@@ -30,10 +31,19 @@ def _bindir() -> Path:
 
 
 class PostgreSQL(LocalServer):
-    def __init__(self, *, fsync: bool = False, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        fsync: bool = False,
+        timeout_s: float = 60.0,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
         """``fsync=False`` for tests (durability across a machine crash is not under test);
-        benchmarks keep PostgreSQL's default (on), as a deployment would."""
+        benchmarks keep PostgreSQL's default (on), as a deployment would. ``users``: login
+        roles (name -> password) that own the database and must give their password over TCP
+        (scram-sha-256); ``postgres`` stays trusted for the fixtures' own use."""
         self.fsync = fsync
+        self.users = dict(users or {})
         self.timeout_s = timeout_s
         self.port = 0
         self._tmp: Path | None = None
@@ -41,7 +51,10 @@ class PostgreSQL(LocalServer):
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url_for("postgres")
+
+    def url_for(self, user: str) -> str:
+        return f"postgres://{user}@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
     def _data(self) -> Path:
@@ -76,6 +89,11 @@ class PostgreSQL(LocalServer):
                     "-U", "postgres", "-E", "UTF8", "--no-sync",
                 ),
             )  # fmt: skip
+            if self.users:
+                # First match wins: these lines go before initdb's "trust" ones.
+                hba = self._data / "pg_hba.conf"
+                lines = "".join(f"host all {u} 127.0.0.1/32 scram-sha-256\n" for u in self.users)
+                self._write_as_owner(hba, lines + hba.read_text())
             self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._tmp} "
@@ -96,10 +114,30 @@ class PostgreSQL(LocalServer):
                     "-U", "postgres", DATABASE,
                 ),
             )  # fmt: skip
+            for user, password in self.users.items():
+                self._check(
+                    f"creating role {user}",
+                    self._psql(
+                        f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'; "
+                        f'ALTER DATABASE {DATABASE} OWNER TO "{user}";'
+                    ),
+                )
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _psql(self, sql: str) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            "-d", DATABASE, "-v", "ON_ERROR_STOP=1", "-c", sql,
+        )  # fmt: skip
+
+    def _write_as_owner(self, path: Path, text: str) -> None:
+        # As root the data dir belongs to postgres; keep the file its own.
+        stat = path.stat()
+        path.write_text(text)
+        os.chown(path, stat.st_uid, stat.st_gid)
 
     def stop(self) -> None:
         """Stops our own server (pg_ctl reads its postmaster's PID from the data dir)."""

@@ -58,6 +58,8 @@ live here; what an operator tunes lives in values.yaml under .Values.<key>.
 smtpEdge:
   key: smtpEdge
   name: smtp-edge
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.smtp_edge
   kind: edge
   opsPort: 9101
@@ -69,6 +71,8 @@ smtpEdge:
 imapGw:
   key: imapGw
   name: imap-gw
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.imap_gw
   kind: edge
   opsPort: 9102
@@ -89,6 +93,8 @@ pop3Gw:
 delivery:
   key: delivery
   name: delivery
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.delivery
   kind: worker
   opsPort: 9104
@@ -96,6 +102,8 @@ delivery:
 store:
   key: store
   name: store
+  # Publishes to or consumes the Kafka bus (gets the kafka.* security settings).
+  bus: true
   module: postmesh.store
   kind: grpc
   opsPort: 9105
@@ -195,13 +203,95 @@ plaintext. Call with the component context (dict "root" $ "c" $c). */}}
 {{- printf "%s-mongodb" (include "postmesh.fullname" .) }}
 {{- end }}
 
+{{/* How the bus components reach Kafka, as JSON: {protocol, mechanism, username,
+     passwordSecret {name, key}, caSecret {name, key}, clientCertSecret}. From kafka.* for an
+     external Kafka; from the Strimzi cluster's SCRAM listener, KafkaUser and cluster CA when
+     kafka.strimzi.authentication is scram-sha-512. */}}
+{{- define "postmesh.kafkaClient" -}}
+{{- $k := .Values.kafka }}
+{{- if and $k.strimzi.enabled (eq $k.strimzi.authentication "scram-sha-512") }}
+{{- $user := include "postmesh.kafkaUserName" . }}
+{{- toJson (dict "protocol" "SASL_SSL" "mechanism" "SCRAM-SHA-512" "username" $user "passwordSecret" (dict "name" $user "key" "password") "caSecret" (dict "name" (printf "%s-cluster-ca-cert" (include "postmesh.kafkaClusterName" .)) "key" "ca.crt") "clientCertSecret" "") }}
+{{- else }}
+{{- if and $k.strimzi.enabled (ne $k.securityProtocol "PLAINTEXT") }}
+{{- fail "kafka.securityProtocol applies to an external Kafka: for the chart's Strimzi cluster set kafka.strimzi.authentication=scram-sha-512" }}
+{{- end }}
+{{- toJson (dict "protocol" $k.securityProtocol "mechanism" $k.sasl.mechanism "username" $k.sasl.username "passwordSecret" $k.sasl.passwordSecret "caSecret" $k.tls.caSecret "clientCertSecret" $k.tls.clientCertSecret) }}
+{{- end }}
+{{- end }}
+
+{{/* The KafkaUser (and SCRAM user name) of the services on the chart's Strimzi cluster. */}}
+{{- define "postmesh.kafkaUserName" -}}
+{{- printf "%s-services" (include "postmesh.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Kafka client security of the bus components (ConfigMap data lines); the files are
+     mounted by the Deployment from the Secrets of postmesh.kafkaClient. */}}
+{{- define "postmesh.kafkaSecurityConfig" -}}
+{{- $kc := include "postmesh.kafkaClient" . | fromJson }}
+POSTMESH_KAFKA_SECURITY_PROTOCOL: {{ $kc.protocol | quote }}
+{{- if hasPrefix "SASL_" $kc.protocol }}
+POSTMESH_KAFKA_SASL_MECHANISM: {{ $kc.mechanism | quote }}
+POSTMESH_KAFKA_USERNAME: {{ required "kafka.sasl.username is required with a SASL_* kafka.securityProtocol" $kc.username | quote }}
+{{- $_ := required "kafka.sasl.passwordSecret.name is required with a SASL_* kafka.securityProtocol" $kc.passwordSecret.name }}
+POSTMESH_KAFKA_PASSWORD_FILE: "/etc/postmesh/kafka-sasl/password"
+{{- end }}
+{{- if $kc.caSecret.name }}
+POSTMESH_KAFKA_TLS_CA_FILE: "/etc/postmesh/kafka-tls-ca/ca.crt"
+{{- end }}
+{{- if $kc.clientCertSecret }}
+POSTMESH_KAFKA_TLS_CERT_FILE: "/etc/postmesh/kafka-tls-client/tls.crt"
+POSTMESH_KAFKA_TLS_KEY_FILE: "/etc/postmesh/kafka-tls-client/tls.key"
+{{- end }}
+{{- end }}
+
+{{/* MongoDB TLS files of store and auth (ConfigMap data lines). */}}
+{{- define "postmesh.mongodbTlsConfig" -}}
+{{- $t := .Values.mongodb.tls }}
+{{- if $t.caSecret.name }}
+POSTMESH_MONGODB_TLS_CA_FILE: "/etc/postmesh/mongodb-tls-ca/ca.crt"
+{{- end }}
+{{- if $t.clientCertKeySecret.name }}
+POSTMESH_MONGODB_TLS_CERT_KEY_FILE: "/etc/postmesh/mongodb-tls-client/tls.pem"
+{{- end }}
+{{- end }}
+
+{{/* Secret volumes (name, secret, key -> file) a component mounts for Kafka and MongoDB:
+     a JSON list of {name, secret, items: [{key, path}], mountPath}. */}}
+{{- define "postmesh.backendSecretVolumes" -}}
+{{- $k := include "postmesh.kafkaClient" .root | fromJson }}
+{{- $m := .root.Values.mongodb.tls }}
+{{- $out := list }}
+{{- if .c.bus }}
+{{- if and (hasPrefix "SASL_" $k.protocol) $k.passwordSecret.name }}
+{{- $out = append $out (dict "name" "kafka-sasl" "secret" $k.passwordSecret.name "items" (list (dict "key" $k.passwordSecret.key "path" "password")) "mountPath" "/etc/postmesh/kafka-sasl") }}
+{{- end }}
+{{- if $k.caSecret.name }}
+{{- $out = append $out (dict "name" "kafka-tls-ca" "secret" $k.caSecret.name "items" (list (dict "key" $k.caSecret.key "path" "ca.crt")) "mountPath" "/etc/postmesh/kafka-tls-ca") }}
+{{- end }}
+{{- if $k.clientCertSecret }}
+{{- $out = append $out (dict "name" "kafka-tls-client" "secret" $k.clientCertSecret "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")) "mountPath" "/etc/postmesh/kafka-tls-client") }}
+{{- end }}
+{{- end }}
+{{- if or (eq .c.name "store") (eq .c.name "auth") }}
+{{- if $m.caSecret.name }}
+{{- $out = append $out (dict "name" "mongodb-tls-ca" "secret" $m.caSecret.name "items" (list (dict "key" $m.caSecret.key "path" "ca.crt")) "mountPath" "/etc/postmesh/mongodb-tls-ca") }}
+{{- end }}
+{{- if $m.clientCertKeySecret.name }}
+{{- $out = append $out (dict "name" "mongodb-tls-client" "secret" $m.clientCertKeySecret.name "items" (list (dict "key" $m.clientCertKeySecret.key "path" "tls.pem")) "mountPath" "/etc/postmesh/mongodb-tls-client") }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
 {{- define "postmesh.kafkaClusterName" -}}
 {{- printf "%s-kafka" (include "postmesh.fullname" .) }}
 {{- end }}
 
 {{- define "postmesh.kafkaBootstrapServers" -}}
 {{- if .Values.kafka.strimzi.enabled }}
-{{- printf "%s-kafka-bootstrap:9092" (include "postmesh.kafkaClusterName" .) }}
+{{- $port := ternary 9093 9092 (eq .Values.kafka.strimzi.authentication "scram-sha-512") }}
+{{- printf "%s-kafka-bootstrap:%v" (include "postmesh.kafkaClusterName" .) $port }}
 {{- else }}
 {{- required "kafka.bootstrapServers is required unless kafka.strimzi.enabled" .Values.kafka.bootstrapServers }}
 {{- end }}

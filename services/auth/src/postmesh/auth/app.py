@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -20,22 +21,34 @@ from postmesh.auth.quotas import StoreQuotas
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.auth.settings import AuthSettings
-from postmesh.common.admin_token import admin_token
 from postmesh.common.grpc import GrpcServer
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.mongo import mongo_startup
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.stubs import store_stub
 
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
+
 log = get_logger(__name__)
+
+
+def mongo_client(settings: AuthSettings) -> AsyncMongoClient[dict[str, Any]]:
+    from pymongo import AsyncMongoClient
+
+    url, options = settings.mongo_client_args()
+    return AsyncMongoClient(url, **options)
 
 
 def create_repository(settings: AuthSettings) -> AccountRepository:
     if settings.auth_backend == "mongodb":
         from postmesh.auth.repository.mongodb import MongoAccountRepository
 
-        return MongoAccountRepository(settings.mongodb_url, settings.mongodb_database)
+        return MongoAccountRepository(
+            None, settings.mongodb_database, client=mongo_client(settings)
+        )
     from postmesh.auth.repository.sqlite import SqliteAccountRepository
 
     return SqliteAccountRepository(settings.data_path(settings.auth_sqlite_path))
@@ -45,7 +58,7 @@ def create_records(settings: AuthSettings) -> RecordRepository:
     if settings.auth_backend == "mongodb":
         from postmesh.auth.records.mongodb import MongoRecordRepository
 
-        return MongoRecordRepository(settings.mongodb_url, settings.mongodb_database)
+        return MongoRecordRepository(None, settings.mongodb_database, client=mongo_client(settings))
     from postmesh.auth.records.sqlite import SqliteRecordRepository
 
     return SqliteRecordRepository(settings.data_path(settings.auth_sqlite_path))
@@ -102,13 +115,14 @@ class AuthServiceApp(Service):
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.repo.open()
-        await self.records.open()
+        async with mongo_startup(self.settings):
+            await self.repo.open()
+            await self.records.open()
         await self.accounts.dkim.ensure_keys()
         await self.grpc.start([auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name])
         app = create_admin_app(
             self.accounts,
-            admin_token(self.settings.admin_token, self.settings.data_dir),
+            self.settings.admin_token_value(),
             DnsPolicy.from_settings(self.settings),
             self.quotas,
         )

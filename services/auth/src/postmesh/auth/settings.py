@@ -5,25 +5,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from postmesh.common.config import ServiceSettings
+from postmesh.common.admin_token import AdminTokenSettings
+from postmesh.common.mongo import MongoSettings
 
 
-class AuthSettings(ServiceSettings):
+class AuthSettings(MongoSettings, AdminTokenSettings):
     ops_port: int = Field(default=9106, ge=0, le=65535)
     # gRPC listen address (edges reach it through POSTMESH_AUTH_ADDRESS).
     auth_listen: str = "127.0.0.1:50062"
     # sqlite (embedded, file under data_dir) or mongodb (production; MongoDB 6+ or FerretDB).
     auth_backend: Literal["sqlite", "mongodb"] = "sqlite"
     auth_sqlite_path: Path = Path("auth.sqlite3")
-    # MongoDB connection string and database, when POSTMESH_AUTH_BACKEND=mongodb.
-    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    # MongoDB database, when the backend is mongodb (the connection: POSTMESH_MONGODB_URL etc.).
     mongodb_database: str = "postmesh"
     # The admin REST API (FastAPI); keep it on an internal network.
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8080, ge=0, le=65535)
-    # Bearer token of the admin role (domain-admin tokens are issued through the API, ADR 26).
-    # Unset: one is generated and kept in <data_dir>/admin-token.
-    admin_token: str | None = Field(default=None, min_length=16)
     # Failed-login lockout, shared by all replicas (docs/operations.md "Login lockout"):
     # this many failures within the window lock the account / the client IP for lockout_seconds.
     auth_lockout_account_failures: int = Field(default=10, ge=1)

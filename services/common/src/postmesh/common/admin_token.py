@@ -14,9 +14,40 @@ import re
 import secrets
 from pathlib import Path
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from postmesh.common.config import ServiceSettings
+from postmesh.common.secrets import check_secret_file, read_secret
+
 # A domain-admin token: the prefix, a public id (the repository key) and 256 random bits.
 DOMAIN_ADMIN_PREFIX = "pmda_"
 _DOMAIN_ADMIN = re.compile(r"^pmda_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
+
+
+class AdminTokenSettings(ServiceSettings):
+    """The admin token settings of the services with an admin API (auth, delivery)."""
+
+    # Bearer token of the admin role of the admin APIs (auth's and delivery's queue API: one
+    # secret; domain-admin tokens are issued through auth's API, ADR 26). Unset: the one in
+    # <data_dir>/admin-token, made by whichever service starts first. Never logged.
+    admin_token: SecretStr | None = Field(default=None, min_length=16)
+    # A file holding the admin token (a mounted Secret), instead of POSTMESH_ADMIN_TOKEN.
+    admin_token_file: Path | None = None
+
+    @field_validator("admin_token_file")
+    @classmethod
+    def _readable_token_file(cls, v: Path | None) -> Path | None:
+        return check_secret_file(v)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> AdminTokenSettings:
+        if self.admin_token is not None and self.admin_token_file is not None:
+            raise ValueError("set POSTMESH_ADMIN_TOKEN or POSTMESH_ADMIN_TOKEN_FILE, not both")
+        return self
+
+    def admin_token_value(self) -> str:
+        """The configured token, else the one shared through data_dir (made if missing)."""
+        return admin_token(read_secret(self.admin_token, self.admin_token_file), self.data_dir)
 
 
 def admin_token(configured: str | None, data_dir: Path) -> str:

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from postmesh.common.net import Network, parse_networks
+from postmesh.common.secrets import REDACTED, check_secret_file, read_secret
 
 ENV_PREFIX = "POSTMESH_"
 
@@ -35,6 +36,26 @@ class ServiceSettings(BaseSettings):
     bus: Literal["sqlite", "kafka"] = "sqlite"
     # Comma-separated host:port list, when POSTMESH_BUS=kafka.
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How the Kafka clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or
+    # SASL_SSL (a managed Kafka: SASL over TLS). The bus's start fails, naming these settings,
+    # when the brokers refuse it.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL mechanism with SASL_*: SCRAM-SHA-512 or SCRAM-SHA-256 (RFC 5802/7677; the password
+    # never crosses the wire) or PLAIN (only over SASL_SSL).
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    # The SASL user name.
+    kafka_username: str = ""
+    # The SASL password; prefer POSTMESH_KAFKA_PASSWORD_FILE (a mounted Secret). Never logged.
+    kafka_password: SecretStr | None = None
+    # A file holding the SASL password (a mounted Secret; read when the clients are made).
+    kafka_password_file: Path | None = None
+    # With SSL/SASL_SSL: the CA certificate(s) the brokers' certificates must chain to; unset
+    # uses the system's trusted CAs (a managed Kafka with a public certificate).
+    kafka_tls_ca_file: Path | None = None
+    # Client certificate and key for brokers that authenticate clients by TLS (ssl.client.auth).
+    kafka_tls_cert_file: Path | None = None
+    # The private key of POSTMESH_KAFKA_TLS_CERT_FILE.
+    kafka_tls_key_file: Path | None = None
     # Embedded bus database; relative paths are under data_dir.
     bus_sqlite_path: Path = Path("bus.sqlite3")
     # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).
@@ -92,6 +113,31 @@ class ServiceSettings(BaseSettings):
         parse_networks(v)
         return v
 
+    @field_validator("kafka_password_file")
+    @classmethod
+    def _readable_secret(cls, v: Path | None) -> Path | None:
+        return check_secret_file(v)
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> ServiceSettings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        has_password = self.kafka_password is not None or self.kafka_password_file is not None
+        if self.kafka_password is not None and self.kafka_password_file is not None:
+            raise ValueError(
+                "set POSTMESH_KAFKA_PASSWORD or POSTMESH_KAFKA_PASSWORD_FILE, not both"
+            )
+        if sasl and not (self.kafka_username and has_password):
+            raise ValueError(
+                f"POSTMESH_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "POSTMESH_KAFKA_USERNAME and POSTMESH_KAFKA_PASSWORD(_FILE)"
+            )
+        if (self.kafka_tls_cert_file is None) != (self.kafka_tls_key_file is None):
+            raise ValueError("POSTMESH_KAFKA_TLS_CERT_FILE and _KEY_FILE go together")
+        return self
+
+    def kafka_password_value(self) -> str | None:
+        return read_secret(self.kafka_password, self.kafka_password_file)
+
     def trusted_proxy_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.proxy_trusted_networks)
 
@@ -106,10 +152,20 @@ def format_validation_error(cls: type[BaseSettings], err: ValidationError) -> st
     prefix = str(cls.model_config.get("env_prefix", ENV_PREFIX))
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "?"
+        if not e["loc"]:
+            # A check across settings: its input is every setting, secrets included.
+            lines.append(f"invalid settings: {e['msg']}")
+            continue
+        field = ".".join(str(p) for p in e["loc"])
         env = (prefix + field).upper()
-        lines.append(f"invalid setting {env}={e.get('input')!r}: {e['msg']}")
+        value = REDACTED if _is_secret(cls, str(e["loc"][0])) else repr(e.get("input"))
+        lines.append(f"invalid setting {env}={value}: {e['msg']}")
     return "\n".join(lines)
+
+
+def _is_secret(cls: type[BaseSettings], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    return field is not None and "SecretStr" in str(field.annotation)
 
 
 def load_settings(cls: type[S]) -> S:

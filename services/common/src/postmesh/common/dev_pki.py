@@ -5,6 +5,7 @@ its certificates from Secrets or cert-manager (the Helm chart); nothing here is 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,9 +57,7 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def ensure_dev_pki(directory: Path, services: Iterable[str]) -> dict[str, ServiceCert]:
-    """The CA in ``directory`` (made once) and a certificate for each of ``services`` (made
-    when missing), each naming ``identity_name(service)`` in its subjectAltName."""
+def _ensure_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert_path, ca_key_path = directory / "ca.pem", directory / "ca-key.pem"
     now = datetime.datetime.now(datetime.UTC)
@@ -95,6 +94,15 @@ def ensure_dev_pki(directory: Path, services: Iterable[str]) -> dict[str, Servic
         )
         _write(ca_key_path, _key_pem(ca_key))
         _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+    return ca_key, ca_cert
+
+
+def ensure_dev_pki(directory: Path, services: Iterable[str]) -> dict[str, ServiceCert]:
+    """The CA in ``directory`` (made once) and a certificate for each of ``services`` (made
+    when missing), each naming ``identity_name(service)`` in its subjectAltName."""
+    ca_key, ca_cert = _ensure_ca(directory)
+    ca_cert_path = directory / "ca.pem"
+    now = datetime.datetime.now(datetime.UTC)
     out = {}
     for service in services:
         cert_path, key_path = directory / f"{service}.pem", directory / f"{service}-key.pem"
@@ -125,3 +133,32 @@ def ensure_dev_pki(directory: Path, services: Iterable[str]) -> dict[str, Servic
             _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         out[service] = ServiceCert(cert_path, key_path, ca_cert_path)
     return out
+
+
+def ensure_server_cert(
+    directory: Path, name: str, dns_names: Iterable[str], ip_addresses: Iterable[str] = ()
+) -> ServiceCert:
+    """A TLS server certificate from the same throwaway CA, for a test's Kafka broker or
+    MongoDB-wire server: ``<name>.pem`` (the certificate), ``<name>-key.pem`` (PKCS#8 key)."""
+    ca_key, ca_cert = _ensure_ca(directory)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    if not (cert_path.exists() and key_path.exists()):
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        alt_names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+        alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write(key_path, _key_pem(key))
+        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return ServiceCert(cert_path, key_path, directory / "ca.pem")

@@ -16,6 +16,12 @@ log = get_logger(__name__)
 S = TypeVar("S", bound=ServiceSettings)
 
 
+class StartupError(RuntimeError):
+    """A dependency refused the service at start (a broker rejecting its credentials, say).
+    ``main`` logs the message, which names the dependency and the settings to check, and exits
+    with status 1 instead of a traceback."""
+
+
 class Service(ABC):
     """A service: ``start`` opens its listeners and background tasks, ``stop`` closes them."""
 
@@ -71,3 +77,6 @@ def main(settings_cls: type[S], factory: Callable[[S], Service], name: str) -> N
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    except StartupError as exc:
+        log.error("service could not start: %s", exc)
+        raise SystemExit(1) from None

@@ -19,7 +19,6 @@ from postmesh.api.auth.v1.auth_pb2_grpc import AuthServiceStub
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common import topics
-from postmesh.common.admin_token import admin_token
 from postmesh.common.bus import Bus, BusRecord, create_bus
 from postmesh.common.dns import make_resolver
 from postmesh.common.grpc_security import GrpcSecurity
@@ -189,7 +188,7 @@ class DeliveryService(Service):
             await self._start_admin_api()
 
     async def _start_admin_api(self) -> None:
-        token = admin_token(self.settings.admin_token, self.settings.data_dir)
+        token = self.settings.admin_token_value()
         config = uvicorn.Config(
             create_admin_app(self.admin, self.trace, token),
             host=self.settings.queue_admin_host,

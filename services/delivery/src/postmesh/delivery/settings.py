@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from postmesh.common.config import ServiceSettings
+from postmesh.common.admin_token import AdminTokenSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
@@ -26,7 +26,7 @@ def parse_schedule(text: str) -> list[float]:
     return steps
 
 
-class DeliverySettings(ServiceSettings):
+class DeliverySettings(AdminTokenSettings):
     ops_port: int = Field(default=9104, ge=0, le=65535)
     # Kafka consumer group: all delivery replicas share it, so partitions are split among them.
     delivery_group: str = "postmesh-delivery"
@@ -74,9 +74,6 @@ class DeliverySettings(ServiceSettings):
     # Queue admin REST API (/api/v1/queue, /api/v1/trace); port 0 turns it off.
     queue_admin_host: str = "127.0.0.1"
     queue_admin_port: int = Field(default=8081, ge=0, le=65535)
-    # Bearer token of the admin APIs (the same secret as auth's admin API). Unset: the one in
-    # <data_dir>/admin-token, made by whichever service starts first.
-    admin_token: str | None = Field(default=None, min_length=16)
     # Messages whose delivery steps each replica keeps in memory for /api/v1/trace.
     trace_max_messages: int = Field(default=20000, ge=1)
 

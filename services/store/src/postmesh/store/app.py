@@ -7,6 +7,7 @@ from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import GrpcServer
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger
+from postmesh.common.mongo import mongo_startup
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.store.events import EventPublisher
@@ -46,10 +47,11 @@ class StoreApp(Service):
         return self.grpc.port if self.grpc is not None else 0
 
     async def start(self) -> None:
-        await self.repo.open()
-        self._started.append("repo")
-        await self.queue.open()
-        self._started.append("queue")
+        async with mongo_startup(self.settings):
+            await self.repo.open()
+            self._started.append("repo")
+            await self.queue.open()
+            self._started.append("queue")
         try:
             await self.bus.start()
             self._started.append("bus")

@@ -8,11 +8,15 @@ from postmesh.store.settings import StoreSettings
 
 def create_repository(settings: StoreSettings) -> StoreRepository:
     if settings.store_backend == "mongodb":
+        from pymongo import AsyncMongoClient
+
         from postmesh.store.mongodb import MongoStoreRepository
 
+        url, options = settings.mongo_client_args()
         return MongoStoreRepository(
-            settings.mongodb_url,
+            None,
             settings.mongodb_database,
+            client=AsyncMongoClient(url, **options),
             max_message_bytes=settings.store_max_message_bytes,
             upload_pin_seconds=settings.store_upload_pin_seconds,
             default_quota_bytes=settings.store_default_quota_bytes,

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from postmesh.common.config import ServiceSettings
+from postmesh.common.mongo import MongoSettings
 
 
-class StoreSettings(ServiceSettings):
+class StoreSettings(MongoSettings):
     ops_port: int = Field(default=9105, ge=0, le=65535)
     # gRPC listen address (clients reach it through POSTMESH_STORE_ADDRESS).
     store_listen: str = "127.0.0.1:50061"
@@ -18,8 +18,7 @@ class StoreSettings(ServiceSettings):
     store_backend: Literal["sqlite", "mongodb"] = "sqlite"
     # Relative paths are under data_dir.
     store_sqlite_path: Path = Path("store.sqlite3")
-    # MongoDB connection string and database, when POSTMESH_STORE_BACKEND=mongodb.
-    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    # MongoDB database, when the backend is mongodb (the connection: POSTMESH_MONGODB_URL etc.).
     mongodb_database: str = Field(default="postmesh", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     # Largest message (Deliver content or PutBlob stream) the store accepts.
     store_max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

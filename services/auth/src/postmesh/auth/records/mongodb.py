@@ -13,8 +13,15 @@ from postmesh.common.sasl.scram import ScramKeys
 
 
 class MongoRecordRepository(RecordRepository):
-    def __init__(self, url: str, database: str) -> None:
-        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+    def __init__(
+        self,
+        url: str | None,
+        database: str,
+        *,
+        client: AsyncMongoClient[dict[str, Any]] | None = None,
+    ) -> None:
+        """``client``: one made from the settings (credentials, TLS); else one for ``url``."""
+        self._client: AsyncMongoClient[dict[str, Any]] = client or AsyncMongoClient(
             url, serverSelectionTimeoutMS=5000
         )
         db = self._client[database]

@@ -10,8 +10,14 @@ from postmesh.common.config import ServiceSettings
 def create_bus(settings: ServiceSettings, client_id: str) -> Bus:
     if settings.bus == "kafka":
         from postmesh.common.bus.kafka import KafkaBus
+        from postmesh.common.bus.kafka_security import KafkaSecurity
 
-        return KafkaBus(settings.kafka_bootstrap_servers, client_id, create_topics=topics.ALL)
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id,
+            create_topics=topics.ALL,
+            security=KafkaSecurity.from_settings(settings),
+        )
     from postmesh.common.bus.sqlite import SqliteBus
 
     return SqliteBus(settings.data_path(settings.bus_sqlite_path))

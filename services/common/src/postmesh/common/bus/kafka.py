@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
+from postmesh.common.bus.kafka_security import KafkaSecurity
 from postmesh.common.logging import get_logger
+from postmesh.common.service import StartupError
 
 log = get_logger(__name__)
 
@@ -18,32 +22,96 @@ log = get_logger(__name__)
 MAX_RECORD_BYTES = 1024 * 1024
 
 
+class _Recorder(logging.Handler):
+    """Keeps aiokafka's warnings while the bus starts: its bootstrap logs the broker's reason
+    (SaslAuthenticationFailed, a TLS error) and raises only "Unable to bootstrap"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _aiokafka_warnings() -> Iterator[_Recorder]:
+    recorder = _Recorder()
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        logger.removeHandler(recorder)
+
+
 class KafkaBus(Bus):
     def __init__(
-        self, bootstrap_servers: str, client_id: str, *, create_topics: Sequence[str] = ()
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        *,
+        create_topics: Sequence[str] = (),
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
+        self.security = security or KafkaSecurity()
         self._create_topics = list(create_topics)
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        if self._create_topics:
-            await self._ensure_topics(self._create_topics)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            client_id=self.client_id,
-            enable_idempotence=True,  # implies acks=all: the 250 waits for every in-sync replica
-            acks="all",
-            linger_ms=2,
-            max_request_size=MAX_RECORD_BYTES + 64 * 1024,
+        with _aiokafka_warnings() as warnings:
+            await self._start(warnings)
+
+    async def _start(self, warnings: _Recorder) -> None:
+        try:
+            if self._create_topics:
+                await self._ensure_topics(self._create_topics)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=self.client_id,
+                enable_idempotence=True,  # implies acks=all: the 250 waits for every ISR
+                acks="all",
+                linger_ms=2,
+                max_request_size=MAX_RECORD_BYTES + 64 * 1024,
+                **self.security.client_kwargs(),
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # aiokafka logs the broker's reason (refused TLS, failed SASL) on the line before;
+            # this one says which bus and which settings, and the service exits without a
+            # traceback (postmesh.common.service.main).
+            reason = str(exc) if str(exc).startswith(type(exc).__name__) else repr(exc)
+            if warnings.messages:
+                reason = f"{warnings.messages[-1]} ({reason})"
+            raise StartupError(
+                f"the Kafka bus at {self.bootstrap_servers} refused or failed the connection "
+                f"({self.security.describe()}): {reason}; check "
+                "POSTMESH_KAFKA_BOOTSTRAP_SERVERS, POSTMESH_KAFKA_SECURITY_PROTOCOL, "
+                "POSTMESH_KAFKA_SASL_MECHANISM, POSTMESH_KAFKA_USERNAME and the password"
+            ) from exc
+        self._producer = producer
+        log.info(
+            "kafka bus connected",
+            extra={
+                "fields": {
+                    "bootstrap_servers": self.bootstrap_servers,
+                    "security": self.security.describe(),
+                }
+            },
         )
-        await self._producer.start()
 
     async def _ensure_topics(self, topics: Sequence[str], partitions: int = 3) -> None:
         """Development convenience; in production the chart's topic resources create them."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, **self.security.client_kwargs()
+        )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -89,6 +157,7 @@ class KafkaBus(Bus):
             enable_auto_commit=False,
             auto_offset_reset="latest" if from_latest else "earliest",
             max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
+            **self.security.client_kwargs(),
         )
         await consumer.start()
         try:

@@ -59,7 +59,7 @@ class MongoBase(StoreRepository):
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         database: str,
         *,
         client: AsyncMongoClient[Doc] | None = None,

@@ -11,9 +11,14 @@ def create_queue_repository(
     settings: StoreSettings, store: StoreRepository | None = None
 ) -> QueueRepository:
     if settings.store_backend == "mongodb":
+        from pymongo import AsyncMongoClient
+
         from postmesh.store.queue.mongodb import MongoQueueRepository
 
-        return MongoQueueRepository(settings.mongodb_url, settings.mongodb_database)
+        url, options = settings.mongo_client_args()
+        return MongoQueueRepository(
+            None, settings.mongodb_database, client=AsyncMongoClient(url, **options)
+        )
     from postmesh.store.queue.sqlite import SqliteQueueRepository
     from postmesh.store.sqlite import SqliteStoreRepository
 

@@ -68,7 +68,7 @@ class MongoQueueRepository(QueueRepository):
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         database: str,
         *,
         client: AsyncMongoClient[Doc] | None = None,
