@@ -93,6 +93,10 @@ class MongoBase(StoreRepository):
         await self._messages.create_index([("user", ASCENDING), ("expunged", ASCENDING)])
         await self._subscriptions.create_index([("user", ASCENDING), ("name", ASCENDING)])
         await self._intents.create_index([("user", ASCENDING)])
+        # The janitor's queries (mongodb/leftovers.py).
+        await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
+        await self._deliveries.create_index([("created_at", ASCENDING)])
+        await self._intents.create_index([("lease_until", ASCENDING)])
         await self.blobs.create_indexes()
 
     async def close(self) -> None:
