@@ -70,5 +70,6 @@ class Leftovers(ABC):
 
     @abstractmethod
     async def census(self) -> dict[str, int]:
-        """How many of each stored thing there are: at least ``blobs``, ``chunks``,
-        ``messages`` (live), ``tombstones`` and ``deliveries`` (for tests and operators)."""
+        """How many of each stored thing there are (for tests and operators); a store backend
+        counts at least ``blobs``, ``chunks``, ``messages`` (live), ``tombstones`` and
+        ``deliveries``."""
