@@ -302,3 +302,20 @@ async def test_two_janitors_at_once(ferretdb: FerretDB, database: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_collecting_a_pending_delivery_crashing_half_way(repo: MongoStoreRepository) -> None:
+    """The janitor dies after dropping a never-retried delivery's blob reference, before its
+    record: the next pass removes the record (the release is repeated harmlessly)."""
+    content = message(1)
+    crash_after(repo, "_step_reference_blob")
+    with pytest.raises(Crash):
+        await repo.deliver(Delivery("q1", "u", "", content=content))
+    crash_after(repo.blobs, "release")
+    with pytest.raises(Crash):
+        await run_pass(repo, later(15 * DAY))
+    census = await repo.census()
+    assert (census["deliveries"], census["references"], census["blobs"]) == (1, 0, 0)
+    assert (await run_pass(repo, later(15 * DAY)))[lo.DELIVERIES] == 1
+    census = await repo.census()
+    assert (census["deliveries"], census["chunks"], census["indexes"]) == (0, 0, 0)

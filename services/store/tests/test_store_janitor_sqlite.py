@@ -1,5 +1,6 @@
 """The janitor on SQLite: the file itself shrinks back (incremental auto-vacuum), the periodic
-task runs and reports its metrics, and a version-3 file is upgraded."""
+task runs and reports its metrics (also inside the real service), and a version-3 file is
+upgraded."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.grpc import channel
+from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store import leftovers as lo
+from postmesh.store.app import StoreApp
 from postmesh.store.contract_suite import message
 from postmesh.store.contract_suite.janitor import POLICY, expunge_all
 from postmesh.store.janitor import Janitor
 from postmesh.store.model import INBOX, Delivery
+from postmesh.store.settings import StoreSettings
 from postmesh.store.sqlite import SqliteStoreRepository
 
 DAY = 24 * 3600
@@ -117,3 +123,41 @@ async def test_version_3_tombstones_start_their_retention_at_the_upgrade(
         assert (await repo.get_changes("u", INBOX, 0)).expunged_incomplete
     finally:
         await repo.close()
+
+
+async def test_the_store_app_runs_the_janitor(tmp_path: Path) -> None:
+    """The real service with a short interval: tombstones kept 1 s disappear on their own, and
+    GetChanges over gRPC then says its expunged UIDs are incomplete."""
+    settings = StoreSettings(
+        data_dir=tmp_path, store_listen="127.0.0.1:0", bus="sqlite", grpc_plaintext=True,
+        store_janitor_interval_seconds=0.1, store_tombstone_retention_seconds=1,
+    )  # fmt: skip
+    app = StoreApp(settings)
+    await app.start()
+    ch = channel(f"127.0.0.1:{app.port}", GrpcSecurity(), "store")
+    try:
+        stub = store_pb2_grpc.StoreServiceStub(ch)
+        for n in (1, 2):
+            req = store_pb2.DeliverRequest(queue_id=f"Q{n}", user="u", content=message(n))
+            await stub.Deliver(req, timeout=10)
+        await stub.StoreFlags(
+            store_pb2.StoreFlagsRequest(
+                user="u", mailbox="INBOX", uids=[1], flags=["\\Deleted"],
+                mode=store_pb2.FLAGS_MODE_ADD,
+            ),
+            timeout=10,
+        )  # fmt: skip
+        await stub.Expunge(store_pb2.ExpungeRequest(user="u", mailbox="INBOX"), timeout=10)
+        ask = store_pb2.GetChangesRequest(user="u", mailbox="INBOX", since_modseq=1)
+        first = await stub.GetChanges(ask, timeout=10)
+        assert list(first.expunged_uids) == [1] and not first.expunged_incomplete
+        for _ in range(100):
+            changes = await stub.GetChanges(ask, timeout=10)
+            if changes.expunged_incomplete:
+                break
+            await asyncio.sleep(0.1)
+        assert changes.expunged_incomplete and list(changes.expunged_uids) == []
+        assert [m.uid for m in changes.changed] == [2]
+    finally:
+        await ch.close()
+        await app.stop()
