@@ -58,7 +58,7 @@ def vanished_since(stack: Stack, uidvalidity: int, modseq: int) -> list[bytes]:
         imap.untagged_responses.pop("VANISHED", None)
         typ, _ = imap._simple_command("SELECT", f"INBOX (QRESYNC ({uidvalidity} {modseq}))")
         assert typ == "OK"
-        return [bytes(v) for v in imap.untagged_responses.pop("VANISHED", []) if v]
+        return [v for v in imap.untagged_responses.pop("VANISHED", []) if isinstance(v, bytes)]
     finally:
         imap.logout()
 
