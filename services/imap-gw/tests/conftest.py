@@ -68,6 +68,8 @@ class FakeMailbox:
     # UIDs with the MODSEQ of their expunge (QRESYNC tombstones), as the real store keeps.
     modseq: int = 0
     tombstones: dict[int, int] = field(default_factory=dict)
+    # Highest MODSEQ of the tombstones the store's janitor removed (forget_tombstones).
+    vanished_floor: int = 0
     noselect: bool = False  # a deleted parent kept for its inferiors (RFC 9051 §6.3.5)
 
     def bump(self) -> int:
@@ -95,6 +97,11 @@ class FakeMailbox:
                 del self.messages[u]
                 self.tombstones[u] = modseq
         return gone
+
+    def forget_tombstones(self) -> None:
+        """What the store's janitor does after the tombstone retention."""
+        self.vanished_floor = max([self.vanished_floor, *self.tombstones.values()])
+        self.tombstones.clear()
 
     def info(self) -> MailboxInfo:
         metas = [m for m, _ in self.messages.values()]
@@ -393,6 +400,7 @@ class FakeStore:
             sorted(u for u, ms in box.tombstones.items() if ms > since_modseq),
             box.modseq,
             box.uidvalidity,
+            since_modseq < box.vanished_floor,
         )
 
     async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:

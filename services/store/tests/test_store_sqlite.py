@@ -15,6 +15,7 @@ from postmesh.store.contract_suite import content_of, message
 from postmesh.store.errors import UnknownUser
 from postmesh.store.model import INBOX, Delivery, FlagsMode
 from postmesh.store.sqlite import SqliteStoreRepository, rows
+from postmesh.store.sqlite.schema import SCHEMA_VERSION
 
 
 async def one(data: bytes) -> AsyncIterator[bytes]:
@@ -202,7 +203,7 @@ async def test_upgrade_indexes_header_fields_of_stored_mail(tmp_path: Path) -> N
     assert (await repo.search("u", INBOX, store_pb2.SearchKey(header=test_2))).uids == [2]
     await repo.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # Both contents have their header rows now: the second one healed by the search.
     names = conn.execute("SELECT DISTINCT blob_id FROM blob_headers").fetchall()
     assert len(names) == 2

@@ -219,6 +219,9 @@ class Changes:
     expunged_uids: Sequence[int]
     highestmodseq: int
     uidvalidity: int = 0
+    # The store no longer has every tombstone since the MODSEQ asked: ``expunged_uids`` may
+    # miss some; compare UIDs instead (``vanished.py``).
+    expunged_incomplete: bool = False
 
 
 class FlagsMode(enum.Enum):

@@ -335,7 +335,7 @@ class GrpcMailStore(GrpcMailboxAdmin):
             raise _unavailable("GetChanges", e) from e
         return Changes(
             [_meta(m) for m in resp.changed], list(resp.expunged_uids), resp.highestmodseq,
-            resp.uidvalidity,
+            resp.uidvalidity, resp.expunged_incomplete,
         )  # fmt: skip
 
     async def store_flags(

@@ -12,6 +12,8 @@ from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.store.events import EventPublisher
 from postmesh.store.factory import create_repository
+from postmesh.store.janitor import Janitor, JanitorPolicy
+from postmesh.store.leftovers import Leftovers
 from postmesh.store.queue.component import QueueComponent
 from postmesh.store.repository import StoreRepository
 from postmesh.store.servicer import StoreServicer
@@ -40,6 +42,8 @@ class StoreApp(Service):
         # object is built before asyncio.run() starts it.
         self.grpc: GrpcServer | None = None
         self._started: list[str] = []
+        targets = [r for r in (self.repo, self.queue.repo) if isinstance(r, Leftovers)]
+        self.janitor = Janitor(targets, janitor_policy(settings))
 
     @property
     def port(self) -> int:
@@ -71,8 +75,12 @@ class StoreApp(Service):
         queue_services = self.queue.register(self.grpc, self.repo)
         await self.grpc.start([SERVICE_NAME, *queue_services])
         self._started.append("grpc")
+        self.janitor.start()
+        self._started.append("janitor")
 
     async def stop(self) -> None:
+        if "janitor" in self._started:
+            await self.janitor.stop()
         if "grpc" in self._started and self.grpc is not None:
             await self.grpc.stop()
         if "bus" in self._started:
@@ -85,3 +93,14 @@ class StoreApp(Service):
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return {"store-backend": self.repo.ping, "queue-backend": self.queue.repo.ping}
+
+
+def janitor_policy(settings: StoreSettings) -> JanitorPolicy:
+    return JanitorPolicy(
+        interval_seconds=settings.store_janitor_interval_seconds,
+        batch=settings.store_janitor_batch,
+        max_batches=settings.store_janitor_max_batches,
+        tombstone_retention_seconds=settings.store_tombstone_retention_seconds,
+        delivery_retention_seconds=settings.store_delivery_retention_seconds,
+        orphan_grace_seconds=settings.store_janitor_orphan_grace_seconds,
+    )

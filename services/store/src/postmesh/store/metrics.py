@@ -1,6 +1,6 @@
 """Prometheus metrics of the store (per-RPC latency comes from common's gRPC interceptor)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "postmesh_store_deliveries_total",
@@ -20,4 +20,25 @@ EVENT_PUBLISH_FAILURES = Counter(
 QUOTA_REFUSALS = Counter(
     "postmesh_store_quota_refusals_total",
     "Deliver, Append and Copy calls refused because the user's quota would be exceeded.",
+)
+
+# The janitor (janitor.py, leftovers.py).
+JANITOR_REMOVED = Counter(
+    "postmesh_store_janitor_removed_total",
+    "Leftovers the janitor removed, by kind (upload_pins, blobs, tombstones, deliveries, "
+    "intents, references, chunks, transitions, pages).",
+    ["kind"],
+)
+JANITOR_PASS_SECONDS = Histogram(
+    "postmesh_store_janitor_pass_seconds",
+    "Duration of a janitor pass that completed.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+JANITOR_LAST_SUCCESS = Gauge(
+    "postmesh_store_janitor_last_success_timestamp_seconds",
+    "Unix time at which the last janitor pass completed (0: none yet).",
+)
+JANITOR_FAILURES = Counter(
+    "postmesh_store_janitor_failures_total",
+    "Janitor passes that ended on an error (the next pass starts over).",
 )

@@ -197,6 +197,8 @@ class Changes:
     expunged: list[int]
     highestmodseq: int
     uidvalidity: int
+    # The janitor removed tombstones above ``since``: ``expunged`` may miss UIDs (leftovers.py).
+    expunged_incomplete: bool = False
 
 
 @dataclass(frozen=True, slots=True)

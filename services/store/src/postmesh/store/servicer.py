@@ -380,6 +380,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         return store_pb2.GetChangesResponse(
             changed=[_summary(m) for m in r.changed], expunged_uids=r.expunged,
             highestmodseq=r.highestmodseq, uidvalidity=r.uidvalidity,
+            expunged_incomplete=r.expunged_incomplete,
         )  # fmt: skip
 
     async def StoreFlags(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from postmesh.common.mongo import MongoSettings
 
@@ -35,3 +35,28 @@ class StoreSettings(MongoSettings):
     # A mailbox event that cannot be published within this time is logged and dropped
     # (the store is the source of truth; readers resynchronise from MODSEQ).
     store_event_publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The janitor (janitor.py): a pass every this many seconds (jittered; 0 = never), each kind
+    # removed in batches of store_janitor_batch, at most store_janitor_max_batches per pass.
+    store_janitor_interval_seconds: float = Field(default=300.0, ge=0)
+    store_janitor_batch: int = Field(default=500, gt=0, le=10_000)
+    store_janitor_max_batches: int = Field(default=20, gt=0)
+    # Expunge tombstones (QRESYNC VANISHED, RFC 7162 3.2.10) are kept this long; a client that
+    # resynchronises from an older MODSEQ gets a UID-list comparison instead (correct, slower).
+    store_tombstone_retention_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    # Deliver idempotency records are kept this long: longer than any redelivery of a queue id
+    # can come (the Kafka topic's retention, 7 days by default, and the deferred queue's
+    # lifetime), so a replayed record never makes a second copy. At least the upload pin.
+    store_delivery_retention_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    # A half-written leftover (blob reference without its message, blob left "writing", queue
+    # transition without its entry) untouched this long is a dead writer's and is removed.
+    store_janitor_orphan_grace_seconds: int = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _delivery_records_outlive_uploads(self) -> StoreSettings:
+        # A Deliver naming a PutBlob upload can come until its pin expires; its record must
+        # still be there when a redelivery of it does.
+        if self.store_delivery_retention_seconds < self.store_upload_pin_seconds:
+            raise ValueError(
+                "store_delivery_retention_seconds must be at least store_upload_pin_seconds"
+            )
+        return self

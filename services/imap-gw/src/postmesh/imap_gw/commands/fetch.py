@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from postmesh.imap_gw import fetch_render, response
+from postmesh.imap_gw import fetch_render, response, vanished
 from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound, MessageStructure
 from postmesh.imap_gw.commands import SELECTED, handles
 from postmesh.imap_gw.commands.fetch_flags import fetch_from_model, from_model
@@ -219,6 +219,16 @@ async def _vanished(session: Session, cmd: Fetch, since: int) -> None:
     largest = max(sel.uidnext - 1, sel.uids[-1] if sel.uids else 0, *changes.expunged_uids, 0)
     ranges = [(largest if a == 0 else a, largest if b == 0 else b) for a, b in cmd.sequence.ranges]
     gone = [u for u in changes.expunged_uids if any(min(a, b) <= u <= max(a, b) for a, b in ranges)]
+    if changes.expunged_incomplete:
+        # Tombstones since ``since`` are gone (the store's janitor): also every UID of the set
+        # up to the largest known that this session does not hold, a superset the client
+        # sorts out (vanished.py).
+        bounded = [(min(a, b), min(max(a, b), largest)) for a, b in ranges]
+        missing = vanished.not_live(sel.uids, [(a, b) for a, b in bounded if a <= b])
+        if missing or gone:
+            text = vanished.uid_set([*missing, *((u, u) for u in gone)])
+            await session.untagged("VANISHED (EARLIER) " + text)
+        return
     if gone:
         await session.untagged("VANISHED (EARLIER) " + uid_set(gone))
 

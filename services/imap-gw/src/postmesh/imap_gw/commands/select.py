@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postmesh.common.logging import get_logger, kv
-from postmesh.imap_gw import response
+from postmesh.imap_gw import response, vanished
 from postmesh.imap_gw.backend import MailboxNotFound
 from postmesh.imap_gw.commands import AUTHENTICATED, SELECTED, handles
 from postmesh.imap_gw.commands.sync import flags_response, load_messages, uid_set
@@ -27,12 +27,21 @@ async def _qresync(session: Session, sel: SelectedMailbox, q: QresyncParams) -> 
     if q.uidvalidity != sel.uidvalidity:
         return
     changes = await session.store.get_changes(session.user, sel.name, q.modseq)
-    vanished = [u for u in changes.expunged_uids if u < sel.uidnext]
-    if q.known_uids is not None:
-        # Only UIDs the client says it has (RFC 7162 §3.2.5.1).
-        vanished = [u for u in vanished if _in_set(q.known_uids, u)]
-    if vanished:
-        await session.untagged("VANISHED (EARLIER) " + uid_set(vanished))
+    if changes.expunged_incomplete:
+        # Tombstones since the client's MODSEQ are gone (the store's janitor): every UID it
+        # may know that is not live, a superset the client sorts out (vanished.py).
+        asked = q.known_uids.ranges if q.known_uids is not None else [(1, sel.uidnext - 1)]
+        bounded = [(min(a, b), min(max(a, b), sel.uidnext - 1)) for a, b in asked]
+        gone = vanished.not_live(sel.uids, [(a, b) for a, b in bounded if a <= b])
+        if gone:
+            await session.untagged("VANISHED (EARLIER) " + vanished.uid_set(gone))
+    else:
+        uids = [u for u in changes.expunged_uids if u < sel.uidnext]
+        if q.known_uids is not None:
+            # Only UIDs the client says it has (RFC 7162 §3.2.5.1).
+            uids = [u for u in uids if _in_set(q.known_uids, u)]
+        if uids:
+            await session.untagged("VANISHED (EARLIER) " + uid_set(uids))
     lines = []
     for m in changes.changed:
         seq = sel.seq_of(m.uid)

@@ -83,7 +83,13 @@ async def resync(session: Session, *, force: bool = False) -> None:
             changes = await session.store.get_changes(session.user, sel.name, sel.highestmodseq)
             if changes.uidvalidity and changes.uidvalidity != sel.uidvalidity:
                 raise MailboxLost(sel.name)  # recreated under the same name
-            sel.apply_changes(changes)
+            if changes.expunged_incomplete:
+                # The store dropped tombstones since our MODSEQ (its janitor): what is not
+                # listed any more was expunged.
+                listing = await list_messages(session, sel.name)
+                sel.apply_listing(listing, changes.highestmodseq)
+            else:
+                sel.apply_changes(changes)
         else:
             # No MODSEQs to go by: compare the whole UID list (RFC 9051 §7.5.1 bookkeeping).
             info = await session.store.get_mailbox(session.user, sel.name)

@@ -25,6 +25,7 @@ from postmesh.store.contract_suite.helpers import (
     random_bytes,
     stream,
 )
+from postmesh.store.contract_suite.janitor import JanitorContract
 from postmesh.store.contract_suite.mailboxes import MailboxContract
 from postmesh.store.contract_suite.messages import MessageContract
 from postmesh.store.contract_suite.quotas import QuotaContract
@@ -32,7 +33,12 @@ from postmesh.store.contract_suite.search import SearchContract
 
 
 class StoreContract(
-    DeliveryContract, MailboxContract, MessageContract, QuotaContract, SearchContract
+    DeliveryContract,
+    JanitorContract,
+    MailboxContract,
+    MessageContract,
+    QuotaContract,
+    SearchContract,
 ):
     """Behaviour every StoreRepository backend must show. Subclasses provide ``repo``."""
 

@@ -3,12 +3,14 @@
 Collections (prefix ``store_``):
 - ``users``:         {_id: user, next_uidvalidity, provisioned, storage_limit?, message_limit?}
 - ``mailboxes``:     {_id, user, name, uidvalidity, uidnext, highestmodseq, special_use,
-                      noselect, pending}; unique (user, name); ``pending`` marks allocations
-                      whose writes are not done (``watermark.py``)
+                      noselect, pending, vanished_floor}; unique (user, name); ``pending``
+                      marks allocations whose writes are not done (``watermark.py``);
+                      ``vanished_floor`` the highest MODSEQ of tombstones the janitor removed
 - ``subscriptions``: {_id: key, user, name}
 - ``messages``:      {_id, mailbox_id, user, uid, modseq, flags, internal_date, size, blob_id,
-                      sent_day, expunged, released}; unique (mailbox_id, uid); an expunged
-                      message stays as a tombstone (no content) with its expunge MODSEQ
+                      sent_day, expunged, released, expunged_at}; unique (mailbox_id, uid);
+                      an expunged message stays as a tombstone (no content) with its expunge
+                      MODSEQ, until the janitor removes it (``leftovers.py``)
 - ``deliveries``:    Deliver's idempotency records (see ``messages.py``)
 - ``intents``:       multi-document operations in flight (see ``intents.py``)
 - the blob collections of ``blobs.py``.
@@ -93,6 +95,10 @@ class MongoBase(StoreRepository):
         await self._messages.create_index([("user", ASCENDING), ("expunged", ASCENDING)])
         await self._subscriptions.create_index([("user", ASCENDING), ("name", ASCENDING)])
         await self._intents.create_index([("user", ASCENDING)])
+        # The janitor's queries (mongodb/leftovers.py).
+        await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
+        await self._deliveries.create_index([("created_at", ASCENDING)])
+        await self._intents.create_index([("lease_until", ASCENDING)])
         await self.blobs.create_indexes()
 
     async def close(self) -> None:

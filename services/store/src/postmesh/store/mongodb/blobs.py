@@ -62,6 +62,8 @@ class MongoBlobStore:
     async def create_indexes(self) -> None:
         await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)
         await self.refs.create_index([("blob_id", ASCENDING), ("kind", ASCENDING)])
+        # The janitor's query for expired upload pins.
+        await self.refs.create_index([("kind", ASCENDING), ("expires_at", ASCENDING)])
 
     async def get_index(self, blob_id: str) -> MessageIndex | None:
         doc = await self.index.find_one({"_id": blob_id})
@@ -121,9 +123,11 @@ class MongoBlobStore:
                 and source is not None
                 and time.time() - float(doc.get("deleting_at", 0)) > STALE_DELETE_SECONDS
             ):
-                # The deleter died half-way; its chunks may be partly gone. Start a new
+                # The deleter died half-way; its chunks may be partly gone. Finish removing
+                # them (nothing else ever removes an abandoned key's chunks), then start a new
                 # incarnation (new key) and write it ourselves.
                 log.warning("taking over abandoned blob deletion", extra=kv(blob_id=blob_id))
+                await self.chunks.delete_many({"blob": doc["key"]})
                 await self.blobs.update_one(
                     {"_id": blob_id, "key": doc["key"], "state": DELETING},
                     {"$set": {"state": WRITING, "key": _new_key(blob_id)}},
@@ -182,11 +186,13 @@ class MongoBlobStore:
         await self.refs.delete_one({"_id": ref_id})
         await self.delete_if_unreferenced(blob_id)
 
-    async def delete_if_unreferenced(self, blob_id: str) -> bool:
+    async def delete_if_unreferenced(self, blob_id: str, state: str = COMPLETE) -> bool:
+        """Delete the blob if it is in ``state`` and nothing references it. ``WRITING``: the
+        janitor's, for a blob whose writer died (no reference left, long untouched)."""
         if await self.refs.find_one({"blob_id": blob_id}) is not None:
             return False
         doc = await self.blobs.find_one_and_update(
-            {"_id": blob_id, "state": COMPLETE},
+            {"_id": blob_id, "state": state},
             {"$set": {"state": DELETING, "deleting_at": time.time()}},
             return_document=ReturnDocument.AFTER,
         )
@@ -196,13 +202,29 @@ class MongoBlobStore:
             # A referrer came in between: it will see "deleting" and wait; give it back.
             await self.blobs.update_one(
                 {"_id": blob_id, "key": doc["key"], "state": DELETING},
-                {"$set": {"state": COMPLETE}, "$unset": {"deleting_at": ""}},
+                {"$set": {"state": state}, "$unset": {"deleting_at": ""}},
             )
             return False
-        await self.chunks.delete_many({"blob": doc["key"]})
-        await self.index.delete_one({"_id": blob_id})
-        await self.blobs.delete_one({"_id": blob_id, "key": doc["key"], "state": DELETING})
+        await self._remove(doc)
         return True
+
+    async def finish_abandoned_delete(self, doc: Doc) -> bool:
+        """The janitor's end of a deletion whose deleter died (``deleting`` for longer than
+        STALE_DELETE_SECONDS), when no reference appeared since; with one, a writer of the
+        content takes the blob over (``acquire``) and a referrer without it gives up."""
+        if float(doc.get("deleting_at", 0)) > time.time() - STALE_DELETE_SECONDS:
+            return False
+        if await self.refs.find_one({"blob_id": doc["_id"]}) is not None:
+            return False
+        await self._remove(doc)
+        return True
+
+    async def _remove(self, doc: Doc) -> None:
+        """Chunks, index, then the document (of this incarnation, still ``deleting``): a
+        crash in between leaves a ``deleting`` document that is finished later."""
+        await self.chunks.delete_many({"blob": doc["key"]})
+        await self.index.delete_one({"_id": doc["_id"]})
+        await self.blobs.delete_one({"_id": doc["_id"], "key": doc["key"], "state": DELETING})
 
     async def refcount(self, blob_id: str) -> int | None:
         if await self.blobs.find_one({"_id": blob_id}, {"_id": 1}) is None:

@@ -160,7 +160,7 @@ class MongoMessages(MongoDelivery):
         for doc in sources:
             await self._messages.update_one(
                 {"_id": doc["_id"], "expunged": False},
-                {"$set": {"expunged": True, "modseq": modseq}},
+                {"$set": {"expunged": True, "modseq": modseq, "expunged_at": time.time()}},
             )
         await self._release([d for d in sources if not d.get("released")])
 
@@ -251,7 +251,7 @@ class MongoMessages(MongoDelivery):
                 for doc in candidates:
                     r = await self._messages.update_one(
                         {"_id": doc["_id"], "expunged": False, "flags": DELETED},
-                        {"$set": {"expunged": True, "modseq": modseq}},
+                        {"$set": {"expunged": True, "modseq": modseq, "expunged_at": time.time()}},
                     )
                     if r.modified_count:  # else: a concurrent Expunge owns it, or \Deleted went
                         mine.append(doc)
@@ -377,10 +377,14 @@ class MongoMessages(MongoDelivery):
             {"mailbox_id": mbox["_id"], "modseq": {"$gt": since, "$lte": highest}}, _SUMMARY
         ).to_list(None)
         docs.sort(key=lambda d: int(d["uid"]))
+        # Read after the tombstones: the janitor raises the floor before it removes any
+        # (mongodb/leftovers.py), so a tombstone missed above shows here as a higher floor.
+        floor = await self._mailboxes.find_one({"_id": mbox["_id"]}, {"vanished_floor": 1})
         return Changes(
             [to_message(d) for d in docs if not d["expunged"]],
             [int(d["uid"]) for d in docs if d["expunged"]],
             max(highest, since), int(mbox["uidvalidity"]),
+            expunged_incomplete=since < int((floor or {}).get("vanished_floor", 0)),
         )  # fmt: skip
 
     # -- blobs and quotas --------------------------------------------------------------------

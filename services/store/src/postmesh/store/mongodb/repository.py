@@ -6,19 +6,18 @@ documents, quota usage), ``intents.py`` (all-or-nothing multi-document operation
 Append) and ``messages.py`` (COPY/MOVE, flags, expunge, reads, search, changes), over the blob
 store of ``blobs.py``.
 
-Not cleaned up yet (a janitor task, next issue): tombstones and delivery records older than the
-Kafka retention, expired upload pins (then their unreferenced blobs), delivery records left
-``pending`` by a delivery never retried, references taken by an Append that died before its
-message existed, and chunks of a blob whose writer crashed before the blob document existed.
+What crashed writers and time leave behind (expired upload pins, unreferenced blobs, aged
+tombstones and delivery records, expired intents, references of a dead Append, chunks of an
+abandoned incarnation) is removed by the janitor through ``leftovers.py``.
 """
 
 from __future__ import annotations
 
 from postmesh.store.mongodb.delivery import delivery_key
-from postmesh.store.mongodb.messages import MongoMessages
+from postmesh.store.mongodb.leftovers import MongoLeftovers
 
 
-class MongoStoreRepository(MongoMessages):
+class MongoStoreRepository(MongoLeftovers):
     async def open(self) -> None:
         await super().open()
         # Operations a previous run left half-done (their leases have expired by now, or

@@ -32,7 +32,9 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from postmesh.store import leftovers as lo
 from postmesh.store.errors import NotFound, Unavailable
+from postmesh.store.leftovers import Cutoffs, Leftovers
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 from postmesh.store.queue.repository import Clock, QueueRepository
 
@@ -63,7 +65,7 @@ def _entry(doc: Doc) -> QueueEntry:
     )  # fmt: skip
 
 
-class MongoQueueRepository(QueueRepository):
+class MongoQueueRepository(QueueRepository, Leftovers):
     transient_errors = (PyMongoError,)
 
     def __init__(
@@ -82,6 +84,7 @@ class MongoQueueRepository(QueueRepository):
         self._entries = db["store_queue"]
         self._transitions = db["store_queue_transitions"]
         self._locks = db["store_maildrop_locks"]
+        self._sweep_from: str | None = None  # the janitor's place in the transitions
 
     async def open(self) -> None:
         await self._entries.create_index([("ready_at", ASCENDING)])
@@ -375,3 +378,51 @@ class MongoQueueRepository(QueueRepository):
             {"_id": top["_id"], "owner": who}, {"$set": {"released": True}}
         )
         return True
+
+    # -- janitor (postmesh.store.leftovers) --------------------------------------------------
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (lo.TRANSITIONS,)
+
+    async def collect(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
+        if kind != lo.TRANSITIONS:
+            raise ValueError(f"unknown leftover kind {kind!r}")
+        return await self._collect_transitions(int(cutoffs.orphans * 1000), limit)
+
+    async def census(self) -> dict[str, int]:
+        return {
+            "queue_entries": await self._entries.count_documents({}),
+            "transitions": await self._transitions.count_documents({}),
+        }
+
+    async def _collect_transitions(self, before_ms: int, limit: int) -> int:
+        """Transitions of an incarnation whose entry is gone (a DELETE applied without its
+        cleanup, a claimer that died after inserting into a deleted entry). An incarnation
+        never comes back (Enqueue makes a new one, ``_apply`` never upserts), so nothing reads
+        them again; a slow claimer that re-inserts one still checks the entry and removes it.
+        Transitions of a live entry are kept: each generation's unique insert is what makes
+        its change exclusive. Swept by _id, a bounded number per call."""
+        query: Doc = {"at": {"$lt": before_ms}}
+        if self._sweep_from is not None:
+            query["_id"] = {"$gt": self._sweep_from}
+        scan = limit * 4
+        docs = await (
+            self._transitions.find(query, {"entry": 1, "inc": 1})
+            .sort("_id", ASCENDING)
+            .limit(scan)
+            .to_list(None)
+        )
+        self._sweep_from = docs[-1]["_id"] if len(docs) == scan else None
+        if not docs:
+            return 0
+        live = {
+            (e["_id"], e["inc"])
+            for e in await self._entries.find(
+                {"_id": {"$in": list({d["entry"] for d in docs})}}, {"inc": 1}
+            ).to_list(None)
+        }
+        dead = [d["_id"] for d in docs if (d["entry"], d["inc"]) not in live]
+        if dead:
+            await self._transitions.delete_many({"_id": {"$in": dead}})
+        return len(dead)

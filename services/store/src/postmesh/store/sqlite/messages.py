@@ -291,4 +291,8 @@ def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -
         "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
         (row[0], since),
     ).fetchall()
-    return Changes([rows.message(r) for r in changed], [int(g[0]) for g in gone], row[5], row[3])
+    floor = conn.execute("SELECT vanished_floor FROM mailboxes WHERE id = ?", (row[0],)).fetchone()
+    return Changes(
+        [rows.message(r) for r in changed], [int(g[0]) for g in gone], row[5], row[3],
+        expunged_incomplete=since < int(floor[0]),
+    )  # fmt: skip

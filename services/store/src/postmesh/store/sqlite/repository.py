@@ -17,8 +17,10 @@ from typing import TypeVar
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.common.sqlite import SqliteConnection
+from postmesh.store import leftovers as lo
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, NotFound
+from postmesh.store.leftovers import Cutoffs, Leftovers
 from postmesh.store.model import (
     AppendResult,
     Changes,
@@ -40,6 +42,7 @@ from postmesh.store.model import (
     SearchRows,
 )
 from postmesh.store.repository import StoreRepository
+from postmesh.store.sqlite import leftovers as janitor
 from postmesh.store.sqlite import mailboxes as mb
 from postmesh.store.sqlite import messages as msg
 from postmesh.store.sqlite import rows
@@ -55,7 +58,7 @@ def _setup(conn: sqlite3.Connection) -> None:
     migrate(conn)
 
 
-class SqliteStoreRepository(StoreRepository):
+class SqliteStoreRepository(StoreRepository, Leftovers):
     transient_errors = (sqlite3.OperationalError,)
 
     def __init__(self, path: Path, **limits: int) -> None:
@@ -261,3 +264,25 @@ class SqliteStoreRepository(StoreRepository):
             return rows.quota(c, user, *self._quota_defaults)
 
         return await self._write(txn)
+
+    # -- janitor (postmesh.store.leftovers) --------------------------------------------------
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (lo.UPLOAD_PINS, lo.BLOBS, lo.TOMBSTONES, lo.DELIVERIES, lo.PAGES)
+
+    async def collect(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
+        if kind == lo.UPLOAD_PINS:
+            return await self._write(lambda c: janitor.upload_pins(c, cutoffs.now, limit))
+        if kind == lo.BLOBS:
+            return await self._write(lambda c: janitor.blobs(c, cutoffs.now, limit))
+        if kind == lo.TOMBSTONES:
+            return await self._write(lambda c: janitor.tombstones(c, cutoffs.tombstones, limit))
+        if kind == lo.DELIVERIES:
+            return await self._write(lambda c: janitor.deliveries(c, cutoffs.deliveries, limit))
+        if kind == lo.PAGES:
+            return await self._read(lambda c: janitor.free_pages(c, limit))
+        raise ValueError(f"unknown leftover kind {kind!r}")
+
+    async def census(self) -> dict[str, int]:
+        return await self._read(janitor.census)

@@ -209,10 +209,14 @@ def release_blob(conn: sqlite3.Connection, blob_id: str, refs: int) -> None:
         (refs, blob_id),
     ).fetchone()
     if row is not None and row[0] <= 0 and row[1] <= time.time():
-        conn.execute("DELETE FROM blob_headers WHERE blob_id = ?", (blob_id,))
-        conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob_id,))
-        conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
-        conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+        delete_blob(conn, blob_id)
+
+
+def delete_blob(conn: sqlite3.Connection, blob_id: str) -> None:
+    conn.execute("DELETE FROM blob_headers WHERE blob_id = ?", (blob_id,))
+    conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob_id,))
+    conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
+    conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
 
 
 def put_index(conn: sqlite3.Connection, blob_id: str, index: MessageIndex) -> None:
@@ -271,9 +275,11 @@ def remove_messages(
     for m in msgs:
         conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, m.uid))
     if modseq is not None:
+        now = int(time.time())
         conn.executemany(
-            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-            ((mailbox_id, m.uid, modseq) for m in msgs),
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq, expunged_at)"
+            " VALUES (?, ?, ?, ?)",
+            ((mailbox_id, m.uid, modseq, now) for m in msgs),
         )
     for blob_id, refs in Counter(m.blob_id for m in msgs).items():
         release_blob(conn, blob_id, refs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 
 from postmesh.store.indexing import headers_of_document
@@ -11,7 +12,7 @@ from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # In SCHEMA, and made by the 2->3 migration (version 2 kept header values only inside the
 # search documents).
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     special_use TEXT NOT NULL DEFAULT '',
     noselect INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
+    -- Highest MODSEQ of the expunge tombstones the janitor removed (leftovers.py).
+    vanished_floor INTEGER NOT NULL DEFAULT 0,
     UNIQUE (user, name)
 );
 -- Subscriptions are names, not mailboxes: they may name none (RFC 9051 6.3.7).
@@ -64,6 +67,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     pinned_until INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- What the janitor looks for: expired upload pins, and blobs nothing holds any more.
+CREATE INDEX IF NOT EXISTS blobs_pinned ON blobs (pinned_until) WHERE pinned_until > 0;
+CREATE INDEX IF NOT EXISTS blobs_unreferenced ON blobs (pinned_until) WHERE refcount <= 0;
 CREATE TABLE IF NOT EXISTS blob_chunks (
     blob_id TEXT NOT NULL,
     n INTEGER NOT NULL,
@@ -101,14 +107,17 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
--- Expunge tombstones: UID and the MODSEQ of its expunge, for QRESYNC VANISHED (RFC 7162 3.2.10).
+-- Expunge tombstones: UID and the MODSEQ of its expunge, for QRESYNC VANISHED (RFC 7162 3.2.10),
+-- kept for the tombstone retention from expunged_at (Unix seconds).
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id),
     uid INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
+    expunged_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE INDEX IF NOT EXISTS expunged_age ON expunged (expunged_at);
 -- Idempotency of Deliver: one row per (queue id, user, mailbox), kept after an expunge so a
 -- redelivered record does not bring a deleted message back.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -146,6 +155,22 @@ CREATE TABLE users (
 INSERT INTO users (user, next_uidvalidity, created_at)
     SELECT user, MAX(uidvalidity) + 1, MIN(created_at) FROM mailboxes GROUP BY user;
 """
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Version 3 kept tombstones without their time and mailboxes without a vanished floor;
+    the tombstones it left start their retention at the upgrade. (A file older than the
+    tombstone table gets the new one from SCHEMA.)"""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "expunged" in tables and "expunged_at" not in _columns(conn, "expunged"):
+        conn.execute("ALTER TABLE expunged ADD COLUMN expunged_at INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE expunged SET expunged_at = ?", (int(time.time()),))
+    if "vanished_floor" not in _columns(conn, "mailboxes"):
+        conn.execute("ALTER TABLE mailboxes ADD COLUMN vanished_floor INTEGER NOT NULL DEFAULT 0")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def insert_headers(conn: sqlite3.Connection, blob_id: str, headers: list[tuple[str, str]]) -> None:
@@ -200,6 +225,12 @@ def _step(
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the file to SCHEMA_VERSION (each step in one transaction)."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+        # A new file: incremental auto-vacuum, so the janitor can hand freed pages back to the
+        # file system (leftovers.PAGES). Set before any table exists; the file is already in
+        # WAL mode, where only a VACUUM (instant on an empty file) applies the setting.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"store schema version {version} is newer than this store")
     if version == 1:
@@ -207,5 +238,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = 2
     if version == 2:
         _step(conn, 3, _migrate_2_to_3)
+        version = 3
+    if version == 3:
+        _step(conn, 4, _migrate_3_to_4)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -1403,8 +1403,15 @@ class GetChangesResponse(_message.Message):
     EXPUNGED_UIDS_FIELD_NUMBER: _builtins.int
     HIGHESTMODSEQ_FIELD_NUMBER: _builtins.int
     UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    EXPUNGED_INCOMPLETE_FIELD_NUMBER: _builtins.int
     highestmodseq: _builtins.int
     uidvalidity: _builtins.int
+    expunged_incomplete: _builtins.bool
+    """expunged_uids may be incomplete: the store's janitor removed the expunge tombstones up to
+    a MODSEQ above since_modseq (they are kept POSTMESH_STORE_TOMBSTONE_RETENTION_SECONDS).
+    `changed` is still complete; the caller must treat every UID it knows that is not live as
+    expunged (RFC 7162 3.2.5.2 / 3.2.10: VANISHED (EARLIER) may name UIDs a client lacks).
+    """
     @_builtins.property
     def changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSummary]:
         """Messages whose MODSEQ is greater than since_modseq, ascending UID."""
@@ -1420,10 +1427,11 @@ class GetChangesResponse(_message.Message):
         expunged_uids: _abc.Iterable[_builtins.int] | None = ...,
         highestmodseq: _builtins.int = ...,
         uidvalidity: _builtins.int = ...,
+        expunged_incomplete: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "expunged_uids", b"expunged_uids", "highestmodseq", b"highestmodseq", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "expunged_incomplete", b"expunged_incomplete", "expunged_uids", b"expunged_uids", "highestmodseq", b"highestmodseq", "uidvalidity", b"uidvalidity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
