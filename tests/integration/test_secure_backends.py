@@ -20,7 +20,7 @@ import pytest
 from postmesh.common.dev_pki import ensure_server_cert
 from postmesh.common.devstack import SERVICES, Stack
 from tests.integration.infra import FerretDB, KafkaBroker, free_port
-from tests.integration.infra.fixtures import KAFKA_SASL_USER
+from tests.integration.infra.fixtures import KAFKA_SASL_USER, sasl_ssl_kafka
 from tests.integration.stack import start_stack, wait_for
 from tests.integration.test_mail_end_to_end import insecure_tls, sample_message, submit
 
@@ -67,14 +67,24 @@ def _secret_file(directory: Path, name: str, value: str) -> Path:
 
 
 @pytest.fixture(scope="module")
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A broker of this module's own: the stack's services use the same topic and group names
+    as the session's distributed stack, and on one broker the two would split the partitions
+    (a message published here could be delivered by the other stack's delivery)."""
+    with sasl_ssl_kafka(Path(tmp_path_factory.mktemp("own-kafka-pki"))) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
 def secure_stack(
     tmp_path_factory: pytest.TempPathFactory,
-    kafka_broker: KafkaBroker,
+    own_kafka: KafkaBroker,
     secure_ferretdb: tuple[FerretDB, Path],
     quiet_dns: dict[str, str],
     used: Secrets,
 ) -> Iterator[Stack]:
     db, mongo_ca = secure_ferretdb
+    kafka_broker = own_kafka
     assert kafka_broker.sasl_ssl is not None
     kafka_password = kafka_broker.sasl_ssl.users[KAFKA_SASL_USER]
     used.values["kafka password"] = kafka_password

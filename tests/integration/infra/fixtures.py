@@ -7,6 +7,7 @@ Import them into a conftest.py so pytest registers them:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,15 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     """One KRaft broker for the session, with the postmesh.* topics already created: a
     PLAINTEXT listener, and a SASL_SSL one (SCRAM user KAFKA_SASL_USER, a server certificate
     from a throwaway CA, ``broker.sasl_ssl.ca_file``) as a managed Kafka offers."""
-    pki = Path(tmp_path_factory.mktemp("kafka-pki"))
+    with sasl_ssl_kafka(Path(tmp_path_factory.mktemp("kafka-pki"))) as broker:
+        yield broker
+
+
+@contextlib.contextmanager
+def sasl_ssl_kafka(pki: Path) -> Iterator[KafkaBroker]:
+    """A KRaft broker with the postmesh.* topics, a PLAINTEXT listener and a SASL_SSL one
+    (SCRAM user KAFKA_SASL_USER with a random password, a server certificate from a
+    throwaway CA in ``pki``)."""
     cert = ensure_server_cert(pki, "kafka", ["localhost"], ["127.0.0.1"])
     listener = SaslSslListener(
         cert.cert, cert.key, cert.ca, {KAFKA_SASL_USER: secrets.token_urlsafe(18)}
