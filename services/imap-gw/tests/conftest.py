@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.store_client.convert import structure
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.backend import (
     AppendResult,
@@ -33,7 +34,6 @@ from postmesh.imap_gw.backend import (
     SearchResult,
     StoreRefused,
 )
-from postmesh.imap_gw.grpc_backend import structure
 from postmesh.imap_gw.parser.search import SearchKey
 from postmesh.imap_gw.search_proto import to_proto
 from postmesh.imap_gw.server import ImapServer

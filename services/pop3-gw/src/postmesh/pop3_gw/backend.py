@@ -12,6 +12,18 @@ from typing import Protocol
 
 from postmesh.common.sasl import AuthVerdict
 from postmesh.common.sasl.scram import ScramParams, ScramVerdict
+from postmesh.common.store_client.types import LockResult
+
+__all__ = [
+    "DELETED",
+    "INBOX",
+    "SEEN",
+    "LockResult",
+    "MailBackend",
+    "Maildrop",
+    "MessageGone",
+    "MessageInfo",
+]
 
 INBOX = "INBOX"
 DELETED = "\\Deleted"
@@ -36,14 +48,6 @@ class Maildrop:
 
     uidvalidity: int
     messages: tuple[MessageInfo, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LockResult:
-    """RFC 1939 §8 exclusive access: ``granted``, or the session that holds the maildrop."""
-
-    granted: bool
-    holder: str = ""
 
 
 class MailBackend(Protocol):
