@@ -54,6 +54,11 @@ class StoreClient:
             queue_pb2_grpc.MaildropLockServiceStub(ch),
         )
         self._deadline = deadline
+        self._channel = ch
+
+    async def close(self) -> None:
+        """Close the channel (when the client owns it)."""
+        await self._channel.close()
 
     # -- users and mailboxes -----------------------------------------------------------------
 
