@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from store_env import PASSWORD, USER, FakeAuth, make_message, settings_for
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.store_client.convert import structure
@@ -43,17 +44,6 @@ from postmesh.store import search as store_search
 from postmesh.store import validation as store_validation
 from postmesh.store.errors import InvalidArgument
 from postmesh.store.mime import extract_meta, sent_day
-
-USER = "alice@example.org"
-PASSWORD = 's3cret pass\\"word'  # has a space, a backslash and a quote
-
-
-def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
-    return (
-        f"From: Bob <bob@example.com>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{subject.replace(' ', '.')}@example.com>\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
-    ).encode()
 
 
 @dataclass
@@ -503,21 +493,6 @@ class FakeStore:
         return await self._copy(user, mailbox, uids, destination, move=True)
 
 
-class FakeAuth:
-    def __init__(self) -> None:
-        self.users = {USER: PASSWORD}
-        self.calls: list[tuple[str, str, str]] = []
-        self.down = False
-
-    async def authenticate(
-        self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        self.calls.append((username, remote_ip, mechanism))
-        if self.down:
-            raise BackendUnavailable("auth down")
-        return username.lower() if self.users.get(username.lower()) == password else None
-
-
 @dataclass
 class Env:
     """A running server with its fakes; tests reach the helpers through it (conftest is not
@@ -556,19 +531,6 @@ class Env:
     def expunge_elsewhere(self, uids: Sequence[int], mailbox: str = "INBOX") -> None:
         self.store.mailbox(self.user, mailbox).remove(uids)
         self.store.changed(self.user, mailbox)
-
-
-def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
-    values: dict[str, object] = {
-        "imap_port": 0,
-        "imaps_port": 0,
-        "data_dir": tmp_path,
-        "imap_auth_failure_delay_seconds": 0,
-        "imap_list_page_size": 2,  # small pages, so listing has to follow "more"
-        "imap_select_page_size": 2,
-    }
-    values.update(overrides)
-    return ImapSettings(**values)  # type: ignore[arg-type]
 
 
 async def start_env(settings: ImapSettings) -> Env:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from postmesh.common.grpc import channel
 from postmesh.common.grpc_security import GrpcSecurity
@@ -22,6 +23,7 @@ from postmesh.store.model import INBOX, DeliverResult, Delivery, Message
 from postmesh.store.settings import StoreSettings
 
 _PROBE = "in-process-store-probe"
+C = TypeVar("C", bound=StoreClient)
 
 
 class InProcessStore:
@@ -56,9 +58,10 @@ class InProcessStore:
     def address(self) -> str:
         return f"127.0.0.1:{self.app.port}"
 
-    def client(self, deadline: float = 5.0) -> StoreClient:
-        """A client on its own channel (closed with the store)."""
-        client = StoreClient(channel(self.address, GrpcSecurity(), "store"), deadline)
+    def client(self, cls: type[C] = StoreClient, deadline: float = 5.0) -> C:  # type: ignore[assignment]
+        """A client (``cls``: StoreClient or a gateway's subclass) on its own channel, closed
+        with the store."""
+        client = cls(channel(self.address, GrpcSecurity(), "store"), deadline)
         self._clients.append(client)
         return client
 

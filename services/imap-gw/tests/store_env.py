@@ -1,0 +1,114 @@
+"""The imap-gw server on the real store in-process: GrpcMailStore (the common typed store
+client) against StoreServicer on 127.0.0.1:0 (postmesh.store.in_process), with the fake auth
+service. Tests that move here check the gateway against what the store really does, not
+against conftest's FakeStore; ``FaultyStore`` is for the failures a healthy store cannot give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from postmesh.common.backend import BackendUnavailable
+from postmesh.common.tls import settings_server_context
+from postmesh.imap_gw.grpc_backend import GrpcMailStore
+from postmesh.imap_gw.server import ImapServer
+from postmesh.imap_gw.settings import ImapSettings
+from postmesh.store.in_process import InProcessStore
+
+USER = "alice@example.org"
+PASSWORD = 's3cret pass\\"word'  # has a space, a backslash and a quote
+
+
+def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
+    return (
+        f"From: Bob <bob@example.com>\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.com>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    ).encode()
+
+
+class FakeAuth:
+    """The auth service in memory: these suites are about the store and the protocol."""
+
+    def __init__(self) -> None:
+        self.users = {USER: PASSWORD}
+        self.calls: list[tuple[str, str, str]] = []
+        self.down = False
+
+    async def authenticate(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> str | None:
+        self.calls.append((username, remote_ip, mechanism))
+        if self.down:
+            raise BackendUnavailable("auth down")
+        return username.lower() if self.users.get(username.lower()) == password else None
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
+    values: dict[str, object] = {
+        "imap_port": 0,
+        "imaps_port": 0,
+        "data_dir": tmp_path,
+        "imap_auth_failure_delay_seconds": 0,
+        "imap_list_page_size": 2,  # small pages, so listing has to follow "more"
+        "imap_select_page_size": 2,
+    }
+    values.update(overrides)
+    return ImapSettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class StoreEnv:
+    """A running server on the store in-process; the same seed as conftest's Env (INBOX with
+    "first" \\Seen, "second", "third" \\Flagged, UIDs 1-3)."""
+
+    server: ImapServer
+    store: InProcessStore
+    auth: FakeAuth
+    settings: ImapSettings
+    user: str = USER
+    password: str = PASSWORD
+
+    def make_message(self, subject: str, body: str = "Hello.\r\n") -> bytes:
+        return make_message(subject, body)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def tls_port(self) -> int:
+        return self.server.tls_port
+
+    async def add(self, content: bytes, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
+        """A delivery made elsewhere; its UID."""
+        return (await self.store.deliver(self.user, content, flags, mailbox)).uid
+
+    async def uids(self, mailbox: str = "INBOX") -> list[int]:
+        return [m.uid for m in await self.store.messages(self.user, mailbox)]
+
+    async def flags(self, uid: int, mailbox: str = "INBOX") -> tuple[str, ...]:
+        found = [m for m in await self.store.messages(self.user, mailbox) if m.uid == uid]
+        assert found, f"no message {uid} in {mailbox}"
+        return tuple(found[0].flags)
+
+
+@asynccontextmanager
+async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreEnv]:
+    async with InProcessStore(tmp_path / "store") as store:
+        settings = settings_for(tmp_path, **overrides)
+        mail = store.client(GrpcMailStore)
+        auth = FakeAuth()
+        server = ImapServer(settings, mail, auth, settings_server_context(settings))
+        env = StoreEnv(server, store, auth, settings)
+        await env.add(make_message("first"), ["\\Seen"])
+        await env.add(make_message("second", "Line one.\r\nLine two.\r\n"))
+        await env.add(make_message("third"), ["\\Flagged"])
+        await server.start()
+        try:
+            yield env
+        finally:
+            await server.stop()
