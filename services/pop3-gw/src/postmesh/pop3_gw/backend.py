@@ -1,7 +1,8 @@
 """What the POP3 session needs from the rest of Postmesh, as one small interface.
 
 The real implementation (:mod:`postmesh.pop3_gw.grpc_backend`) calls the AuthService and the
-StoreService; unit tests use an in-memory fake.
+StoreService; unit tests run its store half against the real store in-process, with a fake auth
+service.
 """
 
 from __future__ import annotations
