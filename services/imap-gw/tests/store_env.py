@@ -14,9 +14,11 @@ from pathlib import Path
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.grpc_backend import GrpcMailStore
+from postmesh.imap_gw.mailbox_events import MailboxEventConsumer
 from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
 from postmesh.store.in_process import InProcessStore
+from postmesh.store.model import FlagsMode
 
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'  # has a space, a backslash and a quote
@@ -83,9 +85,28 @@ class StoreEnv:
     def tls_port(self) -> int:
         return self.server.tls_port
 
+    # Changes made elsewhere (a delivery, another replica), on the store's repository: the
+    # sessions then hear of them as from a mailbox event.
+
     async def add(self, content: bytes, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
-        """A delivery made elsewhere; its UID."""
-        return (await self.store.deliver(self.user, content, flags, mailbox)).uid
+        """A delivery; its UID."""
+        uid = (await self.store.deliver(self.user, content, flags, mailbox)).uid
+        self.server.registry.notify(self.user, mailbox)
+        return uid
+
+    async def deliver(self, subject: str, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
+        return await self.add(make_message(subject), flags, mailbox)
+
+    async def set_flags(self, uid: int, flags: Sequence[str], mailbox: str = "INBOX") -> None:
+        repo = self.store.app.repo
+        await repo.store_flags(self.user, mailbox, [uid], FlagsMode.REPLACE, flags)
+        self.server.registry.notify(self.user, mailbox)
+
+    async def expunge_elsewhere(self, uids: Sequence[int], mailbox: str = "INBOX") -> None:
+        repo = self.store.app.repo
+        await repo.store_flags(self.user, mailbox, uids, FlagsMode.ADD, ["\\Deleted"])
+        await repo.expunge(self.user, mailbox, uids)
+        self.server.registry.notify(self.user, mailbox)
 
     async def uids(self, mailbox: str = "INBOX") -> list[int]:
         return [m.uid for m in await self.store.messages(self.user, mailbox)]
@@ -107,8 +128,15 @@ async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreE
         await env.add(make_message("first"), ["\\Seen"])
         await env.add(make_message("second", "Line one.\r\nLine two.\r\n"))
         await env.add(make_message("third"), ["\\Flagged"])
+        # conftest's Env has this one too (the provisioned special-use mailboxes besides).
+        await store.app.repo.create_mailbox(USER, "Archive/2024")
+        await store.app.repo.set_subscription(USER, "Archive/2024", False)
+        # The store's mailbox events (its bus) reach the sessions as in production.
+        events = MailboxEventConsumer(store.app.bus, server.registry)
+        events.start()
         await server.start()
         try:
             yield env
         finally:
             await server.stop()
+            await events.stop()

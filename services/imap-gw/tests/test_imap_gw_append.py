@@ -14,6 +14,10 @@ from imap_wire import Client
 if TYPE_CHECKING:
     from conftest import Env
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 MSG = b"From: a@example.org\r\nSubject: appended\r\n\r\nHi.\r\n"
 
 

@@ -12,6 +12,10 @@ from imap_wire import Client
 if TYPE_CHECKING:
     from conftest import Env
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 QP_DECODED = b"Caf\xe9 cr\xe8me, a long line that is soft broken."
 
 

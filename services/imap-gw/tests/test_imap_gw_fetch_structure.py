@@ -13,6 +13,10 @@ from imap_wire import Client
 if TYPE_CHECKING:
     from conftest import Env
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 ANDRE = b'("=?utf-8?b?QW5kcsOpIFBpcmFyZA==?=" NIL "PIRARD" "vm1.ulg.ac.be")'
 INNER = b'("Inner" NIL "inner" "example.net")'
 MIXED_ENVELOPE = (

@@ -17,6 +17,10 @@ from postmesh.imap_gw.backend import FlagsMode
 if TYPE_CHECKING:
     from conftest import Env
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 # -- ID (RFC 2971) ---------------------------------------------------------------------------------
 
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 async def test_id_in_every_state_and_client_id_logged(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,19 +4,12 @@ real store in-process (store_env), so the flags and expunges are the store's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
 from imap_wire import Client
-from store_env import StoreEnv as Env
-from store_env import store_env
 
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with store_env(tmp_path) as e:
-        yield e
+if TYPE_CHECKING:
+    from store_env import StoreEnv as Env
 
 
 async def test_store_flags_silent_uid_and_new_keyword(env: Env) -> None:

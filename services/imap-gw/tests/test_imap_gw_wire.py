@@ -14,6 +14,10 @@ from prometheus_client import REGISTRY
 if TYPE_CHECKING:
     from conftest import Env
 
+# Not yet moved to the real store in-process (store_env): conftest's FakeStore (ADR 24).
+USES_FAKE_STORE = True
+
+
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'
 PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
