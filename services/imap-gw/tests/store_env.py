@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.tls import settings_server_context
@@ -18,7 +19,7 @@ from postmesh.imap_gw.mailbox_events import MailboxEventConsumer
 from postmesh.imap_gw.server import ImapServer
 from postmesh.imap_gw.settings import ImapSettings
 from postmesh.store.in_process import InProcessStore
-from postmesh.store.model import FlagsMode
+from postmesh.store.model import FlagsMode, Message
 
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'  # has a space, a backslash and a quote
@@ -62,6 +63,38 @@ def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
     return ImapSettings(**values)  # type: ignore[arg-type]
 
 
+# The seed's internal date (14-Nov-2023 22:13:20 +0000), as conftest's FakeMailbox.
+SEED_DATE = 1_700_000_000
+
+
+class FaultyStore:
+    """The gateway's real MailStore (GrpcMailStore) with what a healthy store cannot give:
+    ``down`` makes every call raise BackendUnavailable, as an unreachable store would; and a
+    log of the calls made, ``calls``: (method, arguments)."""
+
+    def __init__(self, inner: GrpcMailStore) -> None:
+        self._inner = inner
+        self.down = False
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+        if name.startswith("_") or not callable(method):
+            return method
+
+        def call(*args: Any, **kw: Any) -> Any:
+            self.calls.append((name, args))
+            if self.down:
+                raise BackendUnavailable("store down")
+            return method(*args, **kw)
+
+        return call
+
+    def made(self, method: str) -> list[tuple[Any, ...]]:
+        """The arguments of each call of ``method`` (the user first)."""
+        return [args for name, args in self.calls if name == method]
+
+
 @dataclass
 class StoreEnv:
     """A running server on the store in-process; the same seed as conftest's Env (INBOX with
@@ -69,6 +102,7 @@ class StoreEnv:
 
     server: ImapServer
     store: InProcessStore
+    mail: FaultyStore
     auth: FakeAuth
     settings: ImapSettings
     user: str = USER
@@ -88,9 +122,15 @@ class StoreEnv:
     # Changes made elsewhere (a delivery, another replica), on the store's repository: the
     # sessions then hear of them as from a mailbox event.
 
-    async def add(self, content: bytes, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
+    async def add(
+        self,
+        content: bytes,
+        flags: Sequence[str] = (),
+        mailbox: str = "INBOX",
+        date: int = SEED_DATE,
+    ) -> int:
         """A delivery; its UID."""
-        uid = (await self.store.deliver(self.user, content, flags, mailbox)).uid
+        uid = (await self.store.deliver(self.user, content, flags, mailbox, date)).uid
         self.server.registry.notify(self.user, mailbox)
         return uid
 
@@ -108,23 +148,36 @@ class StoreEnv:
         await repo.expunge(self.user, mailbox, uids)
         self.server.registry.notify(self.user, mailbox)
 
+    async def set_quota(self, storage_bytes: int, messages: int) -> None:
+        """The user's own limits (0: unlimited), as the admin API sets them."""
+        await self.store.app.repo.set_quota(self.user, storage_bytes, messages)
+
+    # What the store holds now.
+
     async def uids(self, mailbox: str = "INBOX") -> list[int]:
         return [m.uid for m in await self.store.messages(self.user, mailbox)]
 
-    async def flags(self, uid: int, mailbox: str = "INBOX") -> tuple[str, ...]:
+    async def message(self, uid: int, mailbox: str = "INBOX") -> Message:
         found = [m for m in await self.store.messages(self.user, mailbox) if m.uid == uid]
         assert found, f"no message {uid} in {mailbox}"
-        return tuple(found[0].flags)
+        return found[0]
+
+    async def flags(self, uid: int, mailbox: str = "INBOX") -> tuple[str, ...]:
+        return tuple((await self.message(uid, mailbox)).flags)
+
+    async def content(self, uid: int, mailbox: str = "INBOX") -> bytes:
+        chunks = await self.store.app.repo.read_message(self.user, mailbox, uid)
+        return b"".join([c async for c in chunks])
 
 
 @asynccontextmanager
 async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreEnv]:
     async with InProcessStore(tmp_path / "store") as store:
         settings = settings_for(tmp_path, **overrides)
-        mail = store.client(GrpcMailStore)
+        mail = FaultyStore(store.client(GrpcMailStore))
         auth = FakeAuth()
-        server = ImapServer(settings, mail, auth, settings_server_context(settings))
-        env = StoreEnv(server, store, auth, settings)
+        server = ImapServer(settings, mail, auth, settings_server_context(settings))  # type: ignore[arg-type]
+        env = StoreEnv(server, store, mail, auth, settings)
         await env.add(make_message("first"), ["\\Seen"])
         await env.add(make_message("second", "Line one.\r\nLine two.\r\n"))
         await env.add(make_message("third"), ["\\Flagged"])

@@ -68,12 +68,17 @@ class InProcessStore:
     # -- set-up and inspection, on the repositories ------------------------------------------
 
     async def deliver(
-        self, user: str, content: bytes, flags: Iterable[str] = (), mailbox: str = INBOX
+        self,
+        user: str,
+        content: bytes,
+        flags: Iterable[str] = (),
+        mailbox: str = INBOX,
+        internal_date: int = 0,
     ) -> DeliverResult:
-        """A message as local delivery stores it (provisions the user)."""
+        """A message as local delivery stores it (provisions the user); date 0: now."""
         qid = f"test{next(self._queue_ids):08d}"
         return await self.app.repo.deliver(
-            Delivery(qid, user, mailbox, content, None, tuple(flags), 0)
+            Delivery(qid, user, mailbox, content, None, tuple(flags), internal_date)
         )
 
     async def messages(self, user: str, mailbox: str = INBOX) -> list[Message]:
