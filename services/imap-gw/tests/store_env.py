@@ -154,6 +154,9 @@ class StoreEnv:
 
     # What the store holds now.
 
+    async def uidvalidity(self, mailbox: str = "INBOX") -> int:
+        return (await self.store.app.repo.get_mailbox(self.user, mailbox)).uidvalidity
+
     async def uids(self, mailbox: str = "INBOX") -> list[int]:
         return [m.uid for m in await self.store.messages(self.user, mailbox)]
 
