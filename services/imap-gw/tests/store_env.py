@@ -184,9 +184,15 @@ async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreE
         await env.add(make_message("first"), ["\\Seen"])
         await env.add(make_message("second", "Line one.\r\nLine two.\r\n"))
         await env.add(make_message("third"), ["\\Flagged"])
-        # conftest's Env has this one too (the provisioned special-use mailboxes besides).
-        await store.app.repo.create_mailbox(USER, "Archive/2024")
-        await store.app.repo.set_subscription(USER, "Archive/2024", False)
+        # The rest of conftest's seed: INBOX, Sent (\\Sent) and Archive/2024, unsubscribed,
+        # under a \\Noselect Archive (deleted with an inferior, RFC 9051 §6.3.5).
+        repo = store.app.repo
+        for name in ("Drafts", "Trash", "Junk"):
+            await repo.delete_mailbox(USER, name)
+        await repo.create_mailbox(USER, "Archive/2024")
+        await repo.delete_mailbox(USER, "Archive")
+        for name in ("Drafts", "Trash", "Junk", "Archive", "Archive/2024"):
+            await repo.set_subscription(USER, name, False)
         # The store's mailbox events (its bus) reach the sessions as in production.
         events = MailboxEventConsumer(store.app.bus, server.registry)
         events.start()
