@@ -119,8 +119,8 @@ class StoreEnv:
     def tls_port(self) -> int:
         return self.server.tls_port
 
-    # Changes made elsewhere (a delivery, another replica), on the store's repository: the
-    # sessions then hear of them as from a mailbox event.
+    # Changes made elsewhere (a delivery, another replica), on the store's repository;
+    # ``event``: the sessions hear of it as from a mailbox event (False: as with the bus down).
 
     async def add(
         self,
@@ -128,25 +128,36 @@ class StoreEnv:
         flags: Sequence[str] = (),
         mailbox: str = "INBOX",
         date: int = SEED_DATE,
+        *,
+        event: bool = False,
     ) -> int:
         """A delivery; its UID."""
         uid = (await self.store.deliver(self.user, content, flags, mailbox, date)).uid
-        self.server.registry.notify(self.user, mailbox)
+        self._changed(mailbox, event)
         return uid
 
     async def deliver(self, subject: str, flags: Sequence[str] = (), mailbox: str = "INBOX") -> int:
-        return await self.add(make_message(subject), flags, mailbox)
+        return await self.add(make_message(subject), flags, mailbox, event=True)
 
-    async def set_flags(self, uid: int, flags: Sequence[str], mailbox: str = "INBOX") -> None:
+    async def set_flags(
+        self, uid: int, flags: Sequence[str], mailbox: str = "INBOX", *, event: bool = True
+    ) -> None:
         repo = self.store.app.repo
         await repo.store_flags(self.user, mailbox, [uid], FlagsMode.REPLACE, flags)
-        self.server.registry.notify(self.user, mailbox)
+        self._changed(mailbox, event)
 
-    async def expunge_elsewhere(self, uids: Sequence[int], mailbox: str = "INBOX") -> None:
+    async def expunge_elsewhere(
+        self, uids: Sequence[int], mailbox: str = "INBOX", *, event: bool = True
+    ) -> None:
+        """Flags them \\Deleted and expunges them (two MODSEQs)."""
         repo = self.store.app.repo
         await repo.store_flags(self.user, mailbox, uids, FlagsMode.ADD, ["\\Deleted"])
         await repo.expunge(self.user, mailbox, uids)
-        self.server.registry.notify(self.user, mailbox)
+        self._changed(mailbox, event)
+
+    def _changed(self, mailbox: str, event: bool) -> None:
+        if event:
+            self.server.registry.notify(self.user, mailbox)
 
     async def set_quota(self, storage_bytes: int, messages: int) -> None:
         """The user's own limits (0: unlimited), as the admin API sets them."""
