@@ -17,7 +17,7 @@ import grpc
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.store_client import convert
-from postmesh.common.store_client.errors import store_error
+from postmesh.common.store_client.errors import MailboxNotFound, OverQuota, store_error
 from postmesh.common.store_client.types import (
     AppendResult,
     Changes,
@@ -34,6 +34,15 @@ from postmesh.common.store_client.types import (
     Quota,
     SearchResult,
 )
+
+
+def _lost_status(err: grpc.aio.AioRpcError) -> bool:
+    """A chunk written just as the store ended the call early: grpc.aio replaces the store's
+    status (RESOURCE_EXHAUSTED, NOT_FOUND) by this one (grpc/grpc#36066)."""
+    return bool(
+        err.code() == grpc.StatusCode.INTERNAL and err.details() == "Internal error from Core"
+    )
+
 
 # ListMessageFlags' fallback on a store that predates it lists at most this many per page.
 _FALLBACK_PAGE = 5000
@@ -318,11 +327,31 @@ class StoreClient:
                 call.cancel()
                 raise BackendUnavailable("store Append timed out") from None
         except grpc.aio.AioRpcError as e:
+            if _lost_status(e):
+                raise await self._append_refusal(user, mailbox, size, e) from e
             raise store_error("Append", e, mailbox) from e
         except BaseException:
             call.cancel()  # the client's side failed (gone, bad input): nothing is stored
             raise
         return AppendResult(resp.uidvalidity, resp.uid)
+
+    async def _append_refusal(
+        self, user: str, mailbox: str, size: int, err: grpc.aio.AioRpcError
+    ) -> Exception:
+        """Why the store ended an Append whose status grpc.aio lost (``_lost_status``): its
+        checks at the header, asked again (the mailbox, then the quota); else unavailable."""
+        try:
+            await self.get_mailbox(user, mailbox)
+            q = await self.get_quota(user)
+        except MailboxNotFound as e:
+            return e
+        except BackendUnavailable:
+            return store_error("Append", err, mailbox)
+        if (q.storage_limit and q.storage_used + size > q.storage_limit) or (
+            q.message_limit and q.messages_used + 1 > q.message_limit
+        ):
+            return OverQuota("quota exceeded")
+        return store_error("Append", err, mailbox)
 
     async def _copy(
         self, rpc: str, user: str, mailbox: str, uids: Sequence[int], destination: str
