@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.store_client.types import AppendResult
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.grpc_backend import GrpcMailStore
 from postmesh.imap_gw.mailbox_events import MailboxEventConsumer
@@ -89,6 +90,31 @@ class FaultyStore:
             return method(*args, **kw)
 
         return call
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """Also logs the sizes of the chunks the session streamed (``append_chunks``)."""
+        self.calls.append(("append", (user, mailbox, flags, internal_date, size)))
+        if self.down:
+            raise BackendUnavailable("store down")
+        sizes: list[int] = []
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in content:
+                sizes.append(len(chunk))
+                yield chunk
+
+        try:
+            return await self._inner.append(user, mailbox, flags, internal_date, size, counted())
+        finally:
+            self.calls.append(("append_chunks", tuple(sizes)))
 
     def made(self, method: str) -> list[tuple[Any, ...]]:
         """The arguments of each call of ``method`` (the user first)."""
