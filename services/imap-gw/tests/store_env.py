@@ -6,6 +6,7 @@ against conftest's FakeStore; ``FaultyStore`` is for the failures a healthy stor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class StoreEnv:
     settings: ImapSettings
     user: str = USER
     password: str = PASSWORD
+    events: MailboxEventConsumer | None = None
 
     def make_message(self, subject: str, body: str = "Hello.\r\n") -> bytes:
         return make_message(subject, body)
@@ -181,6 +183,23 @@ class StoreEnv:
         await repo.expunge(self.user, mailbox, uids)
         self._changed(mailbox, event)
 
+    async def selected_as(self, name: str, timeout: float = 5.0) -> None:
+        """Wait until a session of the user has ``name`` selected: a rename made by another
+        session reaches this one as the store's event, through the bus, a moment later."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not any(
+            s.selected is not None and s.selected.name == name
+            for s in self.server.registry.sessions(self.user)
+        ):
+            assert asyncio.get_running_loop().time() < deadline, f"{name} never selected"
+            await asyncio.sleep(0.01)
+
+    async def stop_events(self) -> None:
+        """From now on the sessions hear of nothing (the bus down)."""
+        if self.events is not None:
+            await self.events.stop()
+            self.events = None
+
     def _changed(self, mailbox: str, event: bool) -> None:
         if event:
             self.server.registry.notify(self.user, mailbox)
@@ -193,6 +212,9 @@ class StoreEnv:
 
     async def uidvalidity(self, mailbox: str = "INBOX") -> int:
         return (await self.store.app.repo.get_mailbox(self.user, mailbox)).uidvalidity
+
+    async def mailbox_names(self) -> list[str]:
+        return [m.name for m in await self.store.app.repo.list_mailboxes(self.user)]
 
     async def uids(self, mailbox: str = "INBOX") -> list[int]:
         return [m.uid for m in await self.store.messages(self.user, mailbox)]
@@ -231,11 +253,11 @@ async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreE
         for name in ("Drafts", "Trash", "Junk", "Archive", "Archive/2024"):
             await repo.set_subscription(USER, name, False)
         # The store's mailbox events (its bus) reach the sessions as in production.
-        events = MailboxEventConsumer(store.app.bus, server.registry)
-        events.start()
+        env.events = MailboxEventConsumer(store.app.bus, server.registry)
+        env.events.start()
         await server.start()
         try:
             yield env
         finally:
             await server.stop()
-            await events.stop()
+            await env.stop_events()
