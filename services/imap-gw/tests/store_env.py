@@ -7,11 +7,11 @@ against conftest's FakeStore; ``FaultyStore`` is for the failures a healthy stor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.store_client.types import AppendResult
@@ -64,6 +64,8 @@ def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
     values.update(overrides)
     return ImapSettings(**values)  # type: ignore[arg-type]
 
+
+T = TypeVar("T")
 
 # The seed's internal date (14-Nov-2023 22:13:20 +0000), as conftest's FakeMailbox.
 SEED_DATE = 1_700_000_000
@@ -135,6 +137,7 @@ class StoreEnv:
     user: str = USER
     password: str = PASSWORD
     events: MailboxEventConsumer | None = None
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     def make_message(self, subject: str, body: str = "Hello.\r\n") -> bytes:
         return make_message(subject, body)
@@ -182,6 +185,10 @@ class StoreEnv:
         await repo.store_flags(self.user, mailbox, uids, FlagsMode.ADD, ["\\Deleted"])
         await repo.expunge(self.user, mailbox, uids)
         self._changed(mailbox, event)
+
+    def blocking(self, change: Coroutine[Any, Any, T]) -> T:
+        """Run one of these helpers from a client's thread (imaplib), on the server's loop."""
+        return asyncio.run_coroutine_threadsafe(change, self.loop).result(10)
 
     async def selected_as(self, name: str, timeout: float = 5.0) -> None:
         """Wait until a session of the user has ``name`` selected: a rename made by another
