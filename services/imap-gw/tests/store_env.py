@@ -1,7 +1,7 @@
 """The imap-gw server on the real store in-process: GrpcMailStore (the common typed store
 client) against StoreServicer on 127.0.0.1:0 (postmesh.store.in_process), with the fake auth
-service. Tests that move here check the gateway against what the store really does, not
-against conftest's FakeStore; ``FaultyStore`` is for the failures a healthy store cannot give.
+service: the tests check the gateway against what the store really does (ADR 24).
+``FaultyStore`` is for the failures a healthy store cannot give.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:
 
 T = TypeVar("T")
 
-# The seed's internal date (14-Nov-2023 22:13:20 +0000), as conftest's FakeMailbox.
+# The seed's internal date (14-Nov-2023 22:13:20 +0000).
 SEED_DATE = 1_700_000_000
 
 
@@ -126,8 +126,9 @@ class FaultyStore:
 
 @dataclass
 class StoreEnv:
-    """A running server on the store in-process; the same seed as conftest's Env (INBOX with
-    "first" \\Seen, "second", "third" \\Flagged, UIDs 1-3)."""
+    """A running server on the store in-process. The seed: INBOX with "first" \\Seen,
+    "second", "third" \\Flagged (UIDs 1-3, MODSEQs 2-4: a new mailbox has MODSEQ 1), Sent
+    (\\Sent), and Archive/2024 under a \\Noselect Archive, both unsubscribed."""
 
     server: ImapServer
     store: InProcessStore
@@ -241,7 +242,7 @@ class StoreEnv:
 
 @asynccontextmanager
 async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreEnv]:
-    async with InProcessStore(tmp_path / "store") as store:
+    async with InProcessStore() as store:
         settings = settings_for(tmp_path, **overrides)
         mail = FaultyStore(store.client(GrpcMailStore))
         auth = FakeAuth()
@@ -250,7 +251,7 @@ async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreE
         await env.add(make_message("first"), ["\\Seen"])
         await env.add(make_message("second", "Line one.\r\nLine two.\r\n"))
         await env.add(make_message("third"), ["\\Flagged"])
-        # The rest of conftest's seed: INBOX, Sent (\\Sent) and Archive/2024, unsubscribed,
+        # The rest of the seed: INBOX, Sent (\\Sent) and Archive/2024, unsubscribed,
         # under a \\Noselect Archive (deleted with an inferior, RFC 9051 §6.3.5).
         repo = store.app.repo
         for name in ("Drafts", "Trash", "Junk"):

@@ -56,6 +56,7 @@ async def test_idle_in_authenticated_state(env: Env) -> None:
 
 
 async def test_idle_woken_by_the_embedded_bus(env: Env, tmp_path: Path) -> None:
+    await env.stop_events()  # only this test's bus tells the sessions anything
     bus = SqliteBus(tmp_path / "bus.sqlite3")
     await bus.start()
     consumer = MailboxEventConsumer(bus, env.server.registry)
@@ -64,8 +65,8 @@ async def test_idle_woken_by_the_embedded_bus(env: Env, tmp_path: Path) -> None:
         c = await Client.selected(env)
         await c.idle()
         await asyncio.sleep(0.3)  # let the consumer take its starting position
-        # A delivery by another replica: the fake store changes without telling anyone; only
-        # the event on the bus does.
+        # A delivery by another replica: the store changes without telling anyone; only the
+        # event on the bus does.
         await env.add(env.make_message("fourth"))
         event = events_pb2.MailboxEvent(
             user=USER, mailbox="INBOX", kind=events_pb2.MailboxEvent.KIND_MESSAGE_NEW, uids=[4]
@@ -84,6 +85,7 @@ async def test_idle_polls_the_store_without_events(
     make_env: Callable[..., Awaitable[Env]],
 ) -> None:
     env = await make_env(imap_idle_poll_seconds=0.1)
+    await env.stop_events()  # the bus down: IDLE polls the store
     c = await Client.selected(env)
     await c.idle()
     await env.add(env.make_message("fourth"))  # no event at all

@@ -249,7 +249,7 @@ class Backend(FaultInjector):
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[InProcessStore]:
-    async with InProcessStore(tmp_path / "store") as s:
+    async with InProcessStore() as s:
         yield s
 
 
