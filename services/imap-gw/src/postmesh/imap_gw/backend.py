@@ -2,8 +2,8 @@
 
 The values and the store's answers (exceptions) are the typed store client's
 (:mod:`postmesh.common.store_client`), re-exported here for the session; the real
-implementation is that client (:mod:`.grpc_backend`); unit tests run it against the real
-store in-process, or put conftest's FakeStore behind the same interface (ADR 24).
+implementation is that client (:mod:`.grpc_backend`), and unit tests run it against the real
+store in-process (ADR 24).
 """
 
 from __future__ import annotations
