@@ -46,6 +46,17 @@ class Store(store_pb2_grpc.StoreServiceServicer):
         self.completed += 1
         return store_pb2.AppendResponse(uid=42, uidvalidity=7)
 
+    # What the client asks when grpc.aio lost the status of an Append ended early (it then
+    # reports INTERNAL, grpc/grpc#36066): the same answers as Append's header checks.
+    async def GetMailbox(self, request: Any, context: Any) -> Any:
+        if request.mailbox == "Nowhere":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "mailbox 'Nowhere' does not exist")
+        return store_pb2.MailboxInfo(name=request.mailbox, uidvalidity=7)
+
+    async def GetQuota(self, request: Any, context: Any) -> Any:
+        # "Full" is full: no room for anything.
+        return store_pb2.QuotaInfo(storage_used_bytes=1000, storage_limit_bytes=1000)
+
     async def CopyMessages(self, request: Any, context: Any) -> Any:
         if request.destination == "Nowhere":
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such mailbox")
