@@ -22,6 +22,7 @@ from postmesh.imap_gw.message import (
     UnknownCte,
     binary_bytes,
     binary_size_known,
+    header_section,
     needs_content,
     partial,
     section_bytes,
@@ -142,6 +143,9 @@ class _Render:
             if data is None:
                 return [name + b" NIL"]
             return _literal(name, partial(data, att.partial), binary=True)
+        if not needs_content(section):
+            # The top-level header: from the metadata, without building the body tree.
+            return _literal(name, partial(header_section(st.header, section), att.partial))
         size = len(self.raw) if self.raw is not None else 0
         body = section_bytes(self.raw, st.header, st.body, section, size)
         if body is None:
