@@ -171,6 +171,18 @@ class SelectedMailbox:
         seq = self.seq_of(uid)
         return self._modseqs[seq - 1] if seq is not None else 0
 
+    def knows_flags(self, uids: Iterable[int], flags: Iterable[str], modseq: int) -> bool:
+        """Whether the model holds exactly ``flags`` for each of ``uids``, at ``modseq`` or
+        later: then a change saying so has nothing to tell this session."""
+        wanted = set(flags)
+        for uid in uids:
+            seq = self.seq_of(uid)
+            if seq is None or uid in self._expunged or self._modseqs[seq - 1] < modseq:
+                return False
+            if set(self._flags[seq - 1]) != wanted:
+                return False
+        return True
+
     def is_expunged(self, uid: int) -> bool:
         """Expunged in the store but still in the client's map (not yet reported)."""
         return uid in self._expunged
