@@ -119,6 +119,8 @@ class Session:
         self._discard_input = False
         # APPEND's message literal, while its command runs (``commands/append.py``).
         self.literal: LiteralAhead | None = None
+        # The mailbox the last APPEND stored into: known to exist (``commands/append.py``).
+        self.appended_to: str | None = None
 
     # -- facts ----------------------------------------------------------------------------------
     @property
