@@ -4,8 +4,8 @@ A failed publish is logged and counted, never returned to the caller: the store 
 of truth, and imap-gw sessions resynchronise from MODSEQ rather than trust the event stream.
 
 So the call that made the change does not wait for its event either: events go into a queue
-that one task publishes from, in order (one user's events stay in order, as the bus keys them
-by user). A STORE or APPEND then costs one durable write, not two (the embedded bus is an
+that one task publishes from, in the order they were made (one user's events stay in order,
+as the bus keys them by user). A STORE or APPEND then costs one durable write, not two (the embedded bus is an
 fsync'ed SQLite file, Kafka an acknowledged produce); ADR 0025. The queue is bounded (a full
 queue makes the callers wait) and drained when the store stops.
 """
@@ -44,7 +44,7 @@ class EventPublisher:
         flags: Iterable[str] = (),
         new_name: str = "",
     ) -> None:
-        """Queue the event; it is published after the events queued before it."""
+        """Queue the event for publishing, in the order events are queued."""
         event = events_pb2.MailboxEvent(
             new_name=new_name,
             user=user,
@@ -57,19 +57,27 @@ class EventPublisher:
         )
         if self.bus is None:
             return
-        if self._queue is None or self._worker is None:
+        if self._queue is None:
             # Made on first use: the queue and its task belong to the running event loop.
             self._queue = asyncio.Queue(self._queue_size)
+        if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(self._queue))
         await self._queue.put((user, mailbox, kind, event.SerializeToString()))
 
     async def _run(self, queue: asyncio.Queue[tuple[str, str, Kind.ValueType, bytes]]) -> None:
         while True:
-            user, mailbox, kind, value = await queue.get()
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                await self._send(user, mailbox, kind, value)
+                # Everything queued meanwhile at once, so the bus can batch it (one group
+                # commit, one Kafka produce request) as it did when each call published its
+                # own. Started in queue order: each publish takes its place in the bus before
+                # it first waits. A failure is logged by _send and never stops this task.
+                await asyncio.gather(*(self._send(*item) for item in batch), return_exceptions=True)
             finally:
-                queue.task_done()
+                for _ in batch:
+                    queue.task_done()
 
     async def _send(self, user: str, mailbox: str, kind: Kind.ValueType, value: bytes) -> None:
         assert self.bus is not None
