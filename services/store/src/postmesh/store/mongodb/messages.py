@@ -358,9 +358,16 @@ class MongoMessages(MongoDelivery):
 
     async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
         mbox = await self._mailbox_doc(user, mailbox)
-        docs = await self._messages.find(
-            {"mailbox_id": mbox["_id"], "modseq": {"$gt": since}}, _SUMMARY
-        ).to_list(None)
+        async with self._locks.hold(mbox["_id"]):
+            # Under the mailbox's write lock: a write takes its MODSEQ from the mailbox first
+            # and then updates its messages, so between the two the mailbox's highestmodseq
+            # already counts changes the messages do not show yet. A caller that took that
+            # highestmodseq would never ask for them again (an IDLE session missed an EXPUNGE
+            # that way). So no write of this process is half done while this reads.
+            mbox = await self._mailbox_doc(user, mailbox)
+            docs = await self._messages.find(
+                {"mailbox_id": mbox["_id"], "modseq": {"$gt": since}}, _SUMMARY
+            ).to_list(None)
         docs.sort(key=lambda d: int(d["uid"]))
         return Changes(
             [to_message(d) for d in docs if not d["expunged"]],
