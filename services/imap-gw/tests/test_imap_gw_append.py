@@ -99,6 +99,28 @@ async def test_append_to_a_missing_mailbox_is_trycreate(env: Env) -> None:
     await c.close()
 
 
+async def test_append_again_skips_the_mailbox_check(env: Env) -> None:
+    """The mailbox the session last appended to is not looked up again before the "+"; if it
+    was deleted meanwhile, the store's Append refuses it with TRYCREATE after the upload."""
+    c = await Client.login(env)
+    assert (await _append_sync(c, b"a APPEND Sent", MSG))[-1].startswith(b"a OK [APPENDUID")
+    asked = len(env.mail.made("get_mailbox"))
+    assert (await _append_sync(c, b"b APPEND Sent", MSG))[-1].startswith(b"b OK [APPENDUID")
+    assert len(env.mail.made("get_mailbox")) == asked
+    await env.store.app.repo.delete_mailbox(env.user, "Sent")
+    # The store's Append refuses it, before or after taking the data.
+    await c.send(b"c APPEND Sent {%d}" % len(MSG))
+    line = await c.line()
+    if line == b"+ Ready for literal data":
+        await c.send(MSG)
+        line = await c.line()
+    assert line == b"c NO [TRYCREATE] Mailbox does not exist: Sent"
+    # Not known any more: refused before the "+" again.
+    await c.send(b"d APPEND Sent {5}")
+    assert await c.line() == b"d NO [TRYCREATE] Mailbox does not exist: Sent"
+    await c.close()
+
+
 async def test_append_too_large(make_env: object) -> None:
     env = await make_env(imap_max_message_bytes=2048)  # type: ignore[operator]
     c = await Client.login(env)

@@ -96,5 +96,5 @@ def body_part(p: store_pb2.BodyPart) -> BodyPart:
 
 def structure(m: store_pb2.MessageMeta) -> MessageStructure:
     return MessageStructure(
-        uid=m.uid, envelope=envelope(m.envelope), body=body_part(m.body), header=m.header
+        m.uid, m.header, lambda: envelope(m.envelope), lambda: body_part(m.body)
     )

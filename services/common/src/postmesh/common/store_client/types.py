@@ -7,7 +7,7 @@ gateways' sessions work on them without seeing protobuf.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -160,15 +160,41 @@ class BodyPart:
         return self.message_body is not None
 
 
-@dataclass(frozen=True, slots=True)
 class MessageStructure:
     """What FETCH needs for ENVELOPE, BODY[STRUCTURE] and header sections without the
-    content: parsed once at delivery (the store's GetMessageMeta)."""
+    content: parsed once at delivery (the store's GetMessageMeta).
 
-    uid: int
-    envelope: Envelope
-    body: BodyPart
-    header: bytes  # up to and including the blank line
+    The envelope and the body tree are built on first use from the store's answer: a FETCH of
+    header sections of a thousand messages needs neither, and building them was most of its
+    time."""
+
+    __slots__ = ("_body", "_envelope", "_make_body", "_make_envelope", "header", "uid")
+
+    def __init__(
+        self,
+        uid: int,
+        header: bytes,  # up to and including the blank line
+        envelope: Callable[[], Envelope],
+        body: Callable[[], BodyPart],
+    ) -> None:
+        self.uid = uid
+        self.header = header
+        self._make_envelope = envelope
+        self._make_body = body
+        self._envelope: Envelope | None = None
+        self._body: BodyPart | None = None
+
+    @property
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            self._envelope = self._make_envelope()
+        return self._envelope
+
+    @property
+    def body(self) -> BodyPart:
+        if self._body is None:
+            self._body = self._make_body()
+        return self._body
 
 
 @dataclass(frozen=True)
