@@ -12,10 +12,10 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 USER = "alice@example.org"
-PASSWORD = 's3cret pass\\"word'  # the conftest account: a space, a backslash and a quote
+PASSWORD = 's3cret pass\\"word'  # store_env's account: a space, a backslash and a quote
 PLAIN = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
 TIMEOUT = 5.0
 _LITERAL_END = re.compile(rb"~?\{(\d+)\}\r\n\Z")

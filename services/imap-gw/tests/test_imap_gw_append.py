@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 MSG = b"From: a@example.org\r\nSubject: appended\r\n\r\nHi.\r\n"
 
 
-def _box(env: Env, name: str) -> dict[int, tuple[object, bytes]]:
-    return env.store.mailbox(env.user, name).messages  # type: ignore[return-value]
+async def _box(env: Env, name: str) -> dict[int, bytes]:
+    """The mailbox's messages by UID, their content as stored."""
+    return {uid: await env.content(uid, name) for uid in await env.uids(name)}
 
 
 async def _append_sync(c: Client, head: bytes, data: bytes, tail: bytes = b"") -> list[bytes]:
@@ -34,28 +35,30 @@ async def _append_sync(c: Client, head: bytes, data: bytes, tail: bytes = b"") -
 
 
 async def test_append_with_flags_and_date(env: Env) -> None:
+    sent = await env.uidvalidity("Sent")
     c = await Client.login(env)
     head = b'a APPEND Sent (\\Seen $Work) "05-Dec-2026 10:00:00 +0100"'
-    assert await _append_sync(c, head, MSG) == [b"a OK [APPENDUID 1234 1] APPEND completed"]
-    meta, content = env.store.mailbox(env.user, "Sent").messages[1]
-    assert content == MSG
+    assert await _append_sync(c, head, MSG) == [b"a OK [APPENDUID %d 1] APPEND completed" % sent]
+    meta = await env.message(1, "Sent")
+    assert await env.content(1, "Sent") == MSG
     assert set(meta.flags) == {"\\Seen", "$Work"}
     assert meta.internal_date == calendar.timegm((2026, 12, 5, 9, 0, 0))
     # A day of one digit is written with a leading space (date-day-fixed).
     head = b'b APPEND Sent () " 5-Dec-2026 10:00:00 -0000"'
-    assert await _append_sync(c, head, MSG) == [b"b OK [APPENDUID 1234 2] APPEND completed"]
-    assert env.store.mailbox(env.user, "Sent").messages[2][0].flags == ()
+    assert await _append_sync(c, head, MSG) == [b"b OK [APPENDUID %d 2] APPEND completed" % sent]
+    assert await env.flags(2, "Sent") == ()
     await c.close()
 
 
 async def test_append_non_synchronizing_and_pipelined(env: Env) -> None:
+    sent = await env.uidvalidity("Sent")
     c = await Client.login(env)
     await c.send(b"a APPEND Sent {%d+}\r\n" % len(MSG) + MSG + b"\r\nb NOOP")
-    assert await c.line() == b"a OK [APPENDUID 1234 1] APPEND completed"
+    assert await c.line() == b"a OK [APPENDUID %d 1] APPEND completed" % sent
     assert await c.line() == b"b OK NOOP completed"
     # The mailbox name itself as a literal, then the message.
     await c.send(b"c APPEND {4+}\r\nSent {%d+}\r\n" % len(MSG) + MSG)
-    assert await c.line() == b"c OK [APPENDUID 1234 2] APPEND completed"
+    assert await c.line() == b"c OK [APPENDUID %d 2] APPEND completed" % sent
     await c.close()
 
 
@@ -63,7 +66,7 @@ async def test_append_to_the_selected_mailbox_announces_exists(env: Env) -> None
     c = await Client.selected(env)
     assert await _append_sync(c, b"a APPEND INBOX", MSG) == [
         b"* 4 EXISTS",
-        b"a OK [APPENDUID 1234 4] APPEND completed",
+        b"a OK [APPENDUID %d 4] APPEND completed" % await env.uidvalidity(),
     ]
     assert (await c.cmd(b"f UID FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (UID 4 FLAGS ())"
     await c.close()
@@ -75,12 +78,12 @@ async def test_append_is_streamed_in_chunks(env: Env) -> None:
     big = b"Subject: big\r\n\r\n" + b"x" * (1500 * 1024) + b"\r\n"
     c = await Client.login(env)
     assert await _append_sync(c, b"a APPEND Sent", big) == [
-        b"a OK [APPENDUID 1234 1] APPEND completed"
+        b"a OK [APPENDUID %d 1] APPEND completed" % await env.uidvalidity("Sent")
     ]
-    chunks = next(v for k, v in env.store.calls if k == "append_chunks")
+    chunks = env.mail.made("append_chunks")[0]
     assert isinstance(chunks, tuple) and sum(chunks) == len(big)
     assert len(chunks) > 1 and max(chunks) <= 256 * 1024
-    assert _box(env, "Sent")[1][1] == big
+    assert (await _box(env, "Sent"))[1] == big
     await c.close()
 
 
@@ -93,6 +96,28 @@ async def test_append_to_a_missing_mailbox_is_trycreate(env: Env) -> None:
     await c.send(b"b APPEND Nowhere {5+}\r\nhello\r\nc NOOP")
     assert await c.line() == b"b NO [TRYCREATE] Mailbox does not exist: Nowhere"
     assert await c.line() == b"c OK NOOP completed"
+    await c.close()
+
+
+async def test_append_again_skips_the_mailbox_check(env: Env) -> None:
+    """The mailbox the session last appended to is not looked up again before the "+"; if it
+    was deleted meanwhile, the store's Append refuses it with TRYCREATE after the upload."""
+    c = await Client.login(env)
+    assert (await _append_sync(c, b"a APPEND Sent", MSG))[-1].startswith(b"a OK [APPENDUID")
+    asked = len(env.mail.made("get_mailbox"))
+    assert (await _append_sync(c, b"b APPEND Sent", MSG))[-1].startswith(b"b OK [APPENDUID")
+    assert len(env.mail.made("get_mailbox")) == asked
+    await env.store.app.repo.delete_mailbox(env.user, "Sent")
+    # The store's Append refuses it, before or after taking the data.
+    await c.send(b"c APPEND Sent {%d}" % len(MSG))
+    line = await c.line()
+    if line == b"+ Ready for literal data":
+        await c.send(MSG)
+        line = await c.line()
+    assert line == b"c NO [TRYCREATE] Mailbox does not exist: Sent"
+    # Not known any more: refused before the "+" again.
+    await c.send(b"d APPEND Sent {5}")
+    assert await c.line() == b"d NO [TRYCREATE] Mailbox does not exist: Sent"
     await c.close()
 
 
@@ -114,14 +139,19 @@ async def test_append_too_large(make_env: object) -> None:
 
 
 async def test_append_over_quota(env: Env) -> None:
-    env.store.quota_bytes = sum(m.size for m, _ in env.inbox.messages.values())
+    # A storage limit of what the user has now: nothing more fits.
+    await env.set_quota(sum(m.size for m in await env.store.messages(env.user)), 0)
     c = await Client.login(env)
     await c.send(b"a APPEND Sent {%d}" % len(MSG))
+    # The store refuses at Append's header, but the session has asked for the message by then
+    # (only mailbox, size and state are checked before the "+"): the refusal follows the data.
+    assert await c.line() == b"+ Ready for literal data"
+    await c.send(MSG)
     assert await c.line() == b"a NO [OVERQUOTA] Quota exceeded"
     await c.send(b"b APPEND Sent {%d+}\r\n" % len(MSG) + MSG)
     assert await c.line() == b"b NO [OVERQUOTA] Quota exceeded"
     assert await c.cmd(b"c NOOP") == [b"c OK NOOP completed"]
-    assert _box(env, "Sent") == {}
+    assert await _box(env, "Sent") == {}
     await c.close()
 
 
@@ -136,12 +166,14 @@ async def test_append_utf8_data(env: Env) -> None:
     await c.send(head + b"{%d}" % len(utf8))
     assert await c.line() == b"+ Ready for literal data"
     await c.send(utf8 + b")")
-    assert await c.line() == b"b OK [APPENDUID 1234 1] APPEND completed"
-    assert _box(env, "Sent")[1][1] == utf8
+    assert await c.line() == b"b OK [APPENDUID %d 1] APPEND completed" % (
+        await env.uidvalidity("Sent")
+    )
+    assert (await _box(env, "Sent"))[1] == utf8
     # The closing parenthesis is required.
     await c.send(b"c APPEND Sent UTF8 (~{%d+}\r\n" % len(utf8) + utf8)
     assert await c.line() == b"c BAD expected ')', found end of command"
-    assert len(_box(env, "Sent")) == 1
+    assert len(await _box(env, "Sent")) == 1
     await c.close()
 
 
@@ -179,7 +211,7 @@ async def test_append_bad_input_before_the_literal(env: Env) -> None:
     await c.send(b"d APPEND INBOX {0}")
     assert await c.line() == b"d NO An empty message cannot be stored"
     assert await c.cmd(b"z NOOP") == [b"z OK NOOP completed"]
-    assert len(env.inbox.messages) == 3
+    assert len(await env.uids()) == 3
     await c.close()
 
 
@@ -194,7 +226,7 @@ async def test_append_bad_input_after_the_literal(env: Env) -> None:
     # A second message (MULTIAPPEND) is read and refused; nothing of the command is stored.
     await c.send(b"c APPEND Sent {5+}\r\nhello (\\Seen) {5+}\r\nworld")
     assert await c.line() == b"c BAD MULTIAPPEND (more than one message) is not supported"
-    assert _box(env, "Sent") == {}
+    assert await _box(env, "Sent") == {}
     assert await c.cmd(b"z NOOP") == [b"z OK NOOP completed"]
     await c.close()
 
@@ -209,7 +241,7 @@ async def test_append_in_the_wrong_state(env: Env) -> None:
     # Before login a non-synchronizing literal above the literal limit is not swallowed.
     await c.send(b"d APPEND INBOX {999999+}")
     assert await c.line() == b"* BYE [TOOBIG] Literal too large"
-    assert len(env.inbox.messages) == 3
+    assert len(await env.uids()) == 3
 
 
 async def test_client_gone_in_the_middle_of_the_message(env: Env) -> None:
@@ -222,13 +254,13 @@ async def test_client_gone_in_the_middle_of_the_message(env: Env) -> None:
     # The server survives and stored nothing.
     d = await Client.login(env)
     assert await d.cmd(b"n NOOP") == [b"n OK NOOP completed"]
-    assert _box(env, "Sent") == {}
+    assert await _box(env, "Sent") == {}
     await d.close()
 
 
 async def test_append_store_unavailable(env: Env) -> None:
     c = await Client.login(env)
-    env.store.down = True
+    env.mail.down = True
     await c.send(b"a APPEND Sent {5+}\r\nhello\r\nb NOOP")
     assert await c.line() == b"a NO [UNAVAILABLE] Temporary server failure, try again later"
     assert await c.line() == b"b OK NOOP completed"
@@ -244,7 +276,7 @@ async def test_imaplib_append(env: Env) -> None:
         return typ, data
 
     typ, data = await asyncio.to_thread(run)
-    assert typ == "OK" and data[0].startswith(b"[APPENDUID 1234 1]")
-    meta, content = env.store.mailbox(env.user, "Sent").messages[1]
-    assert content == MSG and meta.flags == ("\\Flagged",)
+    assert typ == "OK" and data[0].startswith(b"[APPENDUID %d 1]" % await env.uidvalidity("Sent"))
+    meta = await env.message(1, "Sent")
+    assert await env.content(1, "Sent") == MSG and meta.flags == ("\\Flagged",)
     assert meta.internal_date == 1_750_000_000

@@ -46,6 +46,17 @@ class Store(store_pb2_grpc.StoreServiceServicer):
         self.completed += 1
         return store_pb2.AppendResponse(uid=42, uidvalidity=7)
 
+    # What the client asks when grpc.aio lost the status of an Append ended early (it then
+    # reports INTERNAL, grpc/grpc#36066): the same answers as Append's header checks.
+    async def GetMailbox(self, request: Any, context: Any) -> Any:
+        if request.mailbox == "Nowhere":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "mailbox 'Nowhere' does not exist")
+        return store_pb2.MailboxInfo(name=request.mailbox, uidvalidity=7)
+
+    async def GetQuota(self, request: Any, context: Any) -> Any:
+        # "Full" is full: no room for anything.
+        return store_pb2.QuotaInfo(storage_used_bytes=1000, storage_limit_bytes=1000)
+
     async def CopyMessages(self, request: Any, context: Any) -> Any:
         if request.destination == "Nowhere":
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such mailbox")
@@ -70,7 +81,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[tuple[GrpcMailStore, Store]]:
     await server.start([])
     ch = channel(f"127.0.0.1:{server.port}", pki["imap-gw"].security(), "store")
     try:
-        yield GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0), store  # type: ignore[arg-type]
+        yield GrpcMailStore(ch, 5.0), store
     finally:
         await ch.close()
         await server.stop(0)

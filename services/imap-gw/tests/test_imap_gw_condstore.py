@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 async def test_select_condstore_and_store_modseq(env: Env) -> None:
     c = await Client.login(env)
     reply = await c.cmd(b"s SELECT INBOX (CONDSTORE)")
-    assert b"* OK [HIGHESTMODSEQ 3] Highest" in reply
+    # The store gives a new mailbox MODSEQ 1: the seed's messages have 2, 3 and 4.
+    assert b"* OK [HIGHESTMODSEQ 4] Highest" in reply
     assert (
         b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted"
         in reply
@@ -23,12 +24,12 @@ async def test_select_condstore_and_store_modseq(env: Env) -> None:
     assert b"* OK [UNSEEN 2] First unseen" in reply  # IMAP4rev1 client
     assert reply[-1] == b"s OK [READ-WRITE] SELECT completed"
     assert await c.cmd(b"a STORE 2 +FLAGS (\\Seen)") == [
-        b"* 2 FETCH (FLAGS (\\Seen) MODSEQ (4))",
+        b"* 2 FETCH (FLAGS (\\Seen) MODSEQ (5))",
         b"a OK STORE completed",
     ]
     # .SILENT still reports the new MODSEQ once CONDSTORE is on (RFC 7162 §3.1.3).
     assert await c.cmd(b"b UID STORE 2 -FLAGS.SILENT (\\Seen)") == [
-        b"* 2 FETCH (UID 2 MODSEQ (5))",
+        b"* 2 FETCH (UID 2 MODSEQ (6))",
         b"b OK STORE completed",
     ]
     c.writer.close()
@@ -37,9 +38,9 @@ async def test_select_condstore_and_store_modseq(env: Env) -> None:
 async def test_unchangedsince_reports_modified(env: Env) -> None:
     c = await Client.login(env)
     await c.cmd(b"s SELECT INBOX")
-    # Message 1 has MODSEQ 1, message 3 MODSEQ 3: only 1 may change under UNCHANGEDSINCE 2.
-    assert await c.cmd(b"a STORE 1,3 (UNCHANGEDSINCE 2) +FLAGS (\\Answered)") == [
-        b"* 1 FETCH (FLAGS (\\Answered \\Seen) MODSEQ (4))",
+    # Message 1 has MODSEQ 2, message 3 MODSEQ 4: only 1 may change under UNCHANGEDSINCE 3.
+    assert await c.cmd(b"a STORE 1,3 (UNCHANGEDSINCE 3) +FLAGS (\\Answered)") == [
+        b"* 1 FETCH (FLAGS (\\Answered \\Seen) MODSEQ (5))",
         b"a OK [MODIFIED 3] Conditional STORE failed",
     ]
     # UNCHANGEDSINCE 0 always fails (RFC 7162 §3.1.3).
@@ -56,11 +57,12 @@ async def test_enable_and_qresync_select(env: Env) -> None:
         b"* ENABLED UTF8=ACCEPT QRESYNC",
         b"e OK ENABLE completed",
     ]
-    env.inbox.remove([1])
-    env.inbox.set_flags(3, ["\\Seen"])
-    reply = await c.cmd(b"s SELECT INBOX (QRESYNC (1234 3 1:3))")
+    await env.expunge_elsewhere([1])  # MODSEQ 5 (\\Deleted) and 6
+    await env.set_flags(3, ["\\Seen"])  # MODSEQ 7
+    uidvalidity = await env.uidvalidity()
+    reply = await c.cmd(b"s SELECT INBOX (QRESYNC (%d 4 1:3))" % uidvalidity)
     assert b"* VANISHED (EARLIER) 1" in reply
-    assert b"* 2 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (5))" in reply
+    assert b"* 2 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (7))" in reply
     assert b"* 2 EXISTS" in reply
     # Under QRESYNC, expunges are VANISHED (RFC 7162 §3.2.10).
     await c.cmd(b"a STORE 1 +FLAGS.SILENT (\\Deleted)")

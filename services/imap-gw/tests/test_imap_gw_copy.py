@@ -8,27 +8,27 @@ from typing import TYPE_CHECKING
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
-def _flags(env: Env, mailbox: str) -> list[tuple[str, ...]]:
-    box = env.store.mailbox(env.user, mailbox)
-    return [box.messages[u][0].flags for u in sorted(box.messages)]
+async def _flags(env: Env, mailbox: str) -> list[tuple[str, ...]]:
+    return [m.flags for m in await env.store.messages(env.user, mailbox)]
 
 
 async def test_copy_keeps_flags_and_answers_copyuid(env: Env) -> None:
+    sent, archive = await env.uidvalidity("Sent"), await env.uidvalidity("Archive/2024")
     c = await Client.selected(env)
-    assert await c.cmd(b"a COPY 1:2 Sent") == [b"a OK [COPYUID 1234 1:2 1:2] COPY completed"]
-    assert _flags(env, "Sent") == [("\\Seen",), ()]
+    assert await c.cmd(b"a COPY 1:2 Sent") == [b"a OK [COPYUID %d 1:2 1:2] COPY completed" % sent]
+    assert await _flags(env, "Sent") == [("\\Seen",), ()]
     # Source UIDs in ascending order, paired with the new UIDs (RFC 4315 §3).
     assert await c.cmd(b"b UID COPY 3,1 Archive/2024") == [
-        b"b OK [COPYUID 1234 1,3 1:2] UID COPY completed"
+        b"b OK [COPYUID %d 1,3 1:2] UID COPY completed" % archive
     ]
     assert await c.cmd(b"c UID COPY 2:* Sent") == [
-        b"c OK [COPYUID 1234 2:3 3:4] UID COPY completed"
+        b"c OK [COPYUID %d 2:3 3:4] UID COPY completed" % sent
     ]
     # The source is unchanged.
-    assert sorted(env.inbox.messages) == [1, 2, 3]
+    assert await env.uids() == [1, 2, 3]
     await c.close()
 
 
@@ -36,7 +36,7 @@ async def test_copy_to_the_selected_mailbox_announces_exists(env: Env) -> None:
     c = await Client.selected(env)
     assert await c.cmd(b"a COPY 1:3 INBOX") == [
         b"* 6 EXISTS",
-        b"a OK [COPYUID 1234 1:3 4:6] COPY completed",
+        b"a OK [COPYUID %d 1:3 4:6] COPY completed" % await env.uidvalidity(),
     ]
     await c.close()
 
@@ -50,27 +50,28 @@ async def test_copy_to_a_missing_mailbox_is_trycreate(env: Env) -> None:
         b"c NO [TRYCREATE] Mailbox does not exist: Nowhere"
     ]
     assert await c.cmd(b"d UID COPY 99 Sent") == [b"d OK COPY completed (no messages)"]
-    assert sorted(env.inbox.messages) == [1, 2, 3]
+    assert await env.uids() == [1, 2, 3]
     await c.close()
 
 
 async def test_move_sends_copyuid_then_expunge(env: Env) -> None:
+    sent, archive = await env.uidvalidity("Sent"), await env.uidvalidity("Archive/2024")
     c = await Client.selected(env)
     assert await c.cmd(b"a MOVE 2 Sent") == [
-        b"* OK [COPYUID 1234 2 1] Moved",
+        b"* OK [COPYUID %d 2 1] Moved" % sent,
         b"* 2 EXPUNGE",
         b"a OK MOVE completed",
     ]
-    assert sorted(env.inbox.messages) == [1, 3]
-    assert len(env.store.mailbox(env.user, "Sent").messages) == 1
+    assert await env.uids() == [1, 3]
+    assert await env.uids("Sent") == [1]
     # The former message 3 is now 2; every EXPUNGE counts the ones before it.
     assert await c.cmd(b"b UID MOVE 1:* Archive/2024") == [
-        b"* OK [COPYUID 1234 1,3 1:2] Moved",
+        b"* OK [COPYUID %d 1,3 1:2] Moved" % archive,
         b"* 1 EXPUNGE",
         b"* 1 EXPUNGE",
         b"b OK UID MOVE completed",
     ]
-    assert env.inbox.messages == {}
+    assert await env.uids() == []
     assert await c.cmd(b"c FETCH 1 FLAGS")  # nothing left: a BAD, and the session goes on
     assert await c.cmd(b"d NOOP") == [b"d OK NOOP completed"]
     await c.close()
@@ -81,7 +82,7 @@ async def test_move_under_qresync_reports_vanished(env: Env) -> None:
     assert (await c.cmd(b"e ENABLE QRESYNC"))[-1] == b"e OK ENABLE completed"
     assert (await c.cmd(b"s SELECT INBOX"))[-1].startswith(b"s OK")
     assert await c.cmd(b"a MOVE 1:2 Sent") == [
-        b"* OK [COPYUID 1234 1:2 1:2] Moved",
+        b"* OK [COPYUID %d 1:2 1:2] Moved" % await env.uidvalidity("Sent"),
         b"* VANISHED 1:2",
         b"a OK MOVE completed",
     ]
@@ -100,21 +101,23 @@ async def test_move_is_seen_by_another_session(env: Env) -> None:
 async def test_read_only_mailbox_copies_but_does_not_move(env: Env) -> None:
     c = await Client.selected(env, "EXAMINE")
     assert await c.cmd(b"a MOVE 1 Sent") == [b"a NO [READ-ONLY] Mailbox is read-only (EXAMINE)"]
-    assert await c.cmd(b"b COPY 1 Sent") == [b"b OK [COPYUID 1234 1 1] COPY completed"]
-    assert sorted(env.inbox.messages) == [1, 2, 3]
+    assert await c.cmd(b"b COPY 1 Sent") == [
+        b"b OK [COPYUID %d 1 1] COPY completed" % await env.uidvalidity("Sent")
+    ]
+    assert await env.uids() == [1, 2, 3]
     await c.close()
 
 
 async def test_message_expunged_elsewhere_is_expungeissued(env: Env) -> None:
     c = await Client.selected(env)
-    env.expunge_elsewhere([2])
+    await env.expunge_elsewhere([2])
     # The client still sees message 2; the others are copied and it is told why not all.
     assert await c.cmd(b"a COPY 1:3 Sent") == [
         b"* NO [EXPUNGEISSUED] Some of the requested messages no longer exist",
         b"* 2 EXPUNGE",
-        b"a OK [COPYUID 1234 1,3 1:2] COPY completed",
+        b"a OK [COPYUID %d 1,3 1:2] COPY completed" % await env.uidvalidity("Sent"),
     ]
-    env.expunge_elsewhere([3])
+    await env.expunge_elsewhere([3])
     assert await c.cmd(b"b UID MOVE 3 Sent") == [
         b"* 2 EXPUNGE",
         b"b NO [EXPUNGEISSUED] Some of the requested messages no longer exist",
@@ -124,21 +127,22 @@ async def test_message_expunged_elsewhere_is_expungeissued(env: Env) -> None:
 
 async def test_known_expunged_message_is_not_sent_to_the_store(env: Env) -> None:
     c = await Client.selected(env)
-    env.expunge_elsewhere([1])
+    await env.expunge_elsewhere([1])
     # FETCH may not report the EXPUNGE (RFC 9051 §7.5.1), so message 1 stays in the client's
     # view while the session knows it is gone.
     assert (await c.cmd(b"f FETCH 2 FLAGS"))[-1] == b"f OK FETCH completed"
-    env.store.calls.clear()
+    env.mail.calls.clear()
     assert await c.cmd(b"a COPY 1 Sent") == [
         b"* 1 EXPUNGE",
         b"a NO [EXPUNGEISSUED] Some of the requested messages no longer exist",
     ]
-    assert not [call for call in env.store.calls if call[0] == "copy_messages"]
+    assert not [call for call in env.mail.calls if call[0] == "copy_messages"]
     await c.close()
 
 
 async def test_copy_over_quota(env: Env) -> None:
-    env.store.quota_bytes = sum(m.size for m, _ in env.inbox.messages.values())
+    # A storage limit of what the user has now: nothing more fits.
+    await env.set_quota(sum(m.size for m in await env.store.messages(env.user)), 0)
     c = await Client.selected(env)
     assert await c.cmd(b"a COPY 1 Sent") == [b"a NO [OVERQUOTA] Quota exceeded"]
     # A move does not add to the usage.
@@ -183,7 +187,7 @@ async def test_copy_and_move_in_the_wrong_state(env: Env) -> None:
 
 async def test_store_unavailable(env: Env) -> None:
     c = await Client.selected(env)
-    env.store.down = True
+    env.mail.down = True
     assert await c.cmd(b"a COPY 1 Sent") == [
         b"a NO [UNAVAILABLE] Temporary server failure, try again later"
     ]

@@ -10,13 +10,13 @@ from fetch_messages import ATTACHMENT, EIGHT_BIT, MIXED
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 QP_DECODED = b"Caf\xe9 cr\xe8me, a long line that is soft broken."
 
 
 async def test_binary_decodes_base64_and_qp(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
     reply = await c.cmd_literals(
         b"a UID FETCH %d (BINARY.PEEK[1] BINARY.PEEK[2] BINARY.PEEK[2]<254.4> BINARY.PEEK[5])" % uid
@@ -31,15 +31,15 @@ async def test_binary_decodes_base64_and_qp(env: Env) -> None:
 
 
 async def test_binary_size(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
-    env.store.calls.clear()
+    env.mail.calls.clear()
     # Identity-encoded parts: the size is in the metadata, nothing is downloaded.
     assert await c.cmd(b"a UID FETCH %d (BINARY.SIZE[3.1] BINARY.SIZE[3])" % uid) == [
         b"* 4 FETCH (UID 4 BINARY.SIZE[3.1] 10 BINARY.SIZE[3] 228)",
         b"a OK FETCH completed",
     ]
-    assert "get_content" not in [c[0] for c in env.store.calls]
+    assert "get_content" not in [c[0] for c in env.mail.calls]
     assert await c.cmd(b"b UID FETCH %d (BINARY.SIZE[1] BINARY.SIZE[2] BINARY.SIZE[9])" % uid) == [
         b"* 4 FETCH (UID 4 BINARY.SIZE[1] %d BINARY.SIZE[2] 512 BINARY.SIZE[9] NIL)"
         % len(QP_DECODED),
@@ -49,7 +49,7 @@ async def test_binary_size(env: Env) -> None:
 
 
 async def test_unknown_cte(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
     for item in (b"BINARY.PEEK[4]", b"BINARY.SIZE[4]"):
         assert await c.cmd(b"a UID FETCH %d (%s)" % (uid, item)) == [
@@ -63,7 +63,7 @@ async def test_unknown_cte(env: Env) -> None:
 
 
 async def test_binary_of_single_part_message_sets_seen(env: Env) -> None:
-    uid = env.inbox.add(EIGHT_BIT)
+    uid = await env.add(EIGHT_BIT)
     c = await Client.selected(env)
     text = "Hallo Welt, schöne Grüße!\n".encode()
     assert await c.cmd_literals(b"a UID FETCH %d (BINARY[1])" % uid) == [

@@ -12,7 +12,7 @@ from fetch_messages import MIXED
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 def lit(data: bytes) -> bytes:
@@ -54,7 +54,7 @@ TOP_HEADER = MIXED[: MIXED.index(b"\r\n\r\n") + 4]
     ],
 )
 async def test_part_sections(env: Env, section: bytes, data: bytes) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
     reply = await c.cmd_literals(b"a UID FETCH %d (BODY.PEEK[%s])" % (uid, section))
     name = section.split(b" (")[0].upper()
@@ -68,7 +68,7 @@ async def test_part_sections(env: Env, section: bytes, data: bytes) -> None:
 
 
 async def test_missing_parts_are_nil(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
     # Part 5 does not exist; a text/plain part has no sub-parts and no HEADER of its own (only
     # message/rfc822 parts do, RFC 9051 §6.4.5).
@@ -87,7 +87,7 @@ async def test_single_part_message_part_one_is_its_body(env: Env) -> None:
         b"* 2 FETCH (BODY[1] "
         + lit(b"Line one.\r\nLine two.\r\n")
         + b" BODY[1.MIME] "
-        + lit(env.inbox.messages[2][1].split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+        + lit((await env.content(2)).split(b"\r\n\r\n")[0] + b"\r\n\r\n")
         + b")",
         b"a OK FETCH completed",
     ]
@@ -95,9 +95,9 @@ async def test_single_part_message_part_one_is_its_body(env: Env) -> None:
 
 
 async def test_header_sections_come_from_metadata(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
-    env.store.calls.clear()
+    env.mail.calls.clear()
     reply = await c.cmd_literals(
         b"a UID FETCH %d (BODY.PEEK[HEADER.FIELDS (Subject Message-ID)] RFC822.HEADER "
         b"BODY.PEEK[HEADER.FIELDS.NOT (Received)])" % uid
@@ -116,12 +116,12 @@ async def test_header_sections_come_from_metadata(env: Env) -> None:
         + b")",
         b"a OK FETCH completed",
     ]
-    assert [c[0] for c in env.store.calls] == ["get_structure"]
+    assert [c[0] for c in env.mail.calls] == ["get_structure"]
     c.writer.close()
 
 
 async def test_partial_ranges(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
     reply = await c.cmd_literals(
         b"a UID FETCH %d (BODY.PEEK[3.1]<6.100> BODY.PEEK[3.1]<500.10> BODY.PEEK[]<0.5>)" % uid
@@ -141,13 +141,13 @@ async def test_body_fetch_sets_seen_once(env: Env) -> None:
         b"* 2 FETCH (BODY[TEXT] " + lit(b"Line one.\r\nLine two.\r\n") + b" FLAGS (\\Seen))",
         b"a OK FETCH completed",
     ]
-    assert "\\Seen" in env.inbox.messages[2][0].flags
+    assert "\\Seen" in (await env.flags(2))
     # Already seen: no FLAGS, and the store is not asked to change anything.
-    env.store.calls.clear()
+    env.mail.calls.clear()
     assert (await c.cmd_literals(b"b FETCH 2 (BODY[HEADER.FIELDS (Subject)])"))[0] == (
         b"* 2 FETCH (BODY[HEADER.FIELDS (Subject)] " + lit(b"Subject: second\r\n\r\n") + b")"
     )
-    assert "store_flags" not in [c[0] for c in env.store.calls]
+    assert "store_flags" not in [c[0] for c in env.mail.calls]
     # No unsolicited FETCH left over for it: the client was told.
     assert await c.cmd(b"n NOOP") == [b"n OK NOOP completed"]
     c.writer.close()
@@ -155,13 +155,13 @@ async def test_body_fetch_sets_seen_once(env: Env) -> None:
 
 async def test_seen_follows_changes_made_elsewhere(env: Env) -> None:
     c = await Client.selected(env)
-    env.set_flags(1, [])  # another session took \Seen off message 1; its event arrives
+    await env.set_flags(1, [])  # another session took \Seen off message 1; its event arrives
     await asyncio.sleep(0)
     reply = await c.cmd_literals(b"a FETCH 1 (BODY[TEXT])")
     assert reply[0] == b"* 1 FETCH (BODY[TEXT] " + lit(b"Hello.\r\n") + b" FLAGS (\\Seen))"
-    assert env.inbox.messages[1][0].flags == ("\\Seen",)
+    assert (await env.flags(1)) == ("\\Seen",)
     # Expunged in the store meanwhile: the \Seen update does not find it.
-    env.inbox.remove([2])
+    await env.expunge_elsewhere([2], event=False)
     assert await c.cmd(b"b FETCH 2 (BODY[])") == [
         b"b NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
     ]
@@ -175,38 +175,38 @@ async def test_seen_with_condstore_reports_modseq(env: Env) -> None:
     assert reply[0] == (
         b"* 2 FETCH (UID 2 RFC822.TEXT "
         + lit(b"Line one.\r\nLine two.\r\n")
-        + b" FLAGS (\\Seen) MODSEQ (4))"
+        + b" FLAGS (\\Seen) MODSEQ (5))"  # the seed's highest is 4
     )
     c.writer.close()
 
 
 async def test_examine_leaves_flags_alone(env: Env) -> None:
     c = await Client.selected(env, "EXAMINE")
-    env.store.calls.clear()
+    env.mail.calls.clear()
     assert await c.cmd_literals(b"a FETCH 2 (BODY[1] RFC822)") == [
         b"* 2 FETCH (BODY[1] "
         + lit(b"Line one.\r\nLine two.\r\n")
         + b" RFC822 "
-        + lit(env.inbox.messages[2][1])
+        + lit(await env.content(2))
         + b")",
         b"a OK FETCH completed",
     ]
-    assert "store_flags" not in [c[0] for c in env.store.calls]
-    assert "\\Seen" not in env.inbox.messages[2][0].flags
+    assert "store_flags" not in [c[0] for c in env.mail.calls]
+    assert "\\Seen" not in (await env.flags(2))
     c.writer.close()
 
 
 async def test_peek_of_whole_message_asks_only_for_content(env: Env) -> None:
     c = await Client.selected(env)
-    env.store.calls.clear()
+    env.mail.calls.clear()
     reply = await c.cmd_literals(b"a UID FETCH 1 (BODY.PEEK[])")
     assert reply == [
-        b"* 1 FETCH (UID 1 BODY[] " + lit(env.inbox.messages[1][1]) + b")",
+        b"* 1 FETCH (UID 1 BODY[] " + lit(await env.content(1)) + b")",
         b"a OK FETCH completed",
     ]
-    assert env.store.calls == [("get_content", 1)]
+    assert env.mail.calls == [("get_content", (env.user, "INBOX", 1))]
     # Expunged meanwhile: left out (UID FETCH), or NO [EXPUNGEISSUED] (FETCH).
-    env.inbox.remove([1])
+    await env.expunge_elsewhere([1], event=False)
     assert await c.cmd(b"b UID FETCH 1 (BODY.PEEK[])") == [b"b OK FETCH completed"]
     assert await c.cmd(b"c FETCH 1 (BODY.PEEK[])") == [
         b"c NO [EXPUNGEISSUED] Some of the requested messages no longer exist"

@@ -11,7 +11,7 @@ from fetch_messages import EIGHT_BIT, MIXED
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 ANDRE = b'("=?utf-8?b?QW5kcsOpIFBpcmFyZA==?=" NIL "PIRARD" "vm1.ulg.ac.be")'
 INNER = b'("Inner" NIL "inner" "example.net")'
@@ -49,13 +49,13 @@ MIXED_BODY = (
 
 
 def _content_calls(env: Env) -> list[object]:
-    return [c for c in env.store.calls if c[0] == "get_content"]
+    return [c for c in env.mail.calls if c[0] == "get_content"]
 
 
 async def test_envelope_bodystructure_body_of_multipart(env: Env) -> None:
-    uid = env.inbox.add(MIXED)
+    uid = await env.add(MIXED)
     c = await Client.selected(env)
-    env.store.calls.clear()
+    env.mail.calls.clear()
     reply = await c.cmd(b"a UID FETCH %d (ENVELOPE BODYSTRUCTURE BODY)" % uid)
     assert reply == [
         b"* 4 FETCH (UID 4 ENVELOPE "
@@ -69,7 +69,7 @@ async def test_envelope_bodystructure_body_of_multipart(env: Env) -> None:
     ]
     # From the metadata alone, in one GetMessageMeta; nothing downloaded, no flags changed.
     assert _content_calls(env) == []
-    assert [c[0] for c in env.store.calls] == ["get_structure"]
+    assert [c[0] for c in env.mail.calls] == ["get_structure"]
     c.writer.close()
 
 
@@ -94,7 +94,7 @@ async def test_simple_message_and_macros(env: Env) -> None:
 
 
 async def test_eight_bit_header_goes_out_as_literal(env: Env) -> None:
-    uid = env.inbox.add(EIGHT_BIT)
+    uid = await env.add(EIGHT_BIT)
     c = await Client.selected(env)
     subject = "Grüße aus Köln".encode()
     jm = b'("=?utf-8?b?SsO8cmdlbiBNw7xsbGVy?=" NIL "jm" "example.de")'
@@ -124,7 +124,9 @@ async def test_eight_bit_header_goes_out_as_literal(env: Env) -> None:
 
 async def test_structure_of_expunged_message_is_left_out(env: Env) -> None:
     c = await Client.selected(env)
-    env.inbox.remove([2])  # gone from the store; the client still has it as message 2
+    await env.expunge_elsewhere(
+        [2], event=False
+    )  # gone from the store; the client still has it as message 2
     reply = await c.cmd(b"a FETCH 1:3 (ENVELOPE)")
     assert [r[:12] for r in reply[:-1]] == [b"* 1 FETCH (E", b"* 3 FETCH (E"]
     assert reply[-1] == b"a NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
@@ -133,7 +135,7 @@ async def test_structure_of_expunged_message_is_left_out(env: Env) -> None:
 
 
 async def test_imaplib_reads_bodystructure(env: Env) -> None:
-    env.inbox.add(MIXED)
+    await env.add(MIXED)
 
     def run() -> list[bytes]:
         m = imaplib.IMAP4("127.0.0.1", env.port)

@@ -29,7 +29,7 @@ from postmesh.store import search as store_search
 
 if TYPE_CHECKING:
     import pytest
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 FAST = settings(max_examples=200, deadline=None)
 

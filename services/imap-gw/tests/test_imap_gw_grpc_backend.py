@@ -101,7 +101,7 @@ async def backends(
     ch = channel(f"127.0.0.1:{server.port}", pki["imap-gw"].security(), "store")
     try:
         yield (
-            GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0),  # type: ignore[arg-type]
+            GrpcMailStore(ch, 5.0),
             GrpcAuthenticator(auth_pb2_grpc.AuthServiceStub(ch), 5.0),  # type: ignore[arg-type]
             store,
         )
@@ -139,7 +139,7 @@ async def test_auth_calls(backends: tuple[GrpcMailStore, GrpcAuthenticator, Stor
 async def test_unreachable_backend_is_unavailable() -> None:
     ch = channel("127.0.0.1:1", GrpcSecurity(), "store")
     try:
-        store = GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 0.5)  # type: ignore[arg-type]
+        store = GrpcMailStore(ch, 0.5)
         with pytest.raises(BackendUnavailable):
             await store.list_mailboxes("u")
     finally:

@@ -16,17 +16,17 @@ from postmesh.common.bus.sqlite import SqliteBus
 from postmesh.imap_gw.mailbox_events import MailboxEventConsumer
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 async def test_idle_reports_new_flags_and_expunges_then_done(env: Env) -> None:
     c = await Client.selected(env)
     await c.idle()
-    env.deliver("fourth")
+    await env.deliver("fourth")
     assert await c.line() == b"* 4 EXISTS"
-    env.set_flags(2, ["\\Answered"])
+    await env.set_flags(2, ["\\Answered"])
     assert await c.line() == b"* 2 FETCH (UID 2 FLAGS (\\Answered))"
-    env.expunge_elsewhere([1])
+    await env.expunge_elsewhere([1])
     assert await c.line() == b"* 1 EXPUNGE"
     await c.send(b"DONE")
     assert await c.line() == b"i OK IDLE terminated"
@@ -56,6 +56,7 @@ async def test_idle_in_authenticated_state(env: Env) -> None:
 
 
 async def test_idle_woken_by_the_embedded_bus(env: Env, tmp_path: Path) -> None:
+    await env.stop_events()  # only this test's bus tells the sessions anything
     bus = SqliteBus(tmp_path / "bus.sqlite3")
     await bus.start()
     consumer = MailboxEventConsumer(bus, env.server.registry)
@@ -64,9 +65,9 @@ async def test_idle_woken_by_the_embedded_bus(env: Env, tmp_path: Path) -> None:
         c = await Client.selected(env)
         await c.idle()
         await asyncio.sleep(0.3)  # let the consumer take its starting position
-        # A delivery by another replica: the fake store changes without telling anyone; only
-        # the event on the bus does.
-        env.inbox.add(env.make_message("fourth"))
+        # A delivery by another replica: the store changes without telling anyone; only the
+        # event on the bus does.
+        await env.add(env.make_message("fourth"))
         event = events_pb2.MailboxEvent(
             user=USER, mailbox="INBOX", kind=events_pb2.MailboxEvent.KIND_MESSAGE_NEW, uids=[4]
         )
@@ -84,9 +85,10 @@ async def test_idle_polls_the_store_without_events(
     make_env: Callable[..., Awaitable[Env]],
 ) -> None:
     env = await make_env(imap_idle_poll_seconds=0.1)
+    await env.stop_events()  # the bus down: IDLE polls the store
     c = await Client.selected(env)
     await c.idle()
-    env.inbox.add(env.make_message("fourth"))  # no event at all
+    await env.add(env.make_message("fourth"))  # no event at all
     assert await c.line() == b"* 4 EXISTS"
     await c.send(b"DONE")
     assert await c.line() == b"i OK IDLE terminated"

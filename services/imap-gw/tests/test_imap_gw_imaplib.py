@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from postmesh.imap_gw.backend import FlagsMode
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'
@@ -185,14 +185,14 @@ async def test_select_and_examine_report_the_mailbox(env: Env) -> None:
     assert out["FLAGS"] == [b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"]
     assert out["RECENT"] == [b"0"]
     assert out["UNSEEN"] == [b"2"]
-    assert out["UIDVALIDITY"] == [b"1234"]
+    assert out["UIDVALIDITY"] == [b"%d" % await env.uidvalidity()]
     assert out["UIDNEXT"] == [b"4"]
     assert out["PERMANENTFLAGS"] == [b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"]
     assert out["examine"] == ("OK", [b"3"])
     assert out["ro_perm"] == [b"()"]
     assert out["missing"][0] == "NO" and b"[NONEXISTENT]" in out["missing"][1][0]
     # The paged listing followed "more" (page size 2 for 3 messages).
-    assert ("list_flags", (2, 2)) in env.store.calls
+    assert (USER, "INBOX", 2, 2) in env.mail.made("list_flags")
 
 
 async def test_fetch_peek_returns_exact_bytes_and_leaves_flags(env: Env) -> None:
@@ -208,13 +208,13 @@ async def test_fetch_peek_returns_exact_bytes_and_leaves_flags(env: Env) -> None
     literals = [d for d in data if isinstance(d, tuple)]
     assert len(literals) == 3
     for i, (head, body) in enumerate(literals, start=1):
-        _meta, content = env.inbox.messages[i]
+        content = await env.content(i)
         assert body == content
         assert head.startswith(f"{i} (FLAGS (".encode())
         assert f"RFC822.SIZE {len(content)} BODY[] {{{len(content)}}}".encode() in head
     assert b"FLAGS (\\Seen)" in literals[0][0] and b"FLAGS ()" in literals[1][0]
-    assert "\\Seen" not in env.inbox.messages[2][0].flags
-    assert not [c for c in env.store.calls if c[0] == "store_flags"]
+    assert "\\Seen" not in await env.flags(2)
+    assert not env.mail.made("store_flags")
 
 
 async def test_body_without_peek_sets_seen(env: Env) -> None:
@@ -229,12 +229,12 @@ async def test_body_without_peek_sets_seen(env: Env) -> None:
     first, again = await in_thread(run)
     head, body = first[1][0]
     assert head == b"2 (BODY[] {%d}" % len(body)
-    assert body == env.inbox.messages[2][1]
+    assert body == await env.content(2)
     assert first[1][1] == b" FLAGS (\\Seen))"  # the implicit flag change is reported
-    assert env.inbox.messages[2][0].flags == ("\\Seen",)
+    assert await env.flags(2) == ("\\Seen",)
     assert again[1][1] == b")"  # already \Seen: no change, no FLAGS
-    assert [c for c in env.store.calls if c[0] == "store_flags"] == [
-        ("store_flags", ((2,), FlagsMode.ADD, ("\\Seen",)))
+    assert [(a[2], a[3], a[4]) for a in env.mail.made("store_flags")] == [
+        ([2], FlagsMode.ADD, ["\\Seen"])
     ]
 
 
@@ -247,13 +247,13 @@ async def test_rfc822_and_sections_in_read_only_mailbox(env: Env) -> None:
         return res
 
     typ, data = await in_thread(run)
-    content = env.inbox.messages[2][1]
+    content = await env.content(2)
     assert typ == "OK"
     assert data[0] == (b"2 (RFC822 {%d}" % len(content), content)
     assert data[1] == (b" BODY[TEXT] {22}", b"Line one.\r\nLine two.\r\n")
     assert data[2] == (b" BODY[HEADER.FIELDS (SUBJECT)] {19}", b"Subject: second\r\n\r\n")
     assert data[3] == (b" BODY[]<0> {4}", b"From")
-    assert "\\Seen" not in env.inbox.messages[2][0].flags  # EXAMINE: nothing changes
+    assert "\\Seen" not in await env.flags(2)  # EXAMINE: nothing changes
 
 
 async def test_uid_fetch(env: Env) -> None:
@@ -332,10 +332,11 @@ async def test_list_lsub_status_namespace(env: Env) -> None:
         b'(\\HasNoChildren \\Sent) "/" "Sent"',
     ]
     assert lsub[1] == [b'(\\HasNoChildren) "/" "INBOX"', b'(\\HasNoChildren \\Sent) "/" "Sent"']
-    size = sum(len(c) for _, c in env.inbox.messages.values())
+    size = sum(m.size for m in await env.store.messages(USER))
+    uidvalidity = await env.uidvalidity()
     assert status == (
         "OK",
-        [f'"INBOX" (MESSAGES 3 UNSEEN 2 UIDNEXT 4 UIDVALIDITY 1234 SIZE {size})'.encode()],
+        [f'"INBOX" (MESSAGES 3 UNSEEN 2 UIDNEXT 4 UIDVALIDITY {uidvalidity} SIZE {size})'.encode()],
     )
     assert ns == ("OK", [b'(("" "/")) NIL NIL'])
 
@@ -344,9 +345,9 @@ async def test_noop_reports_new_and_expunged_messages(env: Env) -> None:
     def run() -> tuple[Any, ...]:
         m = logged_in(env)
         m.select("INBOX")
-        env.inbox.add(env.make_message("fourth"))
-        env.inbox.add(env.make_message("fifth"))
-        env.inbox.remove([1])  # as the store does: a tombstone with its MODSEQ
+        env.blocking(env.add(env.make_message("fourth")))
+        env.blocking(env.add(env.make_message("fifth")))
+        env.blocking(env.expunge_elsewhere([1], event=False))  # a tombstone with its MODSEQ
         m.noop()
         exists = m.response("EXISTS")
         expunge = m.response("EXPUNGE")
@@ -361,8 +362,7 @@ async def test_noop_reports_new_and_expunged_messages(env: Env) -> None:
 
 
 async def test_close_expunges_and_unselect_does_not(env: Env) -> None:
-    meta, content = env.inbox.messages[3]
-    env.inbox.messages[3] = (meta.__class__(3, ("\\Deleted",), meta.size, 0), content)
+    await env.set_flags(3, ["\\Deleted"], event=False)
 
     def run() -> tuple[Any, ...]:
         m = logged_in(env)
@@ -371,15 +371,15 @@ async def test_close_expunges_and_unselect_does_not(env: Env) -> None:
         m.state = "AUTH"
         m.select("INBOX", readonly=True)
         ro_close = m.close()
-        kept = 3 in env.inbox.messages
+        kept = 3 in env.blocking(env.uids())
         m.select("INBOX")
         rw_close = m.close()
         m.logout()
         return unsel[0], ro_close[0], kept, rw_close[0]
 
     assert await in_thread(run) == ("OK", "OK", True, "OK")
-    assert 3 not in env.inbox.messages
-    assert [c for c in env.store.calls if c[0] == "expunge"] == [("expunge", "INBOX")]
+    assert 3 not in await env.uids()
+    assert env.mail.made("expunge") == [(USER, "INBOX")]
 
 
 async def test_bad_commands_and_wrong_state(env: Env) -> None:
@@ -406,7 +406,7 @@ async def test_bad_commands_and_wrong_state(env: Env) -> None:
 
 
 async def test_enable_imap4rev2_switches_to_utf8_names(env: Env) -> None:
-    env.store.mailbox(USER, "Entwürfe")
+    await env.store.app.repo.create_mailbox(USER, "Entwürfe")
 
     def run() -> tuple[Any, ...]:
         m = logged_in(env)
@@ -436,9 +436,9 @@ async def test_backend_unavailable_is_a_temporary_no(env: Env) -> None:
             m.login(USER, PASSWORD)
         env.auth.down = False
         m.login(USER, PASSWORD)
-        env.store.down = True
+        env.mail.down = True
         sel = m.select("INBOX")
-        env.store.down = False
+        env.mail.down = False
         m.logout()
         return str(auth_err.value), sel
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from imap_wire import PLAIN, Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 MakeEnv = Callable[..., Awaitable["Env"]]
 

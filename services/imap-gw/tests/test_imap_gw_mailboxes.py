@@ -10,7 +10,7 @@ import pytest
 from imap_wire import USER, Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 async def _names(c: Client) -> list[bytes]:
@@ -89,14 +89,14 @@ async def test_create_special_use(env: Env) -> None:
         b"c3 NO [USEATTR] A mailbox can have one special-use attribute"
     ]
     assert await c.cmd(b"c4 CREATE Plain (USE ())") == [b"c4 OK CREATE completed"]
-    assert ("create_mailbox", ("Spam", "\\Junk")) in env.store.calls
+    assert (USER, "Spam", "\\Junk") in env.mail.made("create_mailbox")
     c.writer.close()
 
 
 async def test_mailbox_commands_in_the_selected_state(env: Env) -> None:
     c = await Client.selected(env)
     assert await c.cmd(b"c CREATE Later") == [b"c OK CREATE completed"]
-    env.deliver("while creating")
+    await env.deliver("while creating")
     # Updates of the selected mailbox go out with any command's response.
     assert await c.cmd(b"r RENAME Later Sooner") == [b"* 4 EXISTS", b"r OK RENAME completed"]
     assert await c.cmd(b"d DELETE Sooner") == [b"d OK DELETE completed"]
@@ -107,7 +107,7 @@ async def test_mailbox_commands_in_the_selected_state(env: Env) -> None:
 async def test_create_before_login_is_refused(env: Env) -> None:
     c = await Client.connect(env)
     assert await c.cmd(b"c CREATE x") == [b"c BAD Log in first"]
-    assert "x" not in env.store.boxes[USER]
+    assert "x" not in await env.mailbox_names()
     c.writer.close()
 
 
@@ -117,10 +117,10 @@ async def test_create_before_login_is_refused(env: Env) -> None:
 async def test_delete_leaf_parent_and_noselect(env: Env) -> None:
     c = await Client.login(env)
     await c.cmd(b"c CREATE Work/Reports")
-    env.deliver("report", mailbox="Work")
+    await env.deliver("report", mailbox="Work")
     # A mailbox with inferiors loses its messages and stays as \Noselect.
     assert await c.cmd(b"d1 DELETE Work") == [b"d1 OK DELETE completed"]
-    assert env.store.boxes[USER]["Work"].messages == {}
+    assert (await env.store.app.repo.get_mailbox(USER, "Work")).messages == 0
     assert await c.cmd(b'l LIST "" Work*') == [
         b'* LIST (\\Noselect \\HasChildren) "/" "Work"',
         b'* LIST (\\HasNoChildren) "/" "Work/Reports"',
@@ -158,7 +158,7 @@ async def test_delete_inbox_and_bad_input(env: Env) -> None:
 
 async def test_delete_the_selected_mailbox_closes_it(env: Env) -> None:
     await (await Client.login(env)).cmd(b"c CREATE Old")
-    env.deliver("old one", mailbox="Old")
+    await env.deliver("old one", mailbox="Old")
     c = await Client.selected(env, mailbox="Old")
     assert await c.cmd(b"d DELETE Old") == [
         b"* OK [CLOSED] Selected mailbox deleted",
@@ -174,7 +174,7 @@ async def test_selected_mailbox_deleted_by_another_session_gets_bye(env: Env) ->
     sequence numbers no longer mean anything (RFC 9051 §7.1.5 lets a server end it)."""
     other = await Client.login(env)
     await other.cmd(b"c CREATE Shared")
-    env.deliver("shared", mailbox="Shared")
+    await env.deliver("shared", mailbox="Shared")
     c = await Client.selected(env, mailbox="Shared")
     assert await other.cmd(b"d DELETE Shared") == [b"d OK DELETE completed"]
     await c.send(b"n NOOP")
@@ -190,7 +190,7 @@ async def test_selected_mailbox_deleted_by_another_session_gets_bye(env: Env) ->
 async def test_rename_moves_the_hierarchy(env: Env) -> None:
     c = await Client.login(env)
     await c.cmd(b"c CREATE Clients/Acme/2025")
-    env.deliver("acme", mailbox="Clients/Acme")
+    await env.deliver("acme", mailbox="Clients/Acme")
     assert await c.cmd(b"r RENAME Clients Customers") == [b"r OK RENAME completed"]
     assert await c.cmd(b'l LIST "" C*') == [
         b'* LIST (\\HasChildren) "/" "Customers"',
@@ -207,7 +207,7 @@ async def test_rename_moves_the_hierarchy(env: Env) -> None:
     assert await c.cmd(b"r2 RENAME Customers/Acme/2025 Archive/Acme/2025") == [
         b"r2 OK RENAME completed"
     ]
-    assert "Archive/Acme" in env.store.boxes[USER]
+    assert "Archive/Acme" in await env.mailbox_names()
     c.writer.close()
 
 
@@ -261,19 +261,21 @@ async def test_rename_errors(env: Env) -> None:
 async def test_selected_mailbox_renamed_stays_selected(env: Env) -> None:
     other = await Client.login(env)
     await other.cmd(b"c CREATE Team")
-    env.deliver("team news", mailbox="Team")
+    await env.deliver("team news", mailbox="Team")
     c = await Client.selected(env, mailbox="Team")
-    # Renamed by another session: same messages, same UIDs, the new name.
+    # Renamed by another session: same messages, same UIDs, the new name once the store's
+    # event has arrived (ADR 13; a command before it ends the session, the mailbox being gone).
     assert await other.cmd(b"r RENAME Team Group") == [b"r OK RENAME completed"]
+    await env.selected_as("Group")
     assert await c.cmd(b"f FETCH 1 (UID FLAGS)") == [
         b"* 1 FETCH (UID 1 FLAGS ())",
         b"f OK FETCH completed",
     ]
-    env.deliver("more news", mailbox="Group")
+    await env.deliver("more news", mailbox="Group")
     assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
     # Renamed by this session: the same.
     assert await c.cmd(b"r RENAME Group Crew") == [b"r OK RENAME completed"]
-    env.deliver("crew", mailbox="Crew")
+    await env.deliver("crew", mailbox="Crew")
     assert await c.cmd(b"n NOOP") == [b"* 3 EXISTS", b"n OK NOOP completed"]
     other.writer.close()
     c.writer.close()
@@ -342,28 +344,28 @@ async def test_mailbox_commands_need_login(env: Env, command: bytes) -> None:
 
 async def test_store_down_is_a_temporary_failure(env: Env) -> None:
     c = await Client.login(env)
-    env.store.down = True
+    env.mail.down = True
     assert await c.cmd(b"c CREATE x") == [
         b"c NO [UNAVAILABLE] Temporary server failure, try again later"
     ]
     assert await c.cmd(b'l LIST "" *') == [
         b"l NO [UNAVAILABLE] Temporary server failure, try again later"
     ]
-    env.store.down = False
+    env.mail.down = False
     assert await c.cmd(b"c2 CREATE x") == [b"c2 OK CREATE completed"]
     c.writer.close()
 
 
 async def test_renaming_a_parent_renames_the_selection_before_any_event(env: Env) -> None:
     """The store's rename events may reach this replica after the session's next command: the
-    session renames its own selection at once (here the fake store sends no events)."""
+    session renames its own selection at once (here the sessions hear of no events)."""
     other = await Client.login(env)
     await other.cmd(b"c CREATE Clients/Acme")
-    env.deliver("acme", mailbox="Clients/Acme")
+    await env.deliver("acme", mailbox="Clients/Acme")
     c = await Client.selected(env, mailbox="Clients/Acme")
-    env.store.on_change = None
+    await env.stop_events()
     assert await c.cmd(b"r RENAME Clients Customers") == [b"r OK RENAME completed"]
-    env.store.mailbox(USER, "Customers/Acme").add(env.make_message("after"))
+    await env.add(env.make_message("after"), mailbox="Customers/Acme")
     assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
     other.writer.close()
     c.writer.close()

@@ -87,7 +87,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[tuple[GrpcMailStore, Store]]:
     await server.start([])
     ch = channel(f"127.0.0.1:{server.port}", pki["imap-gw"].security(), "store")
     try:
-        yield GrpcMailStore(store_pb2_grpc.StoreServiceStub(ch), 5.0), store  # type: ignore[arg-type]
+        yield GrpcMailStore(ch, 5.0), store
     finally:
         await ch.close()
         await server.stop(0)

@@ -14,7 +14,7 @@ import pytest
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 async def test_capabilities_advertise_the_mailbox_extensions(env: Env) -> None:
@@ -171,12 +171,13 @@ async def test_status_every_item(env: Env) -> None:
     await c.cmd(b"s SELECT INBOX")
     await c.cmd(b"st STORE 2 +FLAGS (\\Deleted)")
     await c.cmd(b"u UNSELECT")
-    size = sum(m.size for m, _ in env.inbox.messages.values())
+    size = sum(m.size for m in await env.store.messages(env.user))
+    inbox = await env.store.app.repo.get_mailbox(env.user, "INBOX")
     items = b"MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE HIGHESTMODSEQ RECENT"
     reply = await c.cmd(b"s1 STATUS INBOX (" + items + b")")
     assert reply == [
-        b'* STATUS "INBOX" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 1234 UNSEEN 2 DELETED 1 SIZE %d'
-        b" HIGHESTMODSEQ %d RECENT 0)" % (size, env.inbox.modseq),
+        b'* STATUS "INBOX" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2 DELETED 1 SIZE %d'
+        b" HIGHESTMODSEQ %d RECENT 0)" % (inbox.uidvalidity, size, inbox.highestmodseq),
         b"s1 OK STATUS completed",
     ]
     # Items once each, in the order asked; lower case is fine.
@@ -232,7 +233,7 @@ async def test_modified_utf7_names_unless_utf8_is_enabled(env: Env) -> None:
     c = await Client.login(env)
     # "Entwürfe" in modified UTF-7 (RFC 3501 §5.1.3).
     assert await c.cmd(b"c CREATE Entw&APw-rfe/M&AOQ-rz") == [b"c OK CREATE completed"]
-    assert "Entwürfe/März" in env.store.boxes[env.user]
+    assert "Entwürfe/März" in [m.name for m in await env.store.app.repo.list_mailboxes(env.user)]
     assert await c.cmd(b'l LIST "" Entw*') == [
         b'* LIST (\\HasChildren) "/" "Entw&APw-rfe"',
         b'* LIST (\\HasNoChildren) "/" "Entw&APw-rfe/M&AOQ-rz"',

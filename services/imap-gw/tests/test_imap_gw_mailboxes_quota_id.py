@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from imap_wire import PLAIN, Client
 
-from postmesh.imap_gw.backend import Quota
-
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 # -- ID (RFC 2971) ---------------------------------------------------------------------------------
 
@@ -62,8 +60,8 @@ async def test_id_bad_input(env: Env, command: bytes) -> None:
 
 
 async def test_getquotaroot_and_getquota(env: Env) -> None:
-    env.store.quota = Quota(0, 10 * 1024 * 1024, 0, 1000)
-    used = sum(m.size for m, _ in env.inbox.messages.values())
+    await env.set_quota(10 * 1024 * 1024, 1000)
+    used = sum(m.size for m in await env.store.messages(env.user))
     c = await Client.login(env)
     assert await c.cmd(b"q1 GETQUOTAROOT INBOX") == [
         b'* QUOTAROOT "INBOX" ""',
@@ -75,7 +73,7 @@ async def test_getquotaroot_and_getquota(env: Env) -> None:
         b"q2 OK GETQUOTA completed",
     ]
     # Only the limited resources are reported.
-    env.store.quota = Quota(0, 0, 0, 50)
+    await env.set_quota(0, 50)
     assert await c.cmd(b'q3 GETQUOTA ""') == [
         b'* QUOTA "" (MESSAGE 3 50)',
         b"q3 OK GETQUOTA completed",
@@ -94,7 +92,7 @@ async def test_no_limits_means_no_quota_root(env: Env) -> None:
 
 
 async def test_quota_errors_and_setquota_refused(env: Env) -> None:
-    env.store.quota = Quota(0, 1024 * 1024, 0, 0)
+    await env.set_quota(1024 * 1024, 0)
     c = await Client.login(env)
     assert await c.cmd(b"q1 GETQUOTA other") == [b"q1 NO [NONEXISTENT] No such quota root"]
     assert await c.cmd(b"q2 GETQUOTAROOT Nope") == [

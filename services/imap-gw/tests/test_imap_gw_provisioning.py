@@ -7,15 +7,20 @@ import asyncio
 import imaplib
 from typing import TYPE_CHECKING
 
+import pytest
+
+from postmesh.store.errors import UnknownUser
+
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 NEW_USER, NEW_PASSWORD = "newcomer@example.org", "first-login"
 
 
 async def test_login_provisions_a_new_user(env: Env) -> None:
     env.auth.users[NEW_USER] = NEW_PASSWORD
-    assert NEW_USER not in env.store.boxes
+    with pytest.raises(UnknownUser):
+        await env.store.app.repo.list_mailboxes(NEW_USER)
 
     def run() -> tuple[list[bytes], bytes]:
         m = imaplib.IMAP4("127.0.0.1", env.port, timeout=10)
@@ -26,13 +31,16 @@ async def test_login_provisions_a_new_user(env: Env) -> None:
         return [x for x in listing if isinstance(x, bytes)], exists[0] or b""
 
     listing, exists = await asyncio.to_thread(run)
-    assert ("provision_user", NEW_USER) in env.store.calls
+    assert (NEW_USER,) in env.mail.made("provision_user")
     assert any(b'"INBOX"' in line or line.endswith(b" INBOX") for line in listing)
     assert exists == b"0"
+    assert [m.name for m in await env.store.app.repo.list_mailboxes(NEW_USER)] == [
+        "Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash",
+    ]  # fmt: skip
 
 
 async def test_store_down_at_login_is_a_temporary_failure(env: Env) -> None:
-    env.store.down = True
+    env.mail.down = True
 
     def run() -> str:
         m = imaplib.IMAP4("127.0.0.1", env.port, timeout=10)

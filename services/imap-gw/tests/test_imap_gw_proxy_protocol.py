@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from postmesh.common.proxy_protocol import V2_SIGNATURE
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 MakeEnv = Callable[..., Awaitable["Env"]]
 

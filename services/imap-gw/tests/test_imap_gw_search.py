@@ -11,7 +11,7 @@ import pytest
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 def _day(y: int, m: int, d: int, hour: int = 12) -> int:
@@ -61,11 +61,12 @@ MESSAGES: list[tuple[str, str, tuple[str, ...], int]] = [
 
 
 @pytest.fixture
-def box(env: Env) -> Env:
-    """``env`` with the "Search" mailbox filled with MESSAGES (UIDs 1-5)."""
-    mailbox = env.store.mailbox(env.user, "Search")
+async def box(env: Env) -> Env:
+    """``env`` with the "Search" mailbox filled with MESSAGES (UIDs 1-5, MODSEQ 2-6: the
+    store gave the new mailbox MODSEQ 1)."""
+    await env.store.app.repo.create_mailbox(env.user, "Search")
     for headers, body, flags, date in MESSAGES:
-        mailbox.add((headers + "\r\n" + body).encode(), flags, date)
+        await env.add((headers + "\r\n" + body).encode(), flags, "Search", date)
     return env
 
 
@@ -186,7 +187,7 @@ async def test_search_does_not_report_expunges_uid_search_does(box: Env) -> None
     """RFC 9051 §7.5.1: no EXPUNGE while answering SEARCH (the numbers in ``* SEARCH`` are the
     client's current ones); UID SEARCH may report it."""
     c = await Client.selected(box, mailbox="Search")
-    box.expunge_elsewhere([2], mailbox="Search")
+    await box.expunge_elsewhere([2], mailbox="Search")
     reply = await c.cmd(b"s SEARCH ALL")
     assert reply == [b"* SEARCH 1 3 4 5", b"s OK SEARCH completed"]
     reply = await c.cmd(b"u UID SEARCH ALL")
@@ -197,7 +198,7 @@ async def test_search_does_not_report_expunges_uid_search_does(box: Env) -> None
 
 async def test_new_message_is_found_once_announced(box: Env) -> None:
     c = await Client.selected(box, mailbox="Search")
-    box.deliver("late arrival", mailbox="Search")
+    await box.deliver("late arrival", mailbox="Search")
     reply = await c.cmd(b"s SEARCH SUBJECT late")
     # The new message gets its number with the EXISTS after the answer: the search itself
     # covers only the messages the client knows (RFC 9051 §7.5.2).
@@ -288,18 +289,18 @@ async def test_saved_result_dollar(box: Env) -> None:
 async def test_modseq_search(box: Env) -> None:
     """RFC 7162 §3.1.5: MODSEQ criterion; the answer carries the highest MODSEQ of the matches."""
     c = await Client.selected(box, mailbox="Search")
-    # The fake store gave messages 1-5 MODSEQ 1-5 as they were added.
-    assert await c.cmd(b"a SEARCH MODSEQ 4") == [
-        b"* SEARCH 4 5 (MODSEQ 5)",
+    # The store gave messages 1-5 MODSEQ 2-6 as they were added.
+    assert await c.cmd(b"a SEARCH MODSEQ 5") == [
+        b"* SEARCH 4 5 (MODSEQ 6)",
         b"a OK SEARCH completed",
     ]
-    assert await c.cmd(b"b UID SEARCH MODSEQ 2 SEEN") == [
-        b"* SEARCH 3 (MODSEQ 3)",
+    assert await c.cmd(b"b UID SEARCH MODSEQ 3 SEEN") == [
+        b"* SEARCH 3 (MODSEQ 4)",
         b"b OK UID SEARCH completed",
     ]
     # The entry-name form is accepted; MODSEQ then still names the message's MODSEQ.
-    assert await c.cmd(b'c SEARCH MODSEQ "/flags/\\\\draft" all 4') == [
-        b"* SEARCH 4 5 (MODSEQ 5)",
+    assert await c.cmd(b'c SEARCH MODSEQ "/flags/\\\\draft" all 5') == [
+        b"* SEARCH 4 5 (MODSEQ 6)",
         b"c OK SEARCH completed",
     ]
     # No match: no MODSEQ part (RFC 7162 §3.1.5 "search-sort-mod-seq" only with results).
@@ -307,11 +308,11 @@ async def test_modseq_search(box: Env) -> None:
     # A STORE raises the message's MODSEQ. The MODSEQ key enabled CONDSTORE (RFC 7162 §3.1),
     # so even a .SILENT STORE reports the new MODSEQ (§3.2).
     assert await c.cmd(b"e STORE 2 +FLAGS.SILENT (\\Seen)") == [
-        b"* 2 FETCH (MODSEQ (6))",
+        b"* 2 FETCH (MODSEQ (7))",
         b"e OK STORE completed",
     ]
-    reply = await c.cmd(b"f SEARCH MODSEQ 6")
-    assert reply == [b"* SEARCH 2 (MODSEQ 6)", b"f OK SEARCH completed"], reply
+    reply = await c.cmd(b"f SEARCH MODSEQ 7")
+    assert reply == [b"* SEARCH 2 (MODSEQ 7)", b"f OK SEARCH completed"], reply
     for bad in (
         b"MODSEQ",
         b"MODSEQ x",
@@ -426,9 +427,9 @@ async def test_search_in_an_empty_mailbox(box: Env) -> None:
 
 async def test_store_unavailable(box: Env) -> None:
     c = await Client.selected(box, mailbox="Search")
-    box.store.down = True
+    box.mail.down = True
     reply = await c.cmd(b"a SEARCH ALL")
     assert reply == [b"a NO [UNAVAILABLE] Temporary server failure, try again later"], reply
-    box.store.down = False
+    box.mail.down = False
     assert await _hits(c, b"ALL") == [1, 2, 3, 4, 5]
     await c.close()

@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
-def _fill(env: Env) -> None:
-    """INBOX (conftest): 1 \\Seen "first", 2 "second", 3 \\Flagged "third"; add 4-7, unseen."""
+async def _fill(env: Env) -> None:
+    """INBOX (the seed): 1 \\Seen "first", 2 "second", 3 \\Flagged "third"; add 4-7, unseen.
+    Message N has MODSEQ N + 1 (the store gave the new INBOX MODSEQ 1)."""
     for subject in ("fourth", "fifth", "sixth", "seventh"):
-        env.inbox.add(env.make_message(subject))
+        await env.add(env.make_message(subject))
 
 
 async def test_return_options(env: Env) -> None:
-    _fill(env)
+    await _fill(env)
     c = await Client.selected(env)
     assert await c.cmd(b"a SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN UNFLAGGED") == [
         b'* ESEARCH (TAG "a") MIN 2 MAX 7 ALL 2,4:7 COUNT 5',
@@ -66,7 +67,7 @@ async def test_return_options(env: Env) -> None:
 
 
 async def test_uid_esearch_after_expunge(env: Env) -> None:
-    _fill(env)
+    await _fill(env)
     c = await Client.selected(env)
     assert (await c.cmd(b"x STORE 2,4 +FLAGS.SILENT (\\Deleted)"))[-1].startswith(b"x OK")
     assert (await c.cmd(b"y EXPUNGE"))[:2] == [b"* 2 EXPUNGE", b"* 3 EXPUNGE"]
@@ -94,7 +95,7 @@ async def test_uid_esearch_after_expunge(env: Env) -> None:
 async def test_save_result(env: Env) -> None:
     """RFC 5182 §2.4: SAVE alone answers no ESEARCH; with MIN/MAX only those are saved; with
     ALL or COUNT the whole result is."""
-    _fill(env)
+    await _fill(env)
     c = await Client.selected(env)
     assert await c.cmd(b"a SEARCH RETURN (SAVE) UNSEEN UNFLAGGED") == [b"a OK SEARCH completed"]
     assert await c.cmd(b"b SEARCH RETURN (ALL) $") == [
@@ -139,9 +140,9 @@ async def test_save_result(env: Env) -> None:
     ]
     # A failed SAVE search empties $ (RFC 5182 §2.1).
     assert await c.cmd(b"m SEARCH RETURN (SAVE) ALL") == [b"m OK SEARCH completed"]
-    env.store.down = True
+    env.mail.down = True
     assert (await c.cmd(b"n SEARCH RETURN (SAVE) SEEN"))[-1].startswith(b"n NO [UNAVAILABLE]")
-    env.store.down = False
+    env.mail.down = False
     assert await c.cmd(b"o SEARCH RETURN (COUNT) $") == [
         b'* ESEARCH (TAG "o") COUNT 0',
         b"o OK SEARCH completed",
@@ -192,18 +193,18 @@ async def test_imap4rev2_answers_esearch(env: Env) -> None:
 async def test_modseq_in_esearch(env: Env) -> None:
     """RFC 7162 §3.1.5: MODSEQ in ESEARCH is the highest MODSEQ of the messages returned; with
     MIN/MAX alone, of just those. The MODSEQ key enables CONDSTORE (§3.1)."""
-    _fill(env)  # MODSEQs: message N has MODSEQ N
+    await _fill(env)
     c = await Client.selected(env)
-    assert await c.cmd(b"a SEARCH RETURN (ALL) MODSEQ 3") == [
-        b'* ESEARCH (TAG "a") ALL 3:7 MODSEQ 7',
+    assert await c.cmd(b"a SEARCH RETURN (ALL) MODSEQ 4") == [
+        b'* ESEARCH (TAG "a") ALL 3:7 MODSEQ 8',
         b"a OK SEARCH completed",
     ]
-    assert await c.cmd(b"b SEARCH RETURN (MIN) MODSEQ 3") == [
-        b'* ESEARCH (TAG "b") MIN 3 MODSEQ 3',
+    assert await c.cmd(b"b SEARCH RETURN (MIN) MODSEQ 4") == [
+        b'* ESEARCH (TAG "b") MIN 3 MODSEQ 4',
         b"b OK SEARCH completed",
     ]
-    assert await c.cmd(b"c UID SEARCH RETURN (MIN MAX) MODSEQ 3 NOT 7") == [
-        b'* ESEARCH (TAG "c") UID MIN 3 MAX 6 MODSEQ 6',
+    assert await c.cmd(b"c UID SEARCH RETURN (MIN MAX) MODSEQ 4 NOT 7") == [
+        b'* ESEARCH (TAG "c") UID MIN 3 MAX 6 MODSEQ 7',
         b"c OK UID SEARCH completed",
     ]
     assert await c.cmd(b"d SEARCH RETURN (COUNT) MODSEQ 100") == [
@@ -211,9 +212,9 @@ async def test_modseq_in_esearch(env: Env) -> None:
         b"d OK SEARCH completed",
     ]
     # CONDSTORE is on now: a flag change made elsewhere is reported with its MODSEQ.
-    env.set_flags(1, ["\\Answered", "\\Seen"])
+    await env.set_flags(1, ["\\Answered", "\\Seen"])
     assert await c.cmd(b"n NOOP") == [
-        b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Seen) MODSEQ (8))",
+        b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Seen) MODSEQ (9))",
         b"n OK NOOP completed",
     ]
     await c.close()
@@ -240,7 +241,7 @@ def _imaplib_search(env: Env) -> dict[str, object]:
 
 
 async def test_imaplib(env: Env) -> None:
-    _fill(env)
+    await _fill(env)
     out = await asyncio.to_thread(_imaplib_search, env)
     assert out["unseen"] == ("OK", [b"2 3 4 5 6 7"])
     assert out["subject"] == ("OK", [b"5"])
@@ -257,7 +258,7 @@ async def test_imaplib(env: Env) -> None:
 async def test_saved_result_in_other_commands(env: Env) -> None:
     """RFC 5182 §2.1: ``$`` is a sequence set in FETCH, STORE and UID EXPUNGE (and their UID
     forms): message numbers in the plain forms, UIDs in the UID forms."""
-    _fill(env)
+    await _fill(env)
     c = await Client.selected(env)
     # Nothing saved yet: $ is empty, names no message, and is not an error.
     assert await c.cmd(b"a FETCH $ (FLAGS)") == [b"a OK FETCH completed"]

@@ -1,5 +1,6 @@
 """STORE / UID STORE, EXPUNGE / UID EXPUNGE, CLOSE over the wire, with exact sequence numbers
-(RFC 9051 §6.4.3, §6.4.6, §7.5.1; RFC 4315), and two sessions on one mailbox."""
+(RFC 9051 §6.4.3, §6.4.6, §7.5.1; RFC 4315), and two sessions on one mailbox; against the
+real store in-process (store_env), so the flags and expunges are the store's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 from imap_wire import Client
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 async def test_store_flags_silent_uid_and_new_keyword(env: Env) -> None:
@@ -25,7 +26,7 @@ async def test_store_flags_silent_uid_and_new_keyword(env: Env) -> None:
         b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)",
         b"c OK STORE completed",
     ]
-    assert env.inbox.messages[3][0].flags == ("$Label1",)
+    assert await env.flags(3) == ("$Label1",)
     assert await c.cmd(b"d UID STORE 99 +FLAGS (\\Seen)") == [b"d OK STORE completed"]
     await c.close()
 
@@ -58,14 +59,14 @@ async def test_store_and_expunge_refused_read_only(env: Env) -> None:
 
 
 async def test_expunge_numbers_count_the_previous_ones(env: Env) -> None:
-    env.inbox.add(env.make_message("fourth"))
-    env.inbox.add(env.make_message("fifth"))
+    await env.add(env.make_message("fourth"))
+    await env.add(env.make_message("fifth"))
     c = await Client.selected(env)
     await c.cmd(b"a STORE 2,4 +FLAGS.SILENT (\\Deleted)")
     # Messages 2 and 4 of 5: after "2 EXPUNGE", the old 4 is number 3 (RFC 9051 §7.5.1).
     assert await c.cmd(b"b EXPUNGE") == [b"* 2 EXPUNGE", b"* 3 EXPUNGE", b"b OK EXPUNGE completed"]
     assert await c.cmd(b"c FETCH 3 (UID)") == [b"* 3 FETCH (UID 5)", b"c OK FETCH completed"]
-    assert sorted(env.inbox.messages) == [1, 3, 5]
+    assert await env.uids() == [1, 3, 5]
     await c.close()
 
 
@@ -73,7 +74,7 @@ async def test_uid_expunge_only_the_given_uids(env: Env) -> None:
     c = await Client.selected(env)
     await c.cmd(b"a STORE 1,3 +FLAGS.SILENT (\\Deleted)")
     assert await c.cmd(b"b UID EXPUNGE 3:10") == [b"* 3 EXPUNGE", b"b OK UID EXPUNGE completed"]
-    assert sorted(env.inbox.messages) == [1, 2]
+    assert await env.uids() == [1, 2]
     assert (await c.cmd(b"c UID EXPUNGE"))[-1].startswith(b"c BAD ")
     assert (await c.cmd(b"d EXPUNGE 1"))[-1].startswith(b"d BAD ")
     await c.close()
@@ -83,7 +84,7 @@ async def test_close_expunges_silently(env: Env) -> None:
     c = await Client.selected(env)
     await c.cmd(b"a STORE 1 +FLAGS.SILENT (\\Deleted)")
     assert await c.cmd(b"b CLOSE") == [b"b OK CLOSE completed"]
-    assert sorted(env.inbox.messages) == [2, 3]
+    assert await env.uids() == [2, 3]
     assert (await c.cmd(b"c FETCH 1 (UID)"))[-1].startswith(b"c BAD ")
     await c.close()
 

@@ -11,7 +11,7 @@ from imap_wire import Client
 from postmesh.imap_gw.vanished import merge, not_live, uid_set
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
 
 
 def test_not_live_ranges() -> None:
@@ -26,20 +26,21 @@ def test_not_live_ranges() -> None:
 async def test_qresync_select_after_tombstones_are_gone(env: Env) -> None:
     c = await Client.login(env)
     await c.cmd(b"e ENABLE QRESYNC")
-    env.inbox.remove([1])
-    env.inbox.forget_tombstones()
-    env.inbox.set_flags(3, ["\\Seen"])
-    # The client's MODSEQ 3 is below the vanished floor (4): UID 1 is reported although no
+    v = await env.uidvalidity()
+    await env.expunge_elsewhere([1])  # MODSEQ 5 (\\Deleted), 6 (the expunge)
+    await env.forget_tombstones()  # the vanished floor is now 6
+    await env.set_flags(3, ["\\Seen"])  # MODSEQ 7
+    # The client's MODSEQ 3 is below the vanished floor: UID 1 is reported although no
     # tombstone says so, and the flag change as usual.
-    reply = await c.cmd(b"s SELECT INBOX (QRESYNC (1234 3 1:3))")
+    reply = await c.cmd(b"s SELECT INBOX (QRESYNC (%d 3 1:3))" % v)
     assert b"* VANISHED (EARLIER) 1" in reply
-    assert b"* 2 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (5))" in reply
+    assert b"* 2 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (7))" in reply
     assert reply[-1].startswith(b"s OK ")
     # Without known UIDs: every UID below UIDNEXT that is not live.
-    reply = await c.cmd(b"t SELECT INBOX (QRESYNC (1234 3))")
+    reply = await c.cmd(b"t SELECT INBOX (QRESYNC (%d 3))" % v)
     assert b"* VANISHED (EARLIER) 1" in reply
     # From a MODSEQ at or above the floor the tombstone-based answer is exact (nothing).
-    reply = await c.cmd(b"u SELECT INBOX (QRESYNC (1234 5))")
+    reply = await c.cmd(b"u SELECT INBOX (QRESYNC (%d 7))" % v)
     assert not any(line.startswith(b"* VANISHED") for line in reply)
     c.writer.close()
 
@@ -47,13 +48,13 @@ async def test_qresync_select_after_tombstones_are_gone(env: Env) -> None:
 async def test_fetch_vanished_after_tombstones_are_gone(env: Env) -> None:
     c = await Client.login(env)
     await c.cmd(b"e ENABLE QRESYNC")
-    env.inbox.remove([2])
-    env.inbox.forget_tombstones()
+    await env.expunge_elsewhere([2])
+    await env.forget_tombstones()
     # A client that knew MODSEQ 1 from an earlier session.
     await c.cmd(b"s SELECT INBOX")
     reply = await c.cmd(b"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
     assert reply[0] == b"* VANISHED (EARLIER) 2"
-    assert b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (3))" in reply
+    assert b"* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (4))" in reply
     assert reply[-1] == b"f OK FETCH completed"
     c.writer.close()
 
@@ -62,8 +63,8 @@ async def test_a_selected_session_resyncs_by_uid_list(env: Env) -> None:
     """A session whose HIGHESTMODSEQ is below the floor: the expunge comes from comparing the
     UID list, as without MODSEQs."""
     c = await Client.selected(env)
-    env.inbox.remove([2])
-    env.inbox.forget_tombstones()
+    await env.expunge_elsewhere([2])
+    await env.forget_tombstones()
     assert await c.cmd(b"b UID FETCH 1:* (FLAGS)") == [
         b"* 1 FETCH (UID 1 FLAGS (\\Seen))",
         b"* 3 FETCH (UID 3 FLAGS (\\Flagged))",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import REGISTRY
 
 if TYPE_CHECKING:
-    from conftest import Env
+    from store_env import StoreEnv as Env
+
 
 USER = "alice@example.org"
 PASSWORD = 's3cret pass\\"word'
@@ -286,7 +287,7 @@ async def test_uid_fetch_missing_and_seq_beyond_exists(env: Env) -> None:
         b"f3 BAD Invalid sequence set: number out of range at position 9, found '0 FLAGS'\r\n"
     )
     await c.send(b"f4 FETCH 3 FAST\r\n")
-    size = len(env.inbox.messages[3][1])
+    size = (await env.message(3)).size
     assert await c.line() == (
         b'* 3 FETCH (FLAGS (\\Flagged) INTERNALDATE "14-Nov-2023 22:13:20 +0000" '
         b"RFC822.SIZE %d)\r\n" % size

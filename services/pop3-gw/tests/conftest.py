@@ -1,4 +1,5 @@
-"""An in-memory fake behind the pop3-gw backend interface, and a running server on 127.0.0.1:0."""
+"""The pop3-gw backend on the real store in-process (the typed client against StoreServicer on
+127.0.0.1:0) with a fake auth service and a fault injector, and a running server."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import asyncio
 import poplib
 import socket
 import ssl
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,18 @@ from postmesh.common.sasl.scram import (
     derive_keys,
     verify_proof,
 )
-from postmesh.pop3_gw.backend import (
-    DELETED,
-    LockResult,
-    Maildrop,
-    MessageGone,
-    MessageInfo,
-)
+from postmesh.common.store_client.types import FlagsMode
+from postmesh.pop3_gw.backend import DELETED, INBOX, LockResult, MailBackend, Maildrop
+from postmesh.pop3_gw.grpc_backend import StoreMaildrop
 from postmesh.pop3_gw.server import Pop3Service
 from postmesh.pop3_gw.settings import Pop3Settings
+from postmesh.store.errors import NotFound
+from postmesh.store.in_process import InProcessStore
 
 USER = "alice@example.test"
 PASSWORD = "s3cret pass word"  # a space: PASS takes the rest of the line (RFC 1939 §7)
-UIDVALIDITY = 1234
+# Small, so opening a maildrop pages through the store's listing.
+PAGE_SIZE = 7
 
 
 def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
@@ -46,58 +46,24 @@ def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
     ).encode()
 
 
-@dataclass
-class FakeMessage:
-    uid: int
-    content: bytes
-    flags: set[str] = field(default_factory=set)
-
-
-class FakeBackend:
-    """The store and auth services in memory, with switchable failures and a call log."""
+class FakeAuth:
+    """The auth service in memory (passwords, lockout, SCRAM): this suite is about the store."""
 
     def __init__(self) -> None:
         self.passwords = {USER: PASSWORD}
-        self.inbox: dict[str, dict[int, FakeMessage]] = {USER: {}}
-        self.next_uid = 1
-        # Method names whose next calls raise BackendUnavailable.
-        self.failing: set[str] = set()
-        # fetch: fail after this many chunks (None: never).
-        self.fetch_fail_after: int | None = None
-        self.chunk_size = 5  # small, so chunk boundaries fall everywhere
-        self.calls: list[tuple[str, Any]] = []
-        # Maildrop locks: user -> (session id, expiry on ``now()``); lock_offset moves time.
-        self.locks: dict[str, tuple[str, float]] = {}
-        self.lock_offset = 0.0
-        # renew_lock answers this (False: the lock was taken by another session).
-        self.renew_granted = True
         # > 0: the auth service answers "locked out, retry after this many seconds".
         self.locked_for = 0
         self.scram_cache: dict[str, ScramKeys] = {}
 
-    def add(self, content: bytes, flags: Sequence[str] = (), user: str = USER) -> int:
-        uid = self.next_uid
-        self.next_uid += 1
-        self.inbox.setdefault(user, {})[uid] = FakeMessage(uid, content, set(flags))
-        return uid
-
-    def _check(self, method: str) -> None:
-        if method in self.failing:
-            raise BackendUnavailable(method)
-
     async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
     ) -> AuthVerdict:
-        self.calls.append(("authenticate", (username, remote_ip, mechanism)))
-        self._check("authenticate")
         canonical = username.lower()
         if self.locked_for:
             return AuthVerdict(None, self.locked_for)
         return AuthVerdict(canonical if self.passwords.get(canonical) == password else None)
 
     async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
-        self.calls.append(("scram_params", (username, remote_ip)))
-        self._check("authenticate")
         if self.locked_for:
             return AuthVerdict(None, self.locked_for)
         keys = self._scram_keys(username.lower())
@@ -108,8 +74,6 @@ class FakeBackend:
     async def verify_scram(
         self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
     ) -> ScramVerdict | AuthVerdict:
-        self.calls.append(("verify_scram", (username, remote_ip)))
-        self._check("authenticate")
         keys = self._scram_keys(username.lower())
         signature = verify_proof(keys, auth_message, proof) if keys else None
         return ScramVerdict(username.lower() if signature else None, signature or b"")
@@ -122,77 +86,29 @@ class FakeBackend:
             self.scram_cache[user] = derive_keys(password, b"fixed-salt-16byt", 4096)
         return self.scram_cache[user]
 
-    async def open_maildrop(self, user: str) -> Maildrop:
-        self.calls.append(("open_maildrop", user))
-        self._check("open_maildrop")
-        msgs = sorted(self.inbox.get(user, {}).values(), key=lambda m: m.uid)
-        return Maildrop(
-            UIDVALIDITY,
-            tuple(MessageInfo(m.uid, len(m.content), frozenset(m.flags)) for m in msgs),
+
+class StoreAndAuth(StoreMaildrop):
+    """The gateway's real store half (StoreMaildrop on the typed client, against the store
+    in-process) with the fake auth service."""
+
+    def __init__(self, store: InProcessStore, auth: FakeAuth) -> None:
+        super().__init__(store.client(), deadline=5.0, page_size=PAGE_SIZE)
+        self.auth = auth
+
+    async def check_password(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> AuthVerdict:
+        return await self.auth.check_password(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
         )
 
-    async def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
-        self.calls.append(("fetch", uid))
-        self._check("fetch")
-        msg = self.inbox.get(user, {}).get(uid)
-        if msg is None:
-            raise MessageGone(uid)
-        data = msg.content
-        for n, i in enumerate(range(0, len(data), self.chunk_size)):
-            if self.fetch_fail_after is not None and n >= self.fetch_fail_after:
-                raise BackendUnavailable("fetch mid-stream")
-            yield data[i : i + self.chunk_size]
-            await asyncio.sleep(0)
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        return await self.auth.scram_params(username, remote_ip=remote_ip)
 
-    async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self.calls.append(("add_flags", (list(uids), list(flags))))
-        self._check("add_flags")
-        for uid in uids:
-            if uid in self.inbox[user]:
-                self.inbox[user][uid].flags.update(flags)
-
-    async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        self.calls.append(("remove_flags", (list(uids), list(flags))))
-        self._check("remove_flags")
-        for uid in uids:
-            if uid in self.inbox[user]:
-                self.inbox[user][uid].flags.difference_update(flags)
-
-    async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
-        self.calls.append(("expunge", list(uids)))
-        self._check("expunge")
-        box = self.inbox[user]
-        gone = [uid for uid in uids if uid in box and DELETED in box[uid].flags]
-        for uid in gone:
-            del box[uid]
-        return gone
-
-    def now(self) -> float:
-        return time.monotonic() + self.lock_offset
-
-    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
-        self.calls.append(("acquire_lock", (user, session_id, lease_seconds)))
-        self._check("acquire_lock")
-        holder = self.locks.get(user)
-        if holder is not None and holder[0] != session_id and holder[1] > self.now():
-            return LockResult(False, holder[0])
-        self.locks[user] = (session_id, self.now() + lease_seconds)
-        return LockResult(True, session_id)
-
-    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
-        self.calls.append(("renew_lock", (user, session_id)))
-        self._check("renew_lock")
-        holder = self.locks.get(user)
-        if not self.renew_granted or holder is None or holder[0] != session_id:
-            return False
-        self.locks[user] = (session_id, self.now() + lease_seconds)
-        return True
-
-    async def release_lock(self, user: str, session_id: str) -> None:
-        self.calls.append(("release_lock", (user, session_id)))
-        self._check("release_lock")
-        if self.locks.get(user, ("", 0.0))[0] == session_id:
-            del self.locks[user]
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        return await self.auth.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
 
     async def ready(self) -> bool:
         return True
@@ -201,9 +117,145 @@ class FakeBackend:
         pass
 
 
+# The auth calls' names for ``failing`` and ``calls`` (one switch for the auth service).
+_AUTH = "authenticate"
+
+
+class FaultInjector:
+    """A MailBackend around another that logs each call (``calls``) and injects the failures a
+    unit test cannot get from a healthy store: BackendUnavailable from the methods named in
+    ``failing``, and a content stream that breaks after ``fetch_fail_after`` chunks. The
+    stream is re-cut into ``chunk_size`` pieces so chunk boundaries fall everywhere (byte
+    stuffing, TOP's line count)."""
+
+    def __init__(self, inner: MailBackend) -> None:
+        self.inner = inner
+        self.failing: set[str] = set()
+        self.fetch_fail_after: int | None = None
+        self.chunk_size = 5
+        self.calls: list[tuple[str, Any]] = []
+
+    def _call(self, method: str, args: Any, switch: str | None = None) -> None:
+        self.calls.append((method, args))
+        if (switch or method) in self.failing:
+            raise BackendUnavailable(method)
+
+    async def check_password(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> AuthVerdict:
+        self._call("authenticate", (username, remote_ip, mechanism), _AUTH)
+        return await self.inner.check_password(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
+        )
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        self._call("scram_params", (username, remote_ip), _AUTH)
+        return await self.inner.scram_params(username, remote_ip=remote_ip)
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        self._call("verify_scram", (username, remote_ip), _AUTH)
+        return await self.inner.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
+
+    async def open_maildrop(self, user: str) -> Maildrop:
+        self._call("open_maildrop", user)
+        return await self.inner.open_maildrop(user)
+
+    async def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
+        self._call("fetch", uid)
+        n = 0
+        async with aclosing(self.inner.fetch(user, uid, size_hint)) as chunks:
+            async for chunk in chunks:
+                for i in range(0, len(chunk), self.chunk_size):
+                    if self.fetch_fail_after is not None and n >= self.fetch_fail_after:
+                        raise BackendUnavailable("fetch mid-stream")
+                    n += 1
+                    yield chunk[i : i + self.chunk_size]
+                    await asyncio.sleep(0)
+
+    async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        self._call("add_flags", (list(uids), list(flags)))
+        await self.inner.add_flags(user, uids, flags)
+
+    async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        self._call("remove_flags", (list(uids), list(flags)))
+        await self.inner.remove_flags(user, uids, flags)
+
+    async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
+        self._call("expunge", list(uids))
+        return await self.inner.expunge(user, uids)
+
+    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
+        self._call("acquire_lock", (user, session_id, lease_seconds))
+        return await self.inner.acquire_lock(user, session_id, lease_seconds)
+
+    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
+        self._call("renew_lock", (user, session_id))
+        return await self.inner.renew_lock(user, session_id, lease_seconds)
+
+    async def release_lock(self, user: str, session_id: str) -> None:
+        self._call("release_lock", (user, session_id))
+        await self.inner.release_lock(user, session_id)
+
+    async def ready(self) -> bool:
+        return await self.inner.ready()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass
+class StoredMessage:
+    uid: int
+    flags: set[str]
+
+
+class Backend(FaultInjector):
+    """What the tests drive: the fault injector around the real store half and the fake auth,
+    with set-up and inspection on the store in-process."""
+
+    def __init__(self, store: InProcessStore) -> None:
+        self.store = store
+        self.auth = FakeAuth()
+        super().__init__(StoreAndAuth(store, self.auth))
+        self._loop = asyncio.get_running_loop()
+
+    async def add(self, content: bytes, flags: Sequence[str] = (), user: str = USER) -> int:
+        """Deliver a message to the user's INBOX; its UID."""
+        return (await self.store.deliver(user, content, flags)).uid
+
+    async def inbox(self, user: str = USER) -> dict[int, StoredMessage]:
+        """The INBOX as the store has it now, by UID."""
+        try:
+            found = await self.store.messages(user)
+        except NotFound:
+            return {}
+        return {m.uid: StoredMessage(m.uid, set(m.flags)) for m in found}
+
+    def expunge_elsewhere(self, uid: int, user: str = USER) -> None:
+        """From a client thread: another session (IMAP) removes the message meanwhile."""
+
+        async def remove() -> None:
+            await self.store.app.repo.store_flags(user, INBOX, [uid], FlagsMode.ADD, [DELETED])
+            await self.store.app.repo.expunge(user, INBOX, [uid])
+
+        asyncio.run_coroutine_threadsafe(remove(), self._loop).result(10)
+
+    async def lock_holder(self, user: str = USER) -> str | None:
+        held = await self.store.lock_holder(user)
+        return held[0] if held else None
+
+
 @pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
+async def store(tmp_path: Path) -> AsyncIterator[InProcessStore]:
+    async with InProcessStore() as s:
+        yield s
+
+
+@pytest.fixture
+async def backend(store: InProcessStore) -> Backend:
+    return Backend(store)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Pop3Settings:
@@ -265,7 +317,7 @@ class Raw:
 
 @dataclass
 class Env:
-    backend: FakeBackend
+    backend: Backend
     service: Pop3Service
 
     @property
@@ -304,7 +356,7 @@ class Env:
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[Callable[..., Any]]:
+async def start_server(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     """``await start_server(**settings)`` -> a running Pop3Service on the fake backend."""
     started: list[Pop3Service] = []
 
@@ -320,5 +372,5 @@ async def start_server(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[Ca
 
 
 @pytest.fixture
-async def env(start_server: Callable[..., Any], backend: FakeBackend) -> Env:
+async def env(start_server: Callable[..., Any], backend: Backend) -> Env:
     return Env(backend, await start_server())

@@ -25,7 +25,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 
 async def test_unknown_and_malformed_commands(env: Env) -> None:
-    env.backend.add(b"Subject: x\r\n\r\nbody\r\n")
+    await env.backend.add(b"Subject: x\r\n\r\nbody\r\n")
 
     def run() -> list[bytes]:
         raw = env.raw_login()
@@ -158,8 +158,8 @@ async def test_garbage_without_newline_is_bounded(start_server: Any) -> None:
 
 
 async def test_pipelining(env: Env) -> None:
-    env.backend.add(b"Subject: a\r\n\r\n.dot\r\n")
-    env.backend.add(b"Subject: b\r\n\r\nb\r\n")
+    await env.backend.add(b"Subject: a\r\n\r\n.dot\r\n")
+    await env.backend.add(b"Subject: b\r\n\r\nb\r\n")
 
     def run() -> bytes:
         raw = env.raw()
@@ -220,7 +220,7 @@ async def test_stls_twice_and_on_implicit_tls(env: Env) -> None:
 
 
 async def test_idle_timeout_closes_without_update(start_server: Any, backend: Any) -> None:
-    uid = backend.add(b"Subject: x\r\n\r\nbody\r\n")
+    uid = await backend.add(b"Subject: x\r\n\r\nbody\r\n")
     service = await start_server(pop3_idle_timeout_seconds=0.3)
 
     def run() -> list[bytes]:
@@ -236,7 +236,7 @@ async def test_idle_timeout_closes_without_update(start_server: Any, backend: An
     assert lines[2] == b"+OK Message 1 deleted.\r\n"
     assert lines[3] == b"-ERR Disconnected for inactivity.\r\n"
     assert lines[4] == b""
-    assert list(backend.inbox[USER]) == [uid]  # RFC 1939 §3: no UPDATE on autologout
+    assert list(await backend.inbox()) == [uid]  # RFC 1939 §3: no UPDATE on autologout
 
 
 async def test_plaintext_auth_needs_tls_from_non_loopback(
@@ -304,7 +304,7 @@ async def test_quit_before_login_and_metrics(env: Env) -> None:
 
 
 async def test_client_vanishing_mid_command_is_harmless(env: Env) -> None:
-    env.backend.add(b"Subject: x\r\n\r\n" + b"y" * 100_000 + b"\r\n")
+    await env.backend.add(b"Subject: x\r\n\r\n" + b"y" * 100_000 + b"\r\n")
 
     def run() -> None:
         raw = env.raw_login()
@@ -313,6 +313,6 @@ async def test_client_vanishing_mid_command_is_harmless(env: Env) -> None:
 
     await in_thread(run)
     await asyncio.sleep(0.1)
-    assert len(env.backend.inbox[USER]) == 1
+    assert len(await env.backend.inbox()) == 1
     # And the server still serves others.
     assert await in_thread(lambda: env.login().quit().startswith(b"+OK"))

@@ -1,4 +1,5 @@
-"""RFC 1939 §8 exclusive maildrop access over real sockets, against the fake backend's locks."""
+"""RFC 1939 §8 exclusive maildrop access over real sockets, against the store's own maildrop
+locks (MaildropLockService in-process; the store's clock is moved to expire leases)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,30 @@ import asyncio
 import base64
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from conftest import Env, FakeBackend
+    from conftest import Backend, Env
 
 USER = "alice@example.test"
 PASSWORD = "s3cret pass word"
 IN_USE = b"-ERR [IN-USE] Maildrop already locked.\r\n"
 
 
-async def eventually(probe: Callable[[], bool], timeout: float = 10.0) -> None:
+async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not probe():
+    while not await probe():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
 
 
-def holder(backend: FakeBackend) -> str | None:
-    held = backend.locks.get(USER)
-    return held[0] if held else None
+async def unlocked(backend: Backend) -> bool:
+    return await backend.lock_holder() is None
+
+
+async def called(backend: Backend, method: str) -> bool:
+    return any(c[0] == method for c in backend.calls)
 
 
 async def test_second_session_gets_in_use_and_stays_in_authorization(env: Env) -> None:
@@ -54,11 +58,11 @@ async def test_second_session_gets_in_use_and_stays_in_authorization(env: Env) -
     assert out[4].startswith(b"+OK")
     assert out[5].startswith(b"+OK") and out[6].startswith(b"+OK Logged in")
     assert out[7].startswith(b"+OK")
-    assert holder(env.backend) is None
+    assert await unlocked(env.backend)
 
 
 async def test_lock_is_released_before_the_quit_reply(env: Env) -> None:
-    env.backend.add(b"Subject: a\r\n\r\nx\r\n")
+    await env.backend.add(b"Subject: a\r\n\r\nx\r\n")
 
     def run() -> tuple[bytes, bytes]:
         first = env.login()
@@ -86,7 +90,7 @@ async def test_lock_is_released_when_the_connection_drops(env: Env) -> None:
         raw.close()  # no QUIT
 
     await asyncio.to_thread(login_and_drop)
-    await eventually(lambda: holder(env.backend) is None)
+    await eventually(lambda: unlocked(env.backend))
 
     def again() -> bytes:
         pop = env.login()
@@ -97,7 +101,8 @@ async def test_lock_is_released_when_the_connection_drops(env: Env) -> None:
 
 async def test_lock_of_a_crashed_session_expires(env: Env) -> None:
     # A gateway died with a session open: its lock stays until the lease runs out.
-    env.backend.locks[USER] = ("crashed-session", env.backend.now() + 60)
+    locks = env.backend.store.app.queue.repo
+    assert (await locks.acquire_lock(USER, "crashed-session", 60)).granted
 
     def attempt() -> bytes:
         raw = env.raw()
@@ -108,42 +113,45 @@ async def test_lock_of_a_crashed_session_expires(env: Env) -> None:
         return resp
 
     assert await asyncio.to_thread(attempt) == IN_USE
-    env.backend.lock_offset += 61
+    env.backend.store.clock_offset += 61
     assert (await asyncio.to_thread(attempt)).startswith(b"+OK Logged in")
 
 
 async def test_lock_is_renewed_while_the_session_lives(
-    start_server: Callable[..., Any], backend: FakeBackend, env: Env
+    start_server: Callable[..., Any], backend: Backend, env: Env
 ) -> None:
     env = dataclasses.replace(env, service=await start_server(pop3_maildrop_lock_seconds=3))
     raw = await asyncio.to_thread(env.raw_login)
     try:
-        first_expiry = backend.locks[USER][1]
-        await eventually(lambda: any(c[0] == "renew_lock" for c in backend.calls))
-        assert backend.locks[USER][1] > first_expiry
+        first = await backend.store.lock_holder(USER)
+        assert first is not None
+        await eventually(lambda: called(backend, "renew_lock"))
+        renewed = await backend.store.lock_holder(USER)
+        assert renewed is not None
+        assert renewed[0] == first[0] and renewed[1] > first[1]
         assert (await asyncio.to_thread(raw.cmd, "NOOP")).startswith(b"+OK")
     finally:
         raw.close()
 
 
 async def test_session_that_lost_its_lock_ends_without_update(
-    start_server: Callable[..., Any], backend: FakeBackend, env: Env
+    start_server: Callable[..., Any], backend: Backend, env: Env
 ) -> None:
-    backend.add(b"Subject: keep me\r\n\r\nx\r\n")
-    backend.renew_granted = False  # another session took the maildrop after ours expired
+    await backend.add(b"Subject: keep me\r\n\r\nx\r\n")
     env = dataclasses.replace(env, service=await start_server(pop3_maildrop_lock_seconds=3))
-
-    def run() -> tuple[bytes, bytes]:
-        raw = env.raw_login()
-        dele = raw.cmd("DELE 1")
-        raw.sock.settimeout(10)
-        closed = raw.line()  # the server hangs up at the first renewal (after ~1 s)
-        raw.close()
-        return dele, closed
-
-    dele, closed = await asyncio.to_thread(run)
+    raw = await asyncio.to_thread(env.raw_login)
+    dele = await asyncio.to_thread(raw.cmd, "DELE 1")
+    # Our lease runs out (the store's clock jumps) and another session takes the maildrop.
+    locks = backend.store.app.queue.repo
+    while True:
+        backend.store.clock_offset += 10
+        if (await locks.acquire_lock(USER, "other-session", 60)).granted:
+            break
+    raw.sock.settimeout(10)
+    closed = await asyncio.to_thread(raw.line)  # the server hangs up at its next renewal
+    raw.close()
     assert dele.startswith(b"+OK") and closed == b""
-    assert len(backend.inbox[USER]) == 1  # nothing deleted: no UPDATE
+    assert len(await backend.inbox()) == 1  # nothing deleted: no UPDATE
 
 
 async def test_lock_failures_are_temporary(env: Env) -> None:
@@ -160,5 +168,5 @@ async def test_lock_failures_are_temporary(env: Env) -> None:
     env.backend.failing = {"open_maildrop"}
     assert (await asyncio.to_thread(attempt)).startswith(b"-ERR [SYS/TEMP]")
     # The lock taken before the maildrop could not be opened was given back.
-    await eventually(lambda: holder(env.backend) is None)
-    assert any(c[0] == "release_lock" for c in env.backend.calls)
+    await eventually(lambda: unlocked(env.backend))
+    assert await called(env.backend, "release_lock")

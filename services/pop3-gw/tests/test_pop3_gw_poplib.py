@@ -1,4 +1,4 @@
-"""Whole sessions over real sockets with Python's poplib against the fake backend."""
+"""Whole sessions over real sockets with Python's poplib against the real store in-process."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 USER = "alice@example.test"
 PASSWORD = "s3cret pass word"
-UIDVALIDITY = 1234
 T = TypeVar("T")
 
 
@@ -67,7 +66,7 @@ async def test_capa_on_loopback_offers_user_sasl_and_stls(env: Env) -> None:
 
 async def test_user_pass_and_listing_values(env: Env) -> None:
     a, b = msg("one"), msg("two", "A longer body.\r\nSecond line.\r\n")
-    uid_a, uid_b = env.backend.add(a), env.backend.add(b)
+    uid_a, uid_b = await env.backend.add(a), await env.backend.add(b)
 
     def run() -> tuple[Any, ...]:
         pop = env.pop()
@@ -83,18 +82,19 @@ async def test_user_pass_and_listing_values(env: Env) -> None:
         return stat, listing, one, uidl, uid_one
 
     stat, listing, one, uidl, uid_one = await in_thread(run)
+    uidvalidity = (await env.backend.store.app.repo.get_mailbox(USER, "INBOX")).uidvalidity
     assert stat == (2, len(a) + len(b))
     assert listing[1] == [f"1 {len(a)}".encode(), f"2 {len(b)}".encode()]
     assert one == f"+OK 2 {len(b)}".encode()
-    assert uidl[1] == [f"1 {UIDVALIDITY}.{uid_a}".encode(), f"2 {UIDVALIDITY}.{uid_b}".encode()]
-    assert uid_one == f"+OK 1 {UIDVALIDITY}.{uid_a}".encode()
+    assert uidl[1] == [f"1 {uidvalidity}.{uid_a}".encode(), f"2 {uidvalidity}.{uid_b}".encode()]
+    assert uid_one == f"+OK 1 {uidvalidity}.{uid_a}".encode()
     # The fake saw the canonical user name and where the client came from.
     assert ("authenticate", (USER, "127.0.0.1", "")) in env.backend.calls
 
 
 async def test_uidl_is_stable_across_sessions(env: Env) -> None:
-    env.backend.add(msg("one"))
-    env.backend.add(msg("two"))
+    await env.backend.add(msg("one"))
+    await env.backend.add(msg("two"))
 
     def uidl() -> list[bytes]:
         pop = env.login()
@@ -148,7 +148,7 @@ async def test_too_many_failed_logins_close_the_connection(start_server: Any) ->
 
 
 async def test_auth_plain_with_initial_response(env: Env) -> None:
-    env.backend.add(msg("one"))
+    await env.backend.add(msg("one"))
 
     def run() -> tuple[bytes, tuple[int, int]]:
         pop = env.pop()
@@ -224,7 +224,7 @@ async def test_auth_without_mechanism_lists_mechanisms(env: Env) -> None:
 
 
 async def test_stls_then_login(env: Env) -> None:
-    env.backend.add(msg("secret"))
+    await env.backend.add(msg("secret"))
 
     def run() -> tuple[bytes, dict[str, list[str]], int]:
         pop = env.pop()
@@ -245,7 +245,7 @@ async def test_stls_then_login(env: Env) -> None:
 
 async def test_implicit_tls(env: Env) -> None:
     content = msg("over tls")
-    env.backend.add(content)
+    await env.backend.add(content)
 
     def run() -> tuple[dict[str, list[str]], bytes]:
         pop = poplib.POP3_SSL("127.0.0.1", env.tls_port, context=no_verify(), timeout=10)
@@ -264,7 +264,7 @@ async def test_implicit_tls(env: Env) -> None:
 async def test_retr_is_byte_for_byte_with_dot_stuffing(env: Env) -> None:
     body = ".starts with a dot\r\n..two dots\r\n.\r\nmiddle\r\n. spaced\r\nend\r\n"
     content = msg("dots", body)
-    env.backend.add(content)
+    await env.backend.add(content)
     bytes_before = metric("postmesh_pop3_gw_retrieved_bytes_total")
     ok_before = metric("postmesh_pop3_gw_commands_total", command="RETR", result="ok")
 
@@ -291,7 +291,7 @@ async def test_retr_is_byte_for_byte_with_dot_stuffing(env: Env) -> None:
 
 
 async def test_retr_normalises_bare_lf(env: Env) -> None:
-    env.backend.add(b"Subject: lf\n\nline one\n.dot\n")
+    await env.backend.add(b"Subject: lf\n\nline one\n.dot\n")
 
     def run() -> list[bytes]:
         pop = env.login()
@@ -303,7 +303,7 @@ async def test_retr_normalises_bare_lf(env: Env) -> None:
 
 
 async def test_top(env: Env) -> None:
-    env.backend.add(msg("top", "b1\r\n.b2\r\nb3\r\n"))
+    await env.backend.add(msg("top", "b1\r\n.b2\r\nb3\r\n"))
 
     def run() -> tuple[list[bytes], list[bytes], list[bytes]]:
         pop = env.login()
@@ -323,9 +323,9 @@ async def test_top(env: Env) -> None:
 
 
 async def test_dele_and_quit_expunges_exactly_those(env: Env) -> None:
-    uids = [env.backend.add(msg(f"m{i}")) for i in range(4)]
+    uids = [await env.backend.add(msg(f"m{i}")) for i in range(4)]
     # Flagged \Deleted by an IMAP client but not expunged: not POP3's to remove.
-    imap_deleted = env.backend.add(msg("imap"), flags=["\\Deleted"])
+    imap_deleted = await env.backend.add(msg("imap"), flags=["\\Deleted"])
 
     def run() -> tuple[bytes, bytes, tuple[int, int], bytes]:
         pop = env.login()
@@ -342,13 +342,13 @@ async def test_dele_and_quit_expunges_exactly_those(env: Env) -> None:
     assert stat[0] == 3
     assert retr_deleted == b"-ERR Message 2 is deleted."
     assert bye.startswith(b"+OK") and b"2 messages deleted" in bye
-    remaining = sorted(env.backend.inbox[USER])
+    remaining = sorted(await env.backend.inbox())
     assert remaining == [uids[0], uids[2], imap_deleted]
     assert ("expunge", [uids[1], uids[3]]) in env.backend.calls
 
 
 async def test_dele_without_quit_deletes_nothing(env: Env) -> None:
-    uids = [env.backend.add(msg(f"m{i}")) for i in range(2)]
+    uids = [await env.backend.add(msg(f"m{i}")) for i in range(2)]
 
     def run() -> None:
         pop = env.login()
@@ -358,13 +358,13 @@ async def test_dele_without_quit_deletes_nothing(env: Env) -> None:
 
     await in_thread(run)
     await asyncio.sleep(0.1)  # let the server notice the close
-    assert sorted(env.backend.inbox[USER]) == uids
-    assert all(not m.flags for m in env.backend.inbox[USER].values())
+    assert sorted(await env.backend.inbox()) == uids
+    assert all(not m.flags for m in (await env.backend.inbox()).values())
     assert not [c for c in env.backend.calls if c[0] in ("add_flags", "expunge")]
 
 
 async def test_rset_unmarks(env: Env) -> None:
-    uids = [env.backend.add(msg(f"m{i}")) for i in range(2)]
+    uids = [await env.backend.add(msg(f"m{i}")) for i in range(2)]
 
     def run() -> tuple[bytes, tuple[int, int]]:
         pop = env.login()
@@ -378,13 +378,13 @@ async def test_rset_unmarks(env: Env) -> None:
     resp, stat = await in_thread(run)
     assert resp.startswith(b"+OK Maildrop has 2 messages")
     assert stat[0] == 2
-    assert sorted(env.backend.inbox[USER]) == uids
+    assert sorted(await env.backend.inbox()) == uids
     assert not [c for c in env.backend.calls if c[0] == "expunge"]
 
 
 async def test_retr_marks_seen_at_quit(env: Env) -> None:
-    first = env.backend.add(msg("read"))
-    env.backend.add(msg("unread"))
+    first = await env.backend.add(msg("read"))
+    await env.backend.add(msg("unread"))
 
     def run() -> None:
         pop = env.login()
@@ -393,11 +393,11 @@ async def test_retr_marks_seen_at_quit(env: Env) -> None:
 
     await in_thread(run)
     assert ("add_flags", ([first], ["\\Seen"])) in env.backend.calls
-    assert [m.flags for m in env.backend.inbox[USER].values()] == [{"\\Seen"}, set()]
+    assert [m.flags for m in (await env.backend.inbox()).values()] == [{"\\Seen"}, set()]
 
 
 async def test_store_failure_on_quit_loses_nothing(env: Env) -> None:
-    uids = [env.backend.add(msg(f"m{i}")) for i in range(3)]
+    uids = [await env.backend.add(msg(f"m{i}")) for i in range(3)]
     env.backend.failing.add("expunge")
 
     def run() -> bytes:
@@ -410,9 +410,9 @@ async def test_store_failure_on_quit_loses_nothing(env: Env) -> None:
 
     text = await in_thread(run)
     assert text.startswith(b"-ERR [SYS/TEMP] ")
-    assert sorted(env.backend.inbox[USER]) == uids
+    assert sorted(await env.backend.inbox()) == uids
     # The \Deleted flags set for the UPDATE were taken back.
-    assert all("\\Deleted" not in m.flags for m in env.backend.inbox[USER].values())
+    assert all("\\Deleted" not in m.flags for m in (await env.backend.inbox()).values())
 
 
 async def test_auth_backend_down_is_temporary(env: Env) -> None:
@@ -450,12 +450,12 @@ async def test_store_down_at_login_is_temporary(env: Env) -> None:
 
 
 async def test_retr_of_a_message_expunged_elsewhere(env: Env) -> None:
-    uid = env.backend.add(msg("gone"))
-    env.backend.add(msg("kept"))
+    uid = await env.backend.add(msg("gone"))
+    await env.backend.add(msg("kept"))
 
     def run() -> tuple[bytes, list[bytes]]:
         pop = env.login()
-        del env.backend.inbox[USER][uid]  # an IMAP client expunged it meanwhile
+        env.backend.expunge_elsewhere(uid)  # an IMAP client expunged it meanwhile
         with pytest.raises(poplib.error_proto) as exc:
             pop.retr(1)
         lines = pop.retr(2)[1]
@@ -468,7 +468,7 @@ async def test_retr_of_a_message_expunged_elsewhere(env: Env) -> None:
 
 
 async def test_store_down_before_retr_is_temporary(env: Env) -> None:
-    env.backend.add(msg("x"))
+    await env.backend.add(msg("x"))
 
     def run() -> tuple[bytes, tuple[int, int]]:
         pop = env.login()
@@ -485,7 +485,7 @@ async def test_store_down_before_retr_is_temporary(env: Env) -> None:
 
 
 async def test_store_failing_mid_message_hangs_up_and_deletes_nothing(env: Env) -> None:
-    uids = [env.backend.add(msg("big", "x" * 200 + "\r\n")) for _ in range(2)]
+    uids = [await env.backend.add(msg("big", "x" * 200 + "\r\n")) for _ in range(2)]
     env.backend.fetch_fail_after = 3
 
     def run() -> bytes:
@@ -502,13 +502,13 @@ async def test_store_failing_mid_message_hangs_up_and_deletes_nothing(env: Env) 
     got = await in_thread(run)
     assert got.startswith(b"+OK")
     assert not got.endswith(b"\r\n.\r\n")  # no terminator: the client knows it is incomplete
-    assert sorted(env.backend.inbox[USER]) == uids
+    assert sorted(await env.backend.inbox()) == uids
 
 
 async def test_many_messages(env: Env) -> None:
     contents = [msg(f"n{i}", f"body {i}\r\n") for i in range(50)]
     for c in contents:
-        env.backend.add(c)
+        await env.backend.add(c)
 
     def run() -> list[bytes]:
         pop = env.login()

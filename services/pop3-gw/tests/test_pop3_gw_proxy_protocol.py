@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from postmesh.common.proxy_protocol import V2_SIGNATURE
 
 if TYPE_CHECKING:
-    from conftest import Env, FakeBackend
+    from conftest import Backend, Env
 
 USER = "alice@example.test"
 PASSWORD = "s3cret pass word"
@@ -59,12 +59,12 @@ class ProxiedPOP3(poplib.POP3):
         return self._tls.wrap_socket(sock) if self._tls is not None else sock
 
 
-def authenticated_from(backend: FakeBackend) -> list[tuple[str, str]]:
+def authenticated_from(backend: Backend) -> list[tuple[str, str]]:
     return [(args[0], args[1]) for name, args in backend.calls if name == "authenticate"]
 
 
 async def test_proxied_client_is_not_loopback(
-    start_server: Callable[..., Any], backend: FakeBackend
+    start_server: Callable[..., Any], backend: Backend
 ) -> None:
     # The TCP peer is 127.0.0.1 (the "balancer"); the client 192.0.2.10 must use TLS first.
     service = await start_server(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
@@ -96,7 +96,7 @@ async def test_proxied_client_is_not_loopback(
 
 
 async def test_header_before_implicit_tls(
-    start_server: Callable[..., Any], backend: FakeBackend
+    start_server: Callable[..., Any], backend: Backend
 ) -> None:
     service = await start_server(proxy_protocol=True, proxy_trusted_networks=LOOPBACK)
 

@@ -22,7 +22,7 @@ def message(i: int) -> bytes:
 
 async def test_retr_in_order_reads_ahead_and_sends_the_same_bytes(env: Env) -> None:
     for i in range(1, 5):
-        env.backend.add(message(i))
+        await env.backend.add(message(i))
 
     def run() -> list[list[bytes]]:
         raw = env.raw_login()
@@ -48,7 +48,7 @@ async def test_retr_in_order_reads_ahead_and_sends_the_same_bytes(env: Env) -> N
 
 async def test_read_ahead_skips_deleted_and_failures_still_answer_sys_temp(env: Env) -> None:
     for i in range(1, 4):
-        env.backend.add(message(i))
+        await env.backend.add(message(i))
 
     def run() -> list[bytes]:
         raw = env.raw_login()
@@ -76,8 +76,8 @@ async def test_read_ahead_skips_deleted_and_failures_still_answer_sys_temp(env: 
 
 async def test_read_ahead_off(start_server: Callable, env: Env) -> None:  # type: ignore[type-arg]
     off = type(env)(env.backend, await start_server(pop3_read_ahead_max_octets=0))
-    env.backend.add(message(1))
-    env.backend.add(message(2))
+    await env.backend.add(message(1))
+    await env.backend.add(message(2))
 
     def run() -> None:
         raw = off.raw_login()

@@ -86,7 +86,7 @@ async def test_auth_login_cancel_bad_base64_and_wrong_password(env: Env) -> None
 
 
 async def test_scram_sha_256_login_with_and_without_initial_response(env: Env) -> None:
-    env.backend.add(b"Subject: s\r\n\r\nscram\r\n")
+    await env.backend.add(b"Subject: s\r\n\r\nscram\r\n")
 
     def run() -> list[list[bytes]]:
         results = []
@@ -164,7 +164,7 @@ async def test_loopback_offers_every_mechanism(env: Env) -> None:
 
 
 async def test_lockout_answers_login_delay(env: Env) -> None:
-    env.backend.locked_for = 42
+    env.backend.auth.locked_for = 42
 
     def run() -> list[bytes]:
         raw = env.raw()
@@ -210,7 +210,7 @@ async def test_login_flood_closes_each_session_but_not_the_server(env: Env) -> N
 
 
 async def test_utf8_command_and_utf8_user_names(env: Env) -> None:
-    env.backend.passwords["jörg@example.test"] = "pässwort"
+    env.backend.auth.passwords["jörg@example.test"] = "pässwort"
 
     def run() -> list[bytes]:
         raw = env.raw()

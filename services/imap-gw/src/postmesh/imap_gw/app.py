@@ -7,7 +7,6 @@ from typing import cast
 import grpc
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
-from postmesh.api.store.v1 import store_pb2_grpc
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.grpc_security import GrpcSecurity
@@ -41,15 +40,11 @@ class ImapGateway(Service):
             "auth": channel(s.auth_address, security, "auth"),
         }
         # On an aio channel the generated stubs are the async ones (see the .pyi overloads).
-        store_stub = cast(
-            "store_pb2_grpc.StoreServiceAsyncStub",
-            store_pb2_grpc.StoreServiceStub(self._channels["store"]),
-        )
         auth_stub = cast(
             "auth_pb2_grpc.AuthServiceAsyncStub",
             auth_pb2_grpc.AuthServiceStub(self._channels["auth"]),
         )
-        store = GrpcMailStore(store_stub, s.grpc_deadline_seconds)
+        store = GrpcMailStore(self._channels["store"], s.grpc_deadline_seconds)
         auth = GrpcAuthenticator(auth_stub, s.grpc_deadline_seconds)
         registry = Registry()
         if s.imap_mailbox_events:

@@ -1,242 +1,74 @@
 """What the IMAP session needs from the rest of the system, as small typed interfaces.
 
-The real implementations call the store and auth gRPC services (:mod:`.grpc_backend`); unit tests
-put in-memory fakes behind the same interfaces.
+The values and the store's answers (exceptions) are the typed store client's
+(:mod:`postmesh.common.store_client`), re-exported here for the session; the real
+implementation is that client (:mod:`.grpc_backend`), and unit tests run it against the real
+store in-process (ADR 24).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from postmesh.common.store_client.errors import (
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxNotFound,
+    MailboxRejected,
+    MessageNotFound,
+    OverQuota,
+    SearchRejected,
+    StoreRefused,
+)
+from postmesh.common.store_client.types import (
+    Address,
+    AppendResult,
+    BodyPart,
+    Changes,
+    CopyResult,
+    Envelope,
+    FlagPage,
+    FlagsMode,
+    FlagsResult,
+    MailboxInfo,
+    MailboxTree,
+    MessageMeta,
+    MessagePage,
+    MessageStructure,
+    Quota,
+    SearchResult,
+)
 from postmesh.imap_gw.parser.search import SearchKey
 
-
-class MailboxNotFound(Exception):
-    """The mailbox does not exist (IMAP ``NO [NONEXISTENT]``)."""
-
-
-class MessageNotFound(Exception):
-    """The message was expunged meanwhile (IMAP ``NO [EXPUNGEISSUED]``)."""
-
-
-class MailboxExists(Exception):
-    """CREATE/RENAME onto a name that exists (IMAP ``NO [ALREADYEXISTS]``, RFC 5530)."""
-
-
-class MailboxHasChildren(Exception):
-    """DELETE of a \\Noselect name with inferiors (IMAP ``NO [HASCHILDREN]``, RFC 9051
-    §6.3.5)."""
-
-
-class MailboxRejected(Exception):
-    """The store refused a mailbox name or special-use attribute (INVALID_ARGUMENT): the
-    message says why."""
-
-
-class SearchRejected(Exception):
-    """The store refused the search criteria (too many keys, nested too deep): a client error."""
-
-
-class OverQuota(Exception):
-    """The user's storage or message quota would be exceeded (IMAP ``NO [OVERQUOTA]``,
-    RFC 9208 §4.1)."""
-
-
-class StoreRefused(Exception):
-    """The store refused a request as invalid for its arguments or the mailbox's state (a size
-    that does not match the content, a \\Noselect mailbox): ``NO`` with the store's reason."""
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """APPENDUID (RFC 4315 §3)."""
-
-    uidvalidity: int
-    uid: int
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    """COPYUID (RFC 4315 §3): ``source_uids[i]`` became ``dest_uids[i]``; MOVE also lists the
-    UIDs it removed from the source."""
-
-    uidvalidity: int
-    source_uids: Sequence[int]
-    dest_uids: Sequence[int]
-    expunged_uids: Sequence[int] = ()
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Matching UIDs ascending and the highest MODSEQ among them (RFC 7162 §3.1.5; 0: none)."""
-
-    uids: Sequence[int]
-    highest_modseq: int = 0
-
-
-@dataclass(frozen=True)
-class MailboxInfo:
-    name: str
-    uidvalidity: int
-    uidnext: int
-    messages: int = 0
-    unseen: int = 0
-    highestmodseq: int = 0
-    special_use: str = ""
-    subscribed: bool = False
-    deleted: int = 0  # messages flagged \Deleted (STATUS DELETED, RFC 9051 §6.3.11)
-    size: int = 0  # octets of all messages (STATUS SIZE, RFC 8438)
-    noselect: bool = False  # a parent kept only for its inferiors (RFC 9051 §6.3.5)
-    has_children: bool = False
-
-
-@dataclass(frozen=True)
-class MailboxTree:
-    """Every mailbox of a user (\\Noselect parents too) and the subscribed names, which may
-    name mailboxes that do not exist (RFC 9051 §6.3.7)."""
-
-    mailboxes: Sequence[MailboxInfo]
-    subscriptions: Sequence[str]
-
-
-@dataclass(frozen=True)
-class Quota:
-    """The user's one quota root (RFC 9208): usage and limits; a limit of 0 is none."""
-
-    storage_used: int  # octets
-    storage_limit: int
-    messages_used: int
-    message_limit: int
-
-
-@dataclass(frozen=True)
-class MessageMeta:
-    uid: int
-    flags: tuple[str, ...]
-    size: int
-    internal_date: int  # Unix seconds
-    modseq: int = 0
-
-
-@dataclass(frozen=True)
-class MessagePage:
-    messages: Sequence[MessageMeta]
-    more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FlagPage:
-    """What SELECT needs of each message, as parallel columns in ascending UID order: the
-    flags of ``uids[i]`` are ``flag_sets[flag_index[i]]`` (the store's ListMessageFlags)."""
-
-    uids: Sequence[int]
-    modseqs: Sequence[int]
-    flag_index: Sequence[int]
-    flag_sets: Sequence[tuple[str, ...]]
-    more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """An envelope address (RFC 9051 §7.5.2): ``name`` is the decoded display name; a group
-    start has an empty host and the group name as mailbox; a group end is all empty."""
-
-    name: str
-    adl: str
-    mailbox: str
-    host: str
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """The RFC 9051 §7.5.2 envelope; None is an absent header (NIL), "" an empty one."""
-
-    date: str | None = None
-    subject: str | None = None
-    from_: tuple[Address, ...] = ()
-    sender: tuple[Address, ...] = ()
-    reply_to: tuple[Address, ...] = ()
-    to: tuple[Address, ...] = ()
-    cc: tuple[Address, ...] = ()
-    bcc: tuple[Address, ...] = ()
-    in_reply_to: str | None = None
-    message_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BodyPart:
-    """One MIME entity as parsed at delivery, with its offsets in the whole message: the
-    header is raw[header_offset:body_offset], the body raw[body_offset:body_offset + size]."""
-
-    type: str
-    subtype: str
-    params: tuple[tuple[str, str], ...] = ()
-    id: str | None = None
-    description: str | None = None
-    encoding: str = "7BIT"
-    size: int = 0
-    lines: int = 0
-    md5: str | None = None
-    disposition: str | None = None
-    disposition_params: tuple[tuple[str, str], ...] = ()
-    language: tuple[str, ...] = ()
-    location: str | None = None
-    parts: tuple[BodyPart, ...] = ()  # multipart/*
-    message_envelope: Envelope | None = None  # message/rfc822 and message/global
-    message_body: BodyPart | None = None
-    header_offset: int = 0
-    body_offset: int = 0
-
-    @property
-    def is_multipart(self) -> bool:
-        return self.type == "multipart"
-
-    @property
-    def is_message(self) -> bool:
-        return self.message_body is not None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageStructure:
-    """What FETCH needs for ENVELOPE, BODY[STRUCTURE] and header sections without the
-    content: parsed once at delivery (the store's GetMessageMeta)."""
-
-    uid: int
-    envelope: Envelope
-    body: BodyPart
-    header: bytes  # up to and including the blank line
-
-
-@dataclass(frozen=True)
-class Changes:
-    """CONDSTORE/QRESYNC (RFC 7162): what changed after a MODSEQ; ``uidvalidity`` of the
-    mailbox answering (0: not told)."""
-
-    changed: Sequence[MessageMeta]
-    expunged_uids: Sequence[int]
-    highestmodseq: int
-    uidvalidity: int = 0
-    # The store no longer has every tombstone since the MODSEQ asked: ``expunged_uids`` may
-    # miss some; compare UIDs instead (``vanished.py``).
-    expunged_incomplete: bool = False
-
-
-class FlagsMode(enum.Enum):
-    ADD = "add"
-    REMOVE = "remove"
-    REPLACE = "replace"
-
-
-@dataclass(frozen=True)
-class FlagsResult:
-    """A conditional STORE (RFC 7162 §3.1.3): the messages as they are now (changed or not),
-    and the UIDs left alone because their MODSEQ was above UNCHANGEDSINCE."""
-
-    updated: Sequence[MessageMeta]
-    modified: Sequence[int]
+__all__ = [
+    "Address",
+    "AppendResult",
+    "Authenticator",
+    "BodyPart",
+    "Changes",
+    "CopyResult",
+    "Envelope",
+    "FlagPage",
+    "FlagsMode",
+    "FlagsResult",
+    "MailStore",
+    "MailboxExists",
+    "MailboxHasChildren",
+    "MailboxInfo",
+    "MailboxNotFound",
+    "MailboxRejected",
+    "MailboxTree",
+    "MessageMeta",
+    "MessageNotFound",
+    "MessagePage",
+    "MessageStructure",
+    "OverQuota",
+    "Quota",
+    "SearchRejected",
+    "SearchResult",
+    "StoreRefused",
+]
 
 
 class MailStore(Protocol):

@@ -66,6 +66,12 @@ class Registry:
         return n
 
     def handle_event(self, event: events_pb2.MailboxEvent) -> None:
+        if event.kind == Kind.KIND_FLAGS_CHANGED and event.modseq:
+            # Often a session's own STORE coming back: a session whose model already holds
+            # these flags at this MODSEQ has nothing to ask the store (Session.flags_changed).
+            for s in self.sessions(event.user):
+                s.flags_changed(event.mailbox, event.uids, event.flags, event.modseq)
+            return
         new_name = event.new_name if event.kind == Kind.KIND_MAILBOX_RENAMED else ""
         self.notify(event.user, event.mailbox, new_name)
 

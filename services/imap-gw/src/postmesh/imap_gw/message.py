@@ -124,13 +124,18 @@ def section_bytes(
     message) may be None when :func:`needs_content` is False; ``header`` is the top-level
     header block from the metadata."""
     if not needs_content(section):
-        data = header
-    else:
-        span = section_span(top, section, size)
-        if span is None:
-            return None
-        assert raw is not None
-        data = raw[span.start : span.end]
+        return header_section(header, section)
+    span = section_span(top, section, size)
+    if span is None:
+        return None
+    assert raw is not None
+    return header_section(raw[span.start : span.end], section)
+
+
+def header_section(data: bytes, section: Section | None) -> bytes:
+    """``data`` (a header block, or a section's octets) with HEADER.FIELDS[.NOT] applied. For
+    a section :func:`needs_content` is False for, ``data`` is the top-level header and this is
+    the whole answer: no body tree needed."""
     if section is not None and section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         return header_fields(data, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
     return data

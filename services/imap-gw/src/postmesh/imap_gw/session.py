@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -119,6 +119,8 @@ class Session:
         self._discard_input = False
         # APPEND's message literal, while its command runs (``commands/append.py``).
         self.literal: LiteralAhead | None = None
+        # The mailbox the last APPEND stored into: known to exist (``commands/append.py``).
+        self.appended_to: str | None = None
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -207,6 +209,17 @@ class Session:
         sel.dirty = True
         if self.wake is not None:
             self.wake.set()
+
+    def flags_changed(
+        self, mailbox: str, uids: Sequence[int], flags: Sequence[str], modseq: int
+    ) -> None:
+        """A FLAGS_CHANGED event: ``uids`` now have exactly ``flags``, at ``modseq``. Nothing
+        to resynchronise if the selected mailbox's model already says so (this session's own
+        STORE, whose answer it has recorded): any other change has its own event."""
+        sel = self.selected
+        if sel is not None and mailbox == sel.name and sel.knows_flags(uids, flags, modseq):
+            return
+        self.mailbox_changed(mailbox)
 
     def claim_user(self, user: str) -> bool:
         """Count this session for ``user`` at login; False beyond imap_max_sessions_per_user."""

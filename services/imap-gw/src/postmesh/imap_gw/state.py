@@ -132,9 +132,56 @@ class SelectedMailbox:
         at = [bisect.bisect_left(self.uids, u) for u in uids]
         return [i + 1 for i in at], [self._flags[i] for i in at], [self._modseqs[i] for i in at]
 
+    def present(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
+        """Those of ``uids`` (ascending) that are in the map, and their sequence numbers: one
+        pass with a moving lower bound, not a search of the whole map per UID."""
+        arr, n, lo = self.uids, len(self.uids), 0
+        kept: list[int] = []
+        seqs: list[int] = []
+        for u in uids:
+            lo = bisect.bisect_left(arr, u, lo)
+            if lo == n:
+                break
+            if arr[lo] == u:
+                kept.append(u)
+                seqs.append(lo + 1)
+        return kept, seqs
+
+    @property
+    def flag_column(self) -> Sequence[Flags]:
+        """Every message's flags, in sequence-number order (read-only)."""
+        return self._flags
+
+    def unreported_expunges(self) -> Iterable[int]:
+        """UIDs expunged in the store that the client has not been told of yet."""
+        return self._expunged
+
+    def store_highest_uid(self) -> int:
+        """The highest UID the store holds, as far as the model knows: the newest message not
+        yet announced, else the highest in the map that is not expunged (0: none). After a
+        resynchronisation this is the store's own answer (what ``*`` means in a UID set)."""
+        if self._new:
+            return max(self._new)
+        for i in range(len(self.uids) - 1, -1, -1):
+            if self.uids[i] not in self._expunged:
+                return self.uids[i]
+        return 0
+
     def modseq_of(self, uid: int) -> int:
         seq = self.seq_of(uid)
         return self._modseqs[seq - 1] if seq is not None else 0
+
+    def knows_flags(self, uids: Iterable[int], flags: Iterable[str], modseq: int) -> bool:
+        """Whether the model holds exactly ``flags`` for each of ``uids``, at ``modseq`` or
+        later: then a change saying so has nothing to tell this session."""
+        wanted = set(flags)
+        for uid in uids:
+            seq = self.seq_of(uid)
+            if seq is None or uid in self._expunged or self._modseqs[seq - 1] < modseq:
+                return False
+            if set(self._flags[seq - 1]) != wanted:
+                return False
+        return True
 
     def is_expunged(self, uid: int) -> bool:
         """Expunged in the store but still in the client's map (not yet reported)."""

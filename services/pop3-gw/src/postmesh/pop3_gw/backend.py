@@ -1,7 +1,8 @@
 """What the POP3 session needs from the rest of Postmesh, as one small interface.
 
 The real implementation (:mod:`postmesh.pop3_gw.grpc_backend`) calls the AuthService and the
-StoreService; unit tests use an in-memory fake.
+StoreService; unit tests run its store half against the real store in-process, with a fake auth
+service.
 """
 
 from __future__ import annotations
@@ -12,6 +13,18 @@ from typing import Protocol
 
 from postmesh.common.sasl import AuthVerdict
 from postmesh.common.sasl.scram import ScramParams, ScramVerdict
+from postmesh.common.store_client.types import LockResult
+
+__all__ = [
+    "DELETED",
+    "INBOX",
+    "SEEN",
+    "LockResult",
+    "MailBackend",
+    "Maildrop",
+    "MessageGone",
+    "MessageInfo",
+]
 
 INBOX = "INBOX"
 DELETED = "\\Deleted"
@@ -36,14 +49,6 @@ class Maildrop:
 
     uidvalidity: int
     messages: tuple[MessageInfo, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LockResult:
-    """RFC 1939 §8 exclusive access: ``granted``, or the session that holds the maildrop."""
-
-    granted: bool
-    holder: str = ""
 
 
 class MailBackend(Protocol):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-
-import grpc
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from contextlib import aclosing
+from typing import TypeVar
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
-from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
-from postmesh.common.backend import SaslAuthClient, unavailable
+from postmesh.common.backend import BackendUnavailable, SaslAuthClient
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger
 from postmesh.common.sasl import AuthVerdict
 from postmesh.common.sasl.scram import ScramParams, ScramVerdict
+from postmesh.common.store_client import MailboxNotFound, MessageNotFound, StoreClient
+from postmesh.common.store_client.types import FlagsMode
 from postmesh.pop3_gw.backend import (
     INBOX,
     LockResult,
@@ -28,13 +29,79 @@ log = get_logger(__name__)
 # size, assuming the client reads at least this fast (a slower one loses the connection, no mail).
 _MIN_CLIENT_BYTES_PER_SECOND = 64 * 1024
 
+T = TypeVar("T")
 
-_unavailable = unavailable
+
+class StoreMaildrop:
+    """The store half of the backend, on the typed store client: its answers as POP3 sees
+    them (no INBOX is an empty maildrop, an expunged message :class:`MessageGone`); every
+    failure is temporary (-ERR [SYS/TEMP])."""
+
+    def __init__(self, store: StoreClient, deadline: float, page_size: int) -> None:
+        self._store = store
+        self._deadline = deadline
+        self._page_size = page_size
+
+    async def open_maildrop(self, user: str) -> Maildrop:
+        try:
+            info = await self._store.get_mailbox(user, INBOX)
+        except MailboxNotFound:
+            # No INBOX yet (nothing ever delivered): an empty maildrop, not an error.
+            return Maildrop(uidvalidity=0, messages=())
+        messages: list[MessageInfo] = []
+        after = 0
+        while True:
+            try:
+                page = await self._store.list_messages(user, INBOX, after, self._page_size)
+            except MailboxNotFound:
+                break
+            for m in page.messages:
+                messages.append(MessageInfo(uid=m.uid, size=m.size, flags=frozenset(m.flags)))
+            if not page.more or not page.messages:
+                break
+            after = page.messages[-1].uid
+        return Maildrop(uidvalidity=info.uidvalidity, messages=tuple(messages))
+
+    async def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
+        timeout = self._deadline + size_hint / _MIN_CLIENT_BYTES_PER_SECOND
+        # aclosing: TOP stops reading early, and the store's stream must end with it.
+        async with aclosing(self._store.stream_content(user, INBOX, uid, timeout=timeout)) as s:
+            try:
+                async for chunk in s:
+                    yield chunk
+            except MessageNotFound as e:
+                raise MessageGone(uid) from e
+
+    async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        await self._inbox_write(self._store.store_flags(user, INBOX, uids, FlagsMode.ADD, flags))
+
+    async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
+        await self._inbox_write(self._store.store_flags(user, INBOX, uids, FlagsMode.REMOVE, flags))
+
+    async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
+        return list(await self._inbox_write(self._store.expunge_uids(user, INBOX, uids)))
+
+    @staticmethod
+    async def _inbox_write(call: Awaitable[T]) -> T:
+        """The INBOX gone under an open maildrop cannot be answered in POP3 other than as a
+        temporary failure (-ERR [SYS/TEMP]); the next session sees an empty maildrop."""
+        try:
+            return await call
+        except MailboxNotFound as e:
+            raise BackendUnavailable(f"INBOX not found: {e}") from e
+
+    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
+        return await self._store.acquire_lock(user, session_id, lease_seconds)
+
+    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
+        return await self._store.renew_lock(user, session_id, lease_seconds)
+
+    async def release_lock(self, user: str, session_id: str) -> None:
+        await self._store.release_lock(user, session_id)
 
 
-class GrpcBackend:
-    """NOT_FOUND from the store means "no such mailbox/message"; every other failure is
-    temporary (-ERR [SYS/TEMP])."""
+class GrpcBackend(StoreMaildrop):
+    """:class:`~postmesh.pop3_gw.backend.MailBackend` on StoreService and AuthService."""
 
     def __init__(
         self,
@@ -46,13 +113,10 @@ class GrpcBackend:
     ) -> None:
         self._store_channel = channel(store_address, security, "store")
         self._auth_channel = channel(auth_address, security, "auth")
-        self._store = store_pb2_grpc.StoreServiceStub(self._store_channel)
-        self._locks = queue_pb2_grpc.MaildropLockServiceStub(self._store_channel)
+        super().__init__(StoreClient(self._store_channel, deadline), deadline, page_size)
         self._auth = SaslAuthClient(
             auth_pb2_grpc.AuthServiceStub(self._auth_channel), "pop3", deadline
         )
-        self._deadline = deadline
-        self._page_size = page_size
 
     async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
@@ -68,107 +132,6 @@ class GrpcBackend:
         self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
     ) -> ScramVerdict | AuthVerdict:
         return await self._auth.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
-
-    async def open_maildrop(self, user: str) -> Maildrop:
-        try:
-            info = await self._store.GetMailbox(
-                store_pb2.GetMailboxRequest(user=user, mailbox=INBOX), timeout=self._deadline
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:
-                # No INBOX yet (nothing ever delivered): an empty maildrop, not an error.
-                return Maildrop(uidvalidity=0, messages=())
-            raise _unavailable("GetMailbox", e) from e
-        messages: list[MessageInfo] = []
-        after = 0
-        while True:
-            req = store_pb2.ListMessagesRequest(
-                user=user, mailbox=INBOX, after_uid=after, limit=self._page_size
-            )
-            try:
-                page = await self._store.ListMessages(req, timeout=self._deadline)
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.NOT_FOUND:
-                    break
-                raise _unavailable("ListMessages", e) from e
-            for m in page.messages:
-                messages.append(MessageInfo(uid=m.uid, size=m.size, flags=frozenset(m.flags)))
-            if not page.more or not page.messages:
-                break
-            after = page.messages[-1].uid
-        return Maildrop(uidvalidity=info.uidvalidity, messages=tuple(messages))
-
-    async def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
-        req = store_pb2.GetMessageContentRequest(user=user, mailbox=INBOX, uid=uid)
-        call = self._store.GetMessageContent(
-            req, timeout=self._deadline + size_hint / _MIN_CLIENT_BYTES_PER_SECOND
-        )
-        try:
-            async for chunk in call:
-                yield chunk.data
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:
-                raise MessageGone(uid) from e
-            raise _unavailable("GetMessageContent", e) from e
-        finally:
-            # TOP stops reading early: end the stream rather than let the store push the rest.
-            call.cancel()
-
-    async def _store_flags(
-        self,
-        user: str,
-        uids: Sequence[int],
-        mode: store_pb2.FlagsMode.ValueType,
-        flags: Sequence[str],
-    ) -> None:
-        req = store_pb2.StoreFlagsRequest(
-            user=user, mailbox=INBOX, uids=list(uids), mode=mode, flags=list(flags)
-        )
-        try:
-            await self._store.StoreFlags(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("StoreFlags", e) from e
-
-    async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        await self._store_flags(user, uids, store_pb2.FLAGS_MODE_ADD, flags)
-
-    async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
-        await self._store_flags(user, uids, store_pb2.FLAGS_MODE_REMOVE, flags)
-
-    async def expunge(self, user: str, uids: Sequence[int]) -> list[int]:
-        req = store_pb2.ExpungeRequest(user=user, mailbox=INBOX, uids=list(uids))
-        try:
-            resp = await self._store.Expunge(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("Expunge", e) from e
-        return list(resp.expunged_uids)
-
-    async def acquire_lock(self, user: str, session_id: str, lease_seconds: int) -> LockResult:
-        req = queue_pb2.MaildropLockRequest(
-            user=user, owner=session_id, lease_seconds=lease_seconds
-        )
-        try:
-            resp = await self._locks.Acquire(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("MaildropLock.Acquire", e) from e
-        return LockResult(resp.granted, resp.holder)
-
-    async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
-        req = queue_pb2.MaildropLockRequest(
-            user=user, owner=session_id, lease_seconds=lease_seconds
-        )
-        try:
-            resp = await self._locks.Renew(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("MaildropLock.Renew", e) from e
-        return bool(resp.granted)
-
-    async def release_lock(self, user: str, session_id: str) -> None:
-        req = queue_pb2.MaildropLockRequest(user=user, owner=session_id)
-        try:
-            await self._locks.Release(req, timeout=self._deadline)
-        except grpc.aio.AioRpcError as e:
-            raise _unavailable("MaildropLock.Release", e) from e
 
     async def ready(self) -> bool:
         return await is_serving(

@@ -41,6 +41,7 @@ class StoreApp(Service):
         # Made in start(): grpc.aio binds a server to the running event loop, and the service
         # object is built before asyncio.run() starts it.
         self.grpc: GrpcServer | None = None
+        self.events: EventPublisher | None = None
         self._started: list[str] = []
         targets = [r for r in (self.repo, self.queue.repo) if isinstance(r, Leftovers)]
         self.janitor = Janitor(targets, janitor_policy(settings))
@@ -62,9 +63,10 @@ class StoreApp(Service):
         except Exception:
             # Events are hints; the store serves without them (publishes are then logged).
             log.exception("bus did not start; mailbox events will not be published")
+        self.events = EventPublisher(self.bus, self.settings.store_event_publish_timeout_seconds)
         servicer = StoreServicer(
             self.repo,
-            EventPublisher(self.bus, self.settings.store_event_publish_timeout_seconds),
+            self.events,
             default_page_size=self.settings.store_default_page_size,
             max_page_size=self.settings.store_max_page_size,
         )
@@ -83,6 +85,8 @@ class StoreApp(Service):
             await self.janitor.stop()
         if "grpc" in self._started and self.grpc is not None:
             await self.grpc.stop()
+        if self.events is not None:
+            await self.events.close()  # the events of the last changes, before the bus stops
         if "bus" in self._started:
             await self.bus.stop()
         if "queue" in self._started:

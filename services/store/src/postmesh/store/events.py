@@ -2,6 +2,12 @@
 
 A failed publish is logged and counted, never returned to the caller: the store is the source
 of truth, and imap-gw sessions resynchronise from MODSEQ rather than trust the event stream.
+
+So the call that made the change does not wait for its event either: events go into a queue
+that one task publishes from, in the order they were made (one user's events stay in order,
+as the bus keys them by user). A STORE or APPEND then costs one durable write, not two (the embedded bus is an
+fsync'ed SQLite file, Kafka an acknowledged produce); ADR 0025. The queue is bounded (a full
+queue makes the callers wait) and drained when the store stops.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ Kind = events_pb2.MailboxEvent.Kind
 
 
 class EventPublisher:
-    def __init__(self, bus: Bus | None, timeout: float = 5.0) -> None:
+    def __init__(self, bus: Bus | None, timeout: float = 5.0, queue_size: int = 10_000) -> None:
         self.bus = bus
         self.timeout = timeout
+        self._queue_size = queue_size
+        self._queue: asyncio.Queue[tuple[str, str, Kind.ValueType, bytes]] | None = None
+        self._worker: asyncio.Task[None] | None = None
 
     async def publish(
         self,
@@ -35,6 +44,7 @@ class EventPublisher:
         flags: Iterable[str] = (),
         new_name: str = "",
     ) -> None:
+        """Queue the event for publishing, in the order events are queued."""
         event = events_pb2.MailboxEvent(
             new_name=new_name,
             user=user,
@@ -47,11 +57,34 @@ class EventPublisher:
         )
         if self.bus is None:
             return
+        if self._queue is None:
+            # Made on first use: the queue and its task belong to the running event loop.
+            self._queue = asyncio.Queue(self._queue_size)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(self._queue))
+        await self._queue.put((user, mailbox, kind, event.SerializeToString()))
+
+    async def _run(self, queue: asyncio.Queue[tuple[str, str, Kind.ValueType, bytes]]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                # Everything queued meanwhile at once, so the bus can batch it (one group
+                # commit, one Kafka produce request) as it did when each call published its
+                # own. Started in queue order: each publish takes its place in the bus before
+                # it first waits. A failure is logged by _send and never stops this task.
+                await asyncio.gather(*(self._send(*item) for item in batch), return_exceptions=True)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _send(self, user: str, mailbox: str, kind: Kind.ValueType, value: bytes) -> None:
+        assert self.bus is not None
         try:
             # Key = user: one user's events stay in order on one partition.
             await asyncio.wait_for(
-                self.bus.publish(topics.MAILBOX_EVENTS, user, event.SerializeToString()),
-                timeout=self.timeout,
+                self.bus.publish(topics.MAILBOX_EVENTS, user, value), timeout=self.timeout
             )
         except asyncio.CancelledError:
             raise
@@ -61,3 +94,19 @@ class EventPublisher:
                 "mailbox event not published",
                 extra=kv(user=user, mailbox=mailbox, kind=Kind.Name(kind)),
             )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (for at most ``timeout`` seconds), then stop."""
+        queue, worker = self._queue, self._worker
+        self._queue = self._worker = None
+        if queue is None or worker is None:
+            return
+        try:
+            await asyncio.wait_for(queue.join(), timeout)
+        except TimeoutError:
+            log.warning("mailbox events dropped at shutdown", extra=kv(queued=queue.qsize()))
+        worker.cancel()
+        try:
+            await worker
+        except asyncio.CancelledError:
+            pass

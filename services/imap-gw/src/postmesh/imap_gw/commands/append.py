@@ -62,11 +62,17 @@ async def append(session: Session, cmd: Append) -> Result:
     except MailboxNameError as e:
         return await _refuse(session, ahead, bad(f"Invalid mailbox name: {e}"))
     trycreate = no(f"Mailbox does not exist: {name}", "TRYCREATE")
-    try:
+    sel = session.selected
+    known = name == session.appended_to or (sel is not None and sel.name == name)
+    if not known:
         # Before the "+": no upload into a mailbox that is not there (RFC 9051 §6.3.12).
-        await session.store.get_mailbox(session.user, name)
-    except MailboxNotFound:
-        return await _refuse(session, ahead, trycreate)
+        # Not asked again for the selected mailbox or the one this session last appended to
+        # (a client filling a mailbox): if one was deleted meanwhile, the store's Append
+        # refuses it all the same, only after the upload.
+        try:
+            await session.store.get_mailbox(session.user, name)
+        except MailboxNotFound:
+            return await _refuse(session, ahead, trycreate)
     try:
         r = await session.store.append(
             session.user, name, cmd.flags, cmd.internal_date or 0, cmd.size, _content(ahead, cmd)
@@ -74,13 +80,14 @@ async def append(session: Session, cmd: Append) -> Result:
     except ParseError as e:
         return bad(e.message, e.code)
     except MailboxNotFound:
+        session.appended_to = None
         return await _refuse(session, ahead, trycreate)
     except OverQuota:
         return await _refuse(session, ahead, no("Quota exceeded", "OVERQUOTA"))
     except StoreRefused as e:
         return await _refuse(session, ahead, no(f"APPEND refused: {e}"))
     log.info("message appended", extra=kv(mailbox=name, uid=r.uid, size=cmd.size))
-    sel = session.selected
+    session.appended_to = name
     if sel is not None and sel.name == name:
         sel.dirty = True  # EXISTS before the tagged reply (RFC 9051 §6.3.12)
     return ok("APPEND completed", f"APPENDUID {r.uidvalidity} {r.uid}")

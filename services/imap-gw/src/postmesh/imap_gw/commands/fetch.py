@@ -10,6 +10,7 @@ answered from the selected-mailbox model after a resynchronisation (``fetch_flag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from postmesh.imap_gw.message import (
     UnknownCte,
     binary_bytes,
     binary_size_known,
+    header_section,
     needs_content,
     partial,
     section_bytes,
@@ -50,6 +52,8 @@ _STRUCTURE_KINDS = frozenset(
 )
 # GetMessageMeta UIDs per request: bounded answers for FETCH 1:* (ENVELOPE).
 _STRUCTURE_BATCH = 256
+# ... and at most this many such requests at once (FETCH 1:1000 BODY.PEEK[HEADER]: all four).
+_STRUCTURE_CALLS = 4
 # Output is written in batches of about this size (see _Output).
 _WRITE_BYTES = 64 * 1024
 
@@ -142,6 +146,9 @@ class _Render:
             if data is None:
                 return [name + b" NIL"]
             return _literal(name, partial(data, att.partial), binary=True)
+        if not needs_content(section):
+            # The top-level header: from the metadata, without building the body tree.
+            return _literal(name, partial(header_section(st.header, section), att.partial))
         size = len(self.raw) if self.raw is not None else 0
         body = section_bytes(self.raw, st.header, st.body, section, size)
         if body is None:
@@ -202,11 +209,20 @@ async def _structures(
     session: Session, mailbox: str, uids: Sequence[int]
 ) -> dict[int, MessageStructure]:
     assert session.user is not None
+    user = session.user
     out: dict[int, MessageStructure] = {}
-    for i in range(0, len(uids), _STRUCTURE_BATCH):
-        batch = uids[i : i + _STRUCTURE_BATCH]
-        for st in await session.store.get_structure(session.user, mailbox, batch):
-            out[st.uid] = st
+    batches = [uids[i : i + _STRUCTURE_BATCH] for i in range(0, len(uids), _STRUCTURE_BATCH)]
+    for i in range(0, len(batches), _STRUCTURE_CALLS):
+        # A few calls in flight at once: their round trips overlap instead of adding up.
+        answers = await asyncio.gather(
+            *(
+                session.store.get_structure(user, mailbox, b)
+                for b in batches[i : i + _STRUCTURE_CALLS]
+            )
+        )
+        for answer in answers:
+            for st in answer:
+                out[st.uid] = st
     return out
 
 

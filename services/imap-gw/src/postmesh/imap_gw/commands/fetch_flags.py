@@ -11,7 +11,7 @@ to the client are left out, as the listing left them out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
+from typing import Any
 
 from postmesh.imap_gw import response
 from postmesh.imap_gw.commands.sync import MailboxLost, resync
@@ -52,18 +52,27 @@ async def fetch_from_model(
         return no("Mailbox does not exist", "NONEXISTENT")
     seqs, flags, modseqs = sel.columns(uids)
     flag_lists = {f: response.flag_list(f) for f in set(flags)}
-    rows = list(zip(seqs, uids, map(flag_lists.__getitem__, flags), modseqs, strict=True))
+    # Columns in (seq, uid, flag list, modseq) order, as _ITEMS indexes them.
+    columns: list[Sequence[Any]] = [seqs, uids, list(map(flag_lists.__getitem__, flags)), modseqs]
     gone = sel.has_pending_expunges and any(map(sel.is_expunged, uids))
     if gone or changed_since is not None:
         since = -1 if changed_since is None else changed_since  # RFC 7162 §3.1.4.1
-        rows = [r for r in rows if r[3] > since and not sel.is_expunged(r[1])]
-    # The lines are built by C-level map over the rows: 10,000 of them in a few milliseconds.
+        keep = [
+            i
+            for i, (uid, modseq) in enumerate(zip(uids, modseqs, strict=True))
+            if modseq > since and not sel.is_expunged(uid)
+        ]
+        columns = [[c[i] for i in keep] for c in columns]
+    # The lines are built by C-level map over zipped columns (only those the items show): 10,000
+    # of them in a few milliseconds.
     line = (b"* %d FETCH (" + b" ".join(_ITEMS[a.kind][0] for a in atts) + b")\r\n").__mod__
-    pick = itemgetter(0, *(_ITEMS[a.kind][1] for a in atts))
-    for i in range(0, len(rows), _LINES_PER_WRITE):
-        await session.send(b"".join(map(line, map(pick, rows[i : i + _LINES_PER_WRITE]))))
+    shown = [columns[0], *(columns[_ITEMS[a.kind][1]] for a in atts)]
+    count = len(columns[0])
+    for i in range(0, count, _LINES_PER_WRITE):
+        batch = [c[i : i + _LINES_PER_WRITE] for c in shown]
+        await session.send(b"".join(map(line, zip(*batch, strict=True))))
     if any(a.kind is FetchKind.FLAGS for a in atts):
-        sel.flags_reported(r[1] for r in rows)  # told: nothing left to report for them
+        sel.flags_reported(columns[1])  # told: nothing left to report for them
     if gone and not by_uid:
         # RFC 9051 §7.1: some messages were expunged; the client learns which at the next NOOP.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")

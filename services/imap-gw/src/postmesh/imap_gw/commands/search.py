@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from postmesh.common.backend import BackendUnavailable
-from postmesh.imap_gw import response
+from postmesh.imap_gw import model_search, response
 from postmesh.imap_gw.backend import SearchRejected
 from postmesh.imap_gw.commands import SELECTED, handles
+from postmesh.imap_gw.commands.sync import MailboxLost, resync
 from postmesh.imap_gw.parser.search import (
     All,
     And,
@@ -29,7 +30,7 @@ from postmesh.imap_gw.parser.search import (
 )
 from postmesh.imap_gw.parser.sequence import STAR, SequenceSet
 from postmesh.imap_gw.saved_search import runs
-from postmesh.imap_gw.session import Result, Session, bad, ok
+from postmesh.imap_gw.session import Result, Session, bad, no, ok
 from postmesh.imap_gw.state import SelectedMailbox
 
 _NOTHING: SearchKey = Not(All())
@@ -122,33 +123,49 @@ async def search(session: Session, cmd: Search) -> Result:
             session.saved_search.clear()
         return bad("No CHARSET after ENABLE UTF8=ACCEPT: search strings are UTF-8")
     uids: list[int] = []
+    seqs: list[int] = []
     modseq = 0
     if sel.uids:
-        # Bounded by the client's view first: the store then loads only those messages.
-        view = Uid(SequenceSet(((1, sel.uids[-1]),)))
-        criteria = And((view, resolve(cmd.criteria, session, sel)))
-        try:
-            found = await session.store.search(session.user, sel.name, criteria)
-        except SearchRejected as e:
-            if saving:
-                session.saved_search.clear()  # RFC 5182 §2.1: a failed SAVE empties $
-            return bad(f"Invalid search criteria: {e}")
-        except BackendUnavailable:
-            if saving:
-                session.saved_search.clear()
-            raise
-        uids = [u for u in found.uids if sel.seq_of(u) is not None]
-        modseq = found.highest_modseq if uids else 0
-    numbers = uids if cmd.uid else [sel.seq_of(u) or 0 for u in uids]
+        key = resolve(cmd.criteria, session, sel)
+        if model_search.answerable(key):
+            # Flags and UIDs only: the model, brought up to date with the store, answers.
+            try:
+                await resync(session, force=True)
+            except MailboxLost:
+                if saving:
+                    session.saved_search.clear()
+                sel.dirty = True  # the update after this command says BYE [NONEXISTENT]
+                return no("Mailbox does not exist", "NONEXISTENT")
+            except BackendUnavailable:
+                if saving:
+                    session.saved_search.clear()  # RFC 5182 §2.1: a failed SAVE empties $
+                raise
+            uids, seqs = model_search.search(sel, key)
+        else:
+            # Bounded by the client's view first: the store then loads only those messages.
+            view = Uid(SequenceSet(((1, sel.uids[-1]),)))
+            try:
+                found = await session.store.search(session.user, sel.name, And((view, key)))
+            except SearchRejected as e:
+                if saving:
+                    session.saved_search.clear()  # RFC 5182 §2.1: a failed SAVE empties $
+                return bad(f"Invalid search criteria: {e}")
+            except BackendUnavailable:
+                if saving:
+                    session.saved_search.clear()
+                raise
+            uids, seqs = sel.present(found.uids)
+            modseq = found.highest_modseq if uids else 0
+    numbers = uids if cmd.uid else seqs
     want_modseq = uses_modseq(cmd.criteria)
     if want_modseq:
         session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).
-        line = "SEARCH" + "".join(f" {n}" for n in numbers)
+        line = b" ".join([b"SEARCH", *(b"%d" % n for n in numbers)])
         if want_modseq and uids:
-            line += f" (MODSEQ {modseq})"
+            line += b" (MODSEQ %d)" % modseq
         await session.untagged(line)
         return ok(f"{cmd.label} completed")
 

@@ -37,6 +37,10 @@ async def list_messages(
     out: list[MessageMeta] = []
     limit = session.settings.imap_list_page_size
     while True:
+        if up_to_uid is not None:
+            # UIDs ascend: no more than this many can be in the range (FETCH 5:14 asks for
+            # ten messages' metadata, not a page of a thousand).
+            limit = max(1, min(limit, up_to_uid - after_uid))
         page = await session.store.list_messages(session.user, mailbox, after_uid, limit)
         for m in page.messages:
             if up_to_uid is not None and m.uid > up_to_uid:
@@ -45,6 +49,8 @@ async def list_messages(
         if not page.more or not page.messages:
             return out
         after_uid = page.messages[-1].uid
+        if up_to_uid is not None and after_uid >= up_to_uid:
+            return out
 
 
 async def load_messages(session: Session, sel: SelectedMailbox) -> None:

@@ -35,10 +35,19 @@ class SequenceSet:
         return ",".join(one(a) if a == b else f"{one(a)}:{one(b)}" for a, b in self.ranges)
 
     def _bounds(self, largest: int) -> list[tuple[int, int]]:
-        out = []
+        """Inclusive spans, "*" resolved to ``largest``, sorted, overlapping and adjacent ones
+        merged: each number of the set is in exactly one span."""
+        spans = []
         for a, b in self.ranges:
             lo, hi = (largest if a == STAR else a), (largest if b == STAR else b)
-            out.append((min(lo, hi), max(lo, hi)))
+            spans.append((min(lo, hi), max(lo, hi)))
+        spans.sort()
+        out: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if out and lo <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(hi, out[-1][1]))
+            else:
+                out.append((lo, hi))
         return out
 
     def resolve_seq(self, exists: int) -> list[int]:
@@ -46,13 +55,13 @@ class SequenceSet:
         empty mailbox, is a client error (RFC 9051 §6.4.x: "invalid sequence numbers")."""
         if self.saved:
             raise SequenceError("$ must be expanded from the saved search result first")
-        seqs: set[int] = set()
         for a, b in self.ranges:
             if exists == 0 or (a != STAR and a > exists) or (b != STAR and b > exists):
                 raise SequenceError(f"sequence number out of range (mailbox has {exists} messages)")
-        for lo, hi in self._bounds(exists):
-            seqs.update(range(lo, hi + 1))
-        return sorted(seqs)
+        seqs: list[int] = []
+        for lo, hi in self._bounds(exists):  # disjoint and ascending: no set, no sort
+            seqs.extend(range(lo, hi + 1))
+        return seqs
 
     def resolve_uids(self, uids: Sequence[int]) -> list[int]:
         """The UIDs in ``uids`` (ascending) that the set names. Non-existent UIDs are ignored, and
@@ -61,12 +70,12 @@ class SequenceSet:
             raise SequenceError("$ must be expanded from the saved search result first")
         if not uids:
             return []
-        found: set[int] = set()
-        for lo, hi in self._bounds(uids[-1]):
+        found: list[int] = []
+        for lo, hi in self._bounds(uids[-1]):  # disjoint and ascending: no set, no sort
             i = bisect.bisect_left(uids, lo)
             j = bisect.bisect_right(uids, hi)
-            found.update(uids[i:j])
-        return sorted(found)
+            found.extend(uids[i:j])
+        return found
 
 
 def parse_sequence_set(cur: Cursor, *, allow_saved: bool = False) -> SequenceSet:

@@ -1,0 +1,405 @@
+"""The gateways' one client of the store: StoreService and MaildropLockService calls with typed
+results and one error mapping (:mod:`.errors`).
+
+Every call has the per-call deadline unless it says otherwise; the channel
+(:func:`postmesh.common.grpc.channel`) retries UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import cast
+
+import grpc
+
+from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
+from postmesh.common.backend import BackendUnavailable
+from postmesh.common.store_client import convert
+from postmesh.common.store_client.errors import MailboxNotFound, OverQuota, store_error
+from postmesh.common.store_client.types import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    FlagPage,
+    FlagsMode,
+    FlagsResult,
+    LockResult,
+    MailboxInfo,
+    MailboxTree,
+    MessageMeta,
+    MessagePage,
+    MessageStructure,
+    Quota,
+    SearchResult,
+)
+
+
+def _lost_status(err: grpc.aio.AioRpcError) -> bool:
+    """A chunk written just as the store ended the call early: grpc.aio replaces the store's
+    status (RESOURCE_EXHAUSTED, NOT_FOUND) by this one (grpc/grpc#36066)."""
+    return bool(
+        err.code() == grpc.StatusCode.INTERNAL and err.details() == "Internal error from Core"
+    )
+
+
+# ListMessageFlags' fallback on a store that predates it lists at most this many per page.
+_FALLBACK_PAGE = 5000
+
+
+class StoreClient:
+    """Typed calls on the store at the other end of ``ch``: a :class:`StoreAnswer` subclass
+    when the store answers "no" (no such mailbox, over quota...), BackendUnavailable for any
+    failure that may pass."""
+
+    def __init__(self, ch: grpc.aio.Channel, deadline: float) -> None:
+        # On an aio channel the generated stubs are the async ones (see the .pyi overloads).
+        self._stub = cast(
+            "store_pb2_grpc.StoreServiceAsyncStub", store_pb2_grpc.StoreServiceStub(ch)
+        )
+        self._locks = cast(
+            "queue_pb2_grpc.MaildropLockServiceAsyncStub",
+            queue_pb2_grpc.MaildropLockServiceStub(ch),
+        )
+        self._deadline = deadline
+        self._channel = ch
+
+    async def close(self) -> None:
+        """Close the channel (when the client owns it)."""
+        await self._channel.close()
+
+    # -- users and mailboxes -----------------------------------------------------------------
+
+    async def provision_user(self, user: str) -> None:
+        req = store_pb2.ProvisionUserRequest(user=user)
+        try:
+            await self._stub.ProvisionUser(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("ProvisionUser", e, user) from e
+
+    async def get_mailbox(self, user: str, mailbox: str) -> MailboxInfo:
+        req = store_pb2.GetMailboxRequest(user=user, mailbox=mailbox)
+        try:
+            return convert.mailbox(await self._stub.GetMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise store_error("GetMailbox", e, mailbox) from e
+
+    async def list_mailbox_tree(self, user: str) -> MailboxTree:
+        """Every mailbox (\\Noselect parents too) and the subscribed names."""
+        req = store_pb2.ListMailboxesRequest(user=user)
+        try:
+            resp = await self._stub.ListMailboxes(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("ListMailboxes", e, user) from e
+        return MailboxTree([convert.mailbox(m) for m in resp.mailboxes], list(resp.subscriptions))
+
+    async def list_mailboxes(self, user: str) -> Sequence[MailboxInfo]:
+        return (await self.list_mailbox_tree(user)).mailboxes
+
+    async def create_mailbox(self, user: str, mailbox: str, special_use: str = "") -> MailboxInfo:
+        req = store_pb2.CreateMailboxRequest(user=user, mailbox=mailbox, special_use=special_use)
+        try:
+            return convert.mailbox(await self._stub.CreateMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise store_error("CreateMailbox", e, mailbox) from e
+
+    async def delete_mailbox(self, user: str, mailbox: str) -> int:
+        """How many messages went."""
+        req = store_pb2.DeleteMailboxRequest(user=user, mailbox=mailbox)
+        try:
+            resp = await self._stub.DeleteMailbox(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("DeleteMailbox", e, mailbox) from e
+        return int(resp.messages_deleted)
+
+    async def rename_mailbox(self, user: str, mailbox: str, new_name: str) -> MailboxInfo:
+        req = store_pb2.RenameMailboxRequest(user=user, mailbox=mailbox, new_name=new_name)
+        try:
+            return convert.mailbox(await self._stub.RenameMailbox(req, timeout=self._deadline))
+        except grpc.aio.AioRpcError as e:
+            raise store_error("RenameMailbox", e, mailbox) from e
+
+    async def set_subscription(self, user: str, mailbox: str, subscribed: bool) -> None:
+        req = store_pb2.SetSubscriptionRequest(user=user, mailbox=mailbox, subscribed=subscribed)
+        try:
+            await self._stub.SetSubscription(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("SetSubscription", e, mailbox) from e
+
+    async def get_quota(self, user: str) -> Quota:
+        req = store_pb2.GetQuotaRequest(user=user)
+        try:
+            q = await self._stub.GetQuota(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("GetQuota", e, user) from e
+        return Quota(q.storage_used_bytes, q.storage_limit_bytes, q.messages_used, q.message_limit)
+
+    # -- reading messages --------------------------------------------------------------------
+
+    async def list_messages(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> MessagePage:
+        req = store_pb2.ListMessagesRequest(
+            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
+        )
+        try:
+            resp = await self._stub.ListMessages(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("ListMessages", e, mailbox) from e
+        return MessagePage([convert.meta(m) for m in resp.messages], resp.more)
+
+    async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagPage:
+        req = store_pb2.ListMessagesRequest(
+            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
+        )
+        try:
+            resp = await self._stub.ListMessageFlags(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A store from before ListMessageFlags (rolling upgrade): the full listing.
+                return await self._flags_from_listing(user, mailbox, after_uid, limit)
+            raise store_error("ListMessageFlags", e, mailbox) from e
+        # Packed columns straight into typed arrays: no object per message.
+        page = FlagPage(
+            array("I", resp.uids),
+            array("Q", resp.modseqs),
+            array("I", resp.flag_set_index),
+            [tuple(s.flags) for s in resp.flag_sets],
+            resp.more,
+        )
+        n = len(page.uids)
+        if (
+            len(page.modseqs) != n
+            or len(page.flag_index) != n
+            or (n and max(page.flag_index) >= len(page.flag_sets))
+        ):
+            raise BackendUnavailable("store sent an inconsistent ListMessageFlags page")
+        return page
+
+    async def _flags_from_listing(
+        self, user: str, mailbox: str, after_uid: int, limit: int
+    ) -> FlagPage:
+        page = await self.list_messages(user, mailbox, after_uid, min(limit, _FALLBACK_PAGE))
+        sets: dict[tuple[str, ...], int] = {}
+        index = [sets.setdefault(m.flags, len(sets)) for m in page.messages]
+        return FlagPage(
+            [m.uid for m in page.messages], [m.modseq for m in page.messages], index,
+            list(sets), page.more,
+        )  # fmt: skip
+
+    async def stream_content(
+        self, user: str, mailbox: str, uid: int, *, timeout: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The raw message in the store's chunks; ``timeout`` for the whole stream (default: the
+        per-call deadline). Stopping early ends the stream rather than let the store push the
+        rest (POP3 TOP). Raises MessageNotFound or BackendUnavailable while iterating."""
+        req = store_pb2.GetMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
+        call = self._stub.GetMessageContent(req, timeout=timeout or self._deadline)
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as e:
+            raise store_error("GetMessageContent", e, uid) from e
+        finally:
+            call.cancel()
+
+    async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
+        """The whole raw message. Raises MessageNotFound."""
+        return b"".join([c async for c in self.stream_content(user, mailbox, uid)])
+
+    async def get_structure(
+        self, user: str, mailbox: str, uids: Sequence[int]
+    ) -> Sequence[MessageStructure]:
+        req = store_pb2.GetMessageMetaRequest(user=user, mailbox=mailbox, uids=list(uids))
+        try:
+            resp = await self._stub.GetMessageMeta(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("GetMessageMeta", e, mailbox) from e
+        return [convert.structure(m) for m in resp.messages]
+
+    async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
+        req = store_pb2.GetChangesRequest(user=user, mailbox=mailbox, since_modseq=since_modseq)
+        try:
+            resp = await self._stub.GetChanges(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("GetChanges", e, mailbox) from e
+        return Changes(
+            [convert.meta(m) for m in resp.changed], list(resp.expunged_uids),
+            resp.highestmodseq, resp.uidvalidity, resp.expunged_incomplete,
+        )  # fmt: skip
+
+    async def search_proto(
+        self, user: str, mailbox: str, criteria: store_pb2.SearchKey
+    ) -> SearchResult:
+        """SEARCH with criteria already in the store's form (imap-gw's ``search_proto``)."""
+        req = store_pb2.SearchRequest(user=user, mailbox=mailbox, criteria=criteria)
+        try:
+            resp = await self._stub.Search(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("Search", e, mailbox) from e
+        return SearchResult(list(resp.uids), resp.highest_modseq)
+
+    # -- changing messages -------------------------------------------------------------------
+
+    async def _store_flags(self, req: store_pb2.StoreFlagsRequest) -> store_pb2.StoreFlagsResponse:
+        try:
+            resp: store_pb2.StoreFlagsResponse = await self._stub.StoreFlags(
+                req, timeout=self._deadline
+            )
+        except grpc.aio.AioRpcError as e:
+            raise store_error("StoreFlags", e, req.mailbox) from e
+        return resp
+
+    async def store_flags(
+        self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
+    ) -> Sequence[MessageMeta]:
+        """The messages' metadata after the change."""
+        req = store_pb2.StoreFlagsRequest(
+            user=user, mailbox=mailbox, uids=list(uids), mode=convert.MODES[mode],
+            flags=list(flags),
+        )  # fmt: skip
+        return [convert.meta(m) for m in (await self._store_flags(req)).updated]
+
+    async def store_flags_unchanged_since(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Sequence[int],
+        mode: FlagsMode,
+        flags: Sequence[str],
+        unchanged_since: int,
+    ) -> FlagsResult:
+        """STORE with UNCHANGEDSINCE (RFC 7162 §3.1.3)."""
+        req = store_pb2.StoreFlagsRequest(
+            user=user, mailbox=mailbox, uids=list(uids), mode=convert.MODES[mode],
+            flags=list(flags), unchanged_since=unchanged_since,
+        )  # fmt: skip
+        resp = await self._store_flags(req)
+        return FlagsResult([convert.meta(m) for m in resp.updated], list(resp.modified))
+
+    async def expunge(self, user: str, mailbox: str) -> Sequence[int]:
+        """Removes every message flagged \\Deleted; their UIDs."""
+        return await self._expunge(store_pb2.ExpungeRequest(user=user, mailbox=mailbox))
+
+    async def expunge_uids(self, user: str, mailbox: str, uids: Sequence[int]) -> Sequence[int]:
+        """Removes those of ``uids`` flagged \\Deleted (RFC 4315 UID EXPUNGE); their UIDs."""
+        if not uids:
+            return []  # an empty list would mean "every \\Deleted message" to the store
+        req = store_pb2.ExpungeRequest(user=user, mailbox=mailbox, uids=list(uids))
+        return await self._expunge(req)
+
+    async def _expunge(self, req: store_pb2.ExpungeRequest) -> list[int]:
+        try:
+            resp = await self._stub.Expunge(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error("Expunge", e, req.mailbox) from e
+        return list(resp.expunged_uids)
+
+    async def append(
+        self,
+        user: str,
+        mailbox: str,
+        flags: Sequence[str],
+        internal_date: int,
+        size: int,
+        content: AsyncIterator[bytes],
+    ) -> AppendResult:
+        """APPEND: ``content`` (``size`` octets) is written chunk by chunk as it arrives (no
+        whole-message buffer); an error it raises cancels the call and propagates."""
+        # The deadline covers a slow client's upload too, so it is not the per-call one.
+        call = self._stub.Append()
+        header = store_pb2.AppendHeader(
+            user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size
+        )
+        try:
+            try:
+                await call.write(store_pb2.AppendRequest(header=header))
+                async for chunk in content:
+                    await call.write(store_pb2.AppendRequest(chunk=chunk))
+                await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the store ended the call early (quota, mailbox): its status says why
+            try:
+                async with asyncio.timeout(self._deadline):
+                    resp = await call
+            except TimeoutError:
+                call.cancel()
+                raise BackendUnavailable("store Append timed out") from None
+        except grpc.aio.AioRpcError as e:
+            if _lost_status(e):
+                raise await self._append_refusal(user, mailbox, size, e) from e
+            raise store_error("Append", e, mailbox) from e
+        except BaseException:
+            call.cancel()  # the client's side failed (gone, bad input): nothing is stored
+            raise
+        return AppendResult(resp.uidvalidity, resp.uid)
+
+    async def _append_refusal(
+        self, user: str, mailbox: str, size: int, err: grpc.aio.AioRpcError
+    ) -> Exception:
+        """Why the store ended an Append whose status grpc.aio lost (``_lost_status``): its
+        checks at the header, asked again (the mailbox, then the quota); else unavailable."""
+        try:
+            await self.get_mailbox(user, mailbox)
+            q = await self.get_quota(user)
+        except MailboxNotFound as e:
+            return e
+        except BackendUnavailable:
+            return store_error("Append", err, mailbox)
+        if (q.storage_limit and q.storage_used + size > q.storage_limit) or (
+            q.message_limit and q.messages_used + 1 > q.message_limit
+        ):
+            return OverQuota("quota exceeded")
+        return store_error("Append", err, mailbox)
+
+    async def _copy(
+        self, rpc: str, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        req = store_pb2.CopyMessagesRequest(
+            user=user, mailbox=mailbox, uids=list(uids), destination=destination
+        )
+        try:
+            resp = await getattr(self._stub, rpc)(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error(rpc, e, destination) from e
+        return CopyResult(
+            resp.destination_uidvalidity,
+            list(resp.source_uids),
+            list(resp.destination_uids),
+            list(resp.expunged_uids),
+        )
+
+    async def copy_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """COPY, all or nothing. NOT_FOUND names ``destination`` (the source was selected)."""
+        return await self._copy("CopyMessages", user, mailbox, uids, destination)
+
+    async def move_messages(
+        self, user: str, mailbox: str, uids: Sequence[int], destination: str
+    ) -> CopyResult:
+        """MOVE (RFC 6851): a copy, then the sources expunged (``expunged_uids``)."""
+        return await self._copy("MoveMessages", user, mailbox, uids, destination)
+
+    # -- maildrop locks (POP3, RFC 1939 §8) --------------------------------------------------
+
+    async def _lock_call(self, rpc: str, req: queue_pb2.MaildropLockRequest) -> object:
+        try:
+            return await getattr(self._locks, rpc)(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            raise store_error(f"MaildropLock.{rpc}", e, req.user) from e
+
+    async def acquire_lock(self, user: str, owner: str, lease_seconds: int) -> LockResult:
+        req = queue_pb2.MaildropLockRequest(user=user, owner=owner, lease_seconds=lease_seconds)
+        resp = cast(queue_pb2.MaildropLockResponse, await self._lock_call("Acquire", req))
+        return LockResult(resp.granted, resp.holder)
+
+    async def renew_lock(self, user: str, owner: str, lease_seconds: int) -> bool:
+        """False when the lock was lost (it expired and another session took it)."""
+        req = queue_pb2.MaildropLockRequest(user=user, owner=owner, lease_seconds=lease_seconds)
+        resp = cast(queue_pb2.MaildropLockResponse, await self._lock_call("Renew", req))
+        return bool(resp.granted)
+
+    async def release_lock(self, user: str, owner: str) -> None:
+        await self._lock_call("Release", queue_pb2.MaildropLockRequest(user=user, owner=owner))
