@@ -30,7 +30,22 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 # rspamd, the content scanner smtp-edge may call (tests/integration/infra/rspamd.py runs its own).
 command -v rspamd >/dev/null || need+=(rspamd)
-[ ${#need[@]} -eq 0 ] && exit 0
+# The container smoke test (tests/integration/test_containers.py): podman 4.3 with runc (crun
+# fails here on rlimits and the hybrid cgroup layout), debootstrap for the base image (no registry
+# is reachable), CNI's dnsname plugin so pods find each other by Service name, catatonit for the
+# pods' infra container. docs/adr/0034-podman-kube-play-smoke-test.md.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v fuse-overlayfs >/dev/null || need+=(fuse-overlayfs)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v newuidmap >/dev/null || need+=(uidmap)
+command -v catatonit >/dev/null || [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
+[ -x /usr/lib/cni/dnsname ] || need+=(golang-github-containernetworking-plugin-dnsname)
+if [ ${#need[@]} -eq 0 ]; then
+  bash "$(dirname "$0")/containers/ensure-containers-conf.sh"
+  exit 0
+fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "ensure-tools: need root to install: ${need[*]}" >&2; exit 1; }
@@ -58,3 +73,4 @@ fi
 if [[ " ${need[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --quiet rspamd.service 2>/dev/null || true
 fi
+bash "$(dirname "$0")/containers/ensure-containers-conf.sh"
