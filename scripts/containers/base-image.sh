@@ -13,7 +13,6 @@ cache=${POSTMESH_CACHE:-$HOME/.cache/postmesh}
 recipe=r1
 debian_image=localhost/postmesh/debian-base:bookworm
 python_image=localhost/postmesh/python-base:3.11-bookworm
-ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 say() { echo "base-image: $*" >&2; }
 
@@ -46,17 +45,17 @@ if ! has_recipe "$debian_image"; then
     touch "$root.complete"
   fi
   say "podman import -> $debian_image"
-  tar -C "$root" -c . | podman import --change "LABEL org.postmesh.base-recipe=$recipe" \
+  tar -C "$root" -c . | podman import -q --change "LABEL org.postmesh.base-recipe=$recipe" \
     --change 'CMD ["/bin/bash"]' - "$debian_image" >/dev/null
 fi
 
 if ! has_recipe "$python_image"; then
   say "building $python_image (Debian's python3.11; once, ~1 min)"
   log=$cache/containers/python-base.log
-  # The host's CA bundle is mounted, not copied, in case apt's mirror is reached over HTTPS
-  # through an intercepting proxy.
+  # No CA bundle mount here (unlike the service builds): the ca-certificates package writes
+  # that file, and apt's mirror is plain HTTP with signed indexes.
   podman build --build-arg "DEBIAN_IMAGE=$debian_image" --label "org.postmesh.base-recipe=$recipe" \
-    -v "$ca_bundle:$ca_bundle:ro" -t "$python_image" -f python-base.Containerfile . >"$log" 2>&1 \
+    -t "$python_image" -f python-base.Containerfile . >"$log" 2>&1 \
     || { tail -30 "$log" >&2; exit 1; }
 fi
 echo "$python_image"

@@ -15,6 +15,11 @@ log=$cache/containers/build-images.log
 # machine's egress proxy, whose CA is only there.
 ca=/etc/ssl/certs/ca-certificates.crt
 start=$SECONDS
+# Full build output in the log; the "build-images: <image>" lines on stderr as progress.
 IMAGE_TAG=${IMAGE_TAG:-test} BASE_IMAGE=$base BUILD_ARGS="--layers -v $ca:$ca:ro" \
-  bash scripts/helm/build-images.sh "$@" >"$log" 2>&1 || { tail -40 "$log" >&2; exit 1; }
+  bash scripts/helm/build-images.sh "$@" 2>&1 | tee "$log" | grep --line-buffered '^build-images: ' >&2 \
+  || { tail -40 "$log" >&2; exit 1; }
 echo "build-images: six images built in $((SECONDS - start)) s (log: $log)" >&2
+# The images these tags named before this build (dangling now, and ours by their source label);
+# the build stages' layers stay as the cache.
+podman image prune -f --filter label=org.opencontainers.image.source=https://github.com/postmesh/postmesh >/dev/null

@@ -20,8 +20,10 @@ docs/adr/0034-podman-kube-play-smoke-test.md):
   Deployment's Secret volume (nil pointer in VolumeFromSecret). Secrets still feed env variables.
 - Secrets are created with `podman secret create` as JSON {key: base64 value}, not played:
   podman 4.3.1 stores a played Secret as YAML, but its secretKeyRef env reads that JSON form.
-- Only ConfigMaps, Secrets and Deployments are played; ServiceAccount, HPA and PDB have no podman
+- Only ConfigMaps and Deployments are played; ServiceAccount, HPA and PDB have no podman
   equivalent.
+Through values, not edits: one replica per component (six pods on a shared 2-core machine), and
+POSTMESH_DNS_SERVERS at a closed port, so no lookup leaves the machine via podman's DNS forwarder.
 Kafka and FerretDB listen on 127.0.0.1; the pods reach them through relays on the podman
 network's gateway address (a host-internal bridge), with Kafka advertising that address on a
 listener of its own.
@@ -101,12 +103,19 @@ def build_images() -> None:
     with the scripts' own message when podman cannot run here."""
     for script in ("scripts/ensure-tools.sh", "scripts/containers/build-images.sh"):
         progress(f"{script} (a first run on a fresh machine takes minutes)")
-        proc = subprocess.run(
-            ["bash", str(ROOT / script)], capture_output=True, text=True, timeout=3600
-        )
-        for line in proc.stderr.splitlines()[-40:]:
-            progress(f"  {line}")
-        assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-4000:]}"
+        with subprocess.Popen(
+            ["bash", str(ROOT / script)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        ) as proc:
+            assert proc.stderr is not None
+            tail: list[str] = []
+            for line in proc.stderr:  # the scripts' progress, as it comes
+                progress(f"  {line.rstrip()}")
+                tail = [*tail[-40:], line]
+            code = proc.wait(timeout=3600)
+        assert code == 0, f"{script} failed ({code}):\n{''.join(tail)}"
 
 
 # ---- rendering and adapting the chart -------------------------------------------------------
