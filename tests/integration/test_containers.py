@@ -455,8 +455,15 @@ def running(
             print(f"----- {c} logs -----\n{logs}")
         raise
     finally:
-        for path in reversed(files):
-            podman("kube", "down", str(path), timeout=180, check=False)
+        # All at once: each waits a few seconds for its service to stop on SIGTERM.
+        progress(f"kube down {', '.join(p.stem for p in files)}")
+        downs = [
+            subprocess.Popen(["podman", "kube", "down", str(path)], stdout=subprocess.DEVNULL)
+            for path in files
+        ]
+        for proc in downs:
+            proc.wait(timeout=180)
+        progress("pods removed")
         for name in made_secrets:
             podman("secret", "rm", name, check=False)
 
