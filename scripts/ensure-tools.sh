@@ -33,7 +33,22 @@ command -v rspamd >/dev/null || need+=(rspamd)
 # Prometheus and promtool: the chart's alert rules are checked and unit-tested with promtool, and
 # a private Prometheus scrapes a test stack (tests/integration/test_prometheus_live.py).
 command -v promtool >/dev/null && [ -x /usr/bin/prometheus ] || need+=(prometheus)
-[ ${#need[@]} -eq 0 ] && exit 0
+# The container smoke test (tests/integration/test_containers.py): podman 4.3 with runc (crun
+# fails here on rlimits and the hybrid cgroup layout), debootstrap for the base image (no registry
+# is reachable), CNI's dnsname plugin so pods find each other by Service name, catatonit for the
+# pods' infra container. docs/adr/0034-podman-kube-play-smoke-test.md.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v fuse-overlayfs >/dev/null || need+=(fuse-overlayfs)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v newuidmap >/dev/null || need+=(uidmap)
+command -v catatonit >/dev/null || [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
+[ -x /usr/lib/cni/dnsname ] || need+=(golang-github-containernetworking-plugin-dnsname)
+if [ ${#need[@]} -eq 0 ]; then
+  bash "$(dirname "$0")/containers/ensure-containers-conf.sh"
+  exit 0
+fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "ensure-tools: need root to install: ${need[*]}" >&2; exit 1; }
@@ -64,3 +79,4 @@ fi
 if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --quiet prometheus.service 2>/dev/null || true
 fi
+bash "$(dirname "$0")/containers/ensure-containers-conf.sh"
