@@ -66,6 +66,12 @@ autoscaling = obj(
         "minReplicas": {"type": "integer", "minimum": 1},
         "maxReplicas": {"type": "integer", "minimum": 1},
         "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
+        # Edges only (hpa.yaml refuses it elsewhere): open sessions per pod, through the
+        # Prometheus adapter.
+        "activeSessions": obj(
+            {"enabled": B, "averageValue": {"type": "integer", "minimum": 1}},
+            required=["enabled", "averageValue"],
+        ),
     },
     required=["enabled", "minReplicas", "maxReplicas", "targetCPUUtilizationPercentage"],
 )
@@ -89,6 +95,7 @@ pod_keys = {
     "topologySpreadConstraints": ARR,
     "priorityClassName": S,
     "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
+    "preStopSleepSeconds": {"type": "integer", "minimum": 0},
     "scratchSizeLimit": quantity,
     "livenessProbe": probe,
     "readinessProbe": probe,
@@ -285,6 +292,18 @@ schema: dict[str, Any] = {
         "delivery": component(
             {
                 "consumerGroup": {"type": "string", "minLength": 1},
+                "keda": obj(
+                    {
+                        "enabled": B,
+                        "minReplicas": {"type": "integer", "minimum": 0},
+                        "maxReplicas": {"type": "integer", "minimum": 1},
+                        "lagThreshold": {"type": "integer", "minimum": 1},
+                        "topic": {"type": "string", "minLength": 1},
+                        "pollingIntervalSeconds": {"type": "integer", "minimum": 1},
+                        "cooldownPeriodSeconds": {"type": "integer", "minimum": 0},
+                    },
+                    required=["enabled"],
+                ),
                 "dkim": obj(
                     {
                         "existingSecret": S,

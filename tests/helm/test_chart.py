@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -77,6 +78,8 @@ CUSTOM_KINDS = {
     "KafkaTopic",
     "KafkaUser",
     "MongoDBCommunity",
+    "ScaledObject",
+    "TriggerAuthentication",
 }
 TOPICS = {"postmesh.inbound", "postmesh.mailbox-events", "postmesh.delivery-events"}
 
@@ -402,7 +405,11 @@ def test_internal_services_are_cluster_ip_and_ops_never_public(docs: tuple[Doc, 
 
 def test_autoscalers_and_disruption_budgets_target_real_workloads(docs: tuple[Doc, ...]) -> None:
     deps = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
-    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")}
+    # An HPA of the chart's, or KEDA's (delivery on its consumer lag, in production).
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in [*of_kind(docs, "HorizontalPodAutoscaler"), *of_kind(docs, "ScaledObject")]
+    }
     assert scaled == {f"pm-postmesh-{c}" for c in ("smtp-edge", "imap-gw", "pop3-gw", "delivery")}
     for name, dep in deps.items():
         # An HPA owns the replica count; a fixed one would fight it on every upgrade.
@@ -936,3 +943,109 @@ def test_incomplete_kafka_security_fails_with_a_message(
     out = run_helm("template", "pm", str(CHART), *args)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+# ---- scaling and shutdown (issue 12 item 2)
+
+
+def test_prestop_sleep_precedes_sigterm_within_the_grace_period(docs: tuple[Doc, ...]) -> None:
+    for d in of_kind(docs, "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and int(command[1]) > 0
+        assert int(command[1]) < pod["terminationGracePeriodSeconds"]
+    off = render("--set", "podDefaults.preStopSleepSeconds=0")
+    assert all("lifecycle" not in d["spec"]["template"]["spec"]["containers"][0]
+               for d in of_kind(off, "Deployment"))  # fmt: skip
+
+
+def test_keda_scales_delivery_on_its_consumer_lag_instead_of_the_cpu_hpa() -> None:
+    docs = render("-f", str(PRODUCTION))
+    scaled = named(docs, "ScaledObject", "pm-postmesh-delivery")
+    assert (
+        scaled["spec"]["scaleTargetRef"]["name"]
+        == named(docs, "Deployment", "pm-postmesh-delivery")["metadata"]["name"]
+    )
+    (trigger,) = scaled["spec"]["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    assert (meta["topic"], meta["consumerGroup"]) == ("postmesh.inbound", "postmesh-delivery")
+    config = named(docs, "ConfigMap", "pm-postmesh-config")["data"]
+    assert meta["bootstrapServers"] == config["POSTMESH_KAFKA_BOOTSTRAP_SERVERS"]
+    assert scaled["spec"]["maxReplicaCount"] == 24
+    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in of_kind(docs, "HorizontalPodAutoscaler")}
+    assert "pm-postmesh-delivery" not in hpas and "pm-postmesh-smtp-edge" in hpas
+    delivery = named(docs, "Deployment", "pm-postmesh-delivery")
+    assert "replicas" not in delivery["spec"]  # KEDA's autoscaler owns the count
+    alone = render(
+        "--set", "delivery.keda.enabled=true", "--set", "delivery.autoscaling.enabled=false"
+    )
+    assert "replicas" not in named(alone, "Deployment", "pm-postmesh-delivery")["spec"]
+    # Without KEDA, delivery keeps its CPU autoscaler.
+    plain = {
+        d["spec"]["scaleTargetRef"]["name"] for d in of_kind(render(), "HorizontalPodAutoscaler")
+    }
+    assert "pm-postmesh-delivery" in plain
+    assert not of_kind(render(), "ScaledObject")
+
+
+def test_keda_reaches_a_sasl_ssl_kafka_with_the_services_secrets() -> None:
+    docs = render(
+        "-f", str(MANAGED), "--set", "delivery.keda.enabled=true",
+    )  # fmt: skip
+    auth = named(docs, "TriggerAuthentication", "pm-postmesh-delivery-kafka")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    deployment = named(docs, "Deployment", "pm-postmesh-delivery")
+    mounted = {
+        v["secret"]["secretName"]: [i["key"] for i in v["secret"].get("items", [])]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    assert refs["password"][0] in mounted and refs["password"][1] in mounted[refs["password"][0]]
+    settings = named(docs, "Secret", "pm-postmesh-delivery-keda-kafka")["stringData"]
+    assert settings["tls"] == "enable"
+    assert settings["sasl"] in ("scram_sha512", "scram_sha256", "plaintext")
+    assert settings["username"]
+    scaled = named(docs, "ScaledObject", "pm-postmesh-delivery")
+    assert scaled["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+def test_edges_may_scale_on_open_sessions() -> None:
+    docs = render("-f", str(PRODUCTION))
+    hpa = named(docs, "HorizontalPodAutoscaler", "pm-postmesh-imap-gw")
+    pods = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods[0]["pods"]["metric"]["name"] == "postmesh_imap_gw_sessions_active"
+    assert pods[0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2000"}
+    for name in ("smtp-edge", "pop3-gw"):  # not asked for there
+        other = named(docs, "HorizontalPodAutoscaler", f"pm-postmesh-{name}")
+        assert [m["type"] for m in other["spec"]["metrics"]] == ["Resource"]
+    out = run_helm(
+        "template", "pm", str(CHART), "--set", "delivery.autoscaling.activeSessions.enabled=true",
+        "--set", "delivery.autoscaling.activeSessions.averageValue=5",
+    )  # fmt: skip
+    assert out.returncode != 0 and "edges only" in out.stderr
+
+
+def test_notes_tell_the_first_domain_user_and_dns_records(tmp_path: Path) -> None:
+    """`helm template` does not render NOTES.txt, so a copy of the chart renders it through
+    tpl inside a ConfigMap."""
+    chart = tmp_path / "postmesh"
+    shutil.copytree(CHART, chart)
+    (chart / "notes.txt").write_text((CHART / "templates/NOTES.txt").read_text())
+    (chart / "templates/notes-check.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '    {{- tpl (.Files.Get "notes.txt") . | nindent 4 }}\n'
+    )
+    out = run_helm(
+        "template", "pm", str(chart), "-f", str(PRODUCTION), "--show-only",
+        "templates/notes-check.yaml",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    notes = yaml.safe_load(out.stdout)["data"]["notes"]
+    for wanted in (
+        "postmesh domains create", "postmesh users create", "postmesh dkim dns-records",
+        "/api/v1/domains/example.org/dns-records", "MX at mail.example.com",
+        "ScaledObject pm-postmesh-delivery",
+    ):  # fmt: skip
+        assert wanted in notes, wanted
