@@ -184,7 +184,22 @@ schema: dict[str, Any] = {
             },
             required=["hostname", "bus"],
         ),
-        "tls": obj({"existingSecret": S, "cert": S, "key": S}),
+        "tls": obj(
+            {
+                "existingSecret": S,
+                "cert": S,
+                "key": S,
+                "certManager": obj(
+                    {
+                        "enabled": B,
+                        "issuerRef": obj({"name": S, "kind": S, "group": S}),
+                        "dnsNames": {"type": "array", "items": S},
+                        "duration": S,
+                        "renewBefore": S,
+                    }
+                ),
+            }
+        ),
         "grpcTls": obj(
             {
                 "mode": {"enum": ["generate", "certManager", "existingSecrets", "plaintext"]},

@@ -1049,3 +1049,25 @@ def test_notes_tell_the_first_domain_user_and_dns_records(tmp_path: Path) -> Non
         "ScaledObject pm-postmesh-delivery",
     ):  # fmt: skip
         assert wanted in notes, wanted
+
+
+def test_edge_certificate_from_cert_manager() -> None:
+    docs = render(
+        "--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=acme",
+        "--set", "tls.certManager.dnsNames={imap.example.com,smtp.example.com}",
+    )  # fmt: skip
+    cert = named(docs, "Certificate", "pm-postmesh-tls")
+    hostname = named(docs, "ConfigMap", "pm-postmesh-config")["data"]["POSTMESH_HOSTNAME"]
+    assert cert["spec"]["dnsNames"] == [hostname, "imap.example.com", "smtp.example.com"]
+    assert cert["spec"]["issuerRef"] == {
+        "name": "acme", "kind": "ClusterIssuer", "group": "cert-manager.io",
+    }  # fmt: skip
+    for edge in ("smtp-edge", "imap-gw", "pop3-gw"):
+        volumes = named(docs, "Deployment", f"pm-postmesh-{edge}")["spec"]["template"]["spec"][
+            "volumes"
+        ]
+        (tls,) = [v for v in volumes if v["name"] == "tls"]
+        assert tls["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "pm-postmesh-tls"]
+    missing = run_helm("template", "pm", str(CHART), "--set", "tls.certManager.enabled=true")
+    assert missing.returncode != 0 and "issuerRef.name is required" in missing.stderr

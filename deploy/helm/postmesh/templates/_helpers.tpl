@@ -153,7 +153,7 @@ Secrets: the chart's own or an existing one the operator names.
 {{- define "postmesh.tlsSecretName" -}}
 {{- if .Values.tls.existingSecret }}
 {{- .Values.tls.existingSecret }}
-{{- else if and .Values.tls.cert .Values.tls.key }}
+{{- else if or .Values.tls.certManager.enabled (and .Values.tls.cert .Values.tls.key) }}
 {{- printf "%s-tls" (include "postmesh.fullname" .) }}
 {{- end }}
 {{- end }}
