@@ -104,7 +104,7 @@ async def test_deliver_retry_after_crash_makes_one_copy(
 
 
 async def test_a_dead_writers_pending_mark_holds_readers_back_then_expires(
-    mongo_repo: MongoStoreRepository, monkeypatch: pytest.MonkeyPatch
+    mongo_repo: MongoStoreRepository,
 ) -> None:
     """What a store process killed between allocating and writing leaves on the mailbox (the
     counters taken, the pending mark, no message): readers report nothing at or above the
@@ -126,7 +126,9 @@ async def test_a_dead_writers_pending_mark_holds_readers_back_then_expires(
     assert (await repo.get_changes("u", INBOX, before.highestmodseq)).changed == []
     assert [m.uid for m in (await repo.list_messages("u", INBOX, 0, 10))[0]] == [1]
 
-    monkeypatch.setattr(watermark, "STALE_SECONDS", 0.0)
+    # The same mark, as it is once its writer has been dead longer than STALE_SECONDS.
+    aged = time.time() - watermark.STALE_SECONDS - 1
+    await boxes.update_one({"user": "u", "name": INBOX}, {"$set": {"pending.dead.t": aged}})
     changes = await repo.get_changes("u", INBOX, before.highestmodseq)
     assert [m.uid for m in changes.changed] == [3]
     assert changes.highestmodseq == (await repo.get_mailbox("u", INBOX)).highestmodseq
