@@ -17,7 +17,7 @@ from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
-from postmesh.store.mongodb import search_filter, watermark
+from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
 from postmesh.store.mongodb.locks import user_key
@@ -115,11 +115,11 @@ class MongoDelivery(MongoMailboxes):
                 record, created = await self._step_insert_message(record)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
-            # The attempt that wrote the message died before clearing its pending mark.
-            await self._mailboxes.update_one(
-                {"_id": record["mailbox_id"]},
-                {"$unset": {f"{watermark.FIELD}.{delivery_mark(did)}": ""}},
-            )
+            # The attempt that wrote the message died before clearing its pending mark: cleared
+            # under the mailbox lock like any other (FerretDB applies updates of one document
+            # read-then-write, so an unlocked one could undo a concurrent allocation).
+            async with self._mailbox_writes(record["mailbox_id"]):
+                self._settle_later(record["mailbox_id"], delivery_mark(did))
         await self._step_mark_done(record)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
