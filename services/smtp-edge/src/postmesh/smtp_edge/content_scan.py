@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.mailauth.authresults import header_fields, split_message
 from postmesh.smtp_edge import metrics
 
 log = get_logger(__name__)
@@ -177,26 +178,11 @@ def apply(result: ScanResult, content: bytes) -> Outcome:
     return Outcome(content=added + content, spam=spam)
 
 
-def _header_end(content: bytes) -> int:
-    end = content.find(b"\r\n\r\n")
-    return len(content) if end < 0 else end + 2
-
-
 def remove_fields(content: bytes, names: tuple[bytes, ...]) -> bytes:
     """``content`` without the header fields named (folded continuation lines included)."""
-    end = _header_end(content)
-    lines = content[:end].split(b"\r\n")
-    kept: list[bytes] = []
-    dropping = False
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = line.split(b":", 1)[0].strip().lower() in names
-        if not dropping:
-            kept.append(line)
-    return b"\r\n".join(kept) + content[end:]
+    header, rest = split_message(content)
+    kept = [f for f in header_fields(header) if f.split(b":", 1)[0].strip().lower() not in names]
+    return b"".join(kept) + rest
 
 
 def encode_subject(subject: str) -> bytes:
