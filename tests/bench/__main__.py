@@ -30,13 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from postmesh.common.devstack import Stack
 from tests.bench.stacks import bench_stack
+from tests.bench.stats import pct
 
 PASSWORD = "bench-password"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def message(i: int, size: int, user: str) -> bytes:

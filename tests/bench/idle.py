@@ -21,17 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from postmesh.common.devstack import Stack
 from tests.bench.stacks import bench_stack
+from tests.bench.stats import pct
 from tests.integration.imap_idle import IdleClient
 from tests.integration.infra.ports import free_port
 
 PASSWORD = "bench-idle-password"
 SENDERS = 8
 EXISTS = re.compile(rb"^\* (\d+) EXISTS")
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def message(i: int, user: str) -> bytes:

@@ -27,14 +27,10 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import channel, is_serving
 from postmesh.common.grpc_security import GrpcSecurity
+from tests.bench.stats import pct
 from tests.integration.infra import FerretDB, free_port
 
 CONCURRENCY = 8
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def message(i: int, size: int) -> bytes:

@@ -8,6 +8,9 @@ import concurrent.futures
 import os
 import signal
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -86,6 +89,37 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 def _stop_leftovers() -> None:
     for proc in list(_LIVE):
         stop_process(proc, grace_s=5)
+
+
+def spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A server as our child in a session of its own, its output in ``log_path``, registered
+    for the last-resort cleanup."""
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    register(proc)
+    return proc
+
+
+def wait_http_ok(
+    proc: subprocess.Popen[bytes], url: str, what: str, timeout_s: float, log: Path
+) -> None:
+    """Until ``url`` answers 200; raises with the log's tail if ``proc`` exits or time runs
+    out first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfraError(f"{what} exited with {proc.returncode}:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise InfraError(f"{what} not ready within {timeout_s:.0f} s:\n{log_tail(log)}")
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:

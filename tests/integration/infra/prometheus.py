@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -95,48 +94,27 @@ class Prometheus(LocalServer):
         self.port = free_port()
         config = self._write_config()
         try:
-            with self.log_path.open("wb") as out:
-                self._proc = subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={config}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        f"--storage.tsdb.path={self._tmp / 'data'}",
-                        "--storage.tsdb.retention.time=1h",
-                        # Debian's default points at /usr/share/prometheus/console*: unused here.
-                        f"--web.console.templates={self._tmp}",
-                        f"--web.console.libraries={self._tmp}",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            _process.register(self._proc)
-            self._wait_ready()
+            self._proc = _process.spawn(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    f"--storage.tsdb.path={self._tmp / 'data'}",
+                    "--storage.tsdb.retention.time=1h",
+                    # Debian's default points at /usr/share/prometheus/console*: unused here.
+                    f"--web.console.templates={self._tmp}",
+                    f"--web.console.libraries={self._tmp}",
+                ],
+                self.log_path,
+            )
+            _process.wait_http_ok(
+                self._proc, f"{self.url}/-/ready", "prometheus", self._startup_timeout_s,
+                self.log_path,
+            )  # fmt: skip
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise InfraError(
-                    f"prometheus exited with {self._proc.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise InfraError(
-            f"prometheus not ready within {self._startup_timeout_s:.0f} s:\n{self.log_tail()}"
-        )
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>; returns ``data`` or raises with Prometheus' error."""

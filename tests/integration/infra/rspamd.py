@@ -12,9 +12,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tests.integration.infra import _process
@@ -96,43 +93,22 @@ class Rspamd(LocalServer):
         main = self._write_config()
         tmp = self._tmp
         try:
-            with (tmp / "stdout.log").open("wb") as out:
-                self._proc = subprocess.Popen(
-                    [
-                        binary, "--no-fork", "--insecure", "-u", "root", "-g", "root",
-                        "-c", str(main), f"--var=LOCAL_CONFDIR={tmp}",
-                        f"--var=DBDIR={tmp / 'db'}", f"--var=RUNDIR={tmp / 'run'}",
-                        f"--var=LOGDIR={tmp / 'log'}",
-                    ],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )  # fmt: skip
-            _process.register(self._proc)
-            self._wait_ready()
+            self._proc = _process.spawn(
+                [
+                    binary, "--no-fork", "--insecure", "-u", "root", "-g", "root",
+                    "-c", str(main), f"--var=LOCAL_CONFDIR={tmp}",
+                    f"--var=DBDIR={tmp / 'db'}", f"--var=RUNDIR={tmp / 'run'}",
+                    f"--var=LOGDIR={tmp / 'log'}",
+                ],
+                tmp / "stdout.log",
+            )  # fmt: skip
+            _process.wait_http_ok(
+                self._proc, f"{self.url}/ping", "rspamd", self._startup_timeout_s, self.log_path
+            )
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise InfraError(
-                    f"rspamd exited with {self._proc.returncode}:\n{_process.log_tail(self.log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise InfraError(
-            f"rspamd not ready within {self._startup_timeout_s:.0f} s:\n"
-            + _process.log_tail(self.log_path)
-        )
 
     def stop(self) -> None:
         if self._proc is not None:
