@@ -90,6 +90,9 @@ class ServiceSettings(BaseSettings):
     tls_cert_file: Path | None = None
     # The private key of POSTMESH_TLS_CERT_FILE.
     tls_key_file: Path | None = None
+    # How often (seconds) the edges check POSTMESH_TLS_CERT_FILE/KEY_FILE for a renewed pair
+    # and load it for new connections without a restart; 0 turns the check off.
+    tls_reload_seconds: float = Field(default=60.0, ge=0)
     # Host name announced in greetings and Received: headers.
     hostname: str = "localhost"
     # Protocol edges only (smtp-edge, imap-gw, pop3-gw): every connection to a mail listener

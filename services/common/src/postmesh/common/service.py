@@ -11,6 +11,7 @@ from postmesh.common.config import ServiceSettings, load_settings
 from postmesh.common.logging import configure_logging, get_logger
 from postmesh.common.ops import OpsServer, ReadinessCheck
 from postmesh.common.runner import wait_for_stop_signal
+from postmesh.common.tls import certificate_reloading
 
 log = get_logger(__name__)
 S = TypeVar("S", bound=ServiceSettings)
@@ -57,7 +58,8 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
         await service.start()
         started = True
         log.info("service started", extra={"fields": {"ops_port": ops.port}})
-        await wait_for_stop_signal()
+        async with certificate_reloading(settings.tls_reload_seconds):
+            await wait_for_stop_signal()
     finally:
         await service.stop()
         await ops.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ipaddress
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -16,12 +19,15 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import Gauge
 
 from postmesh.common.config import ServiceSettings
+from postmesh.common.logging import get_logger
+
+log = get_logger(__name__)
 
 CERTIFICATE_EXPIRY = Gauge(
     "postmesh_tls_certificate_expiry_timestamp_seconds",
     'notAfter of the certificate this process serves, as a Unix time; certificate="edge" is '
-    'the mail listeners\' (SMTP/IMAP/POP3), "grpc" the internal mTLS one. Certificates are '
-    "read at start: a renewed file counts once the pod restarts.",
+    'the mail listeners\' (SMTP/IMAP/POP3), "grpc" the internal mTLS one. The edge certificate '
+    "is re-read when its files change (POSTMESH_TLS_RELOAD_SECONDS); the gRPC one at start.",
     ["certificate"],
 )
 
@@ -98,7 +104,84 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
     record_certificate_expiry("edge", cert.read_bytes())
+    _watched.append(CertificateFiles(ctx, cert, key))
     return ctx
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced: a Kubernetes Secret volume swaps a symlink
+    (``..data``) to a new directory, cert-manager and certbot rename new files into place."""
+    try:
+        st = path.stat()  # follows symlinks: the file the name points to now
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@dataclass
+class CertificateFiles:
+    """A listener's live context and the files it was loaded from. ``reload_if_changed``
+    loads a renewed pair into the same context, so every later handshake (implicit TLS and
+    STARTTLS alike) serves it without a restart; sessions already encrypted keep theirs."""
+
+    context: ssl.SSLContext
+    cert: Path
+    key: Path
+    seen: tuple[object, object] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seen = (_signature(self.cert), _signature(self.key))
+
+    def reload_if_changed(self) -> bool:
+        now = (_signature(self.cert), _signature(self.key))
+        if now == self.seen or None in now:
+            return False
+        try:
+            # A scratch context first: a half-written pair or a key that does not match the
+            # certificate (cert renamed into place before its key) is refused without touching
+            # the live context, and tried again at the next check.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                str(self.cert), str(self.key)
+            )
+            self.context.load_cert_chain(str(self.cert), str(self.key))
+            not_after = record_certificate_expiry("edge", self.cert.read_bytes())
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning(
+                "renewed TLS certificate not loaded; still serving the previous one",
+                extra={"fields": {"cert": str(self.cert), "error": str(exc)}},
+            )
+            return False
+        self.seen = now
+        log.info(
+            "TLS certificate reloaded",
+            extra={"fields": {"cert": str(self.cert), "not_after": not_after.isoformat()}},
+        )
+        return True
+
+
+_watched: list[CertificateFiles] = []
+
+
+async def reload_certificates(interval: float) -> None:
+    """Check the edge certificates' files every ``interval`` seconds, for ever."""
+    while True:
+        await asyncio.sleep(interval)
+        for files in _watched:
+            # Off the loop: stat and PEM parsing are file I/O.
+            await asyncio.to_thread(files.reload_if_changed)
+
+
+@contextlib.asynccontextmanager
+async def certificate_reloading(interval: float) -> AsyncIterator[None]:
+    """Run ``reload_certificates`` for the duration (nothing when ``interval`` is 0)."""
+    task = asyncio.create_task(reload_certificates(interval)) if interval > 0 else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def settings_server_context(settings: ServiceSettings) -> ssl.SSLContext:
