@@ -1071,3 +1071,24 @@ def test_edge_certificate_from_cert_manager() -> None:
     assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "pm-postmesh-tls"]
     missing = run_helm("template", "pm", str(CHART), "--set", "tls.certManager.enabled=true")
     assert missing.returncode != 0 and "issuerRef.name is required" in missing.stderr
+
+
+def test_kafka_topic_prefix_reaches_services_topics_scaler_and_alerts() -> None:
+    docs = render("-f", str(PRODUCTION), "--set", "kafka.topicPrefix=tenant-a.")
+    config = named(docs, "ConfigMap", "pm-postmesh-config")["data"]
+    assert config["POSTMESH_KAFKA_TOPIC_PREFIX"] == "tenant-a."
+    assert {t["spec"]["topicName"] for t in of_kind(docs, "KafkaTopic")} == {
+        "tenant-a." + t for t in TOPICS
+    }
+    (trigger,) = named(docs, "ScaledObject", "pm-postmesh-delivery")["spec"]["triggers"]
+    assert trigger["metadata"]["topic"] == "tenant-a.postmesh.inbound"
+    (kafka,) = of_kind(docs, "Kafka")
+    regex = kafka["spec"]["kafkaExporter"]["topicRegex"]
+    assert re.fullmatch(regex, "tenant-a.postmesh.inbound")
+    assert not re.fullmatch(regex, "postmesh.inbound")
+    (rule,) = of_kind(docs, "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert any('topic="tenant-a.postmesh.inbound"' in e for e in exprs)
+    # Unset: the names the services use by default.
+    plain = named(render(), "ConfigMap", "pm-postmesh-config")["data"]
+    assert plain["POSTMESH_KAFKA_TOPIC_PREFIX"] == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,57 @@ def test_fetch_script_without_toolchain_fails_clearly(
     )
     assert done.returncode == 1
     assert f"'{tool}' not found" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_kafka_topic_prefix_keeps_installations_apart(kafka_broker: KafkaBroker) -> None:
+    """Two buses with different POSTMESH_KAFKA_TOPIC_PREFIX on one broker: each creates and
+    uses its own topics, and its consumers see its records only, under the logical name."""
+    import asyncio
+
+    from postmesh.common import topics
+    from postmesh.common.bus.base import BusRecord
+    from postmesh.common.bus.kafka import KafkaBus
+
+    tag = uuid.uuid4().hex[:8]
+    buses = {p: KafkaBus(kafka_broker.bootstrap_servers, "t", create_topics=topics.ALL,
+                         topic_prefix=f"{p}-{tag}.") for p in ("a", "b")}  # fmt: skip
+    seen: dict[str, list[BusRecord]] = {"a": [], "b": []}
+    got = {p: asyncio.Event() for p in buses}
+
+    def handler(p: str) -> Callable[[BusRecord], Awaitable[None]]:
+        async def handle(record: BusRecord) -> None:
+            seen[p].append(record)
+            if record.key == f"{p}-marker":
+                got[p].set()
+
+        return handle
+
+    for bus in buses.values():
+        await bus.start()
+    tasks = [
+        asyncio.create_task(bus.consume([topics.INBOUND], f"g-{p}-{tag}", handler(p)))
+        for p, bus in buses.items()
+    ]
+    try:
+        for p, bus in buses.items():
+            await bus.publish(topics.INBOUND, f"{p}-marker", p.encode())
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in got.values())), 60)
+    finally:
+        for bus in buses.values():
+            await bus.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    for p in buses:
+        assert [(r.topic, r.key, r.value) for r in seen[p]] == [
+            ("postmesh.inbound", f"{p}-marker", p.encode())
+        ]
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    await admin.start()
+    try:
+        names = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert {f"a-{tag}.{t}" for t in topics.ALL} | {f"b-{tag}.{t}" for t in topics.ALL} <= names

@@ -309,3 +309,9 @@ generate one. Call with (dict "root" $ "name" <secret> "key" <key> "length" <n>)
 {{- randAlphaNum (int .length) }}
 {{- end }}
 {{- end }}
+
+{{/* The broker's name of a logical topic: (list $root "postmesh.inbound"). */}}
+{{- define "postmesh.kafkaTopic" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s%s" $root.Values.kafka.topicPrefix (index . 1) -}}
+{{- end }}

@@ -56,6 +56,11 @@ class ServiceSettings(BaseSettings):
     kafka_tls_cert_file: Path | None = None
     # The private key of POSTMESH_KAFKA_TLS_CERT_FILE.
     kafka_tls_key_file: Path | None = None
+    # Prepended to every Kafka topic name ("tenant-a." makes tenant-a.postmesh.inbound, ...), so
+    # several Postmesh installations (or test stacks) can share one Kafka cluster. Every service
+    # of one installation must use the same prefix; the delivery consumer group is
+    # POSTMESH_DELIVERY_GROUP.
+    kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     # Embedded bus database; relative paths are under data_dir.
     bus_sqlite_path: Path = Path("bus.sqlite3")
     # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).

@@ -16,6 +16,7 @@ def create_bus(settings: ServiceSettings, client_id: str) -> Bus:
             settings.kafka_bootstrap_servers,
             client_id,
             create_topics=topics.ALL,
+            topic_prefix=settings.kafka_topic_prefix,
             security=KafkaSecurity.from_settings(settings),
         )
     from postmesh.common.bus.sqlite import SqliteBus

@@ -53,11 +53,15 @@ class KafkaBus(Bus):
         *,
         create_topics: Sequence[str] = (),
         security: KafkaSecurity | None = None,
+        topic_prefix: str = "",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.security = security or KafkaSecurity()
-        self._create_topics = list(create_topics)
+        # Callers name topics logically (postmesh.common.topics); on the brokers each carries
+        # the installation's prefix, and records come back under their logical name.
+        self.topic_prefix = topic_prefix
+        self._create_topics = [self.physical(t) for t in create_topics]
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
 
@@ -129,6 +133,13 @@ class KafkaBus(Bus):
         finally:
             await admin.close()
 
+    def physical(self, topic: str) -> str:
+        """The broker's name of a logical topic."""
+        return self.topic_prefix + topic
+
+    def _logical(self, topic: str) -> str:
+        return topic[len(self.topic_prefix) :]
+
     async def stop(self) -> None:
         self._stopping.set()
         if self._producer is not None:
@@ -138,7 +149,7 @@ class KafkaBus(Bus):
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaBus.publish before start")
-        await self._producer.send_and_wait(topic, value, key=key.encode())
+        await self._producer.send_and_wait(self.physical(topic), value, key=key.encode())
 
     async def consume(
         self,
@@ -150,7 +161,7 @@ class KafkaBus(Bus):
         concurrency: int = 1,
     ) -> None:
         consumer = AIOKafkaConsumer(
-            *topics,
+            *(self.physical(t) for t in topics),
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
             group_id=group,
@@ -166,7 +177,11 @@ class KafkaBus(Bus):
                 for tp, records in batches.items():
                     recs = [
                         BusRecord(
-                            r.topic, (r.key or b"").decode(), r.value or b"", r.partition, r.offset
+                            self._logical(r.topic),
+                            (r.key or b"").decode(),
+                            r.value or b"",
+                            r.partition,
+                            r.offset,
                         )
                         for r in records
                     ]
