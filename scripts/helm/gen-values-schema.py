@@ -244,6 +244,7 @@ schema: dict[str, Any] = {
                     "type": "string",
                     "pattern": r"^([^,\s]+:[0-9]+)(,[^,\s]+:[0-9]+)*$",
                 },
+                "topicPrefix": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{0,100}$"},
                 "securityProtocol": {"enum": ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]},
                 "sasl": obj(
                     {
@@ -313,7 +314,7 @@ schema: dict[str, Any] = {
                         "minReplicas": {"type": "integer", "minimum": 0},
                         "maxReplicas": {"type": "integer", "minimum": 1},
                         "lagThreshold": {"type": "integer", "minimum": 1},
-                        "topic": {"type": "string", "minLength": 1},
+                        "topic": S,
                         "pollingIntervalSeconds": {"type": "integer", "minimum": 1},
                         "cooldownPeriodSeconds": {"type": "integer", "minimum": 0},
                     },

@@ -884,7 +884,8 @@ def test_kafka_sasl_ssl_and_mongodb_tls_come_from_existing_secrets_as_files(
             assert env["POSTMESH_KAFKA_USERNAME"] == "postmesh"
         else:  # pop3-gw and auth never talk to Kafka: no credential of it in their pods
             assert not {k for k in env if k.startswith("POSTMESH_KAFKA_")} - {
-                "POSTMESH_KAFKA_BOOTSTRAP_SERVERS"
+                "POSTMESH_KAFKA_BOOTSTRAP_SERVERS",  # the shared ConfigMap's: no credentials
+                "POSTMESH_KAFKA_TOPIC_PREFIX",
             }, name
             assert not [f for f, (s, _) in files.items() if "kafka" in s], name
         if name in ("store", "auth"):
@@ -1092,3 +1093,17 @@ def test_kafka_topic_prefix_reaches_services_topics_scaler_and_alerts() -> None:
     # Unset: the names the services use by default.
     plain = named(render(), "ConfigMap", "pm-postmesh-config")["data"]
     assert plain["POSTMESH_KAFKA_TOPIC_PREFIX"] == ""
+
+
+def test_auth_and_delivery_share_the_admin_token_the_cli_reads() -> None:
+    """The queue admin API (delivery) and the admin API (auth) take one token (ADR 26); without
+    it delivery would make a random one of its own in its emptyDir, and `kubectl exec ...
+    postmesh queue list` could not authenticate."""
+    docs = render()
+    deps = deployments(docs)
+    ref = "<secret pm-postmesh-admin-token>"
+    assert env_of(docs, deps["auth"])["POSTMESH_ADMIN_TOKEN"] == ref
+    assert env_of(docs, deps["delivery"])["POSTMESH_ADMIN_TOKEN"] == ref
+    assert "POSTMESH_MONGODB_URL" not in env_of(docs, deps["delivery"])
+    assert "POSTMESH_ADMIN_TOKEN" not in env_of(docs, deps["store"])
+    assert "POSTMESH_MONGODB_URL" in env_of(docs, deps["store"])

@@ -522,7 +522,11 @@ def test_one_message_through_the_containers(running: Running) -> None:
     plays = running.plays
     user, password = "alice@smoke.test", "correct horse battery"
     admin = plays["auth"].published["admin"]
-    admin_post(admin, running.admin_token, "/api/v1/domains", {"name": "smoke.test"})
+    # The postmesh CLI in the auth image, with the token the pod already has (as an operator
+    # runs `kubectl exec deploy/<release>-postmesh-auth -- postmesh domains create ...`).
+    made = podman("exec", pod_container(plays["auth"]), "postmesh", "domains", "create",
+                  "smoke.test", "--json")  # fmt: skip
+    assert json.loads(made)["name"] == "smoke.test", made
     admin_post(admin, running.admin_token, "/api/v1/users", {"address": user, "password": password})
 
     marker = uuid.uuid4().hex
@@ -539,6 +543,9 @@ def test_one_message_through_the_containers(running: Running) -> None:
     trace_and_original(via_imap, message)
     [via_pop3] = pop3_messages(plays["pop3-gw"].published["pop3"], user, password)
     assert via_pop3 == via_imap
+    # delivery's queue admin API takes the same admin token, and its image has the CLI too.
+    queue = podman("exec", pod_container(plays["delivery"]), "postmesh", "queue", "list", "--json")
+    assert json.loads(queue) == [], queue  # delivered locally: nothing deferred
     progress(f"message {marker} sent over SMTP, read back over IMAP and POP3")
 
 
