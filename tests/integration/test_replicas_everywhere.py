@@ -22,23 +22,20 @@ succeeding when one of them is SIGKILLed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
 import poplib
 import re
 import signal
 import smtplib
-import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from postmesh.common.devstack import Stack
+from postmesh.common.devstack import Replica, Stack
 from postmesh.common.grpc import channel
 from tests.integration.imap_idle import IdleClient
 from tests.integration.infra import KafkaBroker
@@ -54,14 +51,12 @@ GRPC_CALLS = "postmesh_grpc_server_handling_seconds_count"
 AUTHENTICATE = "/postmesh.api.auth.v1.AuthService/Authenticate"
 
 
-@contextlib.contextmanager
-def second_auth(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
-    """Auth replica #2 (its admin API off: #1 serves it): the process, its ops port, and a
-    gRPC target that names both replicas."""
-    grpc_port, ops_port = free_port(), free_port()
+def second_auth(stack: Stack) -> tuple[Replica, str]:
+    """Auth replica #2 (its admin API off: #1 serves it), and a gRPC target naming both."""
+    grpc_port = free_port()
     env = {"POSTMESH_AUTH_LISTEN": f"127.0.0.1:{grpc_port}", "POSTMESH_ADMIN_PORT": "0"}
-    with stack.replica("auth", "auth-2", ops_port, env) as proc:
-        yield proc, ops_port, f"ipv4:127.0.0.1:{stack.ports.auth_grpc},127.0.0.1:{grpc_port}"
+    both = f"ipv4:127.0.0.1:{stack.ports.auth_grpc},127.0.0.1:{grpc_port}"
+    return Replica("auth", "auth-2", free_port(), env), both
 
 
 def submit_through(port: int, sender: str, rcpts: list[str], markers: list[str]) -> None:
@@ -100,32 +95,29 @@ def test_two_of_every_service_lose_and_duplicate_nothing(
         stack.ports.ops["store"], "postmesh_store_deliveries_total", result="duplicate"
     )
     started = time.monotonic()
-    with contextlib.ExitStack() as replicas:
-        _, auth2_ops, both_auth = replicas.enter_context(second_auth(stack))
-        via_both = {"POSTMESH_AUTH_ADDRESS": both_auth}
-        second = {
-            "smtp-edge": {
-                "POSTMESH_SMTP_MX_PORT": str(port["mx"]),
-                "POSTMESH_SMTP_SUBMISSION_PORT": str(port["sub"]),
-                "POSTMESH_SMTP_SUBMISSIONS_PORT": str(port["subs"]),
-            },
-            "delivery": {"POSTMESH_QUEUE_ADMIN_PORT": str(port["qadm"])},
-            "imap-gw": {
-                "POSTMESH_IMAP_PORT": str(port["imap"]),
-                "POSTMESH_IMAPS_PORT": str(port["imaps"]),
-            },
-            "pop3-gw": {
-                "POSTMESH_POP3_PORT": str(port["pop"]),
-                "POSTMESH_POP3S_PORT": str(port["pops"]),
-            },
-        }
-        ops2 = {svc: free_port() for svc in second}
-        procs = {
-            svc: replicas.enter_context(
-                stack.replica(svc, f"{svc}-2", ops2[svc], {**via_both, **env})
-            )
-            for svc, env in second.items()
-        }
+    auth2, both_auth = second_auth(stack)
+    via_both = {"POSTMESH_AUTH_ADDRESS": both_auth}
+    second = {
+        "smtp-edge": {
+            "POSTMESH_SMTP_MX_PORT": str(port["mx"]),
+            "POSTMESH_SMTP_SUBMISSION_PORT": str(port["sub"]),
+            "POSTMESH_SMTP_SUBMISSIONS_PORT": str(port["subs"]),
+        },
+        "delivery": {"POSTMESH_QUEUE_ADMIN_PORT": str(port["qadm"])},
+        "imap-gw": {
+            "POSTMESH_IMAP_PORT": str(port["imap"]),
+            "POSTMESH_IMAPS_PORT": str(port["imaps"]),
+        },
+        "pop3-gw": {
+            "POSTMESH_POP3_PORT": str(port["pop"]),
+            "POSTMESH_POP3S_PORT": str(port["pops"]),
+        },
+    }
+    ops2 = {svc: free_port() for svc in second}
+    wanted = [auth2] + [
+        Replica(svc, f"{svc}-2", ops2[svc], {**via_both, **env}) for svc, env in second.items()
+    ]
+    with stack.replicas(wanted) as procs:
         print(f"five second replicas ready after {time.monotonic() - started:.1f} s")
 
         # Delivery #2 has its share of postmesh.inbound once the group has rebalanced.
@@ -147,7 +139,7 @@ def test_two_of_every_service_lose_and_duplicate_nothing(
         reader.login(idler, PASSWORD)
 
         markers = [uuid.uuid4().hex for _ in range(MESSAGES)]
-        delivery2 = procs["delivery"]
+        delivery2 = procs["delivery-2"]
         delivery2.send_signal(signal.SIGSTOP)
         try:
             with ThreadPoolExecutor(2) as pool:
@@ -217,7 +209,7 @@ def test_two_of_every_service_lose_and_duplicate_nothing(
         assert other.stat()[0] == MESSAGES
         other.quit()
 
-        auth2_calls = ops_metric(auth2_ops, GRPC_CALLS)
+        auth2_calls = ops_metric(auth2.ops_port, GRPC_CALLS)
     auth1_calls = ops_metric(stack.ports.ops["auth"], GRPC_CALLS) - auth1_before
     print(f"auth calls served: #1 {auth1_calls:.0f}, #2 {auth2_calls:.0f}")
     assert auth1_calls > 0 and auth2_calls > 0
@@ -245,8 +237,9 @@ def test_grpc_round_robin_over_two_auth_replicas_survives_a_sigkill(
         finally:
             await ch.close()
 
-    with second_auth(stack) as (proc, auth2_ops, both):
-        auth1_ops = stack.ports.ops["auth"]
+    auth2, both = second_auth(stack)
+    with stack.replicas([auth2]) as procs:
+        proc, auth1_ops, auth2_ops = procs["auth-2"], stack.ports.ops["auth"], auth2.ops_port
         before = calls(auth1_ops), calls(auth2_ops)
         asyncio.run(authenticate(both, 40))
         served = calls(auth1_ops) - before[0], calls(auth2_ops) - before[1]
