@@ -28,10 +28,10 @@ _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
 ]
 
-# Servers close each connection after a few minutes (with a grace far above the default call
-# deadline, POSTMESH_GRPC_DEADLINE_SECONDS): clients then reconnect and re-resolve their target, so replicas added behind a
-# headless Service get traffic without a client restart (gRPC's DNS resolver otherwise asks
-# again only when a connection fails).
+# Servers close each connection after a few minutes, with a grace far above the default call
+# deadline (POSTMESH_GRPC_DEADLINE_SECONDS): clients then reconnect and re-resolve their target,
+# so replicas added behind a headless Service get traffic without a client restart (gRPC's DNS
+# resolver otherwise asks again only when a connection fails).
 _SERVER_OPTIONS = [
     *_OPTIONS,
     ("grpc.max_connection_age_ms", 300_000),
