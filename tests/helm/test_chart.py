@@ -395,8 +395,26 @@ def test_internal_services_are_cluster_ip_and_ops_never_public(docs: tuple[Doc, 
     assert {p["name"]: p["port"] for p in store["spec"]["ports"]} == {"grpc": 50061}
     assert {p["name"]: p["port"] for p in auth["spec"]["ports"]} == {"grpc": 50062, "admin": 8080}
     common = named(docs, "ConfigMap", "pm-postmesh-config")["data"]
-    assert common["POSTMESH_STORE_ADDRESS"] == "pm-postmesh-store:50061"
-    assert common["POSTMESH_AUTH_ADDRESS"] == "pm-postmesh-auth:50062"
+    # Clients dial the headless Services: one DNS record per ready pod, balanced by round_robin
+    # in the client (ADR 37); the ClusterIP Services stay for the admin API and for people.
+    assert common["POSTMESH_STORE_ADDRESS"] == "dns:///pm-postmesh-store-headless:50061"
+    assert common["POSTMESH_AUTH_ADDRESS"] == "dns:///pm-postmesh-auth-headless:50062"
+    for name, port in (("store", 50061), ("auth", 50062)):
+        headless = named(docs, "Service", f"pm-postmesh-{name}-headless")
+        assert (headless["spec"]["type"], headless["spec"]["clusterIP"]) == ("ClusterIP", "None")
+        assert (
+            headless["spec"]["selector"]
+            == named(docs, "Service", f"pm-postmesh-{name}")["spec"]["selector"]
+        )
+        assert headless["spec"]["ports"] == [
+            {
+                "name": "grpc",
+                "port": port,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            }
+        ]
     for svc in of_kind(docs, "Service"):
         names = {p["name"] for p in svc["spec"]["ports"]}
         if svc["spec"]["type"] != "ClusterIP":

@@ -4,10 +4,13 @@ ports, on the embedded backends or on real Kafka + FerretDB."""
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from postmesh.common.devstack import Stack, StackPorts
 from tests.integration.infra import FerretDB, KafkaBroker, free_port
@@ -83,3 +86,21 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+def ops_samples(ops_port: int, sample: str, **labels: str) -> list[float]:
+    """The values of a service's /metrics samples named ``sample`` whose labels include
+    ``labels`` (none if the series does not exist yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and labels.items() <= s.labels.items()
+    ]
+
+
+def ops_metric(ops_port: int, sample: str, **labels: str) -> float:
+    """The sum of ``ops_samples`` (0 if there are none)."""
+    return sum(ops_samples(ops_port, sample, **labels))

@@ -163,6 +163,29 @@ class KafkaBroker(LocalServer):
         """
         _process.run_blocking(self.create_topics_async(topics))
 
+    def uncommitted(self, group: str, topic: str) -> int:
+        """Records of ``topic`` past consumer group ``group``'s committed offsets: 0 once the
+        group has handled (and committed, which comes after handling) everything published."""
+        return int(_process.run_blocking(self._uncommitted(group, topic)))
+
+    async def _uncommitted(self, group: str, topic: str) -> int:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        await reader.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+            [described] = await admin.describe_topics([topic])
+            parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+            ends = await reader.end_offsets(parts)
+            return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in parts)
+        finally:
+            await reader.stop()
+            await admin.close()
+
     async def create_topics_async(self, topics: Mapping[str, int] | None = None) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 

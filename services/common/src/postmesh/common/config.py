@@ -63,7 +63,9 @@ class ServiceSettings(BaseSettings):
     kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     # Embedded bus database; relative paths are under data_dir.
     bus_sqlite_path: Path = Path("bus.sqlite3")
-    # Where the store's and auth's gRPC APIs are reached (host:port; a Service name in Kubernetes).
+    # Where the store's and auth's gRPC APIs are reached: a gRPC target, host:port or
+    # dns:///host:port (calls are spread round robin over every address the name resolves to,
+    # e.g. a headless Service's pods) or ipv4:addr:port,addr:port,... (ADR 37).
     store_address: str = "127.0.0.1:50061"
     auth_address: str = "127.0.0.1:50062"
     # Mutual TLS of the internal gRPC hops (ADR 10): this service's certificate (its identity is

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,17 @@ class StackError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One more process of ``service`` for :meth:`Stack.replicas`: its process name (and log
+    ``<name>.log``), its ops port, and the settings that differ (its listening ports)."""
+
+    service: str
+    name: str
+    ops_port: int
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+
 class Stack:
     def __init__(
         self,
@@ -135,20 +146,37 @@ class Stack:
         """One more process of ``service``, as another pod of the same Deployment: the stack's
         settings with ``overrides`` (its own listening ports), its log in ``<name>.log``.
         Stopped on leaving the block (if it still runs)."""
-        env = {**self.env_for(service), **overrides, "POSTMESH_OPS_PORT": str(ops_port)}
-        self._spawn(service, name, env)
+        with self.replicas([Replica(service, name, ops_port, overrides)]) as procs:
+            yield procs[name]
+
+    @contextmanager
+    def replicas(self, wanted: Sequence[Replica]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+        """Several more processes at once (started together, then each waited for until
+        ready: their start-ups overlap), by name; all stopped on leaving the block."""
+        names: list[str] = []
         try:
-            self._wait_ready(name, 60.0, ops_port)
-            yield self.procs[name]
+            for r in wanted:
+                env = {
+                    **self.env_for(r.service),
+                    **r.overrides,
+                    "POSTMESH_OPS_PORT": str(r.ops_port),
+                }
+                self._spawn(r.service, r.name, env)
+                names.append(r.name)
+            for r in wanted:
+                self._wait_ready(r.name, 60.0, r.ops_port)
+            yield {name: self.procs[name] for name in names}
         finally:
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procs = [self.procs.pop(name) for name in names]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def log_tail(self, service: str, lines: int = 30) -> str:
         path = self.log_dir / f"{service}.log"

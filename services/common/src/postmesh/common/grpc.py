@@ -1,5 +1,6 @@
-"""gRPC plumbing: an aio server with the standard health service, and channels with deadlines
-and retries of UNAVAILABLE (a store replica restarting must not fail a client call)."""
+"""gRPC plumbing: an aio server with the standard health service, and channels with deadlines,
+retries of UNAVAILABLE (a store replica restarting must not fail a client call) and client-side
+round robin over every address the target resolves to (ADR 37)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,22 @@ _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
 ]
 
-_RETRY_POLICY = json.dumps(
+# Servers close each connection after a few minutes, with a grace far above the default call
+# deadline (POSTMESH_GRPC_DEADLINE_SECONDS): clients then reconnect and re-resolve their target,
+# so replicas added behind a headless Service get traffic without a client restart (gRPC's DNS
+# resolver otherwise asks again only when a connection fails).
+_SERVER_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
+
+# The clients' service config (gRPC's doc/service_config.md): round_robin keeps a connection to
+# every address of the target and spreads calls over the ready ones; pick_first, gRPC's default,
+# would send everything to the first address (a headless Service's name has one per pod).
+_SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -40,7 +55,7 @@ _RETRY_POLICY = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -90,7 +105,7 @@ class GrpcServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [_MetricsInterceptor()]
         if not security.plaintext:
             interceptors.insert(0, AuthorizationInterceptor())
-        self.server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
+        self.server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -118,11 +133,21 @@ class GrpcServer:
 
 def channel(target: str, security: GrpcSecurity, server: str) -> grpc.aio.Channel:
     """A client channel to the ``server`` service ("store", "auth") at ``target``, with retries
-    on UNAVAILABLE; pass ``timeout=`` on every call. With TLS the server must present the
-    certificate of ``server``'s identity, whatever address ``target`` names."""
-    options = [*_OPTIONS, ("grpc.service_config", _RETRY_POLICY), ("grpc.enable_retries", 1)]
+    on UNAVAILABLE and round robin over the target's addresses (``host:port``, resolved by DNS
+    to every A/AAAA record, e.g. a headless Service; or a list,
+    ``ipv4:127.0.0.1:1,127.0.0.1:2``); pass ``timeout=`` on every call. With TLS every
+    replica must present the certificate of ``server``'s identity, whatever address it has."""
+    options = [
+        *_OPTIONS,
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        # Only ours: a service config published in DNS TXT records is never applied.
+        ("grpc.service_config_disable_resolution", 1),
+    ]
     if security.plaintext:
         return grpc.aio.insecure_channel(target, options=options)
+    # Checked against every replica's certificate (and sent as :authority): replicas share
+    # their service's identity, not their address (ADR 10).
     options.append(("grpc.ssl_target_name_override", identity_name(server)))
     return grpc.aio.secure_channel(target, security.channel_credentials(), options=options)
 

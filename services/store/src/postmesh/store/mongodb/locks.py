@@ -1,9 +1,9 @@
 """In-process locks per mailbox and per user.
 
-Why, besides ordering UIDs: FerretDB 1.24 (SQLite handler) applies an update as read-then-write
-outside any transaction, so concurrent $inc / findAndModify on one document lose updates
-(measured: 50 concurrent $inc ended at 8; FerretDB issue #3040). Only unique-index inserts are
-atomic there. Serialising a mailbox's writes (and a user's mailbox-management operations, which
+Why, besides ordering UIDs: FerretDB 1.24 applies an update as read-then-write outside any
+transaction, on its SQLite and PostgreSQL handlers alike, so concurrent $inc / findAndModify on
+one document lose updates (measured: 50 concurrent $inc ended at 8 on SQLite, between 1 and 16
+on PostgreSQL; ADR 37). Only unique-index inserts are atomic there. Serialising a mailbox's writes (and a user's mailbox-management operations, which
 touch several mailboxes and the user's UIDVALIDITY counter) in the process makes the store
 correct on FerretDB with one replica; on MongoDB the atomic single-document updates keep several
 replicas correct as well.
