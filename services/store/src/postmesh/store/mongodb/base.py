@@ -38,6 +38,7 @@ from postmesh.store.hierarchy import child_range
 from postmesh.store.model import Mailbox, Message, Quota
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
+from postmesh.store.mongodb.by_id import ByIdReader
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
 from postmesh.store.repository import StoreRepository
@@ -91,6 +92,7 @@ class MongoBase(StoreRepository):
             db["store_blobs"], db["store_blob_chunks"], db["store_blob_refs"],
             db["store_blob_index"],
         )  # fmt: skip
+        self._index_by_id = ByIdReader(self.blobs.index)
 
     async def open(self) -> None:
         await self._mailboxes.create_index([("user", ASCENDING), ("name", ASCENDING)], unique=True)

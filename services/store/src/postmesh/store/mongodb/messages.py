@@ -308,14 +308,9 @@ class MongoMessages(MongoDelivery):
         return await self.blobs.read(doc["blob_id"], int(doc["size"]))
 
     async def _index_fields(self, blob_ids: set[str], field: str) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        wanted = sorted(blob_ids)
-        for i in range(0, len(wanted), BATCH):
-            for doc in await self.blobs.index.find(
-                {"_id": {"$in": wanted[i : i + BATCH]}}, {field: 1}
-            ).to_list(None):
-                out[doc["_id"]] = bytes(doc[field])
-        return out
+        # By id as the server serves it from an index (by_id.py: $in is not on FerretDB).
+        docs = await self._index_by_id.find(sorted(blob_ids), {field: 1})
+        return {doc["_id"]: bytes(doc[field]) for doc in docs}
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]
