@@ -158,6 +158,11 @@ class QuotaGate:
                 return owner
             except DuplicateKeyError:
                 pass
+            except asyncio.CancelledError:
+                # The caller went away (a gRPC deadline): the insert may have landed, and
+                # nobody would release it for LOCK_LEASE_SECONDS.
+                await asyncio.shield(self.leases.delete_one({"_id": user, "owner": owner}))
+                raise
             held = await self.leases.find_one({"_id": user})
             if held is not None and held["until"] < now:
                 # Its holder died: removed by its owner token, so a lease taken meanwhile by
