@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
 
 from postmesh.store.mongodb.pg_indexes import PREFIX
 
@@ -63,9 +64,13 @@ class ByIdReader:
 
     async def _check(self, sample: Any) -> None:
         self._checked_at = time.monotonic()
-        explained = await self.collection.database.command(
-            {"explain": {"find": self.collection.name, "filter": {"_id": sample}}}
-        )
+        try:
+            explained = await self.collection.database.command(
+                {"explain": {"find": self.collection.name, "filter": {"_id": sample}}}
+            )
+        except OperationFailure:  # explain not allowed or not known: the portable way
+            self._one_by_one = False
+            return
         self._one_by_one = served_one_by_one(explained)
 
     async def _one_each(self, ids: list[Any], projection: Doc) -> list[Doc]:
