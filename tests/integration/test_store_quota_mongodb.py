@@ -1,6 +1,6 @@
 """Exact quotas on the MongoDB backend (ADR 0036) against a real FerretDB 1.24: what a crashed
-writer's reservation costs and how its retry counts, two store replicas on one database
-checking one at a time, and a dead replica's quota lease taken over."""
+writer's reservation costs and how its retry counts, store replicas on one database checking
+one at a time, a dead replica's quota lease taken over, and the janitor removing both."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from postmesh.store import leftovers as lo
 from postmesh.store.errors import QuotaExceeded
 from postmesh.store.model import INBOX, Delivery
-from postmesh.store.mongodb import MongoStoreRepository
+from postmesh.store.mongodb import MongoStoreRepository, reservations
 from tests.integration.infra import FerretDB
 
 SIZE = 1_500
@@ -100,6 +101,30 @@ async def test_a_dead_writers_reservation_lapses(ferretdb: FerretDB, database: s
         await repo._quota_gate.reservations.update_many({}, {"$set": {"expires_at": aged}})
         assert (await repo.deliver(Delivery("q2", "u", "", content=sized(2)))).created
         assert (await repo.get_quota("u")).messages_used == 1
+    finally:
+        await repo.close()
+
+
+async def test_the_janitor_removes_what_dead_writers_left(
+    ferretdb: FerretDB, database: str
+) -> None:
+    """A lapsed reservation of a user who never writes again, and a dead replica's lease."""
+    repo = await replica(ferretdb, database)
+    try:
+        await repo.provision_user("u")
+        await repo.set_quota("u", 0, 5)
+        crash_after(repo, "_step_reference_blob")
+        with pytest.raises(Crash):
+            await repo.deliver(Delivery("q1", "u", "", content=sized(1)))
+        gate = repo._quota_gate
+        await gate.leases.insert_one({"_id": "v", "owner": "dead", "until": time.time() + 60})
+        now = time.time()
+        cutoffs = lo.Cutoffs(now, now, now, now)
+        assert await repo.collect(lo.RESERVATIONS, cutoffs, 10) == 0  # all still alive
+        later = now + reservations.RESERVATION_SECONDS + 1
+        assert await repo.collect(lo.RESERVATIONS, lo.Cutoffs(later, now, now, now), 10) == 2
+        assert await gate.reservations.count_documents({}) == 0
+        assert await gate.leases.count_documents({}) == 0
     finally:
         await repo.close()
 

@@ -114,6 +114,23 @@ class QuotaGate:
         """Once the write's messages exist (they count from then on), or it made none."""
         await self.reservations.delete_one({"_id": rid})
 
+    async def collect(self, now: float, limit: int) -> int:
+        """For the janitor: reservations and leases past their life, of users whose next
+        limited write (which removes its own) may never come."""
+        lapsed = await (
+            self.reservations.find({"expires_at": {"$lt": now}}, {"_id": 1})
+            .limit(limit)
+            .to_list(None)
+        )
+        if lapsed:
+            await self.reservations.delete_many(
+                {"_id": {"$in": [d["_id"] for d in lapsed]}, "expires_at": {"$lt": now}}
+            )
+        stale = await self.leases.find({"until": {"$lt": now}}).limit(limit).to_list(None)
+        for lease in stale:  # by owner: a lease taken meanwhile stays
+            await self.leases.delete_one({"_id": lease["_id"], "owner": lease["owner"]})
+        return len(lapsed) + len(stale)
+
     async def _live(self, user: str) -> list[Doc]:
         docs = await self.reservations.find({"user": user}).to_list(None)
         now = time.time()
