@@ -88,6 +88,13 @@ class FerretDB(LocalServer):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def sql(self, statements: str) -> str:
+        """Run SQL on the PostgreSQL under FerretDB (pg handler) as its superuser, as an
+        operator's psql would; psql's output. Each FerretDB database is a schema there."""
+        if self._postgres is None or not self.port:
+            raise InfraError("FerretDB is not started on the pg handler")
+        return self._postgres.psql(statements)
+
     def start(self) -> FerretDB:
         if self._proc is not None:
             raise InfraError("FerretDB already started")

@@ -133,6 +133,12 @@ class PostgreSQL(LocalServer):
             "-d", DATABASE, "-v", "ON_ERROR_STOP=1", "-c", sql,
         )  # fmt: skip
 
+    def psql(self, sql: str) -> str:
+        """Run ``sql`` as the superuser; psql's output (InfraError when it fails)."""
+        done = self._psql(sql)
+        self._check("psql", done)
+        return done.stdout
+
     def _write_as_owner(self, path: Path, text: str) -> None:
         # As root the data dir belongs to postgres; keep the file its own.
         stat = path.stat()

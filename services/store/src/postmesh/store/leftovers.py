@@ -21,7 +21,8 @@ Kinds (the ``kind`` label of ``postmesh_store_janitor_removed_total``):
   forward by the same code as a user's next operation), ``references`` (blob references of an
   Append that died before its message existed, of a Deliver never retried), ``chunks`` (of a
   blob incarnation whose deleter died), ``transitions`` (deferred-queue transitions of an entry
-  deleted under a claimer that died);
+  deleted under a claimer that died), ``reservations`` (quota reservations and quota leases
+  past their life, ADR 36: they no longer count, this only removes the documents);
 - SQLite only: ``pages`` returned to the file system by an incremental vacuum.
 """
 
@@ -38,6 +39,7 @@ INTENTS = "intents"
 REFERENCES = "references"
 CHUNKS = "chunks"
 TRANSITIONS = "transitions"
+RESERVATIONS = "reservations"
 PAGES = "pages"
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 
+from postmesh.api.store.v1 import store_pb2_grpc
+from postmesh.common.grpc import GrpcServer, channel
+from postmesh.common.grpc_security import GrpcSecurity
+from postmesh.store.events import EventPublisher
 from postmesh.store.model import BLOB_CHUNK_BYTES, INBOX, Delivery, FlagsMode
 from postmesh.store.repository import StoreRepository
+from postmesh.store.servicer import StoreServicer
 
 MiB = 1024 * 1024
 
@@ -54,3 +60,20 @@ SPECIAL_USES = {
     INBOX: "", "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
     "Junk": "\\Junk", "Archive": "\\Archive",
 }  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def grpc_store(repo: StoreRepository) -> AsyncIterator[store_pb2_grpc.StoreServiceStub]:
+    """The real StoreServicer on ``repo``, on 127.0.0.1 port 0 (plaintext, no events), and a
+    client stub on it: for tests of what concurrent calls over the wire do."""
+    server = GrpcServer("127.0.0.1:0", GrpcSecurity())
+    server.add(
+        store_pb2_grpc.add_StoreServiceServicer_to_server, StoreServicer(repo, EventPublisher(None))
+    )
+    await server.start([])
+    ch = channel(f"127.0.0.1:{server.port}", GrpcSecurity(), "store")
+    try:
+        yield store_pb2_grpc.StoreServiceStub(ch)
+    finally:
+        await ch.close()
+        await server.stop(grace=1.0)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
+from collections import Counter
+from collections.abc import Awaitable
 
+import grpc
 import pytest
 
-from postmesh.store.contract_suite.helpers import content_of, deliver, expunge_uids, message, stream
+from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.store.contract_suite.helpers import (
+    content_of,
+    deliver,
+    expunge_uids,
+    grpc_store,
+    message,
+    stream,
+)
 from postmesh.store.errors import QuotaExceeded
 from postmesh.store.model import INBOX, Delivery
 from postmesh.store.repository import StoreRepository
@@ -79,3 +92,102 @@ class QuotaContract:
         assert await deliver(repo, "q3", "u", message(3)) == 3
         q = await repo.get_quota("u")
         assert (q.message_limit, q.messages_used) == (0, 3)
+
+    @pytest.mark.parametrize("resource", ["storage", "messages"])
+    async def test_concurrent_writers_fill_a_quota_exactly(
+        self, repo: StoreRepository, resource: str
+    ) -> None:
+        """Deliver (some of them sent twice, as a redelivered record is), Append and COPY
+        into four mailboxes of one user, all at once over gRPC, each adding one message of
+        the same size, at a user with room for FREE more: exactly FREE writes are accepted
+        whatever the interleaving, every other one is refused with RESOURCE_EXHAUSTED, and the
+        usage ends exactly at the limit."""
+        user, seeded, free = "full@example.com", 4, 12
+        for i in range(seeded):  # the copies' sources
+            await deliver(repo, f"seed{i}", user, sized(i), "Drafts")
+        if resource == "storage":
+            await repo.set_quota(user, (seeded + free) * SIZE, 0)
+        else:
+            await repo.set_quota(user, 0, seeded + free)
+        async with grpc_store(repo) as stub:
+            calls = write_calls(stub, user, seeded)
+            random.Random(5).shuffle(calls)
+            outcomes = await asyncio.gather(*(outcome(key, call) for key, call in calls))
+            by_write: dict[str, set[str]] = {}
+            for key, result in outcomes:
+                by_write.setdefault(key, set()).add(result)
+            # A write sent twice (the same delivery key) has one outcome.
+            assert all(len(results) == 1 for results in by_write.values()), by_write
+            tally = Counter(result for _, result in outcomes)
+            assert tally["ok"] + tally["refused"] == len(calls)
+            accepted = [k for k, results in by_write.items() if results == {"ok"}]
+            assert (len(by_write), len(accepted)) == (WRITES, free), tally
+            info = await stub.GetQuota(store_pb2.GetQuotaRequest(user=user), timeout=30)
+            assert (info.storage_used_bytes, info.messages_used) == (
+                (seeded + free) * SIZE, seeded + free,
+            )  # fmt: skip
+            boxes = await repo.list_mailboxes(user)
+            assert sum(b.messages for b in boxes) == seeded + free
+            # A retried delivery is answered, not counted again; a refused one stays refused.
+            done = next(k for k in accepted if k.startswith("deliver "))
+            _, qid, mailbox = done.split()
+            again = await stub.Deliver(delivery_request(qid, user, mailbox), timeout=30)
+            assert again.duplicate
+            refused = next(k for k in by_write if k.startswith("deliver ") and k not in accepted)
+            _, qid, mailbox = refused.split()
+            with pytest.raises(grpc.aio.AioRpcError) as info_err:
+                await stub.Deliver(delivery_request(qid, user, mailbox), timeout=30)
+            assert info_err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            q = await repo.get_quota(user)
+            assert (q.storage_used, q.messages_used) == ((seeded + free) * SIZE, seeded + free)
+
+
+WRITES = 48  # distinct writes of write_calls()
+SIZE = 2_000  # every message of the concurrency test, so a count of writes fills a limit
+
+
+def sized(n: int) -> bytes:
+    head = (
+        f"From: sender@example.org\r\nTo: full@example.com\r\nSubject: fill {n:05d}\r\n"
+        f"Message-ID: <fill-{n:05d}@example.org>\r\n\r\n"
+    ).encode()
+    return head + b"x" * (SIZE - len(head))
+
+
+def delivery_request(qid: str, user: str, mailbox: str) -> store_pb2.DeliverRequest:
+    n = int(qid.removeprefix("Q"))
+    return store_pb2.DeliverRequest(queue_id=qid, user=user, mailbox=mailbox, content=sized(n))
+
+
+def write_calls(
+    stub: store_pb2_grpc.StoreServiceStub, user: str, sources: int
+) -> list[tuple[str, Awaitable[object]]]:
+    """(write, call) pairs: 24 deliveries (8 of them sent twice), 16 appends, 8 copies."""
+    calls: list[tuple[str, Awaitable[object]]] = []
+    for n in range(100, 124):
+        mailbox = "INBOX" if n % 3 else "Sent"
+        key = f"deliver Q{n} {mailbox}"
+        for _ in range(2 if n % 3 == 1 else 1):
+            calls.append((key, stub.Deliver(delivery_request(f"Q{n}", user, mailbox), timeout=60)))
+    for n in range(200, 216):
+        mailbox = "INBOX" if n % 2 else "Archive"
+        header = store_pb2.AppendHeader(user=user, mailbox=mailbox, size=SIZE)
+        parts = [store_pb2.AppendRequest(header=header), store_pb2.AppendRequest(chunk=sized(n))]
+        calls.append((f"append {n}", stub.Append(iter(parts), timeout=60)))
+    for n in range(8):
+        request = store_pb2.CopyMessagesRequest(
+            user=user, mailbox="Drafts", uids=[n % sources + 1],
+            destination="Archive" if n % 2 else "Trash",
+        )  # fmt: skip
+        calls.append((f"copy {n}", stub.CopyMessages(request, timeout=60)))
+    return calls
+
+
+async def outcome(key: str, call: Awaitable[object]) -> tuple[str, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as e:
+        if e.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise
+        return key, "refused"
+    return key, "ok"

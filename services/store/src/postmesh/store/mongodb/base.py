@@ -13,6 +13,8 @@ Collections (prefix ``store_``):
                       MODSEQ, until the janitor removes it (``leftovers.py``)
 - ``deliveries``:    Deliver's idempotency records (see ``messages.py``)
 - ``intents``:       multi-document operations in flight (see ``intents.py``)
+- ``quota_reservations``, ``quota_leases``: what limited writes in flight add, and the
+                     per-user quota lock (see ``reservations.py``)
 - the blob collections of ``blobs.py``.
 """
 
@@ -31,12 +33,14 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from postmesh.store import quota as q
-from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
+from postmesh.store.errors import FailedPrecondition, NotFound, QuotaExceeded, UnknownUser
 from postmesh.store.hierarchy import child_range
 from postmesh.store.model import Mailbox, Message, Quota
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
+from postmesh.store.mongodb.by_id import ByIdReader
 from postmesh.store.mongodb.locks import KeyedLocks
+from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
 from postmesh.store.repository import StoreRepository
 from postmesh.store.validation import DELETED, SEEN
 
@@ -81,10 +85,14 @@ class MongoBase(StoreRepository):
         self._locks = KeyedLocks()
         self._counters = watermark.Counters()
         self._unsettled: dict[ObjectId, list[str]] = {}
+        self._quota_gate = QuotaGate(
+            db["store_quota_reservations"], db["store_quota_leases"], self._locks, self._usage
+        )
         self.blobs = MongoBlobStore(
             db["store_blobs"], db["store_blob_chunks"], db["store_blob_refs"],
             db["store_blob_index"],
         )  # fmt: skip
+        self._index_by_id = ByIdReader(self.blobs.index)
 
     async def open(self) -> None:
         await self._mailboxes.create_index([("user", ASCENDING), ("name", ASCENDING)], unique=True)
@@ -99,6 +107,7 @@ class MongoBase(StoreRepository):
         await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
         await self._deliveries.create_index([("created_at", ASCENDING)])
         await self._intents.create_index([("lease_until", ASCENDING)])
+        await self._quota_gate.create_indexes()
         await self.blobs.create_indexes()
 
     async def close(self) -> None:
@@ -153,25 +162,58 @@ class MongoBase(StoreRepository):
         rows = await (await self._messages.aggregate(pipeline)).to_list(None)
         return {r["_id"]: int(r["v"]) for r in rows}
 
+    async def _usage(self, user: str, unbound: list[str]) -> tuple[int, int]:
+        """Bytes and count of the user's live messages, leaving out those bound to the
+        reservations ``unbound`` (``reservations.py``)."""
+        live = {"user": user, "expunged": False, **bound_filter(unbound)}
+        n = (await self._sum(live, 1)).get(None, 0)
+        return ((await self._sum(live, "$size")).get(None, 0) if n else 0), n
+
+    def _limits(self, doc: Doc) -> tuple[int, int]:
+        return (
+            q.effective(doc.get("storage_limit"), self.default_quota_bytes),
+            q.effective(doc.get("message_limit"), self.default_quota_messages),
+        )
+
     async def _quota(self, user: str, doc: Doc | None = None) -> Quota:
         doc = doc or await self._require_user(user)
-        live = {"user": user, "expunged": False}
-        n = (await self._sum(live, 1)).get(None, 0)
-        size = (await self._sum(live, "$size")).get(None, 0) if n else 0
-        return Quota(
-            size, q.effective(doc.get("storage_limit"), self.default_quota_bytes),
-            n, q.effective(doc.get("message_limit"), self.default_quota_messages),
-        )  # fmt: skip
+        size, n = await self._usage(user, [])
+        storage, messages = self._limits(doc)
+        return Quota(size, storage, n, messages)
 
     async def _check_quota(self, user: str, add_bytes: int, add_messages: int) -> None:
-        """Usage is derived from the messages (a counter would drift without transactions), so
-        it is computed only when a limit applies. Concurrent writers may overshoot a limit by
-        what they add at the same moment (as Dovecot's quota does)."""
+        """An early check (before Append reads the content): what is stored and reserved, read
+        without the quota lock. Computed only when a limit applies."""
         doc = await self._require_user(user)
-        storage = q.effective(doc.get("storage_limit"), self.default_quota_bytes)
-        messages = q.effective(doc.get("message_limit"), self.default_quota_messages)
+        storage, messages = self._limits(doc)
         if storage or messages:
-            q.check(await self._quota(user, doc), add_bytes, add_messages)
+            used_bytes, used_messages = await self._quota_gate.used(user)
+            q.check(Quota(used_bytes, storage, used_messages, messages), add_bytes, add_messages)
+
+    async def _reserve_quota(
+        self, user: str, rid: str, add_bytes: int, add_messages: int, doc: Doc | None = None
+    ) -> bool:
+        """Reserve what a write adds under the user's limits (QuotaExceeded if it does not
+        fit), exactly across concurrent writers and replicas (``reservations.py``). False,
+        and nothing stored, when no limit applies. Its messages must be bound to ``rid``; drop
+        the reservation (:meth:`_drop_reservation`) once they exist."""
+        if doc is None or not doc.get("provisioned"):
+            doc = await self._require_user(user)
+        storage, messages = self._limits(doc)
+        if not (storage or messages):
+            return False
+        try:
+            await self._quota_gate.reserve(user, rid, add_bytes, add_messages, storage, messages)
+        except QuotaExceeded:
+            # A retried Deliver whose message a concurrent attempt wrote (and whose
+            # reservation it dropped) meanwhile adds nothing.
+            if await self._messages.find_one({"_id": rid}, {"_id": 1}):
+                return False
+            raise
+        return True
+
+    async def _drop_reservation(self, rid: str) -> None:
+        await self._quota_gate.drop(rid)
 
     # -- mailboxes ---------------------------------------------------------------------------
 

@@ -43,7 +43,9 @@ class MongoDelivery(MongoMailboxes):
     ) -> DeliverResult:
         """Steps, each idempotent, so a retry resumes after a crash anywhere:
 
-        0. a user never seen is provisioned first (idempotent, see ``_provision``);
+        0. a user never seen is provisioned first (idempotent, see ``_provision``); under a
+           limit, the message's usage is reserved under the delivery key (``reservations.py``)
+           and the reservation dropped after step 3;
         1. insert the delivery document {_id: key, state: pending} (unique _id: the first
            attempt wins; a retry reads it back, and returns at once if it is done);
         2. if the message document does not exist yet:
@@ -77,8 +79,11 @@ class MongoDelivery(MongoMailboxes):
             async with self._locks.hold(user_key(delivery.user)):
                 created_mailboxes = (await self._provision_locked(delivery.user)).created
         mbox = await self._mailbox_doc(delivery.user, delivery.mailbox)
+        # The message's usage, reserved under its delivery key before anything is written
+        # (reservations.py): a retry reuses the reservation (or reserves again if it lapsed).
+        reserved = False
         if earlier is None:
-            await self._check_quota(delivery.user, size, 1)
+            reserved = await self._reserve_quota(delivery.user, did, size, 1, user_doc)
 
         record: Doc = {
             "_id": did, "queue_id": delivery.queue_id, "user": delivery.user,
@@ -107,6 +112,8 @@ class MongoDelivery(MongoMailboxes):
         created = False
         written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
         if written is None:
+            if earlier is not None or duplicate:
+                reserved = await self._reserve_quota(delivery.user, did, record["size"], 1)
             await self._step_reference_blob(record, source, index)
             # Allocation and insert under the mailbox lock: UIDs become visible in ascending
             # order (a client told UIDNEXT=n must never later see a UID below n appear).
@@ -121,6 +128,8 @@ class MongoDelivery(MongoMailboxes):
             async with self._mailbox_writes(record["mailbox_id"]):
                 self._settle_later(record["mailbox_id"], delivery_mark(did))
         await self._step_mark_done(record)
+        if reserved:  # the message exists and counts itself from now on
+            await self._drop_reservation(did)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
         )
@@ -201,29 +210,34 @@ class MongoDelivery(MongoMailboxes):
         the message leaves only an unused reference (the janitor's); the client saw no OK and
         may retry, which makes one message (RFC 9051 section 6.3.12 has no idempotency key)."""
         box = await self._mailbox_doc(user, mailbox)
-        await self._check_quota(user, source.size, 1)
         mid = uuid.uuid4().hex
-        await self.blobs.acquire(mid, source.blob_id, source)
-        await self.blobs.put_index(source.blob_id, index)
-        async with self._mailbox_writes(box["_id"]):
-            uid, modseq = await self._allocate(box["_id"], 1)
-            await self._messages.insert_one(
-                self._message_doc(
-                    mid,
-                    {
-                        "mailbox_id": box["_id"],
-                        "user": user,
-                        "uid": uid,
-                        "modseq": modseq,
-                        "flags": flags,
-                        "internal_date": internal_date,
-                        "size": source.size,
-                        "blob_id": source.blob_id,
-                        "sent_day": index.sent_day,
-                        **search_filter.header_fields(search_headers(index)),
-                    },
+        reserved = await self._reserve_quota(user, mid, source.size, 1)
+        try:
+            await self.blobs.acquire(mid, source.blob_id, source)
+            await self.blobs.put_index(source.blob_id, index)
+            async with self._mailbox_writes(box["_id"]):
+                uid, modseq = await self._allocate(box["_id"], 1)
+                await self._messages.insert_one(
+                    self._message_doc(
+                        mid,
+                        {
+                            "mailbox_id": box["_id"],
+                            "user": user,
+                            "uid": uid,
+                            "modseq": modseq,
+                            "flags": flags,
+                            "internal_date": internal_date,
+                            "size": source.size,
+                            "blob_id": source.blob_id,
+                            "sent_day": index.sent_day,
+                            **search_filter.header_fields(search_headers(index)),
+                        },
+                    )
                 )
-            )
+        finally:
+            # Written or not, nothing of this call is left to finish (no retry resumes it).
+            if reserved:
+                await self._drop_reservation(mid)
         return AppendResult(uid, int(box["uidvalidity"]), modseq, mailbox)
 
     async def _put_blob(self, source: BlobSource) -> None:

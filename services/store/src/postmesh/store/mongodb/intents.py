@@ -33,9 +33,11 @@ PURGE, RENAME, COPY = "purge", "rename", "copy"
 class MongoIntents(MongoBase):
     intent_lease_seconds = LEASE_SECONDS
 
-    async def _start_intent(self, user: str, kind: str, **params: Any) -> Doc:
+    async def _start_intent(
+        self, user: str, kind: str, intent_id: str | None = None, **params: Any
+    ) -> Doc:
         intent: Doc = {
-            "_id": uuid.uuid4().hex, "user": user, "kind": kind,
+            "_id": intent_id or uuid.uuid4().hex, "user": user, "kind": kind,
             "lease_until": time.time() + self.intent_lease_seconds, "created_at": time.time(), **params,
         }  # fmt: skip
         await self._intents.insert_one(intent)
@@ -48,6 +50,8 @@ class MongoIntents(MongoBase):
         )
 
     async def _finish_intent(self, intent: Doc) -> None:
+        if intent.get("reserved"):  # a COPY's quota reservation: its messages exist now
+            await self._drop_reservation(intent["_id"])
         await self._intents.delete_one({"_id": intent["_id"]})
 
     async def _recover(self, user: str | None = None) -> int:

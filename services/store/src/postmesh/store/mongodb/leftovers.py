@@ -47,7 +47,7 @@ class MongoLeftovers(MongoMessages, Leftovers):
         # What frees references first; blobs and their chunks last.
         return (
             lo.INTENTS, lo.UPLOAD_PINS, lo.DELIVERIES, lo.REFERENCES, lo.TOMBSTONES,
-            lo.BLOBS, lo.CHUNKS,
+            lo.BLOBS, lo.CHUNKS, lo.RESERVATIONS,
         )  # fmt: skip
 
     async def collect(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
@@ -65,6 +65,8 @@ class MongoLeftovers(MongoMessages, Leftovers):
             return await self._collect_blobs(cutoffs.orphans, limit)
         if kind == lo.CHUNKS:
             return await self._collect_chunks(limit)
+        if kind == lo.RESERVATIONS:
+            return await self._quota_gate.collect(cutoffs.now, limit)
         raise ValueError(f"unknown leftover kind {kind!r}")
 
     async def census(self) -> dict[str, int]:

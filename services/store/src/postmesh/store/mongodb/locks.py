@@ -9,7 +9,8 @@ correct on FerretDB with one replica; on MongoDB the atomic single-document upda
 replicas correct as well.
 
 Order: a user lock before any mailbox lock, several mailbox locks in sorted order, so two
-operations never wait for each other in a cycle.
+operations never wait for each other in a cycle. The quota lock (``("quota", user)``,
+``reservations.py``) is a leaf: taken last, and nothing is taken while it is held.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from postmesh.store.mongodb.base import Doc, key_of, to_message
 from postmesh.store.mongodb.delivery import MongoDelivery
 from postmesh.store.mongodb.intents import COPY
 from postmesh.store.mongodb.locks import user_key
+from postmesh.store.mongodb.reservations import BOUND
 from postmesh.store.search import HEADERS_VERSION, plan
 from postmesh.store.validation import DELETED, apply_flags
 
@@ -76,12 +78,17 @@ class MongoMessages(MongoDelivery):
             ).to_list(None)
         if not docs:
             return CopyResult(int(dst["uidvalidity"]))
-        if not move:  # a move within one user's mailboxes leaves usage as it is
-            await self._check_quota(user, sum(int(d["size"]) for d in docs), len(docs))
+        # A move within one user's mailboxes leaves usage as it is; a copy reserves what it
+        # adds under the intent's id, dropped when the intent is finished (reservations.py).
+        intent_id = uuid.uuid4().hex
+        reserved = not move and await self._reserve_quota(
+            user, intent_id, sum(int(d["size"]) for d in docs), len(docs)
+        )
         docs.sort(key=lambda d: int(d["uid"]))
         intent = await self._start_intent(
-            user, COPY, src=src["_id"], dst=dst["_id"], ids=[d["_id"] for d in docs], move=move
-        )
+            user, COPY, intent_id=intent_id, src=src["_id"], dst=dst["_id"],
+            ids=[d["_id"] for d in docs], move=move, reserved=reserved,
+        )  # fmt: skip
         mapping = await self._run_copy(intent)
         await self._finish_intent(intent)
         source_uids = [u for u in (int(d["uid"]) for d in docs) if u in mapping]
@@ -131,6 +138,7 @@ class MongoMessages(MongoDelivery):
                     new = {
                         **doc, "_id": copy_id[doc["_id"]], "mailbox_id": dst_id,
                         "uid": first + i, "modseq": modseq, "expunged": False, "released": False,
+                        BOUND: intent["_id"],  # counted by the intent's reservation until done
                     }  # fmt: skip
                     try:
                         await self._messages.insert_one(new)
@@ -300,14 +308,9 @@ class MongoMessages(MongoDelivery):
         return await self.blobs.read(doc["blob_id"], int(doc["size"]))
 
     async def _index_fields(self, blob_ids: set[str], field: str) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        wanted = sorted(blob_ids)
-        for i in range(0, len(wanted), BATCH):
-            for doc in await self.blobs.index.find(
-                {"_id": {"$in": wanted[i : i + BATCH]}}, {field: 1}
-            ).to_list(None):
-                out[doc["_id"]] = bytes(doc[field])
-        return out
+        # By id as the server serves it from an index (by_id.py: $in is not on FerretDB).
+        docs = await self._index_by_id.find(sorted(blob_ids), {field: 1})
+        return {doc["_id"]: bytes(doc[field]) for doc in docs}
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]
