@@ -71,6 +71,11 @@ def test_binary_label_on_harmless_octets_is_still_converted() -> None:
     assert parts(out)[1]["Content-Transfer-Encoding"] == "base64"
 
 
+def test_header_only_entity_keeps_its_last_field() -> None:
+    out = to_seven_or_eight_bit(b"Subject: x\r\nContent-Transfer-Encoding: binary")
+    assert out == b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n\r\n"
+
+
 def test_nested_message_is_converted_inside() -> None:
     inner = (
         b"Subject: inner\r\nContent-Type: application/octet-stream\r\n"

@@ -105,7 +105,10 @@ def _with_cte(header: bytes, cte: str) -> bytes:
     """The header section with its Content-Transfer-Encoding fields replaced by one."""
     kept: list[bytes] = []
     dropping = False
-    for line in header.split(b"\r\n")[:-1]:  # the section ends with CRLF
+    lines = header.split(b"\r\n")
+    if header.endswith(b"\r\n"):
+        lines.pop()  # the empty piece after the last CRLF
+    for line in lines:
         if line[:1] in (b" ", b"\t"):
             if not dropping:
                 kept.append(line)
