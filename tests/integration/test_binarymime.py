@@ -202,6 +202,8 @@ def test_relay_to_binarymime_peer_arrives_byte_exact(
     got = wait_for(
         lambda: imap_binary(peers.receiver, rcpt, "carol-pw-1", marker), 60, "the relayed copy"
     )
+    # Byte for byte: the receiver took the bare CR/LF, which it refuses in anything but
+    # BODY=BINARYMIME, so our delivery declared it.
     assert got["BINARY[2]"] == PART
     assert got["BINARY[]"].endswith(original)
     # It came by BDAT (the receiver's edge counts the chunks) and was signed by the sender.
