@@ -25,6 +25,8 @@ class Transaction:
     rcpts: list[bytes] = field(default_factory=list)
     data: bytes = b""  # raw, as on the wire (dot-stuffed), without the final ".\r\n"
     tls: bool = False  # the transaction ran under STARTTLS
+    # BDAT (RFC 3030): the chunk sizes as sent; data is then the chunks joined.
+    bdat_chunks: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -35,6 +37,8 @@ class FakeSmtp:
     # RCPT replies by address (default 250).
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued\r\n"
+    # Replies to BDAT chunks by their index in the transaction (default 250; LAST: data_reply).
+    bdat_replies: dict[int, bytes] = field(default_factory=dict)
     transactions: list[Transaction] = field(default_factory=list)
     connections: int = 0
     commands: list[bytes] = field(default_factory=list)
@@ -99,6 +103,21 @@ class FakeSmtp:
                     tx.data = b"".join(chunks)
                     self.transactions.append(tx)
                     w.write(self.data_reply)
+                elif verb == b"BDAT":
+                    # RFC 3030 §2: the chunk is read whatever the reply will be.
+                    size, _, last = line[5:].strip().partition(b" ")
+                    chunk = await r.readexactly(int(size))
+                    tx.bdat_chunks.append(len(chunk))
+                    tx.data += chunk
+                    refusal = self.bdat_replies.get(len(tx.bdat_chunks) - 1)
+                    if refusal is not None:
+                        w.write(refusal)
+                        tx = Transaction()
+                    elif last.upper() == b"LAST":
+                        self.transactions.append(tx)
+                        w.write(self.data_reply)
+                    else:
+                        w.write(b"250 2.0.0 %d octets\r\n" % len(chunk))
                 elif verb == b"RSET":
                     tx = Transaction()
                     w.write(b"250 2.0.0 ok\r\n")

@@ -88,3 +88,12 @@ def test_notify_rules() -> None:
 def test_received_headers_are_counted_in_the_header_section_only() -> None:
     head = b"Received: from a\r\n\tby b\r\nreceived: x\r\nSubject: s\r\n\r\n"
     assert count_received(head + b"Received: in the body\r\n") == 2
+
+
+def test_binarymime_original_is_returned_as_headers_only() -> None:
+    """ADR 40: a report travels as 7bit/8bit mail, so binary content stays behind."""
+    binary = ORIGINAL.replace(b"body\r\n", b"\x00bin\rary\n")
+    report = build_dsn(msg(body_type="BINARYMIME"), [FAIL], binary, "out.example.test")
+    returned = parts(report)[-1]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert b"\x00" not in report.inline_content and b"ary\n" not in report.inline_content

@@ -22,7 +22,7 @@ from postmesh.delivery.dsn import wants_failure_notice
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.settings import DeliverySettings
-from postmesh.delivery.smtp_client import Envelope, Rcpt
+from postmesh.delivery.smtp_client import Envelope, Finish, Rcpt
 
 ORIGINAL = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -89,8 +89,15 @@ class FakeRelay:
         self.without_dsn = False
 
     async def deliver(
-        self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+        self,
+        domain: str,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+        finish: Finish | None = None,
     ) -> list[RecipientResult]:
+        if finish is not None:
+            content = await finish(content)
         self.sent.append((domain, [r.address for r in rcpts], content))
         outcome, code, status, text = self.script.get(
             domain, (Outcome.BOUNCED, "550", "5.1.2", "no such domain")

@@ -73,3 +73,41 @@ async def test_binary_of_single_part_message_sets_seen(env: Env) -> None:
     caps = (await c.cmd(b"c CAPABILITY"))[0].split()
     assert b"BINARY" in caps
     c.writer.close()
+
+
+# BINARYMIME mail (RFC 3030, ADR 40): a binary part with NUL, bare CR and LF, stored as sent.
+RAW_PART = b"\x00\x01\r\x02\n.\r\n\xff\x00end"
+BINARYMIME = (
+    b"Subject: binary\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    b"--b1\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: binary\r\n\r\n" + RAW_PART + b"\r\n--b1--\r\n"
+)
+
+
+async def test_binary_content_is_served_exactly_by_binary_and_without_nul_by_body(
+    env: Env,
+) -> None:
+    """BINARY gives the octets (literal8, RFC 3516 §4.3); BODY[] cannot carry NUL in a literal
+    (RFC 9051 CHAR8), so there each NUL is 0x80 and every other octet is as stored."""
+    uid = await env.add(BINARYMIME)
+    c = await Client.selected(env)
+    no_nul = BINARYMIME.replace(b"\x00", b"\x80")
+    reply = await c.cmd_literals(
+        b"a UID FETCH %d (BINARY.PEEK[2] BINARY.PEEK[] BODY.PEEK[2] BODY.PEEK[] BINARY.SIZE[2])"
+        % uid
+    )
+    values = (
+        len(RAW_PART), RAW_PART, len(BINARYMIME), BINARYMIME,
+        len(RAW_PART), RAW_PART.replace(b"\x00", b"\x80"), len(no_nul), no_nul,
+        len(RAW_PART),
+    )  # fmt: skip
+    assert reply == [
+        b"* 4 FETCH (UID 4 BINARY[2] ~{%d}\r\n%s BINARY[] ~{%d}\r\n%s "
+        b"BODY[2] {%d}\r\n%s BODY[] {%d}\r\n%s BINARY.SIZE[2] %d)" % values,
+        b"a OK FETCH completed",
+    ]
+    structure = await c.cmd(b"b UID FETCH %d (BODYSTRUCTURE)" % uid)
+    assert b'"APPLICATION" "OCTET-STREAM" NIL NIL NIL "BINARY" %d' % len(RAW_PART) in structure[0]
+    c.writer.close()

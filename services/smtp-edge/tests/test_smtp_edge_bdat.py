@@ -1,5 +1,6 @@
 """CHUNKING / BDAT (RFC 3030) over the wire: chunks taken byte for byte, refusals only after the
-chunk is read, pipelined chunks, the size limit, and the DATA/BDAT mix that must fail."""
+chunk is read, pipelined chunks, the size limit, the DATA/BDAT mix that must fail, and
+BINARYMIME content (NUL, bare CR and LF) stored as sent and only by BDAT."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ class Wire:
         self.send(line + b"\r\n")
         return self.reply()
 
-    def transaction(self, rcpt: bytes = b"alice@example.org") -> None:
+    def transaction(self, rcpt: bytes = b"alice@example.org", params: bytes = b"") -> None:
         assert self.command(b"EHLO client.test")[0] == 250
-        assert self.command(b"MAIL FROM:<carol@remote.example>")[0] == 250
+        assert self.command(b"MAIL FROM:<carol@remote.example>" + params)[0] == 250
         assert self.command(b"RCPT TO:<" + rcpt + b">")[0] == 250
 
     def close(self) -> None:
@@ -52,10 +53,12 @@ def bdat(chunk: bytes, last: bool = False) -> bytes:
     return b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk
 
 
-def _session(port: int, script: list[bytes], replies: int) -> list[tuple[int, list[bytes]]]:
+def _session(
+    port: int, script: list[bytes], replies: int, params: bytes = b""
+) -> list[tuple[int, list[bytes]]]:
     wire = Wire(port)
     try:
-        wire.transaction()
+        wire.transaction(params=params)
         for data in script:
             wire.send(data)
         return [wire.reply() for _ in range(replies)]
@@ -63,7 +66,7 @@ def _session(port: int, script: list[bytes], replies: int) -> list[tuple[int, li
         wire.close()
 
 
-async def test_ehlo_advertises_chunking(edge: Edge) -> None:
+async def test_ehlo_advertises_chunking_and_binarymime(edge: Edge) -> None:
     def ehlo() -> list[bytes]:
         wire = Wire(edge.mx)
         try:
@@ -73,7 +76,7 @@ async def test_ehlo_advertises_chunking(edge: Edge) -> None:
 
     keywords = [line[4:] for line in await asyncio.to_thread(ehlo)]
     assert b"CHUNKING" in keywords
-    assert b"BINARYMIME" not in keywords  # not offered, so BODY=BINARYMIME stays refused
+    assert b"BINARYMIME" in keywords  # RFC 3030 §3, ADR 40
 
 
 async def test_chunks_are_the_message_byte_for_byte(edge: Edge) -> None:
@@ -211,3 +214,65 @@ async def test_connection_lost_mid_chunk_queues_nothing(edge: Edge) -> None:
             wire.close()
 
     assert await asyncio.to_thread(still_serving) == 250
+
+
+# A binary part as RFC 3030 §3 allows it: NUL, bare CR, bare LF, a lone "." line, CRLF.CRLF and
+# a line far past 998 octets, none of it encoded.
+BINARY_PART = b"\x00\x01\r\x02\n.\r\n\r\n.\r\n\xff\xfe" + b"z" * 2000 + b"\n\x00end"
+BINARY_MESSAGE = (
+    b"From: <carol@remote.example>\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    b"--b1\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: binary\r\n\r\n" + BINARY_PART + b"\r\n--b1--\r\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+async def test_binarymime_content_is_stored_byte_for_byte(
+    make_edge: EdgeFactory, mode: str
+) -> None:
+    """BINARYMIME by BDAT is exempt from the bare-newline rules in both modes: no end marker
+    to hide anything behind, and the octets are the content."""
+    edge = await make_edge(smtp_bare_newline=mode)
+    half = len(BINARY_MESSAGE) // 2
+    script = [bdat(BINARY_MESSAGE[:half]) + bdat(BINARY_MESSAGE[half:], last=True)]
+    replies = await asyncio.to_thread(_session, edge.mx, script, 2, b" BODY=BINARYMIME")
+    assert [r[0] for r in replies] == [250, 250], replies
+    [msg] = await edge.messages(1)
+    assert msg.inline_content.endswith(BINARY_MESSAGE)
+    assert msg.body_type == "BINARYMIME"  # carried to delivery on the bus record
+
+
+async def test_data_after_body_binarymime_is_a_bad_sequence(edge: Edge) -> None:
+    """RFC 3030 §3: DATA after MAIL ... BODY=BINARYMIME is answered 503; the transaction is
+    gone, so a later BDAT meets "need MAIL command" and nothing is queued."""
+
+    def run() -> list[tuple[int, list[bytes]]]:
+        wire = Wire(edge.mx)
+        try:
+            wire.transaction(params=b" BODY=BINARYMIME")
+            out = [wire.command(b"DATA")]
+            wire.send(bdat(b"Subject: x\r\n\r\nbody\r\n", last=True))
+            out.append(wire.reply())
+            out.append(wire.command(b"RSET"))
+            return out
+        finally:
+            wire.close()
+
+    data, late_bdat, rset = await asyncio.to_thread(run)
+    assert data == (503, [b"503 5.5.1 Error: BODY=BINARYMIME requires BDAT, not DATA"])
+    assert late_bdat[0] == 503
+    assert rset[0] == 250
+    assert await edge.records(0) == []
+
+
+async def test_8bitmime_by_bdat_keeps_the_bare_newline_rules(make_edge: EdgeFactory) -> None:
+    """Only BINARYMIME is exempt: a NUL-free 8BITMIME body with a bare CR is still refused."""
+    edge = await make_edge(smtp_bare_newline="normalize")
+    replies = await asyncio.to_thread(
+        _session, edge.mx, [bdat(b"Subject: x\r\n\r\na\rb\r\n", last=True)], 1,
+        b" BODY=8BITMIME",
+    )  # fmt: skip
+    assert replies[0] == (550, [b"550 5.6.0 Bare LF/CR not allowed"])
+    assert await edge.records(0) == []

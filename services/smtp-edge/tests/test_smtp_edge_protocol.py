@@ -60,6 +60,7 @@ def test_parse_mail_parameters() -> None:
         max_size=1000,
     )
     assert (cmd.sender, cmd.size, cmd.body, cmd.envid) == ("Jo@Example.ORG", 100, "8BITMIME", "x+y")
+    assert parse_mail("FROM:<a@b> BODY=binarymime", esmtp=True, max_size=1).body == "BINARYMIME"
     assert parse_mail("FROM: <>", esmtp=True, max_size=10).sender == ""
     assert parse_mail('FROM:<"odd >name"@example.org>', esmtp=True, max_size=1).sender == (
         '"odd >name"@example.org'
@@ -68,7 +69,8 @@ def test_parse_mail_parameters() -> None:
     for bad, reply in [
         ("FROM:<a@b> SIZE=2000", "552 5.3.4 Message size exceeds fixed maximum message size"),
         ("FROM:<a@b> SIZE=x", "501 5.5.4 Bad SIZE parameter"),
-        ("FROM:<a@b> BODY=BINARYMIME", "501 5.5.4 Unsupported BODY parameter"),
+        ("FROM:<a@b> BODY=BINARY", "501 5.5.4 Unsupported BODY parameter"),
+        ("FROM:<a@b> BODY", "501 5.5.4 Unsupported BODY parameter"),
         ("FROM:<a@b> SIZE=1 SIZE=1", "501 5.5.4 Duplicate parameter SIZE"),
         ("FROM:<a@[300.1.1.1]>", "501 5.1.7 Bad sender address syntax"),
         ("FROM:<a@b>x", "501 5.5.4 Syntax error in parameters or arguments"),

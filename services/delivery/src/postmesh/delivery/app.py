@@ -38,7 +38,7 @@ from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.signing import DkimSigner
-from postmesh.delivery.smtp_client import Envelope, Rcpt
+from postmesh.delivery.smtp_client import Envelope, Finish, Rcpt
 from postmesh.delivery.trace import TraceIndex
 
 log = get_logger(__name__)
@@ -105,6 +105,7 @@ def envelope_of(msg: events_pb2.InboundMessage) -> Envelope:
         envid=msg.envid,
         ret=msg.ret.upper(),
         eight_bit=msg.body_type.upper() == "8BITMIME",
+        binary=msg.body_type.upper() == "BINARYMIME",
         smtputf8=msg.smtputf8,
         requiretls=msg.requiretls,
     )
@@ -482,22 +483,32 @@ class DeliveryService(Service):
         rcpts: list[events_pb2.Recipient],
         source: str,
     ) -> list[RecipientResult]:
-        if self.signer is not None:
-            try:
-                content = await self.signer.sign(content)
-            except Exception as e:
-                # Keys unavailable (auth down): retry later rather than send it unsigned.
-                log.warning("DKIM signing failed; deferring", extra=kv(error=str(e)))
-                reply = ("451", "4.7.0", f"DKIM signing unavailable: {e}")
-                return [RecipientResult(r.address, Outcome.DEFERRED, *reply) for r in rcpts]
         started = time.monotonic()
         out = await self.relay.deliver(
-            domain, envelope_of(msg), [rcpt_of(r) for r in rcpts], content
+            domain,
+            envelope_of(msg),
+            [rcpt_of(r) for r in rcpts],
+            content,
+            finish=self._signing() if self.signer is not None else None,
         )
         RELAY_LATENCY.observe(time.monotonic() - started)
         for r in out:
             ATTEMPTS.labels(r.outcome.value, source).inc()
         return out
+
+    def _signing(self) -> Finish:
+        """DKIM signing of the octets a session is about to send: after any BINARYMIME
+        conversion for that peer (ADR 40), each distinct form signed once per attempt."""
+        signer = self.signer
+        assert signer is not None
+        signed: dict[bytes, bytes] = {}
+
+        async def finish(content: bytes) -> bytes:
+            if content not in signed:
+                signed[content] = await signer.sign(content)
+            return signed[content]
+
+        return finish
 
     # ----- outcomes: events and reports -----
 

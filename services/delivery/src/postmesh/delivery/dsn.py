@@ -161,6 +161,10 @@ def build_dsn(
         # (RET=FULL is disregarded): the body never travels in a report that may have to go
         # back without REQUIRETLS.
         return_whole = False
+    if msg.body_type.upper() == "BINARYMIME":
+        # ADR 40: binary content cannot travel in a report that goes by DATA (7bit/8bit MIME,
+        # RFC 3030 §3) to wherever the sender is; the header section tells them which message.
+        return_whole = False
     if not original:
         pass  # the content is gone (claim-check blob expired): nothing to return
     elif return_whole:

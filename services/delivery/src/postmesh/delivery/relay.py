@@ -24,6 +24,8 @@ from postmesh.delivery.routing import NextHop, Router
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.smtp_client import (
     Envelope,
+    Finish,
+    FinishFailed,
     Rcpt,
     Reply,
     SessionError,
@@ -145,9 +147,15 @@ class Relay:
         self._verify = verified_context(ca)
 
     async def deliver(
-        self, domain: str, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+        self,
+        domain: str,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+        finish: Finish | None = None,
     ) -> list[RecipientResult]:
-        """A result for every recipient: RELAYED, BOUNCED or DEFERRED."""
+        """A result for every recipient: RELAYED, BOUNCED or DEFERRED. ``finish`` (DKIM
+        signing) is applied in the session, to the octets the chosen host gets (ADR 40)."""
         hop = self.router.nexthop(domain)
         limit, users = self._limits.setdefault(
             hop.key, (asyncio.Semaphore(self.settings.destination_concurrency), [0])
@@ -156,7 +164,7 @@ class Relay:
         try:
             async with limit:
                 started = time.monotonic()
-                results = await self._deliver(hop, domain, envelope, rcpts, content)
+                results = await self._deliver(hop, domain, envelope, rcpts, content, finish)
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -187,6 +195,7 @@ class Relay:
         envelope: Envelope,
         rcpts: Sequence[Rcpt],
         content: bytes,
+        finish: Finish | None,
     ) -> list[RecipientResult]:
         try:
             hosts = await self._hosts(hop)
@@ -203,7 +212,7 @@ class Relay:
         tls = tls_policy(envelope.requiretls, content)
         if tls is TlsPolicy.REQUIRETLS:
             outcome = await self._try_hosts(
-                hop, domain, hosts, policy, tls, envelope, rcpts, content
+                hop, domain, hosts, policy, tls, envelope, rcpts, content, finish
             )
             if isinstance(outcome, list):
                 return outcome
@@ -223,7 +232,9 @@ class Relay:
             )
             envelope = dataclasses.replace(envelope, requiretls=False)
             tls = TlsPolicy.DEFAULT
-        outcome = await self._try_hosts(hop, domain, hosts, policy, tls, envelope, rcpts, content)
+        outcome = await self._try_hosts(
+            hop, domain, hosts, policy, tls, envelope, rcpts, content, finish
+        )
         if isinstance(outcome, list):
             return outcome
         # No host took the transaction: the last session failure is what the sender sees,
@@ -240,6 +251,7 @@ class Relay:
         envelope: Envelope,
         rcpts: Sequence[Rcpt],
         content: bytes,
+        finish: Finish | None,
     ) -> list[RecipientResult] | _NoHost:
         """The hosts in order until one takes the transaction (its per-recipient results), or
         why none did."""
@@ -313,7 +325,12 @@ class Relay:
                     await self.cache.give(key, session)
                     continue
                 try:
-                    replies = await session.send(envelope, rcpts, content)
+                    replies = await session.send(envelope, rcpts, content, finish)
+                except FinishFailed as e:
+                    # Signing keys unavailable (auth down): retry later, never send unsigned.
+                    await self.cache.give(key, session)
+                    log.warning("DKIM signing failed; deferring", extra=kv(error=str(e)))
+                    return self._all(rcpts, Reply(451, f"4.7.0 DKIM signing unavailable: {e}"))
                 except (aiosmtplib.SMTPException, OSError) as e:
                     # The peer may or may not have the message (lost after DATA): defer, as
                     # RFC 5321 §6.1 accepts a possible duplicate over a loss.

@@ -1,18 +1,21 @@
 """One outbound SMTP session (RFC 5321) on aiosmtplib's low-level calls: EHLO, opportunistic or
 required STARTTLS (RFC 3207), then transactions with per-recipient replies, the RFC 3461 DSN
-parameters when the peer advertises DSN, and REQUIRETLS (RFC 8689) only in a verified session. aiosmtplib's data() does the dot-stuffing (RFC 5321
-§4.5.2) and CRLF line endings."""
+parameters when the peer advertises DSN, and REQUIRETLS (RFC 8689) only in a verified session.
+aiosmtplib's data() does the dot-stuffing (RFC 5321 §4.5.2) and CRLF line endings; BINARYMIME
+content goes by BDAT (RFC 3030) to a peer that offers it, else converted or returned (ADR 40)."""
 
 from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.delivery import bdat
+from postmesh.delivery.binarymime import NotConvertible, to_seven_or_eight_bit
 
 log = get_logger(__name__)
 
@@ -58,6 +61,8 @@ class Envelope:
     envid: str = ""
     ret: str = ""
     eight_bit: bool = False
+    # Declared BODY=BINARYMIME (RFC 3030 §3) when it reached us.
+    binary: bool = False
     smtputf8: bool = False
     # RFC 8689: MAIL FROM gets REQUIRETLS; the relay sets it only for a session that meets
     # §4.2.1 (verified TLS, REQUIRETLS offered after STARTTLS).
@@ -69,6 +74,15 @@ class Rcpt:
     address: str
     notify: tuple[str, ...] = ()
     orcpt: str = ""
+
+
+# Called with the octets about to be sent (after any conversion) to make the final message:
+# DKIM signing, so the signature covers what the peer gets. Raises to defer the message.
+Finish = Callable[[bytes], Awaitable[bytes]]
+
+
+class FinishFailed(Exception):
+    """``finish`` could not make the message (signing keys unavailable): try again later."""
 
 
 class SessionError(Exception):
@@ -245,11 +259,21 @@ class SmtpSession:
             await self.close()
             return False
 
+    @property
+    def binarymime(self) -> bool:
+        """RFC 3030 §3: BINARYMIME is usable only with CHUNKING (BDAT) as well."""
+        return self.supports("binarymime") and self.supports("chunking")
+
     async def send(
-        self, envelope: Envelope, rcpts: Sequence[Rcpt], content: bytes
+        self,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+        finish: Finish | None = None,
     ) -> dict[str, Reply]:
         """One transaction; every recipient gets a reply. Raises aiosmtplib / OS errors when
-        the connection breaks (the caller defers whoever has no final answer yet)."""
+        the connection breaks (the caller defers whoever has no final answer yet), and
+        FinishFailed when ``finish`` fails (nothing was sent)."""
         assert self.smtp is not None
         smtp = self.smtp
         self.transactions += 1
@@ -259,9 +283,26 @@ class SmtpSession:
             # SMTPUTF8; no downgrade (RFC 6857 is experimental), so it is returned.
             text = f"5.6.7 {self.mx_name} does not support SMTPUTF8 (RFC 6531)"
             return {r.address: Reply(553, text) for r in rcpts}
+        binary = envelope.binary and self.binarymime
+        if envelope.binary and not binary:
+            # RFC 3030 §3: no binary data to a peer without BINARYMIME; convert the binary
+            # parts (base64) when that changes nothing a signature covers, else return it.
+            try:
+                content = to_seven_or_eight_bit(content)
+            except NotConvertible as e:
+                text = (
+                    f"5.6.3 {self.mx_name} does not support BINARYMIME and the message "
+                    f"cannot be converted: {e}"
+                )
+                return {r.address: Reply(554, text) for r in rcpts}
+        if finish is not None:
+            try:
+                content = await finish(content)  # DKIM signs exactly what is sent
+            except Exception as e:
+                raise FinishFailed(str(e)) from e
         # What the content is, not what the client declared: a 7-bit body declared 8BITMIME
         # goes to any server (RFC 6152 §3).
-        eight_bit = is_eight_bit(content)
+        eight_bit = not binary and is_eight_bit(content)
         if eight_bit and not smtp.supports_extension("8bitmime"):
             # RFC 6152 §3: convert to 7 bit or return it. Converting after DKIM signing would
             # break the signature, so it is returned (5.6.3, RFC 3463 "conversion required").
@@ -279,7 +320,9 @@ class SmtpSession:
             return {r.address: Reply(550, text) for r in rcpts}
         dsn = smtp.supports_extension("dsn")
         opts: list[bytes] = []
-        if eight_bit:
+        if binary:
+            opts.append(b"BODY=BINARYMIME")
+        elif eight_bit:
             opts.append(b"BODY=8BITMIME")
         if smtputf8:
             opts.append(b"SMTPUTF8")
@@ -320,15 +363,30 @@ class SmtpSession:
         if not accepted:
             await self.reset()
             return replies
-        try:
-            resp = await smtp.data(content)
-            final = Reply(resp.code, resp.message)
-        except aiosmtplib.SMTPDataError as e:
-            final = Reply(e.code, e.message)
-            await self.reset()
+        if binary:
+            final = await self._bdat(content)
+        else:
+            try:
+                resp = await smtp.data(content)
+                final = Reply(resp.code, resp.message)
+            except aiosmtplib.SMTPDataError as e:
+                final = Reply(e.code, e.message)
+                await self.reset()
         for a in accepted:
             replies[a] = final
         return replies
+
+    async def _bdat(self, content: bytes) -> Reply:
+        """The message as BDAT chunks, each reply checked: a chunk refused ends the transaction
+        (RFC 3030 §2: no more chunks after a 4xx/5xx), and its reply is the answer."""
+        assert self.smtp is not None
+        for chunk, last in bdat.chunks(content, bdat.CHUNK_SIZE):
+            resp = await bdat.send_chunk(self.smtp, chunk, last, self.command_timeout)
+            reply = Reply(resp.code, resp.message)
+            if not reply.ok:
+                await self.reset()
+                return reply
+        return reply
 
     @property
     def size_limit(self) -> int:

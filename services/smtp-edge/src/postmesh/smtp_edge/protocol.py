@@ -158,10 +158,16 @@ def decode_xtext(value: str) -> str:
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
 
+# RFC 6152 §2 and RFC 3030 §3: the BODY values we take.
+BODY_TYPES = ("7BIT", "8BITMIME", "BINARYMIME")
+BINARYMIME = "BINARYMIME"
+
+
 @dataclass(frozen=True, slots=True)
 class MailCommand:
     sender: str  # "" is the null reverse path <>
-    body: str = ""  # "7BIT" / "8BITMIME" as declared, "" when not declared
+    # "7BIT" / "8BITMIME" / "BINARYMIME" (RFC 3030 §3) as declared, "" when not declared
+    body: str = ""
     smtputf8: bool = False
     size: int | None = None
     ret: str = ""
@@ -244,7 +250,7 @@ def parse_mail(arg: str | None, *, esmtp: bool, max_size: int) -> MailCommand:
                     "552 5.3.4 Message size exceeds fixed maximum message size", "too_big"
                 )
         elif key == "BODY":
-            if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+            if value is None or value.upper() not in BODY_TYPES:
                 raise ProtocolError("501 5.5.4 Unsupported BODY parameter")
             body = value.upper()
         elif key == "RET":
@@ -338,8 +344,8 @@ def ehlo_keywords(
         words.append("STARTTLS")
     if auth:
         words.append("AUTH " + " ".join(mechanisms))
-    # CHUNKING (RFC 3030) without BINARYMIME, as Postfix: BDAT carries 7bit/8bitmime content.
-    words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+    # CHUNKING and BINARYMIME (RFC 3030; ADR 40): binary content travels only by BDAT.
+    words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "BINARYMIME"]
     if requiretls:
         words.append("REQUIRETLS")
     return words

@@ -29,6 +29,7 @@ from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_mes
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     BDAT_SYNTAX,
+    BINARYMIME,
     DataReader,
     ProtocolError,
     bad_helo_argument,
@@ -545,6 +546,13 @@ class EdgeSMTP(AdaptedSMTP):
             # RFC 3030 §2: DATA and BDAT cannot be used in the same transaction.
             await self.push("503 5.5.1 Error: DATA after BDAT")
             return
+        if txn.mail.body == BINARYMIME:
+            # RFC 3030 §3: BINARYMIME content needs BDAT; DATA gets 503 "Bad sequence of
+            # commands". The state is then indeterminate (the client must RSET): we end the
+            # transaction, so nothing sent after it can complete it.
+            self._end_transaction()
+            await self.push("503 5.5.1 Error: BODY=BINARYMIME requires BDAT, not DATA")
+            return
         if not txn.recipients:
             # RFC 2920 §3.1: with pipelining, DATA after only failed RCPTs must fail.
             await self.push("554 5.5.1 Error: no valid recipients")
@@ -640,8 +648,12 @@ class EdgeSMTP(AdaptedSMTP):
 
     def _chunked_content(self, txn: Transaction) -> bytes | None:
         """The message of a BDAT transaction, or None when bare newlines are refused. No
-        dot-stuffing to undo (RFC 3030 §2); bare LF/CR are treated as in DATA."""
+        dot-stuffing to undo (RFC 3030 §2); bare LF/CR are treated as in DATA, except in
+        BINARYMIME content: binary octets are its point (RFC 3030 §3), and with no end marker
+        in BDAT there is nothing for them to smuggle past (ADR 40)."""
         content = bytes(txn.chunks or b"")
+        if txn.mail.body == BINARYMIME:
+            return content
         if self.settings.smtp_bare_newline == "normalize":
             content = normalize_bare_lf(content)
         return None if has_bare_newline(content) else content

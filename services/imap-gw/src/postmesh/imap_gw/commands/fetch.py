@@ -167,8 +167,16 @@ class _Render:
 
 def _literal(name: bytes, data: bytes, *, binary: bool = False) -> list[bytes]:
     """Message data always goes out as a literal: it may hold anything (RFC 9051 §4.3);
-    decoded BINARY data with NUL octets as a literal8 (RFC 3516 §4.3)."""
-    prefix = b"~" if binary and b"\0" in data else b""
+    decoded BINARY data with NUL octets as a literal8 (RFC 3516 §4.3).
+
+    A literal cannot carry NUL (RFC 9051 §9 CHAR8, §4.3.1: binary only in a BINARY literal8),
+    yet BINARYMIME mail may hold it (ADR 40). In BODY[], RFC822 and their kin each NUL is sent
+    as 0x80, as Dovecot does: same length (sizes and partial offsets stay right), every other
+    octet as stored; BINARY[...] gives the octets exactly."""
+    has_nul = b"\0" in data
+    if has_nul and not binary:
+        data = data.replace(b"\0", b"\x80")
+    prefix = b"~" if binary and has_nul else b""
     return [name, b" %s{%d}\r\n" % (prefix, len(data)), data]
 
 

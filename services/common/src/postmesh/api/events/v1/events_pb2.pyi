@@ -52,7 +52,9 @@ class InboundMessage(_message.Message):
     received_at_ms: _builtins.int
     """Unix milliseconds when the edge accepted the message."""
     envid: _builtins.str
-    """RFC 3461 ENVID and RET (FULL/HDRS), RFC 6152 BODY, RFC 6531 SMTPUTF8."""
+    """RFC 3461 ENVID and RET (FULL/HDRS), BODY (RFC 6152 7BIT/8BITMIME, RFC 3030 BINARYMIME:
+    binary content, relayed by BDAT or converted, ADR 40), RFC 6531 SMTPUTF8.
+    """
     ret: _builtins.str
     body_type: _builtins.str
     smtputf8: _builtins.bool
