@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
@@ -20,6 +20,7 @@ from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageI
 from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
+from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.mailboxes import MongoMailboxes
 
@@ -46,12 +47,15 @@ class MongoDelivery(MongoMailboxes):
         0. a user never seen is provisioned first (idempotent, see ``_provision``);
         1. insert the delivery document {_id: key, state: pending} (unique _id: the first
            attempt wins; a retry reads it back, and returns at once if it is done);
-        2. if the message document does not exist yet:
+        2. if the message document does not exist yet (looked up only by a retry: a first
+           attempt cannot have written it):
            a. take the blob reference (ref _id = delivery key: held at most once) and store
               the parsed index with the blob;
-           b. allocate UID and MODSEQ with $inc and record them in the delivery document only
-              if none is recorded (a crash in between burns a UID, which RFC 9051 allows);
-           c. insert the message with _id = delivery key (a duplicate means it exists);
+           b. under the mailbox lock, together with the other deliveries waiting for it
+              (``grouping.py``): allocate UIDs and MODSEQs with one $inc, marked pending per
+              delivery (a crash before the insert burns them, which RFC 9051 allows);
+           c. insert the messages with _id = delivery key (a duplicate means it exists), then
+              clear the marks;
         3. mark the delivery done.
         """
         assert delivery.blob_id is not None
@@ -76,9 +80,10 @@ class MongoDelivery(MongoMailboxes):
         if user_doc is None or not user_doc.get("provisioned"):
             async with self._locks.hold(user_key(delivery.user)):
                 created_mailboxes = (await self._provision_locked(delivery.user)).created
+            user_doc = None  # read again by the quota check
         mbox = await self._mailbox_doc(delivery.user, delivery.mailbox)
         if earlier is None:
-            await self._check_quota(delivery.user, size, 1)
+            await self._check_quota(delivery.user, size, 1, user_doc)
 
         record: Doc = {
             "_id": did, "queue_id": delivery.queue_id, "user": delivery.user,
@@ -104,15 +109,15 @@ class MongoDelivery(MongoMailboxes):
                 raise InvalidArgument(
                     f"queue id {delivery.queue_id} was delivered with other content"
                 ) from None
+        # A first attempt (it inserted the record) finds no message of its own: the message's
+        # _id is the delivery key, and only an attempt holding the record writes it.
+        written = None
+        if duplicate:
+            written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
         created = False
-        written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
         if written is None:
             await self._step_reference_blob(record, source, index)
-            # Allocation and insert under the mailbox lock: UIDs become visible in ascending
-            # order (a client told UIDNEXT=n must never later see a UID below n appear).
-            async with self._mailbox_writes(record["mailbox_id"]):
-                record = await self._step_allocate(record)
-                record, created = await self._step_insert_message(record)
+            record, created = await self._write_grouped(record)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -124,6 +129,39 @@ class MongoDelivery(MongoMailboxes):
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
         )
+
+    async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
+        """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
+        order (a client told UIDNEXT=n must never later see a UID below n appear), together
+        with every delivery queued for the same mailbox meanwhile (``grouping.py``): whoever
+        gets the lock writes the queue. Each is answered once the group's marks are cleared,
+        as a lone delivery is."""
+        mailbox_id = record["mailbox_id"]
+        waiter = self._groups.join(mailbox_id, record)
+        try:
+            while not waiter.taken:
+                group: list[Waiter] = []
+                written: list[tuple[Doc, bool]] = []
+                try:
+                    async with self._mailbox_writes(mailbox_id):
+                        if waiter.taken:
+                            break
+                        group = self._groups.take(mailbox_id)
+                        written = await self._step_insert_messages(
+                            await self._step_allocate([w.item for w in group])
+                        )
+                except BaseException as e:
+                    for other in group:
+                        if other is not waiter:
+                            other.fail(e)
+                    raise
+                for w, outcome in zip(group, written, strict=True):
+                    w.settle(outcome)
+        finally:
+            if not waiter.taken:
+                self._groups.leave(mailbox_id, waiter)
+        mine: tuple[Doc, bool] = await waiter.future
+        return mine
 
     @staticmethod
     def _result(
@@ -141,27 +179,44 @@ class MongoDelivery(MongoMailboxes):
         await self.blobs.acquire(record["_id"], record["blob_id"], source)
         await self.blobs.put_index(record["blob_id"], index)
 
-    async def _step_allocate(self, record: Doc) -> Doc:
-        """Take a UID for the delivery (caller holds the mailbox lock). Not recorded before the
-        message is: an attempt that dies here leaves a gap in the UIDs (RFC 9051 section
-        2.3.1.1 allows gaps), and a late retry takes a new UID, never one below those shown."""
-        # Named after the delivery, the mark is replaced by this attempt's if a crashed attempt
+    async def _step_allocate(self, records: list[Doc]) -> list[Doc]:
+        """Take a UID and a MODSEQ for each delivery of a group, in one update (caller holds the
+        mailbox lock). Not recorded before the message is: an attempt that dies here leaves a
+        gap in the UIDs (RFC 9051 section 2.3.1.1 allows gaps), and a late retry takes a new
+        UID, never one below those shown."""
+        # Named after the delivery, a mark is replaced by this attempt's if a crashed attempt
         # left one, instead of holding readers back until it goes stale.
-        uid, modseq = await self._allocate(record["mailbox_id"], 1, delivery_mark(record["_id"]))
-        return {**record, "uid": uid, "modseq": modseq}
+        n = len(records)
+        marks = [delivery_mark(r["_id"]) for r in records]
+        uid, modseq = await self._allocate_each(records[0]["mailbox_id"], n, n, marks)
+        # One MODSEQ each, in UID order: the same values as n deliveries one after another.
+        return [{**r, "uid": uid + i, "modseq": modseq + i} for i, r in enumerate(records)]
 
-    async def _step_insert_message(self, record: Doc) -> tuple[Doc, bool]:
-        """Insert the message (_id = delivery key); returns the record as the message shows it
-        and whether this call inserted it."""
+    async def _step_insert_messages(self, records: list[Doc]) -> list[tuple[Doc, bool]]:
+        """Insert the messages (_id = delivery key); returns each record as its message shows
+        it and whether this call inserted it."""
         try:
-            await self._messages.insert_one(self._message_doc(record["_id"], record))
-        except DuplicateKeyError:
-            # Another attempt (another store replica) inserted it first: report its UID.
-            msg = await self._messages.find_one({"_id": record["_id"]})
-            if msg is None:
-                raise Unavailable("concurrent delivery of the same message; retry") from None
-            return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
-        return record, True
+            await self._messages.insert_many(
+                [self._message_doc(r["_id"], r) for r in records], ordered=False
+            )
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            if any(err.get("code") != 11000 for err in errors):
+                raise
+            # Another attempt (another store replica, or the same key twice in this group)
+            # inserted it first: report its UID.
+            taken = {int(err["index"]) for err in errors}
+            return [
+                await self._existing_message(r) if i in taken else (r, True)
+                for i, r in enumerate(records)
+            ]
+        return [(r, True) for r in records]
+
+    async def _existing_message(self, record: Doc) -> tuple[Doc, bool]:
+        msg = await self._messages.find_one({"_id": record["_id"]})
+        if msg is None:
+            raise Unavailable("concurrent delivery of the same message; retry")
+        return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
 
     @staticmethod
     def _message_doc(mid: str, fields: Doc) -> Doc:
