@@ -8,6 +8,7 @@ mailbox document under the mailbox lock, as WildDuck does.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -61,9 +62,14 @@ class MongoDelivery(MongoMailboxes):
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
         did = delivery_key(delivery.queue_id, delivery.user, delivery.mailbox)
-        # Fast path for a redelivered record, valid even after the message (and maybe its
+        # The reads the steps need, at once (independent round trips). The delivery record is
+        # the fast path for a redelivered record, valid even after the message (and maybe its
         # blob) is long gone.
-        earlier = await self._deliveries.find_one({"_id": did})
+        earlier, user_doc, box = await asyncio.gather(
+            self._deliveries.find_one({"_id": did}),
+            self._user_doc(delivery.user),
+            self._mailboxes.find_one({"user": delivery.user, "name": delivery.mailbox}),
+        )
         if earlier is not None and earlier["state"] == DONE:
             return self._result(earlier, duplicate=True, created=False)
         if source is None:
@@ -76,12 +82,16 @@ class MongoDelivery(MongoMailboxes):
         if index is None:
             raise Unavailable(f"blob {blob_id} was being stored while parsed; retry")
         created_mailboxes: list[str] = []
-        user_doc = await self._user_doc(delivery.user)
         if user_doc is None or not user_doc.get("provisioned"):
             async with self._locks.hold(user_key(delivery.user)):
                 created_mailboxes = (await self._provision_locked(delivery.user)).created
-            user_doc = None  # read again by the quota check
-        mbox = await self._mailbox_doc(delivery.user, delivery.mailbox)
+            user_doc = box = None  # read again
+        # Missing or \Noselect: read again, to answer why.
+        mbox = (
+            box
+            if box and not box.get("noselect")
+            else await self._mailbox_doc(delivery.user, delivery.mailbox)
+        )
         if earlier is None:
             await self._check_quota(delivery.user, size, 1, user_doc)
 
