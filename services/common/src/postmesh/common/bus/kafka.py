@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -20,6 +20,10 @@ log = get_logger(__name__)
 
 # Records stay small: large bodies go to the store first (claim check, see smtp-edge).
 MAX_RECORD_BYTES = 1024 * 1024
+
+
+def _record(r: ConsumerRecord[bytes, bytes]) -> BusRecord:
+    return BusRecord(r.topic, (r.key or b"").decode(), r.value or b"", r.partition, r.offset)
 
 
 class _Recorder(logging.Handler):
@@ -163,17 +167,32 @@ class KafkaBus(Bus):
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
-                for tp, records in batches.items():
-                    recs = [
-                        BusRecord(
-                            r.topic, (r.key or b"").decode(), r.value or b"", r.partition, r.offset
+                parts = [(tp, [_record(r) for r in rs]) for tp, rs in batches.items() if rs]
+                if concurrency > 1:
+                    # Independent records: the partitions' batches share the slots, so the last
+                    # slow records of one partition do not hold the others' back.
+                    slots = asyncio.Semaphore(concurrency)
+                    done = await asyncio.gather(
+                        *(
+                            handle_batch(handler, recs, self._stopping, concurrency, slots)
+                            for _, recs in parts
                         )
-                        for r in records
-                    ]
-                    if not await handle_batch(handler, recs, self._stopping, concurrency):
+                    )
+                    handled = {
+                        tp: recs[-1].offset + 1
+                        for (tp, recs), ok in zip(parts, done, strict=True)
+                        if ok
+                    }
+                    if group is not None and handled:
+                        await consumer.commit(handled)
+                    if not all(done):
                         return
-                    if group is not None and records:
-                        await consumer.commit({tp: records[-1].offset + 1})
+                else:
+                    for tp, recs in parts:
+                        if not await handle_batch(handler, recs, self._stopping, concurrency):
+                            return
+                        if group is not None:
+                            await consumer.commit({tp: recs[-1].offset + 1})
                 for tp in consumer.assignment():
                     highwater = consumer.highwater(tp)
                     if highwater is not None:
