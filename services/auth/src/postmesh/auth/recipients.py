@@ -8,6 +8,7 @@ protection."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -64,6 +65,10 @@ def strip_extension(address: str, delimiters: str) -> str | None:
     return f"{local[:cut]}@{domain}" if cut > 0 else None
 
 
+async def _nothing() -> None:
+    return None
+
+
 class RecipientResolver:
     def __init__(
         self,
@@ -101,11 +106,18 @@ class RecipientResolver:
 
     async def _exact(self, address: str) -> Resolution | None:
         """What ``address`` itself delivers to; None when no user or alias has it."""
-        alias = await self.records.get_alias(address) if self.records else None
+        # Independent reads, sent at once: one round trip's latency instead of three (the
+        # answer for a user needs them all; an alias wastes two reads). Every submitted and
+        # delivered message resolves addresses on the way (ADR 35).
+        alias, user, disabled = await asyncio.gather(
+            self.records.get_alias(address) if self.records else _nothing(),
+            self.repo.get_user(address),
+            self._disabled(address),
+        )
         if alias is None:
-            if await self.repo.get_user(address) is None:
+            if user is None:
                 return None
-            if await self._disabled(address):
+            if disabled:
                 return Resolution(RecipientKind.DISABLED)
             return Resolution(RecipientKind.LOCAL_USER, (address,))
         exp = _Expansion()
