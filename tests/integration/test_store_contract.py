@@ -136,10 +136,18 @@ async def test_deliveries_waiting_for_a_mailbox_are_written_as_one_group(
         return await allocate(*args)
 
     repo._allocate_each = counted  # type: ignore[method-assign,assignment]
+    marked: list[int] = []
+    mark_done = repo._step_mark_done
+
+    async def counted_done(records: list[Any]) -> None:
+        marked.append(len(records))
+        await mark_done(records)
+
+    repo._step_mark_done = counted_done  # type: ignore[method-assign]
     deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
     tasks = await queued_behind_the_lock(repo, deliveries)
     results = await asyncio.gather(*tasks)
-    assert allocations == [8]  # one $inc for the group
+    assert allocations == [8] and marked == [8]  # one $inc, one command marking them done
     # Consecutive UIDs and one MODSEQ each, in the same order: as eight deliveries in a row.
     assert sorted((r.uid, r.modseq) for r in results) == [
         (first.uid + i, before.highestmodseq + i) for i in range(1, 9)

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from postmesh.store.blobs import BlobSource
@@ -57,7 +58,7 @@ class MongoDelivery(MongoMailboxes):
               delivery (a crash before the insert burns them, which RFC 9051 allows);
            c. insert the messages with _id = delivery key (a duplicate means it exists), then
               clear the marks;
-        3. mark the delivery done.
+        3. mark the delivery done (the group's records in one command).
         """
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
@@ -135,7 +136,7 @@ class MongoDelivery(MongoMailboxes):
             # read-then-write, so an unlocked one could undo a concurrent allocation).
             async with self._mailbox_writes(record["mailbox_id"]):
                 self._settle_later(record["mailbox_id"], delivery_mark(did))
-        await self._step_mark_done(record)
+            await self._step_mark_done([record])
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
         )
@@ -144,8 +145,8 @@ class MongoDelivery(MongoMailboxes):
         """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
         order (a client told UIDNEXT=n must never later see a UID below n appear), together
         with every delivery queued for the same mailbox meanwhile (``grouping.py``): whoever
-        gets the lock writes the queue. Each is answered once the group's marks are cleared,
-        as a lone delivery is."""
+        gets the lock writes the queue, and then marks the group's records done. Each is
+        answered once its marks are cleared and its record is done, as a lone delivery was."""
         mailbox_id = record["mailbox_id"]
         waiter = self._groups.join(mailbox_id, record)
         try:
@@ -160,6 +161,8 @@ class MongoDelivery(MongoMailboxes):
                         written = await self._step_insert_messages(
                             await self._step_allocate([w.item for w in group])
                         )
+                    # Outside the lock: the next group's allocation need not wait for it.
+                    await self._step_mark_done([r for r, _ in written])
                 except BaseException as e:
                     for other in group:
                         if other is not waiter:
@@ -240,12 +243,17 @@ class MongoDelivery(MongoMailboxes):
             **({"sh": fields["sh"], "shv": fields["shv"]} if "shv" in fields else {}),
         }  # fmt: skip
 
-    async def _step_mark_done(self, record: Doc) -> None:
-        """Done, with the UID the message got: what a repeated Deliver answers from then on."""
-        await self._deliveries.update_one(
-            {"_id": record["_id"]},
-            {"$set": {"state": DONE, "uid": record["uid"], "modseq": record["modseq"]}},
-        )
+    async def _step_mark_done(self, records: list[Doc]) -> None:
+        """Done, with the UID each message got: what a repeated Deliver answers from then on.
+        A group's records in one command (one update statement each)."""
+        updates = [
+            UpdateOne(
+                {"_id": r["_id"]},
+                {"$set": {"state": DONE, "uid": r["uid"], "modseq": r["modseq"]}},
+            )
+            for r in records
+        ]
+        await self._deliveries.bulk_write(updates, ordered=False)
 
     # -- append ------------------------------------------------------------------------------
 
