@@ -3,6 +3,7 @@ crash-and-retry tests of the transaction-free write sequences that only that bac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -16,9 +17,10 @@ pytest.register_assert_rewrite("postmesh.store.contract_suite")
 
 from postmesh.api.store.v1 import store_pb2  # noqa: E402
 from postmesh.store.contract_suite import StoreContract, content_of, message  # noqa: E402
-from postmesh.store.model import INBOX, Delivery, FlagsMode  # noqa: E402
+from postmesh.store.model import INBOX, DeliverResult, Delivery, FlagsMode  # noqa: E402
 from postmesh.store.mongodb import MongoStoreRepository, watermark  # noqa: E402
 from postmesh.store.mongodb.blobs import COMPLETE, DELETING  # noqa: E402
+from postmesh.store.mongodb.delivery import delivery_key, delivery_mark  # noqa: E402
 from postmesh.store.search import HEADERS_VERSION  # noqa: E402
 from tests.integration.infra import FerretDB  # noqa: E402
 
@@ -62,7 +64,7 @@ def crash_after(obj: Any, name: str) -> None:
 DELIVER_STEPS = [
     "_step_reference_blob",
     "_step_allocate",
-    "_step_insert_message",
+    "_step_insert_messages",
     "_step_mark_done",
 ]
 
@@ -101,6 +103,118 @@ async def test_deliver_retry_after_crash_makes_one_copy(
     # A UID burned by the crash is fine (RFC 9051 allows gaps); the next one is higher.
     nxt = await repo.deliver(Delivery("q2", "u", "", content=message(2)))
     assert nxt.uid > retry.uid
+
+
+async def queued_behind_the_lock(
+    repo: MongoStoreRepository, deliveries: list[Delivery]
+) -> list[asyncio.Task[DeliverResult]]:
+    """Start ``deliveries`` into one mailbox while its lock is held, and return once all of
+    them wait for it: whoever gets it next writes them as one group (grouping.py)."""
+    box = await repo._mailbox_doc("u", INBOX)
+    async with repo._locks.hold(box["_id"]):
+        tasks = [asyncio.create_task(repo.deliver(d)) for d in deliveries]
+        for _ in range(3000):  # 30 s
+            if len(repo._groups._queued.get(box["_id"], [])) == len(deliveries):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the deliveries never queued for the mailbox")
+    return tasks
+
+
+async def test_deliveries_waiting_for_a_mailbox_are_written_as_one_group(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    repo = mongo_repo
+    first = await repo.deliver(Delivery("q0", "u", "", content=message(0)))
+    before = await repo.get_mailbox("u", INBOX)
+    allocations: list[int] = []
+    allocate = repo._allocate_each
+
+    async def counted(*args: Any) -> tuple[int, int]:
+        allocations.append(args[1])
+        return await allocate(*args)
+
+    repo._allocate_each = counted  # type: ignore[method-assign,assignment]
+    marked: list[int] = []
+    mark_done = repo._step_mark_done
+
+    async def counted_done(records: list[Any]) -> None:
+        marked.append(len(records))
+        await mark_done(records)
+
+    repo._step_mark_done = counted_done  # type: ignore[method-assign]
+    deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
+    tasks = await queued_behind_the_lock(repo, deliveries)
+    results = await asyncio.gather(*tasks)
+    assert allocations == [8] and marked == [8]  # one $inc, one command marking them done
+    # Consecutive UIDs and one MODSEQ each, in the same order: as eight deliveries in a row.
+    assert sorted((r.uid, r.modseq) for r in results) == [
+        (first.uid + i, before.highestmodseq + i) for i in range(1, 9)
+    ]
+    assert all(r.created and not r.duplicate for r in results)
+    after = await repo.get_mailbox("u", INBOX)
+    assert (after.uidnext, after.highestmodseq) == (first.uid + 9, before.highestmodseq + 8)
+    doc = await repo._mailboxes.find_one({"user": "u", "name": INBOX})
+    assert doc is not None and not doc.get("pending")  # every mark of the group cleared
+    for r, d in zip(results, deliveries, strict=True):
+        assert await content_of(repo, "u", INBOX, r.uid) == d.content
+        # Each delivery has its own record: a redelivery answers its own UID.
+        again = await repo.deliver(d)
+        assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
+
+
+async def test_crash_in_the_middle_of_a_grouped_insert_loses_and_duplicates_nothing(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """The store dies after a group's allocation with only part of its messages inserted
+    (insert_many is not atomic): each delivery's retry resumes on its own, the inserted ones
+    keep their UIDs, the others take new ones above every UID shown, no message is lost or
+    doubled, and the retries clear the marks the dead group left."""
+    repo = mongo_repo
+    await repo.deliver(Delivery("q0", "u", "", content=message(0)))
+    before = await repo.get_mailbox("u", INBOX)
+    insert = repo._step_insert_messages
+
+    async def half_then_die(records: list[Any]) -> Any:
+        repo._step_insert_messages = insert  # type: ignore[method-assign]
+        await insert(records[: len(records) // 2])
+        raise Crash("_step_insert_messages")
+
+    repo._step_insert_messages = half_then_die  # type: ignore[method-assign]
+    deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
+    tasks = await queued_behind_the_lock(repo, deliveries)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, Crash) for o in outcomes)  # every delivery of the group failed
+    kept = {m.uid for m in (await repo.list_messages("u", INBOX, 0, 100))[0]}
+    assert len(kept) == 1 + 4  # q0 and the half inserted before the crash
+    # A killed process would not have cleared the group's marks: put them back as it leaves
+    # them (this one cleared them on the exception).
+    marks = {
+        f"{watermark.FIELD}.{delivery_mark(delivery_key(d.queue_id, 'u', INBOX))}": (
+            watermark.mark(before.highestmodseq + 1, before.uidnext, time.time())
+        )
+        for d in deliveries
+    }
+    await repo._mailboxes.update_one({"user": "u", "name": INBOX}, {"$set": marks})
+    held = await repo.get_mailbox("u", INBOX)
+    assert (held.uidnext, held.highestmodseq) == (before.uidnext, before.highestmodseq)
+
+    retried = await asyncio.gather(*(repo.deliver(d) for d in deliveries))
+    assert all(r.duplicate for r in retried)
+    uids = {r.uid for r in retried}
+    assert len(uids) == 8 and len(uids & kept) == 4  # the inserted half kept its UIDs
+    assert min(uids - kept) > max(kept)  # the rest above every UID shown
+    msgs, _ = await repo.list_messages("u", INBOX, 0, 100)
+    assert len(msgs) == 9
+    for r, d in zip(retried, deliveries, strict=True):
+        assert d.content is not None
+        assert await content_of(repo, "u", INBOX, r.uid) == d.content
+        assert await repo.blob_refcount(hashlib.sha256(d.content).hexdigest()) == 1
+    doc = await repo._mailboxes.find_one({"user": "u", "name": INBOX})
+    assert doc is not None and not doc.get("pending")  # each retry cleared its own mark
+    after = await repo.get_mailbox("u", INBOX)
+    assert after.uidnext == max(uids) + 1
 
 
 async def test_a_dead_writers_pending_mark_holds_readers_back_then_expires(

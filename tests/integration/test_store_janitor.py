@@ -107,7 +107,7 @@ async def test_reference_of_a_dead_append_is_collected_after_the_grace(
 
 @pytest.mark.parametrize(
     ("step", "message_kept"),
-    [("_step_reference_blob", False), ("_step_insert_message", True)],
+    [("_step_reference_blob", False), ("_step_insert_messages", True)],
 )
 async def test_pending_delivery_never_retried_is_collected(
     repo: MongoStoreRepository, step: str, message_kept: bool

@@ -207,3 +207,24 @@ def test_addresses_rfc6531_and_idn() -> None:
     ):
         with pytest.raises(InvalidAddress):
             canonical_address(bad)
+
+
+async def test_a_local_domain_is_looked_up_once_a_new_one_at_once(accounts: Accounts) -> None:
+    """Every submitted and delivered message resolves its addresses: a domain found local is
+    remembered (domains are never removed); one not found is asked again each time, so a
+    domain added meanwhile is local at once."""
+    asked: list[str] = []
+    get_domain = accounts.repo.get_domain
+
+    async def counted(name: str) -> object:
+        asked.append(name)
+        return await get_domain(name)
+
+    accounts.repo.get_domain = counted  # type: ignore[method-assign,assignment]
+    for _ in range(3):
+        assert (await accounts.resolve_recipient("alice@example.test")).kind is LOCAL
+        assert (await accounts.resolve_recipient("x@new.test")).kind is RecipientKind.REMOTE
+    assert asked == ["example.test"] + ["new.test"] * 3
+    await accounts.create_domain("new.test")
+    await accounts.create_user("x@new.test", "pw1234")
+    assert (await accounts.resolve_recipient("x@new.test")).kind is LOCAL

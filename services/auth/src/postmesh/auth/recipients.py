@@ -8,6 +8,9 @@ protection."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -23,6 +26,9 @@ log = get_logger(__name__)
 MAX_ALIAS_DEPTH = 8
 # At most this many targets per recipient (Postfix: virtual_alias_expansion_limit).
 MAX_TARGETS = 1000
+# How long a domain found local is taken as local without asking the database again.
+LOCAL_DOMAIN_SECONDS = 60.0
+LOCAL_DOMAINS_KEPT = 10_000
 
 
 class RecipientKind(Enum):
@@ -64,6 +70,10 @@ def strip_extension(address: str, delimiters: str) -> str | None:
     return f"{local[:cut]}@{domain}" if cut > 0 else None
 
 
+async def _nothing() -> None:
+    return None
+
+
 class RecipientResolver:
     def __init__(
         self,
@@ -74,12 +84,29 @@ class RecipientResolver:
         self.repo = repo
         self.records = records
         self.delimiters = delimiters
+        # Domains found local, with when: a domain is never removed (there is no API for it),
+        # so a positive answer stays right; re-read after LOCAL_DOMAIN_SECONDS all the same.
+        # Every address of a submitted or delivered message is resolved (ADR 35).
+        self._local: OrderedDict[str, float] = OrderedDict()
+
+    async def _is_local(self, domain: str) -> bool:
+        seen = self._local.get(domain)
+        if seen is not None and time.monotonic() - seen < LOCAL_DOMAIN_SECONDS:
+            return True
+        if await self.repo.get_domain(domain) is None:
+            self._local.pop(domain, None)
+            return False
+        self._local[domain] = time.monotonic()
+        self._local.move_to_end(domain)
+        if len(self._local) > LOCAL_DOMAINS_KEPT:
+            self._local.popitem(last=False)
+        return True
 
     async def resolve(self, address: str) -> Resolution:
         """Raises InvalidAddress for a syntactically invalid address."""
         canonical = canonical_address(address)
         domain = domain_of(canonical)
-        if await self.repo.get_domain(domain) is None:
+        if not await self._is_local(domain):
             return Resolution(RecipientKind.REMOTE)
         candidates = [canonical]
         stripped = strip_extension(canonical, self.delimiters)
@@ -101,11 +128,18 @@ class RecipientResolver:
 
     async def _exact(self, address: str) -> Resolution | None:
         """What ``address`` itself delivers to; None when no user or alias has it."""
-        alias = await self.records.get_alias(address) if self.records else None
+        # Independent reads, sent at once: one round trip's latency instead of three (the
+        # answer for a user needs them all; an alias wastes two reads). Every submitted and
+        # delivered message resolves addresses on the way (ADR 35).
+        alias, user, disabled = await asyncio.gather(
+            self.records.get_alias(address) if self.records else _nothing(),
+            self.repo.get_user(address),
+            self._disabled(address),
+        )
         if alias is None:
-            if await self.repo.get_user(address) is None:
+            if user is None:
                 return None
-            if await self._disabled(address):
+            if disabled:
                 return Resolution(RecipientKind.DISABLED)
             return Resolution(RecipientKind.LOCAL_USER, (address,))
         exp = _Expansion()
@@ -121,7 +155,7 @@ class RecipientResolver:
         exp.seen.add(address)
         domain = domain_of(address)
         if domain not in exp.domains:
-            exp.domains[domain] = await self.repo.get_domain(domain) is not None
+            exp.domains[domain] = await self._is_local(domain)
         if not exp.domains[domain]:
             exp.remote.append(address)
             return

@@ -96,15 +96,20 @@ async def handle_until_done(handler: Handler, record: BusRecord, stopping: async
 
 
 async def handle_batch(
-    handler: Handler, records: Sequence[BusRecord], stopping: asyncio.Event, concurrency: int
+    handler: Handler,
+    records: Sequence[BusRecord],
+    stopping: asyncio.Event,
+    concurrency: int,
+    slots: asyncio.Semaphore | None = None,
 ) -> bool:
-    """Handle ``records`` (each until done); True when all were handled, False if stopping."""
+    """Handle ``records`` (each until done); True when all were handled, False if stopping.
+    ``slots``: shared with the batches of other partitions handled at the same time."""
     if concurrency <= 1:
         for rec in records:
             if not await handle_until_done(handler, rec, stopping):
                 return False
         return True
-    slots = asyncio.Semaphore(concurrency)
+    slots = slots or asyncio.Semaphore(concurrency)
 
     async def one(rec: BusRecord) -> bool:
         async with slots:

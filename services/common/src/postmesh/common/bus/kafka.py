@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -140,6 +140,12 @@ class KafkaBus(Bus):
     def _logical(self, topic: str) -> str:
         return topic[len(self.topic_prefix) :]
 
+    def _record(self, r: ConsumerRecord[bytes, bytes]) -> BusRecord:
+        """A consumed record, under its logical topic name."""
+        return BusRecord(
+            self._logical(r.topic), (r.key or b"").decode(), r.value or b"", r.partition, r.offset
+        )
+
     async def stop(self) -> None:
         self._stopping.set()
         if self._producer is not None:
@@ -174,21 +180,32 @@ class KafkaBus(Bus):
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
-                for tp, records in batches.items():
-                    recs = [
-                        BusRecord(
-                            self._logical(r.topic),
-                            (r.key or b"").decode(),
-                            r.value or b"",
-                            r.partition,
-                            r.offset,
+                parts = [(tp, [self._record(r) for r in rs]) for tp, rs in batches.items() if rs]
+                if concurrency > 1:
+                    # Independent records: the partitions' batches share the slots, so the last
+                    # slow records of one partition do not hold the others' back.
+                    slots = asyncio.Semaphore(concurrency)
+                    done = await asyncio.gather(
+                        *(
+                            handle_batch(handler, recs, self._stopping, concurrency, slots)
+                            for _, recs in parts
                         )
-                        for r in records
-                    ]
-                    if not await handle_batch(handler, recs, self._stopping, concurrency):
+                    )
+                    handled = {
+                        tp: recs[-1].offset + 1
+                        for (tp, recs), ok in zip(parts, done, strict=True)
+                        if ok
+                    }
+                    if group is not None and handled:
+                        await consumer.commit(handled)
+                    if not all(done):
                         return
-                    if group is not None and records:
-                        await consumer.commit({tp: records[-1].offset + 1})
+                else:
+                    for tp, recs in parts:
+                        if not await handle_batch(handler, recs, self._stopping, concurrency):
+                            return
+                        if group is not None:
+                            await consumer.commit({tp: recs[-1].offset + 1})
                 for tp in consumer.assignment():
                     highwater = consumer.highwater(tp)
                     if highwater is not None:

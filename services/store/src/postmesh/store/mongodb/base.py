@@ -39,6 +39,7 @@ from postmesh.store.model import Mailbox, Message, Quota
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
 from postmesh.store.mongodb.by_id import ByIdReader
+from postmesh.store.mongodb.grouping import Groups
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
 from postmesh.store.repository import StoreRepository
@@ -83,6 +84,7 @@ class MongoBase(StoreRepository):
         self._deliveries = db["store_deliveries"]
         self._intents = db["store_intents"]
         self._locks = KeyedLocks()
+        self._groups = Groups()
         self._counters = watermark.Counters()
         self._unsettled: dict[ObjectId, list[str]] = {}
         self._quota_gate = QuotaGate(
@@ -181,10 +183,13 @@ class MongoBase(StoreRepository):
         storage, messages = self._limits(doc)
         return Quota(size, storage, n, messages)
 
-    async def _check_quota(self, user: str, add_bytes: int, add_messages: int) -> None:
+    async def _check_quota(
+        self, user: str, add_bytes: int, add_messages: int, doc: Doc | None = None
+    ) -> None:
         """An early check (before Append reads the content): what is stored and reserved, read
-        without the quota lock. Computed only when a limit applies."""
-        doc = await self._require_user(user)
+        without the quota lock. Computed only when a limit applies. ``doc``: the provisioned
+        user's document, when the caller has just read it."""
+        doc = doc or await self._require_user(user)
         storage, messages = self._limits(doc)
         if storage or messages:
             used_bytes, used_messages = await self._quota_gate.used(user)
@@ -295,6 +300,14 @@ class MongoBase(StoreRepository):
         names the mark when a retry must be able to clear a crashed attempt's mark (see
         :meth:`_settle_later`). Caller holds the mailbox lock. A mailbox deleted or made
         \\Noselect meanwhile takes none."""
+        return await self._allocate_each(mailbox_id, uids, 1, [token or uuid.uuid4().hex])
+
+    async def _allocate_each(
+        self, mailbox_id: ObjectId, uids: int, modseqs: int, tokens: list[str]
+    ) -> tuple[int, int]:
+        """:meth:`_allocate` of ``uids`` UIDs and ``modseqs`` MODSEQs in one update, with a
+        pending mark per token (a grouped Deliver marks each of its deliveries under its own
+        name): (first uid, first modseq)."""
         floor = self._counters.get(mailbox_id)
         if floor is None:
             doc = await self._mailboxes.find_one(
@@ -302,20 +315,20 @@ class MongoBase(StoreRepository):
             )
             floor = (int(doc["uidnext"]), int(doc["highestmodseq"])) if doc else (0, 0)
         now = time.time()
-        token = token or uuid.uuid4().hex
+        entry = watermark.mark(floor[1] + 1, floor[0], now)
         before = await self._mailboxes.find_one_and_update(
             {"_id": mailbox_id, "noselect": {"$ne": True}},
             {
-                "$inc": {"uidnext": uids, "highestmodseq": 1},
-                "$set": {f"{watermark.FIELD}.{token}": watermark.mark(floor[1] + 1, floor[0], now)},
+                "$inc": {"uidnext": uids, "highestmodseq": modseqs},
+                "$set": {f"{watermark.FIELD}.{token}": entry for token in tokens},
             },
             return_document=ReturnDocument.BEFORE,
         )
         if before is None:
             raise NotFound("mailbox was deleted")
         first, modseq = int(before["uidnext"]), int(before["highestmodseq"]) + 1
-        self._counters.put(mailbox_id, first + uids, modseq)
-        self._settle_later(mailbox_id, token, *watermark.stale_keys(before, now))
+        self._counters.put(mailbox_id, first + uids, modseq + modseqs - 1)
+        self._settle_later(mailbox_id, *tokens, *watermark.stale_keys(before, now))
         return first, modseq
 
     def _settle_later(self, mailbox_id: ObjectId, *tokens: str) -> None:

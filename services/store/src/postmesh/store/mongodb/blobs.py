@@ -113,10 +113,13 @@ class MongoBlobStore:
                 return int(doc["size"])
             if state == WRITING and source is not None:
                 await self._write_chunks(doc["key"], source)
-                await self.blobs.update_one(
+                done = await self.blobs.update_one(
                     {"_id": blob_id, "key": doc["key"], "state": WRITING},
                     {"$set": {"state": COMPLETE}},
                 )
+                if done.matched_count:
+                    # Complete now, and our reference came first: no deleter takes it.
+                    return source.size
                 continue
             if (
                 state == DELETING

@@ -8,10 +8,12 @@ mailbox document under the mailbox lock, as WildDuck does.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
@@ -20,6 +22,7 @@ from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageI
 from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
+from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.mailboxes import MongoMailboxes
 
@@ -48,20 +51,28 @@ class MongoDelivery(MongoMailboxes):
            and the reservation dropped after step 3;
         1. insert the delivery document {_id: key, state: pending} (unique _id: the first
            attempt wins; a retry reads it back, and returns at once if it is done);
-        2. if the message document does not exist yet:
+        2. if the message document does not exist yet (looked up only by a retry: a first
+           attempt cannot have written it):
            a. take the blob reference (ref _id = delivery key: held at most once) and store
               the parsed index with the blob;
-           b. allocate UID and MODSEQ with $inc and record them in the delivery document only
-              if none is recorded (a crash in between burns a UID, which RFC 9051 allows);
-           c. insert the message with _id = delivery key (a duplicate means it exists);
-        3. mark the delivery done.
+           b. under the mailbox lock, together with the other deliveries waiting for it
+              (``grouping.py``): allocate UIDs and MODSEQs with one $inc, marked pending per
+              delivery (a crash before the insert burns them, which RFC 9051 allows);
+           c. insert the messages with _id = delivery key (a duplicate means it exists), then
+              clear the marks;
+        3. mark the delivery done (the group's records in one command).
         """
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
         did = delivery_key(delivery.queue_id, delivery.user, delivery.mailbox)
-        # Fast path for a redelivered record, valid even after the message (and maybe its
+        # The reads the steps need, at once (independent round trips). The delivery record is
+        # the fast path for a redelivered record, valid even after the message (and maybe its
         # blob) is long gone.
-        earlier = await self._deliveries.find_one({"_id": did})
+        earlier, user_doc, box = await asyncio.gather(
+            self._deliveries.find_one({"_id": did}),
+            self._user_doc(delivery.user),
+            self._mailboxes.find_one({"user": delivery.user, "name": delivery.mailbox}),
+        )
         if earlier is not None and earlier["state"] == DONE:
             return self._result(earlier, duplicate=True, created=False)
         if source is None:
@@ -74,11 +85,16 @@ class MongoDelivery(MongoMailboxes):
         if index is None:
             raise Unavailable(f"blob {blob_id} was being stored while parsed; retry")
         created_mailboxes: list[str] = []
-        user_doc = await self._user_doc(delivery.user)
         if user_doc is None or not user_doc.get("provisioned"):
             async with self._locks.hold(user_key(delivery.user)):
                 created_mailboxes = (await self._provision_locked(delivery.user)).created
-        mbox = await self._mailbox_doc(delivery.user, delivery.mailbox)
+            user_doc = box = None  # read again
+        # Missing or \Noselect: read again, to answer why.
+        mbox = (
+            box
+            if box and not box.get("noselect")
+            else await self._mailbox_doc(delivery.user, delivery.mailbox)
+        )
         # The message's usage, reserved under its delivery key before anything is written
         # (reservations.py): a retry reuses the reservation (or reserves again if it lapsed).
         reserved = False
@@ -109,17 +125,17 @@ class MongoDelivery(MongoMailboxes):
                 raise InvalidArgument(
                     f"queue id {delivery.queue_id} was delivered with other content"
                 ) from None
+        # A first attempt (it inserted the record) finds no message of its own: the message's
+        # _id is the delivery key, and only an attempt holding the record writes it.
+        written = None
+        if duplicate:
+            written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
         created = False
-        written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
         if written is None:
             if earlier is not None or duplicate:
                 reserved = await self._reserve_quota(delivery.user, did, record["size"], 1)
             await self._step_reference_blob(record, source, index)
-            # Allocation and insert under the mailbox lock: UIDs become visible in ascending
-            # order (a client told UIDNEXT=n must never later see a UID below n appear).
-            async with self._mailbox_writes(record["mailbox_id"]):
-                record = await self._step_allocate(record)
-                record, created = await self._step_insert_message(record)
+            record, created = await self._write_grouped(record)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -127,12 +143,47 @@ class MongoDelivery(MongoMailboxes):
             # read-then-write, so an unlocked one could undo a concurrent allocation).
             async with self._mailbox_writes(record["mailbox_id"]):
                 self._settle_later(record["mailbox_id"], delivery_mark(did))
-        await self._step_mark_done(record)
+            await self._step_mark_done([record])
         if reserved:  # the message exists and counts itself from now on
             await self._drop_reservation(did)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
         )
+
+    async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
+        """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
+        order (a client told UIDNEXT=n must never later see a UID below n appear), together
+        with every delivery queued for the same mailbox meanwhile (``grouping.py``): whoever
+        gets the lock writes the queue, and then marks the group's records done. Each is
+        answered once its marks are cleared and its record is done, as a lone delivery was."""
+        mailbox_id = record["mailbox_id"]
+        waiter = self._groups.join(mailbox_id, record)
+        try:
+            while not waiter.taken:
+                group: list[Waiter] = []
+                written: list[tuple[Doc, bool]] = []
+                try:
+                    async with self._mailbox_writes(mailbox_id):
+                        if waiter.taken:
+                            break
+                        group = self._groups.take(mailbox_id)
+                        written = await self._step_insert_messages(
+                            await self._step_allocate([w.item for w in group])
+                        )
+                    # Outside the lock: the next group's allocation need not wait for it.
+                    await self._step_mark_done([r for r, _ in written])
+                except BaseException as e:
+                    for other in group:
+                        if other is not waiter:
+                            other.fail(e)
+                    raise
+                for w, outcome in zip(group, written, strict=True):
+                    w.settle(outcome)
+        finally:
+            if not waiter.taken:
+                self._groups.leave(mailbox_id, waiter)
+        mine: tuple[Doc, bool] = await waiter.future
+        return mine
 
     @staticmethod
     def _result(
@@ -150,27 +201,44 @@ class MongoDelivery(MongoMailboxes):
         await self.blobs.acquire(record["_id"], record["blob_id"], source)
         await self.blobs.put_index(record["blob_id"], index)
 
-    async def _step_allocate(self, record: Doc) -> Doc:
-        """Take a UID for the delivery (caller holds the mailbox lock). Not recorded before the
-        message is: an attempt that dies here leaves a gap in the UIDs (RFC 9051 section
-        2.3.1.1 allows gaps), and a late retry takes a new UID, never one below those shown."""
-        # Named after the delivery, the mark is replaced by this attempt's if a crashed attempt
+    async def _step_allocate(self, records: list[Doc]) -> list[Doc]:
+        """Take a UID and a MODSEQ for each delivery of a group, in one update (caller holds the
+        mailbox lock). Not recorded before the message is: an attempt that dies here leaves a
+        gap in the UIDs (RFC 9051 section 2.3.1.1 allows gaps), and a late retry takes a new
+        UID, never one below those shown."""
+        # Named after the delivery, a mark is replaced by this attempt's if a crashed attempt
         # left one, instead of holding readers back until it goes stale.
-        uid, modseq = await self._allocate(record["mailbox_id"], 1, delivery_mark(record["_id"]))
-        return {**record, "uid": uid, "modseq": modseq}
+        n = len(records)
+        marks = [delivery_mark(r["_id"]) for r in records]
+        uid, modseq = await self._allocate_each(records[0]["mailbox_id"], n, n, marks)
+        # One MODSEQ each, in UID order: the same values as n deliveries one after another.
+        return [{**r, "uid": uid + i, "modseq": modseq + i} for i, r in enumerate(records)]
 
-    async def _step_insert_message(self, record: Doc) -> tuple[Doc, bool]:
-        """Insert the message (_id = delivery key); returns the record as the message shows it
-        and whether this call inserted it."""
+    async def _step_insert_messages(self, records: list[Doc]) -> list[tuple[Doc, bool]]:
+        """Insert the messages (_id = delivery key); returns each record as its message shows
+        it and whether this call inserted it."""
         try:
-            await self._messages.insert_one(self._message_doc(record["_id"], record))
-        except DuplicateKeyError:
-            # Another attempt (another store replica) inserted it first: report its UID.
-            msg = await self._messages.find_one({"_id": record["_id"]})
-            if msg is None:
-                raise Unavailable("concurrent delivery of the same message; retry") from None
-            return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
-        return record, True
+            await self._messages.insert_many(
+                [self._message_doc(r["_id"], r) for r in records], ordered=False
+            )
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            if any(err.get("code") != 11000 for err in errors):
+                raise
+            # Another attempt (another store replica, or the same key twice in this group)
+            # inserted it first: report its UID.
+            taken = {int(err["index"]) for err in errors}
+            return [
+                await self._existing_message(r) if i in taken else (r, True)
+                for i, r in enumerate(records)
+            ]
+        return [(r, True) for r in records]
+
+    async def _existing_message(self, record: Doc) -> tuple[Doc, bool]:
+        msg = await self._messages.find_one({"_id": record["_id"]})
+        if msg is None:
+            raise Unavailable("concurrent delivery of the same message; retry")
+        return {**record, "uid": msg["uid"], "modseq": msg["modseq"]}, False
 
     @staticmethod
     def _message_doc(mid: str, fields: Doc) -> Doc:
@@ -184,12 +252,17 @@ class MongoDelivery(MongoMailboxes):
             **({"sh": fields["sh"], "shv": fields["shv"]} if "shv" in fields else {}),
         }  # fmt: skip
 
-    async def _step_mark_done(self, record: Doc) -> None:
-        """Done, with the UID the message got: what a repeated Deliver answers from then on."""
-        await self._deliveries.update_one(
-            {"_id": record["_id"]},
-            {"$set": {"state": DONE, "uid": record["uid"], "modseq": record["modseq"]}},
-        )
+    async def _step_mark_done(self, records: list[Doc]) -> None:
+        """Done, with the UID each message got: what a repeated Deliver answers from then on.
+        A group's records in one command (one update statement each)."""
+        updates = [
+            UpdateOne(
+                {"_id": r["_id"]},
+                {"$set": {"state": DONE, "uid": r["uid"], "modseq": r["modseq"]}},
+            )
+            for r in records
+        ]
+        await self._deliveries.bulk_write(updates, ordered=False)
 
     # -- append ------------------------------------------------------------------------------
 
