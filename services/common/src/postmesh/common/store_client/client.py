@@ -213,14 +213,16 @@ class StoreClient:
         req = store_pb2.GetSmallMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
         if self._small_content:
             try:
-                resp = await self._stub.GetSmallMessageContent(req, timeout=self._deadline)
+                resp: store_pb2.SmallMessageContent = await self._stub.GetSmallMessageContent(
+                    req, timeout=self._deadline
+                )
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise store_error("GetSmallMessageContent", e, uid) from e
                 self._small_content = False  # a store from before it (rolling upgrade)
             else:
                 if resp.complete:
-                    return resp.data
+                    return bytes(resp.data)
         return b"".join([c async for c in self.stream_content(user, mailbox, uid)])
 
     async def get_structure(
