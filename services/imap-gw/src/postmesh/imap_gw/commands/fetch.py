@@ -211,6 +211,12 @@ class _Output:
             self._pieces, self._size = [], 0
             await self._session.send(data)
 
+    def last(self) -> None:
+        """The rest goes out with the tagged reply."""
+        if self._pieces:
+            self._session.hold(b"".join(self._pieces))
+            self._pieces, self._size = [], 0
+
 
 async def _structures(
     session: Session, mailbox: str, uids: Sequence[int]
@@ -366,7 +372,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
                 pieces += [b" ", *render.item(_MODSEQ)]
         pieces.append(b")\r\n")
         await out.add(pieces)
-    await out.flush()
+    out.last()
     if gone and not cmd.uid:
         # RFC 9051 §7.1: some messages were expunged; the client learns which at the next NOOP.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
