@@ -237,3 +237,30 @@ async def test_upgrade_adds_the_metadata_index(tmp_path: Path) -> None:
     ).fetchall()
     assert "COVERING INDEX blob_index_meta" in str(plan)
     conn.close()
+
+
+async def test_changes_are_found_through_the_modseq_indexes(tmp_path: Path) -> None:
+    """GetChanges (every NOOP, IDLE poll and model-answered SEARCH) must not walk the whole
+    mailbox in UID order to find the few messages changed since a MODSEQ."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    for n in range(3):
+        await repo.deliver(Delivery(f"q{n}", "u", "", content=message(n)))
+    since = (await repo.get_changes("u", INBOX, 0)).changed[1].modseq  # the second message's
+    statements: list[str] = []
+    await repo.connection.run(lambda c: c.set_trace_callback(statements.append))
+    changes = await repo.get_changes("u", INBOX, since)
+    await repo.connection.run(lambda c: c.set_trace_callback(None))
+    assert [m.uid for m in changes.changed] == [3]
+    await repo.close()
+    conn = sqlite3.connect(path)
+    plans = {
+        table: str(conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
+        for sql in statements
+        for table in ("messages", "expunged")
+        if f"FROM {table} WHERE mailbox_id" in sql and "modseq >" in sql
+    }
+    assert "INDEX messages_modseq" in plans["messages"]
+    assert "INDEX expunged_modseq" in plans["expunged"]
+    conn.close()
