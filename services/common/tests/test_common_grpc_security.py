@@ -89,6 +89,11 @@ async def test_edges_authenticate_others_are_denied(
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "delivery may not call" in (e.value.details() or "")
     assert denied(method, "delivery") == before + 1
+    # Each allowed call is timed, with its status.
+    timed = {"method": method, "code": "OK"}
+    assert (
+        REGISTRY.get_sample_value("postmesh_grpc_server_handling_seconds_count", timed) or 0
+    ) >= 3
     # ...while delivery may resolve recipients.
     stub = auth_as(server, pki["delivery"].security())
     await stub.ResolveRecipient(auth_pb2.ResolveRecipientRequest(address="a@b"), timeout=10)
@@ -181,3 +186,19 @@ def test_policy_refuses_unknown_services() -> None:
     assert allowed_callers("/postmesh.api.store.v1.StoreService/Deliver") == {"delivery"}
     assert "pop3-gw" in allowed_callers("/postmesh.api.store.v1.MaildropLockService/Acquire")
     assert allowed_callers("/some.other.Service/Method") == frozenset()
+
+
+async def test_a_service_registered_without_named_handlers_is_refused(
+    pki: dict[str, ServiceCert],
+) -> None:
+    # Handlers are guarded as they are registered by name; a registration that only adds a
+    # generic handler could not be guarded, so it fails instead of serving unguarded methods.
+    def generic_only(servicer: Any, server: Any) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(servicer)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("postmesh.api.x.v1.X", {"M": handler}),)
+        )
+
+    srv = GrpcServer("127.0.0.1:0", pki["store"].security())
+    with pytest.raises(TypeError, match="no named method handlers"):
+        srv.add(generic_only, lambda request, context: None)

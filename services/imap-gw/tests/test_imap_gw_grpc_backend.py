@@ -58,10 +58,22 @@ class Store(store_pb2_grpc.StoreServiceServicer):
         return resp
 
     async def GetMessageContent(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        if request.uid != 2:
+        self.requests.append(request)
+        if request.uid not in (2, 3):
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such message")
-        for part in (b"Subject: x\r\n", b"\r\n", b"body"):
+        for part in (b"Subject: x\r\n", b"\r\n", b"body", b"." * 10 * (request.uid == 3)):
             yield store_pb2.ContentChunk(data=part)
+
+    async def GetSmallMessageContent(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        if request.mailbox == "Old":
+            # A store from before GetSmallMessageContent: the gateway streams instead.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
+        if request.uid == 2:
+            return store_pb2.SmallMessageContent(data=b"Subject: x\r\n\r\nbody", complete=True)
+        if request.uid == 3:
+            return store_pb2.SmallMessageContent(complete=False)  # too large: stream it
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such message")
 
     async def StoreFlags(self, request: Any, context: Any) -> Any:
         self.requests.append(request)
@@ -122,8 +134,23 @@ async def test_store_calls_and_error_mapping(
     assert page.more and [(m.uid, m.flags, m.size) for m in page.messages] == [(2, ("\\Seen",), 10)]
     assert servicer.requests[-1].after_uid == 1 and servicer.requests[-1].limit == 50
     assert await store.get_content("u", "INBOX", 2) == b"Subject: x\r\n\r\nbody"
+    assert [type(r).__name__ for r in servicer.requests[-1:]] == ["GetSmallMessageContentRequest"]
+    # Over the one-answer limit: streamed.
+    assert await store.get_content("u", "INBOX", 3) == b"Subject: x\r\n\r\nbody" + b"." * 10
+    assert [type(r).__name__ for r in servicer.requests[-2:]] == [
+        "GetSmallMessageContentRequest",
+        "GetMessageContentRequest",
+    ]
     with pytest.raises(MessageNotFound):
         await store.get_content("u", "INBOX", 9)
+    # A store without the unary call: streamed, and not asked again.
+    assert await store.get_content("u", "Old", 2) == b"Subject: x\r\n\r\nbody"
+    assert await store.get_content("u", "INBOX", 2) == b"Subject: x\r\n\r\nbody"
+    assert [type(r).__name__ for r in servicer.requests[-3:]] == [
+        "GetSmallMessageContentRequest",
+        "GetMessageContentRequest",
+        "GetMessageContentRequest",
+    ]
     with pytest.raises(BackendUnavailable):
         await store.store_flags("u", "INBOX", [2], FlagsMode.ADD, ["\\Seen"])
     assert servicer.requests[-1].mode == store_pb2.FLAGS_MODE_ADD

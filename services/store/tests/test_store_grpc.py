@@ -79,6 +79,12 @@ async def test_deliver_list_and_stream_3mib(stub: store_pb2_grpc.StoreServiceStu
     assert b"".join(chunks) == content
     assert all(len(c) == CHUNK_BYTES for c in chunks[:-1]) and 0 < len(chunks[-1]) <= CHUNK_BYTES
 
+    # Over GetSmallMessageContent's limits: no data, the caller streams it instead.
+    small = store_pb2.GetSmallMessageContentRequest(user="alice@example.com", mailbox="", uid=1)
+    assert await stub.GetSmallMessageContent(small, timeout=10) == store_pb2.SmallMessageContent()
+    small.max_bytes = 3 * MiB + 16
+    assert not (await stub.GetSmallMessageContent(small, timeout=10)).complete  # store's 1 MiB
+
     box = await stub.GetMailbox(
         store_pb2.GetMailboxRequest(user="alice@example.com", mailbox="inbox"), timeout=10
     )
@@ -97,6 +103,24 @@ async def test_deliver_list_and_stream_3mib(stub: store_pb2_grpc.StoreServiceStu
         "Trash",
     ]
     assert list(listed.subscriptions) == [b.name for b in listed.mailboxes]
+
+
+async def test_small_content_in_one_answer(stub: store_pb2_grpc.StoreServiceStub) -> None:
+    # Sizes around a storage chunk's (255 KiB) and the asked limit.
+    sizes = [40, 255 * 1024, 255 * 1024 + 1, 600 * 1024]
+    contents = [b"Subject: s\r\n\r\n" + random.Random(n).randbytes(n) for n in sizes]
+    for i, content in enumerate(contents):
+        req = store_pb2.DeliverRequest(queue_id=f"S{i}", user="s@x", content=content)
+        await stub.Deliver(req, timeout=10)
+    for uid, content in enumerate(contents, 1):
+        req = store_pb2.GetSmallMessageContentRequest(user="s@x", mailbox="INBOX", uid=uid)
+        got = await stub.GetSmallMessageContent(req, timeout=10)
+        assert (got.complete, got.data) == (True, content)
+        req.max_bytes = len(content)
+        assert (await stub.GetSmallMessageContent(req, timeout=10)).data == content
+        req.max_bytes = len(content) - 1
+        got = await stub.GetSmallMessageContent(req, timeout=10)
+        assert (got.complete, got.data) == (False, b"")
 
 
 async def test_put_blob_deliver_and_get_blob(stub: store_pb2_grpc.StoreServiceStub) -> None:

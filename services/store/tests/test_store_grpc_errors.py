@@ -90,6 +90,10 @@ def cases(stub: store_pb2_grpc.StoreServiceStub) -> list[tuple[str, Callable[[],
             S.RenameMailboxRequest(user="u", mailbox="Nope", new_name="Y")), NOT_FOUND, "Nope"),
         ("unknown message", lambda: stub.GetMessageContent(
             S.GetMessageContentRequest(user="u", uid=9)), NOT_FOUND, "uid 9"),
+        ("unknown message, small", lambda: stub.GetSmallMessageContent(
+            S.GetSmallMessageContentRequest(user="u", uid=9)), NOT_FOUND, "uid 9"),
+        ("unknown mailbox, small", lambda: stub.GetSmallMessageContent(
+            S.GetSmallMessageContentRequest(user="u", mailbox="Nope", uid=1)), NOT_FOUND, "Nope"),
         # invalid names
         ("empty name", lambda: stub.CreateMailbox(S.CreateMailboxRequest(user="u", mailbox="")),
          INVALID, "empty"),

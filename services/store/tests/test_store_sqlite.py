@@ -208,3 +208,59 @@ async def test_upgrade_indexes_header_fields_of_stored_mail(tmp_path: Path) -> N
     names = conn.execute("SELECT DISTINCT blob_id FROM blob_headers").fetchall()
     assert len(names) == 2
     conn.close()
+
+
+async def test_upgrade_adds_the_metadata_index(tmp_path: Path) -> None:
+    """A version-4 file (no narrow metadata index) gets it on open, and GetMessageMeta, which
+    names it, reads the mail stored before."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    await repo.deliver(Delivery("q1", "u", "", content=message(1)))
+    await repo.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DROP INDEX blob_index_meta")
+        conn.execute("PRAGMA user_version=4")
+    conn.close()
+
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    ((uid, meta),) = await repo.get_meta("u", INBOX, [1])
+    assert (uid, store_pb2.MessageMeta.FromString(meta).envelope.subject) == (1, "test 1")
+    await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT meta FROM blob_index INDEXED BY blob_index_meta"
+        " WHERE blob_id = 'x'"
+    ).fetchall()
+    assert "COVERING INDEX blob_index_meta" in str(plan)
+    conn.close()
+
+
+async def test_changes_are_found_through_the_modseq_indexes(tmp_path: Path) -> None:
+    """GetChanges (every NOOP, IDLE poll and model-answered SEARCH) must not walk the whole
+    mailbox in UID order to find the few messages changed since a MODSEQ."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    for n in range(3):
+        await repo.deliver(Delivery(f"q{n}", "u", "", content=message(n)))
+    since = (await repo.get_changes("u", INBOX, 0)).changed[1].modseq  # the second message's
+    statements: list[str] = []
+    await repo.connection.run(lambda c: c.set_trace_callback(statements.append))
+    changes = await repo.get_changes("u", INBOX, since)
+    await repo.connection.run(lambda c: c.set_trace_callback(None))
+    assert [m.uid for m in changes.changed] == [3]
+    await repo.close()
+    conn = sqlite3.connect(path)
+    plans = {
+        table: str(conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
+        for sql in statements
+        for table in ("messages", "expunged")
+        if f"FROM {table} WHERE mailbox_id" in sql and "modseq >" in sql
+    }
+    assert "INDEX messages_modseq" in plans["messages"]
+    assert "INDEX expunged_modseq" in plans["expunged"]
+    conn.close()

@@ -13,7 +13,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
-from postmesh.common.grpc_security import AuthorizationInterceptor, GrpcSecurity, identity_name
+from postmesh.common.grpc_security import (
+    GrpcSecurity,
+    allowed_callers,
+    guarded,
+    identity_name,
+)
 from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,33 +71,63 @@ RPC_SECONDS = Histogram(
 )
 
 
-class _MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    async def intercept_service(
-        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = details.method
-        inner = handler.unary_unary
+def _timed(handler: Any, method: str) -> Any:
+    """``handler`` with its unary calls observed in RPC_SECONDS."""
+    if handler.unary_unary is None:
+        return handler
+    inner = handler.unary_unary
+    ok = RPC_SECONDS.labels(method, "OK")  # looked up once, not per call
 
-        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException:
-                status = context.code()
-                code = status.name if status is not None else "UNKNOWN"
-                raise
-            finally:
-                RPC_SECONDS.labels(method, code).observe(time.perf_counter() - start)
+    async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return await inner(request, context)
+        except BaseException:
+            status = context.code()
+            code = status.name if status is not None else "UNKNOWN"
+            raise
+        finally:
+            child = ok if code == "OK" else RPC_SECONDS.labels(method, code)
+            child.observe(time.perf_counter() - start)
 
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+    return grpc.unary_unary_rpc_method_handler(
+        timed,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class _Registrar:
+    """Stands in for the server in the generated ``add_*_to_server`` functions and wraps each
+    method's handler once, at registration: caller authorization (with mutual TLS) and the
+    call-time metric. A server interceptor did the same per call, building new handlers for
+    every call (about 0.1 ms of each round trip; ADR 0039)."""
+
+    def __init__(self, server: grpc.aio.Server, guard: bool) -> None:
+        self._server = server
+        self._guard = guard
+        self.generic_only: list[Any] = []
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        # Generated code registers its methods twice, generically and by name; the by-name
+        # call below has the handlers to wrap. Code that only calls this one is refused after
+        # registration (a method must never be served unguarded).
+        self.generic_only.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        wrapped = {}
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            h = _timed(handler, method)
+            if self._guard:
+                h = guarded(h, method, allowed_callers(method))
+            wrapped[name] = h
+        self.generic_only.clear()
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
         )
+        self._server.add_registered_method_handlers(service, wrapped)
 
 
 class GrpcServer:
@@ -102,16 +137,17 @@ class GrpcServer:
     def __init__(self, address: str, security: GrpcSecurity) -> None:
         self.address = address
         self.security = security
-        interceptors: list[grpc.aio.ServerInterceptor] = [_MetricsInterceptor()]
-        if not security.plaintext:
-            interceptors.insert(0, AuthorizationInterceptor())
-        self.server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=interceptors)
+        self.server = grpc.aio.server(options=_SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.add(health_pb2_grpc.add_HealthServicer_to_server, self.health)
         self.port = 0
 
-    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
-        register(servicer, self.server)
+    def add(self, register: Callable[[Any, Any], None], servicer: Any) -> None:
+        """``register`` is a generated ``add_<Service>Servicer_to_server``."""
+        registrar = _Registrar(self.server, guard=not self.security.plaintext)
+        register(servicer, registrar)
+        if registrar.generic_only:
+            raise TypeError(f"{register.__name__} registers no named method handlers")
 
     async def start(self, service_names: Iterable[str]) -> None:
         if self.security.plaintext:

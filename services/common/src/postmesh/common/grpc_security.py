@@ -13,7 +13,7 @@ The plaintext mode (POSTMESH_GRPC_PLAINTEXT=true) turns both off and says so at 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,19 +162,10 @@ def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses a call unless the verified caller is allowed the method (PERMISSION_DENIED)."""
+def guarded(handler: Any, method: str, allowed: Callers) -> Any:
+    """``handler`` refusing the call unless the verified caller is one of ``allowed``
+    (PERMISSION_DENIED); wrapped once per method at registration (postmesh.common.grpc)."""
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        return _guarded(handler, details.method, allowed_callers(details.method))
-
-
-def _guarded(handler: Any, method: str, allowed: Callers) -> Any:
     async def check(context: grpc.aio.ServicerContext) -> None:
         caller = peer_identity(context)
         if caller is not None and (caller in allowed or allowed >= ANY_SERVICE):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TypeVar
@@ -38,6 +39,16 @@ class Service(ABC):
         return {}
 
 
+def settle_heap() -> None:
+    """Move what start-up made (modules, gRPC and protobuf machinery, settings: ~75,000
+    objects) out of the garbage collector's sight. Each full collection walked them all: 40-150
+    ms pauses of a service's one event loop, measured under load, every few thousand calls
+    (ADR 0039). They live as long as the process, so they lose nothing by not being scanned;
+    what start-up left as garbage is collected first."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(service: Service, settings: ServiceSettings) -> None:
     """Run ``service`` until SIGTERM/SIGINT. Call it inside the running loop: grpc.aio channels
     and servers bind to the loop they are created on."""
@@ -56,6 +67,7 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
     await ops.start()
     try:
         await service.start()
+        settle_heap()
         started = True
         log.info("service started", extra={"fields": {"ops_port": ops.port}})
         async with certificate_reloading(settings.tls_reload_seconds):

@@ -64,6 +64,7 @@ class Connection:
         self.tls_active = writer.get_extra_info("ssl_object") is not None
         peer = writer.get_extra_info("peername")
         self.peer_host: str | None = peer[0] if isinstance(peer, tuple) else None
+        self._held: list[bytes] = []  # see hold()
 
     # -- reading --------------------------------------------------------------------------------
     async def _read_line(self) -> bytes:
@@ -190,9 +191,23 @@ class Connection:
             total += size
 
     # -- writing --------------------------------------------------------------------------------
+    def hold(self, data: bytes) -> None:
+        """Send ``data`` with the next write: a command's last untagged responses go out with
+        its tagged reply, in one send instead of two (the client reads them together)."""
+        self._held.append(data)
+
+    def _with_held(self, data: bytes) -> bytes:
+        if not self._held:
+            return data
+        self._held.append(data)
+        data = b"".join(self._held)
+        self._held.clear()
+        return data
+
     async def write(self, data: bytes) -> None:
-        """Send ``data``; waits (up to the timeout) while the client is not reading."""
-        self.writer.write(data)
+        """Send ``data`` (after anything held); waits (up to the timeout) while the client is
+        not reading."""
+        self.writer.write(self._with_held(data))
         try:
             async with asyncio.timeout(self.timeout):
                 await self.writer.drain()
@@ -202,7 +217,7 @@ class Connection:
     def write_nowait(self, data: bytes) -> None:
         """Queue ``data`` without waiting (for a last word when the session is being torn down)."""
         if not self.writer.is_closing():
-            self.writer.write(data)
+            self.writer.write(self._with_held(data))
 
     def drop_buffered_input(self) -> int:
         """Forget input already received but not read (STARTTLS: anything pipelined after the

@@ -156,6 +156,11 @@ class Session:
     async def send(self, data: bytes) -> None:
         await self.conn.write(data)
 
+    def hold(self, data: bytes) -> None:
+        """``data`` goes out with the next write, at the latest the tagged reply: for a
+        command's last output, when nothing waits on the client before it completes."""
+        self.conn.hold(data)
+
     async def untagged(self, body: str | bytes) -> None:
         await self.conn.write(response.untagged(body.encode() if isinstance(body, str) else body))
 

@@ -9,7 +9,7 @@ created, since the event has one mailbox field).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Iterable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -82,6 +82,27 @@ async def _rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+# GetSmallMessageContent's largest answer: well under the gRPC message limit, and above most
+# mail (a stream's own cost is small beside a megabyte's transfer).
+SMALL_CONTENT_BYTES = 1 << 20
+
+
+async def _small_content(chunks: AsyncIterator[bytes], limit: int) -> store_pb2.SmallMessageContent:
+    """The whole content if it is at most ``limit`` octets; else complete=false, no data, and
+    the rest is not read."""
+    parts: list[bytes] = []
+    size = 0
+    async for data in chunks:
+        size += len(data)
+        if size > limit:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+            return store_pb2.SmallMessageContent(complete=False)
+        parts.append(data)
+    metrics.CONTENT_BYTES.inc(size)
+    return store_pb2.SmallMessageContent(data=b"".join(parts), complete=True)
 
 
 class StoreServicer(store_pb2_grpc.StoreServiceServicer):
@@ -349,6 +370,15 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         async for chunk in self._stream(context, chunks):
             yield chunk
+
+    async def GetSmallMessageContent(
+        self, request: store_pb2.GetSmallMessageContentRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.SmallMessageContent:
+        limit = min(request.max_bytes or SMALL_CONTENT_BYTES, SMALL_CONTENT_BYTES)
+        chunks = await self._call(
+            context, self.repo.read_message(request.user, request.mailbox, request.uid)
+        )
+        return await self._call(context, _small_content(chunks, limit))
 
     async def GetMessageMeta(
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext

@@ -64,6 +64,7 @@ class StoreClient:
         )
         self._deadline = deadline
         self._channel = ch
+        self._small_content = True  # the store has GetSmallMessageContent (until it says no)
 
     async def close(self) -> None:
         """Close the channel (when the client owns it)."""
@@ -205,7 +206,23 @@ class StoreClient:
             call.cancel()
 
     async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
-        """The whole raw message. Raises MessageNotFound."""
+        """The whole raw message. Raises MessageNotFound.
+
+        One unary call for a message of up to 1 MiB (most mail), a stream for a larger one or
+        from a store that predates GetSmallMessageContent (ADR 0039)."""
+        req = store_pb2.GetSmallMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
+        if self._small_content:
+            try:
+                resp: store_pb2.SmallMessageContent = await self._stub.GetSmallMessageContent(
+                    req, timeout=self._deadline
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise store_error("GetSmallMessageContent", e, uid) from e
+                self._small_content = False  # a store from before it (rolling upgrade)
+            else:
+                if resp.complete:
+                    return bytes(resp.data)
         return b"".join([c async for c in self.stream_content(user, mailbox, uid)])
 
     async def get_structure(

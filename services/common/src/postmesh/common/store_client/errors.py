@@ -96,6 +96,7 @@ ANSWERS: dict[str, dict[_Code, type[StoreAnswer]]] = {
     "StoreFlags": _MAILBOX_READ,
     "Expunge": _MAILBOX_READ,
     "GetMessageContent": {_Code.NOT_FOUND: MessageNotFound},
+    "GetSmallMessageContent": {_Code.NOT_FOUND: MessageNotFound},
     "Search": {_Code.NOT_FOUND: MailboxNotFound, _Code.INVALID_ARGUMENT: SearchRejected},
     "CreateMailbox": _MAILBOX_ADMIN,
     "DeleteMailbox": _MAILBOX_ADMIN,

@@ -11,6 +11,7 @@ answered from the selected-mailbox model after a resynchronisation (``fetch_flag
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -122,7 +123,7 @@ class _Render:
         if st is None:
             # BODY[] alone needs no structure: the whole message.
             assert self.raw is not None and kind is FetchKind.BODY_SECTION
-            return _literal(att.response_name().encode(), partial(self.raw, att.partial))
+            return _literal(_name(att), partial(self.raw, att.partial))
         if kind is FetchKind.ENVELOPE:
             return [b"ENVELOPE " + fetch_render.envelope(st.envelope, utf8=self.utf8)]
         if kind in (FetchKind.BODYSTRUCTURE, FetchKind.BODY_STRUCTURE):
@@ -138,8 +139,8 @@ class _Render:
         part = section.part if section is not None else ()
         if kind is FetchKind.BINARY_SIZE:
             size = self._binary_size(st, part)
-            return [att.response_name().encode() + (b" NIL" if size is None else b" %d" % size)]
-        name = att.response_name().encode()
+            return [_name(att) + (b" NIL" if size is None else b" %d" % size)]
+        name = _name(att)
         if kind is FetchKind.BINARY:
             assert self.raw is not None
             data = binary_bytes(self.raw, st.body, part)
@@ -163,6 +164,12 @@ class _Render:
             return known
         data = binary_bytes(self.raw, st.body, part)
         return None if data is None else len(data)
+
+
+@functools.lru_cache(maxsize=256)
+def _name(att: FetchAtt) -> bytes:
+    """The item's response name, formatted once per distinct item rather than per message."""
+    return att.response_name().encode()
 
 
 def _literal(name: bytes, data: bytes, *, binary: bool = False) -> list[bytes]:
@@ -211,6 +218,12 @@ class _Output:
             data = b"".join(self._pieces)
             self._pieces, self._size = [], 0
             await self._session.send(data)
+
+    def last(self) -> None:
+        """The rest goes out with the tagged reply."""
+        if self._pieces:
+            self._session.hold(b"".join(self._pieces))
+            self._pieces, self._size = [], 0
 
 
 async def _structures(
@@ -367,7 +380,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
                 pieces += [b" ", *render.item(_MODSEQ)]
         pieces.append(b")\r\n")
         await out.add(pieces)
-    await out.flush()
+    out.last()
     if gone and not cmd.uid:
         # RFC 9051 §7.1: some messages were expunged; the client learns which at the next NOOP.
         return no("Some of the requested messages no longer exist", "EXPUNGEISSUED")

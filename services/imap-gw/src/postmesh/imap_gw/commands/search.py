@@ -163,10 +163,11 @@ async def search(session: Session, cmd: Search) -> Result:
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).
-        line = b" ".join([b"SEARCH", *(b"%d" % n for n in numbers)])
+        # One str join over C-level map: half the time of a bytes format per number.
+        line = b"SEARCH " + " ".join(map(str, numbers)).encode() if numbers else b"SEARCH"
         if want_modseq and uids:
             line += b" (MODSEQ %d)" % modseq
-        await session.untagged(line)
+        session.hold(response.untagged(line))  # with the tagged reply
         return ok(f"{cmd.label} completed")
 
     opts = set(returns or (ReturnOption.ALL,))  # RETURN () is RETURN (ALL) (RFC 4731 §3.1)
@@ -204,5 +205,5 @@ async def search(session: Session, cmd: Search) -> Result:
             ends += [uids[-1]] if ReturnOption.MAX in opts else []
             modseq = await _modseq_of(session, sel, ends)
         parts.append(b"MODSEQ %d" % modseq)
-    await session.untagged(b" ".join(parts))
+    session.hold(response.untagged(b" ".join(parts)))  # with the tagged reply
     return ok(f"{cmd.label} completed")

@@ -80,7 +80,7 @@ async def store(session: Session, cmd: Store) -> Result:
             items.append(b"MODSEQ (%d)" % m.modseq)
         lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
     if lines:
-        await session.send(b"".join(lines))
+        session.hold(b"".join(lines))  # with the tagged reply
     if modified:
         # RFC 7162 §3.1.3: the messages not changed because they had changed since; UIDs for
         # UID STORE, else sequence numbers.

@@ -225,8 +225,9 @@ def get_meta(
         part = uids[i : i + rows.BATCH]
         marks = ",".join("?" * len(part))
         found = conn.execute(
+            # The planner prefers blob_index's primary key, whose rows are large (schema.py).
             "SELECT m.uid, m.blob_id, i.meta FROM messages m"
-            " LEFT JOIN blob_index i ON i.blob_id = m.blob_id"
+            " LEFT JOIN blob_index i INDEXED BY blob_index_meta ON i.blob_id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND m.uid IN ({marks}) ORDER BY m.uid",
             (mailbox_id, *part),
         ).fetchall()
@@ -282,13 +283,16 @@ def search(
 
 def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -> Changes:
     row = rows.require_mailbox(conn, user, mailbox)
+    # "+uid": without it the planner walks the whole mailbox in UID order to find the few rows
+    # above ``since``; with it, it takes the (mailbox_id, modseq) indexes and sorts what they
+    # find (a resync of an unchanged 2,000-message mailbox: ~86 µs -> ~5 µs; ADR 0039).
     changed = conn.execute(
         f"SELECT {rows.MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND modseq > ?"
-        " ORDER BY uid",
+        " ORDER BY +uid",
         (row[0], since),
     ).fetchall()
     gone = conn.execute(
-        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY +uid",
         (row[0], since),
     ).fetchall()
     floor = conn.execute("SELECT vanished_floor FROM mailboxes WHERE id = ?", (row[0],)).fetchone()

@@ -12,7 +12,13 @@ from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+# In SCHEMA, and made by the 4->5 migration. GetMessageMeta (FETCH ENVELOPE, BODYSTRUCTURE,
+# headers) reads only ``meta``, a few hundred octets beside a search document of kilobytes in
+# the same row: in this narrow copy its lookups touch a few small pages instead of the large
+# rows' pages (1,000 messages: about 3x less SQLite time measured; ADR 0039).
+_CREATE_BLOB_META_INDEX = "CREATE INDEX IF NOT EXISTS blob_index_meta ON blob_index (blob_id, meta)"
 
 # In SCHEMA, and made by the 2->3 migration (version 2 kept header values only inside the
 # search documents).
@@ -89,6 +95,8 @@ CREATE TABLE IF NOT EXISTS blob_index (
 -- blob_index, in the same transaction.
 """
     + _CREATE_BLOB_HEADERS
+    + ";\n"
+    + _CREATE_BLOB_META_INDEX
     + """;
 -- flags: JSON array in canonical order; seen/deleted mirror two of them for counts and EXPUNGE.
 CREATE TABLE IF NOT EXISTS messages (
@@ -169,6 +177,14 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE mailboxes ADD COLUMN vanished_floor INTEGER NOT NULL DEFAULT 0")
 
 
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """The narrow index of the metadata (one pass over blob_index at the first open)."""
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob_index'"
+    ).fetchone():
+        conn.execute(_CREATE_BLOB_META_INDEX)
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -241,5 +257,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = 3
     if version == 3:
         _step(conn, 4, _migrate_3_to_4)
+        version = 4
+    if version == 4:
+        _step(conn, 5, _migrate_4_to_5)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

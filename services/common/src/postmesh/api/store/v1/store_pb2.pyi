@@ -422,6 +422,59 @@ class ContentChunk(_message.Message):
 Global___ContentChunk: _TypeAlias = ContentChunk  # noqa: Y015
 
 @_typing.final
+class GetSmallMessageContentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    uid: _builtins.int
+    max_bytes: _builtins.int
+    """At most this many octets in the answer; 0 means the store's own limit (1 MiB)."""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        uid: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "max_bytes", b"max_bytes", "uid", b"uid", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSmallMessageContentRequest: _TypeAlias = GetSmallMessageContentRequest  # noqa: Y015
+
+@_typing.final
+class SmallMessageContent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """the whole message when complete"""
+    complete: _builtins.bool
+    """false: larger than max_bytes, stream it instead"""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmallMessageContent: _TypeAlias = SmallMessageContent  # noqa: Y015
+
+@_typing.final
 class StoreFlagsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -64,6 +64,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
                 _registered_method=True)
+        self.GetSmallMessageContent = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/GetSmallMessageContent',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.FromString,
+                _registered_method=True)
         self.StoreFlags = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/StoreFlags',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.StoreFlagsRequest.SerializeToString,
@@ -192,6 +197,15 @@ class StoreServiceServicer:
 
     def GetMessageContent(self, request, context):
         """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSmallMessageContent(self, request, context):
+        """The same content in one answer when it is at most max_bytes, so a small message costs one
+        unary call instead of a stream; a larger one answers complete=false without data, and the
+        caller streams it with GetMessageContent (ADR 0039).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -351,6 +365,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.GetMessageContent,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
+            ),
+            'GetSmallMessageContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSmallMessageContent,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.SerializeToString,
             ),
             'StoreFlags': grpc.unary_unary_rpc_method_handler(
                     servicer.StoreFlags,
@@ -600,6 +619,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/GetMessageContent',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSmallMessageContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetSmallMessageContent',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,11 @@ class StoreServiceStub:
     """
     GetMessageContent: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
+    GetSmallMessageContent: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetSmallMessageContentRequest, _store_pb2.SmallMessageContent]
+    """The same content in one answer when it is at most max_bytes, so a small message costs one
+    unary call instead of a stream; a larger one answers complete=false without data, and the
+    caller streams it with GetMessageContent (ADR 0039).
+    """
     StoreFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]
     Expunge: _grpc.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]
     """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
@@ -108,6 +113,11 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """
     GetMessageContent: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]  # type: ignore[assignment]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
+    GetSmallMessageContent: _aio.UnaryUnaryMultiCallable[_store_pb2.GetSmallMessageContentRequest, _store_pb2.SmallMessageContent]  # type: ignore[assignment]
+    """The same content in one answer when it is at most max_bytes, so a small message costs one
+    unary call instead of a stream; a larger one answers complete=false without data, and the
+    caller streams it with GetMessageContent (ADR 0039).
+    """
     StoreFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]  # type: ignore[assignment]
     Expunge: _aio.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]  # type: ignore[assignment]
     """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
@@ -203,6 +213,17 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_store_pb2.ContentChunk], _abc.AsyncIterator[_store_pb2.ContentChunk]]:
         """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
+
+    @_abc_1.abstractmethod
+    def GetSmallMessageContent(
+        self,
+        request: _store_pb2.GetSmallMessageContentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SmallMessageContent, _abc.Awaitable[_store_pb2.SmallMessageContent]]:
+        """The same content in one answer when it is at most max_bytes, so a small message costs one
+        unary call instead of a stream; a larger one answers complete=false without data, and the
+        caller streams it with GetMessageContent (ADR 0039).
+        """
 
     @_abc_1.abstractmethod
     def StoreFlags(
