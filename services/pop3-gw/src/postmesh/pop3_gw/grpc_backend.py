@@ -29,6 +29,9 @@ log = get_logger(__name__)
 # size, assuming the client reads at least this fast (a slower one loses the connection, no mail).
 _MIN_CLIENT_BYTES_PER_SECOND = 64 * 1024
 
+# A read-ahead batch is read as fast as the store sends it (its memory is reserved up front).
+_MIN_STORE_BYTES_PER_SECOND = 1024 * 1024
+
 T = TypeVar("T")
 
 
@@ -71,6 +74,14 @@ class StoreMaildrop:
                     yield chunk
             except MessageNotFound as e:
                 raise MessageGone(uid) from e
+
+    async def fetch_many(
+        self, user: str, uids: Sequence[int], total_size: int
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        timeout = self._deadline + total_size / _MIN_STORE_BYTES_PER_SECOND
+        async with aclosing(self._store.read_contents(user, INBOX, uids, timeout=timeout)) as s:
+            async for item in s:
+                yield item
 
     async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
         await self._inbox_write(self._store.store_flags(user, INBOX, uids, FlagsMode.ADD, flags))

@@ -26,6 +26,9 @@ from postmesh.store.validation import mailbox_name
 log = get_logger(__name__)
 T = TypeVar("T")
 
+# GetMessageContents: UIDs per call (the caller bounds the bytes; this bounds the request).
+MAX_CONTENTS_UIDS = 1000
+
 _CODES: dict[type[errors.StoreError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -349,6 +352,31 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         async for chunk in self._stream(context, chunks):
             yield chunk
+
+    async def GetMessageContents(
+        self, request: store_pb2.GetMessageContentsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[store_pb2.MessageContentChunk]:
+        """One message after the other, as GetMessageContent would send each; a missing one is
+        reported in the stream instead of ending it (the caller's list may be stale)."""
+        if len(request.uids) > MAX_CONTENTS_UIDS:
+            await self._fail(
+                context, errors.InvalidArgument(f"at most {MAX_CONTENTS_UIDS} uids per call")
+            )
+        for uid in request.uids:
+            try:
+                chunks = await self.repo.read_message(request.user, request.mailbox, uid)
+            except errors.NotFound:
+                yield store_pb2.MessageContentChunk(uid=uid, last=True, missing=True)
+                continue
+            except Exception as exc:
+                await self._fail(context, exc)
+            # One chunk behind: the last one carries last=True (an empty message is one chunk).
+            held: bytes | None = None
+            async for data in self._stream(context, chunks):
+                if held is not None:
+                    yield store_pb2.MessageContentChunk(uid=uid, data=held)
+                held = data.data
+            yield store_pb2.MessageContentChunk(uid=uid, data=held or b"", last=True)
 
     async def GetMessageMeta(
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext

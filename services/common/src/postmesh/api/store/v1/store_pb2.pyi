@@ -422,6 +422,61 @@ class ContentChunk(_message.Message):
 Global___ContentChunk: _TypeAlias = ContentChunk  # noqa: Y015
 
 @_typing.final
+class GetMessageContentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    UIDS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    @_builtins.property
+    def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        uids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "uids", b"uids", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMessageContentsRequest: _TypeAlias = GetMessageContentsRequest  # noqa: Y015
+
+@_typing.final
+class MessageContentChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    uid: _builtins.int
+    data: _builtins.bytes
+    last: _builtins.bool
+    """The message's last chunk (a missing message's only one)."""
+    missing: _builtins.bool
+    def __init__(
+        self,
+        *,
+        uid: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+        missing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last", "missing", b"missing", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageContentChunk: _TypeAlias = MessageContentChunk  # noqa: Y015
+
+@_typing.final
 class StoreFlagsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -64,6 +64,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
                 _registered_method=True)
+        self.GetMessageContents = channel.unary_stream(
+                '/postmesh.api.store.v1.StoreService/GetMessageContents',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.FromString,
+                _registered_method=True)
         self.StoreFlags = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/StoreFlags',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.StoreFlagsRequest.SerializeToString,
@@ -192,6 +197,16 @@ class StoreServiceServicer:
 
     def GetMessageContent(self, request, context):
         """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageContents(self, request, context):
+        """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
+        order, ADR 38): each message as one or more chunks of its uid, the last with last=true; a
+        message the store cannot find (expunged, or its mailbox gone) is one chunk with missing=true
+        and the others still follow. The caller bounds the size by the uids it asks for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -351,6 +366,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.GetMessageContent,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.SerializeToString,
+            ),
+            'GetMessageContents': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMessageContents,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.SerializeToString,
             ),
             'StoreFlags': grpc.unary_unary_rpc_method_handler(
                     servicer.StoreFlags,
@@ -600,6 +620,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/GetMessageContent',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ContentChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageContents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetMessageContents',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,138 @@
+"""The read-ahead window on its own (ADR 38): the byte budget holds at every moment, a vanished
+message is simply not in it, and encode_whole sends what the streaming encoder sends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, Sequence
+
+from postmesh.common.backend import BackendUnavailable
+from postmesh.pop3_gw.backend import MessageInfo
+from postmesh.pop3_gw.content import MessageEncoder, encode_whole
+from postmesh.pop3_gw.window import ReadAheadWindow
+
+
+class Store:
+    """fetch_many over a dict, checking the window's budget each time it hands out a message."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.content = {uid: bytes([64 + uid % 26]) * size for uid, size in enumerate(sizes, 1)}
+        self.infos = tuple(MessageInfo(uid, len(c), frozenset()) for uid, c in self.content.items())
+        self.window: ReadAheadWindow | None = None
+        self.budget = 0
+        self.calls: list[list[int]] = []
+        self.fail_at: int | None = None
+        self.most_held = 0
+
+    async def fetch_many(
+        self, user: str, uids: Sequence[int], total_size: int
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        self.calls.append(list(uids))
+        assert total_size == sum(self.infos[u - 1].size for u in uids)
+        for uid in uids:
+            await asyncio.sleep(0)
+            assert self.window is not None
+            self.most_held = max(self.most_held, self.window.held)
+            assert self.window.held <= self.budget
+            if uid == self.fail_at:
+                raise BackendUnavailable("store went away")
+            yield uid, self.content.get(uid)
+
+
+def window(store: Store, budget: int, *, deleted: set[int] | None = None) -> ReadAheadWindow:
+    gone = deleted if deleted is not None else set()
+    w = ReadAheadWindow(
+        store,  # type: ignore[arg-type]  # only fetch_many is used
+        "u",
+        store.infos,
+        gone.__contains__,
+        budget=budget,
+        max_message=budget,
+        max_batch=100,
+    )
+    store.window, store.budget = w, budget
+    return w
+
+
+async def retr_all(w: ReadAheadWindow, count: int) -> list[bytes | None]:
+    out = []
+    for n in range(1, count + 1):
+        out.append(await w.take(n))
+        w.start(n, wide=True)
+        await asyncio.sleep(0)  # the client reads the response
+    return out
+
+
+async def test_the_budget_holds_at_every_moment() -> None:
+    rng = random.Random(7)
+    store = Store([rng.randint(100, 1000) for _ in range(60)])
+    w = window(store, 2500)
+    w.start(0, wide=False)
+    got = await retr_all(w, 60)
+    assert got == [store.content[n] for n in range(1, 61)]
+    assert len(store.calls) > 3 and 1250 < store.most_held <= 2500
+    assert w.idle and w.held == 0
+
+
+async def test_before_the_first_retr_only_one_message() -> None:
+    store = Store([100] * 5)
+    w = window(store, 10_000)
+    w.start(0, wide=False)
+    await asyncio.sleep(0.01)
+    assert store.calls == [[1]] and w.held == 100
+    assert await w.take(1) == store.content[1]
+    w.start(1, wide=True)
+    await asyncio.sleep(0.01)
+    assert store.calls == [[1], [2, 3, 4, 5]] and w.held == 400
+
+
+async def test_vanished_too_large_and_deleted_messages_are_not_in_the_window() -> None:
+    store = Store([100, 100, 100, 5000, 100, 100])
+    del store.content[3]  # expunged after the maildrop was listed
+    w = window(store, 1000, deleted={5})
+    w.start(0, wide=True)
+    got = await retr_all(w, 6)
+    assert got == [store.content[1], store.content[2], None, None, None, store.content[6]]
+    assert store.calls == [[1, 2, 3, 6]]
+    assert w.held == 0
+
+
+async def test_a_failed_call_releases_its_budget_and_resumes_at_the_next_start() -> None:
+    store = Store([100] * 6)
+    store.fail_at = 3
+    w = window(store, 10_000)
+    w.start(0, wide=True)
+    assert await w.take(1) == store.content[1]
+    assert await w.take(2) == store.content[2]
+    assert await w.take(3) is None  # RETR 3 reads it itself
+    assert w.held == 0 and w.idle
+    store.fail_at = None
+    w.start(3, wide=True)
+    assert await w.take(4) == store.content[4]
+    assert store.calls == [[1, 2, 3, 4, 5, 6], [4, 5, 6]]
+
+
+async def test_drop_frees_everything_and_close_ends_the_calls() -> None:
+    store = Store([100] * 10)
+    w = window(store, 500)
+    w.start(0, wide=True)
+    await asyncio.sleep(0.01)
+    assert w.held == 500
+    w.drop()
+    assert w.held == 0 and w.idle
+    w.start(0, wide=False)  # from the first message not taken, one at a time again
+    assert await w.take(1) == store.content[1]
+    w.discard(2)
+    await w.close()
+    assert w.idle
+
+
+def test_encode_whole_matches_the_streaming_encoder() -> None:
+    rng = random.Random(11)
+    alphabet = [b".", b"\r", b"\n", b"\r\n", b"a", b"..", b"\r\n.", b"\n."]
+    cases = [b"", b".", b"\r\n", b".\r\n", b"a\r\n.b\r\n", b"x\n", b"x\r", b"x"]
+    cases += [b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(500)]
+    for data in cases:
+        encoder = MessageEncoder()
+        assert b"".join(encode_whole(data)) == encoder.feed(data) + encoder.finish(), data
