@@ -355,28 +355,45 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
 
     async def GetMessageContents(
         self, request: store_pb2.GetMessageContentsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[store_pb2.MessageContentChunk]:
-        """One message after the other, as GetMessageContent would send each; a missing one is
-        reported in the stream instead of ending it (the caller's list may be stale)."""
+    ) -> AsyncIterator[store_pb2.MessageContents]:
+        """One message after the other, as GetMessageContent would send each, packed up to
+        CHUNK_BYTES per response; a missing one is reported in the stream instead of ending it
+        (the caller's list may be stale)."""
         if len(request.uids) > MAX_CONTENTS_UIDS:
             await self._fail(
                 context, errors.InvalidArgument(f"at most {MAX_CONTENTS_UIDS} uids per call")
             )
-        for uid in request.uids:
-            try:
-                chunks = await self.repo.read_message(request.user, request.mailbox, uid)
-            except errors.NotFound:
-                yield store_pb2.MessageContentChunk(uid=uid, last=True, missing=True)
-                continue
-            except Exception as exc:
-                await self._fail(context, exc)
-            # One chunk behind: the last one carries last=True (an empty message is one chunk).
-            held: bytes | None = None
-            async for data in self._stream(context, chunks):
-                if held is not None:
-                    yield store_pb2.MessageContentChunk(uid=uid, data=held)
-                held = data.data
-            yield store_pb2.MessageContentChunk(uid=uid, data=held or b"", last=True)
+        Part = store_pb2.MessagePart
+        parts: list[store_pb2.MessagePart] = []
+        packed = 0
+        try:
+            async for uid, chunks in self.repo.read_messages(
+                request.user, request.mailbox, request.uids
+            ):
+                if chunks is None:
+                    parts.append(Part(uid=uid, last=True, missing=True))
+                    continue
+                # One chunk behind: the last one carries last=True.
+                held = b""
+                first = True
+                async for data in _rechunk(chunks, CHUNK_BYTES):
+                    metrics.CONTENT_BYTES.inc(len(data))
+                    if not first:
+                        parts.append(Part(uid=uid, data=held))
+                        packed += len(held)
+                    held, first = data, False
+                    if packed >= CHUNK_BYTES:
+                        yield store_pb2.MessageContents(parts=parts)
+                        parts, packed = [], 0
+                parts.append(Part(uid=uid, data=held, last=True))
+                packed += len(held)
+                if packed >= CHUNK_BYTES:
+                    yield store_pb2.MessageContents(parts=parts)
+                    parts, packed = [], 0
+        except Exception as exc:
+            await self._fail(context, exc)
+        if parts:
+            yield store_pb2.MessageContents(parts=parts)
 
     async def GetMessageMeta(
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext

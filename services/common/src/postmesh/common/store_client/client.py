@@ -220,16 +220,17 @@ class StoreClient:
         call = self._stub.GetMessageContents(req, timeout=timeout or self._deadline)
         parts: list[bytes] = []
         try:
-            async for chunk in call:
-                if chunk.missing:
-                    parts.clear()
-                    yield chunk.uid, None
-                    continue
-                parts.append(chunk.data)
-                if chunk.last:
-                    data = parts[0] if len(parts) == 1 else b"".join(parts)
-                    parts.clear()
-                    yield chunk.uid, data
+            async for resp in call:
+                for part in resp.parts:
+                    if part.missing:
+                        parts.clear()
+                        yield part.uid, None
+                        continue
+                    parts.append(part.data)
+                    if part.last:
+                        data = parts[0] if len(parts) == 1 else b"".join(parts)
+                        parts.clear()
+                        yield part.uid, data
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise store_error("GetMessageContents", e, mailbox) from e

@@ -448,7 +448,27 @@ class GetMessageContentsRequest(_message.Message):
 Global___GetMessageContentsRequest: _TypeAlias = GetMessageContentsRequest  # noqa: Y015
 
 @_typing.final
-class MessageContentChunk(_message.Message):
+class MessageContents(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessagePart]: ...
+    def __init__(
+        self,
+        *,
+        parts: _abc.Iterable[Global___MessagePart] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageContents: _TypeAlias = MessageContents  # noqa: Y015
+
+@_typing.final
+class MessagePart(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UID_FIELD_NUMBER: _builtins.int
@@ -458,7 +478,7 @@ class MessageContentChunk(_message.Message):
     uid: _builtins.int
     data: _builtins.bytes
     last: _builtins.bool
-    """The message's last chunk (a missing message's only one)."""
+    """The message's last part (a missing message's only one)."""
     missing: _builtins.bool
     def __init__(
         self,
@@ -474,7 +494,7 @@ class MessageContentChunk(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___MessageContentChunk: _TypeAlias = MessageContentChunk  # noqa: Y015
+Global___MessagePart: _TypeAlias = MessagePart  # noqa: Y015
 
 @_typing.final
 class StoreFlagsRequest(_message.Message):

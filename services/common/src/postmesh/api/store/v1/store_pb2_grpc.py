@@ -67,7 +67,7 @@ class StoreServiceStub:
         self.GetMessageContents = channel.unary_stream(
                 '/postmesh.api.store.v1.StoreService/GetMessageContents',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
-                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.FromString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.FromString,
                 _registered_method=True)
         self.StoreFlags = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/StoreFlags',
@@ -204,9 +204,10 @@ class StoreServiceServicer:
 
     def GetMessageContents(self, request, context):
         """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
-        order, ADR 38): each message as one or more chunks of its uid, the last with last=true; a
-        message the store cannot find (expunged, or its mailbox gone) is one chunk with missing=true
-        and the others still follow. The caller bounds the size by the uids it asks for.
+        order, ADR 38), small messages packed several to a response: each message as one or more
+        parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+        its mailbox gone) is one part with missing=true and the others still follow. The caller
+        bounds the size by the uids it asks for (at most 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,7 +371,7 @@ def add_StoreServiceServicer_to_server(servicer, server):
             'GetMessageContents': grpc.unary_stream_rpc_method_handler(
                     servicer.GetMessageContents,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.FromString,
-                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.SerializeToString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.SerializeToString,
             ),
             'StoreFlags': grpc.unary_unary_rpc_method_handler(
                     servicer.StoreFlags,
@@ -646,7 +647,7 @@ class StoreService:
             target,
             '/postmesh.api.store.v1.StoreService/GetMessageContents',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
-            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContentChunk.FromString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,11 +46,12 @@ class StoreServiceStub:
     """
     GetMessageContent: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
-    GetMessageContents: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContentChunk]
+    GetMessageContents: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContents]
     """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
-    order, ADR 38): each message as one or more chunks of its uid, the last with last=true; a
-    message the store cannot find (expunged, or its mailbox gone) is one chunk with missing=true
-    and the others still follow. The caller bounds the size by the uids it asks for.
+    order, ADR 38), small messages packed several to a response: each message as one or more
+    parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+    its mailbox gone) is one part with missing=true and the others still follow. The caller
+    bounds the size by the uids it asks for (at most 1000).
     """
     StoreFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]
     Expunge: _grpc.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]
@@ -114,11 +115,12 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """
     GetMessageContent: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentRequest, _store_pb2.ContentChunk]  # type: ignore[assignment]
     """The raw RFC 5322 message, streamed in chunks so no size hits gRPC's message limit."""
-    GetMessageContents: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContentChunk]  # type: ignore[assignment]
+    GetMessageContents: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContents]  # type: ignore[assignment]
     """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
-    order, ADR 38): each message as one or more chunks of its uid, the last with last=true; a
-    message the store cannot find (expunged, or its mailbox gone) is one chunk with missing=true
-    and the others still follow. The caller bounds the size by the uids it asks for.
+    order, ADR 38), small messages packed several to a response: each message as one or more
+    parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+    its mailbox gone) is one part with missing=true and the others still follow. The caller
+    bounds the size by the uids it asks for (at most 1000).
     """
     StoreFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]  # type: ignore[assignment]
     Expunge: _aio.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]  # type: ignore[assignment]
@@ -221,11 +223,12 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _store_pb2.GetMessageContentsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_store_pb2.MessageContentChunk], _abc.AsyncIterator[_store_pb2.MessageContentChunk]]:
+    ) -> _typing.Union[_abc.Iterator[_store_pb2.MessageContents], _abc.AsyncIterator[_store_pb2.MessageContents]]:
         """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
-        order, ADR 38): each message as one or more chunks of its uid, the last with last=true; a
-        message the store cannot find (expunged, or its mailbox gone) is one chunk with missing=true
-        and the others still follow. The caller bounds the size by the uids it asks for.
+        order, ADR 38), small messages packed several to a response: each message as one or more
+        parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+        its mailbox gone) is one part with missing=true and the others still follow. The caller
+        bounds the size by the uids it asks for (at most 1000).
         """
 
     @_abc_1.abstractmethod
