@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 # GetMessageContents: UIDs per call (the caller bounds the bytes; this bounds the request).
 MAX_CONTENTS_UIDS = 1000
+# Its first response goes out at this many octets; each next one may hold four times more, up
+# to CHUNK_BYTES.
+_FIRST_FLUSH = 1
 
 _CODES: dict[type[errors.StoreError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -356,16 +359,17 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
     async def GetMessageContents(
         self, request: store_pb2.GetMessageContentsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[store_pb2.MessageContents]:
-        """One message after the other, as GetMessageContent would send each, packed up to
-        CHUNK_BYTES per response; a missing one is reported in the stream instead of ending it
-        (the caller's list may be stale)."""
+        """One message after the other, as GetMessageContent would send each, packed into
+        responses that grow to CHUNK_BYTES (the first goes out with the first message: the
+        caller is waiting for it); a missing one is reported in the stream instead of ending
+        it (the caller's list may be stale)."""
         if len(request.uids) > MAX_CONTENTS_UIDS:
             await self._fail(
                 context, errors.InvalidArgument(f"at most {MAX_CONTENTS_UIDS} uids per call")
             )
         Part = store_pb2.MessagePart
         parts: list[store_pb2.MessagePart] = []
-        packed = 0
+        packed, flush_at = 0, _FIRST_FLUSH
         try:
             async for uid, chunks in self.repo.read_messages(
                 request.user, request.mailbox, request.uids
@@ -382,14 +386,16 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                         parts.append(Part(uid=uid, data=held))
                         packed += len(held)
                     held, first = data, False
-                    if packed >= CHUNK_BYTES:
+                    if packed >= flush_at:
                         yield store_pb2.MessageContents(parts=parts)
                         parts, packed = [], 0
+                        flush_at = min(4 * flush_at, CHUNK_BYTES)
                 parts.append(Part(uid=uid, data=held, last=True))
                 packed += len(held)
-                if packed >= CHUNK_BYTES:
+                if packed >= flush_at:
                     yield store_pb2.MessageContents(parts=parts)
                     parts, packed = [], 0
+                    flush_at = min(4 * flush_at, CHUNK_BYTES)
         except Exception as exc:
             await self._fail(context, exc)
         if parts:

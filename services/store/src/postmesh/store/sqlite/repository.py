@@ -211,8 +211,9 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
     ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
         # The lookups and first chunks of a group of messages in one trip to the connection's
         # thread; a group holds at most _READ_GROUP first chunks in memory.
-        for i in range(0, len(uids), _READ_GROUP):
-            group = uids[i : i + _READ_GROUP]
+        i, size = 0, 2  # a small first group: the caller waits for the first message
+        while i < len(uids):
+            group, i, size = uids[i : i + size], i + size, _READ_GROUP
 
             def find(
                 conn: sqlite3.Connection, group: list[int] = group
