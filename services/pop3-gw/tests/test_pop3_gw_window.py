@@ -40,7 +40,9 @@ class Store:
             yield uid, self.content.get(uid)
 
 
-def window(store: Store, budget: int, *, deleted: set[int] | None = None) -> ReadAheadWindow:
+def window(
+    store: Store, budget: int, *, deleted: set[int] | None = None, max_message: int = 0
+) -> ReadAheadWindow:
     gone = deleted if deleted is not None else set()
     w = ReadAheadWindow(
         store,  # type: ignore[arg-type]  # only fetch_many is used
@@ -48,7 +50,7 @@ def window(store: Store, budget: int, *, deleted: set[int] | None = None) -> Rea
         store.infos,
         gone.__contains__,
         budget=budget,
-        max_message=budget,
+        max_message=max_message or budget,
         max_batch=100,
     )
     store.window, store.budget = w, budget
@@ -59,71 +61,79 @@ async def retr_all(w: ReadAheadWindow, count: int) -> list[bytes | None]:
     out = []
     for n in range(1, count + 1):
         out.append(await w.take(n))
-        w.start(n, wide=True)
         await asyncio.sleep(0)  # the client reads the response
     return out
 
 
-async def test_the_budget_holds_at_every_moment() -> None:
+async def test_the_budget_holds_at_every_moment_and_the_limit_grows_to_it() -> None:
     rng = random.Random(7)
     store = Store([rng.randint(100, 1000) for _ in range(60)])
-    w = window(store, 2500)
-    w.start(0, wide=False)
-    got = await retr_all(w, 60)
-    assert got == [store.content[n] for n in range(1, 61)]
-    assert len(store.calls) > 3 and 1250 < store.most_held <= 2500
+    w = window(store, 4000)
+    assert await retr_all(w, 60) == [store.content[n] for n in range(1, 61)]
+    assert sum(len(c) for c in store.calls) == 60  # every message read once
+    assert 2000 < store.most_held <= 4000
     assert w.idle and w.held == 0
 
 
-async def test_before_the_first_retr_only_one_message() -> None:
-    store = Store([100] * 5)
-    w = window(store, 10_000)
-    w.start(0, wide=False)
+async def test_nothing_before_the_first_retr_then_an_eighth_of_the_budget() -> None:
+    store = Store([100] * 50)
+    w = window(store, 4000)
     await asyncio.sleep(0.01)
-    assert store.calls == [[1]] and w.held == 100
+    assert store.calls == []
     assert await w.take(1) == store.content[1]
-    w.start(1, wide=True)
+    assert store.calls[0] == [1, 2, 3, 4, 5]  # 500 octets: an eighth of 4000
+    assert await w.take(2) == store.content[2]
+    # Each RETR the window answers doubles the limit.
+    assert len(store.calls[-1]) > 5
+
+
+async def test_a_retr_ahead_of_the_window_moves_it_one_behind_it_does_not() -> None:
+    store = Store([100] * 30)
+    w = window(store, 800)  # first limit 100: one message
+    assert await w.take(10) == store.content[10]
     await asyncio.sleep(0.01)
-    assert store.calls == [[1], [2, 3, 4, 5]] and w.held == 400
+    assert store.calls == [[10], [11]]
+    assert await w.take(3) is None  # behind: RETR reads it itself
+    assert await w.take(11) == store.content[11]
+    assert await w.take(20) == store.content[20]  # a jump: the window starts again there
+    assert store.calls[-1] == [20]
 
 
 async def test_vanished_too_large_and_deleted_messages_are_not_in_the_window() -> None:
     store = Store([100, 100, 100, 5000, 100, 100])
     del store.content[3]  # expunged after the maildrop was listed
-    w = window(store, 1000, deleted={5})
-    w.start(0, wide=True)
+    w = window(store, 8000, deleted={5}, max_message=1000)
     got = await retr_all(w, 6)
     assert got == [store.content[1], store.content[2], None, None, None, store.content[6]]
     assert store.calls == [[1, 2, 3, 6]]
     assert w.held == 0
 
 
-async def test_a_failed_call_releases_its_budget_and_resumes_at_the_next_start() -> None:
+async def test_a_failed_call_releases_its_budget_and_resumes_at_the_next_retr() -> None:
     store = Store([100] * 6)
     store.fail_at = 3
     w = window(store, 10_000)
-    w.start(0, wide=True)
     assert await w.take(1) == store.content[1]
     assert await w.take(2) == store.content[2]
-    assert await w.take(3) is None  # RETR 3 reads it itself
-    assert w.held == 0 and w.idle
+    await asyncio.sleep(0.01)
+    assert w.held == 0
     store.fail_at = None
-    w.start(3, wide=True)
+    assert await w.take(3) == store.content[3]  # a new call, from the first that did not come
     assert await w.take(4) == store.content[4]
-    assert store.calls == [[1, 2, 3, 4, 5, 6], [4, 5, 6]]
+    assert store.calls == [[1, 2, 3, 4, 5, 6], [3, 4, 5, 6]]
 
 
 async def test_drop_frees_everything_and_close_ends_the_calls() -> None:
     store = Store([100] * 10)
-    w = window(store, 500)
-    w.start(0, wide=True)
+    w = window(store, 4000)
+    assert await w.take(1) == store.content[1]
     await asyncio.sleep(0.01)
-    assert w.held == 500
+    assert w.held == 400
     w.drop()
     assert w.held == 0 and w.idle
-    w.start(0, wide=False)  # from the first message not taken, one at a time again
-    assert await w.take(1) == store.content[1]
-    w.discard(2)
+    assert await w.take(2) == store.content[2]  # opens again
+    assert store.calls[-1][0] == 2
+    w.discard(3)
     await w.close()
     assert w.idle
 

@@ -528,8 +528,6 @@ class Pop3Session:
                     (f"{n} {info.size}" for n, info in drop.visible()),
                 )
             )
-            if self.read_ahead is not None:
-                self.read_ahead.start(0, wide=False)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -546,8 +544,6 @@ class Pop3Session:
                     (f"{n} {drop.unique_id(info)}" for n, info in drop.visible()),
                 )
             )
-            if self.read_ahead is not None:
-                self.read_ahead.start(0, wide=False)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -563,7 +559,6 @@ class Pop3Session:
         assert self.user is not None
         if body_lines is None and self.read_ahead is not None:
             data = await self.read_ahead.take(msg)
-            self.read_ahead.start(msg, wide=True)
             if data is not None:
                 pieces = encode_whole(data)
                 # One write for status line and body: no per-chunk wake-ups.

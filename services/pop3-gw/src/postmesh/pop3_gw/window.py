@@ -1,16 +1,18 @@
 """RETR read-ahead through a byte-budgeted window (ADR 38).
 
 The maildrop is fixed once the session holds its lock (RFC 1939 §8) and downloaders RETR it in
-order, waiting for each response before the next command. So the messages after the one being
-retrieved are read from the store ahead of their commands, many per store call
-(GetMessageContents), instead of one store round trip per RETR.
+order, waiting for each response before the next command. So from the first RETR on, the
+message asked and those after it are read from the store ahead of their commands, many per
+store call (GetMessageContents), instead of one store round trip per RETR.
 
 Memory: the octets of the messages read ahead, whether received or still on their way, are
-reserved against ``budget`` *before* each store call, so a session never holds more than
+reserved against a limit *before* each store call, so a session never holds more than
 ``budget`` octets of read-ahead content; a batch is read as fast as the store sends it (gRPC
-flow control is not the bound). Until the client's first RETR (after LIST or UIDL) only the
-first message is read ahead, and the session drops the window when its client goes idle
-(:meth:`ReadAheadWindow.drop`): a session that waits holds at most one message, or nothing.
+flow control is not the bound). The limit starts at an eighth of the budget at the first RETR
+(or one that jumps) and doubles with each RETR the window answers, so a client that retrieves
+one message costs little more than that message. Nothing is read before the first RETR (a
+mail check that only lists reads no content), and the session drops the window when its
+client goes idle (:meth:`ReadAheadWindow.drop`).
 
 Anything unusual is invisible to the client: a message that is gone, a failing store call, a
 message over ``max_message`` or out of order is simply not in the window, and RETR then reads
@@ -51,12 +53,15 @@ class ReadAheadWindow:
         self._messages = messages
         self._deleted = deleted
         self._budget = budget
+        self._first_limit = max(1, budget // 8)
         self._max_message = min(max_message, budget)
         self._max_batch = max_batch
+        # Until a RETR opens the window (and again after drop) nothing is read.
+        self._open = False
         # The next message to consider; every one before it was read ahead or passed over.
         self._cursor = 1
-        # False until the first RETR: one message at a time.
-        self._wide = False
+        # Octets the window may hold now: grows from _first_limit to the budget.
+        self._limit = self._first_limit
         self._ready: dict[int, bytes] = {}
         self._pending: set[int] = set()
         # Octets reserved: the messages in _ready and _pending, by their listed sizes.
@@ -68,28 +73,27 @@ class ReadAheadWindow:
 
     # -- what the session calls --------------------------------------------------------------
 
-    def start(self, after: int, *, wide: bool) -> None:
-        """The client listed the maildrop (``after`` 0) or retrieved message ``after``: read on
-        from the message after it, the whole budget once ``wide``."""
-        for n in [n for n in self._ready if n <= after]:
-            self._ready.pop(n)
-            self._release(n)
-        if self._cursor <= after:
-            # The client went past the window: what is on its way is of no use any more.
-            self._stop()
-            self._cursor = after + 1
-        self._wide = self._wide or wide
-        self._fill()
-
     async def take(self, number: int) -> bytes | None:
-        """Message ``number``'s content if it was read ahead (waiting for it when it is on its
-        way), else None."""
+        """RETR ``number``: its content from the window (waiting for it when it is on its way),
+        or None when RETR must read it itself. A RETR ahead of the window (the first one, or a
+        jump) opens it there; one behind it leaves it as it is."""
+        if number in self._ready or number in self._pending:
+            self._limit = min(2 * self._limit, self._budget)
+        elif self._open and number < self._cursor:
+            return None  # behind the window, or it came back missing
+        else:
+            self._stop()
+            self._drop_ready(len(self._messages))
+            self._open, self._cursor, self._limit = True, number, self._first_limit
+        self._fill()
         while number in self._pending:
             self._arrived.clear()
             await self._arrived.wait()
         data = self._ready.pop(number, None)
         if data is not None:
-            self._release(number)  # refilled by the start() that follows the RETR
+            self._release(number)
+        self._drop_ready(number)  # the client went past them
+        self._fill()
         return data
 
     def discard(self, number: int) -> None:
@@ -98,14 +102,10 @@ class ReadAheadWindow:
             self._release(number)
 
     def drop(self) -> None:
-        """Free everything (the client went idle); the next :meth:`start` begins again with
-        one message, from the first one not yet taken."""
-        first = min([*self._ready, *self._pending], default=self._cursor)
+        """Free everything (the client went idle); the next RETR opens the window again."""
         self._stop()
-        self._ready.clear()
-        self.held = 0
-        self._cursor = first
-        self._wide = False
+        self._drop_ready(len(self._messages))
+        self._open = False
 
     @property
     def idle(self) -> bool:
@@ -127,6 +127,11 @@ class ReadAheadWindow:
     def _release(self, number: int) -> None:
         self.held -= self._size(number)
 
+    def _drop_ready(self, up_to: int) -> None:
+        for n in [n for n in self._ready if n <= up_to]:
+            del self._ready[n]
+            self._release(n)
+
     def _stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -137,26 +142,28 @@ class ReadAheadWindow:
         self._arrived.set()
 
     def _plan(self) -> list[int]:
-        """The next batch: messages from the cursor that fit in the budget (one at a time
-        before the first RETR; none while more than half the budget is held, so that batches
-        are large)."""
-        if self._wide:
-            if self.held > self._budget // 2:
-                return []
-            room, most = self._budget - self.held, self._max_batch
-        else:
-            if self.held:
-                return []
-            room, most = self._max_message, 1
+        """The next batch: messages from the cursor that fit under the limit; none while more
+        than half of it is held, so that batches are large."""
+        if self.held > self._limit // 2:
+            return []
+        room = self._limit - self.held
         batch: list[int] = []
         n = self._cursor
-        while n <= len(self._messages) and len(batch) < most:
+        while n <= len(self._messages) and len(batch) < self._max_batch:
             size = self._size(n)
-            if self._deleted(n) or size > self._max_message or n in self._ready:
+            if (
+                self._deleted(n)
+                or size > self._max_message
+                or n in self._ready
+                or n in self._pending
+            ):
                 n += 1  # RETR reads a large one itself
                 continue
-            if size > room:
+            if size > room and batch:
                 break
+            if size > room and self.held:
+                break
+            # An empty window always takes the next message (the limit may be below it).
             batch.append(n)
             room -= size
             n += 1
