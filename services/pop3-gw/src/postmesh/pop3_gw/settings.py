@@ -30,9 +30,9 @@ class Pop3Settings(ServiceSettings):
     pop3_maildrop_lock_seconds: int = Field(default=60, ge=3, le=3600)
     # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions).
     pop3_retr_sets_seen: bool = True
-    # RETR read-ahead (ADR 38): once the client RETRs, the next messages are read from the store
-    # ahead of its commands, several per store call, holding at most this many octets per
-    # session. 0 turns read-ahead off.
+    # RETR read-ahead (ADR 38): from the first RETR on, the message asked and the ones after it
+    # are read from the store ahead of the commands, several per store call, holding at most
+    # this many octets per session (an eighth of it at first). 0 turns read-ahead off.
     pop3_read_ahead_window_octets: int = Field(default=2 * 1024 * 1024, ge=0, le=256 * 1024 * 1024)
     # Larger messages are not read ahead (RETR streams them from the store itself).
     pop3_read_ahead_max_octets: int = Field(default=1024 * 1024, ge=0, le=64 * 1024 * 1024)
