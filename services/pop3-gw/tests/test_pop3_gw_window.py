@@ -41,7 +41,12 @@ class Store:
 
 
 def window(
-    store: Store, budget: int, *, deleted: set[int] | None = None, max_message: int = 0
+    store: Store,
+    budget: int,
+    *,
+    deleted: set[int] | None = None,
+    max_message: int = 0,
+    idle_seconds: float = 60,
 ) -> ReadAheadWindow:
     gone = deleted if deleted is not None else set()
     w = ReadAheadWindow(
@@ -52,6 +57,7 @@ def window(
         budget=budget,
         max_message=max_message or budget,
         max_batch=100,
+        idle_seconds=idle_seconds,
     )
     store.window, store.budget = w, budget
     return w
@@ -121,6 +127,18 @@ async def test_a_failed_call_releases_its_budget_and_resumes_at_the_next_retr() 
     assert await w.take(3) == store.content[3]  # a new call, from the first that did not come
     assert await w.take(4) == store.content[4]
     assert store.calls == [[1, 2, 3, 4, 5, 6], [3, 4, 5, 6]]
+
+
+async def test_a_window_without_retr_for_idle_seconds_is_dropped() -> None:
+    store = Store([100] * 10)
+    w = window(store, 4000, idle_seconds=0.05)
+    assert await w.take(1) == store.content[1]
+    await asyncio.sleep(0.02)
+    assert await w.take(2) == store.content[2]  # a RETR in time keeps it
+    await asyncio.sleep(0.03)
+    assert w.held > 0
+    await asyncio.sleep(0.1)
+    assert w.held == 0 and w.idle
 
 
 async def test_drop_frees_everything_and_close_ends_the_calls() -> None:

@@ -106,6 +106,12 @@ class Pop3Session:
 
     # -- I/O ------------------------------------------------------------------------------------
     async def _flush(self) -> None:
+        transport = self.writer.transport
+        high = transport.get_write_buffer_limits()[1]
+        if not transport.is_closing() and transport.get_write_buffer_size() <= high:
+            # Under the mark where the transport pauses the writer drain() would return at
+            # once: no timer to set and cancel (RETR's hot path).
+            return
         # A client that stops reading must not pin the session forever.
         try:
             async with asyncio.timeout(self.settings.pop3_idle_timeout_seconds):
@@ -181,7 +187,7 @@ class Pop3Session:
     async def _serve(self) -> None:
         while not self.closing:
             try:
-                line = await self._next_line()
+                line = await self._readline(self.settings.pop3_max_line_octets)
             except LineTooLong as e:
                 metrics.COMMANDS.labels("unknown", ERR).inc()
                 if e.fatal:
@@ -199,20 +205,6 @@ class Pop3Session:
             keyword = p.keyword_of(command)
             result = await self._dispatch(command)
             metrics.COMMANDS.labels(keyword, result).inc()
-
-    async def _next_line(self) -> bytes:
-        """The next command line; a client that stays silent with a read-ahead window held
-        gets it freed (ADR 38: an idle session stays small)."""
-        window = self.read_ahead
-        if window is None or window.idle:
-            return await self._readline(self.settings.pop3_max_line_octets)
-        timer = asyncio.get_running_loop().call_later(
-            self.settings.pop3_read_ahead_idle_seconds, window.drop
-        )
-        try:
-            return await self._readline(self.settings.pop3_max_line_octets)
-        finally:
-            timer.cancel()
 
     async def _bad(self, text: str) -> str:
         """Answer an invalid command; too many of them end the session (as Dovecot)."""
@@ -435,6 +427,7 @@ class Pop3Session:
                 budget=s.pop3_read_ahead_window_octets,
                 max_message=s.pop3_read_ahead_max_octets,
                 max_batch=s.pop3_read_ahead_batch,
+                idle_seconds=s.pop3_read_ahead_idle_seconds,
             )
         self.state = State.TRANSACTION
         bind_log_context(user=user)

@@ -12,7 +12,7 @@ flow control is not the bound). The limit starts at an eighth of the budget at t
 (or one that jumps) and doubles with each RETR the window answers, so a client that retrieves
 one message costs little more than that message. Nothing is read before the first RETR (a
 mail check that only lists reads no content), and the session drops the window when its
-client goes idle (:meth:`ReadAheadWindow.drop`).
+client goes idle: no RETR for ``idle_seconds``.
 
 Anything unusual is invisible to the client: a message that is gone, a failing store call, a
 message over ``max_message`` or out of order is simply not in the window, and RETR then reads
@@ -47,6 +47,7 @@ class ReadAheadWindow:
         budget: int,
         max_message: int,
         max_batch: int,
+        idle_seconds: float,
     ) -> None:
         self._backend = backend
         self._user = user
@@ -70,6 +71,11 @@ class ReadAheadWindow:
         # not when the previous call has ended.
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Event()
+        # The window is dropped when no RETR came for this long (one timer while it is open,
+        # not one per command).
+        self._idle_seconds = idle_seconds
+        self._last_take = 0.0
+        self._watch: asyncio.TimerHandle | None = None
 
     # -- what the session calls --------------------------------------------------------------
 
@@ -77,6 +83,8 @@ class ReadAheadWindow:
         """RETR ``number``: its content from the window (waiting for it when it is on its way),
         or None when RETR must read it itself. A RETR ahead of the window (the first one, or a
         jump) opens it there; one behind it leaves it as it is."""
+        loop = asyncio.get_running_loop()
+        self._last_take = loop.time()
         if number in self._ready or number in self._pending:
             self._limit = min(2 * self._limit, self._budget)
         elif self._open and number < self._cursor:
@@ -85,6 +93,8 @@ class ReadAheadWindow:
             self._stop()
             self._drop_ready(len(self._messages))
             self._open, self._cursor, self._limit = True, number, self._first_limit
+            if self._watch is None:
+                self._watch = loop.call_later(self._idle_seconds, self._check_idle)
         self._fill()
         while number in self._pending:
             self._arrived.clear()
@@ -103,9 +113,20 @@ class ReadAheadWindow:
 
     def drop(self) -> None:
         """Free everything (the client went idle); the next RETR opens the window again."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._stop()
         self._drop_ready(len(self._messages))
         self._open = False
+
+    def _check_idle(self) -> None:
+        self._watch = None
+        left = self._last_take + self._idle_seconds - asyncio.get_running_loop().time()
+        if left > 0:
+            self._watch = asyncio.get_running_loop().call_later(left, self._check_idle)
+        else:
+            self.drop()
 
     @property
     def idle(self) -> bool:
