@@ -67,10 +67,12 @@ class ReadAheadWindow:
         self._pending: set[int] = set()
         # Octets reserved: the messages in _ready and _pending, by their listed sizes.
         self.held = 0
-        # One task per store call on its way; batches are planned as soon as there is room,
-        # not when the previous call has ended.
+        # One task per store call on its way (one delivering at a time; the next is planned
+        # when the last message of the previous one has arrived, not when its stream ends).
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Event()
+        # Messages in the last call planned.
+        self._batch_len = 0
         # The window is dropped when no RETR came for this long (one timer while it is open,
         # not one per command).
         self._idle_seconds = idle_seconds
@@ -163,9 +165,11 @@ class ReadAheadWindow:
         self._arrived.set()
 
     def _plan(self) -> list[int]:
-        """The next batch: messages from the cursor that fit under the limit; none while more
-        than half of it is held, so that batches are large."""
-        if self.held > self._limit // 2:
+        """The next batch: messages from the cursor that fit under the limit; none while the
+        last call has more than half of its messages to deliver (calls would compete in the
+        store for the messages wanted first) or more than half of the limit is held (so that
+        batches are large)."""
+        if len(self._pending) > self._batch_len // 2 or self.held > self._limit // 2:
             return []
         room = self._limit - self.held
         batch: list[int] = []
@@ -196,6 +200,7 @@ class ReadAheadWindow:
         if not batch:
             return
         self._pending.update(batch)
+        self._batch_len = len(batch)
         self.held += sum(self._size(n) for n in batch)
         task = asyncio.create_task(self._read(batch), name="pop3-read-ahead")
         self._tasks.add(task)
@@ -218,6 +223,9 @@ class ReadAheadWindow:
                     else:
                         self._ready[n] = data
                     self._arrived.set()
+                    if len(self._pending) <= self._batch_len // 2:
+                        # Half delivered: the next call's round trip overlaps the rest.
+                        self._fill()
         except BackendUnavailable as e:
             log.info("read-ahead failed", extra=kv(messages=len(batch), error=str(e)))
         finally:

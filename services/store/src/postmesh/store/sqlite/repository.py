@@ -211,9 +211,11 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
     ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
         # The lookups and first chunks of a group of messages in one trip to the connection's
         # thread; a group holds at most _READ_GROUP first chunks in memory.
-        i, size = 0, 2  # a small first group: the caller waits for the first message
+        # Groups grow from 2: the caller waits for the first messages, and a group is sent only
+        # once it has been read whole.
+        i, size = 0, 2
         while i < len(uids):
-            group, i, size = uids[i : i + size], i + size, _READ_GROUP
+            group, i, size = uids[i : i + size], i + size, min(2 * size, _READ_GROUP)
 
             def find(
                 conn: sqlite3.Connection, group: list[int] = group
