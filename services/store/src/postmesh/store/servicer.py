@@ -380,7 +380,8 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                 # One chunk behind: the last one carries last=True.
                 held = b""
                 first = True
-                async for data in _rechunk(chunks, CHUNK_BYTES):
+                # Storage chunks as they are (at most BLOB_CHUNK_BYTES): no re-cut, no copy.
+                async for data in chunks:
                     metrics.CONTENT_BYTES.inc(len(data))
                     if not first:
                         parts.append(Part(uid=uid, data=held))
