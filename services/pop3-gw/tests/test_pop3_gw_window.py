@@ -13,6 +13,10 @@ from postmesh.pop3_gw.content import MessageEncoder, encode_whole
 from postmesh.pop3_gw.window import ReadAheadWindow
 
 
+def sent(data: bytes) -> list[bytes]:
+    return encode_whole(data)
+
+
 class Store:
     """fetch_many over a dict, checking the window's budget each time it hands out a message."""
 
@@ -63,7 +67,7 @@ def window(
     return w
 
 
-async def retr_all(w: ReadAheadWindow, count: int) -> list[bytes | None]:
+async def retr_all(w: ReadAheadWindow, count: int) -> list[list[bytes] | None]:
     out = []
     for n in range(1, count + 1):
         out.append(await w.take(n))
@@ -75,7 +79,7 @@ async def test_the_budget_holds_at_every_moment_and_the_limit_grows_to_it() -> N
     rng = random.Random(7)
     store = Store([rng.randint(100, 1000) for _ in range(60)])
     w = window(store, 4000)
-    assert await retr_all(w, 60) == [store.content[n] for n in range(1, 61)]
+    assert await retr_all(w, 60) == [sent(store.content[n]) for n in range(1, 61)]
     assert sum(len(c) for c in store.calls) == 60  # every message read once
     assert 2000 < store.most_held <= 4000
     assert w.idle and w.held == 0
@@ -86,9 +90,9 @@ async def test_nothing_before_the_first_retr_then_an_eighth_of_the_budget() -> N
     w = window(store, 4000)
     await asyncio.sleep(0.01)
     assert store.calls == []
-    assert await w.take(1) == store.content[1]
+    assert await w.take(1) == sent(store.content[1])
     assert store.calls[0] == [1, 2, 3, 4, 5]  # 500 octets: an eighth of 4000
-    assert await w.take(2) == store.content[2]
+    assert await w.take(2) == sent(store.content[2])
     await asyncio.sleep(0.01)
     # Each RETR the window answers doubles the limit.
     assert store.calls[1][0] == 6 and len(store.calls[1]) > 5
@@ -97,12 +101,12 @@ async def test_nothing_before_the_first_retr_then_an_eighth_of_the_budget() -> N
 async def test_a_retr_ahead_of_the_window_moves_it_one_behind_it_does_not() -> None:
     store = Store([100] * 30)
     w = window(store, 800)  # first limit 100: one message
-    assert await w.take(10) == store.content[10]
+    assert await w.take(10) == sent(store.content[10])
     await asyncio.sleep(0.01)
     assert store.calls == [[10], [11]]
     assert await w.take(3) is None  # behind: RETR reads it itself
-    assert await w.take(11) == store.content[11]
-    assert await w.take(20) == store.content[20]  # a jump: the window starts again there
+    assert await w.take(11) == sent(store.content[11])
+    assert await w.take(20) == sent(store.content[20])  # a jump: the window starts again there
     assert store.calls[-1] == [20]
 
 
@@ -111,7 +115,8 @@ async def test_vanished_too_large_and_deleted_messages_are_not_in_the_window() -
     del store.content[3]  # expunged after the maildrop was listed
     w = window(store, 8000, deleted={5}, max_message=1000)
     got = await retr_all(w, 6)
-    assert got == [store.content[1], store.content[2], None, None, None, store.content[6]]
+    content = store.content
+    assert got == [sent(content[1]), sent(content[2]), None, None, None, sent(content[6])]
     assert store.calls == [[1, 2, 3, 6]]
     assert w.held == 0
 
@@ -120,22 +125,22 @@ async def test_a_failed_call_releases_its_budget_and_resumes_at_the_next_retr() 
     store = Store([100] * 6)
     store.fail_at = 3
     w = window(store, 10_000)
-    assert await w.take(1) == store.content[1]
-    assert await w.take(2) == store.content[2]
+    assert await w.take(1) == sent(store.content[1])
+    assert await w.take(2) == sent(store.content[2])
     await asyncio.sleep(0.01)
     assert w.held == 0
     store.fail_at = None
-    assert await w.take(3) == store.content[3]  # a new call, from the first that did not come
-    assert await w.take(4) == store.content[4]
+    assert await w.take(3) == sent(store.content[3])  # a new call, from the first that did not come
+    assert await w.take(4) == sent(store.content[4])
     assert store.calls == [[1, 2, 3, 4, 5, 6], [3, 4, 5, 6]]
 
 
 async def test_a_window_without_retr_for_idle_seconds_is_dropped() -> None:
     store = Store([100] * 10)
     w = window(store, 4000, idle_seconds=0.05)
-    assert await w.take(1) == store.content[1]
+    assert await w.take(1) == sent(store.content[1])
     await asyncio.sleep(0.02)
-    assert await w.take(2) == store.content[2]  # a RETR in time keeps it
+    assert await w.take(2) == sent(store.content[2])  # a RETR in time keeps it
     await asyncio.sleep(0.03)
     assert w.held > 0
     await asyncio.sleep(0.1)
@@ -145,12 +150,12 @@ async def test_a_window_without_retr_for_idle_seconds_is_dropped() -> None:
 async def test_drop_frees_everything_and_close_ends_the_calls() -> None:
     store = Store([100] * 10)
     w = window(store, 4000)
-    assert await w.take(1) == store.content[1]
+    assert await w.take(1) == sent(store.content[1])
     await asyncio.sleep(0.01)
     assert w.held == 400
     w.drop()
     assert w.held == 0 and w.idle
-    assert await w.take(2) == store.content[2]  # opens again
+    assert await w.take(2) == sent(store.content[2])  # opens again
     assert store.calls[-1][0] == 2
     w.discard(3)
     await w.close()

@@ -26,7 +26,7 @@ from postmesh.pop3_gw.backend import (
     MessageGone,
     MessageInfo,
 )
-from postmesh.pop3_gw.content import MessageEncoder, encode_whole
+from postmesh.pop3_gw.content import MessageEncoder
 from postmesh.pop3_gw.lines import ConnectionClosed, LineReader, LineTooLong
 from postmesh.pop3_gw.lock import MaildropLock
 from postmesh.pop3_gw.maildrop import MessageDeleted, NoSuchMessage, SessionMaildrop
@@ -551,9 +551,8 @@ class Pop3Session:
             return ERR
         assert self.user is not None
         if body_lines is None and self.read_ahead is not None:
-            data = await self.read_ahead.take(msg)
-            if data is not None:
-                pieces = encode_whole(data)
+            pieces = await self.read_ahead.take(msg)
+            if pieces is not None:
                 # One write for status line and body: no per-chunk wake-ups.
                 self.writer.writelines([p.ok(f"{info.size} octets"), *pieces])
                 await self._flush()

@@ -29,6 +29,7 @@ from contextlib import aclosing
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger, kv
 from postmesh.pop3_gw.backend import MailBackend, MessageInfo
+from postmesh.pop3_gw.content import encode_whole
 
 log = get_logger(__name__)
 
@@ -63,7 +64,9 @@ class ReadAheadWindow:
         self._cursor = 1
         # Octets the window may hold now: grows from _first_limit to the budget.
         self._limit = self._first_limit
-        self._ready: dict[int, bytes] = {}
+        # Ready to send: each message already encoded as RETR sends it (encode_whole), done
+        # while the client reads the previous response rather than after its next command.
+        self._ready: dict[int, list[bytes]] = {}
         self._pending: set[int] = set()
         # Octets reserved: the messages in _ready and _pending, by their listed sizes.
         self.held = 0
@@ -81,9 +84,9 @@ class ReadAheadWindow:
 
     # -- what the session calls --------------------------------------------------------------
 
-    async def take(self, number: int) -> bytes | None:
-        """RETR ``number``: its content from the window (waiting for it when it is on its way),
-        or None when RETR must read it itself. A RETR ahead of the window (the first one, or a
+    async def take(self, number: int) -> list[bytes] | None:
+        """RETR ``number``: its multi-line response body from the window, terminator included
+        (waiting for it when it is on its way), or None when RETR must read it itself. A RETR ahead of the window (the first one, or a
         jump) opens it there; one behind it leaves it as it is."""
         loop = asyncio.get_running_loop()
         self._last_take = loop.time()
@@ -221,7 +224,7 @@ class ReadAheadWindow:
                     if data is None or self._deleted(n) or len(data) != self._size(n):
                         self._release(n)
                     else:
-                        self._ready[n] = data
+                        self._ready[n] = encode_whole(data)
                     self._arrived.set()
                     if len(self._pending) <= self._batch_len // 2:
                         # Half delivered: the next call's round trip overlaps the rest.
