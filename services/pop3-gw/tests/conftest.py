@@ -132,6 +132,8 @@ class FaultInjector:
         self.inner = inner
         self.failing: set[str] = set()
         self.fetch_fail_after: int | None = None
+        # fetch_many (the read-ahead's batches) fails after this many messages.
+        self.fetch_many_fail_after: int | None = None
         self.chunk_size = 5
         self.calls: list[tuple[str, Any]] = []
 
@@ -173,6 +175,19 @@ class FaultInjector:
                     n += 1
                     yield chunk[i : i + self.chunk_size]
                     await asyncio.sleep(0)
+
+    async def fetch_many(
+        self, user: str, uids: Sequence[int], total_size: int
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        self._call("fetch_many", list(uids), "fetch")
+        n = 0
+        async with aclosing(self.inner.fetch_many(user, uids, total_size)) as items:
+            async for item in items:
+                if self.fetch_many_fail_after is not None and n >= self.fetch_many_fail_after:
+                    raise BackendUnavailable("fetch_many mid-stream")
+                n += 1
+                yield item
+                await asyncio.sleep(0)
 
     async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
         self._call("add_flags", (list(uids), list(flags)))

@@ -484,12 +484,16 @@ async def test_store_down_before_retr_is_temporary(env: Env) -> None:
     assert stat[0] == 1
 
 
-async def test_store_failing_mid_message_hangs_up_and_deletes_nothing(env: Env) -> None:
+async def test_store_failing_mid_message_hangs_up_and_deletes_nothing(
+    start_server: Callable[..., Any], env: Env
+) -> None:
+    # RETR streaming from the store (read-ahead off: a message held whole cannot break).
+    direct = type(env)(env.backend, await start_server(pop3_read_ahead_window_octets=0))
     uids = [await env.backend.add(msg("big", "x" * 200 + "\r\n")) for _ in range(2)]
     env.backend.fetch_fail_after = 3
 
     def run() -> bytes:
-        pop = env.login()
+        pop = direct.login()
         pop.dele(2)
         pop._putcmd("RETR 1")
         first = pop._getresp()

@@ -366,3 +366,46 @@ async def test_list_message_flags_over_grpc(stub: store_pb2_grpc.StoreServiceStu
             store_pb2.ListMessagesRequest(user=user, mailbox="Nope"), timeout=10
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_get_message_contents_streams_several_in_order_and_reports_missing(
+    stub: store_pb2_grpc.StoreServiceStub,
+) -> None:
+    user = "carol@example.com"
+    big = b"Subject: big\r\n\r\n" + random.Random(3).randbytes(CHUNK_BYTES + 100)
+    contents = [b"Subject: one\r\n\r\nx\r\n", big, b"Subject: three\r\n\r\n"]
+    for i, content in enumerate(contents):
+        req = store_pb2.DeliverRequest(queue_id=f"C{i}", user=user, content=content)
+        assert (await stub.Deliver(req, timeout=10)).uid == i + 1
+    # 9 never existed; asked out of UID order, answered in the order asked.
+    call = stub.GetMessageContents(
+        store_pb2.GetMessageContentsRequest(user=user, mailbox="INBOX", uids=[2, 9, 1, 3]),
+        timeout=10,
+    )
+    responses = [r async for r in call]
+    chunks = [(p.uid, p.data, p.last, p.missing) for r in responses for p in r.parts]
+    # The first response goes out at once; later ones pack several parts (up to CHUNK_BYTES).
+    assert len(responses[0].parts) == 1 and len(responses) < len(chunks)
+    got: dict[int, bytes] = {}
+    order: list[int] = []
+    for uid, data, last, missing in chunks:
+        if not order or order[-1] != uid:
+            order.append(uid)
+        got[uid] = got.get(uid, b"") + data
+        assert not missing or (last and not data)
+    assert order == [2, 9, 1, 3]
+    assert [c[0] for c in chunks if c[2]] == [2, 9, 1, 3]  # one last chunk per message
+    assert [c[0] for c in chunks if c[3]] == [9]
+    assert (got[1], got[2], got[3]) == tuple(contents)
+    assert sum(1 for c in chunks if c[0] == 2) == 2  # the big one in two chunks
+
+    # A mailbox that does not exist: every message is missing, the call does not fail.
+    call = stub.GetMessageContents(
+        store_pb2.GetMessageContentsRequest(user=user, mailbox="Nope", uids=[1]), timeout=10
+    )
+    assert [(p.uid, p.missing) async for r in call for p in r.parts] == [(1, True)]
+
+    too_many = store_pb2.GetMessageContentsRequest(user=user, uids=list(range(1, 1002)))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await read_all(stub.GetMessageContents(too_many, timeout=10))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -75,6 +75,14 @@ class MailBackend(Protocol):
         """The raw message in chunks; raises MessageGone or BackendUnavailable while iterating."""
         ...
 
+    def fetch_many(
+        self, user: str, uids: Sequence[int], total_size: int
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        """Whole messages in the order of ``uids`` in one store call (about ``total_size``
+        octets in all): (uid, content), or (uid, None) for one that was expunged. Raises
+        BackendUnavailable while iterating."""
+        ...
+
     async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None: ...
 
     async def remove_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
@@ -14,7 +16,7 @@ from postmesh.common.logging import get_logger
 from postmesh.common.sasl import AuthVerdict
 from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.common.store_client import MailboxNotFound, MessageNotFound, StoreClient
-from postmesh.common.store_client.types import FlagsMode
+from postmesh.common.store_client.types import FlagsMode, MessagePage
 from postmesh.pop3_gw.backend import (
     INBOX,
     LockResult,
@@ -28,6 +30,9 @@ log = get_logger(__name__)
 # Streaming a message to a slow client holds the gRPC stream open; its deadline grows with the
 # size, assuming the client reads at least this fast (a slower one loses the connection, no mail).
 _MIN_CLIENT_BYTES_PER_SECOND = 64 * 1024
+
+# A read-ahead batch is read as fast as the store sends it (its memory is reserved up front).
+_MIN_STORE_BYTES_PER_SECOND = 1024 * 1024
 
 T = TypeVar("T")
 
@@ -43,24 +48,33 @@ class StoreMaildrop:
         self._page_size = page_size
 
     async def open_maildrop(self, user: str) -> Maildrop:
+        # The mailbox (for UIDVALIDITY) and the first page together: one round trip, not two.
+        first = asyncio.create_task(self._page(user, 0))
         try:
             info = await self._store.get_mailbox(user, INBOX)
-        except MailboxNotFound:
-            # No INBOX yet (nothing ever delivered): an empty maildrop, not an error.
-            return Maildrop(uidvalidity=0, messages=())
+        except BaseException as e:
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await first
+            if isinstance(e, MailboxNotFound):
+                # No INBOX yet (nothing ever delivered): an empty maildrop, not an error.
+                return Maildrop(uidvalidity=0, messages=())
+            raise
         messages: list[MessageInfo] = []
-        after = 0
-        while True:
-            try:
-                page = await self._store.list_messages(user, INBOX, after, self._page_size)
-            except MailboxNotFound:
-                break
+        page = await first
+        while page is not None:
             for m in page.messages:
                 messages.append(MessageInfo(uid=m.uid, size=m.size, flags=frozenset(m.flags)))
             if not page.more or not page.messages:
                 break
-            after = page.messages[-1].uid
+            page = await self._page(user, page.messages[-1].uid)
         return Maildrop(uidvalidity=info.uidvalidity, messages=tuple(messages))
+
+    async def _page(self, user: str, after: int) -> MessagePage | None:
+        try:
+            return await self._store.list_messages(user, INBOX, after, self._page_size)
+        except MailboxNotFound:
+            return None
 
     async def fetch(self, user: str, uid: int, size_hint: int) -> AsyncGenerator[bytes, None]:
         timeout = self._deadline + size_hint / _MIN_CLIENT_BYTES_PER_SECOND
@@ -71,6 +85,14 @@ class StoreMaildrop:
                     yield chunk
             except MessageNotFound as e:
                 raise MessageGone(uid) from e
+
+    async def fetch_many(
+        self, user: str, uids: Sequence[int], total_size: int
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        timeout = self._deadline + total_size / _MIN_STORE_BYTES_PER_SECOND
+        async with aclosing(self._store.read_contents(user, INBOX, uids, timeout=timeout)) as s:
+            async for item in s:
+                yield item
 
     async def add_flags(self, user: str, uids: Sequence[int], flags: Sequence[str]) -> None:
         await self._inbox_write(self._store.store_flags(user, INBOX, uids, FlagsMode.ADD, flags))

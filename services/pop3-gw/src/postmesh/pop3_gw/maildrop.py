@@ -58,6 +58,9 @@ class SessionMaildrop:
         within 0x21-0x7E."""
         return f"{self.uidvalidity}.{info.uid}"
 
+    def is_deleted(self, number: int) -> bool:
+        return number in self._deleted
+
     def mark_deleted(self, number: int) -> MessageInfo:
         info = self.get(number)
         self._deleted.add(number)

@@ -30,8 +30,8 @@ from postmesh.pop3_gw.content import MessageEncoder
 from postmesh.pop3_gw.lines import ConnectionClosed, LineReader, LineTooLong
 from postmesh.pop3_gw.lock import MaildropLock
 from postmesh.pop3_gw.maildrop import MessageDeleted, NoSuchMessage, SessionMaildrop
-from postmesh.pop3_gw.prefetch import ReadAhead
 from postmesh.pop3_gw.settings import Pop3Settings
+from postmesh.pop3_gw.window import ReadAheadWindow
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ class Pop3Session:
         self.user: str | None = None
         self.maildrop: SessionMaildrop | None = None
         self.lock: MaildropLock | None = None
-        self.read_ahead: ReadAhead | None = None
+        self.read_ahead: ReadAheadWindow | None = None
         self.bad_commands = 0
         self.auth_failures = 0
         self.utf8 = False
@@ -106,6 +106,12 @@ class Pop3Session:
 
     # -- I/O ------------------------------------------------------------------------------------
     async def _flush(self) -> None:
+        transport = self.writer.transport
+        high = transport.get_write_buffer_limits()[1]
+        if not transport.is_closing() and transport.get_write_buffer_size() <= high:
+            # Under the mark where the transport pauses the writer drain() would return at
+            # once: no timer to set and cancel (RETR's hot path).
+            return
         # A client that stops reading must not pin the session forever.
         try:
             async with asyncio.timeout(self.settings.pop3_idle_timeout_seconds):
@@ -411,9 +417,17 @@ class Pop3Session:
         self.lock = lock
         self.user = user
         self.maildrop = SessionMaildrop(maildrop)
-        if self.settings.pop3_read_ahead_max_octets:
-            self.read_ahead = ReadAhead(
-                self.backend, user, self.settings.pop3_read_ahead_max_octets
+        s = self.settings
+        if s.pop3_read_ahead_window_octets and s.pop3_read_ahead_max_octets:
+            self.read_ahead = ReadAheadWindow(
+                self.backend,
+                user,
+                maildrop.messages,
+                self.maildrop.is_deleted,
+                budget=s.pop3_read_ahead_window_octets,
+                max_message=s.pop3_read_ahead_max_octets,
+                max_batch=s.pop3_read_ahead_batch,
+                idle_seconds=s.pop3_read_ahead_idle_seconds,
             )
         self.state = State.TRANSACTION
         bind_log_context(user=user)
@@ -507,7 +521,6 @@ class Pop3Session:
                     (f"{n} {info.size}" for n, info in drop.visible()),
                 )
             )
-            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -524,7 +537,6 @@ class Pop3Session:
                     (f"{n} {drop.unique_id(info)}" for n, info in drop.visible()),
                 )
             )
-            self._read_ahead_after(0)
             return OK
         info = await self._message(msg)
         if info is None:
@@ -539,15 +551,12 @@ class Pop3Session:
             return ERR
         assert self.user is not None
         if body_lines is None and self.read_ahead is not None:
-            data = await self.read_ahead.take(info.uid)
-            self._read_ahead_after(msg)
-            if data is not None:
-                encoder = MessageEncoder()
-                out = encoder.feed(data) + encoder.finish()
+            pieces = await self.read_ahead.take(msg)
+            if pieces is not None:
                 # One write for status line and body: no per-chunk wake-ups.
-                self.writer.write(p.ok(f"{info.size} octets") + out)
+                self.writer.writelines([p.ok(f"{info.size} octets"), *pieces])
                 await self._flush()
-                metrics.RETRIEVED_BYTES.inc(len(out))
+                metrics.RETRIEVED_BYTES.inc(sum(map(len, pieces)))
                 self._drop().mark_retrieved(msg)
                 return OK
         assert self.user is not None
@@ -596,24 +605,13 @@ class Pop3Session:
             self._drop().mark_retrieved(msg)
         return OK
 
-    def _read_ahead_after(self, msg: int) -> None:
-        """Start reading the first message after ``msg`` that is not marked deleted."""
-        if self.read_ahead is None:
-            return
-        drop = self._drop()
-        for number in range(msg + 1, drop.count + 1):
-            try:
-                info = drop.get(number)
-            except MessageDeleted:
-                continue
-            self.read_ahead.start(info.uid, info.size)
-            return
-
     async def _dele(self, msg: int) -> str:
         info = await self._message(msg)
         if info is None:
             return ERR
         self._drop().mark_deleted(msg)
+        if self.read_ahead is not None:
+            self.read_ahead.discard(msg)
         await self._send(p.ok(f"Message {msg} deleted."))
         return OK
 

@@ -30,6 +30,13 @@ class Pop3Settings(ServiceSettings):
     pop3_maildrop_lock_seconds: int = Field(default=60, ge=3, le=3600)
     # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions).
     pop3_retr_sets_seen: bool = True
-    # RETR reads the next message from the store while the current one is sent (downloaders go
-    # in order); only messages up to this size, one per session. 0 turns read-ahead off.
+    # RETR read-ahead (ADR 38): from the first RETR on, the message asked and the ones after it
+    # are read from the store ahead of the commands, several per store call, holding at most
+    # this many octets per session (an eighth of it at first). 0 turns read-ahead off.
+    pop3_read_ahead_window_octets: int = Field(default=2 * 1024 * 1024, ge=0, le=256 * 1024 * 1024)
+    # Larger messages are not read ahead (RETR streams them from the store itself).
     pop3_read_ahead_max_octets: int = Field(default=1024 * 1024, ge=0, le=64 * 1024 * 1024)
+    # Messages per store call (GetMessageContents takes at most 1000).
+    pop3_read_ahead_batch: int = Field(default=256, ge=1, le=1000)
+    # A client silent this long has its read-ahead window freed (it restarts at the next RETR).
+    pop3_read_ahead_idle_seconds: float = Field(default=10.0, gt=0)

@@ -288,6 +288,26 @@ class StoreRepository(ABC):
         the first chunk for an unknown message."""
         return await self._read_message(v.user(user), v.mailbox_name(mailbox), v.uid(uid))
 
+    async def read_messages(
+        self, user: str, mailbox: str, uids: Iterable[int]
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
+        """(uid, its chunks as read_message gives them) in the order of ``uids``, or (uid,
+        None) for a message not found (nor its mailbox): several messages per backend read
+        where the backend can (GetMessageContents)."""
+        user, mailbox = v.user(user), v.mailbox_name(mailbox)
+        async for item in self._read_messages(user, mailbox, [v.uid(u) for u in uids]):
+            yield item
+
+    async def _read_messages(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
+        """One read_message after the other; a backend overrides it to read several at once."""
+        for uid in uids:
+            try:
+                yield uid, await self._read_message(user, mailbox, uid)
+            except NotFound:
+                yield uid, None
+
     async def get_meta(
         self, user: str, mailbox: str, uids: Iterable[int]
     ) -> list[tuple[int, bytes]]:

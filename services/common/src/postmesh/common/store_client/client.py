@@ -17,7 +17,12 @@ import grpc
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.store_client import convert
-from postmesh.common.store_client.errors import MailboxNotFound, OverQuota, store_error
+from postmesh.common.store_client.errors import (
+    MailboxNotFound,
+    MessageNotFound,
+    OverQuota,
+    store_error,
+)
 from postmesh.common.store_client.types import (
     AppendResult,
     Changes,
@@ -202,6 +207,40 @@ class StoreClient:
                 yield chunk.data
         except grpc.aio.AioRpcError as e:
             raise store_error("GetMessageContent", e, uid) from e
+        finally:
+            call.cancel()
+
+    async def read_contents(
+        self, user: str, mailbox: str, uids: Sequence[int], *, timeout: float | None = None
+    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+        """Whole messages in the order of ``uids``, in one stream (GetMessageContents): (uid,
+        content), or (uid, None) for one the store no longer has. Each message is held whole:
+        the caller bounds the memory by the uids it asks for. ``timeout`` covers the whole
+        stream. Raises BackendUnavailable while iterating."""
+        req = store_pb2.GetMessageContentsRequest(user=user, mailbox=mailbox, uids=list(uids))
+        call = self._stub.GetMessageContents(req, timeout=timeout or self._deadline)
+        parts: list[bytes] = []
+        try:
+            async for resp in call:
+                for part in resp.parts:
+                    if part.missing:
+                        parts.clear()
+                        yield part.uid, None
+                        continue
+                    parts.append(part.data)
+                    if part.last:
+                        data = parts[0] if len(parts) == 1 else b"".join(parts)
+                        parts.clear()
+                        yield part.uid, data
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise store_error("GetMessageContents", e, mailbox) from e
+            # A store from before GetMessageContents (rolling upgrade): one call per message.
+            for uid in uids:
+                try:
+                    yield uid, await self.get_content(user, mailbox, uid)
+                except MessageNotFound:
+                    yield uid, None
         finally:
             call.cancel()
 

@@ -13,6 +13,7 @@ from postmesh.store.contract_suite.helpers import (
     MiB,
     content_of,
     deliver,
+    expunge_uids,
     message,
     random_bytes,
     stream,
@@ -369,6 +370,26 @@ class DeliveryContract:
         ):
             with pytest.raises(NotFound):
                 await call
+
+    async def test_read_messages_in_the_order_asked(self, repo: StoreRepository) -> None:
+        big = message(1, random_bytes(2 * BLOB_CHUNK_BYTES + 5, seed=9))
+        contents = {1: big}
+        for i in range(2, 21):  # more than one backend read group
+            contents[i] = message(i)
+        for i, content in contents.items():
+            assert await deliver(repo, f"q{i}", "u", content) == i
+        await expunge_uids(repo, "u", INBOX, [7])
+        asked = [3, 1, 7, 99, *range(2, 21)]
+        got = [
+            (uid, None if chunks is None else b"".join([c async for c in chunks]))
+            async for uid, chunks in repo.read_messages("u", INBOX, asked)
+        ]
+        assert got == [(u, contents.get(u) if u not in (7, 99) else None) for u in asked]
+        # No such mailbox (or user): every message is reported missing.
+        assert [x async for x in repo.read_messages("u", "Nope", [1])] == [(1, None)]
+        assert [x async for x in repo.read_messages("nobody", INBOX, [1])] == [(1, None)]
+        with pytest.raises(InvalidArgument):
+            [x async for x in repo.read_messages("u", INBOX, [0])]
 
     async def test_size_limit(self, repo: StoreRepository) -> None:
         repo.max_message_bytes = 1000

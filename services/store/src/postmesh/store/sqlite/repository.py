@@ -48,6 +48,15 @@ from postmesh.store.sqlite import messages as msg
 from postmesh.store.sqlite import rows
 from postmesh.store.sqlite.schema import migrate
 
+# A message's blob, size and first chunk (most messages are one chunk).
+_FIRST_CHUNK = (
+    "SELECT m.blob_id, m.size, c.data FROM messages m"
+    " LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.n = 0"
+    " WHERE m.mailbox_id = ? AND m.uid = ?"
+)
+# read_messages: messages looked up per trip to the connection's thread.
+_READ_GROUP = 16
+
 T = TypeVar("T")
 
 
@@ -187,12 +196,7 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
             mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
             # The first chunk comes with the lookup: most messages are one chunk, so one
             # trip to the connection's thread instead of two.
-            row = conn.execute(
-                "SELECT m.blob_id, m.size, c.data FROM messages m"
-                " LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.n = 0"
-                " WHERE m.mailbox_id = ? AND m.uid = ?",
-                (mailbox_id, uid),
-            ).fetchone()
+            row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
             if row is None:
                 raise NotFound(f"no message with uid {uid} in {mailbox!r}")
             return row[0], row[1], None if row[2] is None else bytes(row[2])
@@ -201,6 +205,43 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         if first is None and size > 0:
             raise DataLoss(f"content of blob {blob_id} (uid {uid}) is missing")
         return self._chunks(blob_id, size, uid, first)
+
+    async def _read_messages(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
+        # The lookups and first chunks of a group of messages in one trip to the connection's
+        # thread; a group holds at most _READ_GROUP first chunks in memory.
+        # Groups grow from 2: the caller waits for the first messages, and a group is sent only
+        # once it has been read whole.
+        i, size = 0, 2
+        while i < len(uids):
+            group, i, size = uids[i : i + size], i + size, min(2 * size, _READ_GROUP)
+
+            def find(
+                conn: sqlite3.Connection, group: list[int] = group
+            ) -> list[tuple[str, int, bytes | None] | None]:
+                try:
+                    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+                except NotFound:
+                    return [None] * len(group)
+                out: list[tuple[str, int, bytes | None] | None] = []
+                for uid in group:
+                    row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
+                    out.append(
+                        None
+                        if row is None
+                        else (row[0], row[1], None if row[2] is None else bytes(row[2]))
+                    )
+                return out
+
+            for uid, found in zip(group, await self._read(find), strict=True):
+                if found is None:
+                    yield uid, None
+                    continue
+                blob_id, size, first = found
+                if first is None and size > 0:
+                    raise DataLoss(f"content of blob {blob_id} (uid {uid}) is missing")
+                yield uid, self._chunks(blob_id, size, uid, first)
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]

@@ -69,6 +69,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.FromString,
                 _registered_method=True)
+        self.GetMessageContents = channel.unary_stream(
+                '/postmesh.api.store.v1.StoreService/GetMessageContents',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.FromString,
+                _registered_method=True)
         self.StoreFlags = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/StoreFlags',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.StoreFlagsRequest.SerializeToString,
@@ -206,6 +211,17 @@ class StoreServiceServicer:
         """The same content in one answer when it is at most max_bytes, so a small message costs one
         unary call instead of a stream; a larger one answers complete=false without data, and the
         caller streams it with GetMessageContent (ADR 0039).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageContents(self, request, context):
+        """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
+        order, ADR 38), small messages packed several to a response: each message as one or more
+        parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+        its mailbox gone) is one part with missing=true and the others still follow. The caller
+        bounds the size by the uids it asks for (at most 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,6 +386,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.GetSmallMessageContent,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.SerializeToString,
+            ),
+            'GetMessageContents': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMessageContents,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.SerializeToString,
             ),
             'StoreFlags': grpc.unary_unary_rpc_method_handler(
                     servicer.StoreFlags,
@@ -646,6 +667,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/GetSmallMessageContent',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetSmallMessageContentRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SmallMessageContent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageContents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/GetMessageContents',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetMessageContentsRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.MessageContents.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,13 @@ class StoreServiceStub:
     unary call instead of a stream; a larger one answers complete=false without data, and the
     caller streams it with GetMessageContent (ADR 0039).
     """
+    GetMessageContents: _grpc.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContents]
+    """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
+    order, ADR 38), small messages packed several to a response: each message as one or more
+    parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+    its mailbox gone) is one part with missing=true and the others still follow. The caller
+    bounds the size by the uids it asks for (at most 1000).
+    """
     StoreFlags: _grpc.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]
     Expunge: _grpc.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]
     """Removes messages flagged as deleted (all, or only those in uids: UID EXPUNGE)."""
@@ -117,6 +124,13 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """The same content in one answer when it is at most max_bytes, so a small message costs one
     unary call instead of a stream; a larger one answers complete=false without data, and the
     caller streams it with GetMessageContent (ADR 0039).
+    """
+    GetMessageContents: _aio.UnaryStreamMultiCallable[_store_pb2.GetMessageContentsRequest, _store_pb2.MessageContents]  # type: ignore[assignment]
+    """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
+    order, ADR 38), small messages packed several to a response: each message as one or more
+    parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+    its mailbox gone) is one part with missing=true and the others still follow. The caller
+    bounds the size by the uids it asks for (at most 1000).
     """
     StoreFlags: _aio.UnaryUnaryMultiCallable[_store_pb2.StoreFlagsRequest, _store_pb2.StoreFlagsResponse]  # type: ignore[assignment]
     Expunge: _aio.UnaryUnaryMultiCallable[_store_pb2.ExpungeRequest, _store_pb2.ExpungeResponse]  # type: ignore[assignment]
@@ -223,6 +237,19 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """The same content in one answer when it is at most max_bytes, so a small message costs one
         unary call instead of a stream; a larger one answers complete=false without data, and the
         caller streams it with GetMessageContent (ADR 0039).
+        """
+
+    @_abc_1.abstractmethod
+    def GetMessageContents(
+        self,
+        request: _store_pb2.GetMessageContentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_store_pb2.MessageContents], _abc.AsyncIterator[_store_pb2.MessageContents]]:
+        """Several messages' contents in one stream, in the order asked (POP3 reads a fixed maildrop in
+        order, ADR 38), small messages packed several to a response: each message as one or more
+        parts of its uid, the last with last=true; a message the store cannot find (expunged, or
+        its mailbox gone) is one part with missing=true and the others still follow. The caller
+        bounds the size by the uids it asks for (at most 1000).
         """
 
     @_abc_1.abstractmethod
