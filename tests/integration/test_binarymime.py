@@ -20,21 +20,24 @@ import imaplib
 import json
 import re
 import smtplib
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dkim
-import dns.resolver
 import pytest
 
 from postmesh.common.devstack import Stack
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
-from tests.integration.test_delivery_relay import new_sender, reports
+from tests.integration.test_delivery_relay import (
+    dkim_dnsfunc,
+    new_sender,
+    published_dkim_keys,
+    reports,
+)
 from tests.integration.test_mail_end_to_end import create_user, insecure_tls
 
 # NUL, bare CR, bare LF, a "." line, CRLF.CRLF and a line of 2000 octets: only BDAT carries it.
@@ -216,26 +219,7 @@ def test_relay_to_binarymime_peer_arrives_byte_exact(
 
 def _dkim_txt(stack: Stack, dnsmasq: Callable[[Zone], Dnsmasq]) -> Callable[..., bytes]:
     """A dkimpy dnsfunc answering from a real DNS server with the keys auth publishes."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{stack.ports.admin}/api/v1/domains/example.test/dns-records",
-        headers={"Authorization": f"Bearer {stack.admin_token()}"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        records = json.loads(resp.read())
-    keys = [
-        (r["name"].rstrip("."), r["value"])
-        for r in records
-        if r["type"] == "TXT" and "._domainkey." in r["name"]
-    ]
-    key_dns = dnsmasq(Zone(txt=keys, zones=["example.test"]))
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers, resolver.port = ["127.0.0.1"], key_dns.port
-
-    def txt(name: bytes, timeout: int = 5) -> bytes:
-        answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
-        return b"".join(s for rr in answer for s in rr.strings)  # type: ignore[attr-defined]
-
-    return txt
+    return dkim_dnsfunc(dnsmasq(Zone(txt=published_dkim_keys(stack), zones=["example.test"])))
 
 
 def test_relay_to_postfix_converts_to_base64_and_signs_what_is_sent(

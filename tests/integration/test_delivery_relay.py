@@ -425,6 +425,33 @@ def only_signature(msg: bytes, keep: int) -> bytes:
     return b"".join(f for f in fields if f not in sigs or f is sigs[keep]) + rest
 
 
+def published_dkim_keys(stack: Stack, domain: str = "example.test") -> list[tuple[str, str]]:
+    """The DKIM TXT records (name, value) auth's dns-records route tells an operator to publish."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.admin}/api/v1/domains/{domain}/dns-records",
+        headers={"Authorization": f"Bearer {stack.admin_token()}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        records = json.loads(resp.read())
+    return [
+        (r["name"].rstrip("."), r["value"])
+        for r in records
+        if r["type"] == "TXT" and "._domainkey." in r["name"]
+    ]
+
+
+def dkim_dnsfunc(server: Dnsmasq) -> Callable[..., bytes]:
+    """A dkimpy ``dnsfunc`` answering TXT queries from a real DNS server."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], server.port
+
+    def txt(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+        return b"".join(s for rr in answer for s in rr.strings)  # type: ignore[attr-defined]
+
+    return txt
+
+
 def test_relayed_mail_is_dkim_signed_and_verifies_with_dkimpy_and_opendkim(
     relay_stack: Stack, peers: Peers, dnsmasq: Callable[[Zone], Dnsmasq]
 ) -> None:
@@ -441,25 +468,9 @@ def test_relayed_mail_is_dkim_signed_and_verifies_with_dkimpy_and_opendkim(
     assert all(b"d=example.test" in s for s in sigs)
 
     # The keys as an operator publishes them: auth's dns-records, served by a real DNS server.
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{relay_stack.ports.admin}/api/v1/domains/example.test/dns-records",
-        headers={"Authorization": f"Bearer {relay_stack.admin_token()}"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        records = json.loads(resp.read())
-    keys = [
-        (r["name"].rstrip("."), r["value"])
-        for r in records
-        if r["type"] == "TXT" and "._domainkey." in r["name"]
-    ]
-    assert len(keys) >= 2, records
-    key_dns = dnsmasq(Zone(txt=keys, zones=["example.test"]))
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers, resolver.port = ["127.0.0.1"], key_dns.port
-
-    def txt(name: bytes, timeout: int = 5) -> bytes:
-        answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
-        return b"".join(s for rr in answer for s in rr.strings)  # type: ignore[attr-defined]
+    keys = published_dkim_keys(relay_stack)
+    assert len(keys) >= 2, keys
+    txt = dkim_dnsfunc(dnsmasq(Zone(txt=keys, zones=["example.test"])))
 
     def dkimpy_verifies(msg: bytes, idx: int) -> bool:
         try:
