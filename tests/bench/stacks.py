@@ -1,5 +1,6 @@
 """The whole system for a bench: six services on the embedded backends, or on a real Kafka and
-FerretDB from the integration infra (``distributed``)."""
+FerretDB on PostgreSQL from the integration infra (``distributed``), set up as docs/operations.md
+tells an operator to (the store's GIN indexes created)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,18 @@ def bench_stack(backend: str) -> Iterator[Stack]:
             finally:
                 stack.stop()
             return
+        from postmesh.store.mongodb import pg_indexes
         from tests.integration.infra import FerretDB, KafkaBroker
         from tests.integration.stack import distributed_env
 
         with KafkaBroker() as kafka, FerretDB(fsync=True) as mongo:
             kafka.create_topics()
-            stack = start_stack(Path(tmp), distributed_env(kafka, mongo))
+            env = distributed_env(kafka, mongo)
+            stack = start_stack(Path(tmp), env)
             try:
+                # The operator's step for FerretDB on PostgreSQL (docs/operations.md, ADR 36):
+                # GIN indexes for the collections the store made at its start.
+                mongo.sql(pg_indexes.sql(env["POSTMESH_MONGODB_DATABASE"]))
                 yield stack
             finally:
                 stack.stop()
