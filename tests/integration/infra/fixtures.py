@@ -50,7 +50,8 @@ def sasl_ssl_kafka(pki: Path) -> Iterator[KafkaBroker]:
 
 @pytest.fixture(scope="session")
 def ferretdb() -> Iterator[FerretDB]:
-    """One FerretDB (SQLite backend) for the session; tests should use their own database."""
+    """One FerretDB for the session (on PostgreSQL unless POSTMESH_TEST_FERRETDB_HANDLER says
+    sqlite); tests should use their own database."""
     with FerretDB() as server:
         yield server
 
