@@ -114,3 +114,30 @@ class TestMongoAdminTokensOnFerretDB(AdminTokenContract):
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
         await client.drop_database(name)
         await client.close()
+
+
+async def test_every_write_that_changes_a_resolution_replaces_the_change_stamp(
+    accounts: Accounts,
+) -> None:
+    """What the resolution caches of other replicas watch (ADR 45)."""
+    records = accounts.records
+    assert records is not None
+    seen = {await records.change_stamp()}
+    writes = [
+        records.set_alias("team@example.test", ("ann@example.test",)),
+        records.set_alias("team@example.test", ("ben@example.test",)),
+        records.delete_alias("team@example.test"),
+        records.set_catch_all("example.test", "ann@example.test"),
+        records.set_catch_all("example.test", None),
+        records.set_disabled("ben@example.test", True),
+        records.set_disabled("ben@example.test", False),
+    ]
+    for write in writes:
+        await write
+        stamp = await records.change_stamp()
+        assert stamp not in seen
+        seen.add(stamp)
+    # Reads and other records leave it alone.
+    await records.get_alias("team@example.test")
+    await records.add_failure("user:ann@example.test", 1.0, 60.0)
+    assert await records.change_stamp() == stamp

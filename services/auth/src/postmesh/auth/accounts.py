@@ -17,6 +17,7 @@ from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, ver
 from postmesh.auth.recipients import RecipientResolver, Resolution
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
+from postmesh.auth.resolution_cache import ResolutionCache
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.sasl import scram
 from postmesh.common.sasl.saslprep import SaslPrepError
@@ -51,9 +52,11 @@ class Accounts:
         login_cache: LoginCache | None = None,
         dkim: DkimKeys | None = None,
         recipient_delimiter: str = "+",
+        resolution_cache_seconds: float = 0.0,
     ) -> None:
         """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
-        aliases or disabled accounts; the service always passes them."""
+        aliases or disabled accounts; the service always passes them. Resolutions are cached
+        for ``resolution_cache_seconds`` at most (0: not at all; ADR 45), with ``records``."""
         self.repo = repo
         self.records = records
         self.guard = guard
@@ -61,7 +64,18 @@ class Accounts:
         self.login_cache = login_cache
         self.dkim = dkim or DkimKeys(repo)
         self.resolver = RecipientResolver(repo, records, recipient_delimiter)
-        self.aliases = Aliases(repo, records) if records is not None else None
+        self.resolutions = (
+            ResolutionCache(records.change_stamp, resolution_cache_seconds)
+            if records is not None and resolution_cache_seconds > 0
+            else None
+        )
+        self.aliases = (
+            Aliases(repo, records, self._resolutions_changed) if records is not None else None
+        )
+
+    def _resolutions_changed(self) -> None:
+        if self.resolutions is not None:
+            self.resolutions.forget_all()
 
     async def create_domain(self, name: str) -> Domain:
         """The domain with its DKIM keys (generated first, stored with the domain)."""
@@ -84,6 +98,7 @@ class Accounts:
             raise RuntimeError("account state needs the record repository")
         canonical = await self._existing(address)
         await self.records.set_disabled(canonical, disabled)
+        self._resolutions_changed()
         if self.login_cache is not None:
             self.login_cache.forget(canonical)
 
@@ -92,10 +107,12 @@ class Accounts:
         refused as unknown (550 5.1.1). The store keeps the mailboxes (docs/adr/0022)."""
         canonical = await self._existing(address)
         await self.repo.delete_user(canonical)
+        self._resolutions_changed()
         if self.login_cache is not None:
             self.login_cache.forget(canonical)
         if self.records is not None:
             await self.records.set_scram(canonical, None)
+            # Also replaces the change stamp: other replicas drop what they cached for it.
             await self.records.set_disabled(canonical, False)
 
     async def create_user(self, address: str, password: str) -> User:
@@ -243,4 +260,6 @@ class Accounts:
 
     async def resolve_recipient(self, address: str) -> Resolution:
         """Raises InvalidAddress for a syntactically invalid address."""
-        return await self.resolver.resolve(address)
+        if self.resolutions is None:
+            return await self.resolver.resolve(address)
+        return await self.resolutions.resolve(address, self.resolver.resolve)

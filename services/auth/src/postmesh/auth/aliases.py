@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from postmesh.auth.addresses import (
     canonical_address,
@@ -20,10 +20,21 @@ class InvalidTarget(ValueError):
     """A target that cannot receive mail (an unknown local address, too many targets)."""
 
 
+def _nothing_cached() -> None:
+    return None
+
+
 class Aliases:
-    def __init__(self, repo: AccountRepository, records: RecordRepository) -> None:
+    def __init__(
+        self,
+        repo: AccountRepository,
+        records: RecordRepository,
+        changed: Callable[[], None] = _nothing_cached,
+    ) -> None:
+        """``changed``: called after every write (cached resolutions are void)."""
         self.repo = repo
         self.records = records
+        self._changed = changed
 
     async def _local_domain(self, address: str) -> str:
         domain = domain_of(address)
@@ -69,6 +80,7 @@ class Aliases:
         if await self.records.get_alias(canonical) is not None:
             raise AlreadyExists(f"alias {canonical} exists")
         await self.records.set_alias(canonical, checked)
+        self._changed()
         return Alias(canonical, checked)
 
     async def replace(self, address: str, targets: Sequence[str]) -> Alias:
@@ -77,13 +89,16 @@ class Aliases:
             raise NotFound(f"alias {canonical} does not exist")
         checked = await self._targets(targets, canonical)
         await self.records.set_alias(canonical, checked)
+        self._changed()
         return Alias(canonical, checked)
 
     async def get(self, address: str) -> Alias | None:
         return await self.records.get_alias(canonical_address(address))
 
     async def delete(self, address: str) -> bool:
-        return await self.records.delete_alias(canonical_address(address))
+        deleted = await self.records.delete_alias(canonical_address(address))
+        self._changed()
+        return deleted
 
     async def list(self, domain: str | None = None) -> list[Alias]:
         return await self.records.list_aliases(None if domain is None else canonical_domain(domain))
@@ -95,6 +110,7 @@ class Aliases:
             raise NotFound(f"domain {name} is not a local domain")
         checked = await self._target(target, None)
         await self.records.set_catch_all(name, checked)
+        self._changed()
         return checked
 
     async def get_catch_all(self, domain: str) -> str | None:
@@ -104,4 +120,5 @@ class Aliases:
         name = canonical_domain(domain)
         had = await self.records.get_catch_all(name) is not None
         await self.records.set_catch_all(name, None)
+        self._changed()
         return had

@@ -103,6 +103,7 @@ class AuthServiceApp(Service):
                 retired_grace_seconds=settings.dkim_retired_grace_seconds,
             ),
             recipient_delimiter=settings.auth_recipient_delimiter,
+            resolution_cache_seconds=settings.auth_resolution_cache_seconds,
         )
         security = GrpcSecurity.from_settings(settings)
         # Only for the admin API's quotas (store.SetQuota is auth's to call).

@@ -36,6 +36,10 @@ class AuthSettings(MongoSettings, AdminTokenSettings):
     # pay argon2 every time; a password change takes effect at once. 0 turns the cache off.
     auth_login_cache_seconds: float = Field(default=300.0, ge=0)
     auth_login_cache_entries: int = Field(default=10_000, ge=0)
+    # Recipient resolutions that deliver to local users remembered this long at most (per
+    # replica; ADR 45): a change through this replica takes effect at once, one through another
+    # within about a second (a change stamp). Unknown addresses are never cached. 0: off.
+    auth_resolution_cache_seconds: float = Field(default=60.0, ge=0)
     # Plus-addressing (Postfix's recipient_delimiter): user+tag@domain delivers to user@domain
     # when no user or alias has the full address. Each character is a delimiter; empty: off.
     auth_recipient_delimiter: str = Field(default="+", max_length=8, pattern=r"^[^@\s]*$")

@@ -81,3 +81,10 @@ class RecordRepository(ABC):
 
     @abstractmethod
     async def is_disabled(self, address: str) -> bool: ...
+
+    # -- what recipients resolve to (docs/adr/0045) --
+    @abstractmethod
+    async def change_stamp(self) -> str:
+        """A value that every write of an alias, catch-all or account state (above) replaces
+        with a new one, after or with the write: replicas that cached resolutions compare it
+        to the one they cached under. "" before the first such write."""

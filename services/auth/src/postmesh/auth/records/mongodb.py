@@ -3,6 +3,7 @@ updates only, no aggregation-pipeline updates)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -10,6 +11,9 @@ from pymongo.errors import DuplicateKeyError
 
 from postmesh.auth.records.base import Alias, FailureCount, RecordRepository
 from postmesh.common.sasl.scram import ScramKeys
+
+# The change stamp of what recipients resolve to (RecordRepository.change_stamp).
+_STAMP = "resolutions"
 
 
 class MongoRecordRepository(RecordRepository):
@@ -31,6 +35,7 @@ class MongoRecordRepository(RecordRepository):
         self._aliases = db["auth_aliases"]
         self._catch_all = db["auth_catch_all"]
         self._disabled = db["auth_disabled_users"]
+        self._stamps = db["auth_change_stamps"]
 
     async def open(self) -> None:
         await self._aliases.create_index("domain")
@@ -103,13 +108,16 @@ class MongoRecordRepository(RecordRepository):
             {"domain": address.rpartition("@")[2], "targets": list(targets)},
             upsert=True,
         )
+        await self._touch()
 
     async def get_alias(self, address: str) -> Alias | None:
         d = await self._aliases.find_one({"_id": address})
         return Alias(d["_id"], tuple(d["targets"])) if d else None
 
     async def delete_alias(self, address: str) -> bool:
-        return bool((await self._aliases.delete_one({"_id": address})).deleted_count)
+        deleted = bool((await self._aliases.delete_one({"_id": address})).deleted_count)
+        await self._touch()
+        return deleted
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         query = {} if domain is None else {"domain": domain}
@@ -123,6 +131,7 @@ class MongoRecordRepository(RecordRepository):
             await self._catch_all.delete_one({"_id": domain})
         else:
             await self._catch_all.replace_one({"_id": domain}, {"target": target}, upsert=True)
+        await self._touch()
 
     async def get_catch_all(self, domain: str) -> str | None:
         d = await self._catch_all.find_one({"_id": domain})
@@ -133,6 +142,16 @@ class MongoRecordRepository(RecordRepository):
             await self._disabled.replace_one({"_id": address}, {}, upsert=True)
         else:
             await self._disabled.delete_one({"_id": address})
+        await self._touch()
 
     async def is_disabled(self, address: str) -> bool:
         return await self._disabled.find_one({"_id": address}) is not None
+
+    async def _touch(self) -> None:
+        # After the write: a replica that reads the new stamp reads the write too. A crash in
+        # between leaves caches stale until their entries expire (ResolutionCache's TTL).
+        await self._stamps.replace_one({"_id": _STAMP}, {"value": uuid.uuid4().hex}, upsert=True)
+
+    async def change_stamp(self) -> str:
+        d = await self._stamps.find_one({"_id": _STAMP})
+        return str(d["value"]) if d else ""

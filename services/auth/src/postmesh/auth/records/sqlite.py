@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 
 from postmesh.auth.records.base import Alias, FailureCount, RecordRepository
@@ -26,7 +27,19 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE INDEX IF NOT EXISTS aliases_domain ON aliases (domain);
 CREATE TABLE IF NOT EXISTS catch_all (domain TEXT PRIMARY KEY, target TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS disabled_users (address TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS change_stamps (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# The change stamp of what recipients resolve to (RecordRepository.change_stamp).
+_STAMP = "resolutions"
+_TOUCH = (
+    "INSERT INTO change_stamps VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
+
+def _touch(c: sqlite3.Connection) -> None:
+    c.execute(_TOUCH, (_STAMP, uuid.uuid4().hex))
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -109,12 +122,15 @@ class SqliteRecordRepository(RecordRepository):
 
     async def set_alias(self, address: str, targets: tuple[str, ...]) -> None:
         domain = address.rpartition("@")[2]
-        await self._db.run(
-            lambda c: c.execute(
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(
                 "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)",
                 (address, domain, json.dumps(list(targets))),
             )
-        )
+            _touch(c)
+
+        await self._db.transaction(q)
 
     async def get_alias(self, address: str) -> Alias | None:
         row = await self._db.run(
@@ -125,10 +141,12 @@ class SqliteRecordRepository(RecordRepository):
         return Alias(row[0], tuple(json.loads(row[1]))) if row else None
 
     async def delete_alias(self, address: str) -> bool:
-        cur = await self._db.run(
-            lambda c: c.execute("DELETE FROM aliases WHERE address = ?", (address,))
-        )
-        return bool(cur.rowcount)
+        def q(c: sqlite3.Connection) -> bool:
+            deleted = bool(c.execute("DELETE FROM aliases WHERE address = ?", (address,)).rowcount)
+            _touch(c)
+            return deleted
+
+        return await self._db.transaction(q)
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         def q(c: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -147,8 +165,9 @@ class SqliteRecordRepository(RecordRepository):
                 c.execute("DELETE FROM catch_all WHERE domain = ?", (domain,))
             else:
                 c.execute("INSERT OR REPLACE INTO catch_all VALUES (?, ?)", (domain, target))
+            _touch(c)
 
-        await self._db.run(q)
+        await self._db.transaction(q)
 
     async def get_catch_all(self, domain: str) -> str | None:
         row = await self._db.run(
@@ -164,7 +183,12 @@ class SqliteRecordRepository(RecordRepository):
             if disabled
             else "DELETE FROM disabled_users WHERE address = ?"
         )
-        await self._db.run(lambda c: c.execute(sql, (address,)))
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute(sql, (address,))
+            _touch(c)
+
+        await self._db.transaction(q)
 
     async def is_disabled(self, address: str) -> bool:
         row = await self._db.run(
@@ -173,3 +197,11 @@ class SqliteRecordRepository(RecordRepository):
             ).fetchone()
         )
         return row is not None
+
+    async def change_stamp(self) -> str:
+        row = await self._db.run(
+            lambda c: c.execute(
+                "SELECT value FROM change_stamps WHERE name = ?", (_STAMP,)
+            ).fetchone()
+        )
+        return str(row[0]) if row else ""
