@@ -39,6 +39,7 @@ from postmesh.store.model import Mailbox, Message, Quota
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
 from postmesh.store.mongodb.by_id import ByIdReader
+from postmesh.store.mongodb.coalesce import InsertBatcher
 from postmesh.store.mongodb.grouping import Groups
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
@@ -83,6 +84,7 @@ class MongoBase(StoreRepository):
         self._messages = db["store_messages"]
         self._deliveries = db["store_deliveries"]
         self._intents = db["store_intents"]
+        self._delivery_inserts = InsertBatcher(self._deliveries)
         self._locks = KeyedLocks()
         self._groups = Groups()
         self._counters = watermark.Counters()

@@ -28,12 +28,12 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from postmesh.common.logging import get_logger, kv
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from postmesh.store.model import MessageIndex
+from postmesh.store.mongodb.coalesce import InsertBatcher
 
 log = get_logger(__name__)
 
@@ -58,6 +58,11 @@ class MongoBlobStore:
         index: AsyncCollection[Doc],
     ) -> None:
         self.blobs, self.chunks, self.refs, self.index = blobs, chunks, refs, index
+        # Every insert here is insert-if-absent, so concurrent ones share commands (ADR 45).
+        self._blob_inserts = InsertBatcher(blobs)
+        self._chunk_inserts = InsertBatcher(chunks)
+        self._ref_inserts = InsertBatcher(refs)
+        self._index_inserts = InsertBatcher(index)
 
     async def create_indexes(self) -> None:
         await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)
@@ -74,11 +79,12 @@ class MongoBlobStore:
     async def put_index(self, blob_id: str, index: MessageIndex) -> None:
         """Insert if absent; call with a reference held, so the blob cannot be deleted
         meanwhile (the deleter removes the index before the blob document)."""
-        doc = {"meta": index.meta, "search": index.search, "sent_day": index.sent_day}
-        try:
-            await self.index.update_one({"_id": blob_id}, {"$setOnInsert": doc}, upsert=True)
-        except DuplicateKeyError:
-            pass  # a concurrent writer of the same content: same values
+        doc: Doc = {
+            "_id": blob_id, "meta": index.meta, "search": index.search,
+            "sent_day": index.sent_day,
+        }  # fmt: skip
+        # Already there: written by an earlier writer of the same content, with the same values.
+        await self._index_inserts.insert(doc, len(index.meta) + len(index.search))
 
     async def find(self, blob_id: str) -> Doc | None:
         return await self.blobs.find_one({"_id": blob_id})
@@ -95,13 +101,11 @@ class MongoBlobStore:
         """Record reference ``ref_id`` to the blob and make sure the blob is complete; returns
         its size. With ``source`` the blob is written if missing; without, it must exist.
         Idempotent: retrying with the same ref id holds one reference."""
-        ref: Doc = {"blob_id": blob_id, "kind": kind, "created_at": time.time()}
+        ref: Doc = {"_id": ref_id, "blob_id": blob_id, "kind": kind, "created_at": time.time()}
         if expires_at is not None:
             ref["expires_at"] = expires_at
-        try:
-            await self.refs.update_one({"_id": ref_id}, {"$setOnInsert": ref}, upsert=True)
-        except DuplicateKeyError:
-            pass  # two concurrent upserts: the other inserted it; one reference either way
+        # Already there: an earlier attempt (or a concurrent one) took it; one reference.
+        await self._ref_inserts.insert(ref)
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
             doc = await self._current(blob_id, source)
@@ -146,29 +150,27 @@ class MongoBlobStore:
     async def _current(self, blob_id: str, source: BlobSource | None) -> Doc | None:
         if source is None:
             return await self.blobs.find_one({"_id": blob_id})
-        new = {
-            "size": source.size,
-            "state": WRITING,
-            "key": _new_key(blob_id),
-            "created_at": time.time(),
-        }
         for _ in range(5):
-            try:
-                return await self.blobs.find_one_and_update(
-                    {"_id": blob_id},
-                    {"$setOnInsert": new},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                continue  # a concurrent upsert inserted it first; read theirs
+            new = {
+                "_id": blob_id,
+                "size": source.size,
+                "state": WRITING,
+                "key": _new_key(blob_id),
+                "created_at": time.time(),
+            }
+            if await self._blob_inserts.insert(new):
+                return new
+            found = await self.blobs.find_one({"_id": blob_id})
+            if found is not None:
+                return found
+            # Deleted between our insert and the read (its last reference went): insert again.
         raise Unavailable(f"blob {blob_id} is contended; retry")
 
     async def _write_chunks(self, key: str, source: BlobSource) -> None:
         # Chunk n of a blob is always the same bytes, so a duplicate means "already written"
         # (by an earlier attempt or a concurrent writer of the same content).
         for first in range(0, source.chunks, INSERT_BATCH):
-            batch = [
+            batch: list[Doc] = [
                 {
                     "_id": _chunk_id(key, n),
                     "blob": key,
@@ -177,12 +179,8 @@ class MongoBlobStore:
                 }
                 for n in range(first, min(first + INSERT_BATCH, source.chunks))
             ]
-            try:
-                await self.chunks.insert_many(batch, ordered=False)
-            except BulkWriteError as e:
-                errors = e.details.get("writeErrors", [])
-                if any(err.get("code") != 11000 for err in errors):
-                    raise
+            # Sent with the chunks of other blobs being written at the same time.
+            await asyncio.gather(*(self._chunk_inserts.insert(c, len(c["data"])) for c in batch))
 
     async def release(self, ref_id: str, blob_id: str) -> None:
         """Drop a reference (idempotent) and delete the blob if nothing references it."""

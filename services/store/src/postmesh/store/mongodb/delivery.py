@@ -13,7 +13,7 @@ import time
 import uuid
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, Unavailable
@@ -109,22 +109,19 @@ class MongoDelivery(MongoMailboxes):
             "sent_day": index.sent_day, "state": PENDING, "created_at": time.time(),
             **search_filter.header_fields(search_headers(index)),
         }  # fmt: skip
-        duplicate = False
-        try:
-            await self._deliveries.insert_one(record)
-        except DuplicateKeyError:
-            duplicate = True
+        duplicate = not await self._delivery_inserts.insert(record)
+        if duplicate:
             created_mailboxes = []
             found = await self._deliveries.find_one({"_id": did})
             if found is None:
-                raise Unavailable("delivery record vanished; retry") from None
+                raise Unavailable("delivery record vanished; retry")
             record = found
             if record["state"] == DONE:
                 return self._result(record, duplicate=True, created=False)
             if record["blob_id"] != blob_id:
                 raise InvalidArgument(
                     f"queue id {delivery.queue_id} was delivered with other content"
-                ) from None
+                )
         # A first attempt (it inserted the record) finds no message of its own: the message's
         # _id is the delivery key, and only an attempt holding the record writes it.
         written = None

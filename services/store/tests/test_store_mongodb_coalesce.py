@@ -1,0 +1,119 @@
+"""InsertBatcher (ADR 45): concurrent inserts into one collection share one insert_many, and
+each caller still gets its own document's outcome. Against a fake collection that behaves as
+MongoDB's unordered insert_many does (a unique _id; one failing document fails alone)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import AutoReconnect, BulkWriteError, WriteError
+
+from postmesh.store.mongodb import coalesce
+from postmesh.store.mongodb.coalesce import InsertBatcher
+
+Doc = dict[str, Any]
+
+
+class FakeCollection:
+    def __init__(self) -> None:
+        self.docs: dict[Any, Doc] = {}
+        self.commands: list[int] = []  # documents per insert_many
+        self.refuse: set[Any] = set()  # ids answered with a validation error
+        self.down = False
+
+    async def insert_many(self, docs: list[Doc], ordered: bool = True) -> None:
+        assert not ordered
+        await asyncio.sleep(0)  # a round trip: later callers queue meanwhile
+        if self.down:
+            raise AutoReconnect("connection refused")
+        self.commands.append(len(docs))
+        errors = []
+        for i, d in enumerate(docs):
+            if d["_id"] in self.refuse:
+                errors.append({"index": i, "code": 121, "errmsg": "Document failed validation"})
+            elif d["_id"] in self.docs:
+                errors.append({"index": i, "code": 11000, "errmsg": "E11000 duplicate key"})
+            else:
+                self.docs[d["_id"]] = d
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
+
+
+def _batcher(fake: FakeCollection) -> InsertBatcher:
+    return InsertBatcher(cast(AsyncCollection[Doc], fake))
+
+
+async def test_concurrent_inserts_share_commands_and_each_gets_its_outcome() -> None:
+    fake = FakeCollection()
+    fake.docs["taken"] = {"_id": "taken"}
+    b = _batcher(fake)
+    ids = [f"d{i}" for i in range(50)] + ["taken", "d3"]
+    results = await asyncio.gather(*(b.insert({"_id": i}) for i in ids))
+    # Queued in the same turn of the event loop: one command.
+    assert fake.commands == [52]
+    assert results[:50] == [True] * 50
+    assert results[50:] == [False, False]  # already there; the same id twice in a batch
+    assert set(fake.docs) == {f"d{i}" for i in range(50)} | {"taken"}
+
+
+async def test_a_lone_insert_is_sent_at_once_and_later_ones_queue_behind_it() -> None:
+    fake = FakeCollection()
+    b = _batcher(fake)
+    assert await b.insert({"_id": 1})
+    assert not await b.insert({"_id": 1})
+    first = asyncio.create_task(b.insert({"_id": 2}))
+    await asyncio.sleep(0)  # its command is in flight now
+    later = [asyncio.create_task(b.insert({"_id": i})) for i in (3, 4, 5)]
+    assert await asyncio.gather(first, *later) == [True] * 4
+    assert fake.commands == [1, 1, 1, 3]
+
+
+async def test_a_document_error_fails_its_caller_alone() -> None:
+    fake = FakeCollection()
+    fake.refuse.add("bad")
+    b = _batcher(fake)
+    results = await asyncio.gather(
+        *(b.insert({"_id": i}) for i in ("a", "b", "bad", "c")), return_exceptions=True
+    )
+    assert results[:2] == [True, True] and results[3] is True
+    assert isinstance(results[2], WriteError) and results[2].code == 121
+
+
+async def test_a_failed_command_fails_every_caller_of_it_and_the_next_batch_still_goes() -> None:
+    fake = FakeCollection()
+    b = _batcher(fake)
+    fake.down = True
+    first = await asyncio.gather(*(b.insert({"_id": i}) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, AutoReconnect) for r in first)
+    fake.down = False
+    assert await asyncio.gather(*(b.insert({"_id": i}) for i in range(3))) == [True] * 3
+
+
+async def test_commands_are_bounded_in_documents_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coalesce, "MAX_DOCUMENTS", 4)
+    monkeypatch.setattr(coalesce, "MAX_BYTES", 1000)
+    fake = FakeCollection()
+    b = _batcher(fake)
+    await asyncio.gather(*(b.insert({"_id": i}) for i in range(10)))
+    assert fake.commands == [4, 4, 2]
+    fake.commands.clear()
+    # 400 bytes each: two fit under 1000; one bigger than the bound still goes, alone.
+    sizes = [400, 400, 400, 400, 5000, 400]
+    await asyncio.gather(*(b.insert({"_id": f"s{i}"}, size) for i, size in enumerate(sizes)))
+    assert fake.commands == [2, 2, 1, 1]
+
+
+async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
+    fake = FakeCollection()
+    b = _batcher(fake)
+    tasks = [asyncio.create_task(b.insert({"_id": i})) for i in range(5)]
+    await asyncio.sleep(0)
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 2] == [True] * 4
+    # Its document was already queued: inserted anyway, as a cancelled insert_one might be.
+    assert set(fake.docs) == set(range(5))
