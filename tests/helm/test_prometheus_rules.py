@@ -27,6 +27,7 @@ ALERTS = {
     "PostmeshDeliverySlow",
     "PostmeshBusHandlerFailures",
     "PostmeshDeferredQueueGrowing",
+    "PostmeshStoreReplicasUnsafe",
     "PostmeshGrpcErrors",
     "PostmeshAuthenticationFailures",
     "PostmeshTlsCertificateExpiring",

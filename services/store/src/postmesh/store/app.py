@@ -14,6 +14,7 @@ from postmesh.store.events import EventPublisher
 from postmesh.store.factory import create_repository
 from postmesh.store.janitor import Janitor, JanitorPolicy
 from postmesh.store.leftovers import Leftovers
+from postmesh.store.mongodb.base import MongoBase
 from postmesh.store.queue.component import QueueComponent
 from postmesh.store.repository import StoreRepository
 from postmesh.store.servicer import StoreServicer
@@ -79,8 +80,13 @@ class StoreApp(Service):
         self._started.append("grpc")
         self.janitor.start()
         self._started.append("janitor")
+        if isinstance(self.repo, MongoBase):
+            self.repo.replica_watch.start()
+            self._started.append("replica-watch")
 
     async def stop(self) -> None:
+        if "replica-watch" in self._started and isinstance(self.repo, MongoBase):
+            await self.repo.replica_watch.stop()
         if "janitor" in self._started:
             await self.janitor.stop()
         if "grpc" in self._started and self.grpc is not None:

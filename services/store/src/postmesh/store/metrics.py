@@ -42,3 +42,14 @@ JANITOR_FAILURES = Counter(
     "postmesh_store_janitor_failures_total",
     "Janitor passes that ended on an error (the next pass starts over).",
 )
+
+# Store replicas on one MongoDB-API database (mongodb/replicas.py).
+REPLICAS_ALIVE = Gauge(
+    "postmesh_store_replicas_alive",
+    "Store replicas that said they were alive in the last 30 s (MongoDB backend).",
+)
+UNSAFE_REPLICAS = Gauge(
+    "postmesh_store_unsafe_replicas",
+    "1 while several store replicas run on FerretDB, which cannot keep their UIDs and quotas "
+    "apart (ADR 37): run one there.",
+)

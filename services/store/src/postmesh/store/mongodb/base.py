@@ -42,6 +42,7 @@ from postmesh.store.mongodb.by_id import ByIdReader
 from postmesh.store.mongodb.coalesce import InsertBatcher
 from postmesh.store.mongodb.grouping import Groups
 from postmesh.store.mongodb.locks import KeyedLocks
+from postmesh.store.mongodb.replicas import ReplicaWatch
 from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
 from postmesh.store.repository import StoreRepository
 from postmesh.store.validation import DELETED, SEEN
@@ -97,6 +98,8 @@ class MongoBase(StoreRepository):
             db["store_blob_index"],
         )  # fmt: skip
         self._index_by_id = ByIdReader(self.blobs.index)
+        # Started by the service (not by tests that open a repository): replicas.py.
+        self.replica_watch = ReplicaWatch(db["store_replicas"])
 
     async def open(self) -> None:
         await self._mailboxes.create_index([("user", ASCENDING), ("name", ASCENDING)], unique=True)
