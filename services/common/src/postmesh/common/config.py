@@ -97,8 +97,9 @@ class ServiceSettings(BaseSettings):
     tls_cert_file: Path | None = None
     # The private key of POSTMESH_TLS_CERT_FILE.
     tls_key_file: Path | None = None
-    # How often (seconds) the edges check POSTMESH_TLS_CERT_FILE/KEY_FILE for a renewed pair
-    # and load it for new connections without a restart; 0 turns the check off.
+    # How often (seconds) the services check their certificate files for a renewal and take it
+    # for new connections without a restart: the edges' POSTMESH_TLS_CERT_FILE/KEY_FILE and
+    # everyone's POSTMESH_GRPC_TLS_*_FILE (ADR 49); 0 turns the check off.
     tls_reload_seconds: float = Field(default=60.0, ge=0)
     # Host name announced in greetings and Received: headers.
     hostname: str = "localhost"

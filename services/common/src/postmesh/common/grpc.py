@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
+from postmesh.common.grpc_renewal import RenewingChannel
 from postmesh.common.grpc_security import (
     GrpcSecurity,
     allowed_callers,
@@ -185,6 +186,11 @@ def channel(target: str, security: GrpcSecurity, server: str) -> grpc.aio.Channe
     # Checked against every replica's certificate (and sent as :authority): replicas share
     # their service's identity, not their address (ADR 10).
     options.append(("grpc.ssl_target_name_override", identity_name(server)))
+    if security.source is not None:
+        # Moves to the renewed certificate when its files change (ADR 49).
+        return RenewingChannel(
+            security.source, lambda creds: grpc.aio.secure_channel(target, creds, options=options)
+        )
     return grpc.aio.secure_channel(target, security.channel_credentials(), options=options)
 
 

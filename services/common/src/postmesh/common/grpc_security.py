@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ import grpc
 from prometheus_client import Counter
 
 from postmesh.common.config import ServiceSettings
+from postmesh.common.grpc_renewal import GrpcCertificates, certificates
+from postmesh.common.grpc_renewal import server_credentials as renewing_server_credentials
 from postmesh.common.logging import get_logger, kv
-from postmesh.common.tls import record_certificate_expiry
 
 log = get_logger(__name__)
 
@@ -47,11 +48,13 @@ class GrpcTlsNotConfigured(ValueError):
 
 @dataclass(frozen=True)
 class GrpcSecurity:
-    """PEM material for mTLS; all None is the plaintext mode."""
+    """PEM material for mTLS; all None is the plaintext mode. ``source``: the files it was read
+    from, watched for renewals (grpc_renewal.py); without it the material is fixed."""
 
     cert: bytes | None = None
     key: bytes | None = None
     ca: bytes | None = None
+    source: GrpcCertificates | None = field(default=None, compare=False, repr=False)
 
     @property
     def plaintext(self) -> bool:
@@ -59,9 +62,8 @@ class GrpcSecurity:
 
     @classmethod
     def from_files(cls, cert: Path, key: Path, ca: Path) -> GrpcSecurity:
-        pem = cert.read_bytes()
-        record_certificate_expiry("grpc", pem)
-        return cls(pem, key.read_bytes(), ca.read_bytes())
+        source = certificates(cert, key, ca)
+        return cls(*source.material, source=source)
 
     @classmethod
     def from_settings(cls, s: ServiceSettings) -> GrpcSecurity:
@@ -86,6 +88,8 @@ class GrpcSecurity:
 
     def server_credentials(self) -> grpc.ServerCredentials:
         assert self.cert is not None and self.key is not None
+        if self.source is not None:
+            return renewing_server_credentials(self.source)
         return grpc.ssl_server_credentials(
             [(self.key, self.cert)], root_certificates=self.ca, require_client_auth=True
         )

@@ -11,6 +11,7 @@ import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,7 +28,7 @@ CERTIFICATE_EXPIRY = Gauge(
     "postmesh_tls_certificate_expiry_timestamp_seconds",
     'notAfter of the certificate this process serves, as a Unix time; certificate="edge" is '
     'the mail listeners\' (SMTP/IMAP/POP3), "grpc" the internal mTLS one. The edge certificate '
-    "is re-read when its files change (POSTMESH_TLS_RELOAD_SECONDS); the gRPC one at start.",
+    "and the gRPC one are re-read when their files change (POSTMESH_TLS_RELOAD_SECONDS).",
     ["certificate"],
 )
 
@@ -108,7 +109,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def signature(path: Path) -> tuple[int, int, int] | None:
     """What changes when a file is replaced: a Kubernetes Secret volume swaps a symlink
     (``..data``) to a new directory, cert-manager and certbot rename new files into place."""
     try:
@@ -130,10 +131,10 @@ class CertificateFiles:
     seen: tuple[object, object] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.seen = (_signature(self.cert), _signature(self.key))
+        self.seen = (signature(self.cert), signature(self.key))
 
     def reload_if_changed(self) -> bool:
-        now = (_signature(self.cert), _signature(self.key))
+        now = (signature(self.cert), signature(self.key))
         if now == self.seen or None in now:
             return False
         try:
@@ -159,11 +160,21 @@ class CertificateFiles:
         return True
 
 
-_watched: list[CertificateFiles] = []
+class Reloadable(Protocol):
+    def reload_if_changed(self) -> bool: ...
+
+
+# The edge certificates' files (CertificateFiles) and the gRPC ones (grpc_renewal.py).
+_watched: list[Reloadable] = []
+
+
+def watch(files: Reloadable) -> None:
+    """Have the reload loop check ``files`` too."""
+    _watched.append(files)
 
 
 async def reload_certificates(interval: float) -> None:
-    """Check the edge certificates' files every ``interval`` seconds, for ever."""
+    """Check the certificates' files every ``interval`` seconds, for ever."""
     while True:
         await asyncio.sleep(interval)
         for files in _watched:
