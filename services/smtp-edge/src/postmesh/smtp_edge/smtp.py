@@ -34,8 +34,7 @@ from postmesh.smtp_edge.protocol import (
     ProtocolError,
     bad_helo_argument,
     ehlo_keywords,
-    has_bare_newline,
-    normalize_bare_lf,
+    line_ends_checked,
     parse_bdat,
     parse_mail,
     parse_rcpt,
@@ -651,12 +650,11 @@ class EdgeSMTP(AdaptedSMTP):
         dot-stuffing to undo (RFC 3030 §2); bare LF/CR are treated as in DATA, except in
         BINARYMIME content: binary octets are its point (RFC 3030 §3), and with no end marker
         in BDAT there is nothing for them to smuggle past (ADR 40)."""
-        content = bytes(txn.chunks or b"")
+        chunks: bytes | bytearray = txn.chunks or b""
         if txn.mail.body == BINARYMIME:
-            return content
-        if self.settings.smtp_bare_newline == "normalize":
-            content = normalize_bare_lf(content)
-        return None if has_bare_newline(content) else content
+            return bytes(chunks)
+        checked = line_ends_checked(chunks, self.settings.smtp_bare_newline == "normalize")
+        return None if checked is None else bytes(checked)
 
     def _end_transaction(self) -> None:
         self.state.txn = None
@@ -698,10 +696,9 @@ class EdgeSMTP(AdaptedSMTP):
         # "normalize" stores bare-LF lines as CRLF lines (what Python's smtplib.sendmail of
         # msg.as_bytes() sends), "reject" refuses them. A bare CR is refused in both modes:
         # no client needs it and some MTAs treat it as a line end.
-        content = reader.content(normalize_lf=self.settings.smtp_bare_newline == "normalize")
-        if has_bare_newline(content):
+        content = reader.message(normalize_lf=self.settings.smtp_bare_newline == "normalize")
+        if content is None:
             await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
-            return None
         return content
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
