@@ -87,6 +87,39 @@ async def test_spf_results_for_both_identities() -> None:
     assert (await check_helo(dns, "203.0.113.5", "[203.0.113.5]")).result == "none"
 
 
+@pytest.mark.parametrize(
+    "records",
+    [
+        None,  # NXDOMAIN
+        [],
+        ["google-site-verification=abc", "v=DMARC1; p=none"],
+        ["v=spf10 -all"],
+        ["V=SPF1 -all"],
+        ["v=spf1"],
+        ["v=spf1 -all", "v=spf1 +all"],
+    ],
+)
+async def test_spf_none_without_pyspf_is_what_pyspf_says(
+    records: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A domain without an SPF record is "none" straight from the event loop (ADR 43);
+    whatever pyspf itself would answer."""
+    dns = FakeResolver()
+    dns.add("other.example", "A", ["192.0.2.1"])
+    if records is not None:
+        dns.add("d.example", "TXT", records)
+    fast = await check_spf(dns, "203.0.113.5", "x@d.example", "d.example")
+    fast_helo = await check_helo(dns, "203.0.113.5", "d.example")
+    import postmesh.common.mailauth.spf as spf_module
+
+    async def always_pyspf(resolver: object, domain: str) -> bool:
+        return False
+
+    monkeypatch.setattr(spf_module, "_publishes_no_spf", always_pyspf)
+    assert fast == await check_spf(dns, "203.0.113.5", "x@d.example", "d.example")
+    assert fast_helo == await check_helo(dns, "203.0.113.5", "d.example")
+
+
 # --- DKIM -------------------------------------------------------------------------------------
 
 

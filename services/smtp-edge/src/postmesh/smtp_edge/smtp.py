@@ -26,7 +26,7 @@ from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
 from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_message
-from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
+from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, InboundChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     BDAT_SYNTAX,
     BINARYMIME,
@@ -133,8 +133,8 @@ class EdgeSMTP(AdaptedSMTP):
         # Reverse DNS of the client, looked up while the session goes on (Received, iprev).
         self._iprev: asyncio.Future[IprevResult] | None = None
         self.authenticator = authenticator
-        # SPF of the current transaction, started at MAIL FROM (MX only).
-        self._spf: asyncio.Task[SpfChecks] | None = None
+        # SPF (and DNS asked ahead) of the current transaction, from MAIL FROM (MX only).
+        self._checks: InboundChecks | None = None
         self.message_rate = message_rate or MessageRate(0)
         self.scanner = scanner
 
@@ -483,7 +483,7 @@ class EdgeSMTP(AdaptedSMTP):
             "mail from", extra=kv(mail_from=mail.sender, size=mail.size, requiretls=mail.requiretls)
         )
         if self._checks_sender():
-            self._spf = self.authenticator.start_spf(
+            self._checks = self.authenticator.start(
                 self.state.peer_ip, mail.sender, self.state.helo or ""
             )
         await self.push("250 2.1.0 Ok")
@@ -658,9 +658,9 @@ class EdgeSMTP(AdaptedSMTP):
 
     def _end_transaction(self) -> None:
         self.state.txn = None
-        if self._spf is not None:
-            self._spf.cancel()  # no-op when done
-            self._spf = None
+        if self._checks is not None:
+            self._checks.cancel()
+            self._checks = None
         unbind_log_context("queue_id")
 
     def _checks_sender(self) -> bool:
@@ -807,11 +807,12 @@ class EdgeSMTP(AdaptedSMTP):
         return True
 
     async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
-        if self._spf is None:
+        if self._checks is None:
             return Verdict(b"")
         try:
-            spf = await self._spf
-            return await self.authenticator.evaluate(content, self.state.peer_ip, iprev, spf)
+            return await self.authenticator.evaluate(
+                content, self.state.peer_ip, iprev, self._checks
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
