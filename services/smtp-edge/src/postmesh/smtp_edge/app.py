@@ -97,7 +97,9 @@ class SmtpEdgeService(Service):
                 store_stub(self.settings.store_address, security),
                 self.settings.grpc_deadline_seconds,
             )
-        if self.settings.smtp_recipient_cache_seconds > 0:
+        if self.settings.smtp_recipient_cache_seconds > 0 and not isinstance(
+            self._backend, CachedRecipients
+        ):
             self._backend = CachedRecipients(
                 self._backend, self.settings.smtp_recipient_cache_seconds
             )
