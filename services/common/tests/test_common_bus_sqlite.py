@@ -2,16 +2,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 
+from postmesh.common import topics
 from postmesh.common.bus import BusRecord
-from postmesh.common.bus.sqlite import SqliteBus
+from postmesh.common.bus.sqlite import OWN_FILE_TOPICS, SqliteBus
 
 
 async def collect(path: Path, group: str | None, n: int) -> list[BusRecord]:
+    return await collect_topic(path, "t", group, n, own_file_topics=())
+
+
+async def collect_topic(
+    path: Path,
+    topic: str,
+    group: str | None,
+    n: int,
+    own_file_topics: Collection[str] = OWN_FILE_TOPICS,
+) -> list[BusRecord]:
     """Consume with a bus of its own until ``n`` records arrived, then stop it gracefully (as
     SIGTERM does: the batch in hand is finished and committed)."""
-    bus = SqliteBus(path)
+    bus = SqliteBus(path, own_file_topics)
     await bus.start()
     got: list[BusRecord] = []
     done = asyncio.Event()
@@ -21,7 +34,7 @@ async def collect(path: Path, group: str | None, n: int) -> list[BusRecord]:
         if len(got) >= n:
             done.set()
 
-    task = asyncio.create_task(bus.consume(["t"], group, handler, concurrency=4))
+    task = asyncio.create_task(bus.consume([topic], group, handler, concurrency=4))
     await asyncio.wait_for(done.wait(), 10)
     await bus.stop()
     await asyncio.wait_for(task, 10)
@@ -73,3 +86,60 @@ async def test_two_processes_share_the_file(tmp_path: Path) -> None:
     [rec] = await collect(tmp_path / "b.sqlite3", None, 1)
     assert rec.value == b"hello"
     await writer.stop()
+
+
+async def test_inbound_has_a_file_of_its_own(tmp_path: Path) -> None:
+    """The topic the SMTP 250 waits for is written to its own file (ADR 43): its publishes
+    never wait for another topic's commit or a group's offset commit."""
+    path = tmp_path / "bus.sqlite3"
+    bus = SqliteBus(path, OWN_FILE_TOPICS)
+    await bus.start()
+    await bus.publish(topics.INBOUND, "q1", b"message")
+    await bus.publish(topics.MAILBOX_EVENTS, "u", b"event")
+    own = bus.topic_path(topics.INBOUND)
+    assert own == tmp_path / f"bus.{topics.INBOUND}.sqlite3" and own.exists()
+    assert bus.topic_path(topics.MAILBOX_EVENTS) == path
+    with contextlib.closing(sqlite3.connect(path)) as main:
+        assert main.execute("SELECT topic FROM records").fetchall() == [(topics.MAILBOX_EVENTS,)]
+    with contextlib.closing(sqlite3.connect(own)) as c:
+        assert c.execute("SELECT topic, key FROM records").fetchall() == [(topics.INBOUND, "q1")]
+    got = await collect_topic(path, topics.INBOUND, "g", 1)
+    assert [(r.key, r.value) for r in got] == [("q1", b"message")]
+    await bus.publish(topics.INBOUND, "q2", b"next")
+    # The group's offset (kept in the main file) holds: only the new record comes.
+    assert [r.key for r in await collect_topic(path, topics.INBOUND, "g", 1)] == ["q2"]
+    await bus.stop()
+
+
+async def test_records_of_the_main_file_move_with_their_offsets(tmp_path: Path) -> None:
+    """Upgrading a bus that kept every topic in one file: the group resumes where it was,
+    nothing lost, nothing repeated."""
+    path = tmp_path / "bus.sqlite3"
+    old = SqliteBus(path, own_file_topics=())
+    await old.start()
+    for i in range(4):
+        await old.publish(topics.INBOUND, f"q{i}", b"m")
+        await old.publish(topics.MAILBOX_EVENTS, f"u{i}", b"e")
+    # The old layout's consumer handled two of the four.
+    got = await collect_topic(path, topics.INBOUND, "delivery", 2, own_file_topics=())
+    assert [r.key for r in got][:2] == ["q0", "q1"]
+    await old.stop()
+    with contextlib.closing(sqlite3.connect(path)) as main:
+        main.execute("UPDATE group_offsets SET seq = ? WHERE grp = 'delivery'", (got[1].offset,))
+        main.commit()
+
+    new = SqliteBus(path, OWN_FILE_TOPICS)
+    await new.start()
+    await new.publish(topics.INBOUND, "q4", b"m")
+    rest = await collect_topic(path, topics.INBOUND, "delivery", 3)
+    assert [r.key for r in rest] == ["q2", "q3", "q4"]
+    assert rest[0].offset > got[1].offset and rest[-1].offset > rest[-2].offset
+    # A second opening copies nothing again.
+    again = SqliteBus(path, OWN_FILE_TOPICS)
+    await again.start()
+    await again.publish(topics.INBOUND, "q5", b"m")
+    await again.stop()
+    with contextlib.closing(sqlite3.connect(new.topic_path(topics.INBOUND))) as c:
+        keys = [k for (k,) in c.execute("SELECT key FROM records ORDER BY seq")]
+    assert keys == ["q0", "q1", "q2", "q3", "q4", "q5"]
+    await new.stop()

@@ -17,7 +17,7 @@ from postmesh.common.mailauth.authresults import (
     authentication_results,
     strip_forged,
 )
-from postmesh.common.mailauth.dkim_verify import DkimResult, verify_dkim
+from postmesh.common.mailauth.dkim_verify import DkimResult, signature_headers, verify_dkim
 from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
 from postmesh.common.mailauth.fakedns import FakeResolver, rsa_test_key
 from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
@@ -87,6 +87,39 @@ async def test_spf_results_for_both_identities() -> None:
     assert (await check_helo(dns, "203.0.113.5", "[203.0.113.5]")).result == "none"
 
 
+@pytest.mark.parametrize(
+    "records",
+    [
+        None,  # NXDOMAIN
+        [],
+        ["google-site-verification=abc", "v=DMARC1; p=none"],
+        ["v=spf10 -all"],
+        ["V=SPF1 -all"],
+        ["v=spf1"],
+        ["v=spf1 -all", "v=spf1 +all"],
+    ],
+)
+async def test_spf_none_without_pyspf_is_what_pyspf_says(
+    records: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A domain without an SPF record is "none" straight from the event loop (ADR 43);
+    whatever pyspf itself would answer."""
+    dns = FakeResolver()
+    dns.add("other.example", "A", ["192.0.2.1"])
+    if records is not None:
+        dns.add("d.example", "TXT", records)
+    fast = await check_spf(dns, "203.0.113.5", "x@d.example", "d.example")
+    fast_helo = await check_helo(dns, "203.0.113.5", "d.example")
+    import postmesh.common.mailauth.spf as spf_module
+
+    async def always_pyspf(resolver: object, domain: str) -> bool:
+        return False
+
+    monkeypatch.setattr(spf_module, "_publishes_no_spf", always_pyspf)
+    assert fast == await check_spf(dns, "203.0.113.5", "x@d.example", "d.example")
+    assert fast_helo == await check_helo(dns, "203.0.113.5", "d.example")
+
+
 # --- DKIM -------------------------------------------------------------------------------------
 
 
@@ -111,6 +144,30 @@ async def test_dkim_every_signature_rsa_and_ed25519(rsa_pair: tuple[bytes, str])
     dns.temperror.add("rsa._domainkey.example.net")
     assert (await verify_dkim(dns, signed))[2].result == "temperror"
     assert await verify_dkim(dns, MESSAGE) == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"DKIM-Signature: a=1\r\nFrom: x\r\n\r\nDKIM-Signature: body\r\n",
+        b"DKIM-Signature: a=1\nFrom: x\n\nDKIM-Signature: body\n",  # LF only
+        b"DKIM-Signature: a=1\r\n b=2\r\nFrom: x\n\r\nDKIM-Signature: body\r\n",
+        b"\r\nDKIM-Signature: in the body\r\n",  # no header section
+        b"DKIM-Signature: a=1\r\nDKIM-Signature: b=2\r\n",  # no body
+        b"DKIM-Signature: a=1\r\n\x00bad\r\n\r\nbody\r\n",  # unparseable header
+    ],
+)
+def test_signature_headers_read_the_header_section_as_dkimpy_does(message: bytes) -> None:
+    """Only the header section is parsed (the body can be large); the fields found are those
+    of dkimpy's parser on the whole message."""
+    try:
+        expected = [v for n, v in dkim.rfc822_parse(message)[0] if n.lower() == b"dkim-signature"]
+    except dkim.DKIMException:
+        expected = []
+    assert signature_headers(message, (b"dkim-signature",)) == expected
+    big = message + b"DKIM-Signature: c=3\r\n" * 10_000
+    if b"\n\n" in message or b"\n\r\n" in message:
+        assert signature_headers(big, (b"dkim-signature",)) == expected
 
 
 # --- ARC --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from postmesh.api.events.v1 import events_pb2
 from postmesh.common import topics
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.bus import BusRecord
-from postmesh.common.bus.sqlite import SqliteBus
+from postmesh.common.bus.sqlite import OWN_FILE_TOPICS, SqliteBus
 from postmesh.common.mailauth.fakedns import FakeResolver
 from postmesh.smtp_edge.app import SmtpEdgeService
 from postmesh.smtp_edge.backend import RecipientKind
@@ -107,7 +107,7 @@ class Edge:
         """Everything on postmesh.inbound, read back through a second bus client. Waits until
         ``expected`` records are there, then ``wait`` more seconds to catch any extra."""
         got: list[BusRecord] = []
-        reader = SqliteBus(self.bus_path)
+        reader = SqliteBus(self.bus_path, OWN_FILE_TOPICS)
         await reader.start()
 
         async def collect(rec: BusRecord) -> None:
@@ -164,7 +164,8 @@ async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
         values.update(overrides)
         settings = SmtpEdgeSettings(**values)
         bus_path = tmp_path / f"bus-{len(started)}.sqlite3"
-        bus = FailingBus(bus_path) if failing_bus else SqliteBus(bus_path)
+        # The services' layout (create_bus): postmesh.inbound in a file of its own.
+        bus = FailingBus(bus_path) if failing_bus else SqliteBus(bus_path, OWN_FILE_TOPICS)
         backend = FakeBackend()
         # DNS is a fake zone here (no lookups leave the test); integration tests use dnsmasq.
         resolver = dns or FakeResolver()

@@ -178,3 +178,23 @@ async def test_authenticated_submission_is_not_checked(
     [rec] = await edge.messages(1)
     assert b"Authentication-Results" not in rec.inline_content  # none added, forged removed
     assert not [q for q in edge.dns.queries if q[1] == "TXT"]
+
+
+async def test_each_dns_question_is_asked_once_per_transaction(make_edge: EdgeFactory) -> None:
+    """SPF of MAIL FROM and HELO, DMARC asked ahead at MAIL FROM and again for the From
+    domain: one query each (ADR 43); the next transaction asks again."""
+    dns = zone()
+    edge = await make_edge(dns=dns)
+    for n in (1, 2):
+        before = len(dns.queries)
+        data, _ = await asyncio.to_thread(
+            send, edge.mx, "carol@example.net", signed(message("Carol <carol@example.net>"))
+        )
+        assert data[0] == 250
+        asked = dns.queries[before:]
+        assert len(asked) == len(set(asked)), asked
+        assert ("example.net", "TXT") in asked  # SPF of MAIL FROM
+        assert ("_dmarc.example.net", "TXT") in asked
+        assert ("client.example.net", "TXT") in asked  # SPF of HELO
+        rec = (await edge.messages(n))[-1]
+        assert results(auth_results(rec.inline_content))["dmarc"] == ["pass"]

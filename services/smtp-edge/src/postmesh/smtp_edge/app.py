@@ -20,6 +20,7 @@ from postmesh.smtp_edge.backend import EdgeBackend, GrpcEdgeBackend
 from postmesh.smtp_edge.content_scan import RspamdScanner
 from postmesh.smtp_edge.inbound_auth import AuthPolicy, InboundAuthenticator
 from postmesh.smtp_edge.queueing import MessageQueuer, Queued
+from postmesh.smtp_edge.recipient_cache import CachedRecipients
 from postmesh.smtp_edge.session import (
     MX,
     SUBMISSION,
@@ -95,6 +96,12 @@ class SmtpEdgeService(Service):
                 auth_stub(self.settings.auth_address, security),
                 store_stub(self.settings.store_address, security),
                 self.settings.grpc_deadline_seconds,
+            )
+        if self.settings.smtp_recipient_cache_seconds > 0 and not isinstance(
+            self._backend, CachedRecipients
+        ):
+            self._backend = CachedRecipients(
+                self._backend, self.settings.smtp_recipient_cache_seconds
             )
         self.queuer = MessageQueuer(
             self.bus, self._backend, self.settings.hostname, self.settings.smtp_inline_limit_bytes

@@ -1,5 +1,5 @@
 """Inbound mail authentication on the MX: SPF (started at MAIL FROM, so it runs while the
-client sends RCPT and DATA), DKIM and ARC on the received message, DMARC on top, and the
+client sends RCPT and DATA, with the sender domain's DMARC policy asked ahead), DKIM and ARC on the received message, DMARC on top, and the
 verdict: the Authentication-Results header (RFC 8601) naming this host, a 550 5.7.1 for a
 DMARC p=reject failure, the Junk mailbox for p=quarantine (RFC 7489 §6.3, §10.1).
 
@@ -16,7 +16,9 @@ from postmesh.common.mailauth.authresults import MethodResult, Property, authent
 from postmesh.common.mailauth.dkim_verify import DkimResult, verify_dkim
 from postmesh.common.mailauth.dmarc import DmarcResult, check_dmarc
 from postmesh.common.mailauth.dnsclient import Resolver
+from postmesh.common.mailauth.dnsmemo import TransactionDns
 from postmesh.common.mailauth.iprev import IprevResult
+from postmesh.common.mailauth.psl import default_list
 from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
 from postmesh.smtp_edge import metrics
 
@@ -27,6 +29,18 @@ log = get_logger(__name__)
 class SpfChecks:
     mailfrom: SpfResult
     helo: SpfResult
+
+
+@dataclass(frozen=True, slots=True)
+class InboundChecks:
+    """One transaction's checks under way: its DNS answers (asked once) and SPF."""
+
+    dns: TransactionDns
+    spf: asyncio.Task[SpfChecks]
+
+    def cancel(self) -> None:
+        self.spf.cancel()  # no-op when done
+        self.dns.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +63,30 @@ class InboundAuthenticator:
         self.hostname = hostname
         self.policy = policy
 
-    def start_spf(self, ip: str, sender: str, helo: str) -> asyncio.Task[SpfChecks]:
+    def start(self, ip: str, sender: str, helo: str) -> InboundChecks:
+        """At MAIL FROM: SPF of both identities, and the MAIL FROM domain's DMARC policy
+        asked ahead (the From domain is most often the same), while RCPT and DATA go on."""
+        dns = TransactionDns(self.resolver)
+        domain = sender.rpartition("@")[2].lower().rstrip(".")
+        if domain and not domain.startswith("["):
+            for name in {domain, default_list().organizational_domain(domain)}:
+                dns.prefetch(f"_dmarc.{name}", "TXT")
+
         async def both() -> SpfChecks:
             mailfrom, helo_result = await asyncio.gather(
-                check_spf(self.resolver, ip, sender, helo), check_helo(self.resolver, ip, helo)
+                check_spf(dns, ip, sender, helo), check_helo(dns, ip, helo)
             )
             return SpfChecks(mailfrom, helo_result)
 
-        return asyncio.ensure_future(both())
+        return InboundChecks(dns, asyncio.ensure_future(both()))
 
     async def evaluate(
-        self, content: bytes, remote_ip: str, iprev: IprevResult, spf: SpfChecks
+        self, content: bytes, remote_ip: str, iprev: IprevResult, checks: InboundChecks
     ) -> Verdict:
-        dkim, arc = await asyncio.gather(
-            verify_dkim(self.resolver, content), verify_arc(self.resolver, content)
-        )
-        dmarc = await check_dmarc(self.resolver, content, spf.mailfrom, dkim)
+        spf = await checks.spf
+        dns = checks.dns
+        dkim, arc = await asyncio.gather(verify_dkim(dns, content), verify_arc(dns, content))
+        dmarc = await check_dmarc(dns, content, spf.mailfrom, dkim)
         for method, result in (
             ("spf", spf.mailfrom.result),
             ("dmarc", dmarc.result),

@@ -59,3 +59,8 @@ CONTENT_SCAN_SECONDS = Histogram(
     "Time rspamd took to answer (or to fail).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+RECIPIENT_CACHE = Counter(
+    "postmesh_smtp_edge_recipient_cache_total",
+    "RCPT look-ups answered from the edge's memory (hit) or asked of auth (miss); ADR 43.",
+    ["result"],
+)

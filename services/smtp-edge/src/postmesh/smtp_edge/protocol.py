@@ -473,25 +473,59 @@ class DataReader:
         ``normalize_lf`` a line ending in a bare LF is first made a CRLF line (Postfix 3.9
         ``smtpd_forbid_bare_newline = normalize``), so it is unstuffed like any other line; the
         end marker was still only CRLF "." CRLF, so nothing can be smuggled past it."""
+        data = self._complete()
+        return _unstuff(normalize_bare_lf(data) if normalize_lf else data)
+
+    def message(self, normalize_lf: bool) -> bytes | None:
+        """:meth:`content`, or None when a bare CR or LF is left in it (a bare CR always; a bare
+        LF unless ``normalize_lf``). Counted once on the received octets, in C: unstuffing
+        removes only a "." after a CRLF, which makes or breaks no line ending, so the verdict
+        is the content's (:func:`has_bare_newline`)."""
+        data = line_ends_checked(self._complete(), normalize_lf)
+        return None if data is None else _unstuff(data)
+
+    def _complete(self) -> bytearray:
         if not self.done or self.too_big:
             raise ValueError("no complete message within the size limit")
-        data = bytes(self._buf)
-        if normalize_lf:
-            data = normalize_bare_lf(data)
-        return data.replace(b"\r\n.", b"\r\n")[2:]
+        return self._buf
+
+
+_DOT_LINE = b"\r\n."
+
+
+def _unstuff(data: bytes | bytearray) -> bytes:
+    """RFC 5321 §4.5.2: drop the "." that starts a line, and the CRLF that ended the DATA
+    command line (the buffer's first two octets). Most messages have no such line: then the
+    only copy is the final one."""
+    if data.find(_DOT_LINE) >= 0:
+        data = data.replace(_DOT_LINE, b"\r\n")
+    return bytes(memoryview(data)[2:])
 
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-def normalize_bare_lf(data: bytes) -> bytes:
+def normalize_bare_lf(data: bytes | bytearray) -> bytes | bytearray:
     """Every LF not preceded by CR becomes CRLF (a bare CR stays, for the caller to refuse)."""
     if data.count(b"\n") == data.count(b"\r\n"):
         return data  # the common case: nothing to do, no copy
     return _BARE_LF.sub(b"\r\n", data)
 
 
-def has_bare_newline(data: bytes) -> bool:
+def has_bare_newline(data: bytes | bytearray) -> bool:
     """True if a CR or LF appears other than as CRLF (RFC 5321 §2.3.8)."""
     crlf = data.count(b"\r\n")
     return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+def line_ends_checked(data: bytes | bytearray, normalize_lf: bool) -> bytes | bytearray | None:
+    """``data`` when every CR and LF is part of a CRLF; with ``normalize_lf`` bare LFs are made
+    CRLF (:func:`normalize_bare_lf`); None when a bare CR, or a bare LF not normalised, is
+    left. Three counts of the whole message, and a copy only when LFs are normalised."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf:
+        # Normalising adds no CR that is not part of a CRLF, nor takes one away.
+        return None
+    if data.count(b"\n") == crlf:
+        return data
+    return _BARE_LF.sub(b"\r\n", data) if normalize_lf else None

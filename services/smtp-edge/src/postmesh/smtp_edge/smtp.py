@@ -26,7 +26,7 @@ from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend
 from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_message
-from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, SpfChecks, Verdict
+from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, InboundChecks, Verdict
 from postmesh.smtp_edge.protocol import (
     BDAT_SYNTAX,
     BINARYMIME,
@@ -34,8 +34,7 @@ from postmesh.smtp_edge.protocol import (
     ProtocolError,
     bad_helo_argument,
     ehlo_keywords,
-    has_bare_newline,
-    normalize_bare_lf,
+    line_ends_checked,
     parse_bdat,
     parse_mail,
     parse_rcpt,
@@ -134,8 +133,8 @@ class EdgeSMTP(AdaptedSMTP):
         # Reverse DNS of the client, looked up while the session goes on (Received, iprev).
         self._iprev: asyncio.Future[IprevResult] | None = None
         self.authenticator = authenticator
-        # SPF of the current transaction, started at MAIL FROM (MX only).
-        self._spf: asyncio.Task[SpfChecks] | None = None
+        # SPF (and DNS asked ahead) of the current transaction, from MAIL FROM (MX only).
+        self._checks: InboundChecks | None = None
         self.message_rate = message_rate or MessageRate(0)
         self.scanner = scanner
 
@@ -484,7 +483,7 @@ class EdgeSMTP(AdaptedSMTP):
             "mail from", extra=kv(mail_from=mail.sender, size=mail.size, requiretls=mail.requiretls)
         )
         if self._checks_sender():
-            self._spf = self.authenticator.start_spf(
+            self._checks = self.authenticator.start(
                 self.state.peer_ip, mail.sender, self.state.helo or ""
             )
         await self.push("250 2.1.0 Ok")
@@ -651,18 +650,17 @@ class EdgeSMTP(AdaptedSMTP):
         dot-stuffing to undo (RFC 3030 §2); bare LF/CR are treated as in DATA, except in
         BINARYMIME content: binary octets are its point (RFC 3030 §3), and with no end marker
         in BDAT there is nothing for them to smuggle past (ADR 40)."""
-        content = bytes(txn.chunks or b"")
+        chunks: bytes | bytearray = txn.chunks or b""
         if txn.mail.body == BINARYMIME:
-            return content
-        if self.settings.smtp_bare_newline == "normalize":
-            content = normalize_bare_lf(content)
-        return None if has_bare_newline(content) else content
+            return bytes(chunks)
+        checked = line_ends_checked(chunks, self.settings.smtp_bare_newline == "normalize")
+        return None if checked is None else bytes(checked)
 
     def _end_transaction(self) -> None:
         self.state.txn = None
-        if self._spf is not None:
-            self._spf.cancel()  # no-op when done
-            self._spf = None
+        if self._checks is not None:
+            self._checks.cancel()
+            self._checks = None
         unbind_log_context("queue_id")
 
     def _checks_sender(self) -> bool:
@@ -698,10 +696,9 @@ class EdgeSMTP(AdaptedSMTP):
         # "normalize" stores bare-LF lines as CRLF lines (what Python's smtplib.sendmail of
         # msg.as_bytes() sends), "reject" refuses them. A bare CR is refused in both modes:
         # no client needs it and some MTAs treat it as a line end.
-        content = reader.content(normalize_lf=self.settings.smtp_bare_newline == "normalize")
-        if has_bare_newline(content):
+        content = reader.message(normalize_lf=self.settings.smtp_bare_newline == "normalize")
+        if content is None:
             await self._reject("550 5.6.0 Bare LF/CR not allowed", "bare_newline")
-            return None
         return content
 
     async def _queue(self, txn: Transaction, content: bytes) -> None:
@@ -810,11 +807,12 @@ class EdgeSMTP(AdaptedSMTP):
         return True
 
     async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
-        if self._spf is None:
+        if self._checks is None:
             return Verdict(b"")
         try:
-            spf = await self._spf
-            return await self.authenticator.evaluate(content, self.state.peer_ip, iprev, spf)
+            return await self.authenticator.evaluate(
+                content, self.state.peer_ip, iprev, self._checks
+            )
         except asyncio.CancelledError:
             raise
         except Exception:

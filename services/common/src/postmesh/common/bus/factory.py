@@ -19,6 +19,6 @@ def create_bus(settings: ServiceSettings, client_id: str) -> Bus:
             topic_prefix=settings.kafka_topic_prefix,
             security=KafkaSecurity.from_settings(settings),
         )
-    from postmesh.common.bus.sqlite import SqliteBus
+    from postmesh.common.bus.sqlite import OWN_FILE_TOPICS, SqliteBus
 
-    return SqliteBus(settings.data_path(settings.bus_sqlite_path))
+    return SqliteBus(settings.data_path(settings.bus_sqlite_path), OWN_FILE_TOPICS)

@@ -19,6 +19,7 @@ import dkim
 from dkim.util import parse_tag_value
 
 from postmesh.common.mailauth.dnsclient import DnsTempError, Resolver
+from postmesh.common.mailauth.headers import header_section
 
 # RFC 6376 §6.1: a verifier may limit the signatures it checks (a DoS bound).
 MAX_SIGNATURES = 10
@@ -66,9 +67,14 @@ def key_name(tags: dict[bytes, bytes]) -> str | None:
 
 
 def signature_headers(message: bytes, names: tuple[bytes, ...]) -> list[bytes]:
-    """The values of the header fields called ``names`` (lower case), in order."""
+    """The values of the header fields called ``names`` (lower case), in order.
+
+    Only the header section is parsed: dkimpy's parser splits the whole message into lines and
+    joins the body again (~2 ms for 100 KiB, twice per message: DKIM and ARC), and most
+    messages have no signature at all. The section ends at the first empty line, with LF or
+    CRLF, where dkimpy's parser stops too, so the fields are the same."""
     try:
-        headers, _ = dkim.rfc822_parse(message)
+        headers, _ = dkim.rfc822_parse(header_section(message))
     except dkim.DKIMException:
         return []
     return [value for name, value in headers if name.lower() in names]
