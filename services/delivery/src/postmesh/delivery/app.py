@@ -36,6 +36,7 @@ from postmesh.delivery.mta_sts import MtaSts
 from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, worker_owner
 from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
+from postmesh.delivery.remote_domains import RemoteDomains
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.signing import DkimSigner
 from postmesh.delivery.smtp_client import Envelope, Finish, Rcpt
@@ -140,6 +141,7 @@ class DeliveryService(Service):
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)
         self.signer = make_signer(settings, self.auth)
+        self.remote_domains = RemoteDomains(settings.remote_domain_cache_seconds)
         self.steps = settings.retry_steps
         self.lifetime_ms = int(settings.queue_lifetime_seconds * 1000)
         self.workers = QueueWorkers(
@@ -267,6 +269,9 @@ class DeliveryService(Service):
             if loop:
                 results.append(self._as(loop, rcpt.address))
                 continue
+            if self.remote_domains.known(rcpt.address):
+                remote.append(rcpt)  # auth said this domain is remote moments ago (ADR 44)
+                continue
             resolved = await self.auth.ResolveRecipient(
                 auth_pb2.ResolveRecipientRequest(address=rcpt.address),
                 timeout=self.settings.grpc_deadline_seconds,
@@ -293,6 +298,8 @@ class DeliveryService(Service):
                     )
                 )
             else:
+                if resolved.kind == auth_pb2.RECIPIENT_KIND_REMOTE:
+                    self.remote_domains.remember(rcpt.address)
                 remote.append(rcpt)
         if remote:
             await self._enqueue_remote(msg, remote, content)

@@ -48,6 +48,9 @@ class DeliverySettings(AdminTokenSettings):
     queue_lifetime: str = "5d"
     # More Received: headers than this is a mail loop (RFC 5321 §6.3): bounce with 5.4.6.
     max_received_headers: int = Field(default=50, ge=1)
+    # How long auth's answer that a recipient domain is not local is reused for the next
+    # recipients of that domain instead of asking again (ADR 44); 0 asks for every recipient.
+    remote_domain_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # Simultaneous SMTP connections to one destination (next-hop domain), as Postfix's
     # default_destination_concurrency_limit.
     destination_concurrency: int = Field(default=10, ge=1, le=1000)
