@@ -144,12 +144,16 @@ class FakeResolver:
     def add(self, name: str, rdtype: str, *values: str) -> None:
         self.zone[(name.lower().rstrip("."), rdtype)] = list(values)
 
-    async def resolve(self, name: str, rdtype: Any, search: bool = False) -> list[Any]:
+    async def resolve(
+        self, name: str, rdtype: Any, search: bool = False, raise_on_no_answer: bool = True
+    ) -> list[Any]:
         rdtype_text = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
         key = (str(name).lower().rstrip("."), rdtype_text)
         self.queries.append(key)
         if key not in self.zone:
             if any(n == key[0] for n, _ in self.zone):
+                if not raise_on_no_answer:
+                    return []  # as dnspython's Answer without an RRset iterates
                 raise dns.resolver.NoAnswer()
             raise dns.resolver.NXDOMAIN()
         value = self.zone[key]
