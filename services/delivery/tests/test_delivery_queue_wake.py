@@ -17,11 +17,16 @@ class ClaimCountingQueue:
     def __init__(self) -> None:
         self.free: list[queue_pb2.QueueEntry] = []
         self.claims = 0
+        self.contents: dict[str, bytes] = {}  # what a store sends with a claim
+        self.asked_content: list[int] = []
 
     async def ClaimDue(self, req: queue_pb2.ClaimDueRequest, timeout: float) -> Any:
         self.claims += 1
+        self.asked_content.append(req.content_max_bytes)
         got, self.free = self.free[: req.max_items], self.free[req.max_items :]
-        return queue_pb2.ClaimDueResponse(entries=got)
+        contents = {e.message.blob_id: self.contents[e.message.blob_id] for e in got
+                    if e.message.blob_id in self.contents}  # fmt: skip
+        return queue_pb2.ClaimDueResponse(entries=got, contents=contents)
 
     async def Stats(self, req: queue_pb2.QueueStatsRequest, timeout: float) -> Any:
         return queue_pb2.QueueStatsResponse()
@@ -29,8 +34,9 @@ class ClaimCountingQueue:
 
 def entry(n: int) -> queue_pb2.QueueEntry:
     return queue_pb2.QueueEntry(
-        queue_id=f"Q{n}", recipient=events_pb2.Recipient(address=f"r{n}@remote.test")
-    )
+        queue_id=f"Q{n}", recipient=events_pb2.Recipient(address=f"r{n}@remote.test"),
+        message=events_pb2.InboundMessage(queue_id=f"Q{n}", blob_id=f"blob{n}"),
+    )  # fmt: skip
 
 
 async def until(cond: Any) -> None:
@@ -76,5 +82,32 @@ async def test_finished_attempts_claim_only_when_something_may_be_due() -> None:
     gate.set()
     await until(lambda: attempted[-2:] == ["Q10", "Q11"])
     assert queue.free == []
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_claimed_entries_get_the_content_that_came_with_the_claim() -> None:
+    """Content in ClaimDueResponse.contents goes to its message's attempt (no GetBlob); a
+    message without (too large, an older store) gets None and reads it itself."""
+    queue = ClaimCountingQueue()
+    queue.free = [entry(1), entry(2), entry(1)]
+    queue.free[2].recipient.address = "other@remote.test"  # same message, same domain
+    queue.contents = {"blob1": b"content one"}
+    seen: dict[str, tuple[list[str], bytes | None]] = {}
+
+    async def attempt(group: Sequence[queue_pb2.QueueEntry], content: bytes | None) -> None:
+        seen[group[0].queue_id] = ([e.recipient.address for e in group], content)
+
+    workers = QueueWorkers(
+        queue, attempt, owner="me", concurrency=10, claim_batch=50,  # type: ignore[arg-type]
+        lease_seconds=60, poll_seconds=60, deadline=5,
+    )  # fmt: skip
+    task = asyncio.create_task(workers.run())
+    await until(lambda: len(seen) == 2)
+    assert seen == {
+        "Q1": (["r1@remote.test", "other@remote.test"], b"content one"),
+        "Q2": (["r2@remote.test"], None),
+    }
+    assert queue.asked_content[0] > 0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

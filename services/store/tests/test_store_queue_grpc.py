@@ -185,6 +185,37 @@ async def test_claim_reschedule_delete(queue: queue_pb2_grpc.DeliveryQueueServic
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_claim_due_brings_the_contents_asked_for(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    """ClaimDueRequest.content_max_bytes: each distinct message's content once, only those
+    within the limit; 0 (an older delivery) brings none."""
+    big = CONTENT + b"x" * 100 + b"\r\n"
+    await queue.Enqueue(enqueue_request(), timeout=10)
+    await queue.Enqueue(
+        enqueue_request(recipient=events_pb2.Recipient(address="carol@example.net")), timeout=10
+    )
+    await queue.Enqueue(
+        enqueue_request(queue_id="Q2", message=inbound(queue_id="Q2", inline_content=big)),
+        timeout=10,
+    )
+    got = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(
+            owner="d", max_items=10, lease_seconds=60, content_max_bytes=len(CONTENT) + 10
+        ),
+        timeout=10,
+    )
+    assert len(got.entries) == 3
+    # Q2's content is over the limit: its attempt reads it with GetBlob.
+    assert dict(got.contents) == {BLOB_ID: CONTENT}
+    q3 = inbound(queue_id="Q3", inline_content=CONTENT)
+    await queue.Enqueue(enqueue_request(queue_id="Q3", message=q3), timeout=10)
+    plain = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(owner="d", max_items=10, lease_seconds=60), timeout=10
+    )
+    assert len(plain.entries) == 1 and dict(plain.contents) == {}
+
+
 async def test_enqueue_born_leased_needs_no_claim(
     queue: queue_pb2_grpc.DeliveryQueueServiceStub,
 ) -> None:

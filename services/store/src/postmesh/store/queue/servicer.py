@@ -62,6 +62,12 @@ def entry_pb(e: QueueEntry) -> queue_pb2.QueueEntry:
     )  # fmt: skip
 
 
+# ClaimDueRequest.content_max_bytes: at most this per message and in all per answer (gRPC's
+# message limit is 16 MiB, postmesh.common.grpc).
+MAX_CLAIM_CONTENT_BYTES = 1024 * 1024
+MAX_CLAIM_CONTENTS_BYTES = 4 * 1024 * 1024
+
+
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -163,7 +169,33 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         )
         if entries:
             log.info("queue entries claimed", extra=kv(owner=request.owner, count=len(entries)))
-        return queue_pb2.ClaimDueResponse(entries=[entry_pb(e) for e in entries])
+        pbs = [entry_pb(e) for e in entries]
+        contents = await self._call(context, self._contents(pbs, request.content_max_bytes))
+        return queue_pb2.ClaimDueResponse(entries=pbs, contents=contents)
+
+    async def _contents(
+        self, entries: list[queue_pb2.QueueEntry], max_bytes: int
+    ) -> dict[str, bytes]:
+        """The claimed messages' contents up to ``max_bytes`` each (capped), within the
+        answer's budget: the caller then needs no GetBlob for them."""
+        limit = min(max_bytes, MAX_CLAIM_CONTENT_BYTES)
+        budget = MAX_CLAIM_CONTENTS_BYTES
+        out: dict[str, bytes] = {}
+        for e in entries:
+            blob_id, size = e.message.blob_id, e.message.size
+            # message.size is what the edge accepted; 0 (unknown) is read and measured.
+            if not blob_id or blob_id in out or size > limit or size > budget or limit <= 0:
+                continue
+            try:
+                chunks = await self.store.read_blob(blob_id)
+            except errors.NotFound:
+                continue  # the attempt's GetBlob answers it (a bounce without the content)
+            data = b"".join([c async for c in chunks])
+            if len(data) > limit or len(data) > budget:
+                continue
+            out[blob_id] = data
+            budget -= len(data)
+        return out
 
     async def Claim(
         self, request: queue_pb2.ClaimEntryRequest, context: grpc.aio.ServicerContext

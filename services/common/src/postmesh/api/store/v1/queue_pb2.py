@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from postmesh.api.events.v1 import events_pb2 as postmesh_dot_api_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!postmesh/api/store/v1/queue.proto\x12\x15postmesh.api.store.v1\x1a#postmesh/api/events/v1/events.proto\"\x98\x02\n\nQueueEntry\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x08 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\"\xff\x01\n\x0e\x45nqueueRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x15\n\rlease_seconds\x18\x08 \x01(\r\"V\n\x0f\x45nqueueResponse\x12\x30\n\x05\x65ntry\x18\x01 \x01(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"J\n\x0f\x43laimDueRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"F\n\x10\x43laimDueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\"^\n\x11\x43laimEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\r\"w\n\x11RescheduleRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\"M\n\x17\x44\x65leteQueueEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\x1a\n\x18\x44\x65leteQueueEntryResponse\"T\n\x11\x44\x65leteManyRequest\x12?\n\x07\x65ntries\x18\x01 \x03(\x0b\x32..postmesh.api.store.v1.DeleteQueueEntryRequest\"L\n\x12\x44\x65leteManyResponse\x12\x36\n\x08outcomes\x18\x01 \x03(\x0e\x32$.postmesh.api.store.v1.DeleteOutcome\"K\n\x10ListQueueRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\"`\n\x11ListQueueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11QueueStatsRequest\"`\n\x12QueueStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\x04\x12\x0e\n\x06leased\x18\x03 \x01(\x04\x12\x1c\n\x14oldest_created_at_ms\x18\x04 \x01(\x03\"I\n\x13MaildropLockRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"N\n\x14MaildropLockResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"/\n\x1bReleaseMaildropLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*\x8c\x01\n\rDeleteOutcome\x12\x1e\n\x1a\x44\x45LETE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LETE_OUTCOME_DELETED\x10\x01\x12\x1c\n\x18\x44\x45LETE_OUTCOME_NOT_FOUND\x10\x02\x12!\n\x1d\x44\x45LETE_OUTCOME_LEASE_NOT_HELD\x10\x03\x32\x85\x06\n\x14\x44\x65liveryQueueService\x12X\n\x07\x45nqueue\x12%.postmesh.api.store.v1.EnqueueRequest\x1a&.postmesh.api.store.v1.EnqueueResponse\x12[\n\x08\x43laimDue\x12&.postmesh.api.store.v1.ClaimDueRequest\x1a\'.postmesh.api.store.v1.ClaimDueResponse\x12T\n\x05\x43laim\x12(.postmesh.api.store.v1.ClaimEntryRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12Y\n\nReschedule\x12(.postmesh.api.store.v1.RescheduleRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12i\n\x06\x44\x65lete\x12..postmesh.api.store.v1.DeleteQueueEntryRequest\x1a/.postmesh.api.store.v1.DeleteQueueEntryResponse\x12\x61\n\nDeleteMany\x12(.postmesh.api.store.v1.DeleteManyRequest\x1a).postmesh.api.store.v1.DeleteManyResponse\x12Y\n\x04List\x12\'.postmesh.api.store.v1.ListQueueRequest\x1a(.postmesh.api.store.v1.ListQueueResponse\x12\\\n\x05Stats\x12(.postmesh.api.store.v1.QueueStatsRequest\x1a).postmesh.api.store.v1.QueueStatsResponse2\xc6\x02\n\x13MaildropLockService\x12\x62\n\x07\x41\x63quire\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12`\n\x05Renew\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12i\n\x07Release\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a\x32.postmesh.api.store.v1.ReleaseMaildropLockResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!postmesh/api/store/v1/queue.proto\x12\x15postmesh.api.store.v1\x1a#postmesh/api/events/v1/events.proto\"\x98\x02\n\nQueueEntry\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x1b\n\x13lease_expires_at_ms\x18\x08 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\"\xff\x01\n\x0e\x45nqueueRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x34\n\trecipient\x18\x02 \x01(\x0b\x32!.postmesh.api.events.v1.Recipient\x12\x37\n\x07message\x18\x03 \x01(\x0b\x32&.postmesh.api.events.v1.InboundMessage\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x1a\n\x12next_attempt_at_ms\x18\x05 \x01(\x03\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x13\n\x0blease_owner\x18\x07 \x01(\t\x12\x15\n\rlease_seconds\x18\x08 \x01(\r\"V\n\x0f\x45nqueueResponse\x12\x30\n\x05\x65ntry\x18\x01 \x01(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"e\n\x0f\x43laimDueRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\x12\x19\n\x11\x63ontent_max_bytes\x18\x04 \x01(\r\"\xc0\x01\n\x10\x43laimDueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12G\n\x08\x63ontents\x18\x02 \x03(\x0b\x32\x35.postmesh.api.store.v1.ClaimDueResponse.ContentsEntry\x1a/\n\rContentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"^\n\x11\x43laimEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\r\"w\n\x11RescheduleRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x1a\n\x12next_attempt_at_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\"M\n\x17\x44\x65leteQueueEntryRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\x1a\n\x18\x44\x65leteQueueEntryResponse\"T\n\x11\x44\x65leteManyRequest\x12?\n\x07\x65ntries\x18\x01 \x03(\x0b\x32..postmesh.api.store.v1.DeleteQueueEntryRequest\"L\n\x12\x44\x65leteManyResponse\x12\x36\n\x08outcomes\x18\x01 \x03(\x0e\x32$.postmesh.api.store.v1.DeleteOutcome\"K\n\x10ListQueueRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\"`\n\x11ListQueueResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.postmesh.api.store.v1.QueueEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11QueueStatsRequest\"`\n\x12QueueStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\x04\x12\x0e\n\x06leased\x18\x03 \x01(\x04\x12\x1c\n\x14oldest_created_at_ms\x18\x04 \x01(\x03\"I\n\x13MaildropLockRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\"N\n\x14MaildropLockResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"/\n\x1bReleaseMaildropLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*\x8c\x01\n\rDeleteOutcome\x12\x1e\n\x1a\x44\x45LETE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LETE_OUTCOME_DELETED\x10\x01\x12\x1c\n\x18\x44\x45LETE_OUTCOME_NOT_FOUND\x10\x02\x12!\n\x1d\x44\x45LETE_OUTCOME_LEASE_NOT_HELD\x10\x03\x32\x85\x06\n\x14\x44\x65liveryQueueService\x12X\n\x07\x45nqueue\x12%.postmesh.api.store.v1.EnqueueRequest\x1a&.postmesh.api.store.v1.EnqueueResponse\x12[\n\x08\x43laimDue\x12&.postmesh.api.store.v1.ClaimDueRequest\x1a\'.postmesh.api.store.v1.ClaimDueResponse\x12T\n\x05\x43laim\x12(.postmesh.api.store.v1.ClaimEntryRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12Y\n\nReschedule\x12(.postmesh.api.store.v1.RescheduleRequest\x1a!.postmesh.api.store.v1.QueueEntry\x12i\n\x06\x44\x65lete\x12..postmesh.api.store.v1.DeleteQueueEntryRequest\x1a/.postmesh.api.store.v1.DeleteQueueEntryResponse\x12\x61\n\nDeleteMany\x12(.postmesh.api.store.v1.DeleteManyRequest\x1a).postmesh.api.store.v1.DeleteManyResponse\x12Y\n\x04List\x12\'.postmesh.api.store.v1.ListQueueRequest\x1a(.postmesh.api.store.v1.ListQueueResponse\x12\\\n\x05Stats\x12(.postmesh.api.store.v1.QueueStatsRequest\x1a).postmesh.api.store.v1.QueueStatsResponse2\xc6\x02\n\x13MaildropLockService\x12\x62\n\x07\x41\x63quire\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12`\n\x05Renew\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a+.postmesh.api.store.v1.MaildropLockResponse\x12i\n\x07Release\x12*.postmesh.api.store.v1.MaildropLockRequest\x1a\x32.postmesh.api.store.v1.ReleaseMaildropLockResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'postmesh.api.store.v1.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELETEOUTCOME']._serialized_start=1861
-  _globals['_DELETEOUTCOME']._serialized_end=2001
+  _globals['_CLAIMDUERESPONSE_CONTENTSENTRY']._loaded_options = None
+  _globals['_CLAIMDUERESPONSE_CONTENTSENTRY']._serialized_options = b'8\001'
+  _globals['_DELETEOUTCOME']._serialized_start=2011
+  _globals['_DELETEOUTCOME']._serialized_end=2151
   _globals['_QUEUEENTRY']._serialized_start=98
   _globals['_QUEUEENTRY']._serialized_end=378
   _globals['_ENQUEUEREQUEST']._serialized_start=381
@@ -41,37 +43,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENQUEUERESPONSE']._serialized_start=638
   _globals['_ENQUEUERESPONSE']._serialized_end=724
   _globals['_CLAIMDUEREQUEST']._serialized_start=726
-  _globals['_CLAIMDUEREQUEST']._serialized_end=800
-  _globals['_CLAIMDUERESPONSE']._serialized_start=802
-  _globals['_CLAIMDUERESPONSE']._serialized_end=872
-  _globals['_CLAIMENTRYREQUEST']._serialized_start=874
-  _globals['_CLAIMENTRYREQUEST']._serialized_end=968
-  _globals['_RESCHEDULEREQUEST']._serialized_start=970
-  _globals['_RESCHEDULEREQUEST']._serialized_end=1089
-  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_start=1091
-  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_end=1168
-  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_start=1170
-  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_end=1196
-  _globals['_DELETEMANYREQUEST']._serialized_start=1198
-  _globals['_DELETEMANYREQUEST']._serialized_end=1282
-  _globals['_DELETEMANYRESPONSE']._serialized_start=1284
-  _globals['_DELETEMANYRESPONSE']._serialized_end=1360
-  _globals['_LISTQUEUEREQUEST']._serialized_start=1362
-  _globals['_LISTQUEUEREQUEST']._serialized_end=1437
-  _globals['_LISTQUEUERESPONSE']._serialized_start=1439
-  _globals['_LISTQUEUERESPONSE']._serialized_end=1535
-  _globals['_QUEUESTATSREQUEST']._serialized_start=1537
-  _globals['_QUEUESTATSREQUEST']._serialized_end=1556
-  _globals['_QUEUESTATSRESPONSE']._serialized_start=1558
-  _globals['_QUEUESTATSRESPONSE']._serialized_end=1654
-  _globals['_MAILDROPLOCKREQUEST']._serialized_start=1656
-  _globals['_MAILDROPLOCKREQUEST']._serialized_end=1729
-  _globals['_MAILDROPLOCKRESPONSE']._serialized_start=1731
-  _globals['_MAILDROPLOCKRESPONSE']._serialized_end=1809
-  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_start=1811
-  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_end=1858
-  _globals['_DELIVERYQUEUESERVICE']._serialized_start=2004
-  _globals['_DELIVERYQUEUESERVICE']._serialized_end=2777
-  _globals['_MAILDROPLOCKSERVICE']._serialized_start=2780
-  _globals['_MAILDROPLOCKSERVICE']._serialized_end=3106
+  _globals['_CLAIMDUEREQUEST']._serialized_end=827
+  _globals['_CLAIMDUERESPONSE']._serialized_start=830
+  _globals['_CLAIMDUERESPONSE']._serialized_end=1022
+  _globals['_CLAIMDUERESPONSE_CONTENTSENTRY']._serialized_start=975
+  _globals['_CLAIMDUERESPONSE_CONTENTSENTRY']._serialized_end=1022
+  _globals['_CLAIMENTRYREQUEST']._serialized_start=1024
+  _globals['_CLAIMENTRYREQUEST']._serialized_end=1118
+  _globals['_RESCHEDULEREQUEST']._serialized_start=1120
+  _globals['_RESCHEDULEREQUEST']._serialized_end=1239
+  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_start=1241
+  _globals['_DELETEQUEUEENTRYREQUEST']._serialized_end=1318
+  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_start=1320
+  _globals['_DELETEQUEUEENTRYRESPONSE']._serialized_end=1346
+  _globals['_DELETEMANYREQUEST']._serialized_start=1348
+  _globals['_DELETEMANYREQUEST']._serialized_end=1432
+  _globals['_DELETEMANYRESPONSE']._serialized_start=1434
+  _globals['_DELETEMANYRESPONSE']._serialized_end=1510
+  _globals['_LISTQUEUEREQUEST']._serialized_start=1512
+  _globals['_LISTQUEUEREQUEST']._serialized_end=1587
+  _globals['_LISTQUEUERESPONSE']._serialized_start=1589
+  _globals['_LISTQUEUERESPONSE']._serialized_end=1685
+  _globals['_QUEUESTATSREQUEST']._serialized_start=1687
+  _globals['_QUEUESTATSREQUEST']._serialized_end=1706
+  _globals['_QUEUESTATSRESPONSE']._serialized_start=1708
+  _globals['_QUEUESTATSRESPONSE']._serialized_end=1804
+  _globals['_MAILDROPLOCKREQUEST']._serialized_start=1806
+  _globals['_MAILDROPLOCKREQUEST']._serialized_end=1879
+  _globals['_MAILDROPLOCKRESPONSE']._serialized_start=1881
+  _globals['_MAILDROPLOCKRESPONSE']._serialized_end=1959
+  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_start=1961
+  _globals['_RELEASEMAILDROPLOCKRESPONSE']._serialized_end=2008
+  _globals['_DELIVERYQUEUESERVICE']._serialized_start=2154
+  _globals['_DELIVERYQUEUESERVICE']._serialized_end=2927
+  _globals['_MAILDROPLOCKSERVICE']._serialized_start=2930
+  _globals['_MAILDROPLOCKSERVICE']._serialized_end=3256
 # @@protoc_insertion_point(module_scope)

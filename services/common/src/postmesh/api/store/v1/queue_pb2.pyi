@@ -175,22 +175,30 @@ class ClaimDueRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     MAX_ITEMS_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    CONTENT_MAX_BYTES_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """Unique per delivery replica (e.g. pod name + process start)."""
     max_items: _builtins.int
     """1..1000."""
     lease_seconds: _builtins.int
     """1..86400: how long the entries stay the owner's unless rescheduled or deleted."""
+    content_max_bytes: _builtins.int
+    """Optional: the content of the claimed entries' messages of at most this many octets comes
+    with the answer (ClaimDueResponse.contents), one call instead of a GetBlob per message.
+    0: none. The store caps it at 1 MiB per message and 4 MiB per answer; the rest (and all
+    of it from a store that ignores this field) is read with GetBlob.
+    """
     def __init__(
         self,
         *,
         owner: _builtins.str = ...,
         max_items: _builtins.int = ...,
         lease_seconds: _builtins.int = ...,
+        content_max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds", "max_items", b"max_items", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_max_bytes", b"content_max_bytes", "lease_seconds", b"lease_seconds", "max_items", b"max_items", "owner", b"owner"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,19 +208,45 @@ Global___ClaimDueRequest: _TypeAlias = ClaimDueRequest  # noqa: Y015
 class ClaimDueResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ContentsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENTRIES_FIELD_NUMBER: _builtins.int
+    CONTENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueEntry]:
         """Oldest due first."""
+
+    @_builtins.property
+    def contents(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """blob_id (the entries' message.blob_id) -> the whole content, as content_max_bytes asked."""
 
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___QueueEntry] | None = ...,
+        contents: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents", "entries", b"entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
