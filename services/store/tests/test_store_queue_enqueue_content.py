@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from postmesh.store.blobs import BytesSource
+from postmesh.store.errors import InvalidArgument
 from postmesh.store.queue.factory import create_queue_repository
 from postmesh.store.queue.model import NewEntry
 from postmesh.store.queue.sqlite import SqliteQueueRepository
@@ -95,3 +96,26 @@ async def test_a_blob_id_that_is_not_the_content_s_address_is_refused(
 async def test_a_queue_on_a_connection_of_its_own_does_not_write_content(tmp_path: Path) -> None:
     queue = SqliteQueueRepository(tmp_path / "q.sqlite3")
     assert not queue.writes_content
+
+
+async def test_a_stored_blob_is_pinned_with_the_entry_and_an_unknown_one_refused(
+    repos: tuple[SqliteStoreRepository, SqliteQueueRepository],
+) -> None:
+    """Enqueue by blob_id (the edge's PutBlob): the pin is extended in the entry's own
+    transaction; an unknown blob leaves no entry."""
+    store, queue = repos
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield CONTENT
+
+    info = await store.put_blob(chunks())
+    first = await pinned_until(store, info.blob_id)
+    assert first is not None
+    source = BytesSource(CONTENT)
+    stored, dup = await queue.enqueue_with_content(entry(source), None, first + 3600)
+    assert not dup and stored.blob_id == info.blob_id
+    assert await pinned_until(store, info.blob_id) == first + 3600
+    missing = BytesSource(b"never uploaded\r\n")
+    with pytest.raises(InvalidArgument, match="unknown blob_id"):
+        await queue.enqueue_with_content(entry(missing, "carol@example.net"), None, first)
+    assert await queue.get("Q1", "carol@example.net") is None

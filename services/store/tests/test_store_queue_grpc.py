@@ -121,7 +121,18 @@ async def test_enqueue_by_blob_id_and_bad_requests(
 
     put = await store.PutBlob(chunks(), timeout=10)
     r = await queue.Enqueue(enqueue_request(message=inbound(blob_id=put.blob_id)), timeout=10)
-    assert r.entry.message.blob_id == BLOB_ID
+    assert r.entry.message.blob_id == BLOB_ID and r.content == b""  # not asked for
+    # Asked for (a caller about to attempt it): a new entry's answer carries the content; a
+    # repeat's, and one over the limit, do not.
+    asked = enqueue_request(
+        recipient=events_pb2.Recipient(address="carol@example.net"),
+        message=inbound(blob_id=put.blob_id), content_max_bytes=len(CONTENT),
+    )  # fmt: skip
+    got = await queue.Enqueue(asked, timeout=10)
+    assert not got.duplicate and got.content == CONTENT
+    assert (await queue.Enqueue(asked, timeout=10)).content == b""
+    asked.recipient.address, asked.content_max_bytes = "dave@example.net", len(CONTENT) - 1
+    assert (await queue.Enqueue(asked, timeout=10)).content == b""
 
     # A new (queue id, recipient) each: a known one answers duplicate before any check.
     bad = [

@@ -33,7 +33,13 @@ from postmesh.delivery.forwarding import forwarded
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.mta_sts import MtaSts
-from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, worker_owner
+from postmesh.delivery.queue import (
+    CLAIM_CONTENT_BYTES,
+    QueueWorkers,
+    group_entries,
+    next_delay,
+    worker_owner,
+)
 from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
 from postmesh.delivery.remote_domains import RemoteDomains
@@ -327,7 +333,11 @@ class DeliveryService(Service):
                 if leased:
                     req.lease_owner = self.workers.owner
                     req.lease_seconds = self.settings.queue_lease_seconds
+                    if content is None:  # a blob: the store's answer brings it along
+                        req.content_max_bytes = CLAIM_CONTENT_BYTES
                 resp = await self.queue.Enqueue(req, timeout=self.settings.grpc_deadline_seconds)
+                if resp.content and content is None:
+                    content = resp.content
                 # Only what the store says is ours: a store older than lease_owner ignores it
                 # and returns a free entry, which the claim loop (of any replica) takes.
                 if leased and not resp.duplicate and resp.entry.lease_owner == req.lease_owner:

@@ -113,14 +113,15 @@ class QueueRepository(ABC):
     writes_content = False
 
     async def enqueue_with_content(
-        self, entry: NewEntry, source: BlobSource, pin_until: int
+        self, entry: NewEntry, source: BlobSource | None, pin_until: int
     ) -> tuple[QueueEntry, bool]:
         """``enqueue``, with the content (``entry.blob_id`` is its address) stored and pinned
         until ``pin_until`` (Unix seconds) as ``StoreRepository.put_blob`` would, in the same
-        transaction: both or neither, one commit. A repeat writes nothing. Only where
-        ``writes_content``."""
+        transaction: both or neither, one commit. ``source`` None: the blob is stored already
+        (InvalidArgument if not) and only its pin is extended. A repeat writes nothing. Only
+        where ``writes_content``."""
         canonical, now = self._canonical(entry)
-        if canonical.blob_id != source.blob_id:
+        if source is not None and canonical.blob_id != source.blob_id:
             raise InvalidArgument("blob_id is not the content's address")
         return await self._enqueue_with_content(canonical, now, source, pin_until)
 
@@ -226,7 +227,7 @@ class QueueRepository(ABC):
     async def _enqueue(self, entry: NewEntry, now: int) -> tuple[QueueEntry, bool]: ...
 
     async def _enqueue_with_content(
-        self, entry: NewEntry, now: int, source: BlobSource, pin_until: int
+        self, entry: NewEntry, now: int, source: BlobSource | None, pin_until: int
     ) -> tuple[QueueEntry, bool]:
         raise NotImplementedError(f"{type(self).__name__} does not store content")
 

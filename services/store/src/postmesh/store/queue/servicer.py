@@ -13,6 +13,7 @@ from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors
+from postmesh.store import validation as v
 from postmesh.store.blobs import BytesSource
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry
 from postmesh.store.queue.repository import QueueRepository
@@ -109,7 +110,16 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         msg, rcpt = request.message, request.recipient.address
         if msg.queue_id and msg.queue_id != request.queue_id:
             raise errors.InvalidArgument("message.queue_id differs from queue_id")
-        if self.queue.writes_content and msg.WhichOneof("content") == "inline_content":
+        source_kind = msg.WhichOneof("content")
+        if self.queue.writes_content and source_kind == "blob_id":
+            # The edge's blob (PutBlob) and the entry in one transaction: the pin extended
+            # as a new upload's would be, without reading the content back.
+            pin_until = int(time.time()) + self.store.upload_pin_seconds
+            blob_id = v.blob_id(msg.blob_id)
+            return await self.queue.enqueue_with_content(
+                self._new_entry(request, blob_id), None, pin_until
+            )
+        if self.queue.writes_content and source_kind == "inline_content":
             # The content and its entry in one transaction (one commit instead of two, no
             # separate duplicate check): what the bus consumer sends for most messages.
             content = msg.inline_content
@@ -159,7 +169,12 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
                 next_attempt_at_ms=entry.next_attempt_at_ms,
             ),
         )  # fmt: skip
-        return queue_pb2.EnqueueResponse(entry=entry_pb(entry), duplicate=dup)
+        pb = entry_pb(entry)
+        content = b""
+        if request.content_max_bytes and not dup and request.message.blob_id:
+            found = await self._call(context, self._contents([pb], request.content_max_bytes))
+            content = found.get(pb.message.blob_id, b"")
+        return queue_pb2.EnqueueResponse(entry=pb, duplicate=dup, content=content)
 
     async def ClaimDue(
         self, request: queue_pb2.ClaimDueRequest, context: grpc.aio.ServicerContext

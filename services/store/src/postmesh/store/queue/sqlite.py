@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from postmesh.common.sqlite import SqliteConnection
 from postmesh.store.blobs import BlobSource
-from postmesh.store.errors import NotFound
+from postmesh.store.errors import InvalidArgument, NotFound
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 from postmesh.store.queue.repository import Clock, QueueRepository
 
@@ -125,7 +125,7 @@ class SqliteQueueRepository(QueueRepository):
         return await self._txn(txn)
 
     async def _enqueue_with_content(
-        self, entry: NewEntry, now: int, source: BlobSource, pin_until: int
+        self, entry: NewEntry, now: int, source: BlobSource | None, pin_until: int
     ) -> tuple[QueueEntry, bool]:
         from postmesh.store.sqlite import rows  # the store's blob tables (same file)
 
@@ -133,7 +133,13 @@ class SqliteQueueRepository(QueueRepository):
             found = self._row(conn, entry.queue_id, entry.recipient)
             if found is not None:
                 return found, True  # a repeat: no blob written, no pin extended
-            rows.store_blob(conn, source, 0, pin_until)
+            if source is not None:
+                rows.store_blob(conn, source, 0, pin_until)
+            elif not conn.execute(
+                "UPDATE blobs SET pinned_until = MAX(pinned_until, ?) WHERE id = ?",
+                (pin_until, entry.blob_id),
+            ).rowcount:
+                raise InvalidArgument(f"unknown blob_id {entry.blob_id}")
             return self._insert(conn, entry, now), False
 
         return await self._txn(txn)

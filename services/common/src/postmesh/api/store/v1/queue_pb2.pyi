@@ -106,6 +106,7 @@ class EnqueueRequest(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     LEASE_OWNER_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    CONTENT_MAX_BYTES_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     attempts: _builtins.int
     """Attempts made so far (usually 1: the one that just failed)."""
@@ -117,6 +118,11 @@ class EnqueueRequest(_message.Message):
     ClaimDueRequest.lease_seconds; required with lease_owner). A duplicate keeps its lease.
     """
     lease_seconds: _builtins.int
+    content_max_bytes: _builtins.int
+    """Optional: a new entry's answer carries the content of a blob_id message of at most this
+    many octets (capped at 1 MiB), for a caller about to attempt it (born leased): no GetBlob.
+    0: none. Inline content is never sent back (the caller has it).
+    """
     @_builtins.property
     def recipient(self) -> _events_pb2.Recipient: ...
     @_builtins.property
@@ -136,10 +142,11 @@ class EnqueueRequest(_message.Message):
         last_error: _builtins.str = ...,
         lease_owner: _builtins.str = ...,
         lease_seconds: _builtins.int = ...,
+        content_max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_max_bytes", b"content_max_bytes", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,7 +158,10 @@ class EnqueueResponse(_message.Message):
 
     ENTRY_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
+    content: _builtins.bytes
+    """As EnqueueRequest.content_max_bytes asked; empty otherwise (then read it with GetBlob)."""
     @_builtins.property
     def entry(self) -> Global___QueueEntry: ...
     def __init__(
@@ -159,10 +169,11 @@ class EnqueueResponse(_message.Message):
         *,
         entry: Global___QueueEntry | None = ...,
         duplicate: _builtins.bool = ...,
+        content: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "duplicate", b"duplicate", "entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
