@@ -16,6 +16,7 @@ import aiosmtplib
 from postmesh.common.logging import get_logger, kv
 from postmesh.delivery import bdat
 from postmesh.delivery.binarymime import NotConvertible, to_seven_or_eight_bit
+from postmesh.delivery.data import send_data
 
 log = get_logger(__name__)
 
@@ -411,7 +412,7 @@ class SmtpSession:
             final = await self._bdat(content)
         else:
             try:
-                resp = await smtp.data(content)
+                resp = await send_data(smtp, content)
                 final = Reply(resp.code, resp.message)
             except aiosmtplib.SMTPDataError as e:
                 final = Reply(e.code, e.message)
