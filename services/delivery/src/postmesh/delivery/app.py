@@ -28,6 +28,7 @@ from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.deletes import BatchedDeletes, EntryGone
+from postmesh.delivery.dns_memo import AnswerMemo
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.forwarding import forwarded
 from postmesh.delivery.local import LocalDelivery
@@ -142,7 +143,9 @@ class DeliveryService(Service):
         )
         # MX, A/AAAA and MTA-STS TXT answers are cached for their TTL, as a local caching
         # resolver would: no look-ups per message to the same destination.
-        resolver = make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES)
+        resolver = AnswerMemo(
+            make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES), DNS_CACHE_ENTRIES
+        )
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)
