@@ -48,6 +48,11 @@ class FakeSmtp:
     # Offered only in the EHLO after STARTTLS (as REQUIRETLS, RFC 8689 §4.2.1).
     tls_extensions: tuple[str, ...] = ()
     tls_sessions: int = 0
+    # A peer that closed an idle connection just as the client reused it: the MAIL after
+    # this many transactions on one connection gets ``idle_close_reply`` (b"": no reply) and
+    # the connection is closed. None: never.
+    idle_close_after: int | None = None
+    idle_close_reply: bytes = b"421 4.4.2 fake.test idle timeout\r\n"
     _server: asyncio.Server | None = None
 
     async def start(self) -> FakeSmtp:
@@ -65,6 +70,7 @@ class FakeSmtp:
         w.write(self.greeting)
         tx = Transaction()
         secure = False
+        done = 0  # transactions on this connection
         try:
             while line := await r.readline():
                 self.commands.append(line)
@@ -86,6 +92,10 @@ class FakeSmtp:
                     ext[-1] = b"250 " + ext[-1][4:]
                     w.write(b"\r\n".join(ext) + b"\r\n")
                 elif verb == b"MAIL":
+                    if done == self.idle_close_after:
+                        w.write(self.idle_close_reply)
+                        await w.drain()
+                        break
                     tx = Transaction(mail=line, tls=secure)
                     w.write(self.mail_reply)
                 elif verb == b"RCPT":
@@ -102,6 +112,7 @@ class FakeSmtp:
                         chunks.append(chunk)
                     tx.data = b"".join(chunks)
                     self.transactions.append(tx)
+                    done += 1
                     w.write(self.data_reply)
                 elif verb == b"BDAT":
                     # RFC 3030 §2: the chunk is read whatever the reply will be.
@@ -144,12 +155,16 @@ class FakeResolver:
     def add(self, name: str, rdtype: str, *values: str) -> None:
         self.zone[(name.lower().rstrip("."), rdtype)] = list(values)
 
-    async def resolve(self, name: str, rdtype: Any, search: bool = False) -> list[Any]:
+    async def resolve(
+        self, name: str, rdtype: Any, search: bool = False, raise_on_no_answer: bool = True
+    ) -> list[Any]:
         rdtype_text = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
         key = (str(name).lower().rstrip("."), rdtype_text)
         self.queries.append(key)
         if key not in self.zone:
             if any(n == key[0] for n, _ in self.zone):
+                if not raise_on_no_answer:
+                    return []  # as dnspython's Answer without an RRset iterates
                 raise dns.resolver.NoAnswer()
             raise dns.resolver.NXDOMAIN()
         value = self.zone[key]

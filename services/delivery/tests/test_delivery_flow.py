@@ -127,6 +127,7 @@ class FakeQueue:
         self.ignores_leases = False
         self.leases: list[tuple[str, int]] = []  # (lease_owner, lease_seconds) per Enqueue
         self.down = False
+        self.blobs: dict[str, bytes] = {}  # sent back when Enqueue asks (content_max_bytes)
 
     async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
         if self.down:
@@ -147,7 +148,10 @@ class FakeQueue:
         self.leases.append((req.lease_owner, req.lease_seconds))
         if self.ignores_leases:  # a store from before EnqueueRequest.lease_owner
             self.entries[key].lease_owner = ""
-        return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup)
+        content = b""
+        if req.content_max_bytes and not dup:
+            content = self.blobs.get(req.message.blob_id, b"")[: req.content_max_bytes]
+        return queue_pb2.EnqueueResponse(entry=self.entries[key], duplicate=dup, content=content)
 
     async def DeleteMany(self, req: queue_pb2.DeleteManyRequest, timeout: float) -> Any:
         self.delete_calls += 1
@@ -374,6 +378,35 @@ async def test_first_attempt_is_born_leased_when_the_workers_have_room(tmp_path:
     await asyncio.wait_for(drained(), 10)
     assert queue.claimed[-1] == ("Q3", "p@remote.test")
     assert relay.sent[sent_before:] == [("remote.test", ["p@remote.test"], ORIGINAL)]  # once
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    await bus.stop()
+
+
+async def test_a_blob_message_attempted_at_once_has_its_content_from_enqueue(
+    tmp_path: Path,
+) -> None:
+    """A large message (claim check, blob_id) born leased: Enqueue's answer brings the
+    content (EnqueueRequest.content_max_bytes), so the attempt reads no blob (this FakeStore
+    has no GetBlob at all)."""
+    svc, _store, bus = await make_service(tmp_path, queue_poll_seconds=0.05)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    queue.blobs["b" * 64] = ORIGINAL
+    workers = asyncio.create_task(svc.workers.run())
+    await asyncio.sleep(0)
+    msg = inbound("x@remote.test", "y@remote.test")
+    msg.blob_id = "b" * 64  # replaces the inline content
+    await svc.process(msg)
+
+    async def drained() -> None:
+        while queue.entries or svc.workers._busy:  # noqa: ASYNC110 (state of a fake, no event)
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(drained(), 10)
+    assert relay.sent == [("remote.test", ["x@remote.test", "y@remote.test"], ORIGINAL)]
     workers.cancel()
     with pytest.raises(asyncio.CancelledError):
         await workers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from delivery_fakes import FakeResolver, FakeSmtp
 
 from postmesh.delivery.model import Outcome
@@ -99,7 +100,44 @@ async def test_relay_falls_back_to_the_next_mx_and_reuses_the_connection() -> No
     out = await relay.deliver("remote.test", env, [Rcpt("c@remote.test")], BODY)
     assert out[0].outcome is Outcome.RELAYED
     assert peer.connections == 1 and len(peer.transactions) == 2
-    assert b"RSET\r\n" in peer.commands
+    # The second transaction follows the first's final reply directly: no RSET probe.
+    assert b"RSET\r\n" not in peer.commands
+    await relay.cache.close_all()
+    await peer.stop()
+
+
+@pytest.mark.parametrize(
+    "reply", [b"421 4.4.2 fake.test idle timeout\r\n", b""], ids=["421", "closed"]
+)
+async def test_a_reused_connection_the_peer_closed_is_replaced_before_anything_is_sent(
+    reply: bytes,
+) -> None:
+    """RFC 5321 §3.8: a peer may close an idle connection (421, or just close) as the client
+    reuses it. The MAIL then gets no usable reply, nothing of the message was sent, and the
+    transaction runs on a new connection: relayed now, once, not deferred."""
+    peer = await FakeSmtp(idle_close_after=1, idle_close_reply=reply).start()
+    relay = relay_for(peer, remote_zone())
+    env = Envelope("a@example.test")
+    for rcpt in ("b@remote.test", "c@remote.test", "d@remote.test"):
+        out = await relay.deliver("remote.test", env, [Rcpt(rcpt)], BODY)
+        assert [r.outcome for r in out] == [Outcome.RELAYED]
+    assert [t.rcpts for t in peer.transactions] == [
+        [b"RCPT TO:<b@remote.test>\r\n"], [b"RCPT TO:<c@remote.test>\r\n"],
+        [b"RCPT TO:<d@remote.test>\r\n"],
+    ]  # fmt: skip
+    assert peer.connections == 3  # each connection carried one transaction
+    await relay.cache.close_all()
+    await peer.stop()
+
+
+async def test_a_new_connection_lost_at_mail_defers_as_before() -> None:
+    """Only a reused connection is replaced: a new one that breaks at MAIL is the peer's
+    failure, deferred (4.4.2) as any lost connection."""
+    peer = await FakeSmtp(idle_close_after=0, idle_close_reply=b"").start()
+    relay = relay_for(peer, remote_zone())
+    out = await relay.deliver("remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], BODY)
+    assert [(r.outcome, r.status) for r in out] == [(Outcome.DEFERRED, "4.4.2")]
+    assert peer.connections == 1 and peer.transactions == []
     await relay.cache.close_all()
     await peer.stop()
 

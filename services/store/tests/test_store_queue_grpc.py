@@ -121,7 +121,18 @@ async def test_enqueue_by_blob_id_and_bad_requests(
 
     put = await store.PutBlob(chunks(), timeout=10)
     r = await queue.Enqueue(enqueue_request(message=inbound(blob_id=put.blob_id)), timeout=10)
-    assert r.entry.message.blob_id == BLOB_ID
+    assert r.entry.message.blob_id == BLOB_ID and r.content == b""  # not asked for
+    # Asked for (a caller about to attempt it): a new entry's answer carries the content; a
+    # repeat's, and one over the limit, do not.
+    asked = enqueue_request(
+        recipient=events_pb2.Recipient(address="carol@example.net"),
+        message=inbound(blob_id=put.blob_id), content_max_bytes=len(CONTENT),
+    )  # fmt: skip
+    got = await queue.Enqueue(asked, timeout=10)
+    assert not got.duplicate and got.content == CONTENT
+    assert (await queue.Enqueue(asked, timeout=10)).content == b""
+    asked.recipient.address, asked.content_max_bytes = "dave@example.net", len(CONTENT) - 1
+    assert (await queue.Enqueue(asked, timeout=10)).content == b""
 
     # A new (queue id, recipient) each: a known one answers duplicate before any check.
     bad = [
@@ -183,6 +194,37 @@ async def test_claim_reschedule_delete(queue: queue_pb2_grpc.DeliveryQueueServic
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await queue.ClaimDue(queue_pb2.ClaimDueRequest(owner="x", max_items=0), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_claim_due_brings_the_contents_asked_for(
+    queue: queue_pb2_grpc.DeliveryQueueServiceStub,
+) -> None:
+    """ClaimDueRequest.content_max_bytes: each distinct message's content once, only those
+    within the limit; 0 (an older delivery) brings none."""
+    big = CONTENT + b"x" * 100 + b"\r\n"
+    await queue.Enqueue(enqueue_request(), timeout=10)
+    await queue.Enqueue(
+        enqueue_request(recipient=events_pb2.Recipient(address="carol@example.net")), timeout=10
+    )
+    await queue.Enqueue(
+        enqueue_request(queue_id="Q2", message=inbound(queue_id="Q2", inline_content=big)),
+        timeout=10,
+    )
+    got = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(
+            owner="d", max_items=10, lease_seconds=60, content_max_bytes=len(CONTENT) + 10
+        ),
+        timeout=10,
+    )
+    assert len(got.entries) == 3
+    # Q2's content is over the limit: its attempt reads it with GetBlob.
+    assert dict(got.contents) == {BLOB_ID: CONTENT}
+    q3 = inbound(queue_id="Q3", inline_content=CONTENT)
+    await queue.Enqueue(enqueue_request(queue_id="Q3", message=q3), timeout=10)
+    plain = await queue.ClaimDue(
+        queue_pb2.ClaimDueRequest(owner="d", max_items=10, lease_seconds=60), timeout=10
+    )
+    assert len(plain.entries) == 1 and dict(plain.contents) == {}
 
 
 async def test_enqueue_born_leased_needs_no_claim(

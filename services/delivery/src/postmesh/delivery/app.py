@@ -28,14 +28,22 @@ from postmesh.common.service import Service
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.deletes import BatchedDeletes, EntryGone
+from postmesh.delivery.dns_memo import AnswerMemo
 from postmesh.delivery.dsn import build_dsn, count_received, wants_notice
 from postmesh.delivery.forwarding import forwarded
 from postmesh.delivery.local import LocalDelivery
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.mta_sts import MtaSts
-from postmesh.delivery.queue import QueueWorkers, group_entries, next_delay, worker_owner
+from postmesh.delivery.queue import (
+    CLAIM_CONTENT_BYTES,
+    QueueWorkers,
+    group_entries,
+    next_delay,
+    worker_owner,
+)
 from postmesh.delivery.queue_admin import QueueAdmin
 from postmesh.delivery.relay import Relay
+from postmesh.delivery.remote_domains import RemoteDomains
 from postmesh.delivery.settings import DeliverySettings
 from postmesh.delivery.signing import DkimSigner
 from postmesh.delivery.smtp_client import Envelope, Finish, Rcpt
@@ -135,11 +143,14 @@ class DeliveryService(Service):
         )
         # MX, A/AAAA and MTA-STS TXT answers are cached for their TTL, as a local caching
         # resolver would: no look-ups per message to the same destination.
-        resolver = make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES)
+        resolver = AnswerMemo(
+            make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES), DNS_CACHE_ENTRIES
+        )
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)
         self.signer = make_signer(settings, self.auth)
+        self.remote_domains = RemoteDomains(settings.remote_domain_cache_seconds)
         self.steps = settings.retry_steps
         self.lifetime_ms = int(settings.queue_lifetime_seconds * 1000)
         self.workers = QueueWorkers(
@@ -267,6 +278,9 @@ class DeliveryService(Service):
             if loop:
                 results.append(self._as(loop, rcpt.address))
                 continue
+            if self.remote_domains.known(rcpt.address):
+                remote.append(rcpt)  # auth said this domain is remote moments ago (ADR 44)
+                continue
             resolved = await self.auth.ResolveRecipient(
                 auth_pb2.ResolveRecipientRequest(address=rcpt.address),
                 timeout=self.settings.grpc_deadline_seconds,
@@ -293,6 +307,8 @@ class DeliveryService(Service):
                     )
                 )
             else:
+                if resolved.kind == auth_pb2.RECIPIENT_KIND_REMOTE:
+                    self.remote_domains.remember(rcpt.address)
                 remote.append(rcpt)
         if remote:
             await self._enqueue_remote(msg, remote, content)
@@ -320,7 +336,11 @@ class DeliveryService(Service):
                 if leased:
                     req.lease_owner = self.workers.owner
                     req.lease_seconds = self.settings.queue_lease_seconds
+                    if content is None:  # a blob: the store's answer brings it along
+                        req.content_max_bytes = CLAIM_CONTENT_BYTES
                 resp = await self.queue.Enqueue(req, timeout=self.settings.grpc_deadline_seconds)
+                if resp.content and content is None:
+                    content = resp.content
                 # Only what the store says is ours: a store older than lease_owner ignores it
                 # and returns a free entry, which the claim loop (of any replica) takes.
                 if leased and not resp.duplicate and resp.entry.lease_owner == req.lease_owner:

@@ -172,8 +172,10 @@ class MtaSts:
 
     async def _txt_id(self, domain: str) -> str | None:
         try:
-            answer = await self.resolver.resolve(f"_mta-sts.{domain}", "TXT", search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            answer = await self.resolver.resolve(
+                f"_mta-sts.{domain}", "TXT", search=False, raise_on_no_answer=False
+            )  # no TXT records: an empty answer, no exception (see mx.resolve_mx)
+        except dns.resolver.NXDOMAIN:
             return None
         records = [b"".join(rr.strings).decode("ascii", "replace") for rr in answer]
         return parse_txt(records)

@@ -51,12 +51,11 @@ async def resolve_mx(resolver: dns.asyncresolver.Resolver, domain: str) -> list[
     """The hosts to try for ``domain``. Raises NullMx, or DnsError for NXDOMAIN (permanent)
     and timeouts / SERVFAIL (temporary)."""
     try:
-        answer = await resolver.resolve(domain, "MX", search=False)
+        # An empty answer instead of NoAnswer: dnspython builds that exception's text (the
+        # whole question, formatted) even from its cache, a cost on every message.
+        answer = await resolver.resolve(domain, "MX", search=False, raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
         raise DnsError(f"domain {domain} does not exist (NXDOMAIN)", permanent=True) from None
-    except dns.resolver.NoAnswer:
-        # RFC 5321 §5.1: no MX RRs: the domain is its own MX, preference 0.
-        return [MxHost(domain.lower().rstrip("."), 0, implicit=True)]
     except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
         raise DnsError(f"MX look-up of {domain} failed: {e}", permanent=False) from None
     except dns.exception.DNSException as e:
@@ -65,6 +64,9 @@ async def resolve_mx(resolver: dns.asyncresolver.Resolver, domain: str) -> list[
     for rr in answer:
         target = rr.exchange.to_text(omit_final_dot=True).lower()
         records.append((int(rr.preference), target))
+    if not records:
+        # RFC 5321 §5.1: no MX RRs: the domain is its own MX, preference 0.
+        return [MxHost(domain.lower().rstrip("."), 0, implicit=True)]
     usable = [(p, t) for p, t in records if t not in ("", ".")]
     if not usable:
         # RFC 7505 §3: a single "MX 0 ." (and, defensively, only dot targets) means no mail.
@@ -79,8 +81,8 @@ async def resolve_addresses(resolver: dns.asyncresolver.Resolver, host: str) -> 
     failures: list[str] = []
     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
         try:
-            answer = await resolver.resolve(host, rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            answer = await resolver.resolve(host, rdtype, search=False, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
             continue
         except dns.exception.DNSException as e:
             failures.append(f"{dns.rdatatype.to_text(rdtype)}: {e}")

@@ -326,6 +326,18 @@ class Relay:
                     continue
                 try:
                     replies = await session.send(envelope, rcpts, content, finish)
+                except SessionError as e:
+                    # The idle connection was gone and a new one failed: nothing was sent.
+                    await session.close()
+                    log.info(
+                        "MX session failed",
+                        extra=kv(mx=host.name, address=address, reply=str(e.reply)),
+                    )
+                    if requiretls and e.insecure:
+                        failed.refuse(no_secure_session(e.reply.detail))
+                    else:
+                        failed.fail(e.reply)
+                    continue
                 except FinishFailed as e:
                     # Signing keys unavailable (auth down): retry later, never send unsigned.
                     await self.cache.give(key, session)
@@ -355,8 +367,8 @@ class Relay:
 
     async def _session(self, key: _Key, verify: bool) -> SmtpSession:
         cached = self.cache.take(key)
-        if cached is not None and await cached.reset():
-            return cached
+        if cached is not None:
+            return cached  # no RSET probe: see SmtpSession.send
         mx_name, address, port, _ = key
         session = SmtpSession(
             mx_name,

@@ -16,6 +16,7 @@ import aiosmtplib
 from postmesh.common.logging import get_logger, kv
 from postmesh.delivery import bdat
 from postmesh.delivery.binarymime import NotConvertible, to_seven_or_eight_bit
+from postmesh.delivery.data import send_data
 
 log = get_logger(__name__)
 
@@ -83,6 +84,11 @@ Finish = Callable[[bytes], Awaitable[bytes]]
 
 class FinishFailed(Exception):
     """``finish`` could not make the message (signing keys unavailable): try again later."""
+
+
+class _Stale(Exception):
+    """A reused connection turned out closed (or closing) at MAIL: nothing of the transaction
+    reached the peer."""
 
 
 class SessionError(Exception):
@@ -159,6 +165,7 @@ class SmtpSession:
         # TLS with a certificate verified for mx_name (open() was given a verifying context).
         self.verified = False
         self.transactions = 0
+        self._verify: ssl.SSLContext | None = None
 
     @property
     def remote_mta(self) -> str:
@@ -180,6 +187,7 @@ class SmtpSession:
         """Connect, EHLO and STARTTLS. ``verify`` set (MTA-STS enforce): TLS with a valid
         certificate for mx_name is required. Unset: STARTTLS when offered, unverified, and a
         failed handshake falls back to a new plaintext session (as Postfix's "may" level)."""
+        self._verify = verify
         try:
             await self._open(starttls=True, verify=verify)
         except SessionError as e:
@@ -248,7 +256,8 @@ class SmtpSession:
         return f"{self.mx_name}[{self.address}]:{self.port}"
 
     async def reset(self) -> bool:
-        """RSET before reusing the connection for the next message; False if it is dead."""
+        """RSET after a transaction that ended early (a refused MAIL, no RCPT accepted, a
+        refused DATA or chunk); False if the connection is dead."""
         if not self.connected:
             return False
         assert self.smtp is not None
@@ -272,8 +281,38 @@ class SmtpSession:
         finish: Finish | None = None,
     ) -> dict[str, Reply]:
         """One transaction; every recipient gets a reply. Raises aiosmtplib / OS errors when
-        the connection breaks (the caller defers whoever has no final answer yet), and
-        FinishFailed when ``finish`` fails (nothing was sent)."""
+        the connection breaks (the caller defers whoever has no final answer yet),
+        FinishFailed when ``finish`` fails (nothing was sent), and SessionError when a reused
+        connection was found closed and a new one could not be opened (nothing was sent).
+
+        A reused connection gets no RSET first: every transaction here ends in the initial
+        state (RFC 5321 §4.1.1.4 after the final reply to DATA; an early end sends RSET), so
+        RSET would only probe that the peer is still there, a round trip per message. A peer
+        that closed the idle connection is seen at MAIL instead (no reply, or 421, RFC 5321
+        §3.8), before anything of the message was sent; the transaction then runs on a new
+        connection."""
+        reused = self.transactions > 0
+        try:
+            return await self._send(envelope, rcpts, content, finish, reused)
+        except _Stale:
+            log.info("idle connection closed by the peer; reconnecting", extra=kv(mx=self._where()))
+            await self.close()
+            await self.open(self._verify)
+            self.transactions = 0
+            if envelope.requiretls and not self.requiretls_ready:
+                # Not the session the relay checked: let it try the next host, or later.
+                text = f"4.7.5 {self._where()} no longer meets REQUIRETLS after reconnecting"
+                raise SessionError(Reply(451, text), tls_failure=True, insecure=True) from None
+            return await self._send(envelope, rcpts, content, finish, reused=False)
+
+    async def _send(
+        self,
+        envelope: Envelope,
+        rcpts: Sequence[Rcpt],
+        content: bytes,
+        finish: Finish | None,
+        reused: bool,
+    ) -> dict[str, Reply]:
         assert self.smtp is not None
         smtp = self.smtp
         self.transactions += 1
@@ -340,6 +379,12 @@ class SmtpSession:
             )
         except ValueError:  # a control character: aiosmtplib refuses to send it
             return {r.address: Reply(553, "5.1.7 invalid sender address") for r in rcpts}
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            if reused:
+                raise _Stale from None
+            raise
+        if reused and resp.code == 421:
+            raise _Stale
         reply = Reply(resp.code, resp.message)
         if not reply.ok:
             await self.reset()
@@ -367,7 +412,7 @@ class SmtpSession:
             final = await self._bdat(content)
         else:
             try:
-                resp = await smtp.data(content)
+                resp = await send_data(smtp, content)
                 final = Reply(resp.code, resp.message)
             except aiosmtplib.SMTPDataError as e:
                 final = Reply(e.code, e.message)

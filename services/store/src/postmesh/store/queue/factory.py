@@ -26,5 +26,5 @@ def create_queue_repository(
     # store's connection when there is one (one writer per process).
     path = settings.data_path(settings.store_sqlite_path)
     if isinstance(store, SqliteStoreRepository) and store.path == path:
-        return SqliteQueueRepository(path, db=store.connection)
+        return SqliteQueueRepository(path, db=store.connection, blobs=True)
     return SqliteQueueRepository(path)

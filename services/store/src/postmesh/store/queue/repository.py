@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from postmesh.store import validation as v
+from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import InvalidArgument, NotFound
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 
@@ -104,6 +105,27 @@ class QueueRepository(ABC):
         """Store the entry; idempotent per (queue id, recipient) while it exists: a repeat
         returns the stored entry unchanged and True (duplicate). With ``lease_owner`` a new
         entry is leased to it for ``lease_seconds`` from now, exactly as a claim would."""
+        canonical, now = self._canonical(entry)
+        return await self._enqueue(canonical, now)
+
+    # True where enqueue_with_content can store the content in the entry's own transaction
+    # (the queue's tables beside the store's blobs, on the store's connection).
+    writes_content = False
+
+    async def enqueue_with_content(
+        self, entry: NewEntry, source: BlobSource | None, pin_until: int
+    ) -> tuple[QueueEntry, bool]:
+        """``enqueue``, with the content (``entry.blob_id`` is its address) stored and pinned
+        until ``pin_until`` (Unix seconds) as ``StoreRepository.put_blob`` would, in the same
+        transaction: both or neither, one commit. ``source`` None: the blob is stored already
+        (InvalidArgument if not) and only its pin is extended. A repeat writes nothing. Only
+        where ``writes_content``."""
+        canonical, now = self._canonical(entry)
+        if source is not None and canonical.blob_id != source.blob_id:
+            raise InvalidArgument("blob_id is not the content's address")
+        return await self._enqueue_with_content(canonical, now, source, pin_until)
+
+    def _canonical(self, entry: NewEntry) -> tuple[NewEntry, int]:
         if entry.attempts < 0 or entry.next_attempt_at_ms < 0:
             raise InvalidArgument("attempts and next_attempt_at must not be negative")
         if not entry.envelope or len(entry.envelope) > MAX_ENVELOPE_BYTES:
@@ -124,7 +146,7 @@ class QueueRepository(ABC):
             lease_owner,
             lease,
         )
-        return await self._enqueue(canonical, now)
+        return canonical, now
 
     async def get(self, queue_id: str, rcpt: str) -> QueueEntry | None:
         return await self._get(v.queue_id(queue_id), recipient(rcpt))
@@ -203,6 +225,11 @@ class QueueRepository(ABC):
 
     @abstractmethod
     async def _enqueue(self, entry: NewEntry, now: int) -> tuple[QueueEntry, bool]: ...
+
+    async def _enqueue_with_content(
+        self, entry: NewEntry, now: int, source: BlobSource | None, pin_until: int
+    ) -> tuple[QueueEntry, bool]:
+        raise NotImplementedError(f"{type(self).__name__} does not store content")
 
     @abstractmethod
     async def _get(self, queue_id: str, rcpt: str) -> QueueEntry | None: ...

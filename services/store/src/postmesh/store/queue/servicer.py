@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import NoReturn, TypeVar
 
@@ -12,6 +13,8 @@ from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors
+from postmesh.store import validation as v
+from postmesh.store.blobs import BytesSource
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry
 from postmesh.store.queue.repository import QueueRepository
 from postmesh.store.repository import StoreRepository
@@ -60,6 +63,12 @@ def entry_pb(e: QueueEntry) -> queue_pb2.QueueEntry:
     )  # fmt: skip
 
 
+# ClaimDueRequest.content_max_bytes: at most this per message and in all per answer (gRPC's
+# message limit is 16 MiB, postmesh.common.grpc).
+MAX_CLAIM_CONTENT_BYTES = 1024 * 1024
+MAX_CLAIM_CONTENTS_BYTES = 4 * 1024 * 1024
+
+
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -101,11 +110,40 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         msg, rcpt = request.message, request.recipient.address
         if msg.queue_id and msg.queue_id != request.queue_id:
             raise errors.InvalidArgument("message.queue_id differs from queue_id")
+        source_kind = msg.WhichOneof("content")
+        if self.queue.writes_content and source_kind == "blob_id":
+            # The edge's blob (PutBlob) and the entry in one transaction: the pin extended
+            # as a new upload's would be, without reading the content back.
+            pin_until = int(time.time()) + self.store.upload_pin_seconds
+            blob_id = v.blob_id(msg.blob_id)
+            return await self.queue.enqueue_with_content(
+                self._new_entry(request, blob_id), None, pin_until
+            )
+        if self.queue.writes_content and source_kind == "inline_content":
+            # The content and its entry in one transaction (one commit instead of two, no
+            # separate duplicate check): what the bus consumer sends for most messages.
+            content = msg.inline_content
+            if not content:
+                raise errors.InvalidArgument("message content is empty")
+            if len(content) > self.store.max_message_bytes:
+                raise errors.InvalidArgument(
+                    f"content exceeds the limit of {self.store.max_message_bytes} bytes"
+                )
+            source = BytesSource(content)
+            pin_until = int(time.time()) + self.store.upload_pin_seconds
+            return await self.queue.enqueue_with_content(
+                self._new_entry(request, source.blob_id), source, pin_until
+            )
         # Validates the key before any blob is written; a repeat writes nothing.
         existing = await self.queue.get(request.queue_id, rcpt)
         if existing is not None:
             return existing, True
         blob_id = await self._blob_for(msg)
+        return await self.queue.enqueue(self._new_entry(request, blob_id))
+
+    @staticmethod
+    def _new_entry(request: queue_pb2.EnqueueRequest, blob_id: str) -> NewEntry:
+        msg, rcpt = request.message, request.recipient.address
         envelope = events_pb2.InboundMessage()
         envelope.CopyFrom(msg)
         envelope.queue_id = request.queue_id
@@ -117,7 +155,7 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
             request.attempts, request.next_attempt_at_ms, request.last_error,
             request.lease_owner, request.lease_seconds,
         )  # fmt: skip
-        return await self.queue.enqueue(new)
+        return new
 
     async def Enqueue(
         self, request: queue_pb2.EnqueueRequest, context: grpc.aio.ServicerContext
@@ -131,7 +169,12 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
                 next_attempt_at_ms=entry.next_attempt_at_ms,
             ),
         )  # fmt: skip
-        return queue_pb2.EnqueueResponse(entry=entry_pb(entry), duplicate=dup)
+        pb = entry_pb(entry)
+        content = b""
+        if request.content_max_bytes and not dup and request.message.blob_id:
+            found = await self._call(context, self._contents([pb], request.content_max_bytes))
+            content = found.get(pb.message.blob_id, b"")
+        return queue_pb2.EnqueueResponse(entry=pb, duplicate=dup, content=content)
 
     async def ClaimDue(
         self, request: queue_pb2.ClaimDueRequest, context: grpc.aio.ServicerContext
@@ -141,7 +184,33 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
         )
         if entries:
             log.info("queue entries claimed", extra=kv(owner=request.owner, count=len(entries)))
-        return queue_pb2.ClaimDueResponse(entries=[entry_pb(e) for e in entries])
+        pbs = [entry_pb(e) for e in entries]
+        contents = await self._call(context, self._contents(pbs, request.content_max_bytes))
+        return queue_pb2.ClaimDueResponse(entries=pbs, contents=contents)
+
+    async def _contents(
+        self, entries: list[queue_pb2.QueueEntry], max_bytes: int
+    ) -> dict[str, bytes]:
+        """The claimed messages' contents up to ``max_bytes`` each (capped), within the
+        answer's budget: the caller then needs no GetBlob for them."""
+        limit = min(max_bytes, MAX_CLAIM_CONTENT_BYTES)
+        budget = MAX_CLAIM_CONTENTS_BYTES
+        out: dict[str, bytes] = {}
+        for e in entries:
+            blob_id, size = e.message.blob_id, e.message.size
+            # message.size is what the edge accepted; 0 (unknown) is read and measured.
+            if not blob_id or blob_id in out or size > limit or size > budget or limit <= 0:
+                continue
+            try:
+                chunks = await self.store.read_blob(blob_id)
+            except errors.NotFound:
+                continue  # the attempt's GetBlob answers it (a bounce without the content)
+            data = b"".join([c async for c in chunks])
+            if len(data) > limit or len(data) > budget:
+                continue
+            out[blob_id] = data
+            budget -= len(data)
+        return out
 
     async def Claim(
         self, request: queue_pb2.ClaimEntryRequest, context: grpc.aio.ServicerContext

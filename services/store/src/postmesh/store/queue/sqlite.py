@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postmesh.common.sqlite import SqliteConnection
-from postmesh.store.errors import NotFound
+from postmesh.store.blobs import BlobSource
+from postmesh.store.errors import InvalidArgument, NotFound
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry, QueueStats
 from postmesh.store.queue.repository import Clock, QueueRepository
 
@@ -62,14 +63,21 @@ class SqliteQueueRepository(QueueRepository):
     transient_errors = (sqlite3.OperationalError,)
 
     def __init__(
-        self, path: Path, *, clock: Clock | None = None, db: SqliteConnection | None = None
+        self,
+        path: Path,
+        *,
+        clock: Clock | None = None,
+        db: SqliteConnection | None = None,
+        blobs: bool = False,
     ) -> None:
         """``db``: the store's own connection to ``path``, opened and closed by the store. On
         it, Enqueue's blob and its entry share one thread and group commits, never waiting for
-        each other's write lock as two connections of one process would."""
+        each other's write lock as two connections of one process would. ``blobs``: the
+        store's blob tables are in that file (``enqueue_with_content`` writes them)."""
         super().__init__(clock=clock)
         self.path = path
         self._shared = db is not None
+        self.writes_content = blobs and db is not None
         self._db = db if db is not None else SqliteConnection(path, _setup)
 
     async def open(self) -> None:
@@ -112,22 +120,46 @@ class SqliteQueueRepository(QueueRepository):
             found = self._row(conn, entry.queue_id, entry.recipient)
             if found is not None:
                 return found, True
-            # Born leased: claimable again only once the lease ran out, as after a claim.
-            until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
-            conn.execute(
-                f"INSERT INTO queue_entries ({_COLS}, ready_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
-                    entry.attempts, entry.next_attempt_at_ms, entry.last_error,
-                    entry.lease_owner, until, now, max(entry.next_attempt_at_ms, until),
-                ),
-            )  # fmt: skip
-            stored = self._row(conn, entry.queue_id, entry.recipient)
-            assert stored is not None
-            return stored, False
+            return self._insert(conn, entry, now), False
 
         return await self._txn(txn)
+
+    async def _enqueue_with_content(
+        self, entry: NewEntry, now: int, source: BlobSource | None, pin_until: int
+    ) -> tuple[QueueEntry, bool]:
+        from postmesh.store.sqlite import rows  # the store's blob tables (same file)
+
+        def txn(conn: sqlite3.Connection) -> tuple[QueueEntry, bool]:
+            found = self._row(conn, entry.queue_id, entry.recipient)
+            if found is not None:
+                return found, True  # a repeat: no blob written, no pin extended
+            if source is not None:
+                rows.store_blob(conn, source, 0, pin_until)
+            elif not conn.execute(
+                "UPDATE blobs SET pinned_until = MAX(pinned_until, ?) WHERE id = ?",
+                (pin_until, entry.blob_id),
+            ).rowcount:
+                raise InvalidArgument(f"unknown blob_id {entry.blob_id}")
+            return self._insert(conn, entry, now), False
+
+        return await self._txn(txn)
+
+    @classmethod
+    def _insert(cls, conn: sqlite3.Connection, entry: NewEntry, now: int) -> QueueEntry:
+        # Born leased: claimable again only once the lease ran out, as after a claim.
+        until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
+        conn.execute(
+            f"INSERT INTO queue_entries ({_COLS}, ready_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
+                entry.attempts, entry.next_attempt_at_ms, entry.last_error,
+                entry.lease_owner, until, now, max(entry.next_attempt_at_ms, until),
+            ),
+        )  # fmt: skip
+        stored = cls._row(conn, entry.queue_id, entry.recipient)
+        assert stored is not None
+        return stored
 
     async def _get(self, queue_id: str, rcpt: str) -> QueueEntry | None:
         # A plain read (a WAL snapshot): no write lock for Enqueue's duplicate check.

@@ -106,6 +106,7 @@ class EnqueueRequest(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     LEASE_OWNER_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    CONTENT_MAX_BYTES_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     attempts: _builtins.int
     """Attempts made so far (usually 1: the one that just failed)."""
@@ -117,6 +118,11 @@ class EnqueueRequest(_message.Message):
     ClaimDueRequest.lease_seconds; required with lease_owner). A duplicate keeps its lease.
     """
     lease_seconds: _builtins.int
+    content_max_bytes: _builtins.int
+    """Optional: a new entry's answer carries the content of a blob_id message of at most this
+    many octets (capped at 1 MiB), for a caller about to attempt it (born leased): no GetBlob.
+    0: none. Inline content is never sent back (the caller has it).
+    """
     @_builtins.property
     def recipient(self) -> _events_pb2.Recipient: ...
     @_builtins.property
@@ -136,10 +142,11 @@ class EnqueueRequest(_message.Message):
         last_error: _builtins.str = ...,
         lease_owner: _builtins.str = ...,
         lease_seconds: _builtins.int = ...,
+        content_max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content_max_bytes", b"content_max_bytes", "last_error", b"last_error", "lease_owner", b"lease_owner", "lease_seconds", b"lease_seconds", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -151,7 +158,10 @@ class EnqueueResponse(_message.Message):
 
     ENTRY_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
+    content: _builtins.bytes
+    """As EnqueueRequest.content_max_bytes asked; empty otherwise (then read it with GetBlob)."""
     @_builtins.property
     def entry(self) -> Global___QueueEntry: ...
     def __init__(
@@ -159,10 +169,11 @@ class EnqueueResponse(_message.Message):
         *,
         entry: Global___QueueEntry | None = ...,
         duplicate: _builtins.bool = ...,
+        content: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "duplicate", b"duplicate", "entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,22 +186,30 @@ class ClaimDueRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     MAX_ITEMS_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    CONTENT_MAX_BYTES_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """Unique per delivery replica (e.g. pod name + process start)."""
     max_items: _builtins.int
     """1..1000."""
     lease_seconds: _builtins.int
     """1..86400: how long the entries stay the owner's unless rescheduled or deleted."""
+    content_max_bytes: _builtins.int
+    """Optional: the content of the claimed entries' messages of at most this many octets comes
+    with the answer (ClaimDueResponse.contents), one call instead of a GetBlob per message.
+    0: none. The store caps it at 1 MiB per message and 4 MiB per answer; the rest (and all
+    of it from a store that ignores this field) is read with GetBlob.
+    """
     def __init__(
         self,
         *,
         owner: _builtins.str = ...,
         max_items: _builtins.int = ...,
         lease_seconds: _builtins.int = ...,
+        content_max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds", "max_items", b"max_items", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_max_bytes", b"content_max_bytes", "lease_seconds", b"lease_seconds", "max_items", b"max_items", "owner", b"owner"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,19 +219,45 @@ Global___ClaimDueRequest: _TypeAlias = ClaimDueRequest  # noqa: Y015
 class ClaimDueResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ContentsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENTRIES_FIELD_NUMBER: _builtins.int
+    CONTENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueEntry]:
         """Oldest due first."""
+
+    @_builtins.property
+    def contents(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
+        """blob_id (the entries' message.blob_id) -> the whole content, as content_max_bytes asked."""
 
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___QueueEntry] | None = ...,
+        contents: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents", "entries", b"entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
