@@ -163,6 +163,13 @@ def bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
     return int(row[0])
 
 
+def advance_modseqs(conn: sqlite3.Connection, by: int) -> None:
+    """Move every mailbox's MODSEQ counter up by ``by``. The counter is then above every
+    message's MODSEQ, as after any EXPUNGE (whose MODSEQ no message keeps, RFC 7162 section
+    3.2.10): a client that resynchronises since an older HIGHESTMODSEQ finds nothing new."""
+    conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + ?", (by,))
+
+
 def allocate(conn: sqlite3.Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
     """Take ``uids`` UIDs and one MODSEQ: (first uid, modseq)."""
     row = conn.execute(
