@@ -104,6 +104,11 @@ def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey
     return key
 
 
+def _numbers(numbers: list[int]) -> bytes:
+    """``numbers`` as decimal, separated by spaces."""
+    return (("%d " * len(numbers)) % tuple(numbers))[:-1].encode()
+
+
 async def _modseq_of(session: Session, sel: SelectedMailbox, uids: list[int]) -> int:
     """Highest MODSEQ of a few messages (ESEARCH MIN/MAX, RFC 7162 §3.1.5)."""
     assert session.user is not None
@@ -163,8 +168,9 @@ async def search(session: Session, cmd: Search) -> Result:
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).
-        # One str join over C-level map: half the time of a bytes format per number.
-        line = b"SEARCH " + " ".join(map(str, numbers)).encode() if numbers else b"SEARCH"
+        # One str format of all the numbers: about half the time of joining str() of each
+        # (measured with the 6,666 numbers of the bench's SEARCH UNSEEN).
+        line = b"SEARCH " + _numbers(numbers) if numbers else b"SEARCH"
         if want_modseq and uids:
             line += b" (MODSEQ %d)" % modseq
         session.hold(response.untagged(line))  # with the tagged reply
