@@ -69,9 +69,11 @@ class SelectedMailbox:
         "name",
         "qresync",
         "readonly",
+        "search_memo",
         "uidnext",
         "uids",
         "uidvalidity",
+        "version",
     )
 
     def __init__(
@@ -110,6 +112,11 @@ class SelectedMailbox:
         # FETCH lines rendered from this model (``line_cache.py``): every change of a message's
         # seq, UID, flags or MODSEQ below tells it.
         self.lines = LineCache()
+        # Moves on with every change of what a search of the model can see (messages, their
+        # flags, expunges and new messages pending), so an answer computed at one version is
+        # the answer at that version: ``search_memo`` keeps the last one (commands/search.py).
+        self.version = 0
+        self.search_memo: tuple[object, bytes] | None = None
 
     # -- the client's view ----------------------------------------------------------------------
     @property
@@ -223,6 +230,7 @@ class SelectedMailbox:
     def append(self, messages: Iterable[MessageMeta]) -> None:
         """Messages the client is being told about (SELECT, or the EXISTS being sent)."""
         self.lines.changed(len(self.uids))
+        self.version += 1
         for m in messages:
             if self.uids and m.uid <= self.uids[-1]:
                 continue
@@ -238,6 +246,7 @@ class SelectedMailbox:
             return
         sets = [self._flags_tuple(f) for f in page.flag_sets]
         self.lines.changed(len(self.uids))
+        self.version += 1
         self.uids.extend(page.uids)
         self._modseqs.extend(page.modseqs)
         self._flags.extend([sets[i] for i in page.flag_index])
@@ -260,6 +269,7 @@ class SelectedMailbox:
         self._modseqs[seq - 1] = max(self._modseqs[seq - 1], meta.modseq)
         self._flag_changes.discard(meta.uid)
         self.lines.changed(seq - 1)
+        self.version += 1
 
     # -- merging what the store says ---------------------------------------------------------------
     def _note(self, m: MessageMeta) -> None:
@@ -272,18 +282,22 @@ class SelectedMailbox:
                 self._flags[seq - 1] = self._flags_tuple(m.flags)
                 self._flag_changes.add(m.uid)
                 self.lines.changed(seq - 1)
+                self.version += 1
             if m.modseq > self._modseqs[seq - 1]:
                 self._modseqs[seq - 1] = m.modseq
                 self.lines.changed(seq - 1)
         elif not self.uids or m.uid > self.uids[-1]:
             self._new[m.uid] = (self._flags_tuple(m.flags), m.modseq)
+            self.version += 1
         # Else: a UID below the client's highest that it never saw cannot appear (UIDs ascend,
         # RFC 9051 §2.3.1.1); ignore it rather than break the map.
 
     def _gone(self, uid: int) -> None:
         if self._new.pop(uid, None) is not None:
+            self.version += 1
             return  # the client never heard of it
         if self.seq_of(uid) is not None:
+            self.version += 1
             self._expunged.add(uid)
             self._flag_changes.discard(uid)
 
@@ -304,6 +318,7 @@ class SelectedMailbox:
         for uid in list(self._new):
             if uid not in present:
                 del self._new[uid]
+                self.version += 1
         for m in messages:
             self._note(m)
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
@@ -335,6 +350,7 @@ class SelectedMailbox:
             del self._modseqs[seq - 1]
             del self._flags[seq - 1]
             self.lines.renumbered(seq - 1)
+            self.version += 1
             out.append((uid, seq))
         self._expunged.clear()
         return out
@@ -344,6 +360,7 @@ class SelectedMailbox:
         if not self._new:
             return 0
         self.lines.changed(len(self.uids))
+        self.version += 1
         for uid in sorted(self._new):
             flags, modseq = self._new[uid]
             self.uids.append(uid)
