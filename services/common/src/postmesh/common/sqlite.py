@@ -65,8 +65,10 @@ class SqliteConnection:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
-        # Non-durable transactions committed since the last durable commit (worker thread only).
+        # Non-durable transactions committed since the last durable commit, and whether the
+        # connection may still be at synchronous=NORMAL (worker thread only).
         self._non_durable = 0
+        self._relaxed = False
 
     async def open(self) -> None:
         def opened() -> sqlite3.Connection:
@@ -125,17 +127,11 @@ class SqliteConnection:
         if not live:
             return
         durable = any(d for _, _, d in live) or self._non_durable + len(live) > MAX_NON_DURABLE
-        if durable:
-            committed = _commit_group(conn, live)
-        else:
-            # Set between transactions (SQLite applies it at the next COMMIT), and back to
-            # FULL at once, so nothing else on this connection (autocommit statements of run(),
-            # checkpoints) is ever less durable than before.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                committed = _commit_group(conn, live)
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
+        committed = _commit_group(conn, live, durable=durable, relaxed=self._relaxed)
+        if not durable:
+            self._relaxed = True
+        elif committed:
+            self._relaxed = False
         if committed:
             self._non_durable = 0 if durable else self._non_durable + len(live)
 
@@ -155,11 +151,19 @@ class SqliteConnection:
         self._executor.shutdown(wait=False)
 
 
-def _commit_group(conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
+def _commit_group(
+    conn: sqlite3.Connection, batch: list[_Pending], *, durable: bool, relaxed: bool
+) -> bool:
     """Runs on the connection's thread: every transaction of ``batch`` in one COMMIT. True if
-    the COMMIT succeeded."""
+    the COMMIT succeeded. ``relaxed``: a non-durable group ran before, so a durable one sets
+    FULL again first (in case setting it back after that group failed)."""
     outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
     try:
+        # Set between transactions: SQLite applies it at the next COMMIT.
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        elif relaxed:
+            conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
         for fn, fut, _ in batch:
             conn.execute("SAVEPOINT grp")
@@ -181,14 +185,27 @@ def _commit_group(conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+        if not durable:
+            _back_to_full(conn)
         # Nothing of the group is durable: every caller hears of the failure.
         for _, fut, _ in batch:
             if not fut.done():
                 fut.set_exception(e)
         return False
+    if not durable:
+        _back_to_full(conn)
     for fut, result, error in outcomes:
         if error is None:
             fut.set_result(result)
         else:
             fut.set_exception(error)
     return True
+
+
+def _back_to_full(conn: sqlite3.Connection) -> None:
+    """FULL again right after a non-durable group, so autocommit statements of run() are as
+    durable as before. If this fails, the next durable group sets it before its BEGIN."""
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        pass
