@@ -265,11 +265,14 @@ class SelectedMailbox:
         seq = self.seq_of(meta.uid)
         if seq is None:
             return
-        self._flags[seq - 1] = self._flags_tuple(meta.flags)
-        self._modseqs[seq - 1] = max(self._modseqs[seq - 1], meta.modseq)
+        flags = self._flags_tuple(meta.flags)
+        modseq = max(self._modseqs[seq - 1], meta.modseq)
         self._flag_changes.discard(meta.uid)
-        self.lines.changed(seq - 1)
-        self.version += 1
+        if flags != self._flags[seq - 1] or modseq != self._modseqs[seq - 1]:
+            self._flags[seq - 1] = flags
+            self._modseqs[seq - 1] = modseq
+            self.lines.changed(seq - 1)
+            self.version += 1
 
     # -- merging what the store says ---------------------------------------------------------------
     def _note(self, m: MessageMeta) -> None:
