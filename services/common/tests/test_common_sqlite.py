@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from postmesh.common.sqlite import SqliteConnection
+from postmesh.common.sqlite import MAX_NON_DURABLE, SqliteConnection
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -118,4 +118,107 @@ async def test_a_transaction_cancelled_before_its_turn_never_runs(tmp_path: Path
     await first
     await kept
     assert await db.run(lambda c: [r[0] for r in c.execute("SELECT n FROM t")]) == [8]
+    await db.close()
+
+
+# PRAGMA synchronous as SQLite reports it: 1 NORMAL (no fsync at COMMIT in WAL mode), 2 FULL.
+NORMAL, FULL = 1, 2
+
+
+def _insert_reporting_level(n: int) -> Callable[[sqlite3.Connection], int]:
+    """A transaction that inserts ``n`` and returns the synchronous level its COMMIT runs at."""
+
+    def fn(c: sqlite3.Connection) -> int:
+        c.execute("INSERT INTO t VALUES (?)", (n,))
+        return int(c.execute("PRAGMA synchronous").fetchone()[0])
+
+    return fn
+
+
+async def _level(db: SqliteConnection) -> int:
+    return int(await db.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]))
+
+
+async def test_non_durable_transactions_commit_without_fsync_and_others_with(
+    tmp_path: Path,
+) -> None:
+    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
+    await db.open()
+    assert await _level(db) == FULL
+    assert await db.transaction(_insert_reporting_level(1)) == FULL
+    assert await db.transaction(_insert_reporting_level(2), durable=False) == NORMAL
+    # Back to FULL at once: autocommit statements of run() never inherit the relaxed level.
+    assert await _level(db) == FULL
+    assert await db.transaction(_insert_reporting_level(3)) == FULL
+    other = sqlite3.connect(tmp_path / "x.sqlite3")  # committed all the same
+    assert [r[0] for r in other.execute("SELECT n FROM t ORDER BY n")] == [1, 2, 3]
+    other.close()
+    await db.close()
+
+
+async def test_a_group_with_one_durable_transaction_commits_durably(tmp_path: Path) -> None:
+    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
+    await db.open()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(c: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    first = asyncio.create_task(db.transaction(blocker, durable=False))
+    await asyncio.to_thread(started.wait, 5)
+    group = [
+        asyncio.create_task(db.transaction(_insert_reporting_level(1), durable=False)),
+        asyncio.create_task(db.transaction(_insert_reporting_level(2))),
+        asyncio.create_task(db.transaction(_insert_reporting_level(3), durable=False)),
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    await first
+    assert await asyncio.gather(*group) == [FULL, FULL, FULL]
+    await db.close()
+
+
+async def test_at_most_max_non_durable_commits_in_a_row(tmp_path: Path) -> None:
+    """The transaction that would be the (MAX_NON_DURABLE + 1)th non-durable one since the last
+    durable commit is committed durably, which makes all the earlier ones durable too."""
+    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
+    await db.open()
+    levels = [
+        await db.transaction(_insert_reporting_level(n), durable=False)
+        for n in range(2 * MAX_NON_DURABLE + 2)
+    ]
+    assert levels[:MAX_NON_DURABLE] == [NORMAL] * MAX_NON_DURABLE
+    assert levels[MAX_NON_DURABLE] == FULL
+    assert levels[MAX_NON_DURABLE + 1 : 2 * MAX_NON_DURABLE + 1] == [NORMAL] * MAX_NON_DURABLE
+    assert levels[2 * MAX_NON_DURABLE + 1] == FULL
+    # A durable transaction restarts the count.
+    for n in range(10):
+        assert await db.transaction(_insert_reporting_level(n), durable=False) == NORMAL
+    assert await db.transaction(_insert_reporting_level(0)) == FULL
+    levels = [
+        await db.transaction(_insert_reporting_level(n), durable=False)
+        for n in range(MAX_NON_DURABLE + 1)
+    ]
+    assert levels == [NORMAL] * MAX_NON_DURABLE + [FULL]
+    # A group counts all its transactions: one that would cross the bound is durable whole.
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(c: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    for n in range(MAX_NON_DURABLE - 2):
+        await db.transaction(_insert_reporting_level(n), durable=False)
+    # The (MAX_NON_DURABLE - 1)th, then a group of two.
+    first = asyncio.create_task(db.transaction(blocker, durable=False))
+    await asyncio.to_thread(started.wait, 5)
+    group = [
+        asyncio.create_task(db.transaction(_insert_reporting_level(n), durable=False))
+        for n in range(2)
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    await first
+    assert await asyncio.gather(*group) == [FULL, FULL]
     await db.close()

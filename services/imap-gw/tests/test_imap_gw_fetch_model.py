@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from imap_wire import Client
+
+from postmesh.imap_gw import model_search
 
 if TYPE_CHECKING:
     from store_env import StoreEnv as Env
@@ -94,3 +97,49 @@ async def test_fetch_flags_in_a_mailbox_gone_or_recreated_ends_the_session(env: 
         assert await c.reader.read() == b""
         if recreate:
             await repo.delete_mailbox(env.user, "Work")
+
+
+async def test_a_repeated_model_search_follows_every_change(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SEARCH answered from the model keeps its last answer for the model's version
+    (``state.version``): any change, learnt with or without an event, gives a new answer."""
+    searched = 0
+    original = model_search.search
+
+    def counted(*args: Any) -> tuple[list[int], list[int]]:
+        nonlocal searched
+        searched += 1
+        return original(*args)
+
+    monkeypatch.setattr(model_search, "search", counted)
+    c = await Client.selected(env)  # 1 \Seen, 2 (), 3 \Flagged
+    assert await c.cmd(b"a SEARCH UNSEEN") == [b"* SEARCH 2 3", b"a OK SEARCH completed"]
+    assert await c.cmd(b"b SEARCH UNSEEN") == [b"* SEARCH 2 3", b"b OK SEARCH completed"]
+    assert searched == 1  # the second answer was the first one's
+    assert await c.cmd(b"b2 UID SEARCH UNSEEN") == [b"* SEARCH 2 3", b"b2 OK UID SEARCH completed"]
+    await env.set_flags(2, ["\\Seen"], event=False)
+    assert await c.cmd(b"c SEARCH UNSEEN") == [
+        b"* SEARCH 3",
+        b"* 2 FETCH (UID 2 FLAGS (\\Seen))",  # the change, as an update after the answer
+        b"c OK SEARCH completed",
+    ]
+    assert await c.cmd(b"d STORE 1 -FLAGS (\\Seen)") == [
+        b"* 1 FETCH (FLAGS ())",
+        b"d OK STORE completed",
+    ]
+    assert await c.cmd(b"e SEARCH UNSEEN") == [b"* SEARCH 1 3", b"e OK SEARCH completed"]
+    await env.add(env.make_message("fourth"))  # new, unseen: in the answer once announced
+    assert await c.cmd(b"f SEARCH UNSEEN") == [
+        b"* SEARCH 1 3",
+        b"* 4 EXISTS",
+        b"f OK SEARCH completed",
+    ]
+    assert await c.cmd(b"g SEARCH UNSEEN") == [b"* SEARCH 1 3 4", b"g OK SEARCH completed"]
+    await env.expunge_elsewhere([1], event=False)
+    # Not reported yet: the message matches nothing, and numbers stay as the client knows them.
+    assert await c.cmd(b"h SEARCH UNSEEN") == [b"* SEARCH 3 4", b"h OK SEARCH completed"]
+    assert await c.cmd(b"i NOOP") == [b"* 1 EXPUNGE", b"i OK NOOP completed"]
+    assert await c.cmd(b"j SEARCH UNSEEN") == [b"* SEARCH 2 3", b"j OK SEARCH completed"]
+    assert await c.cmd(b"k UID SEARCH UNSEEN") == [b"* SEARCH 3 4", b"k OK UID SEARCH completed"]
+    c.writer.close()

@@ -11,6 +11,13 @@ a SAVEPOINT of one BEGIN IMMEDIATE ... COMMIT, so N concurrent writers cost one 
 one fsync instead of N (the commit_delay idea of PostgreSQL, without any delay). Each caller's
 work is still all or nothing (a failing one is rolled back to its savepoint alone), and no
 caller hears of success before the COMMIT that made its work durable.
+
+Non-durable transactions (``transaction(fn, durable=False)``, ADR 0041): a group made only of
+them commits with ``synchronous=NORMAL``, without the fsync: in WAL mode a power cut may lose
+the latest such commits (never a part of one, never an earlier commit while keeping a later
+one), an application crash loses none. At most :data:`MAX_NON_DURABLE` of them in a row: the
+group that would go beyond is committed durably, and a durable commit makes every earlier WAL
+frame durable too, so a power cut loses at most the last ``MAX_NON_DURABLE`` transactions.
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ T = TypeVar("T")
 # At most this many transactions share one COMMIT (bounds how long one holds the write lock).
 MAX_GROUP = 64
 
-_Pending = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+# At most this many acknowledged non-durable transactions since the last durable commit: what a
+# power cut can lose (a user of durable=False sizes its recovery by it, e.g. the store's MODSEQ
+# advance at open, ADR 0041).
+MAX_NON_DURABLE = 256
+
+# (work, its caller's future, durable)
+_Pending = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -52,6 +65,10 @@ class SqliteConnection:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
+        # Non-durable transactions committed since the last durable commit, and whether the
+        # connection may still be at synchronous=NORMAL (worker thread only).
+        self._non_durable = 0
+        self._relaxed = False
 
     async def open(self) -> None:
         def opened() -> sqlite3.Connection:
@@ -75,15 +92,19 @@ class SqliteConnection:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, conn)
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
         """``fn`` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it raises): all or nothing,
-        committed (possibly together with other callers' transactions) before this returns."""
+        committed (possibly together with other callers' transactions) before this returns.
+        ``durable=False``: the commit may skip the fsync (module docstring); only for work
+        whose loss in a power cut the caller can stand, bounded by MAX_NON_DURABLE."""
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"SQLite database {self.path} used before open()")
         fut: Future[T] = Future()
         with self._pending_lock:
-            self._pending.append((fn, fut))
+            self._pending.append((fn, fut, durable))
             first = len(self._pending) == 1
         if first:
             # One drain per non-empty pending list: later callers join it until it starts.
@@ -98,13 +119,21 @@ class SqliteConnection:
                 try:
                     self._executor.submit(self._drain, conn)
                 except RuntimeError as e:  # closed meanwhile: nobody may wait forever
-                    for _, fut in self._pending:
+                    for _, fut, _ in self._pending:
                         if fut.set_running_or_notify_cancel():
                             fut.set_exception(e)
                     self._pending = []
-        live = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
-        if live:
-            _commit_group(conn, live)
+        live = [p for p in batch if p[1].set_running_or_notify_cancel()]
+        if not live:
+            return
+        durable = any(d for _, _, d in live) or self._non_durable + len(live) > MAX_NON_DURABLE
+        committed = _commit_group(conn, live, durable=durable, relaxed=self._relaxed)
+        if not durable:
+            self._relaxed = True
+        elif committed:
+            self._relaxed = False
+        if committed:
+            self._non_durable = 0 if durable else self._non_durable + len(live)
 
     async def ping(self) -> bool:
         try:
@@ -122,12 +151,21 @@ class SqliteConnection:
         self._executor.shutdown(wait=False)
 
 
-def _commit_group(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-    """Runs on the connection's thread: every transaction of ``batch`` in one COMMIT."""
+def _commit_group(
+    conn: sqlite3.Connection, batch: list[_Pending], *, durable: bool, relaxed: bool
+) -> bool:
+    """Runs on the connection's thread: every transaction of ``batch`` in one COMMIT. True if
+    the COMMIT succeeded. ``relaxed``: a non-durable group ran before, so a durable one sets
+    FULL again first (in case setting it back after that group failed)."""
     outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
     try:
+        # Set between transactions: SQLite applies it at the next COMMIT.
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        elif relaxed:
+            conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
-        for fn, fut in batch:
+        for fn, fut, _ in batch:
             conn.execute("SAVEPOINT grp")
             try:
                 result = fn(conn)
@@ -147,13 +185,27 @@ def _commit_group(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+        if not durable:
+            _back_to_full(conn)
         # Nothing of the group is durable: every caller hears of the failure.
-        for _, fut in batch:
+        for _, fut, _ in batch:
             if not fut.done():
                 fut.set_exception(e)
-        return
+        return False
+    if not durable:
+        _back_to_full(conn)
     for fut, result, error in outcomes:
         if error is None:
             fut.set_result(result)
         else:
             fut.set_exception(error)
+    return True
+
+
+def _back_to_full(conn: sqlite3.Connection) -> None:
+    """FULL again right after a non-durable group, so autocommit statements of run() are as
+    durable as before. If this fails, the next durable group sets it before its BEGIN."""
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        pass

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from postmesh.imap_gw.backend import Changes, FlagPage, MessageMeta
+from postmesh.imap_gw.line_cache import LineCache
 
 
 class State(enum.Enum):
@@ -64,12 +65,15 @@ class SelectedMailbox:
         "dirty",
         "flags_announced",
         "highestmodseq",
+        "lines",
         "name",
         "qresync",
         "readonly",
+        "search_memo",
         "uidnext",
         "uids",
         "uidvalidity",
+        "version",
     )
 
     def __init__(
@@ -105,6 +109,14 @@ class SelectedMailbox:
         self.dirty = False
         # QRESYNC enabled when selected: expunges are reported as VANISHED (RFC 7162 §3.2.10).
         self.qresync = False
+        # FETCH lines rendered from this model (``line_cache.py``): every change of a message's
+        # seq, UID, flags or MODSEQ below tells it.
+        self.lines = LineCache()
+        # Moves on with every change of what a search of the model can see (messages, their
+        # flags, expunges and new messages pending), so an answer computed at one version is
+        # the answer at that version: ``search_memo`` keeps the last one (commands/search.py).
+        self.version = 0
+        self.search_memo: tuple[object, bytes] | None = None
 
     # -- the client's view ----------------------------------------------------------------------
     @property
@@ -131,6 +143,10 @@ class SelectedMailbox:
             return range(lo + 1, lo + n + 1), self._flags[lo : lo + n], self._modseqs[lo : lo + n]
         at = [bisect.bisect_left(self.uids, u) for u in uids]
         return [i + 1 for i in at], [self._flags[i] for i in at], [self._modseqs[i] for i in at]
+
+    def slice(self, i: int, j: int) -> tuple[Sequence[int], Sequence[Flags], Sequence[int]]:
+        """UIDs, flags and MODSEQs of messages ``i`` to ``j - 1`` (0-based)."""
+        return self.uids[i:j], self._flags[i:j], self._modseqs[i:j]
 
     def present(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
         """Those of ``uids`` (ascending) that are in the map, and their sequence numbers: one
@@ -213,6 +229,8 @@ class SelectedMailbox:
 
     def append(self, messages: Iterable[MessageMeta]) -> None:
         """Messages the client is being told about (SELECT, or the EXISTS being sent)."""
+        self.lines.changed(len(self.uids))
+        self.version += 1
         for m in messages:
             if self.uids and m.uid <= self.uids[-1]:
                 continue
@@ -227,6 +245,8 @@ class SelectedMailbox:
         if not page.uids or (self.uids and page.uids[0] <= self.uids[-1]):
             return
         sets = [self._flags_tuple(f) for f in page.flag_sets]
+        self.lines.changed(len(self.uids))
+        self.version += 1
         self.uids.extend(page.uids)
         self._modseqs.extend(page.modseqs)
         self._flags.extend([sets[i] for i in page.flag_index])
@@ -245,9 +265,14 @@ class SelectedMailbox:
         seq = self.seq_of(meta.uid)
         if seq is None:
             return
-        self._flags[seq - 1] = self._flags_tuple(meta.flags)
-        self._modseqs[seq - 1] = max(self._modseqs[seq - 1], meta.modseq)
+        flags = self._flags_tuple(meta.flags)
+        modseq = max(self._modseqs[seq - 1], meta.modseq)
         self._flag_changes.discard(meta.uid)
+        if flags != self._flags[seq - 1] or modseq != self._modseqs[seq - 1]:
+            self._flags[seq - 1] = flags
+            self._modseqs[seq - 1] = modseq
+            self.lines.changed(seq - 1)
+            self.version += 1
 
     # -- merging what the store says ---------------------------------------------------------------
     def _note(self, m: MessageMeta) -> None:
@@ -259,17 +284,23 @@ class SelectedMailbox:
             if old != m.flags and set(old) != set(m.flags):
                 self._flags[seq - 1] = self._flags_tuple(m.flags)
                 self._flag_changes.add(m.uid)
+                self.lines.changed(seq - 1)
+                self.version += 1
             if m.modseq > self._modseqs[seq - 1]:
                 self._modseqs[seq - 1] = m.modseq
+                self.lines.changed(seq - 1)
         elif not self.uids or m.uid > self.uids[-1]:
             self._new[m.uid] = (self._flags_tuple(m.flags), m.modseq)
+            self.version += 1
         # Else: a UID below the client's highest that it never saw cannot appear (UIDs ascend,
         # RFC 9051 §2.3.1.1); ignore it rather than break the map.
 
     def _gone(self, uid: int) -> None:
         if self._new.pop(uid, None) is not None:
+            self.version += 1
             return  # the client never heard of it
         if self.seq_of(uid) is not None:
+            self.version += 1
             self._expunged.add(uid)
             self._flag_changes.discard(uid)
 
@@ -290,6 +321,7 @@ class SelectedMailbox:
         for uid in list(self._new):
             if uid not in present:
                 del self._new[uid]
+                self.version += 1
         for m in messages:
             self._note(m)
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
@@ -320,6 +352,8 @@ class SelectedMailbox:
             del self.uids[seq - 1]
             del self._modseqs[seq - 1]
             del self._flags[seq - 1]
+            self.lines.renumbered(seq - 1)
+            self.version += 1
             out.append((uid, seq))
         self._expunged.clear()
         return out
@@ -328,6 +362,8 @@ class SelectedMailbox:
         """Add the new messages to the map; the EXISTS count to send (0: nothing new)."""
         if not self._new:
             return 0
+        self.lines.changed(len(self.uids))
+        self.version += 1
         for uid in sorted(self._new):
             flags, modseq = self._new[uid]
             self.uids.append(uid)

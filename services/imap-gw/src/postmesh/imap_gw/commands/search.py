@@ -104,6 +104,11 @@ def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey
     return key
 
 
+def _numbers(numbers: list[int]) -> bytes:
+    """``numbers`` as decimal, separated by spaces."""
+    return (("%d " * len(numbers)) % tuple(numbers))[:-1].encode()
+
+
 async def _modseq_of(session: Session, sel: SelectedMailbox, uids: list[int]) -> int:
     """Highest MODSEQ of a few messages (ESEARCH MIN/MAX, RFC 7162 §3.1.5)."""
     assert session.user is not None
@@ -125,6 +130,11 @@ async def search(session: Session, cmd: Search) -> Result:
     uids: list[int] = []
     seqs: list[int] = []
     modseq = 0
+    want_modseq = uses_modseq(cmd.criteria)
+    # The plain IMAP4rev1 answer of a model-answered search depends on the model's version and
+    # the criteria only: a client polling SEARCH UNSEEN on an unchanged mailbox gets the last
+    # answer again instead of one per message of work (10,000 messages: ~1.5 ms).
+    memo: object = None
     if sel.uids:
         key = resolve(cmd.criteria, session, sel)
         if model_search.answerable(key):
@@ -140,6 +150,11 @@ async def search(session: Session, cmd: Search) -> Result:
                 if saving:
                     session.saved_search.clear()  # RFC 5182 §2.1: a failed SAVE empties $
                 raise
+            if returns is None and not session.rev2 and not want_modseq:
+                memo = (sel.version, key, cmd.uid)
+                if sel.search_memo is not None and sel.search_memo[0] == memo:
+                    session.hold(sel.search_memo[1])  # with the tagged reply
+                    return ok(f"{cmd.label} completed")
             uids, seqs = model_search.search(sel, key)
         else:
             # Bounded by the client's view first: the store then loads only those messages.
@@ -157,17 +172,20 @@ async def search(session: Session, cmd: Search) -> Result:
             uids, seqs = sel.present(found.uids)
             modseq = found.highest_modseq if uids else 0
     numbers = uids if cmd.uid else seqs
-    want_modseq = uses_modseq(cmd.criteria)
     if want_modseq:
         session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)
 
     if returns is None and not session.rev2:
         # IMAP4rev1: "* SEARCH n..." [SP "(" "MODSEQ" SP mod-sequence-value ")"] (RFC 7162 §7).
-        # One str join over C-level map: half the time of a bytes format per number.
-        line = b"SEARCH " + " ".join(map(str, numbers)).encode() if numbers else b"SEARCH"
+        # One str format of all the numbers: about half the time of joining str() of each
+        # (measured with the 6,666 numbers of the bench's SEARCH UNSEEN).
+        line = b"SEARCH " + _numbers(numbers) if numbers else b"SEARCH"
         if want_modseq and uids:
             line += b" (MODSEQ %d)" % modseq
-        session.hold(response.untagged(line))  # with the tagged reply
+        untagged = response.untagged(line)
+        if memo is not None:
+            sel.search_memo = (memo, untagged)
+        session.hold(untagged)  # with the tagged reply
         return ok(f"{cmd.label} completed")
 
     opts = set(returns or (ReturnOption.ALL,))  # RETURN () is RETURN (ALL) (RFC 4731 §3.1)

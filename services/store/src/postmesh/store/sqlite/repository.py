@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from postmesh.api.store.v1 import store_pb2
-from postmesh.common.sqlite import SqliteConnection
+from postmesh.common.sqlite import MAX_NON_DURABLE, SqliteConnection
 from postmesh.store import leftovers as lo
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, NotFound
@@ -68,13 +68,23 @@ T = TypeVar("T")
 # WAL as before.
 MMAP_BYTES = 1 << 30
 
+# How far every mailbox's MODSEQ counter moves at each open: beyond what the flag changes a
+# power cut may have lost could have taken (ADR 0041).
+MODSEQ_ADVANCE_AT_OPEN = MAX_NON_DURABLE + 1
+
 
 def _setup(conn: sqlite3.Connection) -> None:
     # The connection is synchronous=FULL (postmesh.common.sqlite): a Deliver acknowledged to
-    # the delivery service (which then commits its Kafka offset) survives a power cut.
+    # the delivery service (which then commits its Kafka offset) survives a power cut. Flag
+    # changes alone do not fsync (ADR 0041): at most MAX_NON_DURABLE of them may be lost.
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     migrate(conn)
+    # Before any new MODSEQ is handed out, and durably (an fsync'ed autocommit): a MODSEQ a
+    # client was told for a flag change lost in a power cut is never handed out again, so
+    # mod-sequences stay strictly increasing (RFC 7162 section 3.1) and CHANGEDSINCE misses
+    # nothing.
+    rows.advance_modseqs(conn, MODSEQ_ADVANCE_AT_OPEN)
 
 
 class SqliteStoreRepository(StoreRepository, Leftovers):
@@ -260,8 +270,11 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         flags: tuple[str, ...],
         unchanged_since: int,
     ) -> FlagsResult:
-        return await self._write(
-            lambda c: msg.store_flags(c, user, mailbox, uids, mode, flags, unchanged_since)
+        # Non-durable (ADR 0041): a flag change neither creates nor removes a message, and
+        # the MODSEQ it takes is protected by the advance at open.
+        return await self._db.transaction(
+            lambda c: msg.store_flags(c, user, mailbox, uids, mode, flags, unchanged_since),
+            durable=False,
         )
 
     async def _expunge(self, user: str, mailbox: str, uids: list[int] | None) -> ExpungeResult:

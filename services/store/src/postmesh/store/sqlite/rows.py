@@ -67,9 +67,10 @@ def quota(conn: sqlite3.Connection, user: str, default_bytes: int, default_messa
     ).fetchone()
     if limits is None:
         raise UnknownUser(user)
+    # The mailboxes' counters (schema.py, ADR 0046): a few rows, not every message.
     count, size = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m"
-        " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user = ?",
+        "SELECT COALESCE(SUM(n_messages), 0), COALESCE(SUM(n_bytes), 0) FROM mailboxes"
+        " WHERE user = ?",
         (user,),
     ).fetchone()
     return Quota(
@@ -126,10 +127,10 @@ def subscribed(conn: sqlite3.Connection, user: str, name: str) -> bool:
 
 
 def counts(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int, int, int]:
-    """(messages, seen, deleted, size): derived, never stored, so they cannot drift."""
+    """(messages, seen, deleted, size): kept by SQLite's triggers in the transaction of every
+    change (schema.py, ADR 0046), so they cannot drift."""
     row = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(seen), 0), COALESCE(SUM(deleted), 0),"
-        " COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = ?",
+        "SELECT n_messages, n_seen, n_deleted, n_bytes FROM mailboxes WHERE id = ?",
         (mailbox_id,),
     ).fetchone()
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
@@ -161,6 +162,13 @@ def bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
         (mailbox_id,),
     ).fetchone()
     return int(row[0])
+
+
+def advance_modseqs(conn: sqlite3.Connection, by: int) -> None:
+    """Move every mailbox's MODSEQ counter up by ``by``. The counter is then above every
+    message's MODSEQ, as after any EXPUNGE (whose MODSEQ no message keeps, RFC 7162 section
+    3.2.10): a client that resynchronises since an older HIGHESTMODSEQ finds nothing new."""
+    conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + ?", (by,))
 
 
 def allocate(conn: sqlite3.Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
