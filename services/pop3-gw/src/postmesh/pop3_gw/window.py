@@ -29,7 +29,7 @@ from contextlib import aclosing
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger, kv
 from postmesh.pop3_gw.backend import MailBackend, MessageInfo
-from postmesh.pop3_gw.content import encode_whole
+from postmesh.pop3_gw.content import TERMINATOR, encode_whole
 
 log = get_logger(__name__)
 
@@ -214,7 +214,7 @@ class ReadAheadWindow:
         total = sum(self._size(n) for n in batch)
         try:
             async with aclosing(self._backend.fetch_many(self._user, list(numbers), total)) as s:
-                async for uid, data in s:
+                async for uid, data, wire_ready in s:
                     n = numbers.get(uid)
                     if n is None or n not in self._pending:
                         continue
@@ -223,6 +223,9 @@ class ReadAheadWindow:
                     # it itself and answers for it.
                     if data is None or self._deleted(n) or len(data) != self._size(n):
                         self._release(n)
+                    elif wire_ready:
+                        # Stored in wire form (ADR 0042): nothing to stuff or repair.
+                        self._ready[n] = [data, TERMINATOR]
                     else:
                         self._ready[n] = encode_whole(data)
                     self._arrived.set()

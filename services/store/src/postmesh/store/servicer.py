@@ -403,17 +403,17 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         parts: list[store_pb2.MessagePart] = []
         packed, flush_at = 0, _FIRST_FLUSH
         try:
-            async for uid, chunks in self.repo.read_messages(
+            async for uid, content in self.repo.read_messages(
                 request.user, request.mailbox, request.uids
             ):
-                if chunks is None:
+                if content is None:
                     parts.append(Part(uid=uid, last=True, missing=True))
                     continue
                 # One chunk behind: the last one carries last=True.
                 held = b""
                 first = True
                 # Storage chunks as they are (at most BLOB_CHUNK_BYTES): no re-cut, no copy.
-                async for data in chunks:
+                async for data in content.chunks:
                     metrics.CONTENT_BYTES.inc(len(data))
                     if not first:
                         parts.append(Part(uid=uid, data=held))
@@ -423,7 +423,9 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                         yield store_pb2.MessageContents(parts=parts)
                         parts, packed = [], 0
                         flush_at = min(4 * flush_at, _MAX_PACK)
-                parts.append(Part(uid=uid, data=held, last=True))
+                parts.append(
+                    Part(uid=uid, data=held, last=True, wire_ready=content.wire_ready is True)
+                )
                 packed += len(held)
                 if packed >= flush_at:
                     yield store_pb2.MessageContents(parts=parts)
