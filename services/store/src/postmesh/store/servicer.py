@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Iterable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -18,6 +18,7 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors, flag_listing, metrics
+from postmesh.store.contents_wire import ResponseBuilder
 from postmesh.store.events import EventPublisher, Kind
 from postmesh.store.model import INBOX, CopyResult, Delivery, FlagsMode, Mailbox, Message, Quota
 from postmesh.store.repository import StoreRepository
@@ -388,26 +389,26 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         return await self._call(context, _small_content(chunks, limit))
 
-    async def GetMessageContents(
+    async def GetMessageContents(  # type: ignore[override]  # serialized MessageContents
         self, request: store_pb2.GetMessageContentsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[store_pb2.MessageContents]:
+    ) -> AsyncIterator[bytes]:
         """One message after the other, as GetMessageContent would send each, packed into
         responses that grow to _MAX_PACK (the first goes out with the first message: the
         caller is waiting for it); a missing one is reported in the stream instead of ending
-        it (the caller's list may be stale)."""
+        it (the caller's list may be stale). Responses are serialized MessageContents, made
+        by ``contents_wire`` (registered with ``add_store_service``)."""
         if len(request.uids) > MAX_CONTENTS_UIDS:
             await self._fail(
                 context, errors.InvalidArgument(f"at most {MAX_CONTENTS_UIDS} uids per call")
             )
-        Part = store_pb2.MessagePart
-        parts: list[store_pb2.MessagePart] = []
-        packed, flush_at = 0, _FIRST_FLUSH
+        out = ResponseBuilder()
+        flush_at = _FIRST_FLUSH
         try:
             async for uid, content in self.repo.read_messages(
                 request.user, request.mailbox, request.uids
             ):
                 if content is None:
-                    parts.append(Part(uid=uid, last=True, missing=True))
+                    out.part(uid, last=True, missing=True)
                     continue
                 # One chunk behind: the last one carries last=True.
                 held = b""
@@ -416,25 +417,19 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                 async for data in content.chunks:
                     metrics.CONTENT_BYTES.inc(len(data))
                     if not first:
-                        parts.append(Part(uid=uid, data=held))
-                        packed += len(held)
+                        out.part(uid, held)
                     held, first = data, False
-                    if packed >= flush_at:
-                        yield store_pb2.MessageContents(parts=parts)
-                        parts, packed = [], 0
+                    if out.octets >= flush_at:
+                        yield out.take()
                         flush_at = min(4 * flush_at, _MAX_PACK)
-                parts.append(
-                    Part(uid=uid, data=held, last=True, wire_ready=content.wire_ready is True)
-                )
-                packed += len(held)
-                if packed >= flush_at:
-                    yield store_pb2.MessageContents(parts=parts)
-                    parts, packed = [], 0
+                out.part(uid, held, last=True, wire_ready=content.wire_ready is True)
+                if out.octets >= flush_at:
+                    yield out.take()
                     flush_at = min(4 * flush_at, _MAX_PACK)
         except Exception as exc:
             await self._fail(context, exc)
-        if parts:
-            yield store_pb2.MessageContents(parts=parts)
+        if out:
+            yield out.take()
 
     async def GetMessageMeta(
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext
@@ -560,3 +555,35 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             extra=kv(user=request.user, storage=q.storage_limit, messages=q.message_limit),
         )
         return _quota_info(q)
+
+
+def add_store_service(servicer: StoreServicer, server: Any) -> None:
+    """``store_pb2_grpc.add_StoreServiceServicer_to_server``, except that GetMessageContents'
+    responses go to gRPC as the servicer serialized them (``contents_wire``: no protobuf
+    objects for megabytes of content). ``server``: a grpc.aio.Server or what stands in for
+    one (``GrpcServer.add``)."""
+    store_pb2_grpc.add_StoreServiceServicer_to_server(servicer, _RawContents(server))
+
+
+class _RawContents:
+    """Passes the generated registration on with GetMessageContents' serializer removed
+    (gRPC then sends the bytes the method yields as they are)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # made again below from the handlers with the serializer removed
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        h = handlers["GetMessageContents"]
+        handlers = {
+            **handlers,
+            "GetMessageContents": grpc.unary_stream_rpc_method_handler(
+                h.unary_stream, request_deserializer=h.request_deserializer
+            ),
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+        self._server.add_registered_method_handlers(service, handlers)
