@@ -29,9 +29,11 @@ T = TypeVar("T")
 
 # GetMessageContents: UIDs per call (the caller bounds the bytes; this bounds the request).
 MAX_CONTENTS_UIDS = 1000
-# Its first response goes out at this many octets; each next one may hold four times more, up
-# to _MAX_PACK (fewer, larger responses cost the gateway ~10% less CPU than 256 KiB ones; the
-# caller has reserved the memory for every octet it asked for anyway).
+# Its first response goes out at this many octets (with the first message); each next one
+# holds four times what the previous one held, up to _MAX_PACK (fewer, larger responses cost the
+# gateway ~10% less CPU than 256 KiB ones; the caller has reserved the memory for every octet it
+# asked for anyway). Growing from the previous response's size, not from _FIRST_FLUSH, matters:
+# from 1 octet, x4 a step, the first ~10 responses of every call held one message each (ADR 42).
 _FIRST_FLUSH = 1
 _MAX_PACK = 4 * CHUNK_BYTES
 
@@ -420,12 +422,12 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                         out.part(uid, held)
                     held, first = data, False
                     if out.octets >= flush_at:
+                        flush_at = min(4 * out.octets, _MAX_PACK)
                         yield out.take()
-                        flush_at = min(4 * flush_at, _MAX_PACK)
                 out.part(uid, held, last=True, wire_ready=content.wire_ready is True)
                 if out.octets >= flush_at:
+                    flush_at = min(4 * out.octets, _MAX_PACK)
                     yield out.take()
-                    flush_at = min(4 * flush_at, _MAX_PACK)
         except Exception as exc:
             await self._fail(context, exc)
         if out:
