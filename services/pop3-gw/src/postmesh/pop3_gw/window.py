@@ -64,8 +64,9 @@ class ReadAheadWindow:
         self._cursor = 1
         # Octets the window may hold now: grows from _first_limit to the budget.
         self._limit = self._first_limit
-        # Ready to send: each message already encoded as RETR sends it (encode_whole), done
-        # while the client reads the previous response rather than after its next command.
+        # Ready to send: each message already as RETR sends it (as stored when the store says
+        # it is in wire form, ADR 42, else encode_whole), done while the client reads the
+        # previous response rather than after its next command.
         self._ready: dict[int, list[bytes]] = {}
         self._pending: set[int] = set()
         # Octets reserved: the messages in _ready and _pending, by their listed sizes.
