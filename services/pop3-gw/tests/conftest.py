@@ -178,7 +178,7 @@ class FaultInjector:
 
     async def fetch_many(
         self, user: str, uids: Sequence[int], total_size: int
-    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
         self._call("fetch_many", list(uids), "fetch")
         n = 0
         async with aclosing(self.inner.fetch_many(user, uids, total_size)) as items:

@@ -8,6 +8,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pytest
+
+from postmesh.pop3_gw import window
+from postmesh.pop3_gw.content import encode_whole
+from postmesh.store.sqlite import SqliteStoreRepository
+
 if TYPE_CHECKING:
     from conftest import Env
 
@@ -242,3 +248,50 @@ async def test_a_mail_check_reads_no_content(env: Env) -> None:
 
     await in_thread(run)
     assert calls(env, "fetch", "fetch_many") == []
+
+
+async def test_wire_form_is_sent_as_stored_and_the_rest_is_stuffed(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0042: a message the store recorded as in wire form (CRLF lines, none beginning with
+    ".") goes out as stored, with no scan; one with a leading dot is byte-stuffed whether it
+    was stored after the store recorded the bit or before (the bit unknown: scanned)."""
+    clean = b"Subject: clean\r\n\r\nno dots here\r\nnor bare LFs\r\n"
+    dotted = b"Subject: dotted\r\n\r\n.leading dot\r\nend\r\n"
+    uids = [
+        await env.backend.add(m) for m in (clean, dotted, clean + b"old\r\n", dotted + b"x\r\n")
+    ]
+    # The last two as a store from before the bit left them (schema 5 -> 6: NULL, not known).
+    repo = env.backend.store.app.repo
+    assert isinstance(repo, SqliteStoreRepository)
+    await repo.connection.transaction(
+        lambda c: c.execute("UPDATE messages SET wire_ready = NULL WHERE uid IN (?, ?)", uids[2:])
+    )
+    scanned: list[int] = []
+
+    def encode(data: bytes) -> list[bytes]:
+        scanned.append(len(data))
+        return encode_whole(data)
+
+    monkeypatch.setattr(window, "encode_whole", encode)
+
+    def run() -> list[list[bytes]]:
+        raw = env.raw_login()
+        out = []
+        for n in range(1, 5):
+            assert raw.cmd(f"RETR {n}").startswith(b"+OK")
+            out.append(raw.multi())
+        raw.cmd("QUIT")
+        raw.close()
+        return out
+
+    got = [b"".join(lines) for lines in await in_thread(run)]
+    assert got == [
+        clean,
+        b"Subject: dotted\r\n\r\n..leading dot\r\nend\r\n",
+        clean + b"old\r\n",
+        b"Subject: dotted\r\n\r\n..leading dot\r\nend\r\nx\r\n",
+    ]
+    # All four came through the window; only the first was sent without a scan.
+    assert calls(env, "fetch", "fetch_many") == [("fetch_many", uids)]
+    assert scanned == [len(dotted), len(clean) + 5, len(dotted) + 3]

@@ -31,7 +31,7 @@ class Store:
 
     async def fetch_many(
         self, user: str, uids: Sequence[int], total_size: int
-    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
         self.calls.append(list(uids))
         assert total_size == sum(self.infos[u - 1].size for u in uids)
         for uid in uids:
@@ -41,7 +41,7 @@ class Store:
             assert self.window.held <= self.budget
             if uid == self.fail_at:
                 raise BackendUnavailable("store went away")
-            yield uid, self.content.get(uid)
+            yield uid, self.content.get(uid), False
 
 
 def window(

@@ -409,3 +409,29 @@ async def test_get_message_contents_streams_several_in_order_and_reports_missing
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await read_all(stub.GetMessageContents(too_many, timeout=10))
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_get_message_contents_packs_four_times_the_previous_response(
+    stub: store_pb2_grpc.StoreServiceStub,
+) -> None:
+    """The first response holds the first message (the caller waits for it); each next one
+    four times what the previous one held, up to 4 x CHUNK_BYTES: few responses per call
+    (ADR 42), and the wire-form bit on each message's last part."""
+    user = "dave@example.com"
+    line = b"0123456789" * 10 + b"\r\n"
+    clean = [b"Subject: m%d\r\n\r\n" % i + line * 80 for i in range(60)]  # ~8 KiB each
+    for i, content in enumerate(clean):
+        req = store_pb2.DeliverRequest(queue_id=f"P{i}", user=user, content=content)
+        await stub.Deliver(req, timeout=10)
+    dotted = b"Subject: dot\r\n\r\n.x\r\n"
+    req = store_pb2.DeliverRequest(queue_id="P60", user=user, content=dotted)
+    await stub.Deliver(req, timeout=10)
+    call = stub.GetMessageContents(
+        store_pb2.GetMessageContentsRequest(user=user, mailbox="INBOX", uids=range(1, 62)),
+        timeout=10,
+    )
+    responses = [r async for r in call]
+    assert [len(r.parts) for r in responses] == [1, 4, 16, 40]
+    parts = [p for r in responses for p in r.parts]
+    assert [p.data for p in parts] == [*clean, dotted]
+    assert [p.wire_ready for p in parts] == [True] * 60 + [False]

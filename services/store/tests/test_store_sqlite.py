@@ -264,3 +264,37 @@ async def test_changes_are_found_through_the_modseq_indexes(tmp_path: Path) -> N
     assert "INDEX messages_modseq" in plans["messages"]
     assert "INDEX expunged_modseq" in plans["expunged"]
     conn.close()
+
+
+async def test_upgrade_leaves_the_wire_form_of_stored_mail_unknown(tmp_path: Path) -> None:
+    """A version-6 file (no wire-form bit, ADR 0042) gets the columns on open; its messages
+    read back as not known (POP3 scans them as before), new ones carry the bit."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    first = message(1)
+    await repo.deliver(Delivery("q1", "u", "", content=first))
+    await repo.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("ALTER TABLE messages DROP COLUMN wire_ready")
+        conn.execute("ALTER TABLE blob_index DROP COLUMN wire_ready")
+        conn.execute("PRAGMA user_version=6")
+    conn.close()
+
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    await repo.deliver(Delivery("q2", "u", "", content=message(2)))
+    old_blob = hashlib.sha256(first).hexdigest()
+    # Delivered again by its blob: the index stored before the upgrade does not know either.
+    await repo.deliver(Delivery("q3", "u", "", blob_id=old_blob))
+    bits = {
+        uid: found and found.wire_ready
+        async for uid, found in repo.read_messages("u", INBOX, [1, 2, 3])
+    }
+    assert bits == {1: None, 2: True, 3: None}
+    assert await content_of(repo, "u", INBOX, 1) == first
+    await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()

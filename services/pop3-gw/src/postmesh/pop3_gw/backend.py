@@ -77,9 +77,11 @@ class MailBackend(Protocol):
 
     def fetch_many(
         self, user: str, uids: Sequence[int], total_size: int
-    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
         """Whole messages in the order of ``uids`` in one store call (about ``total_size``
-        octets in all): (uid, content), or (uid, None) for one that was expunged. Raises
+        octets in all): (uid, content, wire_ready), or (uid, None, False) for one that was
+        expunged. ``wire_ready``: the store recorded that every line of the content ends in
+        CRLF and none begins with ".", so it is sent as it is (ADR 0042). Raises
         BackendUnavailable while iterating."""
         ...
 

@@ -13,6 +13,9 @@ import re
 # An LF not preceded by CR: normalised to CRLF.
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
+# RFC 1939 §3: the end of a multi-line response.
+TERMINATOR = b".\r\n"
+
 # A line longer than this is passed on in pieces instead of being held whole.
 _MAX_PENDING = 64 * 1024
 
@@ -106,7 +109,7 @@ class MessageEncoder:
             line = self._pending[:-1] if self._pending.endswith(b"\r") else self._pending
             self._line(out, line)
         self._pending.clear()
-        out += b".\r\n"
+        out += TERMINATOR
         return bytes(out)
 
 
@@ -121,4 +124,4 @@ def encode_whole(data: bytes) -> list[bytes]:
     if data.count(b"\n") != data.count(b"\r\n"):
         data = _BARE_LF.sub(b"\r\n", data)
     body = data.replace(b"\n.", b"\n..")
-    return [b".", body, b".\r\n"] if body.startswith(b".") else [body, b".\r\n"]
+    return [b".", body, TERMINATOR] if body.startswith(b".") else [body, TERMINATOR]

@@ -88,7 +88,7 @@ class StoreMaildrop:
 
     async def fetch_many(
         self, user: str, uids: Sequence[int], total_size: int
-    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
         timeout = self._deadline + total_size / _MIN_STORE_BYTES_PER_SECOND
         async with aclosing(self._store.read_contents(user, INBOX, uids, timeout=timeout)) as s:
             async for item in s:

@@ -29,7 +29,7 @@ from contextlib import aclosing
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger, kv
 from postmesh.pop3_gw.backend import MailBackend, MessageInfo
-from postmesh.pop3_gw.content import encode_whole
+from postmesh.pop3_gw.content import TERMINATOR, encode_whole
 
 log = get_logger(__name__)
 
@@ -64,8 +64,9 @@ class ReadAheadWindow:
         self._cursor = 1
         # Octets the window may hold now: grows from _first_limit to the budget.
         self._limit = self._first_limit
-        # Ready to send: each message already encoded as RETR sends it (encode_whole), done
-        # while the client reads the previous response rather than after its next command.
+        # Ready to send: each message already as RETR sends it (as stored when the store says
+        # it is in wire form, ADR 42, else encode_whole), done while the client reads the
+        # previous response rather than after its next command.
         self._ready: dict[int, list[bytes]] = {}
         self._pending: set[int] = set()
         # Octets reserved: the messages in _ready and _pending, by their listed sizes.
@@ -214,7 +215,7 @@ class ReadAheadWindow:
         total = sum(self._size(n) for n in batch)
         try:
             async with aclosing(self._backend.fetch_many(self._user, list(numbers), total)) as s:
-                async for uid, data in s:
+                async for uid, data, wire_ready in s:
                     n = numbers.get(uid)
                     if n is None or n not in self._pending:
                         continue
@@ -223,6 +224,9 @@ class ReadAheadWindow:
                     # it itself and answers for it.
                     if data is None or self._deleted(n) or len(data) != self._size(n):
                         self._release(n)
+                    elif wire_ready:
+                        # Stored in wire form (ADR 0042): nothing to stuff or repair.
+                        self._ready[n] = [data, TERMINATOR]
                     else:
                         self._ready[n] = encode_whole(data)
                     self._arrived.set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.api.store.v1 import store_pb2
 from postmesh.common.bus import Bus, create_bus
 from postmesh.common.grpc import GrpcServer
 from postmesh.common.grpc_security import GrpcSecurity
@@ -17,7 +17,7 @@ from postmesh.store.leftovers import Leftovers
 from postmesh.store.mongodb.base import MongoBase
 from postmesh.store.queue.component import QueueComponent
 from postmesh.store.repository import StoreRepository
-from postmesh.store.servicer import StoreServicer
+from postmesh.store.servicer import StoreServicer, add_store_service
 from postmesh.store.settings import StoreSettings
 
 log = get_logger(__name__)
@@ -74,7 +74,7 @@ class StoreApp(Service):
         self.grpc = GrpcServer(
             self.settings.store_listen, GrpcSecurity.from_settings(self.settings)
         )
-        self.grpc.add(store_pb2_grpc.add_StoreServiceServicer_to_server, servicer)
+        self.grpc.add(add_store_service, servicer)
         queue_services = self.queue.register(self.grpc, self.repo)
         await self.grpc.start([SERVICE_NAME, *queue_services])
         self._started.append("grpc")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -123,6 +124,19 @@ class MessageIndex:
     # (name, folded value) of the indexed header fields (``search.indexed_headers``), which
     # the backends store apart so their queries match them; None: derive from ``search``.
     headers: tuple[tuple[str, str], ...] | None = None
+    # The content is its own POP3/SMTP wire form (``indexing.in_wire_form``); kept on each
+    # message too, so reading content for POP3 needs no index lookup. None: not known (an
+    # index stored before it was recorded, ADR 0042).
+    wire_ready: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    """A message's content as read for sending: its chunks (at most BLOB_CHUNK_BYTES each)
+    and whether it is in wire form (``MessageIndex.wire_ready``; None: not known)."""
+
+    chunks: AsyncIterator[bytes]
+    wire_ready: bool | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from postmesh.store.model import (
     SearchCandidate,
     SearchResult,
     SearchRows,
+    StoredContent,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -286,25 +287,26 @@ class StoreRepository(ABC):
     async def read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
         """The message content in chunks of at most BLOB_CHUNK_BYTES. Raises NotFound before
         the first chunk for an unknown message."""
-        return await self._read_message(v.user(user), v.mailbox_name(mailbox), v.uid(uid))
+        found = await self._read_content(v.user(user), v.mailbox_name(mailbox), v.uid(uid))
+        return found.chunks
 
     async def read_messages(
         self, user: str, mailbox: str, uids: Iterable[int]
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
-        """(uid, its chunks as read_message gives them) in the order of ``uids``, or (uid,
-        None) for a message not found (nor its mailbox): several messages per backend read
-        where the backend can (GetMessageContents)."""
+    ) -> AsyncIterator[tuple[int, StoredContent | None]]:
+        """(uid, its chunks as read_message gives them and whether it is in wire form) in the
+        order of ``uids``, or (uid, None) for a message not found (nor its mailbox): several
+        messages per backend read where the backend can (GetMessageContents)."""
         user, mailbox = v.user(user), v.mailbox_name(mailbox)
         async for item in self._read_messages(user, mailbox, [v.uid(u) for u in uids]):
             yield item
 
     async def _read_messages(
         self, user: str, mailbox: str, uids: list[int]
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
+    ) -> AsyncIterator[tuple[int, StoredContent | None]]:
         """One read_message after the other; a backend overrides it to read several at once."""
         for uid in uids:
             try:
-                yield uid, await self._read_message(user, mailbox, uid)
+                yield uid, await self._read_content(user, mailbox, uid)
             except NotFound:
                 yield uid, None
 
@@ -489,7 +491,8 @@ class StoreRepository(ABC):
     ) -> FlagListing: ...
 
     @abstractmethod
-    async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]: ...
+    async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
+        """The message's chunks and wire-form bit. Raises NotFound before the first chunk."""
 
     @abstractmethod
     async def _get_meta(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Iterable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -18,6 +18,7 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors, flag_listing, metrics
+from postmesh.store.contents_wire import ResponseBuilder
 from postmesh.store.events import EventPublisher, Kind
 from postmesh.store.model import INBOX, CopyResult, Delivery, FlagsMode, Mailbox, Message, Quota
 from postmesh.store.repository import StoreRepository
@@ -28,9 +29,11 @@ T = TypeVar("T")
 
 # GetMessageContents: UIDs per call (the caller bounds the bytes; this bounds the request).
 MAX_CONTENTS_UIDS = 1000
-# Its first response goes out at this many octets; each next one may hold four times more, up
-# to _MAX_PACK (fewer, larger responses cost the gateway ~10% less CPU than 256 KiB ones; the
-# caller has reserved the memory for every octet it asked for anyway).
+# Its first response goes out at this many octets (with the first message); each next one
+# holds four times what the previous one held, up to _MAX_PACK (fewer, larger responses cost the
+# gateway ~10% less CPU than 256 KiB ones; the caller has reserved the memory for every octet it
+# asked for anyway). Growing from the previous response's size, not from _FIRST_FLUSH, matters:
+# from 1 octet, x4 a step, the first ~10 responses of every call held one message each (ADR 42).
 _FIRST_FLUSH = 1
 _MAX_PACK = 4 * CHUNK_BYTES
 
@@ -388,51 +391,47 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         return await self._call(context, _small_content(chunks, limit))
 
-    async def GetMessageContents(
+    async def GetMessageContents(  # type: ignore[override]  # serialized MessageContents
         self, request: store_pb2.GetMessageContentsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[store_pb2.MessageContents]:
+    ) -> AsyncIterator[bytes]:
         """One message after the other, as GetMessageContent would send each, packed into
         responses that grow to _MAX_PACK (the first goes out with the first message: the
         caller is waiting for it); a missing one is reported in the stream instead of ending
-        it (the caller's list may be stale)."""
+        it (the caller's list may be stale). Responses are serialized MessageContents, made
+        by ``contents_wire`` (registered with ``add_store_service``)."""
         if len(request.uids) > MAX_CONTENTS_UIDS:
             await self._fail(
                 context, errors.InvalidArgument(f"at most {MAX_CONTENTS_UIDS} uids per call")
             )
-        Part = store_pb2.MessagePart
-        parts: list[store_pb2.MessagePart] = []
-        packed, flush_at = 0, _FIRST_FLUSH
+        out = ResponseBuilder()
+        flush_at = _FIRST_FLUSH
         try:
-            async for uid, chunks in self.repo.read_messages(
+            async for uid, content in self.repo.read_messages(
                 request.user, request.mailbox, request.uids
             ):
-                if chunks is None:
-                    parts.append(Part(uid=uid, last=True, missing=True))
+                if content is None:
+                    out.part(uid, last=True, missing=True)
                     continue
                 # One chunk behind: the last one carries last=True.
                 held = b""
                 first = True
                 # Storage chunks as they are (at most BLOB_CHUNK_BYTES): no re-cut, no copy.
-                async for data in chunks:
+                async for data in content.chunks:
                     metrics.CONTENT_BYTES.inc(len(data))
                     if not first:
-                        parts.append(Part(uid=uid, data=held))
-                        packed += len(held)
+                        out.part(uid, held)
                     held, first = data, False
-                    if packed >= flush_at:
-                        yield store_pb2.MessageContents(parts=parts)
-                        parts, packed = [], 0
-                        flush_at = min(4 * flush_at, _MAX_PACK)
-                parts.append(Part(uid=uid, data=held, last=True))
-                packed += len(held)
-                if packed >= flush_at:
-                    yield store_pb2.MessageContents(parts=parts)
-                    parts, packed = [], 0
-                    flush_at = min(4 * flush_at, _MAX_PACK)
+                    if out.octets >= flush_at:
+                        flush_at = min(4 * out.octets, _MAX_PACK)
+                        yield out.take()
+                out.part(uid, held, last=True, wire_ready=content.wire_ready is True)
+                if out.octets >= flush_at:
+                    flush_at = min(4 * out.octets, _MAX_PACK)
+                    yield out.take()
         except Exception as exc:
             await self._fail(context, exc)
-        if parts:
-            yield store_pb2.MessageContents(parts=parts)
+        if out:
+            yield out.take()
 
     async def GetMessageMeta(
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext
@@ -558,3 +557,35 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             extra=kv(user=request.user, storage=q.storage_limit, messages=q.message_limit),
         )
         return _quota_info(q)
+
+
+def add_store_service(servicer: StoreServicer, server: Any) -> None:
+    """``store_pb2_grpc.add_StoreServiceServicer_to_server``, except that GetMessageContents'
+    responses go to gRPC as the servicer serialized them (``contents_wire``: no protobuf
+    objects for megabytes of content). ``server``: a grpc.aio.Server or what stands in for
+    one (``GrpcServer.add``)."""
+    store_pb2_grpc.add_StoreServiceServicer_to_server(servicer, _RawContents(server))
+
+
+class _RawContents:
+    """Passes the generated registration on with GetMessageContents' serializer removed
+    (gRPC then sends the bytes the method yields as they are)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # made again below from the handlers with the serializer removed
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        h = handlers["GetMessageContents"]
+        handlers = {
+            **handlers,
+            "GetMessageContents": grpc.unary_stream_rpc_method_handler(
+                h.unary_stream, request_deserializer=h.request_deserializer
+            ),
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+        self._server.add_registered_method_handlers(service, handlers)

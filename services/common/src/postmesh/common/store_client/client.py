@@ -212,11 +212,12 @@ class StoreClient:
 
     async def read_contents(
         self, user: str, mailbox: str, uids: Sequence[int], *, timeout: float | None = None
-    ) -> AsyncGenerator[tuple[int, bytes | None], None]:
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
         """Whole messages in the order of ``uids``, in one stream (GetMessageContents): (uid,
-        content), or (uid, None) for one the store no longer has. Each message is held whole:
-        the caller bounds the memory by the uids it asks for. ``timeout`` covers the whole
-        stream. Raises BackendUnavailable while iterating."""
+        content, whether the store says it is in wire form: every line ends in CRLF and none
+        begins with "."), or (uid, None, False) for one the store no longer has. Each message
+        is held whole: the caller bounds the memory by the uids it asks for. ``timeout``
+        covers the whole stream. Raises BackendUnavailable while iterating."""
         req = store_pb2.GetMessageContentsRequest(user=user, mailbox=mailbox, uids=list(uids))
         call = self._stub.GetMessageContents(req, timeout=timeout or self._deadline)
         parts: list[bytes] = []
@@ -225,22 +226,22 @@ class StoreClient:
                 for part in resp.parts:
                     if part.missing:
                         parts.clear()
-                        yield part.uid, None
+                        yield part.uid, None, False
                         continue
                     parts.append(part.data)
                     if part.last:
                         data = parts[0] if len(parts) == 1 else b"".join(parts)
                         parts.clear()
-                        yield part.uid, data
+                        yield part.uid, data, part.wire_ready
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise store_error("GetMessageContents", e, mailbox) from e
             # A store from before GetMessageContents (rolling upgrade): one call per message.
             for uid in uids:
                 try:
-                    yield uid, await self.get_content(user, mailbox, uid)
+                    yield uid, await self.get_content(user, mailbox, uid), False
                 except MessageNotFound:
-                    yield uid, None
+                    yield uid, None, False
         finally:
             call.cancel()
 

@@ -381,8 +381,8 @@ class DeliveryContract:
         await expunge_uids(repo, "u", INBOX, [7])
         asked = [3, 1, 7, 99, *range(2, 21)]
         got = [
-            (uid, None if chunks is None else b"".join([c async for c in chunks]))
-            async for uid, chunks in repo.read_messages("u", INBOX, asked)
+            (uid, None if found is None else b"".join([c async for c in found.chunks]))
+            async for uid, found in repo.read_messages("u", INBOX, asked)
         ]
         assert got == [(u, contents.get(u) if u not in (7, 99) else None) for u in asked]
         # No such mailbox (or user): every message is reported missing.
@@ -390,6 +390,44 @@ class DeliveryContract:
         assert [x async for x in repo.read_messages("nobody", INBOX, [1])] == [(1, None)]
         with pytest.raises(InvalidArgument):
             [x async for x in repo.read_messages("u", INBOX, [0])]
+
+    async def test_read_messages_tell_which_contents_are_in_wire_form(
+        self, repo: StoreRepository
+    ) -> None:
+        """ADR 0042: a content whose lines all end in CRLF and none begins with "." is sent by
+        POP3 as stored; the bit is recorded at Deliver and Append, kept with the stored index
+        (a claim-check Deliver of content indexed before) and by COPY."""
+        clean = message(1, b"line\r\n" * (BLOB_CHUNK_BYTES // 6 + 10))  # two chunks
+        contents = {
+            1: clean,
+            2: message(2, b".leading dot\r\n"),
+            3: message(3, b"a bare\nLF\r\n"),
+            4: message(4, b"no line end"),
+            5: b".first line\r\n\r\nbody\r\n",
+        }
+        for uid, content in contents.items():
+            assert await deliver(repo, f"q{uid}", "u", content) == uid
+        # The same content delivered again by its blob: the index stored with it says so.
+        stored = await repo.put_blob(stream(clean, 1 << 16))
+        again = await repo.deliver(Delivery("q6", "u", "", blob_id=stored.blob_id))
+        plain = message(7)
+        added = await repo.append("u", INBOX, [], 0, len(plain), stream(plain, 100))
+        await repo.create_mailbox("u", "Dest")
+        copied = await repo.copy_messages("u", INBOX, [1, 2], "Dest")
+        want = {1: True, 2: False, 3: False, 4: False, 5: False, again.uid: True, added.uid: True}
+        got = {
+            uid: (found.wire_ready, b"".join([c async for c in found.chunks]))
+            async for uid, found in repo.read_messages("u", INBOX, list(want))
+            if found is not None
+        }
+        assert {uid: bit for uid, (bit, _) in got.items()} == want
+        assert got[again.uid][1] == clean and got[added.uid][1] == plain
+        dest = {
+            uid: found.wire_ready
+            async for uid, found in repo.read_messages("u", "Dest", copied.dest_uids)
+            if found is not None
+        }
+        assert list(dest.values()) == [True, False]
 
     async def test_size_limit(self, repo: StoreRepository) -> None:
         repo.max_message_bytes = 1000

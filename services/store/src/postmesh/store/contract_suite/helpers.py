@@ -12,7 +12,7 @@ from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.events import EventPublisher
 from postmesh.store.model import BLOB_CHUNK_BYTES, INBOX, Delivery, FlagsMode
 from postmesh.store.repository import StoreRepository
-from postmesh.store.servicer import StoreServicer
+from postmesh.store.servicer import StoreServicer, add_store_service
 
 MiB = 1024 * 1024
 
@@ -67,9 +67,7 @@ async def grpc_store(repo: StoreRepository) -> AsyncIterator[store_pb2_grpc.Stor
     """The real StoreServicer on ``repo``, on 127.0.0.1 port 0 (plaintext, no events), and a
     client stub on it: for tests of what concurrent calls over the wire do."""
     server = GrpcServer("127.0.0.1:0", GrpcSecurity())
-    server.add(
-        store_pb2_grpc.add_StoreServiceServicer_to_server, StoreServicer(repo, EventPublisher(None))
-    )
+    server.add(add_store_service, StoreServicer(repo, EventPublisher(None)))
     await server.start([])
     ch = channel(f"127.0.0.1:{server.port}", GrpcSecurity(), "store")
     try:

@@ -8,7 +8,8 @@ Collections (prefix ``store_``):
                       ``vanished_floor`` the highest MODSEQ of tombstones the janitor removed
 - ``subscriptions``: {_id: key, user, name}
 - ``messages``:      {_id, mailbox_id, user, uid, modseq, flags, internal_date, size, blob_id,
-                      sent_day, expunged, released, expunged_at}; unique (mailbox_id, uid);
+                      sent_day, wire_ready, expunged, released, expunged_at}; unique
+                      (mailbox_id, uid);
                       an expunged message stays as a tombstone (no content) with its expunge
                       MODSEQ, until the janitor removes it (``leftovers.py``)
 - ``deliveries``:    Deliver's idempotency records (see ``messages.py``)

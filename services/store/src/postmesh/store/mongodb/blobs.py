@@ -5,8 +5,9 @@ Collections:
 - ``blob_chunks``: {blob: key, n, data}, unique (blob, n); ``key`` names one incarnation of a
                    blob, so a deleter of an old incarnation never removes a newer one's chunks.
 - ``blob_refs``:   {_id: ref id, blob_id, kind: message|upload}; one document per reference.
-- ``blob_index``:  {_id: blob id, meta, search, sent_day}: the parsed form of the content
-                   (deterministic, so a copy left behind by a crashed deleter is still right).
+- ``blob_index``:  {_id: blob id, meta, search, sent_day, wire_ready}: the parsed form of the
+                   content (deterministic, so a copy left behind by a crashed deleter is still
+                   right).
 
 The reference count is the number of ``message`` refs. Counting documents instead of keeping a
 counter makes every step idempotent (insert-if-absent and delete-by-id can be retried after a
@@ -74,14 +75,19 @@ class MongoBlobStore:
         doc = await self.index.find_one({"_id": blob_id})
         if doc is None:
             return None
-        return MessageIndex(bytes(doc["meta"]), bytes(doc["search"]), doc.get("sent_day"))
+        return MessageIndex(
+            bytes(doc["meta"]),
+            bytes(doc["search"]),
+            doc.get("sent_day"),
+            wire_ready=doc.get("wire_ready"),
+        )
 
     async def put_index(self, blob_id: str, index: MessageIndex) -> None:
         """Insert if absent; call with a reference held, so the blob cannot be deleted
         meanwhile (the deleter removes the index before the blob document)."""
         doc: Doc = {
             "_id": blob_id, "meta": index.meta, "search": index.search,
-            "sent_day": index.sent_day,
+            "sent_day": index.sent_day, "wire_ready": index.wire_ready,
         }  # fmt: skip
         # Already there: written by an earlier writer of the same content, with the same values.
         await self._index_inserts.insert(doc, len(index.meta) + len(index.search))

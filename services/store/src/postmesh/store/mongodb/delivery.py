@@ -106,7 +106,8 @@ class MongoDelivery(MongoMailboxes):
             "mailbox": delivery.mailbox, "mailbox_id": mbox["_id"],
             "uidvalidity": mbox["uidvalidity"], "blob_id": blob_id, "size": size,
             "flags": list(delivery.flags), "internal_date": delivery.internal_date,
-            "sent_day": index.sent_day, "state": PENDING, "created_at": time.time(),
+            "sent_day": index.sent_day, "wire_ready": index.wire_ready, "state": PENDING,
+            "created_at": time.time(),
             **search_filter.header_fields(search_headers(index)),
         }  # fmt: skip
         duplicate = not await self._delivery_inserts.insert(record)
@@ -244,7 +245,8 @@ class MongoDelivery(MongoMailboxes):
             "uid": fields["uid"], "modseq": fields["modseq"], "flags": list(fields["flags"]),
             "internal_date": fields["internal_date"], "size": fields["size"],
             "blob_id": fields["blob_id"], "sent_day": fields.get("sent_day"),
-            "expunged": False, "released": False,
+            # Absent from a delivery recorded before it was (ADR 0042): not known.
+            "wire_ready": fields.get("wire_ready"), "expunged": False, "released": False,
             # A delivery recorded before header indexing has none: searched in Python.
             **({"sh": fields["sh"], "shv": fields["shv"]} if "shv" in fields else {}),
         }  # fmt: skip
@@ -300,6 +302,7 @@ class MongoDelivery(MongoMailboxes):
                             "size": source.size,
                             "blob_id": source.blob_id,
                             "sent_day": index.sent_day,
+                            "wire_ready": index.wire_ready,
                             **search_filter.header_fields(search_headers(index)),
                         },
                     )

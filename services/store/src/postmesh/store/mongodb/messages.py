@@ -26,6 +26,7 @@ from postmesh.store.model import (
     Quota,
     SearchCandidate,
     SearchRows,
+    StoredContent,
 )
 from postmesh.store.mongodb import search_filter, watermark
 from postmesh.store.mongodb.base import Doc, key_of, to_message
@@ -298,14 +299,16 @@ class MongoMessages(MongoDelivery):
         rows = [(int(d["uid"]), int(d["modseq"]), tuple(d["flags"])) for d in docs]
         return flag_listing.fold(rows, limit, tuple)
 
-    async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
+    async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
         mbox = await self._mailbox_doc(user, mailbox)
         doc = await self._messages.find_one(
             {"mailbox_id": mbox["_id"], "uid": uid, "expunged": False}
         )
         if doc is None:
             raise NotFound(f"no message with uid {uid} in {mailbox!r}")
-        return await self.blobs.read(doc["blob_id"], int(doc["size"]))
+        chunks = await self.blobs.read(doc["blob_id"], int(doc["size"]))
+        # Absent from a message stored before it was recorded (ADR 0042): not known.
+        return StoredContent(chunks, doc.get("wire_ready"))
 
     async def _index_fields(self, blob_ids: set[str], field: str) -> dict[str, bytes]:
         # By id as the server serves it from an index (by_id.py: $in is not on FerretDB).

@@ -69,7 +69,7 @@ def deliver(
     rows.put_index(conn, d.blob_id, index)
     uid, modseq = rows.allocate(conn, mailbox_id, 1)
     rows.insert_message(
-        conn, mailbox_id, uid, modseq, d.flags, d.internal_date, size, d.blob_id, index.sent_day
+        conn, mailbox_id, uid, modseq, d.flags, d.internal_date, size, d.blob_id, index
     )
     conn.execute(
         "INSERT INTO deliveries (queue_id, user, mailbox, uid, uidvalidity, modseq, created_at)"
@@ -105,9 +105,8 @@ def append(
     rows.put_index(conn, source.blob_id, index)
     uid, modseq = rows.allocate(conn, row[0], 1)
     rows.insert_message(
-        conn, row[0], uid, modseq, flags, internal_date, source.size, source.blob_id,
-        index.sent_day,
-    )  # fmt: skip
+        conn, row[0], uid, modseq, flags, internal_date, source.size, source.blob_id, index
+    )
     return AppendResult(uid, row[3], modseq, mailbox)
 
 

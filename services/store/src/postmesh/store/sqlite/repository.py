@@ -40,6 +40,7 @@ from postmesh.store.model import (
     Quota,
     RenameResult,
     SearchRows,
+    StoredContent,
 )
 from postmesh.store.repository import StoreRepository
 from postmesh.store.sqlite import leftovers as janitor
@@ -48,9 +49,9 @@ from postmesh.store.sqlite import messages as msg
 from postmesh.store.sqlite import rows
 from postmesh.store.sqlite.schema import migrate
 
-# A message's blob, size and first chunk (most messages are one chunk).
+# A message's blob, size, first chunk (most messages are one chunk) and wire-form bit.
 _FIRST_CHUNK = (
-    "SELECT m.blob_id, m.size, c.data FROM messages m"
+    "SELECT m.blob_id, m.size, c.data, m.wire_ready FROM messages m"
     " LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.n = 0"
     " WHERE m.mailbox_id = ? AND m.uid = ?"
 )
@@ -58,6 +59,17 @@ _FIRST_CHUNK = (
 _READ_GROUP = 16
 
 T = TypeVar("T")
+
+# A row of _FIRST_CHUNK: blob id, size, first chunk (None if missing), wire-form bit.
+_Found = tuple[str, int, bytes | None, bool | None]
+
+
+def _bit(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _found(row: tuple[str, int, bytes | None, int | None]) -> _Found:
+    return row[0], row[1], None if row[2] is None else bytes(row[2]), _bit(row[3])
 
 
 # Reads go through a memory map of the file instead of read() into SQLite's own 2 MB page
@@ -181,10 +193,13 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
     async def _get_index(self, blob_id: str) -> MessageIndex | None:
         row = await self._read(
             lambda c: c.execute(
-                "SELECT meta, search, sent_day FROM blob_index WHERE blob_id = ?", (blob_id,)
+                "SELECT meta, search, sent_day, wire_ready FROM blob_index WHERE blob_id = ?",
+                (blob_id,),
             ).fetchone()
         )
-        return None if row is None else MessageIndex(bytes(row[0]), bytes(row[1]), row[2])
+        if row is None:
+            return None
+        return MessageIndex(bytes(row[0]), bytes(row[1]), row[2], wire_ready=_bit(row[3]))
 
     async def _put_index(self, blob_id: str, index: MessageIndex) -> None:
         def txn(c: sqlite3.Connection) -> None:
@@ -201,24 +216,27 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
     async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
         return await self._read(lambda c: msg.list_flags(c, user, mailbox, after_uid, limit))
 
-    async def _read_message(self, user: str, mailbox: str, uid: int) -> AsyncIterator[bytes]:
-        def find(conn: sqlite3.Connection) -> tuple[str, int, bytes | None]:
+    async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
+        def find(conn: sqlite3.Connection) -> _Found:
             mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
             # The first chunk comes with the lookup: most messages are one chunk, so one
             # trip to the connection's thread instead of two.
             row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
             if row is None:
                 raise NotFound(f"no message with uid {uid} in {mailbox!r}")
-            return row[0], row[1], None if row[2] is None else bytes(row[2])
+            return _found(row)
 
-        blob_id, size, first = await self._read(find)
+        return self._content(uid, await self._read(find))
+
+    def _content(self, uid: int, found: _Found) -> StoredContent:
+        blob_id, size, first, wire_ready = found
         if first is None and size > 0:
             raise DataLoss(f"content of blob {blob_id} (uid {uid}) is missing")
-        return self._chunks(blob_id, size, uid, first)
+        return StoredContent(self._chunks(blob_id, size, uid, first), wire_ready)
 
     async def _read_messages(
         self, user: str, mailbox: str, uids: list[int]
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes] | None]]:
+    ) -> AsyncIterator[tuple[int, StoredContent | None]]:
         # The lookups and first chunks of a group of messages in one trip to the connection's
         # thread; a group holds at most _READ_GROUP first chunks in memory.
         # Groups grow from 2: the caller waits for the first messages, and a group is sent only
@@ -227,31 +245,19 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         while i < len(uids):
             group, i, size = uids[i : i + size], i + size, min(2 * size, _READ_GROUP)
 
-            def find(
-                conn: sqlite3.Connection, group: list[int] = group
-            ) -> list[tuple[str, int, bytes | None] | None]:
+            def find(conn: sqlite3.Connection, group: list[int] = group) -> list[_Found | None]:
                 try:
                     mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
                 except NotFound:
                     return [None] * len(group)
-                out: list[tuple[str, int, bytes | None] | None] = []
+                out: list[_Found | None] = []
                 for uid in group:
                     row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
-                    out.append(
-                        None
-                        if row is None
-                        else (row[0], row[1], None if row[2] is None else bytes(row[2]))
-                    )
+                    out.append(None if row is None else _found(row))
                 return out
 
             for uid, found in zip(group, await self._read(find), strict=True):
-                if found is None:
-                    yield uid, None
-                    continue
-                blob_id, size, first = found
-                if first is None and size > 0:
-                    raise DataLoss(f"content of blob {blob_id} (uid {uid}) is missing")
-                yield uid, self._chunks(blob_id, size, uid, first)
+                yield uid, None if found is None else self._content(uid, found)
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]

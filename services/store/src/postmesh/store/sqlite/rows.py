@@ -229,8 +229,9 @@ def delete_blob(conn: sqlite3.Connection, blob_id: str) -> None:
 
 def put_index(conn: sqlite3.Connection, blob_id: str, index: MessageIndex) -> None:
     cur = conn.execute(
-        "INSERT OR IGNORE INTO blob_index (blob_id, meta, search, sent_day) VALUES (?, ?, ?, ?)",
-        (blob_id, index.meta, index.search, index.sent_day),
+        "INSERT OR IGNORE INTO blob_index (blob_id, meta, search, sent_day, wire_ready)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (blob_id, index.meta, index.search, index.sent_day, index.wire_ready),
     )
     if cur.rowcount:
         insert_headers(conn, blob_id, search_headers(index))
@@ -248,14 +249,17 @@ def insert_message(
     internal_date: int,
     size: int,
     blob_id: str,
-    sent_day: int | None,
+    index: MessageIndex,
 ) -> Message:
+    """The message row, with the fields of ``index`` kept on each message (sent_day,
+    wire_ready)."""
     conn.execute(
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date,"
-        " size, blob_id, sent_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " size, blob_id, sent_day, wire_ready) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             mailbox_id, uid, modseq, json.dumps(flags), int(SEEN in flags),
-            int(DELETED in flags), internal_date, size, blob_id, sent_day,
+            int(DELETED in flags), internal_date, size, blob_id, index.sent_day,
+            index.wire_ready,
         ),
     )  # fmt: skip
     return Message(uid, flags, size, internal_date, modseq, blob_id)
@@ -304,8 +308,9 @@ def copy_rows(
     for i, m in enumerate(msgs):
         conn.execute(
             "INSERT INTO messages (mailbox_id, uid, modseq, flags, seen, deleted, internal_date,"
-            " size, blob_id, sent_day) SELECT ?, ?, ?, flags, seen, deleted, internal_date,"
-            " size, blob_id, sent_day FROM messages WHERE mailbox_id = ? AND uid = ?",
+            " size, blob_id, sent_day, wire_ready) SELECT ?, ?, ?, flags, seen, deleted,"
+            " internal_date, size, blob_id, sent_day, wire_ready FROM messages"
+            " WHERE mailbox_id = ? AND uid = ?",
             (dst_id, first + i, modseq, src_id, m.uid),
         )
         dest.append(first + i)

@@ -12,7 +12,7 @@ from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # In SCHEMA, and made by the 4->5 migration. GetMessageMeta (FETCH ENVELOPE, BODYSTRUCTURE,
 # headers) reads only ``meta``, a few hundred octets beside a search document of kilobytes in
@@ -123,12 +123,15 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (blob_id, n)
 ) WITHOUT ROWID;
--- Parsed once per content: serialized MessageMeta (uid 0) and the search document.
+-- Parsed once per content: serialized MessageMeta (uid 0) and the search document;
+-- wire_ready 1 when the content is its own POP3/SMTP wire form (indexing.in_wire_form), 0 when
+-- not, NULL when not known (indexed before version 7).
 CREATE TABLE IF NOT EXISTS blob_index (
     blob_id TEXT PRIMARY KEY REFERENCES blobs (id),
     meta BLOB NOT NULL,
     search BLOB NOT NULL,
-    sent_day INTEGER
+    sent_day INTEGER,
+    wire_ready INTEGER
 ) WITHOUT ROWID;
 -- The indexed header fields of a content (search.INDEXED_HEADERS), one row per value, folded
 -- and UTF-8 encoded, so SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER match them in SQL instead of
@@ -140,6 +143,7 @@ CREATE TABLE IF NOT EXISTS blob_index (
     + _CREATE_BLOB_META_INDEX
     + """;
 -- flags: JSON array in canonical order; seen/deleted mirror two of them for counts and EXPUNGE.
+-- wire_ready: blob_index.wire_ready, kept on each message so reading content needs no index.
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id),
     uid INTEGER NOT NULL,
@@ -152,6 +156,7 @@ CREATE TABLE IF NOT EXISTS messages (
     blob_id TEXT NOT NULL REFERENCES blobs (id),
     -- Days since 1970-01-01 of the Date header (SEARCH SENT*), NULL if none.
     sent_day INTEGER,
+    wire_ready INTEGER,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
@@ -242,6 +247,15 @@ def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
             conn.execute(trigger)
 
 
+def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
+    """The wire-form bit (ADR 0042), unknown (NULL) for what is stored already: the gateway
+    scans those as before. A column present already is left as it is."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in ("messages", "blob_index"):
+        if table in tables and "wire_ready" not in _columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN wire_ready INTEGER")
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -320,5 +334,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = 5
     if version == 5:
         _step(conn, 6, _migrate_5_to_6)
+        version = 6
+    if version == 6:
+        _step(conn, 7, _migrate_6_to_7)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -528,11 +528,18 @@ class MessagePart(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     MISSING_FIELD_NUMBER: _builtins.int
+    WIRE_READY_FIELD_NUMBER: _builtins.int
     uid: _builtins.int
     data: _builtins.bytes
     last: _builtins.bool
     """The message's last part (a missing message's only one)."""
     missing: _builtins.bool
+    wire_ready: _builtins.bool
+    """On a message's last part: true when the stored content is its own POP3/SMTP wire form
+    (every line ends in CRLF, the last one too, and none begins with "."), so the gateway
+    sends it as it is, without scanning it to byte-stuff (RFC 1939 section 3). False when it
+    is not, or not known (a message stored before the store recorded it, ADR 0042).
+    """
     def __init__(
         self,
         *,
@@ -540,10 +547,11 @@ class MessagePart(_message.Message):
         data: _builtins.bytes = ...,
         last: _builtins.bool = ...,
         missing: _builtins.bool = ...,
+        wire_ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last", "missing", b"missing", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last", "missing", b"missing", "uid", b"uid", "wire_ready", b"wire_ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
