@@ -93,3 +93,19 @@ async def test_idle_polls_the_store_without_events(
     await c.send(b"DONE")
     assert await c.line() == b"i OK IDLE terminated"
     c.writer.close()
+
+
+async def test_an_idling_session_keeps_no_rendered_lines(env: Env) -> None:
+    """The FETCH lines a poll rendered (line_cache.py) are dropped at IDLE: an idle session
+    stays small whatever the size of its mailbox (issue 7)."""
+    c = await Client.selected(env)
+    assert (await c.cmd(b"f FETCH 1:* (FLAGS)"))[-1] == b"f OK FETCH completed"
+    (session,) = list(env.server.registry.sessions(env.user))
+    assert session.selected is not None and session.selected.lines.key is not None
+    await c.idle()
+    assert session.selected.lines.key is None
+    await c.send(b"DONE")
+    assert await c.line() == b"i OK IDLE terminated"
+    # Rendered again on the next poll, with the same answer.
+    assert (await c.cmd(b"g FETCH 1:* (FLAGS)"))[-1] == b"g OK FETCH completed"
+    c.writer.close()

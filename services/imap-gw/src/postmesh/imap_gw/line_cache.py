@@ -25,6 +25,11 @@ class LineCache:
         self.key: bytes | None = None
         self._chunks: list[bytes | None] = []
 
+    def clear(self) -> None:
+        """Forget every line: the session will not poll soon (IDLE), and an idle session must
+        stay small (issue 7: ~40 KiB), not hold a response per mailbox."""
+        self.key, self._chunks = None, []
+
     def changed(self, index: int) -> None:
         """The message at ``index`` (0-based) changed, or was added there."""
         c = index // CHUNK

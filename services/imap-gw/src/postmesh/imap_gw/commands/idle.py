@@ -31,6 +31,10 @@ def _poll_interval(session: Session) -> float:
 @handles(Idle, AUTHENTICATED)
 async def idle(session: Session, cmd: Idle) -> Result:
     loop = asyncio.get_running_loop()
+    if session.selected is not None:
+        # An idling client polls no more: its rendered FETCH lines would only hold memory.
+        session.selected.lines.clear()
+        session.selected.search_memo = None
     wake = session.wake = asyncio.Event()
     await session.send(b"+ idling\r\n")
     # Anything already pending goes out now, not at the next event.
