@@ -5,6 +5,9 @@ import contextlib
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from postmesh.common import topics
 from postmesh.common.bus import BusRecord
@@ -143,3 +146,37 @@ async def test_records_of_the_main_file_move_with_their_offsets(tmp_path: Path) 
         keys = [k for (k,) in c.execute("SELECT key FROM records ORDER BY seq")]
     assert keys == ["q0", "q1", "q2", "q3", "q4", "q5"]
     await new.stop()
+
+
+async def test_hints_and_positions_commit_without_fsync_inbound_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 50: mailbox events, delivery events and group positions are not fsync'ed (a power
+    cut costs a hint, a trace step or a redelivery); the inbound mail always is."""
+    from postmesh.common import sqlite as common_sqlite
+
+    seen: list[tuple[str, bool]] = []
+    real = common_sqlite.SqliteConnection.transaction
+
+    async def recording(self: Any, fn: Any, *, durable: bool = True) -> Any:
+        seen.append((self.path.name, durable))
+        return await real(self, fn, durable=durable)
+
+    monkeypatch.setattr(common_sqlite.SqliteConnection, "transaction", recording)
+    bus = SqliteBus(tmp_path / "bus.sqlite3", OWN_FILE_TOPICS)
+    await bus.start()
+    try:
+        await bus.publish(topics.INBOUND, "q1", b"mail")
+        await bus.publish(topics.MAILBOX_EVENTS, "u", b"event")
+        await bus.publish(topics.DELIVERY_EVENTS, "q1", b"trace")
+    finally:
+        await bus.stop()
+    assert seen == [
+        ("bus.postmesh.inbound.sqlite3", True),
+        ("bus.sqlite3", False),
+        ("bus.sqlite3", False),
+    ]
+    seen.clear()
+    got = await collect_topic(tmp_path / "bus.sqlite3", topics.INBOUND, "delivery", 1)
+    assert [r.value for r in got] == [b"mail"]
+    assert seen and all(name == "bus.sqlite3" and not durable for name, durable in seen)

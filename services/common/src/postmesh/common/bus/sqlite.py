@@ -51,7 +51,8 @@ _MOVED_SCHEMA = "CREATE TABLE IF NOT EXISTS moved_from_main (topic TEXT PRIMARY 
 
 def _setup(conn: sqlite3.Connection) -> None:
     # The connection is synchronous=FULL (postmesh.common.sqlite): a record committed before
-    # the SMTP 250 survives a power cut, as Kafka's acks=all would.
+    # the SMTP 250 survives a power cut, as Kafka's acks=all would. Hints (topics.HINTS) and
+    # group positions commit without the fsync (ADR 50).
     conn.executescript(_SCHEMA)
 
 
@@ -143,11 +144,13 @@ class SqliteBus(Bus):
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         conn = await self._publisher(topic)
-        # A transaction, so concurrent publishers share one commit (group commit).
+        # A transaction, so concurrent publishers share one commit (group commit). Hints and
+        # traces without the fsync (ADR 50): a power cut may lose the last few, nothing else.
         await conn.transaction(
             lambda c: c.execute(
                 "INSERT INTO records (topic, key, value) VALUES (?, ?, ?)", (topic, key, value)
-            )
+            ),
+            durable=topic not in known_topics.HINTS,
         )
 
     async def consume(
@@ -197,8 +200,12 @@ class SqliteBus(Bus):
                         # On the publishing connection when there is one: the offset commit
                         # then shares a COMMIT with this process's publishes instead of
                         # waiting for their write lock.
+                        # Without the fsync (ADR 50): a position lost in a power cut
+                        # redelivers records already handled, which every consumer of a
+                        # group tolerates (at-least-once; delivery is idempotent).
                         await (self._conn or conn).transaction(
-                            lambda c, t=topic, q=last: self._commit(c, group, t, q)  # type: ignore[misc]
+                            lambda c, t=topic, q=last: self._commit(c, group, t, q),  # type: ignore[misc]
+                            durable=False,
                         )
                 now = asyncio.get_running_loop().time()
                 if now - lag_reported >= 1.0:
