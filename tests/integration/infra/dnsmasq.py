@@ -8,7 +8,6 @@ and nothing is forwarded anywhere (``--no-resolv``)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ import dns.rcode
 
 from tests.integration.infra import _process
 from tests.integration.infra._process import InfraError, LocalServer
+from tests.integration.infra.ports import free_port_for
 
 # A DNS character-string holds at most 255 octets (RFC 1035 §3.3); longer TXT data (a DKIM
 # key) is split into several, which receivers concatenate (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
@@ -44,17 +44,7 @@ class Zone:
 
 def free_udp_tcp_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise InfraError("no free UDP+TCP port on 127.0.0.1")
+    return free_port_for(("127.0.0.1",), udp=True)
 
 
 def txt_line(name: str, text: str) -> str:

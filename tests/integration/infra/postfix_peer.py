@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from tests.integration.infra import _process
 from tests.integration.infra._process import InfraError, LocalServer
-from tests.integration.infra.ports import port_open
+from tests.integration.infra.ports import free_port_for, port_open
 
 POSTFIX_MASTER = Path("/usr/lib/postfix/sbin/master")
 
@@ -49,21 +48,7 @@ postlog   unix-dgram n - n -  1  postlogd
 def free_port_on(*hosts: str) -> int:
     """A TCP port free on every one of ``hosts`` (127.0.0.x), so several peers can share the
     one remote SMTP port the delivery service is configured with."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind((hosts[0], 0))
-            port: int = first.getsockname()[1]
-            ok = True
-            for h in hosts[1:]:
-                with socket.socket() as s:
-                    try:
-                        s.bind((h, port))
-                    except OSError:
-                        ok = False
-                        break
-            if ok:
-                return port
-    raise InfraError(f"no TCP port free on all of {hosts}")
+    return free_port_for(hosts)
 
 
 def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, log: Path, what: str) -> None:
