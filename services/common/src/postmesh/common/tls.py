@@ -21,6 +21,7 @@ from prometheus_client import Gauge
 
 from postmesh.common.config import ServiceSettings
 from postmesh.common.logging import get_logger
+from postmesh.common.tasks import cancel_and_wait
 
 log = get_logger(__name__)
 
@@ -189,10 +190,7 @@ async def certificate_reloading(interval: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def settings_server_context(settings: ServiceSettings) -> ssl.SSLContext:

@@ -9,11 +9,11 @@ lock expires by itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger
+from postmesh.common.tasks import cancel_and_wait
 from postmesh.pop3_gw.backend import LockResult, MailBackend
 
 log = get_logger(__name__)
@@ -65,11 +65,8 @@ class MaildropLock:
 
     async def release(self) -> None:
         """Idempotent; a failed release is logged (the lease then expires by itself)."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        renewer, self._renewer = self._renewer, None
+        await cancel_and_wait(renewer)
         if not self.held:
             return
         self.held = False

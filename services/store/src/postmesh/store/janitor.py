@@ -11,13 +11,13 @@ is finished by it, because every call is idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.tasks import cancel_and_wait
 from postmesh.store import metrics
 from postmesh.store.leftovers import Cutoffs, Leftovers
 
@@ -93,8 +93,5 @@ class Janitor:
             self._task = asyncio.create_task(self._loop(), name="store-janitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.tasks import cancel_and_wait
 from postmesh.store import metrics
 
 log = get_logger(__name__)
@@ -105,9 +106,7 @@ class ReplicaWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)
             with contextlib.suppress(PyMongoError):
                 await self.leave()

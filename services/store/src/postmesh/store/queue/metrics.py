@@ -4,11 +4,11 @@ query, which a synchronous Prometheus collector cannot await)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from prometheus_client import Gauge
 
 from postmesh.common.logging import get_logger
+from postmesh.common.tasks import cancel_and_wait
 from postmesh.store.queue.repository import QueueRepository
 
 log = get_logger(__name__)
@@ -44,8 +44,5 @@ class DepthMonitor:
         self._task = asyncio.create_task(self._run(), name="queue-depth")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
