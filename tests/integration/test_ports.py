@@ -6,8 +6,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import pytest
-
 from tests.integration.infra import ports
 from tests.integration.infra.dnsmasq import free_udp_tcp_port
 from tests.integration.infra.ports import LOWEST, free_port
@@ -24,19 +22,19 @@ def test_ports_are_free_distinct_and_below_the_ephemeral_range() -> None:
             s.bind(("127.0.0.1", p))
 
 
-def test_a_port_in_use_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_port_in_use_is_never_handed_out() -> None:
     with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
+        held.bind(("127.0.0.1", free_port()))
         held.listen()
         taken = held.getsockname()[1]
-        # The first pick lands on the port another socket holds: skipped for the next free one.
-        tried: list[int] = []
-        picks = iter([taken, *range(LOWEST, LOWEST + 1000)])
+        # The check every pick runs: a port a real socket holds is refused ...
+        assert not ports.bindable("127.0.0.1", taken, socket.SOCK_STREAM)
+        # ... and a refused pick is skipped for the next candidate.
+        asked: list[int] = []
 
-        def pick(lo: int, hi: int) -> int:
-            tried.append(next(picks))
-            return tried[-1]
+        def free_from_the_fourth(port: int) -> bool:
+            asked.append(port)
+            return len(asked) > 3
 
-        monkeypatch.setattr(ports._random, "randint", pick)
-        got = free_port()
-        assert tried[0] == taken and got != taken and got == tried[-1]
+        got = ports.pick_port(free_from_the_fourth)
+        assert got == asked[-1] and len(asked) == 4

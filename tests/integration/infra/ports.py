@@ -29,7 +29,7 @@ def _ephemeral_start() -> int:
         return 32768  # Linux's default
 
 
-def _bindable(host: str, port: int, kind: int) -> bool:
+def bindable(host: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
         try:
             sock.bind((host, port))
@@ -54,7 +54,7 @@ def pick_port(free: Callable[[int], bool]) -> int:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (the caller binds it soon)."""
-    return pick_port(lambda p: _bindable("127.0.0.1", p, socket.SOCK_STREAM))
+    return pick_port(lambda p: bindable("127.0.0.1", p, socket.SOCK_STREAM))
 
 
 def free_port_for(hosts: tuple[str, ...], *, udp: bool = False) -> int:
@@ -62,7 +62,7 @@ def free_port_for(hosts: tuple[str, ...], *, udp: bool = False) -> int:
 
     def free(port: int) -> bool:
         kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
-        return all(_bindable(h, port, k) for h in hosts for k in kinds)
+        return all(bindable(h, port, k) for h in hosts for k in kinds)
 
     return pick_port(free)
 
