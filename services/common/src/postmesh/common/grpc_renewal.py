@@ -15,14 +15,15 @@ A renewed CA bundle (a CA rotation) is taken the same way.
 from __future__ import annotations
 
 import asyncio
-import ssl
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.tls import record_certificate_expiry, signature, watch
@@ -61,7 +62,7 @@ class GrpcCertificates:
             cert, key, ca = self._read()
             _check_pair(cert, key, ca)
             not_after = record_certificate_expiry("grpc", cert)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
             # Half-written, or the certificate renamed into place before its key: the next
             # check tries again; the previous material stays in use.
             log.warning(
@@ -81,15 +82,13 @@ class GrpcCertificates:
 
 
 def _check_pair(cert: bytes, key: bytes, ca: bytes) -> None:
-    """Raises unless ``key`` belongs to ``cert`` and ``ca`` parses (ssl wants files)."""
-    with tempfile.TemporaryDirectory(prefix="postmesh-grpc-check-") as tmp:
-        c, k = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-        c.write_bytes(cert)
-        k.write_bytes(key)
-        k.chmod(0o600)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(str(c), str(k))
-        ctx.load_verify_locations(cadata=ca.decode("ascii"))
+    """Raises ValueError unless ``key`` belongs to ``cert`` and ``ca`` holds certificates."""
+    public = x509.load_pem_x509_certificate(cert).public_key()
+    private = serialization.load_pem_private_key(key, password=None)
+    raw = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if private.public_key().public_bytes(*raw) != public.public_bytes(*raw):
+        raise ValueError("the key does not belong to the certificate")
+    x509.load_pem_x509_certificates(ca)
 
 
 _by_files: dict[tuple[Path, Path, Path], GrpcCertificates] = {}

@@ -118,6 +118,12 @@ class SelectedMailbox:
         self.version = 0
         self.search_memo: tuple[object, bytes] | None = None
 
+    def drop_rendered(self) -> None:
+        """Forget the rendered FETCH lines and the last SEARCH answer: the session will not poll
+        soon (IDLE), and an idle session must stay small whatever its mailbox's size."""
+        self.lines.clear()
+        self.search_memo = None
+
     # -- the client's view ----------------------------------------------------------------------
     @property
     def exists(self) -> int:

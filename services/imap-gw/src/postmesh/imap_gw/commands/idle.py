@@ -32,9 +32,7 @@ def _poll_interval(session: Session) -> float:
 async def idle(session: Session, cmd: Idle) -> Result:
     loop = asyncio.get_running_loop()
     if session.selected is not None:
-        # An idling client polls no more: its rendered FETCH lines would only hold memory.
-        session.selected.lines.clear()
-        session.selected.search_memo = None
+        session.selected.drop_rendered()  # an idling client polls no more
     wake = session.wake = asyncio.Event()
     await session.send(b"+ idling\r\n")
     # Anything already pending goes out now, not at the next event.
