@@ -1,5 +1,6 @@
 """InsertBatcher (ADR 45): concurrent inserts into one collection share one insert_many, and
-each caller still gets its own document's outcome. Against a fake collection that behaves as
+each caller still gets its own document's outcome; UpdateBatcher: concurrent update_one calls
+share one update command, and a caller is told "matched" only when every statement matched. Against a fake collection that behaves as
 MongoDB's unordered insert_many does (a unique _id; one failing document fails alone)."""
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ import asyncio
 from typing import Any, cast
 
 import pytest
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import AutoReconnect, BulkWriteError, WriteError
 
 from postmesh.store.mongodb import coalesce
-from postmesh.store.mongodb.coalesce import InsertBatcher
+from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher
 
 Doc = dict[str, Any]
 
@@ -40,6 +42,33 @@ class FakeCollection:
                 self.docs[d["_id"]] = d
         if errors:
             raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
+
+    async def bulk_write(self, ops: list[UpdateOne], ordered: bool = True) -> Any:
+        """Unordered updates of one field by _id and state, as the blob completion sends."""
+        assert not ordered
+        await asyncio.sleep(0)
+        if self.down:
+            raise AutoReconnect("connection refused")
+        self.commands.append(len(ops))
+        matched = 0
+        errors = []
+        for i, op in enumerate(ops):
+            doc = cast(Doc, op._filter)  # pymongo keeps them on the operation
+            if doc["_id"] in self.refuse:
+                errors.append({"index": i, "code": 121, "errmsg": "Document failed validation"})
+                continue
+            found = self.docs.get(doc["_id"])
+            if found is not None and found.get("state") == doc["state"]:
+                update: Doc = cast(Doc, op._doc)
+                found.update(update["$set"])
+                matched += 1
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
+
+        class Result:
+            matched_count = matched
+
+        return Result()
 
 
 def _batcher(fake: FakeCollection) -> InsertBatcher:
@@ -117,3 +146,55 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     assert [r for i, r in enumerate(results) if i != 2] == [True] * 4
     # Its document was already queued: inserted anyway, as a cancelled insert_one might be.
     assert set(fake.docs) == set(range(5))
+
+
+def _updater(fake: FakeCollection) -> UpdateBatcher:
+    return UpdateBatcher(cast(AsyncCollection[Doc], fake))
+
+
+async def test_concurrent_updates_share_one_command_and_all_matched_is_reported() -> None:
+    fake = FakeCollection()
+    fake.docs.update({i: {"_id": i, "state": "writing"} for i in range(20)})
+    u = _updater(fake)
+    results = await asyncio.gather(
+        *(u.update_one({"_id": i, "state": "writing"}, {"$set": {"state": "complete"}})
+          for i in range(20))
+    )  # fmt: skip
+    assert fake.commands == [20]
+    assert results == [True] * 20
+    assert all(d["state"] == "complete" for d in fake.docs.values())
+
+
+async def test_an_unmatched_update_makes_its_whole_command_report_maybe_not() -> None:
+    """MongoDB gives one matched count per command: with one statement unmatched, no caller
+    can know it was not theirs, so every caller of that command reads False and looks."""
+    fake = FakeCollection()
+    fake.docs.update({i: {"_id": i, "state": "writing"} for i in range(3)})
+    fake.docs[1]["state"] = "complete"  # completed by another writer meanwhile
+    u = _updater(fake)
+    results = await asyncio.gather(
+        *(u.update_one({"_id": i, "state": "writing"}, {"$set": {"state": "complete"}})
+          for i in range(3))
+    )  # fmt: skip
+    assert results == [False, False, False]
+    assert [fake.docs[i]["state"] for i in range(3)] == ["complete"] * 3
+    # Alone, a matched update is told so.
+    fake.docs[9] = {"_id": 9, "state": "writing"}
+    assert await u.update_one({"_id": 9, "state": "writing"}, {"$set": {"state": "complete"}})
+
+
+async def test_an_update_error_fails_its_caller_alone_and_a_failed_command_fails_all() -> None:
+    fake = FakeCollection()
+    fake.docs.update({i: {"_id": i, "state": "writing"} for i in ("a", "bad", "c")})
+    fake.refuse.add("bad")
+    u = _updater(fake)
+    results = await asyncio.gather(
+        *(u.update_one({"_id": i, "state": "writing"}, {"$set": {"state": "complete"}})
+          for i in ("a", "bad", "c")),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert results[0] is False and results[2] is False
+    assert isinstance(results[1], WriteError) and results[1].code == 121
+    fake.down = True
+    failed = await asyncio.gather(u.update_one({"_id": "a"}, {"$set": {}}), return_exceptions=True)
+    assert isinstance(failed[0], AutoReconnect)

@@ -34,7 +34,7 @@ from postmesh.common.logging import get_logger, kv
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from postmesh.store.model import MessageIndex
-from postmesh.store.mongodb.coalesce import InsertBatcher
+from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher
 
 log = get_logger(__name__)
 
@@ -64,6 +64,7 @@ class MongoBlobStore:
         self._chunk_inserts = InsertBatcher(chunks)
         self._ref_inserts = InsertBatcher(refs)
         self._index_inserts = InsertBatcher(index)
+        self._completions = UpdateBatcher(blobs)
 
     async def create_indexes(self) -> None:
         await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)
@@ -123,13 +124,13 @@ class MongoBlobStore:
                 return int(doc["size"])
             if state == WRITING and source is not None:
                 await self._write_chunks(doc["key"], source)
-                done = await self.blobs.update_one(
+                if await self._completions.update_one(
                     {"_id": blob_id, "key": doc["key"], "state": WRITING},
                     {"$set": {"state": COMPLETE}},
-                )
-                if done.matched_count:
+                ):
                     # Complete now, and our reference came first: no deleter takes it.
                     return source.size
+                # Not matched (another writer completed it), or not known: read the state.
                 continue
             if (
                 state == DELETING

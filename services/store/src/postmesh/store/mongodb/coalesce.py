@@ -1,4 +1,4 @@
-"""Concurrent single-document inserts into one collection, sent as one ``insert`` command.
+"""Concurrent single-document writes into one collection, sent as one command.
 
 Every Deliver inserts a handful of small documents (its delivery record, a blob reference, the
 blob, its chunks, its parsed index), each an insert-if-absent. On FerretDB over PostgreSQL an
@@ -7,6 +7,9 @@ blob, its chunks, its parsed index), each an insert-if-absent. On FerretDB over 
 So the inserts of concurrent calls are queued per collection and sent together: while one batch
 is in flight the next fills up, so a lone caller waits for nothing and a busy store sends few
 commands (group commit, as ``postmesh.common.sqlite`` does for SQLite).
+
+The same holds for the update that completes a blob (one per new blob, ``UpdateBatcher``),
+sent as one ``update`` command of unordered statements.
 
 Each document is still inserted on its own (``ordered=False``: one failing document fails
 alone), and each caller learns its own outcome: inserted, already there (duplicate ``_id``,
@@ -19,8 +22,9 @@ whole collection (``by_id.py``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, WriteError
 
@@ -32,29 +36,28 @@ DUPLICATE_KEY = 11000
 MAX_DOCUMENTS = 256
 MAX_BYTES = 8 << 20
 
-_Queued = tuple[Doc, int, "asyncio.Future[bool]"]
+T = TypeVar("T")  # what a caller queues
+R = TypeVar("R")  # what it learns
 
 
-class InsertBatcher:
-    """``insert(doc)`` for one collection; concurrent calls share one ``insert_many``."""
+class _Batcher(Generic[T, R]):
+    """Queued items of concurrent callers, sent together by one task, each caller answered
+    with its own outcome. Subclasses say how a batch is sent."""
 
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
-        self._queue: list[_Queued] = []
+        self._queue: list[tuple[T, int, asyncio.Future[R]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def insert(self, doc: Doc, size: int = 0) -> bool:
-        """Insert ``doc``; True if this call inserted it, False if a document with its ``_id``
-        exists. ``size``: the bytes the document carries beyond a few fields (chunk data), to
-        bound a command's payload. Raises the document's own write error, or the command's."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def _submit(self, item: T, size: int) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         # Retrieved here too: a caller cancelled meanwhile no longer awaits it.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append((doc, size, future))
+        self._queue.append((item, size, future))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
-        # A cancelled caller leaves its document queued (or in flight): the insert may happen
-        # anyway, as a cancelled insert_one could; every caller's insert is idempotent.
+        # A cancelled caller leaves its item queued (or in flight): the write may happen
+        # anyway, as a cancelled single write could; every caller's write is idempotent.
         return await asyncio.shield(future)
 
     async def _send_all(self) -> None:
@@ -62,7 +65,7 @@ class InsertBatcher:
             while self._queue:
                 batch = self._take()
                 try:
-                    outcomes = await self._send([doc for doc, _, _ in batch])
+                    outcomes = await self._send([item for item, _, _ in batch])
                 except asyncio.CancelledError:
                     for _, _, future in batch:
                         future.cancel()
@@ -85,8 +88,8 @@ class InsertBatcher:
                 future.cancel()
             self._queue = []
 
-    def _take(self) -> list[_Queued]:
-        """The oldest queued documents, within MAX_DOCUMENTS and MAX_BYTES (at least one)."""
+    def _take(self) -> list[tuple[T, int, asyncio.Future[R]]]:
+        """The oldest queued items, within MAX_DOCUMENTS and MAX_BYTES (at least one)."""
         total = 0
         n = 0
         for _, size, _ in self._queue:
@@ -97,13 +100,26 @@ class InsertBatcher:
         batch, self._queue = self._queue[:n], self._queue[n:]
         return batch
 
-    async def _send(self, docs: list[Doc]) -> list[bool | BaseException]:
+    async def _send(self, items: list[T]) -> list[R | BaseException]:
+        raise NotImplementedError
+
+
+class InsertBatcher(_Batcher[Doc, bool]):
+    """``insert(doc)`` for one collection; concurrent calls share one ``insert_many``."""
+
+    async def insert(self, doc: Doc, size: int = 0) -> bool:
+        """Insert ``doc``; True if this call inserted it, False if a document with its ``_id``
+        exists. ``size``: the bytes the document carries beyond a few fields (chunk data), to
+        bound a command's payload. Raises the document's own write error, or the command's."""
+        return await self._submit(doc, size)
+
+    async def _send(self, items: list[Doc]) -> list[bool | BaseException]:
         try:
-            await self.collection.insert_many(docs, ordered=False)
+            await self.collection.insert_many(items, ordered=False)
         except BulkWriteError as e:
             if e.details.get("writeConcernErrors"):
                 raise
-            outcomes: list[bool | BaseException] = [True] * len(docs)
+            outcomes: list[bool | BaseException] = [True] * len(items)
             for err in e.details.get("writeErrors", []):
                 code = err.get("code")
                 outcomes[int(err["index"])] = (
@@ -112,4 +128,32 @@ class InsertBatcher:
                     else WriteError(str(err.get("errmsg", "")), code, err)
                 )
             return outcomes
-        return [True] * len(docs)
+        return [True] * len(items)
+
+
+class UpdateBatcher(_Batcher[tuple[Doc, Doc], bool]):
+    """``update_one(filter, update)`` for one collection; concurrent calls share one
+    ``update`` command (one statement each, unordered)."""
+
+    async def update_one(self, filter: Doc, update: Doc) -> bool:
+        """True if the update matched a document. False if it did not, or if another update
+        of the same command did not (MongoDB reports one matched count per command, not per
+        statement): a caller must treat False as "maybe not applied" and read to find out.
+        Raises a statement's write error, or the command's."""
+        return await self._submit((filter, update), 0)
+
+    async def _send(self, items: list[tuple[Doc, Doc]]) -> list[bool | BaseException]:
+        ops = [UpdateOne(f, u) for f, u in items]
+        try:
+            result = await self.collection.bulk_write(ops, ordered=False)
+        except BulkWriteError as e:
+            if e.details.get("writeConcernErrors"):
+                raise
+            outcomes: list[bool | BaseException] = [False] * len(items)
+            for err in e.details.get("writeErrors", []):
+                outcomes[int(err["index"])] = WriteError(
+                    str(err.get("errmsg", "")), err.get("code"), err
+                )
+            return outcomes
+        every = result.matched_count == len(items)
+        return [every] * len(items)

@@ -16,7 +16,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
-from postmesh.store.errors import InvalidArgument, Unavailable
+from postmesh.store.errors import InvalidArgument, QuotaExceeded, StoreError, Unavailable
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
 from postmesh.store.mongodb import search_filter
@@ -46,11 +46,13 @@ class MongoDelivery(MongoMailboxes):
     ) -> DeliverResult:
         """Steps, each idempotent, so a retry resumes after a crash anywhere:
 
-        0. a user never seen is provisioned first (idempotent, see ``_provision``); under a
-           limit, the message's usage is reserved under the delivery key (``reservations.py``)
-           and the reservation dropped after step 3;
+        0. a user never seen is provisioned first (idempotent, see ``_provision``);
         1. insert the delivery document {_id: key, state: pending} (unique _id: the first
-           attempt wins; a retry reads it back, and returns at once if it is done);
+           attempt wins; a retry reads it back, and returns at once if it is done). Not read
+           first: a first attempt, by far the most common, learns it is one from the insert,
+           one command instead of two. Then, under a limit, the message's usage is reserved
+           under the delivery key (``reservations.py``) and the reservation dropped after
+           step 3; a first attempt refused by its quota deletes its record again;
         2. if the message document does not exist yet (looked up only by a retry: a first
            attempt cannot have written it):
            a. take the blob reference (ref _id = delivery key: held at most once) and store
@@ -65,16 +67,78 @@ class MongoDelivery(MongoMailboxes):
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
         did = delivery_key(delivery.queue_id, delivery.user, delivery.mailbox)
-        # The reads the steps need, at once (independent round trips). The delivery record is
-        # the fast path for a redelivered record, valid even after the message (and maybe its
-        # blob) is long gone.
-        earlier, user_doc, box = await asyncio.gather(
-            self._deliveries.find_one({"_id": did}),
+        try:
+            record, user_doc, created_mailboxes = await self._prepare(delivery, source, index)
+        except StoreError:
+            # A redelivery of a done delivery answers as before, even when its blob, mailbox
+            # or user has gone since (the record outlives them).
+            earlier = await self._deliveries.find_one({"_id": did})
+            if earlier is not None and earlier["state"] == DONE:
+                return self._result(earlier, duplicate=True, created=False)
+            raise
+        assert index is not None  # _prepare refuses a delivery without one
+        duplicate = not await self._delivery_inserts.insert(record)
+        if duplicate:
+            created_mailboxes = []
+            found = await self._deliveries.find_one({"_id": did})
+            if found is None:
+                raise Unavailable("delivery record vanished; retry")
+            record = found
+            if record["state"] == DONE:
+                return self._result(record, duplicate=True, created=False)
+            if record["blob_id"] != blob_id:
+                raise InvalidArgument(
+                    f"queue id {delivery.queue_id} was delivered with other content"
+                )
+        # A first attempt (it inserted the record) finds no message of its own: the message's
+        # _id is the delivery key, and only an attempt holding the record writes it.
+        written = None
+        if duplicate:
+            written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
+        created = False
+        reserved = False
+        if written is None:
+            # The message's usage, reserved under its delivery key before the message is
+            # written (reservations.py): a retry reuses the reservation (or reserves again if
+            # it lapsed).
+            try:
+                reserved = await self._reserve_quota(
+                    delivery.user, did, record["size"], 1, None if duplicate else user_doc
+                )
+            except QuotaExceeded:
+                if not duplicate:
+                    # Refused before anything else of it was written: no trace of it is left
+                    # (a crash in between leaves the pending record to the janitor).
+                    await self._deliveries.delete_one({"_id": did, "state": PENDING})
+                raise
+            await self._step_reference_blob(record, source, index)
+            record, created = await self._write_grouped(record)
+        else:
+            record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
+            # The attempt that wrote the message died before clearing its pending mark: cleared
+            # under the mailbox lock like any other (FerretDB applies updates of one document
+            # read-then-write, so an unlocked one could undo a concurrent allocation).
+            async with self._mailbox_writes(record["mailbox_id"]):
+                self._settle_later(record["mailbox_id"], delivery_mark(did))
+            await self._step_mark_done([record])
+        if reserved:  # the message exists and counts itself from now on
+            await self._drop_reservation(did)
+        return self._result(
+            record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
+        )
+
+    async def _prepare(
+        self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
+    ) -> tuple[Doc, Doc | None, list[str]]:
+        """The delivery record to insert, the user document as read (None: read it again),
+        and the mailboxes a first provisioning created."""
+        assert delivery.blob_id is not None
+        blob_id = delivery.blob_id
+        # The reads the steps need, at once (independent round trips).
+        user_doc, box = await asyncio.gather(
             self._user_doc(delivery.user),
             self._mailboxes.find_one({"user": delivery.user, "name": delivery.mailbox}),
         )
-        if earlier is not None and earlier["state"] == DONE:
-            return self._result(earlier, duplicate=True, created=False)
         if source is None:
             blob = await self.blobs.find(blob_id)
             if blob is None or blob["state"] == DELETING:
@@ -95,14 +159,9 @@ class MongoDelivery(MongoMailboxes):
             if box and not box.get("noselect")
             else await self._mailbox_doc(delivery.user, delivery.mailbox)
         )
-        # The message's usage, reserved under its delivery key before anything is written
-        # (reservations.py): a retry reuses the reservation (or reserves again if it lapsed).
-        reserved = False
-        if earlier is None:
-            reserved = await self._reserve_quota(delivery.user, did, size, 1, user_doc)
-
         record: Doc = {
-            "_id": did, "queue_id": delivery.queue_id, "user": delivery.user,
+            "_id": delivery_key(delivery.queue_id, delivery.user, delivery.mailbox),
+            "queue_id": delivery.queue_id, "user": delivery.user,
             "mailbox": delivery.mailbox, "mailbox_id": mbox["_id"],
             "uidvalidity": mbox["uidvalidity"], "blob_id": blob_id, "size": size,
             "flags": list(delivery.flags), "internal_date": delivery.internal_date,
@@ -110,43 +169,7 @@ class MongoDelivery(MongoMailboxes):
             "created_at": time.time(),
             **search_filter.header_fields(search_headers(index)),
         }  # fmt: skip
-        duplicate = not await self._delivery_inserts.insert(record)
-        if duplicate:
-            created_mailboxes = []
-            found = await self._deliveries.find_one({"_id": did})
-            if found is None:
-                raise Unavailable("delivery record vanished; retry")
-            record = found
-            if record["state"] == DONE:
-                return self._result(record, duplicate=True, created=False)
-            if record["blob_id"] != blob_id:
-                raise InvalidArgument(
-                    f"queue id {delivery.queue_id} was delivered with other content"
-                )
-        # A first attempt (it inserted the record) finds no message of its own: the message's
-        # _id is the delivery key, and only an attempt holding the record writes it.
-        written = None
-        if duplicate:
-            written = await self._messages.find_one({"_id": did}, {"uid": 1, "modseq": 1})
-        created = False
-        if written is None:
-            if earlier is not None or duplicate:
-                reserved = await self._reserve_quota(delivery.user, did, record["size"], 1)
-            await self._step_reference_blob(record, source, index)
-            record, created = await self._write_grouped(record)
-        else:
-            record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
-            # The attempt that wrote the message died before clearing its pending mark: cleared
-            # under the mailbox lock like any other (FerretDB applies updates of one document
-            # read-then-write, so an unlocked one could undo a concurrent allocation).
-            async with self._mailbox_writes(record["mailbox_id"]):
-                self._settle_later(record["mailbox_id"], delivery_mark(did))
-            await self._step_mark_done([record])
-        if reserved:  # the message exists and counts itself from now on
-            await self._drop_reservation(did)
-        return self._result(
-            record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
-        )
+        return record, user_doc, created_mailboxes
 
     async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
         """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
