@@ -71,11 +71,12 @@ DELIVER_STEPS = [
 
 @pytest.mark.parametrize("step", DELIVER_STEPS)
 @pytest.mark.parametrize("by_blob_id", [False, True], ids=["inline", "blob_id"])
+@pytest.mark.parametrize("size", [300_000, 1_000], ids=["two-chunks", "one-chunk"])
 async def test_deliver_retry_after_crash_makes_one_copy(
-    mongo_repo: MongoStoreRepository, step: str, by_blob_id: bool
+    mongo_repo: MongoStoreRepository, step: str, by_blob_id: bool, size: int
 ) -> None:
     repo = mongo_repo
-    content = message(1, b"x" * 300_000)  # two chunks
+    content = message(1, b"x" * size)  # a blob of two chunks, or one in its own document
     blob_id = hashlib.sha256(content).hexdigest()
 
     def delivery() -> Delivery:
@@ -273,11 +274,35 @@ async def test_expunge_crash_is_finished_by_next_expunge(
     assert (await repo.get_mailbox("u", INBOX)).messages == 1
 
 
-async def test_deleter_crash_is_taken_over_by_writer(mongo_repo: MongoStoreRepository) -> None:
+async def test_one_chunk_blob_is_one_document(mongo_repo: MongoStoreRepository) -> None:
+    """Up to one chunk, a blob's bytes are in its own document, written complete at once; a
+    bigger one is written as chunks and then completed. Both read back whole."""
+    repo = mongo_repo
+    small, big = message(1, b"s" * 1_000), message(2, b"b" * 300_000)
+    for qid, content in (("q1", small), ("q2", big)):
+        await repo.deliver(Delivery(qid, "u", "", content=content))
+    small_doc = await repo.blobs.blobs.find_one({"_id": hashlib.sha256(small).hexdigest()})
+    big_doc = await repo.blobs.blobs.find_one({"_id": hashlib.sha256(big).hexdigest()})
+    assert small_doc is not None and big_doc is not None
+    assert (small_doc["state"], bytes(small_doc["data"])) == (COMPLETE, small)
+    assert big_doc["state"] == COMPLETE and "data" not in big_doc
+    assert await repo.blobs.chunks.count_documents({"blob": small_doc["key"]}) == 0
+    assert await repo.blobs.chunks.count_documents({"blob": big_doc["key"]}) == 2
+    assert await content_of(repo, "u", INBOX, 1) == small
+    assert await content_of(repo, "u", INBOX, 2) == big
+    # A lookup of the blob's state does not carry its bytes.
+    found = await repo.blobs.find(small_doc["_id"])
+    assert found is not None and "data" not in found
+
+
+@pytest.mark.parametrize("size", [600_000, 1_000], ids=["three-chunks", "one-chunk"])
+async def test_deleter_crash_is_taken_over_by_writer(
+    mongo_repo: MongoStoreRepository, size: int
+) -> None:
     """A deleter that died after marking a blob 'deleting' (and maybe removing chunks) does not
     block a later delivery of the same content, which writes a new incarnation."""
     repo = mongo_repo
-    content = message(1, b"y" * 600_000)
+    content = message(1, b"y" * size)
     blob_id = hashlib.sha256(content).hexdigest()
     await repo.deliver(Delivery("q1", "u", "", content=content))
     await repo.store_flags("u", INBOX, [1], FlagsMode.ADD, ["\\Deleted"])

@@ -265,6 +265,8 @@ async def mongo_blobs(url: str, database: str) -> dict[str, tuple[int, int, int,
                 {"blob_id": blob["_id"], "expunged": False}
             )
             chunks = await db["store_blob_chunks"].find({"blob": blob["key"]}).to_list(None)
+            if "data" in blob:  # a blob of one chunk carries it itself
+                chunks = [blob]
             out[blob["_id"]] = (
                 len(refs),
                 messages,

@@ -23,6 +23,9 @@ class BlobSource:
     """Content whose sha256 and size are known; chunk ``n`` is always the same bytes, so two
     writers of one blob write identical chunks (what makes chunk writes idempotent)."""
 
+    # Reads never block (the bytes are in memory): no worker thread needed to read a chunk.
+    in_memory = False
+
     def __init__(self, blob_id: str, size: int) -> None:
         self.blob_id = blob_id
         self.size = size
@@ -43,6 +46,8 @@ class BlobSource:
 
 
 class BytesSource(BlobSource):
+    in_memory = True
+
     def __init__(self, content: bytes) -> None:
         super().__init__(hashlib.sha256(content).hexdigest(), len(content))
         self._content = content

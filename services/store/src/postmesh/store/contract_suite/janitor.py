@@ -149,7 +149,9 @@ class JanitorContract:
         full = await census(repo)
         assert full["messages"] == baseline["messages"] + n + 10
         assert full["blobs"] == baseline["blobs"] + n
-        assert full["chunks"] > baseline["chunks"] + n
+        # At least the blobs of several chunks (the MongoDB backend keeps a blob of one chunk
+        # in its own document).
+        assert full["chunks"] > baseline["chunks"] + n // 4
         await expunge_all(repo, "u", INBOX, keep=1)
         await expunge_all(repo, "u", "Archive")
         removed = await janitor(repo).run_pass(later(60 * DAY))

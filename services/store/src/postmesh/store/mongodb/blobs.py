@@ -1,7 +1,10 @@
 """Content-addressed, reference-counted blobs on the MongoDB API, without transactions.
 
 Collections:
-- ``blobs``:       {_id: sha256 hex, size, state: writing|complete|deleting, key, ...}
+- ``blobs``:       {_id: sha256 hex, size, state: writing|complete|deleting, key, ...}; a blob of
+                   one chunk (up to 255 KiB: most messages) carries its bytes itself (``data``)
+                   and is inserted complete, one document written and read instead of three
+                   writes (blob, chunk, completion) and two reads.
 - ``blob_chunks``: {blob: key, n, data}, unique (blob, n); ``key`` names one incarnation of a
                    blob, so a deleter of an old incarnation never removes a newer one's chunks.
 - ``blob_refs``:   {_id: ref id, blob_id, kind: message|upload}; one document per reference.
@@ -46,6 +49,8 @@ STALE_DELETE_SECONDS = 30.0
 WAIT_SECONDS = 10.0
 # Chunks per insert_many: ~4 MiB per round trip, well below the 48 MB batch limit.
 INSERT_BATCH = 16
+# A blob document without the bytes a one-chunk blob carries.
+NO_DATA = {"data": 0}
 
 Doc = dict[str, Any]
 
@@ -94,7 +99,7 @@ class MongoBlobStore:
         await self._index_inserts.insert(doc, len(index.meta) + len(index.search))
 
     async def find(self, blob_id: str) -> Doc | None:
-        return await self.blobs.find_one({"_id": blob_id})
+        return await self.blobs.find_one({"_id": blob_id}, NO_DATA)
 
     async def acquire(
         self,
@@ -122,6 +127,13 @@ class MongoBlobStore:
             state = doc["state"]
             if state == COMPLETE:
                 return int(doc["size"])
+            if state == WRITING and source is not None and source.chunks == 1:
+                # Taken over from a deleter (below): the bytes go into the document itself.
+                await self.blobs.update_one(
+                    {"_id": blob_id, "key": doc["key"], "state": WRITING},
+                    {"$set": {"state": COMPLETE, "data": source.read_chunk(0)}},
+                )
+                continue
             if state == WRITING and source is not None:
                 await self._write_chunks(doc["key"], source)
                 if await self._completions.update_one(
@@ -156,18 +168,21 @@ class MongoBlobStore:
 
     async def _current(self, blob_id: str, source: BlobSource | None) -> Doc | None:
         if source is None:
-            return await self.blobs.find_one({"_id": blob_id})
+            return await self.blobs.find_one({"_id": blob_id}, NO_DATA)
+        inline = source.chunks == 1
         for _ in range(5):
-            new = {
+            new: Doc = {
                 "_id": blob_id,
                 "size": source.size,
-                "state": WRITING,
+                "state": COMPLETE if inline else WRITING,
                 "key": _new_key(blob_id),
                 "created_at": time.time(),
             }
-            if await self._blob_inserts.insert(new):
+            if inline:
+                new["data"] = source.read_chunk(0)
+            if await self._blob_inserts.insert(new, source.size if inline else 0):
                 return new
-            found = await self.blobs.find_one({"_id": blob_id})
+            found = await self.blobs.find_one({"_id": blob_id}, NO_DATA)
             if found is not None:
                 return found
             # Deleted between our insert and the read (its last reference went): insert again.
@@ -182,7 +197,11 @@ class MongoBlobStore:
                     "_id": _chunk_id(key, n),
                     "blob": key,
                     "n": n,
-                    "data": await asyncio.to_thread(source.read_chunk, n),
+                    "data": (
+                        source.read_chunk(n)
+                        if source.in_memory
+                        else await asyncio.to_thread(source.read_chunk, n)
+                    ),
                 }
                 for n in range(first, min(first + INSERT_BATCH, source.chunks))
             ]
@@ -202,6 +221,7 @@ class MongoBlobStore:
         doc = await self.blobs.find_one_and_update(
             {"_id": blob_id, "state": state},
             {"$set": {"state": DELETING, "deleting_at": time.time()}},
+            # With a one-chunk blob's bytes: FerretDB 1.24 has no projection on findAndModify.
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -247,6 +267,8 @@ class MongoBlobStore:
             if size is None:
                 raise NotFound(f"blob {blob_id} is not stored")
             raise DataLoss(f"blob {blob_id} is missing")
+        if "data" in doc:
+            return _inline(bytes(doc["data"]))
         return self._stream(doc["key"], blob_id, chunk_count(int(doc["size"])))
 
     async def _stream(self, key: str, blob_id: str, count: int) -> AsyncIterator[bytes]:
@@ -260,6 +282,10 @@ class MongoBlobStore:
                     raise DataLoss(f"blob {blob_id} has no chunks")
                 raise NotFound(f"blob {blob_id} was deleted while being read")
             yield bytes(chunk["data"])
+
+
+async def _inline(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _chunk_id(key: str, n: int) -> str:
