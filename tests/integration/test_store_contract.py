@@ -32,7 +32,8 @@ async def mongo_repo(ferretdb: FerretDB) -> AsyncIterator[MongoStoreRepository]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         ferretdb.url, serverSelectionTimeoutMS=5000
     )
-    repo = MongoStoreRepository(ferretdb.url, name, client=client)
+    # As deployed: a provisioned user's document kept for Deliveries (ADR 55).
+    repo = MongoStoreRepository(ferretdb.url, name, client=client, user_cache_seconds=60.0)
     await repo.open()
     yield repo
     await client.drop_database(name)

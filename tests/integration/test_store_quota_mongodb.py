@@ -36,11 +36,39 @@ async def database(ferretdb: FerretDB) -> AsyncIterator[str]:
     await client.close()
 
 
-async def replica(ferretdb: FerretDB, database: str) -> MongoStoreRepository:
+async def replica(
+    ferretdb: FerretDB, database: str, user_cache_seconds: float = 0.0
+) -> MongoStoreRepository:
     """A store repository with its own client and in-process locks: another store replica."""
-    repo = MongoStoreRepository(ferretdb.url, database)
+    repo = MongoStoreRepository(ferretdb.url, database, user_cache_seconds=user_cache_seconds)
     await repo.open()
     return repo
+
+
+async def test_a_quota_set_through_another_replica_holds_within_about_a_second(
+    ferretdb: FerretDB, database: str
+) -> None:
+    """ADR 55: a replica keeps a provisioned user's document for its Deliveries (60 s, as
+    deployed), and still refuses past a limit set through another replica once it has read
+    the users' change stamp again (at most a second later); through itself, at once."""
+    a = await replica(ferretdb, database, user_cache_seconds=60.0)
+    b = await replica(ferretdb, database, user_cache_seconds=60.0)
+    try:
+        await a.provision_user("u")
+        for i in range(3):  # the document (no limit) is kept by replica a
+            await a.deliver(Delivery(f"a{i}", "u", "", content=sized(i)))
+        await b.set_quota("u", 0, 3)
+        await asyncio.sleep(1.1)  # a's next stamp check
+        with pytest.raises(QuotaExceeded, match="messages 3/3"):
+            await a.deliver(Delivery("a3", "u", "", content=sized(3)))
+        await a.set_quota("u", 0, 4)
+        assert (await a.deliver(Delivery("a3", "u", "", content=sized(3)))).uid == 4
+        with pytest.raises(QuotaExceeded, match="messages 4/4"):
+            await a.deliver(Delivery("a4", "u", "", content=sized(4)))
+        assert (await a.get_quota("u")).messages_used == 4
+    finally:
+        await a.close()
+        await b.close()
 
 
 class Crash(Exception):

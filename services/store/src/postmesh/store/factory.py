@@ -17,6 +17,7 @@ def create_repository(settings: StoreSettings) -> StoreRepository:
             None,
             settings.mongodb_database,
             client=AsyncMongoClient(url, **options),
+            user_cache_seconds=settings.store_user_cache_seconds,
             max_message_bytes=settings.store_max_message_bytes,
             upload_pin_seconds=settings.store_upload_pin_seconds,
             default_quota_bytes=settings.store_default_quota_bytes,

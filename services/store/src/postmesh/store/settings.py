@@ -32,6 +32,10 @@ class StoreSettings(MongoSettings):
     # unlimited (RFC 9208 STORAGE and MESSAGE). Enforced on Deliver, Append and Copy.
     store_default_quota_bytes: int = Field(default=0, ge=0)
     store_default_quota_messages: int = Field(default=0, ge=0)
+    # MongoDB backend: how long a Deliver may use a provisioned user's document (its limits)
+    # read before; a SetQuota through any replica is seen within about a second anyway, by
+    # the users' change stamp (ADR 55). 0 reads it for every Deliver.
+    store_user_cache_seconds: float = Field(default=60.0, ge=0)
     # A mailbox event that cannot be published within this time is logged and dropped
     # (the store is the source of truth; readers resynchronise from MODSEQ).
     store_event_publish_timeout_seconds: float = Field(default=5.0, gt=0)

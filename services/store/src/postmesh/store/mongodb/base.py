@@ -33,6 +33,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from postmesh.common.stamped_cache import StampedCache
 from postmesh.store import quota as q
 from postmesh.store.errors import FailedPrecondition, NotFound, QuotaExceeded, UnknownUser
 from postmesh.store.hierarchy import child_range
@@ -57,6 +58,14 @@ def key_of(*parts: str) -> str:
     return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()
 
 
+# The change stamp of the users' documents (limits), read by every replica's user cache.
+USERS_STAMP = "users"
+
+
+def _provisioned(doc: Doc | None) -> bool:
+    return doc is not None and bool(doc.get("provisioned"))
+
+
 def to_message(doc: Doc) -> Message:
     return Message(
         int(doc["uid"]), tuple(doc["flags"]), int(doc["size"]), int(doc["internal_date"]),
@@ -73,8 +82,11 @@ class MongoBase(StoreRepository):
         database: str,
         *,
         client: AsyncMongoClient[Doc] | None = None,
+        user_cache_seconds: float = 0.0,
         **limits: int,
     ) -> None:
+        """``user_cache_seconds``: how long a Deliver may use a user's document read before
+        (0: never), bounded by the users' change stamp (``_touch_users``, ADR 55)."""
         super().__init__(**limits)
         self._client: AsyncMongoClient[Doc] = client or AsyncMongoClient(
             url, serverSelectionTimeoutMS=5000
@@ -86,6 +98,10 @@ class MongoBase(StoreRepository):
         self._messages = db["store_messages"]
         self._deliveries = db["store_deliveries"]
         self._intents = db["store_intents"]
+        self._stamps = db["store_change_stamps"]
+        self._user_cache: StampedCache[str, Doc | None] | None = (
+            StampedCache(self._users_stamp, user_cache_seconds) if user_cache_seconds > 0 else None
+        )
         self._delivery_inserts = InsertBatcher(self._deliveries)
         self._locks = KeyedLocks()
         self._groups = Groups()
@@ -147,6 +163,29 @@ class MongoBase(StoreRepository):
             except DuplicateKeyError:
                 doc = await self._users.find_one({"_id": user})
         return doc
+
+    async def _delivery_user_doc(self, user: str) -> Doc | None:
+        """The user's document for a Deliver: what it needs of it (provisioned, its limits)
+        changes only by provisioning, which never goes back, and by SetQuota, which replaces
+        the users' change stamp. So a provisioned user's document is kept (ADR 55)."""
+        if self._user_cache is None:
+            return await self._user_doc(user)
+        doc, _ = await self._user_cache.get(user, self._user_doc, _provisioned)
+        return doc
+
+    async def _users_stamp(self) -> str:
+        d = await self._stamps.find_one({"_id": USERS_STAMP})
+        return str(d["value"]) if d else ""
+
+    async def _touch_users(self) -> None:
+        """After a write of a user document that Deliver reads (its limits): this replica
+        forgets its kept documents, the others when they next read the stamp. A crash before
+        the stamp leaves theirs until their TTL."""
+        await self._stamps.replace_one(
+            {"_id": USERS_STAMP}, {"value": uuid.uuid4().hex}, upsert=True
+        )
+        if self._user_cache is not None:
+            self._user_cache.forget_all()
 
     async def _require_user(self, user: str) -> Doc:
         doc = await self._user_doc(user)

@@ -136,7 +136,7 @@ class MongoDelivery(MongoMailboxes):
         blob_id = delivery.blob_id
         # The reads the steps need, at once (independent round trips).
         user_doc, box = await asyncio.gather(
-            self._user_doc(delivery.user),
+            self._delivery_user_doc(delivery.user),
             self._mailboxes.find_one({"user": delivery.user, "name": delivery.mailbox}),
         )
         if source is None:

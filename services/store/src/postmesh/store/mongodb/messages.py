@@ -410,4 +410,5 @@ class MongoMessages(MongoDelivery):
             {"_id": user},
             {"$set": {"storage_limit": storage_bytes, "message_limit": messages}},
         )
+        await self._touch_users()
         return await self._quota(user)
