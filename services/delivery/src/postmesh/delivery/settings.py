@@ -34,7 +34,7 @@ class DeliverySettings(AdminTokenSettings):
     # idempotent and records are independent, so order does not matter). The store writes
     # the Delivers into one mailbox that meet at its lock as one group (ADR 35), so more at
     # once means fewer database commands per message (ADR 55); a record is at most 1 MiB.
-    delivery_concurrency: int = Field(default=64, ge=1, le=256)
+    delivery_concurrency: int = Field(default=32, ge=1, le=256)
 
     # Port of remote MX hosts (25; another only for tests or a smarthost set up so).
     smtp_port: int = Field(default=25, ge=1, le=65535)
