@@ -63,10 +63,12 @@ MAX_UIDS = 100_000  # per call; a gateway splits larger UID sets
 # Content at hand up to this size is parsed (~0.2 ms for 4 KiB) instead of looking up the index
 # an earlier recipient stored (a round trip, ~1 ms on FerretDB/PostgreSQL).
 PARSE_RATHER_THAN_LOOK_UP = 16 * 1024
-# Content up to this size is parsed on the event loop (~0.06 ms for 4 KiB): handing it to a
-# worker thread and back costs more CPU than the parse (~0.08 ms, measured) and gains nothing
-# under the GIL. Larger content goes to a thread so the loop keeps serving other calls.
-PARSE_ON_LOOP = 16 * 1024
+# Content up to this size is parsed on the event loop (~0.06 ms for plain 4 KiB): handing it
+# to a worker thread and back costs more CPU than that (~0.08 ms, measured). Bounded so that a
+# crafted one (hundreds of MIME parts or header fields: ~2-2.5 ms at 8 KiB, 4-8 ms at 16 KiB)
+# holds the loop no longer than a worker thread could hold the GIL anyway (the 5 ms switch
+# interval). Larger content goes to a thread (ADR 0054).
+PARSE_ON_LOOP = 8 * 1024
 
 
 async def _parse(raw: bytes) -> MessageIndex:
