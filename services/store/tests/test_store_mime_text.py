@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postmesh.store.mime import extract_meta, header_index, search_text, sent_date, sent_day
+from postmesh.store.mime.text import collapse_blank_lines
 
 MIXED = (
     b"From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <joerg@example.com>\r\n"
@@ -110,3 +115,20 @@ def test_sent_date_uses_the_header_zone() -> None:
     ):
         assert sent_date(extract_meta(bad)) is None
         assert sent_day(extract_meta(bad)) is None
+
+
+# The pattern collapse_blank_lines replaced (ADR 54): the same text must come out.
+_BLANK_RUN = re.compile(r"[ \t\r\f\v]*\n[ \t\r\n\f\v]*")
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet=" \t\r\n\f\vxy\x00\xa0\u2028\u3000", max_size=40))
+def test_collapse_blank_lines_equals_the_pattern(text: str) -> None:
+    assert collapse_blank_lines(text) == _BLANK_RUN.sub("\n", text)
+
+
+def test_collapse_blank_lines_examples() -> None:
+    assert collapse_blank_lines("a \t\r\n \n\f b") == "a\nb"
+    assert collapse_blank_lines("  a  ") == "  a  "  # no line feed: untouched
+    assert collapse_blank_lines("\n\na\n\n") == "\na\n"
+    assert collapse_blank_lines("a\xa0\nb") == "a\xa0\nb"  # NBSP is text, not a blank
