@@ -45,6 +45,8 @@ ZONE = Zone(
         ("fail.test", "mx.fail.test", 10),
         ("later.test", "mx.later.test", 10),
         ("nomx.test", ".", 0),  # RFC 7505 null MX
+        # Postfix is its MX and refuses every RCPT (550 5.1.1).
+        ("norelay.test", "mx.ok.test", 10),
     ],
     a=[
         ("mx.ok.test", "127.0.0.1"),
@@ -66,7 +68,10 @@ def peers(
 ) -> Iterator[Peers]:
     port = free_port_on("127.0.0.1", SINK_5XX, SINK_4XX, NOTHING)
     dns = dnsmasq(ZONE)
-    postfix = postfix_peer(port, ["ok.test", "fallback.test"], slow_domains=("slow.test",))
+    postfix = postfix_peer(
+        port, ["ok.test", "fallback.test"], slow_domains=("slow.test",),
+        refused_domains=("norelay.test",),
+    )  # fmt: skip
     with SmtpSink(SINK_5XX, port, hard=("RCPT",), hard_reply="550 5.1.1 no such user here"):
         yield Peers(dns, port, postfix)
 
@@ -233,6 +238,28 @@ def test_5xx_reply_bounces_to_the_senders_inbox(relay_stack: Stack) -> None:
     assert [
         e for e in queue_entries(relay_stack) if e.recipient.address == "nobody@fail.test"
     ] == []
+
+
+def test_pipelined_group_refused_by_postfix_bounces_and_the_connection_goes_on(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    """ADR 53: Postfix offers PIPELINING, so MAIL, both RCPTs and DATA go as one group; it
+    refuses both RCPTs (550 5.1.1) and DATA (no valid recipients). Each
+    recipient bounces with its own reply, and the next message to the same MX is relayed."""
+    sender, pw = new_sender(relay_stack)
+    marker = uuid.uuid4().hex[:10]
+    rcpts = ["one@norelay.test", "two@norelay.test"]
+    submit(relay_stack, sender, pw, rcpts, message(sender, rcpts, marker))
+    [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+    text = list(dsn.iter_parts())[1].as_string().replace("\n ", " ")
+    for rcpt in rcpts:
+        assert f"Final-Recipient: rfc822; {rcpt}" in text, text
+    assert text.count("Status: 5.1.1") == 2 and "no such user here" in text, text
+    assert "Remote-MTA: dns; mx.ok.test" in text
+    assert arrived(peers.postfix, marker) == []
+    after = uuid.uuid4().hex[:10]
+    submit(relay_stack, sender, pw, ["bob@ok.test"], message(sender, ["bob@ok.test"], after))
+    wait_for(lambda: arrived(peers.postfix, after) or None, 60, "the next message")
 
 
 def test_null_mx_bounces_at_once_with_5_1_10(relay_stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -249,3 +250,70 @@ async def test_login_cache_skips_argon2_and_follows_password_changes(
     assert a.records is not None
     await a.records.set_disabled("bob@example.test", True)
     assert (await a.login("bob@example.test", "crayon-2")).user is None
+
+
+async def test_identical_logins_at_once_share_one_argon2_run(
+    replicas: tuple[Accounts, Accounts, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 53: a client opening 8 sessions at once pays one verification, not 8; each login
+    is still refused, counted and locked out on its own."""
+    from postmesh.auth import accounts as accounts_module
+
+    a, _, _ = replicas
+    calls: list[str] = []
+    real = accounts_module.verify_password
+
+    async def counting(stored: str, password: str) -> bool:
+        calls.append(password)
+        return await real(stored, password)
+
+    monkeypatch.setattr(accounts_module, "verify_password", counting)
+    assert a.login_cache is None  # the sharing alone, not the cache
+    results = await asyncio.gather(*(a.login("bob@example.test", "pencil-1") for _ in range(8)))
+    assert all(r.user is not None and r.user.address == "bob@example.test" for r in results)
+    assert calls == ["pencil-1"]
+    # One after the other, nothing is shared: each is verified.
+    calls.clear()
+    for _ in range(2):
+        assert (await a.login("bob@example.test", "pencil-1")).user
+    assert calls == ["pencil-1", "pencil-1"]
+    # Different passwords at once are different questions.
+    calls.clear()
+    ok, bad = await asyncio.gather(
+        a.login("bob@example.test", "pencil-1"), a.login("bob@example.test", "wrong-1")
+    )
+    assert ok.user and bad.user is None
+    assert sorted(calls) == ["pencil-1", "wrong-1"]
+    # The same wrong password three times at once: one argon2 run, three failures counted,
+    # so the account is locked (POLICY: 3 failures) and the right password is refused.
+    calls.clear()
+    wrong = await asyncio.gather(*(a.login("bob@example.test", "wrong-2") for _ in range(3)))
+    assert all(r.user is None for r in wrong) and calls == ["wrong-2"]
+    locked = await a.login("bob@example.test", "pencil-1")
+    assert locked.user is None and locked.retry_after > 0
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_check() -> None:
+    from postmesh.auth.shared_checks import SharedChecks
+
+    release = asyncio.Event()
+    runs: list[tuple[str, str]] = []
+
+    async def slow(stored: str, password: str) -> bool:
+        runs.append((stored, password))
+        await release.wait()
+        return password == "right"
+
+    checks = SharedChecks(slow)
+    first = asyncio.create_task(checks.verify("h", "right"))
+    second = asyncio.create_task(checks.verify("h", "right"))
+    other = asyncio.create_task(checks.verify("h2", "right"))
+    await asyncio.sleep(0)
+    assert checks.running == 2
+    first.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    assert await second is True and await other is True
+    assert first.cancelled()
+    assert runs == [("h", "right"), ("h2", "right")]
+    assert checks.running == 0

@@ -53,6 +53,14 @@ class FakeSmtp:
     # the connection is closed. None: never.
     idle_close_after: int | None = None
     idle_close_reply: bytes = b"421 4.4.2 fake.test idle timeout\r\n"
+    # PIPELINING (RFC 2920) offered, with Postfix's answers to a group that went wrong: RCPT
+    # without an accepted MAIL is 503, DATA without an accepted RCPT is 554.
+    pipelining: bool = False
+    # With pipelining: no reply is written before DATA arrives, so a client that waits for
+    # MAIL's reply before sending RCPT and DATA gets nothing (it did not pipeline).
+    replies_at_data: bool = False
+    # With pipelining: DATA is taken (354) even without an accepted RCPT, as some servers do.
+    data_without_rcpt: bool = False
     _server: asyncio.Server | None = None
 
     async def start(self) -> FakeSmtp:
@@ -71,6 +79,17 @@ class FakeSmtp:
         tx = Transaction()
         secure = False
         done = 0  # transactions on this connection
+        mail_ok = False
+        accepted = 0
+        held: list[bytes] = []  # replies not yet written (replies_at_data)
+
+        def reply(data: bytes) -> None:
+            if self.pipelining and self.replies_at_data and verb in (b"MAIL", b"RCPT"):
+                held.append(data)
+                return
+            w.write(b"".join(held) + data)
+            held.clear()
+
         try:
             while line := await r.readline():
                 self.commands.append(line)
@@ -86,6 +105,8 @@ class FakeSmtp:
                     offered = list(self.extensions)
                     if self.tls is not None and not secure:
                         offered.append("STARTTLS")
+                    if self.pipelining:
+                        offered.append("PIPELINING")
                     if secure:
                         offered += self.tls_extensions
                     ext = [b"250-fake.test"] + [b"250-" + e.encode() for e in offered]
@@ -97,13 +118,22 @@ class FakeSmtp:
                         await w.drain()
                         break
                     tx = Transaction(mail=line, tls=secure)
-                    w.write(self.mail_reply)
+                    mail_ok, accepted = self.mail_reply.startswith(b"2"), 0
+                    reply(self.mail_reply)
                 elif verb == b"RCPT":
                     tx.rcpts.append(line)
                     addr = line.partition(b"<")[2].partition(b">")[0].decode()
-                    w.write(self.rcpt_replies.get(addr, b"250 2.1.5 ok\r\n"))
+                    answer = self.rcpt_replies.get(addr, b"250 2.1.5 ok\r\n")
+                    if self.pipelining and not mail_ok:
+                        answer = b"503 5.5.1 Error: need MAIL command\r\n"
+                    accepted += answer.startswith(b"2")
+                    reply(answer)
                 elif verb == b"DATA":
-                    w.write(b"354 go ahead\r\n")
+                    if self.pipelining and not accepted and not self.data_without_rcpt:
+                        reply(b"554 5.5.1 Error: no valid recipients\r\n")
+                        await w.drain()
+                        continue
+                    reply(b"354 go ahead\r\n")
                     await w.drain()
                     chunks = []
                     while (chunk := await r.readline()) != b".\r\n":
@@ -111,6 +141,11 @@ class FakeSmtp:
                             return
                         chunks.append(chunk)
                     tx.data = b"".join(chunks)
+                    mail_ok = False
+                    if self.pipelining and not accepted:
+                        w.write(b"554 5.5.1 Error: no valid recipients\r\n")
+                        await w.drain()
+                        continue
                     self.transactions.append(tx)
                     done += 1
                     w.write(self.data_reply)
@@ -131,6 +166,7 @@ class FakeSmtp:
                         w.write(b"250 2.0.0 %d octets\r\n" % len(chunk))
                 elif verb == b"RSET":
                     tx = Transaction()
+                    mail_ok = False
                     w.write(b"250 2.0.0 ok\r\n")
                 elif verb == b"QUIT":
                     w.write(b"221 2.0.0 bye\r\n")

@@ -64,7 +64,8 @@ def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, log: Path, w
 class PostfixPeer(LocalServer):
     """Postfix accepting mail for ``domains`` on 127.0.0.1:``port`` into ``maildir``; each
     RCPT for one of ``slow_domains`` takes a second (Postfix's ``sleep`` restriction), so a
-    test can catch a batch in flight."""
+    test can catch a batch in flight; each RCPT for one of ``refused_domains`` is refused
+    with ``refused_reply`` (a ``check_recipient_access`` verdict)."""
 
     def __init__(
         self,
@@ -74,6 +75,8 @@ class PostfixPeer(LocalServer):
         slow_domains: tuple[str, ...] = (),
         relayhost: str = "",
         tls: tuple[Path, Path] | None = None,
+        refused_domains: tuple[str, ...] = (),
+        refused_reply: str = "550 5.1.1 no such user here",
     ) -> None:
         """``relayhost`` (``[host]:port``): a relay instead, sending everything there.
         ``tls`` (certificate, key): STARTTLS offered with them (smtpd_tls_security_level=may;
@@ -83,6 +86,8 @@ class PostfixPeer(LocalServer):
         self.port = port
         self.domains = domains + [d for d in slow_domains if d not in domains]
         self.slow_domains = slow_domains
+        self.refused_domains = refused_domains
+        self.refused_reply = refused_reply
         self.hostname = hostname
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +124,11 @@ class PostfixPeer(LocalServer):
                 "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\n"
             )
         slow = ", ".join(
-            f"check_recipient_access inline:{{{{{d}=sleep 1}}}}" for d in self.slow_domains
+            [f"check_recipient_access inline:{{{{{d}=sleep 1}}}}" for d in self.slow_domains]
+            + [
+                f"check_recipient_access inline:{{{{{d}={self.refused_reply}}}}}"
+                for d in self.refused_domains
+            ]
         )
         (conf / "main.cf").write_text(
             f"""\

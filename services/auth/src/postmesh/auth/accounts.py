@@ -18,6 +18,7 @@ from postmesh.auth.recipients import RecipientResolver, Resolution
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
 from postmesh.auth.resolution_cache import ResolutionCache
+from postmesh.auth.shared_checks import SharedChecks
 from postmesh.common.logging import get_logger, kv
 from postmesh.common.sasl import scram
 from postmesh.common.sasl.saslprep import SaslPrepError
@@ -62,6 +63,8 @@ class Accounts:
         self.guard = guard
         self.scram_iterations = scram_iterations
         self.login_cache = login_cache
+        # Looked up at each call, so a test may count the argon2 runs (ADR 53).
+        self._checks = SharedChecks(lambda stored, password: verify_password(stored, password))
         self.dkim = dkim or DkimKeys(repo)
         self.resolver = RecipientResolver(repo, records, recipient_delimiter)
         self.resolutions = (
@@ -148,7 +151,8 @@ class Accounts:
             ok = True
         else:
             # Verify even for unknown users so the answer takes as long either way.
-            ok = await verify_password(user.password_hash if user else DUMMY_HASH, password)
+            # Identical checks already running share its answer (ADR 53).
+            ok = await self._checks.verify(user.password_hash if user else DUMMY_HASH, password)
             if (
                 ok
                 and user is not None

@@ -1,47 +1,17 @@
-"""BDAT (RFC 3030 §2) on an aiosmtplib connection, which has no BDAT of its own.
+"""BDAT (RFC 3030 §2) on the session's :class:`~postmesh.delivery.wire.Wire`.
 
-A BDAT chunk is the command line followed by its octets, answered once both are read, so it
-cannot go through ``execute_command`` (which waits for the reply before anything else is
-written). Each chunk is written as one piece and its reply read before the next (no
-pipelining): aiosmtplib's protocol holds one reply at a time and drops what arrives while one
-is waiting to be read, so several chunks in flight would lose replies. A chunk of
-:data:`CHUNK_SIZE` keeps the round trips few (one per MiB) while each write stays bounded.
-
-aiosmtplib's command lock and "reply expected" flag are private; :func:`check_compatibility`
-runs at import, so an upgrade that changes them stops the service at start, and the unit tests
-send BDAT to a real server."""
+A BDAT chunk is the command line followed by its octets, answered once both are read. Each
+chunk is written as one piece and its reply read before the next: a refused chunk ends the
+transaction (§2: no more chunks after a 4xx/5xx), and a chunk of :data:`CHUNK_SIZE` keeps the
+round trips few (one per MiB) while each write stays bounded."""
 
 from __future__ import annotations
 
-from typing import Any
+from aiosmtplib import SMTPResponse
 
-import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
+from postmesh.delivery.wire import Wire
 
 CHUNK_SIZE = 1024 * 1024
-
-TESTED_VERSIONS = ("5.1.3",)
-
-
-class AiosmtplibIncompatible(RuntimeError):
-    """The installed aiosmtplib no longer has the internals BDAT uses."""
-
-
-def check_compatibility() -> None:
-    probe = SMTPProtocol()
-    problems = [
-        f"SMTPProtocol.{name} is gone"
-        for name in ("_command_lock", "_response_pending", "write", "read_response")
-        if not hasattr(probe, name)
-    ]
-    if problems:
-        raise AiosmtplibIncompatible(
-            f"aiosmtplib {aiosmtplib.__version__} (tested: {', '.join(TESTED_VERSIONS)}): "
-            + "; ".join(problems)
-        )
-
-
-check_compatibility()
 
 
 def chunks(content: bytes, size: int = CHUNK_SIZE) -> list[tuple[bytes, bool]]:
@@ -52,19 +22,8 @@ def chunks(content: bytes, size: int = CHUNK_SIZE) -> list[tuple[bytes, bool]]:
     return [(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
 
 
-async def send_chunk(
-    smtp: aiosmtplib.SMTP, chunk: bytes, last: bool, timeout: float | None
-) -> aiosmtplib.SMTPResponse:
+async def send_chunk(wire: Wire, chunk: bytes, last: bool) -> SMTPResponse:
     """``BDAT <size> [LAST]`` and the chunk, then its reply. Raises SMTPServerDisconnected /
     SMTPReadTimeoutError as the other commands do."""
-    protocol: Any = smtp.protocol
-    if protocol is None or protocol._command_lock is None:
-        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-    command = b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"")
-    async with protocol._command_lock:
-        # Set before writing, as execute_command does: a reply that arrives before we wait
-        # for it must be kept, not dropped as unsolicited.
-        protocol._response_pending = True
-        protocol.write(command + chunk)
-        response: aiosmtplib.SMTPResponse = await protocol.read_response(timeout=timeout)
-    return response
+    wire.write(b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if last else b"") + chunk)
+    return await wire.reply()

@@ -1,8 +1,10 @@
-"""One outbound SMTP session (RFC 5321) on aiosmtplib's low-level calls: EHLO, opportunistic or
-required STARTTLS (RFC 3207), then transactions with per-recipient replies, the RFC 3461 DSN
-parameters when the peer advertises DSN, and REQUIRETLS (RFC 8689) only in a verified session.
-aiosmtplib's data() does the dot-stuffing (RFC 5321 §4.5.2) and CRLF line endings; BINARYMIME
-content goes by BDAT (RFC 3030) to a peer that offers it, else converted or returned (ADR 40)."""
+"""One outbound SMTP session (RFC 5321): aiosmtplib connects and does EHLO and opportunistic or
+required STARTTLS (RFC 3207); the transactions then run on :mod:`postmesh.delivery.wire`, with
+MAIL, RCPT and DATA sent as one group to a peer that offers PIPELINING (RFC 2920, ADR 53),
+per-recipient replies, the RFC 3461 DSN parameters when the peer advertises DSN, and REQUIRETLS
+(RFC 8689) only in a verified session. :mod:`postmesh.delivery.data` makes DATA's payload
+(dot-stuffing, RFC 5321 §4.5.2, and CRLF line endings); BINARYMIME content goes by BDAT
+(RFC 3030) to a peer that offers it, else converted or returned (ADR 40)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import aiosmtplib
 from postmesh.common.logging import get_logger, kv
 from postmesh.delivery import bdat
 from postmesh.delivery.binarymime import NotConvertible, to_seven_or_eight_bit
-from postmesh.delivery.data import send_data
+from postmesh.delivery.data import COMPLETED, START_INPUT, payload
+from postmesh.delivery.wire import Wire, command_line
 
 log = get_logger(__name__)
 
@@ -160,7 +163,10 @@ class SmtpSession:
         self.helo_name = helo_name
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        # aiosmtplib's client up to EHLO (and STARTTLS); its EHLO answer stays the record of
+        # the peer's extensions. Every command after that goes through ``wire``.
         self.smtp: aiosmtplib.SMTP | None = None
+        self.wire: Wire | None = None
         self.tls = False
         # TLS with a certificate verified for mx_name (open() was given a verifying context).
         self.verified = False
@@ -173,7 +179,7 @@ class SmtpSession:
 
     @property
     def connected(self) -> bool:
-        return self.smtp is not None and self.smtp.is_connected
+        return self.wire is not None and self.wire.connected
 
     def supports(self, extension: str) -> bool:
         return self.smtp is not None and self.smtp.supports_extension(extension)
@@ -199,6 +205,9 @@ class SmtpSession:
             )
             await self.close()
             await self._open(starttls=False, verify=None)
+        assert self.smtp is not None and self.smtp.transport is not None
+        # EHLO's reply was the last one read: the wire takes every reply from here on.
+        self.wire = Wire.take_over(self.smtp.transport, self.command_timeout)
 
     async def _open(self, starttls: bool, verify: ssl.SSLContext | None) -> None:
         smtp = aiosmtplib.SMTP(
@@ -211,6 +220,7 @@ class SmtpSession:
             validate_certs=False,
         )
         self.smtp = smtp
+        self.wire = None
         self.tls = self.verified = False
         try:
             await smtp.connect(timeout=self.connect_timeout)
@@ -258,11 +268,10 @@ class SmtpSession:
     async def reset(self) -> bool:
         """RSET after a transaction that ended early (a refused MAIL, no RCPT accepted, a
         refused DATA or chunk); False if the connection is dead."""
-        if not self.connected:
+        if self.wire is None or not self.connected:
             return False
-        assert self.smtp is not None
         try:
-            await self.smtp.rset()
+            await self.wire.command(b"RSET")
             return True
         except (aiosmtplib.SMTPException, OSError):
             await self.close()
@@ -374,11 +383,38 @@ class SmtpSession:
         if envelope.requiretls:
             opts.append(b"REQUIRETLS")
         try:
-            resp = await smtp.execute_command(
-                b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts
-            )
-        except ValueError:  # a control character: aiosmtplib refuses to send it
+            mail = command_line(b"MAIL", b"FROM:<" + envelope.mail_from.encode() + b">", *opts)
+        except ValueError:  # a control character would end the command early (injection)
             return {r.address: Reply(553, "5.1.7 invalid sender address") for r in rcpts}
+        replies: dict[str, Reply] = {}
+        lines: list[tuple[str, bytes]] = []
+        for r in rcpts:
+            ropts: list[bytes] = []
+            if dsn and r.notify:
+                ropts.append(b"NOTIFY=" + ",".join(r.notify).encode())
+            if dsn and r.orcpt:
+                ropts.append(b"ORCPT=" + r.orcpt.encode())
+            try:
+                lines.append(
+                    (r.address, command_line(b"RCPT", b"TO:<" + r.address.encode() + b">", *ropts))
+                )
+            except ValueError:
+                replies[r.address] = Reply(553, "5.1.3 invalid recipient address")
+        if not lines:
+            return replies  # nothing worth a MAIL
+        assert self.wire is not None
+        wire = self.wire
+        # RFC 2920 §3.1: MAIL, the RCPTs and DATA go as one group (DATA last); BDAT's chunks
+        # follow one at a time, each reply read (bdat.py).
+        with_data = not binary
+        pipelined = smtp.supports_extension("pipelining")
+        try:
+            if pipelined:
+                rest = b"".join(line for _, line in lines) + (b"DATA\r\n" if with_data else b"")
+                wire.write(mail + rest)
+            else:
+                wire.write(mail)
+            resp = await wire.reply()
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
             if reused:
                 raise _Stale from None
@@ -387,46 +423,67 @@ class SmtpSession:
             raise _Stale
         reply = Reply(resp.code, resp.message)
         if not reply.ok:
+            if pipelined:
+                await self._skip(len(lines), with_data)
             await self.reset()
             return {r.address: reply for r in rcpts}
-        replies: dict[str, Reply] = {}
-        for r in rcpts:
-            ropts: list[bytes] = []
-            if dsn and r.notify:
-                ropts.append(b"NOTIFY=" + ",".join(r.notify).encode())
-            if dsn and r.orcpt:
-                ropts.append(b"ORCPT=" + r.orcpt.encode())
-            try:
-                resp = await smtp.execute_command(
-                    b"RCPT", b"TO:<" + r.address.encode() + b">", *ropts
-                )
-            except ValueError:
-                replies[r.address] = Reply(553, "5.1.3 invalid recipient address")
-                continue
-            replies[r.address] = Reply(resp.code, resp.message)
-        accepted = [a for a, rep in replies.items() if rep.ok]
+        for address, line in lines:
+            if not pipelined:
+                wire.write(line)
+            resp = await wire.reply()
+            replies[address] = Reply(resp.code, resp.message)
+        accepted = [a for a, _ in lines if replies[a].ok]
+        start = None
+        if with_data and (pipelined or accepted):
+            start = await wire.reply() if pipelined else await wire.command(b"DATA")
         if not accepted:
+            if start is not None and start.code == START_INPUT:
+                await self._end_empty_data()
             await self.reset()
             return replies
         if binary:
             final = await self._bdat(content)
         else:
-            try:
-                resp = await send_data(smtp, content)
-                final = Reply(resp.code, resp.message)
-            except aiosmtplib.SMTPDataError as e:
-                final = Reply(e.code, e.message)
+            assert start is not None
+            if start.code != START_INPUT:
+                final = Reply(start.code, start.message)
                 await self.reset()
+            else:
+                wire.write(payload(content))
+                resp = await wire.reply()
+                final = Reply(resp.code, resp.message)
+                if resp.code != COMPLETED:
+                    await self.reset()
         for a in accepted:
             replies[a] = final
         return replies
 
+    async def _skip(self, rcpts: int, with_data: bool) -> None:
+        """After a refused MAIL in a pipelined group: read the RCPT replies (and DATA's) that
+        follow, so the next command's reply is its own; a connection that breaks meanwhile is
+        closed (the refusal stands)."""
+        assert self.wire is not None
+        try:
+            for _ in range(rcpts):
+                await self.wire.reply()
+            if with_data and (await self.wire.reply()).code == START_INPUT:
+                await self._end_empty_data()
+        except (aiosmtplib.SMTPException, OSError):
+            await self.close()
+
+    async def _end_empty_data(self) -> None:
+        """RFC 2920 §3.1: the server took a pipelined DATA though no recipient was accepted;
+        the client ends it with the end-of-data line alone, and the server refuses it."""
+        assert self.wire is not None
+        self.wire.write(b".\r\n")
+        await self.wire.reply()
+
     async def _bdat(self, content: bytes) -> Reply:
         """The message as BDAT chunks, each reply checked: a chunk refused ends the transaction
         (RFC 3030 §2: no more chunks after a 4xx/5xx), and its reply is the answer."""
-        assert self.smtp is not None
+        assert self.wire is not None
         for chunk, last in bdat.chunks(content, bdat.CHUNK_SIZE):
-            resp = await bdat.send_chunk(self.smtp, chunk, last, self.command_timeout)
+            resp = await bdat.send_chunk(self.wire, chunk, last)
             reply = Reply(resp.code, resp.message)
             if not reply.ok:
                 await self.reset()
@@ -447,6 +504,16 @@ class SmtpSession:
 
     async def close(self) -> None:
         smtp, self.smtp = self.smtp, None
+        wire, self.wire = self.wire, None
+        if wire is not None:
+            if wire.connected:
+                wire.timeout = 5
+                try:
+                    await wire.command(b"QUIT")
+                except (aiosmtplib.SMTPException, OSError):
+                    pass
+            wire.close()
+            return
         if smtp is None or not smtp.is_connected:
             return
         try:

@@ -75,7 +75,9 @@ class SmtpEdgeSettings(ServiceSettings):
     smtp_max_recipients: int = Field(default=100, ge=1)
     # RCPT's answer "a local user" is kept this long (0: auth is asked for every RCPT). A user
     # removed or disabled meanwhile is accepted for that long, and delivery, which looks up
-    # again, bounces the message; unknown, disabled and remote answers are never kept (ADR 43).
+    # again, bounces the message; unknown, disabled and remote answers are never kept here
+    # (ADR 43). Only an authenticated session reuses, for as long and in its own next
+    # transactions, auth's "this user owns this sender" and "this domain is remote" (ADR 53).
     smtp_recipient_cache_seconds: float = Field(default=5.0, ge=0)
     # RFC 5321 §4.5.3.2.7: the server should wait at least 5 minutes for the next command.
     smtp_idle_timeout_seconds: float = Field(default=300.0, gt=0)

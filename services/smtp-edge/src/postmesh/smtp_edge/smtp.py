@@ -24,7 +24,7 @@ from postmesh.common.proxy_protocol import Address
 from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
-from postmesh.smtp_edge.backend import EdgeBackend
+from postmesh.smtp_edge.backend import EdgeBackend, RecipientKind
 from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_message
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, InboundChecks, Verdict
 from postmesh.smtp_edge.protocol import (
@@ -56,6 +56,7 @@ from postmesh.smtp_edge.session import (
     Transaction,
     recipient_verdict,
 )
+from postmesh.smtp_edge.session_answers import SessionAnswers
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
 from postmesh.smtp_edge.throttle import MessageRate
 
@@ -126,6 +127,8 @@ class EdgeSMTP(AdaptedSMTP):
         self._sessions = sessions
         self._inflight = inflight
         self.state = SessionState(secrets.token_hex(6), policy, peer_ip="")
+        # Auth's answers to this session's sender checks and remote domains (ADR 53).
+        self._answers = SessionAnswers(settings.smtp_recipient_cache_seconds)
         # The client a PROXY protocol header named (the TCP peer is then the load balancer).
         self.proxied_client = client
         self._hung_up = False
@@ -506,14 +509,20 @@ class EdgeSMTP(AdaptedSMTP):
             return
         # RFC 5321 §4.5.1: <postmaster> without a domain is the postmaster of this host.
         address = f"postmaster@{self.hostname}" if rcpt.address == "postmaster" else rcpt.address
+        relaying = self.state.user is not None  # an authenticated session may relay
         try:
-            kind = await self.backend.resolve_recipient(address)
+            if relaying and self._answers.remote(address):
+                kind = RecipientKind.REMOTE  # auth said so for this domain moments ago
+            else:
+                kind = await self.backend.resolve_recipient(address)
         except BackendUnavailable as e:
             log.warning("recipient lookup failed", extra=kv(rcpt=address, error=str(e)))
             await self._reject(
                 f"451 4.3.0 <{rcpt.address}>: Temporary lookup failure", "temp_failure"
             )
             return
+        if relaying and kind is RecipientKind.REMOTE:
+            self._answers.remember_remote(address)
         reply, reason = recipient_verdict(kind, rcpt.address, self.state.user is not None)
         if reason:
             await self._reject(reply, reason)
@@ -790,6 +799,8 @@ class EdgeSMTP(AdaptedSMTP):
         if user is None or not self.settings.smtp_sender_login_check:
             return True
         for address in addresses:
+            if self._answers.owns(user, address):
+                continue  # auth said so in this session moments ago (ADR 53)
             try:
                 owners = await self.backend.address_owners(address)
             except BackendUnavailable as e:
@@ -804,6 +815,7 @@ class EdgeSMTP(AdaptedSMTP):
                     "sender_mismatch",
                 )
                 return False
+            self._answers.remember_owner(user, address)
         return True
 
     async def _inbound_verdict(self, content: bytes, iprev: IprevResult) -> Verdict:
