@@ -166,6 +166,52 @@ async def test_deliveries_waiting_for_a_mailbox_are_written_as_one_group(
         assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
 
 
+async def test_a_caller_gone_mid_group_leaves_the_group_written(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """A delivery's caller cancelled (its deadline) while its group is being written: the
+    group is still written by the mailbox's writer, the others are answered, and the
+    cancelled delivery's retry finds its message done (ADR 55). A caller gone before its
+    delivery was taken leaves the queue and writes nothing."""
+    repo = mongo_repo
+    await repo.deliver(Delivery("q0", "u", "", content=message(0)))
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    insert = repo._step_insert_messages
+
+    async def slow(records: list[Any]) -> Any:
+        entered.set()
+        await release.wait()
+        return await insert(records)
+
+    repo._step_insert_messages = slow  # type: ignore[method-assign]
+    deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 6)]
+    tasks = await queued_behind_the_lock(repo, deliveries)
+    await entered.wait()  # the group of five is being written
+    late = asyncio.create_task(repo.deliver(Delivery("q9", "u", "", content=message(9))))
+    box = await repo._mailbox_doc("u", INBOX)
+    for _ in range(3000):  # queued behind the group being written
+        if repo._groups._queued.get(box["_id"]):
+            break
+        await asyncio.sleep(0.01)
+    tasks[0].cancel()  # taken already: its group goes on
+    late.cancel()  # not taken: withdrawn
+    release.set()
+    repo._step_insert_messages = insert  # type: ignore[method-assign]
+    outcomes = await asyncio.gather(*tasks, late, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert isinstance(outcomes[-1], asyncio.CancelledError)
+    answered = [o for o in outcomes[1:-1] if isinstance(o, DeliverResult)]
+    assert len(answered) == 4 and all(r.created for r in answered)
+    retry = await repo.deliver(deliveries[0])
+    assert retry.duplicate and retry.uid not in {r.uid for r in answered}
+    msgs, _ = await repo.list_messages("u", INBOX, 0, 100)
+    assert len(msgs) == 6  # q0 and the group of five; q9 was never written
+    assert await content_of(repo, "u", INBOX, retry.uid) == deliveries[0].content
+    doc = await repo._mailboxes.find_one({"user": "u", "name": INBOX})
+    assert doc is not None and not doc.get("pending")
+
+
 async def test_crash_in_the_middle_of_a_grouped_insert_loses_and_duplicates_nothing(
     mongo_repo: MongoStoreRepository,
 ) -> None:

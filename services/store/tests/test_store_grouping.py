@@ -60,3 +60,52 @@ async def test_a_failure_nobody_awaits_is_not_reported_as_unretrieved() -> None:
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+async def test_one_writer_per_key_until_it_finds_the_queue_empty() -> None:
+    groups = Groups(limit=2)
+    written: list[list[int]] = []
+    started = 0
+
+    async def writer() -> None:
+        nonlocal started
+        started += 1
+        while group := groups.next_group("box"):
+            await asyncio.sleep(0)
+            written.append([w.item for w in group])
+            for w in group:
+                w.settle(w.item)
+
+    waiters = [groups.join("box", i) for i in range(5)]
+    for _ in range(3):
+        groups.ensure_writer("box", writer)  # one is running: no second
+    assert [await w.future for w in waiters] == [0, 1, 2, 3, 4]
+    assert written == [[0, 1], [2, 3], [4]] and started == 1
+    # It stopped when the queue was empty: a delivery queued now starts a new one.
+    late = groups.join("box", 5)
+    groups.ensure_writer("box", writer)
+    assert await late.future == 5 and started == 2
+
+
+async def test_a_cancelled_writer_fails_what_is_still_queued_retryably() -> None:
+    groups = Groups()
+    gate = asyncio.Event()
+
+    async def writer() -> None:
+        group = groups.next_group("box")
+        try:
+            await gate.wait()
+        except asyncio.CancelledError as e:
+            for w in group + groups.writer_gone("box"):
+                w.fail(e)
+            raise
+
+    first = groups.join("box", 1)
+    groups.ensure_writer("box", writer)
+    await asyncio.sleep(0)  # the writer took the first
+    second = groups.join("box", 2)
+    await groups.stop()
+    for w in (first, second):
+        with pytest.raises(Unavailable):
+            await w.future
+    assert groups.take("box") == []

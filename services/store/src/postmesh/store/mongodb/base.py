@@ -135,6 +135,7 @@ class MongoBase(StoreRepository):
         await self.blobs.create_indexes()
 
     async def close(self) -> None:
+        await self._groups.stop()
         await self._client.close()
 
     async def ping(self) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 
+from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -174,37 +175,48 @@ class MongoDelivery(MongoMailboxes):
     async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
         """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
         order (a client told UIDNEXT=n must never later see a UID below n appear), together
-        with every delivery queued for the same mailbox meanwhile (``grouping.py``): whoever
-        gets the lock writes the queue, and then marks the group's records done. Each is
-        answered once its marks are cleared and its record is done, as a lone delivery was."""
+        with every delivery queued for the same mailbox meanwhile, by the mailbox's writer
+        (``grouping.py``), which then marks the group's records done. Each is answered once its
+        marks are cleared and its record is done, as a lone delivery was."""
         mailbox_id = record["mailbox_id"]
         waiter = self._groups.join(mailbox_id, record)
+        self._groups.ensure_writer(mailbox_id, lambda: self._write_groups(mailbox_id))
         try:
-            while not waiter.taken:
-                group: list[Waiter] = []
-                written: list[tuple[Doc, bool]] = []
-                try:
-                    async with self._mailbox_writes(mailbox_id):
-                        if waiter.taken:
-                            break
-                        group = self._groups.take(mailbox_id)
-                        written = await self._step_insert_messages(
-                            await self._step_allocate([w.item for w in group])
-                        )
-                    # Outside the lock: the next group's allocation need not wait for it.
-                    await self._step_mark_done([r for r, _ in written])
-                except BaseException as e:
-                    for other in group:
-                        if other is not waiter:
-                            other.fail(e)
-                    raise
-                for w, outcome in zip(group, written, strict=True):
-                    w.settle(outcome)
-        finally:
+            mine: tuple[Doc, bool] = await asyncio.shield(waiter.future)
+        except asyncio.CancelledError:
+            # Not taken yet: withdrawn. Taken: its group is written all the same, and a retry
+            # of this delivery finds it done.
             if not waiter.taken:
                 self._groups.leave(mailbox_id, waiter)
-        mine: tuple[Doc, bool] = await waiter.future
+            raise
         return mine
+
+    async def _write_groups(self, mailbox_id: ObjectId) -> None:
+        """The mailbox's writer: groups of the queued deliveries, one after the other, until
+        none is queued. A failed group fails its own deliveries only."""
+        while True:
+            group: list[Waiter] = []
+            written: list[tuple[Doc, bool]] = []
+            try:
+                async with self._mailbox_writes(mailbox_id):
+                    group = self._groups.next_group(mailbox_id)
+                    if not group:
+                        return
+                    written = await self._step_insert_messages(
+                        await self._step_allocate([w.item for w in group])
+                    )
+                # Outside the lock: the next group's allocation need not wait for it.
+                await self._step_mark_done([r for r, _ in written])
+            except asyncio.CancelledError as e:
+                for w in group + self._groups.writer_gone(mailbox_id):
+                    w.fail(e)
+                raise
+            except Exception as e:
+                for w in group:
+                    w.fail(e)
+                continue
+            for w, outcome in zip(group, written, strict=True):
+                w.settle(outcome)
 
     @staticmethod
     def _result(

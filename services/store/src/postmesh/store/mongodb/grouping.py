@@ -7,13 +7,19 @@ them together: one allocation of n UIDs, one insert of n messages, one removal o
 marks. The per-delivery records and marks stay as they are, so a crash anywhere in a group
 leaves each delivery exactly where a crash of a lone one would (``delivery.py``).
 
-A queued delivery is either taken by a holder of the lock, which settles its future, or, if it
-gets the lock first, takes the queue itself: nobody waits for a group that no task will write.
+Each mailbox with deliveries queued has one writer: a task of its own (not any caller's), which
+takes the queue a group at a time until it is empty. So a caller whose deadline passes leaves
+alone, and the group being written for it and the others still gets written; when the caller
+wrote the group itself, its cancellation failed the whole group, and under load every retry of
+it came back into the same queue (ADR 55). A writer stops in the same step as it finds the queue
+empty, so a delivery queued after that starts a new one: nobody waits for a group that no task
+will write.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +59,35 @@ class Groups:
     def __init__(self, limit: int = MAX_GROUP) -> None:
         self._queued: dict[Any, list[Waiter]] = {}
         self._limit = limit
+        self._writers: dict[Any, asyncio.Task[None]] = {}
+
+    def ensure_writer(self, key: Any, write: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start ``write`` as the key's writer unless one is running."""
+        if key not in self._writers:
+            self._writers[key] = asyncio.create_task(write())
+
+    def next_group(self, key: Any) -> list[Waiter]:
+        """For the key's writer: :meth:`take`, and if nothing is queued, the writer is done
+        from this moment (the next :meth:`ensure_writer` starts another)."""
+        group = self.take(key)
+        if not group:
+            self._writers.pop(key, None)
+        return group
+
+    def writer_gone(self, key: Any) -> list[Waiter]:
+        """The key's writer ends early (cancelled): the waiters still queued, to fail."""
+        self._writers.pop(key, None)
+        left: list[Waiter] = []
+        while group := self.take(key):
+            left.extend(group)
+        return left
+
+    async def stop(self) -> None:
+        """Cancel every writer and wait for them (a store shutting down)."""
+        tasks = list(self._writers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def join(self, key: Any, item: Any) -> Waiter:
         waiter = Waiter(item)
