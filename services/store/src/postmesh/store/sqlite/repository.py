@@ -55,8 +55,10 @@ _FIRST_CHUNK = (
     " LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.n = 0"
     " WHERE m.mailbox_id = ? AND m.uid = ?"
 )
-# read_messages: messages looked up per trip to the connection's thread.
-_READ_GROUP = 16
+# read_messages: at most this many messages, or first chunks of this many octets (the
+# largest GetMessageContents response), looked up per trip to the connection's thread.
+_READ_GROUP = 64
+_READ_GROUP_OCTETS = 1024 * 1024
 
 T = TypeVar("T")
 
@@ -238,26 +240,34 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         self, user: str, mailbox: str, uids: list[int]
     ) -> AsyncIterator[tuple[int, StoredContent | None]]:
         # The lookups and first chunks of a group of messages in one trip to the connection's
-        # thread; a group holds at most _READ_GROUP first chunks in memory.
-        # Groups grow from 2: the caller waits for the first messages, and a group is sent only
-        # once it has been read whole.
-        i, size = 0, 2
+        # thread. The first group is 2 (the caller waits for the first messages, and a group is
+        # sent only once it has been read whole); the next ones stop at _READ_GROUP_OCTETS of
+        # first chunks or _READ_GROUP messages, whichever comes first: for the common 4-60 KB
+        # mail that is ~30 messages a trip instead of 16, with less held (ADR 0052).
+        i, cap = 0, 2
         while i < len(uids):
-            group, i, size = uids[i : i + size], i + size, min(2 * size, _READ_GROUP)
 
-            def find(conn: sqlite3.Connection, group: list[int] = group) -> list[_Found | None]:
+            def find(
+                conn: sqlite3.Connection, start: int = i, cap: int = cap
+            ) -> list[_Found | None]:
                 try:
                     mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
                 except NotFound:
-                    return [None] * len(group)
+                    return [None] * len(uids[start : start + cap])
                 out: list[_Found | None] = []
-                for uid in group:
+                octets = 0
+                for uid in uids[start : start + cap]:
                     row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
                     out.append(None if row is None else _found(row))
+                    octets += 0 if row is None or row[2] is None else len(row[2])
+                    if octets >= _READ_GROUP_OCTETS:
+                        break
                 return out
 
-            for uid, found in zip(group, await self._read(find), strict=True):
-                yield uid, None if found is None else self._content(uid, found)
+            found = await self._read(find)
+            group, i, cap = uids[i : i + len(found)], i + len(found), _READ_GROUP
+            for uid, f in zip(group, found, strict=True):
+                yield uid, None if f is None else self._content(uid, f)
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]
