@@ -24,7 +24,7 @@ LOGINS = Counter(
 
 
 # Children of COMMANDS by (keyword, result): labels() takes a lock and builds a key each time
-# (~4 µs, once per command); the keywords are the fixed set of protocol.KEYWORDS + "unknown".
+# (~1.5 µs against ~0.5 µs, once per command); the keywords are protocol.KEYWORDS + "unknown".
 _COMMAND_COUNTERS: dict[tuple[str, str], Any] = {}
 
 
