@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 
@@ -64,6 +65,9 @@ class ReadAheadWindow:
         self._open = False
         # The next message to consider; every one before it was read ahead or passed over.
         self._cursor = 1
+        # Octets from message n to the last, at [n - 1]: at most what is left to read from n.
+        self._rest = [*itertools.accumulate((m.size for m in reversed(messages)), initial=0)]
+        self._rest.reverse()
         # Octets the window may hold now: _first_limit until the window answers a RETR, then
         # the budget.
         self._limit = self._first_limit
@@ -179,12 +183,22 @@ class ReadAheadWindow:
         """The next batch: messages from the cursor that fit under the limit; none while the
         last call has more than half of its messages to deliver (calls would compete in the
         store for the messages wanted first; ``eager`` waives this once, for the second call)
-        or more than half of the limit is held (so that batches are large)."""
+        or more than half of the limit is held (so that batches are large). When all that is
+        left would fit in one call once a little more of the window is taken, it waits for
+        that, while a quarter of the limit is still held ahead of the client, rather than
+        leave a last call of a few messages (ADR 0052)."""
         if (len(self._pending) > self._batch_len // 2 and not eager) or (
             self.held > self._limit // 2
         ):
             return []
         room = self._limit - self.held
+        left = self._rest[self._cursor - 1]
+        if (
+            room < left <= self._limit
+            and self.held > self._limit // 4
+            and len(self._messages) - self._cursor < self._max_batch
+        ):
+            return []
         batch: list[int] = []
         n = self._cursor
         while n <= len(self._messages) and len(batch) < self._max_batch:
