@@ -11,10 +11,10 @@ reserved against a limit *before* each store call, so a session never holds more
 flow control is not the bound). The limit starts at an eighth of the budget at the first RETR
 (or one that jumps), so a client that retrieves one message costs little more than that
 message, and is the whole budget from the first RETR the window answers: the client has shown
-it reads in order, and the store must get ahead of it at once (ADR 0052; doubling per RETR kept
-the first ~20 RETRs of a download waiting for their messages). Nothing is read before the first RETR (a
-mail check that only lists reads no content), and the session drops the window when its
-client goes idle: no RETR for ``idle_seconds``.
+it reads in order, and the store must get ahead of it at once (ADR 0052; doubling per RETR
+kept the first ~20 RETRs of a download waiting for their messages). Nothing is read before
+the first RETR (a mail check that only lists reads no content), and the session drops the
+window when its client goes idle: no RETR for ``idle_seconds``.
 
 Anything unusual is invisible to the client: a message that is gone, a failing store call, a
 message over ``max_message`` or out of order is simply not in the window, and RETR then reads
