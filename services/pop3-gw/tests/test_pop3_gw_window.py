@@ -94,8 +94,21 @@ async def test_nothing_before_the_first_retr_then_an_eighth_of_the_budget() -> N
     assert store.calls[0] == [1, 2, 3, 4, 5]  # 500 octets: an eighth of 4000
     assert await w.take(2) == sent(store.content[2])
     await asyncio.sleep(0.01)
-    # Each RETR the window answers doubles the limit.
-    assert store.calls[1][0] == 6 and len(store.calls[1]) > 5
+    # From the first RETR the window answers, the limit is the whole budget and the next call
+    # starts at once (ADR 0052): all that fits beside what is held (4000 - 400 for messages
+    # 2-5, planned before message 2 is handed out; 100 each).
+    assert store.calls[1] == list(range(6, 42))
+
+
+async def test_what_is_left_goes_in_one_last_call_once_it_fits() -> None:
+    # ADR 0052: 70 x 100 octets, budget 4000. Calls of 5 (an eighth) and 36 (the budget beside
+    # what is held); the 29 left (2900) would have been split 20 + 9 at half the budget held;
+    # the window waits until they fit, with a quarter of the budget still held.
+    store = Store([100] * 70)
+    w = window(store, 4000)
+    assert await retr_all(w, 70) == [sent(store.content[n]) for n in range(1, 71)]
+    assert store.calls == [list(range(1, 6)), list(range(6, 42)), list(range(42, 71))]
+    assert w.idle and w.held == 0
 
 
 async def test_a_retr_ahead_of_the_window_moves_it_one_behind_it_does_not() -> None:

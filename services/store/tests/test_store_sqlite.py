@@ -298,3 +298,32 @@ async def test_upgrade_leaves_the_wire_form_of_stored_mail_unknown(tmp_path: Pat
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+async def test_read_messages_trips_are_bounded_by_octets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0052: trips to the connection's thread grow from 2 messages (2, 4, 8 ... 64) and
+    stop at _READ_GROUP_OCTETS (1 MiB) of first chunks: 16 single-chunk messages of 200 KB
+    take trips of 2, 4, 6 (1.2 MB read, over the bound) and 4."""
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    contents = {i: message(i, bytes([65 + i]) * 200_000) for i in range(1, 17)}
+    for i, content in contents.items():
+        await repo.deliver(Delivery(f"q{i}", "u", "", content=content))
+    trips: list[int] = []
+    read = repo._read
+
+    async def counted(fn: Any) -> Any:
+        found = await read(fn)
+        trips.append(len(found))
+        return found
+
+    monkeypatch.setattr(repo, "_read", counted)
+    got = [
+        (uid, b"".join([c async for c in found.chunks]) if found else None)
+        async for uid, found in repo.read_messages("u", INBOX, list(contents))
+    ]
+    assert got == list(contents.items())
+    assert trips == [2, 4, 6, 4]
+    await repo.close()

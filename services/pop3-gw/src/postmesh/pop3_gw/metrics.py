@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge
 
 SESSIONS_ACTIVE = Gauge("postmesh_pop3_gw_sessions_active", "POP3 connections currently open.")
@@ -19,3 +21,15 @@ LOGINS = Counter(
     "Login attempts by mechanism (USER for USER/PASS) and result (ok, fail, tempfail).",
     ["mechanism", "result"],
 )
+
+
+# Children of COMMANDS by (keyword, result): labels() takes a lock and builds a key each time
+# (~1.5 µs against ~0.5 µs, once per command); the keywords are protocol.KEYWORDS + "unknown".
+_COMMAND_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def count_command(keyword: str, result: str) -> None:
+    child = _COMMAND_COUNTERS.get((keyword, result))
+    if child is None:
+        child = _COMMAND_COUNTERS[keyword, result] = COMMANDS.labels(keyword, result)
+    child.inc()

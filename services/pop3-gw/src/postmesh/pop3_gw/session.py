@@ -14,6 +14,7 @@ import ssl
 
 from postmesh.common import sasl
 from postmesh.common.backend import BackendUnavailable, BoundVerifier
+from postmesh.common.idle import IdleDeadline
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
@@ -84,6 +85,8 @@ class Pop3Session:
     ) -> None:
         self.id = new_queue_id()
         self.lines = LineReader(reader)
+        # RFC 1939 §3 autologout: one timer per connection, not one per command (ADR 0052).
+        self.idle = IdleDeadline(settings.pop3_idle_timeout_seconds)
         self.writer = writer
         self.backend = backend
         self.settings = settings
@@ -126,8 +129,7 @@ class Pop3Session:
 
     async def _readline(self, limit: int) -> bytes:
         try:
-            async with asyncio.timeout(self.settings.pop3_idle_timeout_seconds):
-                return await self.lines.readline(limit)
+            return await self.idle.wait(self.lines.readline(limit))
         except TimeoutError:
             # RFC 1939 §3: an autologout timer expiring does not enter UPDATE: nothing deleted.
             log.info("idle timeout", extra=kv(state=self.state.value))
@@ -163,6 +165,7 @@ class Pop3Session:
                 self.writer.write(p.err("Server shutting down.", "SYS/TEMP"))
             raise
         finally:
+            self.idle.close()
             metrics.SESSIONS_ACTIVE.dec()
             if self.state is State.TRANSACTION and self.maildrop and self.maildrop.deleted_count:
                 # RFC 1939 §6: no QUIT, no UPDATE: marked messages stay in the maildrop.
@@ -189,7 +192,7 @@ class Pop3Session:
             try:
                 line = await self._readline(self.settings.pop3_max_line_octets)
             except LineTooLong as e:
-                metrics.COMMANDS.labels("unknown", ERR).inc()
+                metrics.count_command("unknown", ERR)
                 if e.fatal:
                     log.info("unterminated line far over the limit, closing")
                     await self._send(p.err("Line too long, closing connection."))
@@ -199,12 +202,12 @@ class Pop3Session:
             try:
                 command = p.parse_command(line)
             except p.ParseError as e:
-                metrics.COMMANDS.labels(e.keyword, ERR).inc()
+                metrics.count_command(e.keyword, ERR)
                 await self._bad(e.text)
                 continue
             keyword = p.keyword_of(command)
             result = await self._dispatch(command)
-            metrics.COMMANDS.labels(keyword, result).inc()
+            metrics.count_command(keyword, result)
 
     async def _bad(self, text: str) -> str:
         """Answer an invalid command; too many of them end the session (as Dovecot)."""

@@ -9,10 +9,12 @@ Memory: the octets of the messages read ahead, whether received or still on thei
 reserved against a limit *before* each store call, so a session never holds more than
 ``budget`` octets of read-ahead content; a batch is read as fast as the store sends it (gRPC
 flow control is not the bound). The limit starts at an eighth of the budget at the first RETR
-(or one that jumps) and doubles with each RETR the window answers, so a client that retrieves
-one message costs little more than that message. Nothing is read before the first RETR (a
-mail check that only lists reads no content), and the session drops the window when its
-client goes idle: no RETR for ``idle_seconds``.
+(or one that jumps), so a client that retrieves one message costs little more than that
+message, and is the whole budget from the first RETR the window answers: the client has shown
+it reads in order, and the store must get ahead of it at once (ADR 0052; doubling per RETR
+kept the first ~20 RETRs of a download waiting for their messages). Nothing is read before
+the first RETR (a mail check that only lists reads no content), and the session drops the
+window when its client goes idle: no RETR for ``idle_seconds``.
 
 Anything unusual is invisible to the client: a message that is gone, a failing store call, a
 message over ``max_message`` or out of order is simply not in the window, and RETR then reads
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 
@@ -62,7 +65,11 @@ class ReadAheadWindow:
         self._open = False
         # The next message to consider; every one before it was read ahead or passed over.
         self._cursor = 1
-        # Octets the window may hold now: grows from _first_limit to the budget.
+        # Octets from message n to the last, at [n - 1]: at most what is left to read from n.
+        self._rest = [*itertools.accumulate((m.size for m in reversed(messages)), initial=0)]
+        self._rest.reverse()
+        # Octets the window may hold now: _first_limit until the window answers a RETR, then
+        # the budget.
         self._limit = self._first_limit
         # Ready to send: each message already as RETR sends it (as stored when the store says
         # it is in wire form, ADR 42, else encode_whole), done while the client reads the
@@ -91,8 +98,12 @@ class ReadAheadWindow:
         jump) opens it there; one behind it leaves it as it is."""
         loop = asyncio.get_running_loop()
         self._last_take = loop.time()
+        eager = False
         if number in self._ready or number in self._pending:
-            self._limit = min(2 * self._limit, self._budget)
+            # The first RETR the window answers: the next call starts now, beside the first
+            # one, not once half of the first has arrived (its messages are wanted next).
+            eager = self._limit < self._budget
+            self._limit = self._budget
         elif self._open and number < self._cursor:
             return None  # behind the window, or it came back missing
         else:
@@ -101,7 +112,7 @@ class ReadAheadWindow:
             self._open, self._cursor, self._limit = True, number, self._first_limit
             if self._watch is None:
                 self._watch = loop.call_later(self._idle_seconds, self._check_idle)
-        self._fill()
+        self._fill(eager)
         while number in self._pending:
             self._arrived.clear()
             await self._arrived.wait()
@@ -168,14 +179,26 @@ class ReadAheadWindow:
         self._pending.clear()
         self._arrived.set()
 
-    def _plan(self) -> list[int]:
+    def _plan(self, eager: bool = False) -> list[int]:
         """The next batch: messages from the cursor that fit under the limit; none while the
         last call has more than half of its messages to deliver (calls would compete in the
-        store for the messages wanted first) or more than half of the limit is held (so that
-        batches are large)."""
-        if len(self._pending) > self._batch_len // 2 or self.held > self._limit // 2:
+        store for the messages wanted first; ``eager`` waives this once, for the second call)
+        or more than half of the limit is held (so that batches are large). When all that is
+        left would fit in one call once a little more of the window is taken, it waits for
+        that, while a quarter of the limit is still held ahead of the client, rather than
+        leave a last call of a few messages (ADR 0052)."""
+        if (len(self._pending) > self._batch_len // 2 and not eager) or (
+            self.held > self._limit // 2
+        ):
             return []
         room = self._limit - self.held
+        left = self._rest[self._cursor - 1]
+        if (
+            room < left <= self._limit
+            and self.held > self._limit // 4
+            and len(self._messages) - self._cursor < self._max_batch
+        ):
+            return []
         batch: list[int] = []
         n = self._cursor
         while n <= len(self._messages) and len(batch) < self._max_batch:
@@ -199,8 +222,8 @@ class ReadAheadWindow:
         self._cursor = n
         return batch
 
-    def _fill(self) -> None:
-        batch = self._plan()
+    def _fill(self, eager: bool = False) -> None:
+        batch = self._plan(eager)
         if not batch:
             return
         self._pending.update(batch)

@@ -137,6 +137,10 @@ class StoredContent:
 
     chunks: AsyncIterator[bytes]
     wire_ready: bool | None
+    # read_messages: the backend read this message with others and the next one needs another
+    # read (a trip to the database): what is held should be sent before it waits (ADR 0052).
+    # None: the backend does not say.
+    group_end: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

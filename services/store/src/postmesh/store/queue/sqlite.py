@@ -340,4 +340,6 @@ class SqliteQueueRepository(QueueRepository):
             )
             return bool(cur.rowcount)
 
-        return await self._txn(txn)
+        # Non-durable (ADR 0052): a release lost in a power cut only leaves the lease to run
+        # out (pop3_maildrop_lock_seconds), and POP3's QUIT waits for it before its reply.
+        return await self._db.transaction(txn, durable=False)
