@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
+from postmesh.common.grpc_calls import calls_handler
 from postmesh.common.grpc_renewal import RenewingChannel
 from postmesh.common.grpc_security import (
     GrpcSecurity,
@@ -124,6 +125,15 @@ class _Registrar:
             if self._guard:
                 h = guarded(h, method, allowed_callers(method))
             wrapped[name] = h
+        calls = handlers.get("Calls")
+        if calls is not None and calls.stream_stream is not None:
+            # A service's Calls stream carries its unary calls, each to the handler wrapped
+            # above: guarded and measured as that call (ADR 0051).
+            unary = {n: h for n, h in wrapped.items() if h.unary_unary is not None}
+            h = calls_handler(unary, calls)
+            if self._guard:
+                h = guarded(h, f"/{service}/Calls", allowed_callers(f"/{service}/Calls"))
+            wrapped["Calls"] = h
         self.generic_only.clear()
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, wrapped),)

@@ -558,6 +558,17 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )
         return _quota_info(q)
 
+    async def Calls(
+        self,
+        request_iterator: AsyncIterable[store_pb2.CallRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[store_pb2.CallResponse]:
+        """Served by the registration, not here: ``GrpcServer.add`` puts in its place a handler
+        that passes each carried call to that method's own (guarded) handler (ADR 0051). Left
+        unimplemented on a bare grpc.aio server: callers then make unary calls."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Calls needs GrpcServer.add")
+        yield store_pb2.CallResponse()  # pragma: no cover  # makes this an async generator
+
 
 def add_store_service(servicer: StoreServicer, server: Any) -> None:
     """``store_pb2_grpc.add_StoreServiceServicer_to_server``, except that GetMessageContents'

@@ -159,6 +159,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
                 _registered_method=True)
+        self.Calls = channel.stream_stream(
+                '/postmesh.api.store.v1.StoreService/Calls',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.FromString,
+                _registered_method=True)
 
 
 class StoreServiceServicer:
@@ -349,6 +354,18 @@ class StoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Calls(self, request_iterator, context):
+        """--- Transport (ADR 0051) ---
+        Many unary calls of this service over one long-lived stream: each CallRequest stands for
+        one call of the named method with its serialized request, each CallResponse for its answer
+        (status and serialized response), matched by id and in any order. Every call is handled,
+        authorized and measured as the unary call would be; a message on an open stream costs
+        gRPC less than a new call. Unary methods only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -476,6 +493,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.SetQuota,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.SerializeToString,
+            ),
+            'Calls': grpc.stream_stream_rpc_method_handler(
+                    servicer.Calls,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1153,6 +1175,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/SetQuota',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/postmesh.api.store.v1.StoreService/Calls',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.FromString,
             options,
             channel_credentials,
             insecure,
