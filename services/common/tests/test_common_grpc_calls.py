@@ -45,6 +45,13 @@ class Store(store_pb2_grpc.StoreServiceServicer):
     async def Deliver(self, request: Any, context: Any) -> Any:
         return store_pb2.DeliverResponse(uid=1)
 
+    async def Append(self, requests: Any, context: Any) -> Any:
+        """Streamed APPEND only (a store from before AppendSmall): the UID is the size."""
+        size = 0
+        async for r in requests:
+            size += len(r.chunk)
+        return store_pb2.AppendResponse(uid=size, uidvalidity=7)
+
 
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, ServiceCert]:
@@ -214,3 +221,18 @@ async def test_each_carried_call_is_authorized_as_its_method(
         await edge.close()
     finally:
         await g.stop(0)
+
+
+async def test_a_small_append_goes_streamed_to_a_store_without_append_small(
+    plain: tuple[Store, int],
+) -> None:
+    _, port = plain
+    client = StoreClient(channel(f"127.0.0.1:{port}", GrpcSecurity(), "store"), 5, call_stream=True)
+
+    async def content() -> AsyncIterator[bytes]:
+        yield b"Subject: x\r\n\r\n"
+        yield b"body\r\n"
+
+    r = await client.append("u", "INBOX", [], 0, 20, content())
+    assert (r.uid, r.uidvalidity) == (20, 7) and not client._small_append
+    await client.close()

@@ -84,6 +84,10 @@ async def _answer(
         code = ctx.code() or grpc.StatusCode.UNKNOWN
         return store_pb2.CallResponse(id=req.id, code=code.value[0], details=ctx.details())
     except Exception:
+        code = ctx.code()
+        if code is not None and code is not grpc.StatusCode.OK:
+            # Set before raising, as the generated "not implemented" methods do.
+            return store_pb2.CallResponse(id=req.id, code=code.value[0], details=ctx.details())
         # A unary call would end UNKNOWN too (grpc.aio logs the exception).
         log.exception("call carried by Calls crashed", extra={"fields": {"method": req.method}})
         return store_pb2.CallResponse(

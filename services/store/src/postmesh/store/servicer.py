@@ -239,9 +239,34 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                 metrics.APPEND_BYTES.inc(len(req.chunk))
                 yield req.chunk
 
+        return await self._append(context, h, content())
+
+    async def AppendSmall(
+        self, request: store_pb2.AppendSmallRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.AppendResponse:
+        h = request.header
+        bind_log_context(user=h.user)
+        if len(request.content) > CHUNK_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"AppendSmall carries at most {CHUNK_BYTES} octets: use Append",
+            )
+        metrics.APPEND_BYTES.inc(len(request.content))
+
+        async def content() -> AsyncIterator[bytes]:
+            yield request.content
+
+        return await self._append(context, h, content())
+
+    async def _append(
+        self,
+        context: grpc.aio.ServicerContext,
+        h: store_pb2.AppendHeader,
+        content: AsyncIterator[bytes],
+    ) -> store_pb2.AppendResponse:
         r = await self._call(
             context,
-            self.repo.append(h.user, h.mailbox, h.flags, h.internal_date, h.size, content()),
+            self.repo.append(h.user, h.mailbox, h.flags, h.internal_date, h.size, content),
         )
         log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))
         await self._publish(h.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.store_client import convert
 from postmesh.common.store_client.calls import CallStream, NotCarried
 from postmesh.common.store_client.errors import (
@@ -53,6 +54,11 @@ def _lost_status(err: grpc.aio.AioRpcError) -> bool:
 
 M = TypeVar("M", bound=Message)
 
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 # ListMessageFlags' fallback on a store that predates it lists at most this many per page.
 _FALLBACK_PAGE = 5000
 
@@ -74,6 +80,7 @@ class StoreClient:
         self._deadline = deadline
         self._channel = ch
         self._small_content = True  # the store has GetSmallMessageContent (until it says no)
+        self._small_append = True  # ... and AppendSmall
         # The frequent small calls as messages on one stream (ADR 0051), when asked for.
         self._calls = CallStream(self._stub.Calls) if call_stream else None
 
@@ -378,7 +385,24 @@ class StoreClient:
         content: AsyncIterator[bytes],
     ) -> AppendResult:
         """APPEND: ``content`` (``size`` octets) is written chunk by chunk as it arrives (no
-        whole-message buffer); an error it raises cancels the call and propagates."""
+        whole-message buffer); an error it raises cancels the call and propagates. On the
+        call stream a message of at most one chunk goes whole in one AppendSmall (ADR 0051):
+        read to its end first (errors propagate as before, nothing is stored)."""
+        if self._calls is not None and self._small_append and size <= CHUNK_BYTES:
+            data = b"".join([c async for c in content])
+            header = store_pb2.AppendHeader(
+                user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date,
+                size=size,
+            )  # fmt: skip
+            req = store_pb2.AppendSmallRequest(header=header, content=data)
+            try:
+                resp = await self._unary("AppendSmall", req, store_pb2.AppendResponse)
+                return AppendResult(resp.uidvalidity, resp.uid)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise store_error("Append", e, mailbox) from e
+                self._small_append = False  # a store from before it (rolling upgrade)
+            content = _once(data)
         # The deadline covers a slow client's upload too, so it is not the per-call one.
         call = self._stub.Append()
         header = store_pb2.AppendHeader(

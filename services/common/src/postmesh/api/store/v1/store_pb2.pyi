@@ -39,6 +39,30 @@ FLAGS_MODE_REPLACE: FlagsMode.ValueType  # 3
 Global___FlagsMode: _TypeAlias = FlagsMode  # noqa: Y015
 
 @_typing.final
+class AppendSmallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """header.size octets"""
+    @_builtins.property
+    def header(self) -> Global___AppendHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AppendHeader | None = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendSmallRequest: _TypeAlias = AppendSmallRequest  # noqa: Y015
+
+@_typing.final
 class CallRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -124,6 +124,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendSmall = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/AppendSmall',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+                _registered_method=True)
         self.CopyMessages = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/CopyMessages',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
@@ -306,6 +311,15 @@ class StoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendSmall(self, request, context):
+        """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+        streamed message anyway), header and content in one request, so that it can travel on
+        Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CopyMessages(self, request, context):
         """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315).
         """
@@ -457,6 +471,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
             'Append': grpc.stream_unary_rpc_method_handler(
                     servicer.Append,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.SerializeToString,
+            ),
+            'AppendSmall': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendSmall,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.SerializeToString,
             ),
             'CopyMessages': grpc.unary_unary_rpc_method_handler(
@@ -985,6 +1004,33 @@ class StoreService:
             target,
             '/postmesh.api.store.v1.StoreService/Append',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendSmall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/AppendSmall',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
             options,
             channel_credentials,

@@ -87,6 +87,11 @@ class StoreServiceStub:
     """--- Messages ---
     IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
     """
+    AppendSmall: _grpc.UnaryUnaryMultiCallable[_store_pb2.AppendSmallRequest, _store_pb2.AppendResponse]
+    """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+    streamed message anyway), header and content in one request, so that it can travel on
+    Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+    """
     CopyMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
     """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
     MoveMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
@@ -168,6 +173,11 @@ class StoreServiceAsyncStub(StoreServiceStub):
     Append: _aio.StreamUnaryMultiCallable[_store_pb2.AppendRequest, _store_pb2.AppendResponse]  # type: ignore[assignment]
     """--- Messages ---
     IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+    """
+    AppendSmall: _aio.UnaryUnaryMultiCallable[_store_pb2.AppendSmallRequest, _store_pb2.AppendResponse]  # type: ignore[assignment]
+    """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+    streamed message anyway), header and content in one request, so that it can travel on
+    Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
     """
     CopyMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]  # type: ignore[assignment]
     """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
@@ -355,6 +365,17 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_store_pb2.AppendResponse, _abc.Awaitable[_store_pb2.AppendResponse]]:
         """--- Messages ---
         IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendSmall(
+        self,
+        request: _store_pb2.AppendSmallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.AppendResponse, _abc.Awaitable[_store_pb2.AppendResponse]]:
+        """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+        streamed message anyway), header and content in one request, so that it can travel on
+        Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
         """
 
     @_abc_1.abstractmethod
