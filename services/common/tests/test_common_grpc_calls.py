@@ -5,6 +5,7 @@ unary calls whenever the stream cannot answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,19 @@ async def test_a_small_append_goes_streamed_to_a_store_without_append_small(
     r = await client.append("u", "INBOX", [], 0, 20, content())
     assert (r.uid, r.uidvalidity) == (20, 7) and not client._small_append
     await client.close()
+
+
+async def test_a_stopping_server_ends_its_streams_after_the_calls_begun() -> None:
+    servicer = Store()
+    g, port = await serve(GrpcSecurity(), servicer)
+    calls = stream_to(port, GrpcSecurity())
+    assert (await calls.call("GetMailbox", get_mailbox("a"), store_pb2.MailboxInfo, 5)).name == "a"
+    begun = asyncio.create_task(
+        calls.call("GetMailbox", get_mailbox("sleep:0.3"), store_pb2.MailboxInfo, 5)
+    )
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    await g.stop(10)  # the open stream does not hold the stop for its grace
+    assert time.monotonic() - t0 < 5
+    assert (await begun).name == "sleep:0.3"  # answered before the stream ended
+    await calls.close()

@@ -95,7 +95,24 @@ async def _answer(
         )
 
 
-def calls_handler(unary: Mapping[str, Any], template: Any) -> Any:
+class OpenStreams:
+    """The server's open Calls streams, so that a stopping server can end them: a stream never
+    ends by itself, and the server's stop would otherwise wait its whole grace for them."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[Any]] = set()
+
+    def end_all(self) -> None:
+        """Each stream stops reading, sends the answers of the calls it has begun and ends;
+        the callers make the calls it did not read as unary calls (to another replica)."""
+        for q in self._queues:
+            q.put_nowait(_END)
+
+
+_END = object()
+
+
+def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams) -> Any:
     """The ``Calls`` stream handler of a service whose (wrapped) unary handlers by method name
     are ``unary``; ``template`` is the generated ``Calls`` handler (its (de)serializers)."""
     unimplemented = grpc.StatusCode.UNIMPLEMENTED.value[0]
@@ -103,7 +120,7 @@ def calls_handler(unary: Mapping[str, Any], template: Any) -> Any:
     async def calls(
         requests: AsyncIterator[store_pb2.CallRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[store_pb2.CallResponse]:
-        out: asyncio.Queue[store_pb2.CallResponse | None] = asyncio.Queue()
+        out: asyncio.Queue[Any] = asyncio.Queue()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         auth = context.auth_context()  # the same for every call of the stream
         running: set[asyncio.Task[None]] = set()
@@ -134,10 +151,20 @@ def calls_handler(unary: Mapping[str, Any], template: Any) -> Any:
                 out.put_nowait(None)  # the caller half-closed (or went): end after the answers
 
         reader = asyncio.create_task(read())
+        streams._queues.add(out)
         try:
             while (resp := await out.get()) is not None:
+                if resp is _END:
+                    reader.cancel()
+                    if running:
+                        await asyncio.wait(list(running))
+                    while not out.empty():
+                        if isinstance(left := out.get_nowait(), store_pb2.CallResponse):
+                            yield left
+                    return
                 yield resp
         finally:
+            streams._queues.discard(out)
             reader.cancel()
             for task in list(running):
                 task.cancel()
