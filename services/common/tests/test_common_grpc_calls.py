@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common.backend import BackendUnavailable
 from postmesh.common.dev_pki import ServiceCert, ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
 from postmesh.common.grpc_security import GrpcSecurity
@@ -253,3 +254,29 @@ async def test_a_stopping_server_ends_its_streams_after_the_calls_begun() -> Non
     assert time.monotonic() - t0 < 5
     assert (await begun).name == "sleep:0.3"  # answered before the stream ended
     await calls.close()
+
+
+async def test_an_append_lost_with_its_stream_is_not_made_again() -> None:
+    class Hanging(Store):
+        appended = 0
+
+        async def AppendSmall(self, request: Any, context: Any) -> Any:
+            Hanging.appended += 1
+            await self.release.wait()
+            return store_pb2.AppendResponse(uid=1, uidvalidity=7)
+
+    servicer = Hanging()
+    g, port = await serve(GrpcSecurity(), servicer)
+    client = StoreClient(channel(f"127.0.0.1:{port}", GrpcSecurity(), "store"), 5, call_stream=True)
+
+    async def content() -> AsyncIterator[bytes]:
+        yield b"Subject: x\r\n\r\nbody\r\n"
+
+    pending = asyncio.create_task(client.append("u", "INBOX", [], 0, 20, content()))
+    await asyncio.sleep(0.2)
+    await g.stop(0)  # the store may or may not have stored it
+    with pytest.raises(BackendUnavailable):
+        await pending
+    assert Hanging.appended == 1  # and it was not sent again
+    servicer.release.set()
+    await client.close()

@@ -38,7 +38,12 @@ RETRY_AFTER_SECONDS = 1.0
 
 
 class NotCarried(Exception):
-    """The call was not answered on the stream; make it as a unary call."""
+    """The call was not answered on the stream; make it as a unary call. ``sent``: it had been
+    written, so the store may have done it (the stream failed before the answer)."""
+
+    def __init__(self, why: str, *, sent: bool = False) -> None:
+        super().__init__(why)
+        self.sent = sent
 
 
 class _Stream:
@@ -117,7 +122,7 @@ class CallStream:
                 self._stream = None
             for fut in s.pending.values():
                 if not fut.done():
-                    fut.set_exception(NotCarried(f"stream ended: {err or 'closed'}"))
+                    fut.set_exception(NotCarried(f"stream ended: {err or 'closed'}", sent=True))
             s.pending.clear()
 
     async def call(

@@ -84,14 +84,19 @@ class StoreClient:
         # The frequent small calls as messages on one stream (ADR 0051), when asked for.
         self._calls = CallStream(self._stub.Calls) if call_stream else None
 
-    async def _unary(self, method: str, req: Message, response_type: type[M]) -> M:
+    async def _unary(
+        self, method: str, req: Message, response_type: type[M], *, idempotent: bool = True
+    ) -> M:
         """``method`` of StoreService: on the call stream when there is one and it answers,
-        else as a unary call. Raises grpc.aio.AioRpcError as the unary call does."""
+        else as a unary call. Raises grpc.aio.AioRpcError as the unary call does. A call that
+        is not ``idempotent`` is not made again when the stream failed after sending it (the
+        store may have done it): BackendUnavailable."""
         if self._calls is not None:
             try:
                 return await self._calls.call(method, req, response_type, self._deadline)
-            except NotCarried:
-                pass
+            except NotCarried as e:
+                if e.sent and not idempotent:
+                    raise BackendUnavailable(f"store {method}: the call stream failed") from e
         return cast(M, await getattr(self._stub, method)(req, timeout=self._deadline))
 
     async def close(self) -> None:
@@ -396,7 +401,10 @@ class StoreClient:
             )  # fmt: skip
             req = store_pb2.AppendSmallRequest(header=header, content=data)
             try:
-                resp = await self._unary("AppendSmall", req, store_pb2.AppendResponse)
+                # Not repeated when its outcome is unknown: it could store a second copy.
+                resp = await self._unary(
+                    "AppendSmall", req, store_pb2.AppendResponse, idempotent=False
+                )
                 return AppendResult(resp.uidvalidity, resp.uid)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
