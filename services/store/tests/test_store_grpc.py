@@ -465,3 +465,9 @@ async def test_append_small_stores_as_append_does(
             await stub.AppendSmall(req, timeout=10)
         assert e.value.code() == code
     assert len((await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]) == 1
+    # The quota is checked in the transaction that stores it (no check before: ADR 0051).
+    await app.repo.set_quota("a@example.com", len(content) + 10, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub.AppendSmall(request("INBOX", content), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len((await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]) == 1

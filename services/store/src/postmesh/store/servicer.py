@@ -256,18 +256,25 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         async def content() -> AsyncIterator[bytes]:
             yield request.content
 
-        return await self._append(context, h, content())
+        # The whole content is here: the checks before reading it would only repeat those of
+        # the transaction that stores it (mailbox, quota).
+        return await self._append(context, h, content(), check_first=False)
 
     async def _append(
         self,
         context: grpc.aio.ServicerContext,
         h: store_pb2.AppendHeader,
         content: AsyncIterator[bytes],
+        *,
+        check_first: bool = True,
     ) -> store_pb2.AppendResponse:
         r = await self._call(
             context,
-            self.repo.append(h.user, h.mailbox, h.flags, h.internal_date, h.size, content),
-        )
+            self.repo.append(
+                h.user, h.mailbox, h.flags, h.internal_date, h.size, content,
+                check_first=check_first,
+            ),
+        )  # fmt: skip
         log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))
         await self._publish(h.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
         return store_pb2.AppendResponse(uid=r.uid, uidvalidity=r.uidvalidity)
