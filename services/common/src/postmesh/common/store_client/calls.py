@@ -59,7 +59,9 @@ class _Stream:
     async def close_if_done(self) -> None:
         if self.retired and not self.pending and not self.closed:
             self.closed = True
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            with contextlib.suppress(
+                grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError
+            ):
                 async with self.writing:
                     await self.call.done_writing()
 
@@ -172,5 +174,5 @@ class CallStream:
         if s is not None:
             s.call.cancel()
             if s.reader is not None:
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await s.reader
