@@ -250,7 +250,7 @@ class StoreEnv:
 async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreEnv]:
     async with InProcessStore() as store:
         settings = settings_for(tmp_path, **overrides)
-        mail = FaultyStore(store.client(GrpcMailStore))
+        mail = FaultyStore(store.client(GrpcMailStore, call_stream=settings.imap_store_call_stream))
         auth = FakeAuth()
         server = ImapServer(settings, mail, auth, settings_server_context(settings))  # type: ignore[arg-type]
         env = StoreEnv(server, store, mail, auth, settings)

@@ -439,3 +439,39 @@ async def test_get_message_contents_packs_four_times_the_previous_response(
     parts = [p for r in responses for p in r.parts]
     assert [p.data for p in parts] == [*clean, dotted]
     assert [p.wire_ready for p in parts] == [True] * 60 + [False]
+
+
+async def test_append_small_stores_as_append_does(
+    app: StoreApp, stub: store_pb2_grpc.StoreServiceStub
+) -> None:
+    """ADR 0051: a whole small message in one request, stored and announced as by Append."""
+    await stub.ProvisionUser(store_pb2.ProvisionUserRequest(user="a@example.com"), timeout=10)
+    content = b"Subject: small\r\n\r\nhello\r\n"
+
+    def request(mailbox: str, data: bytes, size: int = 0) -> store_pb2.AppendSmallRequest:
+        header = store_pb2.AppendHeader(
+            user="a@example.com", mailbox=mailbox, flags=["\\Seen"], size=size or len(data)
+        )
+        return store_pb2.AppendSmallRequest(header=header, content=data)
+
+    r = await stub.AppendSmall(request("INBOX", content), timeout=10)
+    assert r.uid == 1 and r.uidvalidity > 0
+    get = store_pb2.GetMessageContentRequest(user="a@example.com", mailbox="INBOX", uid=r.uid)
+    assert b"".join(await read_all(stub.GetMessageContent(get, timeout=10))) == content
+    (m,) = (await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]
+    assert m.flags == ("\\Seen",)
+    for req, code in (
+        (request("Nope", content), grpc.StatusCode.NOT_FOUND),
+        (request("INBOX", content, size=len(content) + 1), grpc.StatusCode.INVALID_ARGUMENT),
+        (request("INBOX", b"x" * (CHUNK_BYTES + 1)), grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.AppendSmall(req, timeout=10)
+        assert e.value.code() == code
+    assert len((await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]) == 1
+    # The quota is checked in the transaction that stores it (no check before: ADR 0051).
+    await app.repo.set_quota("a@example.com", len(content) + 10, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub.AppendSmall(request("INBOX", content), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len((await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]) == 1

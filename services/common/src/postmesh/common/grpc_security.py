@@ -128,6 +128,7 @@ POLICY: dict[str, ServicePolicy] = {
             # Only delivery files inbound mail; only IMAP (and delivery's copies) appends.
             "Deliver": frozenset({"delivery"}),
             "Append": frozenset({"imap-gw", "delivery"}),
+            "AppendSmall": frozenset({"imap-gw", "delivery"}),
             # Message bodies travel smtp-edge -> blob -> delivery.
             "PutBlob": frozenset({"smtp-edge", "delivery"}),
             "GetBlob": frozenset({"delivery"}),

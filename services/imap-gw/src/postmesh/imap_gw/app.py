@@ -44,7 +44,9 @@ class ImapGateway(Service):
             "auth_pb2_grpc.AuthServiceAsyncStub",
             auth_pb2_grpc.AuthServiceStub(self._channels["auth"]),
         )
-        store = GrpcMailStore(self._channels["store"], s.grpc_deadline_seconds)
+        store = GrpcMailStore(
+            self._channels["store"], s.grpc_deadline_seconds, call_stream=s.imap_store_call_stream
+        )
         auth = GrpcAuthenticator(auth_stub, s.grpc_deadline_seconds)
         registry = Registry()
         if s.imap_mailbox_events:

@@ -7,6 +7,8 @@ each end instead of 10,000 messages of six fields each.
 
 from __future__ import annotations
 
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
@@ -48,3 +50,44 @@ def fold(
     return FlagListing(
         list(uids), list(modseqs), list(map(position.__getitem__, keys)), flag_sets, more
     )
+
+
+# Rows the listing cache of one store process holds at most (16 octets each: ~8 MiB).
+CACHE_ROWS = 512 * 1024
+
+
+class ListingCache:
+    """Pages as listed at a mailbox state (the key names it: mailbox, UIDVALIDITY, UIDNEXT,
+    HIGHESTMODSEQ, count and the page asked for), so a SELECT of a mailbox that has not changed
+    since the last one is not listed again (ADR 0051). A changed mailbox has another key: an
+    entry is never stale, only unused, and the least recently used go first. Kept as packed
+    arrays; each hit is a fresh FlagListing the caller may keep."""
+
+    def __init__(self, max_rows: int = CACHE_ROWS) -> None:
+        self._max_rows = max_rows
+        self._rows = 0
+        self._pages: OrderedDict[
+            Hashable, tuple[array[int], array[int], array[int], list[tuple[str, ...]], bool]
+        ] = OrderedDict()
+
+    def get(self, key: Hashable) -> FlagListing | None:
+        entry = self._pages.get(key)
+        if entry is None:
+            return None
+        self._pages.move_to_end(key)
+        uids, modseqs, index, sets, more = entry
+        return FlagListing(list(uids), list(modseqs), list(index), list(sets), more)
+
+    def put(self, key: Hashable, page: FlagListing) -> None:
+        n = len(page.uids)
+        if n > self._max_rows or key in self._pages:
+            return
+        entry = (
+            array("Q", page.uids), array("Q", page.modseqs), array("I", page.flag_index),
+            list(page.flag_sets), page.more,
+        )  # fmt: skip
+        self._pages[key] = entry
+        self._rows += n
+        while self._rows > self._max_rows:
+            _, old = self._pages.popitem(last=False)
+            self._rows -= len(old[0])

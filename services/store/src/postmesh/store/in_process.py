@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from postmesh.common.grpc import channel
 from postmesh.common.grpc_security import GrpcSecurity
@@ -72,10 +72,15 @@ class InProcessStore:
     def address(self) -> str:
         return f"127.0.0.1:{self.app.port}"
 
-    def client(self, cls: type[C] = StoreClient, deadline: float = 5.0) -> C:  # type: ignore[assignment]
+    def client(
+        self,
+        cls: type[C] = StoreClient,  # type: ignore[assignment]
+        deadline: float = 5.0,
+        **options: Any,
+    ) -> C:
         """A client (``cls``: StoreClient or a gateway's subclass) on its own channel, closed
-        with the store."""
-        client = cls(channel(self.address, GrpcSecurity(), "store"), deadline)
+        with the store; ``options``: the client's keyword arguments (``call_stream``)."""
+        client = cls(channel(self.address, GrpcSecurity(), "store"), deadline, **options)
         self._clients.append(client)
         return client
 

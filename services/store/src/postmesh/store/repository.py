@@ -207,9 +207,12 @@ class StoreRepository(ABC):
         internal_date: int,
         size: int,
         stream: AsyncIterable[bytes],
+        *,
+        check_first: bool = True,
     ) -> AppendResult:
         """IMAP APPEND. The declared size is checked against the quota before the content is
-        read, and against the content after. Not idempotent: a retried Append can make a second
+        read (unless not ``check_first``: the content is at hand, ADR 0051), and in the
+        transaction that stores it. Not idempotent: a retried Append can make a second
         copy, as an IMAP client retrying APPEND after a lost response can (RFC 9051 section
         6.3.12 gives APPEND no key to detect it)."""
         user = v.user(user)
@@ -223,7 +226,8 @@ class StoreRepository(ABC):
             raise InvalidArgument(
                 f"message of {size} bytes exceeds the limit of {self.max_message_bytes} bytes"
             )
-        await self._check_append(user, mailbox, size)
+        if check_first:
+            await self._check_append(user, mailbox, size)
         try:
             source = await spool(stream, size)
         except InvalidArgument as e:

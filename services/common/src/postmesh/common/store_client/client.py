@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.store_client import convert
+from postmesh.common.store_client.calls import CallStream, NotCarried
 from postmesh.common.store_client.errors import (
     MailboxNotFound,
     MessageNotFound,
@@ -49,6 +52,13 @@ def _lost_status(err: grpc.aio.AioRpcError) -> bool:
     )
 
 
+M = TypeVar("M", bound=Message)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 # ListMessageFlags' fallback on a store that predates it lists at most this many per page.
 _FALLBACK_PAGE = 5000
 
@@ -58,7 +68,7 @@ class StoreClient:
     when the store answers "no" (no such mailbox, over quota...), BackendUnavailable for any
     failure that may pass."""
 
-    def __init__(self, ch: grpc.aio.Channel, deadline: float) -> None:
+    def __init__(self, ch: grpc.aio.Channel, deadline: float, *, call_stream: bool = False) -> None:
         # On an aio channel the generated stubs are the async ones (see the .pyi overloads).
         self._stub = cast(
             "store_pb2_grpc.StoreServiceAsyncStub", store_pb2_grpc.StoreServiceStub(ch)
@@ -70,9 +80,29 @@ class StoreClient:
         self._deadline = deadline
         self._channel = ch
         self._small_content = True  # the store has GetSmallMessageContent (until it says no)
+        self._small_append = True  # ... and AppendSmall
+        # The frequent small calls as messages on one stream (ADR 0051), when asked for.
+        self._calls = CallStream(self._stub.Calls) if call_stream else None
+
+    async def _unary(
+        self, method: str, req: Message, response_type: type[M], *, idempotent: bool = True
+    ) -> M:
+        """``method`` of StoreService: on the call stream when there is one and it answers,
+        else as a unary call. Raises grpc.aio.AioRpcError as the unary call does. A call that
+        is not ``idempotent`` is not made again when the stream failed after sending it (the
+        store may have done it): BackendUnavailable."""
+        if self._calls is not None:
+            try:
+                return await self._calls.call(method, req, response_type, self._deadline)
+            except NotCarried as e:
+                if e.sent and not idempotent:
+                    raise BackendUnavailable(f"store {method}: the call stream failed") from e
+        return cast(M, await getattr(self._stub, method)(req, timeout=self._deadline))
 
     async def close(self) -> None:
         """Close the channel (when the client owns it)."""
+        if self._calls is not None:
+            await self._calls.close()
         await self._channel.close()
 
     # -- users and mailboxes -----------------------------------------------------------------
@@ -87,7 +117,7 @@ class StoreClient:
     async def get_mailbox(self, user: str, mailbox: str) -> MailboxInfo:
         req = store_pb2.GetMailboxRequest(user=user, mailbox=mailbox)
         try:
-            return convert.mailbox(await self._stub.GetMailbox(req, timeout=self._deadline))
+            return convert.mailbox(await self._unary("GetMailbox", req, store_pb2.MailboxInfo))
         except grpc.aio.AioRpcError as e:
             raise store_error("GetMailbox", e, mailbox) from e
 
@@ -150,7 +180,7 @@ class StoreClient:
             user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
         )
         try:
-            resp = await self._stub.ListMessages(req, timeout=self._deadline)
+            resp = await self._unary("ListMessages", req, store_pb2.ListMessagesResponse)
         except grpc.aio.AioRpcError as e:
             raise store_error("ListMessages", e, mailbox) from e
         return MessagePage([convert.meta(m) for m in resp.messages], resp.more)
@@ -160,7 +190,7 @@ class StoreClient:
             user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
         )
         try:
-            resp = await self._stub.ListMessageFlags(req, timeout=self._deadline)
+            resp = await self._unary("ListMessageFlags", req, store_pb2.ListMessageFlagsResponse)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                 # A store from before ListMessageFlags (rolling upgrade): the full listing.
@@ -253,8 +283,8 @@ class StoreClient:
         req = store_pb2.GetSmallMessageContentRequest(user=user, mailbox=mailbox, uid=uid)
         if self._small_content:
             try:
-                resp: store_pb2.SmallMessageContent = await self._stub.GetSmallMessageContent(
-                    req, timeout=self._deadline
+                resp = await self._unary(
+                    "GetSmallMessageContent", req, store_pb2.SmallMessageContent
                 )
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
@@ -270,7 +300,7 @@ class StoreClient:
     ) -> Sequence[MessageStructure]:
         req = store_pb2.GetMessageMetaRequest(user=user, mailbox=mailbox, uids=list(uids))
         try:
-            resp = await self._stub.GetMessageMeta(req, timeout=self._deadline)
+            resp = await self._unary("GetMessageMeta", req, store_pb2.GetMessageMetaResponse)
         except grpc.aio.AioRpcError as e:
             raise store_error("GetMessageMeta", e, mailbox) from e
         return [convert.structure(m) for m in resp.messages]
@@ -278,7 +308,7 @@ class StoreClient:
     async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
         req = store_pb2.GetChangesRequest(user=user, mailbox=mailbox, since_modseq=since_modseq)
         try:
-            resp = await self._stub.GetChanges(req, timeout=self._deadline)
+            resp = await self._unary("GetChanges", req, store_pb2.GetChangesResponse)
         except grpc.aio.AioRpcError as e:
             raise store_error("GetChanges", e, mailbox) from e
         return Changes(
@@ -292,7 +322,7 @@ class StoreClient:
         """SEARCH with criteria already in the store's form (imap-gw's ``search_proto``)."""
         req = store_pb2.SearchRequest(user=user, mailbox=mailbox, criteria=criteria)
         try:
-            resp = await self._stub.Search(req, timeout=self._deadline)
+            resp = await self._unary("Search", req, store_pb2.SearchResponse)
         except grpc.aio.AioRpcError as e:
             raise store_error("Search", e, mailbox) from e
         return SearchResult(list(resp.uids), resp.highest_modseq)
@@ -301,12 +331,9 @@ class StoreClient:
 
     async def _store_flags(self, req: store_pb2.StoreFlagsRequest) -> store_pb2.StoreFlagsResponse:
         try:
-            resp: store_pb2.StoreFlagsResponse = await self._stub.StoreFlags(
-                req, timeout=self._deadline
-            )
+            return await self._unary("StoreFlags", req, store_pb2.StoreFlagsResponse)
         except grpc.aio.AioRpcError as e:
             raise store_error("StoreFlags", e, req.mailbox) from e
-        return resp
 
     async def store_flags(
         self, user: str, mailbox: str, uids: Sequence[int], mode: FlagsMode, flags: Sequence[str]
@@ -363,7 +390,27 @@ class StoreClient:
         content: AsyncIterator[bytes],
     ) -> AppendResult:
         """APPEND: ``content`` (``size`` octets) is written chunk by chunk as it arrives (no
-        whole-message buffer); an error it raises cancels the call and propagates."""
+        whole-message buffer); an error it raises cancels the call and propagates. On the
+        call stream a message of at most one chunk goes whole in one AppendSmall (ADR 0051):
+        read to its end first (errors propagate as before, nothing is stored)."""
+        if self._calls is not None and self._small_append and size <= CHUNK_BYTES:
+            data = b"".join([c async for c in content])
+            header = store_pb2.AppendHeader(
+                user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date,
+                size=size,
+            )  # fmt: skip
+            req = store_pb2.AppendSmallRequest(header=header, content=data)
+            try:
+                # Not repeated when its outcome is unknown: it could store a second copy.
+                resp = await self._unary(
+                    "AppendSmall", req, store_pb2.AppendResponse, idempotent=False
+                )
+                return AppendResult(resp.uidvalidity, resp.uid)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise store_error("Append", e, mailbox) from e
+                self._small_append = False  # a store from before it (rolling upgrade)
+            content = _once(data)
         # The deadline covers a slow client's upload too, so it is not the per-call one.
         call = self._stub.Append()
         header = store_pb2.AppendHeader(

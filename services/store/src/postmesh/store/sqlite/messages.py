@@ -202,9 +202,20 @@ def _flags_of(stored: str) -> tuple[str, ...]:
 
 
 def list_flags(
-    conn: sqlite3.Connection, user: str, mailbox: str, after_uid: int, limit: int
+    conn: sqlite3.Connection,
+    user: str,
+    mailbox: str,
+    after_uid: int,
+    limit: int,
+    cache: flag_listing.ListingCache | None = None,
 ) -> FlagListing:
-    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+    row = rows.require_mailbox(conn, user, mailbox)
+    mailbox_id = row[0]
+    # The mailbox's state: every change to its messages takes a MODSEQ (flags, new messages,
+    # expunges, moves out) or changes its count (ADR 0051).
+    key = (mailbox_id, row[3], row[4], row[5], rows.counts(conn, mailbox_id)[0], after_uid, limit)
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
     # The flags' JSON text is canonical (``validation.apply_flags`` order), so equal texts are
     # equal sets: each distinct one is decoded once.
     cur = conn.execute(
@@ -212,7 +223,10 @@ def list_flags(
         " ORDER BY uid LIMIT ?",
         (mailbox_id, after_uid, limit + 1),
     )
-    return flag_listing.fold(cur.fetchall(), limit, _flags_of)
+    page = flag_listing.fold(cur.fetchall(), limit, _flags_of)
+    if cache is not None:
+        cache.put(key, page)
+    return page
 
 
 def get_meta(

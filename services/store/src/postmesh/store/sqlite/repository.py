@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.common.sqlite import MAX_NON_DURABLE, SqliteConnection
+from postmesh.store import flag_listing
 from postmesh.store import leftovers as lo
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, NotFound
@@ -108,6 +109,8 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         super().__init__(**limits)
         self.path = path
         self._db = SqliteConnection(path, _setup)
+        # SELECT's listings by mailbox state; used on the connection's one thread only.
+        self._listings = flag_listing.ListingCache()
 
     @property
     def connection(self) -> SqliteConnection:
@@ -216,7 +219,8 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         return await self._read(lambda c: msg.list_messages(c, user, mailbox, after_uid, limit))
 
     async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
-        return await self._read(lambda c: msg.list_flags(c, user, mailbox, after_uid, limit))
+        cache = self._listings
+        return await self._read(lambda c: msg.list_flags(c, user, mailbox, after_uid, limit, cache))
 
     async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
         def find(conn: sqlite3.Connection) -> _Found:

@@ -39,6 +39,89 @@ FLAGS_MODE_REPLACE: FlagsMode.ValueType  # 3
 Global___FlagsMode: _TypeAlias = FlagsMode  # noqa: Y015
 
 @_typing.final
+class AppendSmallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """header.size octets"""
+    @_builtins.property
+    def header(self) -> Global___AppendHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___AppendHeader | None = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendSmallRequest: _TypeAlias = AppendSmallRequest  # noqa: Y015
+
+@_typing.final
+class CallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """the caller's, unique among its calls in flight on the stream"""
+    method: _builtins.str
+    """the method's name in this service, e.g. "StoreFlags" """
+    request: _builtins.bytes
+    """the method's serialized request message"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        method: _builtins.str = ...,
+        request: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "method", b"method", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRequest: _TypeAlias = CallRequest  # noqa: Y015
+
+@_typing.final
+class CallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    code: _builtins.int
+    """a grpc status code; 0 (OK) with the response"""
+    details: _builtins.str
+    """the status details when code is not 0"""
+    response: _builtins.bytes
+    """the method's serialized response message"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        code: _builtins.int = ...,
+        details: _builtins.str = ...,
+        response: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "id", b"id", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallResponse: _TypeAlias = CallResponse  # noqa: Y015
+
+@_typing.final
 class DeliverRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

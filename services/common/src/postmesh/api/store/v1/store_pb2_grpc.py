@@ -124,6 +124,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendSmall = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/AppendSmall',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+                _registered_method=True)
         self.CopyMessages = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/CopyMessages',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.SerializeToString,
@@ -158,6 +163,11 @@ class StoreServiceStub:
                 '/postmesh.api.store.v1.StoreService/SetQuota',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+                _registered_method=True)
+        self.Calls = channel.stream_stream(
+                '/postmesh.api.store.v1.StoreService/Calls',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.FromString,
                 _registered_method=True)
 
 
@@ -301,6 +311,15 @@ class StoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendSmall(self, request, context):
+        """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+        streamed message anyway), header and content in one request, so that it can travel on
+        Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CopyMessages(self, request, context):
         """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315).
         """
@@ -345,6 +364,18 @@ class StoreServiceServicer:
 
     def SetQuota(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Calls(self, request_iterator, context):
+        """--- Transport (ADR 0051) ---
+        Many unary calls of this service over one long-lived stream: each CallRequest stands for
+        one call of the named method with its serialized request, each CallResponse for its answer
+        (status and serialized response), matched by id and in any order. Every call is handled,
+        authorized and measured as the unary call would be; a message on an open stream costs
+        gRPC less than a new call. Unary methods only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -442,6 +473,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.SerializeToString,
             ),
+            'AppendSmall': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendSmall,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.SerializeToString,
+            ),
             'CopyMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.CopyMessages,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CopyMessagesRequest.FromString,
@@ -476,6 +512,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.SetQuota,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.SerializeToString,
+            ),
+            'Calls': grpc.stream_stream_rpc_method_handler(
+                    servicer.Calls,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -975,6 +1016,33 @@ class StoreService:
             _registered_method=True)
 
     @staticmethod
+    def AppendSmall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/AppendSmall',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendSmallRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CopyMessages(request,
             target,
             options=(),
@@ -1153,6 +1221,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/SetQuota',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.SetQuotaRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.QuotaInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/postmesh.api.store.v1.StoreService/Calls',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.CallResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,11 @@ class StoreServiceStub:
     """--- Messages ---
     IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
     """
+    AppendSmall: _grpc.UnaryUnaryMultiCallable[_store_pb2.AppendSmallRequest, _store_pb2.AppendResponse]
+    """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+    streamed message anyway), header and content in one request, so that it can travel on
+    Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+    """
     CopyMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
     """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
     MoveMessages: _grpc.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]
@@ -101,6 +106,14 @@ class StoreServiceStub:
     GetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]
     """--- Quotas (RFC 9208) ---"""
     SetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]
+    Calls: _grpc.StreamStreamMultiCallable[_store_pb2.CallRequest, _store_pb2.CallResponse]
+    """--- Transport (ADR 0051) ---
+    Many unary calls of this service over one long-lived stream: each CallRequest stands for
+    one call of the named method with its serialized request, each CallResponse for its answer
+    (status and serialized response), matched by id and in any order. Every call is handled,
+    authorized and measured as the unary call would be; a message on an open stream costs
+    gRPC less than a new call. Unary methods only.
+    """
 
 @_typing.type_check_only
 class StoreServiceAsyncStub(StoreServiceStub):
@@ -161,6 +174,11 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """--- Messages ---
     IMAP APPEND: the first request carries AppendHeader, the following ones content chunks.
     """
+    AppendSmall: _aio.UnaryUnaryMultiCallable[_store_pb2.AppendSmallRequest, _store_pb2.AppendResponse]  # type: ignore[assignment]
+    """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+    streamed message anyway), header and content in one request, so that it can travel on
+    Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+    """
     CopyMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]  # type: ignore[assignment]
     """IMAP COPY / MOVE (RFC 6851): the response maps source to destination UIDs (COPYUID, RFC 4315)."""
     MoveMessages: _aio.UnaryUnaryMultiCallable[_store_pb2.CopyMessagesRequest, _store_pb2.CopyMessagesResponse]  # type: ignore[assignment]
@@ -175,6 +193,14 @@ class StoreServiceAsyncStub(StoreServiceStub):
     GetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
     """--- Quotas (RFC 9208) ---"""
     SetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
+    Calls: _aio.StreamStreamMultiCallable[_store_pb2.CallRequest, _store_pb2.CallResponse]  # type: ignore[assignment]
+    """--- Transport (ADR 0051) ---
+    Many unary calls of this service over one long-lived stream: each CallRequest stands for
+    one call of the named method with its serialized request, each CallResponse for its answer
+    (status and serialized response), matched by id and in any order. Every call is handled,
+    authorized and measured as the unary call would be; a message on an open stream costs
+    gRPC less than a new call. Unary methods only.
+    """
 
 class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -342,6 +368,17 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def AppendSmall(
+        self,
+        request: _store_pb2.AppendSmallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.AppendResponse, _abc.Awaitable[_store_pb2.AppendResponse]]:
+        """The same for a message of at most 256 KiB (the chunk size: a caller holds that much of a
+        streamed message anyway), header and content in one request, so that it can travel on
+        Calls (ADR 0051). Stored exactly as by Append, durably before the answer.
+        """
+
+    @_abc_1.abstractmethod
     def CopyMessages(
         self,
         request: _store_pb2.CopyMessagesRequest,
@@ -396,5 +433,19 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _store_pb2.SetQuotaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.QuotaInfo, _abc.Awaitable[_store_pb2.QuotaInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def Calls(
+        self,
+        request_iterator: _MaybeAsyncIterator[_store_pb2.CallRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_store_pb2.CallResponse], _abc.AsyncIterator[_store_pb2.CallResponse]]:
+        """--- Transport (ADR 0051) ---
+        Many unary calls of this service over one long-lived stream: each CallRequest stands for
+        one call of the named method with its serialized request, each CallResponse for its answer
+        (status and serialized response), matched by id and in any order. Every call is handled,
+        authorized and measured as the unary call would be; a message on an open stream costs
+        gRPC less than a new call. Unary methods only.
+        """
 
 def add_StoreServiceServicer_to_server(servicer: StoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
