@@ -11,7 +11,6 @@ stamp moving, or its age) is ``postmesh.common.stamped_cache``'s rule.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
@@ -30,30 +29,10 @@ def _local(resolution: Resolution) -> bool:
     return resolution.kind is RecipientKind.LOCAL_USER
 
 
-class ResolutionCache:
-    def __init__(
-        self,
-        read_stamp: Callable[[], Awaitable[str]],
-        ttl_seconds: float,
-        *,
-        check_seconds: float = 1.0,
-        max_entries: int = 50_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._cache: StampedCache[str, Resolution] = StampedCache(
-            read_stamp,
-            ttl_seconds,
-            check_seconds=check_seconds,
-            max_entries=max_entries,
-            clock=clock,
-        )
-
+class ResolutionCache(StampedCache[str, Resolution]):
     async def resolve(
         self, address: str, resolve: Callable[[str], Awaitable[Resolution]]
     ) -> Resolution:
-        result, hit = await self._cache.get(address, resolve, _local)
+        result, hit = await self.get(address, resolve, _local)
         LOOKUPS.labels("hit" if hit else "miss").inc()
         return result
-
-    def forget_all(self) -> None:
-        self._cache.forget_all()
