@@ -128,6 +128,17 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _session_failed(
+    failed: _NoHost, e: SessionError, mx: str, address: str, requiretls: bool
+) -> None:
+    """Note a session that could not be had with one MX address (the next one is tried)."""
+    log.info("MX session failed", extra=kv(mx=mx, address=address, reply=str(e.reply)))
+    if requiretls and e.insecure:
+        failed.refuse(no_secure_session(e.reply.detail))
+    else:
+        failed.fail(e.reply)
+
+
 class Relay:
     def __init__(
         self,
@@ -306,14 +317,7 @@ class Relay:
                 try:
                     session = await self._session(key, verify)
                 except SessionError as e:
-                    log.info(
-                        "MX session failed",
-                        extra=kv(mx=host.name, address=address, reply=str(e.reply)),
-                    )
-                    if requiretls and e.insecure:
-                        failed.refuse(no_secure_session(e.reply.detail))
-                    else:
-                        failed.fail(e.reply)
+                    _session_failed(failed, e, host.name, address, requiretls)
                     continue
                 if requiretls and not session.requiretls_ready:
                     refusal = not_offered(f"{host.name}[{address}]")
@@ -329,14 +333,7 @@ class Relay:
                 except SessionError as e:
                     # The idle connection was gone and a new one failed: nothing was sent.
                     await session.close()
-                    log.info(
-                        "MX session failed",
-                        extra=kv(mx=host.name, address=address, reply=str(e.reply)),
-                    )
-                    if requiretls and e.insecure:
-                        failed.refuse(no_secure_session(e.reply.detail))
-                    else:
-                        failed.fail(e.reply)
+                    _session_failed(failed, e, host.name, address, requiretls)
                     continue
                 except FinishFailed as e:
                     # Signing keys unavailable (auth down): retry later, never send unsigned.
