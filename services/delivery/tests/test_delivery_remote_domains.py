@@ -9,7 +9,7 @@ import pytest
 from test_delivery_flow import FakeAuth, FakeQueue, inbound, make_service
 
 from postmesh.api.auth.v1 import auth_pb2
-from postmesh.delivery import remote_domains
+from postmesh.common import expiring_keys
 from postmesh.delivery.remote_domains import RemoteDomains
 
 
@@ -26,7 +26,7 @@ def test_a_remote_answer_holds_for_the_domain_until_it_expires(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(remote_domains.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(expiring_keys.time, "monotonic", lambda: now[0])
     domains = RemoteDomains(5.0)
     assert not domains.known("a@remote.test")
     domains.remember("a@remote.test")

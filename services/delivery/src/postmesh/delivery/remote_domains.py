@@ -11,17 +11,14 @@ that much earlier (smtp-edge already resolved it remote at RCPT TO).
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from postmesh.common.expiring_keys import ExpiringKeys
 
 KEPT = 10_000
 
 
 class RemoteDomains:
     def __init__(self, seconds: float, kept: int = KEPT) -> None:
-        self.seconds = seconds
-        self.kept = kept
-        self._until: OrderedDict[str, float] = OrderedDict()
+        self._domains: ExpiringKeys[str] = ExpiringKeys(seconds, kept)
 
     @staticmethod
     def key(address: str) -> str:
@@ -29,25 +26,9 @@ class RemoteDomains:
 
     def known(self, address: str) -> bool:
         """True while auth's last REMOTE answer for the address's domain is fresh."""
-        if self.seconds <= 0:
-            return False
-        k = self.key(address)
-        until = self._until.get(k)
-        if until is None:
-            return False
-        if time.monotonic() >= until:
-            del self._until[k]
-            return False
-        return True
+        return self.key(address) in self._domains
 
     def remember(self, address: str) -> None:
         """Auth just said ``address`` is remote."""
-        if self.seconds <= 0:
-            return
-        k = self.key(address)
-        if not k:
-            return
-        self._until[k] = time.monotonic() + self.seconds
-        self._until.move_to_end(k)
-        while len(self._until) > self.kept:
-            self._until.popitem(last=False)
+        if k := self.key(address):
+            self._domains.add(k)

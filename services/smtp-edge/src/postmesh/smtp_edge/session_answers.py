@@ -20,51 +20,31 @@ Both are kept per session, keyed by the logged-in user, and at most :data:`KEPT`
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import TypeVar
+from collections.abc import Callable
+
+from postmesh.common.expiring_keys import ExpiringKeys
 
 KEPT = 256
-
-K = TypeVar("K", bound=Hashable)
 
 
 class SessionAnswers:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
-        self._clock = clock
-        self._owned: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._remote: OrderedDict[str, float] = OrderedDict()
+        self._owned: ExpiringKeys[tuple[str, str]] = ExpiringKeys(ttl, KEPT, clock)
+        self._remote: ExpiringKeys[str] = ExpiringKeys(ttl, KEPT, clock)
 
     def owns(self, user: str, address: str) -> bool:
-        return self._fresh(self._owned, (user.lower(), address.lower()))
+        return (user.lower(), address.lower()) in self._owned
 
     def remember_owner(self, user: str, address: str) -> None:
-        self._keep(self._owned, (user.lower(), address.lower()))
+        self._owned.add((user.lower(), address.lower()))
 
     def remote(self, address: str) -> bool:
-        return self._fresh(self._remote, _domain(address))
+        return _domain(address) in self._remote
 
     def remember_remote(self, address: str) -> None:
-        if _domain(address):
-            self._keep(self._remote, _domain(address))
-
-    def _fresh(self, table: OrderedDict[K, float], key: K) -> bool:
-        until = table.get(key)
-        if until is None:
-            return False
-        if self._clock() >= until:
-            del table[key]
-            return False
-        return True
-
-    def _keep(self, table: OrderedDict[K, float], key: K) -> None:
-        if self.ttl <= 0:
-            return
-        table[key] = self._clock() + self.ttl
-        table.move_to_end(key)
-        while len(table) > KEPT:
-            table.popitem(last=False)
+        if domain := _domain(address):
+            self._remote.add(domain)
 
 
 def _domain(address: str) -> str:
