@@ -31,8 +31,8 @@ def test_a_stale_mark_is_ignored_and_listed_for_removal() -> None:
 
 def test_counters_forget_the_least_recently_used() -> None:
     c = watermark.Counters(size=2)
-    c.put("a", 1, 1)
-    c.put("b", 2, 2)
+    c.put("a", (1, 1))
+    c.put("b", (2, 2))
     assert c.get("a") == (1, 1)  # a is now the most recent
-    c.put("c", 3, 3)
+    c.put("c", (3, 3))
     assert (c.get("a"), c.get("b"), c.get("c")) == ((1, 1), None, (3, 3))

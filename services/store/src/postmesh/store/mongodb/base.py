@@ -373,7 +373,7 @@ class MongoBase(StoreRepository):
         if before is None:
             raise NotFound("mailbox was deleted")
         first, modseq = int(before["uidnext"]), int(before["highestmodseq"]) + 1
-        self._counters.put(mailbox_id, first + uids, modseq + modseqs - 1)
+        self._counters.put(mailbox_id, (first + uids, modseq + modseqs - 1))
         self._settle_later(mailbox_id, *tokens, *watermark.stale_keys(before, now))
         return first, modseq
 

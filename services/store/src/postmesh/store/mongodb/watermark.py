@@ -18,8 +18,9 @@ STALE_SECONDS (far longer than a write takes) and removed by the mailbox's next 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
+
+from postmesh.common.lru import Lru
 
 Doc = dict[str, Any]
 
@@ -46,22 +47,9 @@ def visible(doc: Doc, now: float) -> tuple[int, int]:
     return uidnext, highest
 
 
-class Counters:
+class Counters(Lru[Any, tuple[int, int]]):
     """The (uidnext, highestmodseq) this process last saw per mailbox, for the marks' lower
     bounds without a read per write. Bounded: a mailbox not in it costs one read."""
 
     def __init__(self, size: int = 50_000) -> None:
-        self._seen: OrderedDict[Any, tuple[int, int]] = OrderedDict()
-        self._size = size
-
-    def get(self, mailbox_id: Any) -> tuple[int, int] | None:
-        found = self._seen.get(mailbox_id)
-        if found is not None:
-            self._seen.move_to_end(mailbox_id)
-        return found
-
-    def put(self, mailbox_id: Any, uidnext: int, highestmodseq: int) -> None:
-        self._seen[mailbox_id] = (uidnext, highestmodseq)
-        self._seen.move_to_end(mailbox_id)
-        if len(self._seen) > self._size:
-            self._seen.popitem(last=False)
+        super().__init__(size)
