@@ -240,6 +240,17 @@ async def append_request(
         yield store_pb2.AppendRequest(chunk=content[i : i + piece])
 
 
+async def test_provision_without_listing_over_grpc(
+    app: StoreApp, stub: store_pb2_grpc.StoreServiceStub
+) -> None:
+    fresh = await stub.ProvisionUser(
+        store_pb2.ProvisionUserRequest(user="fresh@x", without_listing=True), timeout=10
+    )
+    assert (list(fresh.mailboxes), list(fresh.subscriptions)) == ([], [])
+    listed = await stub.ListMailboxes(store_pb2.ListMailboxesRequest(user="fresh@x"), timeout=10)
+    assert "Sent" in [b.name for b in listed.mailboxes] and "Sent" in listed.subscriptions
+
+
 async def test_mailbox_model_over_grpc(
     app: StoreApp, stub: store_pb2_grpc.StoreServiceStub
 ) -> None:
@@ -247,6 +258,11 @@ async def test_mailbox_model_over_grpc(
     prov = await stub.ProvisionUser(store_pb2.ProvisionUserRequest(user=user), timeout=10)
     specials = {b.name: b.special_use for b in prov.mailboxes}
     assert specials["Sent"] == "\\Sent" and specials["INBOX"] == ""
+    # What a login asks: the user exists, no listing (ADR 60).
+    bare = await stub.ProvisionUser(
+        store_pb2.ProvisionUserRequest(user=user, without_listing=True), timeout=10
+    )
+    assert (list(bare.mailboxes), list(bare.subscriptions)) == ([], [])
     created = await stub.CreateMailbox(
         store_pb2.CreateMailboxRequest(user=user, mailbox="Lists/pm", special_use="\\Archive"),
         timeout=10,

@@ -44,7 +44,8 @@ class StoreQuotas:
         """The store knows a user from their first login or delivery on; a quota may come
         first, so create the mailboxes now (ProvisionUser is idempotent)."""
         await self.store.ProvisionUser(
-            store_pb2.ProvisionUserRequest(user=user), timeout=self.deadline
+            store_pb2.ProvisionUserRequest(user=user, without_listing=True),
+            timeout=self.deadline,
         )
 
     async def get(self, user: str) -> Quota:

@@ -120,11 +120,12 @@ class StoreRepository(ABC):
 
     # -- users and mailboxes -----------------------------------------------------------------
 
-    async def provision_user(self, user: str) -> ProvisionResult:
+    async def provision_user(self, user: str, *, listing: bool = True) -> ProvisionResult:
         """Make the user known with INBOX and the special-use mailboxes, subscribed (RFC 6154).
         Idempotent: a later call creates none of them again, also after the user deleted or
-        renamed one (only the first call of a user creates the defaults)."""
-        return await self._provision(v.user(user))
+        renamed one (only the first call of a user creates the defaults). Without ``listing``
+        the result's mailboxes are empty (listing counts every message of the user)."""
+        return await self._provision(v.user(user), listing)
 
     async def create_mailbox(self, user: str, name: str, special_use: str = "") -> CreateResult:
         """RFC 9051 section 6.3.4: missing superior names are created too."""
@@ -440,7 +441,7 @@ class StoreRepository(ABC):
     # -- backend operations (canonical input) ------------------------------------------------
 
     @abstractmethod
-    async def _provision(self, user: str) -> ProvisionResult: ...
+    async def _provision(self, user: str, listing: bool) -> ProvisionResult: ...
 
     @abstractmethod
     async def _create_mailbox(self, user: str, name: str, special_use: str) -> CreateResult: ...

@@ -308,10 +308,13 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
     async def ProvisionUser(
         self, request: store_pb2.ProvisionUserRequest, context: grpc.aio.ServicerContext
     ) -> store_pb2.ListMailboxesResponse:
-        r = await self._call(context, self.repo.provision_user(request.user))
+        listing = not request.without_listing
+        r = await self._call(context, self.repo.provision_user(request.user, listing=listing))
         if r.created:
             log.info("user provisioned", extra=kv(user=request.user, created=r.created))
         await self._publish_created(request.user, r.created)
+        if not listing:
+            return store_pb2.ListMailboxesResponse()
         subs = await self._call(context, self.repo.list_subscriptions(request.user))
         return store_pb2.ListMailboxesResponse(
             mailboxes=[_mailbox_info(m) for m in r.mailboxes], subscriptions=subs

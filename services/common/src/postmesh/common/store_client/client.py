@@ -108,7 +108,8 @@ class StoreClient:
     # -- users and mailboxes -----------------------------------------------------------------
 
     async def provision_user(self, user: str) -> None:
-        req = store_pb2.ProvisionUserRequest(user=user)
+        # A login needs the user to exist, not the listing (which counts every message).
+        req = store_pb2.ProvisionUserRequest(user=user, without_listing=True)
         try:
             await self._stub.ProvisionUser(req, timeout=self._deadline)
         except grpc.aio.AioRpcError as e:

@@ -39,6 +39,18 @@ class MailboxContract:
         # Every mailbox has its own UIDVALIDITY.
         assert len({b.uidvalidity for b in first.mailboxes}) == len(DEFAULT_NAMES)
 
+    async def test_provision_without_listing_provisions_all_the_same(
+        self, repo: StoreRepository
+    ) -> None:
+        first = await repo.provision_user("u", listing=False)
+        assert sorted(first.created) == sorted(DEFAULT_NAMES) and first.mailboxes == []
+        assert [b.name for b in await repo.list_mailboxes("u")] == DEFAULT_NAMES
+        assert await repo.list_subscriptions("u") == DEFAULT_NAMES
+        await repo.deliver(Delivery("q1", "u", content=message(1)))
+        again = await repo.provision_user("u", listing=False)
+        assert again.created == [] and again.mailboxes == []
+        assert (await repo.get_mailbox("u", INBOX)).messages == 1
+
     async def test_unknown_user(self, repo: StoreRepository) -> None:
         for call in (
             repo.list_mailboxes("nobody"),

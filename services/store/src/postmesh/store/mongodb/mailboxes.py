@@ -32,19 +32,19 @@ RENEW_EVERY = 200  # documents between lease renewals of a long-running intent
 
 
 class MongoMailboxes(MongoIntents):
-    async def _provision(self, user: str) -> ProvisionResult:
+    async def _provision(self, user: str, listing: bool = True) -> ProvisionResult:
         # Gateways provision at login, which makes it the natural moment to finish what an
         # interrupted operation of this user left.
         async with self._locks.hold(user_key(user)):
             await self._recover(user)
-            return await self._provision_locked(user)
+            return await self._provision_locked(user, listing)
 
-    async def _provision_locked(self, user: str) -> ProvisionResult:
+    async def _provision_locked(self, user: str, listing: bool = True) -> ProvisionResult:
         """Steps, each idempotent: user document (not yet provisioned) -> each missing default
         mailbox, subscribed -> provisioned. A crash in between is finished by the next call."""
         doc = await self._user_doc(user)
         if doc is not None and doc.get("provisioned"):
-            return ProvisionResult(await self._list_locked(user))
+            return ProvisionResult(await self._list_locked(user) if listing else [])
         if doc is None:
             try:
                 await self._users.insert_one(
@@ -60,7 +60,7 @@ class MongoMailboxes(MongoIntents):
                 created.append(name)
             await self._subscribe(user, name, True)
         await self._users.update_one({"_id": user}, {"$set": {"provisioned": True}})
-        return ProvisionResult(await self._list_locked(user), created)
+        return ProvisionResult(await self._list_locked(user) if listing else [], created)
 
     async def _create_missing_parents(self, user: str, name: str) -> list[str]:
         created = []

@@ -18,9 +18,9 @@ from postmesh.store.model import (
 from postmesh.store.sqlite import rows
 
 
-def provision(conn: sqlite3.Connection, user: str) -> ProvisionResult:
+def provision(conn: sqlite3.Connection, user: str, listing: bool = True) -> ProvisionResult:
     if rows.user_known(conn, user):
-        return ProvisionResult(list_mailboxes(conn, user))
+        return ProvisionResult(list_mailboxes(conn, user) if listing else [])
     rows.insert_user(conn, user)
     created = []
     for name, special_use in DEFAULT_MAILBOXES:
@@ -28,7 +28,7 @@ def provision(conn: sqlite3.Connection, user: str) -> ProvisionResult:
             rows.insert_mailbox(conn, user, name, special_use)
             created.append(name)
         set_subscription(conn, user, name, True)
-    return ProvisionResult(list_mailboxes(conn, user), created)
+    return ProvisionResult(list_mailboxes(conn, user) if listing else [], created)
 
 
 def create_missing_parents(conn: sqlite3.Connection, user: str, name: str) -> list[str]:

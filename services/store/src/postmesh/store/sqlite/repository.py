@@ -140,8 +140,10 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
 
     # -- mailboxes ---------------------------------------------------------------------------
 
-    async def _provision(self, user: str) -> ProvisionResult:
-        return await self._write(lambda c: mb.provision(c, user))
+    async def _provision(self, user: str, listing: bool) -> ProvisionResult:
+        if not listing and await self._read(lambda c: rows.user_known(c, user)):
+            return ProvisionResult([])  # known: no write transaction for a login
+        return await self._write(lambda c: mb.provision(c, user, listing))
 
     async def _create_mailbox(self, user: str, name: str, special_use: str) -> CreateResult:
         return await self._write(lambda c: mb.create(c, user, name, special_use))

@@ -797,15 +797,21 @@ class ProvisionUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    WITHOUT_LISTING_FIELD_NUMBER: _builtins.int
     user: _builtins.str
+    without_listing: _builtins.bool
+    """The answer lists no mailboxes (and no subscriptions): what a login needs is only that the
+    user exists, and a listing counts every message of the user (ADR 60).
+    """
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
+        without_listing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user", "without_listing", b"without_listing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

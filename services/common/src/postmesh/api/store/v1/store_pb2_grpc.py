@@ -267,7 +267,8 @@ class StoreServiceServicer:
 
     def ProvisionUser(self, request, context):
         """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
-        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent. Answers
+        the user's mailboxes unless the request says without_listing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -69,7 +69,8 @@ class StoreServiceStub:
     """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
     ProvisionUser: _grpc.UnaryUnaryMultiCallable[_store_pb2.ProvisionUserRequest, _store_pb2.ListMailboxesResponse]
     """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
-    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent. Answers
+    the user's mailboxes unless the request says without_listing.
     """
     CreateMailbox: _grpc.UnaryUnaryMultiCallable[_store_pb2.CreateMailboxRequest, _store_pb2.MailboxInfo]
     """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists."""
@@ -156,7 +157,8 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """A stored blob's bytes (delivery reads claim-checked messages to relay or bounce them)."""
     ProvisionUser: _aio.UnaryUnaryMultiCallable[_store_pb2.ProvisionUserRequest, _store_pb2.ListMailboxesResponse]  # type: ignore[assignment]
     """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
-    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+    Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent. Answers
+    the user's mailboxes unless the request says without_listing.
     """
     CreateMailbox: _aio.UnaryUnaryMultiCallable[_store_pb2.CreateMailboxRequest, _store_pb2.MailboxInfo]  # type: ignore[assignment]
     """Creates missing parents too (RFC 9051 §6.3.4). ALREADY_EXISTS if the mailbox exists."""
@@ -318,7 +320,8 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.ListMailboxesResponse, _abc.Awaitable[_store_pb2.ListMailboxesResponse]]:
         """--- Mailboxes (RFC 9051 §6.3; "/" is the hierarchy delimiter) ---
-        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent.
+        Creates INBOX and the special-use mailboxes (RFC 6154) of a new user; idempotent. Answers
+        the user's mailboxes unless the request says without_listing.
         """
 
     @_abc_1.abstractmethod
