@@ -33,6 +33,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from postmesh.common.lru import Lru
 from postmesh.common.stamped_cache import StampedCache
 from postmesh.store import quota as q
 from postmesh.store.errors import FailedPrecondition, NotFound, QuotaExceeded, UnknownUser
@@ -46,6 +47,7 @@ from postmesh.store.mongodb.grouping import Groups
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.mongodb.replicas import ReplicaWatch
 from postmesh.store.mongodb.reservations import QuotaGate, bound_filter
+from postmesh.store.mongodb.snapshots import Snapshots
 from postmesh.store.repository import StoreRepository
 from postmesh.store.validation import DELETED, SEEN
 
@@ -106,6 +108,10 @@ class MongoBase(StoreRepository):
         self._locks = KeyedLocks()
         self._groups = Groups()
         self._counters = watermark.Counters()
+        # (user, name) -> {_id, name, uidvalidity} of a selectable mailbox, as a Deliver last
+        # read it (_delivery_mailbox).
+        self._delivery_boxes: Lru[tuple[str, str], Doc] = Lru(50_000)
+        self._snapshots = Snapshots(self._messages, self._mailboxes)
         self._unsettled: dict[ObjectId, list[str]] = {}
         self._quota_gate = QuotaGate(
             db["store_quota_reservations"], db["store_quota_leases"], self._locks, self._usage
@@ -293,6 +299,22 @@ class MongoBase(StoreRepository):
             return None
         return doc
 
+    async def _delivery_mailbox(self, user: str, name: str) -> Doc | None:
+        """The mailbox a Deliver writes to, or None. A selectable one is kept in this process
+        (one read fewer per message): of what Deliver uses, its _id and UIDVALIDITY never
+        change, and the allocation's filter (_id, name, not \\Noselect) refuses a kept
+        document whose mailbox was renamed, deleted or made \\Noselect since, anywhere; the
+        Deliver then forgets it and reads again (``_write_current``)."""
+        key = (user, name)
+        if (kept := self._delivery_boxes.get(key)) is not None:
+            return kept
+        doc = await self._mailboxes.find_one(
+            {"user": user, "name": name}, {"name": 1, "uidvalidity": 1, "noselect": 1}
+        )
+        if doc is not None and not doc.get("noselect"):
+            self._delivery_boxes.put(key, doc)
+        return doc
+
     async def _has_children(self, user: str, name: str) -> bool:
         low, high = child_range(name)
         found = await self._mailboxes.find_one(
@@ -305,19 +327,23 @@ class MongoBase(StoreRepository):
 
     async def _counts(self, match: Doc) -> dict[ObjectId, Counts]:
         """Message counts per mailbox of the live messages matching ``match``; derived, not
-        counters, so a writer dying between two writes cannot make them drift."""
-
-        live = {**match, "expunged": False}
-        total = await self._sum(live, 1, "$mailbox_id")
-        if not total:
-            return {}
-        size = await self._sum(live, "$size", "$mailbox_id")
-        seen = await self._sum({**live, "flags": SEEN}, 1, "$mailbox_id")
-        deleted = await self._sum({**live, "flags": DELETED}, 1, "$mailbox_id")
-        return {
-            mid: (n, seen.get(mid, 0), deleted.get(mid, 0), size.get(mid, 0))
-            for mid, n in total.items()
-        }
+        counters, so a writer dying between two writes cannot make them drift. One pass over
+        the messages' flags and sizes: FerretDB 1.24 runs a $group by reading every matching
+        document whole and computes one accumulator per pipeline, so the four sums as
+        pipelines read each message four times (ADR 60)."""
+        counts: dict[ObjectId, list[int]] = {}
+        async for doc in self._messages.find(
+            {**match, "expunged": False}, {"_id": 0, "mailbox_id": 1, "flags": 1, "size": 1}
+        ):
+            c = counts.get(doc["mailbox_id"])
+            if c is None:
+                c = counts[doc["mailbox_id"]] = [0, 0, 0, 0]
+            flags = doc["flags"]
+            c[0] += 1
+            c[1] += SEEN in flags
+            c[2] += DELETED in flags
+            c[3] += int(doc["size"])
+        return {mid: (n, seen, deleted, size) for mid, (n, seen, deleted, size) in counts.items()}
 
     @staticmethod
     def _to_mailbox(doc: Doc, counts: Counts, *, subscribed: bool, children: bool) -> Mailbox:
@@ -331,7 +357,10 @@ class MongoBase(StoreRepository):
         )  # fmt: skip
 
     async def _load_mailbox(self, doc: Doc) -> Mailbox:
-        counts = (await self._counts({"mailbox_id": doc["_id"]})).get(doc["_id"], (0, 0, 0, 0))
+        if doc.get("noselect"):  # its messages may be going without tombstones (snapshots.py)
+            counts = (await self._counts({"mailbox_id": doc["_id"]})).get(doc["_id"], (0,) * 4)
+        else:
+            counts = (await self._snapshots.current(doc)).counts()
         return self._to_mailbox(
             doc, counts,
             subscribed=await self._subscribed(doc["user"], doc["name"]),
@@ -349,11 +378,17 @@ class MongoBase(StoreRepository):
         return await self._allocate_each(mailbox_id, uids, 1, [token or uuid.uuid4().hex])
 
     async def _allocate_each(
-        self, mailbox_id: ObjectId, uids: int, modseqs: int, tokens: list[str]
+        self,
+        mailbox_id: ObjectId,
+        uids: int,
+        modseqs: int,
+        tokens: list[str],
+        name: str | None = None,
     ) -> tuple[int, int]:
         """:meth:`_allocate` of ``uids`` UIDs and ``modseqs`` MODSEQs in one update, with a
         pending mark per token (a grouped Deliver marks each of its deliveries under its own
-        name): (first uid, first modseq)."""
+        name): (first uid, first modseq). ``name``: the mailbox must still be called that (a
+        Deliver's mailbox document may have been read a while ago)."""
         floor = self._counters.get(mailbox_id)
         if floor is None:
             doc = await self._mailboxes.find_one(
@@ -363,15 +398,25 @@ class MongoBase(StoreRepository):
         now = time.time()
         entry = watermark.mark(floor[1] + 1, floor[0], now)
         before = await self._mailboxes.find_one_and_update(
-            {"_id": mailbox_id, "noselect": {"$ne": True}},
             {
-                "$inc": {"uidnext": uids, "highestmodseq": modseqs},
+                "_id": mailbox_id,
+                "noselect": {"$ne": True},
+                **({"name": name} if name is not None else {}),
+            },
+            {
+                # "changes" counts the allocations that change existing messages (flags,
+                # expunges): snapshots.py reads new messages alone by UID while it stands.
+                "$inc": {
+                    "uidnext": uids,
+                    "highestmodseq": modseqs,
+                    **({} if uids else {"changes": 1}),
+                },
                 "$set": {f"{watermark.FIELD}.{token}": entry for token in tokens},
             },
             return_document=ReturnDocument.BEFORE,
         )
         if before is None:
-            raise NotFound("mailbox was deleted")
+            raise NotFound("mailbox was deleted, renamed or made \\Noselect")
         first, modseq = int(before["uidnext"]), int(before["highestmodseq"]) + 1
         self._counters.put(mailbox_id, (first + uids, modseq + modseqs - 1))
         self._settle_later(mailbox_id, *tokens, *watermark.stale_keys(before, now))

@@ -17,7 +17,13 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
-from postmesh.store.errors import InvalidArgument, QuotaExceeded, StoreError, Unavailable
+from postmesh.store.errors import (
+    InvalidArgument,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+    Unavailable,
+)
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
 from postmesh.store.mongodb import search_filter
@@ -113,7 +119,7 @@ class MongoDelivery(MongoMailboxes):
                     await self._deliveries.delete_one({"_id": did, "state": PENDING})
                 raise
             await self._step_reference_blob(record, source, index)
-            record, created = await self._write_grouped(record)
+            record, created = await self._write_current(record)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -138,7 +144,7 @@ class MongoDelivery(MongoMailboxes):
         # The reads the steps need, at once (independent round trips).
         user_doc, box = await asyncio.gather(
             self._delivery_user_doc(delivery.user),
-            self._mailboxes.find_one({"user": delivery.user, "name": delivery.mailbox}),
+            self._delivery_mailbox(delivery.user, delivery.mailbox),
         )
         if source is None:
             blob = await self.blobs.find(blob_id)
@@ -152,7 +158,9 @@ class MongoDelivery(MongoMailboxes):
         created_mailboxes: list[str] = []
         if user_doc is None or not user_doc.get("provisioned"):
             async with self._locks.hold(user_key(delivery.user)):
-                created_mailboxes = (await self._provision_locked(delivery.user)).created
+                created_mailboxes = (
+                    await self._provision_locked(delivery.user, listing=False)
+                ).created
             user_doc = box = None  # read again
         # Missing or \Noselect: read again, to answer why.
         mbox = (
@@ -171,6 +179,20 @@ class MongoDelivery(MongoMailboxes):
             **search_filter.header_fields(search_headers(index)),
         }  # fmt: skip
         return record, user_doc, created_mailboxes
+
+    async def _write_current(self, record: Doc) -> tuple[Doc, bool]:
+        """:meth:`_write_grouped`, once more if the mailbox the record names was refused (read
+        before a rename, a DELETE or a \\Noselect elsewhere, or by a crashed attempt): read
+        again by name, it is still there (NotFound or FailedPrecondition if not), and the
+        record follows it. Nothing of the refused attempt was written but its marks."""
+        try:
+            return await self._write_grouped(record)
+        except NotFound:
+            self._delivery_boxes.pop((record["user"], record["mailbox"]))
+            box = await self._mailbox_doc(record["user"], record["mailbox"])
+        moved = {"mailbox_id": box["_id"], "uidvalidity": box["uidvalidity"]}
+        await self._deliveries.update_one({"_id": record["_id"], "state": PENDING}, {"$set": moved})
+        return await self._write_grouped({**record, **moved})
 
     async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
         """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
@@ -243,7 +265,8 @@ class MongoDelivery(MongoMailboxes):
         # left one, instead of holding readers back until it goes stale.
         n = len(records)
         marks = [delivery_mark(r["_id"]) for r in records]
-        uid, modseq = await self._allocate_each(records[0]["mailbox_id"], n, n, marks)
+        first = records[0]
+        uid, modseq = await self._allocate_each(first["mailbox_id"], n, n, marks, first["mailbox"])
         # One MODSEQ each, in UID order: the same values as n deliveries one after another.
         return [{**r, "uid": uid + i, "modseq": modseq + i} for i, r in enumerate(records)]
 

@@ -287,17 +287,10 @@ class MongoMessages(MongoDelivery):
 
     async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
         mbox = await self._mailbox_doc(user, mailbox)
-        docs = (
-            await self._messages.find(
-                {"mailbox_id": mbox["_id"], "expunged": False, "uid": _listed(mbox, after_uid)},
-                {"_id": 0, "uid": 1, "modseq": 1, "flags": 1},
-            )
-            .sort("uid", ASCENDING)
-            .limit(limit + 1)
-            .to_list(None)
-        )
-        rows = [(int(d["uid"]), int(d["modseq"]), tuple(d["flags"])) for d in docs]
-        return flag_listing.fold(rows, limit, tuple)
+        # From the mailbox's snapshot (snapshots.py), below every UID still being written.
+        below = _listed(mbox, after_uid)["$lt"]
+        rows = (await self._snapshots.current(mbox)).listing(after_uid, below)
+        return flag_listing.fold(rows[: limit + 1], limit, tuple)
 
     async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
         mbox = await self._mailbox_doc(user, mailbox)

@@ -1,0 +1,185 @@
+"""Per-mailbox snapshots of the live messages' UID, MODSEQ, flags and size, kept by a store
+process and brought up to date with what changed since (ADR 60).
+
+SELECT asks for a mailbox's counts (GetMailbox) and for its UIDs, MODSEQs and flags
+(ListMessageFlags). Read from MongoDB, each is a pass over every message of the mailbox, and
+FerretDB 1.24 decodes every document whole for it: a 10,000-message SELECT cost ~100 ms of its
+CPU. A snapshot taken at MODSEQ ``H`` is brought up to date by the messages whose MODSEQ is
+above ``H``, as a CONDSTORE client resynchronises (RFC 7162 section 3.1): every change to a
+message gives it a new MODSEQ -- a new message, a flag change (``_store_flags`` compares and
+sets it), an EXPUNGE's or a MOVE's tombstone. FerretDB 1.24 pushes no range down to
+PostgreSQL, so that query still decodes every message of the mailbox there; but most refreshes
+follow new messages alone, and those are read one by one by UID (an equality it pushes): the
+mailbox document's ``changes`` counts the allocations that change existing messages (every one
+with no new UID), so while it stands, what lies between the snapshot's UIDNEXT and the
+mailbox's visible one is all that changed.
+
+Exact because:
+- ``H`` is the mailbox's visible HIGHESTMODSEQ (``watermark.py``) read before the query: every
+  write at or below it is complete and seen by the query; one above it is applied now if it is
+  already written, else by the next refresh (applying a message's state twice is harmless);
+- the janitor raises ``vanished_floor`` before it removes tombstones: a floor above ``H``, read
+  after the query, may hide removals, and the snapshot is taken again;
+- a mailbox whose messages go without tombstones (a DELETE's purge) is made \\Noselect or removed
+  first: such a mailbox is never served from a snapshot, and one selectable again has a new
+  UIDVALIDITY, which is part of the snapshot's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from postmesh.store.mongodb import watermark
+from postmesh.store.mongodb.locks import KeyedLocks
+from postmesh.store.validation import DELETED, SEEN
+
+Doc = dict[str, Any]
+Counts = tuple[int, int, int, int]  # messages, seen, deleted, size
+Row = tuple[int, tuple[str, ...], int]  # modseq, flags, size
+_FIELDS = {"_id": 0, "uid": 1, "modseq": 1, "flags": 1, "size": 1, "expunged": 1}
+
+# Rows all snapshots of one store process hold at most (~150 bytes each in CPython: ~30 MiB);
+# the least recently used mailboxes go first.
+MAX_ROWS = 200_000
+# New messages read one by one at most; more at once are read by the MODSEQ query.
+NEW_BY_UID = 64
+
+
+class Snapshot:
+    """One mailbox's live messages as of ``version`` (and possibly some later changes), with
+    its counts kept as rows come and go."""
+
+    __slots__ = (
+        "_sets", "changes", "deleted", "key", "messages", "rows", "seen", "size", "uidnext",
+        "version",
+    )  # fmt: skip
+
+    def __init__(self, key: tuple[ObjectId, int]) -> None:
+        self.key = key
+        # As of the mailbox's visible HIGHESTMODSEQ and UIDNEXT and its "changes" counter.
+        self.version = self.uidnext = self.changes = 0
+        self.rows: dict[int, Row] = {}
+        self.messages = self.seen = self.deleted = self.size = 0
+        self._sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct set
+
+    def counts(self) -> Counts:
+        return self.messages, self.seen, self.deleted, self.size
+
+    def listing(self, after_uid: int, below_uid: int) -> list[tuple[int, int, tuple[str, ...]]]:
+        """(uid, modseq, flags) in UID order, ``after_uid`` < uid < ``below_uid``."""
+        rows = self.rows
+        return [
+            (uid, rows[uid][0], rows[uid][1])
+            for uid in sorted(u for u in rows if after_uid < u < below_uid)
+        ]
+
+    def apply(self, doc: Doc) -> None:
+        uid = int(doc["uid"])
+        self._drop(uid)
+        if doc.get("expunged"):
+            return
+        flags = tuple(doc["flags"])
+        flags = self._sets.setdefault(flags, flags)
+        row = (int(doc["modseq"]), flags, int(doc["size"]))
+        self.rows[uid] = row
+        self._count(row, 1)
+
+    def _drop(self, uid: int) -> None:
+        old = self.rows.pop(uid, None)
+        if old is not None:
+            self._count(old, -1)
+
+    def _count(self, row: Row, sign: int) -> None:
+        self.messages += sign
+        self.seen += sign * (SEEN in row[1])
+        self.deleted += sign * (DELETED in row[1])
+        self.size += sign * row[2]
+
+
+class Snapshots:
+    def __init__(
+        self,
+        messages: AsyncCollection[Doc],
+        mailboxes: AsyncCollection[Doc],
+        max_rows: int = MAX_ROWS,
+    ) -> None:
+        self._messages = messages
+        self._mailboxes = mailboxes
+        self._max_rows = max_rows
+        self._kept: OrderedDict[ObjectId, Snapshot] = OrderedDict()
+        self._rows = 0  # of the kept snapshots
+        # A leaf lock per mailbox: one refresh at a time, nothing taken under it.
+        self._locks = KeyedLocks()
+
+    async def current(self, mbox: Doc) -> Snapshot:
+        """The snapshot of a selectable mailbox, brought up to date from its document ``mbox``
+        as just read."""
+        assert not mbox.get("noselect")
+        mailbox_id: ObjectId = mbox["_id"]
+        async with self._locks.hold(mailbox_id):
+            uidnext, highest = watermark.visible(mbox, time.time())
+            changes = int(mbox.get("changes", 0))
+            key = (mailbox_id, int(mbox["uidvalidity"]))
+            snap = self._kept.pop(mailbox_id, None)
+            if snap is not None:
+                self._rows -= len(snap.rows)
+            if snap is None or snap.key != key:
+                snap = await self._take(key)
+            elif int(mbox["highestmodseq"]) == snap.version:
+                pass  # nothing allocated since (watermark.py): nothing changed
+            elif changes == snap.changes and uidnext - snap.uidnext <= NEW_BY_UID:
+                await self._add_new(snap, uidnext)
+            elif not await self._catch_up(snap):
+                snap = await self._take(key)
+            snap.version, snap.uidnext, snap.changes = max(snap.version, highest), uidnext, changes
+            self._keep(snap)
+            return snap
+
+    async def _take(self, key: tuple[ObjectId, int]) -> Snapshot:
+        snap = Snapshot(key)
+        async for doc in self._messages.find({"mailbox_id": key[0], "expunged": False}, _FIELDS):
+            snap.apply(doc)
+        return snap
+
+    async def _add_new(self, snap: Snapshot, uidnext: int) -> None:
+        """The messages below the visible UIDNEXT that the snapshot has not seen, by UID (a UID
+        never taken, by a crashed writer, has none)."""
+        found = await asyncio.gather(
+            *(
+                self._messages.find_one({"mailbox_id": snap.key[0], "uid": uid}, _FIELDS)
+                for uid in range(snap.uidnext, uidnext)
+            )
+        )
+        for doc in found:
+            if doc is not None:
+                snap.apply(doc)
+
+    async def _catch_up(self, snap: Snapshot) -> bool:
+        """Apply what changed above the snapshot's version; False if tombstones it needs may
+        have been removed (the snapshot must be taken again)."""
+        mailbox_id = snap.key[0]
+        changed = await self._messages.find(
+            {"mailbox_id": mailbox_id, "modseq": {"$gt": snap.version}}, _FIELDS
+        ).to_list(None)
+        # After the query: the janitor raises the floor before it removes tombstones.
+        floor = await self._mailboxes.find_one({"_id": mailbox_id}, {"vanished_floor": 1})
+        if int((floor or {}).get("vanished_floor", 0)) > snap.version:
+            return False
+        for doc in changed:
+            snap.apply(doc)
+        return True
+
+    def _keep(self, snap: Snapshot) -> None:
+        if len(snap.rows) > self._max_rows:
+            return
+        self._kept[snap.key[0]] = snap
+        self._rows += len(snap.rows)
+        while self._rows > self._max_rows:
+            _, old = self._kept.popitem(last=False)
+            self._rows -= len(old.rows)

@@ -1,0 +1,184 @@
+"""A store replica keeps the mailbox documents its Deliveries read (ADR 60) against a real
+FerretDB 1.24: a mailbox renamed, deleted, recreated or made \\Noselect through another replica
+is never written through a kept document; the Deliver reads it again and goes where a fresh
+read would have sent it. Also the counts (SELECT, STATUS, LIST-STATUS) read in one pass."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from postmesh.store import leftovers as lo
+from postmesh.store.errors import FailedPrecondition, NotFound
+from postmesh.store.model import INBOX, Delivery, FlagsMode
+from postmesh.store.mongodb import MongoStoreRepository
+from tests.integration.infra import FerretDB
+
+
+def message(n: int, size: int = 600) -> bytes:
+    head = f"Subject: kept {n}\r\nMessage-ID: <kept-{n}@example.org>\r\n\r\n".encode()
+    return head + b"y" * (size - len(head))
+
+
+@pytest.fixture
+def database() -> str:
+    return f"store_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def replicas(
+    ferretdb: FerretDB, database: str
+) -> AsyncIterator[tuple[MongoStoreRepository, ...]]:
+    """Two store repositories on one database, each with its own client and in-process state."""
+    name = database
+    repos = [MongoStoreRepository(ferretdb.url, name) for _ in range(2)]
+    for repo in repos:
+        await repo.open()
+    yield tuple(repos)
+    for repo in repos:
+        await repo.close()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+    await client.drop_database(name)
+    await client.close()
+
+
+async def test_a_mailbox_renamed_and_recreated_elsewhere_gets_the_next_delivery(
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    a, b = replicas
+    await a.provision_user("u")
+    await a.create_mailbox("u", "Lists")
+    first = await a.deliver(Delivery("q1", "u", "Lists", content=message(1)))
+    await b.rename_mailbox("u", "Lists", "Old")
+    fresh = (await b.create_mailbox("u", "Lists")).mailbox
+    second = await a.deliver(Delivery("q2", "u", "Lists", content=message(2)))
+    assert (second.mailbox, second.uidvalidity, second.uid) == ("Lists", fresh.uidvalidity, 1)
+    assert first.uidvalidity != fresh.uidvalidity
+    old = await a.get_mailbox("u", "Old")
+    assert (old.messages, (await a.get_mailbox("u", "Lists")).messages) == (1, 1)
+    # The retried write left a done record: a redelivery answers as the first did.
+    again = await a.deliver(Delivery("q2", "u", "Lists", content=message(2)))
+    assert (again.duplicate, again.uid, again.uidvalidity) == (True, 1, fresh.uidvalidity)
+    assert old.uidnext == 2  # nothing was allocated in the renamed mailbox
+
+
+async def test_a_mailbox_deleted_elsewhere_is_not_found(
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    a, b = replicas
+    await a.provision_user("u")
+    await a.create_mailbox("u", "Gone")
+    await a.deliver(Delivery("q1", "u", "Gone", content=message(1)))
+    await b.delete_mailbox("u", "Gone")
+    with pytest.raises(NotFound, match="Gone"):
+        await a.deliver(Delivery("q2", "u", "Gone", content=message(2)))
+    # Created again: the next delivery of the same queue id goes there.
+    await b.create_mailbox("u", "Gone")
+    result = await a.deliver(Delivery("q2", "u", "Gone", content=message(2)))
+    assert (result.uid, (await a.get_mailbox("u", "Gone")).messages) == (1, 1)
+
+
+async def test_a_mailbox_made_noselect_elsewhere_refuses_the_delivery(
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    a, b = replicas
+    await a.provision_user("u")
+    await a.create_mailbox("u", "Parent")
+    await a.create_mailbox("u", "Parent/Child")
+    await a.deliver(Delivery("q1", "u", "Parent", content=message(1)))
+    # DELETE of a mailbox with inferiors keeps it as \Noselect (RFC 9051 section 6.3.5).
+    assert (await b.delete_mailbox("u", "Parent")).kept_as_noselect
+    with pytest.raises(FailedPrecondition, match="Noselect"):
+        await a.deliver(Delivery("q2", "u", "Parent", content=message(2)))
+
+
+async def test_counts_of_one_mailbox_and_of_all_match_the_messages(
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    a, _ = replicas
+    await a.provision_user("u")
+    await a.create_mailbox("u", "Other")
+    sizes = [600, 700, 800, 900]
+    for i, size in enumerate(sizes):
+        await a.deliver(Delivery(f"i{i}", "u", INBOX, content=message(i, size)))
+    await a.deliver(Delivery("o1", "u", "Other", content=message(9, 1000), flags=("\\Seen",)))
+    await a.store_flags("u", INBOX, [1, 2], FlagsMode.ADD, ("\\Seen",))
+    await a.store_flags("u", INBOX, [2, 3], FlagsMode.ADD, ("\\Deleted",))
+    inbox = await a.get_mailbox("u", INBOX)
+    assert (inbox.messages, inbox.unseen, inbox.deleted, inbox.size) == (4, 2, 2, sum(sizes))
+    listed = {m.name: m for m in await a.list_mailboxes("u")}
+    assert (listed[INBOX].messages, listed[INBOX].unseen, listed[INBOX].size) == (4, 2, 3000)
+    assert (listed["Other"].messages, listed["Other"].unseen, listed["Other"].size) == (1, 0, 1000)
+
+
+async def view(repo: MongoStoreRepository, mailbox: str) -> tuple[Any, ...]:
+    """What SELECT reads of a mailbox: its counts and its (uid, modseq, flags) listing."""
+    box = await repo.get_mailbox("u", mailbox)
+    page = await repo.list_flags("u", mailbox, 0, 1000)
+    rows = [
+        (uid, modseq, page.flag_sets[i])
+        for uid, modseq, i in zip(page.uids, page.modseqs, page.flag_index, strict=True)
+    ]
+    return (box.messages, box.unseen, box.deleted, box.size, box.highestmodseq), rows
+
+
+async def test_a_kept_snapshot_follows_every_change_made_through_another_replica(
+    ferretdb: FerretDB,
+    database: str,
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    """Replica a keeps its snapshots of INBOX and Other (ADR 60); b delivers, flags, expunges,
+    copies and moves; after each step a's view equals the view of a replica that has never
+    seen either mailbox (it reads every message)."""
+    a, b = replicas
+    await a.provision_user("u")
+    await a.create_mailbox("u", "Other")
+    for i in range(6):
+        await b.deliver(Delivery(f"q{i}", "u", INBOX, content=message(i, 600 + i)))
+    steps: list[Callable[[], Awaitable[object]]] = [
+        lambda: b.store_flags("u", INBOX, [1, 2, 3], FlagsMode.ADD, ("\\Seen",)),
+        lambda: b.store_flags("u", INBOX, [2, 4], FlagsMode.ADD, ("\\Deleted", "$Junk")),
+        lambda: b.deliver(Delivery("q9", "u", INBOX, content=message(9, 900))),
+        lambda: b.expunge("u", INBOX, None),
+        lambda: b.copy_messages("u", INBOX, [1, 3], "Other"),
+        lambda: b.move_messages("u", INBOX, [5, 6], "Other"),
+        lambda: b.store_flags("u", "Other", [1], FlagsMode.REPLACE, ()),
+        lambda: b.store_flags("u", INBOX, [1], FlagsMode.REMOVE, ("\\Seen",)),
+    ]
+    assert await view(a, INBOX) == await view(b, INBOX)
+    for step in steps:
+        await step()
+        fresh = MongoStoreRepository(ferretdb.url, database)
+        await fresh.open()
+        try:
+            for mailbox in (INBOX, "Other"):
+                assert await view(a, mailbox) == await view(fresh, mailbox), (step, mailbox)
+        finally:
+            await fresh.close()
+    counts, rows = await view(a, INBOX)
+    assert [uid for uid, _, _ in rows] == [1, 3, 7] and counts[:3] == (3, 2, 0)
+
+
+async def test_a_snapshot_is_taken_again_once_the_janitor_removed_tombstones_it_needed(
+    ferretdb: FerretDB,
+    database: str,
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    a, b = replicas
+    await a.provision_user("u")
+    for i in range(4):
+        await a.deliver(Delivery(f"q{i}", "u", INBOX, content=message(i)))
+    before = await view(a, INBOX)  # kept by a
+    await b.store_flags("u", INBOX, [2, 3], FlagsMode.ADD, ("\\Deleted",))
+    await b.expunge("u", INBOX, None)
+    now = time.time()
+    # Every tombstone is old enough for the janitor: it raises the floor and removes them.
+    assert await b.collect(lo.TOMBSTONES, lo.Cutoffs(now, now + 60, 0.0, 0.0), 100) == 2
+    after = await view(a, INBOX)
+    assert [uid for uid, _, _ in after[1]] == [1, 4] and after[0][0] == 2
+    assert after != before
