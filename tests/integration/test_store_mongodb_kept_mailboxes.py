@@ -182,3 +182,33 @@ async def test_a_snapshot_is_taken_again_once_the_janitor_removed_tombstones_it_
     after = await view(a, INBOX)
     assert [uid for uid, _, _ in after[1]] == [1, 4] and after[0][0] == 2
     assert after != before
+
+
+async def test_a_flag_change_that_does_not_bump_the_counter_is_still_seen(
+    ferretdb: FerretDB,
+    database: str,
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    """What a store replica of an earlier version does on a STORE (ADR 60): a new MODSEQ for the
+    mailbox and the message, no `changes` counter. Written here as that version wrote it."""
+    a, _ = replicas
+    await a.provision_user("u")
+    for i in range(3):
+        await a.deliver(Delivery(f"q{i}", "u", INBOX, content=message(i)))
+    await view(a, INBOX)  # kept by a
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+    try:
+        db = client[database]
+        box = await db["store_mailboxes"].find_one_and_update(
+            {"user": "u", "name": INBOX}, {"$inc": {"highestmodseq": 1}}
+        )
+        assert box is not None
+        modseq = int(box["highestmodseq"]) + 1
+        await db["store_messages"].update_one(
+            {"mailbox_id": box["_id"], "uid": 2}, {"$set": {"flags": ["\\Seen"], "modseq": modseq}}
+        )
+    finally:
+        await client.close()
+    await a.deliver(Delivery("q3", "u", INBOX, content=message(3)))
+    counts, rows = await view(a, INBOX)
+    assert counts[:2] == (4, 3) and rows[1] == (2, modseq, ("\\Seen",))

@@ -133,7 +133,13 @@ class Snapshots:
                 snap = await self._take(key)
             elif int(mbox["highestmodseq"]) == snap.version:
                 pass  # nothing allocated since (watermark.py): nothing changed
-            elif changes == snap.changes and uidnext - snap.uidnext <= NEW_BY_UID:
+            elif (
+                changes == snap.changes
+                # New messages take one MODSEQ each (Deliver, Append): also true without the
+                # counter, which a replica of an earlier version does not bump (ADR 60).
+                and uidnext - snap.uidnext == highest - snap.version
+                and uidnext - snap.uidnext <= NEW_BY_UID
+            ):
                 await self._add_new(snap, uidnext)
             elif not await self._catch_up(snap):
                 snap = await self._take(key)
