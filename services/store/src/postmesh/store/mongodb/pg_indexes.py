@@ -33,6 +33,9 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("store_subscriptions", "user"),
     ("store_messages", "_id"),
     ("store_messages", "mailbox_id"),
+    # With mailbox_id: one message by UID (snapshots.py), a BitmapAnd of two short lists
+    # instead of re-checking every message of the mailbox.
+    ("store_messages", "uid"),
     ("store_messages", "user"),
     ("store_deliveries", "_id"),
     ("store_intents", "_id"),
