@@ -148,6 +148,9 @@ def main() -> None:
     ap.add_argument("--imap-clients", type=int, default=10, help="mixed-load clients")
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
     ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="side-by-side rounds a case (relay, smtp parts)"
+    )
     ap.add_argument("--pop3-messages", type=int, default=100)
     ap.add_argument("--pop3-sessions", type=int, default=20)
     ap.add_argument("--idle-messages", type=int, default=1000)
@@ -165,7 +168,9 @@ def main() -> None:
     if args.part in ("relay", "all"):
         from tests.bench import relay
 
-        relay.main(args.messages, args.sessions, [int(s) for s in args.sizes.split(",")])
+        relay.main(
+            args.messages, args.sessions, [int(s) for s in args.sizes.split(",")], args.rounds
+        )
     if args.part in ("imap", "all"):
         from tests.bench import imap
 
@@ -173,7 +178,7 @@ def main() -> None:
     if args.part in ("smtp", "all"):
         from tests.bench import smtp
 
-        smtp.main(args.smtp_messages)
+        smtp.main(args.smtp_messages, args.rounds)
     if args.part in ("pop3", "all"):
         from tests.bench import pop3
 

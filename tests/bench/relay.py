@@ -5,7 +5,9 @@ Postmesh: submission (smtplib, N sessions) -> bus -> delivery -> deferred queue 
 real dnsmasq -> smtp-sink. Postfix: the same messages into a Postfix of its own
 (``relayhost = [sink]``) -> smtp-sink. Each run ends when its sink has taken every message
 (``smtp-sink -M``); the figures are messages/s to that moment from the first connection, and
-from the moment every session was open and logged in (the relay load alone).
+from the moment every session was open and logged in (the relay load alone). Both stay up
+for several rounds, each round running the two one after the other (which goes first
+alternates), and each round's ratio and their median are printed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from threading import Barrier
 
 from postmesh.common.devstack import Stack
+from tests.bench.stats import ratios
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, quick_env
@@ -68,7 +71,11 @@ def timed(sink: SmtpSink, sessions: int, send: Callable[[Barrier], None]) -> Tim
     return Timing(end - start, end - ready_at[0])
 
 
-def run(messages: int, size: int, sessions: int) -> tuple[Timing, Timing, int]:
+def run(
+    messages: int, size: int, sessions: int, rounds: int
+) -> tuple[list[Timing], list[Timing], int]:
+    """``rounds`` pairs of runs, Postmesh and Postfix both up throughout, each round's first
+    side alternating (round 1: Postmesh first)."""
     per = messages // sessions
     total = per * sessions
     port = free_port_on("127.0.0.1", SINK)
@@ -86,42 +93,56 @@ def run(messages: int, size: int, sessions: int) -> tuple[Timing, Timing, int]:
         }  # fmt: skip
         stack = Stack(Path(tmp), free_stack_ports(), env)
         stack.start(timeout=90)
+        relay_port = free_port_on("127.0.0.1", SINK)
         try:
             user = "bench-relay@example.test"
             stack.ensure_user(user, PASSWORD)
-            with SmtpSink(SINK, port, max_messages=total) as sink:
-                ours = timed(
-                    sink, sessions,
-                    lambda ready: submit("127.0.0.1", stack.ports.smtp_submission, user, per,
-                                         size, "r@sink.test", ready),
-                )  # fmt: skip
+            with PostfixPeer(
+                relay_port, [], hostname="relay.bench.test", relayhost=f"[{SINK}]:{port}"
+            ):
+
+                def ours() -> Timing:
+                    with SmtpSink(SINK, port, max_messages=total) as sink:
+                        return timed(
+                            sink, sessions,
+                            lambda ready: submit("127.0.0.1", stack.ports.smtp_submission,
+                                                 user, per, size, "r@sink.test", ready),
+                        )  # fmt: skip
+
+                def theirs() -> Timing:
+                    with SmtpSink(SINK, port, max_messages=total) as sink:
+                        return timed(
+                            sink, sessions,
+                            lambda ready: submit("127.0.0.1", relay_port, None, per, size,
+                                                 "r@sink.test", ready),
+                        )  # fmt: skip
+
+                mine: list[Timing] = []
+                postfix: list[Timing] = []
+                for r in range(rounds):
+                    if r % 2:
+                        postfix.append(theirs())
+                        mine.append(ours())
+                    else:
+                        mine.append(ours())
+                        postfix.append(theirs())
         finally:
             stack.stop()
-    relay_port = free_port_on("127.0.0.1", SINK)
-    with (
-        PostfixPeer(relay_port, [], hostname="relay.bench.test", relayhost=f"[{SINK}]:{port}"),
-        SmtpSink(SINK, port, max_messages=total) as sink,
-    ):
-        theirs = timed(
-            sink, sessions,
-            lambda ready: submit("127.0.0.1", relay_port, None, per, size, "r@sink.test", ready),
-        )  # fmt: skip
-    return ours, theirs, total
+    return mine, postfix, total
 
 
-def main(messages: int, sessions: int, sizes: list[int]) -> None:
+def main(messages: int, sessions: int, sizes: list[int], rounds: int = 3) -> None:
     for size in sizes:
-        ours, theirs, total = run(messages, size, sessions)
-        connect = (total / ours.from_connect, total / theirs.from_connect)
-        ready = (total / ours.from_ready, total / theirs.from_ready)
+        ours, theirs, total = run(messages, size, sessions, rounds)
+        pairs = list(zip(ours, theirs, strict=True))
+        connect = [(total / a.from_connect, total / b.from_connect) for a, b in pairs]
+        ready = [(total / a.from_ready, total / b.from_ready) for a, b in pairs]
         # Postmesh's submission sessions log in (argon2id, ADR 4) and Postfix's do not: the
         # first figure counts that once-per-session cost, the second is the relay load alone.
         print(
             f"\n== relay into smtp-sink, {total} messages of {size // 1024} KiB, "
-            f"{sessions} sessions\n"
-            f"                 from connect   from sessions ready\n"
-            f"postmesh relay   {connect[0]:8.1f} msg/s {ready[0]:8.1f} msg/s\n"
-            f"postfix relay    {connect[1]:8.1f} msg/s {ready[1]:8.1f} msg/s\n"
-            f"ratio            {connect[0] / connect[1]:8.2f}x     "
-            f"{ready[0] / ready[1]:8.2f}x postfix"
+            f"{sessions} sessions, {rounds} rounds (msg/s per round: postmesh / postfix)"
         )
+        for name, rates in (("from connect", connect), ("from sessions ready", ready)):
+            rows = "  ".join(f"{a:.1f} / {b:.1f}" for a, b in rates)
+            print(f"{name:<20} {rows}\n{'':<20} ratio {ratios(rates)} postfix")

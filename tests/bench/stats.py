@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def ratios(pairs: list[tuple[float, float]]) -> str:
+    """Each round's ratio of a side-by-side figure (ours, theirs) and their median: the
+    reference's own figure moves by up to 1.7x between runs minutes apart on these machines,
+    so a ratio is read within its round, and the rounds alternate which side goes first."""
+    each = [a / b for a, b in pairs]
+    return f"median {median(each):.2f}x (rounds: {', '.join(f'{r:.2f}x' for r in each)})"
+
+
 def pct(values: list[float], p: float) -> float:
     """The ``p``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
