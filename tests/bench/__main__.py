@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
     ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="side-by-side rounds a case (relay, smtp parts)"
+        "--rounds", type=int, default=3, help="side-by-side rounds a case (relay, smtp, pop3 parts)"
     )
     ap.add_argument("--pop3-messages", type=int, default=100)
     ap.add_argument("--pop3-sessions", type=int, default=20)
@@ -182,7 +182,7 @@ def main() -> None:
     if args.part in ("pop3", "all"):
         from tests.bench import pop3
 
-        pop3.main(args.pop3_messages, args.pop3_sessions)
+        pop3.main(args.pop3_messages, args.pop3_sessions, rounds=args.rounds)
     if args.part in ("idle", "all"):
         from tests.bench import idle
 
