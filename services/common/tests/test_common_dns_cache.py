@@ -124,3 +124,26 @@ async def test_dns_client_keeps_at_most_cache_entries_answers() -> None:
         assert ("ttl300.a.example.test", "A") not in client._answers
     finally:
         transport.close()
+
+
+async def test_kept_answers_without_asking_only_what_query_would_reuse() -> None:
+    loop = asyncio.get_running_loop()
+    transport, responder = await loop.create_datagram_endpoint(
+        Responder, local_addr=("127.0.0.1", 0)
+    )
+    port = transport.get_extra_info("sockname")[1]
+    ahead = [0.0]
+    try:
+        client = DnsClient(
+            f"127.0.0.1:{port}", 2.0, cache_entries=100, clock=lambda: time.time() + ahead[0]
+        )
+        assert client.kept("ttl300.example.test", "A") is None
+        await client.query("ttl300.example.test", "A")
+        await client.query("ttl0.example.test", "A")
+        assert client.kept("ttl300.example.test", "A") == Answer(["127.0.0.9"])
+        assert client.kept("ttl0.example.test", "A") is None
+        ahead[0] = 301
+        assert client.kept("ttl300.example.test", "A") is None
+        assert responder.queries == 2
+    finally:
+        transport.close()

@@ -67,13 +67,23 @@ class DnsClient:
         self._answers: dict[tuple[str, str], tuple[float, Answer]] = {}
         self._clock = clock
 
-    async def query(self, name: str, rdtype: str) -> Answer:
+    def kept(self, name: str, rdtype: str) -> Answer | None:
+        """The answer :meth:`query` would give from what is kept, without waiting; None when
+        it would have to ask."""
         key = (name, rdtype)
         kept = self._answers.get(key)
+        if kept is None:
+            return None
+        if kept[0] > self._clock():
+            return kept[1]
+        del self._answers[key]
+        return None
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        kept = self.kept(name, rdtype)
         if kept is not None:
-            if kept[0] > self._clock():
-                return kept[1]
-            del self._answers[key]
+            return kept
+        key = (name, rdtype)
         answer, expiry = await self._ask(name, rdtype)
         if expiry > self._clock() and self._cache_entries > 0:
             self._answers[key] = (expiry, answer)
