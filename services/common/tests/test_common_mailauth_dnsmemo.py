@@ -71,3 +71,21 @@ async def test_a_cancelled_asker_does_not_cancel_the_answer_for_others() -> None
     release.set()
     assert await second == Answer(["v"])
     assert calls == 1
+
+
+async def test_an_answer_the_resolver_keeps_is_had_without_asking() -> None:
+    """A resolver with ``kept`` (DnsClient, ADR 59) answers from what it keeps at once; the
+    others are asked as before."""
+
+    class Keeping(FakeResolver):
+        def kept(self, name: str, rdtype: str) -> Answer | None:
+            return Answer(["kept"]) if name == "kept.example" else None
+
+    dns = Keeping()
+    dns.add("asked.example", "TXT", ["asked"])
+    memo = TransactionDns(dns)
+    memo.prefetch("kept.example", "TXT")
+    assert await memo.query("kept.example", "TXT") == Answer(["kept"])
+    assert await memo.query("asked.example", "TXT") == Answer(["asked"])
+    assert dns.queries == [("asked.example", "TXT")]
+    memo.close()

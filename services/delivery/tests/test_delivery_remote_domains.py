@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -70,4 +71,46 @@ async def test_without_the_cache_every_recipient_is_resolved(tmp_path: Path) -> 
     svc.auth = auth  # type: ignore[assignment]
     await svc.process(inbound("x@remote.test", "y@remote.test"))
     assert auth.asked == ["x@remote.test", "y@remote.test"]
+    await bus.stop()
+
+
+class SlowAuth(CountingAuth):
+    """Answers only once released, so records handled at once overlap their look-ups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def ResolveRecipient(self, req: auth_pb2.ResolveRecipientRequest, timeout: float) -> Any:
+        self.asked.append(req.address)
+        await self.release.wait()
+        return await FakeAuth.ResolveRecipient(self, req, timeout)
+
+
+async def test_records_handled_at_once_share_the_look_up_of_one_recipient(
+    tmp_path: Path,
+) -> None:
+    """ADR 59: local answers are still never kept, but records being handled at the same time
+    (a batch of the bus) that name the same recipient ask auth once between them."""
+    svc, store, bus = await make_service(tmp_path)
+    auth = SlowAuth()
+    svc.auth = auth  # type: ignore[assignment]
+    msgs = [inbound("b@example.test") for _ in range(4)] + [inbound("c@example.test")]
+    for i, m in enumerate(msgs):
+        m.queue_id = f"Q{i}"
+    handling = asyncio.gather(*(svc.process(m) for m in msgs))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    auth.release.set()
+    await handling
+    assert auth.asked == ["b@example.test", "c@example.test"]
+    assert sorted(store.delivered) == [
+        ("Q0", "b@example.test"), ("Q1", "b@example.test"), ("Q2", "b@example.test"),
+        ("Q3", "b@example.test"), ("Q4", "c@example.test"),
+    ]  # fmt: skip
+    # Once answered, nothing is kept: the next record asks again.
+    later = inbound("b@example.test")
+    later.queue_id = "Q5"
+    await svc.process(later)
+    assert auth.asked == ["b@example.test", "c@example.test", "b@example.test"]
     await bus.stop()

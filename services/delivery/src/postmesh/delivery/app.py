@@ -25,6 +25,7 @@ from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
+from postmesh.common.shared_calls import SharedCalls
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.deletes import BatchedDeletes, EntryGone
@@ -151,6 +152,11 @@ class DeliveryService(Service):
         self.relay = Relay(settings, resolver, mta_sts)
         self.signer = make_signer(settings, self.auth)
         self.remote_domains = RemoteDomains(settings.remote_domain_cache_seconds)
+        # Records handled at once that name the same recipient (a burst to one mailbox) ask
+        # auth once between them (ADR 59): ~0.5 ms of auth's CPU and ~0.3 ms of ours a call.
+        self.resolve_recipient: SharedCalls[str, auth_pb2.ResolveRecipientResponse] = SharedCalls(
+            self._resolve_recipient
+        )
         self.steps = settings.retry_steps
         self.lifetime_ms = int(settings.queue_lifetime_seconds * 1000)
         self.workers = QueueWorkers(
@@ -281,10 +287,7 @@ class DeliveryService(Service):
             if self.remote_domains.known(rcpt.address):
                 remote.append(rcpt)  # auth said this domain is remote moments ago (ADR 44)
                 continue
-            resolved = await self.auth.ResolveRecipient(
-                auth_pb2.ResolveRecipientRequest(address=rcpt.address),
-                timeout=self.settings.grpc_deadline_seconds,
-            )
+            resolved = await self.resolve_recipient(rcpt.address)
             if resolved.kind == auth_pb2.RECIPIENT_KIND_LOCAL_USER:
                 # An alias expands to local users (each delivered once: store.Deliver is
                 # idempotent per queue id and user) and remote addresses, relayed as if the
@@ -313,6 +316,12 @@ class DeliveryService(Service):
         if remote:
             await self._enqueue_remote(msg, remote, content)
         await self._report(msg, results, attempt=1, content=content)
+
+    async def _resolve_recipient(self, address: str) -> auth_pb2.ResolveRecipientResponse:
+        return await self.auth.ResolveRecipient(  # type: ignore[no-any-return]
+            auth_pb2.ResolveRecipientRequest(address=address),
+            timeout=self.settings.grpc_deadline_seconds,
+        )
 
     async def _enqueue_remote(
         self,

@@ -10,10 +10,10 @@ Concurrent look-ups of one address share one call."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
+from postmesh.common.shared_calls import SharedCalls
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.backend import EdgeBackend, RecipientKind
 
@@ -37,35 +37,29 @@ class CachedRecipients:
         self._clock = clock
         # address -> expiry, in insertion order (a refresh moves it to the end).
         self._local: dict[str, float] = {}
-        self._pending: dict[str, asyncio.Future[RecipientKind]] = {}
+        # Concurrent look-ups of one address share one call (postmesh.common.shared_calls).
+        self._ask: SharedCalls[str, RecipientKind] = SharedCalls(self._resolve)
 
     async def resolve_recipient(self, address: str) -> RecipientKind:
-        now = self._clock()
         expiry = self._local.get(address)
         if expiry is not None:
-            if expiry > now:
+            if expiry > self._clock():
                 metrics.RECIPIENT_CACHE.labels("hit").inc()
                 return RecipientKind.LOCAL_USER
             del self._local[address]
         metrics.RECIPIENT_CACHE.labels("miss").inc()
-        pending = self._pending.get(address)
-        if pending is None:
-            pending = asyncio.ensure_future(self.backend.resolve_recipient(address))
-            self._pending[address] = pending
-            pending.add_done_callback(lambda f: self._settled(address, f, now + self.ttl))
-        # Shielded: one session going away must not cancel the others' answer.
-        return await asyncio.shield(pending)
+        return await self._ask(address)
 
-    def _settled(self, address: str, done: asyncio.Future[RecipientKind], expiry: float) -> None:
-        self._pending.pop(address, None)
-        if done.cancelled() or done.exception() is not None:
-            return  # the callers hear of it; nothing is kept
-        if done.result() is not RecipientKind.LOCAL_USER or self.ttl <= 0:
-            return
-        self._local.pop(address, None)
-        self._local[address] = expiry
-        while len(self._local) > self.max_entries:
-            del self._local[next(iter(self._local))]
+    async def _resolve(self, address: str) -> RecipientKind:
+        """One call to auth; only "a local user" is kept, for ``ttl`` from when it was asked."""
+        expiry = self._clock() + self.ttl
+        kind = await self.backend.resolve_recipient(address)
+        if kind is RecipientKind.LOCAL_USER and self.ttl > 0:
+            self._local.pop(address, None)
+            self._local[address] = expiry
+            while len(self._local) > self.max_entries:
+                del self._local[next(iter(self._local))]
+        return kind
 
     # --- the rest of EdgeBackend, unchanged ---------------------------------------------------
 

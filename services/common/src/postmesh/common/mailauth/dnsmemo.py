@@ -31,8 +31,16 @@ class TransactionDns:
         key = (name.lower().rstrip("."), rdtype.upper())
         asked = self._asked.get(key)
         if asked is None:
-            asked = asyncio.ensure_future(self.resolver.query(name, rdtype))
-            asked.add_done_callback(_retrieve)
+            # An answer the resolver keeps is had at once: no task and loop turn per question
+            # (ADR 59; DnsClient.kept).
+            kept = getattr(self.resolver, "kept", None)
+            answer = kept(name, rdtype) if kept is not None else None
+            if answer is not None:
+                asked = asyncio.get_running_loop().create_future()
+                asked.set_result(answer)
+            else:
+                asked = asyncio.ensure_future(self.resolver.query(name, rdtype))
+                asked.add_done_callback(_retrieve)
             self._asked[key] = asked
         return asked
 
