@@ -24,8 +24,10 @@ import pytest
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common.devstack import Stack
+from postmesh.common.dns import make_resolver
 from postmesh.common.grpc import channel
-from tests.integration.infra.dnsmasq import Dnsmasq, Zone
+from postmesh.delivery.mta_sts import MtaSts
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone, free_udp_tcp_port
 from tests.integration.infra.opendkim import opendkim_verify
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
@@ -270,6 +272,27 @@ def test_null_mx_bounces_at_once_with_5_1_10(relay_stack: Stack) -> None:
     status = list(dsn.iter_parts())[1].as_string()
     assert "Final-Recipient: rfc822; someone@nomx.test" in status
     assert "Status: 5.1.10" in status and "null MX" in status
+
+
+def test_no_mta_sts_policy_is_asked_of_the_dns_once(peers: Peers) -> None:
+    """RFC 8461 §5.1 over real DNS: _mta-sts.<domain> is NXDOMAIN (dnsmasq), so the domain has
+    no policy, and that answer is reused for its negative TTL (no SOA here: 300 s) instead of
+    being asked again per message, even by a resolver without a cache of its own. A look-up
+    that fails (no DNS server answering) is not remembered."""
+
+    def txt_queries(name: str) -> int:
+        return peers.dns.log_path.read_text().count(f"query[TXT] _mta-sts.{name} ")
+
+    async def run() -> None:
+        sts = MtaSts(make_resolver(peers.dns.servers))  # no resolver cache at all
+        for _ in range(5):
+            assert await sts.policy("nosts.ok.test") is None
+        assert "nosts.ok.test" in sts.absent
+        down = MtaSts(make_resolver(f"127.0.0.1:{free_udp_tcp_port()}", timeout_seconds=0.5))
+        assert await down.policy("ok.test") is None and down.absent == {}
+
+    asyncio.run(run())
+    assert txt_queries("nosts.ok.test") == 1
 
 
 def test_4xx_is_deferred_then_delivered_on_retry(relay_stack: Stack, peers: Peers) -> None:
