@@ -456,6 +456,33 @@ def test_queue_admin_retry_now_delete_with_bounce_and_trace(
     assert trace["steps"][-1]["reply"].startswith("250") and trace["queued"] == []
 
 
+def test_first_attempt_before_the_queue_and_one_that_outlasts_its_wait(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    """ADR 58 over the wire: a message relayed at its first attempt never had a queue entry
+    (no `queued` step); one whose first attempt outlasts the consumer's wait (slow.test's MX
+    takes 1 s per RCPT, the wait is 0.5 s) is queued meanwhile and still arrives once."""
+    sender, pw = new_sender(relay_stack)
+    fast, slow = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    qid_fast = submit_for_id(relay_stack, sender, pw, "fay@ok.test", message(sender, [], fast))
+    qid_slow = submit_for_id(relay_stack, sender, pw, "sam@slow.test", message(sender, [], slow))
+
+    def steps(qid: str, last: str) -> list[tuple[str, str]] | None:
+        status, trace = admin(relay_stack, "GET", f"/api/v1/trace/{qid}")
+        got = [(s["step"], s["recipient"]) for s in trace.get("steps", [])] if status == 200 else []
+        return got if got and got[-1][0] == last else None
+
+    assert wait_for(lambda: steps(qid_fast, "relayed"), 60, "the fast relay") == [
+        ("accepted", ""), ("relayed", "fay@ok.test")
+    ]  # fmt: skip
+    assert wait_for(lambda: steps(qid_slow, "relayed"), 60, "the slow relay") == [
+        ("accepted", ""), ("queued", "sam@slow.test"), ("relayed", "sam@slow.test")
+    ]  # fmt: skip
+    wait_for(lambda: arrived(peers.postfix, slow) or None, 30, "the slow message at the peer")
+    assert len(arrived(peers.postfix, fast)) == 1 and len(arrived(peers.postfix, slow)) == 1
+    assert admin(relay_stack, "GET", f"/api/v1/queue/{qid_slow}")[0] == 404  # entry gone
+
+
 def header_fields(msg: bytes) -> tuple[list[bytes], bytes]:
     """The header fields (each with its folded lines and line ends) and the rest."""
     head, _, body = msg.partition(b"\r\n\r\n")
