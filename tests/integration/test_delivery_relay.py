@@ -27,10 +27,17 @@ from postmesh.common.devstack import Stack
 from postmesh.common.dns import make_resolver
 from postmesh.common.grpc import channel
 from postmesh.delivery.mta_sts import MtaSts
+from tests.integration.infra import FerretDB, KafkaBroker
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone, free_udp_tcp_port
 from tests.integration.infra.opendkim import opendkim_verify
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
+from tests.integration.stack import (
+    distributed_env,
+    embedded_env,
+    free_stack_ports,
+    quick_env,
+    wait_for,
+)
 from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
 
 SINK_5XX = "127.0.0.3"  # MX of fail.test
@@ -481,6 +488,40 @@ def test_first_attempt_before_the_queue_and_one_that_outlasts_its_wait(
     wait_for(lambda: arrived(peers.postfix, slow) or None, 30, "the slow message at the peer")
     assert len(arrived(peers.postfix, fast)) == 1 and len(arrived(peers.postfix, slow)) == 1
     assert admin(relay_stack, "GET", f"/api/v1/queue/{qid_slow}")[0] == 404  # entry gone
+
+
+def test_first_attempt_before_the_queue_on_kafka(
+    tmp_path: Path, peers: Peers, kafka_broker: KafkaBroker, ferretdb: FerretDB
+) -> None:
+    """ADR 58 on the distributed backends: delivery's Kafka consumer knows a record published
+    while it holds the partition is new, so the message is relayed before any queue entry
+    (no `queued` step), byte for byte, once."""
+    env = {
+        **quick_env(), **distributed_env(kafka_broker, ferretdb),
+        "POSTMESH_KAFKA_TOPIC_PREFIX": f"relay-{uuid.uuid4().hex[:8]}.",
+        "POSTMESH_DNS_SERVERS": peers.dns.servers, "POSTMESH_SMTP_PORT": str(peers.port),
+        "POSTMESH_HOSTNAME": "out.example.test",
+    }  # fmt: skip
+    stack = Stack(tmp_path / "kafka-relay", free_stack_ports(), env)
+    stack.start(timeout=120)
+    try:
+        sender, pw = new_sender(stack)
+        marker = uuid.uuid4().hex[:10]
+        original = message(sender, ["kim@ok.test"], marker)
+        qid = submit_for_id(stack, sender, pw, "kim@ok.test", original)
+        [got] = wait_for(lambda: arrived(peers.postfix, marker) or None, 60, "the relay")
+        assert got.endswith(original.replace(b"\r\n", b"\n"))
+
+        def steps() -> list[tuple[str, str]] | None:
+            status, trace = admin(stack, "GET", f"/api/v1/trace/{qid}")
+            got = [(s["step"], s["recipient"]) for s in trace["steps"]] if status == 200 else []
+            return got if got and got[-1][0] == "relayed" else None
+
+        assert wait_for(steps, 30, "the trace") == [("accepted", ""), ("relayed", "kim@ok.test")]
+        assert admin(stack, "GET", f"/api/v1/queue/{qid}")[0] == 404
+    finally:
+        print(f"----- delivery log tail -----\n{stack.log_tail('delivery', 40)}")
+        stack.stop()
 
 
 def header_fields(msg: bytes) -> tuple[list[bytes], bytes]:
