@@ -24,11 +24,20 @@ import pytest
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc
 from postmesh.common.devstack import Stack
+from postmesh.common.dns import make_resolver
 from postmesh.common.grpc import channel
-from tests.integration.infra.dnsmasq import Dnsmasq, Zone
+from postmesh.delivery.mta_sts import MtaSts
+from tests.integration.infra import FerretDB, KafkaBroker
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone, free_udp_tcp_port
 from tests.integration.infra.opendkim import opendkim_verify
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
-from tests.integration.stack import embedded_env, free_stack_ports, quick_env, wait_for
+from tests.integration.stack import (
+    distributed_env,
+    embedded_env,
+    free_stack_ports,
+    quick_env,
+    wait_for,
+)
 from tests.integration.test_mail_end_to_end import create_user, imap_fetch_all, insecure_tls
 
 SINK_5XX = "127.0.0.3"  # MX of fail.test
@@ -272,6 +281,27 @@ def test_null_mx_bounces_at_once_with_5_1_10(relay_stack: Stack) -> None:
     assert "Status: 5.1.10" in status and "null MX" in status
 
 
+def test_no_mta_sts_policy_is_asked_of_the_dns_once(peers: Peers) -> None:
+    """RFC 8461 §5.1 over real DNS: _mta-sts.<domain> is NXDOMAIN (dnsmasq), so the domain has
+    no policy, and that answer is reused for its negative TTL (no SOA here: 300 s) instead of
+    being asked again per message, even by a resolver without a cache of its own. A look-up
+    that fails (no DNS server answering) is not remembered."""
+
+    def txt_queries(name: str) -> int:
+        return peers.dns.log_path.read_text().count(f"query[TXT] _mta-sts.{name} ")
+
+    async def run() -> None:
+        sts = MtaSts(make_resolver(peers.dns.servers))  # no resolver cache at all
+        for _ in range(5):
+            assert await sts.policy("nosts.ok.test") is None
+        assert "nosts.ok.test" in sts.absent
+        down = MtaSts(make_resolver(f"127.0.0.1:{free_udp_tcp_port()}", timeout_seconds=0.5))
+        assert await down.policy("ok.test") is None and down.absent == {}
+
+    asyncio.run(run())
+    assert txt_queries("nosts.ok.test") == 1
+
+
 def test_4xx_is_deferred_then_delivered_on_retry(relay_stack: Stack, peers: Peers) -> None:
     sender, pw = new_sender(relay_stack)
     marker = uuid.uuid4().hex[:10]
@@ -396,14 +426,14 @@ def test_queue_admin_retry_now_delete_with_bounce_and_trace(
         # The trace is read from postmesh.delivery-events, so it trails the queue a little.
         trace = wait_for(
             lambda: ((t := admin(relay_stack, "GET", f"/api/v1/trace/{qid}")[1])
-            and len(t.get("steps", [])) >= 3 and t) or None,
+            and len(t.get("steps", [])) >= 2 and t) or None,
             30, "the deferral in the trace",
         )  # fmt: skip
         assert trace["sender"] == sender
         steps = [(s["step"], s["recipient"]) for s in trace["steps"]]
-        assert steps[:3] == [("accepted", ""), ("queued", "dave@later.test"),
-                             ("deferred", "dave@later.test")]  # fmt: skip
-        deferred = trace["steps"][2]
+        # Attempted before any queue entry (ADR 58): the deferral is what queued it.
+        assert steps[:2] == [("accepted", ""), ("deferred", "dave@later.test")]
+        deferred = trace["steps"][1]
         assert deferred["reply"] == "451 4.3.0 come back later"
         assert deferred["remote_mta"] == "mx.later.test" and deferred["next_attempt_at"]
         # Delete with a bounce: the sender is told, the entry is gone.
@@ -431,6 +461,67 @@ def test_queue_admin_retry_now_delete_with_bounce_and_trace(
         30, "the relayed step in the trace",
     )  # fmt: skip
     assert trace["steps"][-1]["reply"].startswith("250") and trace["queued"] == []
+
+
+def test_first_attempt_before_the_queue_and_one_that_outlasts_its_wait(
+    relay_stack: Stack, peers: Peers
+) -> None:
+    """ADR 58 over the wire: a message relayed at its first attempt never had a queue entry
+    (no `queued` step); one whose first attempt outlasts the consumer's wait (slow.test's MX
+    takes 1 s per RCPT, the wait is 0.5 s) is queued meanwhile and still arrives once."""
+    sender, pw = new_sender(relay_stack)
+    fast, slow = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    qid_fast = submit_for_id(relay_stack, sender, pw, "fay@ok.test", message(sender, [], fast))
+    qid_slow = submit_for_id(relay_stack, sender, pw, "sam@slow.test", message(sender, [], slow))
+
+    def steps(qid: str, last: str) -> list[tuple[str, str]] | None:
+        status, trace = admin(relay_stack, "GET", f"/api/v1/trace/{qid}")
+        got = [(s["step"], s["recipient"]) for s in trace.get("steps", [])] if status == 200 else []
+        return got if got and got[-1][0] == last else None
+
+    assert wait_for(lambda: steps(qid_fast, "relayed"), 60, "the fast relay") == [
+        ("accepted", ""), ("relayed", "fay@ok.test")
+    ]  # fmt: skip
+    assert wait_for(lambda: steps(qid_slow, "relayed"), 60, "the slow relay") == [
+        ("accepted", ""), ("queued", "sam@slow.test"), ("relayed", "sam@slow.test")
+    ]  # fmt: skip
+    wait_for(lambda: arrived(peers.postfix, slow) or None, 30, "the slow message at the peer")
+    assert len(arrived(peers.postfix, fast)) == 1 and len(arrived(peers.postfix, slow)) == 1
+    assert admin(relay_stack, "GET", f"/api/v1/queue/{qid_slow}")[0] == 404  # entry gone
+
+
+def test_first_attempt_before_the_queue_on_kafka(
+    tmp_path: Path, peers: Peers, kafka_broker: KafkaBroker, ferretdb: FerretDB
+) -> None:
+    """ADR 58 on the distributed backends: delivery's Kafka consumer knows a record published
+    while it holds the partition is new, so the message is relayed before any queue entry
+    (no `queued` step), byte for byte, once."""
+    env = {
+        **quick_env(), **distributed_env(kafka_broker, ferretdb),
+        "POSTMESH_KAFKA_TOPIC_PREFIX": f"relay-{uuid.uuid4().hex[:8]}.",
+        "POSTMESH_DNS_SERVERS": peers.dns.servers, "POSTMESH_SMTP_PORT": str(peers.port),
+        "POSTMESH_HOSTNAME": "out.example.test",
+    }  # fmt: skip
+    stack = Stack(tmp_path / "kafka-relay", free_stack_ports(), env)
+    stack.start(timeout=120)
+    try:
+        sender, pw = new_sender(stack)
+        marker = uuid.uuid4().hex[:10]
+        original = message(sender, ["kim@ok.test"], marker)
+        qid = submit_for_id(stack, sender, pw, "kim@ok.test", original)
+        [got] = wait_for(lambda: arrived(peers.postfix, marker) or None, 60, "the relay")
+        assert got.endswith(original.replace(b"\r\n", b"\n"))
+
+        def steps() -> list[tuple[str, str]] | None:
+            status, trace = admin(stack, "GET", f"/api/v1/trace/{qid}")
+            got = [(s["step"], s["recipient"]) for s in trace["steps"]] if status == 200 else []
+            return got if got and got[-1][0] == "relayed" else None
+
+        assert wait_for(steps, 30, "the trace") == [("accepted", ""), ("relayed", "kim@ok.test")]
+        assert admin(stack, "GET", f"/api/v1/queue/{qid}")[0] == 404
+    finally:
+        print(f"----- delivery log tail -----\n{stack.log_tail('delivery', 40)}")
+        stack.stop()
 
 
 def header_fields(msg: bytes) -> tuple[list[bytes], bytes]:

@@ -172,3 +172,50 @@ async def test_kafka_topic_prefix_keeps_installations_apart(kafka_broker: KafkaB
     finally:
         await admin.close()
     assert {f"a-{tag}.{t}" for t in topics.ALL} | {f"b-{tag}.{t}" for t in topics.ALL} <= names
+
+
+@pytest.mark.asyncio
+async def test_kafka_marks_records_published_before_the_assignment_maybe_seen(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """ADR 58: a group consumer takes a record that was in the partition when it was assigned
+    as possibly handled before (maybe_seen), one published while it holds the partition as
+    new; a consumer without a group takes every record as possibly seen."""
+    import asyncio
+
+    from postmesh.common import topics
+    from postmesh.common.bus.base import BusRecord
+    from postmesh.common.bus.kafka import KafkaBus
+
+    tag = uuid.uuid4().hex[:8]
+    bus = KafkaBus(kafka_broker.bootstrap_servers, "t", create_topics=topics.ALL,
+                   topic_prefix=f"seen-{tag}.")  # fmt: skip
+    await bus.start()
+    grouped: list[BusRecord] = []
+    ungrouped: list[BusRecord] = []
+
+    async def waiting(records: list[BusRecord], n: int) -> None:
+        while len(records) < n:  # noqa: ASYNC110 (polling the handler's list)
+            await asyncio.sleep(0.05)
+
+    async def keep(into: list[BusRecord], r: BusRecord) -> None:
+        into.append(r)
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await bus.publish(topics.INBOUND, "old", b"1")
+        tasks = [
+            asyncio.create_task(
+                bus.consume([topics.INBOUND], f"g-{tag}", lambda r: keep(grouped, r),
+                            concurrency=4)
+            ),
+            asyncio.create_task(bus.consume([topics.INBOUND], None, lambda r: keep(ungrouped, r))),
+        ]  # fmt: skip
+        await asyncio.wait_for(waiting(grouped, 1), 60)
+        await bus.publish(topics.INBOUND, "new", b"2")
+        await asyncio.wait_for(asyncio.gather(waiting(grouped, 2), waiting(ungrouped, 2)), 60)
+    finally:
+        await bus.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert [(r.key, r.maybe_seen) for r in grouped] == [("old", True), ("new", False)]
+    assert [(r.key, r.maybe_seen) for r in ungrouped] == [("old", True), ("new", True)]

@@ -384,6 +384,128 @@ async def test_first_attempt_is_born_leased_when_the_workers_have_room(tmp_path:
     await bus.stop()
 
 
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel until it is done: Python 3.11's wait_for may swallow a cancellation that meets
+    the awaited event's wake-up (the claim loop's wait)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+
+
+def fresh(msg: events_pb2.InboundMessage) -> BusRecord:
+    """A record the bus knows was never handled before (published after the consumer began)."""
+    return BusRecord(topics.INBOUND, msg.queue_id, msg.SerializeToString(), 0, 1, maybe_seen=False)
+
+
+async def outcomes(bus: SqliteBus) -> list[tuple[str, int]]:
+    return [
+        (e.recipient, e.outcome)
+        for e in map(
+            events_pb2.DeliveryEvent.FromString, await published(bus, topics.DELIVERY_EVENTS)
+        )
+    ]
+
+
+async def test_a_new_record_is_relayed_before_anything_is_queued(tmp_path: Path) -> None:
+    """ADR 58: the first attempt of a new record's remote recipients comes before any queue
+    entry; one that is relayed (or bounced) never has one, a deferred one is queued then,
+    due at its next attempt's time. A record that may have been handled before is queued
+    first, so Enqueue finds what the earlier handling queued."""
+    svc, _store, bus = await make_service(tmp_path, queue_poll_seconds=0.05)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    relay.script["later.test"] = (Outcome.DEFERRED, "451", "4.3.0", "come back later")
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    workers = asyncio.create_task(svc.workers.run())
+    await asyncio.sleep(0)
+    before = int(time.time() * 1000)
+    await svc.handle(fresh(inbound("x@remote.test", "y@later.test", "b@example.test")))
+    assert sorted(relay.sent) == [
+        ("later.test", ["y@later.test"], ORIGINAL), ("remote.test", ["x@remote.test"], ORIGINAL)
+    ]  # fmt: skip
+    assert queue.leases == [("", 0)] and list(queue.entries) == [("Q1", "y@later.test")]
+    entry = queue.entries["Q1", "y@later.test"]
+    assert entry.attempts == 1 and "451 4.3.0 come back later" in entry.last_error
+    assert entry.next_attempt_at_ms >= before + 60_000  # the schedule's first step, 1m
+    assert entry.message.inline_content == ORIGINAL
+    ev = events_pb2.DeliveryEvent
+    assert sorted(await outcomes(bus)) == [
+        ("b@example.test", ev.OUTCOME_DELIVERED), ("x@remote.test", ev.OUTCOME_RELAYED),
+        ("y@later.test", ev.OUTCOME_DEFERRED),
+    ]  # fmt: skip
+    assert svc.workers._busy == 0 and queue.deleted == []
+    # The same record again, as after a restart: through the queue, whose Enqueue knows it.
+    await svc.handle(
+        BusRecord(topics.INBOUND, "Q1", inbound("y@later.test").SerializeToString(), 0, 1)
+    )
+    assert [d for d, _, _ in relay.sent].count("later.test") == 1
+    assert queue.leases[1:] == [(svc.workers.owner, svc.settings.queue_lease_seconds)]
+    await stop(workers)
+    await bus.stop()
+
+
+async def test_a_first_attempt_that_outlasts_its_wait_is_queued_and_finished_once(
+    tmp_path: Path,
+) -> None:
+    """The consumer waits relay_first_attempt_seconds at most: then the recipients are queued
+    born leased (with the content) and the record may be committed, while the attempt goes
+    on; its end deletes the entries, as a queue worker's would. Nothing is sent twice."""
+    svc, _store, bus = await make_service(
+        tmp_path, queue_poll_seconds=0.05, relay_first_attempt_seconds=0.05
+    )
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+    go = asyncio.Event()
+    deliver = relay.deliver
+
+    async def slow(*args: Any, **kwargs: Any) -> list[RecipientResult]:
+        await go.wait()
+        return await deliver(*args, **kwargs)
+
+    relay.deliver = slow  # type: ignore[method-assign]
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    workers = asyncio.create_task(svc.workers.run())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(svc.handle(fresh(inbound("x@remote.test", "y@remote.test"))), 5)
+    assert sorted(queue.entries) == [("Q1", "x@remote.test"), ("Q1", "y@remote.test")]
+    assert queue.leases == [(svc.workers.owner, svc.settings.queue_lease_seconds)] * 2
+    assert relay.sent == [] and svc.workers._busy == 2
+    go.set()
+    while queue.entries or svc.workers._busy:  # noqa: ASYNC110 (state of a fake, no event)
+        await asyncio.sleep(0.01)
+    assert relay.sent == [("remote.test", ["x@remote.test", "y@remote.test"], ORIGINAL)]
+    assert queue.claimed == [] and len(queue.deleted) == 2
+    ev = events_pb2.DeliveryEvent
+    assert await outcomes(bus) == [
+        ("x@remote.test", ev.OUTCOME_QUEUED), ("y@remote.test", ev.OUTCOME_QUEUED),
+        ("x@remote.test", ev.OUTCOME_RELAYED), ("y@remote.test", ev.OUTCOME_RELAYED),
+    ]  # fmt: skip
+    await stop(workers)
+    await bus.stop()
+
+
+async def test_first_attempt_off_or_workers_full_queues_first(tmp_path: Path) -> None:
+    """relay_first_attempt_seconds=0, or no room in the workers: Enqueue before any attempt
+    (born leased when there is room, else for the claim loop)."""
+    cases: list[tuple[dict[str, Any], bool]] = [
+        ({"relay_first_attempt_seconds": 0}, True),
+        ({"queue_concurrency": 1}, False),
+    ]
+    for i, (settings, leased) in enumerate(cases):
+        svc, _store, bus = await make_service(tmp_path / str(i), **settings)
+        relay: FakeRelay = svc.relay  # type: ignore[assignment]
+        relay.script["remote.test"] = (Outcome.RELAYED, "250", "2.0.0", "ok")
+        queue: FakeQueue = svc.queue  # type: ignore[assignment]
+        svc.workers._started = True  # room as a running claim loop would have
+        await svc.handle(fresh(inbound("x@remote.test", "y@remote.test")))
+        lease = (svc.workers.owner, svc.settings.queue_lease_seconds) if leased else ("", 0)
+        assert queue.leases == [lease] * 2
+        assert sorted(queue.entries) == [("Q1", "x@remote.test"), ("Q1", "y@remote.test")]
+        await asyncio.sleep(0.05)  # a born-leased attempt runs as a worker's task, after
+        assert len(relay.sent) == (1 if leased else 0)
+        await bus.stop()
+
+
 async def test_a_blob_message_attempted_at_once_has_its_content_from_enqueue(
     tmp_path: Path,
 ) -> None:

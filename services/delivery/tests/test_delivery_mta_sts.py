@@ -4,10 +4,13 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.rrset
 import pytest
 from delivery_fakes import FakeResolver, FakeSmtp, timeout
 
 from postmesh.common.tls import ensure_dev_certificate
+from postmesh.delivery import mta_sts
 from postmesh.delivery.model import Outcome
 from postmesh.delivery.mta_sts import MtaSts, Policy, PolicyError, parse_policy, parse_txt
 from postmesh.delivery.relay import Relay
@@ -162,3 +165,52 @@ async def test_enforce_verifies_the_mx_certificate_name(
         assert peer.transactions == []
     await relay.cache.close_all()
     await peer.stop()
+
+
+async def test_no_policy_is_remembered_for_the_negative_ttl(monkeypatch: Any) -> None:
+    """RFC 8461 §5.1: no TXT record means no policy; that answer is reused (no look-up) for
+    its negative TTL within [ABSENT_MIN_SECONDS, ABSENT_MAX_SECONDS]. A failed look-up is not
+    an answer and is not remembered."""
+    dns_ = FakeResolver()
+    dns_.add("remote.test", "MX", "10 mx1.remote.test.")
+    sts = MtaSts(dns_)  # type: ignore[arg-type]
+    now = [1000.0]
+    monkeypatch.setattr(mta_sts.time, "time", lambda: now[0])
+    assert await sts.policy("remote.test") is None
+    assert await sts.policy("Remote.Test.") is None
+    assert dns_.queries.count(("_mta-sts.remote.test", "TXT")) == 1
+    # The fake's NXDOMAIN carries no reply, so no SOA: dnspython's default of 300 s.
+    now[0] += mta_sts.ABSENT_WITHOUT_SOA_SECONDS - 1
+    assert await sts.policy("remote.test") is None
+    assert dns_.queries.count(("_mta-sts.remote.test", "TXT")) == 1
+    now[0] += 2  # expired: the domain may have published a policy since
+    dns_.add("_mta-sts.remote.test", "TXT", '"v=STSv1; id=one"')
+    monkeypatch.setattr(sts, "_fetch", _serve(POLICY))
+    p = await sts.policy("remote.test")
+    assert p is not None and p.id == "one"
+    assert dns_.queries.count(("_mta-sts.remote.test", "TXT")) == 2
+    # A timeout is no answer: asked again next time.
+    dns_.zone[("_mta-sts.down.test", "TXT")] = timeout()
+    assert await sts.policy("down.test") is None and await sts.policy("down.test") is None
+    assert dns_.queries.count(("_mta-sts.down.test", "TXT")) == 2
+
+
+def test_negative_ttl_is_the_soa_minimum_within_bounds() -> None:
+    """RFC 2308 §5: min(SOA TTL, SOA MINIMUM); no SOA: 300 s; then clamped."""
+    reply = dns.message.make_response(dns.message.make_query("_mta-sts.a.test", "TXT"))
+    assert mta_sts.negative_ttl(reply) == mta_sts.ABSENT_WITHOUT_SOA_SECONDS
+    assert mta_sts.negative_ttl(None) == mta_sts.ABSENT_WITHOUT_SOA_SECONDS
+    soa = "ns.a.test. host.a.test. 1 3600 600 86400 {}"
+    for ttl, minimum, want in ((900, 120, 120.0), (30, 600, 30.0)):
+        reply.authority = [dns.rrset.from_text("a.test.", ttl, "IN", "SOA", soa.format(minimum))]
+        assert mta_sts.negative_ttl(reply) == want
+    assert mta_sts.absent_for(0) == mta_sts.ABSENT_MIN_SECONDS
+    assert mta_sts.absent_for(120) == 120
+    assert mta_sts.absent_for(86400) == mta_sts.ABSENT_MAX_SECONDS
+
+
+def _serve(text: str) -> Any:
+    async def fetch(domain: str) -> str:
+        return text
+
+    return fetch

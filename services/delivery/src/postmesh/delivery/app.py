@@ -263,17 +263,24 @@ class DeliveryService(Service):
             )
             return
         with log_context(queue_id=msg.queue_id):
-            await self.process(msg)
+            await self.process(msg, fresh=not record.maybe_seen)
             if msg.received_at_ms:
                 LATENCY.observe(max(0.0, time.time() - msg.received_at_ms / 1000))
 
-    async def process(self, msg: events_pb2.InboundMessage) -> None:
+    async def process(self, msg: events_pb2.InboundMessage, fresh: bool = False) -> None:
         """Local recipients are delivered here; remote ones are handed to the deferred queue,
-        due at once, whose workers relay them. So the bus consumer never waits for a remote
-        host (one slow destination blocks nothing but its own queue entries), and the record
-        is committed only when every recipient is delivered, bounced or durably queued. A
-        store or auth outage raises: the bus retries the record, and local delivery and
-        Enqueue are idempotent, so a repeat makes no second copy."""
+        due at once, whose workers relay them. So the bus consumer never waits long for a
+        remote host (one slow destination blocks nothing but its own queue entries), and the
+        record is committed only when every recipient is delivered, bounced or durably queued.
+        A store or auth outage raises: the bus retries the record, and local delivery and
+        Enqueue are idempotent, so a repeat makes no second copy.
+
+        ``fresh``: the bus says this record was never handled before. Its remote recipients
+        are then attempted first, for up to ``relay_first_attempt_seconds``, and queued only
+        if that attempt defers them or is not finished by then (ADR 58): the record itself
+        keeps the message durable until then, so an attempt that finishes writes nothing to
+        the store. A record that may have been handled before goes through the queue first,
+        whose Enqueue finds what an earlier handling queued."""
         content: bytes | None = None
         if msg.WhichOneof("content") != "blob_id":
             content = msg.inline_content
@@ -313,7 +320,9 @@ class DeliveryService(Service):
                 if resolved.kind == auth_pb2.RECIPIENT_KIND_REMOTE:
                     self.remote_domains.remember(rcpt.address)
                 remote.append(rcpt)
-        if remote:
+        # Last: once an attempt has begun nothing may raise (the bus would repeat the record,
+        # and the remote host may have the message already).
+        if remote and not (fresh and await self._relay_first(msg, remote, content)):
             await self._enqueue_remote(msg, remote, content)
         await self._report(msg, results, attempt=1, content=content)
 
@@ -322,6 +331,140 @@ class DeliveryService(Service):
             auth_pb2.ResolveRecipientRequest(address=address),
             timeout=self.settings.grpc_deadline_seconds,
         )
+
+    async def _relay_first(
+        self,
+        msg: events_pb2.InboundMessage,
+        remote: list[events_pb2.Recipient],
+        content: bytes | None,
+    ) -> bool:
+        """The first attempt before any queue entry (ADR 58), one per domain, in worker slots
+        reserved here; False (nothing done) when it is off, the content is a blob (stored
+        already) or the workers are full. A group whose attempt finishes within the wait is
+        reported, and only its deferred recipients are queued (with their next attempt's
+        time); a group still under way then is queued born leased to this replica and its
+        attempt goes on as a queue worker's. Never raises once an attempt has begun: every
+        store call after that waits for the store to come back (as after any attempt)."""
+        wait = self.settings.relay_first_attempt_seconds
+        if wait <= 0 or content is None or not self.workers.reserve(len(remote)):
+            return False
+        groups: dict[str, list[events_pb2.Recipient]] = {}
+        for rcpt in remote:
+            groups.setdefault(domain_of(rcpt.address), []).append(rcpt)
+        attempts = {
+            domain: asyncio.create_task(self._relay(msg, content, domain, rcpts, "first"))
+            for domain, rcpts in groups.items()
+        }
+        try:
+            await asyncio.wait(attempts.values(), timeout=wait)
+        except asyncio.CancelledError:
+            for task in attempts.values():
+                task.cancel()
+            self.workers.release(len(remote))
+            raise
+        for domain, task in attempts.items():
+            rcpts = groups[domain]
+            if task.done():
+                try:
+                    await self._first_done(msg, content, rcpts, await self._results(task, rcpts))
+                finally:
+                    self.workers.release(len(rcpts))
+            else:
+                await self._first_to_queue(msg, content, rcpts, task)
+        return True
+
+    @staticmethod
+    async def _results(
+        task: asyncio.Task[list[RecipientResult]], rcpts: Sequence[events_pb2.Recipient]
+    ) -> list[RecipientResult]:
+        """The attempt's results; one that failed unexpectedly defers its recipients (the
+        remote host may or may not have the message, as after a lost connection)."""
+        try:
+            return await task
+        except Exception as e:
+            log.exception("first relay attempt failed", extra=kv(recipients=len(rcpts)))
+            return [
+                RecipientResult(r.address, Outcome.DEFERRED, "451", "4.3.0", f"attempt failed: {e}")
+                for r in rcpts
+            ]
+
+    async def _first_done(
+        self,
+        msg: events_pb2.InboundMessage,
+        content: bytes,
+        rcpts: Sequence[events_pb2.Recipient],
+        results: list[RecipientResult],
+    ) -> None:
+        """A first attempt finished before anything was queued: its outcomes are reported,
+        and a deferred recipient becomes a queue entry due at its next attempt's time."""
+        now_ms = int(time.time() * 1000)
+        next_at = {
+            r.recipient: now_ms + int(next_delay(self.steps, 1) * 1000)
+            for r in results
+            if r.outcome is Outcome.DEFERRED
+        }
+        await self._report(msg, results, attempt=1, content=content, next_at=next_at)
+        by_addr = {r.address: r for r in rcpts}
+        for r in results:
+            if r.outcome is not Outcome.DEFERRED:
+                continue
+            DEFERRALS.inc()
+            req = queue_pb2.EnqueueRequest(
+                queue_id=msg.queue_id, recipient=by_addr[r.recipient], message=msg, attempts=1,
+                next_attempt_at_ms=next_at[r.recipient],
+                last_error=f"{r.reply_code} {r.status} {r.diagnostic}",
+            )  # fmt: skip
+            await self._until_done(
+                "queueing a deferred recipient",
+                functools.partial(
+                    self.queue.Enqueue, req, timeout=self.settings.grpc_deadline_seconds
+                ),
+            )
+
+    async def _first_to_queue(
+        self,
+        msg: events_pb2.InboundMessage,
+        content: bytes,
+        rcpts: Sequence[events_pb2.Recipient],
+        task: asyncio.Task[list[RecipientResult]],
+    ) -> None:
+        """A first attempt still under way after the wait: its recipients are queued with the
+        content, leased to this replica, before the record may be committed; the attempt then
+        finishes as a queue worker's (report, delete or reschedule)."""
+        entries: list[queue_pb2.QueueEntry] = []
+        for rcpt in rcpts:
+            req = queue_pb2.EnqueueRequest(
+                queue_id=msg.queue_id, recipient=rcpt, message=msg, attempts=0,
+                lease_owner=self.workers.owner, lease_seconds=self.settings.queue_lease_seconds,
+            )  # fmt: skip
+            resp = await self._until_done(
+                "queueing an attempt under way",
+                functools.partial(
+                    self.queue.Enqueue, req, timeout=self.settings.grpc_deadline_seconds
+                ),
+            )
+            if resp is None:
+                continue
+            if resp.entry.lease_owner != self.workers.owner:
+                # A store that ignores the lease: the claim loop may attempt it as well.
+                log.warning("queued attempt not leased to us", extra=kv(rcpt=rcpt.address))
+            entries.append(resp.entry)
+            queued = RecipientResult(rcpt.address, Outcome.QUEUED, "", "", "queued for relay")
+            await self._publish_outcome(msg, queued, 0, 0)
+        log.info("first attempt outlasted its wait; queued", extra=kv(recipients=len(rcpts)))
+        self.workers.release(len(rcpts) - len(entries))
+        if not entries:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return
+
+        async def finish() -> None:
+            results = await self._results(task, rcpts)
+            mine = {e.recipient.address for e in entries}
+            await self._conclude(
+                entries, msg, [r for r in results if r.recipient in mine], 1, content
+            )
+
+        self.workers.adopt(entries, finish())
 
     async def _enqueue_remote(
         self,
@@ -463,6 +606,18 @@ class DeliveryService(Service):
         else:
             source = "first" if attempt == 1 else "retry"
             results = await self._relay(msg, content, domain, list(msg.recipients), source)
+        await self._conclude(entries, msg, results, attempt, content)
+
+    async def _conclude(
+        self,
+        entries: Sequence[queue_pb2.QueueEntry],
+        msg: events_pb2.InboundMessage,
+        results: Sequence[RecipientResult],
+        attempt: int,
+        content: bytes | None,
+    ) -> None:
+        """An attempt's end for its queue entries: reported, then each entry deleted or
+        rescheduled (a recipient deferred past the queue lifetime bounces with 5.4.7)."""
         now_ms = int(time.time() * 1000)
         by_addr = {e.recipient.address: e for e in entries}
         final: list[RecipientResult] = []

@@ -8,11 +8,14 @@ import asyncio
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import aiohttp
 import dns.asyncresolver
 import dns.exception
+import dns.message
+import dns.rdatatype
 import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -23,6 +26,14 @@ log = get_logger(__name__)
 
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 §3.3: 64 KB at most
 MAX_AGE_CAP = 31557600  # RFC 8461 §3.2: max_age up to one year
+# "No policy" (no _mta-sts TXT, or none usable) is remembered for the DNS answer's own negative
+# TTL (RFC 2308 §5: the SOA's), within these bounds: not below a minute, so a zone whose TTL is
+# 0 does not cost a look-up per message, and not above an hour, so a domain that starts
+# publishing a policy is seen within the hour. dnspython's own default without an SOA is 300.
+ABSENT_MIN_SECONDS = 60.0
+ABSENT_MAX_SECONDS = 3600.0
+ABSENT_WITHOUT_SOA_SECONDS = 300.0
+ABSENT_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,19 @@ class _Cached:
     expires: float = field(default=0.0)
 
 
+def negative_ttl(response: dns.message.Message | None) -> float:
+    """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM), from the authority
+    section; ABSENT_WITHOUT_SOA_SECONDS when the reply carries no SOA."""
+    for rrset in response.authority if response is not None else ():
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return ABSENT_WITHOUT_SOA_SECONDS
+
+
+def absent_for(ttl: float) -> float:
+    return min(max(ttl, ABSENT_MIN_SECONDS), ABSENT_MAX_SECONDS)
+
+
 class MtaSts:
     def __init__(
         self,
@@ -136,12 +160,19 @@ class MtaSts:
         self.ssl = ssl.create_default_context(cafile=ca_file)
         self.timeout = timeout
         self.cache: dict[str, _Cached] = {}
+        # Domains without a policy (and none cached): until when that answer holds.
+        self.absent: OrderedDict[str, float] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def policy(self, domain: str) -> Policy | None:
         """The policy in force for ``domain``, or None. Failures never block delivery by
         themselves (RFC 8461 §5.1): without a usable new policy the cached one stays in force."""
         domain = domain.lower().rstrip(".")
+        until = self.absent.get(domain)
+        if until is not None:
+            if time.time() < until:
+                return None  # no TXT record moments ago: no look-up, no lock (§5.1)
+            del self.absent[domain]
         lock = self._locks.setdefault(domain, asyncio.Lock())
         async with lock:  # one fetch per domain at a time
             cached = self.cache.get(domain)
@@ -150,12 +181,16 @@ class MtaSts:
                 cached = None
                 self.cache.pop(domain, None)
             try:
-                policy_id = await self._txt_id(domain)
+                policy_id, ttl = await self._txt_id(domain)
             except dns.exception.DNSException as e:
+                # A failed look-up says nothing about the policy: not remembered as absent.
                 log.info("MTA-STS TXT look-up failed", extra=kv(domain=domain, error=str(e)))
                 return cached.policy if cached else None
             if policy_id is None:
-                return cached.policy if cached else None
+                if cached is not None:
+                    return cached.policy  # §5.1: an unexpired cached policy stays in force
+                self._remember_absent(domain, now + absent_for(ttl))
+                return None
             if cached is not None and cached.policy.id == policy_id:
                 return cached.policy
             try:
@@ -170,15 +205,27 @@ class MtaSts:
             )
             return policy
 
-    async def _txt_id(self, domain: str) -> str | None:
+    def _remember_absent(self, domain: str, until: float) -> None:
+        self.absent[domain] = until
+        self.absent.move_to_end(domain)
+        while len(self.absent) > ABSENT_ENTRIES:
+            self.absent.popitem(last=False)
+
+    async def _txt_id(self, domain: str) -> tuple[str | None, float]:
+        """The policy id of the TXT record (None: no usable record) and how long the answer
+        holds (its TTL; the negative TTL for a name or record that does not exist)."""
+        name = f"_mta-sts.{domain}"
         try:
             answer = await self.resolver.resolve(
-                f"_mta-sts.{domain}", "TXT", search=False, raise_on_no_answer=False
+                name, "TXT", search=False, raise_on_no_answer=False
             )  # no TXT records: an empty answer, no exception (see mx.resolve_mx)
-        except dns.resolver.NXDOMAIN:
-            return None
+        except dns.resolver.NXDOMAIN as e:
+            responses = e.kwargs.get("responses") or {}
+            return None, negative_ttl(next(iter(responses.values()), None))
+        expiration = getattr(answer, "expiration", None)
+        ttl = expiration - time.time() if expiration else ABSENT_WITHOUT_SOA_SECONDS
         records = [b"".join(rr.strings).decode("ascii", "replace") for rr in answer]
-        return parse_txt(records)
+        return parse_txt(records), ttl
 
     async def _fetch(self, domain: str) -> str:
         """RFC 8461 §3.3: HTTPS with a valid certificate for mta-sts.<domain>, no redirects,

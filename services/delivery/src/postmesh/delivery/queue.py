@@ -169,15 +169,24 @@ class QueueWorkers:
         for group in group_entries(entries):
             if not reserved:
                 self._busy += len(group)
-            task = asyncio.create_task(self._one(group, content))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start(group, self.attempt(group, content))
 
-    async def _one(self, group: list[queue_pb2.QueueEntry], content: bytes | None) -> None:
+    def adopt(self, group: Sequence[queue_pb2.QueueEntry], work: Awaitable[None]) -> None:
+        """Entries of one group leased to this replica whose attempt is already under way
+        (``work`` finishes it: the bus consumer's first attempt that outlasted its wait, ADR
+        58); their room was taken by reserve. Their leases are kept while it runs."""
+        self._start(list(group), work)
+
+    def _start(self, group: list[queue_pb2.QueueEntry], work: Awaitable[None]) -> None:
+        task = asyncio.create_task(self._one(group, work))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _one(self, group: list[queue_pb2.QueueEntry], work: Awaitable[None]) -> None:
         keeper = asyncio.create_task(self._keep_leased(group))
         try:
             with log_context(queue_id=group[0].queue_id):
-                await self.attempt(group, content)
+                await work
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -68,6 +68,11 @@ class DeliverySettings(AdminTokenSettings):
     # relay bench's load left entries unleased, for ClaimDue and GetBlob (0.15 ClaimDue per
     # message; 0.01 at 50).
     queue_claim_batch: int = Field(default=50, ge=1, le=1000)
+    # How long the bus consumer waits for a new message's first relay attempt before it
+    # queues the message's remote recipients (with the content) and goes on; an attempt
+    # finished by then needs no queue entry at all, unless deferred (ADR 58). The consumer's
+    # batch waits as long for its slowest record. 0: every remote recipient is queued first.
+    relay_first_attempt_seconds: float = Field(default=0.5, ge=0, le=60)
     queue_concurrency: int = Field(default=50, ge=1, le=1000)
     queue_lease_seconds: int = Field(default=900, ge=1, le=86400)
     queue_poll_seconds: float = Field(default=1.0, gt=0)

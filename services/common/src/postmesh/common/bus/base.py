@@ -34,6 +34,13 @@ class BusRecord:
     value: bytes
     partition: int
     offset: int
+    # The record may have been handed to this consumer group before (it comes again after a
+    # restart, a handler failure or a partition move). False only where the bus knows it is
+    # new: the embedded bus, for records published after the consumer started; Kafka, for
+    # records at or above the partition's end offset when it was assigned to this consumer
+    # (a group consumer only). Delivery attempts a new record's remote recipients before
+    # queueing them (ADR 58), a possibly seen one's only through the queue.
+    maybe_seen: bool = True
 
 
 Handler = Callable[[BusRecord], Awaitable[None]]

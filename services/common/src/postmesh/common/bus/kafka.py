@@ -7,7 +7,13 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -140,11 +146,16 @@ class KafkaBus(Bus):
     def _logical(self, topic: str) -> str:
         return topic[len(self.topic_prefix) :]
 
-    def _record(self, r: ConsumerRecord[bytes, bytes]) -> BusRecord:
-        """A consumed record, under its logical topic name."""
+    def _record(
+        self, r: ConsumerRecord[bytes, bytes], new_from: dict[TopicPartition, int] | None = None
+    ) -> BusRecord:
+        """A consumed record, under its logical topic name. ``new_from``: per partition, the
+        first offset this consumer knows no one of its group was handed before."""
+        start = (new_from or {}).get(TopicPartition(r.topic, r.partition))
         return BusRecord(
-            self._logical(r.topic), (r.key or b"").decode(), r.value or b"", r.partition, r.offset
-        )
+            self._logical(r.topic), (r.key or b"").decode(), r.value or b"", r.partition,
+            r.offset, maybe_seen=start is None or r.offset < start,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -166,8 +177,9 @@ class KafkaBus(Bus):
         from_latest: bool = False,
         concurrency: int = 1,
     ) -> None:
+        names = [self.physical(t) for t in topics]
         consumer = AIOKafkaConsumer(
-            *(self.physical(t) for t in topics),
+            *([] if group is not None else names),
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
             group_id=group,
@@ -176,11 +188,18 @@ class KafkaBus(Bus):
             max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
             **self.security.client_kwargs(),
         )
+        assigned = _NewFrom(consumer)
+        if group is not None:
+            consumer.subscribe(names, listener=assigned)
         await consumer.start()
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
-                parts = [(tp, [self._record(r) for r in rs]) for tp, rs in batches.items() if rs]
+                parts = [
+                    (tp, [self._record(r, assigned.new_from) for r in rs])
+                    for tp, rs in batches.items()
+                    if rs
+                ]
                 if concurrency > 1:
                     # Independent records: the partitions' batches share the slots, so the last
                     # slow records of one partition do not hold the others' back.
@@ -222,3 +241,34 @@ class KafkaBus(Bus):
         except (KafkaError, TimeoutError):
             return False
         return True
+
+
+class _NewFrom(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Per partition assigned to this consumer, the end offset at the assignment: a record
+    below it may have been handed to the group before (to the replica that had the partition,
+    or to this one before a rebalance) without its offset being committed; one at or above it
+    was published while this consumer held the partition, so only this consumer has seen it
+    (ADR 58). A partition whose end offset could not be read has no entry: all maybe seen."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.new_from: dict[TopicPartition, int] = {}
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        for tp in revoked:
+            self.new_from.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            self.new_from.pop(tp, None)
+        if not assigned:
+            return
+        try:
+            ends = await self.consumer.end_offsets(list(assigned))
+        except KafkaError as e:
+            log.warning(
+                "end offsets unknown; records taken as maybe seen",
+                extra={"fields": {"error": str(e)}},
+            )
+            return
+        self.new_from.update(ends)

@@ -177,6 +177,8 @@ class SqliteBus(Bus):
                     positions[t] = await readers[t].run(
                         lambda c, t=t: self._start_position(c, t, from_latest)  # type: ignore[misc]
                     )
+            # Records up to here may have been handled before this consumer started (ADR 58).
+            heads = {t: await readers[t].run(lambda c, t=t: self._head(c, t)) for t in topics}  # type: ignore[misc]
             lag_reported = 0.0
             while not self._stopping.is_set():
                 got_any = False
@@ -191,7 +193,11 @@ class SqliteBus(Bus):
                     if not rows:
                         continue
                     got_any = True
-                    recs = [BusRecord(topic, key, bytes(value), 0, seq) for seq, key, value in rows]
+                    head = heads[topic]
+                    recs = [
+                        BusRecord(topic, key, bytes(value), 0, seq, maybe_seen=seq <= head)
+                        for seq, key, value in rows
+                    ]
                     if not await handle_batch(handler, recs, self._stopping, concurrency):
                         return
                     last = recs[-1].offset
@@ -257,6 +263,14 @@ class SqliteBus(Bus):
         if not from_latest:
             return 0
         return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0])
+
+    @staticmethod
+    def _head(conn: sqlite3.Connection, topic: str) -> int:
+        return int(
+            conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM records WHERE topic = ?", (topic,)
+            ).fetchone()[0]
+        )
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, group: str, topic: str, seq: int) -> None:
