@@ -9,7 +9,6 @@ and ``messages.py``; this class runs them.
 from __future__ import annotations
 
 import asyncio
-
 import functools
 import sqlite3
 import time
@@ -273,7 +272,7 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         # next is not read only after the previous group went out. At most two groups (2 MiB
         # of first chunks) are held per call.
         i, cap = 0, 2
-        ahead = read(0, cap)
+        ahead: asyncio.Task[list[_Found | None]] | None = read(0, cap)
         try:
             while ahead is not None:
                 found = await ahead
