@@ -13,8 +13,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from postmesh.auth.accounts import Accounts
-from postmesh.auth.recipients import RecipientKind, Resolution
 from postmesh.auth.lockout import LockoutPolicy, LoginGuard
+from postmesh.auth.recipients import RecipientKind, Resolution
 from postmesh.auth.records import Alias, RecordRepository
 from postmesh.auth.records.mongodb import MongoRecordRepository
 from postmesh.auth.records.sqlite import SqliteRecordRepository
