@@ -13,8 +13,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from postmesh.auth.accounts import Accounts
+from postmesh.auth.lockout import LockoutPolicy, LoginGuard
 from postmesh.auth.recipients import RecipientKind, Resolution
-from postmesh.auth.records import Alias
+from postmesh.auth.records import Alias, RecordRepository
 from postmesh.auth.records.mongodb import MongoRecordRepository
 from postmesh.auth.records.sqlite import SqliteRecordRepository
 from postmesh.auth.repository.mongodb import MongoAccountRepository
@@ -51,6 +52,54 @@ async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
         await client.drop_database(name)
         await client.close()
+
+
+async def test_login_reads_its_records_together(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """ADR 0057: a password login reads lockout counts, disabled state and SCRAM presence in
+    one go (SQLite: one trip; MongoDB: the default, the calls side by side); both backends
+    answer as the calls one by one, and lockout, disabling and clearing work through it."""
+    for backend in ("sqlite", "mongodb"):
+        name = f"auth_{uuid.uuid4().hex[:12]}"
+        if backend == "sqlite":
+            repo: Any = SqliteAccountRepository(tmp_path / "login.sqlite3")
+            records: Any = SqliteRecordRepository(tmp_path / "login.sqlite3")
+            url = ""
+        else:
+            url = request.getfixturevalue("ferretdb").url
+            repo = MongoAccountRepository(url, name)
+            records = MongoRecordRepository(url, name)
+        await repo.open()
+        await records.open()
+        policy = LockoutPolicy(account_failures=3, ip_failures=10, backoff_base_seconds=0)
+        acc = Accounts(repo, records, LoginGuard(records, policy))
+        await acc.create_domain("example.test")
+        await acc.create_user("cal@example.test", "pw-contract")
+        keys = ["user:cal@example.test", "ip:192.0.2.7"]
+        assert (await acc.login("cal@example.test", "wrong", "pop3", "192.0.2.7")).user is None
+        state = await records.login_state("cal@example.test", keys)
+        assert state == await RecordRepository.login_state(records, "cal@example.test", keys)
+        assert state.failures["user:cal@example.test"] is not None and state.has_scram
+        assert not state.disabled
+        ok = await acc.login("cal@example.test", "pw-contract", "pop3", "192.0.2.7")
+        assert ok.user is not None, backend
+        assert await records.get_failures("user:cal@example.test") is None  # cleared
+        assert await records.get_failures("ip:192.0.2.7") is not None  # the IP's stays
+        await acc.set_disabled("cal@example.test", True)
+        assert (await records.login_state("cal@example.test", keys)).disabled
+        assert (await acc.login("cal@example.test", "pw-contract")).user is None
+        await acc.set_disabled("cal@example.test", False)
+        for _ in range(3):
+            await acc.login("cal@example.test", "wrong", "pop3", "192.0.2.8")
+        locked = await acc.login("cal@example.test", "pw-contract", "pop3", "192.0.2.8")
+        assert locked.user is None and locked.retry_after > 0, backend
+        await records.close()
+        await repo.close()
+        if url:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+            await client.drop_database(name)
+            await client.close()
 
 
 async def test_aliases_round_trip_and_resolve(accounts: Accounts) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,6 +15,7 @@ from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.lockout import LockoutPolicy, LoginGuard
+from postmesh.auth.records import RecordRepository
 from postmesh.auth.records.sqlite import SqliteRecordRepository
 from postmesh.auth.repository.sqlite import SqliteAccountRepository
 from postmesh.common.dev_pki import ensure_dev_pki
@@ -155,6 +157,44 @@ async def test_success_clears_the_account_count(
     for _ in range(2):
         await a.login("bob@example.test", "wrong")
     assert (await a.login("bob@example.test", "pencil-1")).user  # not locked: count restarted
+
+
+async def test_a_login_reads_its_records_in_one_trip(
+    replicas: tuple[Accounts, Accounts, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0057: lockout counts, disabled and SCRAM presence in one read; nothing written
+    when there is no count to clear; the answers are those of the calls one by one."""
+    a, _, _ = replicas
+    records = a.records
+    assert isinstance(records, SqliteRecordRepository)
+    trips: list[object] = []
+    run = records._db.run
+
+    async def counted(fn: Any) -> Any:
+        trips.append(fn)
+        return await run(fn)
+
+    monkeypatch.setattr(records._db, "run", counted)
+    assert (await a.login("bob@example.test", "pencil-1", "pop3", "192.0.2.1")).user
+    assert len(trips) == 1
+    # A failure to clear: read with the rest, then cleared (a second trip).
+    assert (await a.login("bob@example.test", "wrong", "pop3", "192.0.2.1")).user is None
+    trips.clear()
+    assert (await a.login("bob@example.test", "pencil-1", "pop3", "192.0.2.1")).user
+    assert len(trips) == 2
+    assert await records.get_failures("user:bob@example.test") is None
+    # The IP's count stays (one valid account must not launder a spray).
+    ip = await records.get_failures("ip:192.0.2.1")
+    assert ip is not None and ip.failures == 1
+    # The backend-neutral default reads the same.
+    keys = ["user:bob@example.test", "ip:192.0.2.1", "ip:192.0.2.9"]
+    await records.set_disabled("bob@example.test", True)
+    one = await records.login_state("bob@example.test", keys)
+    each = await RecordRepository.login_state(records, "bob@example.test", keys)
+    assert one == each and one.disabled and one.has_scram
+    assert one.failures["ip:192.0.2.1"] == ip and one.failures["ip:192.0.2.9"] is None
+    # Disabled: refused with the right password.
+    assert (await a.login("bob@example.test", "pencil-1", "pop3", "192.0.2.1")).user is None
 
 
 async def test_backoff_grows_and_is_capped(tmp_path: Path) -> None:

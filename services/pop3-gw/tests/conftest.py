@@ -205,6 +205,22 @@ class FaultInjector:
         self._call("acquire_lock", (user, session_id, lease_seconds))
         return await self.inner.acquire_lock(user, session_id, lease_seconds)
 
+    async def lock_and_open(
+        self, user: str, session_id: str, lease_seconds: int
+    ) -> tuple[LockResult, Maildrop | None]:
+        # One store call, logged and switched as its two halves ("acquire_lock", then
+        # "open_maildrop" once the lock is granted).
+        self._call("acquire_lock", (user, session_id, lease_seconds))
+        locked, maildrop = await self.inner.lock_and_open(user, session_id, lease_seconds)
+        if locked.granted:
+            try:
+                self._call("open_maildrop", user)
+            except BackendUnavailable:
+                # As the store does when its listing fails: the lock is freed first.
+                await self.inner.release_lock(user, session_id)
+                raise
+        return locked, maildrop
+
     async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
         self._call("renew_lock", (user, session_id))
         return await self.inner.renew_lock(user, session_id, lease_seconds)

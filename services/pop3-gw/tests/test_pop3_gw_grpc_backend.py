@@ -19,9 +19,10 @@ from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.pop3_gw.backend import LockResult, MessageGone
-from postmesh.pop3_gw.grpc_backend import GrpcBackend
+from postmesh.pop3_gw.grpc_backend import GrpcBackend, StoreMaildrop
 from postmesh.pop3_gw.server import Pop3Service
 from postmesh.pop3_gw.settings import Pop3Settings
+from postmesh.store.in_process import InProcessStore
 
 USER = "carol@example.test"
 PASSWORD = "pw-carol"
@@ -285,6 +286,43 @@ async def test_whole_session_through_grpc(fakes: Grpc, tmp_path: Path) -> None:
     calls = [r[0] for r in fakes.store.requests]
     assert calls.index("Acquire") < calls.index("GetMailbox")  # locked before the snapshot
     assert calls.index("Expunge") < calls.index("Release")
+
+
+async def test_lock_and_open_on_a_store_without_open_maildrop(
+    fakes: Grpc, backend: GrpcBackend
+) -> None:
+    """A store from before OpenMaildrop (UNIMPLEMENTED): the lock, then the listing."""
+    for uid in (3, 5, 8):
+        fakes.store.messages[uid] = (f"msg {uid}\r\n".encode(), set())
+    locked, drop = await backend.lock_and_open(USER, "s1", 60)
+    assert locked == LockResult(True, "s1") and drop is not None
+    assert [m.uid for m in drop.messages] == [3, 5, 8] and drop.uidvalidity == 777
+    calls = [r[0] for r in fakes.store.requests]
+    assert calls.index("Acquire") < calls.index("GetMailbox")
+    assert calls.index("Acquire") < calls.index("ListMessages")
+    # Held by s1: no listing for s2.
+    fakes.store.requests.clear()
+    assert await backend.lock_and_open(USER, "s2", 60) == (LockResult(False, "s1"), None)
+    assert [r[0] for r in fakes.store.requests] == ["Acquire"]
+
+
+async def test_lock_and_open_in_one_call(tmp_path: Path) -> None:
+    """The real store's OpenMaildrop (ADR 0057): lock and first page in one call, the rest of
+    the INBOX paged as before; no listing without the lock; no INBOX is an empty maildrop."""
+    async with InProcessStore(tmp_path) as store:
+        for i in range(5):
+            await store.deliver(USER, f"Subject: {i}\r\n\r\nbody {i}\r\n".encode())
+        maildrop = StoreMaildrop(store.client(), deadline=5.0, page_size=2)
+        locked, drop = await maildrop.lock_and_open(USER, "s1", 60)
+        assert locked == LockResult(True, "s1") and drop is not None
+        expected = await store.messages(USER)
+        assert [(m.uid, m.size) for m in drop.messages] == [(m.uid, m.size) for m in expected]
+        assert drop.uidvalidity == (await store.app.repo.get_mailbox(USER, "INBOX")).uidvalidity
+        assert await maildrop.lock_and_open(USER, "s2", 60) == (LockResult(False, "s1"), None)
+        holder = await store.lock_holder(USER)
+        assert holder is not None and holder[0] == "s1"
+        locked, drop = await maildrop.lock_and_open("nobody@example.test", "s3", 60)
+        assert locked.granted and drop is not None and drop.messages == ()
 
 
 async def test_maildrop_lock_calls(fakes: Grpc, backend: GrpcBackend) -> None:

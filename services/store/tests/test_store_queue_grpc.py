@@ -18,6 +18,7 @@ from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb
 from postmesh.common.grpc import channel
 from postmesh.common.grpc_security import GrpcSecurity
 from postmesh.store.app import StoreApp
+from postmesh.store.model import Delivery
 from postmesh.store.settings import StoreSettings
 
 CONTENT = b"From: a@example.org\r\nSubject: deferred\r\n\r\nbody\r\n"
@@ -343,6 +344,43 @@ async def test_maildrop_lock_service(ch: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await locks.Acquire(queue_pb2.MaildropLockRequest(user="u", owner="s"), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # lease_seconds 0
+
+
+async def test_open_maildrop_lists_under_the_lock(app: StoreApp, ch: grpc.aio.Channel) -> None:
+    """ADR 0057: the lock and, once granted, the mailbox's listing in one call."""
+    user = "alice@example.com"
+    for i in range(3):
+        await app.repo.deliver(
+            Delivery(f"Q{i}", user, "INBOX", CONTENT + b"%d\r\n" % i, None, ("\\Seen",) * i, 0)
+        )
+    box = await app.repo.get_mailbox(user, "INBOX")
+    locks = queue_pb2_grpc.MaildropLockServiceStub(ch)
+
+    def req(owner: str, mailbox: str = "INBOX", limit: int = 2) -> queue_pb2.OpenMaildropRequest:
+        lock = queue_pb2.MaildropLockRequest(user=user, owner=owner, lease_seconds=60)
+        return queue_pb2.OpenMaildropRequest(lock=lock, mailbox=mailbox, limit=limit)
+
+    first = await locks.OpenMaildrop(req("s1"), timeout=10)
+    assert first.lock.granted and first.lock.holder == "s1"
+    assert first.mailbox_found and first.uidvalidity == box.uidvalidity
+    # The first page only (limit 2), as ListMessages would give it.
+    assert [m.uid for m in first.page.messages] == [1, 2] and first.page.more
+    assert [len(m.flags) for m in first.page.messages] == [0, 1]
+    assert first.page.messages[0].size == len(CONTENT) + 3
+    # Held: the next session gets the holder and no listing.
+    second = await locks.OpenMaildrop(req("s2"), timeout=10)
+    assert (second.lock.granted, second.lock.holder) == (False, "s1")
+    assert not second.mailbox_found and not second.page.messages
+    assert (await locks.Release(queue_pb2.MaildropLockRequest(user=user, owner="s1"))).released
+    # No such mailbox (nothing delivered yet): the lock is held, with an empty listing.
+    empty = await locks.OpenMaildrop(req("s3", "Nope"), timeout=10)
+    assert empty.lock.granted and not empty.mailbox_found
+    assert (await locks.Release(queue_pb2.MaildropLockRequest(user=user, owner="s3"))).released
+    # A listing that fails after the lock was granted gives the lock back before the error.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await locks.OpenMaildrop(req("s4", "INBOX/\x00"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await locks.Acquire(req("s5").lock, timeout=10)).granted
 
 
 async def test_services_report_serving(ch: grpc.aio.Channel) -> None:

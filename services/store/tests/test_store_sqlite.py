@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -326,4 +328,42 @@ async def test_read_messages_trips_are_bounded_by_octets(
     ]
     assert got == list(contents.items())
     assert trips == [2, 4, 6, 4]
+    await repo.close()
+
+
+async def test_read_messages_reads_the_next_group_while_this_one_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0057: the next trip starts before the caller has the current group's messages; a
+    caller that stops early leaves no read waiting for it."""
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    contents = {i: message(i) for i in range(1, 9)}
+    for i, content in contents.items():
+        await repo.deliver(Delivery(f"q{i}", "u", "", content=content))
+    taken: list[int] = []
+    started: list[int] = []
+    read = repo._read
+
+    async def counted(fn: Any) -> Any:
+        started.append(len(taken))
+        return await read(fn)
+
+    monkeypatch.setattr(repo, "_read", counted)
+    async for uid, found in repo.read_messages("u", INBOX, list(contents)):
+        assert found is not None
+        taken.append(uid)
+    assert taken == list(contents)
+    # Trips of 2, 4, 2: the second started before message 1 was taken, the third before 3.
+    assert started == [0, 0, 2]
+    started.clear()
+    taken.clear()
+    async with contextlib.aclosing(repo.read_messages("u", INBOX, list(contents))) as stream:
+        async for uid, _ in stream:
+            taken.append(uid)
+            break
+    before = asyncio.all_tasks()
+    await asyncio.sleep(0.05)
+    assert all(t.done() for t in before - {asyncio.current_task()})
+    assert taken == [1] and started == [0, 0]
     await repo.close()

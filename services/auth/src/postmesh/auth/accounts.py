@@ -15,7 +15,7 @@ from postmesh.auth.lockout import LoginGuard
 from postmesh.auth.login_cache import LoginCache
 from postmesh.auth.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from postmesh.auth.recipients import RecipientResolver, Resolution
-from postmesh.auth.records import RecordRepository
+from postmesh.auth.records import LoginState, RecordRepository
 from postmesh.auth.repository import AccountRepository, Domain, NotFound, User
 from postmesh.auth.resolution_cache import ResolutionCache
 from postmesh.auth.shared_checks import SharedChecks
@@ -136,12 +136,22 @@ class Accounts:
             address = canonical_address(username)
         except InvalidAddress:
             address = ""
+        # The account and the records the login needs (lockout counts, disabled, SCRAM keys
+        # present) read at once: two trips side by side instead of six in a row (ADR 0057).
+        keys = LoginGuard.keys(address, remote_ip) if self.guard is not None else []
+        state: LoginState | None = None
+        if self.records is not None:
+            state, user = await asyncio.gather(
+                self.records.login_state(address, keys), self._user(address)
+            )
+        else:
+            user = await self._user(address)
         if self.guard is not None:
-            retry = await self.guard.retry_after(address, remote_ip)
+            assert state is not None  # a guard is built on the records
+            retry = self.guard.retry_after_of(state.failures, address, remote_ip)
             if retry:
                 AUTH_ATTEMPTS.labels(protocol or "unknown", "locked").inc()
                 return LoginResult(None, retry)
-        user = await self.repo.get_user(address) if address else None
         cache = self.login_cache
         if (
             user is not None
@@ -160,7 +170,7 @@ class Accounts:
                 and not needs_rehash(user.password_hash)
             ):
                 cache.add(address, password, user.password_hash)
-        if ok and user and await self._disabled(user.address):
+        if ok and user and await self._disabled(user.address, address, state):
             ok = False
         AUTH_ATTEMPTS.labels(protocol or "unknown", "ok" if ok and user else "fail").inc()
         if not (ok and user):
@@ -169,12 +179,21 @@ class Accounts:
         if needs_rehash(user.password_hash):
             # argon2 parameters changed (POSTMESH_AUTH_ARGON2_*): re-hash while we have it.
             await self.repo.set_password_hash(user.address, await hash_password(password))
-        if self.records is not None and await self.records.get_scram(user.address) is None:
+        if self.records is not None and not await self._has_scram(user.address, address, state):
             # Users created before SCRAM keys existed get them at their next password login.
             await self._store_scram(user.address, password)
-        if self.guard is not None:
+        if self.guard is not None and (
+            state is None
+            or user.address != address
+            or state.failures.get(f"user:{address}") is not None
+        ):
+            # Nothing to clear when the login found no count (one a concurrent failure adds
+            # meanwhile stays, ADR 0057).
             await self.guard.succeeded(user.address)
         return LoginResult(user)
+
+    async def _user(self, address: str) -> User | None:
+        return await self.repo.get_user(address) if address else None
 
     async def _failed(self, address: str, remote_ip: str) -> None:
         if self.guard is not None:
@@ -182,8 +201,18 @@ class Accounts:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _disabled(self, address: str) -> bool:
+    async def _disabled(
+        self, address: str, read_for: str = "", state: LoginState | None = None
+    ) -> bool:
+        """``state``: the records read for ``read_for`` (answers for that address only)."""
+        if state is not None and address == read_for:
+            return state.disabled
         return self.records is not None and await self.records.is_disabled(address)
+
+    async def _has_scram(self, address: str, read_for: str, state: LoginState | None) -> bool:
+        if state is not None and address == read_for:
+            return state.has_scram
+        return self.records is not None and await self.records.get_scram(address) is not None
 
     async def _store_scram(self, address: str, password: str) -> None:
         if self.records is None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from postmesh.auth.records import RecordRepository
+from postmesh.auth.records import FailureCount, RecordRepository
 from postmesh.common.logging import get_logger, kv
 
 log = get_logger(__name__)
@@ -65,9 +65,22 @@ class LoginGuard:
 
     async def retry_after(self, address: str, ip: str) -> int:
         """Seconds until a lock on the account or the IP ends; 0 when neither is locked."""
+        counts = {key: await self.records.get_failures(key) for _, key in _keys(address, ip)}
+        return self.retry_after_of(counts, address, ip)
+
+    @staticmethod
+    def keys(address: str, ip: str) -> list[str]:
+        """The failure keys :meth:`retry_after_of` needs the counts of."""
+        return [key for _, key in _keys(address, ip)]
+
+    def retry_after_of(
+        self, counts: Mapping[str, FailureCount | None], address: str, ip: str
+    ) -> int:
+        """:meth:`retry_after` on counts already read (``keys``), as a login reads them with
+        the rest of its records (ADR 0057)."""
         now = self.clock()
         for scope, key in _keys(address, ip):
-            count = await self.records.get_failures(key)
+            count = counts.get(key)
             if count is not None and count.locked_until > now:
                 LOCKED_REJECTIONS.labels(scope).inc()
                 return max(1, math.ceil(count.locked_until - now))

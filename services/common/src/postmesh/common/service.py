@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from postmesh.common.config import ServiceSettings, load_settings
 from postmesh.common.logging import configure_logging, get_logger
+from postmesh.common.malloc_tuning import keep_large_buffers
 from postmesh.common.ops import OpsServer, ReadinessCheck
 from postmesh.common.runner import wait_for_stop_signal
 from postmesh.common.tls import certificate_reloading
@@ -80,6 +81,8 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
 
 def main(settings_cls: type[S], factory: Callable[[S], Service], name: str) -> None:
     """Entry point of ``python -m postmesh.<service>``."""
+    # Before the service allocates its buffers: no page faults for each 1 MiB one (ADR 0057).
+    keep_large_buffers()
     settings = load_settings(settings_cls)
     configure_logging(name, settings.log_level)
 

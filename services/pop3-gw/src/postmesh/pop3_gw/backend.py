@@ -97,6 +97,14 @@ class MailBackend(Protocol):
         """Lock the maildrop for this session (a lease that expires unless renewed)."""
         ...
 
+    async def lock_and_open(
+        self, user: str, session_id: str, lease_seconds: int
+    ) -> tuple[LockResult, Maildrop | None]:
+        """:meth:`acquire_lock` and, when granted, :meth:`open_maildrop` read under the lock
+        (one store round trip where the store can, ADR 0057); the maildrop is None when the
+        lock was not granted. On BackendUnavailable the lock may have been granted."""
+        ...
+
     async def renew_lock(self, user: str, session_id: str, lease_seconds: int) -> bool:
         """False when the lock was lost (it expired and another session took it)."""
         ...

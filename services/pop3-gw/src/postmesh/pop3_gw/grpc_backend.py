@@ -47,6 +47,32 @@ class StoreMaildrop:
         self._deadline = deadline
         self._page_size = page_size
 
+    async def lock_and_open(
+        self, user: str, session_id: str, lease_seconds: int
+    ) -> tuple[LockResult, Maildrop | None]:
+        opened = await self._store.open_maildrop(
+            user, session_id, lease_seconds, INBOX, self._page_size
+        )
+        if opened is None:
+            # A store from before OpenMaildrop: two round trips, the listing after the lock.
+            locked = await self.acquire_lock(user, session_id, lease_seconds)
+            return locked, await self.open_maildrop(user) if locked.granted else None
+        if not opened.lock.granted:
+            return opened.lock, None
+        if opened.page is None or opened.uidvalidity is None:
+            # No INBOX yet (nothing ever delivered): an empty maildrop, not an error.
+            return opened.lock, Maildrop(uidvalidity=0, messages=())
+        messages: list[MessageInfo] = []
+        page: MessagePage | None = opened.page
+        while page is not None:
+            messages.extend(
+                MessageInfo(uid=m.uid, size=m.size, flags=frozenset(m.flags)) for m in page.messages
+            )
+            if not page.more or not page.messages:
+                break
+            page = await self._page(user, page.messages[-1].uid)
+        return opened.lock, Maildrop(uidvalidity=opened.uidvalidity, messages=tuple(messages))
+
     async def open_maildrop(self, user: str) -> Maildrop:
         # The mailbox (for UIDVALIDITY) and the first page together: one round trip, not two.
         first = asyncio.create_task(self._page(user, 0))

@@ -9,12 +9,13 @@ lock expires by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.logging import get_logger
 from postmesh.common.tasks import cancel_and_wait
-from postmesh.pop3_gw.backend import LockResult, MailBackend
+from postmesh.pop3_gw.backend import LockResult, MailBackend, Maildrop
 
 log = get_logger(__name__)
 
@@ -45,6 +46,24 @@ class MaildropLock:
             # The task copies the current log context: its lines carry the session id.
             self._renewer = asyncio.create_task(self._renew(), name="pop3-maildrop-lock")
         return result
+
+    async def acquire_and_open(self) -> tuple[LockResult, Maildrop | None]:
+        """:meth:`acquire` and, when granted, the maildrop read under the lock, in one store
+        call (ADR 0057). Raises BackendUnavailable after giving back a lock that may have been
+        granted (the store frees it itself when its listing failed; the call may have been
+        lost in between)."""
+        try:
+            result, maildrop = await self.backend.lock_and_open(
+                self.user, self.session_id, self.lease_seconds
+            )
+        except BackendUnavailable:
+            with contextlib.suppress(BackendUnavailable):
+                await self.backend.release_lock(self.user, self.session_id)
+            raise
+        if result.granted:
+            self.held = True
+            self._renewer = asyncio.create_task(self._renew(), name="pop3-maildrop-lock")
+        return result, maildrop
 
     async def _renew(self) -> None:
         while True:

@@ -403,10 +403,9 @@ class Pop3Session:
             self.backend, user, self.id, self.settings.pop3_maildrop_lock_seconds, self._lock_lost
         )
         try:
-            locked = await lock.acquire()
-            maildrop = await self.backend.open_maildrop(user) if locked.granted else None
+            # The lock and the listing under it in one store call (ADR 0057).
+            locked, maildrop = await lock.acquire_and_open()
         except BackendUnavailable:
-            await lock.release()
             metrics.LOGINS.labels(label, TEMPFAIL).inc()
             await self._send(p.err("Mailbox temporarily unavailable, try later.", p.SYS_TEMP))
             return TEMPFAIL

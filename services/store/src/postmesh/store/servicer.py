@@ -65,7 +65,7 @@ def _mailbox_info(m: Mailbox) -> store_pb2.MailboxInfo:
     )  # fmt: skip
 
 
-def _summary(m: Message) -> store_pb2.MessageSummary:
+def message_summary(m: Message) -> store_pb2.MessageSummary:
     return store_pb2.MessageSummary(
         uid=m.uid, flags=list(m.flags), size=m.size, internal_date=m.internal_date,
         modseq=m.modseq, blob_id=m.blob_id,
@@ -394,7 +394,9 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             context,
             self.repo.list_messages(request.user, request.mailbox, request.after_uid, limit),
         )
-        return store_pb2.ListMessagesResponse(messages=[_summary(m) for m in msgs], more=more)
+        return store_pb2.ListMessagesResponse(
+            messages=[message_summary(m) for m in msgs], more=more
+        )
 
     async def ListMessageFlags(
         self, request: store_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
@@ -501,7 +503,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             context, self.repo.get_changes(request.user, request.mailbox, request.since_modseq)
         )
         return store_pb2.GetChangesResponse(
-            changed=[_summary(m) for m in r.changed], expunged_uids=r.expunged,
+            changed=[message_summary(m) for m in r.changed], expunged_uids=r.expunged,
             highestmodseq=r.highestmodseq, uidvalidity=r.uidvalidity,
             expunged_incomplete=r.expunged_incomplete,
         )  # fmt: skip
@@ -533,7 +535,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
                 [m.uid for m in msgs], max(m.modseq for m in msgs), flags,
             )  # fmt: skip
         return store_pb2.StoreFlagsResponse(
-            updated=[_summary(m) for m in r.messages], modified=r.modified
+            updated=[message_summary(m) for m in r.messages], modified=r.modified
         )
 
     async def Expunge(

@@ -2,6 +2,6 @@
 aliases, catch-alls and account state. One interface, a SQLite and a MongoDB implementation,
 in collections/tables of their own next to the account repository's."""
 
-from postmesh.auth.records.base import Alias, FailureCount, RecordRepository
+from postmesh.auth.records.base import Alias, FailureCount, LoginState, RecordRepository
 
-__all__ = ["Alias", "FailureCount", "RecordRepository"]
+__all__ = ["Alias", "FailureCount", "LoginState", "RecordRepository"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -12,6 +13,17 @@ class FailureCount:
 
     failures: int
     locked_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """What a password login reads of the records, read together (ADR 0057): the failure
+    counts of its lockout keys (None where there is none), whether the account is disabled,
+    whether it has SCRAM keys."""
+
+    failures: dict[str, FailureCount | None]
+    disabled: bool
+    has_scram: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +94,27 @@ class RecordRepository(ABC):
     @abstractmethod
     async def is_disabled(self, address: str) -> bool: ...
 
+    async def login_state(self, address: str, failure_keys: list[str]) -> LoginState:
+        """The records a password login reads, in as few trips as the backend allows; this
+        default asks for them at once, one call each."""
+        counts, disabled, scram = await asyncio.gather(
+            asyncio.gather(*(self.get_failures(k) for k in failure_keys)),
+            self.is_disabled(address) if address else _false(),
+            self.get_scram(address) if address else _none(),
+        )
+        return LoginState(dict(zip(failure_keys, counts, strict=True)), disabled, scram is not None)
+
     # -- what recipients resolve to (docs/adr/0045) --
     @abstractmethod
     async def change_stamp(self) -> str:
         """A value that every write of an alias, catch-all or account state (above) replaces
         with a new one, after or with the write: replicas that cached resolutions compare it
         to the one they cached under. "" before the first such write."""
+
+
+async def _false() -> bool:
+    return False
+
+
+async def _none() -> None:
+    return None

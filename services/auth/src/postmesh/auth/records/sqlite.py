@@ -7,7 +7,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from postmesh.auth.records.base import Alias, FailureCount, RecordRepository
+from postmesh.auth.records.base import Alias, FailureCount, LoginState, RecordRepository
 from postmesh.common.sasl.scram import ScramKeys
 from postmesh.common.sqlite import SqliteConnection
 
@@ -116,6 +116,31 @@ class SqliteRecordRepository(RecordRepository):
             ).fetchone()
         )
         return FailureCount(int(row[0]), float(row[1])) if row else None
+
+    async def login_state(self, address: str, failure_keys: list[str]) -> LoginState:
+        def q(c: sqlite3.Connection) -> LoginState:
+            # One trip to the connection's thread instead of one per record (ADR 0057).
+            failures: dict[str, FailureCount | None] = {}
+            for key in failure_keys:
+                row = c.execute(
+                    "SELECT failures, locked_until FROM login_failures WHERE key = ?", (key,)
+                ).fetchone()
+                failures[key] = FailureCount(int(row[0]), float(row[1])) if row else None
+            disabled = has_scram = False
+            if address:
+                disabled = (
+                    c.execute(
+                        "SELECT 1 FROM disabled_users WHERE address = ?", (address,)
+                    ).fetchone()
+                    is not None
+                )
+                has_scram = (
+                    c.execute("SELECT 1 FROM scram_keys WHERE address = ?", (address,)).fetchone()
+                    is not None
+                )
+            return LoginState(failures, disabled, has_scram)
+
+        return await self._db.run(q)
 
     async def clear_failures(self, key: str) -> None:
         await self._db.run(lambda c: c.execute("DELETE FROM login_failures WHERE key = ?", (key,)))

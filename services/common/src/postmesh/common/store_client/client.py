@@ -39,6 +39,7 @@ from postmesh.common.store_client.types import (
     MessageMeta,
     MessagePage,
     MessageStructure,
+    OpenedMaildrop,
     Quota,
     SearchResult,
 )
@@ -80,6 +81,7 @@ class StoreClient:
         self._deadline = deadline
         self._channel = ch
         self._small_content = True  # the store has GetSmallMessageContent (until it says no)
+        self._open_maildrop = True  # the store has OpenMaildrop (until it says no)
         self._small_append = True  # ... and AppendSmall
         # The frequent small calls as messages on one stream (ADR 0051), when asked for.
         self._calls = CallStream(self._stub.Calls) if call_stream else None
@@ -499,6 +501,32 @@ class StoreClient:
         req = queue_pb2.MaildropLockRequest(user=user, owner=owner, lease_seconds=lease_seconds)
         resp = cast(queue_pb2.MaildropLockResponse, await self._lock_call("Acquire", req))
         return LockResult(resp.granted, resp.holder)
+
+    async def open_maildrop(
+        self, user: str, owner: str, lease_seconds: int, mailbox: str, limit: int
+    ) -> OpenedMaildrop | None:
+        """Acquire the maildrop lock and, when granted, read ``mailbox``'s UIDVALIDITY and first
+        ``limit`` messages under it, in one call (ADR 0057). None from a store from before
+        OpenMaildrop (the caller then acquires and lists itself); later calls skip asking."""
+        if not self._open_maildrop:
+            return None
+        req = queue_pb2.OpenMaildropRequest(
+            lock=queue_pb2.MaildropLockRequest(user=user, owner=owner, lease_seconds=lease_seconds),
+            mailbox=mailbox,
+            limit=limit,
+        )
+        try:
+            resp = await self._locks.OpenMaildrop(req, timeout=self._deadline)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._open_maildrop = False  # a store from before it (rolling upgrade)
+                return None
+            raise store_error("MaildropLock.OpenMaildrop", e, user) from e
+        lock = LockResult(resp.lock.granted, resp.lock.holder)
+        if not resp.mailbox_found:
+            return OpenedMaildrop(lock)
+        page = MessagePage([convert.meta(m) for m in resp.page.messages], resp.page.more)
+        return OpenedMaildrop(lock, resp.uidvalidity, page)
 
     async def renew_lock(self, user: str, owner: str, lease_seconds: int) -> bool:
         """False when the lock was lost (it expired and another session took it)."""

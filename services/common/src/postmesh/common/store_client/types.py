@@ -233,3 +233,13 @@ class LockResult:
 
     granted: bool
     holder: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedMaildrop:
+    """The store's OpenMaildrop: the lock and, when granted and the mailbox exists, its
+    UIDVALIDITY and first page of messages, read under the lock."""
+
+    lock: LockResult
+    uidvalidity: int | None = None
+    page: MessagePage | None = None

@@ -28,6 +28,7 @@ class QueueComponent:
         shared)."""
         self.repo = repo or create_queue_repository(settings, store)
         self.depth = DepthMonitor(self.repo)
+        self._pages = (settings.store_default_page_size, settings.store_max_page_size)
 
     async def open(self) -> None:
         await self.repo.open()
@@ -41,7 +42,9 @@ class QueueComponent:
         )
         server.add(
             queue_pb2_grpc.add_MaildropLockServiceServicer_to_server,
-            MaildropLockServicer(self.repo),
+            MaildropLockServicer(
+                self.repo, store, default_page_size=self._pages[0], max_page_size=self._pages[1]
+            ),
         )
         return SERVICE_NAMES
 

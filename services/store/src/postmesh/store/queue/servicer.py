@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import NoReturn, TypeVar
@@ -18,6 +19,7 @@ from postmesh.store.blobs import BytesSource
 from postmesh.store.queue.model import LeaseNotHeld, LockState, NewEntry, QueueEntry
 from postmesh.store.queue.repository import QueueRepository
 from postmesh.store.repository import StoreRepository
+from postmesh.store.servicer import message_summary
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -297,8 +299,20 @@ def _lock_pb(state: LockState) -> queue_pb2.MaildropLockResponse:
 
 
 class MaildropLockServicer(queue_pb2_grpc.MaildropLockServiceServicer):
-    def __init__(self, queue: QueueRepository) -> None:
+    def __init__(
+        self,
+        queue: QueueRepository,
+        store: StoreRepository | None = None,
+        *,
+        default_page_size: int = 500,
+        max_page_size: int = 5000,
+    ) -> None:
+        """``store``: the mailboxes OpenMaildrop lists (without it OpenMaildrop is
+        UNIMPLEMENTED and gateways fall back to Acquire and ListMessages)."""
         self.queue = queue
+        self.store = store
+        self.default_page_size = default_page_size
+        self.max_page_size = max_page_size
 
     async def _call(self, context: grpc.aio.ServicerContext, op: Awaitable[T]) -> T:
         try:
@@ -334,3 +348,42 @@ class MaildropLockServicer(queue_pb2_grpc.MaildropLockServiceServicer):
         bind_log_context(session_id=request.owner, user=request.user)
         released = await self._call(context, self.queue.release_lock(request.user, request.owner))
         return queue_pb2.ReleaseMaildropLockResponse(released=released)
+
+    async def OpenMaildrop(
+        self, request: queue_pb2.OpenMaildropRequest, context: grpc.aio.ServicerContext
+    ) -> queue_pb2.OpenMaildropResponse:
+        store = self.store
+        if store is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "OpenMaildrop needs the store")
+        assert store is not None
+        lock = request.lock
+        bind_log_context(session_id=lock.owner, user=lock.user)
+        state = await self._call(
+            context, self.queue.acquire_lock(lock.user, lock.owner, lock.lease_seconds)
+        )
+        resp = queue_pb2.OpenMaildropResponse(lock=_lock_pb(state))
+        if not state.granted:
+            log.info("maildrop in use", extra=kv(holder=state.holder))
+            return resp
+        # Read only now, under the lock (RFC 1939 §8): what a session that held it last
+        # deleted is gone from this listing.
+        limit = min(request.limit or self.default_page_size, self.max_page_size)
+        try:
+            box, (msgs, more) = await asyncio.gather(
+                store.get_mailbox(lock.user, request.mailbox),
+                store.list_messages(lock.user, request.mailbox, 0, limit),
+            )
+        except errors.NotFound:
+            return resp  # no mailbox yet: an empty maildrop, the lock held
+        except Exception as exc:
+            # The caller cannot tell the lock was granted: free it before failing.
+            try:
+                await self.queue.release_lock(lock.user, lock.owner)
+            except Exception:
+                log.warning("could not release the maildrop lock; it will expire")
+            await _fail(context, exc, (*self.queue.transient_errors, *store.transient_errors))
+        resp.mailbox_found = True
+        resp.uidvalidity = box.uidvalidity
+        resp.page.messages.extend(message_summary(m) for m in msgs)
+        resp.page.more = more
+        return resp

@@ -8,6 +8,7 @@ and ``messages.py``; this class runs them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
 import time
@@ -250,30 +251,44 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         # sent only once it has been read whole) to _READ_GROUP messages, and stop at
         # _READ_GROUP_OCTETS of first chunks (ADR 0052: fewer trips for common mail, with
         # less held than 16 large first chunks).
+        def find(conn: sqlite3.Connection, start: int, cap: int) -> list[_Found | None]:
+            try:
+                mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
+            except NotFound:
+                return [None] * len(uids[start : start + cap])
+            out: list[_Found | None] = []
+            octets = 0
+            for uid in uids[start : start + cap]:
+                row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
+                out.append(None if row is None else _found(row))
+                octets += 0 if row is None or row[2] is None else len(row[2])
+                if octets >= _READ_GROUP_OCTETS:
+                    break
+            return out
+
+        def read(start: int, cap: int) -> asyncio.Task[list[_Found | None]]:
+            return asyncio.ensure_future(self._read(lambda c: find(c, start, cap)))
+
+        # The next group is read while the caller sends this one (ADR 0057): the store's
+        # thread and its event loop work side by side, and a message the client will want
+        # next is not read only after the previous group went out. At most two groups (2 MiB
+        # of first chunks) are held per call.
         i, cap = 0, 2
-        while i < len(uids):
-
-            def find(
-                conn: sqlite3.Connection, start: int = i, cap: int = cap
-            ) -> list[_Found | None]:
-                try:
-                    mailbox_id = rows.require_mailbox(conn, user, mailbox)[0]
-                except NotFound:
-                    return [None] * len(uids[start : start + cap])
-                out: list[_Found | None] = []
-                octets = 0
-                for uid in uids[start : start + cap]:
-                    row = conn.execute(_FIRST_CHUNK, (mailbox_id, uid)).fetchone()
-                    out.append(None if row is None else _found(row))
-                    octets += 0 if row is None or row[2] is None else len(row[2])
-                    if octets >= _READ_GROUP_OCTETS:
-                        break
-                return out
-
-            found = await self._read(find)
-            group, i, cap = uids[i : i + len(found)], i + len(found), min(2 * cap, _READ_GROUP)
-            for k, (uid, f) in enumerate(zip(group, found, strict=True), start=1):
-                yield uid, None if f is None else self._content(uid, f, k == len(group))
+        ahead: asyncio.Task[list[_Found | None]] | None = read(0, cap)
+        try:
+            while ahead is not None:
+                found = await ahead
+                group, i, cap = uids[i : i + len(found)], i + len(found), min(2 * cap, _READ_GROUP)
+                if i < len(uids):
+                    ahead = read(i, cap)
+                    await asyncio.sleep(0)  # let it reach the thread before we yield
+                else:
+                    ahead = None
+                for k, (uid, f) in enumerate(zip(group, found, strict=True), start=1):
+                    yield uid, None if f is None else self._content(uid, f, k == len(group))
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
 
     async def _get_meta(
         self, user: str, mailbox: str, uids: list[int]

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from postmesh.api.events.v1 import events_pb2 as _events_pb2
+from postmesh.api.store.v1 import store_pb2 as _store_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -555,6 +556,64 @@ class MaildropLockResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MaildropLockResponse: _TypeAlias = MaildropLockResponse  # noqa: Y015
+
+@_typing.final
+class OpenMaildropRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCK_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    mailbox: _builtins.str
+    limit: _builtins.int
+    """Messages in the first page (0: the store's default page; capped as ListMessages)."""
+    @_builtins.property
+    def lock(self) -> Global___MaildropLockRequest: ...
+    def __init__(
+        self,
+        *,
+        lock: Global___MaildropLockRequest | None = ...,
+        mailbox: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "lock", b"lock", "mailbox", b"mailbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenMaildropRequest: _TypeAlias = OpenMaildropRequest  # noqa: Y015
+
+@_typing.final
+class OpenMaildropResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCK_FIELD_NUMBER: _builtins.int
+    MAILBOX_FOUND_FIELD_NUMBER: _builtins.int
+    UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    mailbox_found: _builtins.bool
+    """Granted only: false when the mailbox does not exist (nothing delivered yet)."""
+    uidvalidity: _builtins.int
+    @_builtins.property
+    def lock(self) -> Global___MaildropLockResponse: ...
+    @_builtins.property
+    def page(self) -> _store_pb2.ListMessagesResponse: ...
+    def __init__(
+        self,
+        *,
+        lock: Global___MaildropLockResponse | None = ...,
+        mailbox_found: _builtins.bool = ...,
+        uidvalidity: _builtins.int = ...,
+        page: _store_pb2.ListMessagesResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock", "page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock", "mailbox_found", b"mailbox_found", "page", b"page", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenMaildropResponse: _TypeAlias = OpenMaildropResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseMaildropLockResponse(_message.Message):

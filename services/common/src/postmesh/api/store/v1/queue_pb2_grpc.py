@@ -446,6 +446,11 @@ class MaildropLockServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.MaildropLockRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ReleaseMaildropLockResponse.FromString,
                 _registered_method=True)
+        self.OpenMaildrop = channel.unary_unary(
+                '/postmesh.api.store.v1.MaildropLockService/OpenMaildrop',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropResponse.FromString,
+                _registered_method=True)
 
 
 class MaildropLockServiceServicer:
@@ -474,6 +479,16 @@ class MaildropLockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenMaildrop(self, request, context):
+        """Acquire and, when granted, the mailbox's UIDVALIDITY and first page of messages, read once
+        the lock is held (the session's snapshot is taken under the lock, RFC 1939 §8): a POP3
+        login's lock and listing in one round trip instead of two (ADR 0057). A failure after the
+        lock was granted releases it before the error is returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaildropLockServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -491,6 +506,11 @@ def add_MaildropLockServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.MaildropLockRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ReleaseMaildropLockResponse.SerializeToString,
+            ),
+            'OpenMaildrop': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenMaildrop,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +596,33 @@ class MaildropLockService:
             '/postmesh.api.store.v1.MaildropLockService/Release',
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.MaildropLockRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.ReleaseMaildropLockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenMaildrop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.MaildropLockService/OpenMaildrop',
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_queue__pb2.OpenMaildropResponse.FromString,
             options,
             channel_credentials,
             insecure,

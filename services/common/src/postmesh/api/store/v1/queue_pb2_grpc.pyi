@@ -204,6 +204,12 @@ class MaildropLockServiceStub:
     Renew: _grpc.UnaryUnaryMultiCallable[_queue_pb2.MaildropLockRequest, _queue_pb2.MaildropLockResponse]
     """granted=false when the caller no longer holds the lock (it expired and was taken)."""
     Release: _grpc.UnaryUnaryMultiCallable[_queue_pb2.MaildropLockRequest, _queue_pb2.ReleaseMaildropLockResponse]
+    OpenMaildrop: _grpc.UnaryUnaryMultiCallable[_queue_pb2.OpenMaildropRequest, _queue_pb2.OpenMaildropResponse]
+    """Acquire and, when granted, the mailbox's UIDVALIDITY and first page of messages, read once
+    the lock is held (the session's snapshot is taken under the lock, RFC 1939 §8): a POP3
+    login's lock and listing in one round trip instead of two (ADR 0057). A failure after the
+    lock was granted releases it before the error is returned.
+    """
 
 @_typing.type_check_only
 class MaildropLockServiceAsyncStub(MaildropLockServiceStub):
@@ -219,6 +225,12 @@ class MaildropLockServiceAsyncStub(MaildropLockServiceStub):
     Renew: _aio.UnaryUnaryMultiCallable[_queue_pb2.MaildropLockRequest, _queue_pb2.MaildropLockResponse]  # type: ignore[assignment]
     """granted=false when the caller no longer holds the lock (it expired and was taken)."""
     Release: _aio.UnaryUnaryMultiCallable[_queue_pb2.MaildropLockRequest, _queue_pb2.ReleaseMaildropLockResponse]  # type: ignore[assignment]
+    OpenMaildrop: _aio.UnaryUnaryMultiCallable[_queue_pb2.OpenMaildropRequest, _queue_pb2.OpenMaildropResponse]  # type: ignore[assignment]
+    """Acquire and, when granted, the mailbox's UIDVALIDITY and first page of messages, read once
+    the lock is held (the session's snapshot is taken under the lock, RFC 1939 §8): a POP3
+    login's lock and listing in one round trip instead of two (ADR 0057). A failure after the
+    lock was granted releases it before the error is returned.
+    """
 
 class MaildropLockServiceServicer(metaclass=_abc_1.ABCMeta):
     """RFC 1939 §8: a POP3 session has exclusive access to its maildrop. A lease, so a crashed
@@ -249,5 +261,17 @@ class MaildropLockServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_pb2.MaildropLockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.ReleaseMaildropLockResponse, _abc.Awaitable[_queue_pb2.ReleaseMaildropLockResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def OpenMaildrop(
+        self,
+        request: _queue_pb2.OpenMaildropRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_pb2.OpenMaildropResponse, _abc.Awaitable[_queue_pb2.OpenMaildropResponse]]:
+        """Acquire and, when granted, the mailbox's UIDVALIDITY and first page of messages, read once
+        the lock is held (the session's snapshot is taken under the lock, RFC 1939 §8): a POP3
+        login's lock and listing in one round trip instead of two (ADR 0057). A failure after the
+        lock was granted releases it before the error is returned.
+        """
 
 def add_MaildropLockServiceServicer_to_server(servicer: MaildropLockServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
