@@ -84,25 +84,43 @@ class _Needs:
         return cls(meta, structure, content)
 
 
-class _Render:
-    """Renders the FETCH items of one message; ``raw`` and ``structure`` as fetched."""
+def _top_header(att: FetchAtt) -> bool:
+    """BODY[HEADER], BODY[HEADER.FIELDS (...)] and their kin of the top-level message: from
+    the stored header block alone."""
+    return att.kind is FetchKind.BODY_SECTION and not needs_content(att.section)
 
-    def __init__(
+
+class _Render:
+    """Renders the FETCH items of one message after the other (:meth:`at`); ``raw`` and
+    ``structure`` as fetched. Made once per FETCH: what does not change from one message to
+    the next is worked out once (1,000 messages' headers: ~2 ms of imap-gw's ~10, ADR 0056)."""
+
+    def __init__(self, session: Session, atts: Sequence[FetchAtt]) -> None:
+        self.utf8 = session.utf8 or session.rev2
+        self.uid = 0
+        self.meta: MessageMeta | None = None
+        self.structure: MessageStructure | None = None
+        self.raw: bytes | None = None
+        # The items answered from the header block, with their response names.
+        self._headers = {a: _name(a) for a in atts if _top_header(a)}
+
+    def at(
         self,
-        session: Session,
         uid: int,
         meta: MessageMeta | None,
         structure: MessageStructure | None,
         raw: bytes | None,
-    ) -> None:
-        self.utf8 = session.utf8 or session.rev2
-        self.uid = uid
-        self.meta = meta
-        self.structure = structure
-        self.raw = raw
+    ) -> _Render:
+        self.uid, self.meta, self.structure, self.raw = uid, meta, structure, raw
+        return self
 
     def item(self, att: FetchAtt) -> list[bytes]:
         """The item as pieces to join (large literals are not copied more than once)."""
+        header_name = self._headers.get(att)
+        if header_name is not None and self.structure is not None:
+            # The top-level header: from the metadata, without building the body tree.
+            header = header_section(self.structure.header, att.section)
+            return _literal(header_name, partial(header, att.partial))
         kind = att.kind
         if kind is FetchKind.UID:
             return [b"UID %d" % self.uid]
@@ -147,9 +165,6 @@ class _Render:
             if data is None:
                 return [name + b" NIL"]
             return _literal(name, partial(data, att.partial), binary=True)
-        if not needs_content(section):
-            # The top-level header: from the metadata, without building the body tree.
-            return _literal(name, partial(header_section(st.header, section), att.partial))
         size = len(self.raw) if self.raw is not None else 0
         body = section_bytes(self.raw, st.header, st.body, section, size)
         if body is None:
@@ -354,6 +369,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
     seq_of = dict(zip(*sel.present(present), strict=True))
     shows_flags, shows_modseq = _FLAGS in atts, _MODSEQ in atts
     sizes_may_need_content = any(a.kind is FetchKind.BINARY_SIZE for a in atts)
+    renderer = _Render(session, atts)
     for uid in present:
         seq = seq_of.get(uid, 0)
         meta = metas.get(uid)
@@ -365,7 +381,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
             except MessageNotFound:
                 gone = True
                 continue
-        render = _Render(session, uid, meta, st, raw)
+        render = renderer.at(uid, meta, st, raw)
         pieces = [b"* %d FETCH (" % seq]
         try:
             for i, att in enumerate(atts):
