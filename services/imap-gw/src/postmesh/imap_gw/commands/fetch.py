@@ -101,8 +101,8 @@ class _Render:
         self.meta: MessageMeta | None = None
         self.structure: MessageStructure | None = None
         self.raw: bytes | None = None
-        # The items answered from the header block, with their response names.
-        self._headers = {a: _name(a) for a in atts if _top_header(a)}
+        # Each item with its response name if it is answered from the header block.
+        self._plan = [(a, _name(a) if _top_header(a) else None) for a in atts]
 
     def at(
         self,
@@ -114,13 +114,21 @@ class _Render:
         self.uid, self.meta, self.structure, self.raw = uid, meta, structure, raw
         return self
 
+    def items(self, pieces: list[bytes]) -> None:
+        """Every item of the FETCH for the current message, space-separated, onto ``pieces``."""
+        st = self.structure
+        for i, (att, header_name) in enumerate(self._plan):
+            if i:
+                pieces.append(b" ")
+            if header_name is not None and st is not None:
+                # The top-level header: from the metadata, without building the body tree.
+                header = header_section(st.header, att.section)
+                pieces += _literal(header_name, partial(header, att.partial))
+            else:
+                pieces += self.item(att)
+
     def item(self, att: FetchAtt) -> list[bytes]:
         """The item as pieces to join (large literals are not copied more than once)."""
-        header_name = self._headers.get(att)
-        if header_name is not None and self.structure is not None:
-            # The top-level header: from the metadata, without building the body tree.
-            header = header_section(self.structure.header, att.section)
-            return _literal(header_name, partial(header, att.partial))
         kind = att.kind
         if kind is FetchKind.UID:
             return [b"UID %d" % self.uid]
@@ -165,6 +173,9 @@ class _Render:
             if data is None:
                 return [name + b" NIL"]
             return _literal(name, partial(data, att.partial), binary=True)
+        if not needs_content(section):
+            # The top-level header: from the metadata, without building the body tree.
+            return _literal(name, partial(header_section(st.header, section), att.partial))
         size = len(self.raw) if self.raw is not None else 0
         body = section_bytes(self.raw, st.header, st.body, section, size)
         if body is None:
@@ -384,10 +395,7 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
         render = renderer.at(uid, meta, st, raw)
         pieces = [b"* %d FETCH (" % seq]
         try:
-            for i, att in enumerate(atts):
-                if i:
-                    pieces.append(b" ")
-                pieces += render.item(att)
+            render.items(pieces)
         except UnknownCte:
             await out.flush()
             return no("Unknown Content-Transfer-Encoding, cannot decode", "UNKNOWN-CTE")
