@@ -58,6 +58,14 @@ def test_varint() -> None:
     assert [varint(n) for n in (0, 1, 127, 128, 300, 2**32 - 1)] == [
         b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\xff\xff\xff\xff\x0f",
     ]  # fmt: skip
+    # The one- and two-octet shortcuts agree with the general loop at their edges.
+    for n in (0x3FFF, 0x4000, 0x4001, 2**21 - 1, 2**21):
+        out, m = bytearray(), n
+        while m > 0x7F:
+            out.append((m & 0x7F) | 0x80)
+            m >>= 7
+        out.append(m)
+        assert varint(n) == bytes(out)
 
 
 def _meta(subject: str, header: bytes, uid: int = 0) -> bytes:

@@ -24,6 +24,10 @@ _META_UID = b"\x08"  # MessageMeta.uid = 1
 
 
 def varint(n: int) -> bytes:
+    if n < 0x80:  # most lengths and UIDs of a response: one or two octets, without a loop
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
