@@ -1,4 +1,5 @@
-"""GetMessageContents' hand-made responses are the protobuf encoding of the same parts."""
+"""GetMessageContents' and GetMessageMeta's hand-made responses are the protobuf encoding of the
+same messages."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 import pytest
 
 from postmesh.api.store.v1 import store_pb2
-from postmesh.store.contents_wire import ResponseBuilder, varint
+from postmesh.store.contents_wire import ResponseBuilder, meta_response, varint
 
 CASES = [
     [],
@@ -57,3 +58,38 @@ def test_varint() -> None:
     assert [varint(n) for n in (0, 1, 127, 128, 300, 2**32 - 1)] == [
         b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02", b"\xff\xff\xff\xff\x0f",
     ]  # fmt: skip
+    # The one- and two-octet shortcuts agree with the general loop at their edges.
+    for n in (0x3FFF, 0x4000, 0x4001, 2**21 - 1, 2**21):
+        out, m = bytearray(), n
+        while m > 0x7F:
+            out.append((m & 0x7F) | 0x80)
+            m >>= 7
+        out.append(m)
+        assert varint(n) == bytes(out)
+
+
+def _meta(subject: str, header: bytes, uid: int = 0) -> bytes:
+    m = store_pb2.MessageMeta(uid=uid, header=header, body_offset=len(header))
+    m.envelope.subject = subject
+    m.envelope.has_subject = True
+    m.body.type, m.body.subtype, m.body.size = "text", "plain", 12
+    return m.SerializeToString()
+
+
+def test_meta_response_is_what_parsing_and_setting_the_uid_gave() -> None:
+    """Each stored meta (uid 0, or a stale one: the UID given wins) gets its UID, as
+    ``m.ParseFromString(meta); m.uid = uid`` did before (ADR 0056)."""
+    found = [
+        (1, _meta("one", b"Subject: one\r\n\r\n")),
+        (300, _meta("", b"")),
+        (2**32 - 1, _meta("big", b"X: " + b"y" * 70_000 + b"\r\n\r\n", uid=9)),
+    ]
+    want = store_pb2.GetMessageMetaResponse()
+    for uid, meta in found:
+        m = want.messages.add()
+        m.ParseFromString(meta)
+        m.uid = uid
+    got = store_pb2.GetMessageMetaResponse.FromString(meta_response(found))
+    assert got == want
+    assert [m.uid for m in got.messages] == [1, 300, 2**32 - 1]
+    assert meta_response([]) == b""

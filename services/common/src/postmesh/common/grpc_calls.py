@@ -79,7 +79,10 @@ async def _answer(
     try:
         request = handler.request_deserializer(req.request)
         response = await handler.unary_unary(request, ctx)
-        return store_pb2.CallResponse(id=req.id, response=handler.response_serializer(response))
+        serialize = handler.response_serializer
+        # None: the method answers bytes it serialized itself (the store's GetMessageMeta).
+        data = response if serialize is None else serialize(response)
+        return store_pb2.CallResponse(id=req.id, response=data)
     except grpc.aio.AbortError:
         code = ctx.code() or grpc.StatusCode.UNKNOWN
         return store_pb2.CallResponse(id=req.id, code=code.value[0], details=ctx.details())

@@ -18,7 +18,7 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors, flag_listing, metrics
-from postmesh.store.contents_wire import ResponseBuilder
+from postmesh.store.contents_wire import ResponseBuilder, meta_response
 from postmesh.store.events import EventPublisher, Kind
 from postmesh.store.model import INBOX, CopyResult, Delivery, FlagsMode, Mailbox, Message, Quota
 from postmesh.store.repository import StoreRepository
@@ -475,18 +475,16 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         if out:
             yield out.take()
 
-    async def GetMessageMeta(
+    async def GetMessageMeta(  # type: ignore[override]  # a serialized GetMessageMetaResponse
         self, request: store_pb2.GetMessageMetaRequest, context: grpc.aio.ServicerContext
-    ) -> store_pb2.GetMessageMetaResponse:
+    ) -> bytes:
+        """The stored metadata as they are, each with its UID, serialized by hand
+        (``contents_wire.meta_response``, registered without a serializer by
+        ``add_store_service``): no protobuf object per message (ADR 0056)."""
         found = await self._call(
             context, self.repo.get_meta(request.user, request.mailbox, request.uids)
         )
-        resp = store_pb2.GetMessageMetaResponse()
-        for uid, meta in found:
-            m = resp.messages.add()
-            m.ParseFromString(meta)
-            m.uid = uid
-        return resp
+        return meta_response(found)
 
     async def Search(
         self, request: store_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -613,16 +611,18 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
 
 
 def add_store_service(servicer: StoreServicer, server: Any) -> None:
-    """``store_pb2_grpc.add_StoreServiceServicer_to_server``, except that GetMessageContents'
-    responses go to gRPC as the servicer serialized them (``contents_wire``: no protobuf
-    objects for megabytes of content). ``server``: a grpc.aio.Server or what stands in for
-    one (``GrpcServer.add``)."""
+    """``store_pb2_grpc.add_StoreServiceServicer_to_server``, except that the responses of
+    GetMessageContents and GetMessageMeta go to gRPC as the servicer serialized them
+    (``contents_wire``: no protobuf objects for megabytes of content, nor for a thousand
+    messages' stored metadata). ``server``: a grpc.aio.Server or what stands in for one
+    (``GrpcServer.add``)."""
     store_pb2_grpc.add_StoreServiceServicer_to_server(servicer, _RawContents(server))
 
 
 class _RawContents:
-    """Passes the generated registration on with GetMessageContents' serializer removed
-    (gRPC then sends the bytes the method yields as they are)."""
+    """Passes the generated registration on with the serializers of GetMessageContents and
+    GetMessageMeta removed (gRPC, and the Calls stream, then send the bytes the methods give
+    as they are)."""
 
     def __init__(self, server: Any) -> None:
         self._server = server
@@ -632,10 +632,14 @@ class _RawContents:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         h = handlers["GetMessageContents"]
+        meta = handlers["GetMessageMeta"]
         handlers = {
             **handlers,
             "GetMessageContents": grpc.unary_stream_rpc_method_handler(
                 h.unary_stream, request_deserializer=h.request_deserializer
+            ),
+            "GetMessageMeta": grpc.unary_unary_rpc_method_handler(
+                meta.unary_unary, request_deserializer=meta.request_deserializer
             ),
         }
         self._server.add_generic_rpc_handlers(

@@ -94,7 +94,13 @@ def body_part(p: store_pb2.BodyPart) -> BodyPart:
     )
 
 
+def _envelope_of(m: store_pb2.MessageMeta) -> Envelope:
+    return envelope(m.envelope)
+
+
+def _body_of(m: store_pb2.MessageMeta) -> BodyPart:
+    return body_part(m.body)
+
+
 def structure(m: store_pb2.MessageMeta) -> MessageStructure:
-    return MessageStructure(
-        m.uid, m.header, lambda: envelope(m.envelope), lambda: body_part(m.body)
-    )
+    return MessageStructure(m.uid, m.header, _envelope_of, _body_of, m)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -168,32 +169,36 @@ class MessageStructure:
     header sections of a thousand messages needs neither, and building them was most of its
     time."""
 
-    __slots__ = ("_body", "_envelope", "_make_body", "_make_envelope", "header", "uid")
+    __slots__ = ("_body", "_envelope", "_make_body", "_make_envelope", "_source", "header", "uid")
 
     def __init__(
         self,
         uid: int,
         header: bytes,  # up to and including the blank line
-        envelope: Callable[[], Envelope],
-        body: Callable[[], BodyPart],
+        envelope: Callable[[Any], Envelope],
+        body: Callable[[Any], BodyPart],
+        source: Any = None,
     ) -> None:
+        """``envelope(source)`` and ``body(source)`` build them: module-level functions and
+        the store's answer, not two closures made per message (ADR 0056)."""
         self.uid = uid
         self.header = header
         self._make_envelope = envelope
         self._make_body = body
+        self._source = source
         self._envelope: Envelope | None = None
         self._body: BodyPart | None = None
 
     @property
     def envelope(self) -> Envelope:
         if self._envelope is None:
-            self._envelope = self._make_envelope()
+            self._envelope = self._make_envelope(self._source)
         return self._envelope
 
     @property
     def body(self) -> BodyPart:
         if self._body is None:
-            self._body = self._make_body()
+            self._body = self._make_body(self._source)
         return self._body
 
 

@@ -1,0 +1,79 @@
+"""APPEND parses the content it is given rather than look up a stored index first (ADR 0056):
+content an IMAP client appends is rarely one the store already has, so the look-up was nearly
+always a miss and a trip to the database thread. What is stored is the same either way."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from postmesh.api.store.v1 import store_pb2
+from postmesh.store import repository
+from postmesh.store.model import INBOX, Delivery
+from postmesh.store.sqlite import SqliteStoreRepository
+
+
+async def one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def mail(subject: str, size: int) -> bytes:
+    head = f"From: a@example.org\r\nSubject: {subject}\r\n\r\n".encode()
+    line = b"some body text that fills the message up\r\n"
+    return head + line * (size // len(line))
+
+
+@pytest.mark.parametrize("size", [20_000, 200_000])
+async def test_append_parses_without_a_look_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    try:
+        known = mail("known", size)
+        await repo.deliver(Delivery("q1", "u", "", content=known))
+        looked_up: list[str] = []
+        real = repo._get_index
+
+        async def counting(blob_id: str) -> object:
+            looked_up.append(blob_id)
+            return await real(blob_id)
+
+        monkeypatch.setattr(repo, "_get_index", counting)
+        # Content the store already has (delivered above) and content it has not.
+        for content in (known, mail("new", size)):
+            r = await repo.append("u", INBOX, [], 0, len(content), one(content))
+            ((uid, meta),) = await repo.get_meta("u", INBOX, [r.uid])
+            subject = store_pb2.MessageMeta.FromString(meta).envelope.subject
+            assert (uid, subject) == (r.uid, "known" if content is known else "new")
+            hits = await repo.search("u", INBOX, store_pb2.SearchKey(body="fills the message"))
+            assert r.uid in hits.uids
+        assert looked_up == []
+    finally:
+        await repo.close()
+
+
+async def test_a_larger_append_still_looks_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the bound a stored index saves a long parse: it is asked for first."""
+    monkeypatch.setattr(repository, "APPEND_PARSE_RATHER_THAN_LOOK_UP", 1000)
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    try:
+        content = mail("large", 20_000)
+        await repo.deliver(Delivery("q1", "u", "", content=content))
+        looked_up: list[str] = []
+        real = repo._get_index
+
+        async def counting(blob_id: str) -> object:
+            looked_up.append(blob_id)
+            return await real(blob_id)
+
+        monkeypatch.setattr(repo, "_get_index", counting)
+        await repo.append("u", INBOX, [], 0, len(content), one(content))
+        assert len(looked_up) == 1
+    finally:
+        await repo.close()
