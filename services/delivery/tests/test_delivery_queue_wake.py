@@ -111,3 +111,26 @@ async def test_claimed_entries_get_the_content_that_came_with_the_claim() -> Non
     assert queue.asked_content[0] > 0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_stop_that_meets_a_wake_up_still_stops_the_workers() -> None:
+    """The service's stop cancels the claim loop while an enqueue may wake it in the same turn
+    of the event loop; Python 3.11's wait_for dropped such a cancellation (the stop hung)."""
+
+    async def attempt(group: Sequence[queue_pb2.QueueEntry], content: bytes | None) -> None:
+        pass
+
+    for _ in range(20):
+        queue = ClaimCountingQueue()
+        workers = QueueWorkers(
+            queue, attempt, owner="me", concurrency=4, claim_batch=50,  # type: ignore[arg-type]
+            lease_seconds=60, poll_seconds=60, deadline=5,
+        )  # fmt: skip
+        task = asyncio.create_task(workers.run())
+        await until(lambda q=queue, w=workers: q.claims >= 1 and not w._wake.is_set())
+        await asyncio.sleep(0)
+        workers.wake()  # the waiter is woken ...
+        task.cancel()  # ... and cancelled in the same turn
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, "the claim loop ignored its cancellation"
+        assert task.cancelled()

@@ -129,8 +129,11 @@ class QueueWorkers:
                     if self._due and self._busy < self.concurrency:
                         continue  # woken during the claim: it may not have seen the entry
                     self._wake.clear()
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                    # that meets the event's wake-up, and the service's stop would hang here.
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                        async with asyncio.timeout(self.poll_seconds):
+                            await self._wake.wait()
                     except TimeoutError:
                         pass
         finally:

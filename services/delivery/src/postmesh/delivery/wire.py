@@ -74,7 +74,9 @@ class Wire(asyncio.Protocol):
                 raise self._failure
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, self.timeout)
+                # Not wait_for: on Python 3.11 it drops a cancellation that meets the reply.
+                async with asyncio.timeout(self.timeout):
+                    await self._waiter
             except TimeoutError:
                 self.close()
                 raise SMTPReadTimeoutError("Timed out waiting for server response") from None

@@ -83,9 +83,10 @@ class EventPublisher:
         assert self.bus is not None
         try:
             # Key = user: one user's events stay in order on one partition.
-            await asyncio.wait_for(
-                self.bus.publish(topics.MAILBOX_EVENTS, user, value), timeout=self.timeout
-            )
+            # Not wait_for: on Python 3.11 it can drop the cancellation close() sends the
+            # worker when it meets the publish's completion, and close() would wait forever.
+            async with asyncio.timeout(self.timeout):
+                await self.bus.publish(topics.MAILBOX_EVENTS, user, value)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -102,7 +103,8 @@ class EventPublisher:
         if queue is None or worker is None:
             return
         try:
-            await asyncio.wait_for(queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await queue.join()
         except TimeoutError:
             log.warning("mailbox events dropped at shutdown", extra=kv(queued=queue.qsize()))
         worker.cancel()

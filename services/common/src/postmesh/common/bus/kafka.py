@@ -237,7 +237,8 @@ class KafkaBus(Bus):
         if self._producer is None:
             return False
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=3)
+            async with asyncio.timeout(3):
+                await self._producer.client.fetch_all_metadata()
         except (KafkaError, TimeoutError):
             return False
         return True
