@@ -209,7 +209,8 @@ OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
 # The collections each operation reads: the queries above are all of its queries.
 TOUCHED = {
     "UID-range read": {"store_mailboxes", "store_messages"},
-    "flag listing": {"store_mailboxes", "store_messages"},
+    # Served by the mailbox snapshot the UID-range read took (ADR 60): only the mailbox read.
+    "flag listing": {"store_mailboxes"},
     "UNSEEN search": {"store_mailboxes", "store_messages"},
     "SUBJECT search": {"store_mailboxes", "store_messages"},
     "GetMessageMeta of a range": {"store_mailboxes", "store_messages", "store_blob_index"},

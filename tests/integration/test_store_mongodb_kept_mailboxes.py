@@ -117,14 +117,18 @@ async def test_counts_of_one_mailbox_and_of_all_match_the_messages(
 
 
 async def view(repo: MongoStoreRepository, mailbox: str) -> tuple[Any, ...]:
-    """What SELECT reads of a mailbox: its counts and its (uid, modseq, flags) listing."""
+    """What SELECT reads of a mailbox: its counts and its (uid, modseq, flags) listing; the
+    summaries FETCH FLAGS / RFC822.SIZE / INTERNALDATE reads are checked to match them."""
     box = await repo.get_mailbox("u", mailbox)
     page = await repo.list_flags("u", mailbox, 0, 1000)
     rows = [
         (uid, modseq, page.flag_sets[i])
         for uid, modseq, i in zip(page.uids, page.modseqs, page.flag_index, strict=True)
     ]
-    return (box.messages, box.unseen, box.deleted, box.size, box.highestmodseq), rows
+    listed, more = await repo.list_messages("u", mailbox, 0, 1000)
+    assert not more and [(m.uid, m.modseq, m.flags) for m in listed] == rows
+    assert sum(m.size for m in listed) == box.size
+    return (box.messages, box.unseen, box.deleted, box.size, box.highestmodseq), rows, listed
 
 
 async def test_a_kept_snapshot_follows_every_change_made_through_another_replica(
@@ -160,7 +164,7 @@ async def test_a_kept_snapshot_follows_every_change_made_through_another_replica
                 assert await view(a, mailbox) == await view(fresh, mailbox), (step, mailbox)
         finally:
             await fresh.close()
-    counts, rows = await view(a, INBOX)
+    counts, rows, _ = await view(a, INBOX)
     assert [uid for uid, _, _ in rows] == [1, 3, 7] and counts[:3] == (3, 2, 0)
 
 
@@ -210,5 +214,5 @@ async def test_a_flag_change_that_does_not_bump_the_counter_is_still_seen(
     finally:
         await client.close()
     await a.deliver(Delivery("q3", "u", INBOX, content=message(3)))
-    counts, rows = await view(a, INBOX)
+    counts, rows, _ = await view(a, INBOX)
     assert counts[:2] == (4, 3) and rows[1] == (2, modseq, ("\\Seen",))

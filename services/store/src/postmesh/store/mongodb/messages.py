@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from postmesh.api.store.v1 import store_pb2
@@ -274,16 +274,10 @@ class MongoMessages(MongoDelivery):
         self, user: str, mailbox: str, after_uid: int, limit: int
     ) -> tuple[list[Message], bool]:
         mbox = await self._mailbox_doc(user, mailbox)
-        docs = (
-            await self._messages.find(
-                {"mailbox_id": mbox["_id"], "expunged": False, "uid": _listed(mbox, after_uid)},
-                _SUMMARY,
-            )
-            .sort("uid", ASCENDING)
-            .limit(limit + 1)
-            .to_list(None)
-        )
-        return [to_message(d) for d in docs[:limit]], len(docs) > limit
+        # From the mailbox's snapshot (snapshots.py), below every UID still being written.
+        below = _listed(mbox, after_uid)["$lt"]
+        found = (await self._snapshots.current(mbox)).summaries(after_uid, below)
+        return found[:limit], len(found) > limit
 
     async def _list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagListing:
         mbox = await self._mailbox_doc(user, mailbox)

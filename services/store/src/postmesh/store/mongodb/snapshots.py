@@ -2,7 +2,8 @@
 process and brought up to date with what changed since (ADR 60).
 
 SELECT asks for a mailbox's counts (GetMailbox) and for its UIDs, MODSEQs and flags
-(ListMessageFlags). Read from MongoDB, each is a pass over every message of the mailbox, and
+(ListMessageFlags); FETCH of FLAGS, RFC822.SIZE or INTERNALDATE for the messages' summaries
+(ListMessages). Read from MongoDB, each is a pass over every message of the mailbox, and
 FerretDB 1.24 decodes every document whole for it: a 10,000-message SELECT cost ~100 ms of its
 CPU. A snapshot taken at MODSEQ ``H`` is brought up to date by the messages whose MODSEQ is
 above ``H``, as a CONDSTORE client resynchronises (RFC 7162 section 3.1): every change to a
@@ -35,16 +36,22 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from postmesh.store.model import Message
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.validation import DELETED, SEEN
 
 Doc = dict[str, Any]
 Counts = tuple[int, int, int, int]  # messages, seen, deleted, size
-Row = tuple[int, tuple[str, ...], int]  # modseq, flags, size
-_FIELDS = {"_id": 0, "uid": 1, "modseq": 1, "flags": 1, "size": 1, "expunged": 1}
+# modseq, flags, size, internal date, blob id: what a Message has besides its UID.
+Row = tuple[int, tuple[str, ...], int, int, str]
+_FIELDS = {
+    "_id": 0, "uid": 1, "modseq": 1, "flags": 1, "size": 1, "expunged": 1, "internal_date": 1,
+    "blob_id": 1,
+}  # fmt: skip
 
-# Rows all snapshots of one store process hold at most (~150 bytes each in CPython: ~30 MiB);
+# Rows all snapshots of one store process hold at most (~250 bytes each in CPython, the blob
+# id's string included: ~50 MiB);
 # the least recently used mailboxes go first.
 MAX_ROWS = 200_000
 # New messages read one by one at most; more at once are read by the MODSEQ query.
@@ -79,6 +86,15 @@ class Snapshot:
             for uid in sorted(u for u in rows if after_uid < u < below_uid)
         ]
 
+    def summaries(self, after_uid: int, below_uid: int) -> list[Message]:
+        """The messages ``after_uid`` < uid < ``below_uid``, in UID order (ListMessages)."""
+        rows = self.rows
+        return [
+            Message(uid, r[1], r[2], r[3], r[0], r[4])
+            for uid in sorted(u for u in rows if after_uid < u < below_uid)
+            for r in (rows[uid],)
+        ]
+
     def apply(self, doc: Doc) -> None:
         uid = int(doc["uid"])
         self._drop(uid)
@@ -86,7 +102,10 @@ class Snapshot:
             return
         flags = tuple(doc["flags"])
         flags = self._sets.setdefault(flags, flags)
-        row = (int(doc["modseq"]), flags, int(doc["size"]))
+        row = (
+            int(doc["modseq"]), flags, int(doc["size"]), int(doc["internal_date"]),
+            str(doc["blob_id"]),
+        )  # fmt: skip
         self.rows[uid] = row
         self._count(row, 1)
 
