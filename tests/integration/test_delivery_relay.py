@@ -296,7 +296,7 @@ def test_no_mta_sts_policy_is_asked_of_the_dns_once(peers: Peers) -> None:
             assert await sts.policy("nosts.ok.test") is None
         assert "nosts.ok.test" in sts.absent
         down = MtaSts(make_resolver(f"127.0.0.1:{free_udp_tcp_port()}", timeout_seconds=0.5))
-        assert await down.policy("ok.test") is None and down.absent == {}
+        assert await down.policy("ok.test") is None and len(down.absent) == 0
 
     asyncio.run(run())
     assert txt_queries("nosts.ok.test") == 1

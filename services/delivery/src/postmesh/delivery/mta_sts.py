@@ -8,7 +8,6 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,6 +19,7 @@ import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.common.lru import Lru
 from postmesh.delivery.mx import resolve_addresses
 
 log = get_logger(__name__)
@@ -161,7 +161,7 @@ class MtaSts:
         self.timeout = timeout
         self.cache: dict[str, _Cached] = {}
         # Domains without a policy (and none cached): until when that answer holds.
-        self.absent: OrderedDict[str, float] = OrderedDict()
+        self.absent: Lru[str, float] = Lru(ABSENT_ENTRIES)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def policy(self, domain: str) -> Policy | None:
@@ -172,7 +172,7 @@ class MtaSts:
         if until is not None:
             if time.time() < until:
                 return None  # no TXT record moments ago: no look-up, no lock (§5.1)
-            del self.absent[domain]
+            self.absent.pop(domain)
         lock = self._locks.setdefault(domain, asyncio.Lock())
         async with lock:  # one fetch per domain at a time
             cached = self.cache.get(domain)
@@ -189,7 +189,7 @@ class MtaSts:
             if policy_id is None:
                 if cached is not None:
                     return cached.policy  # §5.1: an unexpired cached policy stays in force
-                self._remember_absent(domain, now + absent_for(ttl))
+                self.absent.put(domain, now + absent_for(ttl))
                 return None
             if cached is not None and cached.policy.id == policy_id:
                 return cached.policy
@@ -204,12 +204,6 @@ class MtaSts:
                 extra=kv(domain=domain, mode=policy.mode, mx=list(policy.mx), id=policy_id),
             )
             return policy
-
-    def _remember_absent(self, domain: str, until: float) -> None:
-        self.absent[domain] = until
-        self.absent.move_to_end(domain)
-        while len(self.absent) > ABSENT_ENTRIES:
-            self.absent.popitem(last=False)
 
     async def _txt_id(self, domain: str) -> tuple[str | None, float]:
         """The policy id of the TXT record (None: no usable record) and how long the answer

@@ -8,10 +8,10 @@ each end instead of 10,000 messages of six fields each.
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
+from postmesh.common.lru import Lru
 from postmesh.store.model import FlagListing
 
 # Rows per page when the request says 0, and at most: a row is ~12 bytes on the wire.
@@ -54,6 +54,8 @@ def fold(
 
 # Rows the listing cache of one store process holds at most (16 octets each: ~8 MiB).
 CACHE_ROWS = 512 * 1024
+# A page as kept: UIDs, MODSEQs and flag-set indexes packed, the flag sets, ``more``.
+_Entry = tuple["array[int]", "array[int]", "array[int]", list[tuple[str, ...]], bool]
 
 
 class ListingCache:
@@ -64,30 +66,18 @@ class ListingCache:
     arrays; each hit is a fresh FlagListing the caller may keep."""
 
     def __init__(self, max_rows: int = CACHE_ROWS) -> None:
-        self._max_rows = max_rows
-        self._rows = 0
-        self._pages: OrderedDict[
-            Hashable, tuple[array[int], array[int], array[int], list[tuple[str, ...]], bool]
-        ] = OrderedDict()
+        self._pages: Lru[Hashable, _Entry] = Lru(max_rows, lambda entry: len(entry[0]))
 
     def get(self, key: Hashable) -> FlagListing | None:
         entry = self._pages.get(key)
         if entry is None:
             return None
-        self._pages.move_to_end(key)
         uids, modseqs, index, sets, more = entry
         return FlagListing(list(uids), list(modseqs), list(index), list(sets), more)
 
     def put(self, key: Hashable, page: FlagListing) -> None:
-        n = len(page.uids)
-        if n > self._max_rows or key in self._pages:
-            return
         entry = (
             array("Q", page.uids), array("Q", page.modseqs), array("I", page.flag_index),
             list(page.flag_sets), page.more,
         )  # fmt: skip
-        self._pages[key] = entry
-        self._rows += n
-        while self._rows > self._max_rows:
-            _, old = self._pages.popitem(last=False)
-            self._rows -= len(old[0])
+        self._pages.put(key, entry)

@@ -22,6 +22,7 @@ import dns.resolver
 import dns.reversename
 
 from postmesh.common.dns import make_resolver
+from postmesh.common.lru import Lru
 
 
 class DnsTempError(Exception):
@@ -62,33 +63,29 @@ class DnsClient:
     ) -> None:
         self._resolver = make_resolver(servers, timeout, cache_entries)
         self.timeout = timeout
-        self._cache_entries = cache_entries
-        # (name, rdtype) -> (expiry on the clock dnspython uses, the answer); oldest first.
-        self._answers: dict[tuple[str, str], tuple[float, Answer]] = {}
+        # (name, rdtype) -> (expiry on the clock dnspython uses, the answer).
+        self._answers: Lru[tuple[str, str], tuple[float, Answer]] | None = (
+            Lru(cache_entries) if cache_entries > 0 else None
+        )
         self._clock = clock
 
     def kept(self, name: str, rdtype: str) -> Answer | None:
         """The answer :meth:`query` would give from what is kept, without waiting; None when
         it would have to ask."""
-        key = (name, rdtype)
-        kept = self._answers.get(key)
-        if kept is None:
+        if self._answers is None or (kept := self._answers.get((name, rdtype))) is None:
             return None
         if kept[0] > self._clock():
             return kept[1]
-        del self._answers[key]
+        self._answers.pop((name, rdtype))
         return None
 
     async def query(self, name: str, rdtype: str) -> Answer:
         kept = self.kept(name, rdtype)
         if kept is not None:
             return kept
-        key = (name, rdtype)
         answer, expiry = await self._ask(name, rdtype)
-        if expiry > self._clock() and self._cache_entries > 0:
-            self._answers[key] = (expiry, answer)
-            while len(self._answers) > self._cache_entries:
-                del self._answers[next(iter(self._answers))]
+        if self._answers is not None and expiry > self._clock():
+            self._answers.put((name, rdtype), (expiry, answer))
         return answer
 
     async def _ask(self, name: str, rdtype: str) -> tuple[Answer, float]:

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from postmesh.common.lru import Lru
 from postmesh.store.model import Message
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.locks import KeyedLocks
@@ -80,20 +80,18 @@ class Snapshot:
 
     def listing(self, after_uid: int, below_uid: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """(uid, modseq, flags) in UID order, ``after_uid`` < uid < ``below_uid``."""
-        rows = self.rows
-        return [
-            (uid, rows[uid][0], rows[uid][1])
-            for uid in sorted(u for u in rows if after_uid < u < below_uid)
-        ]
+        return [(uid, r[0], r[1]) for uid, r in self._between(after_uid, below_uid)]
 
     def summaries(self, after_uid: int, below_uid: int) -> list[Message]:
         """The messages ``after_uid`` < uid < ``below_uid``, in UID order (ListMessages)."""
-        rows = self.rows
         return [
             Message(uid, r[1], r[2], r[3], r[0], r[4])
-            for uid in sorted(u for u in rows if after_uid < u < below_uid)
-            for r in (rows[uid],)
+            for uid, r in self._between(after_uid, below_uid)
         ]
+
+    def _between(self, after_uid: int, below_uid: int) -> list[tuple[int, Row]]:
+        rows = self.rows
+        return [(uid, rows[uid]) for uid in sorted(u for u in rows if after_uid < u < below_uid)]
 
     def apply(self, doc: Doc) -> None:
         uid = int(doc["uid"])
@@ -130,9 +128,7 @@ class Snapshots:
     ) -> None:
         self._messages = messages
         self._mailboxes = mailboxes
-        self._max_rows = max_rows
-        self._kept: OrderedDict[ObjectId, Snapshot] = OrderedDict()
-        self._rows = 0  # of the kept snapshots
+        self._kept: Lru[ObjectId, Snapshot] = Lru(max_rows, lambda snap: len(snap.rows))
         # A leaf lock per mailbox: one refresh at a time, nothing taken under it.
         self._locks = KeyedLocks()
 
@@ -145,9 +141,8 @@ class Snapshots:
             uidnext, highest = watermark.visible(mbox, time.time())
             changes = int(mbox.get("changes", 0))
             key = (mailbox_id, int(mbox["uidvalidity"]))
-            snap = self._kept.pop(mailbox_id, None)
-            if snap is not None:
-                self._rows -= len(snap.rows)
+            # Out while it is brought up to date (its weight changes), back in at the end.
+            snap = self._kept.pop(mailbox_id)
             if snap is None or snap.key != key:
                 snap = await self._take(key)
             elif int(mbox["highestmodseq"]) == snap.version:
@@ -163,7 +158,7 @@ class Snapshots:
             elif not await self._catch_up(snap):
                 snap = await self._take(key)
             snap.version, snap.uidnext, snap.changes = max(snap.version, highest), uidnext, changes
-            self._keep(snap)
+            self._kept.put(mailbox_id, snap)
             return snap
 
     async def _take(self, key: tuple[ObjectId, int]) -> Snapshot:
@@ -199,12 +194,3 @@ class Snapshots:
         for doc in changed:
             snap.apply(doc)
         return True
-
-    def _keep(self, snap: Snapshot) -> None:
-        if len(snap.rows) > self._max_rows:
-            return
-        self._kept[snap.key[0]] = snap
-        self._rows += len(snap.rows)
-        while self._rows > self._max_rows:
-            _, old = self._kept.popitem(last=False)
-            self._rows -= len(old.rows)
