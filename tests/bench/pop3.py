@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tests.bench.dovecot import Dovecot
 from tests.bench.imap import PASSWORD, USER, Timing, fill, timed
-from tests.bench.stats import ratios
+from tests.bench.stats import ratios, side_by_side
 from tests.bench.wire import Pop3
 from tests.integration.stack import embedded_env, start_stack
 
@@ -93,13 +93,13 @@ def main(messages: int = 100, sessions: int = 20, keep: bool = False, rounds: in
             for r in range(rounds):
                 # Dovecot's ARGON2ID logins (~0.3 s each) once: the hash's cost, not a ratio.
                 their_users = [USER, ARGON2_USER] if r == 0 else [USER]
-                if r % 2:
-                    theirs = bench(dovecot.pop3_port, sessions, their_users)
-                    ours = bench(stack.ports.pop3, sessions, [USER])
-                else:
-                    ours = bench(stack.ports.pop3, sessions, [USER])
-                    theirs = bench(dovecot.pop3_port, sessions, their_users)
-                rounds_run.append((ours, theirs))
+                rounds_run.append(
+                    side_by_side(
+                        r,
+                        functools.partial(bench, stack.ports.pop3, sessions, [USER]),
+                        functools.partial(bench, dovecot.pop3_port, sessions, their_users),
+                    )
+                )
         finally:
             stack.stop()
     for r, (ours, theirs) in enumerate(rounds_run, 1):

@@ -22,7 +22,7 @@ from pathlib import Path
 from threading import Barrier
 
 from postmesh.common.devstack import Stack
-from tests.bench.stats import ratios
+from tests.bench.stats import ratios, side_by_side
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, SmtpSink, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, quick_env
@@ -120,12 +120,9 @@ def run(
                 mine: list[Timing] = []
                 postfix: list[Timing] = []
                 for r in range(rounds):
-                    if r % 2:
-                        postfix.append(theirs())
-                        mine.append(ours())
-                    else:
-                        mine.append(ours())
-                        postfix.append(theirs())
+                    a, b = side_by_side(r, ours, theirs)
+                    mine.append(a)
+                    postfix.append(b)
         finally:
             stack.stop()
     return mine, postfix, total

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from postmesh.common.devstack import Stack
-from tests.bench.stats import ratios
+from tests.bench.stats import ratios, side_by_side
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
 from tests.integration.stack import embedded_env, free_stack_ports, quick_env
@@ -111,12 +111,7 @@ def main(messages: int, rounds: int = 3) -> None:
                         sessions, messages, size,
                     )  # fmt: skip
                     for r in range(rounds):
-                        if r % 2:
-                            b = theirs()
-                            a = ours()
-                        else:
-                            a = ours()
-                            b = theirs()
+                        a, b = side_by_side(r, ours, theirs)
                         pairs.append((a, b))
                         name = f"{sessions} x {size // 1024} KiB" + (f" #{r + 1}" if r else "")
                         print(

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def side_by_side(round_: int, ours: Callable[[], T], theirs: Callable[[], T]) -> tuple[T, T]:
+    """One round of a side-by-side case: (ours, theirs), the one going first alternating from
+    round to round (ours first in round 0), so neither always runs on a machine the other has
+    just warmed or loaded."""
+    if round_ % 2:
+        b = theirs()
+        return ours(), b
+    a = ours()
+    return a, theirs()
+
 
 def median(values: list[float]) -> float:
     ordered = sorted(values)

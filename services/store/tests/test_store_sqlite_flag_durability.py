@@ -7,6 +7,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from sqlite_commits import commit_levels
+
 from postmesh.common.sqlite import MAX_NON_DURABLE
 from postmesh.store.contract_suite import message
 from postmesh.store.model import INBOX, Delivery, FlagsMode
@@ -14,27 +16,10 @@ from postmesh.store.sqlite import SqliteStoreRepository
 from postmesh.store.sqlite.repository import MODSEQ_ADVANCE_AT_OPEN
 
 
-async def _levels_of_commits(repo: SqliteStoreRepository) -> list[str]:
-    """Start recording, for each COMMIT on the store's connection, the synchronous level it ran
-    at (the last PRAGMA synchronous set before it: FULL from the connection's open)."""
-    seen: list[str] = []
-    level = ["FULL"]
-
-    def trace(statement: str) -> None:
-        s = statement.strip().upper()
-        if s.startswith("PRAGMA SYNCHRONOUS="):
-            level[0] = s.split("=", 1)[1]
-        elif s == "COMMIT":
-            seen.append(level[0])
-
-    await repo.connection.run(lambda c: c.set_trace_callback(trace))
-    return seen
-
-
 async def test_only_flag_changes_commit_without_fsync(tmp_path: Path) -> None:
     repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
     await repo.open()
-    levels = await _levels_of_commits(repo)
+    levels = await commit_levels(repo.connection)
     r = await repo.deliver(Delivery("q1", "u", "", content=message(1)))
     assert levels == ["FULL"]
     await repo.store_flags("u", INBOX, [r.uid], FlagsMode.ADD, ["\\Seen"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlite_commits import commit_levels
+
 from postmesh.store.queue.sqlite import SqliteQueueRepository
 from postmesh.store.sqlite import SqliteStoreRepository
 
@@ -15,17 +17,7 @@ async def test_acquire_and_renew_are_durable_release_is_not(tmp_path: Path) -> N
     await store.open()
     queue = SqliteQueueRepository(tmp_path / "store.sqlite3", db=store.connection)
     await queue.open()
-    levels: list[str] = []
-    level = ["FULL"]
-
-    def trace(statement: str) -> None:
-        s = statement.strip().upper()
-        if s.startswith("PRAGMA SYNCHRONOUS="):
-            level[0] = s.split("=", 1)[1]
-        elif s == "COMMIT":
-            levels.append(level[0])
-
-    await store.connection.run(lambda c: c.set_trace_callback(trace))
+    levels = await commit_levels(store.connection)
     assert (await queue.acquire_lock("u", "s1", 60)).granted
     assert (await queue.renew_lock("u", "s1", 60)).granted
     assert await queue.release_lock("u", "s1")
