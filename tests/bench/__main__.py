@@ -172,7 +172,10 @@ def main() -> None:
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
     ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="side-by-side rounds a case (relay, smtp, pop3 parts)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="side-by-side rounds a case (relay, smtp, pop3, imap parts)",
     )
     ap.add_argument("--pop3-messages", type=int, default=100)
     ap.add_argument("--pop3-sessions", type=int, default=20)
@@ -197,7 +200,7 @@ def main() -> None:
     if args.part in ("imap", "all"):
         from tests.bench import imap
 
-        imap.main(args.imap_messages, args.imap_clients, args.imap_sessions)
+        imap.main(args.imap_messages, args.imap_clients, args.imap_sessions, args.rounds)
     if args.part in ("smtp", "all"):
         from tests.bench import smtp
 

@@ -2,17 +2,22 @@
 private Dovecot 2.3 (tests/bench/dovecot.py), in one run, with the same raw-socket client
 (tests/bench/wire.py) and the same messages (tests/bench/corpus.py, 4-60 KB).
 
-Each server gets its mailbox filled by APPEND (10,000 messages by default), then, one client,
-one command at a time: SELECT of that mailbox; UID FETCH 1:* (FLAGS); FETCH BODY.PEEK[HEADER]
-of 1,000 messages; BODY.PEEK[] of single messages; STORE +FLAGS (\\Flagged) of single messages;
-SEARCH SUBJECT / UNSEEN / BODY; then a mixed load of concurrent clients, each session: login,
-LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, logout. Printed per command: ops/s, p50/p99, and the
-Postmesh/Dovecot ratio of ops/s. Every loop is bounded; all traffic stays on 127.0.0.1.
+Both servers run at once. Each gets its mailbox filled by APPEND (10,000 messages by default),
+then, in rounds (3 by default) that alternate which server goes first, one client, one command
+at a time: SELECT of that mailbox; UID FETCH 1:* (FLAGS); FETCH BODY.PEEK[HEADER] of 1,000
+messages; BODY.PEEK[] of single messages; STORE +FLAGS (\\Flagged) of single messages; APPEND
+of new messages; SEARCH SUBJECT / UNSEEN / BODY; then a mixed load of concurrent clients, each
+session: login, LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, logout. Printed per round and
+command: ops/s, p50/p99, and the Postmesh/Dovecot ratio of ops/s; then each command's median
+ratio over the rounds. Every round appends content of its own (never a copy of an earlier
+message, which a content-addressed store would not store again). Every loop is bounded; all
+traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import re
 import statistics
@@ -26,12 +31,15 @@ from typing import TypeVar
 
 from tests.bench.corpus import append_args, message
 from tests.bench.dovecot import Dovecot
+from tests.bench.stats import ratios, side_by_side
 from tests.bench.wire import Imap, ProtocolError
 from tests.integration.stack import embedded_env, start_stack
 
 USER = "bench@example.test"
 PASSWORD = "bench-password"
-SINGLE_OPS = 200  # BODY.PEEK[] and STORE of single messages
+SINGLE_OPS = 200  # BODY.PEEK[], STORE and APPEND of single messages
+# Round r's new messages have corpus indexes from (r + 1) * ROUND_INDEX on: new content each round.
+ROUND_INDEX = 1_000_000
 _EXISTS = re.compile(rb"^\* (\d+) EXISTS", re.M)
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 R = TypeVar("R")
@@ -90,10 +98,11 @@ def fill(port: int, count: int) -> Timing:
     return t
 
 
-def commands(port: int, n: int) -> dict[str, Timing]:
-    """One client, one command at a time, on the filled INBOX of ``n`` messages."""
+def commands(port: int, n: int, round_: int = 0) -> dict[str, Timing]:
+    """One client, one command at a time, on the filled INBOX of ``n`` messages (and what
+    earlier rounds appended)."""
     out: dict[str, Timing] = {}
-    rng = random.Random(7)
+    rng = random.Random(7 + round_)
     c = Imap(port)
     c.login(USER, PASSWORD)
     c.command("SELECT INBOX")  # warm-up: the first open of the mailbox after the fill
@@ -123,6 +132,12 @@ def commands(port: int, n: int) -> dict[str, Timing]:
     seqs = [rng.randint(1, n) for _ in range(SINGLE_OPS)]
     t, _ = timed(lambda k: c.command(f"STORE {seqs[k]} +FLAGS (\\Flagged)"), SINGLE_OPS)
     out["STORE +FLAGS x1"] = t
+
+    first = (round_ + 1) * ROUND_INDEX
+    t, _ = timed(
+        lambda k: c.command(f"APPEND {append_args(first + k)}", message(first + k)), SINGLE_OPS
+    )
+    out["APPEND x1"] = t
 
     subjects = [rng.randrange(n) for _ in range(10)]
     t, res = timed(
@@ -160,11 +175,13 @@ def mixed_session(port: int, n: int, index: int, prev_uid: int, seq: int) -> int
     return uid
 
 
-def mixed(port: int, n: int, clients: int, sessions: int) -> Timing:
+def mixed(port: int, n: int, clients: int, sessions: int, round_: int = 0) -> Timing:
+    first = (round_ + 1) * ROUND_INDEX + ROUND_INDEX // 2  # past the round's APPEND x1
+
     def seed(client: int) -> int:
         c = Imap(port)
         c.login(USER, PASSWORD)
-        c.command(f"APPEND {append_args(n + client)}", message(n + client))
+        c.command(f"APPEND {append_args(first + client)}", message(first + client))
         uid = appended_uid(c)
         c.logout()
         return uid
@@ -174,7 +191,7 @@ def mixed(port: int, n: int, clients: int, sessions: int) -> Timing:
         uid, latencies = first_uid, []
         for s in range(sessions):
             s0 = time.perf_counter()
-            index = n + clients + k * sessions + s
+            index = first + clients + k * sessions + s
             uid = mixed_session(port, n, index, uid, rng.randint(1, max(1, n - 9)))
             latencies.append(time.perf_counter() - s0)
         return latencies
@@ -191,44 +208,69 @@ def mixed(port: int, n: int, clients: int, sessions: int) -> Timing:
     return Timing([x for lat in per_client for x in lat], elapsed, f"EXISTS {left} after")
 
 
-def bench(port: int, n: int, clients: int, sessions: int) -> dict[str, Timing]:
-    out = {"APPEND (fill)": fill(port, n)}
-    out.update(commands(port, n))
-    out[f"mixed, {clients} clients (sessions)"] = mixed(port, n, clients, sessions)
+def run_round(port: int, n: int, clients: int, sessions: int, round_: int) -> dict[str, Timing]:
+    out = commands(port, n, round_)
+    out[f"mixed, {clients} clients (sessions)"] = mixed(port, n, clients, sessions, round_)
     return out
 
 
-def report(n: int, ours: dict[str, Timing], theirs: dict[str, Timing]) -> None:
-    print(
-        f"\n== IMAP side by side: {n} messages of 4-60 KB, same raw-socket client, "
-        "Postmesh embedded vs Dovecot 2.3 (defaults)"
+def line(name: str, a: Timing, b: Timing) -> str:
+    note = a.note if a.note == b.note else f"{a.note} / dovecot {b.note}"
+    return (
+        f"{name:<32}{a.ops_per_s:>15.1f}{statistics.median(a.latencies) * 1000:>9.1f}"
+        f"{a.pct(99) * 1000:>9.1f}{b.ops_per_s:>15.1f}"
+        f"{statistics.median(b.latencies) * 1000:>9.1f}{b.pct(99) * 1000:>9.1f}"
+        f"{a.ops_per_s / b.ops_per_s:>7.2f}x   {note}"
     )
+
+
+def report(title: str, ours: dict[str, Timing], theirs: dict[str, Timing]) -> None:
+    print(f"\n== {title}")
     print(
         f"{'command':<32}{'postmesh ops/s':>15}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'dovecot ops/s':>15}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}   checked"
     )
     for name, a in ours.items():
-        b = theirs[name]
-        note = a.note if a.note == b.note else f"{a.note} / dovecot {b.note}"
-        print(
-            f"{name:<32}{a.ops_per_s:>15.1f}{statistics.median(a.latencies) * 1000:>9.1f}"
-            f"{a.pct(99) * 1000:>9.1f}{b.ops_per_s:>15.1f}"
-            f"{statistics.median(b.latencies) * 1000:>9.1f}{b.pct(99) * 1000:>9.1f}"
-            f"{a.ops_per_s / b.ops_per_s:>7.2f}x   {note}"
-        )
+        print(line(name, a, theirs[name]))
 
 
-def main(messages: int, clients: int = 10, sessions: int = 10) -> None:
+def main(messages: int, clients: int = 10, sessions: int = 10, rounds: int = 3) -> None:
     with tempfile.TemporaryDirectory(prefix="postmesh-bench-imap-") as tmp:
         stack = start_stack(Path(tmp), embedded_env())
         try:
             stack.ensure_user(USER, PASSWORD)
-            ours = bench(stack.ports.imap, messages, clients, sessions)
+            with Dovecot({USER: PASSWORD}) as dovecot:
+                ports = (stack.ports.imap, dovecot.imap_port)
+                filled = side_by_side(
+                    0, *(functools.partial(fill, port, messages) for port in ports)
+                )
+                rounds_run = [
+                    side_by_side(
+                        r,
+                        *(
+                            functools.partial(run_round, port, messages, clients, sessions, r)
+                            for port in ports
+                        ),
+                    )
+                    for r in range(rounds)
+                ]
         finally:
             stack.stop()
-    with Dovecot({USER: PASSWORD}) as dovecot:
-        theirs = bench(dovecot.imap_port, messages, clients, sessions)
-    report(messages, ours, theirs)
+    what = (
+        f"{messages} messages of 4-60 KB, same raw-socket client, "
+        "Postmesh embedded vs Dovecot 2.3 (defaults)"
+    )
+    report(
+        f"IMAP side by side, fill: {what}",
+        {"APPEND (fill)": filled[0]},
+        {"APPEND (fill)": filled[1]},
+    )
+    for r, (ours, theirs) in enumerate(rounds_run, 1):
+        report(f"IMAP side by side, round {r} of {rounds}", ours, theirs)
+    print(f"\n== IMAP, {rounds} rounds: Postmesh/Dovecot ops/s per command")
+    for name in rounds_run[0][0]:
+        pairs = [(o[name].ops_per_s, t[name].ops_per_s) for o, t in rounds_run]
+        print(f"{name:<32} {ratios(pairs)}")
 
 
 if __name__ == "__main__":
@@ -238,5 +280,6 @@ if __name__ == "__main__":
     ap.add_argument("--imap-messages", type=int, default=10_000)
     ap.add_argument("--imap-clients", type=int, default=10)
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    main(args.imap_messages, args.imap_clients, args.imap_sessions)
+    main(args.imap_messages, args.imap_clients, args.imap_sessions, args.rounds)
