@@ -73,3 +73,30 @@ async def test_a_caller_going_away_does_not_cancel_the_others_call() -> None:
     lookup.release.set()
     assert await second == 6
     assert lookup.calls == [3]
+
+
+async def test_share_runs_a_call_keyed_apart_from_its_arguments_and_reports_joiners() -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+    joined: list[None] = []
+
+    async def check(secret: str) -> bool:
+        runs.append(secret)
+        await release.wait()
+        return secret == "right"
+
+    shared: SharedCalls[bytes, bool] = SharedCalls(on_shared=lambda: joined.append(None))
+    first = asyncio.create_task(shared.share(b"k1", lambda: check("right")))
+    second = asyncio.create_task(shared.share(b"k1", lambda: check("not run")))
+    other = asyncio.create_task(shared.share(b"k2", lambda: check("wrong")))
+    await asyncio.sleep(0)
+    release.set()
+    assert await first is True and await second is True and await other is False
+    assert runs == ["right", "wrong"]
+    assert len(joined) == 1 and shared.shared == 1 and shared.running == 0
+
+
+async def test_calling_without_a_call_is_a_type_error() -> None:
+    shared: SharedCalls[int, int] = SharedCalls()
+    with pytest.raises(TypeError):
+        await shared(1)

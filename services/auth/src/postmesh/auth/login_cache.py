@@ -13,10 +13,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from prometheus_client import Counter
+
+from postmesh.common.lru import Lru
 
 LOOKUPS = Counter(
     "postmesh_auth_login_cache_lookups_total",
@@ -30,10 +31,9 @@ class LoginCache:
         self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._ttl = ttl_seconds
-        self._max = max_entries
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[str, tuple[bytes, str, float]] = OrderedDict()
+        self._entries: Lru[str, tuple[bytes, str, float]] = Lru(max(0, max_entries))
 
     def _digest(self, address: str, password: str) -> bytes:
         msg = address.encode() + b"\0" + password.encode("utf-8", "surrogatepass")
@@ -51,16 +51,11 @@ class LoginCache:
         return ok
 
     def add(self, address: str, password: str, password_hash: str) -> None:
-        if self._ttl <= 0 or self._max <= 0:
+        if self._ttl <= 0:
             return
-        self._entries[address] = (
-            self._digest(address, password),
-            password_hash,
-            self._clock() + self._ttl,
+        self._entries.put(
+            address, (self._digest(address, password), password_hash, self._clock() + self._ttl)
         )
-        self._entries.move_to_end(address)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
 
     def forget(self, address: str) -> None:
-        self._entries.pop(address, None)
+        self._entries.pop(address)

@@ -14,13 +14,14 @@ as the login cache does: the password is not kept as a dictionary key.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
+
+from postmesh.common.shared_calls import SharedCalls
 
 SHARED = Counter(
     "postmesh_auth_password_checks_shared_total",
@@ -34,24 +35,18 @@ class SharedChecks:
     def __init__(self, verify: Verify) -> None:
         self._verify = verify
         self._key = secrets.token_bytes(32)
-        self._running: dict[bytes, asyncio.Future[bool]] = {}
+        self._calls: SharedCalls[bytes, bool] = SharedCalls(on_shared=SHARED.inc)
 
     def _digest(self, stored: str, password: str) -> bytes:
         msg = stored.encode() + b"\0" + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
     async def verify(self, stored: str, password: str) -> bool:
-        key = self._digest(stored, password)
-        running = self._running.get(key)
-        if running is None:
-            running = asyncio.ensure_future(self._verify(stored, password))
-            self._running[key] = running
-            running.add_done_callback(lambda _: self._running.pop(key, None))
-        else:
-            SHARED.inc()
-        # Shielded: a caller that gives up (its client left) does not cancel the others' check.
-        return await asyncio.shield(running)
+        # A caller that gives up (its client left) does not cancel the others' check.
+        return await self._calls.share(
+            self._digest(stored, password), lambda: self._verify(stored, password)
+        )
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return self._calls.running

@@ -17,20 +17,38 @@ V = TypeVar("V")
 
 
 class SharedCalls(Generic[K, V]):
-    def __init__(self, call: Callable[[K], Awaitable[V]]) -> None:
+    """``await shared(key)`` runs ``call(key)`` or joins the run under way for ``key``.
+    ``await shared.share(key, start)`` does the same for a call whose arguments are not its key
+    (a digest standing for a secret, say): ``start()`` begins it when none is running.
+    ``on_shared`` is told of each caller that joined a run (a metric)."""
+
+    def __init__(
+        self,
+        call: Callable[[K], Awaitable[V]] | None = None,
+        on_shared: Callable[[], None] | None = None,
+    ) -> None:
         self._call = call
+        self._on_shared = on_shared
         self._running: dict[K, asyncio.Future[V]] = {}
         # Callers answered by a call someone else started (for metrics and tests).
         self.shared = 0
 
     async def __call__(self, key: K) -> V:
+        call = self._call
+        if call is None:
+            raise TypeError("SharedCalls made without a call: use share(key, start)")
+        return await self.share(key, lambda: call(key))
+
+    async def share(self, key: K, start: Callable[[], Awaitable[V]]) -> V:
         running = self._running.get(key)
         if running is None:
-            running = asyncio.ensure_future(self._call(key))
+            running = asyncio.ensure_future(start())
             self._running[key] = running
             running.add_done_callback(lambda done: self._settled(key, done))
         else:
             self.shared += 1
+            if self._on_shared is not None:
+                self._on_shared()
         # Shielded: one caller cancelled (a deadline, a shutdown) leaves the others' call be.
         return await asyncio.shield(running)
 
