@@ -472,6 +472,9 @@ async def test_append_small_stores_as_append_does(
 
     r = await stub.AppendSmall(request("INBOX", content), timeout=10)
     assert r.uid == 1 and r.uidvalidity > 0
+    # The new message's MODSEQ and stored flags (ADR 0064): the mailbox's HIGHESTMODSEQ now.
+    box = await app.repo.get_mailbox("a@example.com", "INBOX")
+    assert r.modseq == box.highestmodseq > 0 and list(r.flags) == ["\\Seen"]
     get = store_pb2.GetMessageContentRequest(user="a@example.com", mailbox="INBOX", uid=r.uid)
     assert b"".join(await read_all(stub.GetMessageContent(get, timeout=10))) == content
     (m,) = (await app.repo.list_messages("a@example.com", "INBOX", 0, 10))[0]

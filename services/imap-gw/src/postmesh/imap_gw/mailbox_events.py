@@ -72,6 +72,11 @@ class Registry:
             for s in self.sessions(event.user):
                 s.flags_changed(event.mailbox, event.uids, event.flags, event.modseq)
             return
+        if event.kind == Kind.KIND_MESSAGE_NEW and event.modseq and event.uids:
+            # Often a session's own APPEND coming back (Session.messages_new).
+            for s in self.sessions(event.user):
+                s.messages_new(event.mailbox, event.uids, event.modseq)
+            return
         new_name = event.new_name if event.kind == Kind.KIND_MAILBOX_RENAMED else ""
         self.notify(event.user, event.mailbox, new_name)
 

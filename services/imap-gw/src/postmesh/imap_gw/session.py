@@ -226,6 +226,15 @@ class Session:
             return
         self.mailbox_changed(mailbox)
 
+    def messages_new(self, mailbox: str, uids: Sequence[int], modseq: int) -> None:
+        """A MESSAGE_NEW event: ``uids`` were added at ``modseq``. Nothing to resynchronise if
+        the selected mailbox's model already holds them (this session's own APPEND, whose
+        answer it has recorded); otherwise as any change."""
+        sel = self.selected
+        if sel is not None and mailbox == sel.name and sel.knows_message(uids, modseq):
+            return
+        self.mailbox_changed(mailbox)
+
     def claim_user(self, user: str) -> bool:
         """Count this session for ``user`` at login; False beyond imap_max_sessions_per_user."""
         if self.user_sessions is None or self._counted == user:

@@ -205,6 +205,21 @@ class SelectedMailbox:
                 return False
         return True
 
+    def knows_message(self, uids: Iterable[int], modseq: int) -> bool:
+        """Whether the model holds each of ``uids`` (announced or pending) at ``modseq`` or
+        later: then a MESSAGE_NEW event for them has nothing to tell this session (its own
+        APPEND, recorded by :meth:`appended`)."""
+        for uid in uids:
+            pending = self._new.get(uid)
+            if pending is not None:
+                if pending[1] < modseq:
+                    return False
+                continue
+            seq = self.seq_of(uid)
+            if seq is None or self._modseqs[seq - 1] < modseq:
+                return False
+        return True
+
     def is_expunged(self, uid: int) -> bool:
         """Expunged in the store but still in the client's map (not yet reported)."""
         return uid in self._expunged
@@ -317,6 +332,24 @@ class SelectedMailbox:
         for m in changes.changed:
             self._note(m)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+
+    def appended(self, uidvalidity: int, uid: int, flags: Iterable[str], modseq: int) -> bool:
+        """This session's APPEND stored ``uid`` at ``modseq`` (the store's answer). When that
+        MODSEQ follows :attr:`highestmodseq` directly, nothing else changed in the mailbox in
+        between (every change takes a MODSEQ of its own), so the new message is all a
+        GetChanges would tell: it is pending for the EXISTS, and no store call is needed. False
+        (nothing recorded) otherwise: the caller resynchronises."""
+        if (
+            not self.highestmodseq
+            or modseq != self.highestmodseq + 1
+            or uidvalidity != self.uidvalidity
+            or uid <= self.store_highest_uid()
+        ):
+            return False
+        self._new[uid] = (self._flags_tuple(flags), modseq)
+        self.highestmodseq = modseq
+        self.version += 1
+        return True
 
     def apply_listing(self, messages: Sequence[MessageMeta], highestmodseq: int = 0) -> None:
         """A full ListMessages: whatever the client knows and is not listed was expunged."""

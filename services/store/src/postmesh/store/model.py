@@ -194,6 +194,7 @@ class AppendResult:
     uidvalidity: int
     modseq: int
     mailbox: str
+    flags: tuple[str, ...] = ()  # as stored: canonical, de-duplicated, sorted
 
 
 @dataclass(slots=True)

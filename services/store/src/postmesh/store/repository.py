@@ -21,6 +21,7 @@ Model, shaped for IMAP4rev2 (RFC 9051), POP3 and local delivery:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -250,9 +251,10 @@ class StoreRepository(ABC):
             else:
                 index = await self._index_of(source.blob_id, source)
             assert index is not None  # the content is at hand
-            return await self._append(
+            r = await self._append(
                 user, mailbox, source, canonical_flags, internal_date or int(time.time()), index
             )
+            return dataclasses.replace(r, flags=canonical_flags)
         finally:
             source.close()
 

@@ -280,7 +280,9 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         )  # fmt: skip
         log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))
         await self._publish(h.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
-        return store_pb2.AppendResponse(uid=r.uid, uidvalidity=r.uidvalidity)
+        return store_pb2.AppendResponse(
+            uid=r.uid, uidvalidity=r.uidvalidity, modseq=r.modseq, flags=r.flags,
+        )  # fmt: skip
 
     async def PutBlob(
         self,

@@ -408,7 +408,7 @@ class StoreClient:
                 resp = await self._unary(
                     "AppendSmall", req, store_pb2.AppendResponse, idempotent=False
                 )
-                return AppendResult(resp.uidvalidity, resp.uid)
+                return convert.appended(resp)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise store_error("Append", e, mailbox) from e
@@ -440,7 +440,7 @@ class StoreClient:
         except BaseException:
             call.cancel()  # the client's side failed (gone, bad input): nothing is stored
             raise
-        return AppendResult(resp.uidvalidity, resp.uid)
+        return convert.appended(resp)
 
     async def _append_refusal(
         self, user: str, mailbox: str, size: int, err: grpc.aio.AioRpcError

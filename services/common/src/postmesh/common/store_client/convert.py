@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from postmesh.api.store.v1 import store_pb2
 from postmesh.common.store_client.types import (
     Address,
+    AppendResult,
     BodyPart,
     Envelope,
     FlagsMode,
@@ -20,6 +21,10 @@ MODES = {
     FlagsMode.REMOVE: store_pb2.FLAGS_MODE_REMOVE,
     FlagsMode.REPLACE: store_pb2.FLAGS_MODE_REPLACE,
 }
+
+
+def appended(resp: store_pb2.AppendResponse) -> AppendResult:
+    return AppendResult(resp.uidvalidity, resp.uid, resp.modseq, tuple(resp.flags))
 
 
 def mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:

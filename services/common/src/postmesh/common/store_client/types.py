@@ -14,10 +14,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class AppendResult:
-    """APPENDUID (RFC 4315 §3)."""
+    """APPENDUID (RFC 4315 §3), and the MODSEQ and flags the new message was stored with (0
+    and none from a store that does not say)."""
 
     uidvalidity: int
     uid: int
+    modseq: int = 0
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,12 @@ async def append(session: Session, cmd: Append) -> Result:
     # session and costs ~0.1 ms of imap-gw CPU per APPEND (ADR 0056), so only at DEBUG.
     log.debug("message appended", extra=kv(mailbox=name, uid=r.uid, size=cmd.size))
     session.appended_to = name
-    if sel is not None and sel.name == name:
-        sel.dirty = True  # EXISTS before the tagged reply (RFC 9051 §6.3.12)
+    # EXISTS before the tagged reply (RFC 9051 §6.3.12): from the answer alone when it says
+    # nothing else changed meanwhile, else from the store (ADR 0064).
+    if (
+        sel is not None
+        and sel.name == name
+        and not sel.appended(r.uidvalidity, r.uid, r.flags, r.modseq)
+    ):
+        sel.dirty = True
     return ok("APPEND completed", f"APPENDUID {r.uidvalidity} {r.uid}")

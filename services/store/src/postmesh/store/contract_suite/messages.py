@@ -166,13 +166,14 @@ class MessageContract:
         r = await repo.append(
             "u",
             "Drafts",
-            ["\\Draft", "\\Seen"],
+            ["\\seen", "\\Draft", "\\Seen"],
             1_700_000_000,
             len(content),
             stream(content, 70_000),
         )
         box = await repo.get_mailbox("u", "Drafts")
         assert (r.uid, r.uidvalidity, r.mailbox) == (1, box.uidvalidity, "Drafts")
+        assert r.flags == ("\\Draft", "\\Seen")  # as stored: canonical, once each
         assert box.highestmodseq == r.modseq and box.messages == 1
         (m,), _ = await repo.list_messages("u", "Drafts", 0, 10)
         assert (m.flags, m.internal_date, m.size) == (

@@ -1014,17 +1014,28 @@ class AppendResponse(_message.Message):
 
     UID_FIELD_NUMBER: _builtins.int
     UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    MODSEQ_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     uid: _builtins.int
     uidvalidity: _builtins.int
+    modseq: _builtins.int
+    """The MODSEQ the new message took and the flags it was stored with (canonical): a session
+    with the mailbox selected whose HIGHESTMODSEQ is modseq - 1 learns from this answer alone
+    all that changed (ADR 0064). 0 and none from a store before them.
+    """
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         uid: _builtins.int = ...,
         uidvalidity: _builtins.int = ...,
+        modseq: _builtins.int = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["uid", b"uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "modseq", b"modseq", "uid", b"uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
