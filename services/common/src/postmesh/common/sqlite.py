@@ -23,12 +23,14 @@ frame durable too, so a power cut loses at most the last ``MAX_NON_DURABLE`` tra
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+from postmesh.common.serial_thread import SerialThread, answer
 
 T = TypeVar("T")
 
@@ -40,8 +42,10 @@ MAX_GROUP = 64
 # advance at open, ADR 0041).
 MAX_NON_DURABLE = 256
 
-# (work, its caller's future, durable)
-_Pending = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]
+# (work, its caller's future and that future's loop, durable)
+_Pending = tuple[
+    Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool
+]
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -61,7 +65,8 @@ class SqliteConnection:
         """``setup`` runs once on the new connection (schema, migrations, pragmas)."""
         self.path = path
         self._setup = setup
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        # Every statement of the connection runs on this one thread, in order.
+        self._thread = SerialThread(f"sqlite {path.name}")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
@@ -77,8 +82,7 @@ class SqliteConnection:
                 self._setup(conn)
             return conn
 
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, opened)
+        self._conn = await self._thread.call(opened)
 
     @property
     def is_open(self) -> bool:
@@ -89,8 +93,7 @@ class SqliteConnection:
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"SQLite database {self.path} used before open()")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, conn)
+        return await self._thread.call(functools.partial(fn, conn))
 
     async def transaction(
         self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
@@ -102,31 +105,34 @@ class SqliteConnection:
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"SQLite database {self.path} used before open()")
-        fut: Future[T] = Future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((fn, fut, durable))
+            self._pending.append((fn, fut, loop, durable))
             first = len(self._pending) == 1
         if first:
             # One drain per non-empty pending list: later callers join it until it starts.
-            self._executor.submit(self._drain, conn)
-        # A caller cancelled before its turn is skipped (set_running_or_notify_cancel).
-        return await asyncio.wrap_future(fut)
+            self._thread.post(functools.partial(self._drain, conn))
+        # A caller cancelled before its turn is skipped (_drain); during it, its work is
+        # committed or not with the group, and the outcome is dropped.
+        return await fut
 
     def _drain(self, conn: sqlite3.Connection) -> None:
         with self._pending_lock:
             batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             if self._pending:
                 try:
-                    self._executor.submit(self._drain, conn)
+                    self._thread.post(functools.partial(self._drain, conn))
                 except RuntimeError as e:  # closed meanwhile: nobody may wait forever
-                    for _, fut, _ in self._pending:
-                        if fut.set_running_or_notify_cancel():
-                            fut.set_exception(e)
+                    for _, fut, loop, _ in self._pending:
+                        answer(loop, fut, error=e)
                     self._pending = []
-        live = [p for p in batch if p[1].set_running_or_notify_cancel()]
+        # A read of each future's state from this thread: one cancelled just after is run and
+        # its outcome dropped (settle), as for a caller cancelled during its turn.
+        live = [p for p in batch if not p[1].cancelled()]
         if not live:
             return
-        durable = any(d for _, _, d in live) or self._non_durable + len(live) > MAX_NON_DURABLE
+        durable = any(p[3] for p in live) or self._non_durable + len(live) > MAX_NON_DURABLE
         committed = _commit_group(conn, live, durable=durable, relaxed=self._relaxed)
         if not durable:
             self._relaxed = True
@@ -145,10 +151,9 @@ class SqliteConnection:
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            loop = asyncio.get_running_loop()
             # Shielded: a cancelled stop still closes the file after the queued work.
-            await asyncio.shield(loop.run_in_executor(self._executor, conn.close))
-        self._executor.shutdown(wait=False)
+            await asyncio.shield(self._thread.call(conn.close))
+        self._thread.stop()
 
 
 def _commit_group(
@@ -157,7 +162,7 @@ def _commit_group(
     """Runs on the connection's thread: every transaction of ``batch`` in one COMMIT. True if
     the COMMIT succeeded. ``relaxed``: a non-durable group ran before, so a durable one sets
     FULL again first (in case setting it back after that group failed)."""
-    outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+    outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
     try:
         # Set between transactions: SQLite applies it at the next COMMIT.
         if not durable:
@@ -165,19 +170,19 @@ def _commit_group(
         elif relaxed:
             conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
-        for fn, fut, _ in batch:
+        for pending in batch:
             conn.execute("SAVEPOINT grp")
             try:
-                result = fn(conn)
+                result = pending[0](conn)
             except BaseException as e:
                 if not conn.in_transaction:
                     raise  # SQLite rolled everything back itself (disk full, I/O error)
                 conn.execute("ROLLBACK TO grp")
                 conn.execute("RELEASE grp")
-                outcomes.append((fut, None, e))
+                outcomes.append((pending, None, e))
             else:
                 conn.execute("RELEASE grp")
-                outcomes.append((fut, result, None))
+                outcomes.append((pending, result, None))
         conn.execute("COMMIT")
     except BaseException as e:
         if conn.in_transaction:
@@ -188,17 +193,13 @@ def _commit_group(
         if not durable:
             _back_to_full(conn)
         # Nothing of the group is durable: every caller hears of the failure.
-        for _, fut, _ in batch:
-            if not fut.done():
-                fut.set_exception(e)
+        for _, fut, loop, _ in batch:
+            answer(loop, fut, error=e)
         return False
     if not durable:
         _back_to_full(conn)
-    for fut, result, error in outcomes:
-        if error is None:
-            fut.set_result(result)
-        else:
-            fut.set_exception(error)
+    for (_, fut, loop, _), result, error in outcomes:
+        answer(loop, fut, result, error)
     return True
 
 
