@@ -75,7 +75,7 @@ async def retr_all(w: ReadAheadWindow, count: int) -> list[list[bytes] | None]:
     return out
 
 
-async def test_the_budget_holds_at_every_moment_and_the_limit_grows_to_it() -> None:
+async def test_the_budget_holds_at_every_moment_and_is_used() -> None:
     rng = random.Random(7)
     store = Store([rng.randint(100, 1000) for _ in range(60)])
     w = window(store, 4000)
@@ -85,42 +85,41 @@ async def test_the_budget_holds_at_every_moment_and_the_limit_grows_to_it() -> N
     assert w.idle and w.held == 0
 
 
-async def test_nothing_before_the_first_retr_then_an_eighth_of_the_budget() -> None:
+async def test_nothing_before_the_first_retr_then_the_whole_budget_in_one_call() -> None:
     store = Store([100] * 50)
     w = window(store, 4000)
     await asyncio.sleep(0.01)
     assert store.calls == []
     assert await w.take(1) == sent(store.content[1])
-    assert store.calls[0] == [1, 2, 3, 4, 5]  # 500 octets: an eighth of 4000
+    # ADR 0062: the first RETR asks for all the budget holds (40 x 100 octets), in one call;
+    # no second call competes with it while more than half the budget is held.
+    assert store.calls == [list(range(1, 41))]
     assert await w.take(2) == sent(store.content[2])
     await asyncio.sleep(0.01)
-    # From the first RETR the window answers, the limit is the whole budget and the next call
-    # starts at once (ADR 0052): all that fits beside what is held (4000 - 400 for messages
-    # 2-5, planned before message 2 is handed out; 100 each).
-    assert store.calls[1] == list(range(6, 42))
+    assert len(store.calls) == 1 and w.held == 3800
 
 
 async def test_what_is_left_goes_in_one_last_call_once_it_fits() -> None:
-    # ADR 0052: 70 x 100 octets, budget 4000. Calls of 5 (an eighth) and 36 (the budget beside
-    # what is held); the 29 left (2900) would have been split 20 + 9 at half the budget held;
-    # the window waits until they fit, with a quarter of the budget still held.
+    # ADR 0052: 70 x 100 octets, budget 4000. A first call of 40 (the budget); the 30 left
+    # (3000) would have been split 20 + 10 at half the budget held; the window waits until
+    # they fit, with a quarter of the budget still held.
     store = Store([100] * 70)
     w = window(store, 4000)
     assert await retr_all(w, 70) == [sent(store.content[n]) for n in range(1, 71)]
-    assert store.calls == [list(range(1, 6)), list(range(6, 42)), list(range(42, 71))]
+    assert store.calls == [list(range(1, 41)), list(range(41, 71))]
     assert w.idle and w.held == 0
 
 
 async def test_a_retr_ahead_of_the_window_moves_it_one_behind_it_does_not() -> None:
     store = Store([100] * 30)
-    w = window(store, 800)  # first limit 100: one message
+    w = window(store, 800)  # 8 messages
     assert await w.take(10) == sent(store.content[10])
     await asyncio.sleep(0.01)
-    assert store.calls == [[10], [11]]
+    assert store.calls == [list(range(10, 18))]
     assert await w.take(3) is None  # behind: RETR reads it itself
     assert await w.take(11) == sent(store.content[11])
     assert await w.take(20) == sent(store.content[20])  # a jump: the window starts again there
-    assert store.calls[-1] == [20]
+    assert store.calls[-1] == list(range(20, 28))
 
 
 async def test_vanished_too_large_and_deleted_messages_are_not_in_the_window() -> None:
@@ -165,7 +164,7 @@ async def test_drop_frees_everything_and_close_ends_the_calls() -> None:
     w = window(store, 4000)
     assert await w.take(1) == sent(store.content[1])
     await asyncio.sleep(0.01)
-    assert w.held == 400
+    assert w.held == 900
     w.drop()
     assert w.held == 0 and w.idle
     assert await w.take(2) == sent(store.content[2])  # opens again

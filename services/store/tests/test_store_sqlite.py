@@ -331,6 +331,56 @@ async def test_read_messages_trips_are_bounded_by_octets(
     await repo.close()
 
 
+async def test_read_messages_of_ascending_uids_in_one_statement_per_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0062: an ascending group (POP3's read-ahead) is one statement per trip, with the
+    same answers as one per UID: missing UIDs (expunged, never there) in their places, the
+    groups as before (2, 4, 8), and a non-ascending request still answered in its order."""
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    contents = {i: message(i) for i in range(1, 13)}
+    for i, content in contents.items():
+        await repo.deliver(Delivery(f"q{i}", "u", "", content=content))
+    await repo.store_flags("u", INBOX, [2, 5, 12], FlagsMode.ADD, ("\\Deleted",))
+    await repo.expunge("u", INBOX)
+    gone = {2, 5, 12, 13, 40}
+    statements: list[str] = []
+    trips: list[int] = []
+    read = repo._read
+
+    async def counted(fn: Any) -> Any:
+        def traced(conn: sqlite3.Connection) -> Any:
+            conn.set_trace_callback(statements.append)
+            try:
+                return fn(conn)
+            finally:
+                conn.set_trace_callback(None)
+
+        found = await read(traced)
+        trips.append(len(found))
+        return found
+
+    monkeypatch.setattr(repo, "_read", counted)
+
+    async def got(asked: list[int]) -> list[tuple[int, bytes | None]]:
+        return [
+            (uid, b"".join([c async for c in found.chunks]) if found else None)
+            async for uid, found in repo.read_messages("u", INBOX, asked)
+        ]
+
+    asked = [*range(1, 14), 40]
+    assert await got(asked) == [(u, None if u in gone else contents[u]) for u in asked]
+    assert trips == [2, 4, 8]
+    content_reads = [s for s in statements if "blob_chunks" in s]
+    assert len(content_reads) == 3 and all(" IN (" in s for s in content_reads)
+    trips.clear()
+    unordered = [9, 3, 5, 1]
+    assert await got(unordered) == [(u, None if u in gone else contents[u]) for u in unordered]
+    assert trips == [2, 2]
+    await repo.close()
+
+
 async def test_read_messages_reads_the_next_group_while_this_one_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

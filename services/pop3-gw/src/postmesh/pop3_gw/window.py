@@ -8,13 +8,12 @@ store call (GetMessageContents), instead of one store round trip per RETR.
 Memory: the octets of the messages read ahead, whether received or still on their way, are
 reserved against a limit *before* each store call, so a session never holds more than
 ``budget`` octets of read-ahead content; a batch is read as fast as the store sends it (gRPC
-flow control is not the bound). The limit starts at an eighth of the budget at the first RETR
-(or one that jumps), so a client that retrieves one message costs little more than that
-message, and is the whole budget from the first RETR the window answers: the client has shown
-it reads in order, and the store must get ahead of it at once (ADR 0052; doubling per RETR
-kept the first ~20 RETRs of a download waiting for their messages). Nothing is read before
-the first RETR (a mail check that only lists reads no content), and the session drops the
-window when its client goes idle: no RETR for ``idle_seconds``.
+flow control is not the bound). The first RETR (or one that jumps) asks for as much as the
+whole budget holds, in one call: the store then reads and sends one ramp of groups in one
+stream, instead of a small first call and a second one competing with it for the store's
+thread (ADR 0062; ADR 0052 started at an eighth of the budget). Nothing is read before the
+first RETR (a mail check that only lists reads no content), and the session drops the window
+when its client goes idle: no RETR for ``idle_seconds``.
 
 Anything unusual is invisible to the client: a message that is gone, a failing store call, a
 message over ``max_message`` or out of order is simply not in the window, and RETR then reads
@@ -58,7 +57,6 @@ class ReadAheadWindow:
         self._messages = messages
         self._deleted = deleted
         self._budget = budget
-        self._first_limit = max(1, budget // 8)
         self._max_message = min(max_message, budget)
         self._max_batch = max_batch
         # Until a RETR opens the window (and again after drop) nothing is read.
@@ -68,9 +66,6 @@ class ReadAheadWindow:
         # Octets from message n to the last, at [n - 1]: at most what is left to read from n.
         self._rest = [*itertools.accumulate((m.size for m in reversed(messages)), initial=0)]
         self._rest.reverse()
-        # Octets the window may hold now: _first_limit until the window answers a RETR, then
-        # the budget.
-        self._limit = self._first_limit
         # Ready to send: each message already as RETR sends it (as stored when the store says
         # it is in wire form, ADR 42, else encode_whole), done while the client reads the
         # previous response rather than after its next command.
@@ -98,21 +93,15 @@ class ReadAheadWindow:
         jump) opens it there; one behind it leaves it as it is."""
         loop = asyncio.get_running_loop()
         self._last_take = loop.time()
-        eager = False
-        if number in self._ready or number in self._pending:
-            # The first RETR the window answers: the next call starts now, beside the first
-            # one, not once half of the first has arrived (its messages are wanted next).
-            eager = self._limit < self._budget
-            self._limit = self._budget
-        elif self._open and number < self._cursor:
-            return None  # behind the window, or it came back missing
-        else:
+        if number not in self._ready and number not in self._pending:
+            if self._open and number < self._cursor:
+                return None  # behind the window, or it came back missing
             self._stop()
             self._drop_ready(len(self._messages))
-            self._open, self._cursor, self._limit = True, number, self._first_limit
+            self._open, self._cursor = True, number
             if self._watch is None:
                 self._watch = loop.call_later(self._idle_seconds, self._check_idle)
-        self._fill(eager)
+        self._fill()
         while number in self._pending:
             self._arrived.clear()
             await self._arrived.wait()
@@ -179,23 +168,21 @@ class ReadAheadWindow:
         self._pending.clear()
         self._arrived.set()
 
-    def _plan(self, eager: bool = False) -> list[int]:
-        """The next batch: messages from the cursor that fit under the limit; none while the
+    def _plan(self) -> list[int]:
+        """The next batch: messages from the cursor that fit under the budget; none while the
         last call has more than half of its messages to deliver (calls would compete in the
-        store for the messages wanted first; ``eager`` waives this once, for the second call)
-        or more than half of the limit is held (so that batches are large). When all that is
-        left would fit in one call once a little more of the window is taken, it waits for
-        that, while a quarter of the limit is still held ahead of the client, rather than
-        leave a last call of a few messages (ADR 0052)."""
-        if (len(self._pending) > self._batch_len // 2 and not eager) or (
-            self.held > self._limit // 2
-        ):
+        store for the messages wanted first) or more than half of the budget is held (so
+        that batches are large). When all that is left would fit in one call once a little
+        more of the window is taken, it waits for that, while a quarter of the budget is
+        still held ahead of the client, rather than leave a last call of a few messages (ADR
+        0052)."""
+        if len(self._pending) > self._batch_len // 2 or self.held > self._budget // 2:
             return []
-        room = self._limit - self.held
+        room = self._budget - self.held
         left = self._rest[self._cursor - 1]
         if (
-            room < left <= self._limit
-            and self.held > self._limit // 4
+            room < left <= self._budget
+            and self.held > self._budget // 4
             and len(self._messages) - self._cursor < self._max_batch
         ):
             return []
@@ -215,15 +202,15 @@ class ReadAheadWindow:
                 break
             if size > room and self.held:
                 break
-            # An empty window always takes the next message (the limit may be below it).
+            # An empty window always takes the next message.
             batch.append(n)
             room -= size
             n += 1
         self._cursor = n
         return batch
 
-    def _fill(self, eager: bool = False) -> None:
-        batch = self._plan(eager)
+    def _fill(self) -> None:
+        batch = self._plan()
         if not batch:
             return
         self._pending.update(batch)
