@@ -5,6 +5,9 @@ either way."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,5 +96,44 @@ async def test_larger_content_still_looks_up(
         r = await repo.deliver(Delivery("q1", "b", "", content=content))
         assert await subject_and_hit(repo, "b", r.uid) == ("large", True)
         assert (len(counted.looked_up), counted.parsed) == (1, 0)
+    finally:
+        await repo.close()
+
+
+async def test_larger_content_is_parsed_on_one_thread_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing holds the GIL: concurrent Delivers of content above PARSE_ON_LOOP queue for
+    one parsing thread rather than contend for the GIL from several (ADR 0061)."""
+    real_parse = indexing.index_content
+    lock = threading.Lock()
+    running, most, threads = 0, 0, set()
+
+    def parse(raw: bytes) -> MessageIndex:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # long enough for a second thread, if any, to start a parse too
+        try:
+            return real_parse(raw)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(indexing, "index_content", parse)
+    repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+    await repo.open()
+    try:
+        results = await asyncio.gather(
+            *(
+                repo.deliver(Delivery(f"q{i}", "a", "", content=mail(f"m{i}", 20_000)))
+                for i in range(8)
+            )
+        )
+        assert sorted(r.uid for r in results) == list(range(1, 9))
+        assert most == 1
+        assert len(threads) == 1 and threads.pop().startswith("parse")
     finally:
         await repo.close()

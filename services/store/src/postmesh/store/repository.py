@@ -24,6 +24,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.common.lru import Lru
@@ -66,16 +67,16 @@ MAX_UIDS = 100_000  # per call; a gateway splits larger UID sets
 # look-up is cheap but still a miss for nearly every message sets its own bound
 # (``StoreRepository.parse_rather_than_look_up``).
 PARSE_RATHER_THAN_LOOK_UP = 16 * 1024
-# Indexes this process parsed lately, by blob id, up to this many octets of meta and search
-# document (~2.5 KiB a 100 KiB message): the recipients of one message after the first take the
-# parse of the first from here rather than from the database (ADR 0061). An index is a function
-# of its content, which its blob id names, so a kept one is never stale.
-RECENT_INDEX_BYTES = 1024 * 1024
 # ... and for an APPEND up to this size (ADR 0056): an IMAP client appends content the store
 # rarely has already (its own drafts and sent copies), unlike the many recipients of one
 # delivery, so the look-up was nearly always a miss that cost a trip to the database thread
 # (~0.15-0.2 ms of CPU at every APPEND of more than 16 KiB) before the parse anyway.
 APPEND_PARSE_RATHER_THAN_LOOK_UP = 256 * 1024
+# Indexes this process parsed lately, by blob id, up to this many octets of meta and search
+# document (~2.5 KiB a 100 KiB message): the recipients of one message after the first take the
+# parse of the first from here rather than from the database (ADR 0061). An index is a function
+# of its content, which its blob id names, so a kept one is never stale.
+RECENT_INDEX_BYTES = 1024 * 1024
 # Content up to this size is parsed on the event loop (~0.06 ms for plain 4 KiB): handing it
 # to a worker thread and back costs more CPU than that (~0.08 ms, measured). Bounded so that a
 # crafted one (hundreds of MIME parts or header fields: ~2-2.5 ms at 8 KiB, 4-8 ms at 16 KiB)
@@ -84,10 +85,19 @@ APPEND_PARSE_RATHER_THAN_LOOK_UP = 256 * 1024
 PARSE_ON_LOOP = 8 * 1024
 
 
+# Larger content is parsed on this one thread, in arrival order. Parsing holds the GIL, so more
+# threads parse no faster together; with asyncio's default pool (up to 6 threads here) the
+# concurrent Delivers of a busy MX parsed side by side, and the threads' hand-offs of the GIL
+# cost the store more CPU per message than the parses spared (ADR 0061, measured at 20 x 100
+# KiB). Trade-off: a large content delays the parses queued behind it until it is done.
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+
+
 async def _parse(raw: bytes) -> MessageIndex:
     if len(raw) <= PARSE_ON_LOOP:
         return indexing.index_content(raw)
-    return await asyncio.to_thread(indexing.index_content, raw)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_PARSER, indexing.index_content, raw)
 
 
 def _uids(values: Iterable[int]) -> list[int]:
