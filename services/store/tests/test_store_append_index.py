@@ -60,11 +60,16 @@ async def test_a_larger_append_still_looks_up(
 ) -> None:
     """Above the bound a stored index saves a long parse: it is asked for first."""
     monkeypatch.setattr(repository, "APPEND_PARSE_RATHER_THAN_LOOK_UP", 1000)
+    monkeypatch.setattr(SqliteStoreRepository, "parse_rather_than_look_up", 1000)
     repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
     await repo.open()
     try:
         content = mail("large", 20_000)
         await repo.deliver(Delivery("q1", "u", "", content=content))
+        # A new process: nothing parsed lately is kept in it (ADR 0061).
+        await repo.close()
+        repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
+        await repo.open()
         looked_up: list[str] = []
         real = repo._get_index
 

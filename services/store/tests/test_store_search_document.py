@@ -33,6 +33,22 @@ def test_round_trip_keeps_names_with_dots_order_and_unicode() -> None:
     assert list(back.headers) == list(doc.headers)
 
 
+def test_version_1_documents_are_still_read() -> None:
+    # What encode_search_doc wrote before ADR 0061: the text inside the JSON.
+    v1 = {"v": 1, "h": [["subject", ["Grüße"]]], "t": "Körper\nzweite Zeile \ud800"}
+    data = zlib.compress(json.dumps(v1, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    doc = decode_search_doc(data)
+    assert doc == SearchDocument({"subject": ["Grüße"]}, "Körper\nzweite Zeile \ud800")
+
+
+def test_version_2_keeps_the_text_out_of_the_json() -> None:
+    text = 'line "one"\nline\\two\n{"v":1}\n'
+    data = zlib.decompress(encode_search_doc(SearchDocument({"to": ["a\nb"]}, text)))
+    head, _, body = data.partition(b"\n")
+    assert json.loads(head) == {"v": 2, "h": [["to", ["a\nb"]]]}
+    assert body == text.encode()
+
+
 def test_build_search_document_from_a_message() -> None:
     raw = (
         b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
@@ -59,6 +75,10 @@ def test_build_search_document_from_a_message() -> None:
         zlib.compress(b"\xff\xfe"),
         zlib.compress(b"[1, 2]"),
         zlib.compress(json.dumps({"v": 2, "h": [], "t": ""}).encode()),
+        zlib.compress(b'{"v":1,"h":[],"t":""}\ntext'),
+        zlib.compress(b'{"v":3,"h":[]}\ntext'),
+        zlib.compress(b"[2]\ntext"),
+        zlib.compress(b'{"v":2,"h":[]}\n\xff'),
         zlib.compress(json.dumps({"v": 1, "h": {}, "t": ""}).encode()),
         zlib.compress(json.dumps({"v": 1, "h": [], "t": 5}).encode()),
         zlib.compress(json.dumps({"v": 1, "h": [["a", "b"]], "t": ""}).encode()),

@@ -20,13 +20,15 @@ Model, shaped for IMAP4rev2 (RFC 9051), POP3 and local delivery:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from postmesh.api.store.v1 import store_pb2
+from postmesh.common.lru import Lru
+from postmesh.common.serial_thread import SerialThread
 from postmesh.store import indexing
 from postmesh.store import validation as v
 from postmesh.store.blobs import BlobSource, BytesSource, spool
@@ -62,13 +64,20 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_UPLOAD_PIN_SECONDS = 7 * 24 * 3600
 MAX_UIDS = 100_000  # per call; a gateway splits larger UID sets
 # Content at hand up to this size is parsed (~0.2 ms for 4 KiB) instead of looking up the index
-# an earlier recipient stored (a round trip, ~1 ms on FerretDB/PostgreSQL).
+# an earlier recipient stored (a round trip, ~1 ms on FerretDB/PostgreSQL). A backend whose
+# look-up is cheap but still a miss for nearly every message sets its own bound
+# (``StoreRepository.parse_rather_than_look_up``).
 PARSE_RATHER_THAN_LOOK_UP = 16 * 1024
 # ... and for an APPEND up to this size (ADR 0056): an IMAP client appends content the store
 # rarely has already (its own drafts and sent copies), unlike the many recipients of one
 # delivery, so the look-up was nearly always a miss that cost a trip to the database thread
 # (~0.15-0.2 ms of CPU at every APPEND of more than 16 KiB) before the parse anyway.
 APPEND_PARSE_RATHER_THAN_LOOK_UP = 256 * 1024
+# Indexes this process parsed lately, by blob id, up to this many octets of meta and search
+# document (~2.5 KiB a 100 KiB message): the recipients of one message after the first take the
+# parse of the first from here rather than from the database (ADR 0061). An index is a function
+# of its content, which its blob id names, so a kept one is never stale.
+RECENT_INDEX_BYTES = 1024 * 1024
 # Content up to this size is parsed on the event loop (~0.06 ms for plain 4 KiB): handing it
 # to a worker thread and back costs more CPU than that (~0.08 ms, measured). Bounded so that a
 # crafted one (hundreds of MIME parts or header fields: ~2-2.5 ms at 8 KiB, 4-8 ms at 16 KiB)
@@ -77,10 +86,18 @@ APPEND_PARSE_RATHER_THAN_LOOK_UP = 256 * 1024
 PARSE_ON_LOOP = 8 * 1024
 
 
+# Larger content is parsed on this one thread, in arrival order. Parsing holds the GIL, so more
+# threads parse no faster together; with asyncio's default pool (up to 6 threads here) the
+# concurrent Delivers of a busy MX parsed side by side, and the threads' hand-offs of the GIL
+# cost the store more CPU per message than the parses spared (ADR 0061, measured at 20 x 100
+# KiB). Trade-off: a large content delays the parses queued behind it until it is done.
+_PARSER = SerialThread("parse")
+
+
 async def _parse(raw: bytes) -> MessageIndex:
     if len(raw) <= PARSE_ON_LOOP:
         return indexing.index_content(raw)
-    return await asyncio.to_thread(indexing.index_content, raw)
+    return await _PARSER.call(functools.partial(indexing.index_content, raw))
 
 
 def _uids(values: Iterable[int]) -> list[int]:
@@ -96,10 +113,16 @@ def _uids(values: Iterable[int]) -> list[int]:
     return wanted
 
 
+def _index_weight(index: MessageIndex) -> int:
+    return len(index.meta) + len(index.search) + 256
+
+
 class StoreRepository(ABC):
     # Backend exceptions that mean "the database is unreachable or busy": the gRPC layer
     # answers UNAVAILABLE for these, so callers retry (and the SMTP edge answers 451).
     transient_errors: tuple[type[BaseException], ...] = ()
+    # Deliver: content at hand up to this size is parsed, not looked up (see _index_of).
+    parse_rather_than_look_up = PARSE_RATHER_THAN_LOOK_UP
 
     def __init__(
         self,
@@ -114,6 +137,8 @@ class StoreRepository(ABC):
         # Limits of a user without their own (SetQuota); 0 is unlimited.
         self.default_quota_bytes = default_quota_bytes
         self.default_quota_messages = default_quota_messages
+        # Used on the event loop only.
+        self._recent_indexes: Lru[str, MessageIndex] = Lru(RECENT_INDEX_BYTES, _index_weight)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -269,22 +294,27 @@ class StoreRepository(ABC):
         return BlobInfo(source.blob_id, source.size)
 
     async def _index_of(self, blob_id: str, source: BlobSource | None) -> MessageIndex | None:
-        """The parsed form of a content: stored with its blob by an earlier delivery (one
-        message to many users is parsed once), else parsed now; None when the content is
-        neither given nor stored (the backend then answers a redelivery, or refuses). Small
-        content at hand is parsed rather than looked up: quicker than a database round trip."""
-        if source is not None and source.size <= PARSE_RATHER_THAN_LOOK_UP:
-            return await _parse(source.read_all())
-        stored = await self._get_index(blob_id)
-        if stored is not None:
-            return stored
+        """The parsed form of a content: parsed lately by this process, or stored with its
+        blob by an earlier delivery (one message to many users is parsed once), else parsed
+        now; None when the content is neither given nor stored (the backend then answers a
+        redelivery, or refuses). Content at hand up to ``parse_rather_than_look_up`` is
+        parsed rather than looked up: quicker than a database round trip."""
+        kept = self._recent_indexes.get(blob_id)
+        if kept is not None:
+            return kept
+        if source is None or source.size > self.parse_rather_than_look_up:
+            stored = await self._get_index(blob_id)
+            if stored is not None:
+                return stored
         if source is None:
             try:
                 chunks = await self._read_blob(blob_id)
                 source = BytesSource(b"".join([c async for c in chunks]))
             except NotFound:
                 return None
-        return await _parse(source.read_all())
+        index = await _parse(source.read_all())
+        self._recent_indexes.put(blob_id, index)
+        return index
 
     async def _heal_index(self, blob_id: str) -> MessageIndex:
         """Parse a stored message that has no index (stored before indexing existed)."""
