@@ -5,10 +5,11 @@ read would have sent it. Also the counts (SELECT, STATUS, LIST-STATUS) read in o
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -216,3 +217,83 @@ async def test_a_flag_change_that_does_not_bump_the_counter_is_still_seen(
     await a.deliver(Delivery("q3", "u", INBOX, content=message(3)))
     counts, rows, _ = await view(a, INBOX)
     assert counts[:2] == (4, 3) and rows[1] == (2, modseq, ("\\Seen",))
+
+
+class _Reads:
+    """Counts the snapshot's reads of message documents (find_one by UID, find by MODSEQ)."""
+
+    def __init__(self, repo: MongoStoreRepository) -> None:
+        self.by_uid = self.queries = 0
+        messages = repo._snapshots._messages
+        find_one, find = messages.find_one, messages.find
+
+        def counted_find_one(*args: Any, **kwargs: Any) -> Any:
+            self.by_uid += 1
+            return find_one(*args, **kwargs)
+
+        def counted_find(*args: Any, **kwargs: Any) -> Any:
+            self.queries += 1
+            return find(*args, **kwargs)
+
+        repo._snapshots._messages = cast(Any, _Wrapped(messages, counted_find_one, counted_find))
+
+
+class _Wrapped:
+    def __init__(self, inner: Any, find_one: Any, find: Any) -> None:
+        self._inner, self.find_one, self.find = inner, find_one, find
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_new_messages_this_replica_wrote_are_not_read_back(
+    ferretdb: FerretDB,
+    database: str,
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    """ADR 63: a replica's snapshot takes the messages its own Delivers (grouped or not) and
+    Appends inserted from what it inserted, however many (past the 64 read by UID at most);
+    those another replica wrote are still read. After each step the view equals that of a
+    replica that reads everything."""
+    a, b = replicas
+    await a.provision_user("u")
+    await a.deliver(Delivery("q0", "u", INBOX, content=message(0)))
+    await view(a, INBOX)  # kept by a
+    reads = _Reads(a)
+
+    async def same_as_fresh() -> None:
+        fresh = MongoStoreRepository(ferretdb.url, database)
+        await fresh.open()
+        try:
+            assert await view(a, INBOX) == await view(fresh, INBOX)
+        finally:
+            await fresh.close()
+
+    # 80 at once: grouped under the mailbox lock (grouping.py), more than NEW_BY_UID.
+    await asyncio.gather(
+        *(
+            a.deliver(Delivery(f"q{i}", "u", INBOX, content=message(i, 600 + i)))
+            for i in range(1, 81)
+        )
+    )
+    await same_as_fresh()
+    assert (reads.by_uid, reads.queries) == (0, 0)
+    await a.append("u", INBOX, ("\\Seen",), 1_700_000_000, 700, _chunks(message(99, 700)))
+    await same_as_fresh()
+    assert (reads.by_uid, reads.queries) == (0, 0)
+    # Written through b: a reads those two by UID; its own third is not read.
+    await b.deliver(Delivery("b1", "u", INBOX, content=message(101)))
+    await b.deliver(Delivery("b2", "u", INBOX, content=message(102)))
+    await a.deliver(Delivery("q200", "u", INBOX, content=message(200)))
+    await same_as_fresh()
+    assert (reads.by_uid, reads.queries) == (2, 0)
+    # A flag change (through a) takes the MODSEQ query, as before.
+    await a.store_flags("u", INBOX, [3], FlagsMode.ADD, ("\\Flagged",))
+    await same_as_fresh()
+    assert reads.queries == 1
+    counts, rows, _ = await view(a, INBOX)
+    assert counts[0] == 85 and [uid for uid, _, _ in rows] == list(range(1, 86))
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -14,7 +14,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import AutoReconnect, BulkWriteError, WriteError
 
 from postmesh.store.mongodb import coalesce
-from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher
+from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher, UpdateSlots
 
 Doc = dict[str, Any]
 
@@ -148,8 +148,8 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     assert set(fake.docs) == set(range(5))
 
 
-def _updater(fake: FakeCollection) -> UpdateBatcher:
-    return UpdateBatcher(cast(AsyncCollection[Doc], fake))
+def _updater(fake: FakeCollection, slots: UpdateSlots | None = None) -> UpdateBatcher:
+    return UpdateBatcher(cast(AsyncCollection[Doc], fake), slots or UpdateSlots())
 
 
 async def test_concurrent_updates_share_one_command_and_all_matched_is_reported() -> None:
@@ -198,3 +198,57 @@ async def test_an_update_error_fails_its_caller_alone_and_a_failed_command_fails
     fake.down = True
     failed = await asyncio.gather(u.update_one({"_id": "a"}, {"$set": {}}), return_exceptions=True)
     assert isinstance(failed[0], AutoReconnect)
+
+
+async def test_update_statements_in_flight_stay_within_the_slots() -> None:
+    """FerretDB 1.24 holds a PostgreSQL connection per statement of an update command until
+    it ends: 50 at once (one command or several) wait forever (ADR 63). Commands are cut at
+    the limit, and the statements of all commands sharing the slots never exceed it."""
+    fake = FakeCollection()
+    fake.docs.update({i: {"_id": i, "state": "writing"} for i in range(100)})
+    in_flight = peak = 0
+    bulk_write = fake.bulk_write
+
+    async def counted(ops: list[UpdateOne], ordered: bool = True) -> Any:
+        nonlocal in_flight, peak
+        in_flight += len(ops)
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            return await bulk_write(ops, ordered)
+        finally:
+            in_flight -= len(ops)
+
+    fake.bulk_write = counted  # type: ignore[method-assign]
+    slots = UpdateSlots(8)
+    # Two batchers on one repository's slots, as its blob completions and its groups'
+    # mark-done commands are.
+    first, second = _updater(fake, slots), _updater(fake, slots)
+
+    async def complete(u: UpdateBatcher, i: int) -> bool:
+        return await u.update_one({"_id": i, "state": "writing"}, {"$set": {"state": "complete"}})
+
+    results = await asyncio.gather(
+        *(complete(first, i) for i in range(0, 50)), *(complete(second, i) for i in range(50, 100))
+    )
+    assert all(results) and all(d["state"] == "complete" for d in fake.docs.values())
+    assert max(fake.commands) == 8 and peak <= 8 and slots.free == 8
+
+
+async def test_a_command_larger_than_the_slots_holds_them_all_and_one_holder_waits() -> None:
+    slots = UpdateSlots(10)
+    order: list[str] = []
+    async with slots.hold(6):
+        waiting = asyncio.create_task(_hold(slots, 7, order))
+        await asyncio.sleep(0.01)
+        assert order == [] and slots.free == 4  # 7 do not fit beside 6
+    await waiting
+    assert order == ["held 7"] and slots.free == 10
+    async with slots.hold(25):  # more than the limit: all of them, never more
+        assert slots.free == 0
+    assert slots.free == 10
+
+
+async def _hold(slots: UpdateSlots, n: int, order: list[str]) -> None:
+    async with slots.hold(n):
+        order.append(f"held {n}")

@@ -42,7 +42,7 @@ from postmesh.store.model import Mailbox, Message, Quota
 from postmesh.store.mongodb import watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
 from postmesh.store.mongodb.by_id import ByIdReader
-from postmesh.store.mongodb.coalesce import InsertBatcher
+from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateSlots
 from postmesh.store.mongodb.grouping import Groups
 from postmesh.store.mongodb.locks import KeyedLocks
 from postmesh.store.mongodb.replicas import ReplicaWatch
@@ -105,6 +105,8 @@ class MongoBase(StoreRepository):
             StampedCache(self._users_stamp, user_cache_seconds) if user_cache_seconds > 0 else None
         )
         self._delivery_inserts = InsertBatcher(self._deliveries)
+        # Multi-statement update commands (a group's records marked done, blob completions).
+        self._update_slots = UpdateSlots()
         self._locks = KeyedLocks()
         self._groups = Groups()
         self._counters = watermark.Counters()
@@ -118,7 +120,7 @@ class MongoBase(StoreRepository):
         )
         self.blobs = MongoBlobStore(
             db["store_blobs"], db["store_blob_chunks"], db["store_blob_refs"],
-            db["store_blob_index"],
+            db["store_blob_index"], self._update_slots,
         )  # fmt: skip
         self._index_by_id = ByIdReader(self.blobs.index)
         # Started by the service (not by tests that open a repository): replicas.py.

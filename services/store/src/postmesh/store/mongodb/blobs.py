@@ -37,7 +37,7 @@ from postmesh.common.logging import get_logger, kv
 from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from postmesh.store.model import MessageIndex
-from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher
+from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher, UpdateSlots
 
 log = get_logger(__name__)
 
@@ -62,6 +62,7 @@ class MongoBlobStore:
         chunks: AsyncCollection[Doc],
         refs: AsyncCollection[Doc],
         index: AsyncCollection[Doc],
+        update_slots: UpdateSlots | None = None,
     ) -> None:
         self.blobs, self.chunks, self.refs, self.index = blobs, chunks, refs, index
         # Every insert here is insert-if-absent, so concurrent ones share commands (ADR 45).
@@ -69,7 +70,7 @@ class MongoBlobStore:
         self._chunk_inserts = InsertBatcher(chunks)
         self._ref_inserts = InsertBatcher(refs)
         self._index_inserts = InsertBatcher(index)
-        self._completions = UpdateBatcher(blobs)
+        self._completions = UpdateBatcher(blobs, update_slots or UpdateSlots())
 
     async def create_indexes(self) -> None:
         await self.chunks.create_index([("blob", ASCENDING), ("n", ASCENDING)], unique=True)

@@ -17,11 +17,18 @@ error 11000, which every caller here treats as "someone inserted it first"), or 
 
 Reads are not batched this way: FerretDB 1.24 answers ``{_id: {$in: [...]}}`` by reading the
 whole collection (``by_id.py``).
+
+Update commands of several statements are bounded by :class:`UpdateSlots`: FerretDB 1.24 on
+PostgreSQL keeps one connection of its pool (50 by default) per statement of an ``update``
+command until the command ends, so one command of 50 statements, or two of 30 at once, waits
+forever for a connection, and every other client of that FerretDB with it (ADR 63).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
 
 from pymongo import UpdateOne
@@ -35,9 +42,35 @@ DUPLICATE_KEY = 11000
 # statement limits, and short enough that one command never holds a transaction for long.
 MAX_DOCUMENTS = 256
 MAX_BYTES = 8 << 20
+# Statements of multi-statement update commands in flight at once, per repository: well below
+# FerretDB 1.24's pool of 50 PostgreSQL connections (see the module's docstring).
+MAX_UPDATE_STATEMENTS = 32
 
 T = TypeVar("T")  # what a caller queues
 R = TypeVar("R")  # what it learns
+
+
+class UpdateSlots:
+    """At most MAX_UPDATE_STATEMENTS statements of update commands in flight at once: a
+    command of ``n`` statements holds ``n`` slots while it runs (``n`` at most the limit)."""
+
+    def __init__(self, limit: int = MAX_UPDATE_STATEMENTS) -> None:
+        self.limit = limit
+        self.free = limit
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, statements: int) -> AsyncIterator[None]:
+        n = min(statements, self.limit)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= n)
+            self.free -= n
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += n
+                self._changed.notify_all()
 
 
 class _Batcher(Generic[T, R]):
@@ -89,16 +122,20 @@ class _Batcher(Generic[T, R]):
             self._queue = []
 
     def _take(self) -> list[tuple[T, int, asyncio.Future[R]]]:
-        """The oldest queued items, within MAX_DOCUMENTS and MAX_BYTES (at least one)."""
+        """The oldest queued items, within :meth:`_max_items` and MAX_BYTES (at least one)."""
         total = 0
         n = 0
+        limit = self._max_items()
         for _, size, _ in self._queue:
-            if n and (n >= MAX_DOCUMENTS or total + size > MAX_BYTES):
+            if n and (n >= limit or total + size > MAX_BYTES):
                 break
             total += size
             n += 1
         batch, self._queue = self._queue[:n], self._queue[n:]
         return batch
+
+    def _max_items(self) -> int:
+        return MAX_DOCUMENTS
 
     async def _send(self, items: list[T]) -> list[R | BaseException]:
         raise NotImplementedError
@@ -133,7 +170,14 @@ class InsertBatcher(_Batcher[Doc, bool]):
 
 class UpdateBatcher(_Batcher[tuple[Doc, Doc], bool]):
     """``update_one(filter, update)`` for one collection; concurrent calls share one
-    ``update`` command (one statement each, unordered)."""
+    ``update`` command (one statement each, unordered), within the repository's slots."""
+
+    def __init__(self, collection: AsyncCollection[Doc], slots: UpdateSlots) -> None:
+        super().__init__(collection)
+        self.slots = slots
+
+    def _max_items(self) -> int:
+        return min(MAX_DOCUMENTS, self.slots.limit)
 
     async def update_one(self, filter: Doc, update: Doc) -> bool:
         """True if the update matched a document. False if it did not, or if another update
@@ -145,7 +189,8 @@ class UpdateBatcher(_Batcher[tuple[Doc, Doc], bool]):
     async def _send(self, items: list[tuple[Doc, Doc]]) -> list[bool | BaseException]:
         ops = [UpdateOne(f, u) for f, u in items]
         try:
-            result = await self.collection.bulk_write(ops, ordered=False)
+            async with self.slots.hold(len(ops)):
+                result = await self.collection.bulk_write(ops, ordered=False)
         except BulkWriteError as e:
             if e.details.get("writeConcernErrors"):
                 raise

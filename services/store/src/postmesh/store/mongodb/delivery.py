@@ -29,6 +29,7 @@ from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageI
 from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
+from postmesh.store.mongodb.coalesce import MAX_UPDATE_STATEMENTS
 from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.mailboxes import MongoMailboxes
@@ -273,10 +274,10 @@ class MongoDelivery(MongoMailboxes):
     async def _step_insert_messages(self, records: list[Doc]) -> list[tuple[Doc, bool]]:
         """Insert the messages (_id = delivery key); returns each record as its message shows
         it and whether this call inserted it."""
+        docs = [self._message_doc(r["_id"], r) for r in records]
+        taken: set[int] = set()
         try:
-            await self._messages.insert_many(
-                [self._message_doc(r["_id"], r) for r in records], ordered=False
-            )
+            await self._messages.insert_many(docs, ordered=False)
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
             if any(err.get("code") != 11000 for err in errors):
@@ -284,11 +285,13 @@ class MongoDelivery(MongoMailboxes):
             # Another attempt (another store replica, or the same key twice in this group)
             # inserted it first: report its UID.
             taken = {int(err["index"]) for err in errors}
-            return [
-                await self._existing_message(r) if i in taken else (r, True)
-                for i, r in enumerate(records)
-            ]
-        return [(r, True) for r in records]
+        for i, (r, doc) in enumerate(zip(records, docs, strict=True)):
+            if i not in taken:  # as written: the mailbox's next snapshot refresh needs no read
+                self._snapshots.written(r["mailbox_id"], int(r["uidvalidity"]), doc)
+        return [
+            await self._existing_message(r) if i in taken else (r, True)
+            for i, r in enumerate(records)
+        ]
 
     async def _existing_message(self, record: Doc) -> tuple[Doc, bool]:
         msg = await self._messages.find_one({"_id": record["_id"]})
@@ -311,7 +314,8 @@ class MongoDelivery(MongoMailboxes):
 
     async def _step_mark_done(self, records: list[Doc]) -> None:
         """Done, with the UID each message got: what a repeated Deliver answers from then on.
-        A group's records in one command (one update statement each)."""
+        A group's records in one command (one update statement each) of at most
+        MAX_UPDATE_STATEMENTS, within the repository's slots (``coalesce.py``)."""
         updates = [
             UpdateOne(
                 {"_id": r["_id"]},
@@ -319,7 +323,10 @@ class MongoDelivery(MongoMailboxes):
             )
             for r in records
         ]
-        await self._deliveries.bulk_write(updates, ordered=False)
+        for start in range(0, len(updates), MAX_UPDATE_STATEMENTS):
+            part = updates[start : start + MAX_UPDATE_STATEMENTS]
+            async with self._update_slots.hold(len(part)):
+                await self._deliveries.bulk_write(part, ordered=False)
 
     # -- append ------------------------------------------------------------------------------
 
@@ -347,24 +354,24 @@ class MongoDelivery(MongoMailboxes):
             await self.blobs.put_index(source.blob_id, index)
             async with self._mailbox_writes(box["_id"]):
                 uid, modseq = await self._allocate(box["_id"], 1)
-                await self._messages.insert_one(
-                    self._message_doc(
-                        mid,
-                        {
-                            "mailbox_id": box["_id"],
-                            "user": user,
-                            "uid": uid,
-                            "modseq": modseq,
-                            "flags": flags,
-                            "internal_date": internal_date,
-                            "size": source.size,
-                            "blob_id": source.blob_id,
-                            "sent_day": index.sent_day,
-                            "wire_ready": index.wire_ready,
-                            **search_filter.header_fields(search_headers(index)),
-                        },
-                    )
+                doc = self._message_doc(
+                    mid,
+                    {
+                        "mailbox_id": box["_id"],
+                        "user": user,
+                        "uid": uid,
+                        "modseq": modseq,
+                        "flags": flags,
+                        "internal_date": internal_date,
+                        "size": source.size,
+                        "blob_id": source.blob_id,
+                        "sent_day": index.sent_day,
+                        "wire_ready": index.wire_ready,
+                        **search_filter.header_fields(search_headers(index)),
+                    },
                 )
+                await self._messages.insert_one(doc)
+                self._snapshots.written(box["_id"], int(box["uidvalidity"]), doc)
         finally:
             # Written or not, nothing of this call is left to finish (no retry resumes it).
             if reserved:

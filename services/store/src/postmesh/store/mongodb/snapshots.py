@@ -24,6 +24,11 @@ Exact because:
 - a mailbox whose messages go without tombstones (a DELETE's purge) is made \\Noselect or removed
   first: such a mailbox is never served from a snapshot, and one selectable again has a new
   UIDVALIDITY, which is part of the snapshot's key.
+
+New messages this process inserted itself (a Deliver's group) are not read back at all: the
+insert's acknowledged document is kept (``written``, bounded) and applied as the read by UID
+would have returned it. On that path nothing but new messages changed since the snapshot
+(``changes`` stands, one MODSEQ per new UID), so no write since has touched them (ADR 63).
 """
 
 from __future__ import annotations
@@ -54,8 +59,12 @@ _FIELDS = {
 # id's string included: ~50 MiB);
 # the least recently used mailboxes go first.
 MAX_ROWS = 200_000
-# New messages read one by one at most; more at once are read by the MODSEQ query.
+# New messages read one by one at most; more at once are read by the MODSEQ query (unless
+# this process wrote every one of them: then none is read).
 NEW_BY_UID = 64
+# Inserted message documents kept for the next refresh of their mailbox (~200 bytes each): a
+# mailbox nobody selects leaves its own to be pushed out, and one pushed out is read by UID.
+MAX_WRITTEN = 20_000
 
 
 class Snapshot:
@@ -125,10 +134,14 @@ class Snapshots:
         messages: AsyncCollection[Doc],
         mailboxes: AsyncCollection[Doc],
         max_rows: int = MAX_ROWS,
+        max_written: int = MAX_WRITTEN,
     ) -> None:
         self._messages = messages
         self._mailboxes = mailboxes
         self._kept: Lru[ObjectId, Snapshot] = Lru(max_rows, lambda snap: len(snap.rows))
+        # (mailbox id, UIDVALIDITY, UID) -> the fields of a message document this process
+        # inserted, as acknowledged; taken by the mailbox's next refresh.
+        self._written: Lru[tuple[ObjectId, int, int], Doc] = Lru(max_written)
         # A leaf lock per mailbox: one refresh at a time, nothing taken under it.
         self._locks = KeyedLocks()
 
@@ -152,7 +165,10 @@ class Snapshots:
                 # New messages take one MODSEQ each (Deliver, Append): also true without the
                 # counter, which a replica of an earlier version does not bump (ADR 60).
                 and uidnext - snap.uidnext == highest - snap.version
-                and uidnext - snap.uidnext <= NEW_BY_UID
+                and (
+                    uidnext - snap.uidnext <= NEW_BY_UID
+                    or all((*key, uid) in self._written for uid in range(snap.uidnext, uidnext))
+                )
             ):
                 await self._add_new(snap, uidnext)
             elif not await self._catch_up(snap):
@@ -167,16 +183,27 @@ class Snapshots:
             snap.apply(doc)
         return snap
 
+    def written(self, mailbox_id: ObjectId, uidvalidity: int, doc: Doc) -> None:
+        """A message document this process inserted, its insert acknowledged: the mailbox's
+        next refresh applies it instead of reading it back. ``uidvalidity`` as the writer knew
+        it: one that changed since never matches a snapshot's key, and the UID is read."""
+        kept = {f: doc[f] for f in _FIELDS if f != "_id"}
+        self._written.put((mailbox_id, uidvalidity, int(doc["uid"])), kept)
+
     async def _add_new(self, snap: Snapshot, uidnext: int) -> None:
-        """The messages below the visible UIDNEXT that the snapshot has not seen, by UID (a UID
-        never taken, by a crashed writer, has none)."""
+        """The messages below the visible UIDNEXT that the snapshot has not seen: as this
+        process inserted them, else by UID (a UID never taken, by a crashed writer, has none).
+        Applied in UID order."""
+        known = {uid: self._written.pop((*snap.key, uid)) for uid in range(snap.uidnext, uidnext)}
+        missing = [uid for uid, doc in known.items() if doc is None]
         found = await asyncio.gather(
             *(
                 self._messages.find_one({"mailbox_id": snap.key[0], "uid": uid}, _FIELDS)
-                for uid in range(snap.uidnext, uidnext)
+                for uid in missing
             )
         )
-        for doc in found:
+        known.update(zip(missing, found, strict=True))
+        for doc in known.values():
             if doc is not None:
                 snap.apply(doc)
 
