@@ -4,6 +4,7 @@ and the admin-token contract (postmesh.auth.repository.token_contract) on MongoD
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,10 +28,14 @@ pytest.register_assert_rewrite("postmesh.auth.repository.token_contract")
 from postmesh.auth.repository.token_contract import AdminTokenContract  # noqa: E402
 
 
-@pytest.fixture(params=["sqlite", "mongodb"])
-async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Accounts]:
+@contextlib.asynccontextmanager
+async def repositories(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Any, Any]]:
+    """Open account and record repositories on ``backend``; a MongoDB database of their own,
+    dropped after."""
     name = f"auth_{uuid.uuid4().hex[:12]}"
-    if request.param == "sqlite":
+    if backend == "sqlite":
         repo: Any = SqliteAccountRepository(tmp_path / "auth.sqlite3")
         records: Any = SqliteRecordRepository(tmp_path / "auth.sqlite3")
         url = ""
@@ -41,37 +46,35 @@ async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         records = MongoRecordRepository(url, name)
     await repo.open()
     await records.open()
-    acc = Accounts(repo, records)
-    await acc.create_domain("example.test")
-    for user in ("ann", "ben"):
-        await acc.create_user(f"{user}@example.test", "pw-contract")
-    yield acc
-    await records.close()
-    await repo.close()
-    if url:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-        await client.drop_database(name)
-        await client.close()
+    try:
+        yield repo, records
+    finally:
+        await records.close()
+        await repo.close()
+        if url:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+            await client.drop_database(name)
+            await client.close()
 
 
+@pytest.fixture(params=["sqlite", "mongodb"])
+async def accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Accounts]:
+    async with repositories(request.param, tmp_path, request) as (repo, records):
+        acc = Accounts(repo, records)
+        await acc.create_domain("example.test")
+        for user in ("ann", "ben"):
+            await acc.create_user(f"{user}@example.test", "pw-contract")
+        yield acc
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
 async def test_login_reads_its_records_together(
-    tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """ADR 0057: a password login reads lockout counts, disabled state and SCRAM presence in
     one go (SQLite: one trip; MongoDB: the default, the calls side by side); both backends
     answer as the calls one by one, and lockout, disabling and clearing work through it."""
-    for backend in ("sqlite", "mongodb"):
-        name = f"auth_{uuid.uuid4().hex[:12]}"
-        if backend == "sqlite":
-            repo: Any = SqliteAccountRepository(tmp_path / "login.sqlite3")
-            records: Any = SqliteRecordRepository(tmp_path / "login.sqlite3")
-            url = ""
-        else:
-            url = request.getfixturevalue("ferretdb").url
-            repo = MongoAccountRepository(url, name)
-            records = MongoRecordRepository(url, name)
-        await repo.open()
-        await records.open()
+    async with repositories(backend, tmp_path, request) as (repo, records):
         policy = LockoutPolicy(account_failures=3, ip_failures=10, backoff_base_seconds=0)
         acc = Accounts(repo, records, LoginGuard(records, policy))
         await acc.create_domain("example.test")
@@ -94,12 +97,6 @@ async def test_login_reads_its_records_together(
             await acc.login("cal@example.test", "wrong", "pop3", "192.0.2.8")
         locked = await acc.login("cal@example.test", "pw-contract", "pop3", "192.0.2.8")
         assert locked.user is None and locked.retry_after > 0, backend
-        await records.close()
-        await repo.close()
-        if url:
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-            await client.drop_database(name)
-            await client.close()
 
 
 async def test_aliases_round_trip_and_resolve(accounts: Accounts) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from index_lookups import Counted, mail
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.store import repository
@@ -19,12 +20,6 @@ async def one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def mail(subject: str, size: int) -> bytes:
-    head = f"From: a@example.org\r\nSubject: {subject}\r\n\r\n".encode()
-    line = b"some body text that fills the message up\r\n"
-    return head + line * (size // len(line))
-
-
 @pytest.mark.parametrize("size", [20_000, 200_000])
 async def test_append_parses_without_a_look_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
@@ -34,14 +29,7 @@ async def test_append_parses_without_a_look_up(
     try:
         known = mail("known", size)
         await repo.deliver(Delivery("q1", "u", "", content=known))
-        looked_up: list[str] = []
-        real = repo._get_index
-
-        async def counting(blob_id: str) -> object:
-            looked_up.append(blob_id)
-            return await real(blob_id)
-
-        monkeypatch.setattr(repo, "_get_index", counting)
+        counted = Counted(repo, monkeypatch)
         # Content the store already has (delivered above) and content it has not.
         for content in (known, mail("new", size)):
             r = await repo.append("u", INBOX, [], 0, len(content), one(content))
@@ -50,7 +38,7 @@ async def test_append_parses_without_a_look_up(
             assert (uid, subject) == (r.uid, "known" if content is known else "new")
             hits = await repo.search("u", INBOX, store_pb2.SearchKey(body="fills the message"))
             assert r.uid in hits.uids
-        assert looked_up == []
+        assert counted.looked_up == []
     finally:
         await repo.close()
 
@@ -70,15 +58,8 @@ async def test_a_larger_append_still_looks_up(
         await repo.close()
         repo = SqliteStoreRepository(tmp_path / "store.sqlite3")
         await repo.open()
-        looked_up: list[str] = []
-        real = repo._get_index
-
-        async def counting(blob_id: str) -> object:
-            looked_up.append(blob_id)
-            return await real(blob_id)
-
-        monkeypatch.setattr(repo, "_get_index", counting)
+        counted = Counted(repo, monkeypatch)
         await repo.append("u", INBOX, [], 0, len(content), one(content))
-        assert len(looked_up) == 1
+        assert len(counted.looked_up) == 1
     finally:
         await repo.close()

@@ -11,35 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from index_lookups import Counted, mail
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.store import indexing
 from postmesh.store.model import INBOX, Delivery, MessageIndex
 from postmesh.store.sqlite import SqliteStoreRepository
-
-
-def mail(subject: str, size: int) -> bytes:
-    head = f"From: a@example.org\r\nSubject: {subject}\r\n\r\n".encode()
-    line = b"some body text that fills the message up\r\n"
-    return head + line * (size // len(line))
-
-
-class Counted:
-    def __init__(self, repo: SqliteStoreRepository, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.looked_up: list[str] = []
-        self.parsed = 0
-        real_get, real_parse = repo._get_index, indexing.index_content
-
-        async def get_index(blob_id: str) -> MessageIndex | None:
-            self.looked_up.append(blob_id)
-            return await real_get(blob_id)
-
-        def parse(raw: bytes) -> MessageIndex:
-            self.parsed += 1
-            return real_parse(raw)
-
-        monkeypatch.setattr(repo, "_get_index", get_index)
-        monkeypatch.setattr(indexing, "index_content", parse)
 
 
 async def subject_and_hit(repo: SqliteStoreRepository, user: str, uid: int) -> tuple[str, bool]:
