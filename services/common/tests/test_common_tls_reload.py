@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import ssl
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -82,3 +83,51 @@ def test_a_missing_file_keeps_the_old_certificate(tmp_path: Path) -> None:
     live[0].unlink()
     assert files.reload_if_changed() is False
     assert asyncio.run(_served_name(ctx)) == "CN=old.example"
+
+
+def test_handshakes_during_reloads_all_succeed(tmp_path: Path) -> None:
+    """A reload never leaves the listener half-loaded (new certificate, no key yet): every
+    handshake made while pairs are being swapped in gets one whole pair or the other."""
+    pairs = [_pair(tmp_path, "a.example"), _pair(tmp_path, "b.example")]
+    live = (tmp_path / "tls.crt", tmp_path / "tls.key")
+    _install(pairs[0], live)
+    ctx = server_context(*live)
+    files = CertificateFiles(ctx, *live)
+    stop = threading.Event()
+
+    def renew() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            _install(pairs[n % 2], live)
+            files.reload_if_changed()
+
+    async def handshakes() -> set[str]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+        port = server.sockets[0].getsockname()[1]
+        client = ssl.create_default_context()
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        names = set()
+        try:
+            for _ in range(150):
+                _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                names.add(x509.load_der_x509_certificate(der).subject.rfc4514_string())
+                writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+        return names
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        names = asyncio.run(handshakes())
+    finally:
+        stop.set()
+        renewer.join()
+    assert names <= {"CN=a.example", "CN=b.example"}

@@ -101,10 +101,16 @@ def ensure_dev_certificate(
     return cert_path, key_path
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+def _fresh_server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The listener's context; it serves the newest pair its files held (CertificateFiles)."""
+    ctx = _fresh_server_context(cert, key)
     record_certificate_expiry("edge", cert.read_bytes())
     _watched.append(CertificateFiles(ctx, cert, key))
     return ctx
@@ -122,30 +128,40 @@ def signature(path: Path) -> tuple[int, int, int] | None:
 
 @dataclass
 class CertificateFiles:
-    """A listener's live context and the files it was loaded from. ``reload_if_changed``
-    loads a renewed pair into the same context, so every later handshake (implicit TLS and
-    STARTTLS alike) serves it without a restart; sessions already encrypted keep theirs."""
+    """A listener's context and the files it was loaded from. ``reload_if_changed`` loads a
+    renewed pair into a new context, and the listener's ``sni_callback`` (which OpenSSL calls
+    on every ClientHello, with or without SNI) hands each later handshake the newest one, on
+    implicit TLS and STARTTLS alike, without a restart; sessions already encrypted keep theirs.
 
-    context: ssl.SSLContext
+    Why not ``load_cert_chain`` on the live context: it sets the certificate, then the key, and
+    a handshake between the two finds a certificate without its key and fails."""
+
+    listener: ssl.SSLContext
     cert: Path
     key: Path
     seen: tuple[object, object] = field(init=False)
+    current: ssl.SSLContext = field(init=False)
 
     def __post_init__(self) -> None:
         self.seen = (signature(self.cert), signature(self.key))
+        self.current = self.listener
+        self.listener.sni_callback = self._serve_current
+
+    def _serve_current(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        current = self.current  # one read: a reload swaps the reference, never mutates it
+        if current is not self.listener:
+            conn.context = current
 
     def reload_if_changed(self) -> bool:
         now = (signature(self.cert), signature(self.key))
         if now == self.seen or None in now:
             return False
         try:
-            # A scratch context first: a half-written pair or a key that does not match the
-            # certificate (cert renamed into place before its key) is refused without touching
-            # the live context, and tried again at the next check.
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                str(self.cert), str(self.key)
-            )
-            self.context.load_cert_chain(str(self.cert), str(self.key))
+            # A half-written pair or a key that does not match the certificate (cert renamed
+            # into place before its key) is refused, and tried again at the next check.
+            renewed = _fresh_server_context(self.cert, self.key)
             not_after = record_certificate_expiry("edge", self.cert.read_bytes())
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning(
@@ -153,6 +169,7 @@ class CertificateFiles:
                 extra={"fields": {"cert": str(self.cert), "error": str(exc)}},
             )
             return False
+        self.current = renewed
         self.seen = now
         log.info(
             "TLS certificate reloaded",
