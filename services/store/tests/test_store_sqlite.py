@@ -192,7 +192,7 @@ async def test_upgrade_indexes_header_fields_of_stored_mail(tmp_path: Path) -> N
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("DROP TABLE blob_headers")
-        blob = hashlib.sha256(message(2)).hexdigest()
+        (blob,) = conn.execute("SELECT blob_id FROM messages WHERE uid = 2").fetchone()
         conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob,))  # from before indexing
         conn.execute("PRAGMA user_version=2")
     conn.close()
@@ -209,7 +209,44 @@ async def test_upgrade_indexes_header_fields_of_stored_mail(tmp_path: Path) -> N
     # Both contents have their header rows now: the second one healed by the search.
     names = conn.execute("SELECT DISTINCT blob_id FROM blob_headers").fetchall()
     assert len(names) == 2
+    # The upgrade found a message without header rows: header searches keep looking for them.
+    assert conn.execute("SELECT name FROM store_facts").fetchall() == [("unindexed_messages",)]
     conn.close()
+
+
+async def test_header_searches_skip_the_unindexed_look_up_where_none_can_be(
+    tmp_path: Path,
+) -> None:
+    """A new file, and a version-7 file whose every message is indexed, record no
+    'unindexed_messages' fact, and their header SEARCH runs without the per-message look-up
+    for header rows (ADR 0065); the answers are the same."""
+    fresh, upgraded = tmp_path / "fresh.sqlite3", tmp_path / "upgraded.sqlite3"
+    for path in (fresh, upgraded):
+        repo = SqliteStoreRepository(path)
+        await repo.open()
+        for n in (1, 2, 3):
+            await repo.deliver(Delivery(f"q{n}", "u", "", content=message(n)))
+        await repo.close()
+    conn = sqlite3.connect(upgraded)
+    with conn:
+        conn.execute("DROP TABLE store_facts")
+        conn.execute("PRAGMA user_version=7")
+    conn.close()
+    for path in (fresh, upgraded):
+        statements: list[str] = []
+        repo = SqliteStoreRepository(path)
+        await repo.open()
+        await repo._db.run(lambda c: c.set_trace_callback(statements.append))
+        test_2 = store_pb2.HeaderMatch(name="subject", value="TEST 2")
+        assert (await repo.search("u", INBOX, store_pb2.SearchKey(header=test_2))).uids == [2]
+        await repo._db.run(lambda c: c.set_trace_callback(None))
+        await repo.close()
+        assert any("instr(h.value" in s for s in statements)
+        assert not any("x.name = ''" in s for s in statements)
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT * FROM store_facts").fetchall() == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
 
 
 async def test_upgrade_adds_the_metadata_index(tmp_path: Path) -> None:

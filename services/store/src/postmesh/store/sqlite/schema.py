@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 
 from postmesh.store.indexing import headers_of_document
-from postmesh.store.sqlite.search_sql import INDEXED_MARK, encode_text
+from postmesh.store.sqlite.search_sql import INDEXED_MARK, UNINDEXED, UNINDEXED_FACT, encode_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # In SCHEMA, and made by the 4->5 migration. GetMessageMeta (FETCH ENVELOPE, BODYSTRUCTURE,
 # headers) reads only ``meta``, a few hundred octets beside a search document of kilobytes in
@@ -172,6 +172,13 @@ CREATE TABLE IF NOT EXISTS expunged (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS expunged_age ON expunged (expunged_at);
+-- Facts about the file as a whole, by name. 'unindexed_messages': some message's content was
+-- stored before indexing and has no header rows (set by the 7->8 migration only; every later
+-- write indexes what it stores), so a header SEARCH must also return those for the evaluator.
+CREATE TABLE IF NOT EXISTS store_facts (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Idempotency of Deliver: one row per (queue id, user, mailbox), kept after an expunge so a
 -- redelivered record does not bring a deleted message back.
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -256,6 +263,27 @@ def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN wire_ready INTEGER")
 
 
+def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
+    """Whether any stored message lacks header rows (one pass at the first open after the
+    upgrade): only then does a header SEARCH look for such messages, a look-up per message
+    that cost as much as the search itself (ADR 0065)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS store_facts (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+        " WITHOUT ROWID"
+    )
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "messages" not in tables:
+        return
+    if (
+        "blob_headers" in tables
+        and not conn.execute(f"SELECT 1 FROM messages m WHERE {UNINDEXED} LIMIT 1").fetchone()
+    ):
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO store_facts (name, value) VALUES (?, 1)", (UNINDEXED_FACT,)
+    )
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -337,5 +365,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = 6
     if version == 6:
         _step(conn, 7, _migrate_6_to_7)
+        version = 7
+    if version == 7:
+        _step(conn, 8, _migrate_7_to_8)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

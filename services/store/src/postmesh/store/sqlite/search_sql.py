@@ -35,6 +35,8 @@ Params = list[int | str | bytes]
 # blob_headers row name that marks a content as indexed (a field name is never empty).
 INDEXED_MARK = ""
 UNINDEXED = "NOT EXISTS (SELECT 1 FROM blob_headers x WHERE x.blob_id = m.blob_id AND x.name = '')"
+# store_facts row present when some message may lack header rows (schema.py, ADR 0065).
+UNINDEXED_FACT = "unindexed_messages"
 
 
 def encode_text(value: str) -> bytes:
