@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from postmesh.store.mime.headers import MAX_STRUCTURED_CHARS, decode_words
+from postmesh.store.mime.headers import MAX_STRUCTURED_CHARS, comment_end, decode_words
 
 # c-client's marker for a mailbox without a domain: an empty host would read as a group start.
 MISSING_HOST = ".MISSING-HOST-NAME."
@@ -67,7 +67,7 @@ def _tokenize(value: str) -> tuple[list[_Tok], list[int], list[str]]:
         kind = m.lastgroup or "other"
         if kind == "cm":
             start = i
-            i = _comment_end(value, i)
+            i = comment_end(value, i)
             closed = value[i - 1] == ")" and i - 1 > start
             text = value[start + 1 : i - 1 if closed else i]
             comments.append(_UNESCAPE.sub(r"\1", text).strip())
@@ -90,25 +90,6 @@ def _token(kind: str, text: str, ws: bool) -> _Tok:
     elif kind == "other":
         kind = "atom"
     return _Tok(kind, text, ws)
-
-
-def _comment_end(value: str, i: int) -> int:
-    """Index after the (possibly nested) comment starting at value[i] == "("."""
-    depth = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return n
 
 
 def _join(toks: list[_Tok], spaced: bool) -> str:

@@ -234,8 +234,9 @@ def decode_words(value: str) -> str:
 # --- MIME structured fields (RFC 2045 §5.1, RFC 2183, RFC 2231) ------------------------------
 
 
-def _skip_comment(s: str, i: int) -> int:
-    """Index after the (possibly nested) comment that starts at ``s[i] == "("``."""
+def comment_end(s: str, i: int) -> int:
+    """Index after the (possibly nested) comment (RFC 5322 §3.2.2) that starts at
+    ``s[i] == "("``; the string's length when it is not closed."""
     depth = 0
     n = len(s)
     while i < n:
@@ -277,7 +278,7 @@ def _strip_comments(s: str) -> str:
             out.append(c)
             i += 1
         elif c == "(":
-            i = _skip_comment(s, i)
+            i = comment_end(s, i)
             out.append(" ")
         else:
             out.append(c)
