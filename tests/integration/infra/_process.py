@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -103,23 +103,49 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    what: str,
+    timeout_s: float,
+    log: Path,
+    probe: Callable[[], str | None],
+    interval_s: float = 0.2,
+) -> None:
+    """Until ``probe()`` answers None (ready); otherwise it answers, or raises, why not yet.
+    Raises with the last reason and the log's tail if ``proc`` exits or time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise InfraError(
+                f"{what} exited with code {code} during startup; log tail ({log}):\n{log_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise InfraError(
+                f"{what} not ready within {timeout_s:g} s (last error: {last_error}); "
+                f"log tail ({log}):\n{log_tail(log)}"
+            )
+        try:
+            why = probe()
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if why is None:
+            return
+        last_error = why
+        time.sleep(interval_s)
+
+
 def wait_http_ok(
     proc: subprocess.Popen[bytes], url: str, what: str, timeout_s: float, log: Path
 ) -> None:
-    """Until ``url`` answers 200; raises with the log's tail if ``proc`` exits or time runs
-    out first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise InfraError(f"{what} exited with {proc.returncode}:\n{log_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise InfraError(f"{what} not ready within {timeout_s:.0f} s:\n{log_tail(log)}")
+    """Until ``url`` answers 200."""
+
+    def probe() -> str | None:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+
+    wait_ready(proc, what, timeout_s, log, probe)
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:

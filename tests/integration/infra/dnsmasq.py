@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,22 +127,19 @@ class Dnsmasq(LocalServer):
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        probe = f"probe.{self.zone.zones[0]}"
-        deadline = time.monotonic() + self._startup_timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                raise InfraError(f"dnsmasq exited with {self._proc.returncode}:\n{self.log_tail()}")
-            try:
-                reply = dns.query.udp(
-                    dns.message.make_query(probe, "A"), "127.0.0.1", timeout=0.5, port=self.port
-                )
-                if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                    return  # it answers
-            except (dns.exception.Timeout, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise InfraError(f"dnsmasq did not answer:\n{self.log_tail()}")
-            time.sleep(0.1)
+        name = f"probe.{self.zone.zones[0]}"
+
+        def probe() -> str | None:
+            reply = dns.query.udp(
+                dns.message.make_query(name, "A"), "127.0.0.1", timeout=0.5, port=self.port
+            )
+            if reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                return None  # it answers
+            return f"answered {dns.rcode.to_text(reply.rcode())}"
+
+        _process.wait_ready(
+            self._proc, "dnsmasq", self._startup_timeout_s, self.log_path, probe, 0.1
+        )
 
     def log_tail(self) -> str:
         return _process.log_tail(self.log_path) if self._tmp else ""

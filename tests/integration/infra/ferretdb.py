@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -186,35 +185,23 @@ class FerretDB(LocalServer):
         from pymongo import MongoClient
 
         assert self._proc is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        last_error = "no connection yet"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise InfraError(
-                    f"FerretDB exited with code {code} during startup; log tail "
-                    f"({self.log_path}):\n{_process.log_tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"FerretDB did not answer ping on {self.url} within "
-                    f"{self._startup_timeout_s:g} s (last error: {last_error}); log tail:\n"
-                    f"{_process.log_tail(self.log_path)}"
-                )
-            if port_open("127.0.0.1", self.port):
-                try:
-                    client: MongoClient[dict[str, Any]] = MongoClient(
-                        self.url,
-                        serverSelectionTimeoutMS=2000,
-                        connectTimeoutMS=2000,
-                        directConnection=True,
-                        **self._credentials(),
-                    )
-                    with client:
-                        client.admin.command("ping")
-                        if self._users:  # a command that reaches PostgreSQL as the user
-                            client["ferretdb_ready"].list_collection_names()
-                        return
-                except Exception as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.1)
+
+        def probe() -> str | None:
+            if not port_open("127.0.0.1", self.port):
+                return f"nothing listens on {self.url} yet"
+            client: MongoClient[dict[str, Any]] = MongoClient(
+                self.url,
+                serverSelectionTimeoutMS=2000,
+                connectTimeoutMS=2000,
+                directConnection=True,
+                **self._credentials(),
+            )
+            with client:
+                client.admin.command("ping")
+                if self._users:  # a command that reaches PostgreSQL as the user
+                    client["ferretdb_ready"].list_collection_names()
+            return None
+
+        _process.wait_ready(
+            self._proc, "FerretDB", self._startup_timeout_s, self.log_path, probe, 0.1
+        )

@@ -337,29 +337,15 @@ class KafkaBroker(LocalServer):
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        last_error = "no connection yet"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise InfraError(
-                    f"Kafka exited with code {code} during startup; log tail "
-                    f"({self.log_path}):\n{_process.log_tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"Kafka did not answer on {self.bootstrap_servers} within "
-                    f"{self._startup_timeout_s:g} s (last error: {last_error}); log tail:\n"
-                    f"{_process.log_tail(self.log_path)}"
-                )
-            if port_open("127.0.0.1", self.port):
-                try:
-                    if _process.run_blocking(self._metadata_ok()):
-                        return
-                    last_error = "metadata lists no broker yet"
-                except Exception as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.2)
+
+        def probe() -> str | None:
+            if not port_open("127.0.0.1", self.port):
+                return f"nothing listens on {self.bootstrap_servers} yet"
+            if _process.run_blocking(self._metadata_ok()):
+                return None
+            return "metadata lists no broker yet"
+
+        _process.wait_ready(self._proc, "Kafka", self._startup_timeout_s, self.log_path, probe)
 
     async def _metadata_ok(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient

@@ -9,7 +9,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from tests.integration.infra import _process
@@ -52,13 +51,10 @@ def free_port_on(*hosts: str) -> int:
 
 
 def _wait_port(proc: subprocess.Popen[bytes], host: str, port: int, log: Path, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not port_open(host, port):
-        if proc.poll() is not None:
-            raise InfraError(f"{what} exited with {proc.returncode}:\n{_process.log_tail(log)}")
-        if time.monotonic() > deadline:
-            raise InfraError(f"{what} not listening on {host}:{port}:\n{_process.log_tail(log)}")
-        time.sleep(0.1)
+    def probe() -> str | None:
+        return None if port_open(host, port) else f"not listening on {host}:{port}"
+
+    _process.wait_ready(proc, what, 30, log, probe, 0.1)
 
 
 class PostfixPeer(LocalServer):
