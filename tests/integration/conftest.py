@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from postmesh.common.devstack import Stack
-from tests.integration.infra import FerretDB, KafkaBroker
-from tests.integration.infra.dnsmasq import Dnsmasq, Zone
-from tests.integration.stack import distributed_env, embedded_env, start_stack
+# The shared contract suites' asserts report their operands too; registered here, before any
+# test module imports one (a module registering only its own suite could come too late).
+pytest.register_assert_rewrite(
+    "postmesh.store.contract_suite",
+    "postmesh.store.queue.contract_suite",
+    "postmesh.auth.repository.token_contract",
+)
+
+from postmesh.common.devstack import Stack  # noqa: E402
+from tests.integration.infra import FerretDB, KafkaBroker  # noqa: E402
+from tests.integration.infra.dnsmasq import Dnsmasq, Zone  # noqa: E402
+from tests.integration.stack import distributed_env, embedded_env, start_stack  # noqa: E402
 
 # Session fixtures `kafka_broker` and `ferretdb`: real servers on loopback.
 pytest_plugins = ["tests.integration.infra.fixtures"]

@@ -21,11 +21,8 @@ from postmesh.auth.records.mongodb import MongoRecordRepository
 from postmesh.auth.records.sqlite import SqliteRecordRepository
 from postmesh.auth.repository.mongodb import MongoAccountRepository
 from postmesh.auth.repository.sqlite import SqliteAccountRepository
+from postmesh.auth.repository.token_contract import AdminTokenContract
 from tests.integration.infra import FerretDB
-
-pytest.register_assert_rewrite("postmesh.auth.repository.token_contract")
-
-from postmesh.auth.repository.token_contract import AdminTokenContract  # noqa: E402
 
 
 @contextlib.asynccontextmanager

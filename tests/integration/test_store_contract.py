@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-pytest.register_assert_rewrite("postmesh.store.contract_suite")
-
-from postmesh.api.store.v1 import store_pb2  # noqa: E402
-from postmesh.store.contract_suite import StoreContract, content_of, message  # noqa: E402
-from postmesh.store.model import INBOX, DeliverResult, Delivery, FlagsMode  # noqa: E402
-from postmesh.store.mongodb import MongoStoreRepository, watermark  # noqa: E402
-from postmesh.store.mongodb.blobs import COMPLETE, DELETING  # noqa: E402
-from postmesh.store.mongodb.delivery import delivery_key, delivery_mark  # noqa: E402
-from postmesh.store.search import HEADERS_VERSION  # noqa: E402
-from tests.integration.infra import FerretDB  # noqa: E402
+from postmesh.api.store.v1 import store_pb2
+from postmesh.store.contract_suite import StoreContract, content_of, message
+from postmesh.store.model import INBOX, DeliverResult, Delivery, FlagsMode
+from postmesh.store.mongodb import MongoStoreRepository, watermark
+from postmesh.store.mongodb.blobs import COMPLETE, DELETING
+from postmesh.store.mongodb.delivery import delivery_key, delivery_mark
+from postmesh.store.search import HEADERS_VERSION
+from tests.integration.infra import FerretDB
 
 
 @pytest.fixture

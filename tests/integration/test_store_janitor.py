@@ -18,19 +18,17 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-pytest.register_assert_rewrite("postmesh.store.contract_suite")
-
-from postmesh.store import leftovers as lo  # noqa: E402
-from postmesh.store.contract_suite import content_of, message, stream  # noqa: E402
-from postmesh.store.contract_suite.janitor import POLICY, expunge_all  # noqa: E402
-from postmesh.store.janitor import Janitor  # noqa: E402
-from postmesh.store.model import INBOX, Delivery  # noqa: E402
-from postmesh.store.mongodb import MongoStoreRepository  # noqa: E402
-from postmesh.store.mongodb.blobs import COMPLETE, DELETING, WRITING  # noqa: E402
-from postmesh.store.queue.contract_suite import entry  # noqa: E402
-from postmesh.store.queue.mongodb import MongoQueueRepository  # noqa: E402
-from tests.integration.infra import FerretDB  # noqa: E402
-from tests.integration.test_store_contract import Crash, crash_after, crash_before  # noqa: E402
+from postmesh.store import leftovers as lo
+from postmesh.store.contract_suite import content_of, message, stream
+from postmesh.store.contract_suite.janitor import POLICY, expunge_all
+from postmesh.store.janitor import Janitor
+from postmesh.store.model import INBOX, Delivery
+from postmesh.store.mongodb import MongoStoreRepository
+from postmesh.store.mongodb.blobs import COMPLETE, DELETING, WRITING
+from postmesh.store.queue.contract_suite import entry
+from postmesh.store.queue.mongodb import MongoQueueRepository
+from tests.integration.infra import FerretDB
+from tests.integration.test_store_contract import Crash, crash_after, crash_before
 
 HOUR, DAY = 3600, 24 * 3600
 

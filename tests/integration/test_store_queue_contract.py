@@ -11,17 +11,15 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-pytest.register_assert_rewrite("postmesh.store.queue.contract_suite")
-
-from postmesh.store.queue.contract_suite import (  # noqa: E402
+from postmesh.store.queue.contract_suite import (
     FakeClock,
     OpenRepo,
     QueueContract,
     entry,
 )
-from postmesh.store.queue.mongodb import MongoQueueRepository  # noqa: E402
-from postmesh.store.queue.repository import QueueRepository  # noqa: E402
-from tests.integration.infra import FerretDB  # noqa: E402
+from postmesh.store.queue.mongodb import MongoQueueRepository
+from postmesh.store.queue.repository import QueueRepository
+from tests.integration.infra import FerretDB
 
 
 @pytest.fixture
