@@ -19,7 +19,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from tests.integration.infra import _process, free_port
@@ -134,22 +133,29 @@ class Dovecot(LocalServer):
                     start_new_session=True,
                 )  # fmt: skip
             _process.register(self._proc)
-            deadline = time.monotonic() + 30
-            while not (
-                port_open("127.0.0.1", self.imap_port) and port_open("127.0.0.1", self.pop3_port)
-            ):
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise InfraError(
-                        "dovecot did not start:\n"
-                        + _process.log_tail(self._tmp / "master.out")
-                        + "\n"
-                        + _process.log_tail(self.log_path)
-                    )
-                time.sleep(0.1)
+            out_log = self._tmp / "master.out"
+
+            def probe() -> str | None:
+                if port_open("127.0.0.1", self.imap_port) and port_open(
+                    "127.0.0.1", self.pop3_port
+                ):
+                    return None
+                return "its IMAP and POP3 ports are not both listening yet"
+
+            try:
+                _process.wait_ready(self._proc, "dovecot", 30, out_log, probe, 0.1)
+            except InfraError as e:
+                raise InfraError(f"{e}\n{_process.log_tail(self.log_path)}") from None
         except BaseException:
             self.stop()
             raise
         return self
+
+    @property
+    def pid(self) -> int:
+        """The master process's; its children serve the sessions."""
+        assert self._proc is not None
+        return self._proc.pid
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -9,7 +9,10 @@ messages; BODY.PEEK[] of single messages; STORE +FLAGS (\\Flagged) of single mes
 of new messages; SEARCH SUBJECT / UNSEEN / BODY; then a mixed load of concurrent clients, each
 session: login, LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, logout. Printed per round and
 command: ops/s, p50/p99, and the Postmesh/Dovecot ratio of ops/s; then each command's median
-ratio over the rounds. Every round appends content of its own (never a copy of an earlier
+ratio over the rounds. Last, the server memory an idle session costs (issue 7's target: at most
+64 KiB): 160 sessions (4 users x 40) logged in, INBOX selected, in IDLE, and the PSS of
+imap-gw (Postmesh) or of all Dovecot's processes (one per session in its default model) before
+and after, per session. Every round appends content of its own (never a copy of an earlier
 message, which a content-addressed store would not store again). Every loop is bounded; all
 traffic stays on 127.0.0.1.
 """
@@ -23,7 +26,7 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,9 @@ from tests.integration.stack import embedded_env, start_stack
 USER = "bench@example.test"
 PASSWORD = "bench-password"
 SINGLE_OPS = 200  # BODY.PEEK[], STORE and APPEND of single messages
+# Idle sessions for the memory line: 40 a user (Postmesh's per-user cap is 50).
+IDLE_USERS = [f"bench-idle{i}@example.test" for i in range(4)]
+IDLE_PER_USER = 40
 # Round r's new messages have corpus indexes from (r + 1) * ROUND_INDEX on: new content each round.
 ROUND_INDEX = 1_000_000
 _EXISTS = re.compile(rb"^\* (\d+) EXISTS", re.M)
@@ -208,6 +214,66 @@ def mixed(port: int, n: int, clients: int, sessions: int, round_: int = 0) -> Ti
     return Timing([x for lat in per_client for x in lat], elapsed, f"EXISTS {left} after")
 
 
+def pss_kib(pids: Iterable[int]) -> int:
+    """Proportional set size (shared pages split among their sharers) of ``pids``, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        total += next(int(x.split()[1]) for x in rollup.splitlines() if x.startswith("Pss:"))
+    return total
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().partition(" (")
+            ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(head))
+        except (OSError, IndexError, ValueError):
+            continue
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def idle_memory(port: int, pids: Callable[[], list[int]]) -> Timing:
+    """Server memory (PSS of ``pids()``) per idle session: logged in, INBOX selected, in IDLE
+    (RFC 2177), as a mail client leaves one open. ``note``: KiB per session."""
+    before = pss_kib(pids())
+    clients: list[tuple[Imap, bytes]] = []
+    t0 = time.perf_counter()
+    try:
+        for user in IDLE_USERS:
+            for _ in range(IDLE_PER_USER):
+                c = Imap(port)
+                clients.append((c, b""))
+                c.login(user, PASSWORD)
+                c.command("SELECT INBOX")
+                clients[-1] = (c, c.idle())
+        elapsed = time.perf_counter() - t0
+        time.sleep(1.0)  # the servers' own follow-up (timers, lazily built state) settles
+        after = pss_kib(pids())
+    finally:
+        for c, tag in clients:
+            try:
+                if tag:
+                    c.done(tag)
+                c.logout()
+            except (OSError, ProtocolError):
+                c.close()
+    kib = (after - before) / len(clients)
+    return Timing([elapsed / len(clients)], elapsed, f"{kib:.1f}")
+
+
 def run_round(port: int, n: int, clients: int, sessions: int, round_: int) -> dict[str, Timing]:
     out = commands(port, n, round_)
     out[f"mixed, {clients} clients (sessions)"] = mixed(port, n, clients, sessions, round_)
@@ -238,8 +304,10 @@ def main(messages: int, clients: int = 10, sessions: int = 10, rounds: int = 3) 
     with tempfile.TemporaryDirectory(prefix="postmesh-bench-imap-") as tmp:
         stack = start_stack(Path(tmp), embedded_env())
         try:
-            stack.ensure_user(USER, PASSWORD)
-            with Dovecot({USER: PASSWORD}) as dovecot:
+            for user in (USER, *IDLE_USERS):
+                stack.ensure_user(user, PASSWORD)
+            users = {u: PASSWORD for u in (USER, *IDLE_USERS)}
+            with Dovecot(users) as dovecot:
                 ports = (stack.ports.imap, dovecot.imap_port)
                 filled = side_by_side(
                     0, *(functools.partial(fill, port, messages) for port in ports)
@@ -254,6 +322,11 @@ def main(messages: int, clients: int = 10, sessions: int = 10, rounds: int = 3) 
                     )
                     for r in range(rounds)
                 ]
+                imap_gw = stack.procs["imap-gw"].pid
+                memory = (
+                    idle_memory(stack.ports.imap, lambda: [imap_gw]),
+                    idle_memory(dovecot.imap_port, lambda: process_tree(dovecot.pid)),
+                )
         finally:
             stack.stop()
     what = (
@@ -267,6 +340,12 @@ def main(messages: int, clients: int = 10, sessions: int = 10, rounds: int = 3) 
     )
     for r, (ours, theirs) in enumerate(rounds_run, 1):
         report(f"IMAP side by side, round {r} of {rounds}", ours, theirs)
+    sessions = len(IDLE_USERS) * IDLE_PER_USER
+    print(
+        f"\n== IMAP idle sessions ({sessions}: logged in, INBOX selected, IDLE), server memory"
+        f" (PSS) each: postmesh imap-gw {memory[0].note} KiB (target: at most 64),"
+        f" dovecot (all its processes) {memory[1].note} KiB"
+    )
     print(f"\n== IMAP, {rounds} rounds: Postmesh/Dovecot ops/s per command")
     for name in rounds_run[0][0]:
         pairs = [(o[name].ops_per_s, t[name].ops_per_s) for o, t in rounds_run]

@@ -134,6 +134,23 @@ class Imap:
     def login(self, user: str, password: str) -> None:
         self.command(f'LOGIN "{user}" "{password}"')
 
+    def idle(self) -> bytes:
+        """Send IDLE (RFC 2177) and wait for its continuation; ``done()`` ends it. Returns the
+        command's tag."""
+        self._tag += 1
+        tag = b"b%d " % self._tag
+        self._sock.sendall(tag + b"IDLE\r\n")
+        while not (cont := self._response()).startswith(b"+"):
+            if not cont.startswith(b"* "):
+                raise ProtocolError(f"IDLE: {cont!r}")
+        return tag
+
+    def done(self, tag: bytes) -> None:
+        self._sock.sendall(b"DONE\r\n")
+        self._until_tagged(tag)
+        if not self.status.startswith(tag + b"OK"):
+            raise ProtocolError(f"IDLE: {self.status!r}")
+
     def logout(self) -> None:
         try:
             self.command("LOGOUT")
