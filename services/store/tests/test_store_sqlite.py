@@ -236,7 +236,7 @@ async def test_header_searches_skip_the_unindexed_look_up_where_none_can_be(
         statements: list[str] = []
         repo = SqliteStoreRepository(path)
         await repo.open()
-        await repo._db.run(lambda c: c.set_trace_callback(statements.append))
+        await repo._db.run(lambda c, trace=statements.append: c.set_trace_callback(trace))
         test_2 = store_pb2.HeaderMatch(name="subject", value="TEST 2")
         assert (await repo.search("u", INBOX, store_pb2.SearchKey(header=test_2))).uids == [2]
         await repo._db.run(lambda c: c.set_trace_callback(None))
