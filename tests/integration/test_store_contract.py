@@ -7,11 +7,12 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 pytest.register_assert_rewrite("postmesh.store.contract_suite")
 
@@ -164,6 +165,55 @@ async def test_deliveries_waiting_for_a_mailbox_are_written_as_one_group(
         # Each delivery has its own record: a redelivery answers its own UID.
         again = await repo.deliver(d)
         assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
+
+
+class CommandCounter(monitoring.CommandListener):
+    """MongoDB commands sent, by (command, collection)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[(event.command_name, str(event.command.get(event.command_name)))] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: FerretDB) -> None:
+    """The blob references, blobs and indexes of a mailbox's group are each one ``insert``
+    command (ADR 67), as its allocation and messages are; each delivery's content, reference
+    and index are still its own documents."""
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    counter = CommandCounter()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        ferretdb.url, serverSelectionTimeoutMS=5000, event_listeners=[counter]
+    )
+    repo = MongoStoreRepository(ferretdb.url, name, client=client, user_cache_seconds=60.0)
+    await repo.open()
+    try:
+        await repo.deliver(Delivery("q0", "u", "", content=message(0)))
+        deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
+        tasks = await queued_behind_the_lock(repo, deliveries)
+        counter.counts.clear()  # the records are inserted before the deliveries queue
+        results = await asyncio.gather(*tasks)
+        inserts = {c: n for (cmd, c), n in counter.counts.items() if cmd == "insert"}
+        assert inserts == {
+            "store_blob_refs": 1, "store_blobs": 1, "store_blob_index": 1, "store_messages": 1
+        }  # fmt: skip
+        assert counter.counts[("findAndModify", "store_mailboxes")] == 1
+        for r, d in zip(results, deliveries, strict=True):
+            assert d.content is not None
+            assert await content_of(repo, "u", INBOX, r.uid) == d.content
+            blob_id = hashlib.sha256(d.content).hexdigest()
+            assert await repo.blob_refcount(blob_id) == 1
+            assert await repo.blobs.get_index(blob_id) is not None
+    finally:
+        await client.drop_database(name)
+        await repo.close()
 
 
 async def test_a_caller_gone_mid_group_leaves_the_group_written(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 from bson import ObjectId
 from pymongo import UpdateOne
@@ -48,6 +49,17 @@ def delivery_mark(delivery_id: str) -> str:
     return "d" + delivery_id
 
 
+@dataclass(eq=False)
+class Pending:
+    """A delivery queued for its mailbox's writer: its record, the content (None: the blob is
+    stored already) and its parsed index; ``referenced`` once its blob step is done."""
+
+    record: Doc
+    source: BlobSource | None
+    index: MessageIndex
+    referenced: bool = False
+
+
 class MongoDelivery(MongoMailboxes):
     async def _deliver(
         self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
@@ -63,11 +75,12 @@ class MongoDelivery(MongoMailboxes):
            step 3; a first attempt refused by its quota deletes its record again;
         2. if the message document does not exist yet (looked up only by a retry: a first
            attempt cannot have written it):
-           a. take the blob reference (ref _id = delivery key: held at most once) and store
-              the parsed index with the blob;
-           b. under the mailbox lock, together with the other deliveries waiting for it
-              (``grouping.py``): allocate UIDs and MODSEQs with one $inc, marked pending per
-              delivery (a crash before the insert burns them, which RFC 9051 allows);
+           a. by the mailbox's writer, together with the other deliveries queued for it
+              (``grouping.py``): take the blob reference (ref _id = delivery key: held at
+              most once) and store the parsed index with the blob;
+           b. then under the mailbox lock: allocate UIDs and MODSEQs with one $inc, marked
+              pending per delivery (a crash before the insert burns them, which RFC 9051
+              allows);
            c. insert the messages with _id = delivery key (a duplicate means it exists), then
               clear the marks;
         3. mark the delivery done (the group's records in one command).
@@ -119,8 +132,7 @@ class MongoDelivery(MongoMailboxes):
                     # (a crash in between leaves the pending record to the janitor).
                     await self._deliveries.delete_one({"_id": did, "state": PENDING})
                 raise
-            await self._step_reference_blob(record, source, index)
-            record, created = await self._write_current(record)
+            record, created = await self._write_current(Pending(record, source, index))
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -181,28 +193,30 @@ class MongoDelivery(MongoMailboxes):
         }  # fmt: skip
         return record, user_doc, created_mailboxes
 
-    async def _write_current(self, record: Doc) -> tuple[Doc, bool]:
+    async def _write_current(self, pending: Pending) -> tuple[Doc, bool]:
         """:meth:`_write_grouped`, once more if the mailbox the record names was refused (read
         before a rename, a DELETE or a \\Noselect elsewhere, or by a crashed attempt): read
         again by name, it is still there (NotFound or FailedPrecondition if not), and the
-        record follows it. Nothing of the refused attempt was written but its marks."""
+        record follows it. Nothing of the refused attempt was written but its marks (and its
+        blob reference, which the second attempt holds already)."""
         try:
-            return await self._write_grouped(record)
+            return await self._write_grouped(pending)
         except NotFound:
+            record = pending.record
             self._delivery_boxes.pop((record["user"], record["mailbox"]))
             box = await self._mailbox_doc(record["user"], record["mailbox"])
         moved = {"mailbox_id": box["_id"], "uidvalidity": box["uidvalidity"]}
         await self._deliveries.update_one({"_id": record["_id"], "state": PENDING}, {"$set": moved})
-        return await self._write_grouped({**record, **moved})
+        pending.record = {**record, **moved}
+        return await self._write_grouped(pending)
 
-    async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
-        """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
-        order (a client told UIDNEXT=n must never later see a UID below n appear), together
-        with every delivery queued for the same mailbox meanwhile, by the mailbox's writer
-        (``grouping.py``), which then marks the group's records done. Each is answered once its
-        marks are cleared and its record is done, as a lone delivery was."""
-        mailbox_id = record["mailbox_id"]
-        waiter = self._groups.join(mailbox_id, record)
+    async def _write_grouped(self, pending: Pending) -> tuple[Doc, bool]:
+        """Blob reference, allocation and insert, together with every delivery queued for the
+        same mailbox meanwhile, by the mailbox's writer (``grouping.py``), which then marks the
+        group's records done. Each is answered once its marks are cleared and its record is
+        done, as a lone delivery was."""
+        mailbox_id = pending.record["mailbox_id"]
+        waiter = self._groups.join(mailbox_id, pending)
         self._groups.ensure_writer(mailbox_id, lambda: self._write_groups(mailbox_id))
         try:
             mine: tuple[Doc, bool] = await asyncio.shield(waiter.future)
@@ -216,30 +230,60 @@ class MongoDelivery(MongoMailboxes):
 
     async def _write_groups(self, mailbox_id: ObjectId) -> None:
         """The mailbox's writer: groups of the queued deliveries, one after the other, until
-        none is queued. A failed group fails its own deliveries only."""
+        none is queued. A delivery whose blob step fails fails alone; a failed allocation or
+        insert fails its group's deliveries only.
+
+        Each delivery's steps keep their order (reference -> blob -> index -> allocation ->
+        message -> done), but a group takes each step together: the group's blob references
+        are one ``insert`` command, its blobs another, its indexes a third (``coalesce.py``
+        sends what is queued at once together), where each Delivery taking its blob step on
+        its own met only the few others that happened to be at the same step (ADR 67). Taken
+        between two holds of the mailbox lock: the group is what queued until the writer got
+        the lock (as before), but a blob step needs no lock, so an Append or STORE waits for
+        the allocation and insert only."""
         while True:
             group: list[Waiter] = []
+            ready: list[Waiter] = []
             written: list[tuple[Doc, bool]] = []
             try:
-                async with self._mailbox_writes(mailbox_id):
+                async with self._locks.hold(mailbox_id):
                     group = self._groups.next_group(mailbox_id)
-                    if not group:
-                        return
-                    written = await self._step_insert_messages(
-                        await self._step_allocate([w.item for w in group])
-                    )
-                # Outside the lock: the next group's allocation need not wait for it.
-                await self._step_mark_done([r for r, _ in written])
+                if not group:
+                    return
+                ready = await self._step_reference_blobs(group)
+                if ready:
+                    async with self._mailbox_writes(mailbox_id):
+                        written = await self._step_insert_messages(
+                            await self._step_allocate([w.item.record for w in ready])
+                        )
+                    # Outside the lock: an Append or STORE need not wait for it.
+                    await self._step_mark_done([r for r, _ in written])
             except asyncio.CancelledError as e:
                 for w in group + self._groups.writer_gone(mailbox_id):
                     w.fail(e)
                 raise
             except Exception as e:
-                for w in group:
+                for w in group:  # those failed already keep their own error
                     w.fail(e)
                 continue
-            for w, outcome in zip(group, written, strict=True):
+            for w, outcome in zip(ready, written, strict=True):
                 w.settle(outcome)
+
+    async def _step_reference_blobs(self, group: list[Waiter]) -> list[Waiter]:
+        """Step 2a for each delivery of a group, all at once (so their inserts share commands);
+        those whose step failed are failed here, the others returned."""
+        todo = [w for w in group if not w.item.referenced]
+        outcomes = await asyncio.gather(
+            *(self._step_reference_blob(w.item) for w in todo), return_exceptions=True
+        )
+        failed: set[int] = set()
+        for w, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                w.fail(outcome)
+                failed.add(id(w))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return [w for w in group if id(w) not in failed]
 
     @staticmethod
     def _result(
@@ -251,11 +295,11 @@ class MongoDelivery(MongoMailboxes):
             created_mailboxes=tuple(created_mailboxes or ()),
         )  # fmt: skip
 
-    async def _step_reference_blob(
-        self, record: Doc, source: BlobSource | None, index: MessageIndex
-    ) -> None:
-        await self.blobs.acquire(record["_id"], record["blob_id"], source)
-        await self.blobs.put_index(record["blob_id"], index)
+    async def _step_reference_blob(self, pending: Pending) -> None:
+        record = pending.record
+        await self.blobs.acquire(record["_id"], record["blob_id"], pending.source)
+        await self.blobs.put_index(record["blob_id"], pending.index)
+        pending.referenced = True
 
     async def _step_allocate(self, records: list[Doc]) -> list[Doc]:
         """Take a UID and a MODSEQ for each delivery of a group, in one update (caller holds the
