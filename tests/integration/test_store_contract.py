@@ -184,9 +184,10 @@ class CommandCounter(monitoring.CommandListener):
 
 
 async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: FerretDB) -> None:
-    """The blob references, blobs and indexes of a mailbox's group are each one ``insert``
-    command (ADR 67), as its allocation and messages are; each delivery's content, reference
-    and index are still its own documents."""
+    """The delivery records (of a user without a quota limit), blob references, blobs and
+    indexes of a mailbox's group are each one ``insert`` command (ADR 67), as its allocation
+    and messages are; each delivery's record, content, reference and index are still its own
+    documents, and a redelivery of each answers as one."""
     name = f"store_{uuid.uuid4().hex[:12]}"
     counter = CommandCounter()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -197,12 +198,13 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
     try:
         await repo.deliver(Delivery("q0", "u", "", content=message(0)))
         deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
+        counter.counts.clear()
         tasks = await queued_behind_the_lock(repo, deliveries)
-        counter.counts.clear()  # the records are inserted before the deliveries queue
         results = await asyncio.gather(*tasks)
         inserts = {c: n for (cmd, c), n in counter.counts.items() if cmd == "insert"}
         assert inserts == {
-            "store_blob_refs": 1, "store_blobs": 1, "store_blob_index": 1, "store_messages": 1
+            "store_deliveries": 1, "store_blob_refs": 1, "store_blobs": 1,
+            "store_blob_index": 1, "store_messages": 1,
         }  # fmt: skip
         assert counter.counts[("findAndModify", "store_mailboxes")] == 1
         for r, d in zip(results, deliveries, strict=True):
@@ -211,6 +213,8 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
             blob_id = hashlib.sha256(d.content).hexdigest()
             assert await repo.blob_refcount(blob_id) == 1
             assert await repo.blobs.get_index(blob_id) is not None
+            again = await repo.deliver(d)
+            assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
     finally:
         await client.drop_database(name)
         await repo.close()

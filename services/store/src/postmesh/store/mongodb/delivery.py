@@ -49,14 +49,20 @@ def delivery_mark(delivery_id: str) -> str:
     return "d" + delivery_id
 
 
+class Redelivered(Exception):
+    """A delivery's record was there already: not a first attempt (``_deliver``)."""
+
+
 @dataclass(eq=False)
 class Pending:
     """A delivery queued for its mailbox's writer: its record, the content (None: the blob is
-    stored already) and its parsed index; ``referenced`` once its blob step is done."""
+    stored already) and its parsed index; ``admitted`` once its record is inserted (by this
+    attempt), ``referenced`` once its blob step is done."""
 
     record: Doc
     source: BlobSource | None
     index: MessageIndex
+    admitted: bool = False
     referenced: bool = False
 
 
@@ -72,7 +78,9 @@ class MongoDelivery(MongoMailboxes):
            first: a first attempt, by far the most common, learns it is one from the insert,
            one command instead of two. Then, under a limit, the message's usage is reserved
            under the delivery key (``reservations.py``) and the reservation dropped after
-           step 3; a first attempt refused by its quota deletes its record again;
+           step 3; a first attempt refused by its quota deletes its record again. Without a
+           limit, the record is inserted by the mailbox's writer with step 2a, together with
+           the records of its group (a redelivery is handed back to take this step's path);
         2. if the message document does not exist yet (looked up only by a retry: a first
            attempt cannot have written it):
            a. by the mailbox's writer, together with the other deliveries queued for it
@@ -98,7 +106,22 @@ class MongoDelivery(MongoMailboxes):
                 return self._result(earlier, duplicate=True, created=False)
             raise
         assert index is not None  # _prepare refuses a delivery without one
-        duplicate = not await self._delivery_inserts.insert(record)
+        pending = Pending(record, source, index)
+        if self._unlimited(user_doc):
+            # No quota to reserve between the record and the blob step: the mailbox's writer
+            # inserts the record with its group's (one command for the group, ADR 67), and
+            # hands a redelivery back to take the path below.
+            try:
+                record, created = await self._write_current(pending)
+            except Redelivered:
+                duplicate = True
+            else:
+                return self._result(
+                    record, duplicate=False, created=created, created_mailboxes=created_mailboxes
+                )
+        else:
+            duplicate = not await self._delivery_inserts.insert(record)
+            pending.admitted = True
         if duplicate:
             created_mailboxes = []
             found = await self._deliveries.find_one({"_id": did})
@@ -132,7 +155,8 @@ class MongoDelivery(MongoMailboxes):
                     # (a crash in between leaves the pending record to the janitor).
                     await self._deliveries.delete_one({"_id": did, "state": PENDING})
                 raise
-            record, created = await self._write_current(Pending(record, source, index))
+            pending.record, pending.admitted = record, True
+            record, created = await self._write_current(pending)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -145,6 +169,12 @@ class MongoDelivery(MongoMailboxes):
             await self._drop_reservation(did)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
+        )
+
+    def _unlimited(self, user_doc: Doc | None) -> bool:
+        """Whether a Deliver for the user, as its document was read, reserves no quota."""
+        return bool(user_doc and user_doc.get("provisioned")) and not any(
+            self._limits(user_doc or {})
         )
 
     async def _prepare(
@@ -270,11 +300,13 @@ class MongoDelivery(MongoMailboxes):
                 w.settle(outcome)
 
     async def _step_reference_blobs(self, group: list[Waiter]) -> list[Waiter]:
-        """Step 2a for each delivery of a group, all at once (so their inserts share commands);
-        those whose step failed are failed here, the others returned."""
+        """Steps 1 (for a delivery whose caller left its record to the writer) and 2a for
+        each delivery of a group, all at once (so their inserts share commands); those whose
+        step failed (or that turn out to be redeliveries) are failed here, the others
+        returned."""
         todo = [w for w in group if not w.item.referenced]
         outcomes = await asyncio.gather(
-            *(self._step_reference_blob(w.item) for w in todo), return_exceptions=True
+            *(self._step_admit_and_reference(w.item) for w in todo), return_exceptions=True
         )
         failed: set[int] = set()
         for w, outcome in zip(todo, outcomes, strict=True):
@@ -294,6 +326,13 @@ class MongoDelivery(MongoMailboxes):
             int(record["modseq"]), duplicate=duplicate, created=created,
             created_mailboxes=tuple(created_mailboxes or ()),
         )  # fmt: skip
+
+    async def _step_admit_and_reference(self, pending: Pending) -> None:
+        if not pending.admitted:
+            if not await self._delivery_inserts.insert(pending.record):
+                raise Redelivered(pending.record["_id"])
+            pending.admitted = True
+        await self._step_reference_blob(pending)
 
     async def _step_reference_blob(self, pending: Pending) -> None:
         record = pending.record
