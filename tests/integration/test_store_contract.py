@@ -185,9 +185,9 @@ class CommandCounter(monitoring.CommandListener):
 
 async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: FerretDB) -> None:
     """The delivery records (of a user without a quota limit), blob references, blobs and
-    indexes of a mailbox's group are each one ``insert`` command (ADR 67), as its allocation
-    and messages are; each delivery's record, content, reference and index are still its own
-    documents, and a redelivery of each answers as one."""
+    indexes of a mailbox's group are each one ``insert`` command (ADR 67), as its allocation,
+    messages and outcomes are; each delivery's record, content, reference, index and outcome
+    are still its own documents, and a redelivery of each answers as one."""
     name = f"store_{uuid.uuid4().hex[:12]}"
     counter = CommandCounter()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -204,9 +204,11 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
         inserts = {c: n for (cmd, c), n in counter.counts.items() if cmd == "insert"}
         assert inserts == {
             "store_deliveries": 1, "store_blob_refs": 1, "store_blobs": 1,
-            "store_blob_index": 1, "store_messages": 1,
+            "store_blob_index": 1, "store_messages": 1, "store_delivered": 1,
         }  # fmt: skip
         assert counter.counts[("findAndModify", "store_mailboxes")] == 1
+        # Done is an outcome document each (above), not an update statement of each record.
+        assert ("update", "store_deliveries") not in counter.counts
         for r, d in zip(results, deliveries, strict=True):
             assert d.content is not None
             assert await content_of(repo, "u", INBOX, r.uid) == d.content
@@ -218,6 +220,29 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
     finally:
         await client.drop_database(name)
         await repo.close()
+
+
+async def test_a_record_marked_done_in_place_still_answers(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """Before ADR 67 a delivery was marked done in its record, not by an outcome document:
+    such a record still answers a redelivery, also once its message is gone."""
+    repo = mongo_repo
+    d = Delivery("q1", "u", "", content=message(1))
+    first = await repo.deliver(d)
+    did = delivery_key("q1", "u", INBOX)
+    outcome = await repo._delivered.find_one({"_id": did})
+    assert outcome is not None and (outcome["uid"], outcome["modseq"]) == (
+        first.uid, first.modseq,
+    )  # fmt: skip
+    await repo._delivered.delete_one({"_id": did})
+    await repo._deliveries.update_one(
+        {"_id": did}, {"$set": {"state": "done", "uid": first.uid, "modseq": first.modseq}}
+    )
+    await repo._messages.delete_one({"_id": did})  # gone since (its tombstone collected)
+    again = await repo.deliver(d)
+    assert (again.duplicate, again.created, again.uid) == (True, False, first.uid)
+    assert (await repo.list_messages("u", INBOX, 0, 10))[0] == []
 
 
 async def test_a_caller_gone_mid_group_leaves_the_group_written(

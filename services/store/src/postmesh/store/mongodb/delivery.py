@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 
 from bson import ObjectId
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
@@ -30,7 +29,6 @@ from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageI
 from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
-from postmesh.store.mongodb.coalesce import MAX_UPDATE_STATEMENTS
 from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.mailboxes import MongoMailboxes
@@ -91,7 +89,8 @@ class MongoDelivery(MongoMailboxes):
               allows);
            c. insert the messages with _id = delivery key (a duplicate means it exists), then
               clear the marks;
-        3. mark the delivery done (the group's records in one command).
+        3. record the delivery done with its UID (an outcome document, the group's in one
+           command).
         """
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
@@ -101,7 +100,7 @@ class MongoDelivery(MongoMailboxes):
         except StoreError:
             # A redelivery of a done delivery answers as before, even when its blob, mailbox
             # or user has gone since (the record outlives them).
-            earlier = await self._deliveries.find_one({"_id": did})
+            earlier = await self._with_outcome(await self._deliveries.find_one({"_id": did}))
             if earlier is not None and earlier["state"] == DONE:
                 return self._result(earlier, duplicate=True, created=False)
             raise
@@ -124,7 +123,7 @@ class MongoDelivery(MongoMailboxes):
             pending.admitted = True
         if duplicate:
             created_mailboxes = []
-            found = await self._deliveries.find_one({"_id": did})
+            found = await self._with_outcome(await self._deliveries.find_one({"_id": did}))
             if found is None:
                 raise Unavailable("delivery record vanished; retry")
             record = found
@@ -397,19 +396,28 @@ class MongoDelivery(MongoMailboxes):
 
     async def _step_mark_done(self, records: list[Doc]) -> None:
         """Done, with the UID each message got: what a repeated Deliver answers from then on.
-        A group's records in one command (one update statement each) of at most
-        MAX_UPDATE_STATEMENTS, within the repository's slots (``coalesce.py``)."""
-        updates = [
-            UpdateOne(
-                {"_id": r["_id"]},
-                {"$set": {"state": DONE, "uid": r["uid"], "modseq": r["modseq"]}},
-            )
+        Recorded as an outcome document per delivery (``_id`` = delivery key, inserted: a
+        duplicate means an earlier attempt recorded it), the group's in one ``insert``
+        command. Not an update of the record: FerretDB 1.24 runs each statement of an
+        ``update`` as a read and a transaction of its own, which made marking done the most
+        expensive write of a Deliver (ADR 67)."""
+        outcomes = [
+            {
+                "_id": r["_id"], "uid": r["uid"], "modseq": r["modseq"],
+                "uidvalidity": r["uidvalidity"], "mailbox": r["mailbox"],
+                "created_at": time.time(),
+            }
             for r in records
-        ]
-        for start in range(0, len(updates), MAX_UPDATE_STATEMENTS):
-            part = updates[start : start + MAX_UPDATE_STATEMENTS]
-            async with self._update_slots.hold(len(part)):
-                await self._deliveries.bulk_write(part, ordered=False)
+        ]  # fmt: skip
+        await asyncio.gather(*(self._outcome_inserts.insert(o) for o in outcomes))
+
+    async def _with_outcome(self, record: Doc | None) -> Doc | None:
+        """A delivery record as done, with its message's UID, if its outcome was recorded
+        (or the record itself says so: marked done in place before ADR 67)."""
+        if record is None or record["state"] == DONE:
+            return record
+        outcome = await self._delivered.find_one({"_id": record["_id"]})
+        return record if outcome is None else {**record, **outcome, "state": DONE}
 
     # -- append ------------------------------------------------------------------------------
 
