@@ -159,7 +159,9 @@ class JanitorContract:
         assert removed[lo.DELIVERIES] == n + 1  # "keep"'s record too: it is as old
         after = await census(repo)
         # "keep"'s record went, and its outcome where a backend keeps one apart (MongoDB).
-        gone = {k: baseline[k] - 1 for k in ("deliveries", "delivered") if k in baseline}
+        gone: dict[str, int] = {
+            k: baseline[k] - 1 for k in ("deliveries", "delivered") if k in baseline
+        }
         assert after == {**baseline, **gone}
         for blob_id in blob_ids:
             assert await repo.blob_refcount(blob_id) is None
