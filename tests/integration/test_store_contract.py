@@ -222,6 +222,16 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
         await repo.close()
 
 
+async def test_the_outcomes_collection_exists_from_the_start(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """Created by ``open`` though nothing was delivered yet: the operator's GIN script, run
+    after the store's first start, skips collections that do not exist (pg_indexes.py)."""
+    names = await mongo_repo._delivered.database.list_collection_names()
+    assert "store_delivered" in names
+    await mongo_repo.open()  # a second start finds it there
+
+
 async def test_a_record_marked_done_in_place_still_answers(
     mongo_repo: MongoStoreRepository,
 ) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
 
 from postmesh.common.lru import Lru
 from postmesh.common.stamped_cache import StampedCache
@@ -142,6 +142,10 @@ class MongoBase(StoreRepository):
         # The janitor's queries (mongodb/leftovers.py).
         await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
         await self._deliveries.create_index([("created_at", ASCENDING)])
+        # Read and deleted by _id only (no index of its own): created now all the same, so
+        # that the operator's GIN script (pg_indexes.py), run after the first start, covers it.
+        with contextlib.suppress(CollectionInvalid):
+            await self._delivered.database.create_collection(self._delivered.name)
         await self._intents.create_index([("lease_until", ASCENDING)])
         await self._quota_gate.create_indexes()
         await self.blobs.create_indexes()
