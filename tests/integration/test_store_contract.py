@@ -222,6 +222,33 @@ async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: Fe
         await repo.close()
 
 
+async def test_a_chunked_content_takes_its_blob_step_before_joining_its_group(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """A content of several chunks is written by its own Deliver before it queues for the
+    mailbox's writer, so its chunk writes never hold back a group of small messages (ADR 67);
+    a one-chunk content's blob step is the writer's."""
+    repo = mongo_repo
+    seen: list[tuple[bool, bool]] = []
+    write_grouped = repo._write_grouped
+
+    async def spy(pending: Any) -> Any:
+        chunked = pending.source is not None and pending.source.chunks > 1
+        seen.append((chunked, pending.referenced))
+        return await write_grouped(pending)
+
+    repo._write_grouped = spy  # type: ignore[method-assign]
+    await repo.provision_user("u")
+    big, small = message(1, b"x" * 300_000), message(2)
+    results = await asyncio.gather(
+        repo.deliver(Delivery("q1", "u", "", content=big)),
+        repo.deliver(Delivery("q2", "u", "", content=small)),
+    )
+    assert sorted(seen) == [(False, False), (True, True)]
+    for r, content in zip(results, (big, small), strict=True):
+        assert r.created and await content_of(repo, "u", INBOX, r.uid) == content
+
+
 async def test_the_outcomes_collection_exists_from_the_start(
     mongo_repo: MongoStoreRepository,
 ) -> None:

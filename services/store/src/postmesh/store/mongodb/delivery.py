@@ -106,7 +106,10 @@ class MongoDelivery(MongoMailboxes):
             raise
         assert index is not None  # _prepare refuses a delivery without one
         pending = Pending(record, source, index)
-        if self._unlimited(user_doc):
+        # A content of several chunks takes its blob step itself (below), so that its chunk
+        # writes never hold back a group of small messages.
+        chunked = source is not None and source.chunks > 1
+        if self._unlimited(user_doc) and not chunked:
             # No quota to reserve between the record and the blob step: the mailbox's writer
             # inserts the record with its group's (one command for the group, ADR 67), and
             # hands a redelivery back to take the path below.
@@ -155,6 +158,8 @@ class MongoDelivery(MongoMailboxes):
                     await self._deliveries.delete_one({"_id": did, "state": PENDING})
                 raise
             pending.record, pending.admitted = record, True
+            if chunked:
+                await self._step_reference_blob(pending)
             record, created = await self._write_current(pending)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
