@@ -245,10 +245,10 @@ class MongoDelivery(MongoMailboxes):
         return await self._write_grouped(pending)
 
     async def _write_grouped(self, pending: Pending) -> tuple[Doc, bool]:
-        """Blob reference, allocation and insert, together with every delivery queued for the
-        same mailbox meanwhile, by the mailbox's writer (``grouping.py``), which then marks the
-        group's records done. Each is answered once its marks are cleared and its record is
-        done, as a lone delivery was."""
+        """Record (if not inserted yet), blob reference, allocation and insert, together with
+        every delivery queued for the same mailbox meanwhile, by the mailbox's writer
+        (``grouping.py``), which then records the group's outcomes. Each is answered once its
+        marks are cleared and its outcome recorded, as a lone delivery was."""
         mailbox_id = pending.record["mailbox_id"]
         waiter = self._groups.join(mailbox_id, pending)
         self._groups.ensure_writer(mailbox_id, lambda: self._write_groups(mailbox_id))
@@ -267,11 +267,12 @@ class MongoDelivery(MongoMailboxes):
         none is queued. A delivery whose blob step fails fails alone; a failed allocation or
         insert fails its group's deliveries only.
 
-        Each delivery's steps keep their order (reference -> blob -> index -> allocation ->
-        message -> done), but a group takes each step together: the group's blob references
-        are one ``insert`` command, its blobs another, its indexes a third (``coalesce.py``
-        sends what is queued at once together), where each Delivery taking its blob step on
-        its own met only the few others that happened to be at the same step (ADR 67). Taken
+        Each delivery's steps keep their order (record -> reference -> blob -> index ->
+        allocation -> message -> outcome), but a group takes each step together: the group's
+        records are one ``insert`` command, its blob references another, its blobs and its
+        indexes one each (``coalesce.py`` sends what is queued at once together), where each
+        Delivery taking these steps on its own met only the few others that happened to be at
+        the same step (ADR 67). Taken
         between two holds of the mailbox lock: the group is what queued until the writer got
         the lock (as before), but a blob step needs no lock, so an Append or STORE waits for
         the allocation and insert only."""
