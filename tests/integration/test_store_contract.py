@@ -7,11 +7,12 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from postmesh.api.store.v1 import store_pb2
 from postmesh.store.contract_suite import StoreContract, content_of, message
@@ -162,6 +163,121 @@ async def test_deliveries_waiting_for_a_mailbox_are_written_as_one_group(
         # Each delivery has its own record: a redelivery answers its own UID.
         again = await repo.deliver(d)
         assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
+
+
+class CommandCounter(monitoring.CommandListener):
+    """MongoDB commands sent, by (command, collection)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[(event.command_name, str(event.command.get(event.command_name)))] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_groups_blob_steps_share_one_command_per_collection(ferretdb: FerretDB) -> None:
+    """The delivery records (of a user without a quota limit), blob references, blobs and
+    indexes of a mailbox's group are each one ``insert`` command (ADR 67), as its allocation,
+    messages and outcomes are; each delivery's record, content, reference, index and outcome
+    are still its own documents, and a redelivery of each answers as one."""
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    counter = CommandCounter()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        ferretdb.url, serverSelectionTimeoutMS=5000, event_listeners=[counter]
+    )
+    repo = MongoStoreRepository(ferretdb.url, name, client=client, user_cache_seconds=60.0)
+    await repo.open()
+    try:
+        await repo.deliver(Delivery("q0", "u", "", content=message(0)))
+        deliveries = [Delivery(f"q{i}", "u", "", content=message(i)) for i in range(1, 9)]
+        counter.counts.clear()
+        tasks = await queued_behind_the_lock(repo, deliveries)
+        results = await asyncio.gather(*tasks)
+        inserts = {c: n for (cmd, c), n in counter.counts.items() if cmd == "insert"}
+        assert inserts == {
+            "store_deliveries": 1, "store_blob_refs": 1, "store_blobs": 1,
+            "store_blob_index": 1, "store_messages": 1, "store_delivered": 1,
+        }  # fmt: skip
+        assert counter.counts[("findAndModify", "store_mailboxes")] == 1
+        # Done is an outcome document each (above), not an update statement of each record.
+        assert ("update", "store_deliveries") not in counter.counts
+        for r, d in zip(results, deliveries, strict=True):
+            assert d.content is not None
+            assert await content_of(repo, "u", INBOX, r.uid) == d.content
+            blob_id = hashlib.sha256(d.content).hexdigest()
+            assert await repo.blob_refcount(blob_id) == 1
+            assert await repo.blobs.get_index(blob_id) is not None
+            again = await repo.deliver(d)
+            assert (again.duplicate, again.created, again.uid) == (True, False, r.uid)
+    finally:
+        await client.drop_database(name)
+        await repo.close()
+
+
+async def test_a_chunked_content_takes_its_blob_step_before_joining_its_group(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """A content of several chunks is written by its own Deliver before it queues for the
+    mailbox's writer, so its chunk writes never hold back a group of small messages (ADR 67);
+    a one-chunk content's blob step is the writer's."""
+    repo = mongo_repo
+    seen: list[tuple[bool, bool]] = []
+    write_grouped = repo._write_grouped
+
+    async def spy(pending: Any) -> Any:
+        chunked = pending.source is not None and pending.source.chunks > 1
+        seen.append((chunked, pending.referenced))
+        return await write_grouped(pending)
+
+    repo._write_grouped = spy  # type: ignore[method-assign]
+    await repo.provision_user("u")
+    big, small = message(1, b"x" * 300_000), message(2)
+    results = await asyncio.gather(
+        repo.deliver(Delivery("q1", "u", "", content=big)),
+        repo.deliver(Delivery("q2", "u", "", content=small)),
+    )
+    assert sorted(seen) == [(False, False), (True, True)]
+    for r, content in zip(results, (big, small), strict=True):
+        assert r.created and await content_of(repo, "u", INBOX, r.uid) == content
+
+
+async def test_the_outcomes_collection_exists_from_the_start(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """Created by ``open`` though nothing was delivered yet: the operator's GIN script, run
+    after the store's first start, skips collections that do not exist (pg_indexes.py)."""
+    names = await mongo_repo._delivered.database.list_collection_names()
+    assert "store_delivered" in names
+    await mongo_repo.open()  # a second start finds it there
+
+
+async def test_a_record_marked_done_in_place_still_answers(
+    mongo_repo: MongoStoreRepository,
+) -> None:
+    """Before ADR 67 a delivery was marked done in its record, not by an outcome document:
+    such a record still answers a redelivery, also once its message is gone."""
+    repo = mongo_repo
+    d = Delivery("q1", "u", "", content=message(1))
+    first = await repo.deliver(d)
+    did = delivery_key("q1", "u", INBOX)
+    outcome = await repo._delivered.find_one({"_id": did})
+    assert outcome is not None and (outcome["uid"], outcome["modseq"]) == (
+        first.uid, first.modseq,
+    )  # fmt: skip
+    await repo._delivered.delete_one({"_id": did})
+    await repo._deliveries.update_one(
+        {"_id": did}, {"$set": {"state": "done", "uid": first.uid, "modseq": first.modseq}}
+    )
+    await repo._messages.delete_one({"_id": did})  # gone since (its tombstone collected)
+    again = await repo.deliver(d)
+    assert (again.duplicate, again.created, again.uid) == (True, False, first.uid)
+    assert (await repo.list_messages("u", INBOX, 0, 10))[0] == []
 
 
 async def test_a_caller_gone_mid_group_leaves_the_group_written(

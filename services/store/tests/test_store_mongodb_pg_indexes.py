@@ -21,7 +21,8 @@ def store_collections() -> set[str]:
     queue = MongoQueueRepository(None, "db", client=client)
     colls = [
         repo._users, repo._mailboxes, repo._subscriptions, repo._messages, repo._deliveries,
-        repo._intents, repo._quota_gate.reservations, repo._quota_gate.leases,
+        repo._delivered, repo._intents, repo._quota_gate.reservations,
+        repo._quota_gate.leases,
         repo.blobs.blobs, repo.blobs.chunks, repo.blobs.refs, repo.blobs.index,
         queue._entries, queue._transitions, queue._locks,
     ]  # fmt: skip

@@ -158,7 +158,11 @@ class JanitorContract:
         assert removed[lo.TOMBSTONES] == n + 10
         assert removed[lo.DELIVERIES] == n + 1  # "keep"'s record too: it is as old
         after = await census(repo)
-        assert after == {**baseline, "deliveries": baseline["deliveries"] - 1}
+        # "keep"'s record went, and its outcome where a backend keeps one apart (MongoDB).
+        gone: dict[str, int] = {
+            k: baseline[k] - 1 for k in ("deliveries", "delivered") if k in baseline
+        }
+        assert after == {**baseline, **gone}
         for blob_id in blob_ids:
             assert await repo.blob_refcount(blob_id) is None
         assert await content_of(repo, "u", INBOX, 1) == kept

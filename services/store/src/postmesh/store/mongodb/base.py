@@ -12,7 +12,9 @@ Collections (prefix ``store_``):
                       (mailbox_id, uid);
                       an expunged message stays as a tombstone (no content) with its expunge
                       MODSEQ, until the janitor removes it (``leftovers.py``)
-- ``deliveries``:    Deliver's idempotency records (see ``messages.py``)
+- ``deliveries``:    Deliver's idempotency records (see ``delivery.py``)
+- ``delivered``:     {_id: delivery key, uid, modseq, uidvalidity, mailbox}: a delivery's
+                     outcome, once done (``delivery.py``, ADR 67)
 - ``intents``:       multi-document operations in flight (see ``intents.py``)
 - ``quota_reservations``, ``quota_leases``: what limited writes in flight add, and the
                      per-user quota lock (see ``reservations.py``)
@@ -31,7 +33,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
 
 from postmesh.common.lru import Lru
 from postmesh.common.stamped_cache import StampedCache
@@ -99,13 +101,15 @@ class MongoBase(StoreRepository):
         self._subscriptions = db["store_subscriptions"]
         self._messages = db["store_messages"]
         self._deliveries = db["store_deliveries"]
+        self._delivered = db["store_delivered"]
         self._intents = db["store_intents"]
         self._stamps = db["store_change_stamps"]
         self._user_cache: StampedCache[str, Doc | None] | None = (
             StampedCache(self._users_stamp, user_cache_seconds) if user_cache_seconds > 0 else None
         )
         self._delivery_inserts = InsertBatcher(self._deliveries)
-        # Multi-statement update commands (a group's records marked done, blob completions).
+        self._outcome_inserts = InsertBatcher(self._delivered)
+        # Multi-statement update commands (blob completions).
         self._update_slots = UpdateSlots()
         self._locks = KeyedLocks()
         self._groups = Groups()
@@ -138,6 +142,10 @@ class MongoBase(StoreRepository):
         # The janitor's queries (mongodb/leftovers.py).
         await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
         await self._deliveries.create_index([("created_at", ASCENDING)])
+        # Read and deleted by _id only (no index of its own): created now all the same, so
+        # that the operator's GIN script (pg_indexes.py), run after the first start, covers it.
+        with contextlib.suppress(CollectionInvalid):
+            await self._delivered.database.create_collection(self._delivered.name)
         await self._intents.create_index([("lease_until", ASCENDING)])
         await self._quota_gate.create_indexes()
         await self.blobs.create_indexes()

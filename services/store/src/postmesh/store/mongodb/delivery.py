@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 from bson import ObjectId
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
@@ -29,7 +29,6 @@ from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageI
 from postmesh.store.mongodb import search_filter
 from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
-from postmesh.store.mongodb.coalesce import MAX_UPDATE_STATEMENTS
 from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.mailboxes import MongoMailboxes
@@ -48,6 +47,23 @@ def delivery_mark(delivery_id: str) -> str:
     return "d" + delivery_id
 
 
+class Redelivered(Exception):
+    """A delivery's record was there already: not a first attempt (``_deliver``)."""
+
+
+@dataclass(eq=False)
+class Pending:
+    """A delivery queued for its mailbox's writer: its record, the content (None: the blob is
+    stored already) and its parsed index; ``admitted`` once its record is inserted (by this
+    attempt), ``referenced`` once its blob step is done."""
+
+    record: Doc
+    source: BlobSource | None
+    index: MessageIndex
+    admitted: bool = False
+    referenced: bool = False
+
+
 class MongoDelivery(MongoMailboxes):
     async def _deliver(
         self, delivery: Delivery, source: BlobSource | None, index: MessageIndex | None
@@ -60,17 +76,21 @@ class MongoDelivery(MongoMailboxes):
            first: a first attempt, by far the most common, learns it is one from the insert,
            one command instead of two. Then, under a limit, the message's usage is reserved
            under the delivery key (``reservations.py``) and the reservation dropped after
-           step 3; a first attempt refused by its quota deletes its record again;
+           step 3; a first attempt refused by its quota deletes its record again. Without a
+           limit, the record is inserted by the mailbox's writer with step 2a, together with
+           the records of its group (a redelivery is handed back to take this step's path);
         2. if the message document does not exist yet (looked up only by a retry: a first
            attempt cannot have written it):
-           a. take the blob reference (ref _id = delivery key: held at most once) and store
-              the parsed index with the blob;
-           b. under the mailbox lock, together with the other deliveries waiting for it
-              (``grouping.py``): allocate UIDs and MODSEQs with one $inc, marked pending per
-              delivery (a crash before the insert burns them, which RFC 9051 allows);
+           a. by the mailbox's writer, together with the other deliveries queued for it
+              (``grouping.py``): take the blob reference (ref _id = delivery key: held at
+              most once) and store the parsed index with the blob;
+           b. then under the mailbox lock: allocate UIDs and MODSEQs with one $inc, marked
+              pending per delivery (a crash before the insert burns them, which RFC 9051
+              allows);
            c. insert the messages with _id = delivery key (a duplicate means it exists), then
               clear the marks;
-        3. mark the delivery done (the group's records in one command).
+        3. record the delivery done with its UID (an outcome document, the group's in one
+           command).
         """
         assert delivery.blob_id is not None
         blob_id = delivery.blob_id
@@ -80,15 +100,33 @@ class MongoDelivery(MongoMailboxes):
         except StoreError:
             # A redelivery of a done delivery answers as before, even when its blob, mailbox
             # or user has gone since (the record outlives them).
-            earlier = await self._deliveries.find_one({"_id": did})
+            earlier = await self._with_outcome(await self._deliveries.find_one({"_id": did}))
             if earlier is not None and earlier["state"] == DONE:
                 return self._result(earlier, duplicate=True, created=False)
             raise
         assert index is not None  # _prepare refuses a delivery without one
-        duplicate = not await self._delivery_inserts.insert(record)
+        pending = Pending(record, source, index)
+        # A content of several chunks takes its blob step itself (below), so that its chunk
+        # writes never hold back a group of small messages.
+        chunked = source is not None and source.chunks > 1
+        if self._unlimited(user_doc) and not chunked:
+            # No quota to reserve between the record and the blob step: the mailbox's writer
+            # inserts the record with its group's (one command for the group, ADR 67), and
+            # hands a redelivery back to take the path below.
+            try:
+                record, created = await self._write_current(pending)
+            except Redelivered:
+                duplicate = True
+            else:
+                return self._result(
+                    record, duplicate=False, created=created, created_mailboxes=created_mailboxes
+                )
+        else:
+            duplicate = not await self._delivery_inserts.insert(record)
+            pending.admitted = True
         if duplicate:
             created_mailboxes = []
-            found = await self._deliveries.find_one({"_id": did})
+            found = await self._with_outcome(await self._deliveries.find_one({"_id": did}))
             if found is None:
                 raise Unavailable("delivery record vanished; retry")
             record = found
@@ -119,8 +157,10 @@ class MongoDelivery(MongoMailboxes):
                     # (a crash in between leaves the pending record to the janitor).
                     await self._deliveries.delete_one({"_id": did, "state": PENDING})
                 raise
-            await self._step_reference_blob(record, source, index)
-            record, created = await self._write_current(record)
+            pending.record, pending.admitted = record, True
+            if chunked:
+                await self._step_reference_blob(pending)
+            record, created = await self._write_current(pending)
         else:
             record = {**record, "uid": written["uid"], "modseq": written["modseq"]}
             # The attempt that wrote the message died before clearing its pending mark: cleared
@@ -133,6 +173,12 @@ class MongoDelivery(MongoMailboxes):
             await self._drop_reservation(did)
         return self._result(
             record, duplicate=duplicate, created=created, created_mailboxes=created_mailboxes
+        )
+
+    def _unlimited(self, user_doc: Doc | None) -> bool:
+        """Whether a Deliver for the user, as its document was read, reserves no quota."""
+        return bool(user_doc and user_doc.get("provisioned")) and not any(
+            self._limits(user_doc or {})
         )
 
     async def _prepare(
@@ -181,28 +227,30 @@ class MongoDelivery(MongoMailboxes):
         }  # fmt: skip
         return record, user_doc, created_mailboxes
 
-    async def _write_current(self, record: Doc) -> tuple[Doc, bool]:
+    async def _write_current(self, pending: Pending) -> tuple[Doc, bool]:
         """:meth:`_write_grouped`, once more if the mailbox the record names was refused (read
         before a rename, a DELETE or a \\Noselect elsewhere, or by a crashed attempt): read
         again by name, it is still there (NotFound or FailedPrecondition if not), and the
-        record follows it. Nothing of the refused attempt was written but its marks."""
+        record follows it. Nothing of the refused attempt was written but its marks (and its
+        blob reference, which the second attempt holds already)."""
         try:
-            return await self._write_grouped(record)
+            return await self._write_grouped(pending)
         except NotFound:
+            record = pending.record
             self._delivery_boxes.pop((record["user"], record["mailbox"]))
             box = await self._mailbox_doc(record["user"], record["mailbox"])
         moved = {"mailbox_id": box["_id"], "uidvalidity": box["uidvalidity"]}
         await self._deliveries.update_one({"_id": record["_id"], "state": PENDING}, {"$set": moved})
-        return await self._write_grouped({**record, **moved})
+        pending.record = {**record, **moved}
+        return await self._write_grouped(pending)
 
-    async def _write_grouped(self, record: Doc) -> tuple[Doc, bool]:
-        """Allocation and insert under the mailbox lock, so UIDs become visible in ascending
-        order (a client told UIDNEXT=n must never later see a UID below n appear), together
-        with every delivery queued for the same mailbox meanwhile, by the mailbox's writer
-        (``grouping.py``), which then marks the group's records done. Each is answered once its
-        marks are cleared and its record is done, as a lone delivery was."""
-        mailbox_id = record["mailbox_id"]
-        waiter = self._groups.join(mailbox_id, record)
+    async def _write_grouped(self, pending: Pending) -> tuple[Doc, bool]:
+        """Record (if not inserted yet), blob reference, allocation and insert, together with
+        every delivery queued for the same mailbox meanwhile, by the mailbox's writer
+        (``grouping.py``), which then records the group's outcomes. Each is answered once its
+        marks are cleared and its outcome recorded, as a lone delivery was."""
+        mailbox_id = pending.record["mailbox_id"]
+        waiter = self._groups.join(mailbox_id, pending)
         self._groups.ensure_writer(mailbox_id, lambda: self._write_groups(mailbox_id))
         try:
             mine: tuple[Doc, bool] = await asyncio.shield(waiter.future)
@@ -216,30 +264,63 @@ class MongoDelivery(MongoMailboxes):
 
     async def _write_groups(self, mailbox_id: ObjectId) -> None:
         """The mailbox's writer: groups of the queued deliveries, one after the other, until
-        none is queued. A failed group fails its own deliveries only."""
+        none is queued. A delivery whose blob step fails fails alone; a failed allocation or
+        insert fails its group's deliveries only.
+
+        Each delivery's steps keep their order (record -> reference -> blob -> index ->
+        allocation -> message -> outcome), but a group takes each step together: the group's
+        records are one ``insert`` command, its blob references another, its blobs and its
+        indexes one each (``coalesce.py`` sends what is queued at once together), where each
+        Delivery taking these steps on its own met only the few others that happened to be at
+        the same step (ADR 67). Taken
+        between two holds of the mailbox lock: the group is what queued until the writer got
+        the lock (as before), but a blob step needs no lock, so an Append or STORE waits for
+        the allocation and insert only."""
         while True:
             group: list[Waiter] = []
+            ready: list[Waiter] = []
             written: list[tuple[Doc, bool]] = []
             try:
-                async with self._mailbox_writes(mailbox_id):
+                async with self._locks.hold(mailbox_id):
                     group = self._groups.next_group(mailbox_id)
-                    if not group:
-                        return
-                    written = await self._step_insert_messages(
-                        await self._step_allocate([w.item for w in group])
-                    )
-                # Outside the lock: the next group's allocation need not wait for it.
-                await self._step_mark_done([r for r, _ in written])
+                if not group:
+                    return
+                ready = await self._step_reference_blobs(group)
+                if ready:
+                    async with self._mailbox_writes(mailbox_id):
+                        written = await self._step_insert_messages(
+                            await self._step_allocate([w.item.record for w in ready])
+                        )
+                    # Outside the lock: an Append or STORE need not wait for it.
+                    await self._step_mark_done([r for r, _ in written])
             except asyncio.CancelledError as e:
                 for w in group + self._groups.writer_gone(mailbox_id):
                     w.fail(e)
                 raise
             except Exception as e:
-                for w in group:
+                for w in group:  # those failed already keep their own error
                     w.fail(e)
                 continue
-            for w, outcome in zip(group, written, strict=True):
+            for w, outcome in zip(ready, written, strict=True):
                 w.settle(outcome)
+
+    async def _step_reference_blobs(self, group: list[Waiter]) -> list[Waiter]:
+        """Steps 1 (for a delivery whose caller left its record to the writer) and 2a for
+        each delivery of a group, all at once (so their inserts share commands); those whose
+        step failed (or that turn out to be redeliveries) are failed here, the others
+        returned."""
+        todo = [w for w in group if not w.item.referenced]
+        outcomes = await asyncio.gather(
+            *(self._step_admit_and_reference(w.item) for w in todo), return_exceptions=True
+        )
+        failed: set[int] = set()
+        for w, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                w.fail(outcome)
+                failed.add(id(w))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return [w for w in group if id(w) not in failed]
 
     @staticmethod
     def _result(
@@ -251,11 +332,18 @@ class MongoDelivery(MongoMailboxes):
             created_mailboxes=tuple(created_mailboxes or ()),
         )  # fmt: skip
 
-    async def _step_reference_blob(
-        self, record: Doc, source: BlobSource | None, index: MessageIndex
-    ) -> None:
-        await self.blobs.acquire(record["_id"], record["blob_id"], source)
-        await self.blobs.put_index(record["blob_id"], index)
+    async def _step_admit_and_reference(self, pending: Pending) -> None:
+        if not pending.admitted:
+            if not await self._delivery_inserts.insert(pending.record):
+                raise Redelivered(pending.record["_id"])
+            pending.admitted = True
+        await self._step_reference_blob(pending)
+
+    async def _step_reference_blob(self, pending: Pending) -> None:
+        record = pending.record
+        await self.blobs.acquire(record["_id"], record["blob_id"], pending.source)
+        await self.blobs.put_index(record["blob_id"], pending.index)
+        pending.referenced = True
 
     async def _step_allocate(self, records: list[Doc]) -> list[Doc]:
         """Take a UID and a MODSEQ for each delivery of a group, in one update (caller holds the
@@ -314,19 +402,28 @@ class MongoDelivery(MongoMailboxes):
 
     async def _step_mark_done(self, records: list[Doc]) -> None:
         """Done, with the UID each message got: what a repeated Deliver answers from then on.
-        A group's records in one command (one update statement each) of at most
-        MAX_UPDATE_STATEMENTS, within the repository's slots (``coalesce.py``)."""
-        updates = [
-            UpdateOne(
-                {"_id": r["_id"]},
-                {"$set": {"state": DONE, "uid": r["uid"], "modseq": r["modseq"]}},
-            )
+        Recorded as an outcome document per delivery (``_id`` = delivery key, inserted: a
+        duplicate means an earlier attempt recorded it), the group's in one ``insert``
+        command. Not an update of the record: FerretDB 1.24 runs each statement of an
+        ``update`` as a read and a transaction of its own, which made marking done the most
+        expensive write of a Deliver (ADR 67)."""
+        outcomes = [
+            {
+                "_id": r["_id"], "uid": r["uid"], "modseq": r["modseq"],
+                "uidvalidity": r["uidvalidity"], "mailbox": r["mailbox"],
+                "created_at": time.time(),
+            }
             for r in records
-        ]
-        for start in range(0, len(updates), MAX_UPDATE_STATEMENTS):
-            part = updates[start : start + MAX_UPDATE_STATEMENTS]
-            async with self._update_slots.hold(len(part)):
-                await self._deliveries.bulk_write(part, ordered=False)
+        ]  # fmt: skip
+        await asyncio.gather(*(self._outcome_inserts.insert(o) for o in outcomes))
+
+    async def _with_outcome(self, record: Doc | None) -> Doc | None:
+        """A delivery record as done, with its message's UID, if its outcome was recorded
+        (or the record itself says so: marked done in place before ADR 67)."""
+        if record is None or record["state"] == DONE:
+            return record
+        outcome = await self._delivered.find_one({"_id": record["_id"]})
+        return record if outcome is None else {**record, **outcome, "state": DONE}
 
     # -- append ------------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class MongoLeftovers(MongoMessages, Leftovers):
         count = {
             "blobs": self.blobs.blobs, "chunks": self.blobs.chunks, "indexes": self.blobs.index,
             "references": self.blobs.refs, "deliveries": self._deliveries,
-            "intents": self._intents,
+            "delivered": self._delivered, "intents": self._intents,
         }  # fmt: skip
         out = {name: await coll.count_documents({}) for name, coll in count.items()}
         out["messages"] = await self._messages.count_documents({"expunged": False})
@@ -117,7 +117,11 @@ class MongoLeftovers(MongoMessages, Leftovers):
             if doc.get("state") != DONE and not await self._messages.find_one(
                 {"_id": doc["_id"]}, {"_id": 1}
             ):
+                # Not done, or done and its message gone since (with its reference): either
+                # way the reference of this id is not a message's.
                 await self.blobs.release(doc["_id"], doc["blob_id"])
+            # Its outcome first: a crash in between leaves a record, found again next pass.
+            await self._delivered.delete_one({"_id": doc["_id"]})
             await self._deliveries.delete_one({"_id": doc["_id"]})
         return len(docs)
 

@@ -38,6 +38,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("store_messages", "uid"),
     ("store_messages", "user"),
     ("store_deliveries", "_id"),
+    ("store_delivered", "_id"),
     ("store_intents", "_id"),
     ("store_intents", "user"),
     ("store_quota_reservations", "_id"),
