@@ -269,3 +269,46 @@ async def test_pipelined_records_finish_out_of_order(tmp_path: Path, stop: str) 
         again = await collect(path, "g", 7)
         assert sorted(r.key for r in again) == sorted(["slow"] + [f"k{i}" for i in range(6)])
     await bus.stop()
+
+
+async def test_pipelined_window_stops_fetching_behind_a_stuck_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 66: behind a record that does not finish, at most the window (plus one fetch) of
+    records is started: what a crash would redeliver stays bounded."""
+    from postmesh.common.bus import base, sqlite
+
+    monkeypatch.setattr(base, "WINDOW", 3)
+    monkeypatch.setattr(sqlite, "BATCH", 2)
+    path = tmp_path / "bus.sqlite3"
+    bus = SqliteBus(path)
+    await bus.start()
+    await bus.publish("t", "stuck", b"")
+    stuck, started = asyncio.Event(), asyncio.Event()
+    got: list[str] = []
+
+    async def handler(r: BusRecord) -> None:
+        if r.key == "stuck":
+            started.set()
+            await stuck.wait()
+        got.append(r.key)
+
+    consumer = SqliteBus(path)
+    await consumer.start()
+    task = asyncio.create_task(consumer.consume(["t"], "g", handler, concurrency=8))
+    await asyncio.wait_for(started.wait(), 10)
+    for i in range(10):
+        await bus.publish("t", f"k{i}", b"")
+    await asyncio.sleep(0.5)  # ten polls
+    assert got == ["k0", "k1"]  # "stuck", k0, k1: the window is full
+    stuck.set()
+    async with asyncio.timeout(10):
+        while len(got) < 11:  # noqa: ASYNC110 (polling the handler's list)
+            await asyncio.sleep(0.01)
+    assert sorted(got) == sorted(["stuck"] + [f"k{i}" for i in range(10)])
+    await consumer.stop()
+    await asyncio.wait_for(task, 10)
+    with contextlib.closing(sqlite3.connect(path)) as c:
+        [(last,)] = c.execute("SELECT MAX(seq) FROM records").fetchall()
+    assert committed(path, "g", "t") == last
+    await bus.stop()

@@ -220,13 +220,13 @@ class Pipeline(Generic[P]):
         concurrency: int,
         commit: Commit[P],
         *,
-        window: int = WINDOW,
+        window: int | None = None,
         commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
         self.handler = handler
         self.stopping = stopping
         self.concurrency = concurrency
-        self.tracker: CommitTracker[P] = CommitTracker(window)
+        self.tracker: CommitTracker[P] = CommitTracker(WINDOW if window is None else window)
         self._commit_fn = commit
         self._commit_interval = commit_interval
         self._queue: deque[tuple[P, BusRecord]] = deque()  # fetched, not started

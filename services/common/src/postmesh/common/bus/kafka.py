@@ -250,7 +250,7 @@ class KafkaBus(Bus):
         pipe: Pipeline[TopicPartition] = Pipeline(handler, self._stopping, concurrency, commit)
         assigned.release = pipe.release
         lag_reported = 0.0
-        cancelled = True
+        stopped = False
         try:
             while await pipe.hungry():
                 self._pause_full(consumer, pipe)
@@ -264,10 +264,11 @@ class KafkaBus(Bus):
                 if now - lag_reported >= 1.0:
                     await self._report_lag(consumer, group, pipe)
                     lag_reported = now
-            cancelled = False
+            stopped = True
         finally:
             assigned.release = None
-            await pipe.close(cancel=cancelled)
+            # Cancelled or failed: the records in hand are cancelled, not awaited.
+            await pipe.close(cancel=not stopped)
 
     @staticmethod
     def _pause_full(consumer: AIOKafkaConsumer, pipe: Pipeline[TopicPartition]) -> None:

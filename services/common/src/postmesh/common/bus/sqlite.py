@@ -287,7 +287,7 @@ class SqliteBus(Bus):
 
         pipe: Pipeline[str] = Pipeline(handler, self._stopping, concurrency, commit)
         lag_reported = 0.0
-        cancelled = True
+        stopped = False
         try:
             while await pipe.hungry():
                 got_any = False
@@ -311,9 +311,10 @@ class SqliteBus(Bus):
                     lag_reported = now
                 if not got_any:
                     await asyncio.sleep(POLL_SECONDS)
-            cancelled = False
+            stopped = True
         finally:
-            await pipe.close(cancel=cancelled)
+            # Cancelled or failed: the records in hand are cancelled, not awaited.
+            await pipe.close(cancel=not stopped)
 
     @staticmethod
     async def _report_lag(
