@@ -125,3 +125,43 @@ async def test_rebalance_hands_over_in_flight_records_without_redoing_them(
     assert by["a"] and by["b"]  # the second consumer did take partitions over
     ends = await committed(servers, group)
     assert sum(ends.values()) == n  # every partition committed to its end
+
+
+async def test_a_full_window_pauses_only_its_partition(
+    kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a record that does not finish, its partition is paused once the window (plus
+    the fetch in hand) is started; it resumes when the record is handled."""
+    from postmesh.common.bus import base
+
+    monkeypatch.setattr(base, "WINDOW", 3)
+    tag = uuid.uuid4().hex[:8]
+    servers = kafka_broker.bootstrap_servers
+    bus = KafkaBus(servers, "t", create_topics=topics.ALL, topic_prefix=f"win-{tag}.")
+    await bus.start()
+    stuck, started = asyncio.Event(), asyncio.Event()
+    got: list[str] = []
+
+    async def handler(r: BusRecord) -> None:
+        if r.value == b"stuck":
+            started.set()
+            await stuck.wait()
+        got.append(r.value.decode())
+
+    await bus.publish(topics.INBOUND, "k", b"stuck")
+    task = asyncio.create_task(bus.consume([topics.INBOUND], f"g-{tag}", handler, concurrency=8))
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        n = 250  # more than a fetch (100) plus the window
+        for i in range(n):
+            await bus.publish(topics.INBOUND, "k", f"r{i}".encode())
+        await asyncio.sleep(3)
+        held = len(got)
+        assert 0 < held <= 3 + 100  # the window and at most one fetch; not all 250
+        stuck.set()
+        await until_count(got, n + 1)
+        assert sorted(got) == sorted(["stuck"] + [f"r{i}" for i in range(n)])
+    finally:
+        stuck.set()
+        await bus.stop()
+        await asyncio.gather(task, return_exceptions=True)
