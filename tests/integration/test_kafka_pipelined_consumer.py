@@ -127,7 +127,7 @@ async def test_rebalance_hands_over_in_flight_records_without_redoing_them(
     assert sum(ends.values()) == n  # every partition committed to its end
 
 
-async def test_a_full_window_pauses_only_its_partition(
+async def test_a_full_window_pauses_its_partition(
     kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Behind a record that does not finish, its partition is paused once the window (plus
