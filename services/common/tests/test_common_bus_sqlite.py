@@ -212,3 +212,103 @@ async def test_records_published_after_the_consumer_started_are_never_seen(
     assert [(r.key, r.maybe_seen) for r in got] == [("old", True), ("new", False)]
     # A record made by hand (a test, a replay) is taken as possibly seen.
     assert BusRecord(topic, "k", b"", 0, 1).maybe_seen
+
+
+def committed(path: Path, group: str, topic: str) -> int | None:
+    with contextlib.closing(sqlite3.connect(path)) as c:
+        row = c.execute(
+            "SELECT seq FROM group_offsets WHERE grp = ? AND topic = ?", (group, topic)
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+@pytest.mark.parametrize("stop", ["graceful", "cancel"])
+async def test_pipelined_records_finish_out_of_order(tmp_path: Path, stop: str) -> None:
+    """ADR 66: while one record is slow, records published after it was fetched are handled
+    (no batch waits for its slowest record); the group's position stays before the slow one
+    until it is handled. Stopped gracefully, the slow one finishes and everything is
+    committed; cancelled (a crash), everything from the slow one on comes again."""
+    path = tmp_path / "bus.sqlite3"
+    bus = SqliteBus(path)
+    await bus.start()
+    await bus.publish("t", "slow", b"")
+    slow = asyncio.Event()
+    got: list[str] = []
+
+    async def handler(r: BusRecord) -> None:
+        if r.key == "slow":
+            await slow.wait()
+        got.append(r.key)
+
+    consumer = SqliteBus(path)
+    await consumer.start()
+    task = asyncio.create_task(consumer.consume(["t"], "g", handler, concurrency=4))
+    await asyncio.sleep(0.2)  # "slow" is in flight
+    for i in range(6):
+        await bus.publish("t", f"k{i}", b"")
+    async with asyncio.timeout(10):
+        while len(got) < 6:  # noqa: ASYNC110 (polling the handler's list)
+            await asyncio.sleep(0.01)
+    assert got == [f"k{i}" for i in range(6)]
+    await asyncio.sleep(0.2)  # past the commit interval
+    assert committed(path, "g", "t") is None  # nothing before "slow" to commit
+    if stop == "graceful":
+        await consumer.stop()
+        slow.set()
+        await asyncio.wait_for(task, 10)
+        assert got[-1] == "slow"
+        await bus.publish("t", "next", b"")
+        again = await collect(path, "g", 1)
+        assert [r.key for r in again] == ["next"]  # nothing handled comes again
+    else:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+        assert committed(path, "g", "t") is None
+        again = await collect(path, "g", 7)
+        assert sorted(r.key for r in again) == sorted(["slow"] + [f"k{i}" for i in range(6)])
+    await bus.stop()
+
+
+async def test_pipelined_window_stops_fetching_behind_a_stuck_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 66: behind a record that does not finish, at most the window (plus one fetch) of
+    records is started: what a crash would redeliver stays bounded."""
+    from postmesh.common.bus import base, sqlite
+
+    monkeypatch.setattr(base, "WINDOW", 3)
+    monkeypatch.setattr(sqlite, "BATCH", 2)
+    path = tmp_path / "bus.sqlite3"
+    bus = SqliteBus(path)
+    await bus.start()
+    await bus.publish("t", "stuck", b"")
+    stuck, started = asyncio.Event(), asyncio.Event()
+    got: list[str] = []
+
+    async def handler(r: BusRecord) -> None:
+        if r.key == "stuck":
+            started.set()
+            await stuck.wait()
+        got.append(r.key)
+
+    consumer = SqliteBus(path)
+    await consumer.start()
+    task = asyncio.create_task(consumer.consume(["t"], "g", handler, concurrency=8))
+    await asyncio.wait_for(started.wait(), 10)
+    for i in range(10):
+        await bus.publish("t", f"k{i}", b"")
+    await asyncio.sleep(0.5)  # ten polls
+    assert got == ["k0", "k1"]  # "stuck", k0, k1: the window is full
+    stuck.set()
+    async with asyncio.timeout(10):
+        while len(got) < 11:  # noqa: ASYNC110 (polling the handler's list)
+            await asyncio.sleep(0.01)
+    assert sorted(got) == sorted(["stuck"] + [f"k{i}" for i in range(10)])
+    await consumer.stop()
+    await asyncio.wait_for(task, 10)
+    with contextlib.closing(sqlite3.connect(path)) as c:
+        [(last,)] = c.execute("SELECT MAX(seq) FROM records").fetchall()
+    assert committed(path, "g", "t") == last
+    await bus.stop()

@@ -30,10 +30,12 @@ class DeliverySettings(AdminTokenSettings):
     ops_port: int = Field(default=9104, ge=0, le=65535)
     # Kafka consumer group: all delivery replicas share it, so partitions are split among them.
     delivery_group: str = "postmesh-delivery"
-    # Inbound records handled at once per fetched batch (each recipient's Deliver is
-    # idempotent and records are independent, so order does not matter). The store writes
-    # the Delivers into one mailbox that meet at its lock as one group (ADR 35), so more at
-    # once means fewer database commands per message (ADR 55); a record is at most 1 MiB.
+    # Inbound records handled at once: a new one starts as soon as one finishes, and each
+    # partition's offset is committed up to its handled prefix (ADR 66); each recipient's
+    # Deliver is idempotent and records are independent, so order does not matter. The
+    # store writes the Delivers into one mailbox that meet at its lock as one group (ADR 35),
+    # so more at once means fewer database commands per message (ADR 55); a record is at
+    # most 1 MiB.
     delivery_concurrency: int = Field(default=32, ge=1, le=256)
 
     # Port of remote MX hosts (25; another only for tests or a smarthost set up so).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -17,7 +17,14 @@ from aiokafka import (
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
+from postmesh.common.bus.base import (
+    CONSUMER_LAG,
+    Bus,
+    BusRecord,
+    Handler,
+    Pipeline,
+    handle_in_order,
+)
 from postmesh.common.bus.kafka_security import KafkaSecurity
 from postmesh.common.logging import get_logger
 from postmesh.common.service import StartupError
@@ -193,45 +200,103 @@ class KafkaBus(Bus):
             consumer.subscribe(names, listener=assigned)
         await consumer.start()
         try:
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=100)
-                parts = [
-                    (tp, [self._record(r, assigned.new_from) for r in rs])
-                    for tp, rs in batches.items()
-                    if rs
-                ]
-                if concurrency > 1:
-                    # Independent records: the partitions' batches share the slots, so the last
-                    # slow records of one partition do not hold the others' back.
-                    slots = asyncio.Semaphore(concurrency)
-                    done = await asyncio.gather(
-                        *(
-                            handle_batch(handler, recs, self._stopping, concurrency, slots)
-                            for _, recs in parts
-                        )
-                    )
-                    handled = {
-                        tp: recs[-1].offset + 1
-                        for (tp, recs), ok in zip(parts, done, strict=True)
-                        if ok
-                    }
-                    if group is not None and handled:
-                        await consumer.commit(handled)
-                    if not all(done):
-                        return
-                else:
-                    for tp, recs in parts:
-                        if not await handle_batch(handler, recs, self._stopping, concurrency):
-                            return
-                        if group is not None:
-                            await consumer.commit({tp: recs[-1].offset + 1})
-                for tp in consumer.assignment():
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None:
-                        lag = max(0, highwater - await consumer.position(tp))
-                        CONSUMER_LAG.labels(group or "", tp.topic, str(tp.partition)).set(lag)
+            if concurrency > 1:
+                await self._pipelined(consumer, group, handler, concurrency, assigned)
+            else:
+                await self._in_order(consumer, group, handler, assigned)
         finally:
             await consumer.stop()
+
+    async def _in_order(
+        self,
+        consumer: AIOKafkaConsumer,
+        group: str | None,
+        handler: Handler,
+        assigned: _NewFrom,
+    ) -> None:
+        """Ordered streams: each partition's batch in order, committed after it."""
+        while not self._stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            for tp, rs in batches.items():
+                recs = [self._record(r, assigned.new_from) for r in rs]
+                if not recs:
+                    continue
+                if not await handle_in_order(handler, recs, self._stopping):
+                    return
+                if group is not None:
+                    await consumer.commit({tp: recs[-1].offset + 1})
+            await self._report_lag(consumer, group, None)
+
+    async def _pipelined(
+        self,
+        consumer: AIOKafkaConsumer,
+        group: str | None,
+        handler: Handler,
+        concurrency: int,
+        assigned: _NewFrom,
+    ) -> None:
+        """Independent records (ADR 66): started as fetched while slots are free; each
+        partition committed up to its contiguous prefix of handled records."""
+
+        async def commit(points: dict[TopicPartition, int]) -> None:
+            if group is None:
+                return
+            # A partition that left meanwhile was committed by its revocation.
+            owned = consumer.assignment()
+            offsets = {tp: off + 1 for tp, off in points.items() if tp in owned}
+            if offsets:
+                await consumer.commit(offsets)
+
+        pipe: Pipeline[TopicPartition] = Pipeline(handler, self._stopping, concurrency, commit)
+        assigned.release = pipe.release
+        lag_reported = 0.0
+        stopped = False
+        try:
+            while await pipe.hungry():
+                self._pause_full(consumer, pipe)
+                batches = await consumer.getmany(timeout_ms=500, max_records=100)
+                for tp, rs in batches.items():
+                    # Records of a partition being revoked (their fetch raced the revocation)
+                    # are not started: the new owner reads them from the committed position.
+                    if rs and (group is None or tp in assigned.owned):
+                        pipe.feed(tp, [self._record(r, assigned.new_from) for r in rs])
+                now = asyncio.get_running_loop().time()
+                if now - lag_reported >= 1.0:
+                    await self._report_lag(consumer, group, pipe)
+                    lag_reported = now
+            stopped = True
+        finally:
+            assigned.release = None
+            # Cancelled or failed: the records in hand are cancelled, not awaited.
+            await pipe.close(cancel=not stopped)
+
+    @staticmethod
+    def _pause_full(consumer: AIOKafkaConsumer, pipe: Pipeline[TopicPartition]) -> None:
+        """A partition whose uncommitted window is full (a record keeps failing) is not
+        fetched from until the record is handled; the others go on."""
+        paused = consumer.paused()
+        for tp in consumer.assignment():
+            if pipe.full(tp):
+                if tp not in paused:
+                    consumer.pause(tp)
+            elif tp in paused:
+                consumer.resume(tp)
+
+    @staticmethod
+    async def _report_lag(
+        consumer: AIOKafkaConsumer, group: str | None, pipe: Pipeline[TopicPartition] | None
+    ) -> None:
+        """Records published and not yet handled: from the oldest one in hand, or else the
+        fetch position."""
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            oldest = pipe.first_pending(tp) if pipe is not None else None
+            handled = oldest if oldest is not None else await consumer.position(tp)
+            CONSUMER_LAG.labels(group or "", tp.topic, str(tp.partition)).set(
+                max(0, highwater - handled)
+            )
 
     async def ready(self) -> bool:
         if self._producer is None:
@@ -254,12 +319,23 @@ class _NewFrom(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self.consumer = consumer
         self.new_from: dict[TopicPartition, int] = {}
+        # The partitions held between an assignment and its revocation.
+        self.owned: set[TopicPartition] = set()
+        # A pipelined consumer's hand-over (ADR 66): records not started are dropped, the
+        # in-flight ones finish and their prefix is committed before the partitions go, so
+        # the new owner does not redo handled records. aiokafka awaits this callback before
+        # rejoining the group.
+        self.release: Callable[[Collection[TopicPartition]], Awaitable[None]] | None = None
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.owned.difference_update(revoked)
         for tp in revoked:
             self.new_from.pop(tp, None)
+        if self.release is not None and revoked:
+            await self.release(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.owned.update(assigned)
         for tp in assigned:
             self.new_from.pop(tp, None)
         if not assigned:

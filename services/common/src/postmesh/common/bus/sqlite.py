@@ -22,7 +22,14 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from postmesh.common import topics as known_topics
-from postmesh.common.bus.base import CONSUMER_LAG, Bus, BusRecord, Handler, handle_batch
+from postmesh.common.bus.base import (
+    CONSUMER_LAG,
+    Bus,
+    BusRecord,
+    Handler,
+    Pipeline,
+    handle_in_order,
+)
 from postmesh.common.sqlite import SqliteConnection
 
 _SCHEMA = """
@@ -179,52 +186,135 @@ class SqliteBus(Bus):
                     )
             # Records up to here may have been handled before this consumer started (ADR 58).
             heads = {t: await readers[t].run(lambda c, t=t: self._head(c, t)) for t in topics}  # type: ignore[misc]
-            lag_reported = 0.0
-            while not self._stopping.is_set():
-                got_any = False
-                for topic in topics:
-                    rows = await readers[topic].run(
-                        lambda c, t=topic: c.execute(  # type: ignore[misc]
-                            "SELECT seq, key, value FROM records WHERE topic = ? AND seq > ? "
-                            "ORDER BY seq LIMIT ?",
-                            (t, positions[t], BATCH),
-                        ).fetchall()
-                    )
-                    if not rows:
-                        continue
-                    got_any = True
-                    head = heads[topic]
-                    recs = [
-                        BusRecord(topic, key, bytes(value), 0, seq, maybe_seen=seq <= head)
-                        for seq, key, value in rows
-                    ]
-                    if not await handle_batch(handler, recs, self._stopping, concurrency):
-                        return
-                    last = recs[-1].offset
-                    positions[topic] = last
-                    if group is not None:
-                        # On the publishing connection when there is one: the offset commit
-                        # then shares a COMMIT with this process's publishes instead of
-                        # waiting for their write lock.
-                        # Without the fsync (ADR 50): a position lost in a power cut
-                        # redelivers records already handled, which every consumer of a
-                        # group tolerates (at-least-once; delivery is idempotent).
-                        await (self._conn or conn).transaction(
-                            lambda c, t=topic, q=last: self._commit(c, group, t, q),  # type: ignore[misc]
-                            durable=False,
-                        )
-                now = asyncio.get_running_loop().time()
-                if now - lag_reported >= 1.0:
-                    await self._report_lag(readers, topics, group, positions)
-                    lag_reported = now
-                if not got_any:
-                    await asyncio.sleep(POLL_SECONDS)
+            if concurrency > 1:
+                await self._pipelined(
+                    conn, readers, topics, group, handler, concurrency, positions, heads
+                )
+            else:
+                await self._in_order(conn, readers, topics, group, handler, positions, heads)
         finally:
             for reader in {id(r): r for r in readers.values()}.values():
                 if reader.is_open:
                     await reader.close()
             if conn.is_open:
                 await conn.close()
+
+    async def _fetch(
+        self, reader: SqliteConnection, topic: str, after: int, limit: int, head: int
+    ) -> list[BusRecord]:
+        rows = await reader.run(
+            lambda c: c.execute(
+                "SELECT seq, key, value FROM records WHERE topic = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (topic, after, limit),
+            ).fetchall()
+        )
+        # Records up to ``head`` may have been handled before this consumer started (ADR 58).
+        return [
+            BusRecord(topic, key, bytes(value), 0, seq, maybe_seen=seq <= head)
+            for seq, key, value in rows
+        ]
+
+    async def _commit_positions(
+        self, conn: SqliteConnection, group: str, points: dict[str, int]
+    ) -> None:
+        # On the publishing connection when there is one: the offset commit then shares a
+        # COMMIT with this process's publishes instead of waiting for their write lock.
+        # Without the fsync (ADR 50): a position lost in a power cut redelivers records
+        # already handled, which every consumer of a group tolerates (at-least-once;
+        # delivery is idempotent).
+        def write(c: sqlite3.Connection) -> None:
+            for topic, seq in points.items():
+                self._commit(c, group, topic, seq)
+
+        publisher = self._conn
+        # The bus's stop closes the publishing connection while the last commit may be due.
+        await (publisher if publisher is not None and publisher.is_open else conn).transaction(
+            write, durable=False
+        )
+
+    async def _in_order(
+        self,
+        conn: SqliteConnection,
+        readers: dict[str, SqliteConnection],
+        topics: Sequence[str],
+        group: str | None,
+        handler: Handler,
+        positions: dict[str, int],
+        heads: dict[str, int],
+    ) -> None:
+        """Ordered streams: a batch of each topic in order, committed after it."""
+        lag_reported = 0.0
+        while not self._stopping.is_set():
+            got_any = False
+            for topic in topics:
+                recs = await self._fetch(
+                    readers[topic], topic, positions[topic], BATCH, heads[topic]
+                )
+                if not recs:
+                    continue
+                got_any = True
+                if not await handle_in_order(handler, recs, self._stopping):
+                    return
+                positions[topic] = recs[-1].offset
+                if group is not None:
+                    await self._commit_positions(conn, group, {topic: positions[topic]})
+            now = asyncio.get_running_loop().time()
+            if now - lag_reported >= 1.0:
+                await self._report_lag(readers, topics, group, positions)
+                lag_reported = now
+            if not got_any:
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def _pipelined(
+        self,
+        conn: SqliteConnection,
+        readers: dict[str, SqliteConnection],
+        topics: Sequence[str],
+        group: str | None,
+        handler: Handler,
+        concurrency: int,
+        positions: dict[str, int],
+        heads: dict[str, int],
+    ) -> None:
+        """Independent records (ADR 66): fetched while slots are free and started at once;
+        each topic committed up to its contiguous prefix of handled records. ``positions``
+        is the fetch position here."""
+
+        async def commit(points: dict[str, int]) -> None:
+            if group is not None:
+                await self._commit_positions(conn, group, points)
+
+        pipe: Pipeline[str] = Pipeline(handler, self._stopping, concurrency, commit)
+        lag_reported = 0.0
+        stopped = False
+        try:
+            while await pipe.hungry():
+                got_any = False
+                for topic in topics:
+                    if pipe.full(topic):
+                        continue  # a record keeps failing: wait for it (window bound)
+                    recs = await self._fetch(
+                        readers[topic], topic, positions[topic], BATCH, heads[topic]
+                    )
+                    if recs:
+                        got_any = True
+                        positions[topic] = recs[-1].offset
+                        pipe.feed(topic, recs)
+                now = asyncio.get_running_loop().time()
+                if now - lag_reported >= 1.0:
+                    handled = {}
+                    for t in topics:
+                        oldest = pipe.first_pending(t)
+                        handled[t] = positions[t] if oldest is None else oldest - 1
+                    await self._report_lag(readers, topics, group, handled)
+                    lag_reported = now
+                if not got_any:
+                    await asyncio.sleep(POLL_SECONDS)
+            stopped = True
+        finally:
+            # Cancelled or failed: the records in hand are cancelled, not awaited.
+            await pipe.close(cancel=not stopped)
 
     @staticmethod
     async def _report_lag(
