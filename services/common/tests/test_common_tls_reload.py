@@ -15,8 +15,9 @@ from cryptography import x509
 from postmesh.common.tls import CertificateFiles, ensure_dev_certificate, server_context
 
 
-async def _served_name(ctx: ssl.SSLContext) -> str:
-    """The CN of the certificate a real TLS handshake on loopback gets from ``ctx``."""
+async def _served_names(ctx: ssl.SSLContext, handshakes: int = 1) -> list[str]:
+    """The CN of the certificate each of ``handshakes`` real TLS handshakes on loopback gets
+    from a server on ``ctx``, one after the other."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
@@ -26,15 +27,21 @@ async def _served_name(ctx: ssl.SSLContext) -> str:
     client = ssl.create_default_context()
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
+    names = []
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        writer.close()
+        for _ in range(handshakes):
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.close()
+            names.append(x509.load_der_x509_certificate(der).subject.rfc4514_string())
     finally:
         server.close()
         await server.wait_closed()
-    cert = x509.load_der_x509_certificate(der)
-    return str(cert.subject.rfc4514_string())
+    return names
+
+
+async def _served_name(ctx: ssl.SSLContext) -> str:
+    return (await _served_names(ctx))[0]
 
 
 def _pair(tmp: Path, name: str) -> tuple[Path, Path]:
@@ -102,31 +109,10 @@ def test_handshakes_during_reloads_all_succeed(tmp_path: Path) -> None:
             _install(pairs[n % 2], live)
             files.reload_if_changed()
 
-    async def handshakes() -> set[str]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
-        port = server.sockets[0].getsockname()[1]
-        client = ssl.create_default_context()
-        client.check_hostname = False
-        client.verify_mode = ssl.CERT_NONE
-        names = set()
-        try:
-            for _ in range(150):
-                _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
-                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-                names.add(x509.load_der_x509_certificate(der).subject.rfc4514_string())
-                writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-        return names
-
     renewer = threading.Thread(target=renew)
     renewer.start()
     try:
-        names = asyncio.run(handshakes())
+        names = set(asyncio.run(_served_names(ctx, 150)))
     finally:
         stop.set()
         renewer.join()
