@@ -83,7 +83,8 @@ def send_and_wait(
     return lat, accept_s, e2e_s, imap_count(stack, user) - before
 
 
-def run(backend: str, messages: int, size: int, sessions: int, warmup: int = 0) -> None:
+def run(backend: str, messages: int, size: int, sessions: int, warmup: int = 0) -> float:
+    """Prints the part's figures; returns the end-to-end rate (msg/s)."""
     with bench_stack(backend) as stack:
         user = f"bench-{size}@example.test"
         stack.ensure_user(user, PASSWORD)
@@ -145,6 +146,7 @@ def run(backend: str, messages: int, size: int, sessions: int, warmup: int = 0) 
         dt = time.perf_counter() - t0
         pop.quit()
         print(f"pop3 retr        {n / dt:8.1f} msg/s")
+    return delivered / e2e_s
 
 
 def main() -> None:
@@ -184,9 +186,18 @@ def main() -> None:
     args = ap.parse_args()
     backends = ["embedded", "distributed"] if args.backend == "both" else [args.backend]
     if args.part in ("system", "all"):
-        for backend in backends:
-            for size in (int(s) for s in args.sizes.split(",")):
-                run(backend, args.messages, size, args.sessions, args.warmup)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        e2e = {
+            (backend, size): run(backend, args.messages, size, args.sessions, args.warmup)
+            for backend in backends
+            for size in sizes
+        }
+        if len(backends) == 2:
+            # Issue 11's figure: the distributed path against the embedded default, same run.
+            print("\n== end to end, distributed / embedded (target: at least 0.5x)")
+            for size in sizes:
+                d, e = e2e[("distributed", size)], e2e[("embedded", size)]
+                print(f"{size // 1024:>4} KiB        {d:8.1f} / {e:.1f} msg/s = {d / e:.2f}x")
     if args.part in ("store", "all"):
         from tests.bench import store
 
