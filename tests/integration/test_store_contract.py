@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient, monitoring
 from postmesh.api.store.v1 import store_pb2
 from postmesh.store.contract_suite import StoreContract, content_of, message
 from postmesh.store.model import INBOX, DeliverResult, Delivery, FlagsMode
-from postmesh.store.mongodb import MongoStoreRepository, watermark
+from postmesh.store.mongodb import MongoStoreRepository, pg_indexes, watermark
 from postmesh.store.mongodb.blobs import COMPLETE, DELETING
 from postmesh.store.mongodb.delivery import delivery_key, delivery_mark
 from postmesh.store.search import HEADERS_VERSION
@@ -254,7 +254,10 @@ async def test_the_outcomes_collection_exists_from_the_start(
     after the store's first start, skips collections that do not exist (pg_indexes.py)."""
     names = await mongo_repo._delivered.database.list_collection_names()
     assert "store_delivered" in names
-    await mongo_repo.open()  # a second start finds it there
+    # So does every collection the script lists (store_blobs and store_blob_index were made
+    # only by their first insert, after the script had run, and missed their GIN indexes).
+    assert {c for c, _ in pg_indexes.FIELDS} <= set(names)
+    await mongo_repo.open()  # a second start finds them there
 
 
 async def test_a_record_marked_done_in_place_still_answers(

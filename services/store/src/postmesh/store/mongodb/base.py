@@ -41,7 +41,7 @@ from postmesh.store import quota as q
 from postmesh.store.errors import FailedPrecondition, NotFound, QuotaExceeded, UnknownUser
 from postmesh.store.hierarchy import child_range
 from postmesh.store.model import Mailbox, Message, Quota
-from postmesh.store.mongodb import watermark
+from postmesh.store.mongodb import pg_indexes, watermark
 from postmesh.store.mongodb.blobs import MongoBlobStore
 from postmesh.store.mongodb.by_id import ByIdReader
 from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateSlots
@@ -142,13 +142,18 @@ class MongoBase(StoreRepository):
         # The janitor's queries (mongodb/leftovers.py).
         await self._messages.create_index([("expunged", ASCENDING), ("expunged_at", ASCENDING)])
         await self._deliveries.create_index([("created_at", ASCENDING)])
-        # Read and deleted by _id only (no index of its own): created now all the same, so
-        # that the operator's GIN script (pg_indexes.py), run after the first start, covers it.
-        with contextlib.suppress(CollectionInvalid):
-            await self._delivered.database.create_collection(self._delivered.name)
         await self._intents.create_index([("lease_until", ASCENDING)])
         await self._quota_gate.create_indexes()
         await self.blobs.create_indexes()
+        # Every collection the operator's script for FerretDB (pg_indexes.py) lists exists
+        # from the first start, which the script is run after: those read by _id only have no
+        # index of their own to create them (store_blobs and store_blob_index had been left to
+        # their first insert, and so without their GIN indexes and compression setting).
+        db = self._delivered.database
+        missing = {c for c, _ in pg_indexes.FIELDS} - set(await db.list_collection_names())
+        for name in sorted(missing):
+            with contextlib.suppress(CollectionInvalid):  # another replica made it meanwhile
+                await db.create_collection(name)
 
     async def close(self) -> None:
         await self._groups.stop()
