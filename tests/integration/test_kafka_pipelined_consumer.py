@@ -127,17 +127,13 @@ async def test_rebalance_hands_over_in_flight_records_without_redoing_them(
     assert sum(ends.values()) == n  # every partition committed to its end
 
 
-async def test_a_full_window_pauses_its_partition(
-    kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_full_window_pauses_its_partition(kafka_broker: KafkaBroker) -> None:
     """Behind a record that does not finish, its partition is paused once the window (plus
     the fetch in hand) is started; it resumes when the record is handled."""
-    from postmesh.common.bus import base
-
-    monkeypatch.setattr(base, "WINDOW", 3)
     tag = uuid.uuid4().hex[:8]
     servers = kafka_broker.bootstrap_servers
     bus = KafkaBus(servers, "t", create_topics=topics.ALL, topic_prefix=f"win-{tag}.")
+    bus.pipeline_window = 3
     await bus.start()
     stuck, started = asyncio.Event(), asyncio.Event()
     got: list[str] = []

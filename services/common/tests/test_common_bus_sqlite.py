@@ -276,9 +276,8 @@ async def test_pipelined_window_stops_fetching_behind_a_stuck_record(
 ) -> None:
     """ADR 66: behind a record that does not finish, at most the window (plus one fetch) of
     records is started: what a crash would redeliver stays bounded."""
-    from postmesh.common.bus import base, sqlite
+    from postmesh.common.bus import sqlite
 
-    monkeypatch.setattr(base, "WINDOW", 3)
     monkeypatch.setattr(sqlite, "BATCH", 2)
     path = tmp_path / "bus.sqlite3"
     bus = SqliteBus(path)
@@ -294,6 +293,7 @@ async def test_pipelined_window_stops_fetching_behind_a_stuck_record(
         got.append(r.key)
 
     consumer = SqliteBus(path)
+    consumer.pipeline_window = 3
     await consumer.start()
     task = asyncio.create_task(consumer.consume(["t"], "g", handler, concurrency=8))
     await asyncio.wait_for(started.wait(), 10)

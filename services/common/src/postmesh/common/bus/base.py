@@ -49,10 +49,26 @@ class BusRecord:
 Handler = Callable[[BusRecord], Awaitable[None]]
 
 
+# Pipelined consumption (ADR 66). Per partition, at most WINDOW records fetched and not yet
+# in the committed prefix (plus one fetch): a record that keeps failing holds its partition's
+# commit point, and this bounds both what waits behind it and what a crash redelivers.
+WINDOW = 512
+# Finished records are committed together: at most COMMIT_INTERVAL after the first of them,
+# at once when COMMIT_EVERY are waiting, and always at stop and at a partition's revocation.
+COMMIT_INTERVAL = 0.02
+COMMIT_EVERY = 100
+# A revoked partition's in-flight records get this long to finish before they are cancelled
+# (and redone by the new owner): the whole group's rebalance waits for the revocation.
+REVOKE_WAIT = 10.0
+
+
 class Bus(ABC):
     """``publish`` returns only once the record is durable (Kafka: acks=all from an idempotent
     producer; SQLite: committed). ``consume`` hands each record to ``handler`` and commits its
     offset only after the handler returned, so a crash redelivers (at-least-once)."""
+
+    # The pipelined consumers' window per partition (WINDOW); a test may set a small one.
+    pipeline_window: int = WINDOW
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -117,18 +133,6 @@ async def handle_in_order(
             return False
     return True
 
-
-# Pipelined consumption (ADR 66). Per partition, at most WINDOW records fetched and not yet
-# in the committed prefix (plus one fetch): a record that keeps failing holds its partition's
-# commit point, and this bounds both what waits behind it and what a crash redelivers.
-WINDOW = 512
-# Finished records are committed together: at most COMMIT_INTERVAL after the first of them,
-# at once when COMMIT_EVERY are waiting, and always at stop and at a partition's revocation.
-COMMIT_INTERVAL = 0.02
-COMMIT_EVERY = 100
-# A revoked partition's in-flight records get this long to finish before they are cancelled
-# (and redone by the new owner): the whole group's rebalance waits for the revocation.
-REVOKE_WAIT = 10.0
 
 P = TypeVar("P", bound=Hashable)
 
@@ -220,13 +224,13 @@ class Pipeline(Generic[P]):
         concurrency: int,
         commit: Commit[P],
         *,
-        window: int | None = None,
+        window: int = WINDOW,
         commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
         self.handler = handler
         self.stopping = stopping
         self.concurrency = concurrency
-        self.tracker: CommitTracker[P] = CommitTracker(WINDOW if window is None else window)
+        self.tracker: CommitTracker[P] = CommitTracker(window)
         self._commit_fn = commit
         self._commit_interval = commit_interval
         self._queue: deque[tuple[P, BusRecord]] = deque()  # fetched, not started

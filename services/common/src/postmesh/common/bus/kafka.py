@@ -247,7 +247,9 @@ class KafkaBus(Bus):
             if offsets:
                 await consumer.commit(offsets)
 
-        pipe: Pipeline[TopicPartition] = Pipeline(handler, self._stopping, concurrency, commit)
+        pipe: Pipeline[TopicPartition] = Pipeline(
+            handler, self._stopping, concurrency, commit, window=self.pipeline_window
+        )
         assigned.release = pipe.release
         lag_reported = 0.0
         stopped = False

@@ -285,7 +285,9 @@ class SqliteBus(Bus):
             if group is not None:
                 await self._commit_positions(conn, group, points)
 
-        pipe: Pipeline[str] = Pipeline(handler, self._stopping, concurrency, commit)
+        pipe: Pipeline[str] = Pipeline(
+            handler, self._stopping, concurrency, commit, window=self.pipeline_window
+        )
         lag_reported = 0.0
         stopped = False
         try:
