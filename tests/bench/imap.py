@@ -245,9 +245,9 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def idle_memory(port: int, pids: Callable[[], list[int]]) -> Timing:
-    """Server memory (PSS of ``pids()``) per idle session: logged in, INBOX selected, in IDLE
-    (RFC 2177), as a mail client leaves one open. ``note``: KiB per session."""
+def idle_memory(port: int, pids: Callable[[], list[int]]) -> float:
+    """Server memory (PSS of ``pids()``, KiB) per idle session: logged in, INBOX selected, in
+    IDLE (RFC 2177), as a mail client leaves one open."""
     # One session first: what the first one makes once (channels, caches) is not per session.
     warm = Imap(port)
     warm.login(IDLE_USERS[0], PASSWORD)
@@ -257,7 +257,6 @@ def idle_memory(port: int, pids: Callable[[], list[int]]) -> Timing:
     time.sleep(1.0)
     before = pss_kib(pids())
     clients: list[tuple[Imap, bytes]] = []
-    t0 = time.perf_counter()
     try:
         for user in IDLE_USERS:
             for _ in range(IDLE_PER_USER):
@@ -266,7 +265,6 @@ def idle_memory(port: int, pids: Callable[[], list[int]]) -> Timing:
                 c.login(user, PASSWORD)
                 c.command("SELECT INBOX")
                 clients[-1] = (c, c.idle())
-        elapsed = time.perf_counter() - t0
         time.sleep(1.0)  # the servers' own follow-up (timers, lazily built state) settles
         after = pss_kib(pids())
     finally:
@@ -277,8 +275,7 @@ def idle_memory(port: int, pids: Callable[[], list[int]]) -> Timing:
                 c.logout()
             except (OSError, ProtocolError):
                 c.close()
-    kib = (after - before) / len(clients)
-    return Timing([elapsed / len(clients)], elapsed, f"{kib:.1f}")
+    return (after - before) / len(clients)
 
 
 def run_round(port: int, n: int, clients: int, sessions: int, round_: int) -> dict[str, Timing]:
@@ -352,8 +349,8 @@ def main(messages: int, clients: int = 10, sessions: int = 10, rounds: int = 3) 
     sessions = len(IDLE_USERS) * IDLE_PER_USER
     print(
         f"\n== IMAP idle sessions ({sessions}: logged in, INBOX (empty) selected, IDLE), memory"
-        f" (PSS) each: postmesh imap-gw {memory[0].note} KiB (target: at most 64),"
-        f" dovecot (all its processes) {memory[1].note} KiB"
+        f" (PSS) each: postmesh imap-gw {memory[0]:.1f} KiB (target: at most 64),"
+        f" dovecot (all its processes) {memory[1]:.1f} KiB"
     )
     print(f"\n== IMAP, {rounds} rounds: Postmesh/Dovecot ops/s per command")
     for name in rounds_run[0][0]:
