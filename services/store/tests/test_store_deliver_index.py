@@ -1,7 +1,8 @@
-"""Deliver on SQLite parses content at hand of up to 256 KiB rather than look up a stored index
-(a trip to the database thread that nearly every delivery missed), and the later recipients
-of one message take the first's parse from the process (ADR 0061). What is stored is the same
-either way."""
+"""Deliver parses content at hand of up to 256 KiB rather than look up a stored index (a trip
+to the database that nearly every delivery missed; ADR 0061 on SQLite, ADR 0069 on MongoDB:
+the rule is the repository base's, tested here on SQLite), and the later recipients of one
+message take the first's parse from the process (ADR 0061). What is stored is the same either
+way."""
 
 from __future__ import annotations
 

@@ -63,11 +63,12 @@ from postmesh.store.model import (
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_UPLOAD_PIN_SECONDS = 7 * 24 * 3600
 MAX_UIDS = 100_000  # per call; a gateway splits larger UID sets
-# Content at hand up to this size is parsed (~0.2 ms for 4 KiB) instead of looking up the index
-# an earlier recipient stored (a round trip, ~1 ms on FerretDB/PostgreSQL). A backend whose
-# look-up is cheap but still a miss for nearly every message sets its own bound
-# (``StoreRepository.parse_rather_than_look_up``).
-PARSE_RATHER_THAN_LOOK_UP = 16 * 1024
+# Content at hand up to this size is parsed (~1 ms for 100 KiB of text) instead of looking up
+# the index an earlier recipient stored: the look-up is a miss for nearly every delivery (one
+# recipient; the later recipients of one message find the first's parse in the process, ADR
+# 0061), and a miss costs the parse anyway on top of the trip (on FerretDB/PostgreSQL ~1.2 ms
+# of CPU over the store, FerretDB and PostgreSQL per 100 KiB message, ADR 0069).
+PARSE_RATHER_THAN_LOOK_UP = 256 * 1024
 # ... and for an APPEND up to this size (ADR 0056): an IMAP client appends content the store
 # rarely has already (its own drafts and sent copies), unlike the many recipients of one
 # delivery, so the look-up was nearly always a miss that cost a trip to the database thread
@@ -298,7 +299,7 @@ class StoreRepository(ABC):
         blob by an earlier delivery (one message to many users is parsed once), else parsed
         now; None when the content is neither given nor stored (the backend then answers a
         redelivery, or refuses). Content at hand up to ``parse_rather_than_look_up`` is
-        parsed rather than looked up: quicker than a database round trip."""
+        parsed rather than looked up: the look-up would nearly always miss."""
         kept = self._recent_indexes.get(blob_id)
         if kept is not None:
             return kept

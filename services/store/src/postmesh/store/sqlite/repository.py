@@ -114,11 +114,6 @@ def _setup(conn: sqlite3.Connection) -> None:
 
 class SqliteStoreRepository(StoreRepository, Leftovers):
     transient_errors = (sqlite3.OperationalError,)
-    # A stored index is a trip to the connection's thread away (~0.1-0.2 ms of CPU), and a
-    # miss for nearly every delivery (one recipient; the later recipients of one message find
-    # the first's parse in the process, ADR 0061): content at hand up to here is parsed
-    # (~1 ms for 100 KiB of text), as for APPEND (ADR 0056).
-    parse_rather_than_look_up = 256 * 1024
 
     def __init__(self, path: Path, **limits: int) -> None:
         super().__init__(**limits)
