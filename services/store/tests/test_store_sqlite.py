@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from postmesh.api.store.v1 import store_pb2
+from postmesh.store import leftovers as lo
 from postmesh.store.contract_suite import content_of, message
 from postmesh.store.errors import UnknownUser
+from postmesh.store.leftovers import Cutoffs
 from postmesh.store.model import INBOX, Delivery, FlagsMode
 from postmesh.store.sqlite import SqliteStoreRepository, rows
 from postmesh.store.sqlite.schema import SCHEMA_VERSION
@@ -247,6 +249,114 @@ async def test_header_searches_skip_the_unindexed_look_up_where_none_can_be(
         assert conn.execute("SELECT * FROM store_facts").fetchall() == []
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
+
+
+def v1_file(path: Path, contents: list[bytes]) -> None:
+    """A version-1 store file: INBOX of user u holding ``contents``, none of them indexed."""
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    n = len(contents)
+    conn.execute(
+        "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq, subscribed,"
+        " created_at) VALUES (1, 'u', 'INBOX', 1700000000, ?, ?, 1, 0)",
+        (n + 1, n + 1),
+    )
+    for uid, content in enumerate(contents, start=1):
+        blob_id = hashlib.sha256(content).hexdigest()
+        conn.execute("INSERT INTO blobs VALUES (?, ?, 1, 0, 0)", (blob_id, len(content)))
+        conn.execute("INSERT INTO blob_chunks VALUES (?, 0, ?)", (blob_id, content))
+        conn.execute(
+            "INSERT INTO messages VALUES (1, ?, ?, '[]', 0, 0, 1700000000, ?, ?)",
+            (uid, uid + 1, len(content), blob_id),
+        )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+
+
+async def header_search_and_probe(repo: SqliteStoreRepository, subject: str) -> list[int]:
+    """The UIDs a header SEARCH for ``subject`` finds; asserts whether it probed for contents
+    without header rows (the probe's SQL names the marker row, ``x.name = ''``)."""
+    statements: list[str] = []
+    await repo._db.run(lambda c, trace=statements.append: c.set_trace_callback(trace))
+    match = store_pb2.HeaderMatch(name="subject", value=subject)
+    uids = (await repo.search("u", INBOX, store_pb2.SearchKey(header=match))).uids
+    await repo._db.run(lambda c: c.set_trace_callback(None))
+    probed = any("x.name = ''" in s for s in statements)
+    return [*uids, -1] if probed else list(uids)
+
+
+async def facts(repo: SqliteStoreRepository) -> list[str]:
+    return [
+        r[0]
+        for r in await repo._db.run(lambda c: c.execute("SELECT name FROM store_facts").fetchall())
+    ]
+
+
+async def test_janitor_indexes_old_contents_and_then_drops_the_fact(tmp_path: Path) -> None:
+    """Contents stored before indexing existed are indexed by the janitor, a batch per call
+    (``unindexed``); once none is left, the file's fact goes and header SEARCH stops probing
+    for them, with the same answers (ADR 65, ADR 70)."""
+    path = tmp_path / "store.sqlite3"
+    v1_file(path, [message(n) for n in (1, 2, 3)])
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    try:
+        cutoffs = Cutoffs(now=0, tombstones=0, deliveries=0, orphans=0)
+        assert lo.UNINDEXED in repo.kinds
+        assert await facts(repo) == ["unindexed_messages"]  # the migration saw them
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 2) == 2
+        assert await facts(repo) == ["unindexed_messages"]  # a full batch: maybe more left
+        # The call that finds fewer than its limit has indexed the last: the fact goes.
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 2) == 1
+        assert await facts(repo) == []
+        # -1 would mark a probe for contents without header rows.
+        assert await header_search_and_probe(repo, "TEST 2") == [2]
+        assert await header_search_and_probe(repo, "test 3") == [3]
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 2) == 0
+    finally:
+        await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(DISTINCT blob_id) FROM blob_headers").fetchone() == (3,)
+    conn.close()
+
+
+async def test_header_search_probes_while_the_fact_stands(tmp_path: Path) -> None:
+    """Before the janitor has been through, a header SEARCH of an upgraded file probes for
+    contents without header rows, and finds the old message by its header."""
+    path = tmp_path / "store.sqlite3"
+    v1_file(path, [message(n) for n in (1, 2)])
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    try:
+        assert await header_search_and_probe(repo, "TEST 2") == [2, -1]
+    finally:
+        await repo.close()
+
+
+async def test_janitor_keeps_the_fact_while_a_content_cannot_be_read(tmp_path: Path) -> None:
+    """An old content whose chunk is lost stays unindexed: the call logs it and goes on (the
+    other one is indexed), and the fact stays, since one content still has no header rows."""
+    path = tmp_path / "store.sqlite3"
+    contents = [message(n) for n in (1, 2)]
+    v1_file(path, contents)
+    lost, kept = (hashlib.sha256(c).hexdigest() for c in contents)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (lost,))
+    conn.close()
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    try:
+        cutoffs = Cutoffs(now=0, tombstones=0, deliveries=0, orphans=0)
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 10) == 1
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 10) == 0
+        assert await facts(repo) == ["unindexed_messages"]
+    finally:
+        await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT DISTINCT blob_id FROM blob_headers").fetchall() == [(kept,)]
+    conn.close()
 
 
 async def test_upgrade_adds_the_metadata_index(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ Kinds (the ``kind`` label of ``postmesh_store_janitor_removed_total``):
   blob incarnation whose deleter died), ``transitions`` (deferred-queue transitions of an entry
   deleted under a claimer that died), ``reservations`` (quota reservations and quota leases
   past their life, ADR 36: they no longer count, this only removes the documents);
-- SQLite only: ``pages`` returned to the file system by an incremental vacuum.
+- SQLite only: ``pages`` returned to the file system by an incremental vacuum, and
+  ``unindexed``: contents stored before indexing existed, parsed and indexed a batch per call
+  (as a read of one would); once none is left the file's ``unindexed_messages`` fact goes, and
+  header SEARCH stops looking for such contents (ADR 65, ADR 70).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ CHUNKS = "chunks"
 TRANSITIONS = "transitions"
 RESERVATIONS = "reservations"
 PAGES = "pages"
+UNINDEXED = "unindexed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 SQLite writes every operation in one transaction, so it has none of the MongoDB backend's
 half-written leftovers: only expired upload pins, unreferenced blobs, aged tombstones and
-delivery records, and free pages to hand back to the file system.
+delivery records, free pages to hand back to the file system, and contents an old version
+stored without indexing them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sqlite3
 from collections import defaultdict
 
 from postmesh.store.sqlite import rows
+from postmesh.store.sqlite.search_sql import UNINDEXED, UNINDEXED_FACT
 
 
 def upload_pins(conn: sqlite3.Connection, now: float, limit: int) -> int:
@@ -73,6 +75,26 @@ def free_pages(conn: sqlite3.Connection, limit: int) -> int:
     # executescript steps the pragma to the end (execute() frees one page per step).
     conn.executescript(f"PRAGMA incremental_vacuum({int(limit)})")
     return before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def unindexed_blobs(conn: sqlite3.Connection, limit: int) -> list[str]:
+    """Up to ``limit`` contents of stored messages that have no header rows (stored before
+    indexing existed); none without a look when the file records that none can be (ADR 65)."""
+    if not conn.execute("SELECT 1 FROM store_facts WHERE name = ?", (UNINDEXED_FACT,)).fetchone():
+        return []
+    found = conn.execute(
+        f"SELECT DISTINCT m.blob_id FROM messages m WHERE {UNINDEXED} LIMIT ?", (limit,)
+    ).fetchall()
+    return [str(r[0]) for r in found]
+
+
+def drop_unindexed_fact(conn: sqlite3.Connection) -> bool:
+    """The file's 'unindexed_messages' fact removed if no stored message lacks header rows,
+    checked in the same transaction (every write since schema 8 indexes what it stores, so
+    none can appear later). True if it was removed."""
+    if conn.execute(f"SELECT 1 FROM messages m WHERE {UNINDEXED} LIMIT 1").fetchone():
+        return False
+    return conn.execute("DELETE FROM store_facts WHERE name = ?", (UNINDEXED_FACT,)).rowcount > 0
 
 
 CENSUS = {

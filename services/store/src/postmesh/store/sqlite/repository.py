@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from postmesh.api.store.v1 import store_pb2
+from postmesh.common.logging import get_logger, kv
 from postmesh.common.sqlite import MAX_NON_DURABLE, SqliteConnection
 from postmesh.store import flag_listing
 from postmesh.store import leftovers as lo
@@ -51,6 +52,8 @@ from postmesh.store.sqlite import mailboxes as mb
 from postmesh.store.sqlite import messages as msg
 from postmesh.store.sqlite import rows
 from postmesh.store.sqlite.schema import migrate
+
+log = get_logger(__name__)
 
 # A message's blob, size, first chunk (most messages are one chunk) and wire-form bit.
 _FIRST_CHUNK = (
@@ -419,7 +422,7 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return (lo.UPLOAD_PINS, lo.BLOBS, lo.TOMBSTONES, lo.DELIVERIES, lo.PAGES)
+        return (lo.UPLOAD_PINS, lo.BLOBS, lo.TOMBSTONES, lo.DELIVERIES, lo.PAGES, lo.UNINDEXED)
 
     async def collect(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
         if kind == lo.UPLOAD_PINS:
@@ -432,7 +435,32 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
             return await self._write(lambda c: janitor.deliveries(c, cutoffs.deliveries, limit))
         if kind == lo.PAGES:
             return await self._read(lambda c: janitor.free_pages(c, limit))
+        if kind == lo.UNINDEXED:
+            return await self._index_unindexed(limit)
         raise ValueError(f"unknown leftover kind {kind!r}")
+
+    async def _index_unindexed(self, limit: int) -> int:
+        """Contents an old version stored without indexing them, parsed and indexed as a read
+        of one would heal it (``_heal_index``); the last call drops the file's fact, so header
+        SEARCH stops looking for such contents (ADR 65, ADR 70). Returns how many were
+        indexed."""
+        found = await self._read(lambda c: janitor.unindexed_blobs(c, limit))
+        indexed = 0
+        for blob_id in found:
+            try:
+                await self._heal_index(blob_id)
+                indexed += 1
+            except NotFound:
+                pass  # its last message went meanwhile, and the blob with it
+            except DataLoss as e:
+                # Unreadable content stays unindexed (and the fact with it): a read of its
+                # message reports the same loss. Logged at each pass until it is dealt with.
+                log.warning(
+                    "stored content cannot be indexed", extra=kv(blob_id=blob_id, error=str(e))
+                )
+        if len(found) < limit and await self._write(janitor.drop_unindexed_fact):
+            log.info("every stored content is indexed: header searches skip the look-up")
+        return indexed
 
     async def census(self) -> dict[str, int]:
         return await self._read(janitor.census)
