@@ -178,7 +178,8 @@ def main() -> None:
     ap.add_argument("--imap-messages", type=int, default=10_000, help="mailbox size (imap part)")
     ap.add_argument("--imap-clients", type=int, default=10, help="mixed-load clients")
     ap.add_argument("--imap-sessions", type=int, default=10, help="mixed-load sessions per client")
-    ap.add_argument("--smtp-messages", type=int, default=500, help="per case (smtp part)")
+    # Seconds a case, not half of one: 500 messages took 20 sessions ~0.5 s, mostly set-up.
+    ap.add_argument("--smtp-messages", type=int, default=2000, help="per case (smtp part)")
     ap.add_argument(
         "--rounds",
         type=int,
