@@ -187,7 +187,8 @@ def main() -> None:
         help="side-by-side rounds a case (system with both backends, relay, smtp, pop3, imap)",
     )
     ap.add_argument("--pop3-messages", type=int, default=100)
-    ap.add_argument("--pop3-sessions", type=int, default=20)
+    # ~3 s a round: 20 sessions (~0.6 s) moved a round's ratio by up to 15 %.
+    ap.add_argument("--pop3-sessions", type=int, default=100)
     ap.add_argument("--idle-messages", type=int, default=1000)
     ap.add_argument("--idle-rate", type=float, default=100.0, help="offered msg/s (idle part)")
     args = ap.parse_args()
