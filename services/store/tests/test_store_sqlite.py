@@ -335,12 +335,13 @@ async def test_header_search_probes_while_the_fact_stands(tmp_path: Path) -> Non
 
 
 async def test_janitor_keeps_the_fact_while_a_content_cannot_be_read(tmp_path: Path) -> None:
-    """An old content whose chunk is lost stays unindexed: the call logs it and goes on (the
-    other one is indexed), and the fact stays, since one content still has no header rows."""
+    """An old content whose chunk is lost stays unindexed: the call logs it and goes on, the
+    next call goes on after it (a batch of lost contents never holds back the rest), and the
+    fact stays, since one content still has no header rows."""
     path = tmp_path / "store.sqlite3"
     contents = [message(n) for n in (1, 2)]
     v1_file(path, contents)
-    lost, kept = (hashlib.sha256(c).hexdigest() for c in contents)
+    lost, kept = sorted(hashlib.sha256(c).hexdigest() for c in contents)  # lost one first
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (lost,))
@@ -349,7 +350,10 @@ async def test_janitor_keeps_the_fact_while_a_content_cannot_be_read(tmp_path: P
     await repo.open()
     try:
         cutoffs = Cutoffs(now=0, tombstones=0, deliveries=0, orphans=0)
-        assert await repo.collect(lo.UNINDEXED, cutoffs, 10) == 1
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 1) == 0  # the lost one, logged
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 1) == 1  # the one after it
+        assert await repo.collect(lo.UNINDEXED, cutoffs, 1) == 0  # the end: starts over
+        assert await facts(repo) == ["unindexed_messages"]
         assert await repo.collect(lo.UNINDEXED, cutoffs, 10) == 0
         assert await facts(repo) == ["unindexed_messages"]
     finally:

@@ -77,13 +77,16 @@ def free_pages(conn: sqlite3.Connection, limit: int) -> int:
     return before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
-def unindexed_blobs(conn: sqlite3.Connection, limit: int) -> list[str]:
+def unindexed_blobs(conn: sqlite3.Connection, after: str, limit: int) -> list[str]:
     """Up to ``limit`` contents of stored messages that have no header rows (stored before
-    indexing existed); none without a look when the file records that none can be (ADR 65)."""
+    indexing existed), in blob id order after ``after``; none without a look when the file
+    records that none can be (ADR 65)."""
     if not conn.execute("SELECT 1 FROM store_facts WHERE name = ?", (UNINDEXED_FACT,)).fetchone():
         return []
     found = conn.execute(
-        f"SELECT DISTINCT m.blob_id FROM messages m WHERE {UNINDEXED} LIMIT ?", (limit,)
+        f"SELECT DISTINCT m.blob_id FROM messages m WHERE m.blob_id > ? AND {UNINDEXED}"
+        " ORDER BY m.blob_id LIMIT ?",
+        (after, limit),
     ).fetchall()
     return [str(r[0]) for r in found]
 

@@ -124,6 +124,8 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         self._db = SqliteConnection(path, _setup)
         # SELECT's listings by mailbox state; used on the connection's one thread only.
         self._listings = flag_listing.ListingCache()
+        # Where the janitor's scan for unindexed contents goes on from (ADR 70).
+        self._unindexed_after = ""
 
     @property
     def connection(self) -> SqliteConnection:
@@ -443,8 +445,10 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         """Contents an old version stored without indexing them, parsed and indexed as a read
         of one would heal it (``_heal_index``); the last call drops the file's fact, so header
         SEARCH stops looking for such contents (ADR 65, ADR 70). Returns how many were
-        indexed."""
-        found = await self._read(lambda c: janitor.unindexed_blobs(c, limit))
+        indexed. A scan in blob id order goes on from call to call, so contents that cannot
+        be indexed never hold back those after them."""
+        after = self._unindexed_after
+        found = await self._read(lambda c: janitor.unindexed_blobs(c, after, limit))
         indexed = 0
         for blob_id in found:
             try:
@@ -458,7 +462,13 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
                 log.warning(
                     "stored content cannot be indexed", extra=kv(blob_id=blob_id, error=str(e))
                 )
-        if len(found) < limit and await self._write(janitor.drop_unindexed_fact):
+        if len(found) == limit:
+            self._unindexed_after = found[-1]
+            return indexed
+        # The scan reached the end: the next one starts over, and if nothing is left anywhere
+        # (checked again under the write lock) the fact goes.
+        self._unindexed_after = ""
+        if await self._write(janitor.drop_unindexed_fact):
             log.info("every stored content is indexed: header searches skip the look-up")
         return indexed
 
