@@ -26,7 +26,8 @@ QUOTA_REFUSALS = Counter(
 JANITOR_REMOVED = Counter(
     "postmesh_store_janitor_removed_total",
     "Leftovers the janitor removed, by kind (upload_pins, blobs, tombstones, deliveries, "
-    "intents, references, chunks, transitions, pages).",
+    "intents, references, chunks, transitions, reservations, pages; unindexed: old contents "
+    "indexed).",
     ["kind"],
 )
 JANITOR_PASS_SECONDS = Histogram(
