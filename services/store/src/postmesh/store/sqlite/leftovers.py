@@ -77,12 +77,12 @@ def free_pages(conn: sqlite3.Connection, limit: int) -> int:
     return before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
-def unindexed_blobs(conn: sqlite3.Connection, after: str, limit: int) -> list[str]:
+def unindexed_blobs(conn: sqlite3.Connection, after: str, limit: int) -> list[str] | None:
     """Up to ``limit`` contents of stored messages that have no header rows (stored before
-    indexing existed), in blob id order after ``after``; none without a look when the file
+    indexing existed), in blob id order after ``after``; None, without a look, when the file
     records that none can be (ADR 65)."""
-    if not conn.execute("SELECT 1 FROM store_facts WHERE name = ?", (UNINDEXED_FACT,)).fetchone():
-        return []
+    if not rows.may_have_unindexed(conn):
+        return None
     found = conn.execute(
         f"SELECT DISTINCT m.blob_id FROM messages m WHERE m.blob_id > ? AND {UNINDEXED}"
         " ORDER BY m.blob_id LIMIT ?",

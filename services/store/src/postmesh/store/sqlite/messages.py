@@ -273,7 +273,7 @@ def search(
     # A message whose content was stored before indexing has no header rows: it comes back
     # whatever the header conditions say, for the evaluator. Only a file upgraded with such
     # messages has them (ADR 0065); elsewhere the look-up per message is left out.
-    unindexed = search_sql.UNINDEXED if p.uses_headers and _may_have_unindexed(conn) else "0"
+    unindexed = search_sql.UNINDEXED if p.uses_headers and rows.may_have_unindexed(conn) else "0"
     if unindexed != "0":
         where = f"({where} OR {unindexed})"
     cols = ", ".join(f"m.{c}" for c in rows.MESSAGE_COLS.split(", "))
@@ -293,15 +293,6 @@ def search(
         cand = SearchCandidate(rows.message(r), r[6], None if r[8] is None else bytes(r[8]))
         (out.unindexed if r[7] else out.candidates).append(cand)
     return out
-
-
-def _may_have_unindexed(conn: sqlite3.Connection) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM store_facts WHERE name = ?", (search_sql.UNINDEXED_FACT,)
-        ).fetchone()
-        is not None
-    )
 
 
 def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -> Changes:

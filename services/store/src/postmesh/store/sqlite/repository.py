@@ -449,6 +449,10 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         be indexed never hold back those after them."""
         after = self._unindexed_after
         found = await self._read(lambda c: janitor.unindexed_blobs(c, after, limit))
+        if found is None:
+            # The usual case: nothing to do, and no scan of every message under the write
+            # lock at each pass to find that out.
+            return 0
         indexed = 0
         for blob_id in found:
             try:

@@ -16,6 +16,7 @@ from postmesh.store.hierarchy import child_range
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import Mailbox, Message, MessageIndex, Quota
 from postmesh.store.sqlite.schema import insert_headers
+from postmesh.store.sqlite.search_sql import UNINDEXED_FACT
 from postmesh.store.validation import DELETED, SEEN
 
 Row = tuple[Any, ...]
@@ -225,6 +226,12 @@ def delete_blob(conn: sqlite3.Connection, blob_id: str) -> None:
     conn.execute("DELETE FROM blob_index WHERE blob_id = ?", (blob_id,))
     conn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
     conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+
+
+def may_have_unindexed(conn: sqlite3.Connection) -> bool:
+    """Does the file record that some message's content may lack header rows (ADR 65)?"""
+    row = conn.execute("SELECT 1 FROM store_facts WHERE name = ?", (UNINDEXED_FACT,)).fetchone()
+    return row is not None
 
 
 def put_index(conn: sqlite3.Connection, blob_id: str, index: MessageIndex) -> None:
