@@ -12,9 +12,10 @@ command: ops/s, p50/p99, and the Postmesh/Dovecot ratio of ops/s; then each comm
 ratio over the rounds. Before all that, on servers that have served nothing yet, the server
 memory an idle session costs (issue 7's target: at most 64 KiB): 400 sessions (10 users x 40)
 logged in, their empty INBOX selected, in IDLE, and the PSS of imap-gw (Postmesh) or of all
-Dovecot's processes (one per session in its default model) before and after, per session. Every round appends content of its own (never a copy of an earlier
-message, which a content-addressed store would not store again). Every loop is bounded; all
-traffic stays on 127.0.0.1.
+Dovecot's processes (one per session in its default model) before and after, per session.
+Every round appends content of its own (never a copy of an earlier message, which a
+content-addressed store would not store again). Every loop is bounded; all traffic stays on
+127.0.0.1.
 """
 
 from __future__ import annotations

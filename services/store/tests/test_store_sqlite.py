@@ -144,25 +144,34 @@ CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at);
 """
 
 
+def v1_file(path: Path, contents: list[bytes]) -> None:
+    """A version-1 store file: INBOX of user u holding ``contents``, none of them indexed."""
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    n = len(contents)
+    conn.execute(
+        "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq, subscribed,"
+        " created_at) VALUES (1, 'u', 'INBOX', 1700000000, ?, ?, 1, 0)",
+        (n + 1, n + 1),
+    )
+    for uid, content in enumerate(contents, start=1):
+        blob_id = hashlib.sha256(content).hexdigest()
+        conn.execute("INSERT INTO blobs VALUES (?, ?, 1, 0, 0)", (blob_id, len(content)))
+        conn.execute("INSERT INTO blob_chunks VALUES (?, 0, ?)", (blob_id, content))
+        conn.execute(
+            "INSERT INTO messages VALUES (1, ?, ?, '[]', 0, 0, 1700000000, ?, ?)",
+            (uid, uid + 1, len(content), blob_id),
+        )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+
+
 async def test_version_1_file_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     content = b"Subject: from v1\r\nDate: Tue, 10 Mar 2026 09:00:00 +0000\r\n\r\nold body\r\n"
     blob_id = hashlib.sha256(content).hexdigest()
-    conn = sqlite3.connect(path)
-    conn.executescript(V1_SCHEMA)
-    conn.execute(
-        "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq, subscribed,"
-        " created_at) VALUES (1, 'u', 'INBOX', 1700000000, 2, 2, 1, 0)"
-    )
-    conn.execute("INSERT INTO blobs VALUES (?, ?, 1, 0, 0)", (blob_id, len(content)))
-    conn.execute("INSERT INTO blob_chunks VALUES (?, 0, ?)", (blob_id, content))
-    conn.execute(
-        "INSERT INTO messages VALUES (1, 1, 2, '[]', 0, 0, 1700000000, ?, ?)",
-        (len(content), blob_id),
-    )
-    conn.execute("PRAGMA user_version=1")
-    conn.commit()
-    conn.close()
+    v1_file(path, [content])
 
     repo = SqliteStoreRepository(path)
     await repo.open()
@@ -251,39 +260,17 @@ async def test_header_searches_skip_the_unindexed_look_up_where_none_can_be(
         conn.close()
 
 
-def v1_file(path: Path, contents: list[bytes]) -> None:
-    """A version-1 store file: INBOX of user u holding ``contents``, none of them indexed."""
-    conn = sqlite3.connect(path)
-    conn.executescript(V1_SCHEMA)
-    n = len(contents)
-    conn.execute(
-        "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq, subscribed,"
-        " created_at) VALUES (1, 'u', 'INBOX', 1700000000, ?, ?, 1, 0)",
-        (n + 1, n + 1),
-    )
-    for uid, content in enumerate(contents, start=1):
-        blob_id = hashlib.sha256(content).hexdigest()
-        conn.execute("INSERT INTO blobs VALUES (?, ?, 1, 0, 0)", (blob_id, len(content)))
-        conn.execute("INSERT INTO blob_chunks VALUES (?, 0, ?)", (blob_id, content))
-        conn.execute(
-            "INSERT INTO messages VALUES (1, ?, ?, '[]', 0, 0, 1700000000, ?, ?)",
-            (uid, uid + 1, len(content), blob_id),
-        )
-    conn.execute("PRAGMA user_version=1")
-    conn.commit()
-    conn.close()
-
-
-async def header_search_and_probe(repo: SqliteStoreRepository, subject: str) -> list[int]:
-    """The UIDs a header SEARCH for ``subject`` finds; asserts whether it probed for contents
+async def header_search_and_probe(
+    repo: SqliteStoreRepository, subject: str
+) -> tuple[list[int], bool]:
+    """The UIDs a header SEARCH for ``subject`` finds, and whether it probed for contents
     without header rows (the probe's SQL names the marker row, ``x.name = ''``)."""
     statements: list[str] = []
     await repo._db.run(lambda c, trace=statements.append: c.set_trace_callback(trace))
     match = store_pb2.HeaderMatch(name="subject", value=subject)
     uids = (await repo.search("u", INBOX, store_pb2.SearchKey(header=match))).uids
     await repo._db.run(lambda c: c.set_trace_callback(None))
-    probed = any("x.name = ''" in s for s in statements)
-    return [*uids, -1] if probed else list(uids)
+    return list(uids), any("x.name = ''" in s for s in statements)
 
 
 async def facts(repo: SqliteStoreRepository) -> list[str]:
@@ -310,9 +297,8 @@ async def test_janitor_indexes_old_contents_and_then_drops_the_fact(tmp_path: Pa
         # The call that finds fewer than its limit has indexed the last: the fact goes.
         assert await repo.collect(lo.UNINDEXED, cutoffs, 2) == 1
         assert await facts(repo) == []
-        # -1 would mark a probe for contents without header rows.
-        assert await header_search_and_probe(repo, "TEST 2") == [2]
-        assert await header_search_and_probe(repo, "test 3") == [3]
+        assert await header_search_and_probe(repo, "TEST 2") == ([2], False)
+        assert await header_search_and_probe(repo, "test 3") == ([3], False)
         assert await repo.collect(lo.UNINDEXED, cutoffs, 2) == 0
     finally:
         await repo.close()
@@ -329,7 +315,7 @@ async def test_header_search_probes_while_the_fact_stands(tmp_path: Path) -> Non
     repo = SqliteStoreRepository(path)
     await repo.open()
     try:
-        assert await header_search_and_probe(repo, "TEST 2") == [2, -1]
+        assert await header_search_and_probe(repo, "TEST 2") == ([2], True)
     finally:
         await repo.close()
 
