@@ -218,4 +218,5 @@ async def test_kafka_marks_records_published_before_the_assignment_maybe_seen(
         await bus.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert [(r.key, r.maybe_seen) for r in grouped] == [("old", True), ("new", False)]
-    assert [(r.key, r.maybe_seen) for r in ungrouped] == [("old", True), ("new", True)]
+    # The two keys may hash to different partitions, read in either order.
+    assert sorted((r.key, r.maybe_seen) for r in ungrouped) == [("new", True), ("old", True)]

@@ -255,7 +255,7 @@ class KafkaBus(Bus):
         stopped = False
         try:
             while await pipe.hungry():
-                self._pause_full(consumer, pipe)
+                self._pause_full(consumer, pipe, assigned.reading)
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for tp, rs in batches.items():
                     # Records of a partition being revoked (their fetch raced the revocation)
@@ -273,11 +273,18 @@ class KafkaBus(Bus):
             await pipe.close(cancel=not stopped)
 
     @staticmethod
-    def _pause_full(consumer: AIOKafkaConsumer, pipe: Pipeline[TopicPartition]) -> None:
+    def _pause_full(
+        consumer: AIOKafkaConsumer,
+        pipe: Pipeline[TopicPartition],
+        held: Collection[TopicPartition],
+    ) -> None:
         """A partition whose uncommitted window is full (a record keeps failing) is not
-        fetched from until the record is handled; the others go on."""
+        fetched from until the record is handled; the others go on. ``held``: partitions the
+        rebalance listener keeps paused, left to it."""
         paused = consumer.paused()
         for tp in consumer.assignment():
+            if tp in held:
+                continue
             if pipe.full(tp):
                 if tp not in paused:
                     consumer.pause(tp)
@@ -323,6 +330,8 @@ class _NewFrom(ConsumerRebalanceListener):  # type: ignore[misc]
         self.new_from: dict[TopicPartition, int] = {}
         # The partitions held between an assignment and its revocation.
         self.owned: set[TopicPartition] = set()
+        # Assigned partitions not fetched from until their end offsets are read.
+        self.reading: set[TopicPartition] = set()
         # A pipelined consumer's hand-over (ADR 66): records not started are dropped, the
         # in-flight ones finish and their prefix is committed before the partitions go, so
         # the new owner does not redo handled records. aiokafka awaits this callback before
@@ -342,6 +351,13 @@ class _NewFrom(ConsumerRebalanceListener):  # type: ignore[misc]
             self.new_from.pop(tp, None)
         if not assigned:
             return
+        # aiokafka sets the assignment before it calls this listener and goes on fetching
+        # while the end offsets are read (a new partition's leader may take a while). Held
+        # paused meanwhile, no record is handed out before its partition's boundary is known,
+        # and the boundary is the end at the assignment, not a later one.
+        held = set(assigned)
+        self.reading |= held
+        self.consumer.pause(*held)
         try:
             ends = await self.consumer.end_offsets(list(assigned))
         except KafkaError as e:
@@ -350,4 +366,7 @@ class _NewFrom(ConsumerRebalanceListener):  # type: ignore[misc]
                 extra={"fields": {"error": str(e)}},
             )
             return
+        finally:
+            self.reading -= held
+            self.consumer.resume(*(tp for tp in held if tp in self.consumer.assignment()))
         self.new_from.update(ends)
