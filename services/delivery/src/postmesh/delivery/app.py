@@ -26,6 +26,7 @@ from postmesh.common.logging import get_logger, kv, log_context
 from postmesh.common.ops import ReadinessCheck
 from postmesh.common.service import Service
 from postmesh.common.shared_calls import SharedCalls
+from postmesh.common.store_client.calls import CallStream
 from postmesh.common.stubs import auth_stub, queue_stub, store_stub
 from postmesh.delivery.admin_api import EmbeddedUvicorn, create_admin_app
 from postmesh.delivery.deletes import BatchedDeletes, EntryGone
@@ -136,8 +137,11 @@ class DeliveryService(Service):
         self.bus = bus or create_bus(settings, "delivery")
         security = GrpcSecurity.from_settings(settings)
         self.auth = auth_stub(settings.auth_address, security)
+        store = store_stub(settings.store_address, security)
         self.local = LocalDelivery(
-            store_stub(settings.store_address, security), settings.grpc_deadline_seconds
+            store,
+            settings.grpc_deadline_seconds,
+            CallStream(store.Calls) if settings.delivery_store_call_stream else None,
         )
         self.queue: queue_pb2_grpc.DeliveryQueueServiceStub = queue_stub(
             settings.store_address, security
@@ -240,6 +244,7 @@ class DeliveryService(Service):
             except asyncio.CancelledError:
                 pass
         await self.relay.cache.close_all()
+        await self.local.close()
         await self.bus.stop()
 
     async def _sweep_connections(self) -> None:

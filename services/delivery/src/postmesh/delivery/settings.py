@@ -37,6 +37,9 @@ class DeliverySettings(AdminTokenSettings):
     # so more at once means fewer database commands per message (ADR 55); a record is at
     # most 1 MiB.
     delivery_concurrency: int = Field(default=32, ge=1, le=256)
+    # Local Delivers as messages on one long-lived stream to the store (StoreService.Calls,
+    # ADR 71) instead of a new call each; off: unary calls, as to a store without Calls.
+    delivery_store_call_stream: bool = True
 
     # Port of remote MX hosts (25; another only for tests or a smarthost set up so).
     smtp_port: int = Field(default=25, ge=1, le=65535)
