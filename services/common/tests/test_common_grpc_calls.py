@@ -39,7 +39,7 @@ class Store(store_pb2_grpc.StoreServiceServicer):
         if request.mailbox == "hang":
             await self.release.wait()
         if request.mailbox.startswith("sleep:"):
-            await asyncio.sleep(float(request.mailbox[6:]))
+            await asyncio.sleep(float(request.mailbox[6:].partition("#")[0]))
         if request.mailbox == "crash":
             raise RuntimeError("boom")
         return store_pb2.MailboxInfo(name=request.mailbox, uidvalidity=7)
@@ -280,3 +280,126 @@ async def test_an_append_lost_with_its_stream_is_not_made_again() -> None:
     assert Hanging.appended == 1  # and it was not sent again
     servicer.release.set()
     await client.close()
+
+
+class CountedWrites:
+    """The stream call with its messages counted (what the client writes, grouped or not)."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.messages: list[int] = []  # calls carried by each message written
+
+    async def write(self, message: store_pb2.CallRequest) -> None:
+        self.messages.append(1 + len(message.more))
+        await self.call.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.call, name)
+
+    def __aiter__(self) -> Any:
+        return self.call.__aiter__()
+
+
+def counted(calls: CallStream) -> list[CountedWrites]:
+    """Every stream ``calls`` opens from now on, counted."""
+    opened: list[CountedWrites] = []
+    open_stream = calls._open
+
+    def opening() -> Any:
+        opened.append(CountedWrites(open_stream()))
+        return opened[-1]
+
+    calls._open = opening
+    return opened
+
+
+async def test_calls_made_while_a_write_is_under_way_go_grouped(plain: tuple[Store, int]) -> None:
+    """ADR 72: before the server has said it reads grouped calls, each call is a message of its
+    own; after, the calls queued behind a write go in one message, and every answer reaches
+    its caller."""
+    _, port = plain
+    calls = stream_to(port, GrpcSecurity())
+    opened = counted(calls)
+    names = [f"sleep:0.05#{k}" for k in range(10)]
+
+    def ask(name: str) -> Any:
+        return calls.call("GetMailbox", get_mailbox(name), store_pb2.MailboxInfo, 5)
+
+    answers = await asyncio.gather(*(ask(n) for n in names))  # no answer yet while sent
+    assert [a.name for a in answers] == names
+    (stream,) = opened
+    assert stream.messages == [1] * 10
+    assert calls._stream is not None and calls._stream.grouping
+    names = [f"sleep:0.0{k % 3}#{k}" for k in range(60)]
+    answers = await asyncio.gather(*(ask(n) for n in names))
+    assert [a.name for a in answers] == names
+    assert sum(stream.messages[10:]) == 60
+    assert len(stream.messages) - 10 < 60 and max(stream.messages) > 1
+    await calls.close()
+
+
+async def test_answers_are_grouped_only_for_a_caller_that_takes_them(
+    plain: tuple[Store, int],
+) -> None:
+    """A caller from before ADR 72 (no takes_grouped_answers) gets each answer in a message of
+    its own, even for calls that came grouped; each says the server reads grouped calls."""
+    _, port = plain
+    stub = store_pb2_grpc.StoreServiceStub(channel(f"127.0.0.1:{port}", GrpcSecurity(), "store"))
+    call = stub.Calls()
+    first = store_pb2.CallRequest(
+        id=1, method="GetMailbox", request=get_mailbox("m1").SerializeToString()
+    )
+    first.more.extend(
+        store_pb2.CallRequest(
+            id=k, method="GetMailbox", request=get_mailbox(f"m{k}").SerializeToString()
+        )
+        for k in range(2, 21)
+    )
+    await call.write(first)
+    await call.done_writing()
+    got = [m async for m in call]
+    assert sorted(m.id for m in got) == list(range(1, 21))
+    assert all(not m.more and m.reads_grouped_calls for m in got)
+    assert {store_pb2.MailboxInfo.FromString(m.response).name for m in got} == {
+        f"m{k}" for k in range(1, 21)
+    }
+
+
+class FailingWrites:
+    """A stream call whose first write is slow and then fails; it never answers."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.ended = asyncio.Event()
+
+    async def write(self, message: store_pb2.CallRequest) -> None:
+        self.writes += 1
+        await asyncio.sleep(0.05)
+        raise grpc.aio.UsageError("the stream is gone")
+
+    def cancel(self) -> None:
+        self.ended.set()
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        await self.ended.wait()
+        raise StopAsyncIteration
+
+
+async def test_calls_queued_behind_a_failed_write_were_never_sent() -> None:
+    """Every call queued behind a write that failed is NotCarried and not sent (its caller may
+    make it as a unary call), as is the call whose write failed."""
+    fake = FailingWrites()
+    calls = CallStream(lambda: fake)
+    outcomes = await asyncio.gather(
+        *(
+            calls.call("GetMailbox", get_mailbox(f"m{k}"), store_pb2.MailboxInfo, 5)
+            for k in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, NotCarried) and not o.sent for o in outcomes)
+    assert fake.writes == 1  # the others were queued behind it, never written
+    await calls.close()

@@ -7,6 +7,12 @@ what a single-message IMAP FETCH or STORE costs. Each :class:`CallRequest` is ha
 method's registered handler, the one a unary call gets: the same authorization check (with the
 stream's verified peer) and call-time metric (``postmesh.common.grpc._Registrar``), the same
 servicer code. Answers go back as they finish, in any order, matched by id.
+
+Grouping (ADR 0072): a stream message may carry several calls (``CallRequest.more``), and
+answers ready together go back in one message (``CallResponse.more``) to a caller that said it
+reads them. A message costs grpc.aio the same at each end whatever it carries, so a busy caller
+(delivery's Delivers) pays it once per group instead of once per call. Every answer says the
+server reads grouped calls, so a caller groups only towards a server that does.
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams)
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         auth = context.auth_context()  # the same for every call of the stream
         running: set[asyncio.Task[None]] = set()
+        grouped_answers = asyncio.Event()  # the caller reads CallResponse.more
 
         async def one(handler: Any, req: store_pb2.CallRequest) -> None:
             try:
@@ -134,24 +141,43 @@ def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams)
             finally:
                 slots.release()
 
+        async def start(req: store_pb2.CallRequest) -> None:
+            handler = unary.get(req.method)
+            if handler is None:
+                details = f"Calls carries no method {req.method!r}"
+                out.put_nowait(
+                    store_pb2.CallResponse(id=req.id, code=unimplemented, details=details)
+                )
+                return
+            await slots.acquire()
+            task = asyncio.create_task(one(handler, req))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
         async def read() -> None:
             try:
-                async for req in requests:
-                    handler = unary.get(req.method)
-                    if handler is None:
-                        details = f"Calls carries no method {req.method!r}"
-                        out.put_nowait(
-                            store_pb2.CallResponse(id=req.id, code=unimplemented, details=details)
-                        )
-                        continue
-                    await slots.acquire()
-                    task = asyncio.create_task(one(handler, req))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                async for message in requests:
+                    if message.takes_grouped_answers:
+                        grouped_answers.set()
+                    await start(message)
+                    for req in message.more:
+                        await start(req)
                 if running:
                     await asyncio.wait(list(running))
             finally:
                 out.put_nowait(None)  # the caller half-closed (or went): end after the answers
+
+        def with_ready(first: store_pb2.CallResponse) -> store_pb2.CallResponse:
+            """``first``, carrying the answers also ready when the caller takes them grouped."""
+            first.reads_grouped_calls = True
+            if grouped_answers.is_set():
+                while not out.empty():
+                    nxt = out.get_nowait()
+                    if not isinstance(nxt, store_pb2.CallResponse):
+                        out.put_nowait(nxt)  # the end: after these answers (the queue is ours)
+                        break
+                    first.more.append(nxt)
+            return first
 
         reader = asyncio.create_task(read())
         streams._queues.add(out)
@@ -163,9 +189,9 @@ def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams)
                         await asyncio.wait(list(running))
                     while not out.empty():
                         if isinstance(left := out.get_nowait(), store_pb2.CallResponse):
-                            yield left
+                            yield with_ready(left)
                     return
-                yield resp
+                yield with_ready(resp)
         finally:
             streams._queues.discard(out)
             reader.cancel()

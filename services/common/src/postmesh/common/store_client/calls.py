@@ -11,6 +11,10 @@ A stream is used for new calls for at most ``lifetime`` seconds, then half-close
 answer is in and replaced: the next one goes through the channel's load balancing again, so the
 calls of a long-running gateway keep spreading over the store's replicas (ADR 37) and no stream
 outlives the servers' connection age (``postmesh.common.grpc``).
+
+Grouping (ADR 0072): while one caller writes a message on the stream, the calls that come
+meanwhile wait and go together in the next message (``CallRequest.more``), once the server has
+said it reads them; its answers may come grouped too (``CallResponse.more``).
 """
 
 from __future__ import annotations
@@ -51,19 +55,94 @@ class _Stream:
         self.call = call
         self.opened = opened
         self.pending: dict[int, asyncio.Future[store_pb2.CallResponse]] = {}
-        self.writing = asyncio.Lock()  # one message write at a time on a call (gRPC core)
+        # One message write at a time on a call (gRPC core): a caller that finds one under way
+        # queues in ``outbox`` (with a future set once it is written) for the next message.
+        self.writing = False
+        self.outbox: list[tuple[store_pb2.CallRequest, asyncio.Future[None]]] = []
+        self.grouping = False  # the server reads CallRequest.more
+        self.drainer: asyncio.Task[None] | None = None  # writes what queued (referenced)
         self.retired = False  # no new calls: closed once the pending ones are answered
         self.closed = False  # half-closed, or failed
         self.reader: asyncio.Task[None] | None = None
 
     async def close_if_done(self) -> None:
-        if self.retired and not self.pending and not self.closed:
+        if self.retired and not self.pending and not self.closed and not self.writing:
             self.closed = True
             with contextlib.suppress(
                 grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError
             ):
-                async with self.writing:
-                    await self.call.done_writing()
+                await self.call.done_writing()
+
+    async def send(self, req: store_pb2.CallRequest) -> None:
+        """``req`` written on the stream, alone or with others; NotCarried when it was not
+        (the write failed or the stream closed first: then it was never sent). The caller
+        that finds no write under way writes its own; what queued meanwhile is written by a
+        task, so no caller waits on the writes of others."""
+        if self.writing:
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.outbox.append((req, sent))
+            await sent
+            return
+        self.writing = True
+        try:
+            await self._write([req])
+        except BaseException as e:
+            self._fail(self.outbox, f"write failed: {e!r}")
+            self.writing = False
+            raise
+        if self.outbox and not self.closed:
+            self.drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            await self._written()
+
+    async def _drain(self) -> None:
+        unsent: list[tuple[store_pb2.CallRequest, asyncio.Future[None]]] = []
+        try:
+            while self.outbox and not self.closed:
+                unsent = [(r, f) for r, f in self.outbox if not f.done()]  # done: caller gone
+                self.outbox.clear()
+                size = len(unsent) if self.grouping else 1
+                while unsent:
+                    group = unsent[:size]
+                    await self._write([r for r, _ in group])
+                    del unsent[:size]
+                    for _, f in group:
+                        if not f.done():
+                            f.set_result(None)
+        except Exception as e:  # the callers see it as NotCarried
+            self._fail([*unsent, *self.outbox], f"write failed: {e!r}")
+        except BaseException:
+            self._fail([*unsent, *self.outbox], "write cancelled")
+            raise
+        finally:
+            self.drainer = None
+            await self._written()
+
+    async def _written(self) -> None:
+        self.writing = False
+        self._fail(self.outbox, "stream closed")  # what queued after it closed
+        if self.retired and not self.pending:
+            await self.close_if_done()
+
+    def _fail(
+        self, queued: list[tuple[store_pb2.CallRequest, asyncio.Future[None]]], why: str
+    ) -> None:
+        for _, f in queued:
+            if not f.done():
+                f.set_exception(NotCarried(why))
+        self.outbox.clear()
+
+    async def _write(self, reqs: list[store_pb2.CallRequest]) -> None:
+        message = reqs[0]
+        if len(reqs) > 1:
+            message = store_pb2.CallRequest()
+            message.CopyFrom(reqs[0])
+            message.more.extend(reqs[1:])
+        try:
+            await self.call.write(message)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
+            # Never sent: nothing was done. The reader sees why the stream ended.
+            raise NotCarried(f"write failed: {e}") from None
 
 
 class CallStream:
@@ -102,10 +181,13 @@ class CallStream:
     async def _read(self, s: _Stream) -> None:
         err: BaseException | None = None
         try:
-            async for resp in s.call:
-                fut = s.pending.pop(resp.id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(resp)
+            async for message in s.call:
+                if message.reads_grouped_calls:
+                    s.grouping = True
+                for resp in (message, *message.more):
+                    fut = s.pending.pop(resp.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(resp)
                 if s.retired:
                     await s.close_if_done()
         except grpc.aio.AioRpcError as e:
@@ -138,15 +220,15 @@ class CallStream:
         call_id = next(self._ids)
         fut: asyncio.Future[store_pb2.CallResponse] = asyncio.get_running_loop().create_future()
         s.pending[call_id] = fut
-        req = store_pb2.CallRequest(id=call_id, method=method, request=request.SerializeToString())
+        req = store_pb2.CallRequest(
+            id=call_id,
+            method=method,
+            request=request.SerializeToString(),
+            takes_grouped_answers=True,
+        )
         try:
             async with asyncio.timeout(timeout):
-                try:
-                    async with s.writing:
-                        await s.call.write(req)
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
-                    # Never sent: nothing was done. The reader sees why the stream ended.
-                    raise NotCarried(f"write failed: {e}") from None
+                await s.send(req)
                 resp = await fut
         except TimeoutError:
             raise grpc.aio.AioRpcError(

@@ -69,22 +69,34 @@ class CallRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    TAKES_GROUPED_ANSWERS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """the caller's, unique among its calls in flight on the stream"""
     method: _builtins.str
     """the method's name in this service, e.g. "StoreFlags" """
     request: _builtins.bytes
     """the method's serialized request message"""
+    takes_grouped_answers: _builtins.bool
+    """The caller reads answers grouped in CallResponse.more."""
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallRequest]:
+        """Further calls sent in the same stream message (ADR 72), each handled and answered as if
+        sent alone; only to a server that said it reads them (CallResponse.reads_grouped_calls).
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.int = ...,
         method: _builtins.str = ...,
         request: _builtins.bytes = ...,
+        more: _abc.Iterable[Global___CallRequest] | None = ...,
+        takes_grouped_answers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "method", b"method", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "method", b"method", "more", b"more", "request", b"request", "takes_grouped_answers", b"takes_grouped_answers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +110,8 @@ class CallResponse(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    READS_GROUPED_CALLS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     code: _builtins.int
     """a grpc status code; 0 (OK) with the response"""
@@ -105,6 +119,12 @@ class CallResponse(_message.Message):
     """the status details when code is not 0"""
     response: _builtins.bytes
     """the method's serialized response message"""
+    reads_grouped_calls: _builtins.bool
+    """This server handles CallRequest.more (set on every stream message it sends)."""
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallResponse]:
+        """Further answers sent in the same stream message (ADR 72): only to a caller that takes them."""
+
     def __init__(
         self,
         *,
@@ -112,10 +132,12 @@ class CallResponse(_message.Message):
         code: _builtins.int = ...,
         details: _builtins.str = ...,
         response: _builtins.bytes = ...,
+        more: _abc.Iterable[Global___CallResponse] | None = ...,
+        reads_grouped_calls: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "id", b"id", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "id", b"id", "more", b"more", "reads_grouped_calls", b"reads_grouped_calls", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
