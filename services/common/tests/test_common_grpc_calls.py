@@ -18,8 +18,9 @@ from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.dev_pki import ServiceCert, ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
+from postmesh.common.grpc_calls import GROUP_BYTES
 from postmesh.common.grpc_security import GrpcSecurity
-from postmesh.common.store_client.calls import CallStream, NotCarried
+from postmesh.common.store_client.calls import CallStream, NotCarried, _Stream
 from postmesh.common.store_client.client import StoreClient
 from postmesh.common.store_client.errors import MailboxNotFound
 
@@ -42,6 +43,8 @@ class Store(store_pb2_grpc.StoreServiceServicer):
             await asyncio.sleep(float(request.mailbox[6:].partition("#")[0]))
         if request.mailbox == "crash":
             raise RuntimeError("boom")
+        if request.mailbox.startswith("big:"):  # an answer of that many octets or so
+            return store_pb2.MailboxInfo(name="x" * int(request.mailbox[4:].partition("#")[0]))
         return store_pb2.MailboxInfo(name=request.mailbox, uidvalidity=7)
 
     async def Deliver(self, request: Any, context: Any) -> Any:
@@ -403,3 +406,46 @@ async def test_calls_queued_behind_a_failed_write_were_never_sent() -> None:
     assert all(isinstance(o, NotCarried) and not o.sent for o in outcomes)
     assert fake.writes == 1  # the others were queued behind it, never written
     await calls.close()
+
+
+async def test_grouped_answers_stay_within_the_group_size(plain: tuple[Store, int]) -> None:
+    """Answers ready together go in one message only up to GROUP_BYTES: 40 answers of 200 KB
+    (8 MB together, half the channel's message limit) arrive, none in a message much over."""
+    _, port = plain
+    stub = store_pb2_grpc.StoreServiceStub(channel(f"127.0.0.1:{port}", GrpcSecurity(), "store"))
+    call = stub.Calls()
+
+    def big(k: int) -> store_pb2.CallRequest:
+        req = get_mailbox(f"big:200000#{k}").SerializeToString()
+        return store_pb2.CallRequest(id=k, method="GetMailbox", request=req)
+
+    first = big(1)
+    first.takes_grouped_answers = True
+    first.more.extend(big(k) for k in range(2, 41))
+    await call.write(first)
+    await call.done_writing()
+    got = [m async for m in call]
+    ids = sorted(r.id for m in got for r in (m, *m.more))
+    assert ids == list(range(1, 41))
+    assert all(m.ByteSize() <= GROUP_BYTES + 64 for m in got)
+    assert len(got) < 40  # some did go grouped
+
+
+def test_grouped_calls_stay_within_the_group_size() -> None:
+    """The client's next message takes queued calls up to GROUP_BYTES (the first always), and
+    one call a message while the server has not said it reads grouped calls."""
+    s = _Stream(None, 0.0)
+    loop = asyncio.new_event_loop()
+    try:
+        queued = [
+            (store_pb2.CallRequest(id=k, method="Deliver", request=b"m" * 300_000),
+             loop.create_future())
+            for k in range(10)
+        ]  # fmt: skip
+        assert len(s._group(queued)) == 1
+        s.grouping = True
+        assert len(s._group(queued)) == GROUP_BYTES // 300_010
+        huge = [(store_pb2.CallRequest(id=1, request=b"h" * (2 * GROUP_BYTES)), queued[0][1])]
+        assert len(s._group(huge + queued)) == 1
+    finally:
+        loop.close()

@@ -33,6 +33,11 @@ log = get_logger(__name__)
 # then holds the caller back), so one caller cannot make the server take on unbounded work.
 MAX_IN_FLIGHT = 64
 
+# A stream message carries further calls, or answers, only while it stays within this size
+# (ADR 72): far below the channels' message limit (postmesh.common.grpc.MAX_MESSAGE_BYTES),
+# however large the contents a group of answers or Delivers carries.
+GROUP_BYTES = 1024 * 1024
+
 
 class _CallContext:
     """What a unary handler uses of its ServicerContext, for one call carried by the stream:
@@ -167,28 +172,40 @@ def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams)
             finally:
                 out.put_nowait(None)  # the caller half-closed (or went): end after the answers
 
+        # An answer taken from ``out`` that did not fit in the last message: sent next.
+        held: list[Any] = []
+
         def with_ready(first: store_pb2.CallResponse) -> store_pb2.CallResponse:
-            """``first``, carrying the answers also ready when the caller takes them grouped."""
+            """``first``, carrying the answers also ready, up to GROUP_BYTES, when the caller
+            takes them grouped."""
             first.reads_grouped_calls = True
             if grouped_answers.is_set():
+                size = first.ByteSize()
                 while not out.empty():
                     nxt = out.get_nowait()
                     if not isinstance(nxt, store_pb2.CallResponse):
                         out.put_nowait(nxt)  # the end: after these answers (the queue is ours)
                         break
+                    size += nxt.ByteSize()
+                    if size > GROUP_BYTES:
+                        held.append(nxt)
+                        break
                     first.more.append(nxt)
             return first
+
+        async def next_answer() -> Any:
+            return held.pop() if held else await out.get()
 
         reader = asyncio.create_task(read())
         streams._queues.add(out)
         try:
-            while (resp := await out.get()) is not None:
+            while (resp := await next_answer()) is not None:
                 if resp is _END:
                     reader.cancel()
                     if running:
                         await asyncio.wait(list(running))
-                    while not out.empty():
-                        if isinstance(left := out.get_nowait(), store_pb2.CallResponse):
+                    while held or not out.empty():
+                        if isinstance(left := await next_answer(), store_pb2.CallResponse):
                             yield with_ready(left)
                     return
                 yield with_ready(resp)

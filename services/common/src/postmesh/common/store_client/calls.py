@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.message import Message
 
 from postmesh.api.store.v1 import store_pb2
+from postmesh.common.grpc_calls import GROUP_BYTES
 from postmesh.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -101,11 +102,10 @@ class _Stream:
             while self.outbox and not self.closed:
                 unsent = [(r, f) for r, f in self.outbox if not f.done()]  # done: caller gone
                 self.outbox.clear()
-                size = len(unsent) if self.grouping else 1
                 while unsent:
-                    group = unsent[:size]
+                    group = self._group(unsent)
                     await self._write([r for r, _ in group])
-                    del unsent[:size]
+                    del unsent[: len(group)]
                     for _, f in group:
                         if not f.done():
                             f.set_result(None)
@@ -117,6 +117,20 @@ class _Stream:
         finally:
             self.drainer = None
             await self._written()
+
+    def _group(
+        self, queued: list[tuple[store_pb2.CallRequest, asyncio.Future[None]]]
+    ) -> list[tuple[store_pb2.CallRequest, asyncio.Future[None]]]:
+        """The first of ``queued`` and, when the server reads grouped calls, those after it
+        that keep the message within GROUP_BYTES."""
+        size = queued[0][0].ByteSize()
+        n = 1
+        while self.grouping and n < len(queued):
+            size += queued[n][0].ByteSize()
+            if size > GROUP_BYTES:
+                break
+            n += 1
+        return queued[:n]
 
     async def _written(self) -> None:
         self.writing = False
