@@ -3,7 +3,8 @@
 Starts the six services (embedded backends by default; ``--backend distributed`` runs them on a
 real Kafka + FerretDB from the integration infra), then measures:
 - SMTP submission: messages/s accepted, p50/p99 of the time from end of DATA to the 250 reply;
-- end to end: time until every accepted message is visible in IMAP, after a warm-up of
+- end to end: time until every accepted message is visible in IMAP (INBOX polled by STATUS
+  every 50 ms, ``tests.bench.stacks.inbox_count``), after a warm-up of
   ``--warmup`` messages (shown apart: a stack just started is not in its steady state); with
   ``--backend both`` in ``--rounds`` rounds alternating which backend goes first, each on
   fresh stacks, and the median distributed/embedded ratio;
@@ -33,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from postmesh.common.devstack import Stack
-from tests.bench.stacks import bench_stack
+from tests.bench.stacks import bench_stack, inbox_count
 from tests.bench.stats import pct, ratios, side_by_side
 
 PASSWORD = "bench-password"
@@ -62,10 +63,7 @@ def smtp_worker(stack: Stack, user: str, count: int, size: int) -> list[float]:
 
 
 def imap_count(stack: Stack, user: str) -> int:
-    with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as m:
-        m.login(user, PASSWORD)
-        _, data = m.select("INBOX", readonly=True)
-        return int(data[0] or 0)
+    return inbox_count(stack.ports.imap, user, PASSWORD)
 
 
 def send_and_wait(

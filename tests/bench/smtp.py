@@ -4,8 +4,9 @@ into a Maildir) taking the same load, in one run (issue 9 item 8).
 
 For 1 and 20 sessions, 4 KiB and 100 KiB: acceptance (smtp-source's run, each message
 answered 250 only once durable: for Postmesh after the bus acknowledged it) and accepted to
-visible (Postmesh: counted by IMAP SELECT; Postfix: files in the Maildir), both from the first
-connection, in messages/s, with the Postmesh/Postfix ratio; each case runs in several rounds,
+visible (Postmesh: counted by IMAP STATUS (MESSAGES), as a client polls a folder; Postfix:
+files in the Maildir), both from the first connection, in messages/s, with the Postmesh/Postfix
+ratio; each case runs in several rounds,
 the two servers one after the other (which goes first alternates), with each round's ratio
 and their median. The MX checks SPF/DKIM/DMARC as in
 production, against a dnsmasq on loopback. Every loop is bounded; traffic stays on 127.0.0.1.
@@ -14,7 +15,6 @@ production, against a dnsmasq on loopback. Every loop is bounded; traffic stays 
 from __future__ import annotations
 
 import functools
-import imaplib
 import subprocess
 import tempfile
 import time
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from postmesh.common.devstack import Stack
+from tests.bench.stacks import inbox_count
 from tests.bench.stats import ratios, side_by_side
 from tests.integration.infra.dnsmasq import Dnsmasq, Zone
 from tests.integration.infra.postfix_peer import PostfixPeer, free_port_on
@@ -58,10 +59,7 @@ def wait_until(count: Callable[[], int], target: int, start: float) -> float:
 
 
 def imap_count(stack: Stack) -> int:
-    with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as m:
-        m.login(USER, PASSWORD)  # loopback: plaintext LOGIN is allowed (ADR 4)
-        _, data = m.select("INBOX", readonly=True)
-        return int(data[0] or 0)
+    return inbox_count(stack.ports.imap, USER, PASSWORD)
 
 
 def maildir_count(postfix: PostfixPeer) -> int:

@@ -5,6 +5,8 @@ tells an operator to (the store's GIN indexes created)."""
 from __future__ import annotations
 
 import contextlib
+import imaplib
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,3 +40,21 @@ def bench_stack(backend: str) -> Iterator[Stack]:
                 yield stack
             finally:
                 stack.stop()
+
+
+_MESSAGES = re.compile(rb"\(MESSAGES (\d+)\)")
+
+
+def inbox_count(port: int, user: str, password: str) -> int:
+    """INBOX's message count by IMAP STATUS, as a client polls a folder for new mail. Not
+    SELECT: that lists every message, and the benches poll 20 times a second while the
+    mailbox grows to thousands, which loaded the store under measurement (and FerretDB and
+    PostgreSQL on the distributed stack) far more than counting the other side's Maildir
+    costs Postfix."""
+    with imaplib.IMAP4("127.0.0.1", port) as m:
+        m.login(user, password)  # loopback: plaintext LOGIN is allowed (ADR 4)
+        _, data = m.status("INBOX", "(MESSAGES)")
+        found = _MESSAGES.search(data[0] if isinstance(data[0], bytes) else b"")
+        if found is None:
+            raise RuntimeError(f"STATUS without MESSAGES: {data!r}")
+        return int(found.group(1))
