@@ -6,9 +6,8 @@ For 1 and 20 sessions, 4 KiB and 100 KiB: acceptance (smtp-source's run, each me
 answered 250 only once durable: for Postmesh after the bus acknowledged it) and accepted to
 visible (Postmesh: counted by IMAP STATUS (MESSAGES), as a client polls a folder; Postfix:
 files in the Maildir), both from the first connection, in messages/s, with the Postmesh/Postfix
-ratio; each case runs in several rounds,
-the two servers one after the other (which goes first alternates), with each round's ratio
-and their median. The MX checks SPF/DKIM/DMARC as in
+ratio; each case runs in several rounds, the two servers one after the other (which goes first
+alternates), with each round's ratio and their median. The MX checks SPF/DKIM/DMARC as in
 production, against a dnsmasq on loopback. Every loop is bounded; traffic stays on 127.0.0.1.
 """
 

@@ -179,7 +179,7 @@ def calls_handler(unary: Mapping[str, Any], template: Any, streams: OpenStreams)
             """``first``, carrying the answers also ready, up to GROUP_BYTES, when the caller
             takes them grouped."""
             first.reads_grouped_calls = True
-            if grouped_answers.is_set():
+            if grouped_answers.is_set() and not out.empty():
                 size = first.ByteSize()
                 while not out.empty():
                     nxt = out.get_nowait()

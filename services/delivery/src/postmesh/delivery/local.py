@@ -7,7 +7,7 @@ import grpc
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
 from postmesh.common.logging import get_logger, kv
-from postmesh.common.store_client.calls import CallStream, NotCarried
+from postmesh.common.store_client.calls import CallStream, carried_or_unary
 from postmesh.delivery.model import Outcome, RecipientResult
 
 log = get_logger(__name__)
@@ -74,13 +74,12 @@ class LocalDelivery:
             await self._deliver(req)
 
     async def _deliver(self, req: store_pb2.DeliverRequest) -> None:
-        if self.calls is not None:
-            try:
-                await self.calls.call("Deliver", req, store_pb2.DeliverResponse, self.deadline)
-                return
-            except NotCarried:
-                pass  # the store deduplicates by (queue id, user, mailbox): safe to repeat
-        await self.store.Deliver(req, timeout=self.deadline)
+        # Idempotent: the store deduplicates by (queue id, user, mailbox), so one the stream
+        # could not answer is made again as a unary call even if it was sent.
+        await carried_or_unary(
+            self.calls, self.store.Deliver, "Deliver", req, store_pb2.DeliverResponse,
+            self.deadline,
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self.calls is not None:

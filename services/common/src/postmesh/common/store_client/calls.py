@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -272,3 +272,26 @@ class CallStream:
             if s.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await s.reader
+
+
+async def carried_or_unary(
+    calls: CallStream | None,
+    unary: Callable[..., Awaitable[Any]],
+    method: str,
+    request: Message,
+    response_type: type[M],
+    timeout: float,
+    *,
+    idempotent: bool = True,
+) -> M:
+    """``method`` on ``calls`` when there is one and it answers, else ``unary`` (the stub's
+    method, with the channel's retries). Raises grpc.aio.AioRpcError as the unary call does;
+    NotCarried, with ``sent``, when a call that is not ``idempotent`` was sent on a stream that
+    then failed (the store may have done it: it is not made again)."""
+    if calls is not None:
+        try:
+            return await calls.call(method, request, response_type, timeout)
+        except NotCarried as e:
+            if e.sent and not idempotent:
+                raise
+    return cast(M, await unary(request, timeout=timeout))

@@ -19,7 +19,7 @@ from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.store_client import convert
-from postmesh.common.store_client.calls import CallStream, NotCarried
+from postmesh.common.store_client.calls import CallStream, NotCarried, carried_or_unary
 from postmesh.common.store_client.errors import (
     MailboxNotFound,
     MessageNotFound,
@@ -93,13 +93,13 @@ class StoreClient:
         else as a unary call. Raises grpc.aio.AioRpcError as the unary call does. A call that
         is not ``idempotent`` is not made again when the stream failed after sending it (the
         store may have done it): BackendUnavailable."""
-        if self._calls is not None:
-            try:
-                return await self._calls.call(method, req, response_type, self._deadline)
-            except NotCarried as e:
-                if e.sent and not idempotent:
-                    raise BackendUnavailable(f"store {method}: the call stream failed") from e
-        return cast(M, await getattr(self._stub, method)(req, timeout=self._deadline))
+        try:
+            return await carried_or_unary(
+                self._calls, getattr(self._stub, method), method, req, response_type,
+                self._deadline, idempotent=idempotent,
+            )  # fmt: skip
+        except NotCarried as e:
+            raise BackendUnavailable(f"store {method}: the call stream failed") from e
 
     async def close(self) -> None:
         """Close the channel (when the client owns it)."""
