@@ -32,7 +32,7 @@ def bench_stack(backend: str) -> Iterator[Stack]:
         with KafkaBroker() as kafka, FerretDB(fsync=True) as mongo:
             kafka.create_topics()
             env = distributed_env(kafka, mongo)
-            stack = start_stack(Path(tmp), env)
+            stack = start_stack(Path(tmp), env, local_grpc=False)  # as between pods
             try:
                 # The operator's step for FerretDB on PostgreSQL (docs/operations.md, ADR 36):
                 # GIN indexes for the collections the store made at its start.

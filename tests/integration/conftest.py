@@ -58,6 +58,7 @@ def distributed_stack(
     stack = start_stack(
         Path(tmp_path_factory.mktemp("distributed")),
         {**distributed_env(kafka_broker, ferretdb), **quiet_dns},
+        local_grpc=False,
     )
     yield stack
     _dump_logs(stack)

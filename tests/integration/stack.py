@@ -70,8 +70,12 @@ def quick_env() -> dict[str, str]:
     }
 
 
-def start_stack(data_dir: Path, backend_env: Mapping[str, str]) -> Stack:
-    stack = Stack(data_dir, free_stack_ports(), {**quick_env(), **backend_env})
+def start_stack(data_dir: Path, backend_env: Mapping[str, str], local_grpc: bool = True) -> Stack:
+    """``local_grpc=False``: store and auth on loopback TCP with mutual TLS, as between pods
+    (the distributed stacks); else on Unix sockets, as ``make run`` (ADR 0073)."""
+    stack = Stack(
+        data_dir, free_stack_ports(), {**quick_env(), **backend_env}, local_grpc=local_grpc
+    )
     stack.start(timeout=90)
     return stack
 

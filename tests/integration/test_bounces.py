@@ -23,7 +23,7 @@ from tests.integration.test_mail_end_to_end import (
 
 async def set_quota(stack: Stack, user: str, storage_bytes: int) -> None:
     # As auth would (quotas are its to set, ADR 10).
-    ch = channel(f"127.0.0.1:{stack.ports.store_grpc}", stack.grpc_security("auth"), "store")
+    ch = channel(stack.grpc_target("store"), stack.grpc_security("auth"), "store")
     stub = store_pb2_grpc.StoreServiceStub(ch)
     await stub.ProvisionUser(store_pb2.ProvisionUserRequest(user=user), timeout=30)
     await stub.SetQuota(

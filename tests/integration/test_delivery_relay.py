@@ -143,9 +143,7 @@ def arrived(postfix: PostfixPeer, marker: str) -> list[bytes]:
 
 def queue_entries(stack: Stack) -> list[queue_pb2.QueueEntry]:
     async def run() -> list[queue_pb2.QueueEntry]:
-        ch = channel(
-            f"127.0.0.1:{stack.ports.store_grpc}", stack.grpc_security("delivery"), "store"
-        )
+        ch = channel(stack.grpc_target("store"), stack.grpc_security("delivery"), "store")
         stub = queue_pb2_grpc.DeliveryQueueServiceStub(ch)
         resp = await stub.List(queue_pb2.ListQueueRequest(page_size=1000), timeout=10)
         await ch.close()

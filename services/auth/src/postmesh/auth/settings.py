@@ -11,7 +11,8 @@ from postmesh.common.mongo import MongoSettings
 
 class AuthSettings(MongoSettings, AdminTokenSettings):
     ops_port: int = Field(default=9106, ge=0, le=65535)
-    # gRPC listen address (edges reach it through POSTMESH_AUTH_ADDRESS).
+    # gRPC listen address, host:port (mutual TLS) or unix:/path (ADR 73); edges reach it
+    # through POSTMESH_AUTH_ADDRESS.
     auth_listen: str = "127.0.0.1:50062"
     # sqlite (embedded, file under data_dir) or mongodb (production; MongoDB 6+ or FerretDB).
     auth_backend: Literal["sqlite", "mongodb"] = "sqlite"

@@ -50,15 +50,32 @@ class StackPorts:
     )
 
 
-def service_env(ports: StackPorts, data_dir: Path, service: str) -> dict[str, str]:
+# A Unix socket's path must fit sockaddr_un's sun_path (108 bytes on Linux, with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def grpc_targets(ports: StackPorts, data_dir: Path, local: bool) -> dict[str, str]:
+    """Where store and auth serve gRPC: Unix sockets in ``<data_dir>/grpc`` when ``local``
+    (one machine, one user: ADR 0073) and the path fits, else loopback TCP with mutual TLS."""
+    if local:
+        sockets = {svc: data_dir / "grpc" / f"{svc}.sock" for svc in ("store", "auth")}
+        if all(len(str(p)) <= _MAX_SOCKET_PATH for p in sockets.values()):
+            return {svc: f"unix:{p}" for svc, p in sockets.items()}
+    return {"store": f"127.0.0.1:{ports.store_grpc}", "auth": f"127.0.0.1:{ports.auth_grpc}"}
+
+
+def service_env(
+    ports: StackPorts, data_dir: Path, service: str, local_grpc: bool = True
+) -> dict[str, str]:
     """The stack's settings for one service; variables already in the environment win."""
+    grpc = grpc_targets(ports, data_dir, local_grpc)
     env = {
         "POSTMESH_DATA_DIR": str(data_dir),
         "POSTMESH_OPS_PORT": str(ports.ops[service]),
-        "POSTMESH_STORE_LISTEN": f"127.0.0.1:{ports.store_grpc}",
-        "POSTMESH_STORE_ADDRESS": f"127.0.0.1:{ports.store_grpc}",
-        "POSTMESH_AUTH_LISTEN": f"127.0.0.1:{ports.auth_grpc}",
-        "POSTMESH_AUTH_ADDRESS": f"127.0.0.1:{ports.auth_grpc}",
+        "POSTMESH_STORE_LISTEN": grpc["store"],
+        "POSTMESH_STORE_ADDRESS": grpc["store"],
+        "POSTMESH_AUTH_LISTEN": grpc["auth"],
+        "POSTMESH_AUTH_ADDRESS": grpc["auth"],
         "POSTMESH_ADMIN_PORT": str(ports.admin),
         "POSTMESH_QUEUE_ADMIN_PORT": str(ports.queue_admin),
         "POSTMESH_SMTP_MX_PORT": str(ports.smtp_mx),
@@ -68,7 +85,8 @@ def service_env(ports: StackPorts, data_dir: Path, service: str) -> dict[str, st
         "POSTMESH_IMAPS_PORT": str(ports.imaps),
         "POSTMESH_POP3_PORT": str(ports.pop3),
         "POSTMESH_POP3S_PORT": str(ports.pop3s),
-        # Internal gRPC over mutual TLS with a throwaway CA (ADR 10), as in production.
+        # TCP hops (a replica a test adds on a port, or the whole stack when not local) use
+        # mutual TLS with a throwaway CA (ADR 10), as in production.
         **ensure_dev_pki(data_dir / "grpc-pki", SERVICES)[service].env(),
     }
     return env
@@ -96,18 +114,27 @@ class Stack:
         ports: StackPorts | None = None,
         extra_env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
+        local_grpc: bool = True,
     ) -> None:
+        """``local_grpc``: store and auth on Unix sockets, as ``make run`` has them; False for
+        loopback TCP with mutual TLS, as between the pods of a cluster."""
         self.data_dir = data_dir.resolve()
         self.ports = ports or StackPorts()
         self.extra_env = dict(extra_env or {})
+        self.local_grpc = local_grpc
         self.log_dir = log_dir or self.data_dir / "logs"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def env_for(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
-        for k, v in {**service_env(self.ports, self.data_dir, service), **self.extra_env}.items():
+        own = service_env(self.ports, self.data_dir, service, self.local_grpc)
+        for k, v in {**own, **self.extra_env}.items():
             env.setdefault(k, v)
         return env
+
+    def grpc_target(self, server: str) -> str:
+        """The gRPC target of ``server`` ("store" or "auth") in this stack."""
+        return grpc_targets(self.ports, self.data_dir, self.local_grpc)[server]
 
     def grpc_security(self, service: str) -> GrpcSecurity:
         """The credentials of ``service``, for a test or tool that calls store or auth as it."""

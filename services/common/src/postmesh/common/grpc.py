@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
+from postmesh.common import grpc_local
 from postmesh.common.grpc_calls import OpenStreams, calls_handler
 from postmesh.common.grpc_renewal import RenewingChannel
 from postmesh.common.grpc_security import (
@@ -144,11 +145,14 @@ class _Registrar:
 
 class GrpcServer:
     """A grpc.aio server on ``address`` with health checking for ``service_names``: mutual TLS
-    and per-method caller authorization unless ``security`` is the plaintext mode."""
+    and per-method caller authorization unless ``security`` is the plaintext mode or the
+    address is a local socket (``unix:/path``, file permissions instead: ADR 0073)."""
 
     def __init__(self, address: str, security: GrpcSecurity) -> None:
         self.address = address
         self.security = security
+        self.local = grpc_local.is_local_socket(address)
+        self.secure = not (security.plaintext or self.local)
         self.server = grpc.aio.server(options=_SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
         self.call_streams = OpenStreams()
@@ -157,13 +161,17 @@ class GrpcServer:
 
     def add(self, register: Callable[[Any, Any], None], servicer: Any) -> None:
         """``register`` is a generated ``add_<Service>Servicer_to_server``."""
-        registrar = _Registrar(self.server, not self.security.plaintext, self.call_streams)
+        registrar = _Registrar(self.server, self.secure, self.call_streams)
         register(servicer, registrar)
         if registrar.generic_only:
             raise TypeError(f"{register.__name__} registers no named method handlers")
 
     async def start(self, service_names: Iterable[str]) -> None:
-        if self.security.plaintext:
+        if self.local:
+            path = grpc_local.claim(self.address)
+            self.port = self.server.add_insecure_port(self.address)
+            grpc_local.restrict(path)
+        elif self.security.plaintext:
             self.port = self.server.add_insecure_port(self.address)
         else:
             creds = self.security.server_credentials()
@@ -185,8 +193,9 @@ def channel(target: str, security: GrpcSecurity, server: str) -> grpc.aio.Channe
     """A client channel to the ``server`` service ("store", "auth") at ``target``, with retries
     on UNAVAILABLE and round robin over the target's addresses (``host:port``, resolved by DNS
     to every A/AAAA record, e.g. a headless Service; or a list,
-    ``ipv4:127.0.0.1:1,127.0.0.1:2``); pass ``timeout=`` on every call. With TLS every
-    replica must present the certificate of ``server``'s identity, whatever address it has."""
+    ``ipv4:127.0.0.1:1,127.0.0.1:2``; or a local socket, ``unix:/path``, without TLS: ADR
+    0073); pass ``timeout=`` on every call. With TLS every replica must present the
+    certificate of ``server``'s identity, whatever address it has."""
     options = [
         *_OPTIONS,
         ("grpc.service_config", _SERVICE_CONFIG),
@@ -194,7 +203,7 @@ def channel(target: str, security: GrpcSecurity, server: str) -> grpc.aio.Channe
         # Only ours: a service config published in DNS TXT records is never applied.
         ("grpc.service_config_disable_resolution", 1),
     ]
-    if security.plaintext:
+    if security.plaintext or grpc_local.is_local_socket(target):
         return grpc.aio.insecure_channel(target, options=options)
     # Checked against every replica's certificate (and sent as :authority): replicas share
     # their service's identity, not their address (ADR 10).

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
+from postmesh.common import grpc_local
 from postmesh.common.config import ServiceSettings
 from postmesh.common.grpc_renewal import GrpcCertificates, certificates
 from postmesh.common.grpc_renewal import server_credentials as renewing_server_credentials
@@ -75,6 +76,8 @@ class GrpcSecurity:
             )
             return cls()
         files = (s.grpc_tls_cert_file, s.grpc_tls_key_file, s.grpc_tls_ca_file)
+        if any(f is None for f in files) and _only_local_sockets(s):
+            return cls()  # nothing to encrypt: every hop is a Unix socket (ADR 0073)
         if any(f is None for f in files):
             raise GrpcTlsNotConfigured(
                 "internal gRPC needs POSTMESH_GRPC_TLS_CERT_FILE, POSTMESH_GRPC_TLS_KEY_FILE and "
@@ -229,3 +232,10 @@ async def _responses(result: Any) -> AsyncIterator[Any]:
             yield item
     else:
         await result
+
+
+def _only_local_sockets(s: ServiceSettings) -> bool:
+    """Whether every gRPC address this service serves or calls is a Unix socket."""
+    names = ("store_address", "auth_address", "store_listen", "auth_listen")
+    addresses = [a for n in names if isinstance(a := getattr(s, n, None), str)]
+    return all(grpc_local.is_local_socket(a) for a in addresses)

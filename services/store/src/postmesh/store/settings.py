@@ -12,7 +12,8 @@ from postmesh.common.mongo import MongoSettings
 
 class StoreSettings(MongoSettings):
     ops_port: int = Field(default=9105, ge=0, le=65535)
-    # gRPC listen address (clients reach it through POSTMESH_STORE_ADDRESS).
+    # gRPC listen address, host:port (mutual TLS) or unix:/path (ADR 73); clients reach it
+    # through POSTMESH_STORE_ADDRESS.
     store_listen: str = "127.0.0.1:50061"
     # sqlite (embedded) or mongodb (production; MongoDB 6+, FerretDB 1.24 in tests).
     store_backend: Literal["sqlite", "mongodb"] = "sqlite"
