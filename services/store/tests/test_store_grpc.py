@@ -153,6 +153,11 @@ async def test_flags_expunge_and_events(app: StoreApp, tmp_path: Path) -> None:
             store_pb2.DeliverRequest(queue_id=f"Q{i}", user="u@x", content=b"m%d" % i),
             timeout=10,
         )
+    # A redelivery (its first attempt's caller gone before the answer) announces again.
+    again = await stub.Deliver(
+        store_pb2.DeliverRequest(queue_id="Q1", user="u@x", content=b"m1"), timeout=10
+    )
+    assert again.duplicate and again.uid == 2
     r = await stub.StoreFlags(
         store_pb2.StoreFlagsRequest(
             user="u@x", uids=[1, 2], mode=store_pb2.FLAGS_MODE_ADD, flags=["\\deleted"]
@@ -174,7 +179,7 @@ async def test_flags_expunge_and_events(app: StoreApp, tmp_path: Path) -> None:
 
     task = asyncio.create_task(reader.consume([topics.MAILBOX_EVENTS], None, collect))
     for _ in range(200):
-        if len(got) >= 11:
+        if len(got) >= 12:
             break
         await asyncio.sleep(0.02)
     await reader.stop()
@@ -190,12 +195,14 @@ async def test_flags_expunge_and_events(app: StoreApp, tmp_path: Path) -> None:
         (Kind.KIND_MESSAGE_NEW, [1]),
         (Kind.KIND_MESSAGE_NEW, [2]),
         (Kind.KIND_MESSAGE_NEW, [3]),
+        (Kind.KIND_MESSAGE_NEW, [2]),
         (Kind.KIND_FLAGS_CHANGED, [1, 2]),
         (Kind.KIND_MESSAGE_EXPUNGED, [2]),
     ]
-    assert list(events[3].flags) == ["\\Deleted"]
+    assert events[3].modseq == events[1].modseq  # the redelivered message, as first stored
+    assert list(events[4].flags) == ["\\Deleted"]
     assert all(e.mailbox == "INBOX" and e.at_ms > 0 for e in events)
-    assert events[4].modseq > events[3].modseq > events[2].modseq > 0
+    assert events[5].modseq > events[4].modseq > events[2].modseq > 0
 
 
 async def aiter_of(items: list[store_pb2.ContentChunk]) -> AsyncIterator[store_pb2.ContentChunk]:

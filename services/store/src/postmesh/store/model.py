@@ -75,8 +75,7 @@ class DeliverResult:
     modseq: int
     # The delivery key had been recorded before this call (a redelivered record).
     duplicate: bool
-    # This call made the message exist (False when an earlier attempt had completed it);
-    # the service publishes a MESSAGE_NEW event only then.
+    # This call made the message exist (False when an earlier attempt had completed it).
     created: bool
     # Mailboxes this call created (provisioning a new user on the first delivery).
     created_mailboxes: tuple[str, ...] = ()

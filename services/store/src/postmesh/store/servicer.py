@@ -214,8 +214,10 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             extra=kv(mailbox=r.mailbox, uid=r.uid, duplicate=r.duplicate, created=r.created),
         )
         await self._publish_created(request.user, r.created_mailboxes)
-        if r.created:
-            await self._publish(request.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
+        # A redelivery announces its message again: the attempt that stored it may have lost
+        # its caller or died before announcing it (or while a pending mark hid it, watermark.py),
+        # and no later event need come. A session that knows the message asks nothing (ADR 50).
+        await self._publish(request.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
         return store_pb2.DeliverResponse(
             uid=r.uid, uidvalidity=r.uidvalidity, duplicate=r.duplicate, mailbox=r.mailbox
         )
