@@ -14,6 +14,7 @@ from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.common import grpc_local
 from postmesh.common.config import ServiceSettings
 from postmesh.common.dev_pki import ensure_dev_pki
+from postmesh.common.devstack import StackPorts, grpc_targets, service_env
 from postmesh.common.grpc import GrpcServer, channel, is_serving
 from postmesh.common.grpc_security import GrpcSecurity, GrpcTlsNotConfigured
 
@@ -82,3 +83,24 @@ def test_only_local_hops_need_no_certificate(tmp_path: Path) -> None:
     # One TCP hop still needs mutual TLS or the explicit plaintext mode.
     with pytest.raises(GrpcTlsNotConfigured):
         GrpcSecurity.from_settings(ServiceSettings(**{**local, "auth_address": "127.0.0.1:1"}))
+
+
+def test_the_local_stack_puts_store_and_auth_on_sockets_that_fit(tmp_path: Path) -> None:
+    ports = StackPorts(store_grpc=1061, auth_grpc=1062)
+    env = service_env(ports, tmp_path, "imap-gw")
+    assert env["POSTMESH_STORE_ADDRESS"] == env["POSTMESH_STORE_LISTEN"]
+    assert env["POSTMESH_STORE_ADDRESS"] == f"unix:{tmp_path}/grpc/store.sock"
+    assert env["POSTMESH_AUTH_ADDRESS"] == f"unix:{tmp_path}/grpc/auth.sock"
+    # As between pods: loopback TCP (with the throwaway CA's certificates).
+    tcp = service_env(ports, tmp_path, "imap-gw", local_grpc=False)
+    assert (tcp["POSTMESH_STORE_ADDRESS"], tcp["POSTMESH_AUTH_ADDRESS"]) == (
+        "127.0.0.1:1061",
+        "127.0.0.1:1062",
+    )
+    assert tcp["POSTMESH_GRPC_TLS_CERT_FILE"]
+    # A data directory too deep for a socket address (108 bytes) falls back to TCP.
+    deep = tmp_path / ("d" * 100)
+    assert grpc_targets(ports, deep, local=True) == {
+        "store": "127.0.0.1:1061",
+        "auth": "127.0.0.1:1062",
+    }
