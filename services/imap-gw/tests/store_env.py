@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postmesh.common.backend import BackendUnavailable
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.memory import MemoryAccounts
 from postmesh.common.store_client.types import AppendResult
 from postmesh.common.tls import settings_server_context
 from postmesh.imap_gw.grpc_backend import GrpcMailStore
@@ -36,21 +38,22 @@ def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
     ).encode()
 
 
-class FakeAuth:
+class FakeAuth(MemoryAccounts):
     """The auth service in memory: these suites are about the store and the protocol."""
 
     def __init__(self) -> None:
-        self.users = {USER: PASSWORD}
-        self.calls: list[tuple[str, str, str]] = []
+        super().__init__({USER: PASSWORD})
         self.down = False
 
-    async def authenticate(
+    async def check_password(
         self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        self.calls.append((username, remote_ip, mechanism))
+    ) -> AuthVerdict:
         if self.down:
+            self.calls.append((username, remote_ip, mechanism))
             raise BackendUnavailable("auth down")
-        return username.lower() if self.users.get(username.lower()) == password else None
+        return await super().check_password(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
+        )
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> ImapSettings:

@@ -159,8 +159,10 @@ async def test_store_calls_and_error_mapping(
 
 async def test_auth_calls(backends: tuple[GrpcMailStore, GrpcAuthenticator, Store]) -> None:
     _, auth, _ = backends
-    assert await auth.authenticate("Bob@X", "pw", remote_ip="127.0.0.1", mechanism="") == "bob@x"
-    assert await auth.authenticate("bob@x", "no", remote_ip="127.0.0.1", mechanism="PLAIN") is None
+    ok = await auth.check_password("Bob@X", "pw", remote_ip="127.0.0.1", mechanism="")
+    assert ok.user == "bob@x"
+    refused = await auth.check_password("bob@x", "no", remote_ip="127.0.0.1", mechanism="PLAIN")
+    assert refused.user is None
 
 
 async def test_unreachable_backend_is_unavailable() -> None:

@@ -125,7 +125,7 @@ async def test_idle_timeout_default_is_at_least_30_minutes(env: Env) -> None:
 
 async def test_sessions_per_user_are_capped(make_env: MakeEnv) -> None:
     env = await make_env(imap_max_sessions_per_user=2)
-    env.auth.users["bob@example.org"] = "bobpw"
+    env.auth.passwords["bob@example.org"] = "bobpw"
     first = await Client.login(env)
     second = await Client.login(env)
     third = await Client.connect(env)

@@ -18,7 +18,7 @@ NEW_USER, NEW_PASSWORD = "newcomer@example.org", "first-login"
 
 
 async def test_login_provisions_a_new_user(env: Env) -> None:
-    env.auth.users[NEW_USER] = NEW_PASSWORD
+    env.auth.passwords[NEW_USER] = NEW_PASSWORD
     with pytest.raises(UnknownUser):
         await env.store.app.repo.list_mailboxes(NEW_USER)
 

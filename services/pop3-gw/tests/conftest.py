@@ -17,14 +17,8 @@ import pytest
 
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.sasl import AuthVerdict
-from postmesh.common.sasl.scram import (
-    ScramKeys,
-    ScramParams,
-    ScramVerdict,
-    decoy_params,
-    derive_keys,
-    verify_proof,
-)
+from postmesh.common.sasl.memory import MemoryAccounts
+from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.common.store_client.types import FlagsMode
 from postmesh.pop3_gw.backend import DELETED, INBOX, LockResult, MailBackend, Maildrop
 from postmesh.pop3_gw.grpc_backend import StoreMaildrop
@@ -46,52 +40,16 @@ def make_message(subject: str, body: str = "Hello.\r\n") -> bytes:
     ).encode()
 
 
-class FakeAuth:
+def fake_auth() -> MemoryAccounts:
     """The auth service in memory (passwords, lockout, SCRAM): this suite is about the store."""
-
-    def __init__(self) -> None:
-        self.passwords = {USER: PASSWORD}
-        # > 0: the auth service answers "locked out, retry after this many seconds".
-        self.locked_for = 0
-        self.scram_cache: dict[str, ScramKeys] = {}
-
-    async def check_password(
-        self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> AuthVerdict:
-        canonical = username.lower()
-        if self.locked_for:
-            return AuthVerdict(None, self.locked_for)
-        return AuthVerdict(canonical if self.passwords.get(canonical) == password else None)
-
-    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
-        if self.locked_for:
-            return AuthVerdict(None, self.locked_for)
-        keys = self._scram_keys(username.lower())
-        if keys is None:
-            return decoy_params(b"fake", username)
-        return ScramParams(keys.salt, keys.iterations)
-
-    async def verify_scram(
-        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
-    ) -> ScramVerdict | AuthVerdict:
-        keys = self._scram_keys(username.lower())
-        signature = verify_proof(keys, auth_message, proof) if keys else None
-        return ScramVerdict(username.lower() if signature else None, signature or b"")
-
-    def _scram_keys(self, user: str) -> ScramKeys | None:
-        password = self.passwords.get(user)
-        if password is None:
-            return None
-        if user not in self.scram_cache:
-            self.scram_cache[user] = derive_keys(password, b"fixed-salt-16byt", 4096)
-        return self.scram_cache[user]
+    return MemoryAccounts({USER: PASSWORD})
 
 
 class StoreAndAuth(StoreMaildrop):
     """The gateway's real store half (StoreMaildrop on the typed client, against the store
     in-process) with the fake auth service."""
 
-    def __init__(self, store: InProcessStore, auth: FakeAuth) -> None:
+    def __init__(self, store: InProcessStore, auth: MemoryAccounts) -> None:
         super().__init__(store.client(), deadline=5.0, page_size=PAGE_SIZE)
         self.auth = auth
 
@@ -248,7 +206,7 @@ class Backend(FaultInjector):
 
     def __init__(self, store: InProcessStore) -> None:
         self.store = store
-        self.auth = FakeAuth()
+        self.auth = fake_auth()
         super().__init__(StoreAndAuth(store, self.auth))
         self._loop = asyncio.get_running_loop()
 

@@ -19,6 +19,9 @@ from postmesh.common.backend import BackendUnavailable
 from postmesh.common.bus import BusRecord
 from postmesh.common.bus.sqlite import OWN_FILE_TOPICS, SqliteBus
 from postmesh.common.mailauth.fakedns import FakeResolver
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.memory import MemoryAccounts
+from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.smtp_edge.app import SmtpEdgeService
 from postmesh.smtp_edge.backend import RecipientKind
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
@@ -39,14 +42,27 @@ class FakeBackend:
     store_down: bool = False
     auth_down: bool = False
 
-    async def authenticate(
-        self, username: str, password: str, mechanism: str, remote_ip: str
-    ) -> str | None:
+    accounts: MemoryAccounts = field(default_factory=lambda: MemoryAccounts(dict(PASSWORDS)))
+
+    async def check_password(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> AuthVerdict:
         if self.auth_down:
             raise BackendUnavailable("auth down")
         self.auth_calls.append((username, mechanism, remote_ip))
-        user = username.lower()
-        return user if PASSWORDS.get(user) == password else None
+        return await self.accounts.check_password(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
+        )
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        if self.auth_down:
+            raise BackendUnavailable("auth down")
+        return await self.accounts.scram_params(username, remote_ip=remote_ip)
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        return await self.accounts.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
 
     async def resolve_recipient(self, address: str) -> RecipientKind:
         if self.auth_down:

@@ -93,7 +93,7 @@ async def test_submission_from_proxied_client_needs_starttls(
     before, refused, after, auth = await asyncio.to_thread(run)
     assert before == ""
     assert refused[0] == 538
-    assert after.split() == ["PLAIN", "LOGIN"]
+    assert after.split() == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
     assert auth[0] == 235
     assert edge.backend.auth_calls == [("alice@example.org", "PLAIN", "192.0.2.10")]
 
@@ -128,7 +128,7 @@ async def test_local_health_check_keeps_the_socket_address(make_edge: EdgeFactor
             client.ehlo("client.test")
             return str(client.esmtp_features.get("auth", ""))
 
-    assert (await asyncio.to_thread(run)).split() == ["PLAIN", "LOGIN"]
+    assert (await asyncio.to_thread(run)).split() == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
 
 
 def _server_says(port: int, send: bytes) -> bytes:

@@ -29,7 +29,7 @@ async def test_submission_auth_plain_then_relay(edge: Edge) -> None:
             s.ehlo("laptop.test")
             assert "starttls" in s.esmtp_features
             # Loopback counts as secure: AUTH is offered before STARTTLS.
-            assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+            assert s.esmtp_features["auth"].split() == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
             s.user, s.password = "alice@example.org", "wonderland"
             auth = s.auth("PLAIN", s.auth_plain)
             s.mail("alice@example.org")
@@ -146,7 +146,7 @@ async def test_submissions_implicit_tls(edge: Edge, client_tls: ssl.SSLContext) 
 
     features, auth, data = await asyncio.to_thread(run)
     assert "starttls" not in features
-    assert features["auth"].split() == ["PLAIN", "LOGIN"]
+    assert features["auth"].split() == ["SCRAM-SHA-256", "PLAIN", "LOGIN"]
     assert auth == (235, b"2.7.0 Authentication successful")
     queue_id = _queue_id(data)
     [msg] = await edge.messages(1)

@@ -31,7 +31,7 @@ def main() -> int:
         f"""
 Postmesh is running. Endpoints (127.0.0.1):
   SMTP MX            {p.smtp_mx}
-  SMTP submission    {p.smtp_submission}  (STARTTLS, AUTH PLAIN/LOGIN)
+  SMTP submission    {p.smtp_submission}  (STARTTLS, AUTH SCRAM-SHA-256/PLAIN/LOGIN)
   SMTP submissions   {p.smtp_submissions}  (implicit TLS)
   IMAP               {p.imap}  (STARTTLS)   IMAPS {p.imaps}
   POP3               {p.pop3}  (STLS)       POP3S {p.pop3s}

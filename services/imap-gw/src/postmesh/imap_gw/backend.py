@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from postmesh.common.backend import SaslAuthClientLike
 from postmesh.common.store_client.errors import (
     MailboxExists,
     MailboxHasChildren,
@@ -191,9 +192,6 @@ class MailStore(Protocol):
         ...
 
 
-class Authenticator(Protocol):
-    async def authenticate(
-        self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        """The canonical user name on success, None when the credentials are wrong."""
-        ...
+class Authenticator(SaslAuthClientLike, Protocol):
+    """The auth service as LOGIN and AUTHENTICATE see it: password checks with lockout answers
+    and SCRAM-SHA-256 (``postmesh.common.backend.SaslAuthClient``)."""

@@ -5,7 +5,7 @@ IMAP's own, the SEARCH criteria in the store's form."""
 from __future__ import annotations
 
 from postmesh.api.auth.v1 import auth_pb2_grpc
-from postmesh.common.backend import PasswordChecker
+from postmesh.common.backend import SaslAuthClient
 from postmesh.common.store_client import StoreClient
 from postmesh.common.store_client.types import SearchResult
 from postmesh.imap_gw.parser.search import SearchKey
@@ -20,15 +20,8 @@ class GrpcMailStore(StoreClient):
         return await self.search_proto(user, mailbox, to_proto(criteria))
 
 
-class GrpcAuthenticator:
-    """:class:`~postmesh.imap_gw.backend.Authenticator` on AuthService.Authenticate."""
+class GrpcAuthenticator(SaslAuthClient):
+    """:class:`~postmesh.imap_gw.backend.Authenticator` on AuthService, for IMAP."""
 
     def __init__(self, stub: auth_pb2_grpc.AuthServiceAsyncStub, deadline: float) -> None:
-        self._checker = PasswordChecker(stub, "imap", deadline)  # type: ignore[arg-type]
-
-    async def authenticate(
-        self, username: str, password: str, *, remote_ip: str, mechanism: str
-    ) -> str | None:
-        return await self._checker.check(
-            username, password, remote_ip=remote_ip, mechanism=mechanism
-        )
+        super().__init__(stub, "imap", deadline)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from postmesh.common import sasl
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.common.net import plaintext_auth_allowed
 from postmesh.imap_gw import metrics, mutf7, response
@@ -137,10 +138,11 @@ class Session:
         if self.state is State.NOT_AUTHENTICATED:
             if not self.conn.tls_active and self.tls_context is not None:
                 caps.append("STARTTLS")
-            if self.plaintext_auth_allowed:
-                caps.append("AUTH=PLAIN")
-            else:
-                # RFC 9051 §6.2.3: no LOGIN (nor PLAIN) until the connection is protected.
+            # SCRAM-SHA-256 always; PLAIN and LOGIN, which carry the password, only under TLS
+            # or on loopback (postmesh.common.net.plaintext_auth_allowed).
+            caps += [f"AUTH={m}" for m in sasl.offered(self.plaintext_auth_allowed)]
+            if not self.plaintext_auth_allowed:
+                # RFC 9051 §6.2.3: no LOGIN command until the connection is protected.
                 caps.append("LOGINDISABLED")
         # RFC 2177, RFC 7162, RFC 4315, RFC 6855.
         caps += ["IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "UTF8=ACCEPT"]

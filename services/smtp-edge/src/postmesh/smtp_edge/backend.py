@@ -12,7 +12,7 @@ import grpc
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.common.backend import BackendUnavailable, PasswordChecker
+from postmesh.common.backend import BackendUnavailable, SaslAuthClient, SaslAuthClientLike
 from postmesh.common.grpc import CHUNK_BYTES
 
 __all__ = ["BackendUnavailable", "EdgeBackend", "GrpcEdgeBackend", "RecipientKind"]
@@ -25,11 +25,8 @@ class RecipientKind(enum.Enum):
     REMOTE = "remote"
 
 
-class EdgeBackend(Protocol):
-    async def authenticate(
-        self, username: str, password: str, mechanism: str, remote_ip: str
-    ) -> str | None:
-        """The canonical user on success, None for wrong credentials."""
+class EdgeBackend(SaslAuthClientLike, Protocol):
+    """AUTH's password checks and SCRAM-SHA-256 (``SaslAuthClient``), recipients, blobs."""
 
     async def resolve_recipient(self, address: str) -> RecipientKind: ...
 
@@ -50,24 +47,17 @@ _KINDS = {
 }
 
 
-class GrpcEdgeBackend:
+class GrpcEdgeBackend(SaslAuthClient):
     def __init__(
         self,
         auth: auth_pb2_grpc.AuthServiceStub,
         store: store_pb2_grpc.StoreServiceStub,
         deadline: float,
     ) -> None:
+        super().__init__(auth, "smtp", deadline)
         self.auth = auth
         self.store = store
         self.deadline = deadline
-        self._password = PasswordChecker(auth, "smtp", deadline)
-
-    async def authenticate(
-        self, username: str, password: str, mechanism: str, remote_ip: str
-    ) -> str | None:
-        return await self._password.check(
-            username, password, remote_ip=remote_ip, mechanism=mechanism
-        )
 
     async def resolve_recipient(self, address: str) -> RecipientKind:
         try:

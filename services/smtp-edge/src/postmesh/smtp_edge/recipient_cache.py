@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from postmesh.common.sasl import AuthVerdict
+from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.common.shared_calls import SharedCalls
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.backend import EdgeBackend, RecipientKind
@@ -63,10 +65,20 @@ class CachedRecipients:
 
     # --- the rest of EdgeBackend, unchanged ---------------------------------------------------
 
-    async def authenticate(
-        self, username: str, password: str, mechanism: str, remote_ip: str
-    ) -> str | None:
-        return await self.backend.authenticate(username, password, mechanism, remote_ip)
+    async def check_password(
+        self, username: str, password: str, *, remote_ip: str, mechanism: str
+    ) -> AuthVerdict:
+        return await self.backend.check_password(
+            username, password, remote_ip=remote_ip, mechanism=mechanism
+        )
+
+    async def scram_params(self, username: str, *, remote_ip: str) -> ScramParams | AuthVerdict:
+        return await self.backend.scram_params(username, remote_ip=remote_ip)
+
+    async def verify_scram(
+        self, username: str, auth_message: bytes, proof: bytes, *, remote_ip: str
+    ) -> ScramVerdict | AuthVerdict:
+        return await self.backend.verify_scram(username, auth_message, proof, remote_ip=remote_ip)
 
     async def address_owners(self, address: str) -> list[str]:
         # Not kept: who may send as an address is an authorization, asked each time.

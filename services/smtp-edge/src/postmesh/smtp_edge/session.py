@@ -10,8 +10,6 @@ from postmesh.smtp_edge.protocol import MailCommand
 from postmesh.smtp_edge.queueing import EnvelopeRecipient
 from postmesh.smtp_edge.received import TlsFacts
 
-MECHANISMS = ("PLAIN", "LOGIN")
-
 
 @dataclass(frozen=True, slots=True)
 class ListenerPolicy:

@@ -12,7 +12,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from postmesh.common.backend import BackendUnavailable
+from postmesh.common import sasl
+from postmesh.common.backend import BackendUnavailable, BoundVerifier
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
 from postmesh.common.mailauth.authresults import strip_forged
@@ -21,7 +22,6 @@ from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.net import is_loopback
 from postmesh.common.proxy_protocol import Address
-from postmesh.common.sasl import SaslError, decode_login_field, decode_plain, encode_challenge
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
 from postmesh.smtp_edge.backend import EdgeBackend, RecipientKind
@@ -49,7 +49,6 @@ from postmesh.smtp_edge.queueing import (
 )
 from postmesh.smtp_edge.received import ClientFacts, TlsFacts
 from postmesh.smtp_edge.session import (
-    MECHANISMS,
     MX,
     ListenerPolicy,
     SessionState,
@@ -67,6 +66,10 @@ DATA_CHUNK = 64 * 1024
 # AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8, REQUIRETLS (11 octets,
 # RFC 8689 §3). aiosmtpd's stream limit (1001 octets) bounds them all.
 COMMAND_LIMITS = {"MAIL": 1000, "RCPT": 1000, "AUTH": 1000}
+
+
+class _ExchangeEnded(Exception):
+    """A SASL exchange that cannot go on: its reply is sent, or the client has gone."""
 
 
 class _NoHooks:
@@ -304,7 +307,7 @@ class EdgeSMTP(AdaptedSMTP):
                 max_size=self.settings.smtp_max_message_bytes,
                 starttls=self.tls_context is not None and self.state.tls is None,
                 auth=self.state.auth_offered,
-                mechanisms=MECHANISMS,
+                mechanisms=tuple(sasl.offered(plaintext_ok=True)),  # under TLS, or loopback
                 requiretls=self.state.requiretls_offered,
             ),
         ]
@@ -358,36 +361,36 @@ class EdgeSMTP(AdaptedSMTP):
         if not parts[0] or len(parts) > 2:
             await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
             return
-        mechanism = parts[0].upper()
-        if mechanism not in MECHANISMS:
+        mech = sasl.create(parts[0])
+        if mech is None:
             await self.push("504 5.5.4 Unrecognized authentication type")
             return
         initial = parts[1] if len(parts) == 2 else None
         try:
-            creds = await self._sasl_exchange(mechanism, initial)
-        except SaslError:
+            outcome = await sasl.run_exchange(
+                mech, initial, self._sasl_challenge, BoundVerifier(self.backend, st.peer_ip)
+            )
+        except _ExchangeEnded:
+            return  # the line was too long (answered) or the client went away
+        except sasl.SaslCancelled:
+            await self.push("501 5.7.0 Authentication aborted")  # RFC 4954 §4
+            return
+        except sasl.SaslError:
             await self.push("501 5.5.2 Cannot decode response")
             return
-        if creds is None:
-            return
-        authzid, username, password = creds
-        try:
-            user = None
-            # We do not act on behalf of another identity: authzid must be empty or the user.
-            if not authzid or authzid == username:
-                user = await self.backend.authenticate(username, password, mechanism, st.peer_ip)
         except BackendUnavailable as e:
             metrics.AUTH.labels("temp_failure").inc()
-            log.warning("auth backend failed", extra=kv(error=str(e), username=username))
+            log.warning("auth backend failed", extra=kv(error=str(e), mechanism=mech.name))
             # RFC 4954 §6: the temporary failure reply of AUTH.
             await self.push("454 4.7.0 Temporary authentication failure")
             return
+        user = outcome.user
         if user is None:
             st.auth_failures += 1
             metrics.AUTH.labels("failed").inc()
             log.info(
                 "authentication failed",
-                extra=kv(username=username, mechanism=mechanism, failures=st.auth_failures),
+                extra=kv(username=outcome.authcid, mechanism=mech.name, failures=st.auth_failures),
             )
             await asyncio.sleep(self.settings.smtp_auth_failure_delay_seconds)
             await self.push("535 5.7.8 Error: authentication failed")
@@ -399,46 +402,21 @@ class EdgeSMTP(AdaptedSMTP):
         st.user = user
         bind_log_context(user=user)
         metrics.AUTH.labels("ok").inc()
-        log.info("authenticated", extra=kv(user=user, mechanism=mechanism))
+        log.info("authenticated", extra=kv(user=user, mechanism=mech.name))
         await self.push("235 2.7.0 Authentication successful")
 
-    async def _sasl_exchange(
-        self, mechanism: str, initial: str | None
-    ) -> tuple[str, str, str] | None:
-        """(authzid, user, password), or None when the exchange ended (aborted; reply sent)."""
-        if mechanism == "PLAIN":
-            # RFC 4954 §4: "=" is an empty initial response.
-            response = initial if initial is not None else await self._challenge("")
-            if response is None:
-                return None
-            return decode_plain("" if response == "=" else response)
-        if initial is not None:
-            user_b64: str | None = initial
-        else:
-            user_b64 = await self._challenge("Username:")
-        if user_b64 is None:
-            return None
-        username = decode_login_field(user_b64)
-        password_b64 = await self._challenge("Password:")
-        if password_b64 is None:
-            return None
-        return "", username, decode_login_field(password_b64)
-
-    async def _challenge(self, text: str) -> str | None:
-        await self._push_verbatim("334 " + encode_challenge(text))
+    async def _sasl_challenge(self, challenge: str) -> str:
+        """RFC 4954 §4: "334 " and the base64 challenge; the client answers on one line."""
+        await self._push_verbatim("334 " + challenge)
         try:
             line = await self.read_line()
         except ValueError:  # longer than the stream limit
             await self.push("500 5.5.6 Authentication exchange line is too long")
-            return None
+            raise _ExchangeEnded from None
         if not line.endswith(b"\n"):  # connection closed
-            return None
+            raise _ExchangeEnded
         self.restart_idle_timer()
-        response = line.rstrip(b"\r\n").decode("ascii", "replace")
-        if response == "*":
-            await self.push("501 5.7.0 Authentication aborted")
-            return None
-        return response
+        return line.rstrip(b"\r\n").decode("ascii", "replace")
 
     # --- the mail transaction -----------------------------------------------------------------
 

@@ -19,6 +19,10 @@ def parse_plain(raw: bytes) -> tuple[str, str, str]:
     return authzid, authcid, password
 
 
+# The reason of a PLAIN login asking to act as someone else (RFC 4616 §2 authzid).
+AUTHZID_REFUSED = "authorization identity not permitted"
+
+
 class PlainMechanism:
     name = "PLAIN"
     plaintext = True  # the password crosses the wire: offer only under TLS or on loopback
@@ -31,5 +35,5 @@ class PlainMechanism:
         authzid, authcid, password = parse_plain(data)
         if authzid and authzid != authcid:
             # Acting as another user (RFC 4616 §2 authzid) needs a master-user concept we lack.
-            return Failed("authorization identity not permitted")
+            return Failed(AUTHZID_REFUSED)
         return CheckPassword(authcid, password)
