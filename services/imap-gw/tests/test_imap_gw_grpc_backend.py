@@ -11,6 +11,7 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common import columns
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.dev_pki import ensure_dev_pki
 from postmesh.common.grpc import GrpcServer, channel
@@ -50,6 +51,17 @@ class Store(store_pb2_grpc.StoreServiceServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method")
         if request.mailbox == "Broken":
             return store_pb2.ListMessageFlagsResponse(uids=[1, 2], modseqs=[1], flag_set_index=[0])
+        if request.mailbox == "Torn":  # byte columns that are not whole integers
+            return store_pb2.ListMessageFlagsResponse(uids_le32=b"\x01\x00\x00")
+        if request.mailbox == "Packed" and request.packed_columns:
+            resp = store_pb2.ListMessageFlagsResponse(
+                uids_le32=columns.pack(columns.U32, [1, 2, 4]),
+                modseqs_le64=columns.pack(columns.U64, [3, 1, 2**40]),
+                flag_set_index_le32=columns.pack(columns.U32, [0, 1, 0]),
+            )
+            resp.flag_sets.add().flags.extend(["\\Seen"])
+            resp.flag_sets.add()
+            return resp
         resp = store_pb2.ListMessageFlagsResponse(
             uids=[1, 2, 4], modseqs=[3, 1, 2], flag_set_index=[0, 1, 0], more=True
         )
@@ -207,7 +219,7 @@ async def test_list_flags_columns_and_fallback(
 ) -> None:
     store, _, servicer = backends
     page = await store.list_flags("u", "INBOX", 0, 10)
-    assert servicer.requests[-1].limit == 10
+    assert servicer.requests[-1].limit == 10 and servicer.requests[-1].packed_columns
     assert (list(page.uids), list(page.modseqs), page.more) == ([1, 2, 4], [3, 1, 2], True)
     flags = [page.flag_sets[i] for i in page.flag_index]
     assert flags == [("\\Seen", "$Work"), (), ("\\Seen", "$Work")]
@@ -218,6 +230,12 @@ async def test_list_flags_columns_and_fallback(
     assert (servicer.requests[-1].after_uid, servicer.requests[-1].limit) == (1, 10)
     assert (list(old.uids), old.more) == ([2], True)
     assert [old.flag_sets[i] for i in old.flag_index] == [("\\Seen",)]
+    # A store that answers with byte columns (ADR 0075).
+    packed = await store.list_flags("u", "Packed", 0, 10)
+    assert (list(packed.uids), list(packed.modseqs)) == ([1, 2, 4], [3, 1, 2**40])
+    assert [packed.flag_sets[i] for i in packed.flag_index] == [("\\Seen",), (), ("\\Seen",)]
     # Columns of different lengths would misnumber messages: a store fault, not data.
     with pytest.raises(BackendUnavailable):
         await store.list_flags("u", "Broken", 0, 10)
+    with pytest.raises(BackendUnavailable, match="malformed"):
+        await store.list_flags("u", "Torn", 0, 10)

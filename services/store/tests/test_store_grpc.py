@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from postmesh.api.events.v1 import events_pb2
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
-from postmesh.common import topics
+from postmesh.common import columns, topics
 from postmesh.common.bus import BusRecord, create_bus
 from postmesh.common.grpc import CHUNK_BYTES, channel
 from postmesh.common.grpc_security import GrpcSecurity
@@ -380,6 +380,20 @@ async def test_list_message_flags_over_grpc(stub: store_pb2_grpc.StoreServiceStu
     sets = [tuple(s.flags) for s in page.flag_sets]
     assert [sets[i] for i in page.flag_set_index] == [tuple(m.flags) for m in listing.messages]
     assert sorted(sets) == [(), ("\\Seen",)]
+    # The same page as byte columns, for a client that asks (ADR 0075), twice: from SQLite,
+    # then from the listing cache.
+    for _ in range(2):
+        packed = await stub.ListMessageFlags(
+            store_pb2.ListMessagesRequest(user=user, mailbox="INBOX", packed_columns=True),
+            timeout=10,
+        )
+        assert not (packed.uids or packed.modseqs or packed.flag_set_index)
+        assert list(columns.unpack(columns.U32, packed.uids_le32)) == list(page.uids)
+        assert list(columns.unpack(columns.U64, packed.modseqs_le64)) == list(page.modseqs)
+        index = columns.unpack(columns.U32, packed.flag_set_index_le32)
+        assert list(index) == list(page.flag_set_index)
+        assert packed.uids_le32[:8] == b"\x01\x00\x00\x00\x02\x00\x00\x00"  # little-endian
+        assert [tuple(s.flags) for s in packed.flag_sets] == sets
     second = await stub.ListMessageFlags(
         store_pb2.ListMessagesRequest(user=user, mailbox="INBOX", after_uid=1, limit=2), timeout=10
     )

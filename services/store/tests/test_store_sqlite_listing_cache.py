@@ -11,6 +11,13 @@ from postmesh.store.model import INBOX, Delivery, FlagListing, FlagsMode
 from postmesh.store.sqlite import SqliteStoreRepository
 
 
+def cols(page: FlagListing | None) -> tuple[object, ...] | None:
+    """A page's content, whatever sequence type holds its columns (the cache keeps arrays)."""
+    if page is None:
+        return None
+    return (list(page.uids), list(page.modseqs), list(page.flag_index), page.flag_sets, page.more)
+
+
 def flags_by_uid(page: FlagListing) -> dict[int, set[str]]:
     return {u: set(page.flag_sets[i]) for u, i in zip(page.uids, page.flag_index, strict=True)}
 
@@ -37,8 +44,8 @@ async def test_unchanged_mailboxes_are_listed_once_and_changes_are_seen(tmp_path
         first = await repo.list_flags("u", INBOX, 0, 100)
         again = await repo.list_flags("u", INBOX, 0, 100)
         assert len(listed) == 1  # the second came from the cache...
-        assert again == first and again is not first  # ...equal, and the caller's own
-        assert first.uids == [1, 2, 3, 4, 5]
+        assert cols(again) == cols(first) and again is not first  # ...equal, and the caller's own
+        assert list(first.uids) == [1, 2, 3, 4, 5]
 
         # A flag change (a new MODSEQ) is in the next listing.
         await repo.store_flags("u", INBOX, [2], FlagsMode.ADD, ["\\Seen", "$Work"])
@@ -48,21 +55,21 @@ async def test_unchanged_mailboxes_are_listed_once_and_changes_are_seen(tmp_path
         # So are an expunge, an append, a move out and a move in.
         await repo.store_flags("u", INBOX, [3], FlagsMode.ADD, ["\\Deleted"])
         await repo.expunge("u", INBOX)
-        assert (await repo.list_flags("u", INBOX, 0, 100)).uids == [1, 2, 4, 5]
+        assert list((await repo.list_flags("u", INBOX, 0, 100)).uids) == [1, 2, 4, 5]
         await repo.deliver(Delivery("q6", "u", "", content=message(6)))
-        assert (await repo.list_flags("u", INBOX, 0, 100)).uids == [1, 2, 4, 5, 6]
+        assert list((await repo.list_flags("u", INBOX, 0, 100)).uids) == [1, 2, 4, 5, 6]
         await repo.move_messages("u", INBOX, [4], "Trash")
-        assert (await repo.list_flags("u", INBOX, 0, 100)).uids == [1, 2, 5, 6]
-        assert (await repo.list_flags("u", "Trash", 0, 100)).uids == [1]
+        assert list((await repo.list_flags("u", INBOX, 0, 100)).uids) == [1, 2, 5, 6]
+        assert list((await repo.list_flags("u", "Trash", 0, 100)).uids) == [1]
         await repo.move_messages("u", "Trash", [1], INBOX)
-        assert (await repo.list_flags("u", INBOX, 0, 100)).uids == [1, 2, 5, 6, 7]
+        assert list((await repo.list_flags("u", INBOX, 0, 100)).uids) == [1, 2, 5, 6, 7]
         # A page is its own entry: a smaller page of the same state is listed, not cut.
         small = await repo.list_flags("u", INBOX, 0, 2)
-        assert (small.uids, small.more) == ([1, 2], True)
+        assert (list(small.uids), small.more) == ([1, 2], True)
         # A mailbox deleted and made again under its name is listed anew.
         await repo.delete_mailbox("u", "Trash")
         await repo.create_mailbox("u", "Trash")
-        assert (await repo.list_flags("u", "Trash", 0, 100)).uids == []
+        assert list((await repo.list_flags("u", "Trash", 0, 100)).uids) == []
     finally:
         await repo.close()
 
@@ -73,7 +80,7 @@ def test_the_cache_keeps_at_most_its_rows() -> None:
     for k, p in pages.items():
         cache.put(k, p)
     assert cache.get("a") is None  # the least recently used went
-    assert cache.get("b") == pages["b"] and cache.get("c") == pages["c"]
+    assert cols(cache.get("b")) == cols(pages["b"]) and cols(cache.get("c")) == cols(pages["c"])
     cache.put("big", FlagListing(list(range(6)), list(range(6)), [0] * 6, [()]))
     assert cache.get("big") is None  # larger than the whole cache: not kept
-    assert cache.get("b") == pages["b"]
+    assert cols(cache.get("b")) == cols(pages["b"])

@@ -11,6 +11,7 @@ from array import array
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
+from postmesh.common import columns
 from postmesh.common.lru import Lru
 from postmesh.store.model import FlagListing
 
@@ -73,11 +74,12 @@ class ListingCache:
         if entry is None:
             return None
         uids, modseqs, index, sets, more = entry
-        return FlagListing(list(uids), list(modseqs), list(index), list(sets), more)
+        # Copies of the packed columns (one memcpy each): the servicer sends them as they are.
+        return FlagListing(uids[:], modseqs[:], index[:], list(sets), more)
 
     def put(self, key: Hashable, page: FlagListing) -> None:
         entry = (
-            array("Q", page.uids), array("Q", page.modseqs), array("I", page.flag_index),
-            list(page.flag_sets), page.more,
+            array(columns.U32, page.uids), array(columns.U64, page.modseqs),
+            array(columns.U32, page.flag_index), list(page.flag_sets), page.more,
         )  # fmt: skip
         self._pages.put(key, entry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -202,9 +202,9 @@ class FlagListing:
     ``uids[i]`` are ``flag_sets[flag_index[i]]``. Distinct flag sets are few, so each is decoded
     and sent once."""
 
-    uids: list[int] = field(default_factory=list)
-    modseqs: list[int] = field(default_factory=list)
-    flag_index: list[int] = field(default_factory=list)
+    uids: Sequence[int] = field(default_factory=list)
+    modseqs: Sequence[int] = field(default_factory=list)
+    flag_index: Sequence[int] = field(default_factory=list)
     flag_sets: list[tuple[str, ...]] = field(default_factory=list)
     more: bool = False
 

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from postmesh.api.store.v1 import store_pb2, store_pb2_grpc
+from postmesh.common import columns
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.logging import bind_log_context, get_logger, kv
 from postmesh.store import errors, flag_listing, metrics
@@ -410,9 +411,18 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             context,
             self.repo.list_flags(request.user, request.mailbox, request.after_uid, limit),
         )
-        resp = store_pb2.ListMessageFlagsResponse(
-            uids=page.uids, modseqs=page.modseqs, flag_set_index=page.flag_index, more=page.more
-        )
+        if request.packed_columns:  # ADR 0075
+            resp = store_pb2.ListMessageFlagsResponse(
+                uids_le32=columns.pack(columns.U32, page.uids),
+                modseqs_le64=columns.pack(columns.U64, page.modseqs),
+                flag_set_index_le32=columns.pack(columns.U32, page.flag_index),
+                more=page.more,
+            )
+        else:
+            resp = store_pb2.ListMessageFlagsResponse(
+                uids=page.uids, modseqs=page.modseqs, flag_set_index=page.flag_index,
+                more=page.more,
+            )  # fmt: skip
         for flags in page.flag_sets:
             resp.flag_sets.add().flags.extend(flags)
         return resp

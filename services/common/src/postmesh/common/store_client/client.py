@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import Message
 
 from postmesh.api.store.v1 import queue_pb2, queue_pb2_grpc, store_pb2, store_pb2_grpc
+from postmesh.common import columns
 from postmesh.common.backend import BackendUnavailable
 from postmesh.common.grpc import CHUNK_BYTES
 from postmesh.common.store_client import convert
@@ -190,7 +191,7 @@ class StoreClient:
 
     async def list_flags(self, user: str, mailbox: str, after_uid: int, limit: int) -> FlagPage:
         req = store_pb2.ListMessagesRequest(
-            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit
+            user=user, mailbox=mailbox, after_uid=after_uid, limit=limit, packed_columns=True
         )
         try:
             resp = await self._unary("ListMessageFlags", req, store_pb2.ListMessageFlagsResponse)
@@ -199,14 +200,27 @@ class StoreClient:
                 # A store from before ListMessageFlags (rolling upgrade): the full listing.
                 return await self._flags_from_listing(user, mailbox, after_uid, limit)
             raise store_error("ListMessageFlags", e, mailbox) from e
-        # Packed columns straight into typed arrays: no object per message.
-        page = FlagPage(
-            array("I", resp.uids),
-            array("Q", resp.modseqs),
-            array("I", resp.flag_set_index),
-            [tuple(s.flags) for s in resp.flag_sets],
-            resp.more,
-        )
+        sets = [tuple(s.flags) for s in resp.flag_sets]
+        try:
+            if resp.uids_le32 or resp.modseqs_le64 or resp.flag_set_index_le32:
+                # The byte columns straight into typed arrays: one copy each (ADR 0075).
+                page = FlagPage(
+                    columns.unpack(columns.U32, resp.uids_le32),
+                    columns.unpack(columns.U64, resp.modseqs_le64),
+                    columns.unpack(columns.U32, resp.flag_set_index_le32),
+                    sets,
+                    resp.more,
+                )
+            else:  # a store from before the byte columns, or an empty page
+                page = FlagPage(
+                    array(columns.U32, resp.uids),
+                    array(columns.U64, resp.modseqs),
+                    array(columns.U32, resp.flag_set_index),
+                    sets,
+                    resp.more,
+                )
+        except ValueError as e:
+            raise BackendUnavailable(f"store sent a malformed ListMessageFlags page: {e}") from e
         n = len(page.uids)
         if (
             len(page.modseqs) != n

@@ -344,11 +344,16 @@ class ListMessagesRequest(_message.Message):
     MAILBOX_FIELD_NUMBER: _builtins.int
     AFTER_UID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PACKED_COLUMNS_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     mailbox: _builtins.str
     after_uid: _builtins.int
     limit: _builtins.int
     """0 means the server's default page size."""
+    packed_columns: _builtins.bool
+    """ListMessageFlags: answer with the packed byte columns (fields 6-8 of the response) instead
+    of fields 1-3. A store that predates them ignores this and sends fields 1-3.
+    """
     def __init__(
         self,
         *,
@@ -356,10 +361,11 @@ class ListMessagesRequest(_message.Message):
         mailbox: _builtins.str = ...,
         after_uid: _builtins.int = ...,
         limit: _builtins.int = ...,
+        packed_columns: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_uid", b"after_uid", "limit", b"limit", "mailbox", b"mailbox", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_uid", b"after_uid", "limit", b"limit", "mailbox", b"mailbox", "packed_columns", b"packed_columns", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,8 +459,18 @@ class ListMessageFlagsResponse(_message.Message):
     FLAG_SET_INDEX_FIELD_NUMBER: _builtins.int
     FLAG_SETS_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
+    UIDS_LE32_FIELD_NUMBER: _builtins.int
+    MODSEQS_LE64_FIELD_NUMBER: _builtins.int
+    FLAG_SET_INDEX_LE32_FIELD_NUMBER: _builtins.int
     more: _builtins.bool
     """True when more messages follow the last one returned."""
+    uids_le32: _builtins.bytes
+    """With packed_columns: uids, modseqs and flag_set_index as little-endian arrays of uint32,
+    uint64 and uint32 (fields 1-3 then stay empty). Read and written as one copy each, where a
+    repeated field is a Python int per element at both ends.
+    """
+    modseqs_le64: _builtins.bytes
+    flag_set_index_le32: _builtins.bytes
     @_builtins.property
     def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -473,10 +489,13 @@ class ListMessageFlagsResponse(_message.Message):
         flag_set_index: _abc.Iterable[_builtins.int] | None = ...,
         flag_sets: _abc.Iterable[Global___FlagSet] | None = ...,
         more: _builtins.bool = ...,
+        uids_le32: _builtins.bytes = ...,
+        modseqs_le64: _builtins.bytes = ...,
+        flag_set_index_le32: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flag_set_index", b"flag_set_index", "flag_sets", b"flag_sets", "modseqs", b"modseqs", "more", b"more", "uids", b"uids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flag_set_index", b"flag_set_index", "flag_set_index_le32", b"flag_set_index_le32", "flag_sets", b"flag_sets", "modseqs", b"modseqs", "modseqs_le64", b"modseqs_le64", "more", b"more", "uids", b"uids", "uids_le32", b"uids_le32"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
