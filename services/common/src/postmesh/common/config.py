@@ -67,8 +67,8 @@ class ServiceSettings(BaseSettings):
     # dns:///host:port (calls are spread round robin over every address the name resolves to,
     # e.g. a headless Service's pods) or ipv4:addr:port,addr:port,... (ADR 37); or a Unix
     # socket, unix:/path, for services on one machine as one user: no TLS there, the socket's
-    # file permissions (0600 in a 0700 directory) decide who may call (ADR 73). `make run`
-    # uses Unix sockets.
+    # file permissions (0600; its directory 0700 if the store or auth creates it) decide who
+    # may call (ADR 73). `make run` uses Unix sockets.
     store_address: str = "127.0.0.1:50061"
     auth_address: str = "127.0.0.1:50062"
     # Mutual TLS of the internal gRPC hops (ADR 10): this service's certificate (its identity is

@@ -2,8 +2,8 @@
 and one user, as ``make run`` starts them (ADR 0073).
 
 Such a socket is reached only by processes of this machine that may write to it, which the kernel
-decides by file permissions: the socket is made 0600 in a 0700 directory, so only its owner
-(and root) can connect. That is the whole of its access control: there is no TLS on it and so no
+decides by file permissions: the socket is made 0600 (in a 0700 directory when the server
+creates it), so only its owner (and root) can connect. That is the whole of its access control: there is no TLS on it and so no
 caller identity for the per-method policy (ADR 10), which on one machine and one user protects
 nothing that the file permissions do not (every process of that user can read every service's
 key). TCP addresses keep mutual TLS.
@@ -30,13 +30,14 @@ def socket_path(address: str) -> Path:
 
 
 def claim(address: str) -> Path:
-    """Ready ``address``'s path for a server to bind: its directory made and closed to others
-    (0700). A socket file left by a process that died is removed (gRPC would remove it too);
-    one that a live server still answers on is refused, so a second server started with the same
-    address fails instead of silently taking the first one's clients."""
+    """Ready ``address``'s path for a server to bind: its directory made, closed to others
+    (0700), when missing; an existing one is the operator's and keeps its mode (it may be
+    /run or /tmp). A socket file left by a process that died is removed (gRPC would remove it
+    too); one that a live server still answers on is refused, so a second server started with
+    the same address fails instead of silently taking the first one's clients."""
     path = socket_path(address)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:

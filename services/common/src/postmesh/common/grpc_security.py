@@ -76,9 +76,9 @@ class GrpcSecurity:
             )
             return cls()
         files = (s.grpc_tls_cert_file, s.grpc_tls_key_file, s.grpc_tls_ca_file)
-        if any(f is None for f in files) and _only_local_sockets(s):
-            return cls()  # nothing to encrypt: every hop is a Unix socket (ADR 0073)
         if any(f is None for f in files):
+            if _only_local_sockets(s):
+                return cls()  # nothing to encrypt: every hop is a Unix socket (ADR 0073)
             raise GrpcTlsNotConfigured(
                 "internal gRPC needs POSTMESH_GRPC_TLS_CERT_FILE, POSTMESH_GRPC_TLS_KEY_FILE and "
                 "POSTMESH_GRPC_TLS_CA_FILE (or POSTMESH_GRPC_PLAINTEXT=true to run without TLS)"

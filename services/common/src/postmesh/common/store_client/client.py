@@ -200,27 +200,19 @@ class StoreClient:
                 # A store from before ListMessageFlags (rolling upgrade): the full listing.
                 return await self._flags_from_listing(user, mailbox, after_uid, limit)
             raise store_error("ListMessageFlags", e, mailbox) from e
-        sets = [tuple(s.flags) for s in resp.flag_sets]
         try:
             if resp.uids_le32 or resp.modseqs_le64 or resp.flag_set_index_le32:
                 # The byte columns straight into typed arrays: one copy each (ADR 0075).
-                page = FlagPage(
-                    columns.unpack(columns.U32, resp.uids_le32),
-                    columns.unpack(columns.U64, resp.modseqs_le64),
-                    columns.unpack(columns.U32, resp.flag_set_index_le32),
-                    sets,
-                    resp.more,
-                )
+                uids = columns.unpack(columns.U32, resp.uids_le32)
+                modseqs = columns.unpack(columns.U64, resp.modseqs_le64)
+                index = columns.unpack(columns.U32, resp.flag_set_index_le32)
             else:  # a store from before the byte columns, or an empty page
-                page = FlagPage(
-                    array(columns.U32, resp.uids),
-                    array(columns.U64, resp.modseqs),
-                    array(columns.U32, resp.flag_set_index),
-                    sets,
-                    resp.more,
-                )
+                uids = array(columns.U32, resp.uids)
+                modseqs = array(columns.U64, resp.modseqs)
+                index = array(columns.U32, resp.flag_set_index)
         except ValueError as e:
             raise BackendUnavailable(f"store sent a malformed ListMessageFlags page: {e}") from e
+        page = FlagPage(uids, modseqs, index, [tuple(s.flags) for s in resp.flag_sets], resp.more)
         n = len(page.uids)
         if (
             len(page.modseqs) != n
