@@ -35,8 +35,8 @@ class DeliverySettings(AdminTokenSettings):
     # Deliver is idempotent and records are independent, so order does not matter. The
     # store writes the Delivers into one mailbox that meet at its lock as one group (ADR 35),
     # so more at once means fewer database commands per message (ADR 55); a record is at
-    # most 1 MiB.
-    delivery_concurrency: int = Field(default=32, ge=1, le=256)
+    # most 1 MiB. 64 fills the store's largest group (ADR 76: 32 left it waiting on this).
+    delivery_concurrency: int = Field(default=64, ge=1, le=256)
     # Local Delivers as messages on one long-lived stream to the store (StoreService.Calls,
     # ADR 71) instead of a new call each; off: unary calls, as to a store without Calls.
     delivery_store_call_stream: bool = True
