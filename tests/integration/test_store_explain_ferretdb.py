@@ -204,6 +204,10 @@ OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
         store_pb2.SearchKey(header=store_pb2.HeaderMatch(name="subject", value="explain 7")),
     ),
     "GetMessageMeta of a range": lambda s: s.repo.get_meta("u@example.com", INBOX, range(5, 36)),
+    # A few UIDs are read one by one (the $in of a range is not pushed down).
+    "GetMessageMeta of one": lambda s: s.repo.get_meta("u@example.com", INBOX, [7]),
+    # Nothing changed after the MODSEQ asked (a NOOP's poll): the mailbox read alone.
+    "GetChanges, nothing new": lambda s: s.repo.get_changes("u@example.com", INBOX, 2**40),
     "ClaimDue": lambda s: s.queue.claim_due("worker", 10, 60),
 }
 # The collections each operation reads: the queries above are all of its queries.
@@ -214,6 +218,8 @@ TOUCHED = {
     "UNSEEN search": {"store_mailboxes", "store_messages"},
     "SUBJECT search": {"store_mailboxes", "store_messages"},
     "GetMessageMeta of a range": {"store_mailboxes", "store_messages", "store_blob_index"},
+    "GetMessageMeta of one": {"store_mailboxes", "store_messages", "store_blob_index"},
+    "GetChanges, nothing new": {"store_mailboxes"},
     "ClaimDue": {"store_queue"},
 }
 # (operation, collection, field the filter leads with): not served by an index on FerretDB 1.24

@@ -18,6 +18,7 @@ from postmesh.store import leftovers as lo
 from postmesh.store.errors import FailedPrecondition, NotFound
 from postmesh.store.model import INBOX, Delivery, FlagsMode
 from postmesh.store.mongodb import MongoStoreRepository
+from postmesh.store.mongodb.messages import BY_UID
 from tests.integration.infra import FerretDB
 
 
@@ -297,3 +298,90 @@ async def test_new_messages_this_replica_wrote_are_not_read_back(
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+class _MessageQueries:
+    """Counts a replica's reads of message documents by MODSEQ range (GetChanges, snapshot
+    catch-up), by UID, and of a whole mailbox (a snapshot taken)."""
+
+    def __init__(self, repo: MongoStoreRepository) -> None:
+        self.by_modseq = self.by_uid = self.whole = 0
+        for owner in (repo, repo._snapshots):
+            messages = owner._messages
+            owner._messages = cast(
+                Any, _Wrapped(messages, self._count(messages.find_one), self._count(messages.find))
+            )
+
+    def _count(self, read: Any) -> Any:
+        def counted(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if "modseq" in query:
+                self.by_modseq += 1
+            elif "uid" in query:
+                self.by_uid += 1
+            else:
+                self.whole += 1
+            return read(query, *args, **kwargs)
+
+        return counted
+
+    def total(self) -> tuple[int, int, int]:
+        return self.by_modseq, self.by_uid, self.whole
+
+
+async def test_get_changes_reads_messages_only_when_something_else_than_new_mail_came(
+    ferretdb: FerretDB,
+    database: str,
+    replicas: tuple[MongoStoreRepository, MongoStoreRepository],
+) -> None:
+    """GetChanges, what every NOOP, IDLE wake-up and FETCH poll of a selected mailbox asks:
+    with nothing new it reads no message; after new messages alone it answers from the
+    mailbox's snapshot (the new ones read by UID); a flag change or an EXPUNGE made through
+    another replica takes the MODSEQ query (FerretDB 1.24 decodes the whole mailbox for it).
+    Every answer equals that of a replica that never kept a snapshot."""
+    a, b = replicas
+    await a.provision_user("u")
+    for i in range(3):
+        await a.deliver(Delivery(f"q{i}", "u", INBOX, content=message(i)))
+    since = (await a.get_changes("u", INBOX, 0)).highestmodseq  # a keeps a snapshot now
+    reads = _MessageQueries(a)
+
+    async def changes_as_fresh(since: int) -> tuple[list[int], list[int], int]:
+        fresh = MongoStoreRepository(ferretdb.url, database)
+        await fresh.open()
+        try:
+            expected = await fresh.get_changes("u", INBOX, since)
+        finally:
+            await fresh.close()
+        got = await a.get_changes("u", INBOX, since)
+        assert got == expected
+        return [m.uid for m in got.changed], got.expunged, got.highestmodseq
+
+    assert await changes_as_fresh(since) == ([], [], since)
+    assert reads.total() == (0, 0, 0)  # a NOOP with nothing new: no message read
+
+    await b.deliver(Delivery("b1", "u", INBOX, content=message(11)))
+    await b.deliver(Delivery("b2", "u", INBOX, content=message(12)))
+    changed, expunged, since = await changes_as_fresh(since)
+    assert (changed, expunged) == ([4, 5], [])
+    assert reads.total() == (0, 2, 0)  # the two new ones, by UID
+
+    await b.store_flags("u", INBOX, [1], FlagsMode.ADD, ("\\Seen",))
+    changed, expunged, since = await changes_as_fresh(since)
+    assert (changed, expunged) == ([1], [])
+    assert reads.by_modseq == 2  # the snapshot's catch-up, then GetChanges' own query
+
+    await b.store_flags("u", INBOX, [2, 4], FlagsMode.ADD, ("\\Deleted",))
+    await b.expunge("u", INBOX, None)
+    changed, expunged, since = await changes_as_fresh(since)
+    assert (changed, expunged) == ([], [2, 4])
+
+    # From the answer after those changes on, new mail alone is answered from the snapshot.
+    before = reads.by_modseq
+    await b.deliver(Delivery("b3", "u", INBOX, content=message(13)))
+    changed, expunged, since = await changes_as_fresh(since)
+    assert (changed, expunged, reads.by_modseq) == ([6], [], before)
+    # A STORE of more UIDs than are read one by one takes the $in query, and is seen too.
+    uids = list(range(1, BY_UID + 4))
+    await b.store_flags("u", INBOX, uids, FlagsMode.ADD, ("$Label1",))
+    changed, expunged, since = await changes_as_fresh(since)
+    assert (changed, expunged) == ([1, 3, 5, 6], [])

@@ -127,6 +127,7 @@ class MongoBase(StoreRepository):
             db["store_blob_index"], self._update_slots,
         )  # fmt: skip
         self._index_by_id = ByIdReader(self.blobs.index)
+        self._messages_by_id = ByIdReader(self._messages)
         # Started by the service (not by tests that open a repository): replicas.py.
         self.replica_watch = ReplicaWatch(db["store_replicas"])
 

@@ -48,7 +48,7 @@ class ByIdReader:
         self._one_by_one = False
         self._checked_at = -RECHECK_SECONDS
 
-    async def find(self, ids: list[Any], projection: Doc) -> list[Doc]:
+    async def find(self, ids: list[Any], projection: Doc | None = None) -> list[Doc]:
         if not ids:
             return []
         if time.monotonic() - self._checked_at >= RECHECK_SECONDS:
@@ -73,7 +73,7 @@ class ByIdReader:
             return
         self._one_by_one = served_one_by_one(explained)
 
-    async def _one_each(self, ids: list[Any], projection: Doc) -> list[Doc]:
+    async def _one_each(self, ids: list[Any], projection: Doc | None) -> list[Doc]:
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(i: Any) -> Doc | None:

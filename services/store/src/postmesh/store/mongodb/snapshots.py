@@ -3,7 +3,8 @@ process and brought up to date with what changed since (ADR 60).
 
 SELECT asks for a mailbox's counts (GetMailbox) and for its UIDs, MODSEQs and flags
 (ListMessageFlags); FETCH of FLAGS, RFC822.SIZE or INTERNALDATE for the messages' summaries
-(ListMessages). Read from MongoDB, each is a pass over every message of the mailbox, and
+(ListMessages); a poll (GetChanges) for what changed after a MODSEQ, which the snapshot
+answers while only new messages came (``Snapshot.changes_since``, ADR 77). Read from MongoDB, each is a pass over every message of the mailbox, and
 FerretDB 1.24 decodes every document whole for it: a 10,000-message SELECT cost ~100 ms of its
 CPU. A snapshot taken at MODSEQ ``H`` is brought up to date by the messages whose MODSEQ is
 above ``H``, as a CONDSTORE client resynchronises (RFC 7162 section 3.1): every change to a
@@ -72,14 +73,18 @@ class Snapshot:
     its counts kept as rows come and go."""
 
     __slots__ = (
-        "_sets", "changes", "deleted", "key", "messages", "rows", "seen", "size", "uidnext",
-        "version",
+        "_sets", "changes", "clean_from", "clean_uid", "deleted", "key", "messages", "rows",
+        "seen", "size", "uidnext", "version",
     )  # fmt: skip
 
     def __init__(self, key: tuple[ObjectId, int]) -> None:
         self.key = key
         # As of the mailbox's visible HIGHESTMODSEQ and UIDNEXT and its "changes" counter.
         self.version = self.uidnext = self.changes = 0
+        # Since MODSEQ ``clean_from`` (the version of the last refresh that read changes, or
+        # took the snapshot), every refresh found new messages alone, from UID ``clean_uid``:
+        # what changed after a MODSEQ at or above it is those new messages (changes_since).
+        self.clean_from = self.clean_uid = 0
         self.rows: dict[int, Row] = {}
         self.messages = self.seen = self.deleted = self.size = 0
         self._sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct set
@@ -96,6 +101,19 @@ class Snapshot:
         return [
             Message(uid, r[1], r[2], r[3], r[0], r[4])
             for uid, r in self._between(after_uid, below_uid)
+        ]
+
+    def changes_since(self, since: int) -> list[Message] | None:
+        """The messages changed after MODSEQ ``since``, in UID order, when the snapshot knows
+        them: only new messages came after ``since`` (none of them gone or changed since, or
+        the refresh that saw it would have read changes). None: read them."""
+        if since < self.clean_from:
+            return None
+        rows = self.rows
+        return [
+            Message(uid, r[1], r[2], r[3], r[0], r[4])
+            for uid in range(self.clean_uid, self.uidnext)
+            if (r := rows.get(uid)) is not None and r[0] > since
         ]
 
     def _between(self, after_uid: int, below_uid: int) -> list[tuple[int, Row]]:
@@ -156,9 +174,11 @@ class Snapshots:
             key = (mailbox_id, int(mbox["uidvalidity"]))
             # Out while it is brought up to date (its weight changes), back in at the end.
             snap = self._kept.pop(mailbox_id)
+            read_changes = True  # not new messages alone: the clean range starts again
             if snap is None or snap.key != key:
                 snap = await self._take(key)
             elif int(mbox["highestmodseq"]) == snap.version:
+                read_changes = False
                 pass  # nothing allocated since (watermark.py): nothing changed
             elif (
                 changes == snap.changes
@@ -171,9 +191,12 @@ class Snapshots:
                 )
             ):
                 await self._add_new(snap, uidnext)
+                read_changes = False
             elif not await self._catch_up(snap):
                 snap = await self._take(key)
             snap.version, snap.uidnext, snap.changes = max(snap.version, highest), uidnext, changes
+            if read_changes:
+                snap.clean_from, snap.clean_uid = snap.version, uidnext
             self._kept.put(mailbox_id, snap)
             return snap
 
