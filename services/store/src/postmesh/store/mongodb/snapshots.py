@@ -3,18 +3,18 @@ process and brought up to date with what changed since (ADR 60).
 
 SELECT asks for a mailbox's counts (GetMailbox) and for its UIDs, MODSEQs and flags
 (ListMessageFlags); FETCH of FLAGS, RFC822.SIZE or INTERNALDATE for the messages' summaries
-(ListMessages); a poll (GetChanges) for what changed after a MODSEQ, which the snapshot
-answers while only new messages came (``Snapshot.changes_since``, ADR 77). Read from MongoDB, each is a pass over every message of the mailbox, and
-FerretDB 1.24 decodes every document whole for it: a 10,000-message SELECT cost ~100 ms of its
-CPU. A snapshot taken at MODSEQ ``H`` is brought up to date by the messages whose MODSEQ is
-above ``H``, as a CONDSTORE client resynchronises (RFC 7162 section 3.1): every change to a
-message gives it a new MODSEQ -- a new message, a flag change (``_store_flags`` compares and
-sets it), an EXPUNGE's or a MOVE's tombstone. FerretDB 1.24 pushes no range down to
-PostgreSQL, so that query still decodes every message of the mailbox there; but most refreshes
-follow new messages alone, and those are read one by one by UID (an equality it pushes): the
-mailbox document's ``changes`` counts the allocations that change existing messages (every one
-with no new UID), so while it stands, what lies between the snapshot's UIDNEXT and the
-mailbox's visible one is all that changed.
+(ListMessages); a poll (GetChanges) for what changed after a MODSEQ, which the snapshot answers
+while only new messages came (``Snapshot.changes_since``, ADR 77). Read from MongoDB, each is a
+pass over every message of the mailbox, and FerretDB 1.24 decodes every document whole for it:
+a 10,000-message SELECT cost ~100 ms of its CPU. A snapshot taken at MODSEQ ``H`` is brought up
+to date by the messages whose MODSEQ is above ``H``, as a CONDSTORE client resynchronises (RFC
+7162 section 3.1): every change to a message gives it a new MODSEQ -- a new message, a flag
+change (``_store_flags`` compares and sets it), an EXPUNGE's or a MOVE's tombstone. FerretDB
+1.24 pushes no range down to PostgreSQL, so that query still decodes every message of the
+mailbox there; but most refreshes follow new messages alone, and those are read one by one by
+UID (an equality it pushes): the mailbox document's ``changes`` counts the allocations that
+change existing messages (every one with no new UID), so while it stands, what lies between the
+snapshot's UIDNEXT and the mailbox's visible one is all that changed.
 
 Exact because:
 - ``H`` is the mailbox's visible HIGHESTMODSEQ (``watermark.py``) read before the query: every
@@ -178,8 +178,7 @@ class Snapshots:
             if snap is None or snap.key != key:
                 snap = await self._take(key)
             elif int(mbox["highestmodseq"]) == snap.version:
-                read_changes = False
-                pass  # nothing allocated since (watermark.py): nothing changed
+                read_changes = False  # nothing allocated since (watermark.py): nothing changed
             elif (
                 changes == snap.changes
                 # New messages take one MODSEQ each (Deliver, Append): also true without the
