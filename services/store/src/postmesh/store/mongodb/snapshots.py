@@ -109,12 +109,19 @@ class Snapshot:
         the refresh that saw it would have read changes). None: read them."""
         if since < self.clean_from:
             return None
+        # From the top down: new messages took their UIDs and MODSEQs in the same order, one
+        # each, so those above ``since`` are the last ones (a poll costs what it finds).
         rows = self.rows
-        return [
-            Message(uid, r[1], r[2], r[3], r[0], r[4])
-            for uid in range(self.clean_uid, self.uidnext)
-            if (r := rows.get(uid)) is not None and r[0] > since
-        ]
+        found: list[Message] = []
+        for uid in range(self.uidnext - 1, self.clean_uid - 1, -1):
+            r = rows.get(uid)
+            if r is None:
+                continue  # a UID never written (its writer crashed)
+            if r[0] <= since:
+                break
+            found.append(Message(uid, r[1], r[2], r[3], r[0], r[4]))
+        found.reverse()
+        return found
 
     def _between(self, after_uid: int, below_uid: int) -> list[tuple[int, Row]]:
         rows = self.rows
