@@ -1,12 +1,12 @@
 """Internal gRPC on a Unix domain socket (``unix:/path``), for services that share one machine
 and one user, as ``make run`` starts them (ADR 0073).
 
-Such a socket is reached only by processes of this machine that may write to it, which the kernel
-decides by file permissions: the socket is made 0600 (in a 0700 directory when the server
-creates it), so only its owner (and root) can connect. That is the whole of its access control: there is no TLS on it and so no
-caller identity for the per-method policy (ADR 10), which on one machine and one user protects
-nothing that the file permissions do not (every process of that user can read every service's
-key). TCP addresses keep mutual TLS.
+Such a socket is reached only by processes of this machine that may write to it, which the
+kernel decides by file permissions: the socket is made 0600 (in a 0700 directory when the server
+creates it), so only its owner (and root) can connect. That is the whole of its access control:
+there is no TLS on it and so no caller identity for the per-method policy (ADR 10), which on one
+machine and one user protects nothing that the file permissions do not (every process of that
+user can read every service's key). TCP addresses keep mutual TLS.
 """
 
 from __future__ import annotations
