@@ -19,6 +19,8 @@ from postmesh.common.mailauth.authresults import (
 )
 from postmesh.common.mailauth.dkim_verify import DkimResult, signature_headers, verify_dkim
 from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
+from postmesh.common.mailauth.dnsclient import Answer
+from postmesh.common.mailauth.dnsmemo import TransactionDns
 from postmesh.common.mailauth.fakedns import FakeResolver, rsa_test_key
 from postmesh.common.mailauth.spf import SpfResult, check_helo, check_spf
 
@@ -118,6 +120,107 @@ async def test_spf_none_without_pyspf_is_what_pyspf_says(
     monkeypatch.setattr(spf_module, "_publishes_no_spf", always_pyspf)
     assert fast == await check_spf(dns, "203.0.113.5", "x@d.example", "d.example")
     assert fast_helo == await check_helo(dns, "203.0.113.5", "d.example")
+
+
+class KeepingResolver(FakeResolver):
+    """A FakeResolver that, like DnsClient, also answers without waiting: every name but those
+    in ``not_kept`` (and the failing ones) as if its answer were in the cache."""
+
+    def __init__(self, not_kept: set[str] | None = None) -> None:
+        super().__init__()
+        self.not_kept = not_kept or set()
+
+    def kept(self, name: str, rdtype: str) -> Answer | None:
+        key = name.lower().rstrip(".")
+        if key in self.not_kept or key in self.temperror:
+            return None
+        if (key, rdtype.upper()) in self.records:
+            return Answer(list(self.records[(key, rdtype.upper())]))
+        exists = any(n == key or n.endswith("." + key) for n, _ in self.records)
+        return Answer([], nxdomain=not exists)
+
+
+def _zone(dns: FakeResolver) -> None:
+    dns.add("example.net", "TXT", ["v=spf1 ip4:192.0.2.0/24 a:relay.example.net -all"])
+    dns.add("relay.example.net", "A", ["198.51.100.9"])
+    dns.add("soft.example", "TXT", ["v=spf1 ~all"])
+    dns.add("broken.example", "TXT", ["v=spf1 ip4:192.0.2.0/33 -all"])
+    dns.add("slow.example", "TXT", ["v=spf1 include:slower.example -all"])
+    dns.temperror.add("slower.example")
+    dns.add("chain.example", "TXT", ["v=spf1 include:example.net mx ?all"])
+    dns.add("chain.example", "MX", ["10 mx.chain.example"])
+    dns.add("mx.chain.example", "A", ["203.0.113.77"])
+    dns.add("explained.example", "TXT", ["v=spf1 -all exp=why.explained.example"])
+    dns.add("why.explained.example", "TXT", ["%{i} may not send for %{d}"])
+    dns.add("macro.example", "TXT", ["v=spf1 exists:%{l}.%{i}.ok.macro.example -all"])
+    dns.add("carol.192.0.2.7.ok.macro.example", "A", ["127.0.0.2"])
+
+
+# (ip, sender, needs a name outside NOT_KEPT, needs one that fails: a worker thread always)
+SPF_CASES = [
+    ("192.0.2.7", "carol@example.net", False, False),  # ip4 matches before a:relay
+    ("198.51.100.9", "carol@Example.NET", True, False),
+    ("203.0.113.5", "carol@example.net", True, False),
+    ("203.0.113.5", "x@soft.example", False, False),
+    ("203.0.113.5", "x@broken.example", False, False),
+    ("203.0.113.5", "x@slow.example", False, True),
+    ("192.0.2.8", "x@chain.example", False, False),
+    ("203.0.113.77", "x@chain.example", True, False),
+    ("203.0.113.9", "x@chain.example", True, False),
+    ("203.0.113.5", "x@explained.example", True, False),  # exp= (pyspf swallows its errors)
+    ("192.0.2.7", "carol@macro.example", False, False),
+    ("192.0.2.7", "dave@macro.example", False, False),
+    ("192.0.2.25", "", False, False),  # postmaster@HELO
+]
+NOT_KEPT = {"relay.example.net", "mx.chain.example", "why.explained.example"}
+
+
+@pytest.mark.parametrize(("ip", "sender", "uses_not_kept", "fails"), SPF_CASES)
+async def test_spf_from_kept_answers_is_what_the_worker_thread_says(
+    ip: str, sender: str, uses_not_kept: bool, fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check answered on the event loop from kept answers (ADR 79) gives the worker thread's
+    result and explanation, and uses the thread only when an answer is not kept."""
+    import postmesh.common.mailauth.spf as spf_module
+
+    threaded = FakeResolver()
+    _zone(threaded)
+    threaded.add("mx.example.net", "A", ["192.0.2.25"])
+    threaded.add("mx.example.net", "TXT", ["v=spf1 a -all"])
+    expected = await check_spf(threaded, ip, sender, "mx.example.net")
+
+    runs: list[str] = []
+    thread_run = spf_module._run
+
+    def counted(*args: object) -> tuple[str, str]:
+        runs.append(str(args[3]))
+        return thread_run(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spf_module, "_run", counted)
+    for not_kept in (set(), NOT_KEPT):
+        keeping = KeepingResolver(not_kept)
+        _zone(keeping)
+        keeping.add("mx.example.net", "A", ["192.0.2.25"])
+        keeping.add("mx.example.net", "TXT", ["v=spf1 a -all"])
+        runs.clear()
+        assert await check_spf(keeping, ip, sender, "mx.example.net") == expected
+        # Only a question the cache cannot answer sends the check to the worker thread.
+        threaded_now = fails or (uses_not_kept and bool(not_kept))
+        assert runs == ([sender or "postmaster@mx.example.net"] if threaded_now else [])
+
+
+async def test_spf_from_the_transactions_answers() -> None:
+    """Within one transaction, an answer already had (the TXT record the edge asked first) is
+    kept for the check on the loop, whatever its TTL; a question in flight is not."""
+    dns = FakeResolver()
+    dns.add("example.org", "TXT", ["v=spf1 ip4:192.0.2.0/24 -all"])
+    memo = TransactionDns(dns)
+    assert memo.kept("example.org", "TXT") is None
+    await memo.query("example.org", "TXT")
+    assert memo.kept("Example.ORG.", "txt") == Answer(["v=spf1 ip4:192.0.2.0/24 -all"])
+    result = await check_spf(memo, "192.0.2.1", "a@example.org", "mx.example.org")
+    assert result.result == "pass"
+    assert dns.queries == [("example.org", "TXT")]  # asked once, by the memo
 
 
 # --- DKIM -------------------------------------------------------------------------------------

@@ -27,6 +27,17 @@ class TransactionDns:
         # Shielded: a check that is cancelled must not cancel the answer for the others.
         return await asyncio.shield(self._ask(name, rdtype))
 
+    def kept(self, name: str, rdtype: str) -> Answer | None:
+        """The answer had without waiting: this transaction's, once it came, or one the
+        resolver keeps; None for a question in flight, failed or never asked and not kept."""
+        asked = self._asked.get((name.lower().rstrip("."), rdtype.upper()))
+        if asked is not None:
+            if asked.done() and not asked.cancelled() and asked.exception() is None:
+                return asked.result()
+            return None
+        kept = getattr(self.resolver, "kept", None)
+        return kept(name, rdtype) if kept is not None else None
+
     def _ask(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
         key = (name.lower().rstrip("."), rdtype.upper())
         asked = self._asked.get(key)

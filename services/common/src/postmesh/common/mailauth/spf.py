@@ -1,23 +1,27 @@
 """SPF (RFC 7208) for the MAIL FROM and HELO identities, with pyspf's evaluator and our
 asynchronous resolver.
 
-pyspf is synchronous and calls the module-level ``spf.DNSLookup`` for every query. Each check
-runs in a worker thread, and that hook sends the thread's queries back to the event loop's
+pyspf is synchronous and calls the module-level ``spf.DNSLookup`` for every query. A check
+first runs on the event loop from the answers had without waiting (the transaction's, and
+those the resolver keeps for their TTL): a sender seen within its records' TTL costs no
+thread hand-off (ADR 79). When a question would need the network, that attempt is dropped and
+the check runs in a worker thread, whose hook sends each query back to the event loop's
 resolver (timeouts and servers from POSTMESH_DNS_SERVERS), so SPF uses the same DNS as DKIM and
-DMARC and never blocks the loop. A thread-local says which loop and resolver a query belongs
-to; outside a check the hook is pyspf's own."""
+DMARC and never blocks the loop on the network. A thread-local says how the hook answers;
+outside a check it is pyspf's own."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import spf
 
-from postmesh.common.mailauth.dnsclient import DnsTempError, Resolver
+from postmesh.common.mailauth.dnsclient import Answer, DnsTempError, Resolver
 
 # RFC 7208 §4.6.4: at most 10 lookups and 2 void lookups, enforced by pyspf; this bounds the
 # wall time of one check (RFC 7208 §4.6.4 suggests at least 20 s).
@@ -39,10 +43,32 @@ class SpfResult:
     explanation: str = ""
 
 
+class _FromKept:
+    """The hook's state for a check on the event loop: answers only from ``kept``, and a
+    note of any question it could not answer so."""
+
+    __slots__ = ("kept", "missed")
+
+    def __init__(self, kept: Callable[[str, str], Answer | None]) -> None:
+        self.kept = kept
+        self.missed = False
+
+
+class _NotKept(Exception):
+    """A question that would need the network, in a check on the event loop."""
+
+
 def _bridged_lookup(name: str, qtype: str, strict: Any = True, timeout: float = 20) -> list[Any]:
     state = getattr(_current, "state", None)
     if state is None:
         return list(_pyspf_lookup(name, qtype, strict, timeout))
+    if isinstance(state, _FromKept):
+        answer = state.kept(name, qtype)
+        if answer is None:
+            # pyspf swallows some exceptions (an exp= explanation, ptr); the note decides.
+            state.missed = True
+            raise _NotKept(f"{qtype} {name}")
+        return _records(name, qtype, answer)
     loop, resolver = state
     future = asyncio.run_coroutine_threadsafe(resolver.query(name, qtype), loop)
     try:
@@ -50,6 +76,11 @@ def _bridged_lookup(name: str, qtype: str, strict: Any = True, timeout: float = 
     except (DnsTempError, concurrent.futures.TimeoutError) as e:
         future.cancel()
         raise spf.TempError(f"DNS {e}") from None
+    return _records(name, qtype, answer)
+
+
+def _records(name: str, qtype: str, answer: Answer) -> list[Any]:
+    """An answer as pyspf's DNS hook returns it."""
     out: list[Any] = []
     for value in answer.values:
         if qtype in ("TXT", "SPF"):
@@ -65,16 +96,45 @@ def _bridged_lookup(name: str, qtype: str, strict: Any = True, timeout: float = 
 spf.DNSLookup = _bridged_lookup
 
 
+def _check(ip: str, sender: str, helo: str) -> tuple[str, str]:
+    q = spf.query(i=ip, s=sender, h=helo, querytime=CHECK_TIMEOUT_SECONDS)
+    result, _code, explanation = q.check()
+    return str(result), str(explanation)
+
+
 def _run(
     loop: asyncio.AbstractEventLoop, resolver: Resolver, ip: str, sender: str, helo: str
 ) -> tuple[str, str]:
     _current.state = (loop, resolver)
     try:
-        q = spf.query(i=ip, s=sender, h=helo, querytime=CHECK_TIMEOUT_SECONDS)
-        result, _code, explanation = q.check()
-        return str(result), str(explanation)
+        return _check(ip, sender, helo)
     finally:
         _current.state = None
+
+
+def _from_kept(resolver: Resolver, ip: str, sender: str, helo: str) -> tuple[str, str] | None:
+    """The check on the calling (event loop) thread from the answers had without waiting;
+    None when it needed another. pyspf keeps no state between checks but its query object."""
+    kept = getattr(resolver, "kept", None)
+    if kept is None:
+        return None
+    state = _FromKept(kept)
+    _current.state = state
+    try:
+        outcome = _check(ip, sender, helo)
+    except _NotKept:
+        return None
+    finally:
+        _current.state = None
+    return None if state.missed else outcome
+
+
+async def _evaluate(resolver: Resolver, ip: str, sender: str, helo: str) -> tuple[str, str]:
+    outcome = _from_kept(resolver, ip, sender, helo)
+    if outcome is not None:
+        return outcome
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_POOL, _run, loop, resolver, ip, sender, helo)
 
 
 async def _publishes_no_spf(resolver: Resolver, domain: str) -> bool:
@@ -105,8 +165,7 @@ async def check_spf(resolver: Resolver, ip: str, sender: str, helo: str) -> SpfR
         return SpfResult("none", identity, domain)
     if await _publishes_no_spf(resolver, domain):
         return SpfResult("none", identity, domain)
-    loop = asyncio.get_running_loop()
-    result, explanation = await loop.run_in_executor(_POOL, _run, loop, resolver, ip, sender, helo)
+    result, explanation = await _evaluate(resolver, ip, sender, helo)
     return SpfResult(result, identity, domain, explanation)
 
 
@@ -116,8 +175,5 @@ async def check_helo(resolver: Resolver, ip: str, helo: str) -> SpfResult:
         return SpfResult("none", "helo", helo.lower())
     if await _publishes_no_spf(resolver, helo):
         return SpfResult("none", "helo", helo.lower())
-    loop = asyncio.get_running_loop()
-    result, explanation = await loop.run_in_executor(
-        _POOL, _run, loop, resolver, ip, f"postmaster@{helo}", helo
-    )
+    result, explanation = await _evaluate(resolver, ip, f"postmaster@{helo}", helo)
     return SpfResult(result, "helo", helo.lower(), explanation)
