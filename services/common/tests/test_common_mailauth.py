@@ -3,7 +3,9 @@ in-memory DNS zone (FakeResolver); keys are generated per test run."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Callable
 
 import dkim
 import pytest
@@ -289,6 +291,44 @@ async def test_arc_chain(rsa_pair: tuple[bytes, str]) -> None:
     assert (await verify_arc(dns, sealed.replace(b"hello", b"hullo"))).result == "fail"
     dns.temperror.add("arc._domainkey.forwarder.example")
     assert (await verify_arc(dns, sealed)).result == "temperror"
+
+
+@pytest.mark.parametrize("lines", [1, 4_000])  # ~40 bytes and ~160 KiB of body
+async def test_dkim_and_arc_on_the_loop_and_in_a_thread_agree(
+    rsa_pair: tuple[bytes, str], lines: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message whose size times its signatures is up to INLINE_BYTES is verified on the
+    event loop, a larger one in a worker thread (ADR 79); either way a signature or seal
+    passes, and fails once the body changes."""
+    import postmesh.common.mailauth.dkim_verify as dkim_module
+
+    pem, pub = rsa_pair
+    dns = FakeResolver()
+    dns.add("sel._domainkey.example.net", "TXT", [f"v=DKIM1; k=rsa; p={pub}"])
+    dns.add("arc._domainkey.forwarder.example", "TXT", [f"v=DKIM1; k=rsa; p={pub}"])
+    message = MESSAGE + b"a line of the body, the same each time\r\n" * lines
+    signed = sign(message, "example.net", "sel", pem)
+    with_ar = b"Authentication-Results: forwarder.example; spf=pass\r\n" + signed
+    sealed = (
+        b"".join(dkim.arc_sign(with_ar, b"arc", b"forwarder.example", pem, b"forwarder.example"))
+        + with_ar
+    )
+    threads: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Callable[..., object], /, *args: object) -> object:
+        threads.append(func.__name__)
+        return await to_thread(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    assert [r.result for r in await verify_dkim(dns, sealed)] == ["pass"]
+    assert (await verify_arc(dns, sealed)).result == "pass"
+    tampered = sealed.replace(b"the same each time", b"changed this time", 1)
+    assert [r.result for r in await verify_dkim(dns, tampered)] == ["fail"]
+    assert (await verify_arc(dns, tampered)).result == "fail"
+    large = len(sealed) > dkim_module.INLINE_BYTES  # one signature; two ARC fields, as large
+    assert large == (lines > 1)
+    assert threads == (["_verify_one", "_validate"] * 2 if large else [])
 
 
 # --- DMARC ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import dkim
 
 from postmesh.common.mailauth.dkim_verify import (
+    INLINE_BYTES,
     MIN_KEY_BITS,
     QUIET_LOG,
     KeyRecord,
@@ -44,6 +45,8 @@ async def verify_arc(resolver: Resolver, message: bytes) -> ArcResult:
     keys = await fetch_keys(resolver, names)
     if any(k.temperror for k in keys.values()):
         return ArcResult("temperror", reason="key lookup timed out")
+    if len(message) * len(values) <= INLINE_BYTES:  # each seal and signature verified
+        return _validate(message, keys)
     return await asyncio.to_thread(_validate, message, keys)
 
 
