@@ -197,6 +197,29 @@ async def test_release_cancels_a_record_that_does_not_finish_in_time() -> None:
     await pipe.close(cancel=False)
 
 
+async def test_release_does_not_wait_on_a_commit_that_hangs() -> None:
+    """A commit that does not return (the periodic one held by the broker during the
+    rebalance) holds the revocation, and so the group's rebalance, for ``wait`` at most."""
+    hang = asyncio.Event()
+    calls: list[dict[str, int]] = []
+
+    async def hanging(points: dict[str, int]) -> None:
+        calls.append(dict(points))
+        await hang.wait()
+
+    done: list[int] = []
+    pipe: Pipeline[str] = Pipeline(gated({}, done), asyncio.Event(), 4, hanging)
+    pipe.feed("p", [rec(1), rec(2)])
+    await until(lambda: sorted(done) == [1, 2])
+    periodic = asyncio.create_task(pipe.commit())  # holds the commit lock, never returns
+    await until(lambda: len(calls) == 1)
+    await asyncio.wait_for(pipe.release(["p"], wait=0.05), 5)
+    assert pipe.tracker.pending("p") == 0  # forgotten: the new owner reads from the broker
+    periodic.cancel()
+    hang.set()
+    await pipe.close(cancel=True)
+
+
 @pytest.mark.parametrize("cancel", [False, True])
 async def test_close_commits_the_prefix(cancel: bool) -> None:
     """Stop (``stopping`` set): the records in hand finish and are committed; cancellation:

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
 
-from postmesh.common.logging import get_logger
+from postmesh.common.logging import get_logger, kv
 
 log = get_logger(__name__)
 
@@ -335,11 +335,21 @@ class Pipeline(Generic[P]):
     async def release(self, parts: Collection[P], wait: float = REVOKE_WAIT) -> None:
         """``parts`` go to another consumer: their queued records are dropped, the in-flight
         ones finish (up to ``wait`` seconds; then they are cancelled and the new owner redoes
-        them), their prefix is committed and they are forgotten."""
+        them), their prefix is committed and they are forgotten. The commit gets ``wait``
+        seconds too: the whole group's rebalance waits for this, and a commit may wait for the
+        periodic one, which the broker may hold until the rebalance is over. Past that, the
+        new owner redoes the records after the last committed point (handling is
+        idempotent)."""
         parts = set(parts)
         self._queue = deque((p, r) for p, r in self._queue if p not in parts)
         await self._settle([t for t, p in self._running.items() if p in parts], wait)
-        await self.commit(parts)
+        try:
+            async with asyncio.timeout(wait):
+                await self.commit(parts)
+        except TimeoutError:
+            log.warning("bus offset commit at revocation timed out; the new owner may redo "
+                        "records after the last committed point",
+                        extra=kv(wait_seconds=wait))  # fmt: skip
         self.tracker.drop(parts)
 
     async def close(self, *, cancel: bool) -> None:
