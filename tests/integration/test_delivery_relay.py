@@ -494,9 +494,13 @@ def test_first_attempt_before_the_queue_on_kafka(
     """ADR 58 on the distributed backends: delivery's Kafka consumer knows a record published
     while it holds the partition is new, so the message is relayed before any queue entry
     (no `queued` step), byte for byte, once."""
+    tenant = uuid.uuid4().hex[:8]
     env = {
         **quick_env(), **distributed_env(kafka_broker, ferretdb),
-        "POSTMESH_KAFKA_TOPIC_PREFIX": f"relay-{uuid.uuid4().hex[:8]}.",
+        # Its own topics and its own consumer group: in the shared group, this stack's
+        # delivery joining and leaving made the session's distributed stack rebalance too.
+        "POSTMESH_KAFKA_TOPIC_PREFIX": f"relay-{tenant}.",
+        "POSTMESH_DELIVERY_GROUP": f"relay-{tenant}-delivery",
         "POSTMESH_DNS_SERVERS": peers.dns.servers, "POSTMESH_SMTP_PORT": str(peers.port),
         "POSTMESH_HOSTNAME": "out.example.test",
     }  # fmt: skip
