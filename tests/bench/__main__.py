@@ -218,19 +218,21 @@ def main() -> None:
                 ]
                 for size in sizes
             }
+
+            def ratio_lines(which: int) -> None:
+                """Per size, the rounds' ratio of the measured rates (0) or the warm-ups' (1)."""
+                for size, each in pairs.items():
+                    chosen = [(d[which], e[which]) for d, e in each]
+                    rates = ", ".join(f"{d:.1f} / {e:.1f}" for d, e in chosen)
+                    print(f"{size // 1024:>4} KiB  {ratios(chosen)}  msg/s: {rates}")
+
             print("\n== end to end, distributed / embedded (target: at least 0.5x)")
-            for size, each in pairs.items():
-                steady = [(d[0], e[0]) for d, e in each]
-                rates = ", ".join(f"{d:.1f} / {e:.1f}" for d, e in steady)
-                print(f"{size // 1024:>4} KiB  {ratios(steady)}  msg/s: {rates}")
+            ratio_lines(0)
             if args.warmup:
                 print(
                     f"   the warm-ups ({args.warmup} messages from a cold start), for comparison:"
                 )
-                for size, each in pairs.items():
-                    cold = [(d[1], e[1]) for d, e in each]
-                    rates = ", ".join(f"{d:.1f} / {e:.1f}" for d, e in cold)
-                    print(f"{size // 1024:>4} KiB  {ratios(cold)}  msg/s: {rates}")
+                ratio_lines(1)
         else:
             for size in sizes:
                 system(backends[0], size)

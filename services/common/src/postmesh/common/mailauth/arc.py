@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import dkim
 
 from postmesh.common.mailauth.dkim_verify import (
-    INLINE_BYTES,
     MIN_KEY_BITS,
     QUIET_LOG,
     KeyRecord,
@@ -17,6 +15,7 @@ from postmesh.common.mailauth.dkim_verify import (
     fetch_keys,
     key_name,
     parse_tags,
+    run_dkimpy,
     signature_headers,
 )
 from postmesh.common.mailauth.dnsclient import Resolver
@@ -45,9 +44,8 @@ async def verify_arc(resolver: Resolver, message: bytes) -> ArcResult:
     keys = await fetch_keys(resolver, names)
     if any(k.temperror for k in keys.values()):
         return ArcResult("temperror", reason="key lookup timed out")
-    if len(message) * len(values) <= INLINE_BYTES:  # each seal and signature verified
-        return _validate(message, keys)
-    return await asyncio.to_thread(_validate, message, keys)
+    # Each seal and signature verifies the message.
+    return await run_dkimpy(len(message) * len(values), _validate, message, keys)
 
 
 def _validate(message: bytes, keys: dict[str, KeyRecord]) -> ArcResult:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dkim
 from dkim.util import parse_tag_value
@@ -32,6 +33,7 @@ MIN_KEY_BITS = 1024
 # more than they spare (ADR 79).
 INLINE_BYTES = 128 * 1024
 _WSP = re.compile(rb"\s+")
+_T = TypeVar("_T")
 # dkimpy logs every failure at ERROR; they are results here, not our errors.
 QUIET_LOG = logging.getLogger("postmesh.mailauth.dkimpy")
 QUIET_LOG.setLevel(logging.CRITICAL)
@@ -128,13 +130,21 @@ def _verify_one(message: bytes, idx: int, keys: dict[str, KeyRecord]) -> tuple[s
     return "fail", "signature did not verify"
 
 
+async def run_dkimpy(verified_bytes: int, work: Callable[..., _T], *args: Any) -> _T:
+    """``work`` (dkimpy) on the event loop up to ``INLINE_BYTES`` verified, else in a worker
+    thread (ADR 79)."""
+    if verified_bytes <= INLINE_BYTES:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
 async def verify_dkim(resolver: Resolver, message: bytes) -> list[DkimResult]:
     """One result per DKIM-Signature field, topmost first; empty when there are none."""
     values = signature_headers(message, (b"dkim-signature",))[:MAX_SIGNATURES]
     sigs = [parse_tags(v) for v in values]
     names = {n for n in (key_name(t) for t in sigs) if n}
     keys = await fetch_keys(resolver, names)
-    inline = len(message) * len(sigs) <= INLINE_BYTES
+    verified = len(message) * len(sigs)  # the message is verified once per signature
     results: list[DkimResult] = []
     for idx, tags in enumerate(sigs):
         domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
@@ -152,9 +162,6 @@ async def verify_dkim(resolver: Resolver, message: bytes) -> list[DkimResult]:
             # RFC 6376 §6.1.2: no key record is a permanent failure.
             results.append(DkimResult("permerror", domain, selector, b, "no key"))
             continue
-        if inline:
-            result, reason = _verify_one(message, idx, keys)
-        else:
-            result, reason = await asyncio.to_thread(_verify_one, message, idx, keys)
+        result, reason = await run_dkimpy(verified, _verify_one, message, idx, keys)
         results.append(DkimResult(result, domain, selector, b, reason))
     return results

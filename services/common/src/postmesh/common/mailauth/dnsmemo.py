@@ -30,22 +30,24 @@ class TransactionDns:
     def kept(self, name: str, rdtype: str) -> Answer | None:
         """The answer had without waiting: this transaction's, once it came, or one the
         resolver keeps; None for a question in flight, failed or never asked and not kept."""
-        asked = self._asked.get((name.lower().rstrip("."), rdtype.upper()))
+        asked = self._asked.get(_key(name, rdtype))
         if asked is not None:
             if asked.done() and not asked.cancelled() and asked.exception() is None:
                 return asked.result()
             return None
+        return self._resolver_kept(name, rdtype)
+
+    def _resolver_kept(self, name: str, rdtype: str) -> Answer | None:
         kept = getattr(self.resolver, "kept", None)
         return kept(name, rdtype) if kept is not None else None
 
     def _ask(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
-        key = (name.lower().rstrip("."), rdtype.upper())
+        key = _key(name, rdtype)
         asked = self._asked.get(key)
         if asked is None:
             # An answer the resolver keeps is had at once: no task and loop turn per question
             # (ADR 59; DnsClient.kept).
-            kept = getattr(self.resolver, "kept", None)
-            answer = kept(name, rdtype) if kept is not None else None
+            answer = self._resolver_kept(name, rdtype)
             if answer is not None:
                 asked = asyncio.get_running_loop().create_future()
                 asked.set_result(answer)
@@ -60,6 +62,10 @@ class TransactionDns:
         for asked in self._asked.values():
             asked.cancel()
         self._asked.clear()
+
+
+def _key(name: str, rdtype: str) -> tuple[str, str]:
+    return name.lower().rstrip("."), rdtype.upper()
 
 
 def _retrieve(done: asyncio.Future[Answer]) -> None:

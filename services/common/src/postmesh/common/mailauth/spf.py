@@ -96,20 +96,21 @@ def _records(name: str, qtype: str, answer: Answer) -> list[Any]:
 spf.DNSLookup = _bridged_lookup
 
 
-def _check(ip: str, sender: str, helo: str) -> tuple[str, str]:
-    q = spf.query(i=ip, s=sender, h=helo, querytime=CHECK_TIMEOUT_SECONDS)
-    result, _code, explanation = q.check()
-    return str(result), str(explanation)
+def _check(state: object, ip: str, sender: str, helo: str) -> tuple[str, str]:
+    """pyspf's check with its DNS hook answering as ``state`` says (``_bridged_lookup``)."""
+    _current.state = state
+    try:
+        q = spf.query(i=ip, s=sender, h=helo, querytime=CHECK_TIMEOUT_SECONDS)
+        result, _code, explanation = q.check()
+        return str(result), str(explanation)
+    finally:
+        _current.state = None
 
 
 def _run(
     loop: asyncio.AbstractEventLoop, resolver: Resolver, ip: str, sender: str, helo: str
 ) -> tuple[str, str]:
-    _current.state = (loop, resolver)
-    try:
-        return _check(ip, sender, helo)
-    finally:
-        _current.state = None
+    return _check((loop, resolver), ip, sender, helo)
 
 
 def _from_kept(resolver: Resolver, ip: str, sender: str, helo: str) -> tuple[str, str] | None:
@@ -119,13 +120,10 @@ def _from_kept(resolver: Resolver, ip: str, sender: str, helo: str) -> tuple[str
     if kept is None:
         return None
     state = _FromKept(kept)
-    _current.state = state
     try:
-        outcome = _check(ip, sender, helo)
+        outcome = _check(state, ip, sender, helo)
     except _NotKept:
         return None
-    finally:
-        _current.state = None
     return None if state.missed else outcome
 
 

@@ -379,16 +379,13 @@ class MongoMessages(MongoDelivery):
         # the mailbox (~40 ms of its CPU for 300). So it is made only when needed: not when
         # nothing visible changed (a NOOP's or IDLE's poll), nor when the mailbox's snapshot
         # saw only new messages come since ``since`` (a delivery announced to IDLE).
-        floor_before = int(mbox.get("vanished_floor", 0))
-        if since >= highest:
-            return Changes(
-                [], [], since, int(mbox["uidvalidity"]), expunged_incomplete=since < floor_before
-            )
-        new = (await self._snapshots.current(mbox)).changes_since(since)
+        new = [] if since >= highest else (await self._snapshots.current(mbox)).changes_since(since)
         if new is not None:
+            vanished_floor = int(mbox.get("vanished_floor", 0))
             return Changes(
-                new, [], highest, int(mbox["uidvalidity"]), expunged_incomplete=since < floor_before
-            )
+                new, [], max(highest, since), int(mbox["uidvalidity"]),
+                expunged_incomplete=since < vanished_floor,
+            )  # fmt: skip
         docs = await self._messages.find(
             {"mailbox_id": mbox["_id"], "modseq": {"$gt": since, "$lte": highest}}, _SUMMARY
         ).to_list(None)
