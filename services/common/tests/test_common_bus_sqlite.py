@@ -300,7 +300,10 @@ async def test_pipelined_window_stops_fetching_behind_a_stuck_record(
     for i in range(10):
         await bus.publish("t", f"k{i}", b"")
     await asyncio.sleep(0.5)  # ten polls
-    assert got == ["k0", "k1"]  # "stuck", k0, k1: the window is full
+    # Fetches stop once "stuck" and the records after it fill the window (3); the fetch that
+    # fills it brings up to BATCH (2) records, so one may land past it: k2 only if the fetch
+    # before took k0 alone, depending on how the publishes fell between polls.
+    assert got in (["k0", "k1"], ["k0", "k1", "k2"])
     stuck.set()
     async with asyncio.timeout(10):
         while len(got) < 11:  # noqa: ASYNC110 (polling the handler's list)

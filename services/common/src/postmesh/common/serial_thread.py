@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from postmesh.common.logging import get_logger
@@ -47,6 +47,27 @@ def answer(
     was closed: nobody is left to hear it)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(settle, fut, result, error)
+
+
+# (the future's loop, the future, its result, its error)
+Outcome = tuple["asyncio.AbstractEventLoop", "asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+def answer_all(outcomes: Iterable[Outcome]) -> None:
+    """From the worker thread: many futures' outcomes (a committed group's), handed to each
+    loop in one ``call_soon_threadsafe``: every hand-off writes the loop's wake-up socket, a
+    system call and a wake-up each, which a group of n transactions paid n times."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+    for loop, fut, result, error in outcomes:
+        by_loop.setdefault(loop, []).append((fut, result, error))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for fut, result, error in settled:
+        settle(fut, result, error)
 
 
 class SerialThread:

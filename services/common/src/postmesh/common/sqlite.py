@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postmesh.common.serial_thread import SerialThread, answer
+from postmesh.common.serial_thread import SerialThread, answer_all
 
 T = TypeVar("T")
 
@@ -124,8 +124,7 @@ class SqliteConnection:
                 try:
                     self._thread.post(functools.partial(self._drain, conn))
                 except RuntimeError as e:  # closed meanwhile: nobody may wait forever
-                    for _, fut, loop, _ in self._pending:
-                        answer(loop, fut, error=e)
+                    answer_all((loop, fut, None, e) for _, fut, loop, _ in self._pending)
                     self._pending = []
         # A read of each future's state from this thread: one cancelled just after is run and
         # its outcome dropped (settle), as for a caller cancelled during its turn.
@@ -193,13 +192,11 @@ def _commit_group(
         if not durable:
             _back_to_full(conn)
         # Nothing of the group is durable: every caller hears of the failure.
-        for _, fut, loop, _ in batch:
-            answer(loop, fut, error=e)
+        answer_all((loop, fut, None, e) for _, fut, loop, _ in batch)
         return False
     if not durable:
         _back_to_full(conn)
-    for (_, fut, loop, _), result, error in outcomes:
-        answer(loop, fut, result, error)
+    answer_all((loop, fut, result, error) for (_, fut, loop, _), result, error in outcomes)
     return True
 
 
