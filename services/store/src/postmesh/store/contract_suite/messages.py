@@ -352,3 +352,53 @@ class MessageContract:
         assert seen == {m.uid for m in final.changed}
         assert flags == {m.uid: m.flags for m in final.changed}
         assert since == final.highestmodseq
+
+    # -- reading content after listings and changes -------------------------------------------
+
+    async def test_content_reads_follow_listings_and_changes(self, repo: StoreRepository) -> None:
+        """A read answers from the mailbox as it is, whatever was listed before it: a backend
+        that keeps a listing (the MongoDB store's snapshots, ADR 81) must not serve a message
+        changed, expunged or moved since from it."""
+        bodies = {n: message(n) for n in range(1, 13)}
+        for n, content in bodies.items():
+            await deliver(repo, f"q{n}", "u", content)
+
+        async def subjects(uids: list[int]) -> dict[int, str]:
+            got = await repo.get_meta("u", INBOX, uids)
+            return {uid: store_pb2.MessageMeta.FromString(m).envelope.subject for uid, m in got}
+
+        async def read(mailbox: str, uid: int) -> tuple[bytes, bool | None] | None:
+            found = [item async for item in repo.read_messages("u", mailbox, [uid])]
+            assert [u for u, _ in found] == [uid]
+            stored = found[0][1]
+            if stored is None:
+                return None
+            return b"".join([c async for c in stored.chunks]), stored.wire_ready
+
+        unlisted = await read(INBOX, 2)  # before any listing
+        every = list(range(1, 13))
+        assert await subjects(every) == {n: f"test {n}" for n in every}
+        await repo.list_flags("u", INBOX, 0, 100)
+        assert await subjects(every) == {n: f"test {n}" for n in every}
+        assert await subjects([2, 12, 13]) == {2: "test 2", 12: "test 12"}
+        listed = await read(INBOX, 2)
+        assert listed is not None and listed[0] == bodies[2]
+        assert listed == unlisted  # the same content and the same wire-form answer either way
+        await repo.store_flags("u", INBOX, [2], FlagsMode.ADD, ["\\Seen"])
+        assert await read(INBOX, 2) == listed  # flags changed since the listing
+        await expunge_uids(repo, "u", INBOX, [2])
+        assert await read(INBOX, 2) is None  # expunged since the listing
+        assert sorted(await subjects(every)) == [1, *range(3, 13)]
+        with pytest.raises(NotFound):
+            await content_of(repo, "u", INBOX, 2)
+        await repo.list_flags("u", INBOX, 0, 100)
+        assert await read(INBOX, 2) is None  # and after the next one
+        assert sorted(await subjects(every)) == [1, *range(3, 13)]
+        assert await content_of(repo, "u", INBOX, 3) == bodies[3]
+        moved = await repo.move_messages("u", INBOX, [3], "Sent")
+        assert await read(INBOX, 3) is None  # moved since the listing
+        assert await content_of(repo, "u", "Sent", moved.dest_uids[0]) == bodies[3]
+        await repo.list_flags("u", INBOX, 0, 100)
+        assert await content_of(repo, "u", INBOX, 1) == bodies[1]
+        assert sorted(await subjects(every)) == [1, *range(4, 13)]
+        assert await read(INBOX, 13) is None  # never delivered

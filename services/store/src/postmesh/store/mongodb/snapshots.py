@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from bson import ObjectId
@@ -49,11 +50,12 @@ from postmesh.store.validation import DELETED, SEEN
 
 Doc = dict[str, Any]
 Counts = tuple[int, int, int, int]  # messages, seen, deleted, size
-# modseq, flags, size, internal date, blob id: what a Message has besides its UID.
-Row = tuple[int, tuple[str, ...], int, int, str]
+# modseq, flags, size, internal date, blob id: what a Message has besides its UID; and
+# whether its content is in wire form (ADR 0042; None: not known), for reads of the content.
+Row = tuple[int, tuple[str, ...], int, int, str, bool | None]
 _FIELDS = {
     "_id": 0, "uid": 1, "modseq": 1, "flags": 1, "size": 1, "expunged": 1, "internal_date": 1,
-    "blob_id": 1,
+    "blob_id": 1, "wire_ready": 1,
 }  # fmt: skip
 
 # Rows all snapshots of one store process hold at most (~250 bytes each in CPython, the blob
@@ -91,6 +93,15 @@ class Snapshot:
 
     def counts(self) -> Counts:
         return self.messages, self.seen, self.deleted, self.size
+
+    def exact_for(self, mbox: Doc) -> bool:
+        """Whether the snapshot is exact as of the mailbox document ``mbox`` (as just read)
+        without a refresh: the same mailbox and UIDVALIDITY, and no MODSEQ allocated since it
+        was brought up to date (every change to a message takes one, watermark.py)."""
+        return (
+            self.key == (mbox["_id"], int(mbox["uidvalidity"]))
+            and int(mbox["highestmodseq"]) == self.version
+        )
 
     def listing(self, after_uid: int, below_uid: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """(uid, modseq, flags) in UID order, ``after_uid`` < uid < ``below_uid``."""
@@ -136,7 +147,7 @@ class Snapshot:
         flags = self._sets.setdefault(flags, flags)
         row = (
             int(doc["modseq"]), flags, int(doc["size"]), int(doc["internal_date"]),
-            str(doc["blob_id"]),
+            str(doc["blob_id"]), doc.get("wire_ready"),
         )  # fmt: skip
         self.rows[uid] = row
         self._count(row, 1)
@@ -212,11 +223,25 @@ class Snapshots:
             snap.apply(doc)
         return snap
 
+    def live_rows(self, mbox: Doc, uids: Iterable[int]) -> dict[int, Row] | None:
+        """The rows of messages ``uids`` in the kept snapshot of the selectable mailbox
+        ``mbox`` (its document as just read), when that snapshot is exact without a refresh
+        and has every one of them. None: ask the database (a UID the snapshot lacks may lie
+        above the visible UIDNEXT and be readable already). No query, and no refresh: a
+        refresh after flag changes reads every changed message, more than a read by UID."""
+        snap = self._kept.get(mbox["_id"])
+        if snap is None or not snap.exact_for(mbox):
+            return None
+        rows = snap.rows
+        found = {uid: row for uid in uids if (row := rows.get(uid)) is not None}
+        return found if len(found) == len(set(uids)) else None
+
     def written(self, mailbox_id: ObjectId, uidvalidity: int, doc: Doc) -> None:
         """A message document this process inserted, its insert acknowledged: the mailbox's
         next refresh applies it instead of reading it back. ``uidvalidity`` as the writer knew
         it: one that changed since never matches a snapshot's key, and the UID is read."""
-        kept = {f: doc[f] for f in _FIELDS if f != "_id"}
+        kept = {f: doc[f] for f in _FIELDS if f not in ("_id", "wire_ready")}
+        kept["wire_ready"] = doc.get("wire_ready")
         self._written.put((mailbox_id, uidvalidity, int(doc["uid"])), kept)
 
     async def _add_new(self, snap: Snapshot, uidnext: int) -> None:
