@@ -58,11 +58,23 @@ async def test_a_cancelled_call_never_interleaves_with_the_next(tmp_path: Path) 
     assert not await db.ping()
 
 
-async def test_concurrent_transactions_share_a_commit_each_all_or_nothing(tmp_path: Path) -> None:
+async def test_concurrent_transactions_share_a_commit_each_all_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Transactions queued while the thread is busy commit together; one that raises is
-    rolled back alone and its caller gets its own error, the others' work is durable."""
+    rolled back alone and its caller gets its own error, the others' work is durable. The
+    group's outcomes (results and errors alike) reach the event loop in one hand-off."""
     db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
     await db.open()
+    loop = asyncio.get_running_loop()
+    handed: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(callback: Callable[..., object], *args: object) -> asyncio.Handle:
+        handed.append(callback)
+        return original(callback, *args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
     started, release = threading.Event(), threading.Event()
 
     def blocker(c: sqlite3.Connection) -> None:
@@ -81,6 +93,7 @@ async def test_concurrent_transactions_share_a_commit_each_all_or_nothing(tmp_pa
 
     first = asyncio.create_task(db.transaction(blocker))
     await asyncio.to_thread(started.wait, 5)
+    handed.clear()  # the hand-offs of to_thread itself
     group = [asyncio.create_task(db.transaction(insert(n))) for n in range(1, 6)]
     await asyncio.sleep(0.05)
     release.set()
@@ -88,54 +101,10 @@ async def test_concurrent_transactions_share_a_commit_each_all_or_nothing(tmp_pa
     results = await asyncio.gather(*group, return_exceptions=True)
     assert results[:2] == [1, 2] and results[3:] == [4, 5]
     assert isinstance(results[2], ValueError)
+    assert len(handed) == 2  # the blocker's group, then the five
     other = sqlite3.connect(tmp_path / "x.sqlite3")  # what another process sees
     assert [r[0] for r in other.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
     other.close()
-    await db.close()
-
-
-async def test_a_committed_group_wakes_its_loop_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The outcomes of a group's transactions (results and errors alike) reach the event loop
-    in one hand-off, not one per transaction."""
-    db = SqliteConnection(tmp_path / "x.sqlite3", _setup)
-    await db.open()
-    loop = asyncio.get_running_loop()
-    handed: list[object] = []
-    original = loop.call_soon_threadsafe
-
-    def counting(callback: Callable[..., object], *args: object) -> asyncio.Handle:
-        handed.append(callback)
-        return original(callback, *args)
-
-    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
-    started, release = threading.Event(), threading.Event()
-
-    def blocker(c: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(5)
-
-    def insert(n: int) -> Callable[[sqlite3.Connection], int]:
-        def fn(c: sqlite3.Connection) -> int:
-            c.execute("INSERT INTO t VALUES (?)", (n,))
-            if n == 2:
-                raise ValueError("two")
-            return n
-
-        return fn
-
-    first = asyncio.create_task(db.transaction(blocker))
-    await asyncio.to_thread(started.wait, 5)
-    handed.clear()  # the hand-offs of to_thread itself
-    group = [asyncio.create_task(db.transaction(insert(n))) for n in range(1, 9)]
-    await asyncio.sleep(0.05)
-    release.set()
-    await first
-    results = await asyncio.gather(*group, return_exceptions=True)
-    assert [r for r in results if not isinstance(r, ValueError)] == [1, 3, 4, 5, 6, 7, 8]
-    assert isinstance(results[1], ValueError)
-    assert len(handed) == 2  # the blocker's group, then the eight
     await db.close()
 
 
