@@ -402,3 +402,10 @@ class MessageContract:
         assert await content_of(repo, "u", INBOX, 1) == bodies[1]
         assert sorted(await subjects(every)) == [1, *range(4, 13)]
         assert await read(INBOX, 13) is None  # never delivered
+        # Many at once (a POP3 download), in the order asked, the gone ones None.
+        asked = [12, 1, 2, 13, 5, 3, *range(4, 12)]
+        got = [
+            (uid, None if found is None else b"".join([c async for c in found.chunks]))
+            async for uid, found in repo.read_messages("u", INBOX, asked)
+        ]
+        assert got == [(u, None if u in (2, 3, 13) else bodies[u]) for u in asked]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 import uuid
@@ -36,6 +37,7 @@ from postmesh.store.mongodb.delivery import MongoDelivery
 from postmesh.store.mongodb.intents import COPY
 from postmesh.store.mongodb.locks import user_key
 from postmesh.store.mongodb.reservations import BOUND
+from postmesh.store.mongodb.snapshots import Row
 from postmesh.store.search import HEADERS_VERSION, plan
 from postmesh.store.validation import DELETED, apply_flags
 
@@ -45,6 +47,8 @@ FLAG_RETRIES = 20
 BATCH = 500
 # A request naming at most this many UIDs reads its messages one by one (``_live_by_uid``).
 BY_UID = 8
+# Messages a batched content read (``_read_messages``) has in flight.
+READ_AHEAD = 8
 _SUMMARY = {
     "uid": 1, "flags": 1, "size": 1, "internal_date": 1, "modseq": 1, "blob_id": 1,
     "sent_day": 1, "expunged": 1,
@@ -304,13 +308,55 @@ class MongoMessages(MongoDelivery):
 
     async def _read_content(self, user: str, mailbox: str, uid: int) -> StoredContent:
         mbox = await self._mailbox_doc(user, mailbox)
-        # A message of the mailbox's kept snapshot, exact as of ``mbox``: its blob straight
-        # away, one query instead of two (ADR 0081). A blob gone meanwhile (the message
-        # expunged and its content deleted since ``mbox`` was read) is asked again by UID,
-        # which tells a message gone (NotFound) from a content lost (DataLoss).
-        rows = self._snapshots.live_rows(mbox, (uid,))
-        if rows is not None:
-            row = rows[uid]
+        rows = self._snapshots.live_rows(mbox, (uid,)) or {}
+        return await self._content_of(mbox, mailbox, uid, rows.get(uid))
+
+    async def _read_messages(
+        self, user: str, mailbox: str, uids: list[int]
+    ) -> AsyncIterator[tuple[int, StoredContent | None]]:
+        # GetMessageContents (a POP3 download, an IMAP FETCH of several bodies): the mailbox
+        # read once, and READ_AHEAD messages in flight, each one or two queries, instead of
+        # one message's queries after the other's. Each holds at most one chunk.
+        try:
+            mbox = await self._mailbox_doc(user, mailbox)
+        except NotFound:
+            for uid in uids:
+                yield uid, None
+            return
+        rows = self._snapshots.live_rows(mbox, uids) or {}
+
+        async def one(uid: int) -> StoredContent | None:
+            try:
+                return await self._content_of(mbox, mailbox, uid, rows.get(uid))
+            except NotFound:
+                return None
+
+        pending: collections.deque[tuple[int, asyncio.Task[StoredContent | None]]]
+        pending = collections.deque()
+        try:
+            for uid in uids:
+                pending.append((uid, asyncio.ensure_future(one(uid))))
+                if len(pending) >= READ_AHEAD:
+                    first, task = pending.popleft()
+                    yield first, await task
+            while pending:
+                first, task = pending.popleft()
+                yield first, await task
+        finally:  # the caller stopped early (its client went away) or a read failed
+            for _, task in pending:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: nobody will ask for it
+                task.cancel()
+
+    async def _content_of(
+        self, mbox: Doc, mailbox: str, uid: int, row: Row | None
+    ) -> StoredContent:
+        """Message ``uid``'s content; ``row``: its row in the mailbox's exact snapshot, if
+        there. From the row, its blob straight away: one query instead of two (ADR 0081). A
+        blob gone meanwhile (the message expunged and its content deleted since ``mbox`` was
+        read) is asked again by UID, which tells a message gone (NotFound) from a content
+        lost (DataLoss)."""
+        if row is not None:
             with contextlib.suppress(DataLoss):
                 return StoredContent(await self.blobs.read(row[4], row[2]), row[5])
         doc = await self._messages.find_one(
@@ -335,7 +381,7 @@ class MongoMessages(MongoDelivery):
         # message read at all, where a query for more than a few UIDs ($in) makes FerretDB
         # 1.24 decode every message of the mailbox.
         rows = self._snapshots.live_rows(mbox, uids)
-        if rows is not None:
+        if rows is not None and len(rows) == len(set(uids)):
             blob_ids = [(uid, row[4]) for uid, row in rows.items()]
         else:
             docs = await self._live_by_uid(mbox["_id"], uids, {"uid": 1, "blob_id": 1})

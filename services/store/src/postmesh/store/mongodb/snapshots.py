@@ -224,17 +224,17 @@ class Snapshots:
         return snap
 
     def live_rows(self, mbox: Doc, uids: Iterable[int]) -> dict[int, Row] | None:
-        """The rows of messages ``uids`` in the kept snapshot of the selectable mailbox
-        ``mbox`` (its document as just read), when that snapshot is exact without a refresh
-        and has every one of them. None: ask the database (a UID the snapshot lacks may lie
-        above the visible UIDNEXT and be readable already). No query, and no refresh: a
-        refresh after flag changes reads every changed message, more than a read by UID."""
+        """The rows of those of messages ``uids`` that the kept snapshot of the selectable
+        mailbox ``mbox`` (its document as just read) has, when that snapshot is exact without
+        a refresh; None when it is not (or none is kept). A UID it lacks is for the caller to
+        ask the database: one above the visible UIDNEXT may be readable already. No query,
+        and no refresh: a refresh after flag changes reads every changed message, more than a
+        read by UID costs."""
         snap = self._kept.get(mbox["_id"])
         if snap is None or not snap.exact_for(mbox):
             return None
         rows = snap.rows
-        found = {uid: row for uid in uids if (row := rows.get(uid)) is not None}
-        return found if len(found) == len(set(uids)) else None
+        return {uid: row for uid in uids if (row := rows.get(uid)) is not None}
 
     def written(self, mailbox_id: ObjectId, uidvalidity: int, doc: Doc) -> None:
         """A message document this process inserted, its insert acknowledged: the mailbox's
