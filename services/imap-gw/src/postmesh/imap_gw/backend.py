@@ -8,7 +8,7 @@ store in-process (ADR 24).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol
 
 from postmesh.common.backend import SaslAuthClientLike
@@ -96,6 +96,13 @@ class MailStore(Protocol):
 
     async def get_content(self, user: str, mailbox: str, uid: int) -> bytes:
         """The raw RFC 5322 message. Raises MessageNotFound."""
+        ...
+
+    def read_contents(
+        self, user: str, mailbox: str, uids: Sequence[int]
+    ) -> AsyncGenerator[tuple[int, bytes | None, bool], None]:
+        """Whole messages in the order of ``uids``, in one store stream: (uid, content, in wire
+        form), or (uid, None, False) for one the store no longer has."""
         ...
 
     async def get_structure(

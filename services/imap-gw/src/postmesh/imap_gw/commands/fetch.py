@@ -4,7 +4,8 @@
 Each FETCH asks the store only for what its items need: message metadata (flags, sizes, dates,
 MODSEQ) when an item or the \\Seen side effect needs it, the parsed structure (GetMessageMeta)
 for ENVELOPE, BODY[STRUCTURE] and any section other than the whole message, and the content
-only for body sections that are not the top-level header. UID, FLAGS and MODSEQ alone are
+only for body sections that are not the top-level header (several messages' contents in store
+streams, ``fetch_contents.py``). UID, FLAGS and MODSEQ alone are
 answered from the selected-mailbox model after a resynchronisation (``fetch_flags.py``).
 """
 
@@ -20,6 +21,7 @@ from postmesh.imap_gw.backend import FlagsMode, MessageMeta, MessageNotFound, Me
 from postmesh.imap_gw.commands import SELECTED, handles
 from postmesh.imap_gw.commands.fetch_flags import fetch_from_model, from_model
 from postmesh.imap_gw.commands.sync import MailboxLost, list_messages, resync, uid_set
+from postmesh.imap_gw.fetch_contents import ContentReader
 from postmesh.imap_gw.message import (
     UnknownCte,
     binary_bytes,
@@ -378,6 +380,46 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
         gone = True
         present = [u for u in present if u in structures]
 
+    contents = await _content_reader(session, present, metas) if needs.content else None
+    try:
+        return await _render(
+            session, cmd, atts, present, metas, structures, seen_set, contents, gone
+        )
+    finally:
+        if contents is not None:
+            await contents.aclose()
+
+
+async def _content_reader(
+    session: Session, present: list[int], metas: dict[int, MessageMeta]
+) -> ContentReader:
+    """The contents every message of the FETCH needs, read ahead by their sizes (from the
+    listing the FETCH read, or one read for them when it asked for several)."""
+    sel = session.selected
+    assert sel is not None and session.user is not None
+    sizes = {uid: m.size for uid, m in metas.items()}
+    if not metas and len(present) > 1:
+        listed = await list_messages(
+            session, sel.name, after_uid=present[0] - 1, up_to_uid=present[-1]
+        )
+        sizes = {m.uid: m.size for m in listed}
+    return ContentReader(session.store, session.user, sel.name, present, sizes)
+
+
+async def _render(
+    session: Session,
+    cmd: Fetch,
+    atts: list[FetchAtt],
+    present: list[int],
+    metas: dict[int, MessageMeta],
+    structures: dict[int, MessageStructure],
+    seen_set: set[int],
+    contents: ContentReader | None,
+    gone: bool,
+) -> Result:
+    """The FETCH responses, message by message, then the tagged answer."""
+    sel = session.selected
+    assert sel is not None and session.user is not None
     out = _Output(session)
     # Asked once per FETCH, not per message (1,000 messages: ~1 ms of imap-gw's ~10 ms).
     seq_of = dict(zip(*sel.present(present), strict=True))
@@ -389,9 +431,12 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
         meta = metas.get(uid)
         st = structures.get(uid)
         raw = None
-        if needs.content or (sizes_may_need_content and _content_needed_for_size(atts, st)):
+        if contents is not None or (sizes_may_need_content and _content_needed_for_size(atts, st)):
             try:
-                raw = await session.store.get_content(session.user, sel.name, uid)
+                if contents is not None:
+                    raw = await contents.get(uid)
+                else:
+                    raw = await session.store.get_content(session.user, sel.name, uid)
             except MessageNotFound:
                 gone = True
                 continue
