@@ -20,6 +20,14 @@ Taking a reference and deleting a blob race safely in the flag pattern (Dekker):
 first inserts its ref and then reads the blob's state; a deleter first moves the blob to
 ``deleting`` and then counts refs, and reverts to ``complete`` if it finds one. One of the two
 always sees the other, so a referenced blob is never deleted.
+
+That needs each state change to be atomic. FerretDB 1.x applies an update or a conditional delete
+by reading the document, deciding in its own process and writing back (ADR 37): two deleters of
+one blob could both claim it, and one's delete of the ``deleting`` document could land after the
+other had reverted it to ``complete`` for a new referrer, which then held a reference to nothing.
+So every state change of a blob document in this process goes under a per-blob lock
+(``_transitions``), as the store's other read-modify-writes go under its mailbox and user locks;
+on MongoDB each is atomic anyway, and one store replica runs on FerretDB (ADR 37).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from postmesh.store.blobs import BlobSource, chunk_count
 from postmesh.store.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from postmesh.store.model import MessageIndex
 from postmesh.store.mongodb.coalesce import InsertBatcher, UpdateBatcher, UpdateSlots
+from postmesh.store.mongodb.locks import KeyedLocks
 
 log = get_logger(__name__)
 
@@ -65,6 +74,8 @@ class MongoBlobStore:
         update_slots: UpdateSlots | None = None,
     ) -> None:
         self.blobs, self.chunks, self.refs, self.index = blobs, chunks, refs, index
+        # Held around each change of a blob document's state (module docstring); a leaf lock.
+        self._transitions = KeyedLocks()
         # Every insert here is insert-if-absent, so concurrent ones share commands (ADR 45).
         self._blob_inserts = InsertBatcher(blobs)
         self._chunk_inserts = InsertBatcher(chunks)
@@ -130,17 +141,20 @@ class MongoBlobStore:
                 return int(doc["size"])
             if state == WRITING and source is not None and source.chunks == 1:
                 # Taken over from a deleter (below): the bytes go into the document itself.
-                await self.blobs.update_one(
-                    {"_id": blob_id, "key": doc["key"], "state": WRITING},
-                    {"$set": {"state": COMPLETE, "data": source.read_chunk(0)}},
-                )
+                async with self._transitions.hold(blob_id):
+                    await self.blobs.update_one(
+                        {"_id": blob_id, "key": doc["key"], "state": WRITING},
+                        {"$set": {"state": COMPLETE, "data": source.read_chunk(0)}},
+                    )
                 continue
             if state == WRITING and source is not None:
                 await self._write_chunks(doc["key"], source)
-                if await self._completions.update_one(
-                    {"_id": blob_id, "key": doc["key"], "state": WRITING},
-                    {"$set": {"state": COMPLETE}},
-                ):
+                async with self._transitions.hold(blob_id):
+                    completed = await self._completions.update_one(
+                        {"_id": blob_id, "key": doc["key"], "state": WRITING},
+                        {"$set": {"state": COMPLETE}},
+                    )
+                if completed:
                     # Complete now, and our reference came first: no deleter takes it.
                     return source.size
                 # Not matched (another writer completed it), or not known: read the state.
@@ -154,11 +168,12 @@ class MongoBlobStore:
                 # them (nothing else ever removes an abandoned key's chunks), then start a new
                 # incarnation (new key) and write it ourselves.
                 log.warning("taking over abandoned blob deletion", extra=kv(blob_id=blob_id))
-                await self.chunks.delete_many({"blob": doc["key"]})
-                await self.blobs.update_one(
-                    {"_id": blob_id, "key": doc["key"], "state": DELETING},
-                    {"$set": {"state": WRITING, "key": _new_key(blob_id)}},
-                )
+                async with self._transitions.hold(blob_id):
+                    await self.chunks.delete_many({"blob": doc["key"]})
+                    await self.blobs.update_one(
+                        {"_id": blob_id, "key": doc["key"], "state": DELETING},
+                        {"$set": {"state": WRITING, "key": _new_key(blob_id)}},
+                    )
                 continue
             if time.monotonic() > deadline:
                 if source is None:
@@ -219,6 +234,12 @@ class MongoBlobStore:
         janitor's, for a blob whose writer died (no reference left, long untouched)."""
         if await self.refs.find_one({"blob_id": blob_id}) is not None:
             return False
+        async with self._transitions.hold(blob_id):
+            return await self._claim_and_delete(blob_id, state)
+
+    async def _claim_and_delete(self, blob_id: str, state: str) -> bool:
+        """Under the blob's lock: claim it (``deleting``), count references again, then remove
+        it or give it back."""
         doc = await self.blobs.find_one_and_update(
             {"_id": blob_id, "state": state},
             {"$set": {"state": DELETING, "deleting_at": time.time()}},
@@ -245,7 +266,8 @@ class MongoBlobStore:
             return False
         if await self.refs.find_one({"blob_id": doc["_id"]}) is not None:
             return False
-        await self._remove(doc)
+        async with self._transitions.hold(doc["_id"]):
+            await self._remove(doc)
         return True
 
     async def _remove(self, doc: Doc) -> None:
