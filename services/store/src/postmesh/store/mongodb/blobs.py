@@ -264,9 +264,10 @@ class MongoBlobStore:
         content takes the blob over (``acquire``) and a referrer without it gives up."""
         if float(doc.get("deleting_at", 0)) > time.time() - STALE_DELETE_SECONDS:
             return False
-        if await self.refs.find_one({"blob_id": doc["_id"]}) is not None:
-            return False
+        # The count and the removal under the lock a writer's takeover of the deletion takes.
         async with self._transitions.hold(doc["_id"]):
+            if await self.refs.find_one({"blob_id": doc["_id"]}) is not None:
+                return False
             await self._remove(doc)
         return True
 

@@ -381,7 +381,7 @@ class MongoMessages(MongoDelivery):
         # message read at all, where a query for more than a few UIDs ($in) makes FerretDB
         # 1.24 decode every message of the mailbox.
         rows = self._snapshots.live_rows(mbox, uids)
-        if rows is not None and len(rows) == len(set(uids)):
+        if rows is not None and len(rows) == len(uids):  # uids: ascending, distinct
             blob_ids = [(uid, row[4]) for uid, row in rows.items()]
         else:
             docs = await self._live_by_uid(mbox["_id"], uids, {"uid": 1, "blob_id": 1})
