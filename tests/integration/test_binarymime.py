@@ -9,7 +9,9 @@ a binary part holding NUL, bare CR and LF, "." lines and a line past 998 octets:
 - to incapable.test, routed to Postfix 3.7 (CHUNKING, no BINARYMIME): the binary part goes as
   base64, and the DKIM signatures, made after the conversion, verify with dkimpy; a binary part
   inside multipart/signed cannot be converted, so the sender gets a 5.6.3 bounce;
-- DATA after BODY=BINARYMIME is refused with 503."""
+- DATA after BODY=BINARYMIME is refused with 503;
+- IMAP APPEND of a literal8 (RFC 3516 §4.4, ``~{n}``) stores the same octets, read back the
+  same ways."""
 
 from __future__ import annotations
 
@@ -178,6 +180,27 @@ def test_binarymime_submission_reaches_imap_byte_exact(sender_stack: Stack) -> N
     # BODY[]: the stored octets, bare CR and LF included, with each NUL as 0x80 (RFC 9051).
     assert got["BODY[]"] == stored.replace(b"\x00", b"\x80")
     assert got["BODY[] literal8"] == b""
+
+
+def test_imap_append_of_a_literal8_reads_back_byte_exact(sender_stack: Stack) -> None:
+    """imaplib has no literal8 APPEND: its documented send()/readline() carry the command, the
+    "+" continuation and the message after a real STARTTLS and LOGIN."""
+    reader = f"reader-{uuid.uuid4().hex[:8]}@example.test"
+    create_user(sender_stack, reader, "reader-pw-1")
+    marker = uuid.uuid4().hex[:10]
+    original = binary_message("someone@remote.example", reader, marker)
+    with imaplib.IMAP4(host="127.0.0.1", port=sender_stack.ports.imap) as imap:
+        imap.starttls(insecure_tls())
+        imap.login(reader, "reader-pw-1")
+        imap.send(b"X1 APPEND INBOX ~{%d}\r\n" % len(original))
+        assert imap.readline().startswith(b"+ ")
+        imap.send(original + b"\r\n")
+        assert re.match(rb"X1 OK \[APPENDUID \d+ 1\] ", imap.readline())
+    got = imap_binary(sender_stack, reader, "reader-pw-1", marker)
+    assert got is not None
+    assert got["BINARY[]"] == original and got["BINARY[] literal8"] == b"~"
+    assert got["BINARY[2]"] == PART and got["BINARY[2] literal8"] == b"~"
+    assert got["BODY[]"] == original.replace(b"\x00", b"\x80")
 
 
 def test_data_after_body_binarymime_is_refused(sender_stack: Stack) -> None:

@@ -1,6 +1,7 @@
 """APPEND over the wire (RFC 9051 §6.3.12): flags, date-time, synchronizing and
 non-synchronizing literals (RFC 7888), APPENDUID (RFC 4315), TRYCREATE, TOOBIG, OVERQUOTA
-(RFC 9208), UTF8 data (RFC 6855), the message streamed to the store, and every bad input."""
+(RFC 9208), binary (RFC 3516) and UTF8 (RFC 6855) data, the message streamed to the store, and
+every bad input."""
 
 from __future__ import annotations
 
@@ -177,6 +178,35 @@ async def test_append_utf8_data(env: Env) -> None:
     await c.close()
 
 
+async def test_append_binary_data(env: Env) -> None:
+    """A literal8 is the message as sent, NUL and all (RFC 3516 §4.4: BINARY is advertised);
+    FETCH BINARY gives the octets back as a literal8, BODY[] with each NUL as 0x80."""
+    body = b"ab\x00cd\xff\r\n"
+    data = (
+        b"From: a@example.org\r\nSubject: binary\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n" + body
+    )
+    c = await Client.login(env)
+    uidvalidity = await env.uidvalidity("Sent")
+    await c.send(b"a APPEND Sent ~{%d}" % len(data))
+    assert await c.line() == b"+ Ready for literal data"
+    await c.send(data)
+    assert await c.line() == b"a OK [APPENDUID %d 1] APPEND completed" % uidvalidity
+    await c.send(b"b APPEND Sent (\\Seen) ~{%d+}\r\n" % len(data) + data)
+    assert await c.line() == b"b OK [APPENDUID %d 2] APPEND completed" % uidvalidity
+    assert await _box(env, "Sent") == {1: data, 2: data}
+    assert (await c.cmd(b"c SELECT Sent"))[-1].startswith(b"c OK ")
+    assert await c.cmd_literals(b"d FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])") == [
+        b"* 1 FETCH (BINARY[1] ~{8}\r\n" + body + b" BINARY.SIZE[1] 8)",
+        b"d OK FETCH completed",
+    ]
+    assert await c.cmd_literals(b"e FETCH 2 BODY.PEEK[TEXT]") == [
+        b"* 2 FETCH (BODY[TEXT] {8}\r\nab\x80cd\xff\r\n)",
+        b"e OK FETCH completed",
+    ]
+    await c.close()
+
+
 async def test_append_bad_input_before_the_literal(env: Env) -> None:
     c = await Client.login(env)
     for head in (
@@ -192,8 +222,9 @@ async def test_append_bad_input_before_the_literal(env: Env) -> None:
         b'a APPEND INBOX "05-Dec-2026 10:00:00 0000" {5}',
         b'a APPEND INBOX "05-Dec-1960 10:00:00 +0000" {5}',
         b"a APPEND INBOX (\\Seen) (\\Seen) {5}",
-        b"a APPEND INBOX ~{5}",
+        b"a APPEND INBOX ~~{5}",
         b"a APPEND INBOX UTF8 {5}",
+        b"a APPEND INBOX UTF8 ~{5}",
         b"a APPEND INBOX  {5}",
         b"a APPEND &Jjo {5}",  # broken modified UTF-7
     ):

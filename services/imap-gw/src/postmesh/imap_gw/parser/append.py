@@ -1,6 +1,7 @@
-"""APPEND (RFC 9051 §6.3.12), with UTF8 (RFC 6855 §4) message data.
+"""APPEND (RFC 9051 §6.3.12), with binary (RFC 3516 §4.4) and UTF8 (RFC 6855 §4) message data.
 
 append      = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
+append      =/ "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal8   (RFC 3516 §4.4)
 append-data =/ "UTF8" SP "(" literal8 ")"                         (RFC 6855 §4)
 date-time   = DQUOTE date-day-fixed "-" date-month "-" date-year SP time SP zone DQUOTE
 
@@ -38,6 +39,8 @@ class Append(Command):
     size: int = 0
     synchronizing: bool = True
     utf8: bool = False  # UTF8 (~{n} ...) data (RFC 6855 §4)
+    # A literal8 (~{n}): the message may hold NUL and any octet (RFC 3516 §4.4, BINARY).
+    binary: bool = False
 
 
 def _date_time(cur: Cursor) -> int:
@@ -76,14 +79,17 @@ def _head(tag: str, cur: Cursor) -> Append:
     if cur.peek_is(b'"'):
         internal_date = _date_time(cur)
         cur.expect_sp()
-    utf8 = False
+    utf8 = binary = False
     if cur.data[cur.pos : cur.pos + 4].upper() == b"UTF8":
         cur.pos += 4
         cur.expect(b" (~")
         utf8 = True
-    elif cur.peek_is(b"~"):
-        raise ParseError("binary message data (literal8) needs the UTF8 (...) form")
-    return Append(tag, mailbox, flags, internal_date, utf8=utf8)
+    elif cur.skip(b"~"):
+        # BINARY is advertised, so a literal8 is taken as the message (RFC 3516 §4.4). It is
+        # stored as sent, like BINARYMIME mail (ADR 40): its content-transfer-encoding is
+        # not changed, and FETCH BINARY gives the octets back exactly.
+        binary = True
+    return Append(tag, mailbox, flags, internal_date, utf8=utf8, binary=binary)
 
 
 def _tag(cur: Cursor) -> str | None:
@@ -115,7 +121,16 @@ def parse_append_head(prefix: bytes, size: int, synchronizing: bool) -> Append:
     except ParseError as e:
         e.tag = tag
         raise
-    return Append(tag, head.mailbox, head.flags, head.internal_date, size, synchronizing, head.utf8)
+    return Append(
+        tag,
+        head.mailbox,
+        head.flags,
+        head.internal_date,
+        size,
+        synchronizing,
+        head.utf8,
+        head.binary,
+    )
 
 
 def check_append_tail(tail: bytes, *, utf8: bool) -> None:
