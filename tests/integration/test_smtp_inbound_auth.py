@@ -2,7 +2,8 @@
 DMARC records (with a TTL, as real zones have, so the MX's resolver keeps them), a message
 DKIM-signed in the test goes to the MX from 127.0.0.1, and the Authentication-Results header
 read back over IMAP shows the results; a DMARC p=reject failure gets 550 5.7.1 over the wire,
-a p=quarantine failure lands in Junk."""
+also behind a second From field, and a p=quarantine failure lands in Junk; a message whose
+first line is no header field is stored with everything from that line on as its body."""
 
 from __future__ import annotations
 
@@ -141,6 +142,43 @@ def test_dmarc_reject_failure_is_refused_over_the_wire(auth_stack: Stack) -> Non
     # SPF passes for other.example, but From says example.net (p=reject) and nothing aligns.
     code, text = send(auth_stack, "bounce@other.example", message("ceo@example.net", "spoof"))
     assert (code, text) == (550, b"5.7.1 Message rejected per DMARC policy of example.net")
+
+
+def test_a_second_from_field_does_not_hide_a_reject_policy(auth_stack: Stack) -> None:
+    msg = message("ceo@example.net", "two-froms").replace(
+        b"\r\nTo:", b"\r\nFrom: me@careful.example\r\nTo:", 1
+    )
+    code, text = send(auth_stack, "bounce@other.example", msg)
+    assert (code, text) == (550, b"5.7.1 Message rejected per DMARC policy of example.net")
+
+
+def test_a_first_line_that_is_no_field_makes_the_rest_body(auth_stack: Stack) -> None:
+    """A lone continuation line first once folded into our Received field, making the forged
+    From below it a header that the DMARC check never read (accepted, and shown as from
+    ceo@example.net). Now it and all after it are body, as with Postfix's cleanup."""
+    fetch(auth_stack, "INBOX", "provision")
+    marker = uuid.uuid4().hex[:10]
+    forged = b" \r\n" + message("ceo@example.net", marker)
+    code, _ = send(auth_stack, "bounce@other.example", forged)
+    assert code == 250
+
+    # Subject is body too, so the message is found by its text.
+    def by_text() -> bytes | None:
+        with imaplib.IMAP4("127.0.0.1", auth_stack.ports.imap) as imap:
+            imap.starttls(insecure_tls())
+            imap.login(USER, PASSWORD)
+            imap.select("INBOX", readonly=True)
+            _, data = imap.search(None, "BODY", marker)
+            if not data or not data[0]:
+                return None
+            _, fetched = imap.fetch(data[0].split()[-1], "(BODY.PEEK[HEADER] BODY.PEEK[TEXT])")
+            return b"".join(p[1] for p in fetched if isinstance(p, tuple))
+
+    stored = wait_for(by_text, what="the message in IMAP")
+    header, _, text = stored.partition(b"\r\n\r\n")
+    assert b"ceo@example.net" not in header and b"\r\nFrom:" not in header
+    assert text.startswith(forged)
+    assert our_results(stored)["dmarc"] == "permerror"
 
 
 def test_dmarc_quarantine_failure_lands_in_junk(auth_stack: Stack) -> None:

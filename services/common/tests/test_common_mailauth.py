@@ -20,7 +20,14 @@ from postmesh.common.mailauth.authresults import (
     strip_forged,
 )
 from postmesh.common.mailauth.dkim_verify import DkimResult, signature_headers, verify_dkim
-from postmesh.common.mailauth.dmarc import DmarcResult, author_domain, check_dmarc, parse_record
+from postmesh.common.mailauth.dmarc import (
+    DmarcResult,
+    all_from_addresses,
+    author_domain,
+    author_domains,
+    check_dmarc,
+    parse_record,
+)
 from postmesh.common.mailauth.dnsclient import Answer
 from postmesh.common.mailauth.dnsmemo import TransactionDns
 from postmesh.common.mailauth.fakedns import FakeResolver, rsa_test_key
@@ -412,6 +419,43 @@ async def test_dmarc_alignment_policies_and_pct() -> None:
     assert (await run("slow.example", None, [])).result == "temperror"
     bad = await check_dmarc(dns, b"Subject: x\r\n\r\nb\r\n", None, [])
     assert bad.result == "permerror"
+
+
+def test_author_domains_of_every_from_field() -> None:
+    two_fields = b"From: a@X.example\r\nSubject: s\r\nFrom: b@y.example, c@x.example\r\n\r\nb\r\n"
+    assert all_from_addresses(two_fields) == ["a@X.example", "b@y.example", "c@x.example"]
+    assert author_domains(two_fields) == ["x.example", "y.example"]
+    assert author_domains(b"From: <>, nobody\r\n\r\nb\r\n") == []
+    assert author_domains(b"Subject: no from\r\n\r\nb\r\n") == []
+
+
+async def test_dmarc_of_several_author_domains_applies_the_strictest_failure() -> None:
+    """RFC 7489 §6.6.1: each author domain is checked and the most strict policy among the
+    failures applies, so a second From field or address cannot hide a p=reject domain."""
+    dns = FakeResolver()
+    dns.add("_dmarc.victim.example", "TXT", ["v=DMARC1; p=reject"])
+    dns.add("_dmarc.soft.example", "TXT", ["v=DMARC1; p=quarantine"])
+    dns.add("_dmarc.own.example", "TXT", ["v=DMARC1; p=none"])
+    dns.add("_dmarc.slow.example", "TXT", [])
+    dns.temperror.add("_dmarc.slow.example")
+    spf = _spf("pass", "own.example")
+
+    async def run(*froms: bytes) -> DmarcResult:
+        head = b"".join(b"From: " + f + b"\r\n" for f in froms)
+        return await check_dmarc(dns, head + b"Subject: x\r\n\r\nb\r\n", spf, [])
+
+    for froms in (
+        (b"ceo@victim.example", b"me@own.example"),
+        (b"me@own.example", b"ceo@victim.example"),
+        (b"me@own.example, ceo@victim.example",),
+        (b"x@soft.example", b"ceo@victim.example"),
+    ):
+        r = await run(*froms)
+        assert (r.result, r.disposition, r.header_from) == ("fail", "reject", "victim.example")
+    r = await run(b"x@soft.example", b"me@own.example")
+    assert (r.result, r.disposition) == ("fail", "quarantine")
+    assert (await run(b"me@own.example", b"other@own.example")).result == "pass"
+    assert (await run(b"me@own.example", b"x@slow.example")).result == "temperror"
 
 
 # --- Authentication-Results ---------------------------------------------------------------------

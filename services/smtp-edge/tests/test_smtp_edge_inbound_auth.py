@@ -1,6 +1,7 @@
 """Inbound SPF/DKIM/DMARC over the wire on the MX, against an in-memory DNS zone: the
 Authentication-Results header, forged ones removed, DMARC reject (550 5.7.1) and quarantine
-(filed into Junk), and no checks for authenticated submission."""
+(filed into Junk), no way around them by a malformed header section or a second From, a
+check that breaks defers (451), and no checks for authenticated submission."""
 
 from __future__ import annotations
 
@@ -107,6 +108,79 @@ async def test_dmarc_reject_failure_is_refused_with_550(make_edge: EdgeFactory) 
         send, edge.mx, "bounce@strict.example", signed(dns_spoof, "strict.example")
     )
     assert data[0] == 550
+    assert await edge.records(0) == []
+
+
+def header_section(content: bytes) -> bytes:
+    return content.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+@pytest.mark.parametrize("first", [b" \r\n", b"\t\r\n", b" x\r\n", b"Not a header line\r\n"])
+async def test_a_malformed_first_line_makes_the_rest_body_for_every_reader(
+    make_edge: EdgeFactory, first: bytes
+) -> None:
+    """A first line that is not a header field (a lone continuation, or text): all from it on
+    is body, with an empty line put before it, as Postfix's cleanup does. It once folded into
+    our Received field and the forged From below it became a header our checks never read."""
+    edge = await make_edge(dns=zone())
+    data, _ = await asyncio.to_thread(
+        send, edge.mx, "bounce@strict.example", first + message("Boss <ceo@example.net>")
+    )
+    assert data[0] == 250
+    [rec] = await edge.messages(1)
+    head = header_section(rec.inline_content)
+    assert b"\r\nFrom:" not in head and b"ceo@example.net" not in head
+    assert results(auth_results(rec.inline_content))["dmarc"] == ["permerror"]
+    assert rec.inline_content.endswith(b"\r\n\r\n" + first + message("Boss <ceo@example.net>"))
+
+
+async def test_a_line_that_is_no_field_ends_the_header_section(make_edge: EdgeFactory) -> None:
+    edge = await make_edge(dns=zone())
+    msg = message("Boss <ceo@example.net>").replace(b"\r\nTo:", b"\r\ngarbage\r\nTo:", 1)
+    data, _ = await asyncio.to_thread(send, edge.mx, "bounce@strict.example", msg)
+    assert data == (550, b"5.7.1 Message rejected per DMARC policy of example.net")
+    # A well-formed message is stored as sent, obs-syntax "Name :" and folding included.
+    ok = b"From: x@example.net\r\nSubject : folded\r\n\tline\r\n\r\nbody\r\n"
+    data, _ = await asyncio.to_thread(send, edge.mx, "bounce@example.net", ok)
+    assert data[0] == 250
+    [rec] = await edge.messages(1)
+    assert rec.inline_content.endswith(b"\r\n" + ok)
+
+
+@pytest.mark.parametrize(
+    "froms",
+    [
+        [b"Boss <ceo@example.net>", b"me@careful.example"],
+        [b"me@careful.example", b"Boss <ceo@example.net>"],
+        [b"me@careful.example, ceo@example.net"],
+    ],
+)
+async def test_a_second_from_cannot_hide_a_reject_policy(
+    make_edge: EdgeFactory, froms: list[bytes]
+) -> None:
+    """RFC 7489 §6.6.1: every author domain is checked, the strictest failure applies."""
+    edge = await make_edge(dns=zone())
+    msg = b"".join(b"From: " + f + b"\r\n" for f in froms) + b"Subject: two\r\n\r\nhi\r\n"
+    data, _ = await asyncio.to_thread(send, edge.mx, "bounce@strict.example", msg)
+    assert data == (550, b"5.7.1 Message rejected per DMARC policy of example.net")
+    assert await edge.records(0) == []
+
+
+async def test_a_check_that_breaks_defers_the_message(
+    make_edge: EdgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never accepted unchecked (a crafted message could skip DMARC so): 451, nothing queued."""
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr("postmesh.smtp_edge.inbound_auth.check_dmarc", broken)
+    edge = await make_edge(dns=zone())
+    data, after = await asyncio.to_thread(
+        send, edge.mx, "carol@example.net", signed(message("carol@example.net"))
+    )
+    assert data == (451, b"4.7.0 Temporary failure checking the message")
+    assert after == (250, b"2.0.0 Ok")
     assert await edge.records(0) == []
 
 

@@ -76,6 +76,13 @@ async def test_someone_elses_from_header_is_refused(edge: Edge) -> None:
         submit, edge.submission, "alice@example.org", "alice@example.org, bob@example.org"
     )
     assert data[0] == 553
+    # A second From field is checked like the first (it once made the check skip both).
+    for authors in (
+        "alice@example.org\r\nFrom: ceo@bank.example",
+        "ceo@bank.example\r\nFrom: alice@example.org",
+    ):
+        _, data = await asyncio.to_thread(submit, edge.submission, "alice@example.org", authors)
+        assert data[0] == 553 and b"<ceo@bank.example>" in data[1]
     assert await edge.records(0) == []
 
 

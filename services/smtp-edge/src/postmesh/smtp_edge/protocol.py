@@ -502,6 +502,31 @@ def _unstuff(data: bytes | bytearray) -> bytes:
     return bytes(memoryview(data)[2:])
 
 
+# RFC 5322 §2.2, §3.6.8: a header field is a name of printable US-ASCII but ":" (optional WSP
+# before the colon is obs-syntax, §4.5), then ":"; a line that starts with WSP continues the
+# field before it. The run of such lines from the start is the well-formed header section.
+_HEADER_FIELDS = re.compile(
+    rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*)*"
+)
+
+
+def with_header_section(content: bytes) -> bytes:
+    """``content`` with a header section every reader agrees on, as Postfix's cleanup makes
+    it: the section ends at the first line that is neither a header field nor the
+    continuation of one, and when that line is not the empty line (RFC 5322 §2.1), an empty
+    line goes before it, so all from there on is body.
+
+    Without it, a first line that starts with a space would fold into the Received field we
+    put on top, and the lines after it would become header fields that our checks never
+    parsed: a forged From of a p=reject domain went through that way. One C-speed match over
+    the header section; the content is copied only when it needs the empty line."""
+    m = _HEADER_FIELDS.match(content)
+    end = m.end() if m else 0
+    if end == len(content) or content.startswith(b"\r\n", end):
+        return content
+    return content[:end] + b"\r\n" + content[end:]
+
+
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 

@@ -17,7 +17,7 @@ from postmesh.common.backend import BackendUnavailable, BoundVerifier
 from postmesh.common.ids import new_queue_id
 from postmesh.common.logging import bind_log_context, get_logger, kv, unbind_log_context
 from postmesh.common.mailauth.authresults import strip_forged
-from postmesh.common.mailauth.dmarc import AuthorDomainError, from_addresses
+from postmesh.common.mailauth.dmarc import all_from_addresses
 from postmesh.common.mailauth.dnsclient import Resolver
 from postmesh.common.mailauth.iprev import IprevResult, check_iprev
 from postmesh.common.net import is_loopback
@@ -39,6 +39,7 @@ from postmesh.smtp_edge.protocol import (
     parse_mail,
     parse_rcpt,
     with_enhanced_code,
+    with_header_section,
 )
 from postmesh.smtp_edge.queueing import (
     Envelope,
@@ -691,15 +692,15 @@ class EdgeSMTP(AdaptedSMTP):
     async def _queue(self, txn: Transaction, content: bytes) -> None:
         st = self.state
         self.stop_idle_timer()  # our checks and the bus are not client idleness
+        # What the checks read and what is stored share one header section (RFC 5322 §2.1).
+        content = with_header_section(content)
         # RFC 8601 §5: an Authentication-Results field claiming to be ours is a forgery.
         content, forged = strip_forged(content, self.hostname)
         if forged:
             log.info("removed forged authentication-results", extra=kv(count=forged))
         if self.state.user is not None and self.settings.smtp_sender_login_check:
-            try:
-                authors = from_addresses(content)
-            except AuthorDomainError:
-                authors = []  # no single From field: the envelope sender was checked
+            # Every address of every From field: a second field must not carry another's.
+            authors = all_from_addresses(content)
             # The envelope sender was checked at MAIL in this transaction (the login cannot
             # change within one, RFC 4954 §4): no second look-up of the same address.
             authors = [a for a in authors if a != txn.mail.sender]
@@ -710,7 +711,8 @@ class EdgeSMTP(AdaptedSMTP):
         verdict = await self._inbound_verdict(content, iprev)
         if verdict.reject:
             self.restart_idle_timer()
-            await self._reject(verdict.reject, "dmarc_reject")
+            reason = "dmarc_reject" if verdict.reject[0] == "5" else "temp_failure"
+            await self._reject(verdict.reject, reason)
             return
         mailbox = verdict.mailbox
         if self.scanner is not None and (
@@ -806,9 +808,11 @@ class EdgeSMTP(AdaptedSMTP):
         except asyncio.CancelledError:
             raise
         except Exception:
-            # A bug in a check must not refuse or lose mail: accept it unannotated.
-            log.exception("inbound authentication failed; message accepted without results")
-            return Verdict(b"")
+            # A check that breaks must not let the message through unchecked (a crafted
+            # message could then pass a p=reject domain's DMARC): a temporary failure, as
+            # Postfix's milter_default_action = tempfail; the sender retries, nothing is lost.
+            log.exception("inbound authentication failed; message deferred")
+            return Verdict(b"", reject="451 4.7.0 Temporary failure checking the message")
 
     async def _reverse_dns(self) -> IprevResult:
         if self._iprev is None:

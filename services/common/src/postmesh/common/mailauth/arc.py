@@ -54,6 +54,8 @@ def _validate(message: bytes, keys: dict[str, KeyRecord]) -> ArcResult:
         cv, sets, reason = a.verify(dnsfunc=dnsfunc_from(keys))
     except dkim.DKIMException as e:
         return ArcResult("fail", reason=str(e)[:200])
+    except Exception as e:  # a chain that breaks dkimpy itself does not validate
+        return ArcResult("fail", reason=f"unverifiable chain ({type(e).__name__})")
     n = len(sets)
     if cv == dkim.CV_Pass:
         return ArcResult("pass", n)

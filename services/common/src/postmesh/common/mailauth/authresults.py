@@ -102,6 +102,8 @@ def header_fields(header: bytes) -> list[bytes]:
 
 def split_message(message: bytes) -> tuple[bytes, bytes]:
     """(header section including its last CRLF, the rest from the empty line on)."""
+    if message.startswith(b"\r\n"):
+        return b"", message  # an empty line first: no header fields at all (RFC 5322 §2.1)
     end = message.find(b"\r\n\r\n")
     if end < 0:
         return message, b""  # no body: the whole message is header

@@ -150,7 +150,8 @@ def dns_name(selector: str, domain: str) -> str:
 
 # --- signing (RFC 6376 section 5) -----------------------------------------------------------
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# The empty line that ends the header section; at the very start, the section is empty.
+_HEADER_END = re.compile(rb"(?:\A|\r?\n)\r?\n")
 _BARE_LF = re.compile(rb"\r?\n")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 # Runs of WSP that are not already one SP: a lone SP is left alone, which is most of a text

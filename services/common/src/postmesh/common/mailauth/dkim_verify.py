@@ -83,7 +83,7 @@ def signature_headers(message: bytes, names: tuple[bytes, ...]) -> list[bytes]:
     CRLF, where dkimpy's parser stops too, so the fields are the same."""
     try:
         headers, _ = dkim.rfc822_parse(header_section(message))
-    except dkim.DKIMException:
+    except Exception:  # DKIMException, or dkimpy's own IndexError on a leading folded line
         return []
     return [value for name, value in headers if name.lower() in names]
 
@@ -125,6 +125,10 @@ def _verify_one(message: bytes, idx: int, keys: dict[str, KeyRecord]) -> tuple[s
         return "permerror", str(e)[:200]
     except dkim.DKIMException as e:
         return "permerror", str(e)[:200]
+    except Exception as e:
+        # A signature that breaks dkimpy itself is malformed: a permanent error of this
+        # signature (RFC 6376 §6.1), never a reason to skip the checks of the message.
+        return "permerror", f"unverifiable signature ({type(e).__name__})"
     if ok:
         return "pass", ""
     return "fail", "signature did not verify"

@@ -66,30 +66,51 @@ class AuthorDomainError(ValueError):
     """The message has no single author domain to check (RFC 7489 §6.6.1)."""
 
 
-def from_addresses(message: bytes) -> list[str]:
-    """The addresses of the RFC 5322.From field (RFC 5322 §3.6.2: a mailbox-list). Zero or
-    several From fields raise AuthorDomainError."""
+def all_from_addresses(message: bytes) -> list[str]:
+    """The addresses of every From field of the header section, in order (RFC 5322 §3.6.2
+    allows one field holding a mailbox-list; a message may still carry several fields)."""
     header, _ = split_message(message)
     values = [
         f.split(b":", 1)[1].decode("utf-8", "replace").replace("\r\n", "")
         for f in header_fields(header)
         if f.split(b":", 1)[0].strip().lower() == b"from" and b":" in f
     ]
-    if len(values) != 1:
-        raise AuthorDomainError(f"{len(values)} From fields")
     return [addr.strip() for _, addr in email.utils.getaddresses(values) if "@" in addr]
+
+
+def from_addresses(message: bytes) -> list[str]:
+    """The addresses of the RFC 5322.From field (RFC 5322 §3.6.2: a mailbox-list). Zero or
+    several From fields raise AuthorDomainError."""
+    header, _ = split_message(message)
+    count = sum(
+        1
+        for f in header_fields(header)
+        if f.split(b":", 1)[0].strip().lower() == b"from" and b":" in f
+    )
+    if count != 1:
+        raise AuthorDomainError(f"{count} From fields")
+    return all_from_addresses(message)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
 def author_domain(message: bytes) -> str:
     """The domain of the RFC 5322.From address. Zero or several From fields, or addresses of
-    different domains, raise AuthorDomainError (§6.6.1 lets a receiver refuse or skip them;
-    we record permerror and apply no policy)."""
-    domains = {
-        addr.rpartition("@")[2].strip().rstrip(".").lower() for addr in from_addresses(message)
-    }
+    different domains, raise AuthorDomainError."""
+    domains = {_domain(addr) for addr in from_addresses(message)}
     if len(domains) != 1 or not next(iter(domains)):
         raise AuthorDomainError("no single author domain in From")
     return domains.pop()
+
+
+def author_domains(message: bytes) -> list[str]:
+    """Every distinct author domain of every From field, in order. A message that names more
+    than one (several addresses, or several From fields, which RFC 5322 §3.6 forbids but a
+    forger sends so that a reader shows one and a checker skips them) is checked against each
+    (RFC 7489 §6.6.1)."""
+    return list(dict.fromkeys(d for d in map(_domain, all_from_addresses(message)) if d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +162,28 @@ async def check_dmarc(
     psl: SuffixList | None = None,
     sample: Callable[[], float] = random.random,
 ) -> DmarcResult:
+    """The DMARC result of the message's author domain. With several author domains (§6.6.1)
+    each is checked and the most strict policy among those that fail applies; else a
+    temperror, else the first domain's result."""
     psl = psl or default_list()
-    try:
-        from_domain = author_domain(message)
-    except AuthorDomainError as e:
-        return DmarcResult("permerror", reason=str(e))
+    domains = author_domains(message)
+    if not domains:
+        return DmarcResult("permerror", reason="no author domain in From")
+    results = [await _check_domain(resolver, d, spf, dkim, psl, sample) for d in domains]
+    failed = [r for r in results if r.result == "fail"]
+    if failed:
+        return max(failed, key=lambda r: POLICIES.index(r.disposition))
+    return next((r for r in results if r.result == "temperror"), results[0])
+
+
+async def _check_domain(
+    resolver: Resolver,
+    from_domain: str,
+    spf: SpfResult | None,
+    dkim: Sequence[DkimResult],
+    psl: SuffixList,
+    sample: Callable[[], float],
+) -> DmarcResult:
     try:
         record, found_at = await discover(resolver, from_domain, psl)
     except DnsTempError:

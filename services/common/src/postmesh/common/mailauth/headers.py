@@ -7,7 +7,8 @@ import re
 from email.headerregistry import Address
 from email.parser import BytesHeaderParser
 
-_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+# The empty line that ends the header section; at the very start, the section is empty.
+_END_OF_HEADERS = re.compile(rb"(?:\A|\r?\n)\r?\n")
 _PARSER = BytesHeaderParser(policy=email.policy.default)
 
 
