@@ -30,10 +30,13 @@ _CLASS_MEMBERS: dict[str, str] = {
     "push": "coroutine",
     "connection_made": "function",
     "connection_lost": "function",
+    "eof_received": "function",  # overridden: a half-close ends the session after the input
+    "handle_exception": "coroutine",  # overridden: the end of input ends the command loop
     "command_size_limit": "int",
 }
 # Instance attributes set by SMTP.__init__ / connection_made that we read.
 INSTANCE_MEMBERS = (
+    "_handler_coroutine",
     "_reader",
     "_writer",
     "_timeout_handle",
@@ -41,6 +44,11 @@ INSTANCE_MEMBERS = (
     "session",
     "transport",
 )
+
+
+# How long the replies to a client that closed its sending side may take to be read before the
+# connection is dropped (the replies are then unread anyway).
+CLOSE_GRACE_SECONDS = 30.0
 
 
 class AiosmtpdIncompatible(RuntimeError):
@@ -100,10 +108,45 @@ class AdaptedSMTP(SMTP):  # type: ignore[misc]
     def on_idle_timeout(self) -> None:
         """Called before aiosmtpd closes an idle connection."""
 
+    def on_end_of_input(self) -> None:
+        """Called when the client's last byte has been read (it closed its side): no reply
+        may follow but what is already written."""
+
+    async def on_error(self, error: Exception) -> str:
+        """The reply to a command that raised ``error``."""
+        return await super().handle_exception(error)  # type: ignore[no-any-return]
+
     # --- overrides of aiosmtpd internals ---------------------------------------------------------
 
     async def _handle_client(self) -> None:
         await self.run_session(super()._handle_client)
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side (a half-close, as an MTA may after QUIT or after
+        pipelining a whole transaction): what it sent before is still read and answered, RFC
+        2920 §3.2 (the input buffer is never lost). aiosmtpd cancels the session here, which
+        dropped those commands, or a message's 250 after it was queued (then sent twice).
+        Over TLS a half-close cannot carry replies; aiosmtpd's way applies."""
+        if self.session is None or self.session.ssl is not None:
+            return super().eof_received()  # type: ignore[no-any-return]
+        # StreamReaderProtocol's: the reader ends after its buffer; True keeps the transport
+        # open for the replies.
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if not isinstance(error, asyncio.IncompleteReadError):
+            return await self.on_error(error)
+        # The command reader found the end of the input: close once the replies are written
+        # (connection_lost then cancels this), or drop the connection if they are not read.
+        self.on_end_of_input()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            await asyncio.sleep(CLOSE_GRACE_SECONDS)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+        await asyncio.sleep(CLOSE_GRACE_SECONDS)  # aiosmtpd's loop must not spin meanwhile
+        return ""
 
     def _timeout_cb(self) -> None:
         self.on_idle_timeout()

@@ -273,9 +273,13 @@ class EdgeSMTP(AdaptedSMTP):
         log.info("rejected", extra=kv(reply=reply, reason=reason))
         await self.push(reply)
 
-    async def handle_exception(self, error: Exception) -> str:
+    async def on_error(self, error: Exception) -> str:
         log.error("session error", exc_info=error)
         return "451 4.3.0 Internal error, please retry"
+
+    def on_end_of_input(self) -> None:
+        log.info("client closed its side", extra=kv(session_id=self.state.session_id))
+        self._hung_up = True
 
     # --- greeting -----------------------------------------------------------------------------
 
