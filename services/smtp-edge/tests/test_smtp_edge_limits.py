@@ -38,6 +38,73 @@ async def test_too_many_recipients(make_edge: EdgeFactory) -> None:
     assert [r.address for r in msg.recipients] == ["alice@example.org", "bob@example.org"]
 
 
+async def test_recipients_past_the_limit_are_not_errors(make_edge: EdgeFactory) -> None:
+    """RFC 5321 §4.5.3.1.10: the 452s tell the client to send the rest in another transaction;
+    counted as errors, 20 of them ended the session and lost the transaction with it."""
+    edge = await make_edge(smtp_max_recipients=1, smtp_max_errors=3)
+
+    def run() -> bytes:
+        rcpts = b"RCPT TO:<alice@example.org>\r\n" * 30
+        with socket.create_connection(("127.0.0.1", edge.mx), timeout=10) as sock:
+            sock.sendall(b"EHLO client.test\r\nMAIL FROM:<carol@remote.example>\r\n" + rcpts)
+            sock.sendall(b"DATA\r\n")
+            data = b""
+            while b"354 " not in data:
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            sock.sendall(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    codes = [line[:3] for line in (await asyncio.to_thread(run)).split(b"\r\n") if line]
+    assert codes.count(b"452") == 29 and b"421" not in codes
+    assert codes[-3:] == [b"354", b"250", b"221"]
+    [msg] = await edge.messages(1)
+    assert [r.address for r in msg.recipients] == ["alice@example.org"]
+
+
+async def test_a_delivered_message_clears_the_error_count(make_edge: EdgeFactory) -> None:
+    """The limit is of errors without delivering mail (as Postfix's smtpd_hard_error_limit)."""
+    edge = await make_edge(smtp_max_errors=3)
+
+    def run() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", edge.mx, timeout=10) as s:
+            s.ehlo("client.test")
+            out = [s.docmd("FOO"), s.docmd("BAR")]
+            s.mail("carol@remote.example")
+            s.rcpt("alice@example.org")
+            out.append(s.data(b"Subject: x\r\n\r\nhi\r\n"))
+            out += [s.docmd("FOO"), s.docmd("BAR"), s.noop()]
+            return out
+
+    replies = await asyncio.to_thread(run)
+    assert [code for code, _ in replies] == [500, 500, 250, 500, 500, 250]
+
+
+async def test_unknown_commands_count_as_errors_then_421(make_edge: EdgeFactory) -> None:
+    """aiosmtpd alone hung up after 5 unknown commands with a 502; the error limit decides."""
+    edge = await make_edge(smtp_max_errors=8)
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", edge.mx), timeout=10) as sock:
+            sock.sendall(b"EHLO client.test\r\n" + b"FOO\r\n" * 7 + b"NOOP\r\nBAR\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    lines = [line for line in (await asyncio.to_thread(run)).split(b"\r\n") if line]
+    after_ehlo = lines[next(i for i, x in enumerate(lines) if x.startswith(b"250 ")) + 1 :]
+    assert [line[:3] for line in after_ehlo] == [
+        *[b"500"] * 7,
+        b"250",
+        b"500",
+        b"421",
+    ]
+
+
 async def test_too_many_errors_disconnects(make_edge: EdgeFactory) -> None:
     edge = await make_edge(smtp_max_errors=3)
 

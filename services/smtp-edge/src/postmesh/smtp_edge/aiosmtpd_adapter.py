@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiosmtpd
+import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP
 
 # What this module was written against; check_compatibility() is what decides.
@@ -79,6 +80,8 @@ def check_compatibility() -> None:
         probe_loop.close()
     if not isinstance(getattr(reader, "_buffer", None), bytearray):
         problems.append("asyncio.StreamReader._buffer is no longer a bytearray")
+    if not isinstance(getattr(aiosmtpd.smtp, "BOGUS_LIMIT", None), int):
+        problems.append("aiosmtpd.smtp.BOGUS_LIMIT is gone")
     if problems:
         raise AiosmtpdIncompatible(
             f"aiosmtpd {aiosmtpd.__version__} (tested: {', '.join(TESTED_VERSIONS)}): "
@@ -87,6 +90,11 @@ def check_compatibility() -> None:
 
 
 check_compatibility()
+
+# aiosmtpd hangs up after 5 unknown commands with "502 ... goodbye", where RFC 5321 §3.8 has a
+# server close only after QUIT, a 421 or a timeout; the edge's own error limit (421 after
+# POSTMESH_SMTP_MAX_ERRORS errors, as Postfix's smtpd_hard_error_limit) decides instead.
+aiosmtpd.smtp.BOGUS_LIMIT = 1 << 62
 
 
 class AdaptedSMTP(SMTP):  # type: ignore[misc]

@@ -48,6 +48,8 @@ class Transaction:
     chunks: bytearray | None = None
     chunk_count: int = 0
     too_big: bool = False
+    # RCPTs past the recipient limit (452): not errors up to OVERSHOOT_LIMIT (see smtp.py).
+    overshoot: int = 0
 
     def add(self, rcpt: EnvelopeRecipient) -> None:
         # A recipient given twice is delivered once (as Postfix's cleanup does).

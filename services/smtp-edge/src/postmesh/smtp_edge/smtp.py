@@ -67,6 +67,9 @@ DATA_CHUNK = 64 * 1024
 # AUTH= (RFC 4954 §5), ENVID/RET/NOTIFY/ORCPT (RFC 3461 §5), SMTPUTF8, REQUIRETLS (11 octets,
 # RFC 8689 §3). aiosmtpd's stream limit (1001 octets) bounds them all.
 COMMAND_LIMITS = {"MAIL": 1000, "RCPT": 1000, "AUTH": 1000}
+# RCPTs past the recipient limit that a transaction may send before its 452s count as errors
+# (Postfix's smtpd_recipient_overshoot_limit default).
+OVERSHOOT_LIMIT = 1000
 
 
 class _ExchangeEnded(Exception):
@@ -488,7 +491,15 @@ class EdgeSMTP(AdaptedSMTP):
             return
         if len(txn.recipients) >= self.settings.smtp_max_recipients:
             # RFC 5321 §4.5.3.1.10: 452, so the client sends the rest in another transaction.
-            await self._reject("452 4.5.3 Too many recipients", "too_many_recipients")
+            # Not an error that ends the session (the transaction would be lost with it), up
+            # to Postfix's smtpd_recipient_overshoot_limit.
+            txn.overshoot += 1
+            reply = "452 4.5.3 Too many recipients"
+            metrics.REJECTED.labels("too_many_recipients").inc()
+            if txn.overshoot <= OVERSHOOT_LIMIT:
+                await self._push_verbatim(with_enhanced_code(reply))
+            else:
+                await self.push(reply)
             return
         # RFC 5321 §4.5.1: <postmaster> without a domain is the postmaster of this host.
         address = f"postmaster@{self.hostname}" if rcpt.address == "postmaster" else rcpt.address
@@ -773,6 +784,9 @@ class EdgeSMTP(AdaptedSMTP):
         finally:
             self.restart_idle_timer()
         st.messages += 1
+        # The error limit is of errors without delivering mail (as Postfix's
+        # smtpd_hard_error_limit): a client that gets a message through starts again.
+        st.errors = 0
         await self.push(f"250 2.0.0 Ok: queued as {queued.queue_id}")
 
     async def _may_send_as(self, addresses: list[str]) -> bool:
