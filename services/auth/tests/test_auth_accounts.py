@@ -9,6 +9,7 @@ import pytest
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
+from postmesh.auth.addresses import InvalidAddress
 from postmesh.auth.admin_api import create_admin_app
 from postmesh.auth.grpc_api import AuthServicer
 from postmesh.auth.recipients import RecipientKind
@@ -90,6 +91,29 @@ async def test_resolve_recipient_kinds(accounts: Accounts) -> None:
         RecipientKind.UNKNOWN_LOCAL
     )
     assert (await accounts.resolve_recipient("x@elsewhere.test")).kind is RecipientKind.REMOTE
+
+
+async def test_addresses_beyond_account_syntax_resolve_too(accounts: Accounts) -> None:
+    """RFC 5321 forms no account can have are an unknown local or a remote recipient, never an
+    error (the edges answered errors with a temporary failure); a quoted local part whose
+    content is a dot-atom is that address (RFC 5321 §4.1.2)."""
+    await accounts.create_domain("example.test")
+    await accounts.create_user("bob@example.test", "pw1234")
+    for quoted in ('"bob"@example.test', '"B\\ob"@Example.Test', '<"bob"@example.test>'):
+        r = await accounts.resolve_recipient(quoted)
+        assert r.kind is RecipientKind.LOCAL_USER and r.users == ("bob@example.test",), quoted
+    long_local = "SRS0=HHH5=TT=" + "x" * 60
+    for address, kind in (
+        ('"a b"@example.test', RecipientKind.UNKNOWN_LOCAL),
+        (f"{long_local}@example.test", RecipientKind.UNKNOWN_LOCAL),
+        ('"john smith"@remote.invalid', RecipientKind.REMOTE),
+        (f"{long_local}@fwd.example", RecipientKind.REMOTE),
+        ("bob@[127.0.0.1]", RecipientKind.REMOTE),
+        ("bob@localhost", RecipientKind.REMOTE),
+    ):
+        assert (await accounts.resolve_recipient(address)).kind is kind, address
+    with pytest.raises(InvalidAddress):
+        await accounts.resolve_recipient("no-at-sign")
 
 
 async def test_grpc_authenticate_and_resolve(accounts: Accounts, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from postmesh.common.sasl import AuthVerdict
 from postmesh.common.sasl.memory import MemoryAccounts
 from postmesh.common.sasl.scram import ScramParams, ScramVerdict
 from postmesh.smtp_edge.app import SmtpEdgeService
-from postmesh.smtp_edge.backend import RecipientKind
+from postmesh.smtp_edge.backend import AddressRefused, RecipientKind
 from postmesh.smtp_edge.settings import SmtpEdgeSettings
 
 LOCAL_DOMAINS = {"example.org", "mx.test"}
@@ -69,6 +69,8 @@ class FakeBackend:
             raise BackendUnavailable("auth down")
         self.resolved.append(address)
         local, _, domain = address.rpartition("@")
+        if local == "malformed":
+            raise AddressRefused(f"invalid address {address!r}")  # auth's INVALID_ARGUMENT
         if domain.lower() not in LOCAL_DOMAINS:
             return RecipientKind.REMOTE
         if address.lower() in PASSWORDS or address.lower() in ALIASES:

@@ -38,6 +38,22 @@ async def test_too_many_recipients(make_edge: EdgeFactory) -> None:
     assert [r.address for r in msg.recipients] == ["alice@example.org", "bob@example.org"]
 
 
+async def test_a_refused_address_is_a_permanent_answer(make_edge: EdgeFactory) -> None:
+    """auth's INVALID_ARGUMENT is no outage: 553 5.1.3, not a 451 retried for days."""
+    edge = await make_edge()
+
+    def run() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", edge.mx, timeout=10) as s:
+            s.ehlo("client.test")
+            s.mail("carol@remote.example")
+            return [s.rcpt("malformed@example.org"), s.rcpt("alice@example.org")]
+
+    assert await asyncio.to_thread(run) == [
+        (553, b"5.1.3 <malformed@example.org>: Recipient address rejected: invalid address"),
+        (250, b"2.1.5 Ok"),
+    ]
+
+
 async def test_recipients_past_the_limit_are_not_errors(make_edge: EdgeFactory) -> None:
     """RFC 5321 §4.5.3.1.10: the 452s tell the client to send the rest in another transaction;
     counted as errors, 20 of them ended the session and lost the transaction with it."""

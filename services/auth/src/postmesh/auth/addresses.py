@@ -59,6 +59,19 @@ def _split(address: str) -> tuple[str, str]:
     return local, canonical.rpartition("@")[2]
 
 
+def unquoted_local_part(address: str) -> str | None:
+    """``"john"@example.org`` -> ``john@example.org``: a quoted-string local part is the same
+    mailbox as its content (RFC 5321 §4.1.2, RFC 5322 §3.4.1: quoted-pairs undone); None when
+    the local part is not quoted."""
+    address = address.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    local, sep, domain = address.rpartition("@")
+    if not sep or len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
+        return None
+    return re.sub(r"\\(.)", r"\1", local[1:-1]) + "@" + domain
+
+
 def canonical_address(address: str) -> str:
     """``Local@Domain`` -> ``local@domain``: the domain is case-insensitive, the local part is
     compared case-insensitively too (as Postfix and Dovecot do for virtual users)."""

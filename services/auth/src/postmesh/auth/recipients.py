@@ -14,7 +14,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-from postmesh.auth.addresses import canonical_address, domain_of
+from postmesh.auth.addresses import (
+    InvalidAddress,
+    canonical_address,
+    canonical_domain,
+    domain_of,
+    unquoted_local_part,
+)
 from postmesh.auth.records import RecordRepository
 from postmesh.auth.repository import AccountRepository
 from postmesh.common.logging import get_logger, kv
@@ -103,8 +109,11 @@ class RecipientResolver:
         return True
 
     async def resolve(self, address: str) -> Resolution:
-        """Raises InvalidAddress for a syntactically invalid address."""
-        canonical = canonical_address(address)
+        """Raises InvalidAddress for a syntactically invalid address (one without local@domain)."""
+        try:
+            canonical = canonical_address(address)
+        except InvalidAddress:
+            return await self._beyond_account_syntax(address)
         domain = domain_of(canonical)
         if not await self._is_local(domain):
             return Resolution(RecipientKind.REMOTE)
@@ -125,6 +134,29 @@ class RecipientResolver:
                     RecipientKind.LOCAL_USER, tuple(exp.users), tuple(exp.remote), catch_all=True
                 )
         return Resolution(RecipientKind.UNKNOWN_LOCAL)
+
+    async def _beyond_account_syntax(self, address: str) -> Resolution:
+        """An address RFC 5321 allows that no account or alias can have (they are dot-atoms of
+        at most 64 octets at a domain name): a quoted local part whose content is a dot-atom is
+        that address; anything else (a quoted "a b", a long SRS or VERP local part, a domain
+        literal) is an unknown recipient of ours, or a remote one, never an error: the edges
+        answered such an address with a temporary failure, retried for days."""
+        unquoted = unquoted_local_part(address)
+        if unquoted is not None:
+            try:
+                return await self.resolve(unquoted)
+            except InvalidAddress:
+                pass
+        local, sep, domain = address.strip().strip("<>").rpartition("@")
+        if not sep or not local or not domain:
+            raise InvalidAddress(f"invalid address {address!r}: expected local-part@domain")
+        try:
+            name = canonical_domain(domain)
+        except InvalidAddress:
+            return Resolution(RecipientKind.REMOTE)  # a domain literal: no domain of ours
+        if await self._is_local(name):
+            return Resolution(RecipientKind.UNKNOWN_LOCAL)
+        return Resolution(RecipientKind.REMOTE)
 
     async def _exact(self, address: str) -> Resolution | None:
         """What ``address`` itself delivers to; None when no user or alias has it."""

@@ -18,6 +18,10 @@ from postmesh.common.grpc import CHUNK_BYTES
 __all__ = ["BackendUnavailable", "EdgeBackend", "GrpcEdgeBackend", "RecipientKind"]
 
 
+class AddressRefused(Exception):
+    """auth found the address malformed (INVALID_ARGUMENT): a permanent answer, not an outage."""
+
+
 class RecipientKind(enum.Enum):
     LOCAL_USER = "local_user"
     UNKNOWN_LOCAL = "unknown_local"
@@ -65,6 +69,8 @@ class GrpcEdgeBackend(SaslAuthClient):
                 auth_pb2.ResolveRecipientRequest(address=address), timeout=self.deadline
             )
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise AddressRefused(e.details() or "invalid address") from e
             raise BackendUnavailable(f"auth.ResolveRecipient: {e.code().name}") from e
         kind = _KINDS.get(resp.kind)
         if kind is None:
@@ -77,6 +83,8 @@ class GrpcEdgeBackend(SaslAuthClient):
                 auth_pb2.ResolveRecipientRequest(address=address), timeout=self.deadline
             )
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                return []  # a malformed address belongs to no one
             raise BackendUnavailable(f"auth.ResolveRecipient: {e.code().name}") from e
         if resp.kind != auth_pb2.RECIPIENT_KIND_LOCAL_USER or resp.catch_all:
             return []

@@ -24,7 +24,7 @@ from postmesh.common.net import is_loopback
 from postmesh.common.proxy_protocol import Address
 from postmesh.smtp_edge import metrics
 from postmesh.smtp_edge.aiosmtpd_adapter import AdaptedSMTP
-from postmesh.smtp_edge.backend import EdgeBackend, RecipientKind
+from postmesh.smtp_edge.backend import AddressRefused, EdgeBackend, RecipientKind
 from postmesh.smtp_edge.content_scan import RspamdScanner, ScanRequest, scan_message
 from postmesh.smtp_edge.inbound_auth import InboundAuthenticator, InboundChecks, Verdict
 from postmesh.smtp_edge.protocol import (
@@ -513,6 +513,13 @@ class EdgeSMTP(AdaptedSMTP):
             log.warning("recipient lookup failed", extra=kv(rcpt=address, error=str(e)))
             await self._reject(
                 f"451 4.3.0 <{rcpt.address}>: Temporary lookup failure", "temp_failure"
+            )
+            return
+        except AddressRefused as e:
+            log.info("recipient address refused", extra=kv(rcpt=address, error=str(e)))
+            await self._reject(
+                f"553 5.1.3 <{rcpt.address}>: Recipient address rejected: invalid address",
+                "bad_recipient_syntax",
             )
             return
         if relaying and kind is RecipientKind.REMOTE:
