@@ -222,6 +222,11 @@ def test_production_render_has_every_toggle() -> None:
     ]
     assert len(dashboards) == 5  # overview, SMTP, IMAP, POP3, delivery
     assert {d["metadata"]["namespace"] for d in dashboards} == {"monitoring"}
+    auth = named(render("-f", str(PRODUCTION)), "ConfigMap", "pm-postmesh-auth")["data"]
+    assert auth["POSTMESH_AUTH_POSTMASTER"] == "admin@example.org"
+    assert (
+        "POSTMESH_AUTH_POSTMASTER" not in named(render(), "ConfigMap", "pm-postmesh-auth")["data"]
+    )
 
 
 BAD_VALUES = {

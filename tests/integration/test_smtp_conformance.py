@@ -7,7 +7,8 @@ running system (embedded backends, the real auth service):
   domain is relayed for an authenticated sender;
 - a client that pipelines a transaction and closes its sending side gets every reply, and the
   message arrives once (RFC 2920 §3.2);
-- RCPTs past the recipient limit get 452 and the transaction goes on (RFC 5321 §4.5.3.1.10)."""
+- RCPTs past the recipient limit get 452 and the transaction goes on (RFC 5321 §4.5.3.1.10);
+- postmaster@ a hosted domain and <Postmaster> reach POSTMESH_AUTH_POSTMASTER (§4.5.1)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import imaplib
 import smtplib
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,11 @@ USER, PASSWORD = "diff@conformance.test", "conformance-secret"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(
         Path(tmp_path_factory.mktemp("smtp-conformance")),
-        {**embedded_env(), "POSTMESH_SMTP_MAX_RECIPIENTS": "2"},
+        {
+            **embedded_env(),
+            "POSTMESH_SMTP_MAX_RECIPIENTS": "2",
+            "POSTMESH_AUTH_POSTMASTER": USER,
+        },
     )
     try:
         create_user(s, USER, PASSWORD)
@@ -47,6 +52,10 @@ def count(stack: Stack, marker: str) -> int:
         imap.select("INBOX", readonly=True)
         _, data = imap.search(None, "SUBJECT", marker)
         return len(data[0].split()) if data and data[0] else 0
+
+
+def _arrived(stack: Stack, marker: str) -> Callable[[], int | None]:
+    return lambda: count(stack, marker) or None
 
 
 def message(marker: str) -> bytes:
@@ -102,3 +111,14 @@ def test_recipients_past_the_limit_get_452_and_the_message_goes_through(stack: S
         assert set(replies[2:]) == {(452, b"4.5.3 Too many recipients")}
         assert s.data(message(marker))[0] == 250
     assert wait_for(lambda: count(stack, marker) or None, what="the message") == 1
+
+
+def test_postmaster_of_the_domain_and_the_bare_postmaster_are_delivered(stack: Stack) -> None:
+    for rcpt in ("postmaster@conformance.test", "Postmaster"):
+        marker = uuid.uuid4().hex[:10]
+        with smtplib.SMTP("127.0.0.1", stack.ports.smtp_mx, timeout=30) as s:
+            s.ehlo("client.remote.example")
+            assert s.docmd("MAIL FROM:<>") == (250, b"2.1.0 Ok")  # a report or a bounce
+            assert s.docmd(f"RCPT TO:<{rcpt}>") == (250, b"2.1.5 Ok"), rcpt
+            assert s.data(message(marker))[0] == 250
+        assert wait_for(_arrived(stack, marker), what=f"mail to {rcpt}") == 1

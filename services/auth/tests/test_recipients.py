@@ -19,12 +19,12 @@ from postmesh.auth.repository.sqlite import SqliteAccountRepository
 LOCAL = RecipientKind.LOCAL_USER
 
 
-async def _accounts(path: Path, delimiter: str = "+") -> Accounts:
+async def _accounts(path: Path, delimiter: str = "+", postmaster: str = "") -> Accounts:
     repo = SqliteAccountRepository(path)
     records = SqliteRecordRepository(path)
     await repo.open()
     await records.open()
-    return Accounts(repo, records, recipient_delimiter=delimiter)
+    return Accounts(repo, records, recipient_delimiter=delimiter, postmaster=postmaster)
 
 
 @pytest.fixture
@@ -228,3 +228,36 @@ async def test_a_local_domain_is_looked_up_once_a_new_one_at_once(accounts: Acco
     await accounts.create_domain("new.test")
     await accounts.create_user("x@new.test", "pw1234")
     assert (await accounts.resolve_recipient("x@new.test")).kind is LOCAL
+
+
+async def test_postmaster_of_every_domain_and_the_bare_one(tmp_path: Path) -> None:
+    """RFC 5321 §4.5.1: postmaster@ each hosted domain and <Postmaster> are accepted; without
+    an address of their own they go to POSTMESH_AUTH_POSTMASTER."""
+    acc = await _accounts(tmp_path / "auth.sqlite3", postmaster="Alice@Example.test")
+    try:
+        await acc.create_domain("example.test")
+        await acc.create_domain("other.test")
+        for name in ("alice", "bob"):
+            await acc.create_user(f"{name}@example.test", "pw1234")
+        for address in ("postmaster@example.test", "PostMaster@other.test", "postmaster"):
+            r = await acc.resolve_recipient(address)
+            assert r == Resolution(LOCAL, ("alice@example.test",)), address
+        # A domain's own postmaster alias wins; elsewhere it stays remote.
+        await _aliases(acc).create("postmaster@other.test", ["bob@example.test"])
+        r = await acc.resolve_recipient("postmaster@other.test")
+        assert r == Resolution(LOCAL, ("bob@example.test",))
+        assert (await acc.resolve_recipient("postmaster@far.test")).kind is RecipientKind.REMOTE
+    finally:
+        assert acc.records is not None
+        await acc.records.close()
+        await acc.repo.close()
+    # Without the setting: only postmaster addresses made per domain.
+    acc = await _accounts(tmp_path / "auth2.sqlite3")
+    try:
+        await acc.create_domain("example.test")
+        for address in ("postmaster@example.test", "postmaster"):
+            assert (await acc.resolve_recipient(address)).kind is RecipientKind.UNKNOWN_LOCAL
+    finally:
+        assert acc.records is not None
+        await acc.records.close()
+        await acc.repo.close()

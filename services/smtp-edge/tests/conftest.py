@@ -69,6 +69,8 @@ class FakeBackend:
             raise BackendUnavailable("auth down")
         self.resolved.append(address)
         local, _, domain = address.rpartition("@")
+        if address == "postmaster":
+            return RecipientKind.LOCAL_USER  # auth's POSTMESH_AUTH_POSTMASTER
         if local == "malformed":
             raise AddressRefused(f"invalid address {address!r}")  # auth's INVALID_ARGUMENT
         if domain.lower() not in LOCAL_DOMAINS:

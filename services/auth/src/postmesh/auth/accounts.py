@@ -54,6 +54,7 @@ class Accounts:
         dkim: DkimKeys | None = None,
         recipient_delimiter: str = "+",
         resolution_cache_seconds: float = 0.0,
+        postmaster: str = "",
     ) -> None:
         """Without ``records`` (older tests and tools) there are no SCRAM keys, lockout,
         aliases or disabled accounts; the service always passes them. Resolutions are cached
@@ -66,7 +67,7 @@ class Accounts:
         # Looked up at each call, so a test may count the argon2 runs (ADR 53).
         self._checks = SharedChecks(lambda stored, password: verify_password(stored, password))
         self.dkim = dkim or DkimKeys(repo)
-        self.resolver = RecipientResolver(repo, records, recipient_delimiter)
+        self.resolver = RecipientResolver(repo, records, recipient_delimiter, postmaster)
         self.resolutions = (
             ResolutionCache(records.change_stamp, resolution_cache_seconds)
             if records is not None and resolution_cache_seconds > 0

@@ -104,7 +104,13 @@ class AuthServiceApp(Service):
             ),
             recipient_delimiter=settings.auth_recipient_delimiter,
             resolution_cache_seconds=settings.auth_resolution_cache_seconds,
+            postmaster=settings.auth_postmaster,
         )
+        if not settings.auth_postmaster:
+            log.warning(
+                "POSTMESH_AUTH_POSTMASTER is not set: mail for postmaster@ a hosted domain is "
+                "refused unless that domain has a postmaster user or alias (RFC 5321 §4.5.1)"
+            )
         security = GrpcSecurity.from_settings(settings)
         # Only for the admin API's quotas (store.SetQuota is auth's to call).
         self.quotas = StoreQuotas(

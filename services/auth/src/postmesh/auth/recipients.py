@@ -2,9 +2,9 @@
 
 The order is Postfix's virtual_alias_maps with recipient_delimiter: the exact address (a user,
 or an alias, which takes precedence over a user of the same name), then the address without its
-``+tag``, then the domain's catch-all; the first that exists decides. Aliases expand
-recursively into local users and remote addresses, each once, with a depth limit and loop
-protection."""
+``+tag``, then (for postmaster@, RFC 5321 §4.5.1) the configured postmaster address, then the
+domain's catch-all; the first that exists decides. Aliases expand recursively into local users
+and remote addresses, each once, with a depth limit and loop protection."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ MAX_TARGETS = 1000
 # How long a domain found local is taken as local without asking the database again.
 LOCAL_DOMAIN_SECONDS = 60.0
 LOCAL_DOMAINS_KEPT = 10_000
+
+
+POSTMASTER = "postmaster"
 
 
 class RecipientKind(Enum):
@@ -86,10 +89,13 @@ class RecipientResolver:
         repo: AccountRepository,
         records: RecordRepository | None,
         delimiters: str = "+",
+        postmaster: str = "",
     ) -> None:
         self.repo = repo
         self.records = records
         self.delimiters = delimiters
+        # Checked at start: a postmaster that is no address is a configuration error.
+        self.postmaster = canonical_address(postmaster) if postmaster.strip() else ""
         # Domains found local, with when: a domain is never removed (there is no API for it),
         # so a positive answer stays right; re-read after LOCAL_DOMAIN_SECONDS all the same.
         # Every address of a submitted or delivered message is resolved (ADR 35).
@@ -110,6 +116,10 @@ class RecipientResolver:
 
     async def resolve(self, address: str) -> Resolution:
         """Raises InvalidAddress for a syntactically invalid address (one without local@domain)."""
+        if address.strip().strip("<>").lower() == POSTMASTER:
+            # RFC 5321 §4.5.1: <Postmaster> with no domain is this system's postmaster.
+            found = await self._postmaster(POSTMASTER)
+            return found or Resolution(RecipientKind.UNKNOWN_LOCAL)
         try:
             canonical = canonical_address(address)
         except InvalidAddress:
@@ -125,6 +135,10 @@ class RecipientResolver:
             found = await self._exact(candidate)
             if found is not None:
                 return found
+        if canonical.startswith(POSTMASTER + "@"):
+            found = await self._postmaster(canonical)
+            if found is not None:
+                return found
         target = await self.records.get_catch_all(domain) if self.records else None
         if target is not None:
             exp = _Expansion(seen={canonical})
@@ -134,6 +148,17 @@ class RecipientResolver:
                     RecipientKind.LOCAL_USER, tuple(exp.users), tuple(exp.remote), catch_all=True
                 )
         return Resolution(RecipientKind.UNKNOWN_LOCAL)
+
+    async def _postmaster(self, address: str) -> Resolution | None:
+        """Where postmaster mail of a domain without its own postmaster address goes: the
+        configured address, expanded like an alias target; None when there is none."""
+        if not self.postmaster:
+            return None
+        exp = _Expansion(seen={address})
+        await self._expand(self.postmaster, 1, exp)
+        if not (exp.users or exp.remote):
+            return None
+        return Resolution(RecipientKind.LOCAL_USER, tuple(exp.users), tuple(exp.remote))
 
     async def _beyond_account_syntax(self, address: str) -> Resolution:
         """An address RFC 5321 allows that no account or alias can have (they are dot-atoms of

@@ -44,6 +44,11 @@ class AuthSettings(MongoSettings, AdminTokenSettings):
     # Plus-addressing (Postfix's recipient_delimiter): user+tag@domain delivers to user@domain
     # when no user or alias has the full address. Each character is a delimiter; empty: off.
     auth_recipient_delimiter: str = Field(default="+", max_length=8, pattern=r"^[^@\s]*$")
+    # RFC 5321 §4.5.1: mail for postmaster@ every hosted domain, and for <Postmaster> with no
+    # domain, must be accepted. An address (a local user or alias, or a remote address) that
+    # gets it when the domain has no postmaster user or alias of its own (one made through the
+    # admin API wins). Empty: only those made per domain; the service warns at start.
+    auth_postmaster: str = ""
     # DKIM (RFC 6376): every new domain gets an RSA 2048 key (rsa-sha256), and an Ed25519 key
     # (RFC 8463) too unless this is false; delivery signs with both.
     dkim_ed25519: bool = True

@@ -501,8 +501,10 @@ class EdgeSMTP(AdaptedSMTP):
             else:
                 await self.push(reply)
             return
-        # RFC 5321 §4.5.1: <postmaster> without a domain is the postmaster of this host.
-        address = f"postmaster@{self.hostname}" if rcpt.address == "postmaster" else rcpt.address
+        # RFC 5321 §4.5.1: <Postmaster> without a domain goes to auth as it is: auth knows this
+        # system's postmaster (POSTMESH_AUTH_POSTMASTER); our hostname need not be a hosted
+        # domain, so postmaster@hostname would have been refused as relaying.
+        address = rcpt.address
         relaying = self.state.user is not None  # an authenticated session may relay
         try:
             if relaying and self._answers.remote(address):
