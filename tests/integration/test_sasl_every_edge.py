@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import poplib
 import smtplib
 import socket
 import uuid
@@ -16,7 +17,7 @@ import pytest
 
 from postmesh.common.devstack import Stack
 from postmesh.common.sasl.client import ScramClient
-from tests.integration.test_mail_end_to_end import create_user
+from tests.integration.test_mail_end_to_end import create_user, insecure_tls
 
 PASSWORD = "sasl-pass-1"
 
@@ -153,3 +154,29 @@ def test_bad_smtp_exchanges_get_5xx_and_the_session_goes_on(embedded_stack: Stac
         assert w.send("NOOP").startswith(b"250 ")
     finally:
         w.close()
+
+
+def test_a_unicode_password_works_in_any_form_on_every_edge(embedded_stack: Stack) -> None:
+    """SASLprep (RFC 4013) for PLAIN, LOGIN and USER/PASS as for SCRAM: set in NFC, typed in
+    NFD (as some keyboards and clients produce it), the password is the same everywhere."""
+    address = f"utf-{uuid.uuid4().hex[:8]}@sasl.test"
+    create_user(embedded_stack, address, "caf\u00e9-p\u00e4ssword")
+    typed = "cafe\u0301-pa\u0308ssword"
+    with imaplib.IMAP4("127.0.0.1", embedded_stack.ports.imap) as imap:
+        imap.starttls(insecure_tls())
+        plain = b"\0" + address.encode() + b"\0" + typed.encode()
+        assert imap.authenticate("PLAIN", lambda _: plain)[0] == "OK"
+    with smtplib.SMTP("127.0.0.1", embedded_stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.ehlo("client.test")
+        # smtplib's login() and auth() send only ASCII: the exchange by hand.
+        reply = smtp.docmd("AUTH", "PLAIN " + base64.b64encode(plain).decode())
+        assert reply[0] == 235, reply
+    pop = poplib.POP3("127.0.0.1", embedded_stack.ports.pop3, timeout=30)
+    try:
+        pop.stls(insecure_tls())
+        pop.utf8()
+        pop.user(address)
+        assert pop.pass_(typed).startswith(b"+OK")
+    finally:
+        pop.quit()

@@ -6,6 +6,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
 from postmesh.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from postmesh.auth.accounts import Accounts
@@ -146,3 +147,19 @@ async def test_grpc_authenticate_and_resolve(accounts: Accounts, tmp_path: Path)
         await ch.close()
     finally:
         await server.stop(0)
+
+
+async def test_a_password_matches_in_any_unicode_form(accounts: Accounts) -> None:
+    """SASLprep (RFC 4013), as SCRAM's (RFC 5802 §2.2): PLAIN and USER/PASS accept the password
+    in NFD, or with characters SASLprep maps to nothing, like SCRAM-SHA-256 does."""
+    nfc = "caf\u00e9-p\u00e4ssword"
+    await accounts.create_domain("example.test")
+    await accounts.create_user("utf@example.test", nfc)
+    for typed in (nfc, "cafe\u0301-pa\u0308ssword", "caf\u00e9-p\u00e4ss\u00adword"):
+        assert await accounts.authenticate("utf@example.test", typed) is not None, typed
+    assert await accounts.authenticate("utf@example.test", "cafe-password") is None
+    # A hash made before passwords were prepared (of the password as typed) still matches.
+    await accounts.create_user("old@example.test", "placeholder")
+    legacy = PasswordHasher().hash("cafe\u0301")
+    await accounts.repo.set_password_hash("old@example.test", legacy)
+    assert await accounts.authenticate("old@example.test", "cafe\u0301") is not None
