@@ -396,6 +396,24 @@ async def test_retr_marks_seen_at_quit(env: Env) -> None:
     assert [m.flags for m in (await env.backend.inbox()).values()] == [{"\\Seen"}, set()]
 
 
+async def test_rset_undoes_the_seen_of_retr(env: Env) -> None:
+    await env.backend.add(msg("read, then reset"))
+    second = await env.backend.add(msg("read after the reset"))
+
+    def run() -> None:
+        pop = env.login()
+        pop.retr(1)
+        pop.rset()
+        pop.retr(2)
+        pop.quit()
+
+    await in_thread(run)
+    assert [c for c in env.backend.calls if c[0] == "add_flags"] == [
+        ("add_flags", ([second], ["\\Seen"]))
+    ]
+    assert [m.flags for m in (await env.backend.inbox()).values()] == [set(), {"\\Seen"}]
+
+
 async def test_store_failure_on_quit_loses_nothing(env: Env) -> None:
     uids = [await env.backend.add(msg(f"m{i}")) for i in range(3)]
     env.backend.failing.add("expunge")

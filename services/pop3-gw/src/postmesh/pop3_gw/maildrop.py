@@ -70,7 +70,10 @@ class SessionMaildrop:
         self._retrieved.add(number)
 
     def reset(self) -> None:
+        """RSET (RFC 1939 §5): deletions undone, and the \\Seen of the messages retrieved so far,
+        as Dovecot does: the session is back where it started."""
         self._deleted.clear()
+        self._retrieved.clear()
 
     @property
     def deleted_count(self) -> int:

@@ -28,7 +28,8 @@ class Pop3Settings(ServiceSettings):
     # RFC 1939 §8 maildrop lock: a lease in the store, renewed every third of it while the
     # session lives; a crashed gateway's sessions lose their locks after at most this long.
     pop3_maildrop_lock_seconds: int = Field(default=60, ge=3, le=3600)
-    # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions).
+    # As Dovecot: RETR marks the message \Seen (committed at QUIT, with the deletions; RSET
+    # undoes it with them).
     pop3_retr_sets_seen: bool = True
     # RETR read-ahead (ADR 38): from the first RETR on, the message asked and the ones after it
     # are read from the store ahead of the commands, several per store call, holding at most
