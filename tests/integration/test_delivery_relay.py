@@ -11,6 +11,7 @@ import email.policy
 import json
 import re
 import smtplib
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -221,6 +222,47 @@ def test_alias_forward_is_relayed_and_its_local_target_delivered(
     assert f"relay {marker}".encode() in kept
     assert reports(relay_stack, sender, pw) == []  # no bounce
     assert len(arrived(peers.postfix, marker)) == 1
+
+
+def _alias(stack: Stack, targets: list[str]) -> str:
+    alias = f"fwd-{uuid.uuid4().hex[:8]}@example.test"
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.admin}/api/v1/aliases",
+        data=json.dumps({"address": alias, "targets": targets}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {stack.admin_token()}",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 201
+    return alias
+
+
+def test_a_forward_that_bounces_follows_the_aliass_notify_and_orcpt(relay_stack: Stack) -> None:
+    """RFC 3461 §6.2.7.3: the forward target takes the DSN parameters given for the alias.
+    NOTIFY=NEVER once still bounced, and the bounce lacked the ORCPT the client gave."""
+    sender, pw = new_sender(relay_stack)
+    alias = _alias(relay_stack, ["nobody@fail.test"])
+    with smtplib.SMTP("127.0.0.1", relay_stack.ports.smtp_submission, timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())
+        smtp.login(sender, pw)
+        quiet, loud = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+        for marker, options in (
+            (quiet, ["NOTIFY=NEVER"]),
+            (loud, ["NOTIFY=FAILURE", "ORCPT=rfc822;given@orig.test"]),
+        ):
+            msg = message(sender, [alias], marker)
+            assert smtp.sendmail(sender, [alias], msg, rcpt_options=options) == {}
+    [dsn] = wait_for(lambda: reports(relay_stack, sender, pw) or None, 60, "the bounce")
+    _human, status, returned = dsn.iter_parts()
+    text = status.as_string().replace("\n ", " ")
+    assert "Final-Recipient: rfc822; nobody@fail.test" in text, text
+    assert "Original-Recipient: rfc822; given@orig.test" in text, text
+    assert f"relay {loud}".encode() in returned.as_bytes()
+    time.sleep(2)  # the NOTIFY=NEVER message was sent first: no report of it came, nor comes
+    assert len(reports(relay_stack, sender, pw)) == 1
 
 
 def test_5xx_reply_bounces_to_the_senders_inbox(relay_stack: Stack) -> None:

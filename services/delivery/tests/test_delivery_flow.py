@@ -667,3 +667,31 @@ async def test_workers_renew_leases_while_an_attempt_runs() -> None:
         ("Q1", "a@x", "me", 3)
     }
     await asyncio.gather(*workers._running)
+
+
+async def test_a_forward_target_reports_by_the_aliass_notify_and_orcpt(tmp_path: Path) -> None:
+    """RFC 3461 §6.2.7.3: an alias's forward target carries its NOTIFY and names it as ORCPT.
+    The first attempt's reports looked both up among the message's own recipients, where the
+    target is not: NOTIFY=NEVER still bounced, and Original-Recipient was missing."""
+    svc, _store, bus = await make_service(tmp_path)
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    relay.script["remote.test"] = (Outcome.BOUNCED, "550", "5.1.1", "no such user")
+    workers = asyncio.create_task(svc.workers.run())
+    await asyncio.sleep(0)
+    never = inbound("fwd@example.test")
+    never.recipients[0].notify.append("NEVER")
+    await svc.handle(fresh(never))
+    assert [d for d, _, _ in relay.sent] == ["remote.test"]  # the first attempt, not the queue
+    assert await published(bus, topics.INBOUND) == []
+    failure = inbound("fwd@example.test")
+    failure.queue_id = "Q2"
+    failure.recipients[0].notify.append("FAILURE")
+    failure.recipients[0].orcpt = "rfc822;given@orig.test"
+    await svc.handle(fresh(failure))
+    [report] = [
+        events_pb2.InboundMessage.FromString(v) for v in await published(bus, topics.INBOUND)
+    ]
+    assert b"Final-Recipient: rfc822; y@remote.test" in report.inline_content
+    assert b"Original-Recipient: rfc822; given@orig.test" in report.inline_content
+    await stop(workers)
+    await bus.stop()

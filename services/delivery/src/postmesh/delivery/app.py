@@ -408,7 +408,9 @@ class DeliveryService(Service):
             for r in results
             if r.outcome is Outcome.DEFERRED
         }
-        await self._report(msg, results, attempt=1, content=content, next_at=next_at)
+        await self._report(
+            msg, results, attempt=1, content=content, next_at=next_at, recipients=rcpts
+        )
         by_addr = {r.address: r for r in rcpts}
         for r in results:
             if r.outcome is not Outcome.DEFERRED:
@@ -643,7 +645,14 @@ class DeliveryService(Service):
             for r in final
             if r.outcome is Outcome.DEFERRED
         }
-        await self._report(msg, final, attempt=attempt, content=content, next_at=next_at)
+        await self._report(
+            msg,
+            final,
+            attempt=attempt,
+            content=content,
+            next_at=next_at,
+            recipients=[e.recipient for e in entries],
+        )
         for r in final:
             entry = by_addr[r.recipient]
             if r.outcome is Outcome.DEFERRED:
@@ -709,8 +718,13 @@ class DeliveryService(Service):
         content: bytes | None,
         next_at: dict[str, int] | None = None,
         notices_allowed: bool = True,
+        recipients: Sequence[events_pb2.Recipient] = (),
     ) -> None:
+        """``recipients``: the envelope recipients the results are about when they are not
+        the message's own, as an alias's forward targets (made by delivery, with the alias's
+        NOTIFY and ORCPT, RFC 3461 §6.2.7.3): their DSN parameters decide the reports."""
         rcpts = {r.address: r for r in msg.recipients}
+        rcpts.update((r.address, r) for r in recipients)
         notices: dict[Outcome, list[RecipientResult]] = {}
         for result in results:
             RECIPIENTS.labels(result.outcome.value).inc()
@@ -738,7 +752,14 @@ class DeliveryService(Service):
         for group in notices.values():
             if content is None:
                 content = await self.local.content(msg)
-            dsn = build_dsn(msg, group, content, self.settings.hostname, attempt)
+            dsn = build_dsn(
+                msg,
+                group,
+                content,
+                self.settings.hostname,
+                attempt,
+                recipients=[rcpts[r.recipient] for r in group if r.recipient in rcpts],
+            )
             await self._until_done(
                 "publishing a report",
                 functools.partial(

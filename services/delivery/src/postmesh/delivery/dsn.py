@@ -101,9 +101,12 @@ def build_dsn(
     original: bytes,
     reporting_mta: str,
     attempt: int = 1,
+    recipients: Sequence[events_pb2.Recipient] | None = None,
 ) -> events_pb2.InboundMessage:
     """The report on ``results`` (all of one Outcome) as a new inbound message from <> to the
-    original sender, with a deterministic queue id."""
+    original sender, with a deterministic queue id. ``recipients``: the envelope recipients
+    the results are about, when not the message's own (an alias's forward targets carry
+    the alias as ORCPT, RFC 3461 §6.2.7.3)."""
     action = _ACTION[results[0].outcome][0]
     assert all(_ACTION[r.outcome][0] == action for r in results)
     subject = {
@@ -134,6 +137,7 @@ def build_dsn(
     per_message["Arrival-Date"] = email.utils.formatdate(msg.received_at_ms / 1000 or now)
     blocks = [per_message]
     orcpts = {r.address: r.orcpt for r in msg.recipients}
+    orcpts.update((r.address, r.orcpt) for r in recipients or ())
     for r in results:
         block = Message()
         if orcpts.get(r.recipient):
