@@ -23,8 +23,9 @@ def msg(**kw: object) -> events_pb2.InboundMessage:
 
 
 FAIL = RecipientResult(
-    "x@remote.test", Outcome.BOUNCED, "550", "5.1.1", "no such user", "mx.remote.test"
-)
+    "x@remote.test", Outcome.BOUNCED, "550", "5.1.1", "no such user", "mx.remote.test",
+    "550 5.1.1 no such user",
+)  # fmt: skip
 
 
 def parts(report: events_pb2.InboundMessage) -> list[EmailMessage]:
@@ -55,6 +56,19 @@ def test_failure_report_fields() -> None:
     assert returned.get_content_type() == "message/rfc822"
     assert b"Subject: hi" in returned.as_bytes()
     assert report.inline_content.count(b"Auto-Submitted: auto-replied") == 1
+
+
+def test_a_diagnostic_made_here_is_not_called_an_smtp_reply() -> None:
+    """RFC 3464 §2.3.6: "smtp;" is for what an SMTP peer replied; a connection that failed
+    until the queue lifetime ran out, or a local delivery, is described in a type of ours."""
+    expired = RecipientResult(
+        "x@remote.test", Outcome.BOUNCED, "451", "5.4.7",
+        "delivery time expired; last error: 4.4.1 connection refused",
+    )  # fmt: skip
+    _human, status, _returned = parts(build_dsn(msg(), [expired], ORIGINAL, "out.example.test"))
+    text = status.as_string().replace("\n ", " ")
+    assert "Diagnostic-Code: X-Postmesh; 451 5.4.7 delivery time expired" in text, text
+    assert "smtp;" not in text and "Remote-MTA" not in text
 
 
 def test_ret_hdrs_returns_headers_only() -> None:

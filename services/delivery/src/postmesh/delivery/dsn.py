@@ -147,8 +147,13 @@ def build_dsn(
         block["Status"] = r.status
         if r.remote_mta:
             block["Remote-MTA"] = f"dns; {r.remote_mta}"
-        # RFC 3464 §2.3.6: the reply as the SMTP peer (or this system) gave it.
-        block["Diagnostic-Code"] = f"smtp; {r.diagnostic_code}"
+        # RFC 3464 §2.3.6: "smtp;" only for a reply an SMTP peer gave; what this system says
+        # itself (local delivery, a connection that failed, an expired queue lifetime with no
+        # reply) has a type of its own, as Postfix's "X-Postfix;".
+        if r.remote_reply:
+            block["Diagnostic-Code"] = f"smtp; {r.remote_reply}"
+        else:
+            block["Diagnostic-Code"] = f"X-Postmesh; {r.diagnostic_code}"
         block["Last-Attempt-Date"] = email.utils.formatdate(now)
         blocks.append(block)
     ds = MIMEBase("message", "delivery-status")
