@@ -78,6 +78,27 @@ def test_ret_hdrs_returns_headers_only() -> None:
     assert "Subject: hi" in returned.get_content() and "body" not in returned.get_content()
 
 
+def test_the_returned_content_is_the_original_octets() -> None:
+    """A long header line is not refolded, an undecodable 8-bit octet is not replaced: what
+    comes back is what was sent, whole (RET=FULL) or its header section (RET=HDRS)."""
+    original = (
+        b"From: a@example.test\r\nX-Long: " + b"word " * 40 + b"end\r\n"
+        b"Subject: caf\xe9\r\n\r\nbody \xff line\r\n"
+    )
+    for ret, returned in (("FULL", original), ("HDRS", original.split(b"\r\n\r\n")[0])):
+        report = build_dsn(msg(ret=ret), [FAIL], original, "out.example.test")
+        assert returned + b"\r\n" in report.inline_content, ret
+        *_, part = parts(report)
+        assert part["Content-Transfer-Encoding"] == "8bit"
+    *_, part = parts(build_dsn(msg(), [FAIL], ORIGINAL, "out.example.test"))
+    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] == "7bit" and ORIGINAL in report_bytes(part)
+
+
+def report_bytes(part: EmailMessage) -> bytes:
+    return part.as_bytes(policy=email.policy.SMTP)
+
+
 def test_bounce_ids_are_deterministic() -> None:
     a = build_dsn(msg(), [FAIL], ORIGINAL, "h", attempt=2)
     b = build_dsn(msg(), [FAIL], ORIGINAL, "h", attempt=2)

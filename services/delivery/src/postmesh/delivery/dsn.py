@@ -7,11 +7,11 @@ import email.policy
 import email.utils
 import hashlib
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from email.message import Message
 from email.mime.base import MIMEBase
-from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -71,6 +71,18 @@ def decode_orcpt(orcpt: str) -> str:
     addr_type, _, value = orcpt.partition(";")
     decoded = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
     return f"{addr_type}; {decoded}"
+
+
+def _verbatim(maintype: str, subtype: str, data: bytes, token: str) -> MIMEBase:
+    """A part whose body is ``token``, to be replaced by ``data`` in the generated report: the
+    email package would refold long header lines of a parsed message and turn 8-bit octets it
+    cannot decode into U+FFFD, and what comes back must be what the sender wrote. 8bit when it
+    has non-ASCII octets (RFC 2046 §5.2.1 allows 7bit, 8bit or binary for message/rfc822;
+    the report then goes as 8BITMIME)."""
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(token)
+    part["Content-Transfer-Encoding"] = "7bit" if data.isascii() else "8bit"
+    return part
 
 
 def _headers_only(content: bytes) -> bytes:
@@ -174,16 +186,26 @@ def build_dsn(
         # ADR 40: binary content cannot travel in a report that goes by DATA (7bit/8bit MIME,
         # RFC 3030 §3) to wherever the sender is; the header section tells them which message.
         return_whole = False
-    if not original:
-        pass  # the content is gone (claim-check blob expired): nothing to return
-    elif return_whole:
-        report.attach(MIMEMessage(email.message_from_bytes(original, policy=email.policy.SMTP)))
-    else:
-        report.attach(
-            MIMEText(_headers_only(original).decode("utf-8", "replace"), "rfc822-headers")
-        )
+    # No original: the content is gone (claim-check blob expired), nothing to return.
+    returned = b""
+    token = f"postmesh-returned-content-{queue_id}-{secrets.token_hex(16)}"
+    if original and return_whole:
+        returned = original
+        report.attach(_verbatim("message", "rfc822", returned, token))
+    elif original:
+        returned = _headers_only(original)
+        report.attach(_verbatim("text", "rfc822-headers", returned, token))
 
     content = report.as_bytes(policy=email.policy.SMTP)
+    boundary = report.get_boundary()
+    if returned and boundary and b"--" + boundary.encode() in returned:
+        # The returned octets hold our boundary line: one that cannot appear in them.
+        report.set_boundary(f"={secrets.token_hex(24)}=")
+        content = report.as_bytes(policy=email.policy.SMTP)
+    if returned:
+        # The generator's line break after the token belongs to the closing delimiter (RFC
+        # 2046 §5.1.1), so the returned octets keep their own last CRLF.
+        content = content.replace(token.encode(), returned, 1)
     return events_pb2.InboundMessage(
         queue_id=queue_id,
         mail_from="",
