@@ -341,6 +341,12 @@ schema: dict[str, Any] = {
         "auth": component(
             {
                 "backend": backend,
+                "postmaster": {
+                    "type": "string",
+                    "description": "POSTMESH_AUTH_POSTMASTER: who gets mail for postmaster@ "
+                    "every hosted domain without a postmaster address of its own, and for "
+                    "<Postmaster> (RFC 5321 §4.5.1). Empty: create one per domain.",
+                },
                 "service": internal_service(["grpc", "admin"]),
                 "adminToken": obj(
                     {
