@@ -66,30 +66,33 @@ class AuthorDomainError(ValueError):
     """The message has no single author domain to check (RFC 7489 §6.6.1)."""
 
 
-def all_from_addresses(message: bytes) -> list[str]:
-    """The addresses of every From field of the header section, in order (RFC 5322 §3.6.2
-    allows one field holding a mailbox-list; a message may still carry several fields)."""
+def _from_values(message: bytes) -> list[str]:
+    """The value of every From field of the header section, unfolded, in order."""
     header, _ = split_message(message)
-    values = [
+    return [
         f.split(b":", 1)[1].decode("utf-8", "replace").replace("\r\n", "")
         for f in header_fields(header)
         if f.split(b":", 1)[0].strip().lower() == b"from" and b":" in f
     ]
+
+
+def _addresses(values: list[str]) -> list[str]:
     return [addr.strip() for _, addr in email.utils.getaddresses(values) if "@" in addr]
+
+
+def all_from_addresses(message: bytes) -> list[str]:
+    """The addresses of every From field of the header section, in order (RFC 5322 §3.6.2
+    allows one field holding a mailbox-list; a message may still carry several fields)."""
+    return _addresses(_from_values(message))
 
 
 def from_addresses(message: bytes) -> list[str]:
     """The addresses of the RFC 5322.From field (RFC 5322 §3.6.2: a mailbox-list). Zero or
     several From fields raise AuthorDomainError."""
-    header, _ = split_message(message)
-    count = sum(
-        1
-        for f in header_fields(header)
-        if f.split(b":", 1)[0].strip().lower() == b"from" and b":" in f
-    )
-    if count != 1:
-        raise AuthorDomainError(f"{count} From fields")
-    return all_from_addresses(message)
+    values = _from_values(message)
+    if len(values) != 1:
+        raise AuthorDomainError(f"{len(values)} From fields")
+    return _addresses(values)
 
 
 def _domain(address: str) -> str:
