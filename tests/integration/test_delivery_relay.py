@@ -184,6 +184,22 @@ def test_relayed_to_postfix_byte_for_byte_with_mx_fallback(
     assert reports(relay_stack, sender, pw) == []  # no bounce
 
 
+def _alias(stack: Stack, targets: list[str]) -> str:
+    alias = f"fwd-{uuid.uuid4().hex[:8]}@example.test"
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports.admin}/api/v1/aliases",
+        data=json.dumps({"address": alias, "targets": targets}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {stack.admin_token()}",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 201
+    return alias
+
+
 def test_alias_forward_is_relayed_and_its_local_target_delivered(
     relay_stack: Stack, peers: Peers
 ) -> None:
@@ -191,19 +207,7 @@ def test_alias_forward_is_relayed_and_its_local_target_delivered(
     sender, pw = new_sender(relay_stack)
     local = f"local-{uuid.uuid4().hex[:8]}@example.test"
     create_user(relay_stack, local, "alias-pw-1")
-    alias = f"fwd-{uuid.uuid4().hex[:8]}@example.test"
-    body = json.dumps({"address": alias, "targets": [local, "Carol@ok.test"]}).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{relay_stack.ports.admin}/api/v1/aliases",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {relay_stack.admin_token()}",
-        },
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 201
+    alias = _alias(relay_stack, [local, "Carol@ok.test"])
     marker = uuid.uuid4().hex[:10]
     submit(relay_stack, sender, pw, [alias], message(sender, [alias], marker))
     [relayed] = wait_for(
@@ -222,22 +226,6 @@ def test_alias_forward_is_relayed_and_its_local_target_delivered(
     assert f"relay {marker}".encode() in kept
     assert reports(relay_stack, sender, pw) == []  # no bounce
     assert len(arrived(peers.postfix, marker)) == 1
-
-
-def _alias(stack: Stack, targets: list[str]) -> str:
-    alias = f"fwd-{uuid.uuid4().hex[:8]}@example.test"
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{stack.ports.admin}/api/v1/aliases",
-        data=json.dumps({"address": alias, "targets": targets}).encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {stack.admin_token()}",
-        },
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 201
-    return alias
 
 
 def test_a_forward_that_bounces_follows_the_aliass_notify_and_orcpt(relay_stack: Stack) -> None:
