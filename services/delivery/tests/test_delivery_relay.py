@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from delivery_fakes import FakeResolver, FakeSmtp
 
+from postmesh.api.events.v1 import events_pb2
+from postmesh.delivery.dsn import build_dsn
 from postmesh.delivery.model import Outcome
 from postmesh.delivery.relay import Relay
 from postmesh.delivery.settings import DeliverySettings
@@ -187,6 +189,48 @@ async def test_unreachable_mx_hosts_defer_and_a_5xx_greeting_is_no_bounce() -> N
     assert r.outcome is Outcome.DEFERRED and "go away" in r.diagnostic
     assert peer.connections == 2  # both MX hosts were tried
     await peer.stop()
+
+
+@pytest.mark.parametrize(
+    ("greeting", "code", "status"),
+    [(b"421 4.7.0 too busy, try later", "421", "4.7.0"), (b"554 5.7.1 go away", "451", "4.4.1")],
+    ids=["421", "554"],
+)
+async def test_a_refusing_greeting_names_the_server_in_remote_mta(
+    greeting: bytes, code: str, status: str
+) -> None:
+    """A greeting the MX gives itself is a remote reply like any other (RFC 3464 §2.3.5,
+    §2.3.6): the deferral names the host that gave it, and the report says Remote-MTA and
+    ``smtp;`` with the reply as the host sent it. It once came out as a reply made here."""
+    peer = await FakeSmtp(greeting=greeting + b"\r\n").start()
+    relay = relay_for(peer, remote_zone())
+    [r] = await relay.deliver("remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], BODY)
+    await peer.stop()
+    assert (r.outcome, r.reply_code, r.status) == (Outcome.DEFERRED, code, status)
+    # The last host tried gave the reply the sender sees.
+    assert (r.remote_mta, r.remote_reply) == ("mx2.remote.test", greeting.decode())
+    msg = events_pb2.InboundMessage(
+        queue_id="Q1", mail_from="a@x.test",
+        recipients=[events_pb2.Recipient(address="b@remote.test")],
+    )  # fmt: skip
+    report = build_dsn(msg, [r], BODY, "out.example.test").inline_content.decode()
+    assert "Remote-MTA: dns; mx2.remote.test" in report
+    assert f"Diagnostic-Code: smtp; {greeting.decode()}" in report
+
+
+async def test_a_host_that_cannot_be_reached_is_no_remote_mta() -> None:
+    """Nothing listens: no host said anything, so the report names none."""
+    peer = await FakeSmtp().start()
+    dns_ = FakeResolver()
+    dns_.add("remote.test", "MX", "10 mx1.remote.test.")
+    dns_.add("mx1.remote.test", "A", "127.0.0.9")
+    relay = relay_for(peer, dns_)
+    [r] = await relay.deliver("remote.test", Envelope("a@x.test"), [Rcpt("b@remote.test")], BODY)
+    await peer.stop()
+    assert (r.outcome, r.status, r.remote_mta, r.remote_reply) == (
+        Outcome.DEFERRED, "4.4.1", "", ""
+    )  # fmt: skip
+    assert "connection to mx1.remote.test[127.0.0.9]" in r.diagnostic
 
 
 async def test_concurrency_per_destination_is_capped() -> None:

@@ -104,9 +104,16 @@ class _NoHost:
     refusals: list[Reply] = field(default_factory=list)
     # Some host failed for an ordinary reason (it may qualify once it can be reached).
     ordinary: bool = False
+    # The MX host that gave ``last`` when it is that host's own reply (its greeting or EHLO);
+    # empty when ``last`` was made here.
+    last_mta: str = ""
 
-    def fail(self, reply: Reply) -> None:
-        self.last, self.ordinary = reply, True
+    def fail(self, reply: Reply, remote_mta: str = "") -> None:
+        self.last, self.last_mta, self.ordinary = reply, remote_mta, True
+
+    def skip(self, reply: Reply) -> None:
+        """A host not tried at all (MTA-STS): ``reply`` says why, and no host said anything."""
+        self.last, self.last_mta = reply, ""
 
     def refuse(self, reply: Reply) -> None:
         self.refusals.append(reply)
@@ -114,6 +121,21 @@ class _NoHost:
     def deferral(self) -> Reply:
         last = self.last
         return last if last.transient else Reply(451, f"4.4.1 {last}")
+
+    def deferred(self, rcpts: Sequence[Rcpt]) -> list[RecipientResult]:
+        """Every recipient deferred for ``last``; a reply a host gave itself keeps its
+        host and its text for Remote-MTA and Diagnostic-Code (RFC 3464 §2.3.5, §2.3.6), as
+        any other reply does, also when its 5xx is deferred here (Postfix's
+        smtp_skip_5xx_greeting)."""
+        reply = self.deferral()
+        remote = str(self.last) if self.last_mta else ""
+        return [
+            RecipientResult(
+                r.address, Outcome.DEFERRED, str(reply.code), reply.status, reply.detail,
+                self.last_mta, remote,
+            )
+            for r in rcpts
+        ]  # fmt: skip
 
     def refusal(self) -> Reply:
         """5.7.30 when some host gave verified TLS but lacked REQUIRETLS, else 5.7.10."""
@@ -136,7 +158,7 @@ def _session_failed(
     if requiretls and e.insecure:
         failed.refuse(no_secure_session(e.reply.detail))
     else:
-        failed.fail(e.reply)
+        failed.fail(e.reply, e.remote_mta)
 
 
 class Relay:
@@ -229,7 +251,7 @@ class Relay:
                 return outcome
             if outcome.ordinary or not outcome.refusals:
                 # A host that could not be reached may yet qualify: try again later.
-                return self._all(rcpts, outcome.deferral())
+                return outcome.deferred(rcpts)
             if envelope.mail_from:
                 # RFC 8689 §4.2.1: no host qualifies, so the message must not go to the
                 # domain; the sender gets a non-delivery report.
@@ -250,7 +272,7 @@ class Relay:
             return outcome
         # No host took the transaction: the last session failure is what the sender sees,
         # deferred (a 5xx greeting from every MX is no per-recipient verdict).
-        return self._all(rcpts, outcome.deferral())
+        return outcome.deferred(rcpts)
 
     async def _try_hosts(
         self,
@@ -286,8 +308,8 @@ class Relay:
                     extra=kv(domain=domain, mx=host.name, mode=policy.mode),
                 )
                 if enforce:
-                    failed.last = Reply(
-                        451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy"
+                    failed.skip(
+                        Reply(451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy")
                     )
                     continue
             if validate_mx and not host.implicit and not listed:

@@ -97,13 +97,23 @@ class _Stale(Exception):
 class SessionError(Exception):
     """The session could not be set up (connect, greeting, EHLO, TLS): try the next host."""
 
-    def __init__(self, reply: Reply, tls_failure: bool = False, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        reply: Reply,
+        tls_failure: bool = False,
+        insecure: bool = False,
+        remote_mta: str = "",
+    ) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.tls_failure = tls_failure
         # The peer answered but cannot give verified TLS: no STARTTLS, or a certificate that
         # does not verify for the MX name. Trying again later will not change that.
         self.insecure = insecure
+        # The MX host whose own reply ``reply`` is (a 421 or 554 greeting, a refused EHLO):
+        # a report names it in Remote-MTA as for any reply (RFC 3464 §2.3.5). Empty when
+        # the reply was made here (no connection, a TLS failure).
+        self.remote_mta = remote_mta
 
 
 def xtext(value: str) -> str:
@@ -226,7 +236,8 @@ class SmtpSession:
             await smtp.connect(timeout=self.connect_timeout)
             await self._ehlo()
         except aiosmtplib.SMTPResponseException as e:
-            raise SessionError(Reply(e.code, e.message)) from None
+            # The peer's own reply to the connection (its greeting) or to EHLO/HELO.
+            raise SessionError(Reply(e.code, e.message), remote_mta=self.mx_name) from None
         except (aiosmtplib.SMTPException, OSError) as e:
             raise SessionError(
                 Reply(451, f"4.4.1 connection to {self._where()} failed: {e}")
