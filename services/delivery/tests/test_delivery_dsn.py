@@ -62,12 +62,12 @@ def test_a_diagnostic_made_here_is_not_called_an_smtp_reply() -> None:
     """RFC 3464 §2.3.6: "smtp;" is for what an SMTP peer replied; a connection that failed
     until the queue lifetime ran out, or a local delivery, is described in a type of ours."""
     expired = RecipientResult(
-        "x@remote.test", Outcome.BOUNCED, "451", "5.4.7",
-        "delivery time expired; last error: 4.4.1 connection refused",
+        "x@remote.test", Outcome.BOUNCED, "451", "4.4.1",
+        "delivery time expired; last error: connection refused",
     )  # fmt: skip
     _human, status, _returned = parts(build_dsn(msg(), [expired], ORIGINAL, "out.example.test"))
-    text = status.as_string().replace("\n ", " ")
-    assert "Diagnostic-Code: X-Postmesh; 451 5.4.7 delivery time expired" in text, text
+    text = " ".join(status.as_string().split())  # unfolded, wherever the fold falls
+    assert "Diagnostic-Code: X-Postmesh; 451 4.4.1 delivery time expired" in text, text
     assert "smtp;" not in text and "Remote-MTA" not in text
 
 

@@ -301,7 +301,7 @@ async def test_unknown_and_remote_recipients_bounce_to_sender_with_rfc3464_repor
     await bus.stop()
 
 
-async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
+async def test_deferral_reschedules_on_the_schedule_then_fails_as_postfix_does(
     tmp_path: Path,
 ) -> None:
     svc, _store, bus = await make_service(tmp_path, retry_schedule="1m,5m", queue_lifetime="1h")
@@ -333,10 +333,53 @@ async def test_deferral_reschedules_on_the_schedule_then_expires_with_5_4_7(
     assert queue.entries == {}
     [raw] = await published(bus, topics.INBOUND)
     dsn = events_pb2.InboundMessage.FromString(raw)
-    assert b"Status: 5.4.7" in dsn.inline_content
     unfolded = dsn.inline_content.replace(b"\r\n ", b" ")
-    assert b"Diagnostic-Code: smtp; 451 4.3.0 try later" in unfolded
-    assert b"delivery time expired; last error: 4.3.0 try later" in unfolded
+    # Postfix 3.7 on expiry: Action failed, the last deferral's status (RFC 3463 class 4, a
+    # persistent transient failure), the host and its reply; never 5.4.7.
+    for line in (
+        b"Action: failed",
+        b"Status: 4.3.0",
+        b"Remote-MTA: dns; mx.remote.test",
+        b"Diagnostic-Code: smtp; 451 4.3.0 try later",
+    ):
+        assert line in unfolded, unfolded
+    assert b"5.4.7" not in unfolded
+    # The human-readable part says why it was given up.
+    assert b"451 4.3.0 delivery time expired; last error: try later" in unfolded
+    await bus.stop()
+
+
+async def test_an_expired_recipient_without_a_reply_fails_with_the_last_error(
+    tmp_path: Path,
+) -> None:
+    """No host ever answered (connection refused): the failure says this system's words,
+    X-Postmesh, with the last deferral's status and code (Postfix: X-Postfix, the last
+    reason), no Remote-MTA, and no status that contradicts its own reply code."""
+    svc, _store, bus = await make_service(tmp_path, queue_lifetime="1h")
+    relay: FakeRelay = svc.relay  # type: ignore[assignment]
+    queue: FakeQueue = svc.queue  # type: ignore[assignment]
+    await svc.process(inbound("x@remote.test"))
+    refused = RecipientResult(
+        "x@remote.test", Outcome.DEFERRED, "451", "4.4.1",
+        "connection to mx.remote.test[192.0.2.1]:25 failed: Connection refused",
+    )  # fmt: skip
+
+    async def unreachable(*_a: Any, **_k: Any) -> list[RecipientResult]:
+        return [refused]
+
+    relay.deliver = unreachable  # type: ignore[method-assign]
+    for e in queue.entries.values():
+        e.created_at_ms -= 3600_000
+    await svc.retry(list(queue.entries.values()))
+    assert queue.entries == {}
+    [raw] = await published(bus, topics.INBOUND)
+    text = b" ".join(events_pb2.InboundMessage.FromString(raw).inline_content.split())
+    assert b"Action: failed" in text and b"Status: 4.4.1" in text, text
+    assert b"Remote-MTA" not in text
+    assert (
+        b"Diagnostic-Code: X-Postmesh; 451 4.4.1 delivery time expired; last error: "
+        b"connection to mx.remote.test[192.0.2.1]:25 failed: Connection refused"
+    ) in text, text
     await bus.stop()
 
 

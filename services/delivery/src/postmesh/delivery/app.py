@@ -624,17 +624,21 @@ class DeliveryService(Service):
         content: bytes | None,
     ) -> None:
         """An attempt's end for its queue entries: reported, then each entry deleted or
-        rescheduled (a recipient deferred past the queue lifetime bounces with 5.4.7)."""
+        rescheduled (a recipient deferred past the queue lifetime fails with its last
+        deferral's status)."""
         now_ms = int(time.time() * 1000)
         by_addr = {e.recipient.address: e for e in entries}
         final: list[RecipientResult] = []
         for r in results:
             entry = by_addr[r.recipient]
             if r.outcome is Outcome.DEFERRED and now_ms - entry.created_at_ms >= self.lifetime_ms:
-                # RFC 3463 X.4.7: delivery time expired; the last reply says why.
+                # Given up: Action failed with the last deferral's 4.X.X status, a "persistent
+                # transient failure" that "caused abandonment" (RFC 3463 §3.1; X.4.7 is "useful
+                # only as a persistent transient error", so never 5.4.7), with its Remote-MTA
+                # and reply, as Postfix's bounce of expired mail.
                 r = RecipientResult(
-                    r.recipient, Outcome.BOUNCED, r.reply_code, "5.4.7",
-                    f"delivery time expired; last error: {r.status} {r.diagnostic}",
+                    r.recipient, Outcome.BOUNCED, r.reply_code, r.status,
+                    f"delivery time expired; last error: {r.diagnostic}",
                     r.remote_mta, r.remote_reply,
                 )  # fmt: skip
             final.append(r)

@@ -50,7 +50,8 @@ class DeliverySettings(AdminTokenSettings):
     # leading dot matches every subdomain. Wins over relayhost for the domains it names.
     transport_map: str = ""
     # Back-off between attempts of a deferred recipient (Postfix-style units, the last step
-    # repeating), and how long a recipient may stay deferred before it bounces (5.4.7).
+    # repeating), and how long a recipient may stay deferred before it bounces (Action
+    # failed, with the last deferral's status and reply, as Postfix).
     retry_schedule: str = "1m,5m,15m,1h,4h"
     queue_lifetime: str = "5d"
     # More Received: headers than this is a mail loop (RFC 5321 §6.3): bounce with 5.4.6.
