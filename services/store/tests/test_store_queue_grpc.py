@@ -177,10 +177,14 @@ async def test_claim_reschedule_delete(queue: queue_pb2_grpc.DeliveryQueueServic
         await queue.Reschedule(resched, timeout=10)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     resched.owner = "delivery-0"
+    resched.delay_notified_at_ms = later - 10
     after = await queue.Reschedule(resched, timeout=10)
     assert (after.attempts, after.next_attempt_at_ms, after.last_error, after.lease_owner) == (
         2, later, "452 4.2.2 mailbox full", "",
     )  # fmt: skip
+    assert after.delay_notified_at_ms == later - 10  # a delay notice went out (kept)
+    listed = await queue.List(queue_pb2.ListQueueRequest(queue_id="Q1"), timeout=10)
+    assert [e.delay_notified_at_ms for e in listed.entries] == [later - 10]
 
     delete = queue_pb2.DeleteQueueEntryRequest(
         queue_id="Q1", recipient="bob@example.net", owner="delivery-0"

@@ -259,6 +259,39 @@ class QueueContract:
         (again,) = await repo.claim_due("b", 1, 300)
         assert (again.attempts, again.lease_owner) == (2, "b")
 
+    async def test_a_delay_notice_is_recorded_once_and_kept(
+        self, open_repo: OpenRepo, repo: QueueRepository, clock: FakeClock
+    ) -> None:
+        """The delivery service's "sender was told of the delay" (RFC 3464 Action: delayed):
+        set by the Reschedule after the notice, kept through claims, takeovers and later
+        Reschedules, and seen by every replica; the first time recorded stays."""
+        stored, _ = await repo.enqueue(entry(lease_owner="a", lease_seconds=60))
+        assert stored.delay_notified_at_ms == 0
+        after = await repo.reschedule("Q1", "bob@example.net", "a", clock.ms, "451 later")
+        assert after.delay_notified_at_ms == 0  # nothing asked: nothing recorded
+        (claimed,) = await repo.claim_due("a", 1, 60)
+        assert claimed.delay_notified_at_ms == 0
+        told = clock.ms - 5
+        after = await repo.reschedule("Q1", "bob@example.net", "a", clock.ms, "451 later", told)
+        assert (after.attempts, after.delay_notified_at_ms) == (2, told)
+        other = await open_repo(clock)  # another replica
+        assert (await other.get("Q1", "bob@example.net")) == after
+        (taken,) = await other.claim_due("b", 1, 60)
+        assert (taken.lease_owner, taken.delay_notified_at_ms) == ("b", told)
+        clock.advance(120)  # b died holding it; c takes it over
+        (taken,) = await repo.claim_due("c", 1, 60)
+        assert (taken.lease_owner, taken.delay_notified_at_ms) == ("c", told)
+        after = await repo.reschedule("Q1", "bob@example.net", "c", clock.ms, "451 still")
+        assert after.delay_notified_at_ms == told
+        await repo.claim_due("c", 1, 60)
+        again = await repo.reschedule("Q1", "bob@example.net", "c", clock.ms, "451 still", clock.ms)
+        assert (again.attempts, again.delay_notified_at_ms) == (4, told)  # the first stays
+        page, _ = await other.list_entries("Q1", "", 10)
+        assert [e.delay_notified_at_ms for e in page] == [told]
+        await repo.claim_due("c", 1, 60)
+        with pytest.raises(InvalidArgument):
+            await repo.reschedule("Q1", "bob@example.net", "c", clock.ms, "x", -1)
+
     async def test_delete_by_holder_only(self, repo: QueueRepository, clock: FakeClock) -> None:
         await repo.enqueue(entry())
         with pytest.raises(LeaseNotHeld):

@@ -42,6 +42,8 @@ class QueueEntry:
     lease_owner: str
     lease_expires_at_ms: int
     created_at_ms: int
+    # When the sender was sent a delay notice about this recipient (Unix ms); 0: not yet.
+    delay_notified_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

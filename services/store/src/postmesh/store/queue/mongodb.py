@@ -61,8 +61,13 @@ def _entry(doc: Doc) -> QueueEntry:
     return QueueEntry(
         doc["queue_id"], doc["recipient"], bytes(doc["envelope"]), doc["blob_id"],
         int(doc["attempts"]), int(doc["next_attempt_at"]), doc["last_error"], doc["owner"],
-        int(doc["lease_until"]), int(doc["created_at"]),
+        int(doc["lease_until"]), int(doc["created_at"]), _notified(doc),
     )  # fmt: skip
+
+
+def _notified(doc: Doc) -> int:
+    """The entry's delay notice time; absent (0) in an entry made before delay notices."""
+    return int(doc.get("delay_notified_at", 0))
 
 
 class MongoQueueRepository(QueueRepository, Leftovers):
@@ -165,7 +170,7 @@ class MongoQueueRepository(QueueRepository, Leftovers):
             "recipient": entry.recipient, "envelope": entry.envelope, "blob_id": entry.blob_id,
             "created_at": now, "gen": 0, "owner": entry.lease_owner, "lease_until": until,
             "next_attempt_at": entry.next_attempt_at_ms, "attempts": entry.attempts,
-            "last_error": entry.last_error,
+            "last_error": entry.last_error, "delay_notified_at": 0,
             "ready_at": max(entry.next_attempt_at_ms, until),
         }  # fmt: skip
         for _ in range(LOCK_RETRIES):
@@ -210,7 +215,7 @@ class MongoQueueRepository(QueueRepository, Leftovers):
             state = {
                 "owner": who, "lease_until": until, "ready_at": until,
                 "next_attempt_at": doc["next_attempt_at"], "attempts": doc["attempts"],
-                "last_error": doc["last_error"],
+                "last_error": doc["last_error"], "delay_notified_at": _notified(doc),
             }  # fmt: skip
             t = await self._advance(doc, CLAIM, state, now)
             if t is None:
@@ -247,7 +252,7 @@ class MongoQueueRepository(QueueRepository, Leftovers):
             state = {
                 "owner": who, "lease_until": until, "ready_at": until,
                 "next_attempt_at": doc["next_attempt_at"], "attempts": doc["attempts"],
-                "last_error": doc["last_error"],
+                "last_error": doc["last_error"], "delay_notified_at": _notified(doc),
             }  # fmt: skip
             t = await self._advance(doc, CLAIM, state, now)
             if t is None:
@@ -267,7 +272,14 @@ class MongoQueueRepository(QueueRepository, Leftovers):
         raise Unavailable("queue entry is contended; retry")
 
     async def _reschedule(
-        self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
+        self,
+        queue_id: str,
+        rcpt: str,
+        who: str,
+        next_at: int,
+        last_error: str,
+        notified_at: int,
+        now: int,
     ) -> QueueEntry:
         key = _key(queue_id, rcpt)
         for _ in range(MAX_STEPS):
@@ -275,6 +287,7 @@ class MongoQueueRepository(QueueRepository, Leftovers):
             state = {
                 "owner": "", "lease_until": 0, "ready_at": next_at, "next_attempt_at": next_at,
                 "attempts": int(doc["attempts"]) + 1, "last_error": last_error,
+                "delay_notified_at": _notified(doc) or notified_at,
             }  # fmt: skip
             t = await self._advance(doc, RELEASE, state, now)
             if t is None:

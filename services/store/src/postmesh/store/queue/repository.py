@@ -166,16 +166,24 @@ class QueueRepository(ABC):
         )
 
     async def reschedule(
-        self, queue_id: str, rcpt: str, who: str, next_attempt_at_ms: int, last_error: str
+        self,
+        queue_id: str,
+        rcpt: str,
+        who: str,
+        next_attempt_at_ms: int,
+        last_error: str,
+        delay_notified_at_ms: int = 0,
     ) -> QueueEntry:
         """Attempts + 1, next attempt time and last error; releases the lease. LeaseNotHeld
-        unless ``who`` holds it; NotFound when there is no such entry."""
-        if next_attempt_at_ms < 0:
-            raise InvalidArgument("next_attempt_at is negative")
+        unless ``who`` holds it; NotFound when there is no such entry. ``delay_notified_at_ms``
+        non-zero: a delay notice was sent then, recorded unless one was recorded before (the
+        first stays)."""
+        if next_attempt_at_ms < 0 or delay_notified_at_ms < 0:
+            raise InvalidArgument("next_attempt_at or delay_notified_at is negative")
         now = self.now_ms()
         return await self._reschedule(
             v.queue_id(queue_id), recipient(rcpt), owner(who),
-            next_attempt_at_ms or now, last_error[:MAX_ERROR_CHARS], now,
+            next_attempt_at_ms or now, last_error[:MAX_ERROR_CHARS], delay_notified_at_ms, now,
         )  # fmt: skip
 
     async def delete(self, queue_id: str, rcpt: str, who: str) -> None:
@@ -246,8 +254,17 @@ class QueueRepository(ABC):
 
     @abstractmethod
     async def _reschedule(
-        self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
-    ) -> QueueEntry: ...
+        self,
+        queue_id: str,
+        rcpt: str,
+        who: str,
+        next_at: int,
+        last_error: str,
+        notified_at: int,
+        now: int,
+    ) -> QueueEntry:
+        """``notified_at`` 0: the entry's delay notice time is left as it is; otherwise it is
+        set if the entry has none."""
 
     @abstractmethod
     async def _delete(self, queue_id: str, rcpt: str, who: str, now: int) -> None: ...

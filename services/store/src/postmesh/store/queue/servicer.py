@@ -61,7 +61,7 @@ def entry_pb(e: QueueEntry) -> queue_pb2.QueueEntry:
         queue_id=e.queue_id, recipient=rcpt, message=msg, attempts=e.attempts,
         next_attempt_at_ms=e.next_attempt_at_ms, last_error=e.last_error,
         lease_owner=e.lease_owner, lease_expires_at_ms=e.lease_expires_at_ms,
-        created_at_ms=e.created_at_ms,
+        created_at_ms=e.created_at_ms, delay_notified_at_ms=e.delay_notified_at_ms,
     )  # fmt: skip
 
 
@@ -235,7 +235,7 @@ class DeliveryQueueServicer(queue_pb2_grpc.DeliveryQueueServiceServicer):
             context,
             self.queue.reschedule(
                 request.queue_id, request.recipient, request.owner,
-                request.next_attempt_at_ms, request.last_error,
+                request.next_attempt_at_ms, request.last_error, request.delay_notified_at_ms,
             ),
         )  # fmt: skip
         log.info(

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS queue_entries (
     -- max(next_attempt_at, lease_until): from then on the entry can be claimed.
     ready_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
+    -- When a delay notice (RFC 3464 Action: delayed) went to the sender; 0: none yet.
+    delay_notified_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (queue_id, recipient)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_entries_ready ON queue_entries (ready_at);
@@ -45,18 +47,25 @@ CREATE TABLE IF NOT EXISTS maildrop_locks (
 """
 _COLS = (
     "queue_id, recipient, envelope, blob_id, attempts, next_attempt_at, last_error,"
-    " lease_owner, lease_until, created_at"
+    " lease_owner, lease_until, created_at, delay_notified_at"
 )
 
 
 def _entry(row: tuple[Any, ...]) -> QueueEntry:
-    q, r, envelope, blob_id, attempts, next_at, error, who, until, created = row
-    return QueueEntry(q, r, bytes(envelope), blob_id, attempts, next_at, error, who, until, created)
+    q, r, envelope, blob_id, attempts, next_at, error, who, until, created, notified = row
+    return QueueEntry(
+        q, r, bytes(envelope), blob_id, attempts, next_at, error, who, until, created, notified
+    )
 
 
 def _setup(conn: sqlite3.Connection) -> None:
     # synchronous=FULL (postmesh.common.sqlite): an acknowledged Enqueue survives a power cut.
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queue_entries)")}
+    if "delay_notified_at" not in columns:  # a queue made before delay notices
+        conn.execute(
+            "ALTER TABLE queue_entries ADD COLUMN delay_notified_at INTEGER NOT NULL DEFAULT 0"
+        )
 
 
 class SqliteQueueRepository(QueueRepository):
@@ -150,7 +159,7 @@ class SqliteQueueRepository(QueueRepository):
         until = now + entry.lease_seconds * 1000 if entry.lease_owner else 0
         conn.execute(
             f"INSERT INTO queue_entries ({_COLS}, ready_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
             (
                 entry.queue_id, entry.recipient, entry.envelope, entry.blob_id,
                 entry.attempts, entry.next_attempt_at_ms, entry.last_error,
@@ -219,15 +228,24 @@ class SqliteQueueRepository(QueueRepository):
         return await self._txn(txn)
 
     async def _reschedule(
-        self, queue_id: str, rcpt: str, who: str, next_at: int, last_error: str, now: int
+        self,
+        queue_id: str,
+        rcpt: str,
+        who: str,
+        next_at: int,
+        last_error: str,
+        notified_at: int,
+        now: int,
     ) -> QueueEntry:
         def txn(conn: sqlite3.Connection) -> QueueEntry:
             self._held(conn, queue_id, rcpt, who)
             conn.execute(
                 "UPDATE queue_entries SET attempts = attempts + 1, next_attempt_at = ?,"
-                " last_error = ?, lease_owner = '', lease_until = 0, ready_at = ?"
+                " last_error = ?, lease_owner = '', lease_until = 0, ready_at = ?,"
+                " delay_notified_at = CASE WHEN delay_notified_at = 0 THEN ?"
+                " ELSE delay_notified_at END"
                 " WHERE queue_id = ? AND recipient = ?",
-                (next_at, last_error, next_at, queue_id, rcpt),
+                (next_at, last_error, next_at, notified_at, queue_id, rcpt),
             )
             entry = self._row(conn, queue_id, rcpt)
             assert entry is not None

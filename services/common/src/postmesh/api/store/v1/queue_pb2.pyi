@@ -57,6 +57,7 @@ class QueueEntry(_message.Message):
     LEASE_OWNER_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    DELAY_NOTIFIED_AT_MS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     attempts: _builtins.int
     next_attempt_at_ms: _builtins.int
@@ -66,6 +67,11 @@ class QueueEntry(_message.Message):
     """The lease holder and when its lease ends; empty and 0 when not leased."""
     lease_expires_at_ms: _builtins.int
     created_at_ms: _builtins.int
+    delay_notified_at_ms: _builtins.int
+    """Unix milliseconds of the delay notice (RFC 3464 Action: delayed) sent to the sender about
+    this recipient; 0 while none was. Kept with the entry, so a notice goes out once whichever
+    replica makes the next attempt, and across restarts.
+    """
     @_builtins.property
     def recipient(self) -> _events_pb2.Recipient: ...
     @_builtins.property
@@ -86,10 +92,11 @@ class QueueEntry(_message.Message):
         lease_owner: _builtins.str = ...,
         lease_expires_at_ms: _builtins.int = ...,
         created_at_ms: _builtins.int = ...,
+        delay_notified_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "recipient", b"recipient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at_ms", b"created_at_ms", "last_error", b"last_error", "lease_expires_at_ms", b"lease_expires_at_ms", "lease_owner", b"lease_owner", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at_ms", b"created_at_ms", "delay_notified_at_ms", b"delay_notified_at_ms", "last_error", b"last_error", "lease_expires_at_ms", b"lease_expires_at_ms", "lease_owner", b"lease_owner", "message", b"message", "next_attempt_at_ms", b"next_attempt_at_ms", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -302,12 +309,18 @@ class RescheduleRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_AT_MS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    DELAY_NOTIFIED_AT_MS_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     recipient: _builtins.str
     owner: _builtins.str
     next_attempt_at_ms: _builtins.int
     """Unix milliseconds; 0 means now."""
     last_error: _builtins.str
+    delay_notified_at_ms: _builtins.int
+    """Optional: a delay notice was sent at this time (Unix milliseconds). Sets the entry's
+    delay_notified_at_ms when it has none yet; a time already recorded is kept. 0 changes
+    nothing.
+    """
     def __init__(
         self,
         *,
@@ -316,10 +329,11 @@ class RescheduleRequest(_message.Message):
         owner: _builtins.str = ...,
         next_attempt_at_ms: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        delay_notified_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "next_attempt_at_ms", b"next_attempt_at_ms", "owner", b"owner", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_notified_at_ms", b"delay_notified_at_ms", "last_error", b"last_error", "next_attempt_at_ms", b"next_attempt_at_ms", "owner", b"owner", "queue_id", b"queue_id", "recipient", b"recipient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

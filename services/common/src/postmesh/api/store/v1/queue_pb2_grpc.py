@@ -111,7 +111,8 @@ class DeliveryQueueServiceServicer:
 
     def Reschedule(self, request, context):
         """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
-        time and last error are set and the lease is released.
+        time and last error are set (and delay_notified_at_ms, when asked) and the lease is
+        released.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,7 +53,8 @@ class DeliveryQueueServiceStub:
     """
     Reschedule: _grpc.UnaryUnaryMultiCallable[_queue_pb2.RescheduleRequest, _queue_pb2.QueueEntry]
     """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
-    time and last error are set and the lease is released.
+    time and last error are set (and delay_notified_at_ms, when asked) and the lease is
+    released.
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
@@ -90,7 +91,8 @@ class DeliveryQueueServiceAsyncStub(DeliveryQueueServiceStub):
     """
     Reschedule: _aio.UnaryUnaryMultiCallable[_queue_pb2.RescheduleRequest, _queue_pb2.QueueEntry]  # type: ignore[assignment]
     """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
-    time and last error are set and the lease is released.
+    time and last error are set (and delay_notified_at_ms, when asked) and the lease is
+    released.
     """
     Delete: _aio.UnaryUnaryMultiCallable[_queue_pb2.DeleteQueueEntryRequest, _queue_pb2.DeleteQueueEntryResponse]  # type: ignore[assignment]
     """By the lease holder only (FAILED_PRECONDITION otherwise): delivered or bounced, gone."""
@@ -148,7 +150,8 @@ class DeliveryQueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_pb2.QueueEntry, _abc.Awaitable[_queue_pb2.QueueEntry]]:
         """By the lease holder only (FAILED_PRECONDITION otherwise): attempts + 1, the next attempt
-        time and last error are set and the lease is released.
+        time and last error are set (and delay_notified_at_ms, when asked) and the lease is
+        released.
         """
 
     @_abc_1.abstractmethod
