@@ -120,6 +120,50 @@ def test_notify_rules() -> None:
     assert not wants_notice(m, success, Outcome.BOUNCED)
 
 
+def test_delay_notices_by_notify() -> None:
+    """RFC 3461 §4.1: no NOTIFY "may be interpreted as either NOTIFY=FAILURE or
+    NOTIFY=FAILURE,DELAY"; as Postfix, the latter. DELAY must be named otherwise."""
+    m = msg()
+
+    def delay(*notify: str) -> bool:
+        rcpt = events_pb2.Recipient(address="x@remote.test", notify=list(notify))
+        return wants_notice(m, rcpt, Outcome.DEFERRED)
+
+    assert delay() and delay("DELAY") and delay("failure", "delay")
+    assert not delay("FAILURE") and not delay("SUCCESS") and not delay("NEVER")
+    assert not wants_notice(msg(mail_from=""), m.recipients[0], Outcome.DEFERRED)
+
+
+def test_will_retry_until_only_in_a_delay_report() -> None:
+    """RFC 3464 §2.3.8: Will-Retry-Until is for "delayed" DSNs and MUST NOT appear in
+    others; the human-readable part says until when too."""
+    deferred = RecipientResult(
+        "x@remote.test", Outcome.DEFERRED, "421", "4.7.0", "too busy", "mx.remote.test",
+        "421 4.7.0 too busy",
+    )  # fmt: skip
+    until = {"x@remote.test": 1_700_432_000_000}
+    report = build_dsn(msg(), [deferred], ORIGINAL, "out.example.test", retry_until_ms=until)
+    human, status, returned = parts(report)
+    assert parsed_subject(report) == "Delayed Mail (still being retried)"
+    text = status.as_string()
+    for line in (
+        "Action: delayed",
+        "Status: 4.7.0",
+        "Remote-MTA: dns; mx.remote.test",
+        "Diagnostic-Code: smtp; 421 4.7.0 too busy",
+        "Will-Retry-Until: Sun, 19 Nov 2023 22:13:20 -0000",
+    ):
+        assert line in text, text
+    assert "until Sun, 19 Nov 2023 22:13:20 -0000" in " ".join(human.get_content().split())
+    assert returned.get_content_type() == "text/rfc822-headers"
+    failed = build_dsn(msg(), [FAIL], ORIGINAL, "out.example.test", retry_until_ms=until)
+    assert b"Will-Retry-Until" not in failed.inline_content
+
+
+def parsed_subject(report: events_pb2.InboundMessage) -> str:
+    return str(email.message_from_bytes(report.inline_content)["Subject"])
+
+
 def test_received_headers_are_counted_in_the_header_section_only() -> None:
     head = b"Received: from a\r\n\tby b\r\nreceived: x\r\nSubject: s\r\n\r\n"
     assert count_received(head + b"Received: in the body\r\n") == 2

@@ -128,6 +128,7 @@ class FakeQueue:
         self.leases: list[tuple[str, int]] = []  # (lease_owner, lease_seconds) per Enqueue
         self.down = False
         self.blobs: dict[str, bytes] = {}  # sent back when Enqueue asks (content_max_bytes)
+        self.forgets_delay_notices = False  # a store from before delay_notified_at_ms
 
     async def Enqueue(self, req: queue_pb2.EnqueueRequest, timeout: float) -> Any:
         if self.down:
@@ -180,7 +181,12 @@ class FakeQueue:
         e.attempts += 1
         e.next_attempt_at_ms = req.next_attempt_at_ms
         e.last_error = req.last_error
-        return e
+        if not self.forgets_delay_notices and not e.delay_notified_at_ms:
+            e.delay_notified_at_ms = req.delay_notified_at_ms  # the first recorded stays
+        e.lease_owner = ""
+        answer = queue_pb2.QueueEntry()
+        answer.CopyFrom(e)
+        return answer
 
     async def Delete(self, req: queue_pb2.DeleteQueueEntryRequest, timeout: float) -> Any:
         self.deleted.append((req.queue_id, req.recipient))

@@ -41,6 +41,8 @@ class EntryOut(BaseModel):
     lease_expires_at: str | None
     notify: list[str]
     orcpt: str
+    # When the sender was told of the delay (RFC 3464 Action: delayed); None: not (yet).
+    delay_notified_at: str | None
 
     @classmethod
     def of(cls, e: queue_pb2.QueueEntry) -> "EntryOut":
@@ -50,6 +52,7 @@ class EntryOut(BaseModel):
             last_error=e.last_error, created_at=_when(e.created_at_ms),
             lease_owner=e.lease_owner, lease_expires_at=_when(e.lease_expires_at_ms),
             notify=list(e.recipient.notify), orcpt=e.recipient.orcpt,
+            delay_notified_at=_when(e.delay_notified_at_ms),
         )  # fmt: skip
 
 

@@ -72,6 +72,10 @@ LATENCY = Histogram(
 DEFERRALS = Counter(
     "postmesh_delivery_deferrals_total", "Remote recipients put back in the deferred queue."
 )
+DELAY_NOTICES = Counter(
+    "postmesh_delivery_delay_notices_total",
+    "Deferred recipients whose sender was sent a delay notice (RFC 3464 Action: delayed).",
+)
 BOUNCES = Counter(
     "postmesh_delivery_bounces_total",
     "Recipients that failed, by RFC 3463 status class and subject (e.g. 5.1, 5.4).",
@@ -163,6 +167,7 @@ class DeliveryService(Service):
         )
         self.steps = settings.retry_steps
         self.lifetime_ms = int(settings.queue_lifetime_seconds * 1000)
+        self.delay_warning_ms = int(settings.delivery_delay_warning_seconds * 1000)
         self.workers = QueueWorkers(
             self.queue,
             self.retry,
@@ -657,6 +662,8 @@ class DeliveryService(Service):
             next_at=next_at,
             recipients=[e.recipient for e in entries],
         )
+        # So is a delay notice before its Reschedule records it: at least once, as reports.
+        notified = await self._notify_delay(msg, entries, final, content, now_ms)
         for r in final:
             entry = by_addr[r.recipient]
             if r.outcome is Outcome.DEFERRED:
@@ -667,15 +674,58 @@ class DeliveryService(Service):
                     owner=self.workers.owner,
                     next_attempt_at_ms=next_at[r.recipient],
                     last_error=f"{r.reply_code} {r.status} {r.diagnostic}",
+                    delay_notified_at_ms=now_ms if r.recipient in notified else 0,
                 )
-                await self._until_done(
+                after = await self._until_done(
                     "reschedule",
                     functools.partial(
                         self.queue.Reschedule, req, timeout=self.settings.grpc_deadline_seconds
                     ),
                 )
+                if req.delay_notified_at_ms and after and not after.delay_notified_at_ms:
+                    # A store from before delay notices: the next retry would notify again.
+                    log.warning("store did not record the delay notice; upgrade the store")
             else:
                 await self._delete_entry(entry)
+
+    def _overdue(self, entry: queue_pb2.QueueEntry, r: RecipientResult, now_ms: int) -> bool:
+        """Deferred again, queued longer than the delay warning time, and not yet notified
+        (by any replica: the entry keeps it)."""
+        return (
+            r.outcome is Outcome.DEFERRED
+            and self.delay_warning_ms > 0
+            and not entry.delay_notified_at_ms
+            and now_ms - entry.created_at_ms >= self.delay_warning_ms
+        )
+
+    async def _notify_delay(
+        self,
+        msg: events_pb2.InboundMessage,
+        entries: Sequence[queue_pb2.QueueEntry],
+        results: Sequence[RecipientResult],
+        content: bytes | None,
+        now_ms: int,
+    ) -> set[str]:
+        """RFC 3461 §4.1 NOTIFY=DELAY: one report (RFC 3464 Action: delayed) about the
+        recipients of this attempt that are overdue and whose NOTIFY asks for it (DELAY, or
+        no NOTIFY: dsn.DEFAULT_NOTIFY; never to <>, so never about a report), with the last
+        reply, and the end of the queue lifetime as Will-Retry-Until. Its id does not depend
+        on the attempt, so one sent again after a crash is the same message. Returns the
+        recipients it was about, for their Reschedule to record."""
+        by_addr = {e.recipient.address: e for e in entries}
+        due = [
+            r
+            for r in results
+            if self._overdue(by_addr[r.recipient], r, now_ms)
+            and wants_notice(msg, by_addr[r.recipient].recipient, Outcome.DEFERRED)
+        ]
+        if not due:
+            return set()
+        rcpts = [by_addr[r.recipient].recipient for r in due]
+        until = {r.recipient: by_addr[r.recipient].created_at_ms + self.lifetime_ms for r in due}
+        await self._publish_report(msg, due, content, 0, rcpts, until)
+        DELAY_NOTICES.inc(len(due))
+        return {r.recipient for r in due}
 
     async def _relay(
         self,
@@ -745,36 +795,52 @@ class DeliveryService(Service):
             nxt = (next_at or {}).get(result.recipient, 0)
             await self._publish_outcome(msg, result, attempt, nxt)
             rcpt = rcpts.get(result.recipient, events_pb2.Recipient(address=result.recipient))
-            # Delay notices are optional (RFC 3461 §4.1) and not sent; success notices for
-            # local delivery, and for relaying to a peer without DSN (§5.2.3; a peer with DSN
-            # got NOTIFY and reports on its own).
+            # Delay notices go out once per queued recipient (_notify_delay), not per deferral;
+            # success notices for local delivery, and for relaying to a peer without DSN
+            # (§5.2.3; a peer with DSN got NOTIFY and reports on its own).
             reportable = result.outcome in (Outcome.BOUNCED, Outcome.DELIVERED) or (
                 result.outcome is Outcome.RELAYED and result.relayed_without_dsn
             )
             if notices_allowed and reportable and wants_notice(msg, rcpt, result.outcome):
                 notices.setdefault(result.outcome, []).append(result)
         for group in notices.values():
-            if content is None:
-                content = await self.local.content(msg)
-            dsn = build_dsn(
-                msg,
-                group,
-                content,
-                self.settings.hostname,
-                attempt,
-                recipients=[rcpts[r.recipient] for r in group if r.recipient in rcpts],
-            )
-            await self._until_done(
-                "publishing a report",
-                functools.partial(
-                    self.bus.publish, topics.INBOUND, dsn.queue_id, dsn.SerializeToString()
-                ),
-            )
-            log.info(
-                "report queued",
-                extra=kv(dsn_queue_id=dsn.queue_id, to=msg.mail_from,
-                         action=group[0].outcome.value, recipients=len(group)),
-            )  # fmt: skip
+            about = [rcpts[r.recipient] for r in group if r.recipient in rcpts]
+            content = await self._publish_report(msg, group, content, attempt, about)
+
+    async def _publish_report(
+        self,
+        msg: events_pb2.InboundMessage,
+        group: Sequence[RecipientResult],
+        content: bytes | None,
+        attempt: int,
+        recipients: Sequence[events_pb2.Recipient],
+        retry_until_ms: dict[str, int] | None = None,
+    ) -> bytes:
+        """Build the report on ``group`` and publish it for delivery to the sender. Returns
+        the original's content, read from the store when ``content`` is None."""
+        if content is None:
+            content = await self.local.content(msg)
+        dsn = build_dsn(
+            msg,
+            group,
+            content,
+            self.settings.hostname,
+            attempt,
+            recipients=recipients,
+            retry_until_ms=retry_until_ms,
+        )
+        await self._until_done(
+            "publishing a report",
+            functools.partial(
+                self.bus.publish, topics.INBOUND, dsn.queue_id, dsn.SerializeToString()
+            ),
+        )
+        log.info(
+            "report queued",
+            extra=kv(dsn_queue_id=dsn.queue_id, to=msg.mail_from,
+                     action=group[0].outcome.value, recipients=len(group)),
+        )  # fmt: skip
+        return content
 
     async def _publish_outcome(
         self,

@@ -9,7 +9,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.message import Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -35,18 +35,22 @@ _ACTION = {
 }
 
 
+# RFC 3461 §4.1: "the absence of a NOTIFY parameter in a RCPT command may be interpreted as
+# either NOTIFY=FAILURE or NOTIFY=FAILURE,DELAY". The latter, as Postfix (dsn_mask.h) and
+# sendmail: a sender who asked nothing hears of failures and of long delays, never of success.
+DEFAULT_NOTIFY = frozenset({"FAILURE", "DELAY"})
+
+
 def wants_notice(
     msg: events_pb2.InboundMessage, rcpt: events_pb2.Recipient, outcome: Outcome
 ) -> bool:
-    """No report to the null reverse path (RFC 5321 §4.5.5, RFC 3464 §2). Without NOTIFY only
-    failures are reported (RFC 3461 §4.1 default); NEVER suppresses all."""
+    """No report to the null reverse path (RFC 5321 §4.5.5, RFC 3464 §2), which every report
+    itself has. Without NOTIFY, failures and delays are reported (DEFAULT_NOTIFY); NEVER
+    suppresses all."""
     if not msg.mail_from:
         return False
-    notify = {n.upper() for n in rcpt.notify}
-    keyword = _ACTION[outcome][1]
-    if not notify:
-        return keyword == "FAILURE"
-    return keyword in notify
+    notify = {n.upper() for n in rcpt.notify} or DEFAULT_NOTIFY
+    return _ACTION[outcome][1] in notify
 
 
 def wants_failure_notice(msg: events_pb2.InboundMessage, rcpt: events_pb2.Recipient) -> bool:
@@ -90,12 +94,17 @@ def _headers_only(content: bytes) -> bytes:
     return content if end < 0 else content[: end + 4]
 
 
-def _human_text(reporting_mta: str, results: Sequence[RecipientResult], action: str) -> str:
+def _human_text(
+    reporting_mta: str, results: Sequence[RecipientResult], action: str, until: str = ""
+) -> str:
+    keep_trying = f"until {until}" if until else "for a while"
     intro = {
         "failed": "Your message could not be delivered to one or more recipients.\n"
         "It is attached below.",
-        "delayed": "Your message could not be delivered yet. The mail system will keep\n"
-        "trying; you do not need to send it again.",
+        "delayed": "THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.\n\n"
+        "Your message could not be delivered yet to the recipients below. The mail\n"
+        f"system will keep trying {keep_trying}, and will tell you if it\n"
+        "gives up. Its header section is attached below.",
         "delivered": "Your message was delivered to the recipients below.",
         "relayed": "Your message was relayed to the recipients below, whose mail systems\n"
         "do not send delivery reports.",
@@ -114,11 +123,14 @@ def build_dsn(
     reporting_mta: str,
     attempt: int = 1,
     recipients: Sequence[events_pb2.Recipient] | None = None,
+    retry_until_ms: Mapping[str, int] | None = None,
 ) -> events_pb2.InboundMessage:
     """The report on ``results`` (all of one Outcome) as a new inbound message from <> to the
     original sender, with a deterministic queue id. ``recipients``: the envelope recipients
     the results are about, when not the message's own (an alias's forward targets carry
-    the alias as ORCPT, RFC 3461 §6.2.7.3)."""
+    the alias as ORCPT, RFC 3461 §6.2.7.3). ``retry_until_ms``: for a delay report, when
+    attempts to each recipient will be given up (Unix ms; RFC 3464 §2.3.8 Will-Retry-Until,
+    which "MUST NOT appear in other DSNs")."""
     action = _ACTION[results[0].outcome][0]
     assert all(_ACTION[r.outcome][0] == action for r in results)
     subject = {
@@ -136,7 +148,11 @@ def build_dsn(
     report["Date"] = email.utils.formatdate(now)
     report["Message-ID"] = f"<{queue_id}.dsn@{reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-    human = _human_text(reporting_mta, results, action)
+    until_ms = dict(retry_until_ms or {}) if action == "delayed" else {}
+    latest = max((until_ms[r.recipient] for r in results if r.recipient in until_ms), default=0)
+    human = _human_text(
+        reporting_mta, results, action, email.utils.formatdate(latest / 1000) if latest else ""
+    )
     # 7bit when it can be (readable as is; utf-8 would make the email package use base64).
     report.attach(MIMEText(human, "plain", "us-ascii" if human.isascii() else "utf-8"))
 
@@ -167,6 +183,8 @@ def build_dsn(
         else:
             block["Diagnostic-Code"] = f"X-Postmesh; {r.diagnostic_code}"
         block["Last-Attempt-Date"] = email.utils.formatdate(now)
+        if r.recipient in until_ms:
+            block["Will-Retry-Until"] = email.utils.formatdate(until_ms[r.recipient] / 1000)
         blocks.append(block)
     ds = MIMEBase("message", "delivery-status")
     ds.set_payload(blocks)  # type: ignore[arg-type]

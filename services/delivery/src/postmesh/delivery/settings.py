@@ -54,6 +54,12 @@ class DeliverySettings(AdminTokenSettings):
     # failed, with the last deferral's status and reply, as Postfix).
     retry_schedule: str = "1m,5m,15m,1h,4h"
     queue_lifetime: str = "5d"
+    # A recipient still deferred this long after it was queued gets its sender one delay
+    # notice (RFC 3464 Action: delayed, with Will-Retry-Until and the last reply), at the
+    # first retry past it, when its NOTIFY has DELAY or it has no NOTIFY (RFC 3461 §4.1); as
+    # Postfix's delay_warning_time. 4 hours, as sendmail's and Exchange's default (ADR 86);
+    # 0 turns delay notices off.
+    delivery_delay_warning_seconds: float = Field(default=14400.0, ge=0)
     # More Received: headers than this is a mail loop (RFC 5321 §6.3): bounce with 5.4.6.
     max_received_headers: int = Field(default=50, ge=1)
     # How long auth's answer that a recipient domain is not local is reused for the next
