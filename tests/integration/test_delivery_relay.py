@@ -10,6 +10,7 @@ import email
 import email.policy
 import json
 import re
+import signal
 import smtplib
 import time
 import urllib.error
@@ -36,6 +37,7 @@ from tests.integration.stack import (
     distributed_env,
     embedded_env,
     free_stack_ports,
+    ops_metric,
     quick_env,
     wait_for,
 )
@@ -355,6 +357,106 @@ def test_4xx_is_deferred_then_delivered_on_retry(relay_stack: Stack, peers: Peer
             30, "the entry to leave the queue",
         )  # fmt: skip
     assert reports(relay_stack, sender, pw) == []  # a deferral sends no bounce
+
+
+def test_one_delay_notice_over_the_wire_across_retries_and_a_restart(
+    tmp_path: Path, peers: Peers, kafka_broker: KafkaBroker, ferretdb: FerretDB
+) -> None:
+    """RFC 3461 §4.1 / RFC 3464 Action: delayed, on Kafka and FerretDB: a peer answers 451 to
+    every RCPT; 2 s after queueing, the sender of the recipient without NOTIFY (FAILURE,DELAY
+    by default) gets one delay notice in its INBOX, read with imaplib, with the peer's reply
+    and Will-Retry-Until; the recipient with NOTIFY=FAILURE gets none. Retries go on every
+    second, across a restart of delivery, and no second notice follows: the queue entry in
+    the store records the first. The message is relayed once the peer takes it."""
+    tenant = uuid.uuid4().hex[:8]
+    env = {
+        **quick_env(), **distributed_env(kafka_broker, ferretdb),
+        "POSTMESH_KAFKA_TOPIC_PREFIX": f"delay-{tenant}.",
+        "POSTMESH_DELIVERY_GROUP": f"delay-{tenant}-delivery",
+        "POSTMESH_DNS_SERVERS": peers.dns.servers, "POSTMESH_SMTP_PORT": str(peers.port),
+        "POSTMESH_HOSTNAME": "out.example.test",
+        "POSTMESH_RETRY_SCHEDULE": "1s", "POSTMESH_QUEUE_POLL_SECONDS": "0.2",
+        # A lease held at the restart comes back soon.
+        "POSTMESH_QUEUE_LEASE_SECONDS": "3",
+        "POSTMESH_DELIVERY_DELAY_WARNING_SECONDS": "2",
+    }  # fmt: skip
+    stack = Stack(tmp_path / "delay", free_stack_ports(), env)
+    stack.start(timeout=120)
+    ops = stack.ports.ops["delivery"]
+    notices = "postmesh_delivery_delay_notices_total"
+    try:
+        sender, pw = new_sender(stack)
+        marker = uuid.uuid4().hex[:10]
+        with SmtpSink(SINK_4XX, peers.port, soft=("RCPT",), soft_reply="451 4.3.0 come back later"):
+            qid = submit_for_id(stack, sender, pw, "dora@later.test", message(sender, [], marker))
+            with smtplib.SMTP("127.0.0.1", stack.ports.smtp_submission, timeout=30) as smtp:
+                smtp.starttls(context=insecure_tls())
+                smtp.login(sender, pw)
+                assert smtp.mail(sender)[0] == 250
+                assert smtp.rcpt("fred@later.test", options=["NOTIFY=FAILURE"])[0] == 250
+                code, reply = smtp.data(message(sender, [], f"{marker}-quiet"))
+            assert code == 250, reply
+            quiet = reply.decode().rsplit(" ", 1)[-1]
+
+            [notice] = wait_for(lambda: reports(stack, sender, pw) or None, 60, "the notice")
+            assert notice["Subject"] == "Delayed Mail (still being retried)"
+            human, status, returned = notice.iter_parts()
+            text = " ".join(status.as_string().split())
+            for line in (
+                "Reporting-MTA: dns; out.example.test",
+                "Final-Recipient: rfc822; dora@later.test",
+                "Action: delayed",
+                "Status: 4.3.0",
+                "Remote-MTA: dns; mx.later.test",
+                "Diagnostic-Code: smtp; 451 4.3.0 come back later",
+                "Will-Retry-Until: ",
+            ):
+                assert line in text, text
+            assert "fred@later.test" not in text
+            assert "come back later" in human.get_content()
+            assert returned.get_content_type() == "text/rfc822-headers"
+            assert f"Subject: relay {marker}" in returned.get_content()
+            told = wait_for(lambda: deferred_entry(stack, qid), 30, "the entry")[
+                "delay_notified_at"
+            ]
+            assert told
+
+            def attempts(qid: str) -> int:
+                status, entries = admin(stack, "GET", f"/api/v1/queue/{qid}")
+                assert status == 200, entries
+                return int(entries[0]["attempts"])
+
+            # Several more retries, each deferred again: no second notice.
+            after = attempts(qid) + 3
+            wait_for(lambda: attempts(qid) >= after or None, 30, "three more retries")
+            assert ops_metric(ops, notices) == 1
+            # A restart of delivery: nothing in memory, the queue entry remembers.
+            proc = stack.procs["delivery"]
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            stack._spawn("delivery")
+            stack._wait_ready("delivery", 60)
+            after = attempts(qid) + 3
+            wait_for(lambda: attempts(qid) >= after or None, 60, "retries after the restart")
+            assert ops_metric(ops, notices) == 0  # the new process sent none
+            assert admin(stack, "GET", f"/api/v1/queue/{qid}")[1][0]["delay_notified_at"] == told
+            assert admin(stack, "GET", f"/api/v1/queue/{quiet}")[1][0]["delay_notified_at"] is None
+        with SmtpSink(SINK_4XX, peers.port, dump=True) as accepting:
+            wait_for(
+                lambda: sum(f"relay {marker}".encode() in d for d in accepting.dumped()) >= 2
+                or None,
+                60, "both messages at the peer",
+            )  # fmt: skip
+            wait_for(
+                lambda: all(admin(stack, "GET", f"/api/v1/queue/{q}")[0] == 404
+                            for q in (qid, quiet)) or None,
+                30, "the entries to leave the queue",
+            )  # fmt: skip
+        [only] = reports(stack, sender, pw)  # still the one notice: no second, no bounce
+        assert only["Message-ID"] == notice["Message-ID"]
+    finally:
+        print(f"----- delivery log tail -----\n{stack.log_tail('delivery', 60)}")
+        stack.stop()
 
 
 def test_sigkill_of_delivery_mid_queue_loses_nothing(relay_stack: Stack, peers: Peers) -> None:
