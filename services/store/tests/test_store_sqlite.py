@@ -260,6 +260,33 @@ async def test_header_searches_skip_the_unindexed_look_up_where_none_can_be(
         conn.close()
 
 
+async def test_version_8_file_gets_recent_claims(tmp_path: Path) -> None:
+    """Version 8 had no \\Recent claims: what it holds is recent until a session claims it
+    (RFC 3501 section 2.3.2: SHOULD be when no session is known to have been told)."""
+    path = tmp_path / "store.sqlite3"
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    for n in (1, 2):
+        await repo.deliver(Delivery(f"q{n}", "u", "", content=message(n)))
+    await repo.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("ALTER TABLE mailboxes DROP COLUMN first_recent_uid")
+        conn.execute("PRAGMA user_version=8")
+    conn.close()
+    repo = SqliteStoreRepository(path)
+    await repo.open()
+    box = await repo.get_mailbox("u", INBOX)
+    assert (box.first_recent_uid, box.recent) == (1, 2)
+    claim = await repo.claim_recent("u", INBOX, 0)
+    assert (claim.first, claim.last) == (1, 2)
+    assert (await repo.get_mailbox("u", INBOX)).recent == 0
+    await repo.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
 async def header_search_and_probe(
     repo: SqliteStoreRepository, subject: str
 ) -> tuple[list[int], bool]:

@@ -41,6 +41,20 @@ class Mailbox:
     # A parent kept only for its children after DELETE (RFC 9051 section 6.3.5).
     noselect: bool = False
     has_children: bool = False
+    # IMAP4rev1 \Recent (RFC 3501 section 2.3.2): no session has claimed the messages from
+    # this UID on; ``recent`` of them are live (STATUS RECENT).
+    first_recent_uid: int = 1
+    recent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentClaim:
+    """A ClaimRecent's answer: the claiming session's recent messages are the UIDs from
+    ``first`` to ``last`` (none when ``last < first``)."""
+
+    first: int
+    last: int
+    uidvalidity: int
 
 
 @dataclass(frozen=True, slots=True)

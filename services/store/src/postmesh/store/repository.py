@@ -53,6 +53,7 @@ from postmesh.store.model import (
     MessageIndex,
     ProvisionResult,
     Quota,
+    RecentClaim,
     RenameResult,
     SearchCandidate,
     SearchResult,
@@ -464,6 +465,14 @@ class StoreRepository(ABC):
             raise InvalidArgument("since_modseq is negative")
         return await self._get_changes(v.user(user), v.mailbox_name(mailbox), since_modseq)
 
+    async def claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim:
+        """IMAP4rev1 \\Recent (RFC 3501 section 2.3.2): the caller is the first session told
+        of the messages not claimed yet, up to ``up_to_uid`` (0: up to the highest UID now),
+        atomically: no two callers get one message. NotFound if the mailbox does not exist."""
+        if up_to_uid < 0:
+            raise InvalidArgument("up_to_uid is negative")
+        return await self._claim_recent(v.user(user), v.mailbox_name(mailbox), up_to_uid)
+
     # -- blobs and quotas --------------------------------------------------------------------
 
     async def read_blob(self, blob_id: str) -> AsyncIterator[bytes]:
@@ -590,6 +599,9 @@ class StoreRepository(ABC):
 
     @abstractmethod
     async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes: ...
+
+    @abstractmethod
+    async def _claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim: ...
 
     @abstractmethod
     async def _read_blob(self, blob_id: str) -> AsyncIterator[bytes]: ...

@@ -62,7 +62,8 @@ def _mailbox_info(m: Mailbox) -> store_pb2.MailboxInfo:
         name=m.name, uidvalidity=m.uidvalidity, uidnext=m.uidnext,
         highestmodseq=m.highestmodseq, messages=m.messages, unseen=m.unseen,
         special_use=m.special_use, subscribed=m.subscribed, deleted=m.deleted, size=m.size,
-        noselect=m.noselect, has_children=m.has_children,
+        noselect=m.noselect, has_children=m.has_children, first_recent_uid=m.first_recent_uid,
+        recent=m.recent,
     )  # fmt: skip
 
 
@@ -519,6 +520,16 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             highestmodseq=r.highestmodseq, uidvalidity=r.uidvalidity,
             expunged_incomplete=r.expunged_incomplete,
         )  # fmt: skip
+
+    async def ClaimRecent(
+        self, request: store_pb2.ClaimRecentRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.ClaimRecentResponse:
+        r = await self._call(
+            context, self.repo.claim_recent(request.user, request.mailbox, request.up_to_uid)
+        )
+        return store_pb2.ClaimRecentResponse(
+            first_recent_uid=r.first, claimed_up_to=r.last, uidvalidity=r.uidvalidity
+        )
 
     async def StoreFlags(
         self, request: store_pb2.StoreFlagsRequest, context: grpc.aio.ServicerContext

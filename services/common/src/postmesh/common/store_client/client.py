@@ -42,6 +42,7 @@ from postmesh.common.store_client.types import (
     MessageStructure,
     OpenedMaildrop,
     Quota,
+    RecentClaim,
     SearchResult,
 )
 
@@ -82,6 +83,7 @@ class StoreClient:
         self._deadline = deadline
         self._channel = ch
         self._small_content = True  # the store has GetSmallMessageContent (until it says no)
+        self._claims_recent = True  # the store has ClaimRecent (until it says no)
         self._open_maildrop = True  # the store has OpenMaildrop (until it says no)
         self._small_append = True  # ... and AppendSmall
         # The frequent small calls as messages on one stream (ADR 0051), when asked for.
@@ -324,6 +326,22 @@ class StoreClient:
             [convert.meta(m) for m in resp.changed], list(resp.expunged_uids),
             resp.highestmodseq, resp.uidvalidity, resp.expunged_incomplete,
         )  # fmt: skip
+
+    async def claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim | None:
+        """Claim \\Recent for the calling session (RFC 3501 §2.3.2) up to ``up_to_uid`` (0: every
+        message now). None from a store that predates ClaimRecent (a rolling upgrade): nothing
+        is recent then, as before."""
+        if not self._claims_recent:
+            return None
+        req = store_pb2.ClaimRecentRequest(user=user, mailbox=mailbox, up_to_uid=up_to_uid)
+        try:
+            resp = await self._unary("ClaimRecent", req, store_pb2.ClaimRecentResponse)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._claims_recent = False
+                return None
+            raise store_error("ClaimRecent", e, mailbox) from e
+        return RecentClaim(resp.first_recent_uid, resp.claimed_up_to, resp.uidvalidity)
 
     async def search_proto(
         self, user: str, mailbox: str, criteria: store_pb2.SearchKey

@@ -41,6 +41,8 @@ def mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:
         size=info.size,
         noselect=info.noselect,
         has_children=info.has_children,
+        first_recent_uid=info.first_recent_uid or 1,
+        recent=info.recent,
     )
 
 

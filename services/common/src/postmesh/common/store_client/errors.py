@@ -93,6 +93,7 @@ ANSWERS: dict[str, dict[_Code, type[StoreAnswer]]] = {
     "ListMessageFlags": _MAILBOX_READ,
     "GetMessageMeta": _MAILBOX_READ,
     "GetChanges": _MAILBOX_READ,
+    "ClaimRecent": _MAILBOX_READ,
     "StoreFlags": _MAILBOX_READ,
     "Expunge": _MAILBOX_READ,
     "GetMessageContent": {_Code.NOT_FOUND: MessageNotFound},

@@ -56,6 +56,20 @@ class MailboxInfo:
     size: int = 0  # octets of all messages (STATUS SIZE, RFC 8438)
     noselect: bool = False  # a parent kept only for its inferiors (RFC 9051 §6.3.5)
     has_children: bool = False
+    # IMAP4rev1 \Recent (RFC 3501 §2.3.2): no session has claimed the messages from this UID
+    # on, and ``recent`` of them exist (STATUS RECENT).
+    first_recent_uid: int = 1
+    recent: int = 0
+
+
+@dataclass(frozen=True)
+class RecentClaim:
+    """A session's claim of \\Recent (RFC 3501 §2.3.2): its recent messages are the UIDs from
+    ``first`` to ``last`` (none when ``last < first``)."""
+
+    first: int
+    last: int
+    uidvalidity: int
 
 
 @dataclass(frozen=True)

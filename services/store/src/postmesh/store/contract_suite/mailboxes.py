@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from postmesh.api.store.v1 import store_pb2
@@ -272,3 +274,60 @@ class MailboxContract:
         await expunge_uids(repo, "u", INBOX, [2, 3])
         box = await repo.get_mailbox("u", INBOX)
         assert (box.messages, box.unseen, box.deleted, box.size) == (2, 1, 0, sizes[0] + sizes[3])
+
+    async def test_recent_is_claimed_once(self, repo: StoreRepository) -> None:
+        """IMAP4rev1 \\Recent (RFC 3501 section 2.3.2): the first session told of a message
+        claims it; no later one gets it, and STATUS RECENT counts what nobody claimed."""
+
+        async def recent() -> tuple[int, int]:
+            box = await repo.get_mailbox("u", INBOX)
+            (listed,) = [b for b in await repo.list_mailboxes("u") if b.name == INBOX]
+            assert listed == box
+            return box.first_recent_uid, box.recent
+
+        for i in range(3):
+            await deliver(repo, f"q{i}", "u", message(i))
+        assert await recent() == (1, 3)
+        c = await repo.claim_recent("u", INBOX, 0)
+        assert (c.first, c.last) == (1, 3)
+        assert c.uidvalidity == (await repo.get_mailbox("u", INBOX)).uidvalidity
+        assert await recent() == (4, 0)
+        again = await repo.claim_recent("u", INBOX, 0)
+        assert again.last < again.first  # nothing left
+        for i in range(3, 5):
+            await deliver(repo, f"q{i}", "u", message(i))
+        assert await recent() == (4, 2)
+        c = await repo.claim_recent("u", INBOX, 4)
+        assert (c.first, c.last) == (4, 4) and await recent() == (5, 1)
+        # A UID above the highest claims up to the highest, never a UID not given out yet.
+        c = await repo.claim_recent("u", INBOX, 99)
+        assert (c.first, c.last) == (5, 5) and await recent() == (6, 0)
+        # An expunged message is not counted.
+        for i in range(5, 7):
+            await deliver(repo, f"q{i}", "u", message(i))
+        await expunge_uids(repo, "u", INBOX, [6])
+        assert await recent() == (6, 1)
+        # Two claims at once: one of them gets the message, the other nothing.
+        both = await asyncio.gather(
+            repo.claim_recent("u", INBOX, 0), repo.claim_recent("u", INBOX, 0)
+        )
+        assert sorted((c.first, c.last) for c in both if c.last >= c.first) == [(6, 7)]
+        # Copies are new in their mailbox: recent there (RFC 3501 section 6.4.7).
+        await repo.copy_messages("u", INBOX, [1, 2], "Archive")
+        archive = await repo.get_mailbox("u", "Archive")
+        assert (archive.first_recent_uid, archive.recent) == (1, 2)
+
+    async def test_recent_claim_errors(self, repo: StoreRepository) -> None:
+        await repo.provision_user("u")
+        with pytest.raises(NotFound):
+            await repo.claim_recent("u", "Nope", 0)
+        with pytest.raises(UnknownUser):
+            await repo.claim_recent("nobody", INBOX, 0)
+        with pytest.raises(InvalidArgument):
+            await repo.claim_recent("u", INBOX, -1)
+        # A \Noselect parent has nothing to claim (its SELECT fails on its own).
+        await repo.create_mailbox("u", "P/C")
+        await deliver(repo, "q1", "u", message(1), "P")
+        await repo.delete_mailbox("u", "P")
+        claim = await repo.claim_recent("u", "P", 0)
+        assert claim.last < claim.first

@@ -77,6 +77,12 @@ def to_message(doc: Doc) -> Message:
     )  # fmt: skip
 
 
+def first_recent_uid(doc: Doc) -> int:
+    """IMAP4rev1 \\Recent: no session has claimed the messages from this UID on (a mailbox
+    from before the field: every message, as RFC 3501 section 2.3.2 asks when in doubt)."""
+    return int(doc.get("first_recent_uid", 1))
+
+
 class MongoBase(StoreRepository):
     transient_errors = (PyMongoError,)
 
@@ -362,26 +368,50 @@ class MongoBase(StoreRepository):
         return {mid: (n, seen, deleted, size) for mid, (n, seen, deleted, size) in counts.items()}
 
     @staticmethod
-    def _to_mailbox(doc: Doc, counts: Counts, *, subscribed: bool, children: bool) -> Mailbox:
+    def _to_mailbox(
+        doc: Doc, counts: Counts, *, subscribed: bool, children: bool, recent: int = 0
+    ) -> Mailbox:
         total, seen, deleted, size = counts
         uidnext, highestmodseq = watermark.visible(doc, time.time())
         return Mailbox(
             str(doc["_id"]), doc["user"], doc["name"], int(doc["uidvalidity"]),
             uidnext, highestmodseq, total, total - seen,
             doc.get("special_use", ""), subscribed, deleted, size, bool(doc.get("noselect")),
-            children,
+            children, first_recent_uid(doc), recent,
         )  # fmt: skip
 
     async def _load_mailbox(self, doc: Doc) -> Mailbox:
+        recent = 0
         if doc.get("noselect"):  # its messages may be going without tombstones (snapshots.py)
             counts = (await self._counts({"mailbox_id": doc["_id"]})).get(doc["_id"], (0,) * 4)
         else:
-            counts = (await self._snapshots.current(doc)).counts()
+            snap = await self._snapshots.current(doc)
+            counts = snap.counts()
+            uidnext, _ = watermark.visible(doc, time.time())
+            recent = snap.count_between(first_recent_uid(doc), uidnext)
         return self._to_mailbox(
             doc, counts,
             subscribed=await self._subscribed(doc["user"], doc["name"]),
             children=await self._has_children(doc["user"], doc["name"]),
+            recent=recent,
         )  # fmt: skip
+
+    async def _recent_counts(self, docs: list[Doc]) -> dict[ObjectId, int]:
+        """STATUS RECENT of these mailboxes: a count only where a message is unclaimed."""
+        out: dict[ObjectId, int] = {}
+        now = time.time()
+        for doc in docs:
+            first, uidnext = first_recent_uid(doc), watermark.visible(doc, now)[0]
+            if doc.get("noselect") or first >= uidnext:
+                continue
+            out[doc["_id"]] = await self._messages.count_documents(
+                {
+                    "mailbox_id": doc["_id"],
+                    "expunged": False,
+                    "uid": {"$gte": first, "$lt": uidnext},
+                }
+            )
+        return out
 
     async def _allocate(
         self, mailbox_id: ObjectId, uids: int, token: str | None = None

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 from bson import ObjectId
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from postmesh.store.errors import AlreadyExists, FailedPrecondition
+from postmesh.store.errors import AlreadyExists, FailedPrecondition, NotFound
 from postmesh.store.hierarchy import DEFAULT_MAILBOXES, child_range, parents, renamed
 from postmesh.store.model import (
     INBOX,
@@ -22,9 +22,11 @@ from postmesh.store.model import (
     DeleteResult,
     Mailbox,
     ProvisionResult,
+    RecentClaim,
     RenameResult,
 )
-from postmesh.store.mongodb.base import Doc, key_of
+from postmesh.store.mongodb import watermark
+from postmesh.store.mongodb.base import Doc, first_recent_uid, key_of
 from postmesh.store.mongodb.intents import PURGE, RENAME, MongoIntents
 from postmesh.store.mongodb.locks import user_key
 
@@ -239,15 +241,40 @@ class MongoMailboxes(MongoIntents):
         counts = await self._counts({"user": user})
         subs = {d["name"] for d in await self._subscriptions.find({"user": user}).to_list(None)}
         superiors = {p for d in docs for p in parents(d["name"])}
+        recent = await self._recent_counts(docs)
         return [
             self._to_mailbox(
                 d,
                 counts.get(d["_id"], (0, 0, 0, 0)),
                 subscribed=d["name"] in subs,
                 children=d["name"] in superiors,
+                recent=recent.get(d["_id"], 0),
             )
             for d in docs
         ]
 
     async def _get_mailbox(self, user: str, name: str) -> Mailbox:
         return await self._load_mailbox(await self._mailbox_doc(user, name, selectable=False))
+
+    async def _claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim:
+        """RFC 3501 section 2.3.2, atomically by ``$max``: of two claims at once, the one that
+        raises the field last answers the other's raised value as its first, so no UID is
+        claimed twice. Only visible UIDs are claimed (``watermark.py``): a message still being
+        written is recent for whoever claims after it."""
+        doc = await self._mailbox_doc(user, mailbox, selectable=False)
+        uidnext, _ = watermark.visible(doc, time.time())
+        last = uidnext - 1 if up_to_uid == 0 else min(up_to_uid, uidnext - 1)
+        first = first_recent_uid(doc)
+        if doc.get("noselect"):
+            last = first - 1  # no messages, nothing to claim (a SELECT of it fails on its own)
+        if last >= first:
+            before = await self._mailboxes.find_one_and_update(
+                {"_id": doc["_id"]},
+                {"$max": {"first_recent_uid": last + 1}},
+                # No projection: FerretDB 1.24 does not implement findAndModify's "fields".
+                return_document=ReturnDocument.BEFORE,
+            )
+            if before is None:
+                raise NotFound(f"mailbox {mailbox!r} of {user} does not exist")
+            first = first_recent_uid(before)
+        return RecentClaim(first, last, int(doc["uidvalidity"]))

@@ -103,6 +103,10 @@ class Snapshot:
             and int(mbox["highestmodseq"]) == self.version
         )
 
+    def count_between(self, first_uid: int, below_uid: int) -> int:
+        """Live messages with ``first_uid`` <= uid < ``below_uid`` (STATUS RECENT)."""
+        return sum(1 for uid in self.rows if first_uid <= uid < below_uid)
+
     def listing(self, after_uid: int, below_uid: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """(uid, modseq, flags) in UID order, ``after_uid`` < uid < ``below_uid``."""
         return [(uid, r[0], r[1]) for uid, r in self._between(after_uid, below_uid)]

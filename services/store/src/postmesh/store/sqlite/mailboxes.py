@@ -168,6 +168,7 @@ def list_mailboxes(conn: sqlite3.Connection, user: str) -> list[Mailbox]:
             (user,),
         ).fetchall()
     }
+    recent = {int(r[0]): rows.count_recent(conn, r) for r in found if r[8] < r[4]}
     subs = set(list_subscriptions(conn, user))
     superiors = {p for r in found for p in parents(r[2])}
     return [
@@ -176,6 +177,7 @@ def list_mailboxes(conn: sqlite3.Connection, user: str) -> list[Mailbox]:
             counted.get(int(r[0]), (0, 0, 0, 0)),
             subscribed=r[2] in subs,
             children=r[2] in superiors,
+            recent=recent.get(int(r[0]), 0),
         )
         for r in found
     ]

@@ -42,6 +42,7 @@ from postmesh.store.model import (
     MessageIndex,
     ProvisionResult,
     Quota,
+    RecentClaim,
     RenameResult,
     SearchRows,
     StoredContent,
@@ -367,6 +368,16 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
 
     async def _get_changes(self, user: str, mailbox: str, since: int) -> Changes:
         return await self._read(lambda c: msg.get_changes(c, user, mailbox, since))
+
+    async def _claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim:
+        # Non-durable, as flag changes (ADR 0041): a claim lost in a crash leaves its messages
+        # recent for the next session, which RFC 3501 section 2.3.2 asks when in doubt.
+        return await self._db.transaction(
+            lambda c: rows.claim_recent(
+                c, rows.require_mailbox(c, user, mailbox, selectable=False), up_to_uid
+            ),
+            durable=False,
+        )
 
     # -- blobs and quotas --------------------------------------------------------------------
 

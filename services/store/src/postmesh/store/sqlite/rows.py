@@ -14,13 +14,15 @@ from postmesh.store.blobs import BlobSource
 from postmesh.store.errors import FailedPrecondition, NotFound, UnknownUser
 from postmesh.store.hierarchy import child_range
 from postmesh.store.indexing import search_headers
-from postmesh.store.model import Mailbox, Message, MessageIndex, Quota
+from postmesh.store.model import Mailbox, Message, MessageIndex, Quota, RecentClaim
 from postmesh.store.sqlite.schema import insert_headers
 from postmesh.store.sqlite.search_sql import UNINDEXED_FACT
 from postmesh.store.validation import DELETED, SEEN
 
 Row = tuple[Any, ...]
-MAILBOX_COLS = "id, user, name, uidvalidity, uidnext, highestmodseq, special_use, noselect"
+MAILBOX_COLS = (
+    "id, user, name, uidvalidity, uidnext, highestmodseq, special_use, noselect, first_recent_uid"
+)
 MESSAGE_COLS = "uid, flags, size, internal_date, modseq, blob_id"
 # Bound parameters per statement, well below SQLite's limit.
 BATCH = 500
@@ -138,13 +140,18 @@ def counts(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int, int, in
 
 
 def to_mailbox(
-    row: Row, counted: tuple[int, int, int, int], *, subscribed: bool, children: bool
+    row: Row,
+    counted: tuple[int, int, int, int],
+    *,
+    subscribed: bool,
+    children: bool,
+    recent: int = 0,
 ) -> Mailbox:
-    mid, user, name, uidvalidity, uidnext, modseq, special_use, noselect = row
+    mid, user, name, uidvalidity, uidnext, modseq, special_use, noselect, first_recent = row
     total, seen, deleted, size = counted
     return Mailbox(
         str(mid), user, name, uidvalidity, uidnext, modseq, total, total - seen,
-        special_use, subscribed, deleted, size, bool(noselect), children,
+        special_use, subscribed, deleted, size, bool(noselect), children, first_recent, recent,
     )  # fmt: skip
 
 
@@ -153,7 +160,34 @@ def load_mailbox(conn: sqlite3.Connection, row: Row) -> Mailbox:
     return to_mailbox(
         row, counts(conn, row[0]),
         subscribed=subscribed(conn, user, name), children=has_children(conn, user, name),
+        recent=count_recent(conn, row),
     )  # fmt: skip
+
+
+def count_recent(conn: sqlite3.Connection, row: Row) -> int:
+    """Live messages no session has claimed (STATUS RECENT): none to count once a session
+    claimed up to UIDNEXT, the usual case, so no query then."""
+    mid, uidnext, first_recent = row[0], row[4], row[8]
+    if first_recent >= uidnext:
+        return 0
+    found = conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mid, first_recent)
+    ).fetchone()
+    return int(found[0])
+
+
+def claim_recent(conn: sqlite3.Connection, row: Row, up_to_uid: int) -> RecentClaim:
+    """RFC 3501 section 2.3.2: the caller is the first session told of the messages from
+    ``first_recent_uid`` up to ``up_to_uid`` (0, or above the highest UID: up to the highest);
+    nothing of a \\Noselect mailbox (a SELECT of it fails on its own).
+    In the caller's write transaction: no other claim sees the old value."""
+    mid, uidvalidity, uidnext, first = row[0], row[3], row[4], row[8]
+    last = uidnext - 1 if up_to_uid == 0 else min(up_to_uid, uidnext - 1)
+    if row[7]:
+        last = first - 1  # \\Noselect: no messages, nothing to claim
+    if last >= first:
+        conn.execute("UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (last + 1, mid))
+    return RecentClaim(first, last, uidvalidity)
 
 
 def bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:

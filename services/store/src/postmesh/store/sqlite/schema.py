@@ -12,7 +12,7 @@ from postmesh.store.sqlite.search_sql import INDEXED_MARK, UNINDEXED, UNINDEXED_
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # In SCHEMA, and made by the 4->5 migration. GetMessageMeta (FETCH ENVELOPE, BODYSTRUCTURE,
 # headers) reads only ``meta``, a few hundred octets beside a search document of kilobytes in
@@ -97,6 +97,8 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     n_seen INTEGER NOT NULL DEFAULT 0,
     n_deleted INTEGER NOT NULL DEFAULT 0,
     n_bytes INTEGER NOT NULL DEFAULT 0,
+    -- IMAP4rev1 \\Recent (RFC 3501 2.3.2): no session has claimed the messages from this UID on.
+    first_recent_uid INTEGER NOT NULL DEFAULT 1,
     UNIQUE (user, name)
 );
 -- Subscriptions are names, not mailboxes: they may name none (RFC 9051 6.3.7).
@@ -284,6 +286,14 @@ def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_8_to_9(conn: sqlite3.Connection) -> None:
+    """IMAP4rev1 \\Recent. What is stored already counts as recent until a session claims it
+    (RFC 3501 section 2.3.2: a message no session is known to have been told of SHOULD be)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "mailboxes" in tables and "first_recent_uid" not in _columns(conn, "mailboxes"):
+        conn.execute("ALTER TABLE mailboxes ADD COLUMN first_recent_uid INTEGER NOT NULL DEFAULT 1")
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -368,5 +378,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         version = 7
     if version == 7:
         _step(conn, 8, _migrate_7_to_8)
+        version = 8
+    if version == 8:
+        _step(conn, 9, _migrate_8_to_9)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

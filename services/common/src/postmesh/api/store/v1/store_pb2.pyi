@@ -297,6 +297,8 @@ class MailboxInfo(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     NOSELECT_FIELD_NUMBER: _builtins.int
     HAS_CHILDREN_FIELD_NUMBER: _builtins.int
+    FIRST_RECENT_UID_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     uidvalidity: _builtins.int
     uidnext: _builtins.int
@@ -312,6 +314,11 @@ class MailboxInfo(_message.Message):
     noselect: _builtins.bool
     """True for a parent that exists only because a child does (LIST NonExistent / Noselect)."""
     has_children: _builtins.bool
+    first_recent_uid: _builtins.int
+    """The IMAP4rev1 Recent flag (RFC 3501 §2.3.2): messages from this UID on have not been
+    claimed by any session (ClaimRecent), and `recent` of them exist (STATUS RECENT).
+    """
+    recent: _builtins.int
     def __init__(
         self,
         *,
@@ -327,10 +334,12 @@ class MailboxInfo(_message.Message):
         size: _builtins.int = ...,
         noselect: _builtins.bool = ...,
         has_children: _builtins.bool = ...,
+        first_recent_uid: _builtins.int = ...,
+        recent: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "has_children", b"has_children", "highestmodseq", b"highestmodseq", "messages", b"messages", "name", b"name", "noselect", b"noselect", "size", b"size", "special_use", b"special_use", "subscribed", b"subscribed", "uidnext", b"uidnext", "uidvalidity", b"uidvalidity", "unseen", b"unseen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "first_recent_uid", b"first_recent_uid", "has_children", b"has_children", "highestmodseq", b"highestmodseq", "messages", b"messages", "name", b"name", "noselect", b"noselect", "recent", b"recent", "size", b"size", "special_use", b"special_use", "subscribed", b"subscribed", "uidnext", b"uidnext", "uidvalidity", b"uidvalidity", "unseen", b"unseen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1713,6 +1722,62 @@ class GetChangesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetChangesResponse: _TypeAlias = GetChangesResponse  # noqa: Y015
+
+@_typing.final
+class ClaimRecentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    MAILBOX_FIELD_NUMBER: _builtins.int
+    UP_TO_UID_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    mailbox: _builtins.str
+    up_to_uid: _builtins.int
+    """The highest UID the session claims (it has been told of it); 0: every message the mailbox
+    holds now (SELECT).
+    """
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        mailbox: _builtins.str = ...,
+        up_to_uid: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "up_to_uid", b"up_to_uid", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimRecentRequest: _TypeAlias = ClaimRecentRequest  # noqa: Y015
+
+@_typing.final
+class ClaimRecentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_RECENT_UID_FIELD_NUMBER: _builtins.int
+    CLAIMED_UP_TO_FIELD_NUMBER: _builtins.int
+    UIDVALIDITY_FIELD_NUMBER: _builtins.int
+    first_recent_uid: _builtins.int
+    """The session's recent messages are those from first_recent_uid to claimed_up_to; nothing
+    was left to claim when claimed_up_to < first_recent_uid.
+    """
+    claimed_up_to: _builtins.int
+    uidvalidity: _builtins.int
+    def __init__(
+        self,
+        *,
+        first_recent_uid: _builtins.int = ...,
+        claimed_up_to: _builtins.int = ...,
+        uidvalidity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed_up_to", b"claimed_up_to", "first_recent_uid", b"first_recent_uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimRecentResponse: _TypeAlias = ClaimRecentResponse  # noqa: Y015
 
 @_typing.final
 class GetQuotaRequest(_message.Message):

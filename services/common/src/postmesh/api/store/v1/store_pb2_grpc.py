@@ -154,6 +154,11 @@ class StoreServiceStub:
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.SerializeToString,
                 response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.FromString,
                 _registered_method=True)
+        self.ClaimRecent = channel.unary_unary(
+                '/postmesh.api.store.v1.StoreService/ClaimRecent',
+                request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentRequest.SerializeToString,
+                response_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentResponse.FromString,
+                _registered_method=True)
         self.GetQuota = channel.unary_unary(
                 '/postmesh.api.store.v1.StoreService/GetQuota',
                 request_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetQuotaRequest.SerializeToString,
@@ -356,6 +361,15 @@ class StoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimRecent(self, request, context):
+        """The IMAP4rev1 Recent flag (RFC 3501 §2.3.2): the calling session is the first to be told
+        of the messages from first_recent_uid on, up to up_to_uid; they are recent for it and for
+        no session after it. Atomic: two sessions never both get one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetQuota(self, request, context):
         """--- Quotas (RFC 9208) ---
         """
@@ -503,6 +517,11 @@ def add_StoreServiceServicer_to_server(servicer, server):
                     servicer.GetChanges,
                     request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.FromString,
                     response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.SerializeToString,
+            ),
+            'ClaimRecent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimRecent,
+                    request_deserializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentRequest.FromString,
+                    response_serializer=postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentResponse.SerializeToString,
             ),
             'GetQuota': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQuota,
@@ -1168,6 +1187,33 @@ class StoreService:
             '/postmesh.api.store.v1.StoreService/GetChanges',
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesRequest.SerializeToString,
             postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.GetChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimRecent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/postmesh.api.store.v1.StoreService/ClaimRecent',
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentRequest.SerializeToString,
+            postmesh_dot_api_dot_store_dot_v1_dot_store__pb2.ClaimRecentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,6 +104,11 @@ class StoreServiceStub:
     """
     GetChanges: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetChangesRequest, _store_pb2.GetChangesResponse]
     """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+    ClaimRecent: _grpc.UnaryUnaryMultiCallable[_store_pb2.ClaimRecentRequest, _store_pb2.ClaimRecentResponse]
+    """The IMAP4rev1 Recent flag (RFC 3501 §2.3.2): the calling session is the first to be told
+    of the messages from first_recent_uid on, up to up_to_uid; they are recent for it and for
+    no session after it. Atomic: two sessions never both get one message.
+    """
     GetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]
     """--- Quotas (RFC 9208) ---"""
     SetQuota: _grpc.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]
@@ -192,6 +197,11 @@ class StoreServiceAsyncStub(StoreServiceStub):
     """
     GetChanges: _aio.UnaryUnaryMultiCallable[_store_pb2.GetChangesRequest, _store_pb2.GetChangesResponse]  # type: ignore[assignment]
     """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+    ClaimRecent: _aio.UnaryUnaryMultiCallable[_store_pb2.ClaimRecentRequest, _store_pb2.ClaimRecentResponse]  # type: ignore[assignment]
+    """The IMAP4rev1 Recent flag (RFC 3501 §2.3.2): the calling session is the first to be told
+    of the messages from first_recent_uid on, up to up_to_uid; they are recent for it and for
+    no session after it. Atomic: two sessions never both get one message.
+    """
     GetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.GetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
     """--- Quotas (RFC 9208) ---"""
     SetQuota: _aio.UnaryUnaryMultiCallable[_store_pb2.SetQuotaRequest, _store_pb2.QuotaInfo]  # type: ignore[assignment]
@@ -421,6 +431,17 @@ class StoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.GetChangesResponse, _abc.Awaitable[_store_pb2.GetChangesResponse]]:
         """CONDSTORE/QRESYNC (RFC 7162): messages changed and UIDs expunged after a MODSEQ."""
+
+    @_abc_1.abstractmethod
+    def ClaimRecent(
+        self,
+        request: _store_pb2.ClaimRecentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.ClaimRecentResponse, _abc.Awaitable[_store_pb2.ClaimRecentResponse]]:
+        """The IMAP4rev1 Recent flag (RFC 3501 §2.3.2): the calling session is the first to be told
+        of the messages from first_recent_uid on, up to up_to_uid; they are recent for it and for
+        no session after it. Atomic: two sessions never both get one message.
+        """
 
     @_abc_1.abstractmethod
     def GetQuota(
