@@ -47,7 +47,6 @@ set confirmcreate=no
 set confirmappend=no
 set delete=yes
 set move=no
-set mark_old=no
 set sleep_time=0
 # Wake every second and poll the open mailbox (NOOP) so new mail shows without a keypress.
 set timeout=1

@@ -103,7 +103,9 @@ def imap_fetch_all(stack: Stack, user: str, password: str) -> list[bytes]:
 
 
 def folder_flags(imap: imaplib.IMAP4, name: str = "INBOX") -> dict[str, set[str]]:
-    """Subject -> flags of every message in one folder, read through a logged-in session."""
+    """Subject -> flags of every message in one folder, read through a logged-in session:
+    the permanent flags, without the session flag \\Recent (RFC 3501 §2.3.2), which this
+    read-only look sees on whatever no session has selected since it arrived."""
     typ, data = imap.select(f'"{name}"', readonly=True)
     assert typ == "OK", (name, data)
     if int(data[0] or 0) == 0:
@@ -115,7 +117,7 @@ def folder_flags(imap: imaplib.IMAP4, name: str = "INBOX") -> dict[str, set[str]
         if isinstance(item, tuple):
             flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
             subject = item[1].decode().strip().removeprefix("Subject: ")
-            out[subject] = set(flags.group(1).decode().split()) if flags else set()
+            out[subject] = set(flags.group(1).decode().split()) - {"\\Recent"} if flags else set()
     return out
 
 

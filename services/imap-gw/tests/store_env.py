@@ -132,7 +132,8 @@ class FaultyStore:
 class StoreEnv:
     """A running server on the store in-process. The seed: INBOX with "first" \\Seen,
     "second", "third" \\Flagged (UIDs 1-3, MODSEQs 2-4: a new mailbox has MODSEQ 1), Sent
-    (\\Sent), and Archive/2024 under a \\Noselect Archive, both unsubscribed."""
+    (\\Sent), and Archive/2024 under a \\Noselect Archive, both unsubscribed. An earlier
+    session claimed the INBOX's \\Recent: nothing is recent at the start."""
 
     server: ImapServer
     store: InProcessStore
@@ -269,6 +270,9 @@ async def store_env(tmp_path: Path, **overrides: object) -> AsyncIterator[StoreE
         await repo.delete_mailbox(USER, "Archive")
         for name in ("Drafts", "Trash", "Junk", "Archive", "Archive/2024"):
             await repo.set_subscription(USER, name, False)
+        # A client was told of the seed before (it claimed \Recent, RFC 3501 §2.3.2): nothing
+        # is recent when a test starts; what a test delivers is (test_imap_gw_recent.py).
+        await repo.claim_recent(USER, "INBOX", 0)
         # The store's mailbox events (its bus) reach the sessions as in production.
         env.events = MailboxEventConsumer(store.app.bus, server.registry)
         env.events.start()

@@ -36,6 +36,7 @@ async def test_copy_to_the_selected_mailbox_announces_exists(env: Env) -> None:
     c = await Client.selected(env)
     assert await c.cmd(b"a COPY 1:3 INBOX") == [
         b"* 6 EXISTS",
+        b"* 3 RECENT",  # the copies are new here (RFC 3501 §6.4.7), and this session saw them
         b"a OK [COPYUID %d 1:3 4:6] COPY completed" % await env.uidvalidity(),
     ]
     await c.close()

@@ -114,8 +114,12 @@ async def test_append_after_an_unannounced_change_asks_the_store(env: Env) -> No
     before = len(env.mail.made("get_changes"))
     await c.send(b"a APPEND INBOX (\\seen) {%d+}\r\n" % len(MSG) + MSG)
     assert await c.line() == b"* 5 EXISTS"  # both the delivery and the APPEND
+    assert await c.line() == b"* 2 RECENT"  # this session is the first told of both
     assert (await c.line()).startswith(b"a OK [APPENDUID ")
     assert len(env.mail.made("get_changes")) == before + 1
     reply = await c.cmd(b"f FETCH 4:5 (UID FLAGS)")
-    assert reply[:2] == [b"* 4 FETCH (UID 4 FLAGS ())", b"* 5 FETCH (UID 5 FLAGS (\\Seen))"]
+    assert reply[:2] == [
+        b"* 4 FETCH (UID 4 FLAGS (\\Recent))",
+        b"* 5 FETCH (UID 5 FLAGS (\\Seen \\Recent))",
+    ]
     await c.close()

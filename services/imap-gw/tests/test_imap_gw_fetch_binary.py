@@ -67,7 +67,7 @@ async def test_binary_of_single_part_message_sets_seen(env: Env) -> None:
     c = await Client.selected(env)
     text = "Hallo Welt, schöne Grüße!\n".encode()
     assert await c.cmd_literals(b"a UID FETCH %d (BINARY[1])" % uid) == [
-        b"* 4 FETCH (UID 4 BINARY[1] {%d}\r\n%s FLAGS (\\Seen))" % (len(text), text),
+        b"* 4 FETCH (UID 4 BINARY[1] {%d}\r\n%s FLAGS (\\Seen \\Recent))" % (len(text), text),
         b"a OK FETCH completed",
     ]
     caps = (await c.cmd(b"c CAPABILITY"))[0].split()

@@ -24,6 +24,7 @@ async def test_idle_reports_new_flags_and_expunges_then_done(env: Env) -> None:
     await c.idle()
     await env.deliver("fourth")
     assert await c.line() == b"* 4 EXISTS"
+    assert await c.line() == b"* 1 RECENT"  # the idling session is the first told of it
     await env.set_flags(2, ["\\Answered"])
     assert await c.line() == b"* 2 FETCH (UID 2 FLAGS (\\Answered))"
     await env.expunge_elsewhere([1])
@@ -73,6 +74,7 @@ async def test_idle_woken_by_the_embedded_bus(env: Env, tmp_path: Path) -> None:
         )
         await bus.publish(topics.MAILBOX_EVENTS, USER, event.SerializeToString())
         assert await c.line() == b"* 4 EXISTS"
+        assert await c.line() == b"* 1 RECENT"
         await c.send(b"DONE")
         assert await c.line() == b"i OK IDLE terminated"
         c.writer.close()
@@ -90,6 +92,7 @@ async def test_idle_polls_the_store_without_events(
     await c.idle()
     await env.add(env.make_message("fourth"))  # no event at all
     assert await c.line() == b"* 4 EXISTS"
+    assert await c.line() == b"* 1 RECENT"
     await c.send(b"DONE")
     assert await c.line() == b"i OK IDLE terminated"
     c.writer.close()

@@ -98,7 +98,11 @@ async def test_mailbox_commands_in_the_selected_state(env: Env) -> None:
     assert await c.cmd(b"c CREATE Later") == [b"c OK CREATE completed"]
     await env.deliver("while creating")
     # Updates of the selected mailbox go out with any command's response.
-    assert await c.cmd(b"r RENAME Later Sooner") == [b"* 4 EXISTS", b"r OK RENAME completed"]
+    assert await c.cmd(b"r RENAME Later Sooner") == [
+        b"* 4 EXISTS",
+        b"* 1 RECENT",
+        b"r OK RENAME completed",
+    ]
     assert await c.cmd(b"d DELETE Sooner") == [b"d OK DELETE completed"]
     assert await c.cmd(b"f FETCH 4 (UID)") == [b"* 4 FETCH (UID 4)", b"f OK FETCH completed"]
     c.writer.close()
@@ -268,15 +272,15 @@ async def test_selected_mailbox_renamed_stays_selected(env: Env) -> None:
     assert await other.cmd(b"r RENAME Team Group") == [b"r OK RENAME completed"]
     await env.selected_as("Group")
     assert await c.cmd(b"f FETCH 1 (UID FLAGS)") == [
-        b"* 1 FETCH (UID 1 FLAGS ())",
+        b"* 1 FETCH (UID 1 FLAGS (\\Recent))",  # this session was the first to select it
         b"f OK FETCH completed",
     ]
     await env.deliver("more news", mailbox="Group")
-    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
+    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"* 2 RECENT", b"n OK NOOP completed"]
     # Renamed by this session: the same.
     assert await c.cmd(b"r RENAME Group Crew") == [b"r OK RENAME completed"]
     await env.deliver("crew", mailbox="Crew")
-    assert await c.cmd(b"n NOOP") == [b"* 3 EXISTS", b"n OK NOOP completed"]
+    assert await c.cmd(b"n NOOP") == [b"* 3 EXISTS", b"* 3 RECENT", b"n OK NOOP completed"]
     other.writer.close()
     c.writer.close()
 
@@ -366,6 +370,6 @@ async def test_renaming_a_parent_renames_the_selection_before_any_event(env: Env
     await env.stop_events()
     assert await c.cmd(b"r RENAME Clients Customers") == [b"r OK RENAME completed"]
     await env.add(env.make_message("after"), mailbox="Customers/Acme")
-    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"n OK NOOP completed"]
+    assert await c.cmd(b"n NOOP") == [b"* 2 EXISTS", b"* 2 RECENT", b"n OK NOOP completed"]
     other.writer.close()
     c.writer.close()

@@ -153,10 +153,11 @@ KEYS: list[tuple[bytes, list[int]]] = [
     (b"9", []),  # no such message: matches nothing (SEARCH is not FETCH)
     (b"2:4 NOT 3", [2, 4]),
     (b"all seen", [1, 3]),  # key names in any case
-    # RFC 3501 keys: this server keeps no \Recent (SELECT says 0 RECENT), so no message is recent.
-    (b"RECENT", []),
-    (b"NEW", []),
-    (b"OLD", [1, 2, 3, 4, 5]),
+    # RFC 3501 keys: this session is the first to select the mailbox, so every message is
+    # \Recent here (RFC 3501 §2.3.2); NEW is RECENT UNSEEN.
+    (b"RECENT", [1, 2, 3, 4, 5]),
+    (b"NEW", [2, 4, 5]),
+    (b"OLD", []),
 ]
 
 
@@ -202,7 +203,8 @@ async def test_new_message_is_found_once_announced(box: Env) -> None:
     reply = await c.cmd(b"s SEARCH SUBJECT late")
     # The new message gets its number with the EXISTS after the answer: the search itself
     # covers only the messages the client knows (RFC 9051 §7.5.2).
-    assert reply == [b"* SEARCH", b"* 6 EXISTS", b"s OK SEARCH completed"]
+    # It is \Recent here too: this session is the first told of it (RFC 3501 §7.3.2).
+    assert reply == [b"* SEARCH", b"* 6 EXISTS", b"* 6 RECENT", b"s OK SEARCH completed"]
     assert await _hits(c, b"SUBJECT late") == [6]
     await c.close()
 

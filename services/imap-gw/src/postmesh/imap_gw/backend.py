@@ -38,6 +38,7 @@ from postmesh.common.store_client.types import (
     MessagePage,
     MessageStructure,
     Quota,
+    RecentClaim,
     SearchResult,
 )
 from postmesh.imap_gw.parser.search import SearchKey
@@ -66,6 +67,7 @@ __all__ = [
     "MessageStructure",
     "OverQuota",
     "Quota",
+    "RecentClaim",
     "SearchRejected",
     "SearchResult",
     "StoreRefused",
@@ -113,6 +115,12 @@ class MailStore(Protocol):
 
     async def get_changes(self, user: str, mailbox: str, since_modseq: int) -> Changes:
         """Messages whose MODSEQ is above ``since_modseq`` and UIDs expunged after it."""
+        ...
+
+    async def claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim | None:
+        """IMAP4rev1 \\Recent (RFC 3501 §2.3.2): the calling session is the first told of the
+        messages nobody claimed, up to ``up_to_uid`` (0: all now). None: the store cannot
+        (nothing is recent then). Raises MailboxNotFound."""
         ...
 
     async def store_flags(

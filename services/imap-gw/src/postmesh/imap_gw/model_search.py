@@ -57,7 +57,7 @@ class _Masks:
         if isinstance(key, All):
             return self.ones
         if isinstance(key, Recent):
-            return 0  # no \Recent state is kept (IMAP4rev2): as the store answers it
+            return self._flag("\\recent", True)  # the session's flag, in the model's flags
         if isinstance(key, Flag):
             return self._flag(key.flag.lower(), key.present)
         if isinstance(key, Uid):

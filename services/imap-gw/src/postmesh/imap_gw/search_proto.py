@@ -50,8 +50,9 @@ def to_proto(key: s.SearchKey) -> store_pb2.SearchKey:
             return store_pb2.SearchKey(flag_set=key.flag)
         return store_pb2.SearchKey(flag_unset=key.flag)
     if isinstance(key, s.Recent):
-        # No \Recent state is kept (IMAP4rev2 dropped it; SELECT says "0 RECENT"): nothing is
-        # recent, so RECENT matches no message and OLD/UNRECENT every message.
+        # \Recent is a session's (RFC 3501 §2.3.2): a session sends its recent UIDs instead
+        # (commands/search.py). Without a session's view nothing is recent, so RECENT matches
+        # no message and OLD/UNRECENT every message.
         return _not(store_pb2.SearchKey(all=True))
     if isinstance(key, s.Date):
         days = (key.day - _EPOCH).days

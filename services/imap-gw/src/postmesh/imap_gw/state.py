@@ -27,6 +27,12 @@ class State(enum.Enum):
 
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+# IMAP4rev1's session flag (RFC 3501 §2.3.2): this session is the first told of the message.
+RECENT = "\\Recent"
+# An EXAMINE session's recent range has no end: it claims nothing, so every message from the
+# store's first unclaimed UID on, new ones too, is recent for it (RFC 3501 §2.3.2: SHOULD be
+# when it cannot be known).
+_NO_END = 0xFFFFFFFF
 
 Flags = tuple[str, ...]
 
@@ -62,6 +68,9 @@ class SelectedMailbox:
         "_keywords",
         "_modseqs",
         "_new",
+        "_recent",
+        "claimed_recent",
+        "claims_recent",
         "dirty",
         "flags_announced",
         "highestmodseq",
@@ -69,6 +78,7 @@ class SelectedMailbox:
         "name",
         "qresync",
         "readonly",
+        "recent_told",
         "search_memo",
         "uidnext",
         "uids",
@@ -109,6 +119,14 @@ class SelectedMailbox:
         self.dirty = False
         # QRESYNC enabled when selected: expunges are reported as VANISHED (RFC 7162 §3.2.10).
         self.qresync = False
+        # IMAP4rev1 \Recent (RFC 3501 §2.3.2): the UID ranges recent in this session, kept in
+        # its flag tuples as RECENT; whether it claims new messages as it learns of them (a
+        # read-write IMAP4rev1 session), the highest UID it claimed, and the RECENT count last
+        # told.
+        self._recent: list[tuple[int, int]] = []
+        self.claims_recent = False
+        self.claimed_recent = 0
+        self.recent_told = 0
         # FETCH lines rendered from this model (``line_cache.py``): every change of a message's
         # seq, UID, flags or MODSEQ below tells it.
         self.lines = LineCache()
@@ -201,7 +219,7 @@ class SelectedMailbox:
             seq = self.seq_of(uid)
             if seq is None or uid in self._expunged or self._modseqs[seq - 1] < modseq:
                 return False
-            if set(self._flags[seq - 1]) != wanted:
+            if set(self._flags[seq - 1]) - {RECENT} != wanted - {RECENT}:
                 return False
         return True
 
@@ -226,6 +244,53 @@ class SelectedMailbox:
 
     def keywords(self) -> list[str]:
         return list(self._keywords)
+
+    # -- \Recent (IMAP4rev1, RFC 3501 §2.3.2) ----------------------------------------------------
+    def is_recent(self, uid: int) -> bool:
+        return any(lo <= uid <= hi for lo, hi in self._recent)
+
+    def recent_from(self, first_uid: int) -> None:
+        """EXAMINE: every message from ``first_uid`` on is recent here (before the listing)."""
+        self._recent.append((first_uid, _NO_END))
+
+    def claimed(self, first: int, last: int) -> None:
+        """This session claimed the UIDs ``first`` to ``last`` (the store's ClaimRecent). Those
+        the client has already been told of stay as told: only messages not announced yet
+        become recent, before the EXISTS that announces them."""
+        self.claimed_recent = max(self.claimed_recent, last)
+        lo = max(first, self.uids[-1] + 1 if self.uids else 1)
+        if lo > last:
+            return
+        self._recent.append((lo, last))
+        for uid, (flags, modseq) in list(self._new.items()):
+            if lo <= uid <= last:
+                self._new[uid] = (self.shown_flags(uid, flags), modseq)
+
+    def recent_count(self) -> int:
+        """Messages in the client's map that are recent in this session (``* n RECENT``)."""
+        n = 0
+        for lo, hi in self._recent:
+            n += bisect.bisect_right(self.uids, hi) - bisect.bisect_left(self.uids, lo)
+        return n
+
+    def recent_positions(self) -> list[tuple[int, int]]:
+        """0-based runs of map positions of the recent messages (SEARCH RECENT)."""
+        spans = []
+        for lo, hi in sorted(self._recent):
+            i, j = bisect.bisect_left(self.uids, lo), bisect.bisect_right(self.uids, hi)
+            if i < j:
+                spans.append((i, j - 1))
+        return spans
+
+    def shown_flags(self, uid: int, flags: Iterable[str]) -> Flags:
+        """The store's flags of ``uid`` as this session shows them: with RECENT if it is recent
+        here (the store never holds \\Recent)."""
+        if not self._recent:
+            return self._flags_tuple(flags)
+        t = tuple(f for f in flags if f != RECENT)
+        if self.is_recent(uid):
+            t = (*t, RECENT)
+        return self._flags_tuple(t)
 
     def first_unseen(self) -> int | None:
         return next(
@@ -257,7 +322,7 @@ class SelectedMailbox:
                 continue
             self.uids.append(m.uid)
             self._modseqs.append(m.modseq)
-            self._flags.append(self._flags_tuple(m.flags))
+            self._flags.append(self.shown_flags(m.uid, m.flags))
             self.uidnext = max(self.uidnext, m.uid + 1)
         self.flags_announced = True
 
@@ -268,9 +333,15 @@ class SelectedMailbox:
         sets = [self._flags_tuple(f) for f in page.flag_sets]
         self.lines.changed(len(self.uids))
         self.version += 1
+        start = len(self.uids)
         self.uids.extend(page.uids)
         self._modseqs.extend(page.modseqs)
         self._flags.extend([sets[i] for i in page.flag_index])
+        if self._recent:
+            # Usually one run at the end (the messages since the last claim).
+            for a, b in self.recent_positions():
+                for i in range(max(a, start), b + 1):
+                    self._flags[i] = self.shown_flags(self.uids[i], self._flags[i])
         self.uidnext = max(self.uidnext, page.uids[-1] + 1)
         self.flags_announced = True
 
@@ -286,7 +357,7 @@ class SelectedMailbox:
         seq = self.seq_of(meta.uid)
         if seq is None:
             return
-        flags = self._flags_tuple(meta.flags)
+        flags = self.shown_flags(meta.uid, meta.flags)
         modseq = max(self._modseqs[seq - 1], meta.modseq)
         self._flag_changes.discard(meta.uid)
         if flags != self._flags[seq - 1] or modseq != self._modseqs[seq - 1]:
@@ -302,8 +373,9 @@ class SelectedMailbox:
         seq = self.seq_of(m.uid)
         if seq is not None:
             old = self._flags[seq - 1]
-            if old != m.flags and set(old) != set(m.flags):
-                self._flags[seq - 1] = self._flags_tuple(m.flags)
+            flags = self.shown_flags(m.uid, m.flags)
+            if old != flags and set(old) != set(flags):
+                self._flags[seq - 1] = flags
                 self._flag_changes.add(m.uid)
                 self.lines.changed(seq - 1)
                 self.version += 1
@@ -311,7 +383,7 @@ class SelectedMailbox:
                 self._modseqs[seq - 1] = m.modseq
                 self.lines.changed(seq - 1)
         elif not self.uids or m.uid > self.uids[-1]:
-            self._new[m.uid] = (self._flags_tuple(m.flags), m.modseq)
+            self._new[m.uid] = (self.shown_flags(m.uid, m.flags), m.modseq)
             self.version += 1
         # Else: a UID below the client's highest that it never saw cannot appear (UIDs ascend,
         # RFC 9051 §2.3.1.1); ignore it rather than break the map.
@@ -346,7 +418,7 @@ class SelectedMailbox:
             or uid <= self.store_highest_uid()
         ):
             return False
-        self._new[uid] = (self._flags_tuple(flags), modseq)
+        self._new[uid] = (self.shown_flags(uid, flags), modseq)
         self.highestmodseq = modseq
         self.version += 1
         return True

@@ -102,6 +102,7 @@ class _Render:
 
     def __init__(self, session: Session, atts: Sequence[FetchAtt]) -> None:
         self.utf8 = session.utf8 or session.rev2
+        self.selected = session.selected
         self.uid = 0
         self.meta: MessageMeta | None = None
         self.structure: MessageStructure | None = None
@@ -141,7 +142,10 @@ class _Render:
             m = self.meta
             assert m is not None
             if kind is FetchKind.FLAGS:
-                return [b"FLAGS " + response.flag_list(m.flags)]
+                flags = (
+                    m.flags if self.selected is None else self.selected.shown_flags(m.uid, m.flags)
+                )
+                return [b"FLAGS " + response.flag_list(flags)]
             if kind is FetchKind.RFC822_SIZE:
                 return [b"RFC822.SIZE %d" % m.size]
             if kind is FetchKind.MODSEQ:

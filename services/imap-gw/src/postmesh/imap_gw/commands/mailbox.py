@@ -126,7 +126,7 @@ def status_line(session: Session, info: MailboxInfo, items: Sequence[str]) -> by
         "UIDNEXT": info.uidnext,
         "UIDVALIDITY": info.uidvalidity,
         "UNSEEN": info.unseen,
-        "RECENT": 0,  # we keep no \Recent state (IMAP4rev1 only)
+        "RECENT": info.recent,  # unclaimed by any session (IMAP4rev1 only, RFC 3501 §6.3.10)
         "DELETED": info.deleted,
         "SIZE": info.size,
         "HIGHESTMODSEQ": info.highestmodseq,

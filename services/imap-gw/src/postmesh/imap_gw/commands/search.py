@@ -21,6 +21,7 @@ from postmesh.imap_gw.parser.search import (
     And,
     Not,
     Or,
+    Recent,
     ReturnOption,
     Search,
     SearchKey,
@@ -95,6 +96,9 @@ def resolve(key: SearchKey, session: Session, sel: SelectedMailbox) -> SearchKey
         return _uid_key(sel.uids, _seq_positions(key.sequence, sel.exists))
     if isinstance(key, Uid) and key.sequence.saved:
         return _uid_key(sel.uids, _saved_positions(session, sel))
+    if isinstance(key, Recent):
+        # A session's own state (RFC 3501 §2.3.2), not the store's: the recent messages' UIDs.
+        return _uid_key(sel.uids, sel.recent_positions())
     if isinstance(key, Not):
         return Not(resolve(key.key, session, sel))
     if isinstance(key, Or):

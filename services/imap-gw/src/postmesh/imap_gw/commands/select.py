@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from postmesh.common.logging import get_logger, kv
 from postmesh.imap_gw import response, vanished
 from postmesh.imap_gw.backend import MailboxNotFound
@@ -73,8 +75,17 @@ async def select(session: Session, cmd: Select) -> Result:
         # RFC 9051 §6.3.2: the old mailbox is closed (without expunge) even if this one fails.
         session.deselect()
         await session.untagged("OK [CLOSED] Previous mailbox closed")
+    # IMAP4rev1 \Recent (RFC 3501 §2.3.2): SELECT claims what no session was told of yet, at
+    # the same time as it reads the mailbox; EXAMINE claims nothing (RFC 3501 §6.3.2).
+    claiming = not session.rev2 and not cmd.readonly
     try:
-        info = await session.store.get_mailbox(session.user, name)
+        if claiming:
+            info, claim = await asyncio.gather(
+                session.store.get_mailbox(session.user, name),
+                session.store.claim_recent(session.user, name, 0),
+            )
+        else:
+            info, claim = await session.store.get_mailbox(session.user, name), None
         if info.noselect:
             # A parent kept for its inferiors (RFC 9051 §6.3.5) holds no messages.
             return no(f"Mailbox is not selectable: {name}", "NONEXISTENT")
@@ -85,6 +96,11 @@ async def select(session: Session, cmd: Select) -> Result:
             uidnext=info.uidnext,
             highestmodseq=info.highestmodseq,
         )
+        if claim is not None and claim.uidvalidity == info.uidvalidity:
+            sel.claims_recent = True
+            sel.claimed(claim.first, claim.last)
+        elif cmd.readonly and not session.rev2:
+            sel.recent_from(info.first_recent_uid)
         await load_messages(session, sel)
     except MailboxNotFound:
         return no(f"Mailbox does not exist: {name}", "NONEXISTENT")
@@ -94,8 +110,9 @@ async def select(session: Session, cmd: Select) -> Result:
         response.untagged(b"%d EXISTS" % sel.exists),
     ]
     if not session.rev2:
-        # IMAP4rev1 (RFC 3501 §6.3.1) requires RECENT; we keep no \Recent state.
-        out.append(response.untagged(b"0 RECENT"))
+        # IMAP4rev1 (RFC 3501 §6.3.1) requires RECENT.
+        sel.recent_told = sel.recent_count()
+        out.append(response.untagged(b"%d RECENT" % sel.recent_told))
         unseen = sel.first_unseen()
         if unseen is not None:
             out.append(response.status_line(response.Status.OK, "First unseen", f"UNSEEN {unseen}"))

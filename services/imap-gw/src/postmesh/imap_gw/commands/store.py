@@ -64,14 +64,16 @@ async def store(session: Session, cmd: Store) -> Result:
         seq = sel.seq_of(m.uid)
         if seq is None:
             continue
-        changed = m.modseq > sel.modseq_of(m.uid) or set(m.flags) != set(sel.flags_of(m.uid))
+        before, before_modseq = sel.flags_of(m.uid), sel.modseq_of(m.uid)
         sel.record(m)
+        shown = sel.flags_of(m.uid)  # the store's flags, and \Recent if recent here
+        changed = m.modseq > before_modseq or set(shown) != set(before)
         items: list[bytes] = []
         if cmd.uid or session.qresync:
             items.append(b"UID %d" % m.uid)
         if not cmd.silent:
             # The new flags of every message of the set (RFC 9051 §6.4.6).
-            items.append(b"FLAGS " + response.flag_list(m.flags))
+            items.append(b"FLAGS " + response.flag_list(shown))
         elif not (session.condstore and changed):
             continue
         if session.condstore:

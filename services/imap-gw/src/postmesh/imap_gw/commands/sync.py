@@ -102,8 +102,24 @@ async def resync(session: Session, *, force: bool = False) -> None:
             if info.uidvalidity != sel.uidvalidity:
                 raise MailboxLost(sel.name)
             sel.apply_listing(await list_messages(session, sel.name), info.highestmodseq)
+        await _claim_new(session, sel)
     except MailboxNotFound as e:
         raise MailboxLost(sel.name) from e
+
+
+async def _claim_new(session: Session, sel: SelectedMailbox) -> None:
+    """A read-write IMAP4rev1 session is the first told of new messages unless another session
+    was (RFC 3501 §2.3.2): it claims them before its EXISTS, so they are \\Recent here."""
+    if not sel.claims_recent or session.user is None:
+        return
+    top = sel.store_highest_uid()
+    if top <= sel.claimed_recent:
+        return
+    claim = await session.store.claim_recent(session.user, sel.name, top)
+    if claim is None or claim.uidvalidity != sel.uidvalidity:
+        sel.claims_recent = False  # a store without claims; a recreated mailbox is lost anyway
+        return
+    sel.claimed(claim.first, claim.last)
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -147,6 +163,10 @@ async def send_pending(session: Session, *, allow_expunge: bool) -> None:
     exists = sel.take_new()
     if exists:
         await session.untagged(f"{exists} EXISTS")
+        if not session.rev2 and (recent := sel.recent_count()) != sel.recent_told:
+            # RFC 3501 §7.3.2: the number of recent messages changed (IMAP4rev1 only).
+            sel.recent_told = recent
+            await session.untagged(f"{recent} RECENT")
     if not sel.flags_announced:
         # A new keyword: the FLAGS response is an update of the mailbox's flags (RFC 9051
         # §7.3.5); PERMANENTFLAGS keeps \* so nothing else changes.
