@@ -208,6 +208,8 @@ class AppendResult:
     modseq: int
     mailbox: str
     flags: tuple[str, ...] = ()  # as stored: canonical, de-duplicated, sorted
+    # With a \Recent claim: the caller's recent UIDs are recent_first to uid (0: no claim).
+    recent_first: int = 0
 
 
 @dataclass(slots=True)
@@ -231,6 +233,8 @@ class Changes:
     uidvalidity: int
     # The janitor removed tombstones above ``since``: ``expunged`` may miss UIDs (leftovers.py).
     expunged_incomplete: bool = False
+    # The first UID no IMAP session has claimed (\Recent, RFC 3501 section 2.3.2).
+    first_recent_uid: int = 1
 
 
 @dataclass(frozen=True, slots=True)

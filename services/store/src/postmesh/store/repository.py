@@ -247,8 +247,10 @@ class StoreRepository(ABC):
         stream: AsyncIterable[bytes],
         *,
         check_first: bool = True,
+        claim_recent: bool = False,
     ) -> AppendResult:
-        """IMAP APPEND. The declared size is checked against the quota before the content is
+        """IMAP APPEND; ``claim_recent``: the appending session claims \\Recent up to the new
+        UID in the same write (RFC 3501 section 6.3.11: APPEND sets it; :meth:`claim_recent`). The declared size is checked against the quota before the content is
         read (unless not ``check_first``: the content is at hand, ADR 0051), and in the
         transaction that stores it. Not idempotent: a retried Append can make a second
         copy, as an IMAP client retrying APPEND after a lost response can (RFC 9051 section
@@ -279,8 +281,9 @@ class StoreRepository(ABC):
                 index = await self._index_of(source.blob_id, source)
             assert index is not None  # the content is at hand
             r = await self._append(
-                user, mailbox, source, canonical_flags, internal_date or int(time.time()), index
-            )
+                user, mailbox, source, canonical_flags, internal_date or int(time.time()), index,
+                claim_recent=claim_recent,
+            )  # fmt: skip
             return dataclasses.replace(r, flags=canonical_flags)
         finally:
             source.close()
@@ -540,6 +543,8 @@ class StoreRepository(ABC):
         flags: tuple[str, ...],
         internal_date: int,
         index: MessageIndex,
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult: ...
 
     @abstractmethod

@@ -279,13 +279,14 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             context,
             self.repo.append(
                 h.user, h.mailbox, h.flags, h.internal_date, h.size, content,
-                check_first=check_first,
+                check_first=check_first, claim_recent=h.claim_recent,
             ),
         )  # fmt: skip
         log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))
         await self._publish(h.user, r.mailbox, Kind.KIND_MESSAGE_NEW, [r.uid], r.modseq)
         return store_pb2.AppendResponse(
             uid=r.uid, uidvalidity=r.uidvalidity, modseq=r.modseq, flags=r.flags,
+            first_recent_uid=r.recent_first,
         )  # fmt: skip
 
     async def PutBlob(
@@ -518,7 +519,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
         return store_pb2.GetChangesResponse(
             changed=[message_summary(m) for m in r.changed], expunged_uids=r.expunged,
             highestmodseq=r.highestmodseq, uidvalidity=r.uidvalidity,
-            expunged_incomplete=r.expunged_incomplete,
+            expunged_incomplete=r.expunged_incomplete, first_recent_uid=r.first_recent_uid,
         )  # fmt: skip
 
     async def ClaimRecent(

@@ -325,6 +325,7 @@ class StoreClient:
         return Changes(
             [convert.meta(m) for m in resp.changed], list(resp.expunged_uids),
             resp.highestmodseq, resp.uidvalidity, resp.expunged_incomplete,
+            resp.first_recent_uid,
         )  # fmt: skip
 
     async def claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim | None:
@@ -415,16 +416,20 @@ class StoreClient:
         internal_date: int,
         size: int,
         content: AsyncIterator[bytes],
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult:
         """APPEND: ``content`` (``size`` octets) is written chunk by chunk as it arrives (no
-        whole-message buffer); an error it raises cancels the call and propagates. On the
+        whole-message buffer); an error it raises cancels the call and propagates.
+        ``claim_recent``: the caller has the mailbox selected and claims \\Recent up to the new
+        message in the same write (``AppendResult.recent_first``). On the
         call stream a message of at most one chunk goes whole in one AppendSmall (ADR 0051):
         read to its end first (errors propagate as before, nothing is stored)."""
         if self._calls is not None and self._small_append and size <= CHUNK_BYTES:
             data = b"".join([c async for c in content])
             header = store_pb2.AppendHeader(
                 user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date,
-                size=size,
+                size=size, claim_recent=claim_recent,
             )  # fmt: skip
             req = store_pb2.AppendSmallRequest(header=header, content=data)
             try:
@@ -441,8 +446,9 @@ class StoreClient:
         # The deadline covers a slow client's upload too, so it is not the per-call one.
         call = self._stub.Append()
         header = store_pb2.AppendHeader(
-            user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size
-        )
+            user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size,
+            claim_recent=claim_recent,
+        )  # fmt: skip
         try:
             try:
                 await call.write(store_pb2.AppendRequest(header=header))

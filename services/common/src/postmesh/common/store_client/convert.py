@@ -24,7 +24,9 @@ MODES = {
 
 
 def appended(resp: store_pb2.AppendResponse) -> AppendResult:
-    return AppendResult(resp.uidvalidity, resp.uid, resp.modseq, tuple(resp.flags))
+    return AppendResult(
+        resp.uidvalidity, resp.uid, resp.modseq, tuple(resp.flags), resp.first_recent_uid
+    )
 
 
 def mailbox(info: store_pb2.MailboxInfo) -> MailboxInfo:

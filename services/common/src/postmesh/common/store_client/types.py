@@ -21,6 +21,8 @@ class AppendResult:
     uid: int
     modseq: int = 0
     flags: tuple[str, ...] = ()
+    # With claim_recent: the caller's recent UIDs are recent_first to uid (0: none claimed).
+    recent_first: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ class Changes:
     # The store no longer has every tombstone since the MODSEQ asked (its janitor removed
     # them): ``expunged_uids`` may miss some; compare UIDs instead (imap-gw's vanished.py).
     expunged_incomplete: bool = False
+    # The first UID no session has claimed (\Recent; 0: not told).
+    first_recent_uid: int = 0
 
 
 class FlagsMode(enum.Enum):

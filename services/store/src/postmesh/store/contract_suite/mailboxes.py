@@ -14,6 +14,7 @@ from postmesh.store.contract_suite.helpers import (
     deliver,
     expunge_uids,
     message,
+    stream,
 )
 from postmesh.store.errors import (
     AlreadyExists,
@@ -330,4 +331,22 @@ class MailboxContract:
         await deliver(repo, "q1", "u", message(1), "P")
         await repo.delete_mailbox("u", "P")
         claim = await repo.claim_recent("u", "P", 0)
+        assert claim.last < claim.first
+
+    async def test_append_claims_recent_when_asked(self, repo: StoreRepository) -> None:
+        """RFC 3501 section 6.3.11: an APPEND by a session that has the mailbox selected claims
+        \\Recent up to the new message in the same write; otherwise it claims nothing."""
+        await deliver(repo, "q1", "u", message(1))
+        plain = message(2)
+        r = await repo.append("u", INBOX, [], 0, len(plain), stream(plain, 100))
+        assert r.recent_first == 0
+        box = await repo.get_mailbox("u", INBOX)
+        assert (box.first_recent_uid, box.recent) == (1, 2)
+        r = await repo.append("u", INBOX, [], 0, len(plain), stream(plain, 100), claim_recent=True)
+        assert (r.uid, r.recent_first) == (3, 1)  # the unclaimed ones before it too
+        box = await repo.get_mailbox("u", INBOX)
+        assert (box.first_recent_uid, box.recent) == (4, 0)
+        r = await repo.append("u", INBOX, [], 0, len(plain), stream(plain, 100), claim_recent=True)
+        assert (r.uid, r.recent_first) == (4, 4)
+        claim = await repo.claim_recent("u", INBOX, 0)
         assert claim.last < claim.first

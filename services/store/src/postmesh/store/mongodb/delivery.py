@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from bson import ObjectId
+from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
@@ -27,7 +28,7 @@ from postmesh.store.errors import (
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
 from postmesh.store.mongodb import search_filter
-from postmesh.store.mongodb.base import Doc, key_of
+from postmesh.store.mongodb.base import Doc, first_recent_uid, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
 from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
@@ -439,6 +440,8 @@ class MongoDelivery(MongoMailboxes):
         flags: tuple[str, ...],
         internal_date: int,
         index: MessageIndex,
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult:
         """Blob reference (the message's own id) -> index -> UID -> message. A crash before
         the message leaves only an unused reference (the janitor's); the client saw no OK and
@@ -469,11 +472,23 @@ class MongoDelivery(MongoMailboxes):
                 )
                 await self._messages.insert_one(doc)
                 self._snapshots.written(box["_id"], int(box["uidvalidity"]), doc)
+                recent_first = 0
+                if claim_recent:
+                    # The appending session's \Recent claim up to its message (as
+                    # _claim_recent), before the UID is visible to anyone else.
+                    before = await self._mailboxes.find_one_and_update(
+                        {"_id": box["_id"]},
+                        {"$max": {"first_recent_uid": uid + 1}},
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                    recent_first = first_recent_uid(before) if before else 0
         finally:
             # Written or not, nothing of this call is left to finish (no retry resumes it).
             if reserved:
                 await self._drop_reservation(mid)
-        return AppendResult(uid, int(box["uidvalidity"]), modseq, mailbox)
+        return AppendResult(
+            uid, int(box["uidvalidity"]), modseq, mailbox, recent_first=recent_first
+        )
 
     async def _put_blob(self, source: BlobSource) -> None:
         # A pin per upload (not per blob): uploads of one content by two edges both hold it.

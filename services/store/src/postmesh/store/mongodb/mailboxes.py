@@ -257,10 +257,10 @@ class MongoMailboxes(MongoIntents):
         return await self._load_mailbox(await self._mailbox_doc(user, name, selectable=False))
 
     async def _claim_recent(self, user: str, mailbox: str, up_to_uid: int) -> RecentClaim:
-        """RFC 3501 section 2.3.2, atomically by ``$max``: of two claims at once, the one that
-        raises the field last answers the other's raised value as its first, so no UID is
-        claimed twice. Only visible UIDs are claimed (``watermark.py``): a message still being
-        written is recent for whoever claims after it."""
+        """RFC 3501 section 2.3.2, by ``$max`` under the mailbox's lock (atomic on MongoDB
+        itself): of two claims, the later one answers the other's raised value as its first,
+        so no UID is claimed twice. Only visible UIDs are claimed (``watermark.py``): a message
+        still being written is recent for whoever claims after it."""
         doc = await self._mailbox_doc(user, mailbox, selectable=False)
         uidnext, _ = watermark.visible(doc, time.time())
         last = uidnext - 1 if up_to_uid == 0 else min(up_to_uid, uidnext - 1)
@@ -268,12 +268,16 @@ class MongoMailboxes(MongoIntents):
         if doc.get("noselect"):
             last = first - 1  # no messages, nothing to claim (a SELECT of it fails on its own)
         if last >= first:
-            before = await self._mailboxes.find_one_and_update(
-                {"_id": doc["_id"]},
-                {"$max": {"first_recent_uid": last + 1}},
-                # No projection: FerretDB 1.24 does not implement findAndModify's "fields".
-                return_document=ReturnDocument.BEFORE,
-            )
+            # Under the mailbox's lock, as every write of its document: FerretDB 1.24 applies
+            # an update as read-then-write-back (ADR 37), so a claim beside an allocation would
+            # lose one of them, and two claims could both get one message.
+            async with self._locks.hold(doc["_id"]):
+                before = await self._mailboxes.find_one_and_update(
+                    {"_id": doc["_id"]},
+                    {"$max": {"first_recent_uid": last + 1}},
+                    # No projection: FerretDB 1.24 does not implement findAndModify's "fields".
+                    return_document=ReturnDocument.BEFORE,
+                )
             if before is None:
                 raise NotFound(f"mailbox {mailbox!r} of {user} does not exist")
             first = first_recent_uid(before)

@@ -32,7 +32,7 @@ from postmesh.store.model import (
     StoredContent,
 )
 from postmesh.store.mongodb import search_filter, watermark
-from postmesh.store.mongodb.base import Doc, key_of, to_message
+from postmesh.store.mongodb.base import Doc, first_recent_uid, key_of, to_message
 from postmesh.store.mongodb.delivery import MongoDelivery
 from postmesh.store.mongodb.intents import COPY
 from postmesh.store.mongodb.locks import user_key
@@ -449,6 +449,7 @@ class MongoMessages(MongoDelivery):
             return Changes(
                 new, [], max(highest, since), int(mbox["uidvalidity"]),
                 expunged_incomplete=since < vanished_floor,
+                first_recent_uid=first_recent_uid(mbox),
             )  # fmt: skip
         docs = await self._messages.find(
             {"mailbox_id": mbox["_id"], "modseq": {"$gt": since, "$lte": highest}}, _SUMMARY
@@ -462,6 +463,7 @@ class MongoMessages(MongoDelivery):
             [int(d["uid"]) for d in docs if d["expunged"]],
             max(highest, since), int(mbox["uidvalidity"]),
             expunged_incomplete=since < int((floor or {}).get("vanished_floor", 0)),
+            first_recent_uid=first_recent_uid(mbox),
         )  # fmt: skip
 
     # -- blobs and quotas --------------------------------------------------------------------

@@ -98,6 +98,7 @@ def append(
     internal_date: int,
     index: MessageIndex,
     quota_defaults: tuple[int, int],
+    claim_recent: bool = False,
 ) -> AppendResult:
     row = rows.require_mailbox(conn, user, mailbox)
     q.check(rows.quota(conn, user, *quota_defaults), source.size, 1)
@@ -107,7 +108,16 @@ def append(
     rows.insert_message(
         conn, row[0], uid, modseq, flags, internal_date, source.size, source.blob_id, index
     )
-    return AppendResult(uid, row[3], modseq, mailbox)
+    recent_first = 0
+    if claim_recent:
+        # The appending session is the first told of the message (RFC 3501 section 6.3.11):
+        # it claims up to it in this transaction (rows.claim_recent).
+        recent_first = int(row[8])
+        if recent_first <= uid:
+            conn.execute(
+                "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (uid + 1, row[0])
+            )
+    return AppendResult(uid, row[3], modseq, mailbox, recent_first=recent_first)
 
 
 def copy(
@@ -312,5 +322,5 @@ def get_changes(conn: sqlite3.Connection, user: str, mailbox: str, since: int) -
     floor = conn.execute("SELECT vanished_floor FROM mailboxes WHERE id = ?", (row[0],)).fetchone()
     return Changes(
         [rows.message(r) for r in changed], [int(g[0]) for g in gone], row[5], row[3],
-        expunged_incomplete=since < int(floor[0]),
+        expunged_incomplete=since < int(floor[0]), first_recent_uid=row[8],
     )  # fmt: skip

@@ -202,10 +202,13 @@ class SqliteStoreRepository(StoreRepository, Leftovers):
         flags: tuple[str, ...],
         internal_date: int,
         index: MessageIndex,
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult:
         fn = functools.partial(
             msg.append, user=user, mailbox=mailbox, source=source, flags=flags,
             internal_date=internal_date, index=index, quota_defaults=self._quota_defaults,
+            claim_recent=claim_recent,
         )  # fmt: skip
         return await self._write(fn)
 

@@ -1008,12 +1008,17 @@ class AppendHeader(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     INTERNAL_DATE_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    CLAIM_RECENT_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     mailbox: _builtins.str
     internal_date: _builtins.int
     """Unix seconds; 0 means now."""
     size: _builtins.int
     """Declared size (the IMAP literal); the store checks the stream matches and the quota first."""
+    claim_recent: _builtins.bool
+    """The appending IMAP session has the mailbox selected and keeps the Recent flag (ClaimRecent):
+    the store claims up to the new UID in the same write, as RFC 3501 §6.3.11 has APPEND set it.
+    """
     @_builtins.property
     def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1024,10 +1029,11 @@ class AppendHeader(_message.Message):
         flags: _abc.Iterable[_builtins.str] | None = ...,
         internal_date: _builtins.int = ...,
         size: _builtins.int = ...,
+        claim_recent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "internal_date", b"internal_date", "mailbox", b"mailbox", "size", b"size", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_recent", b"claim_recent", "flags", b"flags", "internal_date", b"internal_date", "mailbox", b"mailbox", "size", b"size", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1066,12 +1072,17 @@ class AppendResponse(_message.Message):
     UIDVALIDITY_FIELD_NUMBER: _builtins.int
     MODSEQ_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
+    FIRST_RECENT_UID_FIELD_NUMBER: _builtins.int
     uid: _builtins.int
     uidvalidity: _builtins.int
     modseq: _builtins.int
     """The MODSEQ the new message took and the flags it was stored with (canonical): a session
     with the mailbox selected whose HIGHESTMODSEQ is modseq - 1 learns from this answer alone
     all that changed (ADR 0064). 0 and none from a store before them.
+    """
+    first_recent_uid: _builtins.int
+    """With claim_recent: the caller's recent messages are the UIDs from this one to uid (as
+    ClaimRecentResponse.first_recent_uid); 0 when nothing was claimed.
     """
     @_builtins.property
     def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -1082,10 +1093,11 @@ class AppendResponse(_message.Message):
         uidvalidity: _builtins.int = ...,
         modseq: _builtins.int = ...,
         flags: _abc.Iterable[_builtins.str] | None = ...,
+        first_recent_uid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "modseq", b"modseq", "uid", b"uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_recent_uid", b"first_recent_uid", "flags", b"flags", "modseq", b"modseq", "uid", b"uid", "uidvalidity", b"uidvalidity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1690,6 +1702,7 @@ class GetChangesResponse(_message.Message):
     HIGHESTMODSEQ_FIELD_NUMBER: _builtins.int
     UIDVALIDITY_FIELD_NUMBER: _builtins.int
     EXPUNGED_INCOMPLETE_FIELD_NUMBER: _builtins.int
+    FIRST_RECENT_UID_FIELD_NUMBER: _builtins.int
     highestmodseq: _builtins.int
     uidvalidity: _builtins.int
     expunged_incomplete: _builtins.bool
@@ -1697,6 +1710,10 @@ class GetChangesResponse(_message.Message):
     a MODSEQ above since_modseq (they are kept POSTMESH_STORE_TOMBSTONE_RETENTION_SECONDS).
     `changed` is still complete; the caller must treat every UID it knows that is not live as
     expunged (RFC 7162 3.2.5.2 / 3.2.10: VANISHED (EARLIER) may name UIDs a client lacks).
+    """
+    first_recent_uid: _builtins.int
+    """The mailbox's first UID no session has claimed (MailboxInfo.first_recent_uid): what a
+    read-only session shows as Recent of the new messages (RFC 3501 §6.3.2).
     """
     @_builtins.property
     def changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSummary]:
@@ -1714,10 +1731,11 @@ class GetChangesResponse(_message.Message):
         highestmodseq: _builtins.int = ...,
         uidvalidity: _builtins.int = ...,
         expunged_incomplete: _builtins.bool = ...,
+        first_recent_uid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "expunged_incomplete", b"expunged_incomplete", "expunged_uids", b"expunged_uids", "highestmodseq", b"highestmodseq", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "expunged_incomplete", b"expunged_incomplete", "expunged_uids", b"expunged_uids", "first_recent_uid", b"first_recent_uid", "highestmodseq", b"highestmodseq", "uidvalidity", b"uidvalidity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
