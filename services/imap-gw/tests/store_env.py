@@ -106,6 +106,8 @@ class FaultyStore:
         internal_date: int,
         size: int,
         content: AsyncIterator[bytes],
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult:
         """Also logs the sizes of the chunks the session streamed (``append_chunks``)."""
         self.calls.append(("append", (user, mailbox, flags, internal_date, size)))
@@ -119,7 +121,9 @@ class FaultyStore:
                 yield chunk
 
         try:
-            return await self._inner.append(user, mailbox, flags, internal_date, size, counted())
+            return await self._inner.append(
+                user, mailbox, flags, internal_date, size, counted(), claim_recent=claim_recent
+            )
         finally:
             self.calls.append(("append_chunks", tuple(sizes)))
 

@@ -67,9 +67,10 @@ async def test_append_to_the_selected_mailbox_announces_exists(env: Env) -> None
     c = await Client.selected(env)
     assert await _append_sync(c, b"a APPEND INBOX", MSG) == [
         b"* 4 EXISTS",
+        b"* 1 RECENT",  # APPEND sets \Recent (RFC 3501 §6.3.11), here for this session
         b"a OK [APPENDUID %d 4] APPEND completed" % await env.uidvalidity(),
     ]
-    assert (await c.cmd(b"f UID FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (UID 4 FLAGS ())"
+    assert (await c.cmd(b"f UID FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (UID 4 FLAGS (\\Recent))"
     await c.close()
 
 

@@ -93,6 +93,7 @@ async def test_own_append_to_the_selected_mailbox_needs_no_resync(env: Env) -> N
     await c.send(b"a APPEND INBOX {%d+}\r\n" % len(MSG) + MSG)
     uidvalidity = await env.uidvalidity()
     assert await c.line() == b"* 4 EXISTS"
+    assert await c.line() == b"* 1 RECENT"  # claimed in the store's write, no second call
     assert await c.line() == b"a OK [APPENDUID %d 4] APPEND completed" % uidvalidity
     assert len(env.mail.made("get_changes")) == before  # the answer said it all
     session = next(iter(env.server.registry.sessions(USER)))
@@ -104,7 +105,8 @@ async def test_own_append_to_the_selected_mailbox_needs_no_resync(env: Env) -> N
     # ... another message's does.
     env.server.registry.handle_event(_new_event(5, sel.modseq_of(4) + 1))
     assert sel.dirty
-    assert (await c.cmd(b"f UID FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (UID 4 FLAGS ())"
+    assert (await c.cmd(b"f UID FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (UID 4 FLAGS (\\Recent))"
+    assert not env.mail.made("claim_recent")[1:]  # SELECT's claim only
     await c.close()
 
 

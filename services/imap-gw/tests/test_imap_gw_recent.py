@@ -133,3 +133,45 @@ async def test_an_imap4rev2_session_neither_sees_nor_claims_recent(env: Env) -> 
     assert _recent_line(await _select(rev1)) == b"* 2 RECENT"
     await rev2.close()
     await rev1.close()
+
+
+async def test_append_into_the_selected_mailbox_is_recent_there(env: Env) -> None:
+    """RFC 3501 §6.3.11: "the \\Recent flag is also set"; the appending session, which has the
+    mailbox selected, is the first told of the message (as Dovecot: EXISTS, then RECENT)."""
+    msg = env.make_message("appended")
+    c = await Client.selected(env)
+    await c.send(b"a APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+    assert await c.line() == b"* 4 EXISTS"
+    assert await c.line() == b"* 1 RECENT"
+    assert (await c.line()).startswith(b"a OK [APPENDUID ")
+    assert (await c.cmd(b"f FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (FLAGS (\\Recent))"
+    # No other session gets it; APPEND to a mailbox not selected claims nothing.
+    other = await Client.selected(env)
+    assert (await other.cmd(b"f FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (FLAGS ())"
+    await c.send(b"b APPEND Sent {%d+}\r\n" % len(msg) + msg)
+    assert (await c.line()).startswith(b"b OK [APPENDUID ")
+    sent = await Client.login(env)
+    reply = await sent.cmd(b"s SELECT Sent")
+    assert b"* 1 RECENT" in reply
+    for client in (c, other, sent):
+        await client.close()
+
+
+async def test_examine_shows_new_mail_as_recent_only_while_nobody_claimed_it(env: Env) -> None:
+    """As Dovecot: an EXAMINE session learning of a new message after a SELECT session claimed
+    it does not show it as recent; one it learns of first, it does."""
+    examiner, selector = await Client.login(env), await Client.selected(env)
+    assert _recent_line(await _select(examiner, b"EXAMINE")) == b"* 0 RECENT"
+    await env.deliver("fourth")
+    assert (await selector.cmd(b"n NOOP"))[:2] == [b"* 4 EXISTS", b"* 1 RECENT"]
+    assert await examiner.cmd(b"n NOOP") == [b"* 4 EXISTS", b"n OK NOOP completed"]
+    assert (await examiner.cmd(b"f FETCH 4 (FLAGS)"))[0] == b"* 4 FETCH (FLAGS ())"
+    await env.deliver("fifth")
+    assert await examiner.cmd(b"n NOOP") == [
+        b"* 5 EXISTS",
+        b"* 1 RECENT",
+        b"n OK NOOP completed",
+    ]
+    assert (await examiner.cmd(b"f FETCH 5 (FLAGS)"))[0] == b"* 5 FETCH (FLAGS (\\Recent))"
+    await examiner.close()
+    await selector.close()

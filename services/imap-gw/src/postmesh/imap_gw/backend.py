@@ -187,6 +187,8 @@ class MailStore(Protocol):
         internal_date: int,
         size: int,
         content: AsyncIterator[bytes],
+        *,
+        claim_recent: bool = False,
     ) -> AppendResult:
         """APPEND (RFC 9051 §6.3.12): ``content`` (exactly ``size`` octets) is passed on chunk by
         chunk as it is read; an error raised by ``content`` aborts the append and propagates.

@@ -29,10 +29,6 @@ class State(enum.Enum):
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # IMAP4rev1's session flag (RFC 3501 §2.3.2): this session is the first told of the message.
 RECENT = "\\Recent"
-# An EXAMINE session's recent range has no end: it claims nothing, so every message from the
-# store's first unclaimed UID on, new ones too, is recent for it (RFC 3501 §2.3.2: SHOULD be
-# when it cannot be known).
-_NO_END = 0xFFFFFFFF
 
 Flags = tuple[str, ...]
 
@@ -84,6 +80,7 @@ class SelectedMailbox:
         "uids",
         "uidvalidity",
         "version",
+        "watches_recent",
     )
 
     def __init__(
@@ -121,10 +118,11 @@ class SelectedMailbox:
         self.qresync = False
         # IMAP4rev1 \Recent (RFC 3501 §2.3.2): the UID ranges recent in this session, kept in
         # its flag tuples as RECENT; whether it claims new messages as it learns of them (a
-        # read-write IMAP4rev1 session), the highest UID it claimed, and the RECENT count last
-        # told.
+        # read-write IMAP4rev1 session) or only shows those nobody claimed (EXAMINE), the
+        # highest UID it claimed or looked at, and the RECENT count last told.
         self._recent: list[tuple[int, int]] = []
         self.claims_recent = False
+        self.watches_recent = False
         self.claimed_recent = 0
         self.recent_told = 0
         # FETCH lines rendered from this model (``line_cache.py``): every change of a message's
@@ -249,14 +247,11 @@ class SelectedMailbox:
     def is_recent(self, uid: int) -> bool:
         return any(lo <= uid <= hi for lo, hi in self._recent)
 
-    def recent_from(self, first_uid: int) -> None:
-        """EXAMINE: every message from ``first_uid`` on is recent here (before the listing)."""
-        self._recent.append((first_uid, _NO_END))
-
     def claimed(self, first: int, last: int) -> None:
-        """This session claimed the UIDs ``first`` to ``last`` (the store's ClaimRecent). Those
-        the client has already been told of stay as told: only messages not announced yet
-        become recent, before the EXISTS that announces them."""
+        """This session claimed the UIDs ``first`` to ``last`` (the store's ClaimRecent), or,
+        read-only, saw that nobody had claimed them. Those the client has already been told of
+        stay as told: only messages not announced yet become recent, before the EXISTS that
+        announces them."""
         self.claimed_recent = max(self.claimed_recent, last)
         lo = max(first, self.uids[-1] + 1 if self.uids else 1)
         if lo > last:

@@ -73,10 +73,14 @@ async def append(session: Session, cmd: Append) -> Result:
             await session.store.get_mailbox(session.user, name)
         except MailboxNotFound:
             return await _refuse(session, ahead, trycreate)
+    # RFC 3501 §6.3.11: APPEND sets \Recent; into its selected mailbox, this session is the
+    # one first told of the message, so it claims it in the store's write (ADR 87).
+    claiming = sel is not None and sel.name == name and sel.claims_recent
     try:
         r = await session.store.append(
-            session.user, name, cmd.flags, cmd.internal_date or 0, cmd.size, _content(ahead, cmd)
-        )
+            session.user, name, cmd.flags, cmd.internal_date or 0, cmd.size,
+            _content(ahead, cmd), claim_recent=claiming,
+        )  # fmt: skip
     except ParseError as e:
         return bad(e.message, e.code)
     except MailboxNotFound:
@@ -92,10 +96,9 @@ async def append(session: Session, cmd: Append) -> Result:
     session.appended_to = name
     # EXISTS before the tagged reply (RFC 9051 §6.3.12): from the answer alone when it says
     # nothing else changed meanwhile, else from the store (ADR 0064).
-    if (
-        sel is not None
-        and sel.name == name
-        and not sel.appended(r.uidvalidity, r.uid, r.flags, r.modseq)
-    ):
-        sel.dirty = True
+    if sel is not None and sel.name == name:
+        if not sel.appended(r.uidvalidity, r.uid, r.flags, r.modseq):
+            sel.dirty = True
+        if claiming and r.recent_first and r.uidvalidity == sel.uidvalidity:
+            sel.claimed(r.recent_first, r.uid)
     return ok("APPEND completed", f"APPENDUID {r.uidvalidity} {r.uid}")

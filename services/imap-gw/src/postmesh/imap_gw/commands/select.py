@@ -100,7 +100,9 @@ async def select(session: Session, cmd: Select) -> Result:
             sel.claims_recent = True
             sel.claimed(claim.first, claim.last)
         elif cmd.readonly and not session.rev2:
-            sel.recent_from(info.first_recent_uid)
+            # What nobody claimed is recent here too, without claiming it (RFC 3501 §6.3.2).
+            sel.watches_recent = True
+            sel.claimed(info.first_recent_uid, info.uidnext - 1)
         await load_messages(session, sel)
     except MailboxNotFound:
         return no(f"Mailbox does not exist: {name}", "NONEXISTENT")

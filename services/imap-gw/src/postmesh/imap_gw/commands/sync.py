@@ -85,8 +85,10 @@ async def resync(session: Session, *, force: bool = False) -> None:
     # Cleared first: an event that arrives while we ask marks it again.
     sel.dirty = False
     try:
+        unclaimed = 0  # the store's first unclaimed UID (\Recent), 0: not told
         if sel.highestmodseq:
             changes = await session.store.get_changes(session.user, sel.name, sel.highestmodseq)
+            unclaimed = changes.first_recent_uid
             if changes.uidvalidity and changes.uidvalidity != sel.uidvalidity:
                 raise MailboxLost(sel.name)  # recreated under the same name
             if changes.expunged_incomplete:
@@ -102,18 +104,24 @@ async def resync(session: Session, *, force: bool = False) -> None:
             if info.uidvalidity != sel.uidvalidity:
                 raise MailboxLost(sel.name)
             sel.apply_listing(await list_messages(session, sel.name), info.highestmodseq)
-        await _claim_new(session, sel)
+            unclaimed = info.first_recent_uid
+        await _claim_new(session, sel, unclaimed)
     except MailboxNotFound as e:
         raise MailboxLost(sel.name) from e
 
 
-async def _claim_new(session: Session, sel: SelectedMailbox) -> None:
+async def _claim_new(session: Session, sel: SelectedMailbox, unclaimed: int) -> None:
     """A read-write IMAP4rev1 session is the first told of new messages unless another session
-    was (RFC 3501 §2.3.2): it claims them before its EXISTS, so they are \\Recent here."""
-    if not sel.claims_recent or session.user is None:
+    was (RFC 3501 §2.3.2): it claims them before its EXISTS, so they are \\Recent here. A
+    read-only one shows as recent those nobody has claimed (``unclaimed`` on), claiming none."""
+    if not (sel.claims_recent or sel.watches_recent) or session.user is None:
         return
     top = sel.store_highest_uid()
     if top <= sel.claimed_recent:
+        return
+    if sel.watches_recent:
+        if unclaimed:
+            sel.claimed(unclaimed, top)
         return
     claim = await session.store.claim_recent(session.user, sel.name, top)
     if claim is None or claim.uidvalidity != sel.uidvalidity:
