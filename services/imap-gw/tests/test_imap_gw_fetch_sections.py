@@ -70,13 +70,29 @@ async def test_part_sections(env: Env, section: bytes, data: bytes) -> None:
 async def test_missing_parts_are_nil(env: Env) -> None:
     uid = await env.add(MIXED)
     c = await Client.selected(env)
-    # Part 5 does not exist; a text/plain part has no sub-parts and no HEADER of its own (only
+    # Part 5 does not exist; a text/plain part has no part 2 and no HEADER of its own (only
     # message/rfc822 parts do, RFC 9051 §6.4.5).
     assert await c.cmd(
-        b"a UID FETCH %d (BODY.PEEK[5] BODY.PEEK[1.1] BODY.PEEK[1.HEADER])" % uid
+        b"a UID FETCH %d (BODY.PEEK[5] BODY.PEEK[1.2] BODY.PEEK[1.HEADER])" % uid
     ) == [
-        b"* 4 FETCH (UID 4 BODY[5] NIL BODY[1.1] NIL BODY[1.HEADER] NIL)",
+        b"* 4 FETCH (UID 4 BODY[5] NIL BODY[1.2] NIL BODY[1.HEADER] NIL)",
         b"a OK FETCH completed",
+    ]
+    c.writer.close()
+
+
+async def test_part_one_of_a_single_part_is_that_part(env: Env) -> None:
+    """RFC 9051 §6.4.5: a non-multipart body has only a part 1, itself; below part 2 (an
+    attachment) as at the top (UW-IMAP and Dovecot answer so)."""
+    uid = await env.add(MIXED)
+    c = await Client.selected(env)
+    one = await c.cmd_literals(b"a UID FETCH %d (BODY.PEEK[2])" % uid)
+    again = await c.cmd_literals(b"b UID FETCH %d (BODY.PEEK[2.1] BODY.PEEK[2.1.1])" % uid)
+    part = one[0].removeprefix(b"* 4 FETCH (UID 4 BODY[2] ").removesuffix(b")")
+    assert part.startswith(b"{") and len(part) > 500
+    assert again == [
+        b"* 4 FETCH (UID 4 BODY[2.1] " + part + b" BODY[2.1.1] " + part + b")",
+        b"b OK FETCH completed",
     ]
     c.writer.close()
 

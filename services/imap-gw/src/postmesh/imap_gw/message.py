@@ -63,7 +63,9 @@ def _in_message(body: BodyPart, n: int) -> BodyPart | None:
 
 def locate(top: BodyPart, part: tuple[int, ...]) -> BodyPart | None:
     """The body part that the part numbers ``part`` (non-empty) name, or None. Below a
-    message/rfc822 part, numbers count the parts of the encapsulated message."""
+    message/rfc822 part, numbers count the parts of the encapsulated message; below any other
+    single part, part 1 is that part itself, as of a non-multipart message (RFC 9051 §6.4.5;
+    UW-IMAP and Dovecot answer ``BODY[2.1]`` of a leaf part 2 with part 2)."""
     node = _in_message(top, part[0])
     for n in part[1:]:
         if node is None:
@@ -72,7 +74,7 @@ def locate(top: BodyPart, part: tuple[int, ...]) -> BodyPart | None:
             node = _in_message(node.message_body, n)
         elif node.is_multipart:
             node = node.parts[n - 1] if n <= len(node.parts) else None
-        else:
+        elif n != 1:
             return None
     return node
 
