@@ -25,26 +25,28 @@ MIXED_ENVELOPE = (
 INNER_ENVELOPE = (
     b'(NIL "inner" (' + INNER + b") (" + INNER + b") (" + INNER + b") NIL NIL NIL NIL NIL)"
 )
+# Line counts are line ends (as UW-IMAP and Dovecot count): each part's last line ends with
+# the CRLF that belongs to the next boundary (RFC 2046 §5.1.1), so it does not count.
 MIXED_BODYSTRUCTURE = (
-    b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 51 2 NIL NIL NIL NIL)'
+    b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 51 1 NIL NIL NIL NIL)'
     b'("APPLICATION" "OCTET-STREAM" ("NAME" "data.bin") "<part2@example.com>" "some bytes" '
     b'"BASE64" 700 "Q2hlY2sgSW50ZWdyaXR5IQ==" ("ATTACHMENT" ("FILENAME" "data.bin")) '
     b'("en" "de") "http://example.com/data.bin")'
     b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 228 ' + INNER_ENVELOPE + b" "
-    b'(("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL)'
-    b'("TEXT" "HTML" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1 NIL NIL NIL NIL) '
-    b'"ALTERNATIVE" ("BOUNDARY" "inner") NIL NIL NIL) 13 NIL NIL NIL NIL)'
-    b'("TEXT" "PLAIN" ("CHARSET" "x-unknown") NIL NIL "X-UUENCODE" 11 1 NIL NIL NIL NIL) '
+    b'(("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 0 NIL NIL NIL NIL)'
+    b'("TEXT" "HTML" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 0 NIL NIL NIL NIL) '
+    b'"ALTERNATIVE" ("BOUNDARY" "inner") NIL NIL NIL) 12 NIL NIL NIL NIL)'
+    b'("TEXT" "PLAIN" ("CHARSET" "x-unknown") NIL NIL "X-UUENCODE" 11 0 NIL NIL NIL NIL) '
     b'"MIXED" ("BOUNDARY" "outer") NIL NIL NIL)'
 )
 MIXED_BODY = (
-    b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 51 2)'
+    b'(("TEXT" "PLAIN" ("CHARSET" "iso-8859-1") NIL NIL "QUOTED-PRINTABLE" 51 1)'
     b'("APPLICATION" "OCTET-STREAM" ("NAME" "data.bin") "<part2@example.com>" "some bytes" '
     b'"BASE64" 700)'
     b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 228 ' + INNER_ENVELOPE + b" "
-    b'(("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 1)'
-    b'("TEXT" "HTML" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1) "ALTERNATIVE") 13)'
-    b'("TEXT" "PLAIN" ("CHARSET" "x-unknown") NIL NIL "X-UUENCODE" 11 1) "MIXED")'
+    b'(("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 0)'
+    b'("TEXT" "HTML" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 0) "ALTERNATIVE") 12)'
+    b'("TEXT" "PLAIN" ("CHARSET" "x-unknown") NIL NIL "X-UUENCODE" 11 0) "MIXED")'
 )
 
 

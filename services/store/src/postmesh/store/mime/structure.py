@@ -55,13 +55,10 @@ class _Budget:
 
 
 def _lines(raw: bytes, start: int, end: int) -> int:
-    """Text lines in raw[start:end]: line feeds, plus a last line without one."""
-    if end <= start:
-        return 0
-    n = raw.count(b"\n", start, end)
-    if raw[end - 1] != 0x0A:
-        n += 1
-    return n
+    """Text lines in raw[start:end] (RFC 9051 body-fld-lines): its line ends. A part's last
+    line usually has none, its CRLF belonging to the next boundary (RFC 2046 §5.1.1); it is
+    not counted, as UW-IMAP and Dovecot count (a 1-line text part in a multipart has 0)."""
+    return raw.count(b"\n", start, end) if end > start else 0
 
 
 def fill_envelope(env: store_pb2.Envelope, fields: Fields, budget: _Budget | None = None) -> None:
