@@ -41,6 +41,16 @@ def test_version_1_documents_are_still_read() -> None:
     assert doc == SearchDocument({"subject": ["Grüße"]}, "Körper\nzweite Zeile \ud800")
 
 
+def test_part_headers_round_trip_and_older_documents_have_none() -> None:
+    doc = SearchDocument({"subject": ["x"]}, "body", part_headers="Content-Type: image/png")
+    assert decode_search_doc(encode_search_doc(doc)) == doc
+    # A document written before part headers were kept: no "p" in its head.
+    old = zlib.compress(b'{"v":2,"h":[["subject",["x"]]]}\nbody')
+    assert decode_search_doc(old) == SearchDocument({"subject": ["x"]}, "body")
+    with pytest.raises(ValueError):
+        decode_search_doc(zlib.compress(b'{"v":2,"h":[],"p":7}\nbody'))
+
+
 def test_version_2_keeps_the_text_out_of_the_json() -> None:
     text = 'line "one"\nline\\two\n{"v":1}\n'
     data = zlib.decompress(encode_search_doc(SearchDocument({"to": ["a\nb"]}, text)))

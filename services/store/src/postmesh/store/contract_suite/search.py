@@ -210,3 +210,33 @@ class SearchContract:
         await repo.move_messages("u", INBOX, [2], "Trash")
         assert (await repo.search("u", "Trash", hdr("subject", "50%"))).uids == [1]
         assert (await repo.search("u", INBOX, hdr("subject", "50%"))).uids == []
+
+    async def test_folded_headers_and_part_headers(self, repo: StoreRepository) -> None:
+        """A folded header is searched with its blanks as one space (a folded Subject found by
+        the words as shown); TEXT also looks at the parts' MIME headers, so an attachment's
+        name finds its message, and BODY does not (as Dovecot answers)."""
+        folded = _mail(
+            "From: a@example.org\nSubject: Quarterly\n   report   for\n\tMarch", "plain body"
+        )
+        attached = (
+            b"From: a@example.org\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nsee the attachment\r\n"
+            b'--b\r\nContent-Type: application/pdf; name="invoice-2026.pdf"\r\n'
+            b'Content-Disposition: attachment;\r\n filename="invoice-2026.pdf"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n"
+        )
+        await deliver(repo, "f1", "u", folded)
+        await deliver(repo, "f2", "u", attached)
+        for key, expected in [
+            (hdr("subject", "quarterly report for march"), [1]),
+            (hdr("subject", "report for"), [1]),
+            (Key(text="report for march"), [1]),
+            (Key(text="invoice-2026.pdf"), [2]),
+            (Key(text="application/pdf"), [2]),
+            (Key(text='content-type: application/pdf; name="invoice'), [2]),
+            (Key(body="invoice-2026.pdf"), []),
+            (Key(body="see the attachment"), [2]),
+            (Key(text="see the attachment"), [2]),
+        ]:
+            assert (await repo.search("u", INBOX, key)).uids == expected, key

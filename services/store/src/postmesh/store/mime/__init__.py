@@ -8,6 +8,7 @@ from postmesh.store.mime.structure import MAX_DEPTH, MAX_PARTS, extract_meta
 from postmesh.store.mime.text import (
     MAX_TEXT_CHARS,
     header_index,
+    part_headers_text,
     search_text,
     sent_date,
     sent_day,
@@ -22,6 +23,7 @@ __all__ = [
     "extract_meta",
     "header_index",
     "parse_addresses",
+    "part_headers_text",
     "search_text",
     "sent_date",
     "sent_day",

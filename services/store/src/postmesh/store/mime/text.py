@@ -41,12 +41,41 @@ def header_index(source: store_pb2.MessageMeta | bytes) -> dict[str, list[str]]:
     budget = MAX_HEADER_INDEX_CHARS
     for name, value in itertools.islice(iter_fields(block), MAX_FIELDS):
         text = decode_words(to_text(unfold(value)[: MAX_HEADER_VALUE_CHARS * 4]))
-        text = text[:MAX_HEADER_VALUE_CHARS]
+        # Runs of blanks as one space: a folded "Subject: a\r\n  b" unfolds to "a  b" (RFC 5322
+        # §2.2.3), and a search for "a b" should find it (Dovecot's does).
+        text = " ".join(text[:MAX_HEADER_VALUE_CHARS].split())
         budget -= len(name) + len(text) + 16  # a field costs something even when empty
         if budget < 0:
             break
         index.setdefault(name, []).append(text)
     return index
+
+
+def part_headers_text(
+    raw: bytes, meta: store_pb2.MessageMeta, limit: int = MAX_HEADER_INDEX_CHARS
+) -> str:
+    """The MIME header blocks of the body parts (not the message's own header, nor those of
+    embedded messages, which ``search_text`` has), unfolded and RFC 2047-decoded, one
+    "name: value" field a line: what TEXT also searches, so that an attachment's name finds its message (RFC 9051
+    §6.4.4 TEXT: "the header or body of the message"; Dovecot's TEXT does)."""
+    lines: list[str] = []
+    left = limit
+    stack = list(reversed(meta.body.parts))
+    while stack and left > 0:
+        part = stack.pop()
+        for name, value in itertools.islice(
+            iter_fields(raw[part.header_offset : part.body_offset]), MAX_FIELDS
+        ):
+            # "name: value", as the header's own lines read (TEXT "Content-Type: text/html").
+            text = " ".join(decode_words(to_text(unfold(value)[: left * 4])).split())
+            line = f"{name}: {text}"[:left]
+            lines.append(line)
+            left -= len(line) + 1
+        if part.parts:
+            stack.extend(reversed(part.parts))
+        elif part.type == "message" and part.HasField("message_body"):
+            stack.extend(reversed(part.message_body.parts))
+    return "\n".join(lines)
 
 
 def _decode_transfer(data: bytes, encoding: str) -> bytes:

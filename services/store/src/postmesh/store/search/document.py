@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postmesh.api.store.v1 import store_pb2
-from postmesh.store.mime import header_index, search_text
+from postmesh.store.mime import header_index, part_headers_text, search_text
 
 # Version 2 (ADR 0061): the JSON head, one LF, then the text as UTF-8, not a JSON string: JSON
 # escaping 100 KiB of text on every delivery cost ~0.2 ms of the store's CPU, and as much to
@@ -30,21 +30,33 @@ _MAX_INFLATED = 8 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class SearchDocument:
-    """Decoded header values by lower-case field name (see ``mime.header_index``) and the
-    decoded body text (see ``mime.search_text``)."""
+    """Decoded header values by lower-case field name (see ``mime.header_index``), the
+    decoded body text (see ``mime.search_text``) and the body parts' MIME headers, which only
+    TEXT searches (``mime.part_headers_text``; empty in documents made before them)."""
 
     headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
     text: str = ""
+    part_headers: str = ""
 
 
 def build_search_document(raw: bytes, meta: store_pb2.MessageMeta) -> SearchDocument:
     """The search document of a raw message and the meta ``extract_meta`` made of it."""
-    return SearchDocument(headers=header_index(meta), text=search_text(raw, meta))
+    return SearchDocument(
+        headers=header_index(meta),
+        text=search_text(raw, meta),
+        part_headers=part_headers_text(raw, meta),
+    )
 
 
 def encode_search_doc(doc: SearchDocument) -> bytes:
-    """zlib-compressed ``{"v": 2, "h": [[name, [values...]], ...]}`` JSON, LF, the text."""
-    head = {"v": _VERSION, "h": [[name, list(values)] for name, values in doc.headers.items()]}
+    """zlib-compressed ``{"v": 2, "h": [[name, [values...]], ...], "p": part headers}`` JSON,
+    LF, the text ("p" only when there are part headers)."""
+    head: dict[str, object] = {
+        "v": _VERSION,
+        "h": [[name, list(values)] for name, values in doc.headers.items()],
+    }
+    if doc.part_headers:
+        head["p"] = doc.part_headers
     data = b"%b\n%b" % (
         json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode(
             "utf-8", "surrogatepass"
@@ -77,7 +89,12 @@ def decode_search_doc(data: bytes) -> SearchDocument:
         raise ValueError(f"corrupt search document: {exc}") from exc
     headers: dict[str, list[str]] = {}
     items = payload.get("h")
-    if not isinstance(items, list) or not isinstance(text, str):
+    part_headers = payload.get("p", "")
+    if (
+        not isinstance(items, list)
+        or not isinstance(text, str)
+        or not isinstance(part_headers, str)
+    ):
         raise ValueError("malformed search document")
     for item in items:
         if (
@@ -89,4 +106,4 @@ def decode_search_doc(data: bytes) -> SearchDocument:
         ):
             raise ValueError("malformed search document header entry")
         headers[item[0]] = item[1]
-    return SearchDocument(headers=headers, text=text)
+    return SearchDocument(headers=headers, text=text, part_headers=part_headers)

@@ -60,6 +60,7 @@ class SearchableMessage:
         "_flags",
         "_header_text",
         "_headers",
+        "_part_headers",
         "_source",
         "_text",
         "flags",
@@ -92,6 +93,7 @@ class SearchableMessage:
         self._headers: dict[str, list[str]] | None = None
         self._header_text: str | None = None
         self._text: str | None = None
+        self._part_headers: str | None = None
 
     @property
     def internal_day(self) -> int:
@@ -140,6 +142,11 @@ class SearchableMessage:
         if self._text is None:
             self._text = fold(self.document().text)
         return self._text
+
+    def folded_part_headers(self) -> str:
+        if self._part_headers is None:
+            self._part_headers = fold(self.document().part_headers)
+        return self._part_headers
 
 
 def _key_kind(key: store_pb2.SearchKey) -> str | None:
@@ -301,7 +308,14 @@ def _compile(key: store_pb2.SearchKey, ctx: SearchContext) -> tuple[Predicate, i
         return (lambda m: needle in m.folded_text()), _TEXT
     if kind == "text":
         needle = fold(key.text)
-        return (lambda m: needle in m.folded_header_text() or needle in m.folded_text()), _TEXT
+        # The header, or the body: its text and its parts' MIME headers (RFC 9051 §6.4.4).
+        return (
+            lambda m: (
+                needle in m.folded_header_text()
+                or needle in m.folded_text()
+                or needle in m.folded_part_headers()
+            )
+        ), _TEXT
     if kind in ("and", "or"):
         compiled = sorted(
             (_compile(child, ctx) for child in getattr(key, kind).keys), key=lambda pc: pc[1]
