@@ -10,6 +10,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from postmesh.common.line_ends import normalize_bare_lf
+
 
 class ProtocolError(Exception):
     """A command the client got wrong: ``reply`` goes on the wire, ``reason`` into metrics."""
@@ -527,16 +529,6 @@ def with_header_section(content: bytes) -> bytes:
     return content[:end] + b"\r\n" + content[end:]
 
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-def normalize_bare_lf(data: bytes | bytearray) -> bytes | bytearray:
-    """Every LF not preceded by CR becomes CRLF (a bare CR stays, for the caller to refuse)."""
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data  # the common case: nothing to do, no copy
-    return _BARE_LF.sub(b"\r\n", data)
-
-
 def has_bare_newline(data: bytes | bytearray) -> bool:
     """True if a CR or LF appears other than as CRLF (RFC 5321 §2.3.8)."""
     crlf = data.count(b"\r\n")
@@ -553,4 +545,4 @@ def line_ends_checked(data: bytes | bytearray, normalize_lf: bool) -> bytes | by
         return None
     if data.count(b"\n") == crlf:
         return data
-    return _BARE_LF.sub(b"\r\n", data) if normalize_lf else None
+    return normalize_bare_lf(data) if normalize_lf else None
