@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from postmesh.api.store.v1 import store_pb2
+from postmesh.common.line_ends import BareLfNormalizer
 from postmesh.common.lru import Lru
 from postmesh.common.serial_thread import SerialThread
 from postmesh.store import indexing
@@ -100,6 +101,21 @@ async def _parse(raw: bytes) -> MessageIndex:
     if len(raw) <= PARSE_ON_LOOP:
         return indexing.index_content(raw)
     return await _PARSER.call(functools.partial(indexing.index_content, raw))
+
+
+class _Sent:
+    """An APPEND's content as the client sent it, counted (the declared size is of these
+    octets), and with bare LFs made CRLF when asked (``normalize``)."""
+
+    def __init__(self, stream: AsyncIterable[bytes], normalize: bool) -> None:
+        self._stream = stream
+        self._normalizer = BareLfNormalizer() if normalize else None
+        self.octets = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for data in self._stream:
+            self.octets += len(data)
+            yield data if self._normalizer is None else self._normalizer.feed(data)
 
 
 def _uids(values: Iterable[int]) -> list[int]:
@@ -248,9 +264,12 @@ class StoreRepository(ABC):
         *,
         check_first: bool = True,
         claim_recent: bool = False,
+        normalize_line_ends: bool = False,
     ) -> AppendResult:
         """IMAP APPEND; ``claim_recent``: the appending session claims \\Recent up to the new
-        UID in the same write (RFC 3501 section 6.3.11: APPEND sets it; :meth:`claim_recent`). The declared size is checked against the quota before the content is
+        UID in the same write (RFC 3501 section 6.3.11: APPEND sets it; :meth:`claim_recent`);
+        ``normalize_line_ends``: bare LFs are stored as CRLF (RFC 5322 section 2.1), ``size``
+        being the octets sent. The declared size is checked against the quota before the content is
         read (unless not ``check_first``: the content is at hand, ADR 0051), and in the
         transaction that stores it. Not idempotent: a retried Append can make a second
         copy, as an IMAP client retrying APPEND after a lost response can (RFC 9051 section
@@ -268,13 +287,20 @@ class StoreRepository(ABC):
             )
         if check_first:
             await self._check_append(user, mailbox, size)
+        sent = _Sent(stream, normalize_line_ends)
         try:
-            source = await spool(stream, size)
+            # Normalising at most doubles the content (every octet an LF).
+            source = await spool(sent, 2 * size if normalize_line_ends else size)
         except InvalidArgument as e:
             raise InvalidArgument(f"declared size {size} does not match the content: {e}") from e
         try:
-            if source.size != size:
-                raise InvalidArgument(f"declared size {size} but {source.size} bytes were sent")
+            if sent.octets != size:
+                raise InvalidArgument(f"declared size {size} but {sent.octets} bytes were sent")
+            if source.size > self.max_message_bytes:
+                raise InvalidArgument(
+                    f"message of {source.size} bytes with CRLF line ends exceeds the limit of"
+                    f" {self.max_message_bytes} bytes"
+                )
             if source.size <= APPEND_PARSE_RATHER_THAN_LOOK_UP:
                 index: MessageIndex | None = await _parse(source.read_all())
             else:

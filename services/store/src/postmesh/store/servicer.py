@@ -280,6 +280,7 @@ class StoreServicer(store_pb2_grpc.StoreServiceServicer):
             self.repo.append(
                 h.user, h.mailbox, h.flags, h.internal_date, h.size, content,
                 check_first=check_first, claim_recent=h.claim_recent,
+                normalize_line_ends=h.normalize_line_ends,
             ),
         )  # fmt: skip
         log.info("message appended", extra=kv(mailbox=r.mailbox, uid=r.uid, size=h.size))

@@ -418,18 +418,20 @@ class StoreClient:
         content: AsyncIterator[bytes],
         *,
         claim_recent: bool = False,
+        normalize_line_ends: bool = False,
     ) -> AppendResult:
         """APPEND: ``content`` (``size`` octets) is written chunk by chunk as it arrives (no
         whole-message buffer); an error it raises cancels the call and propagates.
         ``claim_recent``: the caller has the mailbox selected and claims \\Recent up to the new
-        message in the same write (``AppendResult.recent_first``). On the
+        message in the same write (``AppendResult.recent_first``). ``normalize_line_ends``: the
+        store keeps bare LFs as CRLF (an IMAP literal; not a literal8). On the
         call stream a message of at most one chunk goes whole in one AppendSmall (ADR 0051):
         read to its end first (errors propagate as before, nothing is stored)."""
         if self._calls is not None and self._small_append and size <= CHUNK_BYTES:
             data = b"".join([c async for c in content])
             header = store_pb2.AppendHeader(
                 user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date,
-                size=size, claim_recent=claim_recent,
+                size=size, claim_recent=claim_recent, normalize_line_ends=normalize_line_ends,
             )  # fmt: skip
             req = store_pb2.AppendSmallRequest(header=header, content=data)
             try:
@@ -447,7 +449,7 @@ class StoreClient:
         call = self._stub.Append()
         header = store_pb2.AppendHeader(
             user=user, mailbox=mailbox, flags=list(flags), internal_date=internal_date, size=size,
-            claim_recent=claim_recent,
+            claim_recent=claim_recent, normalize_line_ends=normalize_line_ends,
         )  # fmt: skip
         try:
             try:

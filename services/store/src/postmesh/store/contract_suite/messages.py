@@ -191,6 +191,27 @@ class MessageContract:
         r2 = await repo.append("u", "Drafts", [], 0, len(content), stream(content, 1 << 20))
         assert r2.uid == 2 and await repo.blob_refcount(m.blob_id) == 2
 
+    async def test_append_normalizes_bare_lf_when_asked(self, repo: StoreRepository) -> None:
+        """An IMAP literal's bare LFs are stored as CRLF (RFC 5322 section 2.1); the declared
+        size is of the octets sent; a CRLF split between two chunks stays one."""
+        await repo.provision_user("u")
+        sent = b"From: a@example.org\nSubject: lf\r\n\nline one\r\nline two\n"
+        r = await repo.append(
+            "u", INBOX, [], 0, len(sent), stream(sent, 28), normalize_line_ends=True
+        )  # the 28th octet is the CR of "lf\r\n"
+        stored = sent.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        assert await content_of(repo, "u", INBOX, r.uid) == stored
+        (m,), _ = await repo.list_messages("u", INBOX, 0, 10)
+        assert m.size == len(stored) == len(sent) + 3
+        for declared in (len(stored), len(sent) - 1):  # the size sent, not the size stored
+            with pytest.raises(InvalidArgument, match="declared size"):
+                await repo.append(
+                    "u", INBOX, [], 0, declared, stream(sent, 7), normalize_line_ends=True
+                )
+        # Without it, the octets are kept as sent (a literal8, RFC 3516 section 4.4).
+        r = await repo.append("u", INBOX, [], 0, len(sent), stream(sent, 7))
+        assert await content_of(repo, "u", INBOX, r.uid) == sent
+
     async def test_append_refuses_bad_input(self, repo: StoreRepository) -> None:
         await repo.provision_user("u")
         content = message(1)

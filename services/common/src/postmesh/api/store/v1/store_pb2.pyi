@@ -1009,6 +1009,7 @@ class AppendHeader(_message.Message):
     INTERNAL_DATE_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     CLAIM_RECENT_FIELD_NUMBER: _builtins.int
+    NORMALIZE_LINE_ENDS_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     mailbox: _builtins.str
     internal_date: _builtins.int
@@ -1018,6 +1019,10 @@ class AppendHeader(_message.Message):
     claim_recent: _builtins.bool
     """The appending IMAP session has the mailbox selected and keeps the Recent flag (ClaimRecent):
     the store claims up to the new UID in the same write, as RFC 3501 §6.3.11 has APPEND set it.
+    """
+    normalize_line_ends: _builtins.bool
+    """Store every LF not preceded by CR as CRLF (an IMAP APPEND of a literal, not a literal8):
+    size is the octets sent; the stored message's RFC822.SIZE counts the CRs added.
     """
     @_builtins.property
     def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -1030,10 +1035,11 @@ class AppendHeader(_message.Message):
         internal_date: _builtins.int = ...,
         size: _builtins.int = ...,
         claim_recent: _builtins.bool = ...,
+        normalize_line_ends: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_recent", b"claim_recent", "flags", b"flags", "internal_date", b"internal_date", "mailbox", b"mailbox", "size", b"size", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_recent", b"claim_recent", "flags", b"flags", "internal_date", b"internal_date", "mailbox", b"mailbox", "normalize_line_ends", b"normalize_line_ends", "size", b"size", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
