@@ -4,6 +4,7 @@ and delete a maildrop; SCRAM-SHA-256 over the wire; the shared lockout answers [
 from __future__ import annotations
 
 import base64
+import imaplib
 import poplib
 import socket
 import subprocess
@@ -188,3 +189,39 @@ def test_repeated_failures_lock_the_account_across_connections(stack: Stack) -> 
         assert answer.startswith(b"-ERR [LOGIN-DELAY] Too many failed logins; try again in ")
     finally:
         conn.close()
+
+
+def test_a_message_imaplib_appends_with_lf_line_ends_is_one_size_everywhere(
+    stack: Stack,
+) -> None:
+    """``imaplib.append(..., msg.as_bytes())`` sends LF line ends. The store keeps them as CRLF,
+    so IMAP's RFC822.SIZE and body, POP3's LIST size and what RETR sends agree (they differed
+    by one octet a line: LIST said the LF size, RETR sent CRLF)."""
+    from email.message import EmailMessage
+
+    marker = uuid.uuid4().hex[:8]
+    user, password = f"lf-{marker}@example.test", "lf-pw-1"
+    create_user(stack, user, password)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = user, user, f"written by a script {marker}"
+    msg.set_content("first line\nsecond line\n")
+    lf = msg.as_bytes()
+    assert b"\r\n" not in lf and lf.count(b"\n") > 5
+    crlf = lf.replace(b"\n", b"\r\n")
+    with imaplib.IMAP4("127.0.0.1", stack.ports.imap) as imap:
+        imap.starttls(insecure_tls())
+        imap.login(user, password)
+        typ, _ = imap.append("INBOX", None, None, lf)
+        assert typ == "OK"
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK" and isinstance(data[0], tuple)
+        assert data[0][1] == crlf
+        assert f"RFC822.SIZE {len(crlf)} ".encode() in data[0][0]
+    pop = poplib.POP3("127.0.0.1", stack.ports.pop3, timeout=30)
+    pop.stls(context=insecure_tls())
+    pop.user(user)
+    pop.pass_(password)
+    assert pop.list()[1] == [b"1 %d" % len(crlf)]
+    assert b"\r\n".join(pop.retr(1)[1]) + b"\r\n" == crlf
+    pop.quit()

@@ -108,6 +108,7 @@ class FaultyStore:
         content: AsyncIterator[bytes],
         *,
         claim_recent: bool = False,
+        normalize_line_ends: bool = False,
     ) -> AppendResult:
         """Also logs the sizes of the chunks the session streamed (``append_chunks``)."""
         self.calls.append(("append", (user, mailbox, flags, internal_date, size)))
@@ -122,8 +123,9 @@ class FaultyStore:
 
         try:
             return await self._inner.append(
-                user, mailbox, flags, internal_date, size, counted(), claim_recent=claim_recent
-            )
+                user, mailbox, flags, internal_date, size, counted(),
+                claim_recent=claim_recent, normalize_line_ends=normalize_line_ends,
+            )  # fmt: skip
         finally:
             self.calls.append(("append_chunks", tuple(sizes)))
 

@@ -74,6 +74,22 @@ async def test_append_to_the_selected_mailbox_announces_exists(env: Env) -> None
     await c.close()
 
 
+async def test_bare_lf_is_stored_as_crlf(env: Env) -> None:
+    """What ``imaplib.append(..., msg.as_bytes())`` sends: LF line ends. Stored with CRLF
+    (RFC 5322 §2.1), so FETCH, RFC822.SIZE and POP3 see one message (as Dovecot shows it); a
+    literal8 is binary and kept as sent (test_binary_append below)."""
+    lf = b"From: a@example.org\nSubject: lf\n\nline one\nline two\n"
+    c = await Client.login(env)
+    sent = await env.uidvalidity("Sent")
+    assert await _append_sync(c, b"a APPEND Sent", lf) == [
+        b"a OK [APPENDUID %d 1] APPEND completed" % sent
+    ]
+    crlf = lf.replace(b"\n", b"\r\n")
+    assert await env.content(1, "Sent") == crlf
+    assert (await env.message(1, "Sent")).size == len(crlf)
+    await c.close()
+
+
 async def test_append_is_streamed_in_chunks(env: Env) -> None:
     # Larger than the literal and command limits (64 KiB, 1 MiB): APPEND's message is not a
     # literal held in memory, it goes to the store chunk by chunk.

@@ -189,6 +189,7 @@ class MailStore(Protocol):
         content: AsyncIterator[bytes],
         *,
         claim_recent: bool = False,
+        normalize_line_ends: bool = False,
     ) -> AppendResult:
         """APPEND (RFC 9051 §6.3.12): ``content`` (exactly ``size`` octets) is passed on chunk by
         chunk as it is read; an error raised by ``content`` aborts the append and propagates.

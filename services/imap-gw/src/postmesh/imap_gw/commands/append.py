@@ -77,9 +77,12 @@ async def append(session: Session, cmd: Append) -> Result:
     # one first told of the message, so it claims it in the store's write (ADR 87).
     claiming = sel is not None and sel.name == name and sel.claims_recent
     try:
+        # A message's lines end in CRLF (RFC 5322 §2.1): bare LFs (a script's LF-only message)
+        # are stored as CRLF, so FETCH, RFC822.SIZE and POP3 agree (as Dovecot shows them); a
+        # literal8 is binary data, stored as sent (RFC 3516 §4.4).
         r = await session.store.append(
             session.user, name, cmd.flags, cmd.internal_date or 0, cmd.size,
-            _content(ahead, cmd), claim_recent=claiming,
+            _content(ahead, cmd), claim_recent=claiming, normalize_line_ends=not cmd.binary,
         )  # fmt: skip
     except ParseError as e:
         return bad(e.message, e.code)
