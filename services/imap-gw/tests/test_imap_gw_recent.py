@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 from imap_wire import Client
 
+from postmesh.imap_gw.backend import Changes, MessageMeta
+from postmesh.imap_gw.state import SelectedMailbox
+
 if TYPE_CHECKING:
     from store_env import StoreEnv as Env
 
@@ -175,3 +178,19 @@ async def test_examine_shows_new_mail_as_recent_only_while_nobody_claimed_it(env
     assert (await examiner.cmd(b"f FETCH 5 (FLAGS)"))[0] == b"* 5 FETCH (FLAGS (\\Recent))"
     await examiner.close()
     await selector.close()
+
+
+def test_two_looks_before_an_exists_count_each_message_once() -> None:
+    """A read-only session may learn of new mail twice before it tells the client (a forced
+    resynchronisation, then an event): nobody claimed message 4 either time, and it is one
+    recent message, not two."""
+    sel = SelectedMailbox("INBOX", 1, readonly=True, uidnext=4, highestmodseq=4)
+    sel.watches_recent = True
+    sel.claimed(4, 3)  # EXAMINE: nothing unclaimed yet
+    sel.apply_changes(Changes([MessageMeta(4, (), 100, 0, 5)], [], 5))
+    sel.claimed(4, 4)
+    sel.apply_changes(Changes([MessageMeta(5, (), 100, 0, 6)], [], 6))
+    sel.claimed(4, 5)  # still unclaimed from 4 on
+    assert sel.take_new() == 2
+    assert sel.recent_count() == 2
+    assert [i for a, b in sel.recent_positions() for i in range(a, b + 1)] == [0, 1]

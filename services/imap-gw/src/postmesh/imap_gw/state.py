@@ -251,9 +251,10 @@ class SelectedMailbox:
         """This session claimed the UIDs ``first`` to ``last`` (the store's ClaimRecent), or,
         read-only, saw that nobody had claimed them. Those the client has already been told of
         stay as told: only messages not announced yet become recent, before the EXISTS that
-        announces them."""
+        announces them; and none twice (a read-only session may see the same unclaimed
+        messages at two resynchronisations before its EXISTS)."""
+        lo = max(first, self.claimed_recent + 1, self.uids[-1] + 1 if self.uids else 1)
         self.claimed_recent = max(self.claimed_recent, last)
-        lo = max(first, self.uids[-1] + 1 if self.uids else 1)
         if lo > last:
             return
         self._recent.append((lo, last))
