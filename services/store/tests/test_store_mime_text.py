@@ -9,7 +9,14 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postmesh.store.mime import extract_meta, header_index, search_text, sent_date, sent_day
+from postmesh.store.mime import (
+    extract_meta,
+    header_index,
+    part_headers_text,
+    search_text,
+    sent_date,
+    sent_day,
+)
 from postmesh.store.mime.text import collapse_blank_lines
 
 MIXED = (
@@ -132,3 +139,20 @@ def test_collapse_blank_lines_examples() -> None:
     assert collapse_blank_lines("  a  ") == "  a  "  # no line feed: untouched
     assert collapse_blank_lines("\n\na\n\n") == "\na\n"
     assert collapse_blank_lines("a\xa0\nb") == "a\xa0\nb"  # NBSP is text, not a blank
+
+
+def test_part_headers_text_keeps_to_its_limit() -> None:
+    raw = (
+        b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + b"".join(
+            b"--b\r\nContent-Type: text/plain\r\nContent-Description: part %d\r\n\r\nx\r\n" % i
+            for i in range(20)
+        )
+        + b"--b--\r\n"
+    )
+    meta = extract_meta(raw)
+    whole = part_headers_text(raw, meta)
+    assert whole.startswith("content-type: text/plain\ncontent-description: part 0\n")
+    for limit in (1, 30, 100):
+        cut = part_headers_text(raw, meta, limit)
+        assert len(cut) <= limit and whole.startswith(cut)

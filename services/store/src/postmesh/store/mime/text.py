@@ -33,6 +33,13 @@ _SPACES = re.compile(r"[ \t\xa0]{2,}|[\t\xa0]")
 _HORIZONTAL = " \t\r\f\v"
 
 
+def _field_text(value: bytes, limit: int) -> str:
+    """A raw field value as search sees it: unfolded, RFC 2047-decoded, each run of blanks one
+    space (a folded "Subject: a\r\n  b" unfolds to "a  b", RFC 5322 §2.2.3, and a search for
+    "a b" should find it, as Dovecot's does), at most ``limit`` characters."""
+    return " ".join(decode_words(to_text(unfold(value)[: limit * 4]))[:limit].split())
+
+
 def header_index(source: store_pb2.MessageMeta | bytes) -> dict[str, list[str]]:
     """Lower-case field name → its values, unfolded and RFC 2047-decoded, in order; from a
     MessageMeta (its header) or a raw header block. Bounded in total size."""
@@ -40,10 +47,7 @@ def header_index(source: store_pb2.MessageMeta | bytes) -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
     budget = MAX_HEADER_INDEX_CHARS
     for name, value in itertools.islice(iter_fields(block), MAX_FIELDS):
-        text = decode_words(to_text(unfold(value)[: MAX_HEADER_VALUE_CHARS * 4]))
-        # Runs of blanks as one space: a folded "Subject: a\r\n  b" unfolds to "a  b" (RFC 5322
-        # §2.2.3), and a search for "a b" should find it (Dovecot's does).
-        text = " ".join(text[:MAX_HEADER_VALUE_CHARS].split())
+        text = _field_text(value, MAX_HEADER_VALUE_CHARS)
         budget -= len(name) + len(text) + 16  # a field costs something even when empty
         if budget < 0:
             break
@@ -55,9 +59,10 @@ def part_headers_text(
     raw: bytes, meta: store_pb2.MessageMeta, limit: int = MAX_HEADER_INDEX_CHARS
 ) -> str:
     """The MIME header blocks of the body parts (not the message's own header, nor those of
-    embedded messages, which ``search_text`` has), unfolded and RFC 2047-decoded, one
-    "name: value" field a line: what TEXT also searches, so that an attachment's name finds its message (RFC 9051
-    §6.4.4 TEXT: "the header or body of the message"; Dovecot's TEXT does)."""
+    embedded messages, which ``search_text`` has), one "name: value" field a line (as the
+    header reads: TEXT "Content-Type: text/html"), at most ``limit`` characters: what TEXT also
+    searches, so that an attachment's name finds its message (RFC 9051 §6.4.4 TEXT: "the
+    header or body of the message"; Dovecot's TEXT does)."""
     lines: list[str] = []
     left = limit
     stack = list(reversed(meta.body.parts))
@@ -66,9 +71,9 @@ def part_headers_text(
         for name, value in itertools.islice(
             iter_fields(raw[part.header_offset : part.body_offset]), MAX_FIELDS
         ):
-            # "name: value", as the header's own lines read (TEXT "Content-Type: text/html").
-            text = " ".join(decode_words(to_text(unfold(value)[: left * 4])).split())
-            line = f"{name}: {text}"[:left]
+            if left <= 0:
+                break
+            line = f"{name}: {_field_text(value, left)}"[:left]
             lines.append(line)
             left -= len(line) + 1
         if part.parts:
