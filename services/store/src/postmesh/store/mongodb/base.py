@@ -396,6 +396,20 @@ class MongoBase(StoreRepository):
             recent=recent,
         )  # fmt: skip
 
+    async def _raise_first_recent(self, mailbox_id: ObjectId, last: int) -> int | None:
+        """Claim \\Recent up to UID ``last``: the mailbox's first unclaimed UID before (the
+        claim is from there), None if the mailbox is gone. By ``$max``, so of two claims the
+        later gets the other's end as its start; the caller holds the mailbox's lock, as for
+        every write of its document (FerretDB 1.24 applies an update as read-then-write-back,
+        ADR 37: without the lock two claims both won in the contract test)."""
+        before = await self._mailboxes.find_one_and_update(
+            {"_id": mailbox_id},
+            {"$max": {"first_recent_uid": last + 1}},
+            # No projection: FerretDB 1.24 does not implement findAndModify's "fields".
+            return_document=ReturnDocument.BEFORE,
+        )
+        return None if before is None else first_recent_uid(before)
+
     async def _recent_counts(self, docs: list[Doc]) -> dict[ObjectId, int]:
         """STATUS RECENT of these mailboxes: a count only where a message is unclaimed."""
         out: dict[ObjectId, int] = {}

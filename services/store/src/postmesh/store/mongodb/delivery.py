@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from postmesh.store.blobs import BlobSource
@@ -28,7 +27,7 @@ from postmesh.store.errors import (
 from postmesh.store.indexing import search_headers
 from postmesh.store.model import AppendResult, DeliverResult, Delivery, MessageIndex
 from postmesh.store.mongodb import search_filter
-from postmesh.store.mongodb.base import Doc, first_recent_uid, key_of
+from postmesh.store.mongodb.base import Doc, key_of
 from postmesh.store.mongodb.blobs import DELETING, UPLOAD
 from postmesh.store.mongodb.grouping import Waiter
 from postmesh.store.mongodb.locks import user_key
@@ -474,14 +473,9 @@ class MongoDelivery(MongoMailboxes):
                 self._snapshots.written(box["_id"], int(box["uidvalidity"]), doc)
                 recent_first = 0
                 if claim_recent:
-                    # The appending session's \Recent claim up to its message (as
-                    # _claim_recent), before the UID is visible to anyone else.
-                    before = await self._mailboxes.find_one_and_update(
-                        {"_id": box["_id"]},
-                        {"$max": {"first_recent_uid": uid + 1}},
-                        return_document=ReturnDocument.BEFORE,
-                    )
-                    recent_first = first_recent_uid(before) if before else 0
+                    # The appending session's \Recent claim up to its message, before the
+                    # UID is visible to anyone else (under this block's mailbox lock).
+                    recent_first = await self._raise_first_recent(box["_id"], uid) or 0
         finally:
             # Written or not, nothing of this call is left to finish (no retry resumes it).
             if reserved:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from postmesh.store.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -268,17 +268,9 @@ class MongoMailboxes(MongoIntents):
         if doc.get("noselect"):
             last = first - 1  # no messages, nothing to claim (a SELECT of it fails on its own)
         if last >= first:
-            # Under the mailbox's lock, as every write of its document: FerretDB 1.24 applies
-            # an update as read-then-write-back (ADR 37), so a claim beside an allocation would
-            # lose one of them, and two claims could both get one message.
             async with self._locks.hold(doc["_id"]):
-                before = await self._mailboxes.find_one_and_update(
-                    {"_id": doc["_id"]},
-                    {"$max": {"first_recent_uid": last + 1}},
-                    # No projection: FerretDB 1.24 does not implement findAndModify's "fields".
-                    return_document=ReturnDocument.BEFORE,
-                )
+                before = await self._raise_first_recent(doc["_id"], last)
             if before is None:
                 raise NotFound(f"mailbox {mailbox!r} of {user} does not exist")
-            first = first_recent_uid(before)
+            first = before
         return RecentClaim(first, last, int(doc["uidvalidity"]))

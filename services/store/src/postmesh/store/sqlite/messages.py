@@ -113,10 +113,7 @@ def append(
         # The appending session is the first told of the message (RFC 3501 section 6.3.11):
         # it claims up to it in this transaction (rows.claim_recent).
         recent_first = int(row[8])
-        if recent_first <= uid:
-            conn.execute(
-                "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (uid + 1, row[0])
-            )
+        rows.raise_first_recent(conn, row[0], recent_first, uid)
     return AppendResult(uid, row[3], modseq, mailbox, recent_first=recent_first)
 
 

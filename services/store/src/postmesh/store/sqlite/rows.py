@@ -185,9 +185,16 @@ def claim_recent(conn: sqlite3.Connection, row: Row, up_to_uid: int) -> RecentCl
     last = uidnext - 1 if up_to_uid == 0 else min(up_to_uid, uidnext - 1)
     if row[7]:
         last = first - 1  # \\Noselect: no messages, nothing to claim
-    if last >= first:
-        conn.execute("UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (last + 1, mid))
+    raise_first_recent(conn, mid, first, last)
     return RecentClaim(first, last, uidvalidity)
+
+
+def raise_first_recent(conn: sqlite3.Connection, mailbox_id: int, first: int, last: int) -> None:
+    """Record the claim of the UIDs ``first`` to ``last`` (none when ``last < first``)."""
+    if last >= first:
+        conn.execute(
+            "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (last + 1, mailbox_id)
+        )
 
 
 def bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
