@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import dns.exception
+import dns.flags
+import dns.message
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -181,15 +183,27 @@ class FakeSmtp:
             w.close()
 
 
+class _Signed(list[Any]):
+    """An answer a validating resolver vouched for: its response has the AD bit."""
+
+    response = dns.message.make_response(dns.message.make_query("x.", "A"))
+    response.flags |= dns.flags.AD
+
+
 class FakeResolver:
-    """``zone[(name, "MX")] = ["10 mx1.example.", ...]``; an exception instance is raised."""
+    """``zone[(name, "MX")] = ["10 mx1.example.", ...]``; an exception instance is raised.
+    Answers for names in ``signed`` (NODATA ones too) carry the AD bit."""
 
     def __init__(self) -> None:
         self.zone: dict[tuple[str, str], list[str] | Exception] = {}
         self.queries: list[tuple[str, str]] = []
+        self.signed: set[str] = set()
 
     def add(self, name: str, rdtype: str, *values: str) -> None:
         self.zone[(name.lower().rstrip("."), rdtype)] = list(values)
+
+    def sign(self, *names: str) -> None:
+        self.signed.update(n.lower().rstrip(".") for n in names)
 
     async def resolve(
         self, name: str, rdtype: Any, search: bool = False, raise_on_no_answer: bool = True
@@ -197,17 +211,19 @@ class FakeResolver:
         rdtype_text = rdtype if isinstance(rdtype, str) else dns.rdatatype.to_text(rdtype)
         key = (str(name).lower().rstrip("."), rdtype_text)
         self.queries.append(key)
+        answer: list[Any] = _Signed() if key[0] in self.signed else []
         if key not in self.zone:
             if any(n == key[0] for n, _ in self.zone):
                 if not raise_on_no_answer:
-                    return []  # as dnspython's Answer without an RRset iterates
+                    return answer  # as dnspython's Answer without an RRset iterates
                 raise dns.resolver.NoAnswer()
             raise dns.resolver.NXDOMAIN()
         value = self.zone[key]
         if isinstance(value, Exception):
             raise value
         t = dns.rdatatype.from_text(rdtype_text)
-        return [dns.rdata.from_text(dns.rdataclass.IN, t, v) for v in value]
+        answer += [dns.rdata.from_text(dns.rdataclass.IN, t, v) for v in value]
+        return answer
 
 
 def timeout() -> Exception:

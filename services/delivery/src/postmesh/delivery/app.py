@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
+import dns.flags
 import grpc
 import uvicorn
 from prometheus_client import Counter, Histogram
@@ -152,9 +153,12 @@ class DeliveryService(Service):
         )
         # MX, A/AAAA and MTA-STS TXT answers are cached for their TTL, as a local caching
         # resolver would: no look-ups per message to the same destination.
-        resolver = AnswerMemo(
-            make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES), DNS_CACHE_ENTRIES
-        )
+        plain = make_resolver(settings.dns_servers, cache_entries=DNS_CACHE_ENTRIES)
+        if settings.dane:
+            # RFC 6840 §5.7: the AD bit in a query asks a validating resolver to say whether
+            # its answer was validated, without the DNSSEC records themselves (DO).
+            plain.flags = dns.flags.RD | dns.flags.AD
+        resolver = AnswerMemo(plain, DNS_CACHE_ENTRIES)
         ca = str(settings.relay_ca_file) if settings.relay_ca_file else None
         mta_sts = MtaSts(resolver, settings.mta_sts_https_port, ca) if settings.mta_sts else None
         self.relay = Relay(settings, resolver, mta_sts)

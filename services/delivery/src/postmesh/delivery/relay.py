@@ -16,9 +16,11 @@ import aiosmtplib
 import dns.asyncresolver
 
 from postmesh.common.logging import get_logger, kv
+from postmesh.delivery.dane import DanePolicy, TlsaLookupFailed
+from postmesh.delivery.dane import lookup as dane_lookup
 from postmesh.delivery.model import Outcome, RecipientResult
 from postmesh.delivery.mta_sts import MtaSts, Policy
-from postmesh.delivery.mx import DnsError, MxHost, NullMx, resolve_addresses, resolve_mx
+from postmesh.delivery.mx import DnsError, HostAddresses, MxHost, NullMx, resolve_host, resolve_mx
 from postmesh.delivery.requiretls import TlsPolicy, no_secure_session, not_offered, tls_policy
 from postmesh.delivery.routing import NextHop, Router
 from postmesh.delivery.settings import DeliverySettings
@@ -35,7 +37,8 @@ from postmesh.delivery.smtp_client import (
 
 log = get_logger(__name__)
 
-_Key = tuple[str, str, int, bool]  # mx name, address, port, verified TLS
+# mx name, address, port, what TLS must be ("": opportunistic, "pkix", or DanePolicy.key)
+_Key = tuple[str, str, int, str]
 
 
 class ConnectionCache:
@@ -295,13 +298,33 @@ class Relay:
             log.info("MTA-STS enforce relaxed: TLS-Required: No", extra=kv(domain=domain))
         verify = enforce or requiretls
         # RFC 8689 §4.2.1 step 2: a host taken from the recipient domain's MX records must be
-        # validated, by DNSSEC (not checked here) or by the domain's MTA-STS policy listing it.
+        # validated, by DNSSEC (signed MX records) or by the domain's MTA-STS policy listing it.
         # An operator's route and a domain without MX records (its own address) need not be.
         validate_mx = requiretls and hop.direct_to_domain and hop.mx_lookup
         failed = _NoHost(Reply(451, f"4.4.1 no MX host of {domain} could be reached"))
         for host in hosts:
+            resolved: HostAddresses | None = None
+            dane: DanePolicy | None = None
+            if self.settings.dane and not _is_ip(host.name):
+                try:
+                    resolved = await resolve_host(self.resolver, host.name)
+                    if resolved.dnssec and resolved.addresses:
+                        # RFC 7672 §2.2.2: the TLSA records of a host whose addresses are
+                        # signed, whether or not the MX records were (§2.2.1).
+                        dane = await dane_lookup(
+                            self.resolver, host.name, hop.port, host.dnssec, domain
+                        )
+                except DnsError as e:
+                    failed.fail(Reply(451, f"4.4.3 {e}"))
+                    continue
+                except TlsaLookupFailed as e:
+                    # RFC 7672 §2.2: a host whose TLSA records cannot be had gets no mail.
+                    log.info("TLSA look-up failed", extra=kv(mx=host.name, error=str(e)))
+                    failed.fail(Reply(451, f"4.7.5 {e}"))
+                    continue
             listed = policy is not None and policy.mode != "none" and policy.allows(host.name)
-            if policy is not None and policy.mode != "none" and not listed:
+            # RFC 8461 §2: a host DANE authenticates is not held to the MTA-STS policy.
+            if dane is None and policy is not None and policy.mode != "none" and not listed:
                 # RFC 8461 §4.1: an MX not named by the policy is not a candidate (enforce).
                 log.warning(
                     "MX not in MTA-STS policy",
@@ -312,21 +335,26 @@ class Relay:
                         Reply(451, f"4.7.5 MX {host.name} is not in {domain}'s MTA-STS policy")
                     )
                     continue
-            if validate_mx and not host.implicit and not listed:
+            # RFC 8689 §4.2.1 step 2: signed MX records validate the host, as a policy does.
+            if validate_mx and not host.implicit and not listed and not host.dnssec:
                 failed.refuse(
                     no_secure_session(
-                        f"MX {host.name} of {domain} is not validated by an MTA-STS policy"
+                        f"MX {host.name} of {domain} is not validated by an MTA-STS policy "
+                        "(nor by DNSSEC)"
                     )
                 )
                 continue
-            try:
-                addresses = (
-                    [host.name] if _is_ip(host.name) else
-                    await resolve_addresses(self.resolver, host.name)
-                )  # fmt: skip
-            except DnsError as e:
-                failed.fail(Reply(451, f"4.4.3 {e}"))
-                continue
+            if resolved is not None:
+                addresses = resolved.addresses
+            else:
+                try:
+                    addresses = (
+                        [host.name] if _is_ip(host.name) else
+                        (await resolve_host(self.resolver, host.name)).addresses
+                    )  # fmt: skip
+                except DnsError as e:
+                    failed.fail(Reply(451, f"4.4.3 {e}"))
+                    continue
             if not addresses:
                 if host.implicit:  # no MX and no address: nowhere to deliver (RFC 5321 §5.1)
                     return self._all(
@@ -334,10 +362,14 @@ class Relay:
                     )
                 failed.fail(Reply(451, f"4.4.3 MX host {host.name} has no address records"))
                 continue
+            # DANE's own authentication replaces the PKIX check; with no usable record it only
+            # makes TLS mandatory, and a REQUIRETLS message still needs PKIX.
+            pkix = verify and not (dane is not None and dane.authenticates)
+            mode = dane.key if dane is not None else "pkix" if pkix else ""
             for address in addresses:
-                key: _Key = (host.name, address, hop.port, verify)
+                key: _Key = (host.name, address, hop.port, mode)
                 try:
-                    session = await self._session(key, verify)
+                    session = await self._session(key, pkix, dane)
                 except SessionError as e:
                     _session_failed(failed, e, host.name, address, requiretls)
                     continue
@@ -384,7 +416,7 @@ class Relay:
                 return results
         return failed
 
-    async def _session(self, key: _Key, verify: bool) -> SmtpSession:
+    async def _session(self, key: _Key, verify: bool, dane: DanePolicy | None) -> SmtpSession:
         cached = self.cache.take(key)
         if cached is not None:
             return cached  # no RSET probe: see SmtpSession.send
@@ -397,5 +429,5 @@ class Relay:
             self.settings.relay_connect_timeout_seconds,
             self.settings.relay_command_timeout_seconds,
         )
-        await session.open(self._verify if verify else None)
+        await session.open(self._verify if verify else None, dane)
         return session

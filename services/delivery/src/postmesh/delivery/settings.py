@@ -95,6 +95,11 @@ class DeliverySettings(AdminTokenSettings):
     queue_poll_seconds: float = Field(default=1.0, gt=0)
     # RFC 8461 MTA-STS: look up and enforce the policies of destination domains.
     mta_sts: bool = True
+    # RFC 7672 DANE: an MX host whose address and TLSA records the resolver signed (the AD bit)
+    # gets TLS authenticated by those records, or no mail. It trusts the AD bit of
+    # POSTMESH_DNS_SERVERS, which must then be a validating resolver on a trusted path (a
+    # node-local unbound); a resolver that never sets AD leaves delivery as without DANE.
+    dane: bool = True
     # Port of the MTA-STS policy host (443; another only for tests).
     mta_sts_https_port: int = Field(default=443, ge=1, le=65535)
     # CA bundle (PEM) for verifying MX certificates (an enforced MTA-STS policy, REQUIRETLS

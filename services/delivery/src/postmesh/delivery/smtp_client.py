@@ -8,6 +8,8 @@ per-recipient replies, the RFC 3461 DSN parameters when the peer advertises DSN,
 
 from __future__ import annotations
 
+import _ssl
+import asyncio
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +20,7 @@ import aiosmtplib
 from postmesh.common.logging import get_logger, kv
 from postmesh.delivery import bdat
 from postmesh.delivery.binarymime import NotConvertible, to_seven_or_eight_bit
+from postmesh.delivery.dane import DaneMismatch, DanePolicy
 from postmesh.delivery.data import COMPLETED, START_INPUT, payload
 from postmesh.delivery.wire import Wire, command_line
 
@@ -155,6 +158,24 @@ def verified_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def peer_chain(transport: asyncio.BaseTransport) -> list[bytes]:
+    """The certificates the peer sent (DER, its own first), unverified: what DANE-TA(2)
+    matches an issuer in (RFC 7671 §5.2.2). Python 3.13 has this as a public method; before
+    it, the ssl module's C object has had it since 3.10. Without either, the leaf alone (enough
+    for DANE-EE(3), the usage nearly every MX publishes)."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return []
+    public = getattr(ssl_object, "get_unverified_chain", None)
+    if public is not None:
+        return [bytes(c) for c in public() or []]
+    inner = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if inner is not None:
+        return [c.public_bytes(_ssl.ENCODING_DER) for c in inner() or []]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
 class SmtpSession:
     """One connection to one address of one MX host; several transactions may use it."""
 
@@ -182,6 +203,8 @@ class SmtpSession:
         self.verified = False
         self.transactions = 0
         self._verify: ssl.SSLContext | None = None
+        # How DANE authenticated the peer (for the log); empty without DANE.
+        self.authenticated_by = ""
 
     @property
     def remote_mta(self) -> str:
@@ -199,27 +222,33 @@ class SmtpSession:
         """RFC 8689 §4.2.1 steps 4-5: verified TLS, and REQUIRETLS in the EHLO after it."""
         return self.verified and self.supports("requiretls")
 
-    async def open(self, verify: ssl.SSLContext | None = None) -> None:
+    async def open(
+        self, verify: ssl.SSLContext | None = None, dane: DanePolicy | None = None
+    ) -> None:
         """Connect, EHLO and STARTTLS. ``verify`` set (MTA-STS enforce): TLS with a valid
-        certificate for mx_name is required. Unset: STARTTLS when offered, unverified, and a
-        failed handshake falls back to a new plaintext session (as Postfix's "may" level)."""
+        certificate for mx_name is required. ``dane`` set (RFC 7672 §2.2): TLS is required and
+        the certificate chain must match the host's TLSA records (none usable: TLS without
+        authentication). Neither: STARTTLS when offered, unverified, and a failed handshake
+        falls back to a new plaintext session (as Postfix's "may" level)."""
         self._verify = verify
         try:
-            await self._open(starttls=True, verify=verify)
+            await self._open(starttls=True, verify=verify, dane=dane)
         except SessionError as e:
-            if verify is not None or not e.tls_failure:
+            if verify is not None or dane is not None or not e.tls_failure:
                 raise
             log.info(
                 "STARTTLS failed; retrying without TLS",
                 extra=kv(mx=self.mx_name, address=self.address, error=str(e)),
             )
             await self.close()
-            await self._open(starttls=False, verify=None)
+            await self._open(starttls=False, verify=None, dane=None)
         assert self.smtp is not None and self.smtp.transport is not None
         # EHLO's reply was the last one read: the wire takes every reply from here on.
         self.wire = Wire.take_over(self.smtp.transport, self.command_timeout)
 
-    async def _open(self, starttls: bool, verify: ssl.SSLContext | None) -> None:
+    async def _open(
+        self, starttls: bool, verify: ssl.SSLContext | None, dane: DanePolicy | None
+    ) -> None:
         smtp = aiosmtplib.SMTP(
             hostname=self.address,
             port=self.port,
@@ -243,8 +272,9 @@ class SmtpSession:
                 Reply(451, f"4.4.1 connection to {self._where()} failed: {e}")
             ) from None
         if not starttls or not smtp.supports_extension("starttls"):
-            if verify is not None:
+            if verify is not None or dane is not None:
                 reply = Reply(451, f"4.7.5 {self._where()} does not offer STARTTLS")
+                await self.close()
                 raise SessionError(reply, tls_failure=True, insecure=True)
             return
         try:
@@ -255,13 +285,29 @@ class SmtpSession:
             )
             self.tls = True
             self.verified = verify is not None
+            if dane is not None and dane.authenticates:
+                self._authenticate(dane)
             await self._ehlo()  # RFC 3207 §4.2: forget what was learnt before TLS
+        except DaneMismatch as e:
+            # RFC 7672 §2.2: no mail over a session that fails DANE authentication.
+            await self.close()
+            raise SessionError(Reply(451, f"4.7.5 {e}"), insecure=True) from None
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as e:
             reply = Reply(451, f"4.7.5 TLS with {self._where()} failed: {e}")
             bad_cert = isinstance(e, ssl.SSLCertVerificationError) or isinstance(
                 e.__cause__, ssl.SSLCertVerificationError
             )
             raise SessionError(reply, tls_failure=True, insecure=bad_cert) from None
+
+    def _authenticate(self, dane: DanePolicy) -> None:
+        """The peer's chain against the host's TLSA records (DaneMismatch if it fails)."""
+        assert self.smtp is not None and self.smtp.transport is not None
+        self.authenticated_by = dane.check(peer_chain(self.smtp.transport))
+        self.verified = True
+        log.info(
+            "DANE authenticated",
+            extra=kv(mx=self.mx_name, address=self.address, match=self.authenticated_by),
+        )
 
     async def _ehlo(self) -> None:
         assert self.smtp is not None
