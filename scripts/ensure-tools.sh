@@ -33,6 +33,10 @@ command -v rspamd >/dev/null || need+=(rspamd)
 # Prometheus and promtool: the chart's alert rules are checked and unit-tested with promtool, and
 # a private Prometheus scrapes a test stack (tests/integration/test_prometheus_live.py).
 command -v promtool >/dev/null && [ -x /usr/bin/prometheus ] || need+=(prometheus)
+# DANE tests (tests/integration/infra/dnssec.py): NSD, an authoritative server for signed test
+# zones, and Unbound, a validating resolver in front of it (each run as our own child process).
+command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || need+=(nsd)
+[ -x /usr/sbin/unbound ] || need+=(unbound)
 # The container smoke test (tests/integration/test_containers.py): podman 4.3 with runc (crun
 # fails here on rlimits and the hybrid cgroup layout), debootstrap for the base image (no registry
 # is reachable), CNI's dnsname plugin so pods find each other by Service name, catatonit for the
@@ -78,5 +82,12 @@ if [[ " ${need[*]} " == *" rspamd "* ]] && command -v systemctl >/dev/null; then
 fi
 if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --quiet prometheus.service 2>/dev/null || true
+fi
+# Only the services of packages installed here: a machine's own resolver stays as it was.
+if [[ " ${need[*]} " == *" nsd "* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --quiet nsd.service 2>/dev/null || true
+fi
+if [[ " ${need[*]} " == *" unbound "* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --quiet unbound.service unbound-resolvconf.service 2>/dev/null || true
 fi
 bash "$(dirname "$0")/containers/ensure-containers-conf.sh"
