@@ -152,6 +152,8 @@ class Session:
         caps += ["ID", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         caps += ["MOVE", f"APPENDLIMIT={self.settings.imap_max_message_bytes}"]  # RFC 6851, 7889
         caps.append("BINARY")  # RFC 3516
+        # RFC 5256, RFC 5957.
+        caps += ["SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         return caps
 
     # -- output ---------------------------------------------------------------------------------

@@ -88,3 +88,7 @@ from postmesh.imap_gw.commands import append, copy, expunge, idle, select, store
 # isort: split
 # Mailbox management, ID and QUOTA (registered on import as well).
 from postmesh.imap_gw.commands import id, manage, quota  # noqa: E402, F401
+
+# isort: split
+# SORT and THREAD (RFC 5256; registered on import as well).
+from postmesh.imap_gw.commands import sort  # noqa: E402, F401

@@ -261,7 +261,7 @@ class _Output:
             self._pieces, self._size = [], 0
 
 
-async def _structures(
+async def structures(
     session: Session, mailbox: str, uids: Sequence[int]
 ) -> dict[int, MessageStructure]:
     assert session.user is not None
@@ -379,16 +379,14 @@ async def fetch(session: Session, cmd: Fetch) -> Result:
                     present = [u for u in present if u not in missing]
                     gone = True
 
-    structures = await _structures(session, sel.name, present) if needs.structure else {}
-    if needs.structure and len(structures) < len(present):
+    by_uid = await structures(session, sel.name, present) if needs.structure else {}
+    if needs.structure and len(by_uid) < len(present):
         gone = True
-        present = [u for u in present if u in structures]
+        present = [u for u in present if u in by_uid]
 
     contents = await _content_reader(session, present, metas) if needs.content else None
     try:
-        return await _render(
-            session, cmd, atts, present, metas, structures, seen_set, contents, gone
-        )
+        return await _render(session, cmd, atts, present, metas, by_uid, seen_set, contents, gone)
     finally:
         if contents is not None:
             await contents.aclose()

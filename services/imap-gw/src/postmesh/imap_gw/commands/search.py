@@ -120,6 +120,34 @@ async def _modseq_of(session: Session, sel: SelectedMailbox, uids: list[int]) ->
     return (await session.store.search(session.user, sel.name, key)).highest_modseq
 
 
+async def store_search(
+    session: Session, sel: SelectedMailbox, key: SearchKey
+) -> tuple[list[int], list[int], int]:
+    """Criteria the model cannot answer, by the store: the matching UIDs and sequence numbers
+    the client has been told of, and the highest MODSEQ among them. Raises SearchRejected."""
+    assert session.user is not None
+    # Bounded by the client's view first: the store then loads only those messages.
+    view = Uid(SequenceSet(((1, sel.uids[-1]),)))
+    found = await session.store.search(session.user, sel.name, And((view, key)))
+    uids, seqs = sel.present(found.uids)
+    return uids, seqs, found.highest_modseq if uids else 0
+
+
+async def matching(
+    session: Session, sel: SelectedMailbox, criteria: SearchKey
+) -> tuple[list[int], list[int]]:
+    """The messages ``criteria`` match, as (UIDs, sequence numbers) in mailbox order, as SEARCH
+    finds them (SORT and THREAD, RFC 5256 §4). Raises MailboxLost or SearchRejected."""
+    if not sel.uids:
+        return [], []
+    key = resolve(criteria, session, sel)
+    if model_search.answerable(key):
+        await resync(session, force=True)
+        return model_search.search(sel, key)
+    uids, seqs, _ = await store_search(session, sel, key)
+    return uids, seqs
+
+
 @handles(Search, SELECTED)
 async def search(session: Session, cmd: Search) -> Result:
     sel = session.selected
@@ -161,10 +189,8 @@ async def search(session: Session, cmd: Search) -> Result:
                     return ok(f"{cmd.label} completed")
             uids, seqs = model_search.search(sel, key)
         else:
-            # Bounded by the client's view first: the store then loads only those messages.
-            view = Uid(SequenceSet(((1, sel.uids[-1]),)))
             try:
-                found = await session.store.search(session.user, sel.name, And((view, key)))
+                uids, seqs, modseq = await store_search(session, sel, key)
             except SearchRejected as e:
                 if saving:
                     session.saved_search.clear()  # RFC 5182 §2.1: a failed SAVE empties $
@@ -173,8 +199,6 @@ async def search(session: Session, cmd: Search) -> Result:
                 if saving:
                     session.saved_search.clear()
                 raise
-            uids, seqs = sel.present(found.uids)
-            modseq = found.highest_modseq if uids else 0
     numbers = uids if cmd.uid else seqs
     if want_modseq:
         session.condstore = True  # a CONDSTORE enabling command (RFC 7162 §3.1)

@@ -37,6 +37,7 @@ from postmesh.imap_gw.parser.mailbox import (
 )
 from postmesh.imap_gw.parser.search import search_parser
 from postmesh.imap_gw.parser.sequence import SequenceSet, parse_sequence_set
+from postmesh.imap_gw.parser.sort import sort_parser, thread_parser
 from postmesh.imap_gw.parser.store import (
     NO_SELECT_PARAMS,
     SelectParams,
@@ -283,6 +284,8 @@ COMMANDS: dict[str, Parser] = {
     "EXPUNGE": parse_expunge,
     "IDLE": parse_idle,
     "SEARCH": search_parser(uid=False),
+    "SORT": sort_parser(uid=False),
+    "THREAD": thread_parser(uid=False),
     "COPY": copy_parser(Copy, uid=False),
     "MOVE": copy_parser(Move, uid=False),
     "APPEND": parse_append,
@@ -292,6 +295,8 @@ UID_COMMANDS: dict[str, Parser] = {
     "EXPUNGE": parse_uid_expunge,
     "FETCH": _fetch(uid=True),
     "SEARCH": search_parser(uid=True),
+    "SORT": sort_parser(uid=True),
+    "THREAD": thread_parser(uid=True),
     "COPY": copy_parser(Copy, uid=True),
     "MOVE": copy_parser(Move, uid=True),
 }

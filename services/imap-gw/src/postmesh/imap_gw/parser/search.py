@@ -427,6 +427,19 @@ def _parse_program(
     return criteria, returns, charset
 
 
+def parse_charset_and_criteria(cur: Cursor) -> tuple[str, SearchKey]:
+    """``charset 1*(SP search-key)`` as SORT and THREAD take them (RFC 5256 §4: the charset is
+    not optional there), after the space that precedes them."""
+    raw = cur.astring("a charset name")
+    charset = raw.decode("ascii", "replace").upper()
+    if charset not in CHARSETS:
+        raise BadCharset(charset)
+    cur.expect_sp()
+    keys = _Parser(cur).key_list(0)
+    cur.expect_end()
+    return charset, keys[0] if len(keys) == 1 else And(keys)
+
+
 def _keyword(cur: Cursor, word: bytes) -> bool:
     """Consume ``word`` (any case) when it is a whole atom at the cursor."""
     end = cur.pos + len(word)
