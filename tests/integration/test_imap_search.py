@@ -106,3 +106,14 @@ def test_search_on_the_real_store(stack: Stack) -> None:
         assert data[0].startswith(b"1 2 3 (MODSEQ "), data
         typ, data = imap.search("KOI8-R", "ALL")
         assert typ == "NO" and b"BADCHARSET" in data[0], data
+        # SORT and THREAD (RFC 5256) from the store's metadata.
+        assert imap.sort("(REVERSE DATE)", "UTF-8", "ALL") == ("OK", [b"3 2 1"])
+        typ, data = imap.sort("(REVERSE SIZE)", "UTF-8", "NOT", "SUBJECT", "alpha")
+        assert (typ, data) == ("OK", [b"2"])
+        typ, data = imap.sort("(REVERSE SIZE)", "UTF-8", "ALL")
+        assert typ == "OK" and data[0] is not None and data[0].split()[0] == b"2", data
+        typ, data = imap.uid("SORT", "(SUBJECT)", "UTF-8", "ALL")
+        assert (typ, data) == ("OK", [f"{uids[0]} {uids[2]} {uids[1]}".encode()])
+        # "Re: alpha report" has no References, but its base subject makes it a reply of 1.
+        assert imap.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(1 3)(2)"])
+        assert imap.thread("ORDEREDSUBJECT", "UTF-8", "SINCE", since) == ("OK", [b"(1 3)(2)"])
