@@ -223,6 +223,14 @@ class Stack:
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
+                    pid = resp.headers.get("X-Postmesh-Pid")
+                    if pid is not None and pid != str(proc.pid):
+                        # Another process holds the port (ours will fail to bind it): not
+                        # ours, and not ready, whatever that one says.
+                        raise StackError(
+                            f"{service}'s ops port {url} is served by process {pid}, not "
+                            f"{proc.pid}:\n" + self.log_tail(service)
+                        )
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -43,7 +44,9 @@ class OpsServer:
                 failed.append(name)
         if failed:
             return web.Response(status=503, text="not ready: " + ", ".join(failed) + "\n")
-        return web.Response(text="ready\n")
+        # The process answering, so a dev stack can tell its own service from another that
+        # holds the port (devstack.Stack._wait_ready).
+        return web.Response(text="ready\n", headers={"X-Postmesh-Pid": str(os.getpid())})
 
     async def start(self) -> None:
         app = web.Application()
