@@ -37,7 +37,7 @@ from postmesh.delivery.smtp_client import (
 
 log = get_logger(__name__)
 
-# mx name, address, port, what TLS must be ("": opportunistic, "pkix", or DanePolicy.key)
+# mx name, address, port, what TLS must be ("": opportunistic; "pkix " and/or DanePolicy.key)
 _Key = tuple[str, str, int, str]
 
 
@@ -365,7 +365,9 @@ class Relay:
             # DANE's own authentication replaces the PKIX check; with no usable record it only
             # makes TLS mandatory, and a REQUIRETLS message still needs PKIX.
             pkix = verify and not (dane is not None and dane.authenticates)
-            mode = dane.key if dane is not None else "pkix" if pkix else ""
+            # Both demands in the cache key: a session DANE only encrypted never carries a
+            # message that needs PKIX, nor the other way round.
+            mode = ("pkix " if pkix else "") + (dane.key if dane is not None else "")
             for address in addresses:
                 key: _Key = (host.name, address, hop.port, mode)
                 try:
