@@ -17,7 +17,7 @@ from postmesh.imap_gw.commands.fetch import structures
 from postmesh.imap_gw.commands.search import matching
 from postmesh.imap_gw.commands.sync import MailboxLost, list_messages
 from postmesh.imap_gw.message import header_fields
-from postmesh.imap_gw.parser.sort import Sort, SortKey, Thread
+from postmesh.imap_gw.parser.sort import Sort, SortKey, Thread, ThreadAlgorithm
 from postmesh.imap_gw.session import Result, Session, bad, no, ok
 from postmesh.imap_gw.state import SelectedMailbox
 
@@ -109,7 +109,7 @@ async def thread(session: Session, cmd: Thread) -> Result:
         return failed
     # The internal date stands in for a missing or unreadable Date (RFC 5256 §2.2).
     fields = await _load(session, sel, uids, meta=True, headers=True, threading=True)
-    if cmd.algorithm.value == "ORDEREDSUBJECT":
+    if cmd.algorithm is ThreadAlgorithm.ORDEREDSUBJECT:
         roots = threads.ordered_subject(fields)
     else:
         roots = threads.references(fields)
