@@ -6,7 +6,8 @@ Both servers run at once. Each gets its mailbox filled by APPEND (10,000 message
 then, in rounds (3 by default) that alternate which server goes first, one client, one command
 at a time: SELECT of that mailbox; UID FETCH 1:* (FLAGS); FETCH BODY.PEEK[HEADER] of 1,000
 messages; BODY.PEEK[] of single messages; STORE +FLAGS (\\Flagged) of single messages; APPEND
-of new messages; SEARCH SUBJECT / UNSEEN / BODY; then a mixed load of concurrent clients, each
+of new messages; SEARCH SUBJECT / UNSEEN / BODY; SORT (REVERSE DATE), SORT (SUBJECT) and THREAD
+REFERENCES of the whole mailbox; then a mixed load of concurrent clients, each
 session: login, LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND, logout. Printed per round and
 command: ops/s, p50/p99, and the Postmesh/Dovecot ratio of ops/s; then each command's median
 ratio over the rounds. Before all that, on servers that have served nothing yet, the server
@@ -96,6 +97,25 @@ def search_hits(untagged: list[bytes]) -> int:
     return sum(len(r.split()) - 2 for r in untagged if r.startswith(b"* SEARCH"))
 
 
+def sorted_count(untagged: list[bytes]) -> int:
+    return sum(len(r.split()) - 2 for r in untagged if r.startswith(b"* SORT"))
+
+
+def thread_roots(untagged: list[bytes]) -> int:
+    """How many threads a ``* THREAD`` answer lists (top-level parenthesised lists)."""
+    roots = 0
+    for r in untagged:
+        if r.startswith(b"* THREAD"):
+            depth = 0
+            for ch in r[9:]:
+                if ch == 0x28:
+                    roots += depth == 0
+                    depth += 1
+                elif ch == 0x29:
+                    depth -= 1
+    return roots
+
+
 def fill(port: int, count: int) -> Timing:
     c = Imap(port)
     c.login(USER, PASSWORD)
@@ -158,6 +178,16 @@ def commands(port: int, n: int, round_: int = 0) -> dict[str, Timing]:
     t, res = timed(lambda k: search_hits(c.command(f"SEARCH BODY zq{k:02d}zq")), 5)
     t.note = f"{sum(res)} hits"
     out["SEARCH BODY"] = t
+    # RFC 5256 on the whole mailbox: what a webmail asks for a folder's first page.
+    t, res = timed(lambda _: sorted_count(c.command("SORT (REVERSE DATE) UTF-8 ALL")), 5)
+    t.note = f"{res[-1]} messages"
+    out["SORT (REVERSE DATE)"] = t
+    t, res = timed(lambda _: sorted_count(c.command("SORT (SUBJECT) UTF-8 ALL")), 5)
+    t.note = f"{res[-1]} messages"
+    out["SORT (SUBJECT)"] = t
+    t, res = timed(lambda _: thread_roots(c.command("THREAD REFERENCES UTF-8 ALL")), 5)
+    t.note = f"{res[-1]} threads"
+    out["THREAD REFERENCES"] = t
     c.logout()
     return out
 
